@@ -1,0 +1,78 @@
+"""The ``kdbench`` command: one verb per step, each a thin wrapper over one function.
+
+Heavy modules (torch, mmseg, mmdet) are imported inside the verbs that need them, so ``--help``
+and the verbs that only read specs and results start fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+
+from kdbench.errors import UserError
+
+Verb = tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]
+
+
+def _losses_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="print a JSON object instead of a table")
+
+
+def _losses(args: argparse.Namespace) -> int:
+    import inspect
+    import json
+
+    from kdbench import losses
+
+    table = {}
+    for name in losses.available():
+        params = losses.parameters(name)
+        table[name] = {
+            "class": losses.get(name).__name__,
+            "needs_labels": bool(getattr(losses.get(name), "needs_labels", False)),
+            "params": {
+                k: (None if v is inspect.Parameter.empty else v) for k, v in params.items()
+            },
+        }
+    if args.json:
+        print(json.dumps(table, indent=2))
+        return 0
+    width = max(map(len, table))
+    for name, info in table.items():
+        params = ", ".join(f"{k}={v!r}" for k, v in info["params"].items())
+        labels = "  [needs labels]" if info["needs_labels"] else ""
+        print(f"{name:<{width}}  {info['class']}({params}){labels}")
+    return 0
+
+
+VERBS: dict[str, Verb] = {
+    "losses": ("list the distillation losses and their parameters", _losses_arguments, _losses),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="kdbench",
+        description="Knowledge distillation for dense prediction: studies, runs, reports.",
+    )
+    sub = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
+    for name, (help_text, add_arguments, _) in VERBS.items():
+        add_arguments(sub.add_parser(name, help=help_text, description=help_text))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return VERBS[args.verb][2](args) or 0
+    except UserError as error:
+        print(f"kdbench {args.verb}: error: {error}", file=sys.stderr)
+        return error.exit_code
+    except KeyboardInterrupt:
+        print(f"kdbench {args.verb}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,46 @@
+"""Shared checks for distillation losses: shapes, temperatures, weights."""
+
+from __future__ import annotations
+
+import math
+
+from torch import Tensor
+
+from kdbench.errors import UserError
+
+
+def check_positive(name: str, value: float) -> float:
+    """A temperature or scale must be a finite number > 0."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise UserError(f"{name} must be a number > 0, got {value!r}")
+    if not math.isfinite(value) or value <= 0:
+        raise UserError(f"{name} must be a finite number > 0, got {value!r}")
+    return float(value)
+
+
+def check_weight(value: float) -> float:
+    """A loss weight must be a finite number >= 0 (0 switches the term off but keeps it logged)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise UserError(f"loss_weight must be a finite number >= 0, got {value!r}")
+    if value < 0:
+        raise UserError(f"loss_weight must be >= 0, got {value!r}")
+    return float(value)
+
+
+def check_same_shape(method: str, preds_S: Tensor, preds_T: Tensor, ndim: int = 4) -> None:
+    """Student and teacher maps must agree; the error names both shapes and the two fixes."""
+    if preds_S.dim() != ndim or preds_T.dim() != ndim:
+        raise UserError(
+            f"{method}: expected {ndim}-d maps (N, C, H, W), got student {tuple(preds_S.shape)} "
+            f"and teacher {tuple(preds_T.shape)}"
+        )
+    if preds_S.shape != preds_T.shape:
+        fixes = []
+        if preds_S.shape[1] != preds_T.shape[1]:
+            fixes.append("add an adapter (channel counts differ)")
+        if preds_S.shape[2:] != preds_T.shape[2:]:
+            fixes.append("set resize: true (spatial sizes differ)")
+        raise UserError(
+            f"{method}: student map {tuple(preds_S.shape)} and teacher map "
+            f"{tuple(preds_T.shape)} differ; {' and '.join(fixes)}"
+        )

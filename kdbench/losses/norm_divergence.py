@@ -1,0 +1,109 @@
+"""The paper's ablation family: a normalisation x a divergence (CWD paper, Table 3 / official
+``CriterionCWD``; https://arxiv.org/abs/2011.13256).
+
+Normalisations of an (N, C, H, W) map x at temperature T:
+
+- ``channel``: softmax over the H*W positions of each channel (this is CWD);
+- ``spatial``: softmax over the C channels at each position (pixel-wise KD);
+- ``channel_mean``: the mean of each channel, an (N, C) vector; for KL it is turned into a
+  distribution by a softmax over channels;
+- ``none``: the raw values; for KL one softmax over all C*H*W values of a sample (a KL needs a
+  distribution, and this one imposes neither a channel nor a position structure).
+
+Divergences: ``kl`` = KL(teacher || student) summed, ``mse`` = squared error summed, on the
+normalised maps; the temperature applies to KL only (MSE uses T = 1, as the official code does).
+Reduction (official): divide by N*C for channel / channel_mean, by N*H*W for spatial / none;
+times T**2.
+
+Unlike the official code, ``none`` uses every sample (it used only the first) and KL takes
+``log_softmax`` (it took ``log(softmax)``, which underflows to -inf and gives NaN).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from kdbench.errors import UserError
+from kdbench.losses.common import check_positive, check_same_shape, check_weight
+from kdbench.losses.cwd import channel_wise_divergence
+from kdbench.losses.registry import register
+
+NORMS = ("channel", "spatial", "channel_mean", "none")
+DIVERGENCES = ("kl", "mse")
+
+
+def _kl_rows(logits_S: Tensor, logits_T: Tensor, dim: int) -> Tensor:
+    """sum KL(softmax(logits_T) || softmax(logits_S)) along ``dim``, summed over everything."""
+    log_p_T = torch.log_softmax(logits_T, dim=dim)
+    log_p_S = torch.log_softmax(logits_S, dim=dim)
+    return (log_p_T.exp() * (log_p_T - log_p_S)).sum()
+
+
+def _normalise(x: Tensor, norm: str, tau: float) -> Tensor:
+    """The probability map of ``x`` under ``norm`` (for MSE, tau is 1)."""
+    n, c = x.shape[:2]
+    if norm == "channel":
+        return torch.softmax(x.reshape(n, c, -1) / tau, dim=2)
+    if norm == "spatial":
+        return torch.softmax(x / tau, dim=1)
+    if norm == "channel_mean":
+        return x.reshape(n, c, -1).mean(dim=2)
+    return x
+
+
+@register("norm_divergence")
+class NormDivergence(nn.Module):
+    """One cell of the normalisation x divergence ablation.
+
+    Args:
+        norm: one of ``channel``, ``spatial``, ``channel_mean``, ``none``.
+        divergence: ``kl`` or ``mse``.
+        tau: temperature of the KL softmax (ignored for MSE, as in the official code).
+        loss_weight: the factor the loss is multiplied by.
+
+    Shapes: preds_S and preds_T are (N, C, H, W) and equal; returns a scalar.
+    """
+
+    def __init__(
+        self,
+        norm: str = "channel",
+        divergence: str = "kl",
+        tau: float = 1.0,
+        loss_weight: float = 1.0,
+    ):
+        super().__init__()
+        if norm not in NORMS:
+            raise UserError(f"unknown norm {norm!r}; valid: {', '.join(NORMS)}")
+        if divergence not in DIVERGENCES:
+            raise UserError(f"unknown divergence {divergence!r}; valid: {', '.join(DIVERGENCES)}")
+        self.norm, self.divergence = norm, divergence
+        self.tau = check_positive("tau", tau) if divergence == "kl" else 1.0
+        self.loss_weight = check_weight(loss_weight)
+
+    def forward(self, preds_S: Tensor, preds_T: Tensor) -> Tensor:
+        check_same_shape(f"norm_divergence({self.norm}, {self.divergence})", preds_S, preds_T)
+        n, c, h, w = preds_S.shape
+        preds_T = preds_T.detach()
+        if self.norm == "channel" and self.divergence == "kl":  # exactly CWD: use its lean kernel
+            return channel_wise_divergence(preds_S, preds_T, self.tau) * self.loss_weight
+        if preds_S.dtype in (torch.float16, torch.bfloat16):
+            preds_S, preds_T = preds_S.float(), preds_T.float()
+        tau = self.tau
+        if self.divergence == "kl":
+            if self.norm == "spatial":
+                total = _kl_rows(preds_S / tau, preds_T / tau, dim=1)
+            elif self.norm == "channel_mean":
+                mean_S, mean_T = preds_S.mean(dim=(2, 3)), preds_T.mean(dim=(2, 3))
+                total = _kl_rows(mean_S / tau, mean_T / tau, dim=1)
+            else:  # none: one distribution over all C*H*W values of a sample
+                total = _kl_rows(preds_S.reshape(n, -1) / tau, preds_T.reshape(n, -1) / tau, 1)
+        else:
+            diff = _normalise(preds_S, self.norm, 1.0) - _normalise(preds_T, self.norm, 1.0)
+            total = diff.pow(2).sum()
+        denominator = n * c if self.norm in ("channel", "channel_mean") else n * h * w
+        return total * (tau * tau / denominator) * self.loss_weight
+
+    def extra_repr(self) -> str:
+        return f"norm={self.norm}, divergence={self.divergence}, tau={self.tau}, " \
+               f"loss_weight={self.loss_weight}"

@@ -1,0 +1,1 @@
+"""kdbench runners: the code that trains and evaluates models (imports torch/mmengine lazily)."""

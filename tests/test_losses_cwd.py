@@ -1,0 +1,142 @@
+"""Channel-wise distillation: equal to MMRazor's formulation, stable, lean, and well-behaved."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from kdbench import losses
+from kdbench.errors import UserError
+
+
+def mmrazor_cwd(preds_S, preds_T, tau, loss_weight):
+    """MMRazor's ChannelWiseDivergence math, written out in plain autograd (ANCHORS.md section 2)."""
+    n, c, h, w = preds_S.shape
+    rows_S = preds_S.reshape(-1, h * w) / tau
+    rows_T = preds_T.detach().reshape(-1, h * w) / tau
+    p_T = F.softmax(rows_T, dim=1)
+    kl = torch.sum(p_T * F.log_softmax(rows_T, dim=1) - p_T * F.log_softmax(rows_S, dim=1))
+    return loss_weight * kl * tau**2 / (n * c)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("shape", [(1, 1, 2, 3), (2, 3, 5, 7), (4, 19, 16, 32), (2, 8, 1, 9)])
+@pytest.mark.parametrize("tau", [0.5, 1.0, 4.0, 10.0])
+def test_cwd_matches_mmrazor_value_and_gradient(shape, tau, dtype):
+    preds_S = (torch.randn(shape, dtype=dtype) * 3).requires_grad_()
+    preds_T = torch.randn(shape, dtype=dtype) * 3
+    reference_S = preds_S.detach().clone().requires_grad_()
+
+    ours = losses.ChannelWiseDivergence(tau=tau, loss_weight=5.0)(preds_S, preds_T)
+    reference = mmrazor_cwd(reference_S, preds_T, tau, 5.0)
+    ours.backward()
+    reference.backward()
+
+    torch.testing.assert_close(ours, reference, rtol=1e-5, atol=1e-7)
+    # Gradients: 1e-5 relative to the gradient's scale (single elements of p_S - p_T near zero
+    # carry float32 cancellation noise in both formulations).
+    scale = reference_S.grad.abs().max().item()
+    torch.testing.assert_close(preds_S.grad, reference_S.grad, rtol=1e-5, atol=1e-5 * scale)
+
+
+def test_cwd_hand_computed_two_position_case():
+    # One channel, two positions: p_T = (3/4, 1/4), p_S = (1/2, 1/2).
+    preds_T = torch.tensor([math.log(3.0), 0.0]).view(1, 1, 1, 2)
+    preds_S = torch.zeros(1, 1, 1, 2)
+    expected = 0.75 * math.log(0.75 / 0.5) + 0.25 * math.log(0.25 / 0.5)
+    value = losses.build("cwd", tau=1.0, loss_weight=2.0)(preds_S, preds_T)
+    assert value.item() == pytest.approx(2.0 * expected, rel=1e-6)
+
+
+def test_cwd_is_positive_and_zero_only_when_distributions_match():
+    preds_S, preds_T = torch.randn(2, 4, 6, 6), torch.randn(2, 4, 6, 6)
+    cwd = losses.ChannelWiseDivergence(tau=2.0)
+    assert cwd(preds_S, preds_T).item() > 1e-3
+    assert cwd(preds_T.clone(), preds_T).item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_cwd_is_invariant_to_a_constant_shift_of_each_channel():
+    preds_S, preds_T = torch.randn(2, 4, 6, 6), torch.randn(2, 4, 6, 6)
+    shift = torch.randn(2, 4, 1, 1) * 100
+    cwd = losses.ChannelWiseDivergence(tau=4.0)
+    torch.testing.assert_close(cwd(preds_S + shift, preds_T), cwd(preds_S, preds_T), rtol=1e-4, atol=1e-6)
+    # ... and a student equal to the teacher up to per-channel shifts has zero loss.
+    assert cwd(preds_T + shift, preds_T).item() == pytest.approx(0.0, abs=1e-5)
+
+
+def test_cwd_scales_with_tau_squared():
+    preds_S, preds_T = torch.randn(2, 3, 4, 4), torch.randn(2, 3, 4, 4)
+    tau = 3.0
+    at_tau = losses.ChannelWiseDivergence(tau=tau)(preds_S * tau, preds_T * tau)
+    at_one = losses.ChannelWiseDivergence(tau=1.0)(preds_S, preds_T)
+    torch.testing.assert_close(at_tau, at_one * tau**2, rtol=1e-5, atol=1e-7)
+
+
+def test_cwd_loss_weight_multiplies_the_value():
+    preds_S, preds_T = torch.randn(2, 3, 4, 4), torch.randn(2, 3, 4, 4)
+    one = losses.ChannelWiseDivergence(tau=2.0, loss_weight=1.0)(preds_S, preds_T)
+    fifty = losses.ChannelWiseDivergence(tau=2.0, loss_weight=50.0)(preds_S, preds_T)
+    torch.testing.assert_close(fifty, one * 50, rtol=1e-6, atol=0)
+
+
+@pytest.mark.parametrize("tau", [1.0, 3.0])
+def test_cwd_custom_backward_passes_float64_gradcheck(tau):
+    preds_S = torch.randn(2, 3, 3, 4, dtype=torch.float64, requires_grad=True)
+    preds_T = torch.randn(2, 3, 3, 4, dtype=torch.float64)
+    cwd = losses.ChannelWiseDivergence(tau=tau, loss_weight=0.7)
+    assert torch.autograd.gradcheck(lambda s: cwd(s, preds_T), (preds_S,))
+
+
+def test_cwd_sends_no_gradient_to_the_teacher():
+    preds_S = torch.randn(2, 3, 4, 4, requires_grad=True)
+    preds_T = torch.randn(2, 3, 4, 4, requires_grad=True)
+    losses.ChannelWiseDivergence()(preds_S, preds_T).backward()
+    assert preds_S.grad is not None and preds_S.grad.abs().sum() > 0
+    assert preds_T.grad is None
+
+
+def test_cwd_leaves_its_inputs_unchanged():
+    preds_S, preds_T = torch.randn(2, 3, 4, 4, requires_grad=True), torch.randn(2, 3, 4, 4)
+    before_S, before_T = preds_S.detach().clone(), preds_T.clone()
+    losses.ChannelWiseDivergence(tau=4.0)(preds_S, preds_T).backward()
+    assert torch.equal(preds_S.detach(), before_S) and torch.equal(preds_T, before_T)
+
+
+def test_cwd_stays_finite_and_exact_for_logits_of_magnitude_1e4():
+    preds_S = (torch.randn(2, 4, 8, 8) * 1e4).requires_grad_()
+    preds_T = torch.randn(2, 4, 8, 8) * 1e4
+    value = losses.ChannelWiseDivergence(tau=1.0)(preds_S, preds_T)
+    value.backward()
+    exact = mmrazor_cwd(preds_S.detach().double(), preds_T.double(), 1.0, 1.0)
+    assert torch.isfinite(value) and torch.isfinite(preds_S.grad).all()
+    assert value.item() == pytest.approx(exact.item(), rel=1e-5)
+
+
+def test_cwd_runs_under_bf16_autocast_and_returns_bf16_gradients():
+    preds_S = torch.randn(2, 4, 8, 8).bfloat16().requires_grad_()
+    preds_T = torch.randn(2, 4, 8, 8).bfloat16()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        value = losses.ChannelWiseDivergence(tau=2.0)(preds_S, preds_T)
+    value.backward()
+    reference = mmrazor_cwd(preds_S.detach().float(), preds_T.float(), 2.0, 1.0)
+    assert torch.isfinite(value) and preds_S.grad.dtype == torch.bfloat16
+    assert value.item() == pytest.approx(reference.item(), rel=1e-4)
+
+
+def test_cwd_rejects_different_shapes_naming_both():
+    with pytest.raises(UserError, match=r"\(2, 3, 4, 4\).*\(2, 5, 4, 4\).*adapter"):
+        losses.ChannelWiseDivergence()(torch.randn(2, 3, 4, 4), torch.randn(2, 5, 4, 4))
+
+
+@pytest.mark.parametrize("tau", [0, -1.0, float("nan"), float("inf"), "4"])
+def test_cwd_rejects_a_temperature_that_is_not_a_positive_number(tau):
+    with pytest.raises(UserError, match="tau"):
+        losses.build("cwd", tau=tau)
+
+
+def test_build_rejects_unknown_methods_and_parameters_with_the_valid_ones():
+    with pytest.raises(UserError, match=r"unknown distillation method 'cdw'.*did you mean cwd.*valid:"):
+        losses.build("cdw")
+    with pytest.raises(UserError, match=r"no parameter 'temperature'; valid: tau, loss_weight"):
+        losses.build("cwd", temperature=4)

@@ -1,0 +1,40 @@
+"""The set-up files agree with each other: one set of pins, one test command."""
+
+import re
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def pins() -> dict[str, str]:
+    found = {}
+    for line in (ROOT / "requirements" / "pins.txt").read_text().splitlines():
+        line = line.split("#")[0].strip()
+        if line:
+            name = re.split(r"[=<>!~ ]", line)[0]
+            found[name] = line
+    return found
+
+
+def test_environment_yml_repeats_every_pin_of_pins_txt():
+    env = yaml.safe_load((ROOT / "environment.yml").read_text())
+    pip_list = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
+    in_env = {re.split(r"[=<>!~ ]", p)[0]: p.split("#")[0].strip() for p in pip_list}
+    assert "python=3.11" in env["dependencies"]
+    for name, pin in pins().items():
+        if name == "mmcv":  # built by tools/install_mmcv.sh, which reads pins.txt
+            continue
+        assert in_env.get(name) == pin, f"environment.yml has {in_env.get(name)!r}, pins.txt {pin!r}"
+
+
+def test_torch_and_the_openmmlab_stack_are_pinned_exactly():
+    for name in ("torch", "mmcv", "mmengine", "mmsegmentation", "mmdet"):
+        assert "==" in pins()[name]
+
+
+def test_ci_runs_the_readme_test_command():
+    readme = (ROOT / "README.md").read_text()
+    assert "make test" in readme.split("\n\n", 3)[1] + readme[:600]
+    assert re.search(r"^make test$", (ROOT / ".ci" / "run").read_text(), re.M)
