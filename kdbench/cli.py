@@ -46,7 +46,38 @@ def _losses(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run_file", metavar="RUN.json", help="a run file (see studies/README.md)")
+    parser.add_argument("--out", help="output directory (default: the file's 'out', else "
+                        "results/runs/<name>-<run_id>)")
+
+
+def _run(args: argparse.Namespace) -> int:
+    import os
+
+    from kdbench.runspec import load_run
+
+    run = load_run(args.run_file)
+    if run["device"] == "cpu":
+        os.environ["CUDA_VISIBLE_DEVICES"] = ""
+    from runners.train import default_out, execute
+
+    out = args.out or run["out"] or default_out(run)
+    try:
+        record = execute(run, out)
+    except UserError:
+        raise
+    except Exception as error:  # recorded in error.json by execute()
+        print(f"kdbench run: {run['name']} stopped: {type(error).__name__}: {error} "
+              f"(see {out}/error.json)", file=sys.stderr)
+        return 1
+    metrics = ", ".join(f"{k} {v:.4g}" for k, v in record["metrics"].items())
+    print(f"kdbench run: {run['name']} complete in {out}: {metrics}")
+    return 0
+
+
 VERBS: dict[str, Verb] = {
+    "run": ("execute one run described by a JSON file", _run_arguments, _run),
     "losses": ("list the distillation losses and their parameters", _losses_arguments, _losses),
 }
 

@@ -54,7 +54,8 @@ if ! "$VENV/bin/python" -c 'import mmcv, mmcv.ops' >/dev/null 2>&1; then
 fi
 
 say "pip: the OpenMMLab stack, analysis and test packages"
-grep -vE '^(#|$|torch|setuptools|wheel|mmcv)' "$PINS" | xargs "${PIP[@]}" -c <(grep -vE '^(#|$|setuptools)' "$PINS")
+pins() { sed 's/ *#.*//' "$PINS" | grep -vE "^(\$|$1)"; }   # pins without comments, less a pattern
+pins 'torch|setuptools|wheel|mmcv' | xargs -d '\n' "${PIP[@]}" -c <(pins 'setuptools')
 say "pip: kdbench (editable)"
 "${PIP[@]}" --no-deps --no-build-isolation -e .
 

@@ -1,0 +1,78 @@
+"""Attention transfer (AT; Zagoruyko & Komodakis, ICLR 2017, https://arxiv.org/abs/1612.03928).
+
+A feature map becomes a spatial attention map, the channel mean of its squared activations,
+flattened to (N, H*W) and L2-normalised over the positions of each sample; the loss is the mean
+squared difference of the two attention maps::
+
+    a(F)  = normalize_{h,w}( mean_c F[:, c]**2 )            # (N, H*W), ||a[n]||_2 = 1
+    loss  = loss_weight * mean_{n,p} (a(F_S)[n, p] - a(F_T)[n, p])**2
+
+This is CIRKD's ``CriterionAT`` (p = 2), whose default weight is 1e4. Only the batch size and the
+spatial size must agree: the channel mean removes the channel axis, so AT needs no adapter.
+A map whose attention is all zero stays zero after normalisation (eps 1e-12), not NaN.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from kdbench.errors import UserError
+from kdbench.losses.common import check_weight
+from kdbench.losses.registry import register
+
+
+def _compute_dtype(x: Tensor) -> torch.dtype:
+    return torch.float64 if x.dtype == torch.float64 else torch.float32
+
+
+def attention_map(feat: Tensor) -> Tensor:
+    """(N, C, H, W) -> (N, H*W): channel mean of feat**2, L2-normalised over positions."""
+    att = feat.pow(2).mean(dim=1).flatten(1)
+    return F.normalize(att, p=2.0, dim=1)
+
+
+def attention_transfer(preds_S: Tensor, preds_T: Tensor) -> Tensor:
+    """The unweighted AT loss; channel counts may differ, N and H x W may not."""
+    if preds_S.dim() != 4 or preds_T.dim() != 4:
+        raise UserError(
+            f"at: expected 4-d maps (N, C, H, W), got student {tuple(preds_S.shape)} and "
+            f"teacher {tuple(preds_T.shape)}"
+        )
+    if preds_S.shape[0] != preds_T.shape[0] or preds_S.shape[2:] != preds_T.shape[2:]:
+        raise UserError(
+            f"at: student map {tuple(preds_S.shape)} and teacher map {tuple(preds_T.shape)} "
+            "differ in batch or spatial size (channels may differ); set resize: true"
+        )
+    dtype = _compute_dtype(preds_S)
+    with torch.autocast(device_type=preds_S.device.type, enabled=False):
+        a_S = attention_map(preds_S.to(dtype))
+        a_T = attention_map(preds_T.detach().to(dtype))
+        return (a_S - a_T).pow(2).mean()
+
+
+@register("at")
+class AttentionTransfer(nn.Module):
+    """Attention transfer between spatial attention maps of two feature maps.
+
+    Args:
+        loss_weight: factor the loss is multiplied by (CIRKD: 1e4; the maps are unit vectors
+            over H*W positions, so the raw loss is tiny, of order 1 / (H*W)).
+
+    Shapes:
+        preds_S: (N, C_S, H, W); preds_T: (N, C_T, H, W). Returns a scalar.
+    """
+
+    needs_labels = False
+    needs_adapter = False  # channel counts may differ
+
+    def __init__(self, loss_weight: float = 1e4):
+        super().__init__()
+        self.loss_weight = check_weight(loss_weight)
+
+    def forward(self, preds_S: Tensor, preds_T: Tensor) -> Tensor:
+        return attention_transfer(preds_S, preds_T) * self.loss_weight
+
+    def extra_repr(self) -> str:
+        return f"loss_weight={self.loss_weight}"

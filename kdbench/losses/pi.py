@@ -1,0 +1,70 @@
+"""Pixel-wise distillation (PI): Hinton-style KD applied independently at every pixel.
+
+Used as the "pixel-wise" baseline of structured knowledge distillation (Liu et al., CVPR 2019,
+https://arxiv.org/abs/1903.04197) and of the CWD paper's Table 2; the soft-target idea is from
+Hinton et al. (https://arxiv.org/abs/1503.02531).
+
+At each of the N*H*W positions the C score values become a distribution ``softmax_C(z / tau)``
+and the student is pulled towards the teacher with ``KL(p_T || p_S)``; the loss is the mean over
+positions times ``tau**2``::
+
+    loss = loss_weight * tau**2 / (N*H*W) * sum_{n,h,w} sum_c p_T * (log p_T - log p_S)
+
+Both log-probabilities come from ``log_softmax`` (finite for any input magnitude). The teacher
+entropy term is included, so the loss is a true KL and is exactly 0 when student == teacher (the
+SKD code uses the cross-entropy instead, which has the same gradient but a non-zero floor; it
+also divides by H*W only, not by N).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from kdbench.losses.common import check_positive, check_same_shape, check_weight
+from kdbench.losses.registry import register
+
+
+def _compute_dtype(x: Tensor) -> torch.dtype:
+    # float64 stays float64 (gradcheck); float32/float16/bfloat16 are computed in float32.
+    return torch.float64 if x.dtype == torch.float64 else torch.float32
+
+
+def pixel_wise_divergence(preds_S: Tensor, preds_T: Tensor, tau: float = 1.0) -> Tensor:
+    """The unweighted PI loss of two (N, C, H, W) score maps; no gradient reaches preds_T."""
+    check_same_shape("pi", preds_S, preds_T)
+    dtype = _compute_dtype(preds_S)
+    n, _, h, w = preds_S.shape
+    with torch.autocast(device_type=preds_S.device.type, enabled=False):
+        log_p_S = torch.log_softmax(preds_S.to(dtype) / tau, dim=1)
+        log_p_T = torch.log_softmax(preds_T.detach().to(dtype) / tau, dim=1)
+        kl = (log_p_T.exp() * (log_p_T - log_p_S)).sum()
+        return kl * (tau * tau / (n * h * w))
+
+
+@register("pi")
+class PixelWiseDistillation(nn.Module):
+    """Pixel-wise KD: KL between per-pixel class distributions, averaged over pixels.
+
+    Args:
+        tau: softmax temperature T (SKD and the CWD code use 1).
+        loss_weight: factor the loss is multiplied by (SKD's lambda_pi = 10).
+
+    Shapes:
+        preds_S, preds_T: (N, C, H, W) score maps (logits), equal shapes.
+        Returns a scalar (float32, or float64 for float64 inputs).
+    """
+
+    needs_labels = False
+    needs_adapter = True  # equal channels: an adapter where they differ
+
+    def __init__(self, tau: float = 1.0, loss_weight: float = 10.0):
+        super().__init__()
+        self.tau = check_positive("tau", tau)
+        self.loss_weight = check_weight(loss_weight)
+
+    def forward(self, preds_S: Tensor, preds_T: Tensor) -> Tensor:
+        return pixel_wise_divergence(preds_S, preds_T, self.tau) * self.loss_weight
+
+    def extra_repr(self) -> str:
+        return f"tau={self.tau}, loss_weight={self.loss_weight}"

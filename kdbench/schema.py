@@ -1,0 +1,86 @@
+"""Small, explicit validation helpers for specs read from JSON or YAML.
+
+Every error is one line naming the file, the key path and what is valid, e.g.
+``studies/x.yaml: grid.tau[2]: must be a number > 0, got '4'``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from kdbench.errors import UserError
+
+
+class Checker:
+    """Validates values under a file name, building key paths as it descends."""
+
+    def __init__(self, source: str):
+        self.source = str(source)
+
+    def fail(self, path: str, message: str) -> UserError:
+        where = f"{self.source}: {path}" if path else self.source
+        return UserError(f"{where}: {message}")
+
+    def mapping(self, value: Any, path: str, allowed: Iterable[str], required: Iterable[str] = ()) -> dict:
+        """A dict whose keys are all in ``allowed`` and include ``required``."""
+        if not isinstance(value, Mapping):
+            raise self.fail(path, f"must be a mapping, got {type(value).__name__}")
+        allowed = list(allowed)
+        for key in value:
+            if key not in allowed:
+                close = difflib.get_close_matches(str(key), allowed, n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                raise self.fail(
+                    join(path, str(key)), f"unknown key{hint}; valid: {', '.join(allowed)}"
+                )
+        for key in required:
+            if key not in value:
+                raise self.fail(join(path, key), "is required")
+        return dict(value)
+
+    def string(self, value: Any, path: str, choices: Iterable[str] | None = None) -> str:
+        if not isinstance(value, str) or not value:
+            raise self.fail(path, f"must be a non-empty string, got {value!r}")
+        if choices is not None:
+            choices = list(choices)
+            if value not in choices:
+                raise self.fail(path, f"{value!r} is not valid; valid: {', '.join(choices)}")
+        return value
+
+    def integer(self, value: Any, path: str, minimum: int | None = None) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise self.fail(path, f"must be an integer, got {value!r}")
+        if minimum is not None and value < minimum:
+            raise self.fail(path, f"must be >= {minimum}, got {value}")
+        return value
+
+    def number(self, value: Any, path: str, positive: bool = False, minimum: float | None = None) -> float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise self.fail(path, f"must be a finite number, got {value!r}")
+        if positive and value <= 0:
+            raise self.fail(path, f"must be a number > 0, got {value!r}")
+        if minimum is not None and value < minimum:
+            raise self.fail(path, f"must be >= {minimum}, got {value!r}")
+        return float(value)
+
+    def boolean(self, value: Any, path: str) -> bool:
+        if not isinstance(value, bool):
+            raise self.fail(path, f"must be true or false, got {value!r}")
+        return value
+
+    def sequence(self, value: Any, path: str, min_length: int = 0) -> list:
+        if not isinstance(value, (list, tuple)):
+            raise self.fail(path, f"must be a list, got {type(value).__name__}")
+        if len(value) < min_length:
+            raise self.fail(path, f"must have at least {min_length} item(s)")
+        return list(value)
+
+
+def join(path: str, key: str | int) -> str:
+    """``join("a.b", "c") == "a.b.c"``; ``join("a", 2) == "a[2]"``."""
+    if isinstance(key, int):
+        return f"{path}[{key}]"
+    return f"{path}.{key}" if path else key

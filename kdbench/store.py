@@ -1,0 +1,114 @@
+"""The results store on disk: one directory per run, whose files say its state.
+
+``spec.json`` (resolved run), ``env.json`` (versions), ``metrics.jsonl`` (one JSON object per
+evaluation), and exactly one of ``final.json`` (complete) or ``error.json`` (failed or diverged).
+Files are written atomically (temporary file + fsync + rename), so a reader sees a whole file or
+none, and a crash never leaves half a result.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+FINAL, ERROR, SPEC, ENV, METRICS = "final.json", "error.json", "spec.json", "env.json", "metrics.jsonl"
+
+
+def _json_default(value: Any):
+    if hasattr(value, "item"):  # numpy / torch scalars
+        return value.item()
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def dumps(data: Any) -> str:
+    """Strict JSON (NaN and Inf are not JSON: they must never reach a result file)."""
+    return json.dumps(data, indent=2, sort_keys=True, default=_json_default, allow_nan=False)
+
+
+def write_json_atomic(path: str | Path, data: Any) -> None:
+    """Write ``data`` as JSON to ``path`` so that readers see the old file or the whole new one."""
+    path = Path(path)
+    text = dumps(data) + "\n"  # serialise first: a bad value fails before anything is written
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    try:  # make the rename itself durable
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    except OSError:
+        pass
+
+
+def read_json(path: str | Path) -> Any | None:
+    """The parsed file, or None when it is missing or not valid JSON (a corrupt result)."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def append_jsonl(path: str | Path, record: dict) -> None:
+    """Append one JSON object as one line, in a single write, flushed to disk."""
+    line = json.dumps(record, sort_keys=True, default=_json_default, allow_nan=False) + "\n"
+    with open(path, "a") as handle:
+        handle.write(line)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def read_jsonl(path: str | Path) -> list[dict]:
+    """Every complete, valid line of a JSON-lines file; a truncated or corrupt line is skipped."""
+    records = []
+    try:
+        text = Path(path).read_text()
+    except OSError:
+        return records
+    for line in text.splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict):
+            records.append(record)
+    return records
+
+
+def is_finite_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def run_state(run_dir: str | Path) -> str:
+    """``complete``, ``failed``, ``diverged``, ``corrupt``, ``started`` or ``missing``, from files only."""
+    run_dir = Path(run_dir)
+    final = run_dir / FINAL
+    if final.exists():
+        data = read_json(final)
+        if isinstance(data, dict) and data.get("status") == "complete" and isinstance(data.get("metrics"), dict):
+            return "complete"
+        return "corrupt"
+    error = run_dir / ERROR
+    if error.exists():
+        data = read_json(error)
+        if isinstance(data, dict) and data.get("status") in ("failed", "diverged"):
+            return data["status"]
+        return "corrupt"
+    if (run_dir / SPEC).exists():
+        return "started"
+    return "missing"

@@ -1,0 +1,131 @@
+"""Models from mmseg/mmdet config files, with overrides and checkpoints.
+
+A config is named as ``mmseg::pspnet/pspnet_r18-d8_4xb2-80k_cityscapes-512x1024.py`` (a config
+packaged with mmsegmentation or mmdet), ``tiny_seg_student`` (one of kdbench's configs under
+``runners/configs/``), or a path to a ``.py`` config file.
+"""
+
+from __future__ import annotations
+
+import urllib.parse
+from pathlib import Path
+
+import torch
+from mmengine.config import Config
+
+from kdbench.errors import UserError
+
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+SCOPES = {"seg": "mmseg", "det": "mmdet"}
+
+
+def register_scope(task: str) -> str:
+    """Register mmseg's or mmdet's modules and make that package the default scope."""
+    from mmengine.registry import DefaultScope
+
+    scope = SCOPES[task]
+    if scope == "mmseg":
+        from mmseg.utils import register_all_modules
+    else:
+        from mmdet.utils import register_all_modules
+    register_all_modules(init_default_scope=False)
+    if DefaultScope.get_current_instance() is None or DefaultScope.get_current_instance().scope_name != scope:
+        DefaultScope.get_instance(f"kdbench-{scope}-{id(object())}", scope_name=scope)
+    return scope
+
+
+def load_config(name: str, overrides: dict | None = None, where: str = "config") -> Config:
+    """Read a model config by package-qualified name, kdbench name or path; apply overrides
+    (a dict of dotted keys, e.g. ``{"model.decode_head.num_classes": 19}``)."""
+    try:
+        if "::" in name:
+            from mmengine.hub import get_config
+
+            cfg = get_config(name)
+        else:
+            path = Path(name)
+            if not path.suffix and (CONFIG_DIR / f"{name}.py").is_file():
+                path = CONFIG_DIR / f"{name}.py"
+            if not path.is_file():
+                choices = sorted(p.stem for p in CONFIG_DIR.glob("[!_]*.py"))
+                raise UserError(f"{where}: config {name!r} does not exist; give a path, "
+                                f"'mmseg::<dir>/<file>.py', 'mmdet::<dir>/<file>.py' or one of: "
+                                f"{', '.join(choices)}")
+            cfg = Config.fromfile(str(path))
+    except UserError:
+        raise
+    except Exception as error:  # mmengine raises FileNotFoundError, SyntaxError, ...
+        raise UserError(f"{where}: cannot read config {name!r}: {str(error).splitlines()[0]}") from None
+    if overrides:
+        cfg.merge_from_dict(overrides)
+    if "model" not in cfg:
+        raise UserError(f"{where}: config {name!r} defines no 'model'")
+    return cfg
+
+
+def cpu_safe(model_cfg: dict) -> dict:
+    """SyncBN -> BN (SyncBN needs a process group; on one device BN is the same thing)."""
+    def walk(node):
+        if isinstance(node, dict):
+            if node.get("type") == "SyncBN":
+                node["type"] = "BN"
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+    walk(model_cfg)
+    return model_cfg
+
+
+def build_model(cfg: Config, task: str, distributed: bool = False) -> torch.nn.Module:
+    register_scope(task)
+    from mmengine.registry import MODELS as ROOT_MODELS  # noqa: F401  (scopes resolve through it)
+
+    if task == "seg":
+        from mmseg.registry import MODELS
+    else:
+        from mmdet.registry import MODELS
+    from mmengine.config import ConfigDict
+
+    model_cfg = cfg.model.to_dict() if hasattr(cfg.model, "to_dict") else dict(cfg.model)
+    if not distributed:
+        model_cfg = cpu_safe(model_cfg)
+    model = MODELS.build(ConfigDict(model_cfg))  # mmseg reads test_cfg.mode as an attribute
+    model.init_weights()
+    return model
+
+
+def load_weights(model: torch.nn.Module, checkpoint: str, trusted: bool, where: str) -> None:
+    """Load a teacher checkpoint (a path or a URL) into ``model``, strictly.
+
+    Files are read with ``weights_only=True`` (no code runs while unpickling) unless the spec
+    marks them as trusted.
+    """
+    parsed = urllib.parse.urlparse(checkpoint)
+    try:
+        if parsed.scheme in ("http", "https"):
+            state = torch.hub.load_state_dict_from_url(checkpoint, map_location="cpu",
+                                                       weights_only=not trusted)
+        else:
+            if not Path(checkpoint).is_file():
+                raise UserError(f"{where}: checkpoint {checkpoint!r} does not exist")
+            state = torch.load(checkpoint, map_location="cpu", weights_only=not trusted)
+    except UserError:
+        raise
+    except Exception as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        hint = " (if you trust this file, set trusted: true)" if "weights_only" in str(error) else ""
+        raise UserError(f"{where}: cannot load checkpoint {checkpoint!r}: {first}{hint}") from None
+    if isinstance(state, dict) and "state_dict" in state:
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise UserError(f"{where}: checkpoint {checkpoint!r} holds no state dict")
+    state = {k.removeprefix("module."): v for k, v in state.items()}
+    result = model.load_state_dict(state, strict=False)
+    if result.missing_keys or result.unexpected_keys:
+        raise UserError(
+            f"{where}: checkpoint {checkpoint!r} does not fit the model: "
+            f"{len(result.missing_keys)} missing keys (e.g. {result.missing_keys[:2]}), "
+            f"{len(result.unexpected_keys)} unexpected (e.g. {result.unexpected_keys[:2]})"
+        )

@@ -1,0 +1,698 @@
+"""Fashion scenes: an offline, deterministic segmentation + detection dataset for CPU work.
+
+Each scene is a crop of one of scikit-image's bundled photos (no download needed) with 1..N
+Fashion-MNIST objects pasted on top. An object's silhouette is its resized 28x28 image thresholded
+(> ``mask_threshold`` on 0..255, small enclosed holes filled); it is painted with a random hue whose
+brightness is chosen to contrast with the background under it (light objects on dark backgrounds,
+dark objects on light ones), textured by the Fashion-MNIST intensities. Later objects occlude
+earlier ones, and every label and box comes from the *visible* part of each object.
+
+Layout written under ``root`` (mmseg + COCO)::
+
+    images/{train,val}/000000.png        RGB, size (h, w)
+    labels/{train,val}/000000.png        uint8 single-channel ("L"), no palette
+    annotations/instances_{train,val}.json   COCO instances (bbox + uncompressed RLE)
+    manifest.json                        params, sources, content hash (written last)
+
+Conventions:
+
+* Segmentation: 11 classes, ``SEG_CLASSES[0] == 'background'``, label value = Fashion-MNIST
+  class + 1; use mmseg ``reduce_zero_label=False``. 255 is the ignore index, but no pixel uses it.
+* Detection: 10 categories, COCO ``category_id`` 1..10 = Fashion-MNIST class + 1 (no background
+  category); ``bbox`` = ``[x, y, w, h]`` in pixel-edge units, tight around the visible mask
+  (``w = x_last - x_first + 1``); ``area`` = visible pixel count; ``iscrowd`` = 0;
+  ``segmentation`` = uncompressed COCO RLE (``{"size": [h, w], "counts": [...]}``, column-major,
+  starting with a run of zeros). Objects whose visible area is below ``min_visible_area`` get no
+  annotation (their few visible pixels stay in the label map and the image).
+* Image ids are 1..N in file order; file names (``000000.png``, ...) are relative to
+  ``images/<split>/``; annotation ids are 1..M per split.
+
+Train/val separation: train scenes take objects from Fashion-MNIST's train split (60k) and
+background crops from the left 75 % of every photo; val scenes take objects from the test split
+(10k) and crops from the right 25 % of every photo. Both splits see every photo, never the same
+pixels.
+
+Determinism: every scene draws from its own ``numpy.random.Generator`` seeded with
+``(seed, split, index)``, so the same parameters give byte-identical files (and scene ``i`` does not
+depend on how many scenes were asked for). The cache key also records the numpy, Pillow and
+scikit-image versions, since a change there may change the bytes.
+
+API: :func:`generate` writes a dataset into a new directory; :func:`ensure` returns a cached one,
+generating it atomically (temp directory + rename) only when missing or made with other params.
+"""
+
+from __future__ import annotations
+
+import colorsys
+import functools
+import gzip
+import hashlib
+import io
+import json
+import os
+import shutil
+import time
+import uuid
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+from scipy import ndimage
+
+from kdbench.errors import UserError
+
+GENERATOR_VERSION = 1
+FORMAT = "kdbench.fashion_scenes"
+
+FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
+FASHION_MNIST_ENV = "KDBENCH_FASHION_MNIST_DIR"  # override for the directory above
+DATA_ENV = "KDBENCH_DATA"  # cache base directory (default ~/.cache/kdbench/data)
+
+FASHION_MNIST_FILES = {
+    "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
+    "val": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
+}
+
+SEG_CLASSES = (
+    "background",
+    "t-shirt/top",
+    "trouser",
+    "pullover",
+    "dress",
+    "coat",
+    "sandal",
+    "shirt",
+    "sneaker",
+    "bag",
+    "ankle boot",
+)
+DET_CLASSES = SEG_CLASSES[1:]
+SEG_PALETTE = (
+    (0, 0, 0),
+    (230, 25, 75),
+    (60, 180, 75),
+    (255, 225, 25),
+    (0, 130, 200),
+    (245, 130, 48),
+    (145, 30, 180),
+    (70, 240, 240),
+    (240, 50, 230),
+    (210, 245, 60),
+    (250, 190, 212),
+)
+DET_PALETTE = SEG_PALETTE[1:]
+IGNORE_INDEX = 255
+
+# scikit-image photos that ship with the wheel (no pooch/network); grey ones are used as RGB.
+BACKGROUNDS = (
+    "astronaut",
+    "brick",
+    "camera",
+    "cell",
+    "chelsea",
+    "clock",
+    "coffee",
+    "coins",
+    "colorwheel",
+    "grass",
+    "gravel",
+    "hubble_deep_field",
+    "immunohistochemistry",
+    "moon",
+    "page",
+    "retina",
+    "rocket",
+    "stereo_motorcycle",
+    "text",
+)
+VAL_REGION_START = 0.75  # val crops come from x >= 0.75 * width, train crops from x < that
+
+DEFAULTS: dict[str, Any] = {
+    "seed": 0,
+    "num_train": 512,
+    "num_val": 128,
+    "size": (64, 64),
+    "objects_per_image": (1, 4),
+    "object_scale": (0.8, 2.0),
+    "min_visible_area": 16,
+    "mask_threshold": 40,
+}
+
+_MAX_IMAGES = 200_000
+_SPLITS = ("train", "val")
+
+
+# --------------------------------------------------------------------------------------------
+# parameters
+
+
+def _int(name: str, value: Any, lo: int, hi: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not lo <= value <= hi:
+        raise UserError(f"fashion_scenes: {name} must be an integer in {lo}..{hi}, got {value!r}")
+    return int(value)
+
+
+def _pair(name: str, value: Any, kind: str) -> tuple:
+    if isinstance(value, (list, tuple)) and len(value) == 2:
+        return tuple(value)
+    if kind == "int" and isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        return (value, value)
+    raise UserError(f"fashion_scenes: {name} must be a pair (lo, hi), got {value!r}")
+
+
+def normalize_params(params: Mapping[str, Any] | None = None, /, **kwargs: Any) -> dict[str, Any]:
+    """Validate parameters and return them complete, in canonical form (tuples -> lists)."""
+    given = {**(params or {}), **kwargs}
+    unknown = sorted(set(given) - set(DEFAULTS))
+    if unknown:
+        raise UserError(
+            f"fashion_scenes: unknown parameter {unknown[0]!r}; valid: {', '.join(DEFAULTS)}"
+        )
+    p = {**DEFAULTS, **given}
+    out: dict[str, Any] = {}
+    out["seed"] = _int("seed", p["seed"], 0, 2**63 - 1)
+    out["num_train"] = _int("num_train", p["num_train"], 1, _MAX_IMAGES)
+    out["num_val"] = _int("num_val", p["num_val"], 1, _MAX_IMAGES)
+
+    size = p["size"]
+    if isinstance(size, (int, np.integer)) and not isinstance(size, bool):
+        size = (size, size)
+    if not isinstance(size, (list, tuple)) or len(size) != 2:
+        raise UserError(f"fashion_scenes: size must be an int or (height, width), got {size!r}")
+    out["size"] = [_int("size", s, 16, 1024) for s in size]
+
+    lo, hi = _pair("objects_per_image", p["objects_per_image"], "int")
+    lo, hi = _int("objects_per_image", lo, 1, 32), _int("objects_per_image", hi, 1, 32)
+    if lo > hi:
+        raise UserError(f"fashion_scenes: objects_per_image needs lo <= hi, got ({lo}, {hi})")
+    out["objects_per_image"] = [lo, hi]
+
+    lo, hi = _pair("object_scale", p["object_scale"], "float")
+    for v in (lo, hi):
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.25 <= v <= 4.0:
+            raise UserError(
+                f"fashion_scenes: object_scale must be a pair of numbers in 0.25..4.0 "
+                f"(lo <= hi), got {p['object_scale']!r}"
+            )
+    if lo > hi:
+        raise UserError(f"fashion_scenes: object_scale needs lo <= hi, got ({lo}, {hi})")
+    out["object_scale"] = [float(lo), float(hi)]
+
+    h, w = out["size"]
+    out["min_visible_area"] = _int("min_visible_area", p["min_visible_area"], 1, h * w)
+    out["mask_threshold"] = _int("mask_threshold", p["mask_threshold"], 0, 254)
+    return out
+
+
+def _versions() -> dict[str, str]:
+    import PIL
+    import skimage
+
+    return {"numpy": np.__version__, "pillow": PIL.__version__, "scikit-image": skimage.__version__}
+
+
+def cache_key(params: Mapping[str, Any]) -> str:
+    """SHA-256 of what determines the bytes: generator version, params, library versions."""
+    blob = {
+        "format": FORMAT,
+        "generator_version": GENERATOR_VERSION,
+        "params": normalize_params(params),
+        "versions": _versions(),
+    }
+    return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()
+
+
+# --------------------------------------------------------------------------------------------
+# sources
+
+
+def _fashion_dir() -> Path:
+    return Path(os.environ.get(FASHION_MNIST_ENV) or FASHION_MNIST_DIR)
+
+
+def _read_idx(path: Path, ndim: int) -> np.ndarray:
+    with gzip.open(path, "rb") as f:
+        data = f.read()
+    zero, dtype_code, dims = data[0:2], data[2], data[3]
+    if zero != b"\0\0" or dtype_code != 0x08 or dims != ndim:
+        raise UserError(f"fashion_scenes: {path} is not a uint8 idx file with {ndim} dimensions")
+    shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(dims))
+    arr = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * dims)
+    if arr.size != int(np.prod(shape)):
+        raise UserError(f"fashion_scenes: {path} is truncated ({arr.size} values, shape {shape})")
+    return arr.reshape(shape)
+
+
+@functools.lru_cache(maxsize=4)
+def _load_fashion(directory: str, split: str) -> tuple[np.ndarray, np.ndarray]:
+    d = Path(directory)
+    img_name, lbl_name = FASHION_MNIST_FILES[split]
+    if not (d / img_name).is_file() or not (d / lbl_name).is_file():
+        raise UserError(
+            f"fashion_scenes: Fashion-MNIST not found in {d} (need {img_name}, {lbl_name}); "
+            f"install Debian's dataset-fashion-mnist (apt-get install dataset-fashion-mnist) "
+            f"or set {FASHION_MNIST_ENV}"
+        )
+    images = _read_idx(d / img_name, 3)
+    labels = _read_idx(d / lbl_name, 1)
+    if images.shape[0] != labels.shape[0] or images.shape[1:] != (28, 28) or labels.max() > 9:
+        raise UserError(f"fashion_scenes: unexpected Fashion-MNIST files in {d}")
+    return images, labels
+
+
+@functools.lru_cache(maxsize=1)
+def _load_backgrounds() -> tuple[np.ndarray, ...]:
+    try:
+        import skimage.data
+    except ImportError as e:  # pragma: no cover - depends on the environment
+        raise UserError(
+            "fashion_scenes: needs scikit-image for its bundled photos (pip install scikit-image)"
+        ) from e
+    out = []
+    for name in BACKGROUNDS:
+        img = getattr(skimage.data, name)()
+        if isinstance(img, tuple):  # stereo_motorcycle -> (left, right, disparity)
+            img = img[0]
+        img = np.asarray(img)
+        if img.dtype == bool:
+            img = img.astype(np.uint8) * 255
+        if img.ndim == 2:
+            img = np.repeat(img[:, :, None], 3, axis=2)
+        out.append(np.ascontiguousarray(img[:, :, :3].astype(np.uint8)))
+    return tuple(out)
+
+
+# --------------------------------------------------------------------------------------------
+# rendering
+
+
+def _fill_small_holes(mask: np.ndarray, max_hole: int) -> np.ndarray:
+    """Fill background components of ``mask`` that do not touch the border and are small."""
+    holes, n = ndimage.label(~mask)
+    if n <= 1:  # only the outside (or nothing): no enclosed hole
+        return mask
+    sizes = np.bincount(holes.ravel())
+    border = np.unique(np.concatenate([holes[0], holes[-1], holes[:, 0], holes[:, -1]]))
+    small = sizes <= max_hole
+    small[0] = False
+    small[border] = False
+    return mask | small[holes]
+
+
+def _object_raster(image28: np.ndarray, side: int, threshold: int) -> tuple[np.ndarray, np.ndarray]:
+    im = Image.fromarray(image28).resize((side, side), Image.BILINEAR)
+    intensity = np.asarray(im)
+    mask = intensity > threshold
+    mask = _fill_small_holes(mask, max(2, (side * side) // 100))
+    return intensity, mask
+
+
+def _luminance(rgb: np.ndarray) -> np.ndarray:
+    return rgb[..., 0] * 0.299 + rgb[..., 1] * 0.587 + rgb[..., 2] * 0.114
+
+
+def _rle(mask: np.ndarray) -> dict[str, Any]:
+    """Uncompressed COCO RLE: column-major run lengths, the first run counts zeros."""
+    flat = mask.ravel(order="F").astype(np.int8)
+    change = np.flatnonzero(np.diff(flat)) + 1
+    bounds = np.concatenate([[0], change, [flat.size]])
+    counts = np.diff(bounds).tolist()
+    if flat.size and flat[0]:
+        counts = [0, *counts]
+    return {"size": [int(mask.shape[0]), int(mask.shape[1])], "counts": counts}
+
+
+def render_scene(
+    background: np.ndarray,
+    objects: list[Mapping[str, Any]],
+    *,
+    mask_threshold: int = DEFAULTS["mask_threshold"],
+    min_visible_area: int = DEFAULTS["min_visible_area"],
+) -> tuple[np.ndarray, np.ndarray, list[dict[str, Any]]]:
+    """Paste ``objects`` (in order, later on top) onto ``background`` (h, w, 3 uint8).
+
+    Each object: ``image`` (28x28 uint8), ``category`` (0..9), ``top``, ``left``, ``side`` (pixels;
+    the square must lie inside the scene), and either ``color`` (r, g, b) or ``hue``, ``sat``,
+    ``tone`` in [0, 1] (brightness picked to contrast with the background under the object).
+    Returns ``(image, label_map, annotations)``; annotations are COCO dicts without ids, each with
+    ``object_index`` (position in ``objects``).
+    """
+    canvas = np.array(background, dtype=np.uint8, copy=True)
+    h, w = canvas.shape[:2]
+    owner = np.full((h, w), -1, dtype=np.int16)
+    categories = []
+    for k, obj in enumerate(objects):
+        side, top, left = int(obj["side"]), int(obj["top"]), int(obj["left"])
+        if not (0 <= top and top + side <= h and 0 <= left and left + side <= w):
+            raise ValueError(f"object {k} ({top}, {left}, side {side}) outside {h}x{w} scene")
+        intensity, mask = _object_raster(np.asarray(obj["image"], np.uint8), side, mask_threshold)
+        window = canvas[top : top + side, left : left + side]
+        if "color" in obj:
+            color = np.asarray(obj["color"], dtype=np.float64)
+        else:
+            under = _luminance(window[mask].astype(np.float64)).mean() if mask.any() else 128.0
+            value = 0.70 + 0.30 * obj["tone"] if under < 128 else 0.08 + 0.30 * obj["tone"]
+            color = np.array(colorsys.hsv_to_rgb(obj["hue"], obj["sat"], value)) * 255.0
+        shade = 0.5 + 0.5 * (intensity.astype(np.float64) / 255.0)
+        painted = np.clip(shade[..., None] * color, 0, 255).round().astype(np.uint8)
+        window[mask] = painted[mask]
+        owner[top : top + side, left : left + side][mask] = k
+        categories.append(int(obj["category"]))
+
+    lut = np.array([c + 1 for c in categories] + [0], dtype=np.uint8)  # owner -1 -> last entry
+    label = lut[owner]
+    anns = []
+    for k, cat in enumerate(categories):
+        vis = owner == k
+        area = int(vis.sum())
+        if area < min_visible_area:
+            continue
+        rows = np.flatnonzero(vis.any(axis=1))
+        cols = np.flatnonzero(vis.any(axis=0))
+        x0, y0 = int(cols[0]), int(rows[0])
+        bw, bh = int(cols[-1]) - x0 + 1, int(rows[-1]) - y0 + 1
+        anns.append(
+            {
+                "object_index": k,
+                "category_id": cat + 1,
+                "bbox": [x0, y0, bw, bh],
+                "area": area,
+                "iscrowd": 0,
+                "segmentation": _rle(vis),
+            }
+        )
+    return canvas, label, anns
+
+
+def _background_crop(rng: np.random.Generator, split: str, h: int, w: int) -> np.ndarray:
+    photos = _load_backgrounds()
+    photo = photos[int(rng.integers(len(photos)))]
+    ph, pw = photo.shape[:2]
+    split_x = int(pw * VAL_REGION_START)
+    x_lo, x_hi = (0, split_x) if split == "train" else (split_x, pw)
+    aspect = w / h
+    ch_max = min(ph, (x_hi - x_lo) / aspect)
+    ch_hi = min(ch_max, 192.0 * h / 64)
+    ch_lo = min(ch_hi, 48.0 * h / 64)
+    ch = float(rng.uniform(ch_lo, ch_hi))
+    cw = ch * aspect
+    y = float(rng.uniform(0, ph - ch))
+    x = float(rng.uniform(x_lo, x_hi - cw))
+    flip = bool(rng.random() < 0.5)
+    crop = Image.fromarray(photo).resize((w, h), Image.BILINEAR, box=(x, y, x + cw, y + ch))
+    arr = np.asarray(crop)
+    return arr[:, ::-1] if flip else arr
+
+
+def _sample_scene(
+    rng: np.random.Generator, split: str, p: Mapping[str, Any], pool: tuple[np.ndarray, np.ndarray]
+) -> tuple[np.ndarray, np.ndarray, list[dict[str, Any]]]:
+    h, w = p["size"]
+    background = _background_crop(rng, split, h, w)
+    images, labels = pool
+    lo, hi = p["objects_per_image"]
+    n = int(rng.integers(lo, hi + 1))
+    unit = min(h, w) / 64.0
+    objects = []
+    for _ in range(n):
+        idx = int(rng.integers(images.shape[0]))
+        scale = float(rng.uniform(*p["object_scale"]))
+        side = int(np.clip(round(28 * scale * unit), 8, min(h, w)))
+        objects.append(
+            {
+                "image": images[idx],
+                "category": int(labels[idx]),
+                "side": side,
+                "top": int(rng.integers(0, h - side + 1)),
+                "left": int(rng.integers(0, w - side + 1)),
+                "hue": float(rng.random()),
+                "sat": float(rng.uniform(0.35, 1.0)),
+                "tone": float(rng.random()),
+            }
+        )
+    return render_scene(
+        background,
+        objects,
+        mask_threshold=p["mask_threshold"],
+        min_visible_area=p["min_visible_area"],
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# writing
+
+
+def _png_bytes(array: np.ndarray, mode: str) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(array).convert(mode).save(buf, format="PNG", compress_level=6)
+    return buf.getvalue()
+
+
+class _Writer:
+    """Writes files under a root and hashes (relative path, content) for the manifest."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.digests: dict[str, str] = {}
+
+    def write(self, rel: str, data: bytes) -> None:
+        _write_file(self.root / rel, data)
+        self.digests[rel] = hashlib.sha256(data).hexdigest()
+
+    def content_hash(self) -> str:
+        h = hashlib.sha256()
+        for rel in sorted(self.digests):
+            h.update(f"{rel}\0{self.digests[rel]}\n".encode())
+        return h.hexdigest()
+
+
+def _write_file(path: Path, data: bytes) -> None:
+    with open(path, "wb") as f:
+        f.write(data)
+
+
+def _coco(split: str, h: int, w: int, images: list, annotations: list) -> bytes:
+    doc = {
+        "info": {
+            "description": f"kdbench fashion_scenes ({split}): Fashion-MNIST objects on "
+            "scikit-image photos",
+            "version": str(GENERATOR_VERSION),
+        },
+        "licenses": [],
+        "images": images,
+        "annotations": annotations,
+        "categories": [
+            {"id": i + 1, "name": name, "supercategory": "fashion"}
+            for i, name in enumerate(DET_CLASSES)
+        ],
+    }
+    return json.dumps(doc, separators=(",", ":")).encode()
+
+
+def _info(root: Path, manifest: Mapping[str, Any]) -> dict[str, Any]:
+    splits = {}
+    for s in _SPLITS:
+        rel = {
+            "img_dir": f"images/{s}",
+            "seg_map_dir": f"labels/{s}",
+            "ann_file": f"annotations/instances_{s}.json",
+        }
+        splits[s] = {**rel, **{k + "_abs": str(root / v) for k, v in rel.items()}}
+    return {
+        "data_root": str(root),
+        "manifest": str(root / "manifest.json"),
+        "params": manifest["params"],
+        "key": manifest["key"],
+        "content_sha256": manifest["content_sha256"],
+        "num_images": dict(manifest["num_images"]),
+        "num_annotations": dict(manifest["num_annotations"]),
+        "splits": splits,
+        "img_suffix": ".png",
+        "seg_map_suffix": ".png",
+        "reduce_zero_label": False,
+        "ignore_index": IGNORE_INDEX,
+        "seg_metainfo": {"classes": SEG_CLASSES, "palette": [list(c) for c in SEG_PALETTE]},
+        "det_metainfo": {"classes": DET_CLASSES, "palette": [list(c) for c in DET_PALETTE]},
+        # flat aliases (runners/datasets.py reads these)
+        "root": str(root),
+        "seg_classes": SEG_CLASSES,
+        "det_classes": DET_CLASSES,
+        "palette": [list(c) for c in SEG_PALETTE],
+    }
+
+
+def generate(root: str | os.PathLike, **params: Any) -> dict[str, Any]:
+    """Write a dataset into ``root`` (must be new or empty) and return its description.
+
+    Parameters (defaults in ``DEFAULTS``): ``seed`` (0), ``num_train`` (512), ``num_val`` (128),
+    ``size`` (64 or (h, w), each 16..1024), ``objects_per_image`` ((1, 4), each 1..32),
+    ``object_scale`` ((0.8, 2.0): object side = scale * 28 px * min(h, w) / 64, 0.25..4),
+    ``min_visible_area`` (16 px: smaller visible parts get no COCO annotation),
+    ``mask_threshold`` (40: silhouette = resized Fashion-MNIST pixel > threshold, 0..254).
+    Not atomic: use :func:`ensure` for a cache that is never seen half-written.
+    """
+    p = normalize_params(params)
+    root = Path(root)
+    if root.exists() and (not root.is_dir() or any(root.iterdir())):
+        raise UserError(f"fashion_scenes: {root} exists and is not an empty directory")
+    fashion_dir = str(_fashion_dir())
+    pools = {s: _load_fashion(fashion_dir, s) for s in _SPLITS}
+
+    for sub in ("images", "labels"):
+        for s in _SPLITS:
+            (root / sub / s).mkdir(parents=True, exist_ok=True)
+    (root / "annotations").mkdir(parents=True, exist_ok=True)
+
+    writer = _Writer(root)
+    h, w = p["size"]
+    counts = {"train": p["num_train"], "val": p["num_val"]}
+    num_anns = {}
+    for split_index, s in enumerate(_SPLITS):
+        images, annotations = [], []
+        for i in range(counts[s]):
+            rng = np.random.default_rng([p["seed"], split_index, i])
+            image, label, anns = _sample_scene(rng, s, p, pools[s])
+            name = f"{i:06d}.png"
+            writer.write(f"images/{s}/{name}", _png_bytes(image, "RGB"))
+            writer.write(f"labels/{s}/{name}", _png_bytes(label, "L"))
+            images.append({"id": i + 1, "file_name": name, "height": h, "width": w})
+            for a in anns:
+                a.pop("object_index")
+                annotations.append({"id": len(annotations) + 1, "image_id": i + 1, **a})
+        writer.write(f"annotations/instances_{s}.json", _coco(s, h, w, images, annotations))
+        num_anns[s] = len(annotations)
+
+    manifest = {
+        "format": FORMAT,
+        "generator_version": GENERATOR_VERSION,
+        "key": cache_key(p),
+        "params": p,
+        "versions": _versions(),
+        "sources": {
+            "fashion_mnist": fashion_dir,
+            "backgrounds": list(BACKGROUNDS),
+            "val_region_start": VAL_REGION_START,
+        },
+        "num_images": counts,
+        "num_annotations": num_anns,
+        "files": sorted(writer.digests),
+        "content_sha256": writer.content_hash(),
+    }
+    # Written last: a directory with a manifest is a complete dataset.
+    _write_file(root / "manifest.json", json.dumps(manifest, indent=1, sort_keys=True).encode())
+    return _info(root, manifest)
+
+
+# --------------------------------------------------------------------------------------------
+# cache
+
+
+def default_root(params: Mapping[str, Any] | None = None) -> Path:
+    """``$KDBENCH_DATA`` (or ``~/.cache/kdbench/data``) / ``fashion_scenes-<key[:12]>``."""
+    base = Path(os.environ.get(DATA_ENV) or Path.home() / ".cache" / "kdbench" / "data")
+    return base.expanduser() / f"fashion_scenes-{cache_key(params or {})[:12]}"
+
+
+def _read_manifest(root: Path) -> dict[str, Any] | None:
+    try:
+        m = json.loads((root / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return m if isinstance(m, dict) and m.get("format") == FORMAT else None
+
+
+def verify(root: str | os.PathLike) -> bool:
+    """Recompute the content hash of a dataset directory and compare it with its manifest."""
+    root = Path(root)
+    m = _read_manifest(root)
+    if m is None:
+        return False
+    h = hashlib.sha256()
+    for rel in sorted(m["files"]):
+        try:
+            digest = hashlib.sha256((root / rel).read_bytes()).hexdigest()
+        except OSError:
+            return False
+        h.update(f"{rel}\0{digest}\n".encode())
+    return h.hexdigest() == m["content_sha256"]
+
+
+def _valid(root: Path, key: str, check_content: bool) -> dict[str, Any] | None:
+    m = _read_manifest(root)
+    if m is None or m.get("key") != key:
+        return None
+    if check_content and not verify(root):
+        return None
+    return m
+
+
+def _sweep_stale(parent: Path, name: str, max_age_s: float = 3600.0) -> None:
+    """Remove temp/old directories of ``name`` left by killed processes (older than an hour)."""
+    now = time.time()
+    for d in parent.glob(f".{name}.*-*"):
+        try:
+            if d.is_dir() and now - d.stat().st_mtime > max_age_s:
+                shutil.rmtree(d, ignore_errors=True)
+        except OSError:
+            pass
+
+
+def ensure(
+    root: str | os.PathLike | None = None, *, check_content: bool = False, **params: Any
+) -> dict[str, Any]:
+    """Return the dataset for ``params``, generating it only if missing or made differently.
+
+    ``root`` is the dataset directory itself; by default :func:`default_root`. It is (re)generated
+    when it has no manifest or one whose key (generator version, params, library versions)
+    differs; ``check_content=True`` also re-hashes every file. Generation goes to a temporary
+    sibling directory that is renamed into place, so an interrupted run never leaves a dataset
+    that looks complete. A ``root`` that exists but is neither empty nor a fashion_scenes
+    dataset is refused rather than replaced.
+    """
+    p = normalize_params(params)
+    key = cache_key(p)
+    root = Path(root) if root is not None else default_root(p)
+    root = root.expanduser().absolute()
+    m = _valid(root, key, check_content)
+    if m is not None:
+        return _info(root, m)
+    if root.exists() and _read_manifest(root) is None:
+        if not root.is_dir() or any(root.iterdir()):
+            raise UserError(
+                f"fashion_scenes: {root} exists and is not a fashion_scenes dataset; "
+                "pass a new or empty directory as root"
+            )
+
+    parent = root.parent
+    parent.mkdir(parents=True, exist_ok=True)
+    _sweep_stale(parent, root.name)
+    token = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    tmp = parent / f".{root.name}.tmp-{token}"
+    try:
+        generate(tmp, **p)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+    old = None
+    if root.exists():  # stale/different dataset or empty dir: move aside, then swap in
+        old = parent / f".{root.name}.old-{token}"
+        try:
+            os.rename(root, old)
+        except FileNotFoundError:
+            old = None  # someone else removed it meanwhile
+    try:
+        os.rename(tmp, root)
+    except OSError:
+        # Another process committed first: keep theirs if it is the dataset we want.
+        shutil.rmtree(tmp, ignore_errors=True)
+        m = _valid(root, key, False)
+        if m is None:
+            raise
+        return _info(root, m)
+    finally:
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    return _info(root, json.loads((root / "manifest.json").read_text()))

@@ -1,0 +1,176 @@
+"""Dataset and evaluator configs for mmengine's Runner, per dataset and task.
+
+- ``fashion_scenes``: the offline built-in dataset (runners/data/fashion_scenes.py), generated
+  on first use and cached.
+- ``cityscapes``: mmseg's CityscapesDataset with the paper's pipeline (random resize 0.5-2.0 of
+  2048x1024, random crop, flip, photometric distortion).
+- ``coco``: mmdet's CocoDataset with the 1x schedule's pipeline (resize to 1333x800, flip).
+
+``params.scale`` overrides the resize target of cityscapes/coco (tests use small fixtures).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from kdbench.errors import UserError
+
+SEG_EVALUATOR = {"type": "KDIoUMetric", "iou_metrics": ["mIoU"]}
+
+
+def _loader(dataset: dict, batch_size: int, num_workers: int, train: bool) -> dict:
+    return {
+        "batch_size": batch_size,
+        "num_workers": num_workers,
+        "persistent_workers": num_workers > 0,
+        "sampler": {"type": "InfiniteSampler" if train else "DefaultSampler", "shuffle": train},
+        "dataset": dataset,
+    }
+
+
+def _fashion_seg(info: dict, crop) -> tuple[dict, dict, dict]:
+    train_pipeline = [
+        {"type": "LoadImageFromFile"},
+        {"type": "LoadAnnotations"},
+        *([{"type": "RandomCrop", "crop_size": tuple(crop), "cat_max_ratio": 0.75}] if crop else []),
+        {"type": "RandomFlip", "prob": 0.5},
+        {"type": "PackSegInputs"},
+    ]
+    test_pipeline = [{"type": "LoadImageFromFile"}, {"type": "LoadAnnotations"}, {"type": "PackSegInputs"}]
+
+    def dataset(split, pipeline):
+        return {
+            "type": "BaseSegDataset",
+            "data_root": str(info["root"]),
+            "data_prefix": {"img_path": f"images/{split}", "seg_map_path": f"labels/{split}"},
+            "img_suffix": ".png",
+            "seg_map_suffix": ".png",
+            "reduce_zero_label": False,
+            "metainfo": {"classes": tuple(info["seg_classes"]), "palette": [list(p) for p in info["palette"]]},
+            "pipeline": pipeline,
+        }
+
+    return dataset("train", train_pipeline), dataset("val", test_pipeline), dict(SEG_EVALUATOR)
+
+
+def _fashion_det(info: dict, crop) -> tuple[dict, dict, dict]:
+    height, width = info["params"]["size"]
+    # A resize to the images' own size: a no-op that records scale_factor, which mmdet needs.
+    resize = {"type": "Resize", "scale": (width, height), "keep_ratio": True}
+    train_pipeline = [
+        {"type": "LoadImageFromFile"},
+        {"type": "LoadAnnotations", "with_bbox": True},
+        resize,
+        {"type": "RandomFlip", "prob": 0.5},
+        {"type": "PackDetInputs"},
+    ]
+    test_pipeline = [
+        {"type": "LoadImageFromFile"},
+        resize,
+        {"type": "LoadAnnotations", "with_bbox": True},
+        {"type": "PackDetInputs", "meta_keys": ("img_id", "img_path", "ori_shape", "img_shape", "scale_factor")},
+    ]
+
+    def dataset(split, pipeline):
+        return {
+            "type": "CocoDataset",
+            "data_root": str(info["root"]),
+            "ann_file": f"annotations/instances_{split}.json",
+            "data_prefix": {"img": f"images/{split}/"},
+            "metainfo": {"classes": tuple(info["det_classes"])},
+            "filter_cfg": {"filter_empty_gt": split == "train", "min_size": 0},
+            "test_mode": split != "train",
+            "pipeline": pipeline,
+        }
+
+    evaluator = {"type": "KDCocoMetric", "ann_file": str(Path(info["root"]) / "annotations/instances_val.json"),
+                 "metric": "bbox"}
+    return dataset("train", train_pipeline), dataset("val", test_pipeline), evaluator
+
+
+def _cityscapes(root: str, params: dict, crop) -> tuple[dict, dict, dict]:
+    scale = tuple(params.get("scale", (2048, 1024)))
+    crop = tuple(crop or (512, 1024))
+    train_pipeline = [
+        {"type": "LoadImageFromFile"},
+        {"type": "LoadAnnotations"},
+        {"type": "RandomResize", "scale": scale, "ratio_range": (0.5, 2.0), "keep_ratio": True},
+        {"type": "RandomCrop", "crop_size": crop, "cat_max_ratio": 0.75},
+        {"type": "RandomFlip", "prob": 0.5},
+        {"type": "PhotoMetricDistortion"},
+        {"type": "PackSegInputs"},
+    ]
+    test_pipeline = [
+        {"type": "LoadImageFromFile"},
+        {"type": "Resize", "scale": scale, "keep_ratio": True},
+        {"type": "LoadAnnotations"},
+        {"type": "PackSegInputs"},
+    ]
+
+    def dataset(split, pipeline):
+        return {
+            "type": "CityscapesDataset",
+            "data_root": root,
+            "data_prefix": {"img_path": f"leftImg8bit/{split}", "seg_map_path": f"gtFine/{split}"},
+            "pipeline": pipeline,
+        }
+
+    return dataset("train", train_pipeline), dataset("val", test_pipeline), dict(SEG_EVALUATOR)
+
+
+def _coco(root: str, params: dict, crop) -> tuple[dict, dict, dict]:
+    scale = tuple(params.get("scale", (1333, 800)))
+    train_pipeline = [
+        {"type": "LoadImageFromFile"},
+        {"type": "LoadAnnotations", "with_bbox": True},
+        {"type": "Resize", "scale": scale, "keep_ratio": True},
+        {"type": "RandomFlip", "prob": 0.5},
+        {"type": "PackDetInputs"},
+    ]
+    test_pipeline = [
+        {"type": "LoadImageFromFile"},
+        {"type": "Resize", "scale": scale, "keep_ratio": True},
+        {"type": "LoadAnnotations", "with_bbox": True},
+        {"type": "PackDetInputs", "meta_keys": ("img_id", "img_path", "ori_shape", "img_shape", "scale_factor")},
+    ]
+
+    def dataset(split, pipeline):
+        return {
+            "type": "CocoDataset",
+            "data_root": root,
+            "ann_file": f"annotations/instances_{split}2017.json",
+            "data_prefix": {"img": f"{split}2017/"},
+            "filter_cfg": {"filter_empty_gt": split == "train", "min_size": 32},
+            "test_mode": split != "train",
+            "pipeline": pipeline,
+        }
+
+    evaluator = {"type": "KDCocoMetric", "ann_file": str(Path(root) / "annotations/instances_val2017.json"),
+                 "metric": "bbox"}
+    return dataset("train", train_pipeline), dataset("val", test_pipeline), evaluator
+
+
+def dataset_configs(run: dict) -> dict:
+    """``train_dataloader``, ``val_dataloader`` and ``val_evaluator`` for a resolved run."""
+    task, spec, schedule = run["task"], run["dataset"], run["schedule"]
+    name, params, crop = spec["name"], dict(spec["params"]), schedule["crop"]
+    if name == "fashion_scenes":
+        from runners.data.fashion_scenes import ensure
+
+        info = ensure(root=spec["root"], **params)
+        train, val, evaluator = (_fashion_seg if task == "seg" else _fashion_det)(info, crop)
+    else:
+        root = spec["root"]
+        if not Path(root).is_dir():
+            raise UserError(f"dataset.root: {root!r} is not a directory")
+        if name == "cityscapes" and task == "seg":
+            train, val, evaluator = _cityscapes(root, params, crop)
+        elif name == "coco" and task == "det":
+            train, val, evaluator = _coco(root, params, crop)
+        else:
+            raise UserError(f"dataset.name: {name!r} does not fit task {task!r}")
+    return {
+        "train_dataloader": _loader(train, schedule["batch_size"], schedule["num_workers"], True),
+        "val_dataloader": _loader(val, 1, schedule["num_workers"], False),
+        "val_evaluator": evaluator,
+    }

@@ -1,0 +1,188 @@
+"""The distillation model: a trainable student, a frozen teacher, and KD terms between them.
+
+The teacher runs in eval mode without autograd, in ``tensor`` mode (no teacher losses, unlike
+MMRazor 1.x), and only as far as its tapped outputs need. Outputs are tapped by dotted module
+path; paths and shapes are checked when the model is built, by one probe forward of both
+models, so a typo or a channel mismatch fails before training. Adapters train with the student.
+The training loss is the student's task losses plus one ``loss_kd_<term>`` per term.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import torch
+from mmengine.model import BaseModel
+from torch import nn
+
+from kdbench import losses
+from kdbench.errors import UserError
+from runners.taps import Taps
+
+
+class DivergedError(RuntimeError):
+    """A loss became NaN or Inf: the run stops and is recorded as diverged."""
+
+    def __init__(self, key: str, value: float):
+        super().__init__(f"{key} is {value}")
+        self.key, self.value = key, value
+
+
+def check_finite(loss_dict: dict) -> None:
+    for key, value in loss_dict.items():
+        values = value if isinstance(value, (list, tuple)) else [value]
+        for v in values:
+            number = float(v.detach().sum()) if torch.is_tensor(v) else float(v)
+            if not math.isfinite(number):
+                raise DivergedError(key, number)
+
+
+class DistillModel(BaseModel):
+    """Student + frozen teacher + KD terms, for mmengine's Runner.
+
+    Args:
+        student: an mmseg/mmdet model (with its data preprocessor).
+        teacher: the teacher model, weights already loaded; None for a student baseline.
+        terms: resolved distill terms of the run spec (method, params, weight, locations,
+            adapter, resize).
+        probe: a function returning ``(inputs, data_samples)`` of one small batch, used once to
+            check locations and shapes and to size the adapters.
+    """
+
+    def __init__(self, student: nn.Module, teacher: nn.Module | None, terms: list[dict], probe):
+        super().__init__(data_preprocessor=student.data_preprocessor)
+        self.student = student
+        self.terms = terms
+        self.kd_losses = nn.ModuleDict()
+        self.adapters = nn.ModuleDict()
+        self.kd_seconds = 0.0  # teacher forward + KD terms, accumulated (read by the cost hook)
+        if not terms:
+            self.teacher = None
+            return
+        if teacher is None:
+            raise UserError("distill terms need a teacher")
+        self.teacher = teacher.eval().requires_grad_(False)
+        self._register_state_dict_hook(_drop_teacher_weights)
+        for term in terms:
+            params = dict(term["params"], loss_weight=term["weight"])
+            self.kd_losses[term["name"]] = losses.build(term["method"], **params)
+        self.student_taps = Taps(student, [p for t in terms for p in t["student_location"]], "student")
+        self.teacher_taps = Taps(teacher, [p for t in terms for p in t["teacher_location"]], "teacher",
+                                 stop_when_done=True)
+        self._build_adapters(*probe())
+
+    # -- construction -------------------------------------------------------------------------
+    def _build_adapters(self, inputs, data_samples) -> None:
+        was_training = self.student.training
+        self.student.eval()
+        with torch.no_grad():
+            inputs = inputs.to(next(self.student.parameters()).device)
+            with self.student_taps:
+                self.student(inputs, data_samples, mode="tensor")
+            with self.teacher_taps:
+                self.teacher(inputs, data_samples, mode="tensor")
+        self.student.train(was_training)
+        for term in self.terms:
+            for index, (s_path, t_path) in enumerate(zip(term["student_location"], term["teacher_location"])):
+                outs_S, outs_T = self.student_taps.outputs[s_path], self.teacher_taps.outputs[t_path]
+                where = f"distill term {term['name']!r} ({s_path} -> {t_path})"
+                if len(outs_S) != len(outs_T):
+                    raise UserError(f"{where}: the student calls it {len(outs_S)} times per forward, "
+                                    f"the teacher {len(outs_T)}")
+                s, t = outs_S[0], outs_T[0]
+                if s.dim() != t.dim():
+                    raise UserError(f"{where}: student output {tuple(s.shape)} and teacher output "
+                                    f"{tuple(t.shape)} have different ranks")
+                key = _adapter_key(term["name"], index)
+                if s.shape[1] != t.shape[1] and getattr(self.kd_losses[term["name"]], "needs_adapter", True):
+                    if term["adapter"] is None:
+                        raise UserError(f"{where}: student has {s.shape[1]} channels {tuple(s.shape)}, "
+                                        f"teacher {t.shape[1]} {tuple(t.shape)}; add an adapter")
+                    self.adapters[key] = losses.ChannelAdapter(s.shape[1], t.shape[1], **term["adapter"])
+                elif term["adapter"] is not None:
+                    self.adapters[key] = losses.ChannelAdapter(s.shape[1], t.shape[1], **term["adapter"])
+                if s.shape[2:] != t.shape[2:] and not term["resize"]:
+                    raise UserError(f"{where}: student map {tuple(s.shape)} and teacher map "
+                                    f"{tuple(t.shape)} differ in size; set resize: true")
+        self.adapters.to(next(self.student.parameters()).device)
+        # One pass of every term on the probe: lazy modules (HO's critic) get their shapes, and a
+        # term that cannot run on these maps fails now rather than after the first iteration.
+        was_training = self.training
+        self.eval()
+        with torch.no_grad():
+            self._kd_losses(data_samples)
+        self.train(was_training)
+
+    # -- modes --------------------------------------------------------------------------------
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if self.teacher is not None:
+            self.teacher.eval()  # frozen: BN statistics stay the teacher's
+        return self
+
+    def forward(self, inputs, data_samples=None, mode: str = "tensor"):
+        if mode == "loss":
+            return self.loss(inputs, data_samples)
+        return self.student(inputs, data_samples, mode=mode)
+
+    def loss(self, inputs, data_samples) -> dict:
+        if not self.terms:
+            task_losses = self.student(inputs, data_samples, mode="loss")
+            check_finite(task_losses)
+            return task_losses
+        with self.student_taps:
+            task_losses = self.student(inputs, data_samples, mode="loss")
+        start = time.perf_counter()
+        with torch.no_grad(), self.teacher_taps:
+            self.teacher(inputs, data_samples, mode="tensor")
+        kd = self._kd_losses(data_samples)
+        self.kd_seconds += time.perf_counter() - start
+        task_losses.update(kd)
+        check_finite(task_losses)
+        return task_losses
+
+    def _kd_losses(self, data_samples) -> dict:
+        out = {}
+        for term in self.terms:
+            loss_module = self.kd_losses[term["name"]]
+            labels = _labels(data_samples) if getattr(loss_module, "needs_labels", False) else None
+            total = 0.0
+            for index, (s_path, t_path) in enumerate(zip(term["student_location"], term["teacher_location"])):
+                adapter = self.adapters[_adapter_key(term["name"], index)] \
+                    if _adapter_key(term["name"], index) in self.adapters else None
+                for s, t in zip(self.student_taps.outputs[s_path], self.teacher_taps.outputs[t_path]):
+                    if adapter is not None:
+                        s = adapter(s)
+                    if term["resize"]:
+                        s = losses.align(s, t, resize=True, where=term["name"])
+                    if self.training and getattr(loss_module, "has_own_optimizer", False):
+                        # e.g. HO's discriminator: one step of its own optimizer on detached maps.
+                        for key, value in loss_module.discriminator_step(s.detach(), t).items():
+                            out[f"{term['name']}_{key}"] = torch.tensor(value)
+                    total = total + (loss_module(s, t, labels) if labels is not None else loss_module(s, t))
+            out[f"loss_kd_{term['name']}"] = total
+        return out
+
+
+    def frozen_in_student_optimizer(self) -> list[str]:
+        """Parameter-name prefixes that the student's optimizer must leave alone (losses that
+        train their own parameters with their own optimizer)."""
+        return [f"kd_losses.{name}" for name, module in self.kd_losses.items()
+                if getattr(module, "has_own_optimizer", False)]
+
+
+def _adapter_key(term_name: str, index: int) -> str:
+    return f"{term_name}__{index}"
+
+
+def _labels(data_samples) -> torch.Tensor:
+    """Segmentation labels (N, H, W) from mmseg data samples (for label-aware KD such as IFVD)."""
+    return torch.stack([s.gt_sem_seg.data.squeeze(0) for s in data_samples]).long()
+
+
+def _drop_teacher_weights(module, state_dict, prefix, local_metadata):
+    # Checkpoints hold the student and adapters; the teacher comes from its own checkpoint.
+    for key in [k for k in state_dict if k.startswith(prefix + "teacher.")]:
+        del state_dict[key]
+    return state_dict

@@ -1,0 +1,82 @@
+"""mmengine hooks that turn a training run into kdbench's result files."""
+
+from __future__ import annotations
+
+import resource
+import statistics
+import time
+
+import torch
+from mmengine.hooks import Hook
+
+from kdbench import store
+
+
+def metric_key(name: str) -> str:
+    """mmseg's ``mIoU`` -> ``val/mIoU``; mmdet's ``coco/bbox_mAP`` -> ``val/bbox_mAP``."""
+    return "val/" + name.split("/")[-1]
+
+
+class MetricsHook(Hook):
+    """Appends one JSON object per evaluation to ``metrics.jsonl``: iteration and raw metrics."""
+
+    priority = "LOW"
+
+    def __init__(self, path):
+        self.path = path
+        self.last: dict | None = None
+
+    def after_val_epoch(self, runner, metrics=None) -> None:
+        if not metrics:
+            return
+        values = {metric_key(k): float(v) for k, v in metrics.items() if isinstance(v, (int, float))}
+        self.last = {"iter": int(runner.iter), **values}
+        store.append_jsonl(self.path, self.last)
+
+
+class CostHook(Hook):
+    """Seconds per iteration (median after two warm-up iterations), the share of the step spent
+    in the teacher's forward and the KD terms, and peak memory."""
+
+    priority = "VERY_LOW"
+
+    def __init__(self):
+        self.step_seconds: list[float] = []
+        self.kd_seconds: list[float] = []
+        self._start = 0.0
+        self._kd_start = 0.0
+        self.current_iter = 0
+
+    def _model(self, runner):
+        model = runner.model
+        return getattr(model, "module", model)
+
+    def _sync(self):
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+
+    def before_train_iter(self, runner, batch_idx, data_batch=None) -> None:
+        self.current_iter = int(runner.iter)
+        self._sync()
+        self._start = time.perf_counter()
+        self._kd_start = getattr(self._model(runner), "kd_seconds", 0.0)
+
+    def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None) -> None:
+        self._sync()
+        self.step_seconds.append(time.perf_counter() - self._start)
+        self.kd_seconds.append(getattr(self._model(runner), "kd_seconds", 0.0) - self._kd_start)
+
+    def summary(self) -> dict:
+        steps = self.step_seconds[2:] if len(self.step_seconds) > 4 else self.step_seconds
+        kd = self.kd_seconds[-len(steps):] if steps else []
+        if torch.cuda.is_available():
+            peak_mb, kind = torch.cuda.max_memory_allocated() / 2**20, "cuda_max_allocated"
+        else:
+            peak_mb, kind = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "cpu_max_rss"
+        return {
+            "seconds_per_iter": statistics.median(steps) if steps else None,
+            "kd_share": (sum(kd) / sum(steps)) if steps and sum(steps) > 0 else None,
+            "peak_memory_mb": peak_mb,
+            "peak_memory_kind": kind,
+            "iterations_timed": len(steps),
+        }

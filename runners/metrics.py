@@ -1,0 +1,65 @@
+"""mmseg's IoUMetric and mmdet's CocoMetric, reporting raw floats.
+
+The stock metrics round (mIoU to 2 decimals, mAP to 3): rounded numbers averaged over seeds
+give biased means and fake ties, so these subclasses return the unrounded values. Every metric
+is in percent (mIoU 74.87, bbox_mAP 41.9), as the paper and MMRazor print them.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import numpy as np
+from mmdet.evaluation.metrics import CocoMetric
+from mmdet.registry import METRICS as DET_METRICS
+from mmseg.evaluation.metrics import IoUMetric
+from mmseg.registry import METRICS as SEG_METRICS
+
+COCO_ITEMS = ("mAP", "mAP_50", "mAP_75", "mAP_s", "mAP_m", "mAP_l")
+
+
+@SEG_METRICS.register_module(force=True)
+class KDIoUMetric(IoUMetric):
+    """mIoU, mAcc and aAcc over the whole split, unrounded, in percent."""
+
+    def compute_metrics(self, results: list) -> dict[str, float]:
+        columns = tuple(zip(*results))
+        per_class = self.total_area_to_metrics(
+            sum(columns[0]), sum(columns[1]), sum(columns[2]), sum(columns[3]),
+            self.metrics, self.nan_to_num, self.beta,
+        )
+        out: dict[str, float] = OrderedDict()
+        for name, values in per_class.items():
+            values = np.asarray(values, dtype=np.float64)
+            out[name if name == "aAcc" else f"m{name}"] = float(np.nanmean(values) * 100)
+        # Classes absent from both prediction and ground truth are NaN and left out of the
+        # mean (mmseg's convention); the count says how many classes the mean is over.
+        iou = np.asarray(per_class.get("IoU", []), dtype=np.float64)
+        out["classes_evaluated"] = float(np.count_nonzero(~np.isnan(iou)))
+        return out
+
+
+@DET_METRICS.register_module(force=True)
+class KDCocoMetric(CocoMetric):
+    """COCO bbox AP items from pycocotools' own stats, unrounded, in percent."""
+
+    def compute_metrics(self, results: list) -> dict[str, float]:
+        import mmdet.evaluation.metrics.coco_metric as coco_module
+
+        recorded: list = []
+        original = coco_module.COCOeval
+
+        class RecordingCOCOeval(original):
+            def summarize(self):
+                super().summarize()
+                recorded.append(np.array(self.stats, dtype=np.float64))
+
+        coco_module.COCOeval = RecordingCOCOeval
+        try:
+            rounded = super().compute_metrics(results)
+        finally:
+            coco_module.COCOeval = original
+        if not recorded:  # no detections at all: pycocotools never ran
+            return {f"bbox_{item}": 0.0 for item in COCO_ITEMS} if "bbox" in self.metrics else rounded
+        stats = recorded[-1]
+        return {f"bbox_{item}": float(stats[index] * 100) for index, item in enumerate(COCO_ITEMS)}

@@ -1,0 +1,306 @@
+"""Execute one run: build models and data, train and evaluate on mmengine's Runner, and write
+the run's result files (see kdbench/store.py). A rerun of a directory resumes from its last
+checkpoint; a complete directory is left as it is.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+import time
+import traceback
+from pathlib import Path
+
+from kdbench import store
+from kdbench.errors import UserError
+from kdbench.ids import run_id
+from kdbench.runspec import identity_payload
+
+OWN_CHECKPOINT_SCHEME = "kdbench-own://"
+
+
+def default_out(run: dict) -> Path:
+    return Path("results") / "runs" / f"{run['name']}-{run_id(run)}"
+
+
+def _environment(device: str) -> dict:
+    import mmcv
+    import mmdet
+    import mmengine
+    import mmseg
+    import torch
+
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                             cwd=Path(__file__).parent, timeout=5).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        sha = None
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "mmcv": mmcv.__version__,
+        "mmengine": mmengine.__version__,
+        "mmseg": mmseg.__version__,
+        "mmdet": mmdet.__version__,
+        "git_sha": sha,
+        "device": device,
+        "device_name": torch.cuda.get_device_name(0) if device == "cuda" else platform.processor() or platform.machine(),
+        "hostname": platform.node(),
+        "threads": torch.get_num_threads(),
+    }
+
+
+def _register_own_checkpoint_loader(run_dir: Path) -> None:
+    """The run's own resume checkpoints hold mmengine's message hub, which only unpickles with
+    weights_only=False. They were written by this run into its own directory, so they are
+    loaded that way, through a scheme that accepts nothing outside that directory."""
+    import torch
+    from mmengine.runner.checkpoint import CheckpointLoader
+
+    root = run_dir.resolve()
+
+    @CheckpointLoader.register_scheme(prefixes=OWN_CHECKPOINT_SCHEME, force=True)
+    def load_own(filename, map_location=None, logger=None):
+        path = Path(filename[len(OWN_CHECKPOINT_SCHEME):]).resolve()
+        if root not in path.parents:
+            raise UserError(f"refusing to resume from {path}: not inside {root}")
+        return torch.load(path, map_location=map_location, weights_only=False)
+
+
+def _latest_checkpoint(run_dir: Path) -> Path | None:
+    pointer = run_dir / "last_checkpoint"
+    if pointer.is_file():
+        path = Path(pointer.read_text().strip())
+        if path.is_file():
+            return path
+    return None
+
+
+def _optim_config(schedule: dict) -> tuple[dict, list]:
+    if schedule["optimizer"] == "sgd":
+        optimizer = {"type": "SGD", "lr": schedule["lr"], "momentum": schedule["momentum"],
+                     "weight_decay": schedule["weight_decay"]}
+    else:
+        optimizer = {"type": "AdamW", "lr": schedule["lr"], "weight_decay": schedule["weight_decay"]}
+    iters, warmup = max(schedule["iterations"], 1), schedule["warmup_iters"]
+    schedulers = []
+    if warmup:
+        schedulers.append({"type": "LinearLR", "start_factor": 0.001, "by_epoch": False, "begin": 0, "end": warmup})
+    if schedule["lr_schedule"] == "poly":
+        schedulers.append({"type": "PolyLR", "eta_min": schedule["min_lr"], "power": 0.9, "begin": warmup,
+                           "end": iters, "by_epoch": False})
+    elif schedule["lr_schedule"] == "step":  # x0.1 at 2/3 and 11/12 of training (the 1x schedule's 8/12, 11/12)
+        schedulers.append({"type": "MultiStepLR", "milestones": [iters * 2 // 3, iters * 11 // 12],
+                           "gamma": 0.1, "by_epoch": False, "begin": 0, "end": iters})
+    return {"type": "OptimWrapper", "optimizer": optimizer, "clip_grad": None}, schedulers
+
+
+def _device(run: dict) -> str:
+    import torch
+
+    if run["device"] == "cuda" and not torch.cuda.is_available():
+        raise UserError("device: cuda requested but no GPU is visible")
+    return "cuda" if run["device"] in ("auto", "cuda") and torch.cuda.is_available() else "cpu"
+
+
+def _teacher_checkpoint(teacher: dict) -> tuple[str, bool]:
+    ckpt = teacher["checkpoint"]
+    if isinstance(ckpt, dict):
+        run_dir = Path(ckpt["run"])
+        final = store.read_json(run_dir / store.FINAL)
+        if store.run_state(run_dir) != "complete" or not final.get("checkpoint"):
+            raise UserError(f"teacher.checkpoint.run: {run_dir} holds no complete teacher run; "
+                            f"run it first (kdbench run on its run file)")
+        # Written by kdbench itself as a plain state dict: safe with weights_only=True.
+        return str(run_dir / final["checkpoint"]), False
+    return ckpt, teacher["trusted"]
+
+
+def input_size_overrides(run: dict) -> dict:
+    """mmseg stacks a training batch at a fixed size: the crop, else the dataset's image size."""
+    if run["task"] != "seg":
+        return {}
+    crop = run["schedule"]["crop"]
+    if crop is None and run["dataset"]["name"] == "fashion_scenes":
+        size = run["dataset"]["params"].get("size", 64)
+        crop = [size, size] if isinstance(size, int) else list(size)
+    if crop is None:
+        crop = [512, 1024]  # the Cityscapes pipeline's default crop (runners/datasets.py)
+    return {"model.data_preprocessor.size": tuple(crop)}
+
+
+def _load(run: dict, role: str):
+    from runners.build import build_model, load_config
+
+    spec = run[role]
+    cfg = load_config(spec["config"], {**input_size_overrides(run), **spec["overrides"]}, f"{role}.config")
+    return build_model(cfg, run["task"])
+
+
+def _check_same_preprocessing(student, teacher) -> None:
+    import torch
+
+    s, t = student.data_preprocessor, teacher.data_preprocessor
+    for attr in ("mean", "std"):
+        a, b = getattr(s, attr, None), getattr(t, attr, None)
+        if a is not None and b is not None and not torch.equal(a, b):
+            raise UserError(f"teacher and student configs normalise images differently ({attr}: "
+                            f"{a.flatten().tolist()} vs {b.flatten().tolist()}); the teacher sees the student's inputs")
+
+
+def execute(run: dict, out_dir: str | Path) -> dict:
+    """Run ``run`` into ``out_dir``; return the final record (or raise after writing error.json)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    state = store.run_state(out)
+    if state == "complete":
+        return store.read_json(out / store.FINAL)
+    recorded = store.read_json(out / store.SPEC)
+    if recorded is not None and identity_payload(recorded) != identity_payload(run):
+        raise UserError(f"{out}: this directory holds results of a different run (id "
+                        f"{run_id(recorded)}, not {run_id(run)}); choose another --out")
+    store.write_json_atomic(out / store.SPEC, {**run, "run_id": run_id(run)})
+    if (out / store.ERROR).exists():  # a retry: the old error stays beside, renamed
+        os.replace(out / store.ERROR, out / f"error.previous.{int(time.time())}.json")
+    try:
+        return _train_and_evaluate(run, out)
+    except UserError:
+        raise
+    except BaseException as error:
+        from runners.distill import DivergedError
+
+        if isinstance(error, DivergedError):
+            record = {"status": "diverged", "step": getattr(error, "step", None), "key": error.key,
+                      "value": str(error.value), "message": f"{error.key} became {error.value}"}
+        elif isinstance(error, KeyboardInterrupt):
+            raise
+        else:
+            record = {"status": "failed", "error": f"{type(error).__name__}: {error}",
+                      "traceback": traceback.format_exc()}
+        store.write_json_atomic(out / store.ERROR, record)
+        raise
+
+
+def _train_and_evaluate(run: dict, out: Path) -> dict:
+    import torch
+    from mmengine.runner import Runner
+
+    from runners import metrics  # noqa: F401  (registers KDIoUMetric / KDCocoMetric)
+    from runners.build import register_scope
+    from runners.datasets import dataset_configs
+    from runners.distill import DivergedError
+    from runners.hooks import CostHook, MetricsHook
+
+    device = _device(run)
+    store.write_json_atomic(out / store.ENV, _environment(device))
+    scope = register_scope(run["task"])
+    data = dataset_configs(run)
+    schedule = run["schedule"]
+
+    from mmengine.runner import set_random_seed
+
+    set_random_seed(run["seed"])
+    student = _load(run, "student") if run["role"] == "student" else None
+
+    def probe():
+        """One preprocessed training image, to check locations and shapes before training."""
+        loader = Runner.build_dataloader({**data["train_dataloader"], "batch_size": 1, "num_workers": 0},
+                                         seed=run["seed"])
+        processed = student.data_preprocessor(next(iter(loader)), training=False)
+        return processed["inputs"], processed["data_samples"]
+
+    model = _build_with_student(run, student, probe)
+    model.to(device)
+
+    train = schedule["iterations"] > 0
+    optim_wrapper, schedulers = _optim_config(schedule)
+    own = model.frozen_in_student_optimizer()
+    if own:  # lr and decay x0: the student's optimizer never moves e.g. HO's discriminator
+        optim_wrapper["paramwise_cfg"] = {"custom_keys": {k: {"lr_mult": 0.0, "decay_mult": 0.0} for k in own}}
+    metrics_hook, cost_hook = MetricsHook(out / store.METRICS), CostHook()
+    latest = _latest_checkpoint(out)
+    if latest is not None:
+        _register_own_checkpoint_loader(out)
+    kwargs = {}
+    if train:
+        kwargs.update(
+            train_dataloader=data["train_dataloader"],
+            train_cfg={"type": "IterBasedTrainLoop", "max_iters": schedule["iterations"],
+                       "val_interval": schedule["val_interval"] or schedule["iterations"]},
+            optim_wrapper=optim_wrapper,
+            param_scheduler=schedulers or None,
+            resume=latest is not None,
+            load_from=f"{OWN_CHECKPOINT_SCHEME}{latest}" if latest is not None else None,
+        )
+    runner = Runner(
+        model=model,
+        work_dir=str(out),
+        val_dataloader=data["val_dataloader"],
+        val_cfg={"type": "ValLoop"},
+        val_evaluator=data["val_evaluator"],
+        default_hooks={
+            "timer": {"type": "IterTimerHook"},
+            "logger": {"type": "LoggerHook", "interval": 10, "log_metric_by_epoch": False},
+            "param_scheduler": {"type": "ParamSchedulerHook"},
+            "checkpoint": {"type": "CheckpointHook", "by_epoch": False,
+                           "interval": schedule["checkpoint_interval"], "max_keep_ckpts": 1,
+                           "save_last": True},
+            "sampler_seed": {"type": "DistSamplerSeedHook"},
+        },
+        custom_hooks=[metrics_hook, cost_hook],
+        randomness={"seed": run["seed"]},
+        default_scope=scope,
+        launcher=os.environ.get("KDBENCH_LAUNCHER", "none"),
+        env_cfg={"cudnn_benchmark": False, "dist_cfg": {"backend": "nccl"}},
+        log_processor={"by_epoch": False},
+        experiment_name=f"{run['name']}",
+        **kwargs,
+    )
+    started = time.time()
+    try:
+        if train:
+            runner.train()
+            if metrics_hook.last is None or metrics_hook.last["iter"] != schedule["iterations"]:
+                runner.val()  # a resume after the last checkpoint but before its evaluation
+        else:
+            runner.val()
+    except DivergedError as error:
+        error.step = cost_hook.current_iter + 1
+        raise
+    trained = getattr(model, "module", model).student
+    torch.save(trained.state_dict(), out / "model_final.pth")
+    final_metrics = {k: v for k, v in (metrics_hook.last or {}).items() if k != "iter"}
+    record = {
+        "status": "complete",
+        "run_id": run_id(run),
+        "name": run["name"],
+        "role": run["role"],
+        "task": run["task"],
+        "iterations": schedule["iterations"],
+        "metrics": final_metrics,
+        "cost": {**cost_hook.summary(), "wall_seconds_this_attempt": time.time() - started},
+        "checkpoint": "model_final.pth",
+    }
+    if not final_metrics or not all(store.is_finite_number(v) for v in final_metrics.values()):
+        raise DivergedError("val metrics", final_metrics)
+    store.write_json_atomic(out / store.FINAL, record)
+    return record
+
+
+def _build_with_student(run: dict, student, probe):
+    """DistillModel around an already built student (so the probe can use its preprocessor)."""
+    from runners.build import load_weights
+    from runners.distill import DistillModel
+
+    if run["role"] == "teacher":
+        teacher = _load(run, "teacher")
+        if run["teacher"]["checkpoint"] is not None:
+            load_weights(teacher, *_teacher_checkpoint(run["teacher"]), where="teacher.checkpoint")
+        return DistillModel(teacher, None, [], probe=None)
+    teacher = None
+    if run["distill"]:
+        teacher = _load(run, "teacher")
+        load_weights(teacher, *_teacher_checkpoint(run["teacher"]), where="teacher.checkpoint")
+        _check_same_preprocessing(student, teacher)
+    return DistillModel(student, teacher, run["distill"], probe=probe)

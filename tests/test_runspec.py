@@ -1,0 +1,102 @@
+"""Run files: validation with file and key path, defaults, and a stable run identity."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from kdbench.errors import UserError
+from kdbench.ids import run_id
+from kdbench.runspec import load_run, validate_run
+
+ROOT = Path(__file__).resolve().parents[1]
+RUNS = ROOT / "studies" / "runs"
+
+
+def minimal_cwd_run(**changes):
+    run = {
+        "task": "seg",
+        "teacher": {"config": "tiny_seg_teacher", "checkpoint": "teacher.pth"},
+        "student": {"config": "tiny_seg_student"},
+        "distill": [{"method": "cwd", "params": {"tau": 4}, "weight": 3,
+                     "student_location": "decode_head.conv_seg"}],
+        "dataset": {"name": "fashion_scenes"},
+        "seed": 0,
+    }
+    run.update(changes)
+    return run
+
+
+@pytest.mark.parametrize("path", sorted(RUNS.glob("*.json")), ids=lambda p: p.name)
+def test_every_shipped_run_file_validates(path):
+    run = load_run(path)
+    assert run["task"] in ("seg", "det") and run["schedule"]["iterations"] > 0
+
+
+def test_defaults_are_filled_in_and_the_teacher_location_defaults_to_the_student_one():
+    run = validate_run(minimal_cwd_run())
+    term = run["distill"][0]
+    assert term["teacher_location"] == ["decode_head.conv_seg"]
+    assert term["name"] == "cwd_conv_seg" and term["adapter"] is None and term["resize"] is False
+    assert run["schedule"]["batch_size"] == 8 and run["role"] == "student"
+
+
+def test_run_id_is_pinned_so_an_accidental_identity_change_is_caught():
+    # If this fails, every existing result directory would be orphaned: change it only on purpose.
+    assert run_id(validate_run(minimal_cwd_run())) == PINNED_ID
+
+
+def test_run_id_ignores_name_device_output_and_dataset_mount_but_not_the_numbers():
+    base = run_id(validate_run(minimal_cwd_run()))
+    same = minimal_cwd_run(name="other", device="cpu", out="/tmp/x",
+                           dataset={"name": "fashion_scenes", "root": "/elsewhere"})
+    assert run_id(validate_run(same)) == base
+    assert run_id(validate_run(minimal_cwd_run(seed=1))) != base
+    changed = minimal_cwd_run()
+    changed["distill"][0]["params"]["tau"] = 4.0  # the same number written as a float
+    assert run_id(validate_run(changed)) == base
+    changed["distill"][0]["params"]["tau"] = 2
+    assert run_id(validate_run(changed)) != base
+
+
+def test_run_id_is_identical_in_another_process():
+    code = ("import json,sys; from kdbench.runspec import validate_run; from kdbench.ids import run_id; "
+            "print(run_id(validate_run(json.loads(sys.argv[1]))))")
+    other = subprocess.run([sys.executable, "-c", code, json.dumps(minimal_cwd_run())], cwd=ROOT,
+                           capture_output=True, text=True, check=True, env={"PYTHONHASHSEED": "123"})
+    assert other.stdout.strip() == run_id(validate_run(minimal_cwd_run()))
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"task": "cls"}, r"<run>: task: 'cls' is not valid; valid: seg, det"),
+        ({"sed": 1}, r"sed: unknown key \(did you mean 'seed'\?\)"),
+        ({"seed": "0"}, r"seed: must be an integer"),
+        ({"distill": [{"method": "cdw", "student_location": "x"}]}, r"distill\[0\]\.method: 'cdw' is not valid; valid: .*cwd"),
+        ({"distill": [{"method": "cwd", "params": {"temp": 4}, "student_location": "x"}]},
+         r"distill\[0\]\.params\.temp: unknown key.*valid: tau"),
+        ({"distill": [{"method": "cwd", "params": {"tau": -1}, "student_location": "x"}]}, r"distill\[0\]\.params: .*tau"),
+        ({"distill": [{"method": "cwd", "student_location": ["a", "b"], "teacher_location": ["a"]}]},
+         r"distill\[0\]\.teacher_location: must list as many"),
+        ({"teacher": {"config": "tiny_seg_teacher"}}, r"teacher\.checkpoint: a distillation run needs"),
+        ({"schedule": {"iterations": -5}}, r"schedule\.iterations: must be >= 0"),
+        ({"schedule": {"crop": [64]}}, r"schedule\.crop: must have at least 2"),
+        ({"dataset": {"name": "cityscapes"}}, r"dataset\.root: cityscapes needs the path"),
+    ],
+)
+def test_bad_run_fields_are_rejected_with_their_key_path(changes, message):
+    with pytest.raises(UserError, match=message):
+        validate_run(minimal_cwd_run(**changes))
+
+
+def test_a_run_file_that_is_not_json_names_the_line(tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"task": "seg",\n "seed": }')
+    with pytest.raises(UserError, match=r"bad\.json: not valid JSON \(line 2"):
+        load_run(bad)
+
+
+PINNED_ID = "7aca2d1e6363"
