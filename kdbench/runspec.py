@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +52,7 @@ def _model(check: Checker, value: Any, path: str, is_teacher: bool) -> dict:
     check.string(model["config"], join(path, "config"))
     model.setdefault("overrides", {})
     check.mapping(model["overrides"], join(path, "overrides"), model["overrides"])
+    _finite_everywhere(check, model["overrides"], join(path, "overrides"))
     if is_teacher:
         ckpt = model.setdefault("checkpoint", None)
         if isinstance(ckpt, dict):
@@ -60,6 +62,18 @@ def _model(check: Checker, value: Any, path: str, is_teacher: bool) -> dict:
             check.string(ckpt, join(path, "checkpoint"))
         check.boolean(model.setdefault("trusted", False), join(path, "trusted"))
     return model
+
+
+def _finite_everywhere(check: Checker, value: Any, path: str) -> None:
+    """NaN and Inf are not JSON and never a sensible setting: reject them wherever they are."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise check.fail(path, f"must be a finite number, got {value!r}")
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _finite_everywhere(check, item, join(path, str(key)))
+    elif isinstance(value, (list, tuple)):
+        for index, item in enumerate(value):
+            _finite_everywhere(check, item, join(path, index))
 
 
 def _locations(check: Checker, value: Any, path: str) -> list[str]:
@@ -160,6 +174,7 @@ def validate_run(data: Any, source: str = "<run>") -> dict:
         raise check.fail("dataset.root", f"{dataset['name']} needs the path of its data")
     dataset.setdefault("params", {})
     check.mapping(dataset["params"], "dataset.params", dataset["params"])
+    _finite_everywhere(check, dataset["params"], "dataset.params")
     run["dataset"] = dataset
     run["schedule"] = _schedule(check, run.get("schedule", {}), "schedule")
     check.integer(run.setdefault("seed", 0), "seed", minimum=0)

@@ -34,14 +34,30 @@ def register_scope(task: str) -> str:
     return scope
 
 
+def packaged_config(name: str, where: str = "config") -> Path:
+    """``mmseg::pspnet/x.py`` -> the file packaged in mmseg's ``.mim/configs`` (mmengine's own
+    resolver needs pkg_resources, which current setuptools no longer ship)."""
+    import importlib.util
+
+    package, _, relative = name.partition("::")
+    if package not in ("mmseg", "mmdet"):
+        raise UserError(f"{where}: {name!r}: the package must be mmseg or mmdet, got {package!r}")
+    spec = importlib.util.find_spec(package)
+    path = Path(spec.origin).parent / ".mim" / "configs" / relative
+    if not path.is_file():
+        folder = path.parent
+        near = sorted(p.name for p in folder.glob("*.py"))[:8] if folder.is_dir() else []
+        hint = f"; files in {package}::{Path(relative).parent}/: {', '.join(near)}" if near else ""
+        raise UserError(f"{where}: {name!r} is not a config packaged with {package}{hint}")
+    return path
+
+
 def load_config(name: str, overrides: dict | None = None, where: str = "config") -> Config:
     """Read a model config by package-qualified name, kdbench name or path; apply overrides
     (a dict of dotted keys, e.g. ``{"model.decode_head.num_classes": 19}``)."""
     try:
         if "::" in name:
-            from mmengine.hub import get_config
-
-            cfg = get_config(name)
+            cfg = Config.fromfile(str(packaged_config(name, where)))
         else:
             path = Path(name)
             if not path.suffix and (CONFIG_DIR / f"{name}.py").is_file():

@@ -15,7 +15,6 @@ from pathlib import Path
 from kdbench import store
 from kdbench.errors import UserError
 from kdbench.ids import run_id
-from kdbench.runspec import identity_payload
 
 OWN_CHECKPOINT_SCHEME = "kdbench-own://"
 
@@ -153,13 +152,12 @@ def execute(run: dict, out_dir: str | Path) -> dict:
     """Run ``run`` into ``out_dir``; return the final record (or raise after writing error.json)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    state = store.run_state(out)
-    if state == "complete":
-        return store.read_json(out / store.FINAL)
     recorded = store.read_json(out / store.SPEC)
-    if recorded is not None and identity_payload(recorded) != identity_payload(run):
+    if recorded is not None and run_id(recorded) != run_id(run):
         raise UserError(f"{out}: this directory holds results of a different run (id "
                         f"{run_id(recorded)}, not {run_id(run)}); choose another --out")
+    if store.run_state(out) == "complete":
+        return store.read_json(out / store.FINAL)
     store.write_json_atomic(out / store.SPEC, {**run, "run_id": run_id(run)})
     if (out / store.ERROR).exists():  # a retry: the old error stays beside, renamed
         os.replace(out / store.ERROR, out / f"error.previous.{int(time.time())}.json")
@@ -241,7 +239,8 @@ def _train_and_evaluate(run: dict, out: Path) -> dict:
         val_evaluator=data["val_evaluator"],
         default_hooks={
             "timer": {"type": "IterTimerHook"},
-            "logger": {"type": "LoggerHook", "interval": 10, "log_metric_by_epoch": False},
+            "logger": {"type": "LoggerHook", "interval": max(1, min(10, schedule["iterations"])),
+                       "log_metric_by_epoch": False},
             "param_scheduler": {"type": "ParamSchedulerHook"},
             "checkpoint": {"type": "CheckpointHook", "by_epoch": False,
                            "interval": schedule["checkpoint_interval"], "max_keep_ckpts": 1,
@@ -281,6 +280,7 @@ def _train_and_evaluate(run: dict, out: Path) -> dict:
         "metrics": final_metrics,
         "cost": {**cost_hook.summary(), "wall_seconds_this_attempt": time.time() - started},
         "checkpoint": "model_final.pth",
+        "resumed_from": str(latest.name) if latest is not None else None,
     }
     if not final_metrics or not all(store.is_finite_number(v) for v in final_metrics.values()):
         raise DivergedError("val metrics", final_metrics)

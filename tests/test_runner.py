@@ -1,0 +1,200 @@
+"""One run end to end on CPU: real mmseg/mmdet models on mmengine's Runner, result files,
+resume, divergence, and the checks that fail before training starts."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from kdbench import store
+from kdbench.errors import UserError
+from kdbench.runspec import validate_run
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY_DATA = {"name": "fashion_scenes", "params": {"num_train": 12, "num_val": 4, "size": 64, "seed": 1}}
+SHORT = {"iterations": 4, "batch_size": 2, "checkpoint_interval": 2}
+
+
+@pytest.fixture(autouse=True)
+def _data_cache(tmp_path_factory, monkeypatch):
+    monkeypatch.setenv("KDBENCH_DATA", str(tmp_path_factory.getbasetemp() / "data"))
+
+
+def execute(run, out):
+    from runners.train import execute as run_execute
+
+    return run_execute(validate_run(run), out)
+
+
+def seg_run(**changes):
+    run = {"task": "seg", "student": {"config": "tiny_seg_student"}, "dataset": TINY_DATA,
+           "schedule": dict(SHORT), "seed": 0}
+    run.update(changes)
+    return run
+
+
+@pytest.fixture(scope="module")
+def seg_teacher(tmp_path_factory):
+    os.environ["KDBENCH_DATA"] = str(tmp_path_factory.getbasetemp() / "data")
+    out = tmp_path_factory.mktemp("seg_teacher")
+    execute({"task": "seg", "role": "teacher", "teacher": {"config": "tiny_seg_teacher"},
+             "dataset": TINY_DATA, "schedule": dict(SHORT)}, out)
+    return out
+
+
+def cwd_terms():
+    return [
+        {"name": "cwd_logits", "method": "cwd", "params": {"tau": 4.0}, "weight": 3.0,
+         "student_location": "decode_head.conv_seg"},
+        {"name": "cwd_feature", "method": "cwd", "params": {"tau": 4.0}, "weight": 50.0,
+         "student_location": "decode_head.bottleneck", "adapter": {"norm": True, "act": True}},
+    ]
+
+
+def test_a_teacher_run_trains_evaluates_and_writes_every_result_file(seg_teacher):
+    final = store.read_json(seg_teacher / "final.json")
+    assert store.run_state(seg_teacher) == "complete"
+    assert set(final["metrics"]) >= {"val/mIoU", "val/mAcc", "val/aAcc"}
+    assert all(isinstance(v, float) and 0 <= v <= 100 for v in final["metrics"].values() if "classes" not in str(v))
+    assert final["cost"]["seconds_per_iter"] > 0 and final["cost"]["peak_memory_mb"] > 0
+    env = store.read_json(seg_teacher / "env.json")
+    assert {"python", "torch", "mmcv", "mmseg", "mmdet", "git_sha", "device"} <= set(env)
+    spec = store.read_json(seg_teacher / "spec.json")
+    assert spec["run_id"] == final["run_id"] and len(final["run_id"]) == 12
+    lines = store.read_jsonl(seg_teacher / "metrics.jsonl")
+    assert [line["iter"] for line in lines] == [4]
+    weights = torch.load(seg_teacher / "model_final.pth", weights_only=True)  # a plain state dict
+    assert any(k.startswith("decode_head.conv_seg") for k in weights)
+
+
+def test_a_cwd_student_logs_each_kd_term_and_records_the_kd_share_of_the_step(seg_teacher, tmp_path):
+    run = seg_run(teacher={"config": "tiny_seg_teacher", "checkpoint": {"run": str(seg_teacher)}},
+                  distill=cwd_terms())
+    final = execute(run, tmp_path)
+    assert final["status"] == "complete" and 0 < final["cost"]["kd_share"] < 1
+    scalars = next(tmp_path.glob("*/vis_data/scalars.json")).read_text().splitlines()
+    logged = set().union(*(json.loads(line) for line in scalars))
+    assert {"loss_kd_cwd_logits", "loss_kd_cwd_feature", "decode.loss_ce"} <= set(logged)
+    student_weights = torch.load(tmp_path / "model_final.pth", weights_only=True)
+    assert not any(k.startswith("teacher.") for k in student_weights)
+
+
+def test_a_student_baseline_needs_no_teacher(tmp_path):
+    final = execute(seg_run(), tmp_path)
+    assert final["status"] == "complete" and final["cost"]["kd_share"] == 0
+
+
+def test_a_teacher_run_with_a_checkpoint_only_evaluates_it(seg_teacher, tmp_path):
+    run = {"task": "seg", "role": "teacher", "dataset": TINY_DATA, "schedule": {"iterations": 0},
+           "teacher": {"config": "tiny_seg_teacher", "checkpoint": str(seg_teacher / "model_final.pth")}}
+    final = execute(run, tmp_path)
+    trained = store.read_json(seg_teacher / "final.json")
+    assert final["metrics"]["val/mIoU"] == pytest.approx(trained["metrics"]["val/mIoU"], abs=1e-9)
+    assert not list(tmp_path.glob("iter_*.pth"))
+
+
+def test_a_wrong_location_fails_before_training_and_names_the_close_matches(seg_teacher, tmp_path):
+    terms = [{"method": "cwd", "student_location": "decode_head.conv_segg"}]
+    run = seg_run(teacher={"config": "tiny_seg_teacher", "checkpoint": {"run": str(seg_teacher)}}, distill=terms)
+    with pytest.raises(UserError, match=r"student location 'decode_head.conv_segg' is not in the model; "
+                                        r"close matches: decode_head.conv_seg"):
+        execute(run, tmp_path)
+    assert not list(tmp_path.glob("iter_*.pth")) and not (tmp_path / "final.json").exists()
+
+
+def test_a_channel_mismatch_without_an_adapter_names_both_shapes(seg_teacher, tmp_path):
+    terms = [{"method": "cwd", "student_location": "decode_head.bottleneck"}]
+    run = seg_run(teacher={"config": "tiny_seg_teacher", "checkpoint": {"run": str(seg_teacher)}}, distill=terms)
+    with pytest.raises(UserError, match=r"student has 32 channels \(1, 32, 8, 8\), teacher 64 \(1, 64, 8, 8\); add an adapter"):
+        execute(run, tmp_path)
+
+
+def test_a_nan_loss_stops_the_run_as_diverged_at_its_step(tmp_path):
+    run = seg_run(schedule={"iterations": 30, "batch_size": 2, "lr": 1e12, "checkpoint_interval": 100})
+    with pytest.raises(Exception, match="decode.loss_ce is (nan|inf)"):
+        execute(run, tmp_path)
+    error = store.read_json(tmp_path / "error.json")
+    assert error["status"] == "diverged" and 1 < error["step"] <= 30 and error["key"] == "decode.loss_ce"
+    assert store.run_state(tmp_path) == "diverged" and not (tmp_path / "final.json").exists()
+
+
+def test_a_spec_holding_nan_is_rejected_before_anything_is_written(tmp_path):
+    run = seg_run(student={"config": "tiny_seg_student",
+                           "overrides": {"model.decode_head.loss_decode.loss_weight": float("nan")}})
+    with pytest.raises(UserError, match=r"student\.overrides\.model\.decode_head\.loss_decode\.loss_weight: "
+                                        r"must be a finite number"):
+        execute(run, tmp_path)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_complete_directory_is_left_as_it_is_and_another_run_is_refused(seg_teacher, tmp_path):
+    before = (seg_teacher / "final.json").stat().st_mtime_ns
+    again = execute({"task": "seg", "role": "teacher", "teacher": {"config": "tiny_seg_teacher"},
+                     "dataset": TINY_DATA, "schedule": dict(SHORT)}, seg_teacher)
+    assert again["status"] == "complete" and (seg_teacher / "final.json").stat().st_mtime_ns == before
+    with pytest.raises(UserError, match="holds results of a different run"):
+        execute(seg_run(seed=7), seg_teacher)
+
+
+def test_a_checkpoint_that_needs_code_to_unpickle_is_refused_unless_trusted(tmp_path):
+    from runners.build import load_weights
+
+    evil = tmp_path / "evil.pth"
+    torch.save({"state_dict": {}, "meta": _Custom()}, evil)
+    with pytest.raises(UserError, match="set trusted: true"):
+        load_weights(torch.nn.Linear(1, 1), str(evil), trusted=False, where="teacher.checkpoint")
+
+
+class _Custom:
+    pass
+
+
+def test_a_run_killed_mid_training_resumes_from_its_checkpoint_and_ends_with_one_result(tmp_path):
+    run = seg_run(schedule={"iterations": 120, "batch_size": 2, "checkpoint_interval": 5}, out=str(tmp_path / "out"))
+    run_file = tmp_path / "run.json"
+    run_file.write_text(json.dumps(run))
+    command = [sys.executable, "-m", "kdbench.cli", "run", str(run_file)]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not (tmp_path / "out" / "last_checkpoint").exists():
+        assert process.poll() is None and time.time() < deadline, "the run ended before its first checkpoint"
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert store.run_state(tmp_path / "out") == "started"
+
+    subprocess.run(command, cwd=ROOT, env=env, check=True, capture_output=True)
+    final = store.read_json(tmp_path / "out" / "final.json")
+    assert final["status"] == "complete" and final["resumed_from"].startswith("iter_")
+    assert [m["iter"] for m in store.read_jsonl(tmp_path / "out" / "metrics.jsonl")] == [120]
+    assert sorted(p.name for p in (tmp_path / "out").glob("*.json")) == ["env.json", "final.json", "spec.json"]
+
+
+def test_the_packaged_mmseg_pspnet_r18_config_builds_and_runs_a_forward_pass_on_cpu():
+    from runners.build import build_model, load_config
+
+    cfg = load_config("mmseg::pspnet/pspnet_r18-d8_4xb2-80k_cityscapes-512x1024.py",
+                      {"model.pretrained": None, "model.backbone.init_cfg": None})
+    model = build_model(cfg, "seg").eval()
+    with torch.no_grad():
+        logits = model(torch.randn(1, 3, 64, 64), mode="tensor")
+    assert logits.shape == (1, 19, 64, 64) or logits.shape == (1, 19, 8, 8)
+    assert "SyncBN" not in str(model)
+
+
+def test_the_det_cls_conv_shared_by_fpn_levels_is_tapped_once_per_level():
+    from runners.build import build_model, load_config
+    from runners.taps import Taps
+
+    model = build_model(load_config("tiny_det_student"), "det").eval()
+    taps = Taps(model, ["bbox_head.gfl_cls"], "student")
+    with torch.no_grad(), taps:
+        model(torch.randn(1, 3, 64, 64), mode="tensor")
+    assert [tuple(t.shape) for t in taps.outputs["bbox_head.gfl_cls"]] == [(1, 10, 8, 8), (1, 10, 4, 4), (1, 10, 2, 2)]
