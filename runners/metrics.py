@@ -62,4 +62,7 @@ class KDCocoMetric(CocoMetric):
         if not recorded:  # no detections at all: pycocotools never ran
             return {f"bbox_{item}": 0.0 for item in COCO_ITEMS} if "bbox" in self.metrics else rounded
         stats = recorded[-1]
-        return {f"bbox_{item}": float(stats[index] * 100) for index, item in enumerate(COCO_ITEMS)}
+        # pycocotools writes -1 where an item has no ground truth (e.g. no large objects): that
+        # is "not applicable", not a score, so the item is left out.
+        return {f"bbox_{item}": float(stats[index] * 100) for index, item in enumerate(COCO_ITEMS)
+                if stats[index] >= 0}
