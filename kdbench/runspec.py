@@ -41,7 +41,7 @@ SCHEDULE_DEFAULTS: dict[str, Any] = {
 TERM_KEYS = ("name", "method", "params", "student_location", "teacher_location", "weight",
              "adapter", "resize")
 TOP_KEYS = ("task", "role", "name", "teacher", "student", "distill", "dataset", "schedule", "seed",
-            "device", "out")
+            "device", "out", "revision")
 # Keys that do not change the numbers: left out of the run identity.
 NON_IDENTITY_KEYS = ("name", "device", "out")
 
@@ -181,6 +181,7 @@ def validate_run(data: Any, source: str = "<run>") -> dict:
     check.string(run.setdefault("device", "auto"), "device", DEVICES)
     run.setdefault("name", Path(source).stem if source != "<run>" else "run")
     check.string(run["name"], "name")
+    check.integer(run.setdefault("revision", 0), "revision", minimum=0)
     run.setdefault("out", None)
     if run["out"] is not None:
         check.string(run["out"], "out")
@@ -207,4 +208,10 @@ def identity_payload(run: dict) -> dict:
     payload = {k: v for k, v in run.items() if k not in NON_IDENTITY_KEYS}
     if isinstance(payload.get("dataset"), dict):
         payload["dataset"] = {k: v for k, v in payload["dataset"].items() if k != "root"}
+    teacher = payload.get("teacher")
+    if isinstance(teacher, dict) and isinstance(teacher.get("checkpoint"), dict):
+        # {run: DIR}: the teacher run's directory is named by its id; where the store lives is not
+        # part of the run.
+        checkpoint = {"run": Path(str(teacher["checkpoint"].get("run", ""))).name}
+        payload["teacher"] = {**teacher, "checkpoint": checkpoint}
     return payload

@@ -99,4 +99,4 @@ def test_a_run_file_that_is_not_json_names_the_line(tmp_path):
         load_run(bad)
 
 
-PINNED_ID = "7aca2d1e6363"
+PINNED_ID = "733c7f11afa2"

@@ -1,0 +1,312 @@
+"""Study specs: YAML files that expand into grids of runs.
+
+``load_study(path)`` reads a spec with a safe loader, merges at most one level of ``defaults:``,
+validates every key (one-line errors naming the file and key path) and returns a ``Study`` whose
+``runs`` are fully resolved run dicts (kdbench.runspec) with their ids, names, stages and
+dependencies. The schema is in studies/README.md.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from kdbench.errors import UserError
+from kdbench.ids import run_id
+from kdbench.runspec import TOP_KEYS, validate_run
+from kdbench.schema import Checker, join
+
+STUDY_KEYS = ("name", "description", "revision", "defaults", "base", "teacher_run", "methods", "grid",
+              "zip", "exclude", "seeds", "baselines", "resources", "references")
+RESOURCE_DEFAULTS = {
+    "gpus": 1,          # GPUs per run (a run with several uses mmengine's distributed launcher)
+    "cpus": 4,          # CPUs per task
+    "mem_gb": 16,
+    "time_min": 240,    # the scheduler's time limit; a run past it is checkpointed and requeued
+    "partition": None,  # None = the cluster's default
+}
+SPECIAL_AXES = ("method",)          # picks an entry of `methods`
+TERM_PREFIX = "term."               # term.params.tau: set on every distill term of the run
+
+
+@dataclass
+class PlannedRun:
+    run: dict                        # resolved run (kdbench.runspec)
+    run_id: str
+    name: str
+    stage: str                       # teacher | student
+    params: dict                     # the axis values that made this run
+    depends_on: list[str] = field(default_factory=list)
+    kind: str = "cell"               # cell | student_baseline | teacher
+
+
+@dataclass
+class Study:
+    name: str
+    path: Path
+    spec: dict
+    runs: list[PlannedRun]
+    resources: dict
+
+    def by_id(self) -> dict[str, PlannedRun]:
+        return {r.run_id: r for r in self.runs}
+
+
+def _read_yaml(path: Path, check: Checker) -> dict:
+    try:
+        text = path.read_text()
+    except OSError as error:
+        raise UserError(f"{path}: cannot read the study ({error.strerror})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+        raise UserError(f"{path}: not valid YAML{where}: {problem}") from None
+    if data is None:
+        raise UserError(f"{path}: the study is empty")
+    return check.mapping(data, "", STUDY_KEYS)
+
+
+def _merge(base: Any, override: Any) -> Any:
+    if isinstance(base, dict) and isinstance(override, dict):
+        merged = dict(base)
+        for key, value in override.items():
+            merged[key] = _merge(base.get(key), value) if key in base else copy.deepcopy(value)
+        return merged
+    return copy.deepcopy(override)
+
+
+def _set_path(target: dict, path: str, value: Any, check: Checker, where: str) -> None:
+    """Set a dotted path (``schedule.lr``, ``distill.0.weight``) inside a run dict."""
+    parts = path.split(".")
+    node: Any = target
+    for depth, part in enumerate(parts[:-1]):
+        if isinstance(node, list):
+            if not part.isdigit() or int(part) >= len(node):
+                raise check.fail(where, f"{path!r}: no item {part} in {'.'.join(parts[:depth]) or 'the run'}")
+            node = node[int(part)]
+        else:
+            node = node.setdefault(part, {})
+            if not isinstance(node, (dict, list)):
+                raise check.fail(where, f"{path!r}: {'.'.join(parts[:depth + 1])} is not a mapping")
+    last = parts[-1]
+    if isinstance(node, list):
+        if not last.isdigit() or int(last) >= len(node):
+            raise check.fail(where, f"{path!r}: no item {last}")
+        node[int(last)] = copy.deepcopy(value)
+    else:
+        node[last] = copy.deepcopy(value)
+
+
+def _axes(check: Checker, grid: Any, zipped: Any, methods: dict) -> list[list[dict]]:
+    """A list of axis groups; each group is a list of {path: value} assignments."""
+    groups: list[list[dict]] = []
+    seen: set[str] = set()
+
+    def axis_path(path: str, where: str) -> str:
+        if path in seen:
+            raise check.fail(where, f"axis {path!r} appears twice")
+        seen.add(path)
+        root = path.split(".")[0]
+        if path in SPECIAL_AXES or path.startswith(TERM_PREFIX) or root in TOP_KEYS:
+            if path == "seed" or root in ("name", "out", "device"):
+                raise check.fail(where, f"axis {path!r} cannot vary here (seeds go in `seeds:`)")
+            return path
+        raise check.fail(where, f"unknown axis {path!r}; valid: method, term.<key>, or a run field "
+                                f"({', '.join(k for k in TOP_KEYS if k not in ('name', 'out', 'device', 'seed'))})")
+
+    def values(value: Any, where: str) -> list:
+        items = check.sequence(value, where, min_length=1)
+        return items
+
+    for path, value in check.mapping(grid or {}, "grid", (grid or {}).keys()).items():
+        where = join("grid", str(path))
+        axis_path(str(path), where)
+        items = values(value, where)
+        if path == "method":
+            for i, item in enumerate(items):
+                if item not in methods:
+                    raise check.fail(join(where, i), f"{item!r} is not in methods; valid: {', '.join(methods)}")
+        groups.append([{path: item} for item in items])
+    for index, block in enumerate(check.sequence(zipped or [], "zip")):
+        where = join("zip", index)
+        block = check.mapping(block, where, block.keys() if isinstance(block, dict) else ())
+        lengths = set()
+        columns = {}
+        for path, value in block.items():
+            axis_path(str(path), join(where, str(path)))
+            columns[path] = values(value, join(where, str(path)))
+            lengths.add(len(columns[path]))
+        if len(lengths) > 1:
+            raise check.fail(where, f"zipped axes must have equal lengths, got {sorted(lengths)}")
+        if columns:
+            groups.append([dict(zip(columns, row)) for row in zip(*columns.values())])
+    return groups
+
+
+def _short(path: str, value: Any) -> str:
+    names = {"term.params.tau": "tau", "term.weight": "w", "term.params.norm": "",
+             "term.params.divergence": ""}
+    label = names.get(path, path.split(".")[-1])
+    text = str(value).replace(".0", "") if isinstance(value, float) else str(value)
+    text = Path(text).stem if "/" in text or text.endswith(".py") else text
+    return f"{label}{text}" if label in ("tau", "w") else (text if not label else f"{label}-{text}")
+
+
+def _run_name(assignment: dict, varying: list[str], seed: int, many_seeds: bool) -> str:
+    parts = [_short(path, assignment[path]) if path != "method" else str(assignment[path])
+             for path in varying if path in assignment]
+    return "_".join(parts + ([f"s{seed}"] if many_seeds or not parts else [f"s{seed}"]))
+
+
+def _matches(assignment: dict, rule: dict) -> bool:
+    return all(path in assignment and assignment[path] == value for path, value in rule.items())
+
+
+def _apply(base: dict, assignment: dict, methods: dict, check: Checker, source: str) -> dict:
+    run = copy.deepcopy(base)
+    if "method" in assignment:
+        terms = methods[assignment["method"]]
+        run["distill"] = copy.deepcopy(terms if isinstance(terms, list) else [terms])
+    for path, value in assignment.items():
+        if path == "method":
+            continue
+        if path.startswith(TERM_PREFIX):
+            if not run.get("distill"):
+                continue  # a term axis has nothing to set on a run without terms
+            for index in range(len(run["distill"])):
+                _set_path(run, f"distill.{index}.{path[len(TERM_PREFIX):]}", value, check, source)
+        else:
+            _set_path(run, path, value, check, source)
+    return run
+
+
+def _validated(run: dict, check: Checker, label: str) -> dict:
+    try:
+        return validate_run(run, check.source)
+    except UserError as error:
+        message = str(error).removeprefix(f"{check.source}: ")
+        raise UserError(f"{check.source}: {label}: {message}") from None
+
+
+def load_study(path: str | Path, results_root: str | Path = "results") -> Study:
+    """Read, validate and expand a study spec into its runs."""
+    path = Path(path)
+    check = Checker(str(path))
+    data = _read_yaml(path, check)
+    if "defaults" in data:
+        parent_path = path.parent / check.string(data["defaults"], "defaults")
+        if not parent_path.is_file():
+            raise check.fail("defaults", f"{parent_path} does not exist")
+        parent = _read_yaml(parent_path, Checker(str(parent_path)))
+        if "defaults" in parent:
+            raise check.fail("defaults", f"{parent_path} has defaults of its own; only one level is allowed")
+        data = _merge(parent, {k: v for k, v in data.items() if k != "defaults"})
+    name = check.string(data.get("name", path.stem), "name")
+    if not all(c.isalnum() or c in "_-." for c in name) or name.startswith("."):
+        raise check.fail("name", f"{name!r} must be letters, digits, '_', '-' or '.' (it names a directory)")
+    revision = check.integer(data.get("revision", 0), "revision", minimum=0)
+    base_keys = [k for k in TOP_KEYS if k not in ("name", "out", "seed")]
+    base = check.mapping(data.get("base", {}), "base", base_keys, required=("task", "dataset"))
+    methods = check.mapping(data.get("methods") or {}, "methods", (data.get("methods") or {}).keys())
+    for key, value in methods.items():
+        terms = value if isinstance(value, list) else [value]
+        if not terms:
+            raise check.fail(join("methods", key), "must be a term or a non-empty list of terms")
+        for index, term in enumerate(terms):
+            where = join("methods", key) if not isinstance(value, list) else join(join("methods", key), index)
+            _validated({"task": base["task"], "student": {"config": "x"}, "distill": [term],
+                        "teacher": {"config": "x", "checkpoint": "x"}, "dataset": {"name": "fashion_scenes"}},
+                       check, where) if isinstance(term, dict) else None
+            if not isinstance(term, dict):
+                raise check.fail(where, "must be a mapping (a distill term)")
+    seeds = [check.integer(s, join("seeds", i), minimum=0)
+             for i, s in enumerate(check.sequence(data.get("seeds", [0]), "seeds", min_length=1))]
+    if len(set(seeds)) != len(seeds):
+        raise check.fail("seeds", f"seeds repeat: {seeds}")
+    baselines = check.mapping(data.get("baselines", {}), "baselines", ("teacher", "student"))
+    baselines = {k: check.boolean(baselines.get(k, True), join("baselines", k)) for k in ("teacher", "student")}
+    resources = {**RESOURCE_DEFAULTS, **check.mapping(data.get("resources", {}), "resources", RESOURCE_DEFAULTS)}
+    for key in ("gpus", "cpus", "mem_gb", "time_min"):
+        check.integer(resources[key], join("resources", key), minimum=0 if key == "gpus" else 1)
+    if resources["partition"] is not None:
+        check.string(resources["partition"], "resources.partition")
+    teacher_run = check.mapping(data.get("teacher_run", {}), "teacher_run", ("schedule", "seed"))
+    grid = data.get("grid") or {}
+    if methods and "method" not in grid and not any("method" in (z or {}) for z in data.get("zip") or []):
+        grid = {"method": list(methods), **grid}  # no method axis: every method is a cell
+    groups = _axes(check, grid, data.get("zip"), methods)
+    excludes = [check.mapping(rule, join("exclude", i), rule.keys() if isinstance(rule, dict) else ())
+                for i, rule in enumerate(check.sequence(data.get("exclude", []), "exclude"))]
+    cells = [dict(itertools.chain.from_iterable(a.items() for a in combo))
+             for combo in itertools.product(*groups)] if groups else [{}]
+    cells = [c for c in cells if not any(_matches(c, rule) for rule in excludes)]
+    if not cells or (groups and not any(cells)):
+        raise check.fail("exclude" if excludes else "grid", "the grid is empty: no run is left to plan")
+    varying = [path for group in groups for path in group[0]
+               if len({repr(c.get(path)) for c in cells}) > 1 or path == "method"]
+
+    planned: dict[str, PlannedRun] = {}
+    names: set[str] = set()
+
+    def add(run: dict, name: str, stage: str, params: dict, kind: str, depends: list[str], label: str):
+        run["name"] = name
+        run["revision"] = revision  # a new revision of a study gives every run a new id
+        run = _validated(run, check, label)
+        identity = run_id(run)
+        if identity in planned:
+            return identity
+        unique = name if name not in names else f"{name}_{identity[:6]}"
+        run["name"] = unique
+        names.add(unique)
+        planned[identity] = PlannedRun(run, identity, unique, stage, params, depends, kind)
+        return identity
+
+    store_dir = Path(results_root) / name
+    teachers, baseline_runs, cell_runs = [], [], []
+    for cell in cells:
+        label = "cell " + (", ".join(f"{k}={v}" for k, v in cell.items()) or "(base)")
+        for seed in seeds:
+            run = _apply(base, cell, methods, check, label)
+            run["seed"] = seed
+            depends: list[str] = []
+            teacher = run.get("teacher")
+            if run.get("distill") or (teacher and baselines["teacher"]):
+                if not teacher:
+                    raise check.fail("base.teacher", "distillation cells need a teacher")
+                t_run = {"task": run["task"], "role": "teacher",
+                         "teacher": copy.deepcopy(teacher), "dataset": copy.deepcopy(run["dataset"]),
+                         "schedule": _merge(base.get("schedule", {}), teacher_run.get("schedule", {})),
+                         "seed": teacher_run.get("seed", 0)}
+                if teacher.get("checkpoint") is not None:
+                    t_run["schedule"] = {**t_run["schedule"], "iterations": 0}  # evaluate only
+                t_name = "teacher" + "".join(f"_{_short(k, v)}" for k, v in cell.items()
+                                             if k.startswith("teacher") or k.startswith("dataset"))
+                t_id = add(t_run, t_name, "teacher", {k: v for k, v in cell.items() if k.startswith("teacher")},
+                           "teacher", [], label + " (teacher)")
+                teachers.append(t_id)
+                if teacher.get("checkpoint") is None:
+                    run["teacher"] = {**teacher, "checkpoint": {"run": str(store_dir / t_id)}}
+                    depends = [t_id]
+            if baselines["student"] and run.get("student"):
+                b_run = {k: copy.deepcopy(v) for k, v in run.items() if k != "teacher"}
+                b_run["distill"] = []
+                b_cell = {k: v for k, v in cell.items() if k != "method" and not k.startswith(TERM_PREFIX)}
+                baseline_runs.append(add(b_run, _run_name({"method": "student", **b_cell},
+                                                          ["method", *[v for v in varying if v in b_cell]],
+                                                          seed, len(seeds) > 1),
+                                         "student", {**b_cell, "seed": seed}, "student_baseline", [],
+                                         label + " (student baseline)"))
+            if run.get("distill") or not baselines["student"]:
+                cell_runs.append(add(run, _run_name(cell, varying, seed, len(seeds) > 1), "student",
+                                     {**cell, "seed": seed}, "cell", depends, label))
+    order = list(dict.fromkeys(teachers + baseline_runs + cell_runs))
+    spec = {**data, "name": name, "revision": revision}
+    return Study(name, path, spec, [planned[i] for i in order], resources)
