@@ -76,7 +76,24 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _plan_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("study", metavar="STUDY.yaml", help="a study spec (see studies/README.md)")
+    parser.add_argument("--json", action="store_true", help="print a JSON list of runs instead of a table")
+    parser.add_argument("--results", default="results", help="results root (default: results)")
+
+
+def _plan(args: argparse.Namespace) -> int:
+    from kdbench.plan import format_plan, plan_json, plan_rows
+    from kdbench.study import load_study
+
+    study = load_study(args.study, args.results)
+    rows = plan_rows(study, args.results)
+    print(plan_json(rows) if args.json else format_plan(study, rows))
+    return 0
+
+
 VERBS: dict[str, Verb] = {
+    "plan": ("show the runs of a study, their stages and states", _plan_arguments, _plan),
     "run": ("execute one run described by a JSON file", _run_arguments, _run),
     "losses": ("list the distillation losses and their parameters", _losses_arguments, _losses),
 }

@@ -16,6 +16,7 @@ from typing import Any
 
 import yaml
 
+from kdbench.configs import resolve_config
 from kdbench.errors import UserError
 from kdbench.ids import run_id
 from kdbench.runspec import TOP_KEYS, validate_run
@@ -255,11 +256,23 @@ def load_study(path: str | Path, results_root: str | Path = "results") -> Study:
 
     planned: dict[str, PlannedRun] = {}
     names: set[str] = set()
+    checked_configs: set[str] = set()
+
+    def check_configs(run: dict, label: str) -> None:
+        for role in ("teacher", "student"):
+            config = (run.get(role) or {}).get("config")
+            if isinstance(config, str) and config not in checked_configs:
+                try:
+                    resolve_config(config, f"{role}.config")
+                except UserError as error:
+                    raise UserError(f"{check.source}: {label}: {error}") from None
+                checked_configs.add(config)
 
     def add(run: dict, name: str, stage: str, params: dict, kind: str, depends: list[str], label: str):
         run["name"] = name
         run["revision"] = revision  # a new revision of a study gives every run a new id
         run = _validated(run, check, label)
+        check_configs(run, label)
         identity = run_id(run)
         if identity in planned:
             return identity

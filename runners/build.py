@@ -13,9 +13,9 @@ from pathlib import Path
 import torch
 from mmengine.config import Config
 
+from kdbench.configs import resolve_config
 from kdbench.errors import UserError
 
-CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 SCOPES = {"seg": "mmseg", "det": "mmdet"}
 
 
@@ -34,40 +34,12 @@ def register_scope(task: str) -> str:
     return scope
 
 
-def packaged_config(name: str, where: str = "config") -> Path:
-    """``mmseg::pspnet/x.py`` -> the file packaged in mmseg's ``.mim/configs`` (mmengine's own
-    resolver needs pkg_resources, which current setuptools no longer ship)."""
-    import importlib.util
-
-    package, _, relative = name.partition("::")
-    if package not in ("mmseg", "mmdet"):
-        raise UserError(f"{where}: {name!r}: the package must be mmseg or mmdet, got {package!r}")
-    spec = importlib.util.find_spec(package)
-    path = Path(spec.origin).parent / ".mim" / "configs" / relative
-    if not path.is_file():
-        folder = path.parent
-        near = sorted(p.name for p in folder.glob("*.py"))[:8] if folder.is_dir() else []
-        hint = f"; files in {package}::{Path(relative).parent}/: {', '.join(near)}" if near else ""
-        raise UserError(f"{where}: {name!r} is not a config packaged with {package}{hint}")
-    return path
-
-
 def load_config(name: str, overrides: dict | None = None, where: str = "config") -> Config:
     """Read a model config by package-qualified name, kdbench name or path; apply overrides
     (a dict of dotted keys, e.g. ``{"model.decode_head.num_classes": 19}``)."""
+    path = resolve_config(name, where)
     try:
-        if "::" in name:
-            cfg = Config.fromfile(str(packaged_config(name, where)))
-        else:
-            path = Path(name)
-            if not path.suffix and (CONFIG_DIR / f"{name}.py").is_file():
-                path = CONFIG_DIR / f"{name}.py"
-            if not path.is_file():
-                choices = sorted(p.stem for p in CONFIG_DIR.glob("[!_]*.py"))
-                raise UserError(f"{where}: config {name!r} does not exist; give a path, "
-                                f"'mmseg::<dir>/<file>.py', 'mmdet::<dir>/<file>.py' or one of: "
-                                f"{', '.join(choices)}")
-            cfg = Config.fromfile(str(path))
+        cfg = Config.fromfile(str(path))
     except UserError:
         raise
     except Exception as error:  # mmengine raises FileNotFoundError, SyntaxError, ...

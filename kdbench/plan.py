@@ -1,0 +1,60 @@
+"""``kdbench plan``: the grid of a study, with each run's state in the results store."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+from kdbench import store
+from kdbench.study import Study
+
+
+def run_dir(results_root: str | Path, study: Study, run_id: str) -> Path:
+    return Path(results_root) / study.name / run_id
+
+
+def resources_text(resources: dict) -> str:
+    parts = [f"{resources['gpus']} gpu", f"{resources['cpus']} cpu", f"{resources['mem_gb']}G",
+             f"{resources['time_min']}m"]
+    if resources.get("partition"):
+        parts.append(resources["partition"])
+    return " ".join(parts)
+
+
+def plan_rows(study: Study, results_root: str | Path = "results") -> list[dict]:
+    rows = []
+    for planned in study.runs:
+        rows.append({
+            "run_id": planned.run_id,
+            "name": planned.name,
+            "stage": planned.stage,
+            "kind": planned.kind,
+            "status": store.run_state(run_dir(results_root, study, planned.run_id)),
+            "depends_on": planned.depends_on,
+            "params": planned.params,
+            "resources": study.resources,
+        })
+    return rows
+
+
+def format_plan(study: Study, rows: list[dict]) -> str:
+    header = ("run_id", "name", "stage", "status", "resources")
+    table = [header] + [(r["run_id"], r["name"], r["stage"], r["status"], resources_text(r["resources"]))
+                        for r in rows]
+    widths = [max(len(str(row[i])) for row in table) for i in range(len(header))]
+    lines = ["  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip() for row in table]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    counts = Counter((r["stage"], r["status"]) for r in rows)
+    stages = list(dict.fromkeys(r["stage"] for r in rows))
+    lines.append("")
+    for stage in stages:
+        by_status = ", ".join(f"{n} {status}" for (s, status), n in sorted(counts.items()) if s == stage)
+        total = sum(n for (s, _), n in counts.items() if s == stage)
+        lines.append(f"{stage}: {total} runs ({by_status})")
+    lines.append(f"study {study.name}: {len(rows)} runs")
+    return "\n".join(lines)
+
+
+def plan_json(rows: list[dict]) -> str:
+    return json.dumps(rows, indent=2, sort_keys=True)
