@@ -153,12 +153,16 @@ def _axes(check: Checker, grid: Any, zipped: Any, methods: dict) -> list[list[di
 
 
 def _short(path: str, value: Any) -> str:
-    names = {"term.params.tau": "tau", "term.weight": "w", "term.params.norm": "",
-             "term.params.divergence": ""}
-    label = names.get(path, path.split(".")[-1])
-    text = str(value).replace(".0", "") if isinstance(value, float) else str(value)
-    text = Path(text).stem if "/" in text or text.endswith(".py") else text
-    return f"{label}{text}" if label in ("tau", "w") else (text if not label else f"{label}-{text}")
+    """A short, readable token for one axis value: ``tau4``, ``w3``, ``lr0.02``, ``kl``,
+    a config's file stem."""
+    key = path.split(".")[-1]
+    text = f"{value:g}" if isinstance(value, float) else str(value)
+    if key == "config":
+        return Path(text.split("::")[-1]).stem
+    label = {"tau": "tau", "weight": "w", "lr": "lr", "norm": "", "divergence": ""}.get(key, key)
+    if label in ("tau", "w", "lr"):
+        return f"{label}{text}"
+    return text if not label else f"{label}-{text}"
 
 
 def _run_name(assignment: dict, varying: list[str], seed: int, many_seeds: bool) -> str:
@@ -311,7 +315,8 @@ def load_study(path: str | Path, results_root: str | Path = "results") -> Study:
             if baselines["student"] and run.get("student"):
                 b_run = {k: copy.deepcopy(v) for k, v in run.items() if k != "teacher"}
                 b_run["distill"] = []
-                b_cell = {k: v for k, v in cell.items() if k != "method" and not k.startswith(TERM_PREFIX)}
+                b_cell = {k: v for k, v in cell.items()
+                          if k != "method" and not k.startswith((TERM_PREFIX, "teacher"))}
                 baseline_runs.append(add(b_run, _run_name({"method": "student", **b_cell},
                                                           ["method", *[v for v in varying if v in b_cell]],
                                                           seed, len(seeds) > 1),
