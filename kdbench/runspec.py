@@ -81,7 +81,7 @@ def _locations(check: Checker, value: Any, path: str) -> list[str]:
     return [check.string(item, join(path, i)) for i, item in enumerate(items)]
 
 
-def _term(check: Checker, value: Any, path: str) -> dict:
+def validate_term(check: Checker, value: Any, path: str) -> dict:
     from kdbench import losses  # imports torch: only runs need this check
 
     term = check.mapping(value, path, TERM_KEYS, required=("method", "student_location"))
@@ -154,7 +154,7 @@ def validate_run(data: Any, source: str = "<run>") -> dict:
     else:
         run["student"] = _model(check, run.get("student"), "student", is_teacher=False)
         terms = check.sequence(run.setdefault("distill", []), "distill")
-        run["distill"] = [_term(check, t, f"distill[{i}]") for i, t in enumerate(terms)]
+        run["distill"] = [validate_term(check, t, f"distill[{i}]") for i, t in enumerate(terms)]
         names = [t["name"] for t in run["distill"]]
         if len(set(names)) != len(names):
             raise check.fail("distill", f"term names must be unique, got {names}")

@@ -19,7 +19,7 @@ import yaml
 from kdbench.configs import resolve_config
 from kdbench.errors import UserError
 from kdbench.ids import run_id
-from kdbench.runspec import TOP_KEYS, validate_run
+from kdbench.runspec import TOP_KEYS, validate_run, validate_term
 from kdbench.schema import Checker, join
 
 STUDY_KEYS = ("name", "description", "revision", "defaults", "base", "teacher_run", "methods", "grid",
@@ -227,11 +227,7 @@ def load_study(path: str | Path, results_root: str | Path = "results") -> Study:
             raise check.fail(join("methods", key), "must be a term or a non-empty list of terms")
         for index, term in enumerate(terms):
             where = join("methods", key) if not isinstance(value, list) else join(join("methods", key), index)
-            _validated({"task": base["task"], "student": {"config": "x"}, "distill": [term],
-                        "teacher": {"config": "x", "checkpoint": "x"}, "dataset": {"name": "fashion_scenes"}},
-                       check, where) if isinstance(term, dict) else None
-            if not isinstance(term, dict):
-                raise check.fail(where, "must be a mapping (a distill term)")
+            validate_term(check, term, where)
     seeds = [check.integer(s, join("seeds", i), minimum=0)
              for i, s in enumerate(check.sequence(data.get("seeds", [0]), "seeds", min_length=1))]
     if len(set(seeds)) != len(seeds):
@@ -243,6 +239,11 @@ def load_study(path: str | Path, results_root: str | Path = "results") -> Study:
         check.integer(resources[key], join("resources", key), minimum=0 if key == "gpus" else 1)
     if resources["partition"] is not None:
         check.string(resources["partition"], "resources.partition")
+    for index, reference in enumerate(check.sequence(data.get("references", []), "references")):
+        check.string(reference, join("references", index))
+        if not (path.parent / "references" / reference).is_file():
+            raise check.fail(join("references", index),
+                             f"{reference!r} is not a file in {path.parent / 'references'}")
     teacher_run = check.mapping(data.get("teacher_run", {}), "teacher_run", ("schedule", "seed"))
     grid = data.get("grid") or {}
     if methods and "method" not in grid and not any("method" in (z or {}) for z in data.get("zip") or []):
