@@ -92,7 +92,81 @@ def _plan(args: argparse.Namespace) -> int:
     return 0
 
 
+def _study_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("study", metavar="STUDY.yaml", help="a study spec (see studies/README.md)")
+    parser.add_argument("--results", default="results", help="results root (default: results)")
+
+
+def _launch_arguments(parser: argparse.ArgumentParser) -> None:
+    _study_arguments(parser)
+    parser.add_argument("--executor", default="local", help="local (default: subprocesses here) or slurm")
+    parser.add_argument("--dry-run", action="store_true", help="show what would be submitted; submit nothing")
+    parser.add_argument("--retry-failed", action="store_true", help="resubmit failed and diverged runs")
+    parser.add_argument("--parallel", type=int, default=1, help="local: runs at a time (default 1)")
+    parser.add_argument("--partition", help="SLURM partition (default: the study's, else the cluster's)")
+    parser.add_argument("--gpus", type=int, help="GPUs per run")
+    parser.add_argument("--cpus", type=int, help="CPUs per task")
+    parser.add_argument("--mem-gb", type=int, help="memory per run, GB")
+    parser.add_argument("--time-min", type=int, help="time limit per job, minutes")
+    parser.add_argument("--array-parallelism", type=int, help="SLURM: array tasks running at once")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _launch(args: argparse.Namespace) -> int:
+    from kdbench.launch import LaunchOptions, decide, launch
+    from kdbench.study import load_study
+
+    study = load_study(args.study, args.results)
+    if args.parallel < 1:
+        raise UserError(f"--parallel: must be >= 1, got {args.parallel}")
+    options = LaunchOptions(
+        executor=args.executor, dry_run=args.dry_run, retry_failed=args.retry_failed,
+        parallel=args.parallel, results=args.results, progress=not args.no_progress,
+        resources={"partition": args.partition, "gpus": args.gpus, "cpus": args.cpus,
+                   "mem_gb": args.mem_gb, "time_min": args.time_min,
+                   "array_parallelism": args.array_parallelism},
+    )
+    if args.dry_run:
+        for decision in decide(study, options):
+            print(f"{decision.planned.run_id}  {decision.planned.name:<30} {decision.planned.stage:<8} "
+                  f"{decision.state:<9} {decision.action}")
+    counts = launch(study, options)
+    verb = "would submit" if args.dry_run else "submitted"
+    others = ", ".join(f"{k} {v}" for k, v in sorted(counts.items()) if k != "submit")
+    print(f"kdbench launch: {study.name}: {verb} {counts.get('submit', 0)}" + (f"; {others}" if others else ""))
+    if args.executor == "local" and not args.dry_run:
+        from kdbench.status import run_states
+
+        states = [r["state"] for r in run_states(study, args.results)]
+        bad = sum(s in ("failed", "diverged", "corrupt") for s in states)
+        print(f"kdbench launch: {states.count('complete')} of {len(states)} runs complete"
+              + (f", {bad} failed or diverged (kdbench status {args.study})" if bad else ""))
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    from kdbench.status import format_status, run_states
+    from kdbench.study import load_study
+
+    study = load_study(args.study, args.results)
+    print(format_status(study, run_states(study, args.results)))
+    return 0
+
+
+def _cancel(args: argparse.Namespace) -> int:
+    from kdbench.status import cancel
+    from kdbench.study import load_study
+
+    study = load_study(args.study, args.results)
+    cancelled = cancel(study, args.results)
+    print(f"kdbench cancel: {study.name}: cancelled {len(cancelled)} run(s)")
+    return 0
+
+
 VERBS: dict[str, Verb] = {
+    "launch": ("run or submit a study's runs that still need doing", _launch_arguments, _launch),
+    "status": ("each run's state, from the results store and the scheduler", _study_arguments, _status),
+    "cancel": ("cancel a study's pending and running jobs", _study_arguments, _cancel),
     "plan": ("show the runs of a study, their stages and states", _plan_arguments, _plan),
     "run": ("execute one run described by a JSON file", _run_arguments, _run),
     "losses": ("list the distillation losses and their parameters", _losses_arguments, _losses),

@@ -163,7 +163,10 @@ def execute(run: dict, out_dir: str | Path) -> dict:
         os.replace(out / store.ERROR, out / f"error.previous.{int(time.time())}.json")
     try:
         return _train_and_evaluate(run, out)
-    except UserError:
+    except UserError as error:
+        # Found by the run's own preflight (a location not in the model, a missing checkpoint):
+        # recorded, so the store shows a failed run rather than one that started and vanished.
+        store.write_json_atomic(out / store.ERROR, {"status": "failed", "error": str(error), "user_error": True})
         raise
     except BaseException as error:
         from runners.distill import DivergedError

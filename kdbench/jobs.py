@@ -1,0 +1,81 @@
+"""Job records: which scheduler job runs a run, and whether that job is still alive.
+
+``results/<study>/<run_id>/job.json`` holds ``{"executor": "local"|"slurm", "job_id": ...,
+"host": ..., "submitted": ...}``. A run counts as in flight only while its recorded job is alive:
+a local job by its process id on this host, a SLURM job by the scheduler's state (squeue, then
+sacct), so a launch never submits a run twice and never waits on a job that died.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+from kdbench import store
+
+JOB = "job.json"
+SLURM_ALIVE = {"PENDING", "RUNNING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "CONFIGURING",
+               "COMPLETING", "SUSPENDED", "RESIZING", "SIGNALING", "STAGE_OUT", "PREEMPTED"}
+
+
+def write_job(run_dir: Path, executor: str, job_id: str) -> None:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    store.write_json_atomic(run_dir / JOB, {"executor": executor, "job_id": str(job_id),
+                                            "host": platform.node(), "submitted": time.time()})
+
+
+def read_job(run_dir: Path) -> dict | None:
+    job = store.read_json(run_dir / JOB)
+    return job if isinstance(job, dict) and "executor" in job and "job_id" in job else None
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def slurm_states(job_ids: list[str]) -> dict[str, str]:
+    """The scheduler's state of each job id (``123``, ``123_4``); unknown ids are left out."""
+    if not job_ids or shutil.which("squeue") is None:
+        return {}
+    states: dict[str, str] = {}
+    try:
+        out = subprocess.run(["squeue", "-h", "-r", "-o", "%i|%T", "-j", ",".join(job_ids)],
+                             capture_output=True, text=True, timeout=30).stdout
+        for line in out.splitlines():
+            job, _, state = line.partition("|")
+            states[job.strip()] = state.strip()
+        missing = [j for j in job_ids if j not in states]
+        if missing and shutil.which("sacct"):
+            out = subprocess.run(["sacct", "-n", "-P", "-X", "-o", "JobID,State", "-j", ",".join(missing)],
+                                 capture_output=True, text=True, timeout=30).stdout
+            for line in out.splitlines():
+                job, _, state = line.partition("|")
+                states.setdefault(job.strip(), state.split()[0] if state else "UNKNOWN")
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return states
+
+
+def alive(jobs: dict[str, dict]) -> dict[str, bool]:
+    """run_id -> whether its recorded job is alive (pending or running)."""
+    result = {}
+    slurm = {rid: job["job_id"] for rid, job in jobs.items() if job["executor"] == "slurm"}
+    states = slurm_states(list(slurm.values()))
+    for run_id, job in jobs.items():
+        if job["executor"] == "local":
+            result[run_id] = job.get("host") == platform.node() and _pid_alive(int(job["job_id"]))
+        else:
+            result[run_id] = states.get(job["job_id"], "") in SLURM_ALIVE
+    return result
+
+
+def current_pid() -> int:
+    return os.getpid()

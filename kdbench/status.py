@@ -1,0 +1,70 @@
+"""``kdbench status`` and ``kdbench cancel``: each run's state from the store and the scheduler."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+from collections import Counter
+from pathlib import Path
+
+from kdbench import jobs, store
+from kdbench.study import Study
+
+
+def run_states(study: Study, results: str | Path) -> list[dict]:
+    """One row per run: the store's state, refined by whether its recorded job is alive.
+
+    States: complete, failed, diverged, corrupt, running (its job is pending or running),
+    interrupted (started, no live job, no result: a relaunch resumes it), missing (never started).
+    """
+    root = Path(results) / study.name
+    records = {p.run_id: jobs.read_job(root / p.run_id) for p in study.runs}
+    live = jobs.alive({k: v for k, v in records.items() if v})
+    rows = []
+    for planned in study.runs:
+        state = store.run_state(root / planned.run_id)
+        if state in ("started", "missing") and live.get(planned.run_id):
+            state = "running"
+        elif state == "started":
+            state = "interrupted"
+        job = records.get(planned.run_id) or {}
+        rows.append({"run_id": planned.run_id, "name": planned.name, "stage": planned.stage,
+                     "state": state, "executor": job.get("executor"), "job_id": job.get("job_id")})
+    return rows
+
+
+def format_status(study: Study, rows: list[dict]) -> str:
+    header = ("run_id", "name", "stage", "state", "job")
+    table = [header] + [(r["run_id"], r["name"], r["stage"], r["state"],
+                         f"{r['executor']}:{r['job_id']}" if r["job_id"] else "-") for r in rows]
+    widths = [max(len(str(row[i])) for row in table) for i in range(len(header))]
+    lines = ["  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip() for row in table]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    counts = Counter(r["state"] for r in rows)
+    lines.append("")
+    lines.append(f"study {study.name}: {len(rows)} runs: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
+    return "\n".join(lines)
+
+
+def cancel(study: Study, results: str | Path) -> list[str]:
+    """Cancel every run whose recorded job is alive; returns their run ids."""
+    root = Path(results) / study.name
+    records = {p.run_id: jobs.read_job(root / p.run_id) for p in study.runs}
+    live = jobs.alive({k: v for k, v in records.items() if v})
+    cancelled, slurm_ids = [], []
+    for run_id, is_alive in live.items():
+        if not is_alive:
+            continue
+        job = records[run_id]
+        if job["executor"] == "local":
+            try:
+                os.kill(int(job["job_id"]), signal.SIGTERM)
+            except ProcessLookupError:
+                continue
+        else:
+            slurm_ids.append(job["job_id"])
+        cancelled.append(run_id)
+    if slurm_ids:
+        subprocess.run(["scancel", *slurm_ids], check=False, capture_output=True, timeout=60)
+    return cancelled
