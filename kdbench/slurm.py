@@ -1,0 +1,84 @@
+"""Submitting a study to SLURM through submitit: one job array per stage, students after their
+teachers (afterok), multi-GPU runs as one task per GPU with mmengine's SLURM launcher."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from kdbench import jobs, store
+from kdbench.errors import UserError
+
+
+def executor_for(root: Path, resources: dict, stage: str, study_name: str, dependency: list[str]):
+    import submitit
+
+    executor = submitit.AutoExecutor(folder=str(root / ".submitit" / "%j"), cluster="slurm")
+    gpus = resources["gpus"]
+    parameters = {
+        "name": f"kdbench-{study_name}-{stage}",
+        "timeout_min": resources["time_min"],
+        "mem_gb": resources["mem_gb"],
+        "cpus_per_task": resources["cpus"],
+        "tasks_per_node": max(1, gpus),             # one task per GPU (mmengine's slurm launcher)
+        "nodes": 1,
+        "slurm_array_parallelism": resources.get("array_parallelism") or 64,
+        "slurm_signal_delay_s": min(120, max(20, resources["time_min"] * 60 // 10)),
+    }
+    if gpus:
+        parameters["gpus_per_node"] = gpus
+    if resources.get("partition"):
+        parameters["slurm_partition"] = resources["partition"]
+    if dependency:
+        parameters["slurm_additional_parameters"] = {"dependency": "afterok:" + ":".join(dependency)}
+    if gpus > 1:
+        parameters["slurm_setup"] = ["export KDBENCH_LAUNCHER=slurm"]
+    executor.update_parameters(**parameters)
+    return executor
+
+
+def submit_study(study, todo: list, root: Path, resources: dict, options) -> dict[str, str]:
+    """Submit the runs in ``todo`` (launch decisions), teachers first; record each job id."""
+    job_ids: dict[str, str] = {}
+    for planned in study.runs:  # teachers in flight from an earlier launch gate their students too
+        record = jobs.read_job(root / planned.run_id)
+        if record and record["executor"] == "slurm":
+            job_ids[planned.run_id] = record["job_id"]
+
+    def pending_dependencies(planned) -> tuple[str, ...]:
+        return tuple(sorted(job_ids[dep] for dep in planned.depends_on
+                            if dep in job_ids and store.run_state(root / dep) != "complete"))
+
+    # One array per stage and dependency set: teachers first; a student baseline, which needs no
+    # teacher, starts at once instead of waiting in its stage's array behind the teachers.
+    stages = list(dict.fromkeys(d.planned.stage for d in todo))
+    for stage in stages:
+        in_stage = [d.planned for d in todo if d.planned.stage == stage]
+        groups: dict[tuple[str, ...], list] = {}
+        for planned in in_stage:
+            groups.setdefault(pending_dependencies(planned), []).append(planned)
+        for dependency, batch in groups.items():
+            _submit_array(study, batch, root, resources, stage, list(dependency), job_ids)
+    return job_ids
+
+
+def _submit_array(study, batch: list, root: Path, resources: dict, stage: str, dependency: list[str],
+                  job_ids: dict[str, str]) -> None:
+    import submitit
+
+    from kdbench.launch import write_run_file
+    from runners.job import RunJob
+
+    executor = executor_for(root, resources, stage, study.name, dependency)
+    submitted = []
+    try:
+        with executor.batch():
+            for planned in batch:
+                write_run_file(root, planned)
+                submitted.append((planned, executor.submit(RunJob(), planned.run, str(root / planned.run_id))))
+    except (submitit.core.utils.FailedJobError, submitit.core.utils.FailedSubmissionError) as error:
+        lines = str(error).strip().splitlines()
+        raise UserError(f"sbatch refused the {stage} array of {study.name}: "
+                        f"{lines[-1] if lines else error}") from None
+    for planned, job in submitted:
+        jobs.write_job(root / planned.run_id, "slurm", job.job_id)
+        job_ids[planned.run_id] = job.job_id

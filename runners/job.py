@@ -1,0 +1,23 @@
+"""The one job class that a scheduler runs: execute a run, checkpointable.
+
+On preemption or a time limit, SLURM sends USR2; submitit calls ``checkpoint`` and requeues a
+fresh copy of this job, which resumes from the run's last training checkpoint (``execute`` does
+that by itself). A run that already has its ``final.json`` returns it unchanged, so a requeue can
+never produce a second result.
+"""
+
+from __future__ import annotations
+
+import submitit
+
+
+class RunJob(submitit.helpers.Checkpointable):
+    """``RunJob()(run, out_dir)`` executes the resolved run into ``out_dir``."""
+
+    def __call__(self, run: dict, out_dir: str) -> dict:
+        from runners.train import execute
+
+        return {k: v for k, v in execute(run, out_dir).items() if k in ("status", "run_id", "metrics")}
+
+    def checkpoint(self, run: dict, out_dir: str) -> submitit.helpers.DelayedSubmission:
+        return submitit.helpers.DelayedSubmission(RunJob(), run, out_dir)

@@ -1,0 +1,168 @@
+#!/usr/bin/env bash
+# Bring up a throwaway single-node SLURM cluster on loopback for kdbench's launcher tests:
+# Debian's slurmctld + slurmd + slurmdbd (with a private MariaDB, so sacct works: submitit needs it),
+# munge, and fake GPUs as GRES. Idempotent: a healthy cluster is left as it is (~1 s).
+# Prints "READY ..." on success; on failure the daemons' log tails and exit 1.
+# Root only. Everything lives under $KDBENCH_SLURM_DIR (default /tmp/kdbench-slurm); configuration
+# goes to /etc/slurm so that sbatch/srun/sacct (and submitit) work without SLURM_CONF.
+# Knobs: KDBENCH_SLURM_CPUS (default 8: oversubscribes the cores so tests can run several jobs),
+#        KDBENCH_SLURM_GPUS (fake GPUs, default 2), KDBENCH_SLURM_TIMEOUT (default 120 s).
+set -Eeuo pipefail
+exec </dev/null
+DIR=${KDBENCH_SLURM_DIR:-/tmp/kdbench-slurm}
+CPUS=${KDBENCH_SLURM_CPUS:-8}
+GPUS=${KDBENCH_SLURM_GPUS:-2}
+WAIT=${KDBENCH_SLURM_TIMEOUT:-120}
+DB_PORT=3307
+NODE=$(hostname -s)
+PACKAGES=(munge slurm-client slurmctld slurmd slurmdbd mariadb-server)
+
+say() { printf '[slurm-up %s] %s\n' "$(date +%H:%M:%S)" "$*"; }
+fail() {
+  echo "[slurm-up] ERROR: $*" >&2
+  for f in "$DIR"/log/*.log "$DIR"/munge/*.log; do [ -s "$f" ] && { echo "--- tail $f" >&2; tail -n 20 "$f" >&2; }; done
+  exit 1
+}
+trap 'fail "line $LINENO: $BASH_COMMAND"' ERR
+[ "$(id -u)" = 0 ] || fail "must run as root"
+
+# alive PIDFILE NAME: the process in PIDFILE exists, is not a zombie, and is NAME.
+alive() {
+  local pid; pid=$(cat "$1" 2>/dev/null) || return 1
+  [ -n "$pid" ] && [ -r "/proc/$pid/stat" ] && [ "$(awk '{print $3}' "/proc/$pid/stat")" != Z ] \
+    && [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = "$2" ]
+}
+until_ok() {  # until_ok SECONDS WHAT COMMAND...
+  local end=$(( $(date +%s) + $1 )) what=$2; shift 2
+  until "$@" >/dev/null 2>&1; do [ "$(date +%s)" -lt "$end" ] || fail "timed out waiting for $what"; sleep 0.2; done
+}
+healthy() {
+  alive "$DIR/run/slurmctld.pid" slurmctld && alive "$DIR/run/slurmd.pid" slurmd \
+    && alive "$DIR/run/slurmdbd.pid" slurmdbd && scontrol ping 2>/dev/null | grep -q UP \
+    && sinfo -h -n "$NODE" -o %T 2>/dev/null | grep -Eq '^(idle|mixed|allocated|completing)'
+}
+
+missing=()
+for p in "${PACKAGES[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+if [ ${#missing[@]} -gt 0 ]; then
+  say "apt: installing ${missing[*]} (10-40 s)"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${PACKAGES[@]}" >/dev/null
+fi
+mkdir -p "$DIR"/{run,log,ctld,spool,gpu,mysql,mysqlrun}
+getent hosts "$NODE" >/dev/null || echo "127.0.0.1 $NODE" >> /etc/hosts
+
+# Configuration (restart the daemons when it changes).
+mkdir -p /etc/slurm
+gres_line=""; gres_conf="AutoDetect=off"
+if [ "$GPUS" -gt 0 ]; then
+  gres_line="Gres=gpu:$GPUS"
+  for i in $(seq 0 $((GPUS - 1))); do [ -e "$DIR/gpu/fakegpu$i" ] || mknod -m 666 "$DIR/gpu/fakegpu$i" c 1 3; done
+  gres_conf="$gres_conf
+NodeName=$NODE Name=gpu File=$DIR/gpu/fakegpu[0-$((GPUS - 1))]"
+fi
+mem_mb=$(( $(awk '/MemTotal/ {print $2}' /proc/meminfo) * 9 / 10 / 1024 ))
+overrides=""; [ "$CPUS" -gt "$(nproc)" ] && overrides="SlurmdParameters=config_overrides"
+slurm_conf="ClusterName=kdbench
+SlurmctldHost=$NODE(127.0.0.1)
+SlurmUser=root
+SlurmdUser=root
+AuthType=auth/munge
+CredType=cred/munge
+AuthInfo=cred_expire=10
+SlurmctldPort=6817
+SlurmdPort=6818
+StateSaveLocation=$DIR/ctld
+SlurmdSpoolDir=$DIR/spool
+SlurmctldPidFile=$DIR/run/slurmctld.pid
+SlurmdPidFile=$DIR/run/slurmd.pid
+SlurmctldLogFile=$DIR/log/slurmctld.log
+SlurmdLogFile=$DIR/log/slurmd.log
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+MpiDefault=none
+SwitchType=switch/none
+SchedulerType=sched/backfill
+SchedulerParameters=sched_interval=2,bf_interval=1
+SelectType=select/cons_tres
+SelectTypeParameters=CR_CPU
+ReturnToService=2
+EnforcePartLimits=ALL
+KillWait=5
+MailProg=/bin/true
+JobCompType=jobcomp/none
+AccountingStorageType=accounting_storage/slurmdbd
+AccountingStorageHost=127.0.0.1
+AccountingStoragePort=6819
+JobAcctGatherType=jobacct_gather/linux
+GresTypes=gpu
+$overrides
+NodeName=$NODE NodeAddr=127.0.0.1 NodeHostname=$NODE CPUs=$CPUS RealMemory=$mem_mb $gres_line State=UNKNOWN
+PartitionName=debug Nodes=$NODE Default=YES MaxTime=INFINITE State=UP"
+dbd_conf="AuthType=auth/munge
+DbdHost=localhost
+DbdAddr=127.0.0.1
+DbdPort=6819
+SlurmUser=root
+LogFile=$DIR/log/slurmdbd.log
+PidFile=$DIR/run/slurmdbd.pid
+StorageType=accounting_storage/mysql
+StorageHost=127.0.0.1
+StoragePort=$DB_PORT
+StorageUser=slurm
+StoragePass=kdbench
+StorageLoc=slurm_acct_db"
+changed=0
+write_conf() {  # write_conf FILE CONTENT MODE
+  if [ "$(cat "$1" 2>/dev/null)" != "$2" ]; then printf '%s\n' "$2" > "$1"; changed=1; fi
+  chmod "$3" "$1"
+}
+write_conf /etc/slurm/slurm.conf "$slurm_conf" 644
+write_conf /etc/slurm/gres.conf "$gres_conf" 644
+write_conf /etc/slurm/slurmdbd.conf "$dbd_conf" 600
+if [ "$changed" = 0 ] && healthy; then say "READY (already running): node $NODE, $CPUS cpus, $GPUS fake gpus"; exit 0; fi
+if [ "$changed" = 1 ]; then
+  for d in slurmd slurmctld; do alive "$DIR/run/$d.pid" $d && kill "$(cat "$DIR/run/$d.pid")" || true; done
+  sleep 1
+fi
+
+# munge
+[ -s /etc/munge/munge.key ] || mungekey --create
+mkdir -p /run/munge "$DIR/munge" && chown munge:munge /run/munge "$DIR/munge"
+if ! munge -n 2>/dev/null | unmunge >/dev/null 2>&1; then
+  say "starting munged"
+  runuser -u munge -- /usr/sbin/munged --force --log-file="$DIR/munge/munged.log" >/dev/null 2>&1
+  until_ok 20 munge sh -c 'munge -n | unmunge'
+fi
+
+# private MariaDB on 127.0.0.1:$DB_PORT for slurmdbd
+SOCK=$DIR/mysqlrun/mysqld.sock
+if ! alive "$DIR/mysqlrun/mysqld.pid" mariadbd; then
+  chown -R mysql:mysql "$DIR/mysql" "$DIR/mysqlrun"
+  if [ ! -d "$DIR/mysql/mysql" ]; then
+    say "initialising MariaDB in $DIR/mysql"
+    mariadb-install-db --no-defaults --user=mysql --datadir="$DIR/mysql" --skip-test-db \
+      --auth-root-authentication-method=socket >"$DIR/log/mysql-install.log" 2>&1
+  fi
+  say "starting MariaDB"
+  setsid /usr/sbin/mariadbd --no-defaults --user=mysql --datadir="$DIR/mysql" --socket="$SOCK" \
+    --pid-file="$DIR/mysqlrun/mysqld.pid" --bind-address=127.0.0.1 --port=$DB_PORT --skip-name-resolve \
+    --innodb-buffer-pool-size=64M --log-error="$DIR/log/mysqld.log" </dev/null >/dev/null 2>&1 &
+  until_ok 60 MariaDB mariadb-admin --socket="$SOCK" ping
+fi
+mariadb --socket="$SOCK" -u root -e "CREATE USER IF NOT EXISTS 'slurm'@'127.0.0.1' IDENTIFIED BY 'kdbench';
+  GRANT ALL ON slurm_acct_db.* TO 'slurm'@'127.0.0.1'; FLUSH PRIVILEGES;"
+
+# slurm daemons (they daemonize themselves)
+if ! alive "$DIR/run/slurmdbd.pid" slurmdbd; then say "starting slurmdbd"; /usr/sbin/slurmdbd </dev/null >/dev/null 2>&1; fi
+until_ok 30 slurmdbd sacctmgr -n show cluster
+if ! alive "$DIR/run/slurmctld.pid" slurmctld; then say "starting slurmctld"; /usr/sbin/slurmctld -i </dev/null >/dev/null 2>&1; fi
+if ! alive "$DIR/run/slurmd.pid" slurmd; then say "starting slurmd"; /usr/sbin/slurmd </dev/null >/dev/null 2>&1; fi
+until_ok "$WAIT" "slurmctld to answer" sh -c 'scontrol ping | grep -q UP'
+state=$(sinfo -h -n "$NODE" -o %T 2>/dev/null || true)
+case "$state" in *drain*|*inval*|*down*|*fail*) scontrol update nodename="$NODE" state=resume || true;; esac
+until_ok "$WAIT" "node $NODE to be idle" sh -c "sinfo -h -n $NODE -o %T | grep -Eq '^(idle|mixed|allocated|completing)'"
+until_ok 30 "cluster registration" sh -c 'sacctmgr -n -P show cluster format=cluster,controlhost | grep -q "^kdbench|127.0.0.1"'
+timeout 60 srun -t 1 hostname >/dev/null || fail "srun hostname did not run"
+say "READY: node $NODE, $CPUS cpus, $GPUS fake gpus, accounting on (logs in $DIR/log)"
