@@ -10,6 +10,14 @@ from __future__ import annotations
 
 import submitit
 
+_PREEMPTED = False
+
+
+def preempted() -> bool:
+    """True once the scheduler has asked this job to checkpoint: whatever goes wrong from then on
+    (SLURM terminating the job's processes as it requeues it) is an interruption, not a failure."""
+    return _PREEMPTED
+
 
 class RunJob(submitit.helpers.Checkpointable):
     """``RunJob()(run, out_dir)`` executes the resolved run into ``out_dir``."""
@@ -20,4 +28,6 @@ class RunJob(submitit.helpers.Checkpointable):
         return {k: v for k, v in execute(run, out_dir).items() if k in ("status", "run_id", "metrics")}
 
     def checkpoint(self, run: dict, out_dir: str) -> submitit.helpers.DelayedSubmission:
+        global _PREEMPTED
+        _PREEMPTED = True
         return submitit.helpers.DelayedSubmission(RunJob(), run, out_dir)

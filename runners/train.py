@@ -170,7 +170,10 @@ def execute(run: dict, out_dir: str | Path) -> dict:
         raise
     except BaseException as error:
         from runners.distill import DivergedError
+        from runners.job import preempted
 
+        if preempted():
+            raise  # SLURM is requeueing this job: it resumes from its last checkpoint
         if isinstance(error, DivergedError):
             record = {"status": "diverged", "step": getattr(error, "step", None), "key": error.key,
                       "value": str(error.value), "message": f"{error.key} became {error.value}"}

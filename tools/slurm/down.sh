@@ -14,6 +14,7 @@ stop() {  # stop PIDFILE
   kill -9 "$p" 2>/dev/null; true
 }
 for f in slurmd slurmctld slurmdbd; do stop "$DIR/run/$f.pid"; done
+pkill -KILL -x slurmstepd 2>/dev/null   # steps of this cluster's jobs that outlived slurmd
 stop "$DIR/mysqlrun/mysqld.pid"
 munged_pid=$(pgrep -u munge -x munged || true)
 [ -n "$munged_pid" ] && kill $munged_pid 2>/dev/null

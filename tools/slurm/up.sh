@@ -160,9 +160,16 @@ until_ok 30 slurmdbd sacctmgr -n show cluster
 if ! alive "$DIR/run/slurmctld.pid" slurmctld; then say "starting slurmctld"; /usr/sbin/slurmctld -i </dev/null >/dev/null 2>&1; fi
 if ! alive "$DIR/run/slurmd.pid" slurmd; then say "starting slurmd"; /usr/sbin/slurmd </dev/null >/dev/null 2>&1; fi
 until_ok "$WAIT" "slurmctld to answer" sh -c 'scontrol ping | grep -q UP'
-state=$(sinfo -h -n "$NODE" -o %T 2>/dev/null || true)
-case "$state" in *drain*|*inval*|*down*|*fail*) scontrol update nodename="$NODE" state=resume || true;; esac
-until_ok "$WAIT" "node $NODE to be idle" sh -c "sinfo -h -n $NODE -o %T | grep -Eq '^(idle|mixed|allocated|completing)'"
+# A node drained by an earlier session (a step that outlived its daemons) is put back in service.
+node_usable() {
+  local state; state=$(sinfo -h -n "$NODE" -o %T 2>/dev/null || true)
+  case "$state" in
+    idle|mixed|allocated|completing) return 0;;
+    *drain*|*inval*|*down*|*fail*) scontrol update nodename="$NODE" state=resume >/dev/null 2>&1 || true;;
+  esac
+  return 1
+}
+until_ok "$WAIT" "node $NODE to be idle" node_usable
 until_ok 30 "cluster registration" sh -c 'sacctmgr -n -P show cluster format=cluster,controlhost | grep -q "^kdbench|127.0.0.1"'
 timeout 60 srun -t 1 hostname >/dev/null || fail "srun hostname did not run"
 say "READY: node $NODE, $CPUS cpus, $GPUS fake gpus, accounting on (logs in $DIR/log)"
