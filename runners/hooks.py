@@ -29,9 +29,12 @@ class MetricsHook(Hook):
     def after_val_epoch(self, runner, metrics=None) -> None:
         if not metrics:
             return
+        from mmengine.dist import is_main_process
+
         values = {metric_key(k): float(v) for k, v in metrics.items() if isinstance(v, (int, float))}
         self.last = {"iter": int(runner.iter), **values}
-        store.append_jsonl(self.path, self.last)
+        if is_main_process():
+            store.append_jsonl(self.path, self.last)
 
 
 class CostHook(Hook):

@@ -23,8 +23,15 @@ class RunJob(submitit.helpers.Checkpointable):
     """``RunJob()(run, out_dir)`` executes the resolved run into ``out_dir``."""
 
     def __call__(self, run: dict, out_dir: str) -> dict:
+        import signal
+
         from runners.train import execute
 
+        # submitit already ignores SIGTERM in this process (SLURM sends it before USR2 on
+        # preemption). Ignoring it at the OS level as well makes the children inherit that, so the
+        # `scontrol requeue` that submitit runs on USR2 is not killed by a late SIGTERM (a race seen
+        # on the local cluster: the job then ended FAILED instead of being requeued).
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         return {k: v for k, v in execute(run, out_dir).items() if k in ("status", "run_id", "metrics")}
 
     def checkpoint(self, run: dict, out_dir: str) -> submitit.helpers.DelayedSubmission:

@@ -19,6 +19,14 @@ from kdbench.ids import run_id
 OWN_CHECKPOINT_SCHEME = "kdbench-own://"
 
 
+def world() -> tuple[int, int]:
+    """(rank, world size) of this process: several only for multi-GPU SLURM jobs, one task per GPU
+    (kdbench.slurm sets KDBENCH_LAUNCHER=slurm there, and mmengine initialises the process group)."""
+    if os.environ.get("KDBENCH_LAUNCHER") == "slurm":
+        return int(os.environ.get("SLURM_PROCID", 0)), int(os.environ.get("SLURM_NTASKS", 1))
+    return 0, 1
+
+
 def default_out(run: dict) -> Path:
     return Path("results") / "runs" / f"{run['name']}-{run_id(run)}"
 
@@ -152,6 +160,8 @@ def execute(run: dict, out_dir: str | Path) -> dict:
     """Run ``run`` into ``out_dir``; return the final record (or raise after writing error.json)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    if world()[0] != 0:  # other ranks of a multi-GPU run train; rank 0 alone writes results
+        return _train_and_evaluate(run, out)
     recorded = store.read_json(out / store.SPEC)
     if recorded is not None and run_id(recorded) != run_id(run):
         raise UserError(f"{out}: this directory holds results of a different run (id "
@@ -197,9 +207,15 @@ def _train_and_evaluate(run: dict, out: Path) -> dict:
     from runners.hooks import CostHook, MetricsHook
 
     device = _device(run)
-    store.write_json_atomic(out / store.ENV, _environment(device))
+    rank, size = world()
+    if rank == 0:
+        store.write_json_atomic(out / store.ENV, _environment(device))
+    if run["schedule"]["batch_size"] % size:
+        raise UserError(f"schedule.batch_size {run['schedule']['batch_size']} is not divisible by the "
+                        f"{size} GPUs of this job (the batch size is global: images per iteration)")
     scope = register_scope(run["task"])
     data = dataset_configs(run)
+    data["train_dataloader"]["batch_size"] //= size  # per process
     schedule = run["schedule"]
 
     from mmengine.runner import set_random_seed
@@ -274,6 +290,8 @@ def _train_and_evaluate(run: dict, out: Path) -> dict:
         error.step = cost_hook.current_iter + 1
         raise
     trained = getattr(model, "module", model).student
+    if rank != 0:
+        return {"status": "complete", "rank": rank}
     torch.save(trained.state_dict(), out / "model_final.pth")
     final_metrics = {k: v for k, v in (metrics_hook.last or {}).items() if k != "iter"}
     record = {
