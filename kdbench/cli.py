@@ -80,6 +80,8 @@ def _plan_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("study", metavar="STUDY.yaml", help="a study spec (see studies/README.md)")
     parser.add_argument("--json", action="store_true", help="print a JSON list of runs instead of a table")
     parser.add_argument("--results", default="results", help="results root (default: results)")
+    parser.add_argument("--no-model-check", action="store_true",
+                        help="skip checking distilled locations against the models (cached after the first plan)")
 
 
 def _plan(args: argparse.Namespace) -> int:
@@ -87,6 +89,10 @@ def _plan(args: argparse.Namespace) -> int:
     from kdbench.study import load_study
 
     study = load_study(args.study, args.results)
+    if not args.no_model_check:
+        from runners.preflight import check_locations
+
+        check_locations(study)
     rows = plan_rows(study, args.results)
     print(plan_json(rows) if args.json else format_plan(study, rows))
     return 0
@@ -110,6 +116,8 @@ def _launch_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--time-min", type=int, help="time limit per job, minutes")
     parser.add_argument("--array-parallelism", type=int, help="SLURM: array tasks running at once")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--no-model-check", action="store_true",
+                        help="skip checking distilled locations against the models before submitting")
 
 
 def _launch(args: argparse.Namespace) -> int:
@@ -117,6 +125,10 @@ def _launch(args: argparse.Namespace) -> int:
     from kdbench.study import load_study
 
     study = load_study(args.study, args.results)
+    if not args.no_model_check:  # preflight: nothing is submitted for a location that does not exist
+        from runners.preflight import check_locations
+
+        check_locations(study)
     if args.parallel < 1:
         raise UserError(f"--parallel: must be >= 1, got {args.parallel}")
     options = LaunchOptions(

@@ -66,7 +66,9 @@ def cpu_safe(model_cfg: dict) -> dict:
     return model_cfg
 
 
-def build_model(cfg: Config, task: str, distributed: bool = False) -> torch.nn.Module:
+def build_model(cfg: Config, task: str, distributed: bool = False, init: bool = True) -> torch.nn.Module:
+    """Build the config's model; ``init=False`` skips weight initialisation (and so any
+    pretrained download its init_cfg names): enough to list its modules."""
     register_scope(task)
     from mmengine.registry import MODELS as ROOT_MODELS  # noqa: F401  (scopes resolve through it)
 
@@ -80,6 +82,8 @@ def build_model(cfg: Config, task: str, distributed: bool = False) -> torch.nn.M
     if not distributed:
         model_cfg = cpu_safe(model_cfg)
     model = MODELS.build(ConfigDict(model_cfg))  # mmseg reads test_cfg.mode as an attribute
+    if not init:
+        return model
     model.init_weights()
     if cfg.get("kdbench_pretrained"):
         from runners.pretrained import apply

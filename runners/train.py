@@ -52,7 +52,8 @@ def _environment(device: str) -> dict:
         "mmdet": mmdet.__version__,
         "git_sha": sha,
         "device": device,
-        "device_name": torch.cuda.get_device_name(0) if device == "cuda" else platform.processor() or platform.machine(),
+        "device_name": (torch.cuda.get_device_name(0) if device == "cuda"
+                        else platform.processor() or platform.machine()),
         "hostname": platform.node(),
         "threads": torch.get_num_threads(),
     }

@@ -46,7 +46,8 @@ def test_a_failing_run_becomes_an_error_record_while_the_others_complete(tmp_pat
 
 def test_students_of_a_teacher_that_failed_are_blocked_not_run(tmp_path):
     path = write_study(tmp_path, "local_blocked")
-    spec = path.read_text().replace("config: tiny_seg_teacher", "config: tiny_seg_teacher\n    overrides: {model.decode_head.num_classes: 0}")
+    broken = "config: tiny_seg_teacher\n    overrides: {model.decode_head.num_classes: 0}"
+    spec = path.read_text().replace("config: tiny_seg_teacher", broken)
     path.write_text(spec)
     study = load_study(path, tmp_path / "r")
     launch(study, LaunchOptions(results=str(tmp_path / "r"), progress=False))

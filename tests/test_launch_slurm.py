@@ -106,3 +106,21 @@ def test_a_preempted_run_requeues_resumes_from_its_checkpoint_and_ends_with_one_
                                   capture_output=True, text=True).stdout.split()
     assert incarnations[0] == "REQUEUED", incarnations
     assert not (run_dir / "error.json").exists()
+
+
+def test_cancel_stops_a_studys_running_jobs_and_status_shows_them_interrupted(slurm_cluster, tmp_path):
+    from kdbench.status import cancel
+
+    path = write_study(tmp_path, "slurm_cancel", methods={}, baselines={"teacher": False, "student": True})
+    path.write_text(path.read_text().replace("iterations: 4", "iterations: 5000"))
+    results = tmp_path / "results"
+    study = load_study(path, results)
+    launch(study, LaunchOptions(executor="slurm", results=str(results), progress=False))
+    run_dir = results / "slurm_cancel" / study.runs[0].run_id
+    wait_until(lambda: (run_dir / "spec.json").exists(), what="the job to start")
+    assert [r["state"] for r in run_states(study, results)] == ["running"]
+    assert cancel(study, results) == [study.runs[0].run_id]
+    job_id = jobs.read_job(run_dir)["job_id"]
+    wait_until(lambda: jobs.slurm_states([job_id]).get(job_id, "").startswith("CANCELLED"), what="CANCELLED")
+    assert [r["state"] for r in run_states(study, results)] == ["interrupted"]
+    assert cancel(study, results) == []

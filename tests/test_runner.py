@@ -111,7 +111,8 @@ def test_a_wrong_location_fails_before_training_and_names_the_close_matches(seg_
 def test_a_channel_mismatch_without_an_adapter_names_both_shapes(seg_teacher, tmp_path):
     terms = [{"method": "cwd", "student_location": "decode_head.bottleneck"}]
     run = seg_run(teacher={"config": "tiny_seg_teacher", "checkpoint": {"run": str(seg_teacher)}}, distill=terms)
-    with pytest.raises(UserError, match=r"student has 32 channels \(1, 32, 8, 8\), teacher 64 \(1, 64, 8, 8\); add an adapter"):
+    expected = r"student has 32 channels \(1, 32, 8, 8\), teacher 64 \(1, 64, 8, 8\); add an adapter"
+    with pytest.raises(UserError, match=expected):
         execute(run, tmp_path)
 
 
@@ -198,3 +199,23 @@ def test_the_det_cls_conv_shared_by_fpn_levels_is_tapped_once_per_level():
     with torch.no_grad(), taps:
         model(torch.randn(1, 3, 64, 64), mode="tensor")
     assert [tuple(t.shape) for t in taps.outputs["bbox_head.gfl_cls"]] == [(1, 10, 8, 8), (1, 10, 4, 4), (1, 10, 2, 2)]
+
+
+@pytest.mark.parametrize("task", ["seg", "det"])
+def test_the_shipped_example_run_files_train_and_evaluate_at_reduced_size(task, tmp_path):
+    from kdbench.runspec import load_run
+    from runners.train import execute as run_execute
+
+    def reduced(run):
+        run["dataset"]["params"].update(num_train=8, num_val=2)
+        run["schedule"].update(iterations=2, batch_size=2, checkpoint_interval=2, val_interval=None)
+        return validate_run(run)
+
+    teacher = reduced(load_run(ROOT / "studies" / "runs" / f"tiny_{task}_teacher.json"))
+    run_execute(teacher, tmp_path / "teacher")
+    student = load_run(ROOT / "studies" / "runs" / f"tiny_{task}_cwd.json")
+    student["teacher"]["checkpoint"] = {"run": str(tmp_path / "teacher")}
+    final = run_execute(reduced(student), tmp_path / "student")
+    assert final["status"] == "complete" and final["cost"]["kd_share"] > 0
+    for name in ("spec.json", "env.json", "metrics.jsonl", "final.json"):
+        assert (tmp_path / "student" / name).is_file()

@@ -84,7 +84,8 @@ def test_zipped_axes_vary_together(tmp_path):
              for r in study.runs if r.kind == "cell"}
     assert pairs == {("faster-rcnn_r101_fpn_2x_coco.py", "faster-rcnn_r50_fpn_1x_coco.py"),
                      ("retinanet_r101_fpn_2x_coco.py", "retinanet_r50_fpn_1x_coco.py"),
-                     ("reppoints-moment_r101_fpn-gn_head-gn_2x_coco.py", "reppoints-moment_r50_fpn-gn_head-gn_1x_coco.py")}
+                     ("reppoints-moment_r101_fpn-gn_head-gn_2x_coco.py",
+                      "reppoints-moment_r50_fpn-gn_head-gn_1x_coco.py")}
 
 
 def test_a_new_revision_gives_every_run_a_new_id(tmp_path):
