@@ -175,10 +175,43 @@ def _cancel(args: argparse.Namespace) -> int:
     return 0
 
 
+def _collect(args: argparse.Namespace) -> int:
+    from analysis.collect import cache_path, collect
+    from kdbench.study import load_study
+
+    study = load_study(args.study, args.results)
+    frame = collect(study, args.results)
+    counts = ", ".join(f"{n} {state}" for state, n in sorted(frame["status"].value_counts().items()))
+    where = cache_path(study, args.results)
+    print(f"kdbench collect: {study.name}: {len(frame)} runs ({counts})"
+          + (f" -> {where}" if where.exists() else " (no results directory yet: nothing written)"))
+    return 0
+
+
+def _report_arguments(parser: argparse.ArgumentParser) -> None:
+    _study_arguments(parser)
+    parser.add_argument("--format", default="html,md",
+                        help="comma-separated: html (one self-contained index.html), md (README.md + PNGs)")
+
+
+def _report(args: argparse.Namespace) -> int:
+    from kdbench.study import load_study
+    from reports.render import render
+
+    study = load_study(args.study, args.results)
+    formats = tuple(f.strip() for f in args.format.split(",") if f.strip())
+    written = render(study, args.results, formats)
+    for kind, path in written.items():
+        print(f"kdbench report: {study.name}: {kind}: {path}")
+    return 0
+
+
 VERBS: dict[str, Verb] = {
     "launch": ("run or submit a study's runs that still need doing", _launch_arguments, _launch),
     "status": ("each run's state, from the results store and the scheduler", _study_arguments, _status),
     "cancel": ("cancel a study's pending and running jobs", _study_arguments, _cancel),
+    "collect": ("gather a study's results into results/<study>/runs.parquet", _study_arguments, _collect),
+    "report": ("render a study's report (HTML and markdown) from its results", _report_arguments, _report),
     "plan": ("show the runs of a study, their stages and states", _plan_arguments, _plan),
     "run": ("execute one run described by a JSON file", _run_arguments, _run),
     "losses": ("list the distillation losses and their parameters", _losses_arguments, _losses),

@@ -27,10 +27,11 @@ def _compute_dtype(x: Tensor) -> torch.dtype:
 
 
 def _scaled_rows(x: Tensor, tau: float, dtype: torch.dtype) -> Tensor:
-    """(N, C, H, W) -> fresh (N*C, H*W) tensor of x / tau in ``dtype`` (always a new buffer)."""
+    """(N, C, H, W) -> (N*C, H*W) rows of x / tau in ``dtype``. The result is only read (by
+    log_softmax), so at tau = 1 in the right dtype it is a view of the input, not a copy."""
     rows = x.reshape(x.shape[0] * x.shape[1], -1)
     if rows.dtype == dtype:  # .to() would alias the input: never scale it in place
-        return rows.clone() if tau == 1.0 else rows * (1.0 / tau)
+        return rows if tau == 1.0 else rows * (1.0 / tau)
     return rows.to(dtype).mul_(1.0 / tau)
 
 

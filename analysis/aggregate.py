@@ -1,0 +1,228 @@
+"""Seeds aggregated into cells: mean, sample std (ddof 1) and n per cell, Δ against the student
+baseline, the teacher's metric, the best cell per column, and published reference numbers.
+
+Only complete runs with a finite metric enter a mean; every other run is counted by state
+(``failed``, ``diverged``, ...) in the cell it belongs to, never averaged in.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from analysis.collect import primary_metric_of
+
+SECONDARY = {"seg": ("val/mAcc", "val/aAcc"), "det": ("val/bbox_mAP_50", "val/bbox_mAP_75")}
+COSTS = ("cost:seconds_per_iter", "cost:peak_memory_mb", "cost:kd_share")
+PROBLEM_STATES = ("failed", "diverged", "corrupt", "interrupted", "running", "missing")
+LOCATION_SUFFIX = re.compile(r"^(?P<method>.+)_(?P<kind>feature|logits)$")
+
+
+def task_of(frame: pd.DataFrame) -> str:
+    tasks = frame["task"].dropna()
+    return str(tasks.iloc[0]) if len(tasks) else "seg"
+
+
+def primary_metric(frame: pd.DataFrame) -> str:
+    return primary_metric_of(task_of(frame))
+
+
+def metrics_of(frame: pd.DataFrame) -> list[str]:
+    """The primary metric, then the secondary ones the runs wrote."""
+    task = task_of(frame)
+    return [primary_metric_of(task)] + [m for m in SECONDARY.get(task, ()) if m in frame.columns]
+
+
+def axes_of(frame: pd.DataFrame) -> list[str]:
+    """The grid axes a cell is identified by (seeds excluded): ``method`` and ``axis:*`` columns."""
+    cells = frame[frame["kind"] == "cell"]
+    return ["method"] + [c for c in frame.columns if c.startswith("axis:") and cells[c].notna().any()]
+
+
+def stats(values) -> tuple[float, float, int]:
+    """Mean, sample std (NaN for one value) and n of the finite values; NaN and Inf are dropped."""
+    array = np.asarray([v for v in values if v is not None], dtype=float)
+    array = array[np.isfinite(array)]
+    n = int(array.size)
+    if n == 0:
+        return math.nan, math.nan, 0
+    return float(array.mean()), float(array.std(ddof=1)) if n > 1 else math.nan, n
+
+
+def usable(frame: pd.DataFrame, metric: str) -> pd.Series:
+    return (frame["status"] == "complete") & np.isfinite(pd.to_numeric(frame[metric], errors="coerce"))
+
+
+def _summary(group: pd.DataFrame, metrics: list[str]) -> dict:
+    row = {"planned": len(group)}
+    for state in ("complete", *PROBLEM_STATES):
+        row[state] = int((group["status"] == state).sum())
+    for metric in metrics:
+        ok = group[usable(group, metric)] if metric in group else group.iloc[0:0]
+        row[f"{metric}|mean"], row[f"{metric}|std"], row[f"{metric}|n"] = stats(ok[metric] if len(ok) else [])
+    ok = group[group["status"] == "complete"]
+    for cost in COSTS:
+        if cost in group:
+            row[f"{cost}|mean"], row[f"{cost}|std"], row[f"{cost}|n"] = stats(ok[cost])
+    kinds = group.get("cost:peak_memory_kind")
+    row["memory_kind"] = next((k for k in (kinds if kinds is not None else []) if isinstance(k, str)), None)
+    for column in ("location", "dataset", "teacher_config", "student_config"):
+        values = group[column].dropna() if column in group else []
+        row[column] = values.iloc[0] if len(values) else None
+    row["run_names"] = list(group["name"])
+    return row
+
+
+def _grouped(frame: pd.DataFrame, keys: list[str], metrics: list[str]) -> pd.DataFrame:
+    rows = []
+    for values, group in frame.groupby(keys, dropna=False, sort=False):
+        values = values if isinstance(values, tuple) else (values,)
+        rows.append({**dict(zip(keys, values)), **_summary(group, metrics)})
+    return pd.DataFrame(rows)
+
+
+def baselines(frame: pd.DataFrame) -> pd.DataFrame:
+    """One row per student baseline setting (over its seeds)."""
+    part = frame[frame["kind"] == "student_baseline"]
+    return _grouped(part, ["baseline_key"], metrics_of(frame)) if len(part) else pd.DataFrame()
+
+
+def teachers(frame: pd.DataFrame) -> pd.DataFrame:
+    part = frame[frame["kind"] == "teacher"]
+    return _grouped(part, ["teacher_key"], metrics_of(frame)) if len(part) else pd.DataFrame()
+
+
+def cells(frame: pd.DataFrame) -> pd.DataFrame:
+    """One row per cell: axis values, per-metric mean/std/n, state counts, Δ and the teacher's metric.
+
+    Columns ``<metric>|mean|std|n``, ``<metric>|delta`` (cell mean minus its baseline's mean),
+    ``baseline|<metric>|mean|std|n``, ``teacher|<metric>|mean|n``, ``best|<metric>`` (the highest
+    mean among cells) and ``best|delta``.
+    """
+    part = frame[frame["kind"] == "cell"]
+    if not len(part):
+        return pd.DataFrame()
+    metrics = metrics_of(frame)
+    table = _grouped(part, axes_of(frame) + ["baseline_key", "teacher_key"], metrics)
+    base = baselines(frame).set_index("baseline_key") if (frame["kind"] == "student_baseline").any() else None
+    teach = teachers(frame).set_index("teacher_key") if (frame["kind"] == "teacher").any() else None
+    for metric in metrics:
+        for stat in ("mean", "std", "n"):
+            column = f"{metric}|{stat}"
+            table[f"baseline|{column}"] = [base[column].get(k, math.nan) if base is not None else math.nan
+                                           for k in table["baseline_key"]]
+            table[f"teacher|{column}"] = [teach[column].get(k, math.nan) if teach is not None else math.nan
+                                          for k in table["teacher_key"]]
+        table[f"{metric}|delta"] = table[f"{metric}|mean"] - table[f"baseline|{metric}|mean"]
+        best = table[f"{metric}|mean"].max(skipna=True)
+        table[f"best|{metric}"] = table[f"{metric}|mean"].eq(best) & np.isfinite(best)
+    primary = metrics[0]
+    best_delta = table[f"{primary}|delta"].max(skipna=True)
+    table["best|delta"] = table[f"{primary}|delta"].eq(best_delta) & np.isfinite(best_delta)
+    seconds = "cost:seconds_per_iter|mean"
+    if seconds in table:
+        table["slowdown"] = table[seconds] / [base[seconds].get(k, math.nan) if base is not None and seconds in base
+                                              else math.nan for k in table["baseline_key"]]
+    return table
+
+
+def location_kinds(cell_table: pd.DataFrame) -> dict[str, tuple[str, str]]:
+    """method -> (method family, ``feature`` or ``logits``), for the paper's Table 2 layout.
+
+    Names like ``cwd_logits`` / ``pi_feature`` say it; a method without the suffix gets the kind of
+    the suffixed methods that distil the same location (``pi`` on ``decode_head.conv_seg`` is on
+    the logits when ``cwd_logits`` is there too). Methods that neither names nor locations place
+    are left out.
+    """
+    kinds, by_location = {}, {}
+    rows = cell_table.drop_duplicates("method")
+    for method, location in zip(rows["method"], rows["location"]):
+        match = LOCATION_SUFFIX.match(str(method))
+        if match:
+            kinds[method] = (match["method"], match["kind"])
+            by_location.setdefault(location, match["kind"])
+    for method, location in zip(rows["method"], rows["location"]):
+        if method not in kinds and location in by_location:
+            kinds[method] = (str(method), by_location[location])
+    return kinds
+
+
+def read_references(study_path: Path, names: list[str]) -> pd.DataFrame:
+    """Published numbers from ``studies/references/*.csv`` (with the file each row came from)."""
+    frames = []
+    for name in names or []:
+        table = pd.read_csv(Path(study_path).parent / "references" / name, dtype={"location": str})
+        table["file"] = name
+        frames.append(table)
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def _norm(text) -> str:
+    return re.sub(r"[^a-z0-9]", "", str(text).lower()) if isinstance(text, str) else ""
+
+
+def match_references(references: pd.DataFrame, cell_table: pd.DataFrame, spec: dict, task: str) -> pd.DataFrame:
+    """Each published row beside the measured cells it describes (or none).
+
+    A row matches a cell when its method is the cell's distillation method (the study's term
+    ``method``), its metric fits the task (mIoU for seg, AP/mAP for det), its dataset starts with
+    the run's dataset name, its location (feature / logits) agrees with the cell's where both
+    say one, and its student appears in the cell's student config name where the study varies it.
+    """
+    if references.empty:
+        return pd.DataFrame()
+    kinds = location_kinds(cell_table) if len(cell_table) else {}
+    methods = spec.get("methods") or {}
+    rows = []
+    for ref in references.to_dict("records"):
+        wanted_metric = "miou" if task == "seg" else "ap"
+        metric_ok = _norm(ref.get("metric")).endswith(wanted_metric)
+        ref_kind = str(ref.get("location") or "").split(" ")[0].strip().lower()
+        matched = []
+        for cell in cell_table.to_dict("records") if metric_ok and len(cell_table) else []:
+            terms = methods.get(cell["method"])
+            terms = terms if isinstance(terms, list) else [terms or {}]
+            if len(terms) != 1 or terms[0].get("method") != ref.get("method"):
+                continue
+            if cell.get("dataset") and not _norm(ref.get("dataset")).startswith(_norm(cell["dataset"]).split("_")[0]):
+                continue
+            kind = kinds.get(cell["method"], (None, None))[1]
+            if ref_kind in ("feature", "logits") and kind and kind != ref_kind:
+                continue
+            if _norm(ref.get("student")) and "axis:student.config" in cell and isinstance(
+                    cell["axis:student.config"], str):
+                if _norm(ref["student"]) not in _norm(Path(cell["axis:student.config"]).stem):
+                    continue
+            matched.append(cell)
+        for cell in matched or [None]:
+            rows.append({"reference": ref, "cell": cell})
+    return pd.DataFrame(rows)
+
+
+def cwd_verdicts(cell_table: pd.DataFrame, metric: str) -> list[dict]:
+    """For each cell whose method starts with ``cwd``: its mean/std/n, the baseline's, the gap, and
+    whether the gap is beyond the seeds' spread (gap > std(cell) + std(baseline))."""
+    verdicts = []
+    if cell_table.empty:
+        return verdicts
+    for cell in cell_table.to_dict("records"):
+        if not str(cell["method"]).lower().startswith("cwd"):
+            continue
+        gap = cell[f"{metric}|delta"]
+        spread = cell[f"{metric}|std"] + cell[f"baseline|{metric}|std"]
+        verdicts.append({
+            "cell": cell, "gap": gap,
+            "beat": bool(np.isfinite(gap) and gap > 0),
+            "beyond_spread": bool(np.isfinite(gap) and np.isfinite(spread) and abs(gap) > spread),
+            "comparable": bool(np.isfinite(gap)),
+        })
+    return verdicts
+
+
+def axes_of_table(cell_table: pd.DataFrame) -> list[str]:
+    """The axis columns of a cell table (``method`` first)."""
+    return ["method"] + [c for c in cell_table.columns if c.startswith("axis:")]

@@ -1,0 +1,151 @@
+"""Report figures (seaborn on matplotlib's Agg backend), each returned as PNG bytes.
+
+Error bars are the sample standard deviation over seeds; single runs are drawn as dots, so the
+spread is always visible. Only complete runs with a finite metric are plotted.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import seaborn as sns  # noqa: E402
+
+from analysis import aggregate  # noqa: E402
+from analysis import format as fmt  # noqa: E402
+
+BASELINE = "student (no KD)"
+
+
+@dataclass
+class Figure:
+    key: str          # file name stem
+    title: str
+    caption: str
+    png: bytes
+
+
+def _png(figure) -> bytes:
+    buffer = io.BytesIO()
+    figure.tight_layout()
+    figure.savefig(buffer, format="png", dpi=110)
+    plt.close(figure)
+    return buffer.getvalue()
+
+
+def _students(frame: pd.DataFrame, metric: str) -> pd.DataFrame:
+    part = frame[frame["kind"].isin(["cell", "student_baseline"]) & aggregate.usable(frame, metric)].copy()
+    part["label"] = [m if isinstance(m, str) else BASELINE for m in part["method"]]
+    return part
+
+
+def _reference_lines(axis, frame: pd.DataFrame, metric: str) -> None:
+    """The student baseline's mean ± std as a band, the teacher's mean as a dashed line."""
+    for kind, style, name in (("student_baseline", ":", BASELINE), ("teacher", "--", "teacher")):
+        part = frame[(frame["kind"] == kind) & aggregate.usable(frame, metric)]
+        mean, std, n = aggregate.stats(part[metric])
+        if n:
+            axis.axhline(mean, linestyle=style, color="grey", label=f"{name} ({fmt.mean_std(mean, std, n)})")
+            if n > 1:
+                axis.axhspan(mean - std, mean + std, color="grey", alpha=0.12)
+
+
+def method_bars(frame: pd.DataFrame, metric: str) -> Figure | None:
+    data = _students(frame, metric)
+    if data.empty:
+        return None
+    order = [BASELINE] + list(dict.fromkeys(data.loc[data["kind"] == "cell", "label"]))
+    order = [o for o in order if o in set(data["label"])]
+    figure, axis = plt.subplots(figsize=(max(5, 1.1 * len(order) + 2), 4))
+    sns.barplot(data=data, x="label", y=metric, order=order, errorbar="sd", capsize=0.2, color="#8fb3d9", ax=axis)
+    sns.stripplot(data=data, x="label", y=metric, order=order, color="black", size=4, ax=axis)
+    _reference_lines(axis, frame[frame["kind"] == "teacher"], metric)
+    axis.set_xlabel("")
+    axis.set_ylabel(fmt.metric_label(metric))
+    axis.tick_params(axis="x", rotation=30)
+    if axis.get_legend_handles_labels()[0]:
+        axis.legend(fontsize=8, loc="lower right")
+    label = fmt.metric_label(metric)
+    return Figure("methods", f"{label} per method",
+                  f"Bars: mean over seeds, error bars: std; dots: single runs; dashed line: the teacher.", _png(figure))
+
+
+def sweeps(frame: pd.DataFrame, metric: str) -> list[Figure]:
+    """One figure per numeric term axis (tau, weight): metric vs value, one line per method."""
+    figures = []
+    cells = _students(frame, metric)
+    cells = cells[cells["kind"] == "cell"]
+    for axis_column in [c for c in aggregate.axes_of(frame) if c.startswith("axis:term.")]:
+        values = pd.to_numeric(cells[axis_column], errors="coerce")
+        if cells.empty or values.isna().any() or values.nunique() < 2:
+            continue
+        data = cells.assign(**{axis_column: values})
+        figure, axis = plt.subplots(figsize=(6, 4))
+        sns.lineplot(data=data, x=axis_column, y=metric, hue="label", errorbar="sd", err_style="bars",
+                     marker="o", ax=axis)
+        sns.scatterplot(data=data, x=axis_column, y=metric, hue="label", legend=False, alpha=0.4, s=15, ax=axis)
+        _reference_lines(axis, frame, metric)
+        name = fmt.axis_label(axis_column[5:])
+        axis.set_xlabel(name)
+        axis.set_ylabel(fmt.metric_label(metric))
+        axis.legend(fontsize=8)
+        figures.append(Figure(f"sweep_{name}", f"{fmt.metric_label(metric)} vs {name}",
+                              f"Mean over seeds with std error bars, single runs as faint dots; the student "
+                              f"baseline as a dotted line with its ± std band.", _png(figure)))
+    return figures
+
+
+def curves(curve_frame: pd.DataFrame, metric: str) -> Figure | None:
+    """Validation metric vs iteration per method (mean over seeds, std band) from metrics.jsonl."""
+    data = curve_frame[curve_frame["metric"] == metric] if len(curve_frame) else curve_frame
+    if data.empty:
+        return None
+    data = data.assign(method=[BASELINE if m == "student baseline" else m for m in data["method"]])
+    figure, axis = plt.subplots(figsize=(6.5, 4))
+    few = data["iter"].nunique() < 3  # a single evaluation per run: error bars, not a band
+    sns.lineplot(data=data, x="iter", y="value", hue="method", errorbar="sd", marker="o",
+                 err_style="bars" if few else "band", ax=axis)
+    axis.set_xlabel("iteration")
+    axis.set_ylabel(fmt.metric_label(metric))
+    axis.legend(fontsize=8)
+    return Figure("curves", f"Validation {fmt.metric_label(metric)} during training",
+                  "From each run's metrics.jsonl (every evaluation, failed and diverged runs up to where they "
+                  "stopped); line: mean over seeds, band: std.", _png(figure))
+
+
+def gain_vs_cost(cell_table: pd.DataFrame, metric: str) -> Figure | None:
+    """Δ vs the student baseline against seconds per iteration, one point per cell."""
+    column = "cost:seconds_per_iter|mean"
+    if cell_table.empty or column not in cell_table:
+        return None
+    data = cell_table[np.isfinite(cell_table[f"{metric}|delta"]) & np.isfinite(cell_table[column])]
+    if data.empty:
+        return None
+    figure, axis = plt.subplots(figsize=(6, 4))
+    axis.errorbar(data[column], data[f"{metric}|delta"], yerr=data[f"{metric}|std"].fillna(0), fmt="o",
+                  color="#2b6cb0", ecolor="grey", capsize=3)
+    axes = [c for c in aggregate.axes_of_table(cell_table) if c != "method"]
+    for row in data.to_dict("records"):
+        label = ", ".join([str(row["method"])] + [fmt.value(row[a]) for a in axes])
+        axis.annotate(label, (row[column], row[f"{metric}|delta"]), fontsize=7, xytext=(4, 4),
+                      textcoords="offset points")
+    axis.axhline(0, color="grey", linestyle=":")
+    axis.set_xlabel("seconds per iteration")
+    axis.set_ylabel(f"Δ {fmt.metric_label(metric)} vs student")
+    return Figure("gain_vs_cost", "Gain vs training cost",
+                  "Each point is a cell: its mean gain over the student baseline (error bar: the cell's std "
+                  "over seeds) against its mean seconds per iteration.", _png(figure))
+
+
+def all_figures(frame: pd.DataFrame, cell_table: pd.DataFrame, curve_frame: pd.DataFrame, metric: str) -> list[Figure]:
+    sns.set_theme(style="whitegrid", context="notebook")
+    figures = [method_bars(frame, metric), *sweeps(frame, metric), curves(curve_frame, metric),
+               gain_vs_cost(cell_table, metric)]
+    return [f for f in figures if f is not None]

@@ -1,0 +1,238 @@
+"""Report tables built from the aggregated frames; every number goes through analysis.format.
+
+A ``Table`` is plain data (header, rows of ``Cell``s, a caption) that the HTML and markdown
+templates render alike; ``Cell.best`` marks the best cell of a column.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+from analysis import aggregate
+from analysis import format as fmt
+
+
+@dataclass
+class Cell:
+    text: str
+    best: bool = False
+
+
+@dataclass
+class Table:
+    key: str                      # anchor / file-safe identifier
+    title: str
+    header: list[str]
+    rows: list[list[Cell]] = field(default_factory=list)
+    caption: str = ""
+
+
+def _stat(row, column: str, with_n: bool = True) -> str:
+    return fmt.mean_std(row.get(f"{column}|mean"), row.get(f"{column}|std"), row.get(f"{column}|n"), with_n=with_n)
+
+
+def _axis_columns(cells: pd.DataFrame) -> list[str]:
+    return [c for c in aggregate.axes_of_table(cells) if c != "method"]
+
+
+def _setting(row, axis_columns: list[str]) -> str:
+    parts = [str(row["method"])] + [f"{fmt.axis_label(a[5:])} {fmt.value(row[a])}" for a in axis_columns]
+    return ", ".join(parts)
+
+
+def seed_table(cells: pd.DataFrame, metric: str) -> Table:
+    """The seed's layout: Location | Dataset | Teacher | Student | mIoU | mIoU(T) | mIoU(S)."""
+    label = fmt.metric_label(metric)
+    table = Table("seed", "Results in the seed's format",
+                  ["Location", "Dataset", "Teacher", "Student", label, f"{label}(T)", f"{label}(S)"],
+                  caption=f"{label}: mean ± std over seeds (n = complete runs); (T) the teacher, "
+                          f"(S) the student trained without distillation.")
+    axes = _axis_columns(cells)
+    for row in cells.to_dict("records"):
+        where = _setting(row, axes) + (f" @ {row['location']}" if row.get("location") else "")
+        table.rows.append([Cell(where), Cell(fmt.value(row.get("dataset"))), Cell(fmt.value(row.get("teacher_config"))),
+                           Cell(fmt.value(row.get("student_config"))),
+                           Cell(_stat(row, metric), bool(row.get(f"best|{metric}"))),
+                           Cell(_stat(row, f"teacher|{metric}")), Cell(_stat(row, f"baseline|{metric}"))])
+    return table
+
+
+def results_table(cells: pd.DataFrame, baselines: pd.DataFrame, teachers: pd.DataFrame, metrics: list[str]) -> Table:
+    """Every cell with its metrics, Δ against the student baseline and its run counts."""
+    primary = metrics[0]
+    axes = _axis_columns(cells)
+    header = ["Method"] + [fmt.axis_label(a[5:]) for a in axes] + [fmt.metric_label(primary), "Δ vs student"]
+    header += [fmt.metric_label(m) for m in metrics[1:]] + ["complete / planned", "not averaged"]
+    table = Table("results", "All cells", header,
+                  caption="mean ± std over seeds (sample std), n = complete runs averaged; Δ = cell mean minus "
+                          "the student baseline's mean; bold = best cell of the column. Failed, diverged and "
+                          "missing runs are counted in the last column and never averaged.")
+
+    def line(name: str, row: dict, axis_values: list[str], delta: Cell) -> list[Cell]:
+        cells_ = [Cell(name)] + [Cell(v) for v in axis_values]
+        cells_ += [Cell(_stat(row, primary), bool(row.get(f"best|{primary}"))), delta]
+        cells_ += [Cell(_stat(row, m), bool(row.get(f"best|{m}"))) for m in metrics[1:]]
+        problems = [f"{row.get(s, 0)} {s}" for s in aggregate.PROBLEM_STATES if row.get(s, 0)]
+        return cells_ + [Cell(f"{row['complete']} / {row['planned']}"), Cell(", ".join(problems) or "none")]
+
+    blank = [""] * len(axes)
+    for row in teachers.to_dict("records") if len(teachers) else []:
+        table.rows.append(line("teacher", row, blank, Cell(fmt.MISSING)))
+    for row in baselines.to_dict("records") if len(baselines) else []:
+        table.rows.append(line("student (no distillation)", row, blank, Cell(fmt.signed(0.0))))
+    for row in cells.to_dict("records"):
+        table.rows.append(line(str(row["method"]), row, [fmt.value(row[a]) for a in axes],
+                               Cell(fmt.signed(row[f"{primary}|delta"]), bool(row.get("best|delta")))))
+    return table
+
+
+def table2(cells: pd.DataFrame, metric: str, matches: pd.DataFrame) -> Table | None:
+    """The paper's Table 2 layout: method family x {feature map, logits}, with published numbers."""
+    if cells.empty or _axis_columns(cells):
+        return None
+    kinds = aggregate.location_kinds(cells)
+    if not any(k == "logits" for _, k in kinds.values()) and not any(k == "feature" for _, k in kinds.values()):
+        return None
+    published = {}
+    for match in matches.to_dict("records") if len(matches) else []:
+        if match["cell"] is not None and match["cell"]["method"] in kinds:
+            published[match["cell"]["method"]] = match["reference"]["value"]
+    columns = [("feature", "Feature map"), ("logits", "Logits")]
+    header = ["Method"] + [title for _, title in columns]
+    if published:
+        header += [f"{title} (published)" for _, title in columns]
+    label = fmt.metric_label(metric)
+    table = Table("table2", "Feature map vs logits (the paper's Table 2 layout)", header,
+                  caption=f"{label} mean ± std (n) and Δ vs the student baseline; methods are placed by the "
+                          "_feature / _logits suffix of their name, or by sharing such a method's location.")
+    by_method = {row["method"]: row for row in cells.to_dict("records")}
+    families = list(dict.fromkeys(family for family, _ in kinds.values()))
+    for family in families:
+        line = [Cell(family)]
+        for kind, _ in columns:
+            method = next((m for m, (f, k) in kinds.items() if f == family and k == kind), None)
+            row = by_method.get(method)
+            line.append(Cell(f"{_stat(row, metric)} [{fmt.signed(row[f'{metric}|delta'])}]", bool(row[f"best|{metric}"]))
+                        if row else Cell(fmt.MISSING))
+        if published:
+            for kind, _ in columns:
+                method = next((m for m, (f, k) in kinds.items() if f == family and k == kind), None)
+                line.append(Cell(fmt.number(published.get(method))))
+        table.rows.append(line)
+    return table
+
+
+def ablation_tables(cells: pd.DataFrame, metric: str) -> list[Table]:
+    """One table per term axis (rows: its values, columns: methods); two categorical axes as a grid."""
+    axes = [a for a in _axis_columns(cells) if a.startswith("axis:term.")]
+    tables = []
+    label = fmt.metric_label(metric)
+    methods = list(dict.fromkeys(cells["method"]))
+    if len(axes) == 2:
+        rows_axis, cols_axis = axes
+        header = [f"{fmt.axis_label(rows_axis[5:])} \\ {fmt.axis_label(cols_axis[5:])}"]
+        col_values = list(dict.fromkeys(cells[cols_axis]))
+        table = Table("ablation_grid", f"Ablation: {fmt.axis_label(rows_axis[5:])} x {fmt.axis_label(cols_axis[5:])}",
+                      header + [fmt.value(v) for v in col_values],
+                      caption=f"{label} mean ± std (n) [Δ vs the student baseline], over the methods "
+                              f"{', '.join(map(str, methods))}.")
+        for value in dict.fromkeys(cells[rows_axis]):
+            line = [Cell(fmt.value(value))]
+            for col_value in col_values:
+                part = cells[(cells[rows_axis] == value) & (cells[cols_axis] == col_value)]
+                line.append(_joined(part, metric))
+            table.rows.append(line)
+        tables.append(table)
+    if len(axes) != 1:
+        return tables  # two axes: the grid above; more: the "All cells" table lists every combination
+    axis = axes[0]
+    name = fmt.axis_label(axis[5:])
+    table = Table(f"ablation_{name}", f"Ablation: {name}", [name] + [str(m) for m in methods],
+                  caption=f"{label} mean ± std (n) [Δ vs the student baseline]; one column per method.")
+    for value in dict.fromkeys(cells[axis]):
+        line = [Cell(fmt.value(value))]
+        for method in methods:
+            line.append(_joined(cells[(cells[axis] == value) & (cells["method"] == method)], metric))
+        table.rows.append(line)
+    tables.append(table)
+    return tables
+
+
+def _joined(part: pd.DataFrame, metric: str) -> Cell:
+    if part.empty:
+        return Cell(fmt.MISSING)
+    row = part.iloc[0].to_dict()
+    return Cell(f"{_stat(row, metric)} [{fmt.signed(row[f'{metric}|delta'])}]", bool(row[f"best|{metric}"]))
+
+
+def cost_table(cells: pd.DataFrame, baselines: pd.DataFrame, teachers: pd.DataFrame) -> Table:
+    """Training cost per method: seconds per iteration, slowdown, peak memory, KD share of the step."""
+    table = Table("cost", "Training cost", ["Method", "s / iteration", "vs student", "peak memory", "KD share of step",
+                                            "runs timed"],
+                  caption="From final.json's cost, mean over complete runs. KD share = (teacher forward + KD "
+                          "terms) / step time. Peak memory is the GPU's peak allocation on CUDA, the process's "
+                          "max RSS on CPU (the kind is given).")
+    axes = _axis_columns(cells)
+
+    def line(name: str, row: dict, slowdown) -> list[Cell]:
+        kind = f" ({row['memory_kind']})" if row.get("memory_kind") else ""
+        return [Cell(name), Cell(fmt.seconds(row.get("cost:seconds_per_iter|mean"))), Cell(fmt.ratio(slowdown)),
+                Cell(fmt.megabytes(row.get("cost:peak_memory_mb|mean")) + kind),
+                Cell(fmt.percent(row.get("cost:kd_share|mean"))), Cell(fmt.integer(row.get("cost:seconds_per_iter|n")))]
+
+    for row in teachers.to_dict("records") if len(teachers) else []:
+        table.rows.append(line("teacher (training)", row, None))
+    for row in baselines.to_dict("records") if len(baselines) else []:
+        table.rows.append(line("student (no distillation)", row, 1.0))
+    for row in cells.to_dict("records") if len(cells) else []:
+        table.rows.append(line(_setting(row, axes), row, row.get("slowdown")))
+    return table
+
+
+def reference_table(matches: pd.DataFrame, metric: str) -> Table | None:
+    """Published numbers beside the measured ones, with their source."""
+    if matches.empty:
+        return None
+    table = Table("references", "Published vs measured",
+                  ["Method", "Location", "Student", "Published", "Published (T)", "Published (S)", "Measured",
+                   "Measured (T)", "Measured (S)", "Source"],
+                  caption="Published numbers from studies/references/ (typed from the papers, with their source); "
+                          "measured: mean ± std (n) from this study's runs. Settings differ where the study header "
+                          "says so.")
+    for match in matches.to_dict("records"):
+        ref, cell = match["reference"], match["cell"] or {}
+        table.rows.append([
+            Cell(f"{ref['method']} → {cell['method']}" if cell else str(ref["method"])),
+            Cell(fmt.value(ref.get("location")) if isinstance(ref.get("location"), str) else fmt.MISSING),
+            Cell(fmt.value(ref.get("student")) if isinstance(ref.get("student"), str) else fmt.MISSING),
+            Cell(fmt.number(ref.get("value"))), Cell(fmt.number(ref.get("teacher_value"))),
+            Cell(fmt.number(ref.get("student_value"))),
+            Cell(_stat(cell, metric) if cell else "not measured"),
+            Cell(_stat(cell, f"teacher|{metric}") if cell else fmt.MISSING),
+            Cell(_stat(cell, f"baseline|{metric}") if cell else fmt.MISSING),
+            Cell(f"{ref.get('source')} ({ref.get('file')})"),
+        ])
+    return table
+
+
+def problems_table(frame: pd.DataFrame) -> Table:
+    """Every run that did not complete, and why."""
+    table = Table("problems", "Runs without a result (not averaged)", ["Run", "Run id", "Kind", "State", "Detail"])
+    for row in frame[frame["status"] != "complete"].to_dict("records"):
+        table.rows.append([Cell(str(row["name"])), Cell(str(row["run_id"])), Cell(str(row["kind"])),
+                           Cell(str(row["status"])), Cell(str(row.get("detail") or ""))])
+    return table
+
+
+def runs_table(frame: pd.DataFrame, metrics: list[str]) -> Table:
+    """Every planned run with its state and raw metrics (the numbers the cells average)."""
+    table = Table("runs", "Every run", ["Run", "Run id", "Kind", "Seed", "State"] + [fmt.metric_label(m) for m in metrics]
+                  + ["s / iteration"])
+    for row in frame.to_dict("records"):
+        table.rows.append([Cell(str(row["name"])), Cell(str(row["run_id"])), Cell(str(row["kind"])),
+                           Cell(fmt.integer(row.get("seed"))), Cell(str(row["status"]))]
+                          + [Cell(fmt.number(row.get(m), 4)) for m in metrics]
+                          + [Cell(fmt.seconds(row.get("cost:seconds_per_iter")))])
+    return table

@@ -1,0 +1,163 @@
+"""Render a study's report: ``results/<study>/report/index.html`` (one self-contained file, figures
+embedded as base64 PNG, jinja2 autoescape on) and ``results/<study>/report/README.md`` (GitHub
+markdown, figures as PNG files beside it).
+
+Everything that comes from a spec or a result (names, methods, errors) is escaped: in HTML by
+jinja2's autoescape, in markdown by ``md`` below. Every number is formatted by analysis.format.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import hashlib
+import json
+import re
+import subprocess
+from pathlib import Path
+
+import jinja2
+
+from analysis import aggregate, plots, tables
+from analysis import format as fmt
+from analysis.collect import collect, collect_curves
+from kdbench.study import Study
+
+TEMPLATES = Path(__file__).parent / "templates"
+FORMATS = ("html", "md")
+_MD_SPECIAL = re.compile(r"([\\`*_\[\]|#<>&~])")
+_MD_ENTITIES = {"<": "&lt;", ">": "&gt;", "&": "&amp;"}
+
+
+def md(text) -> str:
+    """Text that GitHub markdown shows literally: HTML characters as entities, markdown ones escaped."""
+    return _MD_SPECIAL.sub(lambda m: _MD_ENTITIES.get(m[1], "\\" + m[1]), str(text)).replace("\n", " ")
+
+
+def fence(text: str) -> str:
+    """A code fence longer than any run of backticks inside ``text``."""
+    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
+    return "`" * max(3, longest + 1)
+
+
+def _git_sha(where: Path) -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=where, capture_output=True, text=True, timeout=10)
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def _environments(frame) -> list[dict]:
+    """The distinct environments (versions, device) the runs recorded, with how many runs each."""
+    counts: dict[str, int] = {}
+    for text in frame.get("env", []) if "env" in frame else []:
+        if isinstance(text, str):
+            counts[text] = counts.get(text, 0) + 1
+    return [{"env": json.loads(text), "runs": n} for text, n in counts.items()]
+
+
+def cwd_sentences(verdicts: list[dict], metric: str) -> tuple[str, list[str]]:
+    """The plain answer to "did CWD beat the student baseline?", computed from the cells."""
+    label = fmt.metric_label(metric)
+    if not verdicts:
+        return "This study has no CWD method (no method name starts with 'cwd'): nothing to compare.", []
+    lines = []
+    for verdict in verdicts:
+        cell = verdict["cell"]
+        name = ", ".join([str(cell["method"])] + [f"{fmt.axis_label(c[5:])} {fmt.value(cell[c])}"
+                                                   for c in cell if c.startswith("axis:")])
+        measured = fmt.mean_std(cell[f"{metric}|mean"], cell[f"{metric}|std"], cell[f"{metric}|n"])
+        baseline = fmt.mean_std(cell[f"baseline|{metric}|mean"], cell[f"baseline|{metric}|std"],
+                                cell[f"baseline|{metric}|n"])
+        if not verdict["comparable"]:
+            lines.append(f"{name}: cannot be compared ({label} {measured} vs student baseline {baseline}).")
+            continue
+        verb = "beat" if verdict["beat"] else "did not beat"
+        if min(cell[f"{metric}|n"], cell[f"baseline|{metric}|n"]) < 2:
+            spread = "with a single run on one side there is no spread to compare the gap with"
+        elif verdict["beyond_spread"]:
+            spread = "a gap larger than the two standard deviations added"
+        else:
+            spread = "a gap within the seed-to-seed spread (not larger than the two standard deviations added)"
+        lines.append(f"{name} {verb} the student baseline by {fmt.signed(verdict['gap'])} {label}: "
+                     f"{measured} vs {baseline}; {spread}.")
+    wins = sum(v["beat"] for v in verdicts)
+    comparable = sum(v["comparable"] for v in verdicts)
+    headline = (f"CWD beat the student baseline in {wins} of {fmt.count_noun(comparable, 'comparable CWD cell')}"
+                + (f" ({len(verdicts) - comparable} without complete runs on both sides)"
+                   if comparable < len(verdicts) else "") + ".")
+    return headline, lines
+
+
+def build_context(study: Study, results: str | Path = "results") -> dict:
+    """Everything the templates show, computed from the study and its results store."""
+    frame = collect(study, results)
+    metrics = aggregate.metrics_of(frame)
+    metric = metrics[0]
+    cell_table = aggregate.cells(frame)
+    base, teach = aggregate.baselines(frame), aggregate.teachers(frame)
+    references = aggregate.read_references(study.path, study.spec.get("references") or [])
+    matches = aggregate.match_references(references, cell_table, study.spec, aggregate.task_of(frame))
+    built = [tables.results_table(cell_table, base, teach, metrics)]
+    if len(cell_table):
+        built.append(tables.seed_table(cell_table, metric))
+        built += [t for t in [tables.table2(cell_table, metric, matches)] if t]
+        built += tables.ablation_tables(cell_table, metric)
+    built += [t for t in [tables.reference_table(matches, metric)] if t]
+    built.append(tables.cost_table(cell_table, base, teach))
+    headline, cwd_lines = cwd_sentences(aggregate.cwd_verdicts(cell_table, metric), metric)
+    text = Path(study.path).read_text()
+    counts = frame["status"].value_counts().to_dict()
+    return {
+        "study": study.name, "description": (study.spec.get("description") or "").strip(),
+        "metric": fmt.metric_label(metric), "tables": built,
+        "figures": plots.all_figures(frame, cell_table, collect_curves(study, results, frame), metric),
+        "problems": tables.problems_table(frame), "runs": tables.runs_table(frame, metrics),
+        "counts": ", ".join(f"{n} {state}" for state, n in sorted(counts.items())), "total": len(frame),
+        "cwd_headline": headline, "cwd_lines": cwd_lines,
+        "spec_path": str(study.path), "spec_text": text, "spec_sha256": hashlib.sha256(text.encode()).hexdigest(),
+        "git_sha": _git_sha(Path(study.path).resolve().parent),
+        "run_git_shas": sorted({s for s in frame.get("git_sha", []) if isinstance(s, str)}),
+        "environments": _environments(frame),
+        "results": str(Path(results) / study.name),
+        "generated": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+    }
+
+
+def _environment() -> jinja2.Environment:
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), undefined=jinja2.StrictUndefined,
+                             autoescape=lambda name: bool(name) and name.endswith(".html.j2"),
+                             trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
+    env.filters["md"] = md
+    env.filters["fence"] = fence
+    env.filters["b64"] = lambda data: base64.b64encode(data).decode("ascii")
+    return env
+
+
+def render(study: Study, results: str | Path = "results", formats=FORMATS) -> dict[str, Path]:
+    """Write the report in the given formats; returns {format: path}."""
+    unknown = [f for f in formats if f not in FORMATS]
+    if unknown:
+        from kdbench.errors import UserError
+
+        raise UserError(f"--format: unknown {', '.join(unknown)}; valid: {', '.join(FORMATS)}")
+    context = build_context(study, results)
+    out = Path(results) / study.name / "report"
+    out.mkdir(parents=True, exist_ok=True)
+    env = _environment()
+    written = {}
+    if "html" in formats:
+        written["html"] = _write(out / "index.html", env.get_template("report.html.j2").render(**context))
+    if "md" in formats:
+        for figure in context["figures"]:
+            (out / f"{figure.key}.png").write_bytes(figure.png)
+        written["md"] = _write(out / "README.md", env.get_template("report.md.j2").render(**context))
+    return written
+
+
+def _write(path: Path, text: str) -> Path:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+    return path

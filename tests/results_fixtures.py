@@ -1,0 +1,96 @@
+"""A results store with known numbers, written by hand for the analysis and report tests.
+
+``make_store(tmp_path)`` writes a small study (tiny seg configs, three methods on
+decode_head.conv_seg, three seeds, one published reference) and, for each planned run, the files
+a real run writes: spec.json, env.json, metrics.jsonl and final.json or error.json. The numbers:
+
+| run | seed 0 | seed 1 | seed 2 | cell: mean ± std (n), Δ |
+|---|---|---|---|---|
+| teacher | 50 | | | 50.00 (n=1) |
+| student baseline | 30 | 31 | 32 | 31.00 ± 1.00 (n=3) |
+| cwd_logits | 35 | 36 | diverged | 35.50 ± 0.71 (n=2), +4.50 |
+| pi_logits | 33 | failed | NaN (corrupt) | 33.00 (n=1), +2.00 |
+| <script>alert(1)</script> | 20 | missing | 22 | 21.00 ± 1.41 (n=2), -10.00 |
+"""
+
+import json
+import math
+from pathlib import Path
+
+from kdbench.study import load_study
+
+SCRIPT = "<script>alert(1)</script>"
+STUDY = f"""
+name: fixture
+description: Hand-written results for the report tests.
+base:
+  task: seg
+  teacher: {{config: tiny_seg_teacher}}
+  student: {{config: tiny_seg_student}}
+  dataset: {{name: fashion_scenes, params: {{num_train: 16, num_val: 8, size: 32}}}}
+  schedule: {{iterations: 10}}
+methods:
+  cwd_logits: {{method: cwd, params: {{tau: 4.0}}, weight: 3.0, student_location: decode_head.conv_seg}}
+  pi_logits: {{method: pi, weight: 10.0, student_location: decode_head.conv_seg}}
+  "{SCRIPT}": {{method: at, weight: 1.0, student_location: decode_head.conv_seg}}
+seeds: [0, 1, 2]
+references: [fixture_ref.csv]
+"""
+REFERENCE = """method,location,dataset,teacher,student,metric,value,teacher_value,student_value,n_runs,source
+cwd,logits,fashion_scenes_val,t,s,mIoU,40.25,55.5,33.75,3,"A Paper, Table 9"
+"""
+ENV = {"python": "3.11.7", "torch": "2.13.0+cpu", "mmcv": "2.1.0", "mmengine": "0.10.7", "mmseg": "1.2.2",
+       "mmdet": "3.3.0", "git_sha": "0123456789abcdef", "device": "cpu", "hostname": "test"}
+
+# name -> mIoU of the final evaluation, or "diverged" / "failed" / "missing" / nan
+OUTCOMES = {
+    "teacher": 50.0,
+    "student_s0": 30.0, "student_s1": 31.0, "student_s2": 32.0,
+    "cwd_logits_s0": 35.0, "cwd_logits_s1": 36.0, "cwd_logits_s2": "diverged",
+    "pi_logits_s0": 33.0, "pi_logits_s1": "failed", "pi_logits_s2": math.nan,
+    f"{SCRIPT}_s0": 20.0, f"{SCRIPT}_s1": "missing", f"{SCRIPT}_s2": 22.0,
+}
+
+
+def _cost(kind: str) -> dict:
+    return {"seconds_per_iter": 0.1 if kind == "student_baseline" else 0.15 if kind == "cell" else 0.2,
+            "kd_share": 0.3 if kind == "cell" else 0.0, "peak_memory_mb": 1000.0, "peak_memory_kind": "cpu_max_rss",
+            "iterations_timed": 8}
+
+
+def write_run(root: Path, planned, outcome) -> None:
+    if outcome == "missing":
+        return
+    run_dir = root / planned.run_id
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "spec.json").write_text(json.dumps({**planned.run, "run_id": planned.run_id}))
+    (run_dir / "env.json").write_text(json.dumps(ENV))
+    final_value = outcome if isinstance(outcome, float) else 10.0
+    lines = [{"iter": 5, "val/mIoU": final_value - 5, "val/mAcc": final_value - 3}]
+    if isinstance(outcome, float):
+        lines.append({"iter": 10, "val/mIoU": outcome, "val/mAcc": outcome + 10})
+    (run_dir / "metrics.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    if outcome == "diverged":
+        (run_dir / "error.json").write_text(json.dumps({"status": "diverged", "step": 7, "key": "loss_kd_cwd_logits"}))
+    elif outcome == "failed":
+        (run_dir / "error.json").write_text(json.dumps(
+            {"status": "failed", "error": "Traceback ...\nRuntimeError: CUDA out of memory"}))
+    else:  # json.dumps writes NaN as the bare token NaN, as a buggy writer would
+        (run_dir / "final.json").write_text(json.dumps({
+            "status": "complete", "name": planned.name, "role": planned.run.get("role", "student"), "task": "seg",
+            "run_id": planned.run_id, "metrics": {"val/mIoU": outcome, "val/mAcc": outcome + 10},
+            "cost": _cost(planned.kind)}))
+
+
+def make_store(tmp_path: Path, outcomes: dict | None = None, study_text: str = STUDY):
+    """Write the study, its reference file and its results; returns (study, results root)."""
+    (tmp_path / "references").mkdir(exist_ok=True)
+    (tmp_path / "references" / "fixture_ref.csv").write_text(REFERENCE)
+    path = tmp_path / "fixture.yaml"
+    path.write_text(study_text)
+    results = tmp_path / "results"
+    study = load_study(path, results)
+    outcomes = {**OUTCOMES, **(outcomes or {})}
+    for planned in study.runs:
+        write_run(results / study.name, planned, outcomes.get(planned.name, "missing"))
+    return study, results

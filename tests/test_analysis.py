@@ -1,0 +1,136 @@
+"""Collect and aggregate on a hand-written results store: every planned run is a row, only
+complete runs with finite metrics are averaged, and the numbers come out exactly."""
+
+import math
+
+import pandas as pd
+import pytest
+
+from analysis import aggregate, tables
+from analysis import format as fmt
+from analysis.collect import cache_path, collect, collect_curves
+from tests.results_fixtures import SCRIPT, make_store
+
+
+@pytest.fixture
+def store(tmp_path):
+    return make_store(tmp_path)
+
+
+def by_method(cells):
+    return {row["method"]: row for row in cells.to_dict("records")}
+
+
+def test_collect_keeps_every_planned_run_as_a_row_with_its_state(store):
+    study, results = store
+    frame = collect(study, results)
+    assert len(frame) == len(study.runs) == 13
+    states = dict(zip(frame["name"], frame["status"]))
+    assert states["cwd_logits_s2"] == "diverged" and states["pi_logits_s1"] == "failed"
+    assert states["pi_logits_s2"] == "corrupt"  # NaN in final.json: complete on disk, but not a number
+    assert states[f"{SCRIPT}_s1"] == "missing"
+    assert frame["status"].value_counts().to_dict() == {"complete": 9, "diverged": 1, "failed": 1, "corrupt": 1,
+                                                        "missing": 1}
+    assert "CUDA out of memory" in frame.set_index("name").loc["pi_logits_s1", "detail"]
+
+
+def test_collect_caches_the_frame_as_parquet_atomically(store):
+    study, results = store
+    frame = collect(study, results)
+    cached = pd.read_parquet(cache_path(study, results))
+    pd.testing.assert_frame_equal(cached, frame, check_dtype=False)
+    assert not [p for p in cache_path(study, results).parent.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_cells_average_only_complete_finite_runs(store):
+    study, results = store
+    cells = by_method(aggregate.cells(collect(study, results)))
+    cwd, pi, script = cells["cwd_logits"], cells["pi_logits"], cells[SCRIPT]
+    assert (cwd["val/mIoU|mean"], cwd["val/mIoU|n"]) == (35.5, 2)
+    assert cwd["val/mIoU|std"] == pytest.approx(math.sqrt(0.5))
+    assert cwd["val/mIoU|delta"] == pytest.approx(4.5) and cwd["diverged"] == 1
+    assert (pi["val/mIoU|mean"], pi["val/mIoU|n"]) == (33.0, 1) and math.isnan(pi["val/mIoU|std"])
+    assert pi["failed"] == 1 and pi["corrupt"] == 1
+    assert (script["val/mIoU|mean"], script["val/mIoU|n"], script["missing"]) == (21.0, 2, 1)
+    assert cwd["baseline|val/mIoU|mean"] == 31.0 and cwd["baseline|val/mIoU|std"] == 1.0
+    assert cwd["teacher|val/mIoU|mean"] == 50.0
+    assert cwd["best|val/mIoU"] and not pi["best|val/mIoU"] and cwd["best|delta"]
+
+
+def test_a_nan_or_inf_never_enters_a_mean():
+    assert aggregate.stats([1.0, float("nan"), 3.0, float("inf"), None]) == (2.0, pytest.approx(math.sqrt(2)), 2)
+    assert aggregate.stats([float("nan")])[2] == 0
+
+
+def test_results_table_text_reproduces_mean_std_n_and_delta(store):
+    study, results = store
+    frame = collect(study, results)
+    table = tables.results_table(aggregate.cells(frame), aggregate.baselines(frame), aggregate.teachers(frame),
+                                 aggregate.metrics_of(frame))
+    rows = {row[0].text: [c.text for c in row] for row in table.rows}
+    assert rows["cwd_logits"][1:3] == ["35.50 ± 0.71 (n=2)", "+4.50"]
+    assert rows["pi_logits"][1:3] == ["33.00 (n=1)", "+2.00"]
+    assert rows[SCRIPT][1:3] == ["21.00 ± 1.41 (n=2)", "-10.00"]
+    assert rows["student (no distillation)"][1] == "31.00 ± 1.00 (n=3)"
+    assert rows["teacher"][1] == "50.00 (n=1)"
+    assert rows["pi_logits"][-1] == "1 failed, 1 corrupt" and rows["cwd_logits"][-1] == "1 diverged"
+
+
+def test_seed_table_has_the_seed_layout_and_the_teacher_and_student_columns(store):
+    study, results = store
+    table = tables.seed_table(aggregate.cells(collect(study, results)), "val/mIoU")
+    assert table.header == ["Location", "Dataset", "Teacher", "Student", "mIoU", "mIoU(T)", "mIoU(S)"]
+    first = [c.text for c in table.rows[0]]
+    assert first == ["cwd_logits @ decode_head.conv_seg", "fashion_scenes", "tiny_seg_teacher", "tiny_seg_student",
+                     "35.50 ± 0.71 (n=2)", "50.00 (n=1)", "31.00 ± 1.00 (n=3)"]
+    assert table.rows[0][4].best
+
+
+def test_cost_table_reports_seconds_slowdown_memory_and_kd_share(store):
+    study, results = store
+    frame = collect(study, results)
+    table = tables.cost_table(aggregate.cells(frame), aggregate.baselines(frame), aggregate.teachers(frame))
+    rows = {row[0].text: [c.text for c in row] for row in table.rows}
+    assert rows["cwd_logits"][1:5] == ["0.15 s", "1.50x", "1,000 MB (cpu_max_rss)", "30.0%"]
+    assert rows["student (no distillation)"][2] == "1.00x"
+
+
+def test_published_numbers_sit_beside_the_measured_cell_with_their_source(store):
+    study, results = store
+    frame = collect(study, results)
+    cells = aggregate.cells(frame)
+    matches = aggregate.match_references(aggregate.read_references(study.path, study.spec["references"]), cells,
+                                         study.spec, "seg")
+    table = tables.reference_table(matches, "val/mIoU")
+    row = [c.text for c in table.rows[0]]
+    assert row[0] == "cwd → cwd_logits" and row[3:7] == ["40.25", "55.50", "33.75", "35.50 ± 0.71 (n=2)"]
+    assert row[-1] == "A Paper, Table 9 (fixture_ref.csv)"
+    layout = tables.table2(cells, "val/mIoU", matches)
+    assert layout.header == ["Method", "Feature map", "Logits", "Feature map (published)", "Logits (published)"]
+    cwd_row = next([c.text for c in r] for r in layout.rows if r[0].text == "cwd")
+    assert cwd_row == ["cwd", "—", "35.50 ± 0.71 (n=2) [+4.50]", "—", "40.25"]
+
+
+def test_a_tau_axis_gets_an_ablation_table_and_a_sweep_plot(tmp_path):
+    from analysis import plots
+    from tests.results_fixtures import STUDY
+
+    text = STUDY.replace("references: [fixture_ref.csv]", "grid: {method: [cwd_logits], term.params.tau: [1, 4]}")
+    outcomes = {"cwd_logits_tau1_s0": 32.0, "cwd_logits_tau1_s1": 34.0, "cwd_logits_tau1_s2": 36.0,
+                "cwd_logits_tau4_s0": 35.0, "cwd_logits_tau4_s1": 36.0, "cwd_logits_tau4_s2": 37.0}
+    study, results = make_store(tmp_path, outcomes, text)
+    frame = collect(study, results)
+    cells = aggregate.cells(frame)
+    (table,) = tables.ablation_tables(cells, "val/mIoU")
+    assert table.header == ["tau", "cwd_logits"]
+    assert [[c.text for c in r] for r in table.rows] == [["1", "34.00 ± 2.00 (n=3) [+3.00]"],
+                                                         ["4", "36.00 ± 1.00 (n=3) [+5.00]"]]
+    keys = [f.key for f in plots.all_figures(frame, cells, collect_curves(study, results, frame), "val/mIoU")]
+    assert keys == ["methods", "sweep_tau", "curves", "gain_vs_cost"]
+
+
+def test_format_shows_missing_values_as_a_dash_and_single_runs_without_spread():
+    assert fmt.mean_std(float("nan"), float("nan"), 0) == "—"
+    assert fmt.mean_std(3.14159, float("nan"), 1) == "3.14 (n=1)"
+    assert fmt.mean_std(3.14159, 0.5, 4, with_n=False) == "3.14 ± 0.50"
+    assert fmt.signed(-0.004) == "-0.00" and fmt.signed(float("inf")) == "—"
