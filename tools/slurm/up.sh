@@ -157,9 +157,17 @@ mariadb --socket="$SOCK" -u root -e "CREATE USER IF NOT EXISTS 'slurm'@'127.0.0.
 # slurm daemons (they daemonize themselves)
 if ! alive "$DIR/run/slurmdbd.pid" slurmdbd; then say "starting slurmdbd"; /usr/sbin/slurmdbd </dev/null >/dev/null 2>&1; fi
 until_ok 30 slurmdbd sacctmgr -n show cluster
-if ! alive "$DIR/run/slurmctld.pid" slurmctld; then say "starting slurmctld"; /usr/sbin/slurmctld -i </dev/null >/dev/null 2>&1; fi
+cold=0
+if ! alive "$DIR/run/slurmctld.pid" slurmctld; then
+  say "starting slurmctld"; /usr/sbin/slurmctld -i </dev/null >/dev/null 2>&1; cold=1
+fi
 if ! alive "$DIR/run/slurmd.pid" slurmd; then say "starting slurmd"; /usr/sbin/slurmd </dev/null >/dev/null 2>&1; fi
 until_ok "$WAIT" "slurmctld to answer" sh -c 'scontrol ping | grep -q UP'
+# A cold start finds the jobs an earlier session left in the saved state (their files may be gone):
+# this cluster is throwaway, so they are cancelled rather than run again.
+if [ "$cold" = 1 ] && [ -n "$(squeue -h -o %i 2>/dev/null)" ]; then
+  say "cancelling jobs left over from an earlier session"; scancel --quiet -u root || true
+fi
 # A node drained by an earlier session (a step that outlived its daemons) is put back in service.
 node_usable() {
   local state; state=$(sinfo -h -n "$NODE" -o %T 2>/dev/null || true)
