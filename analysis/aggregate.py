@@ -165,6 +165,10 @@ def _norm(text) -> str:
     return re.sub(r"[^a-z0-9]", "", str(text).lower()) if isinstance(text, str) else ""
 
 
+def _tokens(text) -> set[str]:
+    return {t for t in re.split(r"[^a-z0-9]+", str(text).lower()) if t} if isinstance(text, str) else set()
+
+
 def match_references(references: pd.DataFrame, cell_table: pd.DataFrame, spec: dict, task: str) -> pd.DataFrame:
     """Each published row beside the measured cells it describes (or none).
 
@@ -188,14 +192,14 @@ def match_references(references: pd.DataFrame, cell_table: pd.DataFrame, spec: d
             terms = terms if isinstance(terms, list) else [terms or {}]
             if len(terms) != 1 or terms[0].get("method") != ref.get("method"):
                 continue
-            if cell.get("dataset") and not _norm(ref.get("dataset")).startswith(_norm(cell["dataset"]).split("_")[0]):
+            if cell.get("dataset") and not _norm(ref.get("dataset")).startswith(_norm(cell["dataset"])):
                 continue
             kind = kinds.get(cell["method"], (None, None))[1]
             if ref_kind in ("feature", "logits") and kind and kind != ref_kind:
                 continue
-            if _norm(ref.get("student")) and "axis:student.config" in cell and isinstance(
-                    cell["axis:student.config"], str):
-                if _norm(ref["student"]) not in _norm(Path(cell["axis:student.config"]).stem):
+            student = cell.get("axis:student.config")
+            if _tokens(ref.get("student")) and isinstance(student, str):
+                if not _tokens(ref["student"]) <= _tokens(Path(student.split("::")[-1]).stem):
                     continue
             matched.append(cell)
         for cell in matched or [None]:

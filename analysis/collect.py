@@ -6,7 +6,8 @@ says why), so a report can count them; only complete runs with finite metrics ar
 
 Columns: ``run_id, name, kind, stage, status, detail, task, dataset, teacher_config,
 student_config, location, method, seed``, one ``axis:<path>`` column per other grid axis,
-``teacher_key`` / ``baseline_key`` (which teacher and student baseline a cell is compared with),
+``teacher_key`` (the run id of a cell's teacher run) and ``baseline_key`` (the axis values its
+student baseline is planned per),
 one column per metric as the run wrote it (``val/mIoU``, ``val/bbox_mAP``, ...), ``cost:<key>``
 from final.json's ``cost``, and ``git_sha`` / ``env`` from env.json.
 """
@@ -58,12 +59,9 @@ def _key(params: dict, keep) -> str:
     return json.dumps({k: v for k, v in params.items() if keep(k)}, sort_keys=True, default=str)
 
 
-def _is_teacher_axis(key: str) -> bool:
-    return key.startswith("teacher")
-
-
 def _is_baseline_axis(key: str) -> bool:
-    return key not in ("method", "seed") and not key.startswith(TERM_PREFIX) and not _is_teacher_axis(key)
+    """The axes a student baseline is planned per (kdbench.study: all but method, term.* and teacher*)."""
+    return key not in ("method", "seed") and not key.startswith((TERM_PREFIX, "teacher"))
 
 
 def _detail(run_dir: Path, state: str) -> str | None:
@@ -79,7 +77,29 @@ def _detail(run_dir: Path, state: str) -> str | None:
             "running": "its job is pending or running"}.get(state)
 
 
-def _row(planned: PlannedRun, run_dir: Path, state: str) -> dict:
+def _teacher_setting(run: dict) -> str:
+    """What identifies the teacher a run uses: its teacher section (checkpoint aside) and dataset."""
+    teacher = {k: v for k, v in (run.get("teacher") or {}).items() if k != "checkpoint"}
+    return json.dumps({"teacher": teacher, "dataset": run.get("dataset")}, sort_keys=True, default=str)
+
+
+def _teacher_keys(study: Study) -> dict[str, str | None]:
+    """run id -> the run id of its teacher run: the one a cell depends on (a teacher trained in the
+    study), else the teacher run with the same teacher and dataset (a checkpoint evaluated)."""
+    by_setting = {_teacher_setting(p.run): p.run_id for p in study.runs if p.kind == "teacher"}
+    keys = {}
+    for planned in study.runs:
+        if planned.kind == "teacher":
+            keys[planned.run_id] = planned.run_id
+        elif planned.kind == "cell":
+            keys[planned.run_id] = planned.depends_on[0] if planned.depends_on else by_setting.get(
+                _teacher_setting(planned.run))
+        else:
+            keys[planned.run_id] = None
+    return keys
+
+
+def _row(planned: PlannedRun, run_dir: Path, state: str, teacher_key: str | None) -> dict:
     run = planned.run
     row = {
         "run_id": planned.run_id, "name": planned.name, "kind": planned.kind, "stage": planned.stage,
@@ -89,7 +109,7 @@ def _row(planned: PlannedRun, run_dir: Path, state: str) -> dict:
         "location": _locations(run),
         "method": planned.params.get("method") if planned.kind == "cell" else None,
         "seed": run.get("seed"),
-        "teacher_key": _key(planned.params, _is_teacher_axis),
+        "teacher_key": teacher_key,
         "baseline_key": _key(planned.params, _is_baseline_axis),
     }
     for key, value in planned.params.items():
@@ -130,7 +150,8 @@ def collect(study: Study, results: str | Path = "results", write: bool = True) -
 
     root = Path(results) / study.name
     states = {row["run_id"]: row["state"] for row in run_states(study, results)}
-    rows = [_row(p, root / p.run_id, states.get(p.run_id, "missing")) for p in study.runs]
+    teacher_keys = _teacher_keys(study)
+    rows = [_row(p, root / p.run_id, states.get(p.run_id, "missing"), teacher_keys[p.run_id]) for p in study.runs]
     frame = pd.DataFrame(rows)
     for column in frame.columns:
         if column.startswith("axis:"):

@@ -77,6 +77,13 @@ def value(value: Any) -> str:
     return str(value)
 
 
+def axis_value(axis: str, raw: Any) -> str:
+    """An axis value in a table: config paths by their file stem, everything else as written."""
+    if axis.endswith(".config") and isinstance(raw, str):
+        return raw.split("::")[-1].rsplit("/", 1)[-1].removesuffix(".py")
+    return value(raw)
+
+
 def metric_label(metric: str) -> str:
     """``val/mIoU`` -> ``mIoU``; ``val/bbox_mAP`` -> ``mAP``."""
     name = metric.split("/", 1)[-1]

@@ -7,6 +7,8 @@ spread is always visible. Only complete runs with a finite metric are plotted.
 from __future__ import annotations
 
 import io
+import re
+import warnings
 from dataclasses import dataclass
 
 import matplotlib
@@ -14,6 +16,7 @@ import matplotlib
 matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
@@ -34,7 +37,9 @@ class Figure:
 
 def _png(figure) -> bytes:
     buffer = io.BytesIO()
-    figure.tight_layout()
+    with warnings.catch_warnings():  # long method names: a tight layout that cannot fit is still fine
+        warnings.simplefilter("ignore", UserWarning)
+        figure.tight_layout()
     figure.savefig(buffer, format="png", dpi=110)
     plt.close(figure)
     return buffer.getvalue()
@@ -42,7 +47,11 @@ def _png(figure) -> bytes:
 
 def _students(frame: pd.DataFrame, metric: str) -> pd.DataFrame:
     part = frame[frame["kind"].isin(["cell", "student_baseline"]) & aggregate.usable(frame, metric)].copy()
-    part["label"] = [m if isinstance(m, str) else BASELINE for m in part["method"]]
+    axes = [a for a in aggregate.axes_of(frame) if a != "method"]
+    part["label"] = [", ".join([str(row["method"])] + [f"{fmt.axis_label(a[5:])} {fmt.axis_value(a, row[a])}"
+                                                      for a in axes])
+                     if row["kind"] == "cell" else BASELINE for row in part.to_dict("records")]
+    part["series"] = [m if isinstance(m, str) else BASELINE for m in part["method"]]
     return part
 
 
@@ -63,18 +72,20 @@ def method_bars(frame: pd.DataFrame, metric: str) -> Figure | None:
         return None
     order = [BASELINE] + list(dict.fromkeys(data.loc[data["kind"] == "cell", "label"]))
     order = [o for o in order if o in set(data["label"])]
-    figure, axis = plt.subplots(figsize=(max(5, 1.1 * len(order) + 2), 4))
+    figure, axis = plt.subplots(figsize=(min(16, max(5, 0.9 * len(order) + 2)), 4.5))
     sns.barplot(data=data, x="label", y=metric, order=order, errorbar="sd", capsize=0.2, color="#8fb3d9", ax=axis)
     sns.stripplot(data=data, x="label", y=metric, order=order, color="black", size=4, ax=axis)
     _reference_lines(axis, frame[frame["kind"] == "teacher"], metric)
     axis.set_xlabel("")
     axis.set_ylabel(fmt.metric_label(metric))
-    axis.tick_params(axis="x", rotation=30)
+    axis.tick_params(axis="x", rotation=30 if len(order) < 8 else 60)
+    for label in axis.get_xticklabels():
+        label.set_horizontalalignment("right")
     if axis.get_legend_handles_labels()[0]:
         axis.legend(fontsize=8, loc="lower right")
     label = fmt.metric_label(metric)
     return Figure("methods", f"{label} per method",
-                  f"Bars: mean over seeds, error bars: std; dots: single runs; dashed line: the teacher.", _png(figure))
+                  "Bars: mean over seeds, error bars: std; dots: single runs; dashed line: the teacher.", _png(figure))
 
 
 def sweeps(frame: pd.DataFrame, metric: str) -> list[Figure]:
@@ -88,17 +99,21 @@ def sweeps(frame: pd.DataFrame, metric: str) -> list[Figure]:
             continue
         data = cells.assign(**{axis_column: values})
         figure, axis = plt.subplots(figsize=(6, 4))
-        sns.lineplot(data=data, x=axis_column, y=metric, hue="label", errorbar="sd", err_style="bars",
+        sns.lineplot(data=data, x=axis_column, y=metric, hue="series", errorbar="sd", err_style="bars",
                      marker="o", ax=axis)
-        sns.scatterplot(data=data, x=axis_column, y=metric, hue="label", legend=False, alpha=0.4, s=15, ax=axis)
+        sns.scatterplot(data=data, x=axis_column, y=metric, hue="series", legend=False, alpha=0.4, s=15, ax=axis)
         _reference_lines(axis, frame, metric)
         name = fmt.axis_label(axis_column[5:])
+        key = "sweep_" + re.sub(r"[^A-Za-z0-9_.-]", "_", name)  # it names a PNG file beside README.md
+        if values.min() > 0 and values.max() / values.min() >= 20:  # weights spanning decades
+            axis.set_xscale("log")
+            axis.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())  # 10, not 10^1
         axis.set_xlabel(name)
         axis.set_ylabel(fmt.metric_label(metric))
         axis.legend(fontsize=8)
-        figures.append(Figure(f"sweep_{name}", f"{fmt.metric_label(metric)} vs {name}",
-                              f"Mean over seeds with std error bars, single runs as faint dots; the student "
-                              f"baseline as a dotted line with its ± std band.", _png(figure)))
+        figures.append(Figure(key, f"{fmt.metric_label(metric)} vs {name}",
+                              "Mean over seeds with std error bars, single runs as faint dots; the student "
+                              "baseline as a dotted line with its ± std band.", _png(figure)))
     return figures
 
 
@@ -133,7 +148,7 @@ def gain_vs_cost(cell_table: pd.DataFrame, metric: str) -> Figure | None:
                   color="#2b6cb0", ecolor="grey", capsize=3)
     axes = [c for c in aggregate.axes_of_table(cell_table) if c != "method"]
     for row in data.to_dict("records"):
-        label = ", ".join([str(row["method"])] + [fmt.value(row[a]) for a in axes])
+        label = ", ".join([str(row["method"])] + [fmt.axis_value(a, row[a]) for a in axes])
         axis.annotate(label, (row[column], row[f"{metric}|delta"]), fontsize=7, xytext=(4, 4),
                       textcoords="offset points")
     axis.axhline(0, color="grey", linestyle=":")

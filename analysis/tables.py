@@ -6,6 +6,7 @@ templates render alike; ``Cell.best`` marks the best cell of a column.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 import pandas as pd
@@ -38,8 +39,18 @@ def _axis_columns(cells: pd.DataFrame) -> list[str]:
 
 
 def _setting(row, axis_columns: list[str]) -> str:
-    parts = [str(row["method"])] + [f"{fmt.axis_label(a[5:])} {fmt.value(row[a])}" for a in axis_columns]
+    parts = [str(row["method"])] + [f"{fmt.axis_label(a[5:])} {fmt.axis_value(a, row[a])}" for a in axis_columns]
     return ", ".join(parts)
+
+
+def _group_label(kind: str, row: dict, groups: int) -> str:
+    """``teacher`` / ``student (no distillation)``, with the run name when a study has several."""
+    label = "teacher" if kind == "teacher" else "student (no distillation)"
+    if groups < 2:
+        return label
+    name = re.sub(r"_s\d+$", "", str((row.get("run_names") or [""])[0]))
+    name = name.removeprefix("teacher_").removeprefix("student_")
+    return f"{label}: {name}"
 
 
 def seed_table(cells: pd.DataFrame, metric: str) -> Table:
@@ -49,7 +60,7 @@ def seed_table(cells: pd.DataFrame, metric: str) -> Table:
                   ["Location", "Dataset", "Teacher", "Student", label, f"{label}(T)", f"{label}(S)"],
                   caption=f"{label}: mean ± std over seeds (n = complete runs); (T) the teacher, "
                           f"(S) the student trained without distillation.")
-    axes = _axis_columns(cells)
+    axes = [a for a in _axis_columns(cells) if not a.endswith(".config")]  # configs: own columns
     for row in cells.to_dict("records"):
         where = _setting(row, axes) + (f" @ {row['location']}" if row.get("location") else "")
         table.rows.append([Cell(where), Cell(fmt.value(row.get("dataset"))), Cell(fmt.value(row.get("teacher_config"))),
@@ -79,11 +90,11 @@ def results_table(cells: pd.DataFrame, baselines: pd.DataFrame, teachers: pd.Dat
 
     blank = [""] * len(axes)
     for row in teachers.to_dict("records") if len(teachers) else []:
-        table.rows.append(line("teacher", row, blank, Cell(fmt.MISSING)))
+        table.rows.append(line(_group_label("teacher", row, len(teachers)), row, blank, Cell(fmt.MISSING)))
     for row in baselines.to_dict("records") if len(baselines) else []:
-        table.rows.append(line("student (no distillation)", row, blank, Cell(fmt.signed(0.0))))
+        table.rows.append(line(_group_label("student", row, len(baselines)), row, blank, Cell(fmt.signed(0.0))))
     for row in cells.to_dict("records"):
-        table.rows.append(line(str(row["method"]), row, [fmt.value(row[a]) for a in axes],
+        table.rows.append(line(str(row["method"]), row, [fmt.axis_value(a, row[a]) for a in axes],
                                Cell(fmt.signed(row[f"{primary}|delta"]), bool(row.get("best|delta")))))
     return table
 
@@ -114,8 +125,7 @@ def table2(cells: pd.DataFrame, metric: str, matches: pd.DataFrame) -> Table | N
         for kind, _ in columns:
             method = next((m for m, (f, k) in kinds.items() if f == family and k == kind), None)
             row = by_method.get(method)
-            line.append(Cell(f"{_stat(row, metric)} [{fmt.signed(row[f'{metric}|delta'])}]", bool(row[f"best|{metric}"]))
-                        if row else Cell(fmt.MISSING))
+            line.append(_joined(pd.DataFrame([row]), metric) if row else Cell(fmt.MISSING))
         if published:
             for kind, _ in columns:
                 method = next((m for m, (f, k) in kinds.items() if f == family and k == kind), None)
@@ -133,12 +143,12 @@ def ablation_tables(cells: pd.DataFrame, metric: str) -> list[Table]:
     if len(axes) == 2:
         rows_axis, cols_axis = axes
         header = [f"{fmt.axis_label(rows_axis[5:])} \\ {fmt.axis_label(cols_axis[5:])}"]
-        col_values = list(dict.fromkeys(cells[cols_axis]))
+        col_values = _ordered(cells[cols_axis])
         table = Table("ablation_grid", f"Ablation: {fmt.axis_label(rows_axis[5:])} x {fmt.axis_label(cols_axis[5:])}",
                       header + [fmt.value(v) for v in col_values],
-                      caption=f"{label} mean ± std (n) [Δ vs the student baseline], over the methods "
+                      caption=f"{label} mean ± std (n) [Δ vs the student baseline]; method(s): "
                               f"{', '.join(map(str, methods))}.")
-        for value in dict.fromkeys(cells[rows_axis]):
+        for value in _ordered(cells[rows_axis]):
             line = [Cell(fmt.value(value))]
             for col_value in col_values:
                 part = cells[(cells[rows_axis] == value) & (cells[cols_axis] == col_value)]
@@ -151,7 +161,7 @@ def ablation_tables(cells: pd.DataFrame, metric: str) -> list[Table]:
     name = fmt.axis_label(axis[5:])
     table = Table(f"ablation_{name}", f"Ablation: {name}", [name] + [str(m) for m in methods],
                   caption=f"{label} mean ± std (n) [Δ vs the student baseline]; one column per method.")
-    for value in dict.fromkeys(cells[axis]):
+    for value in _ordered(cells[axis]):
         line = [Cell(fmt.value(value))]
         for method in methods:
             line.append(_joined(cells[(cells[axis] == value) & (cells["method"] == method)], metric))
@@ -160,10 +170,18 @@ def ablation_tables(cells: pd.DataFrame, metric: str) -> list[Table]:
     return tables
 
 
+def _ordered(column: pd.Series) -> list:
+    """Axis values in study order, or ascending when they are all numbers (a sweep)."""
+    values = list(dict.fromkeys(column))
+    if all(fmt.is_number(v) for v in values):
+        return sorted(values)
+    return values
+
+
 def _joined(part: pd.DataFrame, metric: str) -> Cell:
-    if part.empty:
+    row = part.iloc[0].to_dict() if len(part) else {}
+    if not row.get(f"{metric}|n"):
         return Cell(fmt.MISSING)
-    row = part.iloc[0].to_dict()
     return Cell(f"{_stat(row, metric)} [{fmt.signed(row[f'{metric}|delta'])}]", bool(row[f"best|{metric}"]))
 
 
@@ -183,9 +201,9 @@ def cost_table(cells: pd.DataFrame, baselines: pd.DataFrame, teachers: pd.DataFr
                 Cell(fmt.percent(row.get("cost:kd_share|mean"))), Cell(fmt.integer(row.get("cost:seconds_per_iter|n")))]
 
     for row in teachers.to_dict("records") if len(teachers) else []:
-        table.rows.append(line("teacher (training)", row, None))
+        table.rows.append(line(_group_label("teacher", row, len(teachers)) + " (training)", row, None))
     for row in baselines.to_dict("records") if len(baselines) else []:
-        table.rows.append(line("student (no distillation)", row, 1.0))
+        table.rows.append(line(_group_label("student", row, len(baselines)), row, 1.0))
     for row in cells.to_dict("records") if len(cells) else []:
         table.rows.append(line(_setting(row, axes), row, row.get("slowdown")))
     return table
@@ -228,8 +246,8 @@ def problems_table(frame: pd.DataFrame) -> Table:
 
 def runs_table(frame: pd.DataFrame, metrics: list[str]) -> Table:
     """Every planned run with its state and raw metrics (the numbers the cells average)."""
-    table = Table("runs", "Every run", ["Run", "Run id", "Kind", "Seed", "State"] + [fmt.metric_label(m) for m in metrics]
-                  + ["s / iteration"])
+    header = ["Run", "Run id", "Kind", "Seed", "State"] + [fmt.metric_label(m) for m in metrics] + ["s / iteration"]
+    table = Table("runs", "Every run", header)
     for row in frame.to_dict("records"):
         table.rows.append([Cell(str(row["name"])), Cell(str(row["run_id"])), Cell(str(row["kind"])),
                            Cell(fmt.integer(row.get("seed"))), Cell(str(row["status"]))]

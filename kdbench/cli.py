@@ -196,13 +196,15 @@ def _report_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _report(args: argparse.Namespace) -> int:
     from kdbench.study import load_study
-    from reports.render import render
+    from reports.render import cwd_summary, render
 
     study = load_study(args.study, args.results)
     formats = tuple(f.strip() for f in args.format.split(",") if f.strip())
     written = render(study, args.results, formats)
     for kind, path in written.items():
         print(f"kdbench report: {study.name}: {kind}: {path}")
+    headline, lines = cwd_summary(study, args.results)
+    print("\n".join([headline, *(f"  - {line}" for line in lines)]))
     return 0
 
 

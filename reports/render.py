@@ -34,12 +34,6 @@ def md(text) -> str:
     return _MD_SPECIAL.sub(lambda m: _MD_ENTITIES.get(m[1], "\\" + m[1]), str(text)).replace("\n", " ")
 
 
-def fence(text: str) -> str:
-    """A code fence longer than any run of backticks inside ``text``."""
-    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
-    return "`" * max(3, longest + 1)
-
-
 def _git_sha(where: Path) -> str:
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=where, capture_output=True, text=True, timeout=10)
@@ -65,7 +59,7 @@ def cwd_sentences(verdicts: list[dict], metric: str) -> tuple[str, list[str]]:
     lines = []
     for verdict in verdicts:
         cell = verdict["cell"]
-        name = ", ".join([str(cell["method"])] + [f"{fmt.axis_label(c[5:])} {fmt.value(cell[c])}"
+        name = ", ".join([str(cell["method"])] + [f"{fmt.axis_label(c[5:])} {fmt.axis_value(c, cell[c])}"
                                                    for c in cell if c.startswith("axis:")])
         measured = fmt.mean_std(cell[f"{metric}|mean"], cell[f"{metric}|std"], cell[f"{metric}|n"])
         baseline = fmt.mean_std(cell[f"baseline|{metric}|mean"], cell[f"baseline|{metric}|std"],
@@ -88,6 +82,13 @@ def cwd_sentences(verdicts: list[dict], metric: str) -> tuple[str, list[str]]:
                 + (f" ({len(verdicts) - comparable} without complete runs on both sides)"
                    if comparable < len(verdicts) else "") + ".")
     return headline, lines
+
+
+def cwd_summary(study: Study, results: str | Path = "results") -> tuple[str, list[str]]:
+    """The CWD-vs-baseline headline and one sentence per CWD cell, without rendering anything."""
+    frame = collect(study, results, write=False)
+    metric = aggregate.metrics_of(frame)[0]
+    return cwd_sentences(aggregate.cwd_verdicts(aggregate.cells(frame), metric), metric)
 
 
 def build_context(study: Study, results: str | Path = "results") -> dict:
@@ -121,7 +122,7 @@ def build_context(study: Study, results: str | Path = "results") -> dict:
         "run_git_shas": sorted({s for s in frame.get("git_sha", []) if isinstance(s, str)}),
         "environments": _environments(frame),
         "results": str(Path(results) / study.name),
-        "generated": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "generated": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
     }
 
 
@@ -130,7 +131,6 @@ def _environment() -> jinja2.Environment:
                              autoescape=lambda name: bool(name) and name.endswith(".html.j2"),
                              trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
     env.filters["md"] = md
-    env.filters["fence"] = fence
     env.filters["b64"] = lambda data: base64.b64encode(data).decode("ascii")
     return env
 

@@ -14,3 +14,22 @@ def _seeded_torch():
     torch.manual_seed(0)
     torch.set_num_threads(2)
     yield
+
+
+@pytest.fixture(autouse=True)
+def _fresh_mmengine_loggers():
+    """mmengine keeps every MMLogger it creates, each writing to the sys.stdout of its time; under
+    pytest that is one test's capture, closed when the test ends. Forget them after each test so a
+    later test logs to its own stdout (in a real process each run has its own, so this is a
+    test-isolation matter only)."""
+    yield
+    import sys
+
+    if "mmengine.logging" in sys.modules:
+        from mmengine.logging import MMLogger
+
+        for logger in list(MMLogger._instance_dict.values()):
+            for handler in list(logger.handlers):
+                logger.removeHandler(handler)
+                handler.close()
+        MMLogger._instance_dict.clear()

@@ -65,10 +65,11 @@ def write_run(root: Path, planned, outcome) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "spec.json").write_text(json.dumps({**planned.run, "run_id": planned.run_id}))
     (run_dir / "env.json").write_text(json.dumps(ENV))
+    main, second = ("val/bbox_mAP", "val/bbox_mAP_50") if planned.run["task"] == "det" else ("val/mIoU", "val/mAcc")
     final_value = outcome if isinstance(outcome, float) else 10.0
-    lines = [{"iter": 5, "val/mIoU": final_value - 5, "val/mAcc": final_value - 3}]
+    lines = [{"iter": 5, main: final_value - 5, second: final_value - 3}]
     if isinstance(outcome, float):
-        lines.append({"iter": 10, "val/mIoU": outcome, "val/mAcc": outcome + 10})
+        lines.append({"iter": 10, main: outcome, second: outcome + 10})
     (run_dir / "metrics.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
     if outcome == "diverged":
         (run_dir / "error.json").write_text(json.dumps({"status": "diverged", "step": 7, "key": "loss_kd_cwd_logits"}))
@@ -78,7 +79,7 @@ def write_run(root: Path, planned, outcome) -> None:
     else:  # json.dumps writes NaN as the bare token NaN, as a buggy writer would
         (run_dir / "final.json").write_text(json.dumps({
             "status": "complete", "name": planned.name, "role": planned.run.get("role", "student"), "task": "seg",
-            "run_id": planned.run_id, "metrics": {"val/mIoU": outcome, "val/mAcc": outcome + 10},
+            "run_id": planned.run_id, "metrics": {main: outcome, second: outcome + 10},
             "cost": _cost(planned.kind)}))
 
 

@@ -1,38 +1,30 @@
 #!/usr/bin/env bash
-# The main job, as far as the suite goes today: train the tiny segmentation teacher, a student
-# baseline and a CWD student (logits, tau 4, weight 3) on the offline fashion-scenes dataset,
-# each with one seed, and print their metrics side by side. The full demo (the smoke study with
-# seeds, launched as a grid, collected and rendered as a report) replaces this when the study,
-# launch and report verbs exist.
+# The main job: the smoke study (studies/smoke.yaml: tiny CPU teacher, student baseline and five
+# distillation methods, 3 seeds, 19 runs, about 10 minutes on 2 cores) planned, launched locally
+# two runs at a time, collected and rendered as a report. Complete runs are skipped on a rerun, so
+# a second `make demo` only re-renders. Ends with the report's path and the CWD-vs-baseline
+# sentence, computed from the runs (mean ± std over seeds), never typed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${1:-.venv/bin/python}
+STUDY=studies/smoke.yaml
+RESULTS=${KDBENCH_RESULTS:-results}   # results root (default: results/)
 say() { printf '[demo %s] %s\n' "$(date +%H:%M:%S)" "$*"; }
-say "kdbench demo: one teacher, one student baseline, one CWD student (single seed each, about 3-4 min on 2 cores)"
-for run in tiny_seg_teacher tiny_seg_baseline tiny_seg_cwd; do
-  say "kdbench run studies/runs/$run.json   (log: results/runs/$run.log)"
-  mkdir -p results/runs
-  if ! "$PY" -m kdbench.cli run "studies/runs/$run.json" > "results/runs/$run.log" 2>&1; then
-    tail -n 20 "results/runs/$run.log"; say "FAILED: $run"; exit 1
-  fi
-  tail -n 1 "results/runs/$run.log"
-done
-"$PY" - <<'PY'
-import json
-rows = []
-for name in ("tiny_seg_teacher", "tiny_seg_baseline", "tiny_seg_cwd"):
-    final = json.load(open(f"results/runs/{name}/final.json"))
-    m, c = final["metrics"], final["cost"]
-    rows.append((name, m["val/mIoU"], m["val/mAcc"], c["seconds_per_iter"], c["kd_share"]))
-print()
-print("| run | val mIoU | val mAcc | s/iter | KD share of step |")
-print("|---|---|---|---|---|")
-for name, miou, macc, spi, kd in rows:
-    print(f"| {name} | {miou:.2f} | {macc:.2f} | {spi:.3f} | {kd:.1%} |")
-delta = rows[2][1] - rows[1][1]
-print()
-print(f"CWD minus baseline: {delta:+.2f} mIoU, from ONE seed each on a tiny CPU setting.")
-print("Run-to-run spread at this scale is of the same order: this is a smoke check that the")
-print("pipeline runs end to end, not evidence for or against CWD (studies with seeds and std come")
-print("with the study and report verbs).")
-PY
+kdbench() { "$PY" -m kdbench.cli "$@"; }
+
+say "kdbench plan $STUDY"
+kdbench plan "$STUDY" --results "$RESULTS"
+say "kdbench launch $STUDY --executor local --parallel 2   (teacher first, then 18 students)"
+kdbench launch "$STUDY" --executor local --parallel 2 --results "$RESULTS"
+say "kdbench collect $STUDY"
+kdbench collect "$STUDY" --results "$RESULTS"
+say "kdbench report $STUDY --format html,md"
+out=$(kdbench report "$STUDY" --format html,md --results "$RESULTS")
+printf '%s\n' "$out" | grep '^kdbench report:'
+html=$(printf '%s\n' "$out" | sed -n 's/^kdbench report: [^:]*: html: //p')
+markdown=$(printf '%s\n' "$out" | sed -n 's/^kdbench report: [^:]*: md: //p')
+echo
+say "report: $(realpath "$html") (markdown: $markdown)"
+printf '%s\n' "$out" | grep -v '^kdbench report:'
+echo "(tiny CPU models on generated data: a check that the suite works end to end, not evidence about"
+echo " full-scale CWD; the paper-scale studies are studies/paper_table2_cityscapes.yaml and friends.)"

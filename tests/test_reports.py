@@ -1,0 +1,183 @@
+"""Reports rendered from a hand-written results store: the numbers, the runs without a result,
+the CWD sentence, provenance, escaping, and the HTML as a real browser shows it."""
+
+import contextlib
+import io
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from kdbench.cli import main
+from reports.render import render
+from tests.results_fixtures import SCRIPT, make_store
+
+CHROMIUM = Path("/usr/bin/chromium")
+BROWSER_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    tmp_path = tmp_path_factory.mktemp("report")
+    study, results = make_store(tmp_path)
+    written = render(study, results, ("html", "md"))
+    return study, results, written["html"].read_text(), written["md"].read_text(), written
+
+
+def run_cli(*args):
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(list(args))
+    return code, out.getvalue(), err.getvalue()
+
+
+def test_markdown_tables_reproduce_mean_std_n_and_delta(report):
+    *_, md, _ = report
+    assert "| cwd\\_logits | **35.50 ± 0.71 (n=2)** | **+4.50** |" in md
+    assert "| pi\\_logits | 33.00 (n=1) | +2.00 |" in md
+    assert "| student (no distillation) | 31.00 ± 1.00 (n=3) | +0.00 |" in md
+    assert "| teacher | 50.00 (n=1) | — |" in md
+    assert "| Location | Dataset | Teacher | Student | mIoU | mIoU(T) | mIoU(S) |" in md
+    assert ("| cwd\\_logits @ decode\\_head.conv\\_seg | fashion\\_scenes | tiny\\_seg\\_teacher "
+            "| tiny\\_seg\\_student | **35.50 ± 0.71 (n=2)** | 50.00 (n=1) | 31.00 ± 1.00 (n=3) |") in md
+
+
+def test_diverged_failed_corrupt_and_missing_runs_are_listed(report):
+    *_, html, md, _ = report
+    for text in (html, md):
+        assert "4 of 13 runs have no result and are not averaged" in text
+        assert "diverged at step 7 (loss loss" in text and "RuntimeError: CUDA out of memory" in text
+        assert "never started" in text and "missing or not finite in final.json" in text
+
+
+def test_the_cwd_sentence_is_computed_from_the_data(report):
+    *_, html, md, _ = report
+    sentence = ("beat the student baseline by +4.50 mIoU: 35.50 ± 0.71 (n=2) vs 31.00 ± 1.00 (n=3); "
+                "a gap larger than the two standard deviations added.")
+    assert "cwd_logits " + sentence in html and "cwd\\_logits " + sentence in md
+    assert "CWD beat the student baseline in 1 of 1 comparable CWD cell." in html
+
+
+def test_the_cwd_sentence_says_so_when_cwd_loses(tmp_path):
+    study, results = make_store(tmp_path, {"cwd_logits_s0": 30.5, "cwd_logits_s1": 31.0})
+    md = render(study, results, ("md",))["md"].read_text()
+    assert "CWD beat the student baseline in 0 of 1 comparable CWD cell." in md
+    assert ("cwd\\_logits did not beat the student baseline by -0.25 mIoU: 30.75 ± 0.35 (n=2) vs 31.00 ± 1.00 (n=3); "
+            "a gap within the seed-to-seed spread") in md
+
+
+def test_reports_carry_their_provenance(report):
+    study, _, html, md, _ = report
+    import hashlib
+
+    digest = hashlib.sha256(Path(study.path).read_bytes()).hexdigest()
+    for text in (html, md):
+        assert digest in text and str(study.path) in text and "0123456789abcdef" in text
+        assert "torch" in text and "2.13.0+cpu" in text and "mmseg" in text
+    assert "Hand-written results for the report tests." in html
+
+
+def test_html_is_one_self_contained_file_and_markdown_has_its_figures_beside_it(report):
+    *_, html, md, written = report
+    assert html.count('src="data:image/png;base64,') >= 3
+    assert not re.search(r'(src|href)="(https?:|//|file:)', html) and "<link" not in html
+    pictures = re.findall(r"!\[[^\]]*\]\(([^)]+\.png)\)", md)
+    assert len(pictures) >= 3 and all((written["md"].parent / p).is_file() for p in pictures)
+
+
+def test_a_script_name_stays_escaped_in_html_and_markdown(report):
+    *_, html, md, _ = report
+    assert SCRIPT not in html and SCRIPT not in md
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in md
+
+
+def test_cli_collect_and_report_write_the_cache_and_only_the_formats_asked(tmp_path):
+    study, results = make_store(tmp_path)
+    code, out, err = run_cli("collect", str(study.path), "--results", str(results))
+    assert code == 0, err
+    assert "13 runs (9 complete, 1 corrupt, 1 diverged, 1 failed, 1 missing)" in out
+    assert (results / "fixture" / "runs.parquet").is_file()
+    code, out, err = run_cli("report", str(study.path), "--results", str(results), "--format", "md")
+    assert code == 0, err
+    assert (results / "fixture" / "report" / "README.md").is_file()
+    assert "CWD beat the student baseline in 1 of 1 comparable CWD cell." in out
+    assert not (results / "fixture" / "report" / "index.html").exists()
+    code, out, err = run_cli("report", str(study.path), "--results", str(results), "--format", "pdf")
+    assert code == 2 and "unknown pdf" in err
+
+
+def _chromium(tmp_path, *args):
+    profile = tmp_path / "profile"
+    return subprocess.run([str(CHROMIUM), *BROWSER_FLAGS, f"--user-data-dir={profile}", *args],
+                          capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="/usr/bin/chromium is missing (Debian package chromium)")
+def test_a_headless_browser_shows_the_tables_and_keeps_the_script_inert(report, tmp_path):
+    *_, written = report
+    url = written["html"].resolve().as_uri()
+    dom = _chromium(tmp_path, "--dump-dom", url).stdout
+    assert dom.count("<table") >= 5 and "35.50 ± 0.71 (n=2)" in dom and "Did CWD beat the student baseline?" in dom
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in dom
+    assert "<script>alert(1)" not in dom and "<script" not in dom.lower().replace("&lt;script", "")
+    shot = tmp_path / "page.png"
+    _chromium(tmp_path, f"--screenshot={shot}", "--window-size=1200,900", url)
+    import matplotlib.image
+
+    pixels = (matplotlib.image.imread(shot)[..., :3] * 255).astype(np.uint8).reshape(-1, 3)
+    colours = np.unique(pixels, axis=0)
+    assert len(colours) > 50, f"the screenshot looks blank ({len(colours)} colours)"
+    assert shutil.which(str(CHROMIUM))
+
+
+ROOT = Path(__file__).resolve().parents[1]
+SHIPPED = sorted(p for p in (ROOT / "studies").glob("[!_]*.yaml"))
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.stem)
+def test_every_shipped_study_reports_before_any_run_has_finished(path, tmp_path):
+    from kdbench.study import load_study
+
+    study = load_study(path, tmp_path)
+    md = render(study, tmp_path, ("md",))["md"].read_text()
+    assert f"{len(study.runs)} of {len(study.runs)} runs have no result" in md
+    assert "No figure: no complete run yet." in md
+
+
+def _filled(name, tmp_path):
+    """A shipped study whose every run has a made-up result (seed-dependent, deterministic)."""
+    from kdbench.study import load_study
+    from tests.results_fixtures import write_run
+
+    study = load_study(ROOT / "studies" / f"{name}.yaml", tmp_path)
+    for index, planned in enumerate(study.runs):
+        write_run(tmp_path / study.name, planned, 30.0 + (index * 7) % 11)
+    return render(study, tmp_path, ("md",))["md"]
+
+
+@pytest.mark.parametrize("name, expected", [
+    ("paper_table2_cityscapes", ["Feature map vs logits (the paper's Table 2 layout)", "| cwd | ", "74.87",
+                                 "cwd → cwd\\_logits"]),
+    ("ablation_norm_divergence", ["Ablation: norm x divergence", "| norm \\\\ divergence | kl | mse |"]),
+    ("ablation_loss_weight", ["Ablation: weight", "![mIoU vs weight](sweep_weight.png)"]),
+    ("paper_table6_coco", ["| Location | Dataset | Teacher | Student | mAP | mAP(T) | mAP(S) |",
+                           "cwd → cwd\\_fpn4", "| cwd → cwd\\_fpn5 | — | reppoints\\_r50 |"]),
+])
+def test_shipped_studies_get_the_tables_their_axes_call_for(name, expected, tmp_path):
+    path = _filled(name, tmp_path)
+    md = path.read_text()
+    for text in expected:
+        assert text in md
+    assert "None: every planned run is complete." in md
+
+
+def test_markdown_escaping_keeps_names_literal():
+    from reports.render import md
+
+    assert md("a|b <img src=x> [x](y) *z* `c`\nd") == (
+        "a\\|b &lt;img src=x&gt; \\[x\\](y) \\*z\\* \\`c\\` d")
