@@ -208,7 +208,38 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--suite", default="losses", choices=["losses"],
+                        help="losses: the CWD kernel against MMRazor's formulation (the step and grid suites "
+                             "are not written yet)")
+    parser.add_argument("--json", metavar="FILE", help="also write every figure and the machine as JSON")
+    parser.add_argument("--scale", type=float, default=1.0,
+                        help="spatial scale of the paper's shapes (default 1.0 = the paper's shapes)")
+    parser.add_argument("--repeats", type=int, default=5, help="timed repeats per formulation (median)")
+
+
+def _bench(args: argparse.Namespace) -> int:
+
+    from kdbench.bench import losses
+    from kdbench.bench.machine import machine
+    from kdbench.store import write_json_atomic
+
+    if not 0 < args.scale <= 1 or args.repeats < 1:
+        raise UserError("--scale must be in (0, 1] and --repeats >= 1")
+    rows = losses.run(scale=args.scale, repeats=args.repeats)
+    print(f"{'input':<12} {'shape':<20} {'agrees':<7} {'time ratio':>10} {'memory ratio':>13}  (kdbench / reference)")
+    for row in rows:
+        memory = "n/a" if row["memory_ratio"] is None else f"{row['memory_ratio']:.2f}"
+        print(f"{row['input']:<12} {str(tuple(row['shape'])):<20} {str(row['agrees']):<7} "
+              f"{row['time_ratio']:>10.2f} {memory:>13}")
+    if args.json:
+        write_json_atomic(args.json, {"machine": machine(), "results": rows})
+        print(f"kdbench bench: wrote {args.json}")
+    return 0 if all(row["agrees"] for row in rows) else 1
+
+
 VERBS: dict[str, Verb] = {
+    "bench": ("performance benchmarks, as ratios measured side by side", _bench_arguments, _bench),
     "launch": ("run or submit a study's runs that still need doing", _launch_arguments, _launch),
     "status": ("each run's state, from the results store and the scheduler", _study_arguments, _status),
     "cancel": ("cancel a study's pending and running jobs", _study_arguments, _cancel),
