@@ -47,22 +47,27 @@ class _ChannelWiseKL(torch.autograd.Function):
             log_p_T = torch.log_softmax(_scaled_rows(preds_T, tau, dtype), dim=1)
             log_p_S = torch.log_softmax(_scaled_rows(preds_S, tau, dtype), dim=1)
             p_T = log_p_T.exp()
-            # KL = sum p_T * (log p_T - log p_S); dot() avoids another full-size temporary.
+            # KL = sum p_T * (log p_T - log p_S), the difference taken elementwise (in log_p_T's
+            # buffer) so that a small KL between two similar maps keeps its precision; dot() then
+            # sums without another full-size temporary.
             kl = torch.dot(p_T.view(-1), log_p_T.sub_(log_p_S).view(-1))
             del log_p_T
             loss = kl * scale * tau * tau
             if ctx.needs_input_grad[0]:
                 # d loss / d S = (p_S - p_T) * tau * scale, built in log_p_S's buffer.
-                grad = log_p_S.exp_().sub_(p_T).mul_(tau * scale)
-                ctx.save_for_backward(grad)
+                # d loss / d S = (p_S - p_T) * tau * scale: the difference is built in log_p_S's
+                # buffer here, the constant is folded into the backward's single multiplication.
+                ctx.save_for_backward(log_p_S.exp_().sub_(p_T))
+                ctx.factor = tau * scale
                 ctx.input_shape, ctx.input_dtype = preds_S.shape, preds_S.dtype
         return loss.to(preds_S.dtype if preds_S.dtype == torch.float64 else torch.float32)
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_output: Tensor):
-        (grad,) = ctx.saved_tensors
-        grad_S = (grad * grad_output.to(grad.dtype)).view(ctx.input_shape).to(ctx.input_dtype)
+        (difference,) = ctx.saved_tensors
+        factor = grad_output.to(difference.dtype) * ctx.factor
+        grad_S = (difference * factor).view(ctx.input_shape).to(ctx.input_dtype)
         return grad_S, None, None, None
 
 
