@@ -9,6 +9,48 @@ from kdbench import jobs, store
 from kdbench.errors import UserError
 
 
+def _gpus_in(gres: str) -> int:
+    """``gpu:2``, ``gpu:a100:4(S:0-1)``, ``gpu:2,shard:8`` -> the node's GPU count."""
+    total = 0
+    for item in gres.split(","):
+        parts = item.split("(")[0].split(":")
+        if parts[0] == "gpu" and parts[-1].isdigit():
+            total += int(parts[-1])
+    return total
+
+
+def check_resources(resources: dict) -> None:
+    """Before anything is submitted: the partition exists and one of its nodes can hold a run
+    (GPUs, CPUs for one task per GPU, memory); otherwise a one-line error and nothing submitted."""
+    import shutil
+    import subprocess
+
+    if shutil.which("sinfo") is None:
+        raise UserError("--executor slurm: sinfo is not on PATH (no SLURM client here)")
+    result = subprocess.run(["sinfo", "-h", "-N", "-o", "%P|%G|%c|%m"], capture_output=True, text=True, timeout=60)
+    if result.returncode != 0:
+        reason = (result.stderr.strip().splitlines() or ["sinfo failed"])[-1]
+        raise UserError(f"--executor slurm: cannot reach the SLURM controller: {reason}")
+    nodes: dict[str, list[tuple[int, int, int]]] = {}
+    default = None
+    for line in result.stdout.splitlines():
+        partition, gres, cpus, memory = line.split("|")
+        if partition.endswith("*"):
+            partition = default = partition[:-1]
+        nodes.setdefault(partition, []).append((_gpus_in(gres), int(cpus), int(memory.rstrip("+") or 0)))
+    partition = resources.get("partition") or default
+    if partition not in nodes:
+        raise UserError(f"--partition: {partition!r} is not a partition of this cluster; "
+                        f"valid: {', '.join(sorted(nodes))}")
+    gpus, tasks = resources["gpus"], max(1, resources["gpus"])
+    need = (gpus, resources["cpus"] * tasks, resources["mem_gb"] * 1024)
+    if not any(g >= need[0] and c >= need[1] and m >= need[2] for g, c, m in nodes[partition]):
+        best = max(nodes[partition])
+        raise UserError(f"resources: a run asks for {gpus} GPU(s), {need[1]} CPU(s), {resources['mem_gb']} GB, "
+                        f"but no node of partition {partition!r} has that (largest: {best[0]} GPU(s), "
+                        f"{best[1]} CPU(s), {best[2] // 1024} GB); lower --gpus/--cpus/--mem-gb")
+
+
 def executor_for(root: Path, resources: dict, stage: str, study_name: str, dependency: list[str]):
     import submitit
 
@@ -42,6 +84,8 @@ def executor_for(root: Path, resources: dict, stage: str, study_name: str, depen
 
 def submit_study(study, todo: list, root: Path, resources: dict, options) -> dict[str, str]:
     """Submit the runs in ``todo`` (launch decisions), teachers first; record each job id."""
+    if todo:
+        check_resources(resources)
     job_ids: dict[str, str] = {}
     for planned in study.runs:  # teachers in flight from an earlier launch gate their students too
         record = jobs.read_job(root / planned.run_id)

@@ -124,3 +124,20 @@ def test_cancel_stops_a_studys_running_jobs_and_status_shows_them_interrupted(sl
     wait_until(lambda: jobs.slurm_states([job_id]).get(job_id, "").startswith("CANCELLED"), what="CANCELLED")
     assert [r["state"] for r in run_states(study, results)] == ["interrupted"]
     assert cancel(study, results) == []
+
+
+@pytest.mark.parametrize("override, message", [
+    ({"gpus": 3}, r"asks for 3 GPU\(s\).*largest: 2 GPU\(s\)"),
+    ({"partition": "gpu-a100"}, r"--partition: 'gpu-a100' is not a partition of this cluster; valid: debug"),
+    ({"mem_gb": 100000}, r"100000 GB.*lower --gpus/--cpus/--mem-gb"),
+])
+def test_resources_beyond_the_partition_are_refused_before_anything_is_submitted(slurm_cluster, tmp_path,
+                                                                                 override, message):
+    from kdbench.errors import UserError
+
+    study = load_study(write_study(tmp_path, "slurm_too_big"), tmp_path / "results")
+    with pytest.raises(UserError, match=message):
+        launch(study, LaunchOptions(executor="slurm", results=str(tmp_path / "results"), progress=False,
+                                    resources=override))
+    assert not list((tmp_path / "results" / "slurm_too_big").glob("*/job.json"))
+    assert not list((tmp_path / "results" / "slurm_too_big").glob("*/run.json"))
