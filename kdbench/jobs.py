@@ -8,7 +8,6 @@ sacct), so a launch never submits a run twice and never waits on a job that died
 
 from __future__ import annotations
 
-import os
 import platform
 import shutil
 import subprocess
@@ -76,6 +75,3 @@ def alive(jobs: dict[str, dict]) -> dict[str, bool]:
             result[run_id] = states.get(job["job_id"], "") in SLURM_ALIVE
     return result
 
-
-def current_pid() -> int:
-    return os.getpid()

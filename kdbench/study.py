@@ -165,10 +165,10 @@ def _short(path: str, value: Any) -> str:
     return text if not label else f"{label}-{text}"
 
 
-def _run_name(assignment: dict, varying: list[str], seed: int, many_seeds: bool) -> str:
+def _run_name(assignment: dict, varying: list[str], seed: int) -> str:
     parts = [_short(path, assignment[path]) if path != "method" else str(assignment[path])
              for path in varying if path in assignment]
-    return "_".join(parts + ([f"s{seed}"] if many_seeds or not parts else [f"s{seed}"]))
+    return "_".join([*parts, f"s{seed}"])
 
 
 def _matches(assignment: dict, rule: dict) -> bool:
@@ -320,11 +320,11 @@ def load_study(path: str | Path, results_root: str | Path = "results") -> Study:
                           if k != "method" and not k.startswith((TERM_PREFIX, "teacher"))}
                 baseline_runs.append(add(b_run, _run_name({"method": "student", **b_cell},
                                                           ["method", *[v for v in varying if v in b_cell]],
-                                                          seed, len(seeds) > 1),
+                                                          seed),
                                          "student", {**b_cell, "seed": seed}, "student_baseline", [],
                                          label + " (student baseline)"))
             if run.get("distill") or not baselines["student"]:
-                cell_runs.append(add(run, _run_name(cell, varying, seed, len(seeds) > 1), "student",
+                cell_runs.append(add(run, _run_name(cell, varying, seed), "student",
                                      {**cell, "seed": seed}, "cell", depends, label))
     order = list(dict.fromkeys(teachers + baseline_runs + cell_runs))
     spec = {**data, "name": name, "revision": revision}

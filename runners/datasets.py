@@ -16,6 +16,19 @@ from pathlib import Path
 from kdbench.errors import UserError
 
 SEG_EVALUATOR = {"type": "KDIoUMetric", "iou_metrics": ["mIoU"]}
+CITYSCAPES_CROP = (512, 1024)  # mmseg's Cityscapes crop, when the schedule names none
+
+
+def training_size(run: dict) -> tuple[int, int]:
+    """(h, w) of a segmentation training image after the pipeline: the schedule's crop, else the
+    fashion scenes' own size, else the Cityscapes crop."""
+    crop = run["schedule"]["crop"]
+    if crop is not None:
+        return tuple(crop)
+    if run["dataset"]["name"] == "fashion_scenes":
+        size = run["dataset"]["params"].get("size", 64)
+        return (size, size) if isinstance(size, int) else tuple(size)
+    return CITYSCAPES_CROP
 
 
 def _loader(dataset: dict, batch_size: int, num_workers: int, train: bool) -> dict:
@@ -90,7 +103,7 @@ def _fashion_det(info: dict, crop) -> tuple[dict, dict, dict]:
 
 def _cityscapes(root: str, params: dict, crop) -> tuple[dict, dict, dict]:
     scale = tuple(params.get("scale", (2048, 1024)))
-    crop = tuple(crop or (512, 1024))
+    crop = tuple(crop or CITYSCAPES_CROP)
     train_pipeline = [
         {"type": "LoadImageFromFile"},
         {"type": "LoadAnnotations"},

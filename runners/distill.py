@@ -30,12 +30,18 @@ class DivergedError(RuntimeError):
 
 
 def check_finite(loss_dict: dict) -> None:
-    for key, value in loss_dict.items():
-        values = value if isinstance(value, (list, tuple)) else [value]
-        for v in values:
-            number = float(v.detach().sum()) if torch.is_tensor(v) else float(v)
-            if not math.isfinite(number):
-                raise DivergedError(key, number)
+    """Raise DivergedError naming the first loss that is NaN or Inf. One host sync per step: the
+    per-key values are read only when the sum of all of them is not finite."""
+    items = [(key, v) for key, value in loss_dict.items()
+             for v in (value if isinstance(value, (list, tuple)) else [value])]
+    tensors = [v.detach().float().sum() for _, v in items if torch.is_tensor(v)]
+    numbers = [float(v) for _, v in items if not torch.is_tensor(v)]
+    if math.isfinite(float(torch.stack(tensors).sum()) if tensors else 0.0) and all(map(math.isfinite, numbers)):
+        return
+    for key, v in items:
+        number = float(v.detach().sum()) if torch.is_tensor(v) else float(v)
+        if not math.isfinite(number):
+            raise DivergedError(key, number)
 
 
 class DistillModel(BaseModel):
@@ -94,14 +100,13 @@ class DistillModel(BaseModel):
                 if s.dim() != t.dim():
                     raise UserError(f"{where}: student output {tuple(s.shape)} and teacher output "
                                     f"{tuple(t.shape)} have different ranks")
-                key = _adapter_key(term["name"], index)
-                if s.shape[1] != t.shape[1] and getattr(self.kd_losses[term["name"]], "needs_adapter", True):
-                    if term["adapter"] is None:
-                        raise UserError(f"{where}: student has {s.shape[1]} channels {tuple(s.shape)}, "
-                                        f"teacher {t.shape[1]} {tuple(t.shape)}; add an adapter")
-                    self.adapters[key] = losses.ChannelAdapter(s.shape[1], t.shape[1], **term["adapter"])
-                elif term["adapter"] is not None:
-                    self.adapters[key] = losses.ChannelAdapter(s.shape[1], t.shape[1], **term["adapter"])
+                needs = s.shape[1] != t.shape[1] and getattr(self.kd_losses[term["name"]], "needs_adapter", True)
+                if needs and term["adapter"] is None:
+                    raise UserError(f"{where}: student has {s.shape[1]} channels {tuple(s.shape)}, "
+                                    f"teacher {t.shape[1]} {tuple(t.shape)}; add an adapter")
+                if term["adapter"] is not None:
+                    self.adapters[_adapter_key(term["name"], index)] = losses.ChannelAdapter(
+                        s.shape[1], t.shape[1], **term["adapter"])
                 if s.shape[2:] != t.shape[2:] and not term["resize"]:
                     raise UserError(f"{where}: student map {tuple(s.shape)} and teacher map "
                                     f"{tuple(t.shape)} differ in size; set resize: true")
@@ -149,8 +154,8 @@ class DistillModel(BaseModel):
             labels = _labels(data_samples) if getattr(loss_module, "needs_labels", False) else None
             total = 0.0
             for index, (s_path, t_path) in enumerate(zip(term["student_location"], term["teacher_location"])):
-                adapter = self.adapters[_adapter_key(term["name"], index)] \
-                    if _adapter_key(term["name"], index) in self.adapters else None
+                key = _adapter_key(term["name"], index)
+                adapter = self.adapters[key] if key in self.adapters else None
                 for s, t in zip(self.student_taps.outputs[s_path], self.teacher_taps.outputs[t_path]):
                     if adapter is not None:
                         s = adapter(s)

@@ -126,16 +126,10 @@ def _teacher_checkpoint(teacher: dict) -> tuple[str, bool]:
 
 
 def input_size_overrides(run: dict) -> dict:
-    """mmseg stacks a training batch at a fixed size: the crop, else the dataset's image size."""
-    if run["task"] != "seg":
-        return {}
-    crop = run["schedule"]["crop"]
-    if crop is None and run["dataset"]["name"] == "fashion_scenes":
-        size = run["dataset"]["params"].get("size", 64)
-        crop = [size, size] if isinstance(size, int) else list(size)
-    if crop is None:
-        crop = [512, 1024]  # the Cityscapes pipeline's default crop (runners/datasets.py)
-    return {"model.data_preprocessor.size": tuple(crop)}
+    """mmseg stacks a training batch at a fixed size: the size the data pipeline crops to."""
+    from runners.datasets import training_size
+
+    return {"model.data_preprocessor.size": training_size(run)} if run["task"] == "seg" else {}
 
 
 def _load(run: dict, role: str):
@@ -199,7 +193,7 @@ def execute(run: dict, out_dir: str | Path) -> dict:
 
 def _train_and_evaluate(run: dict, out: Path) -> dict:
     import torch
-    from mmengine.runner import Runner
+    from mmengine.runner import Runner, set_random_seed
 
     from runners import metrics  # noqa: F401  (registers KDIoUMetric / KDCocoMetric)
     from runners.build import register_scope
@@ -218,9 +212,6 @@ def _train_and_evaluate(run: dict, out: Path) -> dict:
     data = dataset_configs(run)
     data["train_dataloader"]["batch_size"] //= size  # per process
     schedule = run["schedule"]
-
-    from mmengine.runner import set_random_seed
-
     set_random_seed(run["seed"])
     student = _load(run, "student") if run["role"] == "student" else None
 
@@ -314,18 +305,18 @@ def _train_and_evaluate(run: dict, out: Path) -> dict:
 
 
 def _build_with_student(run: dict, student, probe):
-    """DistillModel around an already built student (so the probe can use its preprocessor)."""
+    """The model the Runner trains: the teacher alone for a teacher run, else a DistillModel around
+    the already built student (so the probe can use its preprocessor)."""
     from runners.build import load_weights
     from runners.distill import DistillModel
 
-    if run["role"] == "teacher":
-        teacher = _load(run, "teacher")
-        if run["teacher"]["checkpoint"] is not None:
-            load_weights(teacher, *_teacher_checkpoint(run["teacher"]), where="teacher.checkpoint")
-        return DistillModel(teacher, None, [], probe=None)
     teacher = None
-    if run["distill"]:
+    if run["role"] == "teacher" or run["distill"]:
         teacher = _load(run, "teacher")
-        load_weights(teacher, *_teacher_checkpoint(run["teacher"]), where="teacher.checkpoint")
+        if run["teacher"]["checkpoint"] is not None:  # always set for distillation (validated)
+            load_weights(teacher, *_teacher_checkpoint(run["teacher"]), where="teacher.checkpoint")
+    if run["role"] == "teacher":
+        return DistillModel(teacher, None, [], probe=None)
+    if teacher is not None:
         _check_same_preprocessing(student, teacher)
     return DistillModel(student, teacher, run["distill"], probe=probe)
