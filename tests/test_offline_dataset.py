@@ -13,6 +13,7 @@ from PIL import Image  # noqa: E402
 
 from kdbench.errors import UserError  # noqa: E402
 from runners.data import fashion_scenes as fs  # noqa: E402
+from runners.data import scene_render  # noqa: E402
 
 FASHION_MNIST_FILES = [f for pair in fs.FASHION_MNIST_FILES.values() for f in pair]
 needs_fashion_mnist = pytest.mark.skipif(
@@ -251,7 +252,7 @@ def test_train_and_val_scenes_draw_on_disjoint_objects_and_background_regions(
     photo = np.zeros((200, 400, 3), np.uint8)
     photo[:, 300:] = 255
     monkeypatch.setattr(fs, "_load_fashion", fake_pool)
-    monkeypatch.setattr(fs, "_load_backgrounds", lambda: (photo,))
+    monkeypatch.setattr(scene_render, "_load_backgrounds", lambda: (photo,))
     info = fs.generate(tmp_path / "d", num_train=8, num_val=8, size=32, object_scale=(0.3, 0.3))
     for split, category, lo, hi in (("train", 1, 0, 60), ("val", 10, 195, 255)):
         coco = json.loads(Path(info["splits"][split]["ann_file_abs"]).read_text())
