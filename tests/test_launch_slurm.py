@@ -40,12 +40,12 @@ def _data_cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
 
 
-def wait_until(condition, timeout=240, what="condition"):
+def wait_until(condition, timeout=240, what="condition", poll=0.5):
     deadline = time.time() + timeout
     while not condition():
         if time.time() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.5)
+        time.sleep(poll)
 
 
 def settled(study, results):
@@ -84,7 +84,9 @@ def test_a_preempted_run_requeues_resumes_from_its_checkpoint_and_ends_with_one_
     import submitit
 
     path = write_study(tmp_path, "slurm_preempt", methods={}, baselines={"teacher": False, "student": True})
-    text = path.read_text().replace("iterations: 4", "iterations: 150").replace("checkpoint_interval: 2",
+    # ~0.03 s per iteration here: 600 iterations leave the signal ~15 s to arrive after the first
+    # checkpoint (150 left only ~4 s, and a loaded CI machine once finished the run first).
+    text = path.read_text().replace("iterations: 4", "iterations: 600").replace("checkpoint_interval: 2",
                                                                                  "checkpoint_interval: 5")
     path.write_text(text)
     results = tmp_path / "results"
@@ -92,7 +94,7 @@ def test_a_preempted_run_requeues_resumes_from_its_checkpoint_and_ends_with_one_
     assert [p.name for p in study.runs] == ["student_s0"]
     launch(study, LaunchOptions(executor="slurm", results=str(results), progress=False))
     run_dir = results / "slurm_preempt" / study.runs[0].run_id
-    wait_until(lambda: (run_dir / "last_checkpoint").exists(), what="the first checkpoint")
+    wait_until(lambda: (run_dir / "last_checkpoint").exists(), what="the first checkpoint", poll=0.1)
     assert store.run_state(run_dir) == "started"
     job_id = jobs.read_job(run_dir)["job_id"]
     job = submitit.SlurmJob(folder=str(results / "slurm_preempt" / ".submitit" / "%j"), job_id=job_id)
@@ -100,7 +102,7 @@ def test_a_preempted_run_requeues_resumes_from_its_checkpoint_and_ends_with_one_
     wait_until(lambda: store.run_state(run_dir) == "complete", what="the requeued run to complete")
     final = store.read_json(run_dir / "final.json")
     assert final["status"] == "complete" and final["resumed_from"].startswith("iter_")
-    assert [m["iter"] for m in store.read_jsonl(run_dir / "metrics.jsonl")] == [150]
+    assert [m["iter"] for m in store.read_jsonl(run_dir / "metrics.jsonl")] == [600]
     # sacct -D lists every incarnation of the job: the first one ended REQUEUED.
     incarnations = subprocess.run(["sacct", "-D", "-X", "-n", "-P", "-o", "State", "-j", job_id],
                                   capture_output=True, text=True).stdout.split()
