@@ -208,34 +208,67 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+SUITES = ("losses", "step", "grid")
+
+
 def _bench_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--suite", default="losses", choices=["losses"],
-                        help="losses: the CWD kernel against MMRazor's formulation (the step and grid suites "
-                             "are not written yet)")
+    parser.add_argument("--suite", default="all", choices=[*SUITES, "all"],
+                        help="losses: every KD loss against a plain-autograd reference of the same math; step: a KD "
+                             "training step against student step + teacher forward; grid: plan/status/collect/"
+                             "report at 1k and 10k runs, and CLI start-up (default: all)")
     parser.add_argument("--json", metavar="FILE", help="also write every figure and the machine as JSON")
+    parser.add_argument("--repeats", type=int, default=5, help="timed repeats per measurement (median)")
     parser.add_argument("--scale", type=float, default=1.0,
-                        help="spatial scale of the paper's shapes (default 1.0 = the paper's shapes)")
-    parser.add_argument("--repeats", type=int, default=5, help="timed repeats per formulation (median)")
+                        help="losses: spatial scale of the paper's shapes (default 1.0 = the paper's shapes)")
+    parser.add_argument("--methods", help="losses: comma-separated methods (default: every registered loss)")
+    parser.add_argument("--cases", help="step: comma-separated cases (default: all; see kdbench/bench/step.py)")
+    parser.add_argument("--sizes", default="1000,10000", help="grid: comma-separated grid sizes (default 1000,10000)")
+
+
+def _csv(text: str | None, flag: str, cast=str) -> list | None:
+    if text is None:
+        return None
+    try:
+        values = [cast(v.strip()) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise UserError(f"{flag}: expected a comma-separated list, got {text!r}") from None
+    if not values:
+        raise UserError(f"{flag}: empty list")
+    return values
 
 
 def _bench(args: argparse.Namespace) -> int:
+    import importlib
 
-    from kdbench.bench import losses
     from kdbench.bench.machine import machine
     from kdbench.store import write_json_atomic
 
     if not 0 < args.scale <= 1 or args.repeats < 1:
         raise UserError("--scale must be in (0, 1] and --repeats >= 1")
-    rows = losses.run(scale=args.scale, repeats=args.repeats)
-    print(f"{'input':<12} {'shape':<20} {'agrees':<7} {'time ratio':>10} {'memory ratio':>13}  (kdbench / reference)")
-    for row in rows:
-        memory = "n/a" if row["memory_ratio"] is None else f"{row['memory_ratio']:.2f}"
-        print(f"{row['input']:<12} {str(tuple(row['shape'])):<20} {str(row['agrees']):<7} "
-              f"{row['time_ratio']:>10.2f} {memory:>13}")
+    sizes = _csv(args.sizes, "--sizes", int)
+    if any(n < 1 for n in sizes):
+        raise UserError(f"--sizes: grid sizes must be >= 1, got {args.sizes}")
+    calls = {
+        "losses": lambda m: m.run(scale=args.scale, repeats=args.repeats, methods=_csv(args.methods, "--methods")),
+        "step": lambda m: m.run(repeats=args.repeats, cases=_csv(args.cases, "--cases")),
+        "grid": lambda m: m.run(sizes=tuple(sizes)),
+    }
+    suites = SUITES if args.suite == "all" else (args.suite,)
+    rows: list[dict] = []
+    for suite in suites:
+        module = importlib.import_module(f"kdbench.bench.{suite}")
+        print(f"== kdbench bench --suite {suite}", flush=True)
+        suite_rows = calls[suite](module)
+        print(module.format_rows(suite_rows), flush=True)
+        rows.extend(suite_rows)
     if args.json:
-        write_json_atomic(args.json, {"machine": machine(), "results": rows})
+        write_json_atomic(args.json, {"machine": machine(), "suites": list(suites), "results": rows})
         print(f"kdbench bench: wrote {args.json}")
-    return 0 if all(row["agrees"] for row in rows) else 1
+    disagree = [r for r in rows if r.get("agrees") is False]
+    for row in disagree:
+        print(f"kdbench bench: {row.get('method')} on {row.get('input')} does not agree with its reference",
+              file=sys.stderr)
+    return 1 if disagree else 0
 
 
 VERBS: dict[str, Verb] = {

@@ -1,0 +1,44 @@
+"""``kdbench bench --suite step`` times real KD steps (benchmarks are not timed tests: these check
+what is measured, not how fast)."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def bench(*args):
+    return subprocess.run([sys.executable, "-m", "kdbench.cli", "bench", "--suite", "step", *args], cwd=ROOT,
+                          capture_output=True, text=True)
+
+
+def test_the_step_suite_times_kd_steps_of_the_smoke_study_and_writes_every_figure(tmp_path):
+    out = tmp_path / "bench.json"
+    result = bench("--cases", "tiny_cwd_logits,tiny_cwd_feature", "--repeats", "1", "--json", str(out))
+    assert result.returncode == 0, result.stderr
+    data = json.loads(out.read_text())
+    assert data["suites"] == ["step"] and data["machine"]["cores"] >= 1
+    rows = {r["case"]: r for r in data["results"]}
+    assert set(rows) == {"tiny_cwd_logits", "tiny_cwd_feature"}
+    assert rows["tiny_cwd_logits"]["locations"] == ["decode_head.conv_seg"]
+    assert rows["tiny_cwd_logits"]["kd_losses"] == ["loss_kd_cwd_conv_seg"]
+    assert rows["tiny_cwd_feature"]["locations"] == ["decode_head.bottleneck"] and rows["tiny_cwd_feature"]["adapter"]
+    assert not rows["tiny_cwd_logits"]["adapter"]
+    for row in rows.values():
+        assert min(row["student_s"], row["teacher_s"], row["kd_s"], row["reference_s"]) > 0
+        assert row["overhead"] == pytest.approx(row["kd_s"] / (row["student_s"] + row["teacher_s"]))
+        assert row["kd_vs_reference"] == pytest.approx(row["kd_s"] / row["reference_s"])
+        assert row["crop"] == [64, 64] and row["batch"] == 8 and not row["reduced"]
+    assert "kd/(S+T)" in result.stdout and "tiny_cwd_feature" in result.stdout
+
+
+def test_an_unknown_step_case_is_a_one_line_error_naming_the_valid_ones():
+    result = bench("--cases", "nope", "--repeats", "1")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "kdbench bench: error: --cases: unknown step case 'nope'; valid: tiny_cwd_logits, tiny_cwd_feature, "
+        "pspnet_r101_r18_cwd_logits, pspnet_r101_r18_cwd_feature"]
