@@ -400,6 +400,28 @@ def test_holistic_critic_is_left_out_of_what_a_student_optimizer_gets():
     assert loss.optimizer_d.defaults["betas"] == (0.9, 0.99)
 
 
+def test_holistic_critic_optimizer_state_is_saved_and_restored_with_the_module():
+    """A resumed run continues the critic's Adam moments (they travel in the state_dict)."""
+    torch.manual_seed(0)
+    loss = _build("ho")  # lazy critic: channels inferred at the first call
+    s, t = _maps()
+    for _ in range(3):
+        loss.discriminator_step(s, t)
+    state = loss.state_dict()
+    resumed = _build("ho")
+    resumed(s, t)  # the run's probe pass materialises the lazy layers before the checkpoint loads
+    resumed.load_state_dict(state)
+    saved, loaded = loss.optimizer_d.state_dict(), resumed.optimizer_d.state_dict()
+    assert saved["state"] and saved["state"].keys() == loaded["state"].keys()
+    for key, entry in saved["state"].items():
+        assert float(entry["step"]) == 3.0 == float(loaded["state"][key]["step"])
+        assert torch.equal(entry["exp_avg"], loaded["state"][key]["exp_avg"])
+    torch.manual_seed(1)
+    a = loss.discriminator_step(s, t)
+    torch.manual_seed(1)
+    assert resumed.discriminator_step(s, t) == a  # the same next update, moments included
+
+
 @pytest.mark.parametrize("preprocess", ["batchnorm", "none"])
 def test_holistic_other_critic_inputs_infer_channels_and_train(preprocess):
     loss = _build("ho", preprocess=preprocess)

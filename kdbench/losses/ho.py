@@ -18,7 +18,8 @@ D's parameters get no gradient from the student term (it runs D on detached copi
 parameters, so calling ``discriminator_step`` before that term's ``backward()`` is fine), and
 ``has_own_optimizer = True`` tells a trainer to build the student's optimiser from
 ``student_parameters()`` (always empty here), never from ``parameters()``, which includes D.
-D's optimiser state is ``optimizer_d.state_dict()``; it is not part of this module's state_dict.
+D's optimiser state travels in this module's ``state_dict`` (as its extra state), so a training
+run resumed from a checkpoint continues the critic's Adam moments instead of restarting them.
 """
 
 from __future__ import annotations
@@ -141,6 +142,14 @@ class HolisticDistillation(nn.Module):
             loss_d.backward()
             optimizer.step()
         return {"loss_d": float(loss_d.detach()), "gp": float(gp.detach())}
+
+    def get_extra_state(self) -> dict:
+        return {"optimizer_d": None if self._optimizer_d is None else self._optimizer_d.state_dict()}
+
+    def set_extra_state(self, state: dict) -> None:
+        saved = (state or {}).get("optimizer_d")
+        if saved is not None:
+            self.optimizer_d.load_state_dict(saved)
 
     def extra_repr(self) -> str:
         return (f"loss_weight={self.loss_weight}, d_weight={self.d_weight}, "
