@@ -217,6 +217,7 @@ def _bench_arguments(parser: argparse.ArgumentParser) -> None:
                              "training step against student step + teacher forward; grid: plan/status/collect/"
                              "report at 1k and 10k runs, and CLI start-up (default: all)")
     parser.add_argument("--json", metavar="FILE", help="also write every figure and the machine as JSON")
+    parser.add_argument("--markdown", metavar="FILE", help="also write the tables and the machine as markdown")
     parser.add_argument("--repeats", type=int, default=5, help="timed repeats per measurement (median)")
     parser.add_argument("--scale", type=float, default=1.0,
                         help="losses: spatial scale of the paper's shapes (default 1.0 = the paper's shapes)")
@@ -241,7 +242,7 @@ def _bench(args: argparse.Namespace) -> int:
     import importlib
 
     from kdbench.bench.machine import machine
-    from kdbench.store import write_json_atomic
+    from kdbench.store import write_json_atomic, write_text_atomic
 
     if not 0 < args.scale <= 1 or args.repeats < 1:
         raise UserError("--scale must be in (0, 1] and --repeats >= 1")
@@ -255,15 +256,22 @@ def _bench(args: argparse.Namespace) -> int:
     }
     suites = SUITES if args.suite == "all" else (args.suite,)
     rows: list[dict] = []
+    tables: dict[str, str] = {}
     for suite in suites:
         module = importlib.import_module(f"kdbench.bench.{suite}")
         print(f"== kdbench bench --suite {suite}", flush=True)
         suite_rows = calls[suite](module)
-        print(module.format_rows(suite_rows), flush=True)
+        tables[suite] = module.format_rows(suite_rows)
+        print(tables[suite], flush=True)
         rows.extend(suite_rows)
     if args.json:
         write_json_atomic(args.json, {"machine": machine(), "suites": list(suites), "results": rows})
         print(f"kdbench bench: wrote {args.json}")
+    if args.markdown:
+        from kdbench.bench.machine import markdown
+
+        write_text_atomic(args.markdown, markdown(machine(), tables, " ".join(["kdbench bench", *sys.argv[2:]])))
+        print(f"kdbench bench: wrote {args.markdown}")
     disagree = [r for r in rows if r.get("agrees") is False]
     for row in disagree:
         print(f"kdbench bench: {row.get('method')} on {row.get('input')} does not agree with its reference",

@@ -18,6 +18,14 @@ from typing import Any
 FINAL, ERROR, SPEC, ENV, METRICS = "final.json", "error.json", "spec.json", "env.json", "metrics.jsonl"
 
 
+class WriteError(OSError):
+    """A result file could not be written (a full disk, a read-only file system): one line naming
+    the file and the OS error. Nothing partial is left behind."""
+
+    def __str__(self) -> str:
+        return f"cannot write {self.filename}: {self.strerror}"
+
+
 def _json_default(value: Any):
     if hasattr(value, "item"):  # numpy / torch scalars
         return value.item()
@@ -31,20 +39,29 @@ def dumps(data: Any) -> str:
 
 def write_json_atomic(path: str | Path, data: Any) -> None:
     """Write ``data`` as JSON to ``path`` so that readers see the old file or the whole new one."""
+    write_text_atomic(path, dumps(data) + "\n")  # serialised first: a bad value fails before any write
+
+
+def write_text_atomic(path: str | Path, text: str) -> None:
+    """Write ``text`` to ``path`` so that readers see the old file or the whole new one."""
     path = Path(path)
-    text = dumps(data) + "\n"  # serialise first: a bad value fails before anything is written
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as error:
+        raise WriteError(error.errno, error.strerror, str(path)) from None
     try:
         with os.fdopen(fd, "w") as handle:
             handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as error:
         try:
             os.unlink(tmp)
-        except FileNotFoundError:
+        except OSError:
             pass
+        if isinstance(error, OSError):  # a full disk, a read-only file system: name the file
+            raise WriteError(error.errno, error.strerror, str(path)) from None
         raise
     try:  # make the rename itself durable
         dir_fd = os.open(path.parent, os.O_RDONLY)
@@ -67,10 +84,13 @@ def read_json(path: str | Path) -> Any | None:
 def append_jsonl(path: str | Path, record: dict) -> None:
     """Append one JSON object as one line, in a single write, flushed to disk."""
     line = json.dumps(record, sort_keys=True, default=_json_default, allow_nan=False) + "\n"
-    with open(path, "a") as handle:
-        handle.write(line)
-        handle.flush()
-        os.fsync(handle.fileno())
+    try:
+        with open(path, "a") as handle:
+            handle.write(line)
+            handle.flush()
+            os.fsync(handle.fileno())
+    except OSError as error:
+        raise WriteError(error.errno, error.strerror, str(path)) from None
 
 
 def read_jsonl(path: str | Path) -> list[dict]:

@@ -18,7 +18,9 @@ def bench(*args):
 
 def test_the_step_suite_times_kd_steps_of_the_smoke_study_and_writes_every_figure(tmp_path):
     out = tmp_path / "bench.json"
-    result = bench("--cases", "tiny_cwd_logits,tiny_cwd_feature", "--repeats", "1", "--json", str(out))
+    page = tmp_path / "bench.md"
+    result = bench("--cases", "tiny_cwd_logits,tiny_cwd_feature", "--repeats", "1", "--json", str(out),
+                   "--markdown", str(page))
     assert result.returncode == 0, result.stderr
     data = json.loads(out.read_text())
     assert data["suites"] == ["step"] and data["machine"]["cores"] >= 1
@@ -34,6 +36,9 @@ def test_the_step_suite_times_kd_steps_of_the_smoke_study_and_writes_every_figur
         assert row["kd_vs_reference"] == pytest.approx(row["kd_s"] / row["reference_s"])
         assert row["crop"] == [64, 64] and row["batch"] == 8 and not row["reduced"]
     assert "kd/(S+T)" in result.stdout and "tiny_cwd_feature" in result.stdout
+    text = page.read_text()
+    assert text.startswith("# kdbench benchmarks") and "## step" in text and "tiny_cwd_feature" in text
+    assert data["machine"]["cpu"] in text
 
 
 def test_an_unknown_step_case_is_a_one_line_error_naming_the_valid_ones():
