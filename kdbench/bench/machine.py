@@ -23,6 +23,9 @@ def machine() -> dict:
         "torch": torch.__version__,
         "python": platform.python_version(),
         "host": platform.node(),
+        # Other work on the machine skews absolute times (and, with oversubscribed threads, ratios):
+        # the 1-minute load average when the benchmark ended, to read the figures by.
+        "load_average_1m": os.getloadavg()[0],
     }
 
 
@@ -39,7 +42,7 @@ def markdown(info: dict, tables: dict[str, str], command: str) -> str:
         "process (interleaved repeats, medians); absolute times drift on shared machines, ratios much less.",
         "",
         f"Machine: {info['cpu']}, {info['cores']} cores, {info['torch_threads']} torch threads, GPU: {gpu}; "
-        f"torch {info['torch']}, Python {info['python']}.",
+        f"torch {info['torch']}, Python {info['python']}; load average {info['load_average_1m']:.2f} at the end.",
     ]
     for suite, table in tables.items():
         lines += ["", f"## {suite}", "", "```", table, "```"]
