@@ -54,7 +54,9 @@ def _run_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     import os
+    from pathlib import Path
 
+    from kdbench import store
     from kdbench.runspec import load_run
 
     run = load_run(args.run_file)
@@ -63,13 +65,18 @@ def _run(args: argparse.Namespace) -> int:
     from runners.train import default_out, execute
 
     out = args.out or run["out"] or default_out(run)
+    if store.run_state(out) != "complete":  # preflight: checkpoint, data, locations, shapes; nothing written
+        from runners.preflight import check_run
+
+        check_run(run, args.run_file)
     try:
         record = execute(run, out)
     except UserError:
         raise
-    except Exception as error:  # recorded in error.json by execute()
-        print(f"kdbench run: {run['name']} stopped: {type(error).__name__}: {error} "
-              f"(see {out}/error.json)", file=sys.stderr)
+    except Exception as error:  # recorded in error.json by execute(), when the disk lets it
+        what = str(error) if isinstance(error, store.WriteError) else f"{type(error).__name__}: {error}"
+        see = f" (see {out}/error.json)" if (Path(out) / store.ERROR).exists() else ""
+        print(f"kdbench run: {run['name']} stopped: {what}{see}", file=sys.stderr)
         return 1
     metrics = ", ".join(f"{k} {v:.4g}" for k, v in record["metrics"].items())
     print(f"kdbench run: {run['name']} complete in {out}: {metrics}")
@@ -81,7 +88,11 @@ def _plan_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print a JSON list of runs instead of a table")
     parser.add_argument("--results", default="results", help="results root (default: results)")
     parser.add_argument("--no-model-check", action="store_true",
-                        help="skip checking distilled locations against the models (cached after the first plan)")
+                        help="skip checking distilled locations and shapes against the models (cached after the "
+                             "first plan)")
+    parser.add_argument("--no-data-check", action="store_true",
+                        help="skip checking dataset roots and teacher checkpoint files (planning on a machine "
+                             "without the data)")
 
 
 def _plan(args: argparse.Namespace) -> int:
@@ -89,10 +100,10 @@ def _plan(args: argparse.Namespace) -> int:
     from kdbench.study import load_study
 
     study = load_study(args.study, args.results)
-    if not args.no_model_check:
-        from runners.preflight import check_locations
+    if not (args.no_model_check and args.no_data_check):
+        from runners.preflight import check_study
 
-        check_locations(study)
+        check_study(study, models=not args.no_model_check, files=not args.no_data_check)
     rows = plan_rows(study, args.results)
     print(plan_json(rows) if args.json else format_plan(study, rows))
     return 0
@@ -117,7 +128,9 @@ def _launch_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--array-parallelism", type=int, help="SLURM: array tasks running at once")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--no-model-check", action="store_true",
-                        help="skip checking distilled locations against the models before submitting")
+                        help="skip checking distilled locations and shapes against the models before submitting")
+    parser.add_argument("--no-data-check", action="store_true",
+                        help="skip checking dataset roots and teacher checkpoint files before submitting")
 
 
 def _launch(args: argparse.Namespace) -> int:
@@ -125,10 +138,10 @@ def _launch(args: argparse.Namespace) -> int:
     from kdbench.study import load_study
 
     study = load_study(args.study, args.results)
-    if not args.no_model_check:  # preflight: nothing is submitted for a location that does not exist
-        from runners.preflight import check_locations
+    if not (args.no_model_check and args.no_data_check):  # preflight: nothing submitted or written before it
+        from runners.preflight import check_study
 
-        check_locations(study)
+        check_study(study, models=not args.no_model_check, files=not args.no_data_check)
     if args.parallel < 1:
         raise UserError(f"--parallel: must be >= 1, got {args.parallel}")
     options = LaunchOptions(
@@ -246,6 +259,11 @@ def _bench(args: argparse.Namespace) -> int:
 
     if not 0 < args.scale <= 1 or args.repeats < 1:
         raise UserError("--scale must be in (0, 1] and --repeats >= 1")
+    from pathlib import Path
+
+    for flag, target in (("--json", args.json), ("--markdown", args.markdown)):
+        if target and not Path(target).resolve().parent.is_dir():  # found now, not after minutes of timing
+            raise UserError(f"{flag}: {target}: its directory does not exist")
     sizes = _csv(args.sizes, "--sizes", int)
     if any(n < 1 for n in sizes):
         raise UserError(f"--sizes: grid sizes must be >= 1, got {args.sizes}")
@@ -313,6 +331,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"kdbench {args.verb}: interrupted", file=sys.stderr)
         return 130
+    except OSError as error:  # a full disk, a read-only results directory: one line, no traceback
+        print(f"kdbench {args.verb}: error: {error}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

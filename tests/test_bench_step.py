@@ -47,3 +47,10 @@ def test_an_unknown_step_case_is_a_one_line_error_naming_the_valid_ones():
     assert result.stderr.strip().splitlines() == [
         "kdbench bench: error: --cases: unknown step case 'nope'; valid: tiny_cwd_logits, tiny_cwd_feature, "
         "pspnet_r101_r18_cwd_logits, pspnet_r101_r18_cwd_feature"]
+
+
+def test_a_json_path_in_a_missing_directory_is_refused_before_anything_is_timed(tmp_path):
+    result = bench("--json", str(tmp_path / "no" / "such" / "bench.json"))
+    assert result.returncode == 2 and "==" not in result.stdout
+    assert result.stderr.strip().splitlines() == [
+        f"kdbench bench: error: --json: {tmp_path / 'no' / 'such' / 'bench.json'}: its directory does not exist"]
