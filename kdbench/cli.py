@@ -67,8 +67,13 @@ def _run(args: argparse.Namespace) -> int:
     out = args.out or run["out"] or default_out(run)
     if store.run_state(out) != "complete":  # preflight: checkpoint, data, locations, shapes; nothing written
         from runners.preflight import check_run
+        from runners.train import record_preflight_failure
 
-        check_run(run, args.run_file)
+        try:
+            check_run(run, args.run_file)
+        except UserError as error:
+            record_preflight_failure(run, out, error)  # only in a run directory made by a launch
+            raise
     try:
         record = execute(run, out)
     except UserError:

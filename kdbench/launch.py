@@ -50,8 +50,12 @@ def study_dir(study: Study, results: str | Path) -> Path:
 @contextlib.contextmanager
 def study_lock(directory: Path, wait: bool = True):
     """An exclusive lock on ``directory/.launch.lock`` (held by one launch at a time)."""
-    directory.mkdir(parents=True, exist_ok=True)
-    handle = open(directory / ".launch.lock", "w")
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        handle = open(directory / ".launch.lock", "w")
+    except OSError as error:  # a read-only or full results directory: nothing can be recorded there
+        raise UserError(f"{directory}: cannot write the study's results directory ({error.strerror}); "
+                        f"choose another --results") from None
     try:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -109,6 +113,10 @@ def launch(study: Study, options: LaunchOptions) -> dict:
     if options.dry_run:
         decisions = decide(study, options)
         return _summary(decisions)
+    if options.executor == "slurm" and any(d.action == "submit" for d in decide(study, options)):
+        from kdbench.slurm import check_resources  # before the lock: a refused launch writes nothing
+
+        check_resources(resources, _resource_keys(study, options))
     with study_lock(root):
         decisions = decide(study, options)
         todo = [d for d in decisions if d.action == "submit"]
@@ -119,6 +127,12 @@ def launch(study: Study, options: LaunchOptions) -> dict:
 
             submit_study(study, todo, root, resources, options)
     return _summary(decisions)
+
+
+def _resource_keys(study: Study, options: LaunchOptions) -> dict[str, str]:
+    """Where each resource was set, for errors: its command-line option, else the study's key."""
+    return {key: f"--{key.replace('_', '-')}" if options.resources.get(key) is not None
+            else f"{study.path}: resources.{key}" for key in ("partition", "gpus", "cpus", "mem_gb")}
 
 
 def _summary(decisions: list[Decision]) -> dict:

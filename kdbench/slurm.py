@@ -19,11 +19,15 @@ def _gpus_in(gres: str) -> int:
     return total
 
 
-def check_resources(resources: dict) -> None:
+def check_resources(resources: dict, keys: dict[str, str] | None = None) -> None:
     """Before anything is submitted: the partition exists and one of its nodes can hold a run
-    (GPUs, CPUs for one task per GPU, memory); otherwise a one-line error and nothing submitted."""
+    (GPUs, CPUs for one task per GPU, memory); otherwise a one-line error and nothing submitted.
+    ``keys`` names where each resource was set (``--gpus`` or ``study.yaml: resources.gpus``)."""
     import shutil
     import subprocess
+
+    keys = {"partition": "--partition", **{k: f"resources.{k}" for k in ("gpus", "cpus", "mem_gb")},
+            **(keys or {})}
 
     if shutil.which("sinfo") is None:
         raise UserError("--executor slurm: sinfo is not on PATH (no SLURM client here)")
@@ -40,13 +44,15 @@ def check_resources(resources: dict) -> None:
         nodes.setdefault(partition, []).append((_gpus_in(gres), int(cpus), int(memory.rstrip("+") or 0)))
     partition = resources.get("partition") or default
     if partition not in nodes:
-        raise UserError(f"--partition: {partition!r} is not a partition of this cluster; "
+        raise UserError(f"{keys['partition']}: {partition!r} is not a partition of this cluster; "
                         f"valid: {', '.join(sorted(nodes))}")
     gpus, tasks = resources["gpus"], max(1, resources["gpus"])
     need = (gpus, resources["cpus"] * tasks, resources["mem_gb"] * 1024)
     if not any(g >= need[0] and c >= need[1] and m >= need[2] for g, c, m in nodes[partition]):
         best = max(nodes[partition])
-        raise UserError(f"resources: a run asks for {gpus} GPU(s), {need[1]} CPU(s), {resources['mem_gb']} GB, "
+        culprit = next((key for index, key in enumerate(("gpus", "cpus", "mem_gb"))
+                        if not any(node[index] >= need[index] for node in nodes[partition])), "gpus")
+        raise UserError(f"{keys[culprit]}: a run asks for {gpus} GPU(s), {need[1]} CPU(s), {resources['mem_gb']} GB, "
                         f"but no node of partition {partition!r} has that (largest: {best[0]} GPU(s), "
                         f"{best[1]} CPU(s), {best[2] // 1024} GB); lower --gpus/--cpus/--mem-gb")
 

@@ -171,7 +171,7 @@ def execute(run: dict, out_dir: str | Path) -> dict:
     except UserError as error:
         # Found by the run's own preflight (a location not in the model, a missing checkpoint):
         # recorded, so the store shows a failed run rather than one that started and vanished.
-        store.write_json_atomic(out / store.ERROR, {"status": "failed", "error": str(error), "user_error": True})
+        _record_error(out, {"status": "failed", "error": str(error), "user_error": True})
         raise
     except BaseException as error:
         from runners.distill import DivergedError
@@ -187,8 +187,33 @@ def execute(run: dict, out_dir: str | Path) -> dict:
         else:
             record = {"status": "failed", "error": f"{type(error).__name__}: {error}",
                       "traceback": traceback.format_exc()}
-        store.write_json_atomic(out / store.ERROR, record)
+        _record_error(out, record)
         raise
+
+
+def record_preflight_failure(run: dict, out: str | Path, error: UserError) -> None:
+    """A preflight error of ``kdbench run`` in a directory a launch made for this run (it holds
+    its run.json): recorded as a failed run, so status shows it and a relaunch does not retry it
+    blindly. Anywhere else nothing is written."""
+    out = Path(out)
+    recorded = store.read_json(out / store.SPEC)
+    if not (out / "run.json").is_file() or (isinstance(recorded, dict) and recorded.get("run_id") != run_id(run)):
+        return
+    try:
+        if recorded is None:
+            store.write_json_atomic(out / store.SPEC, {**run, "run_id": run_id(run)})
+    except OSError:
+        return
+    _record_error(out, {"status": "failed", "error": str(error), "user_error": True})
+
+
+def _record_error(out: Path, record: dict) -> None:
+    """Write error.json if the disk lets us: a full disk or a read-only file system must not hide
+    the error that stopped the run (often that same disk) behind a second one."""
+    try:
+        store.write_json_atomic(out / store.ERROR, record)
+    except OSError:
+        pass
 
 
 def _train_and_evaluate(run: dict, out: Path) -> dict:

@@ -33,3 +33,24 @@ def _fresh_mmengine_loggers():
                 logger.removeHandler(handler)
                 handler.close()
         MMLogger._instance_dict.clear()
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster():
+    """The local SLURM cluster (tools/slurm/up.sh), brought up once for the session and stopped after
+    it; skips with the reason where it cannot run (not root, KDBENCH_SKIP_SLURM set)."""
+    import subprocess
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    if os.geteuid() != 0:
+        pytest.skip("the local SLURM cluster needs root (apt-get, daemons)")
+    if os.environ.get("KDBENCH_SKIP_SLURM"):
+        pytest.skip("KDBENCH_SKIP_SLURM is set")
+    up = subprocess.run(["bash", str(root / "tools" / "slurm" / "up.sh")], capture_output=True, text=True,
+                        timeout=600, stdin=subprocess.DEVNULL)
+    if up.returncode != 0:
+        pytest.fail(f"tools/slurm/up.sh failed:\n{up.stdout}\n{up.stderr}")
+    yield
+    subprocess.run(["bash", str(root / "tools" / "slurm" / "down.sh")], capture_output=True, timeout=120,
+                   stdin=subprocess.DEVNULL)

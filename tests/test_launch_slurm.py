@@ -1,7 +1,6 @@
 """``kdbench launch --executor slurm`` on a real single-node SLURM cluster (tools/slurm/up.sh):
 submitit arrays, teacher stages gating students, preemption with requeue and resume, relaunch."""
 
-import os
 import subprocess
 import time
 from pathlib import Path
@@ -16,22 +15,6 @@ from tests.launch_helpers import CWD, write_study
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slurm
-
-
-@pytest.fixture(scope="session")
-def slurm_cluster():
-    """The local cluster, brought up for the session and stopped after it (skip where impossible)."""
-    if os.geteuid() != 0:
-        pytest.skip("the local SLURM cluster needs root (apt-get, daemons)")
-    if os.environ.get("KDBENCH_SKIP_SLURM"):
-        pytest.skip("KDBENCH_SKIP_SLURM is set")
-    up = subprocess.run(["bash", str(ROOT / "tools" / "slurm" / "up.sh")], capture_output=True, text=True,
-                        timeout=600, stdin=subprocess.DEVNULL)
-    if up.returncode != 0:
-        pytest.fail(f"tools/slurm/up.sh failed:\n{up.stdout}\n{up.stderr}")
-    yield
-    subprocess.run(["bash", str(ROOT / "tools" / "slurm" / "down.sh")], capture_output=True, timeout=120,
-                   stdin=subprocess.DEVNULL)
 
 
 @pytest.fixture(autouse=True)
