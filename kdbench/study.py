@@ -239,6 +239,9 @@ def load_study(path: str | Path, results_root: str | Path = "results") -> Study:
         check.integer(resources[key], join("resources", key), minimum=0 if key == "gpus" else 1)
     if resources["partition"] is not None:
         check.string(resources["partition"], "resources.partition")
+        if not all(c.isalnum() or c in "_-." for c in resources["partition"]):  # it goes into a batch script
+            raise check.fail("resources.partition", f"{resources['partition']!r} must be letters, digits, '_', "
+                                                    f"'-' or '.'")
     for index, reference in enumerate(check.sequence(data.get("references", []), "references")):
         check.string(reference, join("references", index))
         if not (path.parent / "references" / reference).is_file():
