@@ -299,13 +299,11 @@ def _check_shapes(site: Site) -> None:
     run = site.run
     if not run.get("distill"):
         return
-    from kdbench import losses
-
     size = input_size(run)
     shapes = {role: output_shapes(run["task"], run[role]["config"], run[role]["overrides"], size)
               for role in ("student", "teacher")}
     for index, term in enumerate(run["distill"]):
-        needs_adapter = getattr(losses.get(term["method"]), "needs_adapter", True)
+        needs_adapter = _needs_adapter(term["method"])
         for s_path, t_path in zip(term["student_location"], term["teacher_location"]):
             s_calls = shapes["student"]["shapes"].get(s_path)
             t_calls = shapes["teacher"]["shapes"].get(t_path)
@@ -327,6 +325,23 @@ def _check_shapes(site: Site) -> None:
             if s[2:] != t[2:] and not term["resize"]:
                 raise UserError(f"{site.term_key(index, 'resize')}: {pair}: maps {s} and {t} differ in size at "
                                 f"input {size[0]}x{size[1]}; set resize: true")
+
+
+def _needs_adapter(method: str) -> bool:
+    """Whether a loss needs equal channels (``needs_adapter``, default True), cached on disk per
+    version of the losses' source, so a cached preflight does not import torch."""
+    digest = hashlib.sha256()
+    for path in sorted((Path(__file__).resolve().parents[1] / "kdbench" / "losses").glob("*.py")):
+        digest.update(path.read_bytes())
+    cache = _cache_root() / "shapes" / f"needs_adapter-{digest.hexdigest()[:20]}.json"
+    table = _SHAPES.get(str(cache)) or store.read_json(cache)
+    if not (isinstance(table, dict) and method in table):
+        from kdbench import losses
+
+        table = {name: bool(getattr(losses.get(name), "needs_adapter", True)) for name in losses.available()}
+        _write_cache(cache, table)
+    _SHAPES[str(cache)] = table
+    return table.get(method, True)
 
 
 # -- key paths in a study ---------------------------------------------------------------------
