@@ -217,7 +217,6 @@ def _record_error(out: Path, record: dict) -> None:
 
 
 def _train_and_evaluate(run: dict, out: Path) -> dict:
-    import torch
     from mmengine.runner import Runner, set_random_seed
 
     from runners import metrics  # noqa: F401  (registers KDIoUMetric / KDCocoMetric)
@@ -309,7 +308,7 @@ def _train_and_evaluate(run: dict, out: Path) -> dict:
     trained = getattr(model, "module", model).student
     if rank != 0:
         return {"status": "complete", "rank": rank}
-    torch.save(trained.state_dict(), out / "model_final.pth")
+    _save_atomic(trained.state_dict(), out / "model_final.pth")
     final_metrics = {k: v for k, v in (metrics_hook.last or {}).items() if k != "iter"}
     record = {
         "status": "complete",
@@ -327,6 +326,17 @@ def _train_and_evaluate(run: dict, out: Path) -> dict:
         raise DivergedError("val metrics", final_metrics)
     store.write_json_atomic(out / store.FINAL, record)
     return record
+
+
+def _save_atomic(state: dict, path: Path) -> None:
+    """torch.save, written atomically: a full disk never leaves a truncated weights file."""
+    import io
+
+    import torch
+
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    store.write_bytes_atomic(path, buffer.getvalue())
 
 
 def _build_with_student(run: dict, student, probe):

@@ -26,11 +26,12 @@ from kdbench import store
 from kdbench.cli import main
 
 mode, mount = sys.argv[1], Path(sys.argv[2])
-original = store.write_text_atomic
+original = store.write_bytes_atomic
+target = "model_final.pth" if mode == "full-at-weights" else "final.json"
 
-def fail_then_write(path, text):
-    if Path(path).name == "final.json":
-        if mode == "full":
+def fail_then_write(path, data):
+    if Path(path).name == target:
+        if mode.startswith("full"):
             with open(mount / "ballast", "wb") as ballast:
                 try:
                     while True:
@@ -42,9 +43,9 @@ def fail_then_write(path, text):
             folder = str(Path(path).parent)
             subprocess.run(["mount", "--bind", folder, folder], check=True)
             subprocess.run(["mount", "-o", "remount,bind,ro", folder], check=True)
-    return original(path, text)
+    return original(path, data)
 
-store.write_text_atomic = fail_then_write
+store.write_bytes_atomic = fail_then_write
 sys.exit(main(sys.argv[3:]))
 """
 
@@ -80,7 +81,8 @@ def env(tmp_path_factory):
     return {**os.environ, "KDBENCH_DATA": str(data), "OMP_NUM_THREADS": "1"}
 
 
-@pytest.mark.parametrize("mode, message", [("full", "No space left on device"), ("read-only", "Read-only file system")])
+@pytest.mark.parametrize("mode, message", [("full", "No space left on device"), ("read-only", "Read-only file system"),
+                                           ("full-at-weights", "No space left on device")])
 def test_a_full_or_read_only_disk_at_the_result_leaves_no_partial_final_json_and_one_clear_line(
         mode, message, tmp_path, mounts, env):
     disk = mounts(tmp_path / "disk", "size=32m")
@@ -92,11 +94,14 @@ def test_a_full_or_read_only_disk_at_the_result_leaves_no_partial_final_json_and
     subprocess.run(["umount", "-l", str(out)], capture_output=True)  # the read-only bind, if any
     assert result.returncode == 1, result.stderr[-2000:]
     ours = [line for line in result.stderr.splitlines() if line.startswith("kdbench run:")]
-    assert ours == [f"kdbench run: tiny stopped: cannot write {out}/final.json: {message}"], result.stderr[-2000:]
+    failed = "model_final.pth" if mode == "full-at-weights" else "final.json"
+    assert ours == [f"kdbench run: tiny stopped: cannot write {out}/{failed}: {message}"], result.stderr[-2000:]
     assert "Traceback" not in result.stderr
     names = sorted(p.name for p in out.iterdir())
     assert "final.json" not in names and not [n for n in names if n.endswith(".tmp")], names
-    assert "model_final.pth" in names and "spec.json" in names  # it got that far: the fault hit the result
+    assert "spec.json" in names
+    # it got that far: the fault hit the result (or, at the weights, no truncated weights file is left)
+    assert ("model_final.pth" in names) == (mode != "full-at-weights")
     from kdbench import store
 
     assert store.run_state(out) == "started"  # not complete: a relaunch runs it again
