@@ -57,32 +57,58 @@ def usable(frame: pd.DataFrame, metric: str) -> pd.Series:
     return (frame["status"] == "complete") & np.isfinite(pd.to_numeric(frame[metric], errors="coerce"))
 
 
-def _summary(group: pd.DataFrame, metrics: list[str]) -> dict:
-    row = {"planned": len(group)}
-    for state in ("complete", *PROBLEM_STATES):
-        row[state] = int((group["status"] == state).sum())
-    for metric in metrics:
-        ok = group[usable(group, metric)] if metric in group else group.iloc[0:0]
-        row[f"{metric}|mean"], row[f"{metric}|std"], row[f"{metric}|n"] = stats(ok[metric] if len(ok) else [])
-    ok = group[group["status"] == "complete"]
-    for cost in COSTS:
-        if cost in group:
-            row[f"{cost}|mean"], row[f"{cost}|std"], row[f"{cost}|n"] = stats(ok[cost])
-    kinds = group.get("cost:peak_memory_kind")
-    row["memory_kind"] = next((k for k in (kinds if kinds is not None else []) if isinstance(k, str)), None)
-    for column in ("location", "dataset", "teacher_config", "student_config"):
-        values = group[column].dropna() if column in group else []
-        row[column] = values.iloc[0] if len(values) else None
-    row["run_names"] = list(group["name"])
-    return row
-
-
 def _grouped(frame: pd.DataFrame, keys: list[str], metrics: list[str]) -> pd.DataFrame:
-    rows = []
-    for values, group in frame.groupby(keys, dropna=False, sort=False):
-        values = values if isinstance(values, tuple) else (values,)
-        rows.append({**dict(zip(keys, values)), **_summary(group, metrics)})
-    return pd.DataFrame(rows)
+    """One row per group of ``keys`` (in order of first appearance; a missing key is NaN): ``planned``,
+    a count per state, ``<metric>|mean|std|n`` over the complete runs with a finite metric, the
+    same for the costs, the first ``memory_kind``, ``location``, ``dataset``, ``teacher_config`` and
+    ``student_config`` found, and ``run_names``. Computed on arrays, one pass per column."""
+    if not len(frame):
+        return pd.DataFrame()
+    codes = frame.groupby(keys, dropna=False, sort=False).ngroup().to_numpy()
+    order = np.argsort(codes, kind="stable")
+    groups = np.split(order, np.flatnonzero(np.diff(codes[order])) + 1)  # row positions, in frame order
+    count = len(groups)
+    firsts = np.array([group[0] for group in groups])
+    table: dict[str, object] = {}
+    for key in keys:
+        table[key] = [math.nan if pd.isna(v) else v for v in frame[key].to_numpy(dtype=object)[firsts]]
+    table["planned"] = [len(group) for group in groups]
+    status = frame["status"].to_numpy(dtype=object)
+    complete = status == "complete"
+    for state in ("complete", *PROBLEM_STATES):
+        table[state] = np.bincount(codes[status == state], minlength=count)
+
+    def summarise(column: str, rows: np.ndarray) -> None:
+        values = pd.to_numeric(frame[column], errors="coerce").to_numpy(dtype=float)
+        rows = rows & np.isfinite(values)
+        found = [stats(values[group[rows[group]]]) for group in groups]
+        table[f"{column}|mean"], table[f"{column}|std"], table[f"{column}|n"] = (
+            [f[i] for f in found] for i in range(3))
+
+    for metric in metrics:
+        if metric in frame:
+            summarise(metric, complete)
+        else:
+            table[f"{metric}|mean"], table[f"{metric}|std"], table[f"{metric}|n"] = (
+                [math.nan] * count, [math.nan] * count, [0] * count)
+    for cost in COSTS:
+        if cost in frame:
+            summarise(cost, complete)
+
+    def first(column: str, keep) -> list:
+        if column not in frame:
+            return [None] * count
+        values = frame[column].to_numpy(dtype=object)
+        mask = np.fromiter((keep(v) for v in values), dtype=bool, count=len(values))
+        found = [values[group[mask[group]]] for group in groups]
+        return [f[0] if len(f) else None for f in found]
+
+    table["memory_kind"] = first("cost:peak_memory_kind", lambda v: isinstance(v, str))
+    for column in ("location", "dataset", "teacher_config", "student_config"):
+        table[column] = first(column, lambda v: not pd.isna(v))
+    names = frame["name"].to_numpy(dtype=object)
+    table["run_names"] = [list(names[group]) for group in groups]
+    return pd.DataFrame(table)
 
 
 def baselines(frame: pd.DataFrame) -> pd.DataFrame:
@@ -113,10 +139,10 @@ def cells(frame: pd.DataFrame) -> pd.DataFrame:
     for metric in metrics:
         for stat in ("mean", "std", "n"):
             column = f"{metric}|{stat}"
-            table[f"baseline|{column}"] = [base[column].get(k, math.nan) if base is not None else math.nan
-                                           for k in table["baseline_key"]]
-            table[f"teacher|{column}"] = [teach[column].get(k, math.nan) if teach is not None else math.nan
-                                          for k in table["teacher_key"]]
+            by_baseline = base[column].to_dict() if base is not None else {}
+            by_teacher = teach[column].to_dict() if teach is not None else {}
+            table[f"baseline|{column}"] = [by_baseline.get(k, math.nan) for k in table["baseline_key"]]
+            table[f"teacher|{column}"] = [by_teacher.get(k, math.nan) for k in table["teacher_key"]]
         table[f"{metric}|delta"] = table[f"{metric}|mean"] - table[f"baseline|{metric}|mean"]
         best = table[f"{metric}|mean"].max(skipna=True)
         table[f"best|{metric}"] = table[f"{metric}|mean"].eq(best) & np.isfinite(best)

@@ -64,10 +64,10 @@ def _is_baseline_axis(key: str) -> bool:
     return key not in ("method", "seed") and not key.startswith((TERM_PREFIX, "teacher"))
 
 
-def _detail(run_dir: Path, state: str) -> str | None:
-    """One line saying why a run has no result."""
+def _detail(run_dir: Path, state: str, error: dict | None = None) -> str | None:
+    """One line saying why a run has no result (``error``: error.json, when already read)."""
     if state in ("failed", "diverged"):
-        error = store.read_json(run_dir / store.ERROR) or {}
+        error = error if isinstance(error, dict) else store.read_json(run_dir / store.ERROR) or {}
         if state == "diverged":
             return f"diverged at step {error.get('step', '?')} (loss {error.get('key', '?')})"
         text = str(error.get("error") or error.get("traceback") or "").strip().splitlines()
@@ -99,11 +99,13 @@ def _teacher_keys(study: Study) -> dict[str, str | None]:
     return keys
 
 
-def _row(planned: PlannedRun, run_dir: Path, state: str, teacher_key: str | None) -> dict:
+def _row(planned: PlannedRun, run_dir: Path, state: str, teacher_key: str | None,
+         files: store.RunFiles | None = None) -> dict:
+    """One run's row; ``files``: its directory as kdbench.status.scan read it (else read here)."""
     run = planned.run
     row = {
         "run_id": planned.run_id, "name": planned.name, "kind": planned.kind, "stage": planned.stage,
-        "status": state, "detail": _detail(run_dir, state), "task": run.get("task"),
+        "status": state, "detail": _detail(run_dir, state, files and files.error), "task": run.get("task"),
         "dataset": (run.get("dataset") or {}).get("name"),
         "teacher_config": _config_name(run.get("teacher")), "student_config": _config_name(run.get("student")),
         "location": _locations(run),
@@ -116,14 +118,14 @@ def _row(planned: PlannedRun, run_dir: Path, state: str, teacher_key: str | None
         if key not in ("method", "seed"):
             row[f"axis:{key}"] = value
     if state == "complete":
-        final = store.read_json(run_dir / store.FINAL) or {}
+        final = (files.final if files is not None else store.read_json(run_dir / store.FINAL)) or {}
         for key, value in (final.get("metrics") or {}).items():
             row[key] = _finite_or_nan(value)
         cost = final.get("cost") or {}
         for key in COST_KEYS:
             value = cost.get(key)
             row[f"cost:{key}"] = value if key == "peak_memory_kind" else _finite_or_nan(value)
-    env = store.read_json(run_dir / store.ENV)
+    env = store.read_json(run_dir / store.ENV) if files is None or store.ENV in files.names else None
     if isinstance(env, dict):
         row["git_sha"] = env.get("git_sha")
         row["env"] = json.dumps({k: v for k, v in env.items() if k not in ("hostname",)}, sort_keys=True)
@@ -146,12 +148,14 @@ def primary_metric_of(task: str | None) -> str:
 
 def collect(study: Study, results: str | Path = "results", write: bool = True) -> pd.DataFrame:
     """One row per planned run; with ``write``, also cached as ``results/<study>/runs.parquet``."""
-    from kdbench.status import run_states
+    from kdbench.status import run_states_of, scan
 
     root = Path(results) / study.name
-    states = {row["run_id"]: row["state"] for row in run_states(study, results)}
+    scanned = scan(study, results)  # each run directory listed once, each file read once
+    states = {row["run_id"]: row["state"] for row in run_states_of(study, scanned)}
     teacher_keys = _teacher_keys(study)
-    rows = [_row(p, root / p.run_id, states.get(p.run_id, "missing"), teacher_keys[p.run_id]) for p in study.runs]
+    rows = [_row(p, root / p.run_id, states.get(p.run_id, "missing"), teacher_keys[p.run_id], scanned[p.run_id][0])
+            for p in study.runs]
     frame = pd.DataFrame(rows)
     for column in frame.columns:
         if column.startswith("axis:"):

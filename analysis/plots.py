@@ -25,6 +25,8 @@ from analysis import aggregate  # noqa: E402
 from analysis import format as fmt  # noqa: E402
 
 BASELINE = "student (no KD)"
+MAX_BARS = 30     # a bar chart of more cells than this shows the best ones (every cell is in the tables)
+MAX_LABELS = 12   # the gain-vs-cost figure names at most this many points (the largest gains)
 
 
 @dataclass
@@ -48,9 +50,11 @@ def _png(figure) -> bytes:
 def _students(frame: pd.DataFrame, metric: str) -> pd.DataFrame:
     part = frame[frame["kind"].isin(["cell", "student_baseline"]) & aggregate.usable(frame, metric)].copy()
     axes = [a for a in aggregate.axes_of(frame) if a != "method"]
-    part["label"] = [", ".join([str(row["method"])] + [f"{fmt.axis_label(a[5:])} {fmt.axis_value(a, row[a])}"
-                                                      for a in axes])
-                     if row["kind"] == "cell" else BASELINE for row in part.to_dict("records")]
+    columns = {a: part[a].tolist() for a in axes}  # column by column: rows of arrow strings are slow
+    part["label"] = [", ".join([str(method)] + [f"{fmt.axis_label(a[5:])} {fmt.axis_value(a, columns[a][i])}"
+                                                for a in axes])
+                     if kind == "cell" else BASELINE
+                     for i, (kind, method) in enumerate(zip(part["kind"].tolist(), part["method"].tolist()))]
     part["series"] = [m if isinstance(m, str) else BASELINE for m in part["method"]]
     return part
 
@@ -71,7 +75,14 @@ def method_bars(frame: pd.DataFrame, metric: str) -> Figure | None:
     if data.empty:
         return None
     order = [BASELINE] + list(dict.fromkeys(data.loc[data["kind"] == "cell", "label"]))
-    order = [o for o in order if o in set(data["label"])]
+    labels = set(data["label"])
+    order = [o for o in order if o in labels]
+    cells = len(order) - (BASELINE in order)
+    if cells > MAX_BARS:  # a readable figure: the best cells by mean, in the study's order
+        means = data[data["kind"] == "cell"].groupby("label", sort=False)[metric].mean()
+        best = set(means.sort_values(ascending=False, kind="stable").index[:MAX_BARS])
+        order = [o for o in order if o == BASELINE or o in best]
+        data = data[data["label"].isin(order)]
     figure, axis = plt.subplots(figsize=(min(16, max(5, 0.9 * len(order) + 2)), 4.5))
     sns.barplot(data=data, x="label", y=metric, order=order, errorbar="sd", capsize=0.2, color="#8fb3d9", ax=axis)
     sns.stripplot(data=data, x="label", y=metric, order=order, color="black", size=4, ax=axis)
@@ -84,8 +95,11 @@ def method_bars(frame: pd.DataFrame, metric: str) -> Figure | None:
     if axis.get_legend_handles_labels()[0]:
         axis.legend(fontsize=8, loc="lower right")
     label = fmt.metric_label(metric)
+    shown = (f" The {MAX_BARS} cells with the highest mean of {cells} are shown; every cell is in the tables."
+             if cells > MAX_BARS else "")
     return Figure("methods", f"{label} per method",
-                  "Bars: mean over seeds, error bars: std; dots: single runs; dashed line: the teacher.", _png(figure))
+                  "Bars: mean over seeds, error bars: std; dots: single runs; dashed line: the teacher." + shown,
+                  _png(figure))
 
 
 def sweeps(frame: pd.DataFrame, metric: str) -> list[Figure]:
@@ -147,7 +161,8 @@ def gain_vs_cost(cell_table: pd.DataFrame, metric: str) -> Figure | None:
     axis.errorbar(data[column], data[f"{metric}|delta"], yerr=data[f"{metric}|std"].fillna(0), fmt="o",
                   color="#2b6cb0", ecolor="grey", capsize=3)
     axes = [c for c in aggregate.axes_of_table(cell_table) if c != "method"]
-    for row in data.to_dict("records"):
+    named = data.nlargest(MAX_LABELS, f"{metric}|delta", keep="first") if len(data) > MAX_LABELS else data
+    for row in named.to_dict("records"):
         label = ", ".join([str(row["method"])] + [fmt.axis_value(a, row[a]) for a in axes])
         axis.annotate(label, (row[column], row[f"{metric}|delta"]), fontsize=7, xytext=(4, 4),
                       textcoords="offset points")
@@ -156,7 +171,9 @@ def gain_vs_cost(cell_table: pd.DataFrame, metric: str) -> Figure | None:
     axis.set_ylabel(f"Δ {fmt.metric_label(metric)} vs student")
     return Figure("gain_vs_cost", "Gain vs training cost",
                   "Each point is a cell: its mean gain over the student baseline (error bar: the cell's std "
-                  "over seeds) against its mean seconds per iteration.", _png(figure))
+                  "over seeds) against its mean seconds per iteration."
+                  + (f" The {MAX_LABELS} largest gains of {len(data)} cells are labelled." if len(data) > MAX_LABELS
+                     else ""), _png(figure))
 
 
 def all_figures(frame: pd.DataFrame, cell_table: pd.DataFrame, curve_frame: pd.DataFrame, metric: str) -> list[Figure]:

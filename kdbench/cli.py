@@ -214,14 +214,13 @@ def _report_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _report(args: argparse.Namespace) -> int:
     from kdbench.study import load_study
-    from reports.render import cwd_summary, render
+    from reports.render import render_report
 
     study = load_study(args.study, args.results)
     formats = tuple(f.strip() for f in args.format.split(",") if f.strip())
-    written = render(study, args.results, formats)
+    written, headline, lines = render_report(study, args.results, formats)  # one pass over the results
     for kind, path in written.items():
         print(f"kdbench report: {study.name}: {kind}: {path}")
-    headline, lines = cwd_summary(study, args.results)
     print("\n".join([headline, *(f"  - {line}" for line in lines)]))
     return 0
 

@@ -17,6 +17,13 @@ from kdbench.runspec import identity_payload
 
 
 def canonical(value: Any) -> Any:
+    kind = type(value)  # exact types first (most of a run), isinstance below for the rest
+    if kind is str or kind is int or kind is bool or value is None:
+        return value
+    if kind is dict:
+        return {k if type(k) is str else str(k): canonical(v) for k, v in value.items()}
+    if kind is list:
+        return [canonical(v) for v in value]
     if isinstance(value, dict):
         return {str(k): canonical(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):

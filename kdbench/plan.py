@@ -24,13 +24,16 @@ def resources_text(resources: dict) -> str:
 
 def plan_rows(study: Study, results_root: str | Path = "results") -> list[dict]:
     rows = []
+    present = store.list_names(Path(results_root) / study.name)  # one listing: a missing run costs no lookup
     for planned in study.runs:
+        where = run_dir(results_root, study, planned.run_id)
+        state = store.run_state(where) if planned.run_id in present else "missing"
         rows.append({
             "run_id": planned.run_id,
             "name": planned.name,
             "stage": planned.stage,
             "kind": planned.kind,
-            "status": store.run_state(run_dir(results_root, study, planned.run_id)),
+            "status": state,
             "depends_on": planned.depends_on,
             "params": planned.params,
             "resources": study.resources,

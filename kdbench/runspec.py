@@ -7,14 +7,13 @@ in), which is what ``spec.json`` records and what the run identity hashes. See
 
 from __future__ import annotations
 
-import copy
 import json
 import math
 from pathlib import Path
 from typing import Any
 
 from kdbench.errors import UserError
-from kdbench.schema import Checker, join
+from kdbench.schema import Checker, copy_data, join
 
 TASKS = ("seg", "det")
 ROLES = ("student", "teacher")
@@ -82,7 +81,7 @@ def _locations(check: Checker, value: Any, path: str) -> list[str]:
 
 
 def validate_term(check: Checker, value: Any, path: str) -> dict:
-    from kdbench import losses  # imports torch: only runs need this check
+    from kdbench import loss_catalog as losses  # the registry's answers, without importing torch
 
     term = check.mapping(value, path, TERM_KEYS, required=("method", "student_location"))
     method = check.string(term["method"], join(path, "method"), choices=losses.available())
@@ -90,7 +89,7 @@ def validate_term(check: Checker, value: Any, path: str) -> dict:
                            [p for p in losses.parameters(method) if p != "loss_weight"])
     weight = check.number(term.get("weight", 1.0), join(path, "weight"), minimum=0)
     try:  # building the loss checks the values (a temperature <= 0, an unknown norm, ...)
-        losses.build(method, **params, loss_weight=weight)
+        losses.check(method, params, weight)
     except UserError as error:
         raise check.fail(join(path, "params"), str(error)) from None
     term["student_location"] = _locations(check, term["student_location"], join(path, "student_location"))
@@ -143,7 +142,7 @@ def _schedule(check: Checker, value: Any, path: str) -> dict:
 def validate_run(data: Any, source: str = "<run>") -> dict:
     """Check a run dict and return a resolved deep copy with every default filled in."""
     check = Checker(source)
-    run = copy.deepcopy(check.mapping(data, "", TOP_KEYS, required=("task", "dataset")))
+    run = copy_data(check.mapping(data, "", TOP_KEYS, required=("task", "dataset")))
     check.string(run["task"], "task", TASKS)
     role = check.string(run.setdefault("role", "student"), "role", ROLES)
     if role == "teacher":

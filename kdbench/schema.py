@@ -6,6 +6,7 @@ Every error is one line naming the file, the key path and what is valid, e.g.
 
 from __future__ import annotations
 
+import copy
 import difflib
 import math
 from collections.abc import Iterable, Mapping
@@ -77,6 +78,19 @@ class Checker:
         if len(value) < min_length:
             raise self.fail(path, f"must have at least {min_length} item(s)")
         return list(value)
+
+
+def copy_data(value: Any) -> Any:
+    """A deep copy of data read from JSON or YAML (dicts, lists, scalars), several times faster than
+    ``copy.deepcopy``; anything else is deep-copied."""
+    kind = type(value)
+    if kind is dict:
+        return {k: copy_data(v) for k, v in value.items()}
+    if kind is list:
+        return [copy_data(v) for v in value]
+    if kind in (str, int, float, bool) or value is None:
+        return value
+    return copy.deepcopy(value)
 
 
 def join(path: str, key: str | int) -> str:

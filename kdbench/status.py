@@ -18,12 +18,32 @@ def run_states(study: Study, results: str | Path) -> list[dict]:
     States: complete, failed, diverged, corrupt, running (its job is pending or running),
     interrupted (started, no live job, no result: a relaunch resumes it), missing (never started).
     """
-    root = Path(results) / study.name
-    records = {p.run_id: jobs.read_job(root / p.run_id) for p in study.runs}
+    return run_states_of(study, scan(study, results))
+
+
+def scan(study: Study, results: str | Path) -> dict[str, tuple[store.RunFiles, dict | None]]:
+    """run_id -> (its directory's files and state, its job record), reading each directory once:
+    one listing of the study's folder, one of each run directory, one read of each file needed."""
+    root = os.path.join(os.fspath(results), study.name)
+    present = store.list_names(root)
+    scanned = {}
+    for planned in study.runs:
+        if planned.run_id not in present:
+            scanned[planned.run_id] = (store.RunFiles("missing"), None)
+            continue
+        run_dir = os.path.join(root, planned.run_id)
+        files = store.read_run(run_dir, store.list_names(run_dir))
+        scanned[planned.run_id] = (files, jobs.read_job(Path(run_dir)) if jobs.JOB in files.names else None)
+    return scanned
+
+
+def run_states_of(study: Study, scanned: dict[str, tuple[store.RunFiles, dict | None]]) -> list[dict]:
+    """``run_states`` from a ``scan``: one question to the scheduler for all the recorded jobs."""
+    records = {run_id: job for run_id, (_, job) in scanned.items()}
     live = jobs.alive({k: v for k, v in records.items() if v})
     rows = []
     for planned in study.runs:
-        state = store.run_state(root / planned.run_id)
+        state = scanned[planned.run_id][0].state
         if state in ("started", "missing") and live.get(planned.run_id):
             state = "running"
         elif state == "started":

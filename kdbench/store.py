@@ -12,6 +12,7 @@ import json
 import math
 import os
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -82,7 +83,8 @@ def write_bytes_atomic(path: str | Path, data: bytes) -> None:
 def read_json(path: str | Path) -> Any | None:
     """The parsed file, or None when it is missing or not valid JSON (a corrupt result)."""
     try:
-        return json.loads(Path(path).read_text())
+        with open(path, "rb") as handle:
+            return json.loads(handle.read())
     except (OSError, ValueError):
         return None
 
@@ -122,19 +124,41 @@ def is_finite_number(value: Any) -> bool:
 
 def run_state(run_dir: str | Path) -> str:
     """``complete``, ``failed``, ``diverged``, ``corrupt``, ``started`` or ``missing``, from files only."""
-    run_dir = Path(run_dir)
-    final = run_dir / FINAL
-    if final.exists():
-        data = read_json(final)
+    return read_run(run_dir).state
+
+
+@dataclass
+class RunFiles:
+    """What a run directory holds: its state, the names in it, and final.json / error.json parsed
+    (None when absent or unreadable)."""
+
+    state: str
+    names: frozenset = frozenset()
+    final: Any = None
+    error: Any = None
+
+
+def list_names(folder: str | Path) -> frozenset:
+    """The names in a folder (one directory listing); empty when it does not exist."""
+    try:
+        return frozenset(os.listdir(folder))
+    except OSError:
+        return frozenset()
+
+
+def read_run(run_dir: str | Path, names: frozenset | None = None) -> RunFiles:
+    """A run directory's state and result file, from one listing and one read of that file
+    (``names``: the listing, when the caller has it)."""
+    run_dir = os.fspath(run_dir)
+    names = list_names(run_dir) if names is None else names
+    if FINAL in names:
+        data = read_json(os.path.join(run_dir, FINAL))
         if isinstance(data, dict) and data.get("status") == "complete" and isinstance(data.get("metrics"), dict):
-            return "complete"
-        return "corrupt"
-    error = run_dir / ERROR
-    if error.exists():
-        data = read_json(error)
+            return RunFiles("complete", names, final=data)
+        return RunFiles("corrupt", names, final=data)
+    if ERROR in names:
+        data = read_json(os.path.join(run_dir, ERROR))
         if isinstance(data, dict) and data.get("status") in ("failed", "diverged"):
-            return data["status"]
-        return "corrupt"
-    if (run_dir / SPEC).exists():
-        return "started"
-    return "missing"
+            return RunFiles(data["status"], names, error=data)
+        return RunFiles("corrupt", names, error=data)
+    return RunFiles("started" if SPEC in names else "missing", names)

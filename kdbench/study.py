@@ -8,19 +8,20 @@ dependencies. The schema is in studies/README.md.
 
 from __future__ import annotations
 
-import copy
 import itertools
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from kdbench import study_cache
 from kdbench.configs import resolve_config
 from kdbench.errors import UserError
 from kdbench.ids import run_id
 from kdbench.runspec import TOP_KEYS, validate_run, validate_term
-from kdbench.schema import Checker, join
+from kdbench.schema import Checker, copy_data, join
 
 STUDY_KEYS = ("name", "description", "revision", "defaults", "base", "teacher_run", "methods", "grid",
               "zip", "exclude", "seeds", "baselines", "resources", "references")
@@ -79,9 +80,9 @@ def _merge(base: Any, override: Any) -> Any:
     if isinstance(base, dict) and isinstance(override, dict):
         merged = dict(base)
         for key, value in override.items():
-            merged[key] = _merge(base.get(key), value) if key in base else copy.deepcopy(value)
+            merged[key] = _merge(base.get(key), value) if key in base else copy_data(value)
         return merged
-    return copy.deepcopy(override)
+    return copy_data(override)
 
 
 def _set_path(target: dict, path: str, value: Any, check: Checker, where: str) -> None:
@@ -101,9 +102,9 @@ def _set_path(target: dict, path: str, value: Any, check: Checker, where: str) -
     if isinstance(node, list):
         if not last.isdigit() or int(last) >= len(node):
             raise check.fail(where, f"{path!r}: no item {last}")
-        node[int(last)] = copy.deepcopy(value)
+        node[int(last)] = copy_data(value)
     else:
-        node[last] = copy.deepcopy(value)
+        node[last] = copy_data(value)
 
 
 def _axes(check: Checker, grid: Any, zipped: Any, methods: dict) -> list[list[dict]]:
@@ -176,10 +177,10 @@ def _matches(assignment: dict, rule: dict) -> bool:
 
 
 def _apply(base: dict, assignment: dict, methods: dict, check: Checker, source: str) -> dict:
-    run = copy.deepcopy(base)
+    run = copy_data(base)
     if "method" in assignment:
         terms = methods[assignment["method"]]
-        run["distill"] = copy.deepcopy(terms if isinstance(terms, list) else [terms])
+        run["distill"] = copy_data(terms if isinstance(terms, list) else [terms])
     for path, value in assignment.items():
         if path == "method":
             continue
@@ -248,6 +249,11 @@ def load_study(path: str | Path, results_root: str | Path = "results") -> Study:
             raise check.fail(join("references", index),
                              f"{reference!r} is not a file in {path.parent / 'references'}")
     teacher_run = check.mapping(data.get("teacher_run", {}), "teacher_run", ("schedule", "seed"))
+    cache_key = study_cache.key(data, path, results_root)  # the expansion below, kept from a previous load
+    cached = study_cache.load(cache_key, path, results_root)
+    if cached is not None and _configs_resolve(cached):
+        return Study(name, path, {**data, "name": name, "revision": revision},
+                     [PlannedRun(**fields) for fields in cached], resources)
     grid = data.get("grid") or {}
     if methods and "method" not in grid and not any("method" in (z or {}) for z in data.get("zip") or []):
         grid = {"method": list(methods), **grid}  # no method axis: every method is a cell
@@ -276,6 +282,8 @@ def load_study(path: str | Path, results_root: str | Path = "results") -> Study:
                     raise UserError(f"{check.source}: {label}: {error}") from None
                 checked_configs.add(config)
 
+    repeated: dict[str, str] = {}  # a teacher or baseline recurs in many cells: each distinct one is checked once
+
     def add(run: dict, name: str, stage: str, params: dict, kind: str, depends: list[str], label: str):
         run["name"] = name
         run["revision"] = revision  # a new revision of a study gives every run a new id
@@ -290,6 +298,16 @@ def load_study(path: str | Path, results_root: str | Path = "results") -> Study:
         planned[identity] = PlannedRun(run, identity, unique, stage, params, depends, kind)
         return identity
 
+    def add_once(parts: list, make, *args) -> str:
+        """``add(make(), *args)`` once per distinct ``parts`` (what the run is made of)."""
+        try:
+            key = json.dumps(parts, sort_keys=True, allow_nan=False)
+        except (TypeError, ValueError):
+            return add(make(), *args)
+        if key not in repeated:
+            repeated[key] = add(make(), *args)
+        return repeated[key]
+
     store_dir = Path(results_root) / name
     teachers, baseline_runs, cell_runs = [], [], []
     for cell in cells:
@@ -302,33 +320,58 @@ def load_study(path: str | Path, results_root: str | Path = "results") -> Study:
             if run.get("distill") or (teacher and baselines["teacher"]):
                 if not teacher:
                     raise check.fail("base.teacher", "distillation cells need a teacher")
-                t_run = {"task": run["task"], "role": "teacher",
-                         "teacher": copy.deepcopy(teacher), "dataset": copy.deepcopy(run["dataset"]),
-                         "schedule": _merge(base.get("schedule", {}), teacher_run.get("schedule", {})),
-                         "seed": teacher_run.get("seed", 0)}
-                if teacher.get("checkpoint") is not None:
-                    t_run["schedule"] = {**t_run["schedule"], "iterations": 0}  # evaluate only
+
+                def teacher_run_of(run=run, teacher=teacher) -> dict:
+                    t_run = {"task": run["task"], "role": "teacher",
+                             "teacher": copy_data(teacher), "dataset": copy_data(run["dataset"]),
+                             "schedule": _merge(base.get("schedule", {}), teacher_run.get("schedule", {})),
+                             "seed": teacher_run.get("seed", 0)}
+                    if teacher.get("checkpoint") is not None:
+                        t_run["schedule"] = {**t_run["schedule"], "iterations": 0}  # evaluate only
+                    return t_run
+
                 t_name = "teacher" + "".join(f"_{_short(k, v)}" for k, v in cell.items()
                                              if k.startswith("teacher") or k.startswith("dataset"))
-                t_id = add(t_run, t_name, "teacher", {k: v for k, v in cell.items() if k.startswith("teacher")},
-                           "teacher", [], label + " (teacher)")
+                t_id = add_once([t_name, run["task"], teacher, run["dataset"]], teacher_run_of, t_name, "teacher",
+                                {k: v for k, v in cell.items() if k.startswith("teacher")}, "teacher", [],
+                                label + " (teacher)")
                 teachers.append(t_id)
                 if teacher.get("checkpoint") is None:
                     run["teacher"] = {**teacher, "checkpoint": {"run": str(store_dir / t_id)}}
                     depends = [t_id]
             if baselines["student"] and run.get("student"):
-                b_run = {k: copy.deepcopy(v) for k, v in run.items() if k != "teacher"}
-                b_run["distill"] = []
+                def baseline_of(run=run) -> dict:
+                    b_run = {k: copy_data(v) for k, v in run.items() if k != "teacher"}
+                    b_run["distill"] = []
+                    return b_run
+
                 b_cell = {k: v for k, v in cell.items()
                           if k != "method" and not k.startswith((TERM_PREFIX, "teacher"))}
-                baseline_runs.append(add(b_run, _run_name({"method": "student", **b_cell},
-                                                          ["method", *[v for v in varying if v in b_cell]],
-                                                          seed),
-                                         "student", {**b_cell, "seed": seed}, "student_baseline", [],
-                                         label + " (student baseline)"))
+                b_name = _run_name({"method": "student", **b_cell}, ["method", *[v for v in varying if v in b_cell]],
+                                   seed)
+                b_parts = [b_name, {k: v for k, v in run.items() if k not in ("teacher", "distill")}]
+                baseline_runs.append(add_once(b_parts,
+                                              baseline_of, b_name, "student", {**b_cell, "seed": seed},
+                                              "student_baseline", [], label + " (student baseline)"))
             if run.get("distill") or not baselines["student"]:
                 cell_runs.append(add(run, _run_name(cell, varying, seed), "student",
                                      {**cell, "seed": seed}, "cell", depends, label))
     order = list(dict.fromkeys(teachers + baseline_runs + cell_runs))
     spec = {**data, "name": name, "revision": revision}
-    return Study(name, path, spec, [planned[i] for i in order], resources)
+    runs = [planned[i] for i in order]
+    study_cache.save(cache_key, path, results_root, [
+        {"run": p.run, "run_id": p.run_id, "name": p.name, "stage": p.stage, "params": p.params,
+         "depends_on": p.depends_on, "kind": p.kind} for p in runs])
+    return Study(name, path, spec, runs, resources)
+
+
+def _configs_resolve(runs: list[dict]) -> bool:
+    """Whether every config the runs name still resolves (a saved expansion is used only then)."""
+    try:
+        configs = {run["run"][role]["config"] for run in runs for role in ("teacher", "student")
+                   if isinstance(run["run"].get(role), dict)}
+        for config in configs:
+            resolve_config(config)
+    except (UserError, KeyError, TypeError):
+        return False
+    return True

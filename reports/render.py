@@ -137,6 +137,12 @@ def _environment() -> jinja2.Environment:
 
 def render(study: Study, results: str | Path = "results", formats=FORMATS) -> dict[str, Path]:
     """Write the report in the given formats; returns {format: path}."""
+    return render_report(study, results, formats)[0]
+
+
+def render_report(study: Study, results: str | Path = "results",
+                  formats=FORMATS) -> tuple[dict[str, Path], str, list[str]]:
+    """``render`` and ``cwd_summary`` from one pass over the results: ({format: path}, headline, lines)."""
     unknown = [f for f in formats if f not in FORMATS]
     if unknown:
         from kdbench.errors import UserError
@@ -153,7 +159,7 @@ def render(study: Study, results: str | Path = "results", formats=FORMATS) -> di
         for figure in context["figures"]:
             (out / f"{figure.key}.png").write_bytes(figure.png)
         written["md"] = _write(out / "README.md", env.get_template("report.md.j2").render(**context))
-    return written
+    return written, context["cwd_headline"], context["cwd_lines"]
 
 
 def _write(path: Path, text: str) -> Path:

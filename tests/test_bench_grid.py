@@ -1,0 +1,184 @@
+"""The grid-scale benchmark (kdbench bench --suite grid) and the light imports it relies on.
+
+These check behaviour at tiny sizes (what the timed operations find and write), never timings.
+"""
+
+import dataclasses
+import json
+import math
+import os
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from kdbench import loss_catalog
+from kdbench.bench import grid
+
+REPO = Path(__file__).resolve().parents[1]
+OPERATIONS = ("plan_first", "plan", "status", "collect", "report", "plan_model_check")
+KEYS = {"suite", "operation", "runs", "seconds", "target_s", "meets_target", "growth_ratio", "runs_ratio",
+        "no_worse_than_linear"}
+
+
+@pytest.fixture(scope="module")
+def tiny_grid(tmp_path_factory):
+    root = tmp_path_factory.mktemp("grid")
+    counts: dict = {}
+    rows = grid.run(sizes=(50, 200), repeats=1, cli=False, root=root, counts=counts)
+    return rows, counts, root
+
+
+def test_each_operation_has_a_complete_row_per_size_with_its_growth(tiny_grid):
+    rows, counts, _ = tiny_grid
+    assert [(r["operation"], r["runs"]) for r in rows] == [
+        (operation, counts[size]["planned"]) for size in (50, 200) for operation in OPERATIONS]
+    for row in rows:
+        assert set(row) == KEYS and row["suite"] == "grid"
+        assert row["seconds"] > 0
+        assert row["target_s"] == grid.TARGETS[row["operation"]]
+        assert row["meets_target"] == (None if row["target_s"] is None else row["seconds"] <= row["target_s"])
+        assert row["runs_ratio"] == round(counts[200]["planned"] / counts[50]["planned"], 3)
+        small, large = (next(r for r in rows if (r["operation"], r["runs"]) == (row["operation"], counts[s]["planned"]))
+                        for s in (50, 200))
+        assert row["growth_ratio"] == pytest.approx(large["seconds"] / small["seconds"], rel=1e-2, abs=1e-3)
+        assert row["no_worse_than_linear"] == (row["growth_ratio"] <= row["runs_ratio"] * grid.NOISE)
+    table = grid.format_rows(rows)
+    assert len(table.splitlines()) == len(rows) + 2 and all(op in table for op in OPERATIONS)
+
+
+def test_the_generated_study_has_about_the_asked_number_of_runs_in_every_state(tiny_grid):
+    _, counts, _ = tiny_grid
+    for size in (50, 200):
+        written = Counter(counts[size]["written"].values())
+        assert size <= counts[size]["planned"] <= size + grid.SEEDS + 1  # + student baselines + teacher
+        assert set(written) == {"complete", "failed", "diverged", "interrupted", "corrupt", "missing"}
+
+
+def test_status_collect_and_plan_find_every_generated_run_in_the_state_it_was_written(tiny_grid):
+    _, counts, _ = tiny_grid
+    for size in (50, 200):
+        written = counts[size]["written"]
+        assert {r["run_id"]: r["state"] for r in counts[size]["status"]} == written
+        frame = counts[size]["collect"]
+        assert len(frame) == len(written) and dict(zip(frame["run_id"], frame["status"])) == written
+        complete = frame[frame["status"] == "complete"]
+        assert complete["val/mIoU"].map(math.isfinite).all()
+        assert frame.loc[frame["status"] != "complete", "val/mIoU"].isna().all()
+        plan = {r["run_id"]: r["status"] for r in counts[size]["plan"]}
+        assert plan == {k: "started" if v == "interrupted" else v for k, v in written.items()}
+
+
+def test_the_report_is_written_in_both_formats_and_bounds_its_bar_chart(tiny_grid):
+    _, counts, root = tiny_grid
+    written = counts[200]["report"]
+    assert set(written) == {"html", "md"} and all(Path(p).is_file() for p in written.values())
+    readme = Path(written["md"]).read_text()
+    cells = 2 * 4 * 5  # 200 runs: 2 methods x 4 taus x 5 weights, 5 seeds
+    assert f"The 30 cells with the highest mean of {cells} are shown" in readme
+    assert (Path(written["md"]).parent / "methods.png").is_file()
+    assert (root / "grid200" / "results" / "grid200" / "runs.parquet").is_file()
+
+
+def test_the_cli_start_is_timed_in_a_fresh_interpreter():
+    assert 0 < grid._cli_seconds(["--help"], repeats=1) < 60
+
+
+def _imported(code: str, env: dict | None = None) -> list[str]:
+    out = subprocess.run([sys.executable, "-c", code + "\nimport sys, json\nprint(json.dumps(sorted(m for m in "
+                          "('torch', 'mmseg', 'mmdet', 'mmengine', 'mmcv') if m in sys.modules)))"],
+                         capture_output=True, text=True, check=True, cwd=REPO, env={**os.environ, **(env or {})})
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_importing_the_spec_plan_and_status_modules_imports_no_torch_mmseg_or_mmdet():
+    assert _imported("import kdbench.study, kdbench.plan, kdbench.status, kdbench.runspec, kdbench.cli") == []
+
+
+def test_a_study_planned_again_is_validated_without_importing_torch(tmp_path):
+    study = tmp_path / "s.yaml"
+    study.write_text(grid.study_text("s", 30))
+    code = f"from kdbench.study import load_study\nassert len(load_study({str(study)!r}).runs) > 30"
+    env = {"KDBENCH_CACHE": str(tmp_path / "cache")}
+    assert "torch" in _imported(code, env)  # the first time, kdbench.losses answers and the answers are kept
+    assert _imported(code, env) == []
+
+
+def test_the_loss_catalog_read_from_source_equals_the_registry():
+    from kdbench import losses
+
+    assert loss_catalog.available() == losses.available()
+    for name in losses.available():
+        assert loss_catalog.parameters(name) == losses.parameters(name)
+
+
+@pytest.mark.parametrize("method, params, weight", [
+    ("cwd", {"tau": 0.0}, 1.0), ("cwd", {"tau": 2.0}, -1.0), ("norm_divergence", {"norm": "pixel"}, 1.0),
+    ("pa", {"pool_scale": 2.0}, 1.0), ("cwd", {"tau": 4.0}, 3.0)])
+def test_the_catalog_accepts_and_rejects_values_as_building_the_loss_does_and_remembers_it(
+        method, params, weight, tmp_path, monkeypatch):
+    from kdbench import losses
+    from kdbench.errors import UserError
+
+    monkeypatch.setenv("KDBENCH_CACHE", str(tmp_path))
+    monkeypatch.setattr(loss_catalog, "_answers", {})
+    monkeypatch.setattr(loss_catalog, "_unsaved", {})
+    monkeypatch.setattr(loss_catalog, "_loaded", False)
+    try:
+        losses.build(method, **params, loss_weight=weight)
+        expected = None
+    except UserError as error:
+        expected = str(error)
+    for _ in range(2):  # asked, then remembered
+        try:
+            loss_catalog.check(method, params, weight)
+            got = None
+        except UserError as error:
+            got = str(error)
+        assert got == expected
+    loss_catalog.save()
+    saved = json.loads(next((tmp_path / "terms").glob("*.json")).read_text())["answers"]
+    assert list(saved.values()) == [expected]
+
+
+def _fields(study) -> list[dict]:
+    return [dataclasses.asdict(p) for p in study.runs]
+
+
+def test_a_study_loaded_again_from_its_saved_expansion_is_the_same_study(tmp_path, monkeypatch):
+    from kdbench import study_cache
+    from kdbench.study import load_study
+
+    monkeypatch.setenv("KDBENCH_CACHE", str(tmp_path / "cache"))
+    path = tmp_path / "s.yaml"
+    path.write_text(grid.study_text("s", 60))
+    first = load_study(path, tmp_path / "results")
+    assert study_cache._file(path, tmp_path / "results").is_file()
+    again = load_study(path, tmp_path / "results")
+    assert _fields(again) == _fields(first) and again.spec == first.spec and again.resources == first.resources
+    elsewhere = load_study(path, tmp_path / "other")  # teacher checkpoints name the results root
+    cell = next(p for p in elsewhere.runs if p.kind == "cell")
+    assert cell.run["teacher"]["checkpoint"]["run"].startswith(str(tmp_path / "other"))
+    path.write_text(grid.study_text("s", 60).replace("seeds: [0, 1, 2, 3, 4]", "seeds: [0, 1]"))
+    assert len(load_study(path, tmp_path / "results").runs) < len(first.runs)
+
+
+def test_a_config_that_disappeared_fails_as_before_even_with_a_saved_expansion(tmp_path, monkeypatch):
+    from kdbench.errors import UserError
+    from kdbench.study import load_study
+
+    config = tmp_path / "my_student.py"
+    config.write_text((REPO / "runners" / "configs" / "tiny_seg_student.py").read_text())
+    path = tmp_path / "s.yaml"
+    path.write_text(grid.study_text("s", 20).replace("config: tiny_seg_student", f"config: {config}"))
+    monkeypatch.setenv("KDBENCH_CACHE", str(tmp_path / "cache"))
+    load_study(path, tmp_path / "results")
+    config.unlink()
+    with pytest.raises(UserError) as cached:
+        load_study(path, tmp_path / "results")
+    monkeypatch.setenv("KDBENCH_CACHE", str(tmp_path / "empty"))
+    with pytest.raises(UserError) as fresh:
+        load_study(path, tmp_path / "results")
+    assert str(cached.value) == str(fresh.value) and "my_student.py" in str(cached.value)
