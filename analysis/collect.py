@@ -154,8 +154,9 @@ def collect(study: Study, results: str | Path = "results", write: bool = True) -
     scanned = scan(study, results)  # each run directory listed once, each file read once
     states = {row["run_id"]: row["state"] for row in run_states_of(study, scanned)}
     teacher_keys = _teacher_keys(study)
-    rows = [_row(p, root / p.run_id, states.get(p.run_id, "missing"), teacher_keys[p.run_id], scanned[p.run_id][0])
-            for p in study.runs]
+    with store.gc_paused():
+        rows = [_row(p, root / p.run_id, states.get(p.run_id, "missing"), teacher_keys[p.run_id],
+                     scanned[p.run_id][0]) for p in study.runs]
     frame = pd.DataFrame(rows)
     for column in frame.columns:
         if column.startswith("axis:"):

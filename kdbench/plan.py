@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from collections import Counter
 from pathlib import Path
 
@@ -23,11 +24,16 @@ def resources_text(resources: dict) -> str:
 
 
 def plan_rows(study: Study, results_root: str | Path = "results") -> list[dict]:
+    with store.gc_paused():  # thousands of rows and result files read, no cycles
+        return _plan_rows(study, results_root)
+
+
+def _plan_rows(study: Study, results_root: str | Path) -> list[dict]:
     rows = []
-    present = store.list_names(Path(results_root) / study.name)  # one listing: a missing run costs no lookup
+    root = os.path.join(os.fspath(results_root), study.name)
+    present = store.list_names(root)  # one listing: a run never started costs no lookup
     for planned in study.runs:
-        where = run_dir(results_root, study, planned.run_id)
-        state = store.run_state(where) if planned.run_id in present else "missing"
+        state = store.run_state(os.path.join(root, planned.run_id)) if planned.run_id in present else "missing"
         rows.append({
             "run_id": planned.run_id,
             "name": planned.name,

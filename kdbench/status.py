@@ -18,7 +18,8 @@ def run_states(study: Study, results: str | Path) -> list[dict]:
     States: complete, failed, diverged, corrupt, running (its job is pending or running),
     interrupted (started, no live job, no result: a relaunch resumes it), missing (never started).
     """
-    return run_states_of(study, scan(study, results))
+    with store.gc_paused():
+        return run_states_of(study, scan(study, results))
 
 
 def scan(study: Study, results: str | Path) -> dict[str, tuple[store.RunFiles, dict | None]]:
@@ -27,13 +28,14 @@ def scan(study: Study, results: str | Path) -> dict[str, tuple[store.RunFiles, d
     root = os.path.join(os.fspath(results), study.name)
     present = store.list_names(root)
     scanned = {}
-    for planned in study.runs:
-        if planned.run_id not in present:
-            scanned[planned.run_id] = (store.RunFiles("missing"), None)
-            continue
-        run_dir = os.path.join(root, planned.run_id)
-        files = store.read_run(run_dir, store.list_names(run_dir))
-        scanned[planned.run_id] = (files, jobs.read_job(Path(run_dir)) if jobs.JOB in files.names else None)
+    with store.gc_paused():
+        for planned in study.runs:
+            if planned.run_id not in present:
+                scanned[planned.run_id] = (store.RunFiles("missing"), None)
+                continue
+            run_dir = os.path.join(root, planned.run_id)
+            files = store.read_run(run_dir, store.list_names(run_dir))
+            scanned[planned.run_id] = (files, jobs.read_job(Path(run_dir)) if jobs.JOB in files.names else None)
     return scanned
 
 

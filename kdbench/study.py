@@ -9,14 +9,13 @@ dependencies. The schema is in studies/README.md.
 from __future__ import annotations
 
 import itertools
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from kdbench import study_cache
+from kdbench import store, study_cache
 from kdbench.configs import resolve_config
 from kdbench.errors import UserError
 from kdbench.ids import run_id
@@ -204,6 +203,11 @@ def _validated(run: dict, check: Checker, label: str) -> dict:
 
 def load_study(path: str | Path, results_root: str | Path = "results") -> Study:
     """Read, validate and expand a study spec into its runs."""
+    with store.gc_paused():  # thousands of plain dicts, no cycles
+        return _load_study(path, results_root)
+
+
+def _load_study(path: str | Path, results_root: str | Path) -> Study:
     path = Path(path)
     check = Checker(str(path))
     data = _read_yaml(path, check)
@@ -283,11 +287,19 @@ def load_study(path: str | Path, results_root: str | Path = "results") -> Study:
                 checked_configs.add(config)
 
     repeated: dict[str, str] = {}  # a teacher or baseline recurs in many cells: each distinct one is checked once
+    resolved: dict[str, dict] = {}  # a cell's runs differ only in seed and name: validated once per cell
 
     def add(run: dict, name: str, stage: str, params: dict, kind: str, depends: list[str], label: str):
         run["name"] = name
         run["revision"] = revision  # a new revision of a study gives every run a new id
-        run = _validated(run, check, label)
+        seed = run.get("seed")
+        same = repr({k: v for k, v in run.items() if k not in ("seed", "name")}) if kind == "cell" else None
+        if same in resolved:  # the seeds were checked above, the name is ours: the rest is as validated
+            run = {**copy_data(resolved[same]), "seed": seed, "name": name}
+        else:
+            run = _validated(run, check, label)
+            if same is not None:
+                resolved[same] = copy_data(run)
         check_configs(run, label)
         identity = run_id(run)
         if identity in planned:
@@ -299,17 +311,16 @@ def load_study(path: str | Path, results_root: str | Path = "results") -> Study:
         return identity
 
     def add_once(parts: list, make, *args) -> str:
-        """``add(make(), *args)`` once per distinct ``parts`` (what the run is made of)."""
-        try:
-            key = json.dumps(parts, sort_keys=True, allow_nan=False)
-        except (TypeError, ValueError):
-            return add(make(), *args)
+        """``add(make(), *args)`` once per distinct ``parts`` (what the run is made of; two equal
+        parts written in another key order are only checked twice)."""
+        key = repr(parts)
         if key not in repeated:
             repeated[key] = add(make(), *args)
         return repeated[key]
 
     store_dir = Path(results_root) / name
     teachers, baseline_runs, cell_runs = [], [], []
+    teacher_dirs: dict[str, str] = {}
     for cell in cells:
         label = "cell " + (", ".join(f"{k}={v}" for k, v in cell.items()) or "(base)")
         for seed in seeds:
@@ -337,7 +348,9 @@ def load_study(path: str | Path, results_root: str | Path = "results") -> Study:
                                 label + " (teacher)")
                 teachers.append(t_id)
                 if teacher.get("checkpoint") is None:
-                    run["teacher"] = {**teacher, "checkpoint": {"run": str(store_dir / t_id)}}
+                    if t_id not in teacher_dirs:
+                        teacher_dirs[t_id] = str(store_dir / t_id)
+                    run["teacher"] = {**teacher, "checkpoint": {"run": teacher_dirs[t_id]}}
                     depends = [t_id]
             if baselines["student"] and run.get("student"):
                 def baseline_of(run=run) -> dict:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -57,8 +58,10 @@ def load(cache_key: str | None, path: Path, results_root: Any) -> list[dict] | N
     """The saved expansion for this key: a list of PlannedRun fields, or None."""
     if cache_key is None:
         return None
+    from kdbench import store
+
     try:
-        with open(_file(path, results_root), "rb") as handle:
+        with open(_file(path, results_root), "rb") as handle, store.gc_paused():
             saved = json.loads(handle.read())
     except (OSError, ValueError):
         return None
@@ -71,15 +74,20 @@ def save(cache_key: str | None, path: Path, results_root: Any, runs: list[dict])
     """Keep an expansion, if it survives a JSON round trip unchanged (else it is not kept)."""
     if cache_key is None:
         return
-    from kdbench import store
-
     try:
         text = json.dumps({"key": cache_key, "runs": runs}, allow_nan=False, separators=(",", ":"))
         if json.loads(text)["runs"] != runs:  # a non-string key or a tuple would come back changed
             return
         target = _file(path, results_root)
         target.parent.mkdir(parents=True, exist_ok=True)
-        store.write_text_atomic(target, text)
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+        try:  # whole or absent, as store.write_text_atomic, without its fsync: a lost cache is only a miss
+            with os.fdopen(fd, "w") as handle:
+                handle.write(text)
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
         kept = sorted(target.parent.glob("*.json"), key=lambda p: p.stat().st_mtime)
         for old in kept[:-KEEP]:  # the studies loaded last stay
             old.unlink(missing_ok=True)

@@ -182,3 +182,13 @@ def test_a_config_that_disappeared_fails_as_before_even_with_a_saved_expansion(t
     with pytest.raises(UserError) as fresh:
         load_study(path, tmp_path / "results")
     assert str(cached.value) == str(fresh.value) and "my_student.py" in str(cached.value)
+
+
+@pytest.mark.parametrize("spec", sorted(p.name for p in (REPO / "studies").glob("[!_]*.yaml")))
+def test_every_shipped_study_is_the_same_expanded_afresh_and_from_its_saved_expansion(spec, tmp_path, monkeypatch):
+    from kdbench.study import load_study
+
+    monkeypatch.setenv("KDBENCH_CACHE", str(tmp_path / "cache"))
+    fresh = load_study(REPO / "studies" / spec, tmp_path / "results")
+    saved = load_study(REPO / "studies" / spec, tmp_path / "results")
+    assert _fields(saved) == _fields(fresh) and saved.spec == fresh.spec
