@@ -48,6 +48,11 @@ def _plan_rows(study: Study, results_root: str | Path) -> list[dict]:
 
 
 def format_plan(study: Study, rows: list[dict]) -> str:
+    with store.gc_paused():  # strings and tuples only
+        return _format_plan(study, rows)
+
+
+def _format_plan(study: Study, rows: list[dict]) -> str:
     header = ("run_id", "name", "stage", "status", "resources")
     table = [header] + [(r["run_id"], r["name"], r["stage"], r["status"], resources_text(r["resources"]))
                         for r in rows]

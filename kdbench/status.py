@@ -57,6 +57,11 @@ def run_states_of(study: Study, scanned: dict[str, tuple[store.RunFiles, dict | 
 
 
 def format_status(study: Study, rows: list[dict]) -> str:
+    with store.gc_paused():  # strings and tuples only
+        return _format_status(study, rows)
+
+
+def _format_status(study: Study, rows: list[dict]) -> str:
     header = ("run_id", "name", "stage", "state", "job")
     table = [header] + [(r["run_id"], r["name"], r["stage"], r["state"],
                          f"{r['executor']}:{r['job_id']}" if r["job_id"] else "-") for r in rows]
