@@ -251,11 +251,10 @@ def _growth(rows: list[dict]) -> None:
         if large["runs"] == small["runs"]:
             growth = runs_ratio = None
         else:
-            growth = large["seconds"] / small["seconds"] if small["seconds"] > 0 else math.inf
-            runs_ratio = large["runs"] / small["runs"]
+            growth = round(large["seconds"] / small["seconds"], 3) if small["seconds"] > 0 else math.inf
+            runs_ratio = round(large["runs"] / small["runs"], 3)
         for row in mine:
-            row["growth_ratio"] = None if growth is None else round(growth, 3)
-            row["runs_ratio"] = None if runs_ratio is None else round(runs_ratio, 3)
+            row["growth_ratio"], row["runs_ratio"] = growth, runs_ratio
             row["no_worse_than_linear"] = None if growth is None else growth <= runs_ratio * NOISE
 
 
