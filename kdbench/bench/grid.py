@@ -248,10 +248,10 @@ def _growth(rows: list[dict]) -> None:
     for operation in dict.fromkeys(r["operation"] for r in rows):
         mine = [r for r in rows if r["operation"] == operation]
         small, large = min(mine, key=lambda r: r["runs"]), max(mine, key=lambda r: r["runs"])
-        if large["runs"] == small["runs"]:
+        if large["runs"] == small["runs"] or small["seconds"] <= 0:  # no ratio to give (JSON has no inf)
             growth = runs_ratio = None
         else:
-            growth = round(large["seconds"] / small["seconds"], 3) if small["seconds"] > 0 else math.inf
+            growth = round(large["seconds"] / small["seconds"], 3)
             runs_ratio = round(large["runs"] / small["runs"], 3)
         for row in mine:
             row["growth_ratio"], row["runs_ratio"] = growth, runs_ratio
