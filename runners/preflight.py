@@ -52,7 +52,20 @@ def _write_cache(path: Path, data) -> None:
         pass
 
 
+_KEYS: dict[str, str] = {}
+_NAMES: dict[str, list[str]] = {}
+
+
 def _key(task: str, config: str, overrides: dict) -> str:
+    """A hash of what builds the model (config text, its _base_ files, overrides); computed once
+    per process for each (task, config, overrides)."""
+    memo = json.dumps([task, config, overrides], sort_keys=True, default=str)
+    if memo not in _KEYS:
+        _KEYS[memo] = _hash_config(task, config, overrides)
+    return _KEYS[memo]
+
+
+def _hash_config(task: str, config: str, overrides: dict) -> str:
     path = resolve_config(config)
     text = json.dumps([CACHE_VERSION, task, config, path.read_text(), overrides], sort_keys=True, default=str)
     # _base_ files change the model too: hash every .py file next to the config's folder tree root.
@@ -62,7 +75,14 @@ def _key(task: str, config: str, overrides: dict) -> str:
 
 
 def module_names(task: str, config: str, overrides: dict) -> list[str]:
-    cache = _cache_dir() / f"{_key(task, config, overrides)}.json"
+    key = _key(task, config, overrides)
+    if key not in _NAMES:
+        _NAMES[key] = _module_names(task, config, overrides, key)
+    return _NAMES[key]
+
+
+def _module_names(task: str, config: str, overrides: dict, key: str) -> list[str]:
+    cache = _cache_dir() / f"{key}.json"
     cached = store.read_json(cache)
     if isinstance(cached, list):
         return cached
@@ -188,14 +208,46 @@ class Site:
 
 def check_sites(sites: list[Site], models: bool = True, files: bool = True) -> None:
     """Files first (cheap), then locations, then shapes; the first problem raises."""
+    with store.gc_paused():
+        _check_sites(sites, models, files)
+
+
+def _check_sites(sites: list[Site], models: bool, files: bool) -> None:
     if files:
+        seen: set[str] = set()
         for site in sites:
-            _check_files(site)
+            signature = _files_signature(site)
+            if signature not in seen:
+                seen.add(signature)
+                _check_files(site)
     if models:
+        # Runs that differ only in what the models do not see (a temperature, a weight, a seed) are
+        # checked once: a 10k-run grid costs as much as its distinct model pairs and locations.
+        first: dict[str, Site] = {}
         for site in sites:
+            first.setdefault(_model_signature(site.run), site)
+        distinct = list(first.values())
+        for site in distinct:
             _check_locations(site)
-        for site in sites:
+        for site in distinct:
             _check_shapes(site)
+
+
+def _files_signature(site: Site) -> str:
+    """What the file checks of a run depend on (configs, teacher checkpoint, dataset)."""
+    run = site.run
+    return json.dumps([run["role"], bool(run.get("distill")), run.get("student"), run.get("teacher"),
+                       run["dataset"], site.own_teacher], sort_keys=True, default=str)
+
+
+def _model_signature(run: dict) -> str:
+    """What the location and shape checks of a run depend on."""
+    terms = [[t["method"], t["student_location"], t["teacher_location"], t["adapter"] is None, t["resize"]]
+             for t in run.get("distill", [])]
+    models = [[run[role]["config"], run[role]["overrides"]] if isinstance(run.get(role), dict) else None
+              for role in ("student", "teacher")]
+    return json.dumps([run["task"], models, run["dataset"], run["schedule"].get("crop"), terms],
+                      sort_keys=True, default=str)
 
 
 def study_sites(study) -> list[Site]:

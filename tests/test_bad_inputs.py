@@ -91,3 +91,31 @@ def test_the_real_command_exits_2_with_one_line_on_a_bad_run_file(tmp_path):
                              "--out", str(tmp_path / "out")], cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert "distill[0].adapter" in result.stderr and not (tmp_path / "out").exists()
+
+
+def test_runs_that_differ_only_in_what_the_models_do_not_see_are_checked_once(tmp_path, monkeypatch):
+    """A grid over temperature and weight is checked per distinct model pair, not per run (so a
+    10k-run plan stays fast), and a bad location among them is still found."""
+    import yaml
+
+    from kdbench.study import load_study
+    from runners import preflight
+
+    spec = {"name": "many", "base": {"task": "seg", "teacher": {"config": "tiny_seg_teacher"},
+                                     "student": {"config": "tiny_seg_student"},
+                                     "dataset": {"name": "fashion_scenes"}},
+            "methods": {"a": {"method": "cwd", "student_location": "decode_head.conv_seg"}},
+            "grid": {"term.params.tau": [1.0, 2.0, 4.0], "term.weight": [1.0, 3.0]}, "seeds": [0, 1]}
+    path = tmp_path / "many.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    study = load_study(path, tmp_path / "results")
+    calls = []
+    original = preflight._check_locations
+    monkeypatch.setattr(preflight, "_check_locations", lambda site: calls.append(site) or original(site))
+    preflight.check_study(study)
+    assert len([r for r in study.runs if r.run.get("distill")]) == 12
+    assert len(calls) == 3  # the teacher run, the student baseline, one distilled pair
+    spec["methods"]["b"] = {"method": "cwd", "student_location": "decode_head.conv_segg"}
+    path.write_text(yaml.safe_dump(spec))
+    with pytest.raises(Exception, match=r"methods\.b\.student_location: 'decode_head\.conv_segg' is not in"):
+        preflight.check_study(load_study(path, tmp_path / "results"))
