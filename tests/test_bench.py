@@ -5,10 +5,16 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+from kdbench import losses
+from kdbench.bench import losses as bench_losses
+from kdbench.errors import UserError
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_bench_losses_runs_at_a_tiny_size_and_writes_valid_json(tmp_path):
+def test_bench_losses_covers_every_registered_method_at_a_tiny_size_and_every_row_agrees(tmp_path):
     out = tmp_path / "bench.json"
     result = subprocess.run([sys.executable, "-m", "kdbench.cli", "bench", "--suite", "losses", "--scale", "0.05",
                              "--repeats", "1", "--json", str(out)], cwd=ROOT, capture_output=True, text=True)
@@ -16,7 +22,59 @@ def test_bench_losses_runs_at_a_tiny_size_and_writes_valid_json(tmp_path):
     data = json.loads(out.read_text())
     assert {"cpu", "cores", "torch_threads", "gpu"} <= set(data["machine"])
     rows = data["results"]
-    assert [r["input"] for r in rows] == ["logits", "feature_map"]
+    assert {row["registry_name"] for row in rows} == set(losses.available())
+    assert {(row["method"], row["input"]) for row in rows} >= {("cwd", "logits"), ("cwd", "feature_map"),
+                                                               ("ho critic step", "logits")}
     for row in rows:
-        assert row["agrees"] and row["time_ratio"] > 0 and row["kdbench_s"] > 0
+        assert row["agrees"], row
+        assert row["time_ratio"] > 0 and row["kdbench_s"] > 0 and row["reference_s"] > 0
         assert row["kdbench_bytes"] >= 0 and row["reference_bytes"] >= 0
+        assert 0 < row["scale"] <= 0.05 and len(row["shape"]) == 4
+        # only CWD carries the 0.5x targets
+        assert bool(row["targets"]) == (row["registry_name"] == "cwd")
+
+
+def test_bench_cases_cover_the_registry_and_reject_an_unknown_method():
+    assert {case.method for case in bench_losses.cases()} == set(losses.available())
+    assert {case.input for case in bench_losses.cases(["cwd"])} == {"logits", "feature_map"}
+    with pytest.raises(UserError, match="unknown method.*cdw"):
+        bench_losses.cases(["cdw"])
+
+
+def test_bench_cases_scaled_down_on_a_cpu_say_why():
+    for case in bench_losses.cases():
+        scale, reason = bench_losses.case_scale(case, 1.0)
+        assert (scale < 1.0) == bool(reason), case.key
+        assert bench_losses.case_scale(case, 1.0, device="cuda") == (1.0, "")
+
+
+def _row(method, ratio, targets, reason=""):
+    return {"device": "cpu", "method": method, "input": "logits", "shape": [8, 19, 64, 128], "scale": 1.0,
+            "scale_reason": reason, "agrees": True, "value_rel_diff": 0.0, "grad_rel_diff": 0.0, "kdbench_s": 0.002,
+            "reference_s": 0.004, "time_ratio": ratio, "kdbench_bytes": 2**20, "reference_bytes": 2**22,
+            "memory_ratio": 0.25, "targets": targets}
+
+
+def test_format_rows_gives_one_line_per_row_with_the_ratios_verdicts_and_reasons():
+    text = bench_losses.format_rows([
+        _row("cwd", 0.61, {"time_ratio<=0.5": False, "memory_ratio<=0.5": True}),
+        _row("pa", 0.97, {}, reason="time: too slow"),
+    ])
+    lines = text.splitlines()
+    cwd_line = next(line for line in lines if line.startswith("cpu") and " cwd " in line)
+    assert "0.61" in cwd_line and "0.25" in cwd_line and "time_ratio<=0.5 MISSED" in cwd_line
+    assert "memory_ratio<=0.5 met" in cwd_line
+    assert any(line.startswith("cpu") and " pa " in line and "0.97" in line for line in lines)
+    assert "* pa on logits at scale 1: time: too slow" in text
+
+
+def test_gpu_bandwidth_bound_comes_from_the_data_sheet_by_device_name_and_the_bytes_that_must_move():
+    assert bench_losses.peak_bandwidth("NVIDIA H100 80GB HBM3") == 3350.0
+    assert bench_losses.peak_bandwidth("NVIDIA H100 PCIe") == 2000.0
+    assert bench_losses.peak_bandwidth("NVIDIA GH200 480GB") == 4000.0
+    assert bench_losses.peak_bandwidth("NVIDIA H200") == 4800.0
+    assert bench_losses.peak_bandwidth("Some Future GPU") is None
+    case = bench_losses.cases(["cwd"])[1]
+    fields = bench_losses._bandwidth_fields(case, (8, 512, 64, 64), 1e-3, {"GBps": 3350.0, "source": "data sheet"})
+    assert fields["bytes_moved"] == 3 * 8 * 512 * 64 * 64 * 4  # read S, read T, write the gradient
+    assert fields["bandwidth_fraction"] == pytest.approx(fields["bytes_moved"] / 3350e9 / 1e-3)

@@ -1,44 +1,277 @@
-"""The loss suite: the CWD kernel against the straightforward formulation of the same math.
+"""The loss suite: every registered distillation loss against a straightforward formulation of the
+same math, written here in plain torch autograd, at the paper's shapes.
 
-The reference is MMRazor's ``ChannelWiseDivergence`` written in plain torch autograd (ANCHORS.md
-section 2). For each shape: agreement of value and gradient (1e-5 relative), forward + backward
-time (median of interleaved repeats, reference and kdbench alternating), and peak extra memory
-(the peak resident set above the resident set with the inputs in place, each formulation in a
-fresh subprocess: CPU torch has no allocator statistics, so the kernel's peak-RSS mark, reset
-through /proc/self/clear_refs just before the call, is read).
+Each case is one method (at the settings of ``studies/paper_table2_cityscapes.yaml``) on one input:
+the logits (N, 19 classes, H/8, W/8 of a 512x1024 crop) and the PSP head's feature map (N, 512,
+64, 64 of a 512x512 crop). Every method runs on both, as in the paper's Table 2, except HO (logits
+only, as in the paper) and FitNets (a feature mimic: feature map only). The references are the
+textbook formulations (CWD: MMRazor's ``ChannelWiseDivergence``, ANCHORS.md section 2); each
+method's own definition is in its module's docstring.
+
+For each case: agreement of value and gradient (1e-5 relative; the gradient relative to its largest
+element), forward + backward time (median of interleaved repeats, kdbench and reference
+alternating, the first round dropped), and peak extra memory: on a CPU the peak resident set above
+the resident set with the inputs (and the gradient buffer) in place, read from /proc in one
+subprocess with glibc's mmap threshold pinned so that every tensor of 64 KiB or more is returned to
+the system when freed (CPU torch has no allocator statistics); on a GPU
+``torch.cuda.max_memory_allocated`` above what is allocated before the call. Where CUDA is
+available every case also runs there, and the CWD rows report the fraction of the memory-bandwidth
+bound they reach (read S and T once, write the gradient once, at the device's peak bandwidth).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
-# The paper's shapes: logits (N, 19 classes, H/8, W/8 of a 512x1024 crop) and the PSP head's feature
-# map (N, 512, 64, 64 of a 512x512 crop).
 SHAPES = {"logits": (8, 19, 64, 128), "feature_map": (8, 512, 64, 64)}
-TAU, WEIGHT = 4.0, 3.0
+N_CLASSES, IGNORE = 19, 255
+TOLERANCE = 1e-5
+TARGET_RATIO = 0.5  # CWD only: time and peak extra memory <= 0.5x the reference
 
+
+# --- the references: plain torch autograd, the obvious formulation of each method's math ---------
 
 def reference_cwd(preds_S, preds_T, tau: float, loss_weight: float):
+    """MMRazor's ChannelWiseDivergence (ANCHORS.md section 2)."""
+    import torch
     import torch.nn.functional as F
 
     n, c, h, w = preds_S.shape
     s = preds_S.reshape(-1, h * w) / tau
     t = preds_T.detach().reshape(-1, h * w) / tau
     p_t = F.softmax(t, dim=1)
-    return loss_weight * (p_t * F.log_softmax(t, dim=1) - p_t * F.log_softmax(s, dim=1)).sum() * tau**2 / (n * c)
+    return loss_weight * torch.sum(p_t * F.log_softmax(t, dim=1) - p_t * F.log_softmax(s, dim=1)) * tau**2 / (n * c)
 
 
-def _ours(preds_S, preds_T, tau, loss_weight):
-    from kdbench.losses import channel_wise_divergence
+def reference_norm_divergence(preds_S, preds_T, norm: str, divergence: str, tau: float, loss_weight: float):
+    """The official ablation criterion's math (ANCHORS.md section 5), with log_softmax for the KL and
+    every sample used by ``none``."""
+    import torch.nn.functional as F
 
-    return channel_wise_divergence(preds_S, preds_T, tau) * loss_weight
+    n, c, h, w = preds_S.shape
+    preds_T = preds_T.detach()
+    if divergence == "mse":
+        tau = 1.0
+    if norm == "channel":
+        s, t = preds_S.reshape(n * c, -1), preds_T.reshape(n * c, -1)
+    elif norm == "spatial":
+        s, t = preds_S, preds_T
+    elif norm == "channel_mean":
+        s, t = preds_S.mean(dim=(2, 3)), preds_T.mean(dim=(2, 3))
+    else:
+        s, t = preds_S.reshape(n, -1), preds_T.reshape(n, -1)
+    if divergence == "kl":
+        p_t = F.softmax(t / tau, dim=1)
+        total = (p_t * (F.log_softmax(t / tau, dim=1) - F.log_softmax(s / tau, dim=1))).sum()
+    else:
+        if norm in ("channel", "spatial"):
+            s, t = F.softmax(s, dim=1), F.softmax(t, dim=1)
+        total = ((s - t) ** 2).sum()
+    denominator = n * c if norm in ("channel", "channel_mean") else n * h * w
+    return loss_weight * total * tau**2 / denominator
 
 
-FORMULATIONS = {"kdbench": _ours, "reference": reference_cwd}
+def reference_pi(preds_S, preds_T, tau: float, loss_weight: float):
+    """Hinton's KD at every pixel with ``F.kl_div``, averaged over the N*H*W pixels."""
+    import torch.nn.functional as F
+
+    n, _, h, w = preds_S.shape
+    kl = F.kl_div(F.log_softmax(preds_S / tau, dim=1), F.softmax(preds_T.detach() / tau, dim=1), reduction="sum")
+    return loss_weight * kl * tau**2 / (n * h * w)
+
+
+def reference_at(preds_S, preds_T, loss_weight: float):
+    """Zagoruyko and Komodakis: at(x) = normalize(mean_c x**2), mean squared difference."""
+    import torch.nn.functional as F
+
+    def at(x):
+        return F.normalize(x.pow(2).mean(1).view(x.size(0), -1))
+
+    return loss_weight * (at(preds_S) - at(preds_T.detach())).pow(2).mean()
+
+
+def reference_fitnets(preds_S, preds_T, loss_weight: float):
+    return loss_weight * ((preds_S - preds_T.detach()) ** 2).mean()
+
+
+def reference_local(preds_S, preds_T, loss_weight: float):
+    """The 3x3 neighbourhood of every pixel unfolded (replicate padding), |x_j - x_i| summed."""
+    import torch.nn.functional as F
+
+    def differences(x):
+        n, c, h, w = x.shape
+        padded = F.pad(x, (1, 1, 1, 1), mode="replicate").reshape(n * c, 1, h + 2, w + 2)
+        neighbourhood = F.unfold(padded, kernel_size=3).view(n, c, 9, h, w)  # the centre gives 0
+        return (neighbourhood - x.unsqueeze(2)).abs().sum(dim=2)
+
+    return loss_weight * ((differences(preds_S) - differences(preds_T.detach())) ** 2).mean()
+
+
+def reference_pa(preds_S, preds_T, loss_weight: float):
+    """SKD's pair-wise term: 2x2 max-pooled nodes, L2-normalised over channels (the SKD code's
+    ``x / (norm + 1e-8)``), affinity ``F^T F``, squared difference / (HW)^2 / N."""
+    import torch
+    import torch.nn.functional as F
+
+    def affinity(x):
+        x = F.max_pool2d(x, kernel_size=2, stride=2, ceil_mode=True)
+        feat = x.reshape(x.shape[0], x.shape[1], -1)
+        feat = feat / (feat.pow(2).sum(dim=1, keepdim=True).sqrt() + 1e-8)
+        return torch.bmm(feat.transpose(1, 2), feat)
+
+    s_S, s_T = affinity(preds_S), affinity(preds_T.detach())
+    n, hw = s_S.shape[:2]
+    return loss_weight * ((s_T - s_S) ** 2).sum() / (hw * hw) / n
+
+
+def reference_ifvd(preds_S, preds_T, labels, loss_weight: float):
+    """IFVD's per-class loop: each class's masked mean is its prototype, every pixel's cosine to
+    its own class's prototype, squared difference averaged over labelled pixels."""
+    import torch
+    import torch.nn.functional as F
+
+    def cosine_map(feat):
+        out = torch.zeros(feat.shape[0], *feat.shape[2:], dtype=feat.dtype, device=feat.device)
+        for k in labels[labels != IGNORE].unique().tolist():
+            mask = (labels == k).unsqueeze(1).to(feat.dtype)  # (N, 1, H, W)
+            proto = (feat * mask).sum(dim=(2, 3)) / mask.sum(dim=(2, 3)).clamp_min(1.0)  # (N, C)
+            cosine = F.cosine_similarity(feat, proto[:, :, None, None].expand_as(feat), dim=1)
+            out = out + cosine * mask[:, 0]
+        return out
+
+    valid = labels != IGNORE
+    with torch.no_grad():
+        map_T = cosine_map(preds_T.detach())
+    return loss_weight * ((cosine_map(preds_S) - map_T) ** 2)[valid].mean()
+
+
+def _critic_layers(critic):
+    """(weight, bias, stride, padding, leaky) of each conv of HO's critic, in order."""
+    import torch.nn as nn
+
+    convs = [m for m in critic if isinstance(m, nn.Conv2d)]
+    return [(conv, i < len(convs) - 1) for i, conv in enumerate(convs)]
+
+
+def _reference_critic(critic, x, detached: bool):
+    """HO's critic as plain functional convolutions (softmax input, strided 3x3 convs, LeakyReLU
+    0.2, one score per sample as the mean of the last map)."""
+    import torch.nn.functional as F
+
+    for conv, leaky in _critic_layers(critic):
+        weight, bias = (conv.weight.detach(), conv.bias.detach()) if detached else (conv.weight, conv.bias)
+        x = F.conv2d(x, weight, bias, stride=conv.stride, padding=conv.padding)
+        if leaky:
+            x = F.leaky_relu(x, 0.2)
+    return x.mean(dim=(1, 2, 3))
+
+
+def reference_ho_student(critic, preds_S, loss_weight: float):
+    """The student's adversarial term: -weight * mean_n D(softmax(S)); no gradient to D."""
+    import torch
+
+    return -loss_weight * _reference_critic(critic, torch.softmax(preds_S, dim=1), detached=True).mean()
+
+
+def reference_ho_critic_step(critic, optimizer, preds_S, preds_T, d_weight: float, gp_weight: float):
+    """One WGAN-GP critic update (Gulrajani et al.): D(fake) - D(real) + gp_weight * GP, times
+    d_weight, one Adam step. Returns the critic loss."""
+    import torch
+
+    fake, real = torch.softmax(preds_S.detach(), dim=1), torch.softmax(preds_T.detach(), dim=1)
+    alpha = torch.rand(real.shape[0], 1, 1, 1, dtype=real.dtype, device=real.device)
+    interpolated = (alpha * real + (1 - alpha) * fake).requires_grad_(True)
+    scores = _reference_critic(critic, interpolated, detached=False)
+    (grad,) = torch.autograd.grad(scores, interpolated, grad_outputs=torch.ones_like(scores), create_graph=True)
+    penalty = ((grad.reshape(grad.shape[0], -1).norm(2, dim=1) - 1) ** 2).mean()
+    wasserstein = _reference_critic(critic, fake, False).mean() - _reference_critic(critic, real, False).mean()
+    loss = d_weight * (wasserstein + gp_weight * penalty)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss.detach()
+
+
+# --- the cases ------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Case:
+    """One method (with its parameters) on one input; ``term`` is "loss" (forward + backward of the
+    loss) or "critic_step" (HO's discriminator update, which does its own backward)."""
+
+    method: str
+    input: str
+    params: dict = field(default_factory=dict)
+    variant: str = ""  # a label that tells apart cases of one method (norm x divergence)
+    term: str = "loss"
+    max_scale: float = 1.0  # the largest spatial scale this case runs at on a CPU, and why
+    scale_reason: str = ""
+    targets: bool = False
+
+    @property
+    def name(self) -> str:
+        label = self.method + (f"({self.variant})" if self.variant else "")
+        return label + (" critic step" if self.term == "critic_step" else "")
+
+    @property
+    def key(self) -> str:
+        return f"{self.name}/{self.input}"
+
+
+def _cases() -> list[Case]:
+    # Weights and temperatures: studies/paper_table2_cityscapes.yaml (CWD: the paper's T = 4 and
+    # alpha = 3 on logits, 50 on the feature map; the baselines at their authors' defaults). The
+    # ablation's (channel, kl) cell is CWD's own kernel: on the logits only (the cwd rows cover it).
+    both = ("logits", "feature_map")
+    cases = [Case("cwd", x, {"tau": 4.0, "loss_weight": 3.0 if x == "logits" else 50.0}, targets=True) for x in both]
+    for norm, divergence, inputs in [("channel", "kl", ("logits",)), ("spatial", "kl", both),
+                                     ("channel_mean", "kl", both), ("none", "kl", both),
+                                     ("channel", "mse", ("logits",)), ("spatial", "mse", ("logits",))]:
+        params = {"norm": norm, "divergence": divergence, "tau": 4.0 if divergence == "kl" else 1.0}
+        cases += [Case("norm_divergence", x, params, variant=f"{norm}, {divergence}") for x in inputs]
+    cases += [Case("pi", x, {"tau": 1.0, "loss_weight": 10.0}) for x in both]
+    cases += [Case("at", x, {"loss_weight": 1e4}) for x in both]
+    cases += [Case("fitnets", "feature_map", {"loss_weight": 10.0})]
+    cases += [Case("local", "logits", {"loss_weight": 1.0}),
+              Case("local", "feature_map", {"loss_weight": 1.0}, max_scale=0.25,
+                   scale_reason="time: the unfolded reference holds 9 copies of each map and the replicate "
+                                "padding's backward is slow on a CPU; at half size one reference forward + "
+                                "backward already takes about 4 s on 2 cores")]
+    cases += [Case("pa", x, {"pool_scale": 0.5, "loss_weight": 1.0}) for x in both]
+    cases += [Case("ifvd", "logits", {"loss_weight": 200.0}),
+              Case("ifvd", "feature_map", {"loss_weight": 200.0}, max_scale=0.5,
+                   scale_reason="time: the per-class reference makes 19 masked copies of the map; at half size "
+                                "one reference forward + backward takes about 1 s on 2 cores")]
+    cases += [Case("ho", "logits", {"loss_weight": 0.001}),
+              Case("ho", "logits", {"loss_weight": 0.001}, term="critic_step")]
+    return cases
+
+
+CASES = _cases()
+
+
+def cases(methods=None) -> list[Case]:
+    """The cases of the given registered methods (all when None); an unknown name is an error."""
+    from kdbench import losses
+    from kdbench.errors import UserError
+
+    registered = losses.available()
+    uncovered = sorted(set(registered) - {case.method for case in CASES})
+    if uncovered:  # a method added to the registry must get a case and a reference here
+        raise UserError(f"bench losses: no benchmark case for {', '.join(uncovered)}")
+    if methods is None:
+        return list(CASES)
+    unknown = sorted(set(methods) - set(registered))
+    if unknown:
+        raise UserError(f"bench losses: unknown method(s) {', '.join(unknown)}; valid: {', '.join(registered)}")
+    return [case for case in CASES if case.method in set(methods)]
 
 
 def scaled(shape: tuple, scale: float) -> tuple:
@@ -46,87 +279,364 @@ def scaled(shape: tuple, scale: float) -> tuple:
     return (n, c, max(2, int(h * scale)), max(2, int(w * scale)))
 
 
-def _inputs(shape, seed=0):
+def case_scale(case: Case, scale: float, device: str = "cpu") -> tuple[float, str]:
+    """The scale a case runs at and why it is below the one asked for (the CPU limits only)."""
+    if device == "cpu" and scale > case.max_scale:
+        return case.max_scale, case.scale_reason
+    return scale, ""
+
+
+def make_inputs(case: Case, shape: tuple, device: str = "cpu", seed: int = 0) -> dict:
     import torch
 
     generator = torch.Generator().manual_seed(seed)
-    preds_S = (torch.randn(shape, generator=generator) * 3).requires_grad_()
-    preds_T = torch.randn(shape, generator=generator) * 3
-    return preds_S, preds_T
+    preds_S = (torch.randn(shape, generator=generator) * 3).to(device).requires_grad_()
+    preds_T = (torch.randn(shape, generator=generator) * 3).to(device)
+    inputs = {"preds_S": preds_S, "preds_T": preds_T}
+    if case.method == "ifvd":
+        n, _, h, w = shape
+        labels = torch.randint(0, N_CLASSES, (n, h, w), generator=generator)
+        labels[torch.rand((n, h, w), generator=generator) < 0.1] = IGNORE
+        inputs["labels"] = labels.to(device)
+    return inputs
 
 
-def agreement(shape) -> dict:
-    preds_S, preds_T = _inputs(shape)
-    values, grads = {}, {}
-    for name, fn in FORMULATIONS.items():
-        preds_S.grad = None
-        value = fn(preds_S, preds_T, TAU, WEIGHT)
+class _Formulation:
+    """One side of a case, called as ``f(inputs)``: forward + backward; ``value`` and ``grads()``
+    give what the agreement check compares."""
+
+    def __init__(self, run: Callable, grads: Callable):
+        self._run, self._grads, self.value = run, grads, None
+
+    def __call__(self, inputs: dict) -> None:
+        self.value = self._run(inputs)
+
+    def grads(self, inputs: dict) -> list:
+        return self._grads(inputs)
+
+
+def _input_grad(inputs: dict) -> list:
+    return [inputs["preds_S"].grad]
+
+
+def formulations(case: Case, device: str = "cpu") -> dict[str, _Formulation]:
+    """{"kdbench": ..., "reference": ...} for a case, with the same parameters (and, for HO, the
+    same critic weights at the start)."""
+    import copy
+
+    import torch
+
+    from kdbench import losses
+
+    params = dict(case.params)
+    if case.method == "ho":
+        torch.manual_seed(0)
+        module = losses.build("ho", in_channels=SHAPES["logits"][1], **params).to(device)
+        critic = copy.deepcopy(module.discriminator)
+        if case.term == "critic_step":
+            optimizer = torch.optim.Adam(critic.parameters(), lr=module.lr_d, betas=(0.9, 0.99))
+
+            def ours(x):
+                return torch.tensor(module.discriminator_step(x["preds_S"], x["preds_T"])["loss_d"])
+
+            def reference(x):
+                return reference_ho_critic_step(critic, optimizer, x["preds_S"], x["preds_T"], module.d_weight,
+                                                module.gp_weight)
+
+            return {"kdbench": _Formulation(ours, lambda x: [p.grad for p in module.discriminator.parameters()]),
+                    "reference": _Formulation(reference, lambda x: [p.grad for p in critic.parameters()])}
+
+        def ours(x):
+            value = module(x["preds_S"], x["preds_T"])
+            value.backward()
+            return value.detach()
+
+        def reference(x):
+            value = reference_ho_student(critic, x["preds_S"], params["loss_weight"])
+            value.backward()
+            return value.detach()
+
+        return {"kdbench": _Formulation(ours, _input_grad), "reference": _Formulation(reference, _input_grad)}
+
+    module = losses.build(case.method, **params)
+    reference_fn = {
+        "cwd": lambda x: reference_cwd(x["preds_S"], x["preds_T"], params["tau"], params["loss_weight"]),
+        "norm_divergence": lambda x: reference_norm_divergence(x["preds_S"], x["preds_T"], params["norm"],
+                                                               params["divergence"], params["tau"], 1.0),
+        "pi": lambda x: reference_pi(x["preds_S"], x["preds_T"], params["tau"], params["loss_weight"]),
+        "at": lambda x: reference_at(x["preds_S"], x["preds_T"], params["loss_weight"]),
+        "fitnets": lambda x: reference_fitnets(x["preds_S"], x["preds_T"], params["loss_weight"]),
+        "local": lambda x: reference_local(x["preds_S"], x["preds_T"], params["loss_weight"]),
+        "pa": lambda x: reference_pa(x["preds_S"], x["preds_T"], params["loss_weight"]),
+        "ifvd": lambda x: reference_ifvd(x["preds_S"], x["preds_T"], x["labels"], params["loss_weight"]),
+    }[case.method]
+
+    def ours(x):
+        args = (x["preds_S"], x["preds_T"]) + ((x["labels"],) if "labels" in x else ())
+        value = module(*args)
         value.backward()
-        values[name], grads[name] = float(value.detach()), preds_S.grad.clone()
-    scale = float(grads["reference"].abs().max())
-    return {
-        "value_rel_diff": abs(values["kdbench"] - values["reference"]) / abs(values["reference"]),
-        "grad_max_abs_diff_over_max": float((grads["kdbench"] - grads["reference"]).abs().max()) / scale,
-    }
+        return value.detach()
+
+    def reference(x):
+        value = reference_fn(x)
+        value.backward()
+        return value.detach()
+
+    return {"kdbench": _Formulation(ours, _input_grad), "reference": _Formulation(reference, _input_grad)}
 
 
-def timing(shape, repeats: int) -> dict:
-    preds_S, preds_T = _inputs(shape)
-    seconds: dict[str, list[float]] = {name: [] for name in FORMULATIONS}
+def _clear_grads(inputs: dict) -> None:
+    inputs["preds_S"].grad = None
+
+
+def agreement(case: Case, shape: tuple, device: str = "cpu") -> dict:
+    """Value and gradient of both formulations on the same inputs, relative differences."""
+    import torch
+
+    inputs = make_inputs(case, shape, device)
+    values, grads = {}, {}
+    for name, formulation in formulations(case, device).items():
+        _clear_grads(inputs)
+        torch.manual_seed(1)  # the critic step's interpolation weights are drawn the same on both sides
+        formulation(inputs)
+        values[name] = float(formulation.value)
+        grads[name] = [g.detach().clone() for g in formulation.grads(inputs)]
+    reference = values["reference"]
+    value_diff = abs(values["kdbench"] - reference) / max(abs(reference), 1e-30)
+    grad_diff = max(
+        (float((ours - ref).abs().max()) / max(float(ref.abs().max()), 1e-30)
+         for ours, ref in zip(grads["kdbench"], grads["reference"])),
+        default=0.0,
+    )
+    return {"value_rel_diff": value_diff, "grad_rel_diff": grad_diff,
+            "agrees": value_diff <= TOLERANCE and grad_diff <= TOLERANCE}
+
+
+def _synchronize(device: str) -> None:
+    if device != "cpu":
+        import torch
+
+        torch.cuda.synchronize()
+
+
+def timing(case: Case, shape: tuple, repeats: int, device: str = "cpu") -> dict:
+    inputs = make_inputs(case, shape, device)
+    sides = formulations(case, device)
+    seconds: dict[str, list[float]] = {name: [] for name in sides}
     for _ in range(repeats + 1):  # the first round warms up and is dropped
-        for name, fn in FORMULATIONS.items():
-            preds_S.grad = None
+        for name, formulation in sides.items():
+            _clear_grads(inputs)
+            _synchronize(device)
             start = time.perf_counter()
-            fn(preds_S, preds_T, TAU, WEIGHT).backward()
+            formulation(inputs)
+            _synchronize(device)
             seconds[name].append(time.perf_counter() - start)
     median = {name: statistics.median(values[1:]) for name, values in seconds.items()}
     return {"kdbench_s": median["kdbench"], "reference_s": median["reference"],
             "time_ratio": median["kdbench"] / median["reference"]}
 
 
+# --- peak extra memory ------------------------------------------------------------------------------
+
+def _peak_cuda(case: Case, shape: tuple) -> dict:
+    import torch
+
+    out = {}
+    for name in ("kdbench", "reference"):
+        # Lazy initialisation (cuBLAS, cuDNN workspaces) first: it is not the loss's memory.
+        formulations(case, "cuda")[name](make_inputs(case, scaled(shape, 0.25), "cuda"))
+        sides = formulations(case, "cuda")
+        inputs = make_inputs(case, shape, "cuda")
+        inputs["preds_S"].grad = torch.zeros_like(inputs["preds_S"])  # the same on both sides: not counted
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        before = torch.cuda.memory_allocated()
+        sides[name](inputs)
+        torch.cuda.synchronize()
+        out[f"{name}_bytes"] = torch.cuda.max_memory_allocated() - before
+        del inputs, sides
+    return out
+
+
 _MEMORY_PROBE = """
 import json, sys, torch
-from kdbench.bench.losses import FORMULATIONS, TAU, WEIGHT, _inputs
+from kdbench.bench.losses import CASES, formulations, make_inputs, scaled
 
 def status(key):
     for line in open("/proc/self/status"):
         if line.startswith(key + ":"):
             return int(line.split()[1]) * 1024
-torch.set_num_threads(int(sys.argv[3]))
-preds_S, preds_T = _inputs(tuple(json.loads(sys.argv[2])))
-preds_S.grad = torch.zeros_like(preds_S)  # the gradient buffer is the same for both: not counted
-with open("/proc/self/clear_refs", "w") as handle:
-    handle.write("5")  # reset the peak-RSS mark (VmHWM) to the current resident set
-before = status("VmRSS")
-FORMULATIONS[sys.argv[1]](preds_S, preds_T, TAU, WEIGHT).backward()
-print(json.dumps(status("VmHWM") - before))
+
+torch.set_num_threads(int(sys.argv[1]))
+by_key = {case.key: case for case in CASES}
+for job in json.loads(sys.argv[2]):
+    case, shape = by_key[job["key"]], tuple(job["shape"])
+    result = {"key": job["key"]}
+    for name in ("kdbench", "reference"):
+        formulations(case)[name](make_inputs(case, scaled(shape, 0.25)))  # lazy initialisation first
+        sides = formulations(case)
+        inputs = make_inputs(case, shape)
+        inputs["preds_S"].grad = torch.zeros_like(inputs["preds_S"])  # the same on both sides: not counted
+        with open("/proc/self/clear_refs", "w") as handle:
+            handle.write("5")  # reset the peak-RSS mark (VmHWM) to the current resident set
+        before = status("VmRSS")
+        sides[name](inputs)
+        result[name + "_bytes"] = status("VmHWM") - before
+        del sides, inputs
+    print(json.dumps(result), flush=True)
 """
 
 
-def peak_extra_memory(shape, threads: int) -> dict:
-    out = {}
-    for name in FORMULATIONS:
-        result = subprocess.run([sys.executable, "-c", _MEMORY_PROBE, name, json.dumps(list(shape)), str(threads)],
-                                capture_output=True, text=True, check=True)
-        out[f"{name}_bytes"] = int(json.loads(result.stdout.strip().splitlines()[-1]))
-    out["memory_ratio"] = out["kdbench_bytes"] / out["reference_bytes"] if out["reference_bytes"] > 0 else None
-    return out
+def _peak_cpu(jobs: list[dict], threads: int) -> dict[str, dict]:
+    """Peak extra resident memory of each job's two formulations, in one subprocess."""
+    if not jobs:
+        return {}
+    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536", MALLOC_TRIM_THRESHOLD_="65536")
+    result = subprocess.run([sys.executable, "-c", _MEMORY_PROBE, str(threads), json.dumps(jobs)],
+                            capture_output=True, text=True, env=env)
+    if result.returncode != 0:
+        raise RuntimeError(f"bench losses: the memory probe failed: {result.stderr.strip()[-2000:]}")
+    rows = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    return {row.pop("key"): row for row in rows}
 
 
-def run(scale: float = 1.0, repeats: int = 5) -> list[dict]:
+# --- the device's memory bandwidth (GPU rows) ------------------------------------------------------
+
+# Peak DRAM bandwidth in GB/s from the vendors' data sheets, matched by substring of the device name
+# (the first match wins, so the more specific names come first).
+PEAK_BANDWIDTH_GBPS = [
+    ("GH200", 4000.0), ("H200", 4800.0), ("H100 NVL", 3900.0), ("H100 PCIe", 2000.0), ("H100", 3350.0),
+    ("A100-SXM4-80GB", 2039.0), ("A100 80GB PCIe", 1935.0), ("A100", 1555.0), ("A10G", 600.0), ("A10", 600.0),
+    ("L40S", 864.0), ("L40", 864.0), ("L4", 300.0), ("V100", 900.0), ("T4", 320.0),
+    ("RTX 4090", 1008.0), ("RTX 3090", 936.0),
+]
+
+
+def peak_bandwidth(device_name: str) -> float | None:
+    """The data-sheet peak bandwidth (GB/s) of a GPU by its name; None when it is not in the table."""
+    return next((gbps for key, gbps in PEAK_BANDWIDTH_GBPS if key in device_name), None)
+
+
+def device_bandwidth() -> dict:
+    """The GPU's peak bandwidth (data-sheet table by name) and a measured device-to-device copy
+    (1 GiB, bytes read + written over the median time); the table's figure when the name is known."""
     import torch
 
+    name = torch.cuda.get_device_name(0)
+    table = peak_bandwidth(name)
+    source = torch.empty(1 << 28, dtype=torch.float32, device="cuda")
+    target = torch.empty_like(source)
+    times = []
+    for _ in range(6):
+        torch.cuda.synchronize()
+        start = time.perf_counter()
+        target.copy_(source)
+        torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    measured = 2 * source.numel() * source.element_size() / statistics.median(times[1:]) / 1e9
+    del source, target
+    return {"device": name, "table_GBps": table, "copy_GBps": measured,
+            "GBps": table if table is not None else measured,
+            "source": "data sheet" if table is not None else "measured copy"}
+
+
+def _bandwidth_fields(case: Case, shape: tuple, seconds: float, bandwidth: dict) -> dict:
+    """CWD: the bytes that must move (read S and T, write the gradient, float32) at the device's
+    bandwidth, over the measured forward + backward time."""
+    import math
+
+    moved = 3 * math.prod(shape) * 4
+    bound = moved / (bandwidth["GBps"] * 1e9)
+    return {"bytes_moved": moved, "bandwidth_GBps": bandwidth["GBps"], "bandwidth_source": bandwidth["source"],
+            "bandwidth_bound_s": bound, "bandwidth_fraction": bound / seconds}
+
+
+# --- the suite --------------------------------------------------------------------------------------
+
+def run(scale: float = 1.0, repeats: int = 5, methods=None,
+        progress: Callable[[str], None] | None = None) -> list[dict]:
+    """One row per case (and per device: the CPU, and the GPU where CUDA is available); ``methods``
+    picks registered method names (all when None); ``progress`` is told each case as it starts."""
+    import torch
+
+    selected = cases(methods)
     rows = []
-    for label, shape in SHAPES.items():
-        shape = scaled(shape, scale)
-        row = {"suite": "losses", "method": "cwd", "input": label, "shape": list(shape), "tau": TAU,
-               "loss_weight": WEIGHT, "scale": scale}
-        row.update(agreement(shape))
-        row.update(timing(shape, repeats))
-        row.update(peak_extra_memory(shape, torch.get_num_threads()))
-        row["agrees"] = row["value_rel_diff"] <= 1e-5 and row["grad_max_abs_diff_over_max"] <= 1e-5
-        memory = row["memory_ratio"]
-        row["targets"] = {"time_ratio<=0.5": row["time_ratio"] <= 0.5,
-                          "memory_ratio<=0.5": None if memory is None else memory <= 0.5}
+    for case in selected:
+        if progress:
+            progress(f"{case.name} on {case.input} (cpu)")
+        case_scale_, reason = case_scale(case, scale)
+        shape = scaled(SHAPES[case.input], case_scale_)
+        row = {"suite": "losses", "device": "cpu", "method": case.name, "registry_name": case.method,
+               "input": case.input, "shape": list(shape), "params": case.params, "scale": case_scale_,
+               "scale_reason": reason, "key": case.key}
+        row.update(agreement(case, shape))
+        row.update(timing(case, shape, repeats))
         rows.append(row)
+    if progress:
+        progress("peak memory (cpu, one subprocess)")
+    memory = _peak_cpu([{"key": row["key"], "shape": row["shape"]} for row in rows], torch.get_num_threads())
+    for row in rows:
+        row.update(memory[row["key"]])
+    if torch.cuda.is_available():
+        bandwidth = device_bandwidth()
+        for case in selected:
+            if progress:
+                progress(f"{case.name} on {case.input} ({bandwidth['device']})")
+            shape = scaled(SHAPES[case.input], scale)
+            row = {"suite": "losses", "device": bandwidth["device"], "method": case.name, "registry_name": case.method,
+                   "input": case.input, "shape": list(shape), "params": case.params, "scale": scale,
+                   "scale_reason": "", "key": case.key}
+            row.update(agreement(case, shape, "cuda"))
+            row.update(timing(case, shape, repeats, "cuda"))
+            row.update(_peak_cuda(case, shape))
+            if case.targets:
+                row.update(_bandwidth_fields(case, shape, row["kdbench_s"], bandwidth))
+            rows.append(row)
+    by_key = {case.key: case for case in selected}
+    for row in rows:
+        reference_bytes = row["reference_bytes"]
+        row["memory_ratio"] = row["kdbench_bytes"] / reference_bytes if reference_bytes > 0 else None
+        memory = row["memory_ratio"]
+        row["targets"] = ({f"time_ratio<={TARGET_RATIO}": row["time_ratio"] <= TARGET_RATIO,
+                           f"memory_ratio<={TARGET_RATIO}": None if memory is None else memory <= TARGET_RATIO}
+                          if by_key[row["key"]].targets else {})
     return rows
+
+
+def _mib(value) -> str:
+    return "n/a" if value is None else f"{value / 2**20:.1f}"
+
+
+def format_rows(rows: list[dict]) -> str:
+    """The rows as a plain-text table (ratios are kdbench / reference), with the scaled rows' reasons
+    and the GPU rows' bandwidth figures underneath."""
+    header = ["device", "method", "input", "shape", "scale", "agrees", "kdbench ms", "ref ms", "time x",
+              "kdbench MiB", "ref MiB", "memory x", "targets"]
+    table = [header]
+    notes = []
+    for row in rows:
+        memory = row.get("memory_ratio")
+        targets = row.get("targets") or {}
+        verdict = ", ".join(f"{name} {'met' if ok else 'MISSED' if ok is not None else 'n/a'}"
+                            for name, ok in targets.items())
+        table.append([
+            row.get("device", "cpu"), row["method"], row["input"], "x".join(map(str, row["shape"])),
+            f"{row['scale']:g}" + ("*" if row.get("scale_reason") else ""),
+            "yes" if row["agrees"] else "NO", f"{row['kdbench_s'] * 1e3:.2f}", f"{row['reference_s'] * 1e3:.2f}",
+            f"{row['time_ratio']:.2f}", _mib(row.get("kdbench_bytes")), _mib(row.get("reference_bytes")),
+            "n/a" if memory is None else f"{memory:.2f}", verdict or "-",
+        ])
+        if row.get("scale_reason"):
+            notes.append(f"* {row['method']} on {row['input']} at scale {row['scale']:g}: {row['scale_reason']}")
+        if "bandwidth_fraction" in row:
+            notes.append(f"{row['method']} on {row['input']} ({row['device']}): {row['bytes_moved'] / 2**20:.0f} "
+                         f"MiB must move; at {row['bandwidth_GBps']:.0f} GB/s ({row['bandwidth_source']}) that is "
+                         f"{row['bandwidth_bound_s'] * 1e3:.3f} ms: {row['bandwidth_fraction']:.0%} of the bound")
+        if not row["agrees"]:
+            notes.append(f"{row['method']} on {row['input']}: DISAGREES (value {row['value_rel_diff']:.1e}, "
+                         f"gradient {row['grad_rel_diff']:.1e} relative; tolerance {TOLERANCE:g})")
+    widths = [max(len(line[i]) for line in table) for i in range(len(header))]
+    lines = ["  ".join(cell.ljust(width) if i < 3 else cell.rjust(width) if i < 12 else cell
+                       for i, (cell, width) in enumerate(zip(line, widths))).rstrip() for line in table]
+    lines.insert(1, "  ".join("-" * width for width in widths))
+    return "\n".join(lines + ["(time x, memory x: kdbench / reference; memory: peak extra)"] + notes)
