@@ -185,3 +185,23 @@ def test_cwd_of_maps_that_differ_by_a_large_per_channel_shift_is_zero_without_ca
     # float32 rounding of preds_T + 1000 alone moves each value by up to 3e-5; the loss must stay
     # at that level, not at the 1000 * 1e-7 * 16 * 50 that a cancellation of the shift would leave.
     assert abs(value.item()) < 1e-4
+
+
+def test_cwd_under_no_grad_keeps_no_gradient_map(monkeypatch):
+    from kdbench.losses import cwd as cwd_module
+
+    kept = []
+    real_empty = torch.empty
+
+    def recording_empty(*size, **kwargs):
+        tensor = real_empty(*size, **kwargs)
+        kept.append(tuple(tensor.shape))
+        return tensor
+
+    monkeypatch.setattr(cwd_module.torch, "empty", recording_empty)
+    preds_S = torch.randn(2, 3, 4, 5, requires_grad=True)
+    with torch.no_grad():
+        value = losses.ChannelWiseDivergence(tau=2.0)(preds_S, torch.randn(2, 3, 4, 5))
+    assert value.item() > 0 and (6, 20) not in kept  # no (N*C, H*W) map was allocated
+    losses.ChannelWiseDivergence(tau=2.0)(preds_S, torch.randn(2, 3, 4, 5))
+    assert (6, 20) in kept  # ... while with a graph the gradient's map is

@@ -6,10 +6,10 @@ Each channel of an (N, C, H, W) map becomes a distribution over its H*W position
 This is exactly MMRazor's ``ChannelWiseDivergence`` (true KL, teacher entropy subtracted).
 
 The forward and backward are one ``autograd.Function`` that works through the (N*C, H*W) rows in
-blocks small enough to stay in cache, so that each element comes from main memory once per pass
-instead of once per operation of the textbook formulation. The forward keeps nothing the size of
-the map (only the inputs, which exist anyway); the backward recomputes the gradient,
-``(softmax(S/tau) - softmax(T/tau)) * tau / (N*C)``, block by block straight into its output.
+blocks small enough to stay in cache, so that each element comes from main memory once instead of
+once per operation of the textbook formulation. The forward keeps one map, the gradient's
+direction ``softmax(S/tau) - softmax(T/tau)``; the backward scales it in place by
+``tau / (N*C)`` (times the incoming gradient) and returns it: one pass, no allocation.
 """
 
 from __future__ import annotations
@@ -27,12 +27,12 @@ def _compute_dtype(x: Tensor) -> torch.dtype:
     return torch.float64 if x.dtype == torch.float64 else torch.float32
 
 
-# Elements per block of rows. On a CPU the three float32 block buffers of the forward (log p_T,
-# log p_S, and p_T, which first holds the scaled rows) take 1.5 MiB, which stays in L2 while a
-# block is worked on, so main memory sees each input once per pass instead of once per operation
-# of the textbook formulation. On a GPU a block is a quarter of the map (at most 2**22 elements):
-# the extra memory stays bounded and the number of kernel launches small.
-_CPU_BLOCK = 1 << 17
+# Elements per block of rows. On a CPU the three float32 block buffers (log p_T, log p_S, and
+# p_T, which first holds the scaled rows) take 3 MiB, which stays in the L2 caches while a block is
+# worked on, so main memory sees each input once instead of once per operation of the textbook
+# formulation. On a GPU a block is a quarter of the map (at most 2**22 elements): the extra
+# memory stays bounded and the number of kernel launches small.
+_CPU_BLOCK = 1 << 18
 _GPU_BLOCK = 1 << 22
 
 
@@ -54,10 +54,13 @@ class _ChannelWiseKL(torch.autograd.Function):
 
     The forward goes through the rows block by block: log p_T and log p_S by log_softmax (each
     row shifted by its own maximum inside, so maps that differ by a per-channel constant give 0
-    without cancellation), p_T = exp(log p_T), and the block's sum of p_T * (log p_T - log p_S),
-    all in one block's buffers. Nothing the size of the map is kept for the backward, which
-    recomputes ``(p_S - p_T) * tau * scale`` block by block from the inputs, straight into the
-    gradient.
+    without cancellation), p_T = exp(log p_T), the block's sum of p_T * (log p_T - log p_S), and
+    the block of the gradient's direction p_S - p_T, written into the one map the forward keeps.
+
+    The first backward scales that map in place by ``grad_output * tau * scale`` and hands it out
+    as the gradient, so the backward allocates nothing and makes one pass. The map is then
+    released (the gradient is its only owner from there on); a further backward through a retained
+    graph recomputes ``(p_S - p_T) * tau * scale`` block by block from the inputs instead.
     """
 
     @staticmethod
@@ -68,8 +71,10 @@ class _ChannelWiseKL(torch.autograd.Function):
         n_rows, length = rows_S.shape
         block = _rows_per_block(n_rows, length, preds_S.device)
         inv_tau = 1.0 / tau
-        if ctx.needs_input_grad[0]:
-            ctx.save_for_backward(rows_S, rows_T)
+        needs_grad = ctx.needs_input_grad[0]
+        ctx.difference = None
+        if needs_grad:
+            ctx.save_for_backward(rows_S, rows_T)  # for a second backward only
             ctx.tau, ctx.factor = tau, tau * scale
             ctx.input_shape, ctx.input_dtype = preds_S.shape, preds_S.dtype
         out_dtype = torch.float64 if preds_S.dtype == torch.float64 else torch.float32
@@ -78,6 +83,7 @@ class _ChannelWiseKL(torch.autograd.Function):
         with torch.autocast(device_type=preds_S.device.type, enabled=False):
             buffers = torch.empty((3, block, length), dtype=dtype, device=preds_S.device)
             sums = torch.empty(-(-n_rows // block), dtype=dtype, device=preds_S.device)
+            difference = torch.empty((n_rows, length), dtype=dtype, device=preds_S.device) if needs_grad else None
             for k, start in enumerate(range(0, n_rows, block)):
                 stop = min(n_rows, start + block)
                 log_p_T, log_p_S, p_T = (b[: stop - start] for b in buffers)
@@ -85,38 +91,54 @@ class _ChannelWiseKL(torch.autograd.Function):
                 torch.log_softmax(_scaled_block(rows_T[start:stop], inv_tau, p_T), 1, out=log_p_T)
                 torch.log_softmax(_scaled_block(rows_S[start:stop], inv_tau, p_T), 1, out=log_p_S)
                 torch.exp(log_p_T, out=p_T)
+                if difference is not None:
+                    torch.exp(log_p_S, out=difference[start:stop]).sub_(p_T)
                 # The difference is taken elementwise, so that a small KL between two similar maps
                 # keeps its precision; each block's sum is one float, added up in float64.
                 torch.dot(p_T.reshape(-1), log_p_T.sub_(log_p_S).reshape(-1), out=sums[k])
             kl = sums.double().sum()
+        # Not saved for backward: it is neither an input nor an output, nobody else can write it.
+        ctx.difference = difference
         return (kl * (scale * tau * tau)).to(out_dtype)
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_output: Tensor):
-        rows_S, rows_T = ctx.saved_tensors
-        dtype = _compute_dtype(rows_S)
-        n_rows, length = rows_S.shape
-        block = _rows_per_block(n_rows, length, rows_S.device)
-        inv_tau = 1.0 / ctx.tau
-        with torch.autocast(device_type=rows_S.device.type, enabled=False):
-            factor = grad_output.to(dtype) * ctx.factor  # a 0-d tensor: no host synchronisation
-            grad = torch.empty((n_rows, length), dtype=dtype, device=rows_S.device)
-            buffers = torch.empty((2, block, length), dtype=dtype, device=rows_S.device)
-            for start in range(0, n_rows if length else 0, block):
-                stop = min(n_rows, start + block)
-                scaled, p_T = (b[: stop - start] for b in buffers)
-                torch.softmax(_scaled_block(rows_T[start:stop], inv_tau, scaled), 1, out=p_T)
-                p_S = grad[start:stop]
-                torch.softmax(_scaled_block(rows_S[start:stop], inv_tau, scaled), 1, out=p_S)
-                p_S.sub_(p_T).mul_(factor)
+        factor = grad_output.to(torch.float64 if ctx.input_dtype == torch.float64 else torch.float32) * ctx.factor
+        grad, ctx.difference = ctx.difference, None
+        with torch.autocast(device_type=grad_output.device.type, enabled=False):
+            if grad is not None:
+                grad.mul_(factor)  # a 0-d tensor: no host synchronisation
+            else:
+                grad = _recomputed_gradient(*ctx.saved_tensors, ctx.tau, factor)
         return grad.view(ctx.input_shape).to(ctx.input_dtype), None, None, None
+
+
+def _recomputed_gradient(rows_S: Tensor, rows_T: Tensor, tau: float, factor: Tensor) -> Tensor:
+    """(p_S - p_T) * factor over the (N*C, H*W) rows, block by block, with the forward's very
+    operations (exp of log_softmax), so that a second backward gives the first one's bits."""
+    dtype = _compute_dtype(rows_S)
+    n_rows, length = rows_S.shape
+    block = _rows_per_block(n_rows, length, rows_S.device)
+    inv_tau = 1.0 / tau
+    grad = torch.empty((n_rows, length), dtype=dtype, device=rows_S.device)
+    buffers = torch.empty((2, block, length), dtype=dtype, device=rows_S.device)
+    for start in range(0, n_rows if length else 0, block):
+        stop = min(n_rows, start + block)
+        log_p, p_T = (b[: stop - start] for b in buffers)
+        torch.log_softmax(_scaled_block(rows_T[start:stop], inv_tau, p_T), 1, out=log_p)
+        torch.exp(log_p, out=p_T)
+        torch.log_softmax(_scaled_block(rows_S[start:stop], inv_tau, grad[start:stop]), 1, out=log_p)
+        torch.exp(log_p, out=grad[start:stop]).sub_(p_T).mul_(factor)
+    return grad
 
 
 def channel_wise_divergence(preds_S: Tensor, preds_T: Tensor, tau: float = 1.0) -> Tensor:
     """The CWD loss (without a weight) of two (N, C, H, W) maps; no gradient reaches preds_T."""
     check_same_shape("cwd", preds_S, preds_T)
     n, c = preds_S.shape[:2]
+    if not torch.is_grad_enabled():  # no graph (evaluation, logging): keep no gradient map either
+        preds_S = preds_S.detach()
     return _ChannelWiseKL.apply(preds_S, preds_T.detach(), float(tau), 1.0 / (n * c))
 
 
