@@ -272,7 +272,8 @@ def _bench(args: argparse.Namespace) -> int:
     if any(n < 1 for n in sizes):
         raise UserError(f"--sizes: grid sizes must be >= 1, got {args.sizes}")
     calls = {
-        "losses": lambda m: m.run(scale=args.scale, repeats=args.repeats, methods=_csv(args.methods, "--methods")),
+        "losses": lambda m: m.run(scale=args.scale, repeats=args.repeats, methods=_csv(args.methods, "--methods"),
+                                  progress=lambda line: print(f"  {line}", file=sys.stderr, flush=True)),
         "step": lambda m: m.run(repeats=args.repeats, cases=_csv(args.cases, "--cases")),
         "grid": lambda m: m.run(sizes=tuple(sizes)),
     }
