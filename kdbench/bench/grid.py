@@ -177,10 +177,7 @@ def _model_check(path: Path, results: Path):
 
     study = load_study(path, results)
     start = time.perf_counter()
-    if hasattr(preflight, "check_study"):
-        preflight.check_study(study)
-    else:
-        preflight.check_locations(study)
+    preflight.check_study(study)
     return time.perf_counter() - start
 
 
