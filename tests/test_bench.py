@@ -30,8 +30,9 @@ def test_bench_losses_covers_every_registered_method_at_a_tiny_size_and_every_ro
         assert row["time_ratio"] > 0 and row["kdbench_s"] > 0 and row["reference_s"] > 0
         assert row["kdbench_bytes"] >= 0 and row["reference_bytes"] >= 0
         assert 0 < row["scale"] <= 0.05 and len(row["shape"]) == 4
-        # only CWD carries the 0.5x targets
+        # only CWD carries the 0.5x targets, and says which of its kernels ran
         assert bool(row["targets"]) == (row["registry_name"] == "cwd")
+        assert (row.get("cwd_kernel") in ("compiled", "blocked")) == (row["registry_name"] == "cwd")
 
 
 def test_bench_cases_cover_the_registry_and_reject_an_unknown_method():

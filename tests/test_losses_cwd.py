@@ -187,7 +187,18 @@ def test_cwd_of_maps_that_differ_by_a_large_per_channel_shift_is_zero_without_ca
     assert abs(value.item()) < 1e-4
 
 
-def test_cwd_under_no_grad_keeps_no_gradient_map(monkeypatch):
+@pytest.fixture
+def blocked_kernel(monkeypatch):
+    """The blocked torch formulation, even where the compiled CPU kernel is built."""
+    from kdbench.losses import _native
+
+    monkeypatch.setenv("KDBENCH_CWD_KERNEL", "blocked")
+    _native.cwd_cpu.cache_clear()
+    yield
+    _native.cwd_cpu.cache_clear()
+
+
+def test_cwd_under_no_grad_keeps_no_gradient_map(monkeypatch, blocked_kernel):
     from kdbench.losses import cwd as cwd_module
 
     kept = []
@@ -205,3 +216,55 @@ def test_cwd_under_no_grad_keeps_no_gradient_map(monkeypatch):
     assert value.item() > 0 and (6, 20) not in kept  # no (N*C, H*W) map was allocated
     losses.ChannelWiseDivergence(tau=2.0)(preds_S, torch.randn(2, 3, 4, 5))
     assert (6, 20) in kept  # ... while with a graph the gradient's map is
+
+
+# ----------------------------------------------------------------------------- compiled CPU kernel
+
+native = pytest.mark.skipif(
+    __import__("kdbench.losses._native", fromlist=["cwd_cpu"]).cwd_cpu() is None,
+    reason="the compiled CWD kernel is not built here (python -m kdbench.losses._native build)")
+
+
+@native
+@pytest.mark.parametrize("shape, tau", [((2, 19, 16, 32), 4.0), ((3, 64, 9, 7), 1.0), ((1, 5, 1, 1), 2.0)])
+def test_the_compiled_kernel_agrees_with_the_blocked_formulation(shape, tau, monkeypatch):
+    from kdbench.losses import _native
+
+    torch.manual_seed(0)
+    preds_S, preds_T = (torch.randn(shape) * 3).requires_grad_(), torch.randn(shape) * 3
+    results = []
+    for kernel in ("native", "blocked"):
+        monkeypatch.setenv("KDBENCH_CWD_KERNEL", kernel)
+        _native.cwd_cpu.cache_clear()
+        preds_S.grad = None
+        value = losses.ChannelWiseDivergence(tau=tau, loss_weight=3.0)(preds_S, preds_T)
+        value.backward()
+        results.append((value.detach(), preds_S.grad.clone()))
+    _native.cwd_cpu.cache_clear()
+    (v_native, g_native), (v_blocked, g_blocked) = results
+    assert torch.allclose(v_native, v_blocked, rtol=1e-5, atol=0)
+    assert float((g_native - g_blocked).abs().max()) <= 1e-5 * float(g_blocked.abs().max())
+
+
+@native
+def test_the_compiled_kernel_keeps_no_map_under_no_grad_and_gives_a_second_backward_the_same_bits(monkeypatch):
+    from kdbench.losses import _native
+
+    module = _native.cwd_cpu()
+    calls = []
+    monkeypatch.setattr(_native, "cwd_cpu", lambda: type("Spy", (), {"cwd_forward": staticmethod(
+        lambda *args: calls.append(args[3]) or module.cwd_forward(*args))}))
+    preds_S, preds_T = torch.randn(2, 3, 8, 8, requires_grad=True), torch.randn(2, 3, 8, 8)
+    with torch.no_grad():
+        losses.ChannelWiseDivergence(tau=2.0)(preds_S, preds_T)
+    value = losses.ChannelWiseDivergence(tau=2.0)(preds_S, preds_T)
+    (first,) = torch.autograd.grad(value, preds_S, retain_graph=True)
+    (second,) = torch.autograd.grad(value, preds_S)
+    assert calls == [False, True, True] and torch.equal(first, second)
+
+
+@native
+def test_a_nan_reaches_the_loss_through_the_compiled_kernel():
+    preds_S = torch.randn(2, 3, 8, 8)
+    preds_S[1, 2, 3, 4] = float("nan")
+    assert torch.isnan(losses.ChannelWiseDivergence(tau=4.0)(preds_S, torch.randn(2, 3, 8, 8)))

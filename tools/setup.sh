@@ -6,12 +6,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${1:-.venv}
 PINS=requirements/pins.txt
-APT_PACKAGES=(dataset-fashion-mnist chromium fonts-dejavu-core)
+APT_PACKAGES=(dataset-fashion-mnist chromium fonts-dejavu-core g++ ninja-build)
 
 say() { printf '[setup %s] %s\n' "$(date +%H:%M:%S)" "$*"; }
 pin() { grep -E "^$1([=<>!~ ]|$)" "$PINS" | head -n1 | sed 's/ *#.*//'; }
 
-# 1. Debian packages (the offline dataset, a browser for the report test).
+# 1. Debian packages (the offline dataset, a browser for the report test, a compiler and ninja for
+#    mmcv's ops and kdbench's CWD kernel).
 missing=()
 for p in "${APT_PACKAGES[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then
@@ -25,7 +26,7 @@ if [ ${#missing[@]} -gt 0 ]; then
   fi
 fi
 
-stamp_want=$(cat "$PINS" pyproject.toml tools/setup.sh | sha256sum | cut -c1-16)
+stamp_want=$(cat "$PINS" pyproject.toml tools/setup.sh kdbench/losses/_cwd_cpu.cpp | sha256sum | cut -c1-16)
 if [ -f "$VENV/.kdbench-stamp" ] && [ "$(cat "$VENV/.kdbench-stamp")" = "$stamp_want" ]; then
   exit 0
 fi
@@ -62,5 +63,7 @@ say "pip: kdbench (editable)"
 
 "$VENV/bin/python" -c 'import mmcv.ops, mmseg.models, mmdet.models, kdbench' \
   || { echo "setup: the installed stack does not import" >&2; exit 1; }
+say "build: the compiled CWD kernel for this CPU (about 30 s; without it CWD uses its blocked torch formulation)"
+"$VENV/bin/python" -m kdbench.losses._native build || say "WARNING: CWD kernel not built (see above); CWD stays correct, only slower"
 echo "$stamp_want" > "$VENV/.kdbench-stamp"
 say "ready: $VENV ($("$VENV/bin/python" -c 'import torch, mmcv, mmseg, mmdet; print(f"torch {torch.__version__}, mmcv {mmcv.__version__}, mmseg {mmseg.__version__}, mmdet {mmdet.__version__}")'))"

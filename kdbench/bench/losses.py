@@ -569,6 +569,10 @@ def run(scale: float = 1.0, repeats: int = 5, methods=None,
         row = {"suite": "losses", "device": "cpu", "method": case.name, "registry_name": case.method,
                "input": case.input, "shape": list(shape), "params": case.params, "scale": case_scale_,
                "scale_reason": reason, "key": case.key}
+        if case.method == "cwd":  # which CWD forward ran on the CPU (see kdbench/losses/_native.py)
+            from kdbench.losses._native import cwd_cpu
+
+            row["cwd_kernel"] = "compiled" if cwd_cpu() is not None else "blocked"
         row.update(agreement(case, shape))
         row.update(timing(case, shape, repeats))
         rows.append(row)
@@ -626,6 +630,8 @@ def format_rows(rows: list[dict]) -> str:
             f"{row['time_ratio']:.2f}", _mib(row.get("kdbench_bytes")), _mib(row.get("reference_bytes")),
             "n/a" if memory is None else f"{memory:.2f}", verdict or "-",
         ])
+        if row.get("cwd_kernel"):
+            notes.append(f"{row['method']} on {row['input']} (cpu): the {row['cwd_kernel']} CWD kernel")
         if row.get("scale_reason"):
             notes.append(f"* {row['method']} on {row['input']} at scale {row['scale']:g}: {row['scale_reason']}")
         if "bandwidth_fraction" in row:

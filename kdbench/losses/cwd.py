@@ -7,7 +7,9 @@ This is exactly MMRazor's ``ChannelWiseDivergence`` (true KL, teacher entropy su
 
 The forward and backward are one ``autograd.Function`` that works through the (N*C, H*W) rows in
 blocks small enough to stay in cache, so that each element comes from main memory once instead of
-once per operation of the textbook formulation. The forward keeps one map, the gradient's
+once per operation of the textbook formulation. For float32 maps on a CPU, a compiled kernel
+(``_cwd_cpu.cpp``, built at set-up, see ``_native.py``) does the same in one pass per row when it
+is built; the two agree to float32 rounding. The forward keeps one map, the gradient's
 direction ``softmax(S/tau) - softmax(T/tau)``; the backward scales it in place by
 ``tau / (N*C)`` (times the incoming gradient) and returns it: one pass, no allocation.
 """
@@ -49,6 +51,17 @@ def _scaled_block(rows: Tensor, inv_tau: float, buffer: Tensor) -> Tensor:
     return buffer.copy_(rows).mul_(inv_tau)  # half precision: scaled in float32, never before
 
 
+def _native_kernel(rows_S: Tensor, rows_T: Tensor):
+    """The compiled CPU kernel, for contiguous float32 CPU rows, when it is built; else None."""
+    if rows_S.device.type != "cpu" or rows_S.dtype != torch.float32 or rows_T.dtype != torch.float32:
+        return None
+    if not (rows_S.is_contiguous() and rows_T.is_contiguous()) or rows_S.numel() == 0:
+        return None
+    from kdbench.losses._native import cwd_cpu
+
+    return cwd_cpu()
+
+
 class _ChannelWiseKL(torch.autograd.Function):
     """sum_rows KL(softmax(T/tau) || softmax(S/tau)) * scale over the (N*C, H*W) rows.
 
@@ -72,7 +85,7 @@ class _ChannelWiseKL(torch.autograd.Function):
         block = _rows_per_block(n_rows, length, preds_S.device)
         inv_tau = 1.0 / tau
         needs_grad = ctx.needs_input_grad[0]
-        ctx.difference = None
+        ctx.difference, ctx.native = None, False
         if needs_grad:
             ctx.save_for_backward(rows_S, rows_T)  # for a second backward only
             ctx.tau, ctx.factor = tau, tau * scale
@@ -80,6 +93,12 @@ class _ChannelWiseKL(torch.autograd.Function):
         out_dtype = torch.float64 if preds_S.dtype == torch.float64 else torch.float32
         if rows_S.numel() == 0:  # no positions: nothing to distil
             return torch.zeros((), dtype=out_dtype, device=preds_S.device)
+        native = _native_kernel(rows_S, rows_T)
+        if native is not None:  # one pass per row; the map is kept only for a backward
+            kl_rows, difference = native.cwd_forward(rows_S, rows_T, tau, needs_grad)
+            ctx.difference = difference if needs_grad else None
+            ctx.native = True
+            return (kl_rows.sum() * (scale * tau * tau)).to(out_dtype)
         with torch.autocast(device_type=preds_S.device.type, enabled=False):
             buffers = torch.empty((3, block, length), dtype=dtype, device=preds_S.device)
             sums = torch.empty(-(-n_rows // block), dtype=dtype, device=preds_S.device)
@@ -109,6 +128,9 @@ class _ChannelWiseKL(torch.autograd.Function):
         with torch.autocast(device_type=grad_output.device.type, enabled=False):
             if grad is not None:
                 grad.mul_(factor)  # a 0-d tensor: no host synchronisation
+            elif ctx.native:  # the same kernel again: the first backward's bits
+                rows_S, rows_T = ctx.saved_tensors
+                grad = _native_kernel(rows_S, rows_T).cwd_forward(rows_S, rows_T, ctx.tau, True)[1].mul_(factor)
             else:
                 grad = _recomputed_gradient(*ctx.saved_tensors, ctx.tau, factor)
         return grad.view(ctx.input_shape).to(ctx.input_dtype), None, None, None
