@@ -18,8 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from kdbench.errors import UserError
-from kdbench.losses.common import check_weight
+from kdbench.losses.common import check_same_positions, check_weight
 from kdbench.losses.registry import register
 
 
@@ -35,16 +34,7 @@ def attention_map(feat: Tensor) -> Tensor:
 
 def attention_transfer(preds_S: Tensor, preds_T: Tensor) -> Tensor:
     """The unweighted AT loss; channel counts may differ, N and H x W may not."""
-    if preds_S.dim() != 4 or preds_T.dim() != 4:
-        raise UserError(
-            f"at: expected 4-d maps (N, C, H, W), got student {tuple(preds_S.shape)} and "
-            f"teacher {tuple(preds_T.shape)}"
-        )
-    if preds_S.shape[0] != preds_T.shape[0] or preds_S.shape[2:] != preds_T.shape[2:]:
-        raise UserError(
-            f"at: student map {tuple(preds_S.shape)} and teacher map {tuple(preds_T.shape)} "
-            "differ in batch or spatial size (channels may differ); set resize: true"
-        )
+    check_same_positions("at", preds_S, preds_T)
     dtype = _compute_dtype(preds_S)
     with torch.autocast(device_type=preds_S.device.type, enabled=False):
         a_S = attention_map(preds_S.to(dtype))

@@ -44,3 +44,18 @@ def check_same_shape(method: str, preds_S: Tensor, preds_T: Tensor, ndim: int = 
             f"{method}: student map {tuple(preds_S.shape)} and teacher map "
             f"{tuple(preds_T.shape)} differ; {' and '.join(fixes)}"
         )
+
+
+def check_same_positions(method: str, preds_S: Tensor, preds_T: Tensor) -> None:
+    """Raise a UserError unless both are 4-d maps with the same batch and spatial size (for the
+    methods that compare positions, whose channel counts may differ)."""
+    if preds_S.dim() != 4 or preds_T.dim() != 4:
+        raise UserError(
+            f"{method}: expected 4-d maps (N, C, H, W), got student {tuple(preds_S.shape)} and "
+            f"teacher {tuple(preds_T.shape)}"
+        )
+    if preds_S.shape[0] != preds_T.shape[0] or preds_S.shape[2:] != preds_T.shape[2:]:
+        raise UserError(
+            f"{method}: student map {tuple(preds_S.shape)} and teacher map {tuple(preds_T.shape)} "
+            "differ in batch or spatial size (channels may differ); set resize: true"
+        )

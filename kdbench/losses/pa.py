@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from kdbench.errors import UserError
-from kdbench.losses.common import check_positive, check_weight
+from kdbench.losses.common import check_positive, check_same_positions, check_weight
 from kdbench.losses.registry import register
 
 
@@ -44,16 +44,7 @@ def affinity(feat: Tensor, kernel: int) -> Tensor:
 
 def pair_wise_distillation(preds_S: Tensor, preds_T: Tensor, pool_scale: float = 0.5) -> Tensor:
     """The unweighted PA loss; channel counts may differ, N and H x W may not."""
-    if preds_S.dim() != 4 or preds_T.dim() != 4:
-        raise UserError(
-            f"pa: expected 4-d maps (N, C, H, W), got student {tuple(preds_S.shape)} and "
-            f"teacher {tuple(preds_T.shape)}"
-        )
-    if preds_S.shape[0] != preds_T.shape[0] or preds_S.shape[2:] != preds_T.shape[2:]:
-        raise UserError(
-            f"pa: student map {tuple(preds_S.shape)} and teacher map {tuple(preds_T.shape)} "
-            "differ in batch or spatial size (channels may differ); set resize: true"
-        )
+    check_same_positions("pa", preds_S, preds_T)
     kernel = max(1, round(1.0 / pool_scale))
     dtype = _compute_dtype(preds_S)
     with torch.autocast(device_type=preds_S.device.type, enabled=False):
