@@ -9,6 +9,7 @@ from pathlib import Path
 
 from kdbench import store
 from kdbench.study import Study
+from kdbench.table import text_table
 
 
 def run_dir(results_root: str | Path, study: Study, run_id: str) -> Path:
@@ -48,17 +49,9 @@ def _plan_rows(study: Study, results_root: str | Path) -> list[dict]:
 
 
 def format_plan(study: Study, rows: list[dict]) -> str:
-    with store.gc_paused():  # strings and tuples only
-        return _format_plan(study, rows)
-
-
-def _format_plan(study: Study, rows: list[dict]) -> str:
-    header = ("run_id", "name", "stage", "status", "resources")
-    table = [header] + [(r["run_id"], r["name"], r["stage"], r["status"], resources_text(r["resources"]))
-                        for r in rows]
-    widths = [max(len(str(row[i])) for row in table) for i in range(len(header))]
-    lines = ["  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip() for row in table]
-    lines.insert(1, "  ".join("-" * w for w in widths))
+    lines = text_table(("run_id", "name", "stage", "status", "resources"),
+                       [(r["run_id"], r["name"], r["stage"], r["status"], resources_text(r["resources"]))
+                        for r in rows])
     counts = Counter((r["stage"], r["status"]) for r in rows)
     stages = list(dict.fromkeys(r["stage"] for r in rows))
     lines.append("")

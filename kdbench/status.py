@@ -10,6 +10,7 @@ from pathlib import Path
 
 from kdbench import jobs, store
 from kdbench.study import Study
+from kdbench.table import text_table
 
 
 def run_states(study: Study, results: str | Path) -> list[dict]:
@@ -57,17 +58,9 @@ def run_states_of(study: Study, scanned: dict[str, tuple[store.RunFiles, dict | 
 
 
 def format_status(study: Study, rows: list[dict]) -> str:
-    with store.gc_paused():  # strings and tuples only
-        return _format_status(study, rows)
-
-
-def _format_status(study: Study, rows: list[dict]) -> str:
-    header = ("run_id", "name", "stage", "state", "job")
-    table = [header] + [(r["run_id"], r["name"], r["stage"], r["state"],
-                         f"{r['executor']}:{r['job_id']}" if r["job_id"] else "-") for r in rows]
-    widths = [max(len(str(row[i])) for row in table) for i in range(len(header))]
-    lines = ["  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip() for row in table]
-    lines.insert(1, "  ".join("-" * w for w in widths))
+    lines = text_table(("run_id", "name", "stage", "state", "job"),
+                       [(r["run_id"], r["name"], r["stage"], r["state"],
+                         f"{r['executor']}:{r['job_id']}" if r["job_id"] else "-") for r in rows])
     counts = Counter(r["state"] for r in rows)
     lines.append("")
     lines.append(f"study {study.name}: {len(rows)} runs: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))

@@ -34,6 +34,7 @@ import time
 from pathlib import Path
 
 from kdbench import jobs, store
+from kdbench.table import text_table
 
 TARGETS = {"plan_first": 2.0, "plan": 2.0, "plan_model_check": None, "status": 2.0, "collect": 5.0, "report": 10.0,
            "cli_start_help": 0.5, "cli_start_plan": 0.5, "cli_start_plan_no_model_check": 0.5,
@@ -320,14 +321,9 @@ def format_rows(rows: list[dict]) -> str:
     def flag(value) -> str:
         return "-" if value is None else "yes" if value else "NO"
 
-    table = [header] + [
+    return "\n".join(text_table(header, [
         (r["operation"], str(r["runs"]), f"{r['seconds']:.3f}",
          "-" if r["target_s"] is None else f"<= {r['target_s']:g}", flag(r["meets_target"]),
          "-" if r.get("growth_ratio") is None else f"{r['growth_ratio']:.2f}",
          "-" if r.get("runs_ratio") is None else f"{r['runs_ratio']:.2f}", flag(r.get("no_worse_than_linear")))
-        for r in rows]
-    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
-    lines = ["  ".join(cell.rjust(w) if i else cell.ljust(w) for i, (cell, w) in enumerate(zip(row, widths)))
-             for row in table]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
+        for r in rows], right=range(1, len(header))))

@@ -614,9 +614,11 @@ def _mib(value) -> str:
 def format_rows(rows: list[dict]) -> str:
     """The rows as a plain-text table (ratios are kdbench / reference), with the scaled rows' reasons
     and the GPU rows' bandwidth figures underneath."""
+    from kdbench.table import text_table
+
     header = ["device", "method", "input", "shape", "scale", "agrees", "kdbench ms", "ref ms", "time x",
               "kdbench MiB", "ref MiB", "memory x", "targets"]
-    table = [header]
+    table = []
     notes = []
     for row in rows:
         memory = row.get("memory_ratio")
@@ -641,8 +643,5 @@ def format_rows(rows: list[dict]) -> str:
         if not row["agrees"]:
             notes.append(f"{row['method']} on {row['input']}: DISAGREES (value {row['value_rel_diff']:.1e}, "
                          f"gradient {row['grad_rel_diff']:.1e} relative; tolerance {TOLERANCE:g})")
-    widths = [max(len(line[i]) for line in table) for i in range(len(header))]
-    lines = ["  ".join(cell.ljust(width) if i < 3 else cell.rjust(width) if i < 12 else cell
-                       for i, (cell, width) in enumerate(zip(line, widths))).rstrip() for line in table]
-    lines.insert(1, "  ".join("-" * width for width in widths))
+    lines = text_table(header, table, right=range(3, 12))
     return "\n".join(lines + ["(time x, memory x: kdbench / reference; memory: peak extra)"] + notes)

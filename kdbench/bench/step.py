@@ -211,14 +211,13 @@ def run(repeats: int = 5, cases: list[str] | None = None, crop=None, batch=None)
 
 
 def format_rows(rows: list[dict]) -> str:
-    head = (f"{'case':<28} {'crop':>9} {'N':>2} {'student s':>9} {'teacher s':>9} {'kd s':>8} {'ref s':>8} "
-            f"{'kd/(S+T)':>8} {'kd/ref':>6}")
-    lines = [head]
-    for r in rows:
-        crop = "x".join(map(str, r["crop"])) + ("*" if r["reduced"] else "")
-        lines.append(f"{r['case']:<28} {crop:>9} {r['batch']:>2} {r['student_s']:>9.4f} {r['teacher_s']:>9.4f} "
-                     f"{r['kd_s']:>8.4f} {r['reference_s']:>8.4f} {r['overhead']:>8.3f} "
-                     f"{r['kd_vs_reference']:>6.3f}")
+    from kdbench.table import text_table
+
+    header = ("case", "crop", "N", "student s", "teacher s", "kd s", "ref s", "kd/(S+T)", "kd/ref")
+    lines = text_table(header, [
+        (r["case"], "x".join(map(str, r["crop"])) + ("*" if r["reduced"] else ""), r["batch"],
+         f"{r['student_s']:.4f}", f"{r['teacher_s']:.4f}", f"{r['kd_s']:.4f}", f"{r['reference_s']:.4f}",
+         f"{r['overhead']:.3f}", f"{r['kd_vs_reference']:.3f}") for r in rows], right=range(1, len(header)))
     lines.append(f"kd/(S+T): the KD step over a student step plus a no-grad teacher forward (target <= "
                  f"{OVERHEAD_TARGET}); kd/ref: over MMRazor 1.x's pipeline (teacher in loss mode). "
                  f"* crop reduced from the paper's on CPU")
