@@ -20,6 +20,7 @@ import torch
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
+from kdbench.losses import _native
 from kdbench.losses.common import check_positive, check_same_shape, check_weight
 from kdbench.losses.registry import register
 
@@ -57,9 +58,7 @@ def _native_kernel(rows_S: Tensor, rows_T: Tensor):
         return None
     if not (rows_S.is_contiguous() and rows_T.is_contiguous()) or rows_S.numel() == 0:
         return None
-    from kdbench.losses._native import cwd_cpu
-
-    return cwd_cpu()
+    return _native.cwd_cpu()
 
 
 class _ChannelWiseKL(torch.autograd.Function):
