@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from kdbench import losses
+from kdbench.bench import bandwidth as bench_bandwidth
 from kdbench.bench import losses as bench_losses
 from kdbench.errors import UserError
 
@@ -70,12 +71,11 @@ def test_format_rows_gives_one_line_per_row_with_the_ratios_verdicts_and_reasons
 
 
 def test_gpu_bandwidth_bound_comes_from_the_data_sheet_by_device_name_and_the_bytes_that_must_move():
-    assert bench_losses.peak_bandwidth("NVIDIA H100 80GB HBM3") == 3350.0
-    assert bench_losses.peak_bandwidth("NVIDIA H100 PCIe") == 2000.0
-    assert bench_losses.peak_bandwidth("NVIDIA GH200 480GB") == 4000.0
-    assert bench_losses.peak_bandwidth("NVIDIA H200") == 4800.0
-    assert bench_losses.peak_bandwidth("Some Future GPU") is None
-    case = bench_losses.cases(["cwd"])[1]
-    fields = bench_losses._bandwidth_fields(case, (8, 512, 64, 64), 1e-3, {"GBps": 3350.0, "source": "data sheet"})
+    assert bench_bandwidth.peak_bandwidth("NVIDIA H100 80GB HBM3") == 3350.0
+    assert bench_bandwidth.peak_bandwidth("NVIDIA H100 PCIe") == 2000.0
+    assert bench_bandwidth.peak_bandwidth("NVIDIA GH200 480GB") == 4000.0
+    assert bench_bandwidth.peak_bandwidth("NVIDIA H200") == 4800.0
+    assert bench_bandwidth.peak_bandwidth("Some Future GPU") is None
+    fields = bench_bandwidth.bandwidth_fields((8, 512, 64, 64), 1e-3, {"GBps": 3350.0, "source": "data sheet"})
     assert fields["bytes_moved"] == 3 * 8 * 512 * 64 * 64 * 4  # read S, read T, write the gradient
     assert fields["bandwidth_fraction"] == pytest.approx(fields["bytes_moved"] / 3350e9 / 1e-3)

@@ -1,5 +1,5 @@
 """The loss suite: every registered distillation loss against a straightforward formulation of the
-same math, written here in plain torch autograd, at the paper's shapes.
+same math in plain torch autograd (kdbench/bench/references.py), at the paper's shapes.
 
 Each case is one method (at the settings of ``studies/paper_table2_cityscapes.yaml``) on one input:
 the logits (N, 19 classes, H/8, W/8 of a 512x1024 crop) and the PSP head's feature map (N, 512,
@@ -30,173 +30,25 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from kdbench.bench.bandwidth import bandwidth_fields, device_bandwidth
+from kdbench.bench.references import (
+    IGNORE,
+    reference_at,
+    reference_cwd,
+    reference_fitnets,
+    reference_ho_critic_step,
+    reference_ho_student,
+    reference_ifvd,
+    reference_local,
+    reference_norm_divergence,
+    reference_pa,
+    reference_pi,
+)
+
 SHAPES = {"logits": (8, 19, 64, 128), "feature_map": (8, 512, 64, 64)}
-N_CLASSES, IGNORE = 19, 255
+N_CLASSES = 19
 TOLERANCE = 1e-5
 TARGET_RATIO = 0.5  # CWD only: time and peak extra memory <= 0.5x the reference
-
-
-# --- the references: plain torch autograd, the obvious formulation of each method's math ---------
-
-def reference_cwd(preds_S, preds_T, tau: float, loss_weight: float):
-    """MMRazor's ChannelWiseDivergence (ANCHORS.md section 2)."""
-    import torch
-    import torch.nn.functional as F
-
-    n, c, h, w = preds_S.shape
-    s = preds_S.reshape(-1, h * w) / tau
-    t = preds_T.detach().reshape(-1, h * w) / tau
-    p_t = F.softmax(t, dim=1)
-    return loss_weight * torch.sum(p_t * F.log_softmax(t, dim=1) - p_t * F.log_softmax(s, dim=1)) * tau**2 / (n * c)
-
-
-def reference_norm_divergence(preds_S, preds_T, norm: str, divergence: str, tau: float, loss_weight: float):
-    """The official ablation criterion's math (ANCHORS.md section 5), with log_softmax for the KL and
-    every sample used by ``none``."""
-    import torch.nn.functional as F
-
-    n, c, h, w = preds_S.shape
-    preds_T = preds_T.detach()
-    if divergence == "mse":
-        tau = 1.0
-    if norm == "channel":
-        s, t = preds_S.reshape(n * c, -1), preds_T.reshape(n * c, -1)
-    elif norm == "spatial":
-        s, t = preds_S, preds_T
-    elif norm == "channel_mean":
-        s, t = preds_S.mean(dim=(2, 3)), preds_T.mean(dim=(2, 3))
-    else:
-        s, t = preds_S.reshape(n, -1), preds_T.reshape(n, -1)
-    if divergence == "kl":
-        p_t = F.softmax(t / tau, dim=1)
-        total = (p_t * (F.log_softmax(t / tau, dim=1) - F.log_softmax(s / tau, dim=1))).sum()
-    else:
-        if norm in ("channel", "spatial"):
-            s, t = F.softmax(s, dim=1), F.softmax(t, dim=1)
-        total = ((s - t) ** 2).sum()
-    denominator = n * c if norm in ("channel", "channel_mean") else n * h * w
-    return loss_weight * total * tau**2 / denominator
-
-
-def reference_pi(preds_S, preds_T, tau: float, loss_weight: float):
-    """Hinton's KD at every pixel with ``F.kl_div``, averaged over the N*H*W pixels."""
-    import torch.nn.functional as F
-
-    n, _, h, w = preds_S.shape
-    kl = F.kl_div(F.log_softmax(preds_S / tau, dim=1), F.softmax(preds_T.detach() / tau, dim=1), reduction="sum")
-    return loss_weight * kl * tau**2 / (n * h * w)
-
-
-def reference_at(preds_S, preds_T, loss_weight: float):
-    """Zagoruyko and Komodakis: at(x) = normalize(mean_c x**2), mean squared difference."""
-    import torch.nn.functional as F
-
-    def at(x):
-        return F.normalize(x.pow(2).mean(1).view(x.size(0), -1))
-
-    return loss_weight * (at(preds_S) - at(preds_T.detach())).pow(2).mean()
-
-
-def reference_fitnets(preds_S, preds_T, loss_weight: float):
-    return loss_weight * ((preds_S - preds_T.detach()) ** 2).mean()
-
-
-def reference_local(preds_S, preds_T, loss_weight: float):
-    """The 3x3 neighbourhood of every pixel unfolded (replicate padding), |x_j - x_i| summed."""
-    import torch.nn.functional as F
-
-    def differences(x):
-        n, c, h, w = x.shape
-        padded = F.pad(x, (1, 1, 1, 1), mode="replicate").reshape(n * c, 1, h + 2, w + 2)
-        neighbourhood = F.unfold(padded, kernel_size=3).view(n, c, 9, h, w)  # the centre gives 0
-        return (neighbourhood - x.unsqueeze(2)).abs().sum(dim=2)
-
-    return loss_weight * ((differences(preds_S) - differences(preds_T.detach())) ** 2).mean()
-
-
-def reference_pa(preds_S, preds_T, loss_weight: float):
-    """SKD's pair-wise term: 2x2 max-pooled nodes, L2-normalised over channels (the SKD code's
-    ``x / (norm + 1e-8)``), affinity ``F^T F``, squared difference / (HW)^2 / N."""
-    import torch
-    import torch.nn.functional as F
-
-    def affinity(x):
-        x = F.max_pool2d(x, kernel_size=2, stride=2, ceil_mode=True)
-        feat = x.reshape(x.shape[0], x.shape[1], -1)
-        feat = feat / (feat.pow(2).sum(dim=1, keepdim=True).sqrt() + 1e-8)
-        return torch.bmm(feat.transpose(1, 2), feat)
-
-    s_S, s_T = affinity(preds_S), affinity(preds_T.detach())
-    n, hw = s_S.shape[:2]
-    return loss_weight * ((s_T - s_S) ** 2).sum() / (hw * hw) / n
-
-
-def reference_ifvd(preds_S, preds_T, labels, loss_weight: float):
-    """IFVD's per-class loop: each class's masked mean is its prototype, every pixel's cosine to
-    its own class's prototype, squared difference averaged over labelled pixels."""
-    import torch
-    import torch.nn.functional as F
-
-    def cosine_map(feat):
-        out = torch.zeros(feat.shape[0], *feat.shape[2:], dtype=feat.dtype, device=feat.device)
-        for k in labels[labels != IGNORE].unique().tolist():
-            mask = (labels == k).unsqueeze(1).to(feat.dtype)  # (N, 1, H, W)
-            proto = (feat * mask).sum(dim=(2, 3)) / mask.sum(dim=(2, 3)).clamp_min(1.0)  # (N, C)
-            cosine = F.cosine_similarity(feat, proto[:, :, None, None].expand_as(feat), dim=1)
-            out = out + cosine * mask[:, 0]
-        return out
-
-    valid = labels != IGNORE
-    with torch.no_grad():
-        map_T = cosine_map(preds_T.detach())
-    return loss_weight * ((cosine_map(preds_S) - map_T) ** 2)[valid].mean()
-
-
-def _critic_layers(critic):
-    """(weight, bias, stride, padding, leaky) of each conv of HO's critic, in order."""
-    import torch.nn as nn
-
-    convs = [m for m in critic if isinstance(m, nn.Conv2d)]
-    return [(conv, i < len(convs) - 1) for i, conv in enumerate(convs)]
-
-
-def _reference_critic(critic, x, detached: bool):
-    """HO's critic as plain functional convolutions (softmax input, strided 3x3 convs, LeakyReLU
-    0.2, one score per sample as the mean of the last map)."""
-    import torch.nn.functional as F
-
-    for conv, leaky in _critic_layers(critic):
-        weight, bias = (conv.weight.detach(), conv.bias.detach()) if detached else (conv.weight, conv.bias)
-        x = F.conv2d(x, weight, bias, stride=conv.stride, padding=conv.padding)
-        if leaky:
-            x = F.leaky_relu(x, 0.2)
-    return x.mean(dim=(1, 2, 3))
-
-
-def reference_ho_student(critic, preds_S, loss_weight: float):
-    """The student's adversarial term: -weight * mean_n D(softmax(S)); no gradient to D."""
-    import torch
-
-    return -loss_weight * _reference_critic(critic, torch.softmax(preds_S, dim=1), detached=True).mean()
-
-
-def reference_ho_critic_step(critic, optimizer, preds_S, preds_T, d_weight: float, gp_weight: float):
-    """One WGAN-GP critic update (Gulrajani et al.): D(fake) - D(real) + gp_weight * GP, times
-    d_weight, one Adam step. Returns the critic loss."""
-    import torch
-
-    fake, real = torch.softmax(preds_S.detach(), dim=1), torch.softmax(preds_T.detach(), dim=1)
-    alpha = torch.rand(real.shape[0], 1, 1, 1, dtype=real.dtype, device=real.device)
-    interpolated = (alpha * real + (1 - alpha) * fake).requires_grad_(True)
-    scores = _reference_critic(critic, interpolated, detached=False)
-    (grad,) = torch.autograd.grad(scores, interpolated, grad_outputs=torch.ones_like(scores), create_graph=True)
-    penalty = ((grad.reshape(grad.shape[0], -1).norm(2, dim=1) - 1) ** 2).mean()
-    wasserstein = _reference_critic(critic, fake, False).mean() - _reference_critic(critic, real, False).mean()
-    loss = d_weight * (wasserstein + gp_weight * penalty)
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    optimizer.step()
-    return loss.detach()
 
 
 # --- the cases ------------------------------------------------------------------------------------
@@ -500,57 +352,6 @@ def _peak_cpu(jobs: list[dict], threads: int) -> dict[str, dict]:
     return {row.pop("key"): row for row in rows}
 
 
-# --- the device's memory bandwidth (GPU rows) ------------------------------------------------------
-
-# Peak DRAM bandwidth in GB/s from the vendors' data sheets, matched by substring of the device name
-# (the first match wins, so the more specific names come first).
-PEAK_BANDWIDTH_GBPS = [
-    ("GH200", 4000.0), ("H200", 4800.0), ("H100 NVL", 3900.0), ("H100 PCIe", 2000.0), ("H100", 3350.0),
-    ("A100-SXM4-80GB", 2039.0), ("A100 80GB PCIe", 1935.0), ("A100", 1555.0), ("A10G", 600.0), ("A10", 600.0),
-    ("L40S", 864.0), ("L40", 864.0), ("L4", 300.0), ("V100", 900.0), ("T4", 320.0),
-    ("RTX 4090", 1008.0), ("RTX 3090", 936.0),
-]
-
-
-def peak_bandwidth(device_name: str) -> float | None:
-    """The data-sheet peak bandwidth (GB/s) of a GPU by its name; None when it is not in the table."""
-    return next((gbps for key, gbps in PEAK_BANDWIDTH_GBPS if key in device_name), None)
-
-
-def device_bandwidth() -> dict:
-    """The GPU's peak bandwidth (data-sheet table by name) and a measured device-to-device copy
-    (1 GiB, bytes read + written over the median time); the table's figure when the name is known."""
-    import torch
-
-    name = torch.cuda.get_device_name(0)
-    table = peak_bandwidth(name)
-    source = torch.empty(1 << 28, dtype=torch.float32, device="cuda")
-    target = torch.empty_like(source)
-    times = []
-    for _ in range(6):
-        torch.cuda.synchronize()
-        start = time.perf_counter()
-        target.copy_(source)
-        torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    measured = 2 * source.numel() * source.element_size() / statistics.median(times[1:]) / 1e9
-    del source, target
-    return {"device": name, "table_GBps": table, "copy_GBps": measured,
-            "GBps": table if table is not None else measured,
-            "source": "data sheet" if table is not None else "measured copy"}
-
-
-def _bandwidth_fields(case: Case, shape: tuple, seconds: float, bandwidth: dict) -> dict:
-    """CWD: the bytes that must move (read S and T, write the gradient, float32) at the device's
-    bandwidth, over the measured forward + backward time."""
-    import math
-
-    moved = 3 * math.prod(shape) * 4
-    bound = moved / (bandwidth["GBps"] * 1e9)
-    return {"bytes_moved": moved, "bandwidth_GBps": bandwidth["GBps"], "bandwidth_source": bandwidth["source"],
-            "bandwidth_bound_s": bound, "bandwidth_fraction": bound / seconds}
-
-
 # --- the suite --------------------------------------------------------------------------------------
 
 def run(scale: float = 1.0, repeats: int = 5, methods=None,
@@ -594,7 +395,7 @@ def run(scale: float = 1.0, repeats: int = 5, methods=None,
             row.update(timing(case, shape, repeats, "cuda"))
             row.update(_peak_cuda(case, shape))
             if case.targets:
-                row.update(_bandwidth_fields(case, shape, row["kdbench_s"], bandwidth))
+                row.update(bandwidth_fields(shape, row["kdbench_s"], bandwidth))
             rows.append(row)
     by_key = {case.key: case for case in selected}
     for row in rows:

@@ -9,7 +9,7 @@ repeats (the first round warms up and is dropped):
   plus the KD terms, the teacher frozen, in tensor mode and stopped at its tapped modules);
 - ``reference``: the pipeline MMRazor 1.x runs: the teacher in *loss* mode (its task losses
   computed, then thrown away) under no_grad, outputs tapped by plain forward hooks, the KD term
-  in MMRazor's formulation (``kdbench.bench.losses.reference_cwd``), backward, SGD step.
+  in MMRazor's formulation (``kdbench.bench.references.reference_cwd``), backward, SGD step.
 
 Reported: ``overhead = kd / (student + teacher)`` (target <= 1.05: distilling costs no more than
 running both models) and ``kd / reference``. The cases come from shipped studies, so the bench
@@ -90,7 +90,7 @@ def _reference_step(student, teacher, term: dict, adapter, optimizer, inputs, sa
     """MMRazor 1.x's way: teacher in loss mode under no_grad, plain hooks, MMRazor's CWD."""
     import torch
 
-    from kdbench.bench.losses import reference_cwd
+    from kdbench.bench.references import reference_cwd
 
     s_path, t_path = term["student_location"][0], term["teacher_location"][0]
     recorded: dict[str, torch.Tensor] = {}
