@@ -9,17 +9,15 @@ submitted or written (``kdbench plan``, ``launch`` and ``run`` call them):
   ``meta`` device (shapes only, no compute, no weights), finds channel mismatches without an
   adapter and size mismatches without ``resize``.
 
-Module names and output shapes are computed once per distinct config, overrides (and input
-size) and cached on disk (``$KDBENCH_CACHE`` or ``~/.cache/kdbench``), so planning a study again
-is fast and imports neither mmseg nor mmdet. Every failure is a one-line UserError naming the
+Module names and output shapes come from ``runners.model_facts`` (computed once per distinct
+config, overrides and input size, cached on disk), so planning a study again is fast and imports
+neither mmseg nor mmdet. Every failure is a one-line UserError naming the
 file, the key path and the fix.
 """
 
 from __future__ import annotations
 
 import difflib
-import hashlib
-import json
 import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -28,170 +26,7 @@ from pathlib import Path
 from kdbench import store
 from kdbench.configs import resolve_config
 from kdbench.errors import UserError
-
-CACHE_VERSION = 1
-SHAPES_VERSION = 1
-DET_PAD = 32                      # mmdet's data preprocessors pad to a multiple of 32
-COCO_SCALE = (1333, 800)          # runners/datasets.py: (w, h) of the resize when params name none
-
-
-def _cache_root() -> Path:
-    return Path(os.environ.get("KDBENCH_CACHE") or Path.home() / ".cache" / "kdbench")
-
-
-def _cache_dir() -> Path:
-    return _cache_root() / "modules"
-
-
-def _write_cache(path: Path, data) -> None:
-    """Best effort: a cache that cannot be written (read-only home, full disk) is just not kept."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        store.write_json_atomic(path, data)
-    except OSError:
-        pass
-
-
-_KEYS: dict[str, str] = {}
-_NAMES: dict[str, list[str]] = {}
-
-
-def _key(task: str, config: str, overrides: dict) -> str:
-    """A hash of what builds the model (config text, its _base_ files, overrides); computed once
-    per process for each (task, config, overrides)."""
-    memo = json.dumps([task, config, overrides], sort_keys=True, default=str)
-    if memo not in _KEYS:
-        _KEYS[memo] = _hash_config(task, config, overrides)
-    return _KEYS[memo]
-
-
-def _hash_config(task: str, config: str, overrides: dict) -> str:
-    path = resolve_config(config)
-    text = json.dumps([CACHE_VERSION, task, config, path.read_text(), overrides], sort_keys=True, default=str)
-    # _base_ files change the model too: hash every .py file next to the config's folder tree root.
-    for base in sorted(path.parent.glob("_*.py")):
-        text += base.read_text()
-    return hashlib.sha256(text.encode()).hexdigest()[:20]
-
-
-def module_names(task: str, config: str, overrides: dict) -> list[str]:
-    key = _key(task, config, overrides)
-    if key not in _NAMES:
-        _NAMES[key] = _module_names(task, config, overrides, key)
-    return _NAMES[key]
-
-
-def _module_names(task: str, config: str, overrides: dict, key: str) -> list[str]:
-    cache = _cache_dir() / f"{key}.json"
-    cached = store.read_json(cache)
-    if isinstance(cached, list):
-        return cached
-    import warnings
-
-    from runners.build import build_model, load_config
-
-    with warnings.catch_warnings():  # mmseg's deprecation notices are not the user's business here
-        warnings.simplefilter("ignore")
-        model = build_model(load_config(config, overrides), task, init=False)
-    names = [name for name, _ in model.named_modules() if name]
-    _write_cache(cache, names)
-    return names
-
-
-# -- output shapes ----------------------------------------------------------------------------
-def input_size(run: dict) -> tuple[int, int]:
-    """(h, w) of the images a run's model sees: seg, the training crop (runners.datasets); det,
-    the fashion scenes' size or the COCO resize scale, padded to a multiple of 32."""
-    from runners.datasets import training_size
-
-    if run["task"] == "seg":
-        return tuple(training_size(run))
-    params = run["dataset"]["params"]
-    if run["dataset"]["name"] == "fashion_scenes":
-        size = params.get("size", 64)
-        h, w = (size, size) if isinstance(size, int) else tuple(size)
-    else:
-        scale = params.get("scale", COCO_SCALE)
-        w, h = (scale, scale) if isinstance(scale, int) else tuple(scale)
-    return (-(-int(h) // DET_PAD) * DET_PAD, -(-int(w) // DET_PAD) * DET_PAD)
-
-
-def _probe(task: str, config: str, overrides: dict, size: tuple[int, int]) -> dict:
-    """Build the model without weights on the meta device (CPU where meta is not supported) and run
-    one forward in tensor mode, recording every module's output shape (the first tensor of a tuple
-    output, as runners.taps does), per call. ``complete`` is False when the forward stopped early
-    (e.g. an op without a meta kernel, such as NMS in a two-stage detector's RPN): the modules
-    before that point are still recorded."""
-    import warnings
-
-    import torch
-
-    from runners.build import build_model, load_config
-
-    cfg_overrides = {**({"model.data_preprocessor.size": list(size)} if task == "seg" else {}), **overrides}
-    shapes: dict[str, list[list[int]]] = {}
-    complete = False
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        cfg = load_config(config, cfg_overrides)
-        for device in ("meta", "cpu"):
-            shapes.clear()
-            try:
-                with torch.device(device):
-                    model = build_model(cfg, task, init=False)
-            except Exception:
-                continue
-            model.eval()
-
-            def hook(name):
-                def record(module, args, output):
-                    if isinstance(output, (tuple, list)):
-                        output = output[0] if output else None
-                    if torch.is_tensor(output):
-                        shapes.setdefault(name, []).append(list(output.shape))
-                return record
-
-            handles = [m.register_forward_hook(hook(n)) for n, m in model.named_modules() if n]
-            inputs = torch.zeros(1, 3, *size, device=device)
-            samples = None
-            if task == "det":
-                from mmdet.structures import DetDataSample
-
-                sample = DetDataSample()
-                sample.set_metainfo({"img_shape": size, "ori_shape": size, "pad_shape": size,
-                                     "batch_input_shape": size, "scale_factor": (1.0, 1.0)})
-                samples = [sample]
-            try:
-                with torch.no_grad():
-                    model(inputs, samples, mode="tensor")
-                complete = True
-            except Exception:
-                complete = False
-            for handle in handles:
-                handle.remove()
-            names = [name for name, _ in model.named_modules() if name]
-            _write_cache(_cache_dir() / f"{_key(task, config, overrides)}.json", names)
-            if shapes:
-                break
-    return {"complete": complete, "shapes": shapes}
-
-
-_SHAPES: dict[str, dict] = {}
-
-
-def output_shapes(task: str, config: str, overrides: dict, size: tuple[int, int]) -> dict:
-    """``{"complete": bool, "shapes": {module: [shape per call]}}`` for one model at one input size."""
-    key = hashlib.sha256(json.dumps([SHAPES_VERSION, _key(task, config, overrides), list(size)]).encode())
-    key = key.hexdigest()[:20]
-    if key in _SHAPES:
-        return _SHAPES[key]
-    cache = _cache_root() / "shapes" / f"{key}.json"
-    cached = store.read_json(cache)
-    if not (isinstance(cached, dict) and isinstance(cached.get("shapes"), dict)):
-        cached = _probe(task, config, overrides, size)
-        _write_cache(cache, cached)
-    _SHAPES[key] = cached
-    return cached
+from runners.model_facts import cache_root, input_size, module_names, output_shapes, write_cache
 
 
 # -- one interface for studies and run files --------------------------------------------------
@@ -381,20 +216,22 @@ def _check_shapes(site: Site) -> None:
                                 f"input {size[0]}x{size[1]}; set resize: true")
 
 
+_NEEDS_ADAPTER: dict[str, dict] = {}
+
+
 def _needs_adapter(method: str) -> bool:
     """Whether a loss needs equal channels (``needs_adapter``, default True), cached on disk per
     version of the losses' source, so a cached preflight does not import torch."""
-    digest = hashlib.sha256()
-    for path in sorted((Path(__file__).resolve().parents[1] / "kdbench" / "losses").glob("*.py")):
-        digest.update(path.read_bytes())
-    cache = _cache_root() / "shapes" / f"needs_adapter-{digest.hexdigest()[:20]}.json"
-    table = _SHAPES.get(str(cache)) or store.read_json(cache)
+    from kdbench.loss_catalog import source_hash
+
+    cache = cache_root() / "shapes" / f"needs_adapter-{source_hash()}.json"
+    table = _NEEDS_ADAPTER.get(str(cache)) or store.read_json(cache)
     if not (isinstance(table, dict) and method in table):
         from kdbench import losses
 
         table = {name: bool(getattr(losses.get(name), "needs_adapter", True)) for name in losses.available()}
-        _write_cache(cache, table)
-    _SHAPES[str(cache)] = table
+        write_cache(cache, table)
+    _NEEDS_ADAPTER[str(cache)] = table
     return table.get(method, True)
 
 
