@@ -62,7 +62,7 @@ class DistillModel(BaseModel):
         self.terms = terms
         self.kd_losses = nn.ModuleDict()
         self.adapters = nn.ModuleDict()
-        self.kd_seconds = 0.0  # teacher forward + KD terms, accumulated (read by the cost hook)
+        self.clock = StepClock()  # the step's teacher forward and KD terms (read by the cost hook)
         if not terms:
             self.teacher = None
             return
@@ -138,17 +138,22 @@ class DistillModel(BaseModel):
             return task_losses
         with self.student_taps:
             task_losses = self.student(inputs, data_samples, mode="loss")
-        start = time.perf_counter()
+        device = inputs.device
+        self.clock.stamp("teacher_start", device)
         with torch.no_grad(), self.teacher_taps:
             self.teacher(inputs, data_samples, mode="tensor")
-        kd = self._kd_losses(data_samples)
-        self.kd_seconds += time.perf_counter() - start
+        self.clock.stamp("teacher_end", device)
+        kd = self._kd_losses(data_samples, timed=True)
+        self.clock.stamp("kd_forward_end", device)
         task_losses.update(kd)
         check_finite(task_losses)
         return task_losses
 
-    def _kd_losses(self, data_samples) -> dict:
+    def _kd_losses(self, data_samples, timed: bool = False) -> dict:
+        """One ``loss_kd_<term>`` per term. ``timed``: mark where the terms' backward starts (at
+        their losses) and ends (at the student's tapped maps) for the step clock."""
         out = {}
+        timed = timed and torch.is_grad_enabled()
         for term in self.terms:
             loss_module = self.kd_losses[term["name"]]
             labels = _labels(data_samples) if getattr(loss_module, "needs_labels", False) else None
@@ -157,15 +162,22 @@ class DistillModel(BaseModel):
                 key = _adapter_key(term["name"], index)
                 adapter = self.adapters[key] if key in self.adapters else None
                 for s, t in zip(self.student_taps.outputs[s_path], self.teacher_taps.outputs[t_path]):
+                    if timed and s.requires_grad:
+                        s = _BackwardMark.apply(s, self.clock, "kd_backward_end")
                     if adapter is not None:
                         s = adapter(s)
                     if term["resize"]:
                         s = losses.align(s, t, resize=True, where=term["name"])
                     if self.training and getattr(loss_module, "has_own_optimizer", False):
                         # e.g. HO's discriminator: one step of its own optimizer on detached maps.
+                        # Logged as <term>_critic / <term>_critic_gp: no "loss" in the key, so
+                        # mmengine does not add the critic's loss to the student's logged total.
                         for key, value in loss_module.discriminator_step(s.detach(), t).items():
-                            out[f"{term['name']}_{key}"] = torch.tensor(value)
+                            name = "critic" if key == "loss_d" else f"critic_{key}"
+                            out[f"{term['name']}_{name}"] = torch.tensor(value)
                     total = total + (loss_module(s, t, labels) if labels is not None else loss_module(s, t))
+            if timed and torch.is_tensor(total) and total.requires_grad:
+                total = _BackwardMark.apply(total, self.clock, "kd_backward_start")
             out[f"loss_kd_{term['name']}"] = total
         return out
 
@@ -175,6 +187,67 @@ class DistillModel(BaseModel):
         train their own parameters with their own optimizer)."""
         return [f"kd_losses.{name}" for name, module in self.kd_losses.items()
                 if getattr(module, "has_own_optimizer", False)]
+
+
+class StepClock:
+    """Time stamps of one training step's distillation parts: the teacher's forward, the KD terms'
+    forward, and the KD terms' backward (stamped from inside autograd by ``_BackwardMark``).
+
+    On a GPU the stamps are CUDA events, so nothing synchronises inside the step; the cost hook
+    reads them after its end-of-step synchronisation. On CPU they are ``perf_counter`` values.
+    The KD terms' backward runs as one stretch: autograd executes ready nodes newest first, and
+    every node of the KD terms is newer than every node of the student's forward, so it starts
+    at the first ``kd_backward_start`` stamp and ends at the last ``kd_backward_end`` stamp.
+    """
+
+    def __init__(self):
+        self.stamps: dict[str, list] = {}
+
+    def reset(self) -> None:
+        self.stamps = {}
+
+    def stamp(self, name: str, device: torch.device) -> None:
+        if device.type == "cuda":
+            value = torch.cuda.Event(enable_timing=True)
+            value.record()
+        else:
+            value = time.perf_counter()
+        self.stamps.setdefault(name, []).append(value)
+
+    def parts(self) -> dict[str, float]:
+        """Seconds of ``teacher``, ``kd_forward`` and ``kd_backward`` in the step since the last
+        reset (0 for a part that did not run). Call after the step has synchronised."""
+        if "teacher_start" not in self.stamps:
+            return {"teacher": 0.0, "kd_forward": 0.0, "kd_backward": 0.0}
+        origin = self.stamps["teacher_start"][0]
+
+        def at(value) -> float:
+            return origin.elapsed_time(value) / 1000 if hasattr(value, "elapsed_time") else value - origin
+
+        times = {name: [at(v) for v in values] for name, values in self.stamps.items()}
+
+        def span(start: float | None, end: float | None) -> float:
+            return max(0.0, end - start) if start is not None and end is not None else 0.0
+
+        first = {name: min(values) for name, values in times.items()}
+        last = {name: max(values) for name, values in times.items()}
+        return {"teacher": span(first.get("teacher_start"), first.get("teacher_end")),
+                "kd_forward": span(first.get("teacher_end"), first.get("kd_forward_end")),
+                "kd_backward": span(first.get("kd_backward_start"), last.get("kd_backward_end"))}
+
+
+class _BackwardMark(torch.autograd.Function):
+    """Identity whose backward stamps the step clock."""
+
+    @staticmethod
+    def forward(ctx, x, clock, name):
+        ctx.clock, ctx.name = clock, name
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        ctx.clock.stamp(ctx.name, grad.device)
+        return grad, None, None
 
 
 def _adapter_key(term_name: str, index: int) -> str:

@@ -38,16 +38,16 @@ class MetricsHook(Hook):
 
 
 class CostHook(Hook):
-    """Seconds per iteration (median after two warm-up iterations), the share of the step spent
-    in the teacher's forward and the KD terms, and peak memory."""
+    """Seconds per iteration (median after two warm-up iterations), peak memory, and the shares
+    of the step spent in the teacher's forward (``teacher_share``) and in the KD terms, forward
+    and backward, adapters and a term's own optimizer step included (``kd_share``)."""
 
     priority = "VERY_LOW"
 
     def __init__(self):
         self.step_seconds: list[float] = []
-        self.kd_seconds: list[float] = []
+        self.parts: list[dict[str, float]] = []
         self._start = 0.0
-        self._kd_start = 0.0
         self.current_iter = 0
 
     def _model(self, runner):
@@ -61,24 +61,33 @@ class CostHook(Hook):
     def before_train_iter(self, runner, batch_idx, data_batch=None) -> None:
         self.current_iter = int(runner.iter)
         self._sync()
+        clock = getattr(self._model(runner), "clock", None)
+        if clock is not None:
+            clock.reset()
         self._start = time.perf_counter()
-        self._kd_start = getattr(self._model(runner), "kd_seconds", 0.0)
 
     def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None) -> None:
         self._sync()
         self.step_seconds.append(time.perf_counter() - self._start)
-        self.kd_seconds.append(getattr(self._model(runner), "kd_seconds", 0.0) - self._kd_start)
+        clock = getattr(self._model(runner), "clock", None)
+        self.parts.append(clock.parts() if clock is not None else {})
 
     def summary(self) -> dict:
         steps = self.step_seconds[2:] if len(self.step_seconds) > 4 else self.step_seconds
-        kd = self.kd_seconds[-len(steps):] if steps else []
+        parts = self.parts[-len(steps):] if steps else []
+        total = sum(steps)
+
+        def share(*names: str) -> float | None:
+            return sum(p.get(n, 0.0) for p in parts for n in names) / total if total > 0 else None
+
         if torch.cuda.is_available():
             peak_mb, kind = torch.cuda.max_memory_allocated() / 2**20, "cuda_max_allocated"
         else:
             peak_mb, kind = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "cpu_max_rss"
         return {
             "seconds_per_iter": statistics.median(steps) if steps else None,
-            "kd_share": (sum(kd) / sum(steps)) if steps and sum(steps) > 0 else None,
+            "teacher_share": share("teacher"),
+            "kd_share": share("kd_forward", "kd_backward"),
             "peak_memory_mb": peak_mb,
             "peak_memory_kind": kind,
             "iterations_timed": len(steps),

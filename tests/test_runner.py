@@ -73,11 +73,13 @@ def test_a_teacher_run_trains_evaluates_and_writes_every_result_file(seg_teacher
     assert any(k.startswith("decode_head.conv_seg") for k in weights)
 
 
-def test_a_cwd_student_logs_each_kd_term_and_records_the_kd_share_of_the_step(seg_teacher, tmp_path):
+def test_a_cwd_student_logs_each_kd_term_and_records_the_teacher_and_kd_shares_of_the_step(seg_teacher, tmp_path):
     run = seg_run(teacher={"config": "tiny_seg_teacher", "checkpoint": {"run": str(seg_teacher)}},
                   distill=cwd_terms())
     final = execute(run, tmp_path)
-    assert final["status"] == "complete" and 0 < final["cost"]["kd_share"] < 1
+    cost = final["cost"]
+    assert final["status"] == "complete" and 0 < cost["kd_share"] < 1 and 0 < cost["teacher_share"] < 1
+    assert cost["kd_share"] + cost["teacher_share"] < 1
     scalars = next(tmp_path.glob("*/vis_data/scalars.json")).read_text().splitlines()
     logged = set().union(*(json.loads(line) for line in scalars))
     assert {"loss_kd_cwd_logits", "loss_kd_cwd_feature", "decode.loss_ce"} <= set(logged)
@@ -87,7 +89,7 @@ def test_a_cwd_student_logs_each_kd_term_and_records_the_kd_share_of_the_step(se
 
 def test_a_student_baseline_needs_no_teacher(tmp_path):
     final = execute(seg_run(), tmp_path)
-    assert final["status"] == "complete" and final["cost"]["kd_share"] == 0
+    assert final["status"] == "complete" and final["cost"]["kd_share"] == 0 == final["cost"]["teacher_share"]
 
 
 def test_a_teacher_run_with_a_checkpoint_only_evaluates_it(seg_teacher, tmp_path):
@@ -176,6 +178,44 @@ def test_a_run_killed_mid_training_resumes_from_its_checkpoint_and_ends_with_one
     assert final["status"] == "complete" and final["resumed_from"].startswith("iter_")
     assert [m["iter"] for m in store.read_jsonl(tmp_path / "out" / "metrics.jsonl")] == [120]
     assert sorted(p.name for p in (tmp_path / "out").glob("*.json")) == ["env.json", "final.json", "spec.json"]
+
+
+def test_the_step_clock_times_the_kd_backward_as_one_stretch_before_the_students_own_backward():
+    from runners.distill import StepClock, _BackwardMark
+
+    clock = StepClock()
+    torch.manual_seed(0)
+    x = torch.randn(4, 64, requires_grad=True)
+    cpu = torch.device("cpu")
+    clock.stamp("teacher_start", cpu)
+    clock.stamp("teacher_end", cpu)
+    hidden = _BackwardMark.apply(x @ torch.randn(64, 64), clock, "student_backward")  # the student's earlier layer
+    feature = torch.tanh(hidden @ torch.randn(64, 64))
+    task = feature.pow(2).mean()
+    kd = _BackwardMark.apply(feature, clock, "kd_backward_end")
+    kd = (torch.tanh(kd @ torch.randn(64, 256)) @ torch.randn(256, 64)).pow(2).mean()
+    kd = _BackwardMark.apply(kd, clock, "kd_backward_start")
+    clock.stamp("kd_forward_end", cpu)
+    (task + kd).backward()
+    stamps = clock.stamps
+    assert stamps["kd_backward_start"][0] < stamps["kd_backward_end"][0] < stamps["student_backward"][0]
+    parts = clock.parts()
+    assert parts["kd_backward"] == pytest.approx(stamps["kd_backward_end"][0] - stamps["kd_backward_start"][0])
+    assert parts["kd_backward"] > 0 and parts["kd_forward"] > 0
+    clock.reset()
+    assert clock.parts() == {"teacher": 0.0, "kd_forward": 0.0, "kd_backward": 0.0}
+
+
+def test_the_holistic_critic_is_logged_without_entering_the_students_total_loss(seg_teacher, tmp_path):
+    terms = [{"name": "ho", "method": "ho", "weight": 0.1, "student_location": "decode_head.conv_seg"}]
+    run = seg_run(teacher={"config": "tiny_seg_teacher", "checkpoint": {"run": str(seg_teacher)}}, distill=terms)
+    final = execute(run, tmp_path)
+    assert final["status"] == "complete"
+    scalars = [json.loads(line) for line in next(tmp_path.glob("*/vis_data/scalars.json")).read_text().splitlines()]
+    step = next(line for line in scalars if "loss_kd_ho" in line)
+    assert {"ho_critic", "ho_critic_gp"} <= set(step)
+    parts = sum(value for key, value in step.items() if key.startswith("loss_kd_") or key.startswith("decode.loss"))
+    assert step["loss"] == pytest.approx(parts, rel=1e-3, abs=1e-4)
 
 
 def test_the_packaged_mmseg_pspnet_r18_config_builds_and_runs_a_forward_pass_on_cpu():

@@ -115,7 +115,7 @@ def write_run(run_dir: Path, planned, index: int, outcome: str) -> None:
             "task": planned.run["task"], "iterations": iterations,
             "metrics": {"val/mIoU": miou, "val/mAcc": miou + 10, "val/aAcc": miou + 40},
             "cost": {"seconds_per_iter": round(0.05 + 0.01 * (planned.kind == "cell") + 0.002 * (index % 5), 4),
-                     "kd_share": 0.2,
+                     "kd_share": 0.2, "teacher_share": 0.1,
                      "peak_memory_mb": 900.0, "peak_memory_kind": "cpu_max_rss", "iterations_timed": 18,
                      "wall_seconds_this_attempt": 1.5},
             "checkpoint": "model_final.pth", "resumed_from": None})
