@@ -1,5 +1,5 @@
 """Seeds aggregated into cells: mean, sample std (ddof 1) and n per cell, Δ against the student
-baseline, the teacher's metric, the best cell per column, and published reference numbers.
+baseline, the teacher's metric, the best cell, and published reference numbers.
 
 Only complete runs with a finite metric enter a mean; every other run is counted by state
 (``failed``, ``diverged``, ...) in the cell it belongs to, never averaged in.
@@ -127,7 +127,8 @@ def cells(frame: pd.DataFrame) -> pd.DataFrame:
 
     Columns ``<metric>|mean|std|n``, ``<metric>|delta`` (cell mean minus its baseline's mean),
     ``baseline|<metric>|mean|std|n``, ``teacher|<metric>|mean|n``, ``best|<metric>`` (the highest
-    mean among cells) and ``best|delta``.
+    mean among all cells) and ``best|delta``. The report's bold marks are decided per rendered
+    column by analysis.tables.mark_best, not from these.
     """
     part = frame[frame["kind"] == "cell"]
     if not len(part):

@@ -1,24 +1,31 @@
 """Report tables built from the aggregated frames; every number goes through analysis.format.
 
 A ``Table`` is plain data (header, rows of ``Cell``s, a caption) that the HTML and markdown
-templates render alike; ``Cell.best`` marks the best cell of a column.
+templates render alike; ``Cell.best`` marks the best distilled cell of its column, decided per
+rendered column from each cell's ``score`` (its mean; the teacher and baseline rows have none, so
+they are never bold).
 """
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 
+import numpy as np
 import pandas as pd
 
 from analysis import aggregate
 from analysis import format as fmt
+
+BEST_CAPTION = "bold = best distilled cell of the column"
 
 
 @dataclass
 class Cell:
     text: str
     best: bool = False
+    score: float = math.nan   # what "best" compares within a column (higher is better); NaN: never best
 
 
 @dataclass
@@ -28,6 +35,26 @@ class Table:
     header: list[str]
     rows: list[list[Cell]] = field(default_factory=list)
     caption: str = ""
+
+
+def mark_best(table: Table) -> Table:
+    """Bold the highest ``score`` of each column (ties: every cell that has it); cells without a
+    finite score (teacher, baseline, labels, missing cells) are never bold."""
+    for column in range(max((len(r) for r in table.rows), default=0)):
+        column_cells = [row[column] for row in table.rows if column < len(row)]
+        scores = np.array([c.score for c in column_cells], dtype=float)
+        finite = np.isfinite(scores)
+        best = scores[finite].max() if finite.any() else math.nan
+        for cell, score, ok in zip(column_cells, scores, finite):
+            cell.best = bool(ok and score == best)
+    return table
+
+
+def _score(row, column: str) -> float:
+    """The mean a cell is ranked by, when it has complete runs."""
+    value = row.get(f"{column}|mean") if row else None
+    return float(value) if fmt.is_number(value) and fmt.is_number(row.get(f"{column}|n")) and row[
+        f"{column}|n"] > 0 else math.nan
 
 
 def _stat(row, column: str, with_n: bool = True) -> str:
@@ -59,15 +86,15 @@ def seed_table(cells: pd.DataFrame, metric: str) -> Table:
     table = Table("seed", "Results in the seed's format",
                   ["Location", "Dataset", "Teacher", "Student", label, f"{label}(T)", f"{label}(S)"],
                   caption=f"{label}: mean ± std over seeds (n = complete runs); (T) the teacher, "
-                          f"(S) the student trained without distillation.")
+                          f"(S) the student trained without distillation; {BEST_CAPTION}.")
     axes = [a for a in _axis_columns(cells) if not a.endswith(".config")]  # configs: own columns
     for row in cells.to_dict("records"):
         where = _setting(row, axes) + (f" @ {row['location']}" if row.get("location") else "")
         table.rows.append([Cell(where), Cell(fmt.value(row.get("dataset"))), Cell(fmt.value(row.get("teacher_config"))),
                            Cell(fmt.value(row.get("student_config"))),
-                           Cell(_stat(row, metric), bool(row.get(f"best|{metric}"))),
+                           Cell(_stat(row, metric), score=_score(row, metric)),
                            Cell(_stat(row, f"teacher|{metric}")), Cell(_stat(row, f"baseline|{metric}"))])
-    return table
+    return mark_best(table)
 
 
 def results_table(cells: pd.DataFrame, baselines: pd.DataFrame, teachers: pd.DataFrame, metrics: list[str]) -> Table:
@@ -78,13 +105,17 @@ def results_table(cells: pd.DataFrame, baselines: pd.DataFrame, teachers: pd.Dat
     header += [fmt.metric_label(m) for m in metrics[1:]] + ["complete / planned", "not averaged"]
     table = Table("results", "All cells", header,
                   caption="mean ± std over seeds (sample std), n = complete runs averaged; Δ = cell mean minus "
-                          "the student baseline's mean; bold = best cell of the column. Failed, diverged and "
+                          f"the student baseline's mean; {BEST_CAPTION} (the teacher and student rows never "
+                          "are). Failed, diverged and "
                           "missing runs are counted in the last column and never averaged.")
 
-    def line(name: str, row: dict, axis_values: list[str], delta: Cell) -> list[Cell]:
+    def line(name: str, row: dict, axis_values: list[str], delta: Cell, ranked: bool = False) -> list[Cell]:
+        def score(metric: str) -> float:
+            return _score(row, metric) if ranked else math.nan
+
         cells_ = [Cell(name)] + [Cell(v) for v in axis_values]
-        cells_ += [Cell(_stat(row, primary), bool(row.get(f"best|{primary}"))), delta]
-        cells_ += [Cell(_stat(row, m), bool(row.get(f"best|{m}"))) for m in metrics[1:]]
+        cells_ += [Cell(_stat(row, primary), score=score(primary)), delta]
+        cells_ += [Cell(_stat(row, m), score=score(m)) for m in metrics[1:]]
         problems = [f"{row.get(s, 0)} {s}" for s in aggregate.PROBLEM_STATES if row.get(s, 0)]
         return cells_ + [Cell(f"{row['complete']} / {row['planned']}"), Cell(", ".join(problems) or "none")]
 
@@ -94,9 +125,11 @@ def results_table(cells: pd.DataFrame, baselines: pd.DataFrame, teachers: pd.Dat
     for row in baselines.to_dict("records") if len(baselines) else []:
         table.rows.append(line(_group_label("student", row, len(baselines)), row, blank, Cell(fmt.signed(0.0))))
     for row in cells.to_dict("records"):
+        delta = row[f"{primary}|delta"]
         table.rows.append(line(str(row["method"]), row, [fmt.axis_value(a, row[a]) for a in axes],
-                               Cell(fmt.signed(row[f"{primary}|delta"]), bool(row.get("best|delta")))))
-    return table
+                               Cell(fmt.signed(delta), score=float(delta) if fmt.is_number(delta) else math.nan),
+                               ranked=True))
+    return mark_best(table)
 
 
 def table2(cells: pd.DataFrame, metric: str, matches: pd.DataFrame) -> Table | None:
@@ -117,7 +150,8 @@ def table2(cells: pd.DataFrame, metric: str, matches: pd.DataFrame) -> Table | N
     label = fmt.metric_label(metric)
     table = Table("table2", "Feature map vs logits (the paper's Table 2 layout)", header,
                   caption=f"{label} mean ± std (n) and Δ vs the student baseline; methods are placed by the "
-                          "_feature / _logits suffix of their name, or by sharing such a method's location.")
+                          "_feature / _logits suffix of their name, or by sharing such a method's location; "
+                          f"{BEST_CAPTION}.")
     by_method = {row["method"]: row for row in cells.to_dict("records")}
     families = list(dict.fromkeys(family for family, _ in kinds.values()))
     for family in families:
@@ -131,7 +165,7 @@ def table2(cells: pd.DataFrame, metric: str, matches: pd.DataFrame) -> Table | N
                 method = next((m for m, (f, k) in kinds.items() if f == family and k == kind), None)
                 line.append(Cell(fmt.number(published.get(method))))
         table.rows.append(line)
-    return table
+    return mark_best(table)
 
 
 def ablation_tables(cells: pd.DataFrame, metric: str) -> list[Table]:
@@ -147,26 +181,27 @@ def ablation_tables(cells: pd.DataFrame, metric: str) -> list[Table]:
         table = Table("ablation_grid", f"Ablation: {fmt.axis_label(rows_axis[5:])} x {fmt.axis_label(cols_axis[5:])}",
                       header + [fmt.value(v) for v in col_values],
                       caption=f"{label} mean ± std (n) [Δ vs the student baseline]; method(s): "
-                              f"{', '.join(map(str, methods))}.")
+                              f"{', '.join(map(str, methods))}; {BEST_CAPTION}.")
         for value in _ordered(cells[rows_axis]):
             line = [Cell(fmt.value(value))]
             for col_value in col_values:
                 part = cells[(cells[rows_axis] == value) & (cells[cols_axis] == col_value)]
                 line.append(_joined(part, metric))
             table.rows.append(line)
-        tables.append(table)
+        tables.append(mark_best(table))
     if len(axes) != 1:
         return tables  # two axes: the grid above; more: the "All cells" table lists every combination
     axis = axes[0]
     name = fmt.axis_label(axis[5:])
     table = Table(f"ablation_{name}", f"Ablation: {name}", [name] + [str(m) for m in methods],
-                  caption=f"{label} mean ± std (n) [Δ vs the student baseline]; one column per method.")
+                  caption=f"{label} mean ± std (n) [Δ vs the student baseline]; one column per method; "
+                          f"{BEST_CAPTION}.")
     for value in _ordered(cells[axis]):
         line = [Cell(fmt.value(value))]
         for method in methods:
             line.append(_joined(cells[(cells[axis] == value) & (cells["method"] == method)], metric))
         table.rows.append(line)
-    tables.append(table)
+    tables.append(mark_best(table))
     return tables
 
 
@@ -182,7 +217,7 @@ def _joined(part: pd.DataFrame, metric: str) -> Cell:
     row = part.iloc[0].to_dict() if len(part) else {}
     if not row.get(f"{metric}|n"):
         return Cell(fmt.MISSING)
-    return Cell(f"{_stat(row, metric)} [{fmt.signed(row[f'{metric}|delta'])}]", bool(row[f"best|{metric}"]))
+    return Cell(f"{_stat(row, metric)} [{fmt.signed(row[f'{metric}|delta'])}]", score=_score(row, metric))
 
 
 def cost_table(cells: pd.DataFrame, baselines: pd.DataFrame, teachers: pd.DataFrame) -> Table:

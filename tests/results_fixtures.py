@@ -20,22 +20,30 @@ from pathlib import Path
 from kdbench.study import load_study
 
 SCRIPT = "<script>alert(1)</script>"
-STUDY = f"""
+HEAD = """
 name: fixture
 description: Hand-written results for the report tests.
 base:
   task: seg
-  teacher: {{config: tiny_seg_teacher}}
-  student: {{config: tiny_seg_student}}
-  dataset: {{name: fashion_scenes, params: {{num_train: 16, num_val: 8, size: 32}}}}
-  schedule: {{iterations: 10}}
-methods:
-  cwd_logits: {{method: cwd, params: {{tau: 4.0}}, weight: 3.0, student_location: decode_head.conv_seg}}
-  pi_logits: {{method: pi, weight: 10.0, student_location: decode_head.conv_seg}}
-  "{SCRIPT}": {{method: at, weight: 1.0, student_location: decode_head.conv_seg}}
-seeds: [0, 1, 2]
-references: [fixture_ref.csv]
+  teacher: {config: tiny_seg_teacher}
+  student: {config: tiny_seg_student}
+  dataset: {name: fashion_scenes, params: {num_train: 16, num_val: 8, size: 32}}
+  schedule: {iterations: 10}
 """
+LOGITS, FEATURE = "decode_head.conv_seg", "decode_head.bottleneck"
+
+
+def study_text(methods: dict[str, str], tail: str = "") -> str:
+    """The fixture study with other methods (name -> the term, YAML flow text) and extra lines."""
+    lines = "".join(f"  {name}: {term}\n" for name, term in methods.items())
+    return f"{HEAD}methods:\n{lines}seeds: [0, 1, 2]\n{tail}"
+
+
+STUDY = study_text({
+    "cwd_logits": f"{{method: cwd, params: {{tau: 4.0}}, weight: 3.0, student_location: {LOGITS}}}",
+    "pi_logits": f"{{method: pi, weight: 10.0, student_location: {LOGITS}}}",
+    f'"{SCRIPT}"': f"{{method: at, weight: 1.0, student_location: {LOGITS}}}",
+}, "references: [fixture_ref.csv]\n")
 REFERENCE = """method,location,dataset,teacher,student,metric,value,teacher_value,student_value,n_runs,source
 cwd,logits,fashion_scenes_val,t,s,mIoU,40.25,55.5,33.75,3,"A Paper, Table 9"
 """

@@ -134,3 +134,54 @@ def test_format_shows_missing_values_as_a_dash_and_single_runs_without_spread():
     assert fmt.mean_std(3.14159, float("nan"), 1) == "3.14 (n=1)"
     assert fmt.mean_std(3.14159, 0.5, 4, with_n=False) == "3.14 ± 0.50"
     assert fmt.signed(-0.004) == "-0.00" and fmt.signed(float("inf")) == "—"
+
+
+def seeds(name: str, *values) -> dict:
+    """Outcomes of one cell's three seeds."""
+    return {f"{name}_s{i}": v for i, v in enumerate(values)}
+
+
+def bold(table) -> dict[str, list[str]]:
+    """Header -> the texts of the bold cells in that column."""
+    return {h: [row[i].text for row in table.rows if row[i].best] for i, h in enumerate(table.header)}
+
+
+def test_table2_bolds_the_best_distilled_cell_of_each_column_not_of_the_whole_table(tmp_path):
+    from tests.results_fixtures import FEATURE, LOGITS, study_text
+
+    text = study_text({m: f"{{method: {m.split('_')[0]}, weight: 1.0, student_location: "
+                          f"{LOGITS if m.endswith('logits') else FEATURE}}}"
+                       for m in ("cwd_logits", "cwd_feature", "pi_logits", "pi_feature")})
+    outcomes = {**seeds("cwd_logits", 35.0, 36.0, 37.0), **seeds("cwd_feature", 32.0, 33.0, 34.0),
+                **seeds("pi_logits", 33.0, 33.0, 33.0), **seeds("pi_feature", 34.0, 34.0, 34.0)}
+    study, results = make_store(tmp_path, outcomes, text)
+    table = tables.table2(aggregate.cells(collect(study, results)), "val/mIoU", pd.DataFrame())
+    assert bold(table) == {"Method": [], "Feature map": ["34.00 ± 0.00 (n=3) [+3.00]"],
+                           "Logits": ["36.00 ± 1.00 (n=3) [+5.00]"]}
+    assert "bold = best distilled cell of the column" in table.caption
+
+
+def test_an_ablation_grid_bolds_the_best_cell_of_each_column(tmp_path):
+    from tests.results_fixtures import LOGITS, study_text
+
+    text = study_text({"logits": f"{{method: norm_divergence, params: {{norm: channel, divergence: kl}}, "
+                                 f"weight: 3.0, student_location: {LOGITS}}}"},
+                      "grid: {term.params.norm: [channel, spatial], term.params.divergence: [kl, mse]}\n")
+    outcomes = {**seeds("logits_channel_kl", 40.0, 40.0, 40.0), **seeds("logits_spatial_kl", 35.0, 35.0, 35.0),
+                **seeds("logits_channel_mse", 30.0, 30.0, 30.0), **seeds("logits_spatial_mse", 33.0, 33.0, 33.0)}
+    study, results = make_store(tmp_path, outcomes, text)
+    (table,) = tables.ablation_tables(aggregate.cells(collect(study, results)), "val/mIoU")
+    assert table.header == ["norm \\ divergence", "kl", "mse"]
+    assert bold(table) == {"norm \\ divergence": [], "kl": ["40.00 ± 0.00 (n=3) [+9.00]"],
+                           "mse": ["33.00 ± 0.00 (n=3) [+2.00]"]}
+    assert "bold = best distilled cell of the column" in table.caption
+
+
+def test_the_teacher_and_baseline_rows_are_never_bold_even_when_they_are_highest(store):
+    study, results = store
+    frame = collect(study, results)
+    table = tables.results_table(aggregate.cells(frame), aggregate.baselines(frame), aggregate.teachers(frame),
+                                 aggregate.metrics_of(frame))
+    rows = {row[0].text: row for row in table.rows}
+    assert not any(c.best for c in rows["teacher"]) and not any(c.best for c in rows["student (no distillation)"])
+    assert rows["cwd_logits"][1].best and rows["cwd_logits"][2].best and not rows["pi_logits"][1].best
