@@ -60,11 +60,12 @@ def test_run_ids_do_not_depend_on_where_the_results_live():
 
 def test_plan_json_ids_are_identical_across_two_processes(tmp_path):
     outputs = []
-    for hashseed in ("1", "2"):
+    for hashseed in ("1", "2"):  # each process with its own cache: neither reads the other's ids
         command = [sys.executable, "-m", "kdbench.cli", "plan", "studies/ablation_temperature.yaml", "--json",
                    "--no-model-check", "--no-data-check", "--results", str(tmp_path)]
-        result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=True,
-                                env={"PYTHONHASHSEED": hashseed, "PATH": "/usr/bin:/bin"})
+        env = {"PYTHONHASHSEED": hashseed, "PATH": "/usr/bin:/bin", "KDBENCH_CACHE": str(tmp_path / f"cache{hashseed}")}
+        result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=True, env=env)
+        assert list((tmp_path / f"cache{hashseed}" / "studies").iterdir()), "the plan did not use the given cache"
         outputs.append(json.loads(result.stdout))
     assert outputs[0] == outputs[1]
     row = outputs[0][-1]
@@ -96,3 +97,66 @@ def test_a_new_revision_gives_every_run_a_new_id(tmp_path):
     old = {r.name: r.run_id for r in load_study(ROOT / "studies" / "smoke.yaml").runs}
     new = {r.name: r.run_id for r in load_study(revised).runs}
     assert old.keys() == new.keys() and not set(old.values()) & set(new.values())
+
+
+SMALL_STUDY = """
+name: small
+base:
+  task: seg
+  teacher: {config: tiny_seg_teacher}
+  student: {config: tiny_seg_student}
+  dataset: {name: fashion_scenes}
+  schedule: {iterations: 10}
+methods:
+  cwd_logits: {method: cwd, params: {tau: 4.0}, weight: 3.0, student_location: decode_head.conv_seg}
+  pi_logits: {method: pi, weight: 10.0, student_location: decode_head.conv_seg}
+grid:
+  method: [cwd_logits, pi_logits]
+  term.params.tau: [1, 2, 4]
+exclude:
+  - {method: pi_logits, term.params.tau: 2}
+  - {method: pi_logits, term.params.tau: 4}
+seeds: [0, 1]
+"""
+
+
+def test_exclusions_remove_exactly_the_cells_whose_listed_axes_all_match(tmp_path):
+    path = tmp_path / "small.yaml"
+    path.write_text(SMALL_STUDY)
+    cells = {(r.params["method"], r.params["term.params.tau"], r.run["seed"])
+             for r in load_study(path).runs if r.kind == "cell"}
+    assert cells == {(m, tau, seed) for m, tau in [("cwd_logits", 1), ("cwd_logits", 2), ("cwd_logits", 4),
+                                                   ("pi_logits", 1)] for seed in (0, 1)}
+
+
+def test_resources_do_not_change_run_ids_but_a_number_changing_field_does(tmp_path):
+    def ids(text):
+        path = tmp_path / "small.yaml"
+        path.write_text(text)
+        return {r.name: r.run_id for r in load_study(path).runs}
+
+    base = ids(SMALL_STUDY)
+    assert ids(SMALL_STUDY + "resources: {gpus: 4, cpus: 16, mem_gb: 64, time_min: 600, partition: big}\n") == base
+    changed = ids(SMALL_STUDY.replace("iterations: 10", "iterations: 11"))
+    assert changed.keys() == base.keys() and not set(changed.values()) & set(base.values())
+
+
+@pytest.mark.parametrize("name", ["paper_table2.csv", "paper_table6.csv", "mmrazor.csv"])
+def test_each_published_reference_row_has_a_number_and_its_source(name):
+    import pandas as pd
+
+    table = pd.read_csv(ROOT / "studies" / "references" / name)
+    assert {"method", "location", "dataset", "metric", "value", "source"} <= set(table.columns)
+    assert len(table) > 0 and table["source"].notna().all() and (table["source"].str.len() > 10).all()
+    assert table["value"].between(0, 100).all()
+
+
+def test_the_paper_table2_references_cover_every_cell_of_its_study():
+    import pandas as pd
+
+    table = pd.read_csv(ROOT / "studies" / "references" / "paper_table2.csv")
+    published = set(zip(table["method"], table["location"]))
+    study = load_study(ROOT / "studies" / "paper_table2_cityscapes.yaml")
+    cells = {tuple(r.params["method"].split("_")) for r in study.runs if r.kind == "cell"}
+    assert cells <= published
+    assert table.loc[(table["method"] == "cwd") & (table["location"] == "logits"), "value"].item() == 74.87
