@@ -52,3 +52,18 @@ def test_the_offline_mobilenet_v2_weights_load_into_mmsegs_backbone():
     source = torch.load(weights_file("mobilenet_v2_imagenet"), weights_only=True)
     assert torch.equal(model.backbone.conv1.conv.weight, source["features.0.0.weight"])
     assert torch.equal(model.backbone.layer7[0].conv[2].conv.weight, source["features.17.conv.2.weight"])
+
+
+def test_a_weights_file_whose_sha256_does_not_match_is_refused_before_loading(tmp_path, monkeypatch):
+    from kdbench.errors import UserError
+    from runners import pretrained
+
+    package = tmp_path / "fake_weights_pkg"
+    (package / "weights").mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "weights" / "mobilenet_v2-b0353104.pth").write_bytes(b"not the published weights")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    entry = dict(pretrained.WEIGHTS["mobilenet_v2_imagenet"], package="fake_weights_pkg")
+    monkeypatch.setitem(pretrained.WEIGHTS, "mobilenet_v2_imagenet", entry)
+    with pytest.raises(UserError, match=r"mobilenet_v2-b0353104\.pth: SHA-256 [0-9a-f]{12}\.\.\. is not the expected b0353104"):
+        pretrained.weights_file("mobilenet_v2_imagenet")
