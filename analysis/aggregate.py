@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +20,6 @@ from analysis.collect import primary_metric_of
 SECONDARY = {"seg": ("val/mAcc", "val/aAcc"), "det": ("val/bbox_mAP_50", "val/bbox_mAP_75")}
 COSTS = ("cost:seconds_per_iter", "cost:peak_memory_mb", "cost:kd_share")
 PROBLEM_STATES = ("failed", "diverged", "corrupt", "interrupted", "running", "missing")
-LOCATION_SUFFIX = re.compile(r"^(?P<method>.+)_(?P<kind>feature|logits)$")
 
 
 def task_of(frame: pd.DataFrame) -> str:
@@ -60,8 +60,9 @@ def usable(frame: pd.DataFrame, metric: str) -> pd.Series:
 def _grouped(frame: pd.DataFrame, keys: list[str], metrics: list[str]) -> pd.DataFrame:
     """One row per group of ``keys`` (in order of first appearance; a missing key is NaN): ``planned``,
     a count per state, ``<metric>|mean|std|n`` over the complete runs with a finite metric, the
-    same for the costs, the first ``memory_kind``, ``location``, ``dataset``, ``teacher_config`` and
-    ``student_config`` found, and ``run_names``. Computed on arrays, one pass per column."""
+    same for the costs, the first ``memory_kind``, ``location``, ``location_kind``, ``kd_method``,
+    ``dataset``, ``teacher_config`` and ``student_config`` found, and ``run_names``. Computed on
+    arrays, one pass per column."""
     if not len(frame):
         return pd.DataFrame()
     codes = frame.groupby(keys, dropna=False, sort=False).ngroup().to_numpy()
@@ -104,7 +105,7 @@ def _grouped(frame: pd.DataFrame, keys: list[str], metrics: list[str]) -> pd.Dat
         return [f[0] if len(f) else None for f in found]
 
     table["memory_kind"] = first("cost:peak_memory_kind", lambda v: isinstance(v, str))
-    for column in ("location", "dataset", "teacher_config", "student_config"):
+    for column in ("location", "location_kind", "kd_method", "dataset", "teacher_config", "student_config"):
         table[column] = first(column, lambda v: not pd.isna(v))
     names = frame["name"].to_numpy(dtype=object)
     table["run_names"] = [list(names[group]) for group in groups]
@@ -157,25 +158,36 @@ def cells(frame: pd.DataFrame) -> pd.DataFrame:
     return table
 
 
+def term_methods(cell: dict) -> list[str]:
+    """The ``method`` of each distillation term of a cell (``["cwd", "cwd"]`` for CWD on two places)."""
+    text = cell.get("kd_method")
+    return str(text).split("; ") if isinstance(text, str) and text else []
+
+
+def is_cwd(cell: dict) -> bool:
+    """A CWD cell: every distillation term of its runs has ``method: cwd`` (whatever the cell is called)."""
+    methods = term_methods(cell)
+    return bool(methods) and all(m == "cwd" for m in methods)
+
+
 def location_kinds(cell_table: pd.DataFrame) -> dict[str, tuple[str, str]]:
     """method -> (method family, ``feature`` or ``logits``), for the paper's Table 2 layout.
 
-    Names like ``cwd_logits`` / ``pi_feature`` say it; a method without the suffix gets the kind of
-    the suffixed methods that distil the same location (``pi`` on ``decode_head.conv_seg`` is on
-    the logits when ``cwd_logits`` is there too). Methods that neither names nor locations place
-    are left out.
+    The family is the distillation term's ``method`` (``cwd``, ``pi``, ...) and the kind is what its
+    student location is (analysis.collect.location_kind), read from the runs, not from the name.
+    Cells with several term methods or on both kinds at once are left out; two cells of one family
+    on one kind (say two weights) keep their own names as families.
     """
-    kinds, by_location = {}, {}
+    placed = {}
+    if cell_table.empty or "kd_method" not in cell_table or "location_kind" not in cell_table:
+        return placed
     rows = cell_table.drop_duplicates("method")
-    for method, location in zip(rows["method"], rows["location"]):
-        match = LOCATION_SUFFIX.match(str(method))
-        if match:
-            kinds[method] = (match["method"], match["kind"])
-            by_location.setdefault(location, match["kind"])
-    for method, location in zip(rows["method"], rows["location"]):
-        if method not in kinds and location in by_location:
-            kinds[method] = (str(method), by_location[location])
-    return kinds
+    for cell in rows.to_dict("records"):
+        families = set(term_methods(cell))
+        if len(families) == 1 and cell["location_kind"] in ("feature", "logits"):
+            placed[cell["method"]] = (families.pop(), cell["location_kind"])
+    counts = Counter(placed.values())
+    return {method: (str(method) if counts[where] > 1 else where[0], where[1]) for method, where in placed.items()}
 
 
 def read_references(study_path: Path, names: list[str]) -> pd.DataFrame:
@@ -235,13 +247,14 @@ def match_references(references: pd.DataFrame, cell_table: pd.DataFrame, spec: d
 
 
 def cwd_verdicts(cell_table: pd.DataFrame, metric: str) -> list[dict]:
-    """For each cell whose method starts with ``cwd``: its mean/std/n, the baseline's, the gap, and
-    whether the gap is beyond the seeds' spread (gap > std(cell) + std(baseline))."""
+    """For each CWD cell (every term ``method: cwd``, see ``is_cwd``; the cell's name is not
+    looked at): its mean/std/n, the baseline's, the gap, and whether the gap is beyond the seeds'
+    spread (gap > std(cell) + std(baseline))."""
     verdicts = []
     if cell_table.empty:
         return verdicts
     for cell in cell_table.to_dict("records"):
-        if not str(cell["method"]).lower().startswith("cwd"):
+        if not is_cwd(cell):
             continue
         gap = cell[f"{metric}|delta"]
         spread = cell[f"{metric}|std"] + cell[f"baseline|{metric}|std"]

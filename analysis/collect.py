@@ -5,7 +5,7 @@ says why), so a report can count them; only complete runs with finite metrics ar
 (analysis.aggregate). The frame is cached as ``results/<study>/runs.parquet``, written atomically.
 
 Columns: ``run_id, name, kind, stage, status, detail, task, dataset, teacher_config,
-student_config, location, method, seed``, one ``axis:<path>`` column per other grid axis,
+student_config, location, location_kind, kd_method, method, seed``, one ``axis:<path>`` column per other grid axis,
 ``teacher_key`` (the run id of a cell's teacher run) and ``baseline_key`` (the axis values its
 student baseline is planned per),
 one column per metric as the run wrote it (``val/mIoU``, ``val/bbox_mAP``, ...), ``cost:<key>``
@@ -46,12 +46,36 @@ def _config_name(section: dict | None) -> str | None:
     return Path(config.split("::")[-1]).stem
 
 
-def _locations(run: dict) -> str | None:
+def _places(run: dict) -> list[str]:
     places = []
     for term in run.get("distill") or []:
         where = term.get("student_location")
         places.extend(where if isinstance(where, list) else [where])
-    return "; ".join(str(p) for p in places) or None
+    return [str(p) for p in places]
+
+
+def _locations(run: dict) -> str | None:
+    return "; ".join(_places(run)) or None
+
+
+def is_logits(location: str) -> bool:
+    """Whether a student location is a score map: mmseg's classifier ``conv_seg`` or a detection
+    head's classification branch (``gfl_cls``, ``retina_cls``, ``conv_cls``, ...); anything else
+    (a backbone stage, ``decode_head.bottleneck``, an FPN level) is a feature map."""
+    last = location.rsplit(".", 1)[-1]
+    return last == "conv_seg" or last.endswith("cls")
+
+
+def location_kind(run: dict) -> str | None:
+    """``logits``, ``feature`` or ``feature + logits``: what a run's distillation terms tap, from their
+    student locations (never from the method's name); None without distillation."""
+    kinds = {"logits" if is_logits(place) else "feature" for place in _places(run)}
+    return " + ".join(sorted(kinds)) or None
+
+
+def kd_methods(run: dict) -> str | None:
+    """The distillation terms' ``method`` (``cwd``, ``pi``, ...), in term order, ``; ``-joined."""
+    return "; ".join(str(term.get("method")) for term in run.get("distill") or []) or None
 
 
 def _key(params: dict, keep) -> str:
@@ -108,7 +132,7 @@ def _row(planned: PlannedRun, run_dir: Path, state: str, teacher_key: str | None
         "status": state, "detail": _detail(run_dir, state, files and files.error), "task": run.get("task"),
         "dataset": (run.get("dataset") or {}).get("name"),
         "teacher_config": _config_name(run.get("teacher")), "student_config": _config_name(run.get("student")),
-        "location": _locations(run),
+        "location": _locations(run), "location_kind": location_kind(run), "kd_method": kd_methods(run),
         "method": planned.params.get("method") if planned.kind == "cell" else None,
         "seed": run.get("seed"),
         "teacher_key": teacher_key,

@@ -137,7 +137,7 @@ def table2(cells: pd.DataFrame, metric: str, matches: pd.DataFrame) -> Table | N
     if cells.empty or _axis_columns(cells):
         return None
     kinds = aggregate.location_kinds(cells)
-    if not any(k == "logits" for _, k in kinds.values()) and not any(k == "feature" for _, k in kinds.values()):
+    if len({family for family, _ in kinds.values()}) < 2:  # one method family: the location table says it
         return None
     published = {}
     for match in matches.to_dict("records") if len(matches) else []:
@@ -149,9 +149,9 @@ def table2(cells: pd.DataFrame, metric: str, matches: pd.DataFrame) -> Table | N
         header += [f"{title} (published)" for _, title in columns]
     label = fmt.metric_label(metric)
     table = Table("table2", "Feature map vs logits (the paper's Table 2 layout)", header,
-                  caption=f"{label} mean ± std (n) and Δ vs the student baseline; methods are placed by the "
-                          "_feature / _logits suffix of their name, or by sharing such a method's location; "
-                          f"{BEST_CAPTION}.")
+                  caption=f"{label} mean ± std (n) and Δ vs the student baseline; rows: the distillation "
+                          "term's method, columns: what its student location is (a classifier such as "
+                          f"decode_head.conv_seg: logits; any other module: feature map); {BEST_CAPTION}.")
     by_method = {row["method"]: row for row in cells.to_dict("records")}
     families = list(dict.fromkeys(family for family, _ in kinds.values()))
     for family in families:
@@ -165,6 +165,33 @@ def table2(cells: pd.DataFrame, metric: str, matches: pd.DataFrame) -> Table | N
                 method = next((m for m, (f, k) in kinds.items() if f == family and k == kind), None)
                 line.append(Cell(fmt.number(published.get(method))))
         table.rows.append(line)
+    return mark_best(table)
+
+
+KIND_LABELS = {"feature": "feature map", "logits": "logits", "feature + logits": "feature map + logits"}
+
+
+def location_table(cells: pd.DataFrame, metric: str) -> Table | None:
+    """Where to distil: one row per cell when the cells differ only by where their terms sit (one
+    set of term methods, no other grid axis, two or more student locations)."""
+    if cells.empty or "kd_method" not in cells or "location" not in cells:
+        return None
+    if [a for a in _axis_columns(cells) if "student_location" not in a]:
+        return None
+    rows = cells.to_dict("records")
+    families = {frozenset(aggregate.term_methods(row)) for row in rows}
+    if len(families) != 1 or not next(iter(families)) or len({row["location"] for row in rows}) < 2:
+        return None
+    label = fmt.metric_label(metric)
+    table = Table("ablation_location", "Ablation: where to distil",
+                  ["Method", "Distils", "Student location(s)", f"{label} [Δ vs student]"],
+                  caption=f"{label} mean ± std (n) [Δ vs the student baseline]; every cell distils with "
+                          f"{', '.join(sorted(next(iter(families))))}; where, from the runs' student locations "
+                          f"(a classifier such as decode_head.conv_seg: logits; any other module: feature map); "
+                          f"{BEST_CAPTION}.")
+    for row in rows:
+        table.rows.append([Cell(str(row["method"])), Cell(KIND_LABELS.get(row.get("location_kind"), fmt.MISSING)),
+                           Cell(str(row["location"])), _joined(pd.DataFrame([row]), metric)])
     return mark_best(table)
 
 

@@ -55,7 +55,8 @@ def cwd_sentences(verdicts: list[dict], metric: str) -> tuple[str, list[str]]:
     """The plain answer to "did CWD beat the student baseline?", computed from the cells."""
     label = fmt.metric_label(metric)
     if not verdicts:
-        return "This study has no CWD method (no method name starts with 'cwd'): nothing to compare.", []
+        return ("This study has no CWD cell (no cell whose distillation terms all have method: cwd): "
+                "nothing to compare."), []
     lines = []
     for verdict in verdicts:
         cell = verdict["cell"]
@@ -103,7 +104,8 @@ def build_context(study: Study, results: str | Path = "results") -> dict:
     built = [tables.results_table(cell_table, base, teach, metrics)]
     if len(cell_table):
         built.append(tables.seed_table(cell_table, metric))
-        built += [t for t in [tables.table2(cell_table, metric, matches)] if t]
+        built += [t for t in [tables.table2(cell_table, metric, matches), tables.location_table(cell_table, metric)]
+                  if t]
         built += tables.ablation_tables(cell_table, metric)
     built += [t for t in [tables.reference_table(matches, metric)] if t]
     built.append(tables.cost_table(cell_table, base, teach))

@@ -185,3 +185,56 @@ def test_the_teacher_and_baseline_rows_are_never_bold_even_when_they_are_highest
     rows = {row[0].text: row for row in table.rows}
     assert not any(c.best for c in rows["teacher"]) and not any(c.best for c in rows["student (no distillation)"])
     assert rows["cwd_logits"][1].best and rows["cwd_logits"][2].best and not rows["pi_logits"][1].best
+
+
+def location_store(tmp_path, outcomes=None):
+    """A study shaped like studies/ablation_location.yaml: CWD on the logits, on the feature map, and
+    on both, the methods named after the place (no _logits / _feature suffix, no 'cwd' in a name)."""
+    from tests.results_fixtures import FEATURE, LOGITS, study_text
+
+    cwd = "method: cwd, params: {tau: 4.0}"
+    text = study_text({
+        "logits": f"{{{cwd}, weight: 3.0, student_location: {LOGITS}}}",
+        "feature": f"{{{cwd}, weight: 50.0, student_location: {FEATURE}, adapter: {{norm: true, act: true}}}}",
+        "both": f"[{{name: a, {cwd}, weight: 3.0, student_location: {LOGITS}}}, "
+                f"{{name: b, {cwd}, weight: 50.0, student_location: {FEATURE}, adapter: {{norm: true, act: true}}}}]",
+        "pi_named_cwd": f"{{method: pi, weight: 10.0, student_location: {LOGITS}}}",
+    })
+    base = {**seeds("logits", 35.0, 36.0, 37.0), **seeds("feature", 33.0, 33.0, 34.0),
+            **seeds("both", 38.0, 39.0, 40.0), **seeds("pi_named_cwd", 32.0, 32.0, 32.0)}
+    return make_store(tmp_path, {**base, **(outcomes or {})}, text.replace("pi_named_cwd", "cwd_pi"))
+
+
+def test_the_location_each_run_distils_comes_from_its_student_locations(tmp_path):
+    study, results = location_store(tmp_path)
+    frame = collect(study, results).set_index("name")
+    assert frame.loc["logits_s0", "location_kind"] == "logits" and frame.loc["feature_s0", "location_kind"] == "feature"
+    assert frame.loc["both_s0", "location_kind"] == "feature + logits"
+    assert frame.loc["both_s0", "kd_method"] == "cwd; cwd" and frame.loc["cwd_pi_s0", "kd_method"] == "pi"
+    assert pd.isna(frame.loc["student_s0", "location_kind"])
+
+
+def test_cells_that_differ_only_by_location_get_a_location_table(tmp_path):
+    study, results = location_store(tmp_path, {f"cwd_pi_s{i}": "missing" for i in range(3)})
+    cells = aggregate.cells(collect(study, results))
+    cells = cells[cells["method"] != "cwd_pi"]  # the other method family aside: only CWD, three places
+    table = tables.location_table(cells, "val/mIoU")
+    assert table is not None and table.header == ["Method", "Distils", "Student location(s)", "mIoU [Δ vs student]"]
+    assert [[c.text for c in row] for row in table.rows] == [
+        ["logits", "logits", "decode_head.conv_seg", "36.00 ± 1.00 (n=3) [+5.00]"],
+        ["feature", "feature map", "decode_head.bottleneck", "33.33 ± 0.58 (n=3) [+2.33]"],
+        ["both", "feature map + logits", "decode_head.conv_seg; decode_head.bottleneck", "39.00 ± 1.00 (n=3) [+8.00]"]]
+    assert bold(table)["mIoU [Δ vs student]"] == ["39.00 ± 1.00 (n=3) [+8.00]"]
+    assert tables.table2(cells, "val/mIoU", pd.DataFrame()) is None  # one method family: no Table 2
+
+
+def test_no_location_table_when_the_cells_use_different_methods(tmp_path):
+    study, results = location_store(tmp_path)
+    assert tables.location_table(aggregate.cells(collect(study, results)), "val/mIoU") is None
+
+
+def test_cwd_cells_are_found_by_their_terms_method_not_by_their_name(tmp_path):
+    study, results = location_store(tmp_path)
+    verdicts = aggregate.cwd_verdicts(aggregate.cells(collect(study, results)), "val/mIoU")
+    assert [v["cell"]["method"] for v in verdicts] == ["logits", "feature", "both"]  # not cwd_pi (method: pi)
+    assert [round(v["gap"], 2) for v in verdicts] == [5.0, 2.33, 8.0]

@@ -165,6 +165,10 @@ def _filled(name, tmp_path):
                                  "cwd → cwd\\_logits"]),
     ("ablation_norm_divergence", ["Ablation: norm x divergence", "| norm \\\\ divergence | kl | mse |"]),
     ("ablation_loss_weight", ["Ablation: weight", "![mIoU vs weight](sweep_weight.png)"]),
+    ("ablation_location", ["### Ablation: where to distil",
+                           "| both | feature map + logits | decode\\_head.conv\\_seg; ",
+                           "CWD beat the student baseline in 0 of 3 comparable CWD cells.",
+                           "- feature did not beat the student baseline by -2.00 mIoU"]),
     ("paper_table6_coco", ["| Location | Dataset | Teacher | Student | mAP | mAP(T) | mAP(S) |",
                            "cwd → cwd\\_fpn4", "| cwd → cwd\\_fpn5 | — | reppoints\\_r50 |"]),
 ])
