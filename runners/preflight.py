@@ -41,6 +41,17 @@ class Site:
     data_hint: str = ""                     # appended to a dataset-root error
 
 
+def teacher_run_hint(run_dir) -> str:
+    """How to produce a missing teacher run: the shipped run file of that name when there is one."""
+    run_dir = Path(run_dir)
+    shipped = Path(__file__).resolve().parents[1] / "studies" / "runs" / f"{run_dir.name}.json"
+    where = "" if run_dir.is_absolute() else f" (relative to {Path.cwd()})"
+    if shipped.is_file():
+        shown = os.path.relpath(shipped)
+        return f"run it first{where}: kdbench run {shipped if shown.startswith('..') else shown}"
+    return f"run it first{where} (kdbench run on its run file)"
+
+
 def check_sites(sites: list[Site], models: bool = True, files: bool = True) -> None:
     """Files first (cheap), then locations, then shapes; the first problem raises."""
     with store.gc_paused():
@@ -151,8 +162,8 @@ def _check_files(site: Site) -> None:
             run_dir = Path(ckpt["run"])
             final = store.read_json(run_dir / store.FINAL)
             if store.run_state(run_dir) != "complete" or not isinstance(final.get("checkpoint"), str):
-                raise UserError(f"{where}.run: {str(run_dir)!r} holds no complete teacher run; run it first, "
-                                f"or give the checkpoint's path or URL")
+                raise UserError(f"{where}.run: {str(run_dir)!r} holds no complete teacher run; "
+                                f"{teacher_run_hint(run_dir)}, or give the checkpoint's path or URL")
             ckpt_path = str(run_dir / final["checkpoint"])
             problem = checkpoint_problem(ckpt_path)
             if problem:

@@ -118,8 +118,10 @@ def _teacher_checkpoint(teacher: dict) -> tuple[str, bool]:
         run_dir = Path(ckpt["run"])
         final = store.read_json(run_dir / store.FINAL)
         if store.run_state(run_dir) != "complete" or not final.get("checkpoint"):
+            from runners.preflight import teacher_run_hint
+
             raise UserError(f"teacher.checkpoint.run: {run_dir} holds no complete teacher run; "
-                            f"run it first (kdbench run on its run file)")
+                            f"{teacher_run_hint(run_dir)}")
         # Written by kdbench itself as a plain state dict: safe with weights_only=True.
         return str(run_dir / final["checkpoint"]), False
     return ckpt, teacher["trusted"]
