@@ -9,6 +9,17 @@ PY=${PYTHON:-python}
 mmcv_pin=$(grep -E '^mmcv==' requirements/pins.txt | sed 's/ *#.*//')
 "$PY" -c 'import torch' || { echo "install_mmcv: install torch first" >&2; exit 1; }
 if command -v nvcc >/dev/null && "$PY" -c 'import torch,sys; sys.exit(not torch.cuda.is_available())'; then
+  # nvcc must be the CUDA major release torch was built with (torch's own extension rule:
+  # another major fails, another minor only warns); the same minor is safest.
+  torch_cuda=$("$PY" -c 'import torch; print(torch.version.cuda)')
+  nvcc_cuda=$(nvcc --version | sed -n 's/.*release \([0-9]*\.[0-9]*\).*/\1/p')
+  if [ "${torch_cuda%%.*}" != "${nvcc_cuda%%.*}" ]; then
+    echo "install_mmcv: nvcc is CUDA $nvcc_cuda but torch was built with CUDA $torch_cuda;" \
+         "install the matching compiler, e.g. conda install -c nvidia cuda-nvcc=$torch_cuda" >&2
+    exit 1
+  elif [ "$torch_cuda" != "$nvcc_cuda" ]; then
+    echo "install_mmcv: warning: nvcc is CUDA $nvcc_cuda, torch's is $torch_cuda (same major: builds)"
+  fi
   export FORCE_CUDA=1 MMCV_WITH_OPS=1
   echo "install_mmcv: building $mmcv_pin with CUDA ops ($(nvcc --version | tail -n1))"
 else
