@@ -20,6 +20,8 @@ from analysis.collect import primary_metric_of
 SECONDARY = {"seg": ("val/mAcc", "val/aAcc"), "det": ("val/bbox_mAP_50", "val/bbox_mAP_75")}
 COSTS = ("cost:seconds_per_iter", "cost:peak_memory_mb", "cost:kd_share")
 PROBLEM_STATES = ("failed", "diverged", "corrupt", "interrupted", "running", "missing")
+CLASSES_EVALUATED = "val/classes_evaluated"
+COLLAPSE_TOLERANCE = 1e-3  # mAcc points: how close to 100 / classes a run must be to count as constant
 
 
 def task_of(frame: pd.DataFrame) -> str:
@@ -57,9 +59,26 @@ def usable(frame: pd.DataFrame, metric: str) -> pd.Series:
     return (frame["status"] == "complete") & np.isfinite(pd.to_numeric(frame[metric], errors="coerce"))
 
 
+def collapsed(frame: pd.DataFrame) -> np.ndarray:
+    """Complete segmentation runs that predict one class everywhere: their mAcc (per-class accuracy
+    averaged over the classes evaluated) is 100 / classes_evaluated, within ``COLLAPSE_TOLERANCE``.
+    A constant predictor scores 100 on its one class and 0 on every other. Runs that did not record
+    ``val/classes_evaluated`` (or mAcc), and detection runs, are never flagged."""
+    flagged = np.zeros(len(frame), dtype=bool)
+    if task_of(frame) != "seg" or "val/mAcc" not in frame or CLASSES_EVALUATED not in frame:
+        return flagged
+    macc = pd.to_numeric(frame["val/mAcc"], errors="coerce").to_numpy(dtype=float)
+    classes = pd.to_numeric(frame[CLASSES_EVALUATED], errors="coerce").to_numpy(dtype=float)
+    ok = (frame["status"] == "complete").to_numpy() & np.isfinite(macc) & np.isfinite(classes) & (classes > 0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        flagged[ok] = np.abs(macc[ok] - 100.0 / classes[ok]) <= COLLAPSE_TOLERANCE
+    return flagged
+
+
 def _grouped(frame: pd.DataFrame, keys: list[str], metrics: list[str]) -> pd.DataFrame:
     """One row per group of ``keys`` (in order of first appearance; a missing key is NaN): ``planned``,
-    a count per state, ``<metric>|mean|std|n`` over the complete runs with a finite metric, the
+    a count per state, ``collapsed`` (complete runs that predict one class everywhere, see
+    ``collapsed``), ``<metric>|mean|std|n`` over the complete runs with a finite metric, the
     same for the costs, the first ``memory_kind``, ``location``, ``location_kind``, ``kd_method``,
     ``dataset``, ``teacher_config`` and ``student_config`` found, and ``run_names``. Computed on
     arrays, one pass per column."""
@@ -78,6 +97,7 @@ def _grouped(frame: pd.DataFrame, keys: list[str], metrics: list[str]) -> pd.Dat
     complete = status == "complete"
     for state in ("complete", *PROBLEM_STATES):
         table[state] = np.bincount(codes[status == state], minlength=count)
+    table["collapsed"] = np.bincount(codes[collapsed(frame)], minlength=count)
 
     def summarise(column: str, rows: np.ndarray) -> None:
         values = pd.to_numeric(frame[column], errors="coerce").to_numpy(dtype=float)

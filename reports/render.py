@@ -85,11 +85,43 @@ def cwd_sentences(verdicts: list[dict], metric: str) -> tuple[str, list[str]]:
     return headline, lines
 
 
+def _collapsed_runs(row: dict, whose: str) -> str:
+    """``2 of 3 complete runs of the student baseline predict a single class everywhere``."""
+    count = int(row.get("collapsed", 0))
+    return (f"{count} of {fmt.count_noun(int(row.get('complete', 0)), 'complete run')} of {whose} "
+            f"{'predicts' if count == 1 else 'predict'} a single class everywhere (mAcc = 100 / classes evaluated)")
+
+
+def collapse_warnings(cell_table, baselines, teachers) -> list[str]:
+    """One warning per teacher, student baseline or cell with runs that predict a single class
+    everywhere (analysis.aggregate.collapsed), with how many of its complete runs do."""
+    warnings = []
+    for row in teachers.to_dict("records") if len(teachers) else []:
+        if row.get("collapsed", 0):
+            warnings.append(f"warning: {_collapsed_runs(row, 'the teacher')}; the students distil from a "
+                            "collapsed teacher.")
+    for row in baselines.to_dict("records") if len(baselines) else []:
+        if row.get("collapsed", 0):
+            which = "" if len(baselines) < 2 else f" ({tables._group_label('student', row, len(baselines))})"
+            warnings.append(f"warning: {_collapsed_runs(row, 'the student baseline' + which)}; the comparison is "
+                            "against a collapsed baseline.")
+    axes = [c for c in cell_table.columns if c.startswith("axis:")] if len(cell_table) else []
+    for row in cell_table.to_dict("records") if len(cell_table) else []:
+        if row.get("collapsed", 0):
+            name = ", ".join([str(row["method"])] + [f"{fmt.axis_label(c[5:])} {fmt.axis_value(c, row[c])}"
+                                                      for c in axes])
+            warnings.append(f"warning: {_collapsed_runs(row, name)}.")
+    return warnings
+
+
 def cwd_summary(study: Study, results: str | Path = "results") -> tuple[str, list[str]]:
-    """The CWD-vs-baseline headline and one sentence per CWD cell, without rendering anything."""
+    """The CWD-vs-baseline headline and one sentence per CWD cell, then the collapse warnings,
+    without rendering anything."""
     frame = collect(study, results, write=False)
     metric = aggregate.metrics_of(frame)[0]
-    return cwd_sentences(aggregate.cwd_verdicts(aggregate.cells(frame), metric), metric)
+    cell_table = aggregate.cells(frame)
+    headline, lines = cwd_sentences(aggregate.cwd_verdicts(cell_table, metric), metric)
+    return headline, lines + collapse_warnings(cell_table, aggregate.baselines(frame), aggregate.teachers(frame))
 
 
 def build_context(study: Study, results: str | Path = "results") -> dict:
@@ -118,7 +150,7 @@ def build_context(study: Study, results: str | Path = "results") -> dict:
         "figures": plots.all_figures(frame, cell_table, collect_curves(study, results, frame), metric),
         "problems": tables.problems_table(frame), "runs": tables.runs_table(frame, metrics),
         "counts": ", ".join(f"{n} {state}" for state, n in sorted(counts.items())), "total": len(frame),
-        "cwd_headline": headline, "cwd_lines": cwd_lines,
+        "cwd_headline": headline, "cwd_lines": cwd_lines, "warnings": collapse_warnings(cell_table, base, teach),
         "spec_path": str(study.path), "spec_text": text, "spec_sha256": hashlib.sha256(text.encode()).hexdigest(),
         "git_sha": _git_sha(Path(study.path).resolve().parent),
         "run_git_shas": sorted({s for s in frame.get("git_sha", []) if isinstance(s, str)}),
@@ -144,7 +176,8 @@ def render(study: Study, results: str | Path = "results", formats=FORMATS) -> di
 
 def render_report(study: Study, results: str | Path = "results",
                   formats=FORMATS) -> tuple[dict[str, Path], str, list[str]]:
-    """``render`` and ``cwd_summary`` from one pass over the results: ({format: path}, headline, lines)."""
+    """``render`` and ``cwd_summary`` from one pass over the results: ({format: path}, headline, lines
+    (the CWD sentences, then the collapse warnings))."""
     unknown = [f for f in formats if f not in FORMATS]
     if unknown:
         from kdbench.errors import UserError
@@ -161,7 +194,7 @@ def render_report(study: Study, results: str | Path = "results",
         for figure in context["figures"]:
             (out / f"{figure.key}.png").write_bytes(figure.png)
         written["md"] = _write(out / "README.md", env.get_template("report.md.j2").render(**context))
-    return written, context["cwd_headline"], context["cwd_lines"]
+    return written, context["cwd_headline"], context["cwd_lines"] + context["warnings"]
 
 
 def _write(path: Path, text: str) -> Path:

@@ -66,7 +66,8 @@ def _cost(kind: str) -> dict:
             "iterations_timed": 8}
 
 
-def write_run(root: Path, planned, outcome) -> None:
+def write_run(root: Path, planned, outcome, metrics: dict | None = None) -> None:
+    """One run's files; ``metrics``: final.json metrics that replace or add to the made-up ones."""
     if outcome == "missing":
         return
     run_dir = root / planned.run_id
@@ -75,6 +76,7 @@ def write_run(root: Path, planned, outcome) -> None:
     (run_dir / "env.json").write_text(json.dumps(ENV))
     main, second = ("val/bbox_mAP", "val/bbox_mAP_50") if planned.run["task"] == "det" else ("val/mIoU", "val/mAcc")
     final_value = outcome if isinstance(outcome, float) else 10.0
+    seg_extra = {} if planned.run["task"] == "det" else {"val/classes_evaluated": 11.0}
     lines = [{"iter": 5, main: final_value - 5, second: final_value - 3}]
     if isinstance(outcome, float):
         lines.append({"iter": 10, main: outcome, second: outcome + 10})
@@ -87,12 +89,13 @@ def write_run(root: Path, planned, outcome) -> None:
     else:  # json.dumps writes NaN as the bare token NaN, as a buggy writer would
         (run_dir / "final.json").write_text(json.dumps({
             "status": "complete", "name": planned.name, "role": planned.run.get("role", "student"), "task": "seg",
-            "run_id": planned.run_id, "metrics": {main: outcome, second: outcome + 10},
+            "run_id": planned.run_id, "metrics": {main: outcome, second: outcome + 10, **seg_extra, **(metrics or {})},
             "cost": _cost(planned.kind)}))
 
 
-def make_store(tmp_path: Path, outcomes: dict | None = None, study_text: str = STUDY):
-    """Write the study, its reference file and its results; returns (study, results root)."""
+def make_store(tmp_path: Path, outcomes: dict | None = None, study_text: str = STUDY, metrics: dict | None = None):
+    """Write the study, its reference file and its results; returns (study, results root).
+    ``metrics``: run name -> final.json metrics that replace or add to the made-up ones."""
     (tmp_path / "references").mkdir(exist_ok=True)
     (tmp_path / "references" / "fixture_ref.csv").write_text(REFERENCE)
     path = tmp_path / "fixture.yaml"
@@ -101,5 +104,6 @@ def make_store(tmp_path: Path, outcomes: dict | None = None, study_text: str = S
     study = load_study(path, results)
     outcomes = {**OUTCOMES, **(outcomes or {})}
     for planned in study.runs:
-        write_run(results / study.name, planned, outcomes.get(planned.name, "missing"))
+        write_run(results / study.name, planned, outcomes.get(planned.name, "missing"),
+                  (metrics or {}).get(planned.name))
     return study, results

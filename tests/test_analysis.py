@@ -238,3 +238,26 @@ def test_cwd_cells_are_found_by_their_terms_method_not_by_their_name(tmp_path):
     verdicts = aggregate.cwd_verdicts(aggregate.cells(collect(study, results)), "val/mIoU")
     assert [v["cell"]["method"] for v in verdicts] == ["logits", "feature", "both"]  # not cwd_pi (method: pi)
     assert [round(v["gap"], 2) for v in verdicts] == [5.0, 2.33, 8.0]
+
+
+CONSTANT = {"val/mAcc": 100 / 11, "val/classes_evaluated": 11.0}  # one class right everywhere, 10 never
+
+
+def test_runs_that_predict_one_class_everywhere_are_counted_as_collapsed(tmp_path):
+    near = {"val/mAcc": 100 / 11 + 5e-4, "val/classes_evaluated": 11.0}   # within the tolerance
+    apart = {"val/mAcc": 100 / 11 + 0.01, "val/classes_evaluated": 11.0}  # a real, if poor, predictor
+    fewer = {"val/mAcc": 100 / 7, "val/classes_evaluated": 7.0}           # the classes the split has
+    study, results = make_store(tmp_path, metrics={"student_s0": CONSTANT, "student_s1": near,
+                                                   "student_s2": apart, "cwd_logits_s0": fewer})
+    frame = collect(study, results)
+    flagged = dict(zip(frame["name"], aggregate.collapsed(frame)))
+    assert [flagged[f"student_s{i}"] for i in range(3)] == [True, True, False]
+    assert flagged["cwd_logits_s0"] and not flagged["cwd_logits_s1"] and not flagged["teacher"]
+    assert aggregate.baselines(frame)["collapsed"].tolist() == [2]
+    assert by_method(aggregate.cells(frame))["cwd_logits"]["collapsed"] == 1
+
+
+def test_runs_without_classes_evaluated_are_never_called_collapsed(tmp_path):
+    study, results = make_store(tmp_path, metrics={"student_s0": {"val/mAcc": 100 / 11}})
+    frame = collect(study, results).drop(columns=["val/classes_evaluated"])
+    assert not aggregate.collapsed(frame).any()

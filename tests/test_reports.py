@@ -185,3 +185,24 @@ def test_markdown_escaping_keeps_names_literal():
 
     assert md("a|b <img src=x> [x](y) *z* `c`\nd") == (
         "a\\|b &lt;img src=x&gt; \\[x\\](y) \\*z\\* \\`c\\` d")
+
+
+def test_a_collapsed_student_baseline_is_called_out_beside_the_cwd_verdict(tmp_path):
+    from tests.test_analysis import CONSTANT
+
+    study, results = make_store(tmp_path, metrics={"student_s0": CONSTANT, "student_s2": CONSTANT,
+                                                   "cwd_logits_s1": CONSTANT})
+    written = render(study, results, ("html", "md"))
+    warning = ("warning: 2 of 3 complete runs of the student baseline predict a single class everywhere "
+               "(mAcc = 100 / classes evaluated); the comparison is against a collapsed baseline.")
+    cell = "warning: 1 of 2 complete runs of cwd_logits predicts a single class everywhere"
+    html, md = written["html"].read_text(), written["md"].read_text()
+    assert warning in html and cell in html
+    assert f"- **{warning}**" in md and cell.replace("_", "\\_") in md
+    code, out, err = run_cli("report", str(study.path), "--results", str(results), "--format", "md")
+    assert code == 0 and f"  - {warning}" in out
+
+
+def test_no_collapse_warning_when_every_run_predicts_more_than_one_class(report):
+    *_, html, md, _ = report
+    assert "single class everywhere" not in html and "single class everywhere" not in md
