@@ -131,22 +131,45 @@ def sweeps(frame: pd.DataFrame, metric: str) -> list[Figure]:
     return figures
 
 
-def curves(curve_frame: pd.DataFrame, metric: str) -> Figure | None:
-    """Validation metric vs iteration per method (mean over seeds, std band) from metrics.jsonl."""
+def curve_data(curve_frame: pd.DataFrame, metric: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """A metric's evaluations split in two: those of complete runs (the mean line and its band are
+    built from these alone) and those of every other run (failed, diverged, ... up to where they
+    stopped), which are drawn one by one, dashed, and never averaged."""
     data = curve_frame[curve_frame["metric"] == metric] if len(curve_frame) else curve_frame
     if data.empty:
-        return None
+        return data, data
     data = data.assign(method=[BASELINE if m == "student baseline" else m for m in data["method"]])
+    complete = data["status"] == "complete"
+    return data[complete], data[~complete]
+
+
+def curves(curve_frame: pd.DataFrame, metric: str) -> Figure | None:
+    """Validation metric vs iteration per method (mean over complete runs' seeds, std band) from
+    metrics.jsonl; runs without a result as dashed single lines, outside the mean."""
+    averaged, others = curve_data(curve_frame, metric)
+    if averaged.empty and others.empty:
+        return None
+    methods = list(dict.fromkeys([*averaged["method"], *others["method"]]))
+    palette = dict(zip(methods, sns.color_palette(n_colors=len(methods))))
     figure, axis = plt.subplots(figsize=(6.5, 4))
-    few = data["iter"].nunique() < 3  # a single evaluation per run: error bars, not a band
-    sns.lineplot(data=data, x="iter", y="value", hue="method", errorbar="sd", marker="o",
-                 err_style="bars" if few else "band", ax=axis)
+    if len(averaged):
+        few = averaged["iter"].nunique() < 3  # a single evaluation per run: error bars, not a band
+        sns.lineplot(data=averaged, x="iter", y="value", hue="method", palette=palette, errorbar="sd", marker="o",
+                     err_style="bars" if few else "band", ax=axis)
+    for (_, method, seed, status), run in others.groupby(["run_id", "method", "seed", "status"], sort=False,
+                                                          dropna=False):
+        run = run.sort_values("iter")
+        axis.plot(run["iter"], run["value"], linestyle="--", marker="x", linewidth=1, color=palette[method],
+                  alpha=0.8, label=f"{method}, seed {fmt.integer(seed)} ({status}, not averaged)")
     axis.set_xlabel("iteration")
     axis.set_ylabel(fmt.metric_label(metric))
-    axis.legend(fontsize=8)
+    axis.legend(fontsize=7)
+    dropped = others["run_id"].nunique()
+    note = (f" Dashed: {fmt.count_noun(dropped, 'run')} without a result (failed, diverged, ...), each up to its "
+            "last evaluation, not in the mean." if dropped else "")
     return Figure("curves", f"Validation {fmt.metric_label(metric)} during training",
-                  "From each run's metrics.jsonl (every evaluation, failed and diverged runs up to where they "
-                  "stopped); line: mean over seeds, band: std.", _png(figure))
+                  "From each run's metrics.jsonl (every evaluation); line: mean over the complete runs' seeds, "
+                  "band: std." + note, _png(figure))
 
 
 def gain_vs_cost(cell_table: pd.DataFrame, metric: str) -> Figure | None:

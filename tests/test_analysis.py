@@ -261,3 +261,20 @@ def test_runs_without_classes_evaluated_are_never_called_collapsed(tmp_path):
     study, results = make_store(tmp_path, metrics={"student_s0": {"val/mAcc": 100 / 11}})
     frame = collect(study, results).drop(columns=["val/classes_evaluated"])
     assert not aggregate.collapsed(frame).any()
+
+
+def test_training_curves_average_only_complete_runs(store):
+    from analysis import plots
+
+    study, results = store
+    frame = collect(study, results)
+    curve_frame = collect_curves(study, results, frame)
+    averaged, others = plots.curve_data(curve_frame, "val/mIoU")
+    ids = dict(zip(frame["name"], frame["run_id"]))
+    assert ids["cwd_logits_s2"] not in set(averaged["run_id"]) and ids["pi_logits_s1"] not in set(averaged["run_id"])
+    assert set(others["run_id"]) == {ids["cwd_logits_s2"], ids["pi_logits_s1"]}  # their evaluations before stopping
+    assert (others["status"] != "complete").all() and (averaged["status"] == "complete").all()
+    at_five = averaged[(averaged["method"] == "cwd_logits") & (averaged["iter"] == 5)]["value"]
+    assert at_five.mean() == 30.5  # seeds 0 and 1 (30, 31); the diverged seed's 5 would make it 22.0
+    figure = plots.curves(curve_frame, "val/mIoU")
+    assert "2 runs without a result" in figure.caption and figure.png.startswith(b"\x89PNG")
