@@ -218,6 +218,56 @@ def test_the_holistic_critic_is_logged_without_entering_the_students_total_loss(
     assert step["loss"] == pytest.approx(parts, rel=1e-3, abs=1e-4)
 
 
+def test_the_teacher_stays_frozen_while_the_student_and_its_adapter_train(seg_teacher, tmp_path):
+    from runners.build import build_model, load_config
+    from runners.distill import DistillModel
+
+    run = seg_run(teacher={"config": "tiny_seg_teacher", "checkpoint": {"run": str(seg_teacher)}},
+                  distill=cwd_terms())
+    execute(run, tmp_path)
+    checkpoint = torch.load(tmp_path / "iter_4.pth", weights_only=False)
+    weights = checkpoint["state_dict"]
+    assert not any(k.startswith("teacher.") for k in weights)
+    adapter = [k for k in weights if k.startswith("adapters.cwd_feature__0.") and weights[k].is_floating_point()
+               and not k.endswith(("running_mean", "running_var"))]
+    student = [k for k in weights if k.startswith("student.") and not k.endswith(("running_mean", "running_var"))
+               and weights[k].is_floating_point()]
+    assert adapter, "the feature term's adapter is not saved with the student"
+    # SGD keeps a momentum buffer for every parameter it stepped: the student's and the adapter's.
+    stepped = checkpoint["optimizer"]["state"]
+    assert len(stepped) == len(adapter) + len(student)
+
+    teacher_weights = torch.load(seg_teacher / "model_final.pth", weights_only=True)
+    teacher = build_model(load_config("tiny_seg_teacher"), "seg")
+    teacher.load_state_dict(teacher_weights)
+    inputs = torch.rand(2, 3, 64, 64)
+    model = DistillModel(build_model(load_config("tiny_seg_student"), "seg"), teacher,
+                         validate_run(run)["distill"], probe=lambda: (inputs, None))
+    model.train()  # the student trains; the teacher stays in eval mode, without gradients
+    assert model.student.training and not model.teacher.training
+    assert not any(p.requires_grad for p in model.teacher.parameters())
+    with torch.no_grad(), model.teacher_taps:
+        model.teacher(inputs, mode="tensor")
+    assert all(torch.equal(model.teacher.state_dict()[k], v) for k, v in teacher_weights.items())
+
+
+def test_the_teachers_forward_stops_once_its_tapped_outputs_are_captured():
+    from runners.build import build_model, load_config
+    from runners.taps import Taps
+
+    teacher = build_model(load_config("tiny_seg_teacher"), "seg").eval()
+    head_calls = []
+    teacher.decode_head.conv_seg.register_forward_hook(lambda *args: head_calls.append(1))
+    taps = Taps(teacher, ["decode_head.bottleneck"], "teacher", stop_when_done=True)
+    with torch.no_grad():
+        with taps:  # the first pass runs to the end: it learns how many calls to wait for
+            teacher(torch.rand(1, 3, 64, 64), mode="tensor")
+        assert len(head_calls) == 1
+        with taps:
+            teacher(torch.rand(1, 3, 64, 64), mode="tensor")
+    assert len(head_calls) == 1 and len(taps.outputs["decode_head.bottleneck"]) == 1
+
+
 def test_the_packaged_mmseg_pspnet_r18_config_builds_and_runs_a_forward_pass_on_cpu():
     from runners.build import build_model, load_config
 
