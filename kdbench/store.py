@@ -103,6 +103,12 @@ def append_jsonl(path: str | Path, record: dict) -> None:
         raise WriteError(error.errno, error.strerror, str(path)) from None
 
 
+def write_jsonl_atomic(path: str | Path, records: list[dict]) -> None:
+    """Replace a JSON-lines file as a whole (same line format as ``append_jsonl``)."""
+    write_text_atomic(path, "".join(json.dumps(r, sort_keys=True, default=_json_default, allow_nan=False) + "\n"
+                                    for r in records))
+
+
 def read_jsonl(path: str | Path) -> list[dict]:
     """Every complete, valid line of a JSON-lines file; a truncated or corrupt line is skipped."""
     records = []

@@ -26,6 +26,21 @@ class MetricsHook(Hook):
         self.path = path
         self.last: dict | None = None
 
+    def resume_from(self, iteration: int, rewrite: bool = True) -> None:
+        """The run resumes from its checkpoint at ``iteration``. Evaluations recorded after it
+        are dropped (the resumed run makes them again) and one recorded at it becomes the latest
+        (it is not made again), so no evaluation is ever recorded twice. ``rewrite``: rewrite the
+        file (the main process only); every process reads it."""
+        lines = store.read_jsonl(self.path)
+        by_iter: dict[int, dict] = {}
+        for line in lines:
+            if isinstance(line.get("iter"), int) and line["iter"] <= iteration:
+                by_iter[line["iter"]] = line
+        kept = [by_iter[i] for i in sorted(by_iter)]
+        if rewrite and kept != lines:
+            store.write_jsonl_atomic(self.path, kept)
+        self.last = by_iter.get(iteration)
+
     def after_val_epoch(self, runner, metrics=None) -> None:
         if not metrics:
             return

@@ -268,6 +268,32 @@ def test_the_teachers_forward_stops_once_its_tapped_outputs_are_captured():
     assert len(head_calls) == 1 and len(taps.outputs["decode_head.bottleneck"]) == 1
 
 
+def test_a_run_killed_after_its_last_evaluation_records_that_evaluation_once(tmp_path):
+    schedule = {"iterations": 4, "batch_size": 2, "checkpoint_interval": 2, "val_interval": 2}
+    first = execute(seg_run(schedule=schedule), tmp_path)
+    assert [m["iter"] for m in store.read_jsonl(tmp_path / "metrics.jsonl")] == [2, 4]
+    # killed between the last evaluation and its result: no final.json, no model_final.pth yet
+    (tmp_path / "final.json").unlink()
+    (tmp_path / "model_final.pth").unlink()
+    final = execute(seg_run(schedule=schedule), tmp_path)
+    assert final["resumed_from"] == "iter_4.pth"
+    assert [m["iter"] for m in store.read_jsonl(tmp_path / "metrics.jsonl")] == [2, 4]
+    assert final["metrics"] == first["metrics"]
+
+
+def test_a_resume_drops_evaluations_recorded_after_its_checkpoint(tmp_path):
+    from runners.hooks import MetricsHook
+
+    path = tmp_path / "metrics.jsonl"
+    for record in ({"iter": 100, "val/mIoU": 1.0}, {"iter": 150, "val/mIoU": 2.0}, {"iter": 150, "val/mIoU": 2.0}):
+        store.append_jsonl(path, record)
+    hook = MetricsHook(path)
+    hook.resume_from(100)
+    assert store.read_jsonl(path) == [{"iter": 100, "val/mIoU": 1.0}] and hook.last == {"iter": 100, "val/mIoU": 1.0}
+    hook.resume_from(50)
+    assert store.read_jsonl(path) == [] and hook.last is None
+
+
 def test_the_packaged_mmseg_pspnet_r18_config_builds_and_runs_a_forward_pass_on_cpu():
     from runners.build import build_model, load_config
 
