@@ -9,12 +9,13 @@ from __future__ import annotations
 import io
 import re
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import matplotlib
 
 matplotlib.use("Agg")
 
+import matplotlib.container  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
@@ -29,12 +30,19 @@ MAX_BARS = 30     # a bar chart of more cells than this shows the best ones (eve
 MAX_LABELS = 12   # the gain-vs-cost figure names at most this many points (the largest gains)
 
 
+SPATIAL = ("pi", "at", "local", "pa", "ifvd", "ho", "fitnets")  # distil over positions (per channel or pixel)
+CHANNEL_WISE = ("cwd",)                                          # a distribution over positions, per channel
+NORM_AXIS, DIVERGENCE_AXIS = "axis:term.params.norm", "axis:term.params.divergence"
+KIND_ORDER = {"feature": "feature map", "logits": "logits"}
+
+
 @dataclass
 class Figure:
     key: str          # file name stem
     title: str
     caption: str
     png: bytes
+    data: pd.DataFrame | None = field(default=None, repr=False)  # what was drawn (for checks), when kept
 
 
 def _png(figure) -> bytes:
@@ -172,6 +180,123 @@ def curves(curve_frame: pd.DataFrame, metric: str) -> Figure | None:
                   "band: std." + note, _png(figure))
 
 
+def value_limits(values) -> tuple[float, float] | None:
+    """Limits for a value axis that would hide differences if it started at 0: every value positive
+    and their spread under a quarter of the largest (say 70.1 to 71.3 mIoU). Then the axis spans
+    the values with a margin; else None (the axis starts at 0, bars keep their full length)."""
+    array = np.asarray([v for v in values if v is not None], dtype=float)
+    array = array[np.isfinite(array)]
+    if not array.size:
+        return None
+    low, high = float(array.min()), float(array.max())
+    if low <= 0 or high - low >= 0.25 * high:
+        return None
+    margin = max(0.15 * (high - low), 0.005 * high)
+    return max(0.0, low - margin), high + 2 * margin  # room above for the numbers written on the bars
+
+
+def _bars(data: pd.DataFrame, metric: str, x: str, hue: str, order: list, hue_order: list, palette, baseline,
+          title: str, key: str, caption: str, xlabel: str) -> Figure:
+    """Bars of the mean over seeds with std error bars, one dot per run, each bar's mean written on
+    it, the student baseline's mean as a dotted line; the value axis zoomed where 0 would hide the
+    differences (the caption then says so)."""
+    figure, axis = plt.subplots(figsize=(max(6, 1.2 * len(order) * max(1, len(hue_order)) / 2 + 3), 4.5))
+    sns.barplot(data=data, x=x, y=metric, hue=hue, order=order, hue_order=hue_order, palette=palette,
+                errorbar="sd", capsize=0.15, ax=axis)
+    sns.stripplot(data=data, x=x, y=metric, hue=hue, order=order, hue_order=hue_order, dodge=True,
+                  palette={h: "black" for h in hue_order}, size=3, legend=False, ax=axis)
+    spread = data.groupby([x, hue], sort=False)[metric].agg(["mean", "std"]).reset_index()
+    bars = [c for c in axis.containers if isinstance(c, matplotlib.container.BarContainer)]
+    for container, name in zip(bars, hue_order):
+        stats = spread[spread[hue] == name].set_index(x)
+        for bar, value in zip(container, order):
+            if bar is None or value not in stats.index:
+                continue
+            mean, std = stats.loc[value, "mean"], stats.loc[value, "std"]
+            axis.annotate(fmt.number(mean), (bar.get_x() + bar.get_width() / 2, mean + (std if std == std else 0)),
+                          xytext=(0, 3), textcoords="offset points", ha="center", va="bottom", fontsize=7,
+                          rotation=90)
+    mean, std, n = aggregate.stats(baseline[metric]) if len(baseline) else (np.nan, np.nan, 0)
+    if n:
+        axis.axhline(mean, linestyle=":", color="grey", label=f"{BASELINE} ({fmt.mean_std(mean, std, n)})")
+    shown = list(data[metric]) + list(spread["mean"] + spread["std"].fillna(0)) + list(
+        spread["mean"] - spread["std"].fillna(0)) + ([mean] if n else [])
+    limits = value_limits(shown)
+    if limits:
+        axis.set_ylim(*limits)
+    elif np.isfinite(np.nanmax(shown)) and np.nanmax(shown) > 0:
+        axis.set_ylim(top=1.12 * np.nanmax(shown))  # room above for the numbers written on the bars
+    axis.set_xlabel(xlabel)
+    axis.set_ylabel(fmt.metric_label(metric))
+    axis.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
+    zoom = (f" The {fmt.metric_label(metric)} axis starts at {fmt.number(limits[0])}, not 0, so that the differences "
+            "show; the numbers on the bars are the means." if limits else " The numbers on the bars are the means.")
+    return Figure(key, title, caption + zoom, _png(figure), data)
+
+
+def norm_divergence_bars(frame: pd.DataFrame, metric: str) -> Figure | None:
+    """The paper's normalisation x divergence ablation: bars per normalisation (channel, spatial,
+    channel_mean, none), one colour per divergence (kl, mse), error bars the seeds' std."""
+    if NORM_AXIS not in frame or DIVERGENCE_AXIS not in frame:
+        return None
+    students = _students(frame, metric)
+    data = students[students["kind"] == "cell"]
+    if data.empty:
+        return None
+    data = data.assign(norm=data[NORM_AXIS].map(fmt.value), divergence=data[DIVERGENCE_AXIS].map(fmt.value))
+    cells = frame[frame["kind"] == "cell"]
+    order = [fmt.value(v) for v in dict.fromkeys(cells[NORM_AXIS])]
+    hue_order = [fmt.value(v) for v in dict.fromkeys(cells[DIVERGENCE_AXIS])]
+    order = [o for o in order if o in set(data["norm"])]
+    hue_order = [h for h in hue_order if h in set(data["divergence"])]
+    palette = dict(zip(hue_order, sns.color_palette("Set2", n_colors=len(hue_order))))
+    return _bars(data, metric, "norm", "divergence", order, hue_order, palette,
+                 students[students["kind"] == "student_baseline"], f"{fmt.metric_label(metric)}: normalisation x "
+                 "divergence", "norm_divergence_bars",
+                 "Bars: mean over seeds, error bars: std, dots: single runs; grouped by normalisation (channel: "
+                 "over positions, per channel, as CWD; spatial: over channels, per position), coloured by "
+                 "divergence; dotted line: the student baseline.", "normalisation")
+
+
+def family_label(family: str) -> str:
+    """``cwd (channel-wise)``, ``pi (spatial)``, or the name alone for other methods."""
+    if family in CHANNEL_WISE:
+        return f"{family} (channel-wise)"
+    return f"{family} (spatial)" if family in SPATIAL else family
+
+
+def location_bars(frame: pd.DataFrame, cell_table: pd.DataFrame, metric: str) -> Figure | None:
+    """The paper's Table 2 as bars: grouped by where the method distils (feature map, logits), one
+    bar per method, channel-wise (CWD, in warm colours) apart from spatial ones (cool colours)."""
+    if cell_table.empty or [c for c in aggregate.axes_of_table(cell_table) if c != "method"]:
+        return None
+    placed = aggregate.location_kinds(cell_table)
+    if len({family for family, _ in placed.values()}) < 2:
+        return None
+    students = _students(frame, metric)
+    data = students[students["method"].isin(list(placed))]
+    if data.empty:
+        return None
+    data = data.assign(where=[KIND_ORDER[placed[m][1]] for m in data["method"]],
+                       family=[family_label(placed[m][0]) for m in data["method"]])
+    order = [label for kind, label in KIND_ORDER.items() if label in set(data["where"])]
+    families = list(dict.fromkeys(family_label(f) for f, _ in placed.values()))
+    families = [f for f in families if f in set(data["family"])]
+    channel = [f for f in families if f.endswith("(channel-wise)")]
+    spatial = [f for f in families if f.endswith("(spatial)")]
+    other = [f for f in families if f not in channel and f not in spatial]
+    hue_order = spatial + other + channel
+    palette = {**dict(zip(spatial, sns.color_palette("Blues_d", n_colors=max(1, len(spatial))))),
+               **dict(zip(other, sns.color_palette("Greys", n_colors=max(1, len(other))))),
+               **dict(zip(channel, sns.color_palette("Reds_r", n_colors=max(3, len(channel))))), }
+    return _bars(data, metric, "where", "family", order, hue_order, palette,
+                 students[students["kind"] == "student_baseline"], f"{fmt.metric_label(metric)}: spatial vs "
+                 "channel-wise distillation", "location_bars",
+                 "Bars: mean over seeds, error bars: std, dots: single runs; grouped by where the method distils "
+                 "(from its student location), blue: spatial methods, red: channel-wise (CWD), grey: others; "
+                 "dotted line: the student baseline.", "distilled location")
+
+
 def gain_vs_cost(cell_table: pd.DataFrame, metric: str) -> Figure | None:
     """Δ vs the student baseline against seconds per iteration, one point per cell."""
     column = "cost:seconds_per_iter|mean"
@@ -201,6 +326,7 @@ def gain_vs_cost(cell_table: pd.DataFrame, metric: str) -> Figure | None:
 
 def all_figures(frame: pd.DataFrame, cell_table: pd.DataFrame, curve_frame: pd.DataFrame, metric: str) -> list[Figure]:
     sns.set_theme(style="whitegrid", context="notebook")
-    figures = [method_bars(frame, metric), *sweeps(frame, metric), curves(curve_frame, metric),
+    figures = [method_bars(frame, metric), norm_divergence_bars(frame, metric),
+               location_bars(frame, cell_table, metric), *sweeps(frame, metric), curves(curve_frame, metric),
                gain_vs_cost(cell_table, metric)]
     return [f for f in figures if f is not None]

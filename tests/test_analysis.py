@@ -278,3 +278,48 @@ def test_training_curves_average_only_complete_runs(store):
     assert at_five.mean() == 30.5  # seeds 0 and 1 (30, 31); the diverged seed's 5 would make it 22.0
     figure = plots.curves(curve_frame, "val/mIoU")
     assert "2 runs without a result" in figure.caption and figure.png.startswith(b"\x89PNG")
+
+
+def test_a_value_axis_is_zoomed_only_when_zero_would_hide_the_differences():
+    from analysis.plots import value_limits
+
+    low, high = value_limits([70.1, 70.6, 71.3])
+    assert 69.0 < low < 70.1 and high > 71.3
+    assert value_limits([5.0, 70.0]) is None and value_limits([-1.0, 1.0]) is None and value_limits([]) is None
+
+
+def test_norm_divergence_bars_group_by_normalisation_and_colour_by_divergence(tmp_path):
+    from analysis import plots
+    from tests.results_fixtures import LOGITS, study_text
+
+    text = study_text({"logits": f"{{method: norm_divergence, params: {{norm: channel, divergence: kl}}, "
+                                 f"weight: 3.0, student_location: {LOGITS}}}"},
+                      "grid: {term.params.norm: [channel, spatial], term.params.divergence: [kl, mse]}\n")
+    outcomes = {**seeds("logits_channel_kl", 70.0, 70.2, 70.4), **seeds("logits_spatial_kl", 70.5, 70.5, "diverged"),
+                **seeds("logits_channel_mse", 71.0, 71.0, 71.0), **seeds("logits_spatial_mse", 70.9, 71.1, 71.3),
+                **seeds("student", 70.0, 70.1, 70.2)}
+    study, results = make_store(tmp_path, outcomes, text)
+    figure = plots.norm_divergence_bars(collect(study, results), "val/mIoU")
+    means = figure.data.groupby(["norm", "divergence"])["val/mIoU"].agg(["mean", "count"])
+    assert means.loc[("spatial", "kl")].tolist() == [70.5, 2]  # the diverged seed is not a bar's value
+    assert means.loc[("channel", "kl"), "mean"] == pytest.approx(70.2)
+    assert set(figure.data["norm"]) == {"channel", "spatial"} and set(figure.data["divergence"]) == {"kl", "mse"}
+    assert "axis starts at" in figure.caption and "not 0" in figure.caption
+
+
+def test_location_bars_tell_channel_wise_from_spatial_methods_by_location(tmp_path):
+    from analysis import plots
+    from tests.results_fixtures import FEATURE, LOGITS, study_text
+
+    text = study_text({m: f"{{method: {m.split('_')[0]}, weight: 1.0, student_location: "
+                          f"{LOGITS if m.endswith('logits') else FEATURE}}}"
+                       for m in ("cwd_logits", "cwd_feature", "pi_logits", "at_feature")})
+    outcomes = {**seeds("cwd_logits", 35.0, 36.0, 37.0), **seeds("cwd_feature", 5.0, 6.0, 7.0),
+                **seeds("pi_logits", 33.0, 33.0, 33.0), **seeds("at_feature", 34.0, 34.0, 34.0)}
+    study, results = make_store(tmp_path, outcomes, text)
+    frame = collect(study, results)
+    figure = plots.location_bars(frame, aggregate.cells(frame), "val/mIoU")
+    groups = figure.data.groupby(["where", "family"])["val/mIoU"].mean().to_dict()
+    assert groups == {("feature map", "cwd (channel-wise)"): 6.0, ("feature map", "at (spatial)"): 34.0,
+                      ("logits", "cwd (channel-wise)"): 36.0, ("logits", "pi (spatial)"): 33.0}
+    assert "starts at" not in figure.caption  # 6 to 37: the axis starts at 0

@@ -162,8 +162,10 @@ def _filled(name, tmp_path):
 
 @pytest.mark.parametrize("name, expected", [
     ("paper_table2_cityscapes", ["Feature map vs logits (the paper's Table 2 layout)", "| cwd | ", "74.87",
-                                 "cwd → cwd\\_logits"]),
-    ("ablation_norm_divergence", ["Ablation: norm x divergence", "| norm \\\\ divergence | kl | mse |"]),
+                                 "cwd → cwd\\_logits",
+                                 "![mIoU: spatial vs channel-wise distillation](location_bars.png)"]),
+    ("ablation_norm_divergence", ["Ablation: norm x divergence", "| norm \\\\ divergence | kl | mse |",
+                                  "![mIoU: normalisation x divergence](norm_divergence_bars.png)"]),
     ("ablation_loss_weight", ["Ablation: weight", "![mIoU vs weight](sweep_weight.png)"]),
     ("ablation_location", ["### Ablation: where to distil",
                            "| both | feature map + logits | decode\\_head.conv\\_seg; ",
