@@ -297,31 +297,60 @@ def location_bars(frame: pd.DataFrame, cell_table: pd.DataFrame, metric: str) ->
                  "dotted line: the student baseline.", "distilled location")
 
 
-def gain_vs_cost(cell_table: pd.DataFrame, metric: str) -> Figure | None:
-    """Δ vs the student baseline against seconds per iteration, one point per cell."""
-    column = "cost:seconds_per_iter|mean"
-    if cell_table.empty or column not in cell_table:
-        return None
-    data = cell_table[np.isfinite(cell_table[f"{metric}|delta"]) & np.isfinite(cell_table[column])]
+def gain_cost_points(cell_table: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """The points of the gain-vs-cost figure: the student baseline at (1, 0), then every cell with
+    a finite gain and slowdown: x = its seconds per iteration over its baseline's, y = its mean gain
+    over that baseline, ``std`` the cell's seed spread (the baseline's own, on the baseline point)."""
+    columns = ["label", "kind", "slowdown", "delta", "std"]
+    if cell_table.empty or "slowdown" not in cell_table:
+        return pd.DataFrame(columns=columns)
+    keep = np.isfinite(cell_table[f"{metric}|delta"]) & np.isfinite(cell_table["slowdown"])
+    data = cell_table[keep]
     if data.empty:
+        return pd.DataFrame(columns=columns)
+    axes = [c for c in aggregate.axes_of_table(cell_table) if c != "method"]
+    baseline_std = data[f"baseline|{metric}|std"].drop_duplicates()
+    rows = [{"label": BASELINE, "kind": "baseline", "slowdown": 1.0, "delta": 0.0,
+             "std": float(baseline_std.iloc[0]) if len(baseline_std) == 1 else np.nan}]
+    for row in data.to_dict("records"):
+        rows.append({"label": ", ".join([str(row["method"])] + [fmt.axis_value(a, row[a]) for a in axes]),
+                     "kind": "cell", "slowdown": float(row["slowdown"]), "delta": float(row[f"{metric}|delta"]),
+                     "std": float(row[f"{metric}|std"])})
+    return pd.DataFrame(rows, columns=columns)
+
+
+def gain_vs_cost(cell_table: pd.DataFrame, metric: str) -> Figure | None:
+    """Δ vs the student baseline against the slowdown vs the student baseline, one point per cell,
+    the baseline itself at (1, 0)."""
+    points = gain_cost_points(cell_table, metric)
+    cells = points[points["kind"] == "cell"]
+    if cells.empty:
         return None
     figure, axis = plt.subplots(figsize=(6, 4))
-    axis.errorbar(data[column], data[f"{metric}|delta"], yerr=data[f"{metric}|std"].fillna(0), fmt="o",
-                  color="#2b6cb0", ecolor="grey", capsize=3)
-    axes = [c for c in aggregate.axes_of_table(cell_table) if c != "method"]
-    named = data.nlargest(MAX_LABELS, f"{metric}|delta", keep="first") if len(data) > MAX_LABELS else data
+    axis.errorbar(cells["slowdown"], cells["delta"], yerr=cells["std"].fillna(0), fmt="o", color="#2b6cb0",
+                  ecolor="grey", capsize=3, label="distilled cell (error bar: its std over seeds)")
+    base = points[points["kind"] == "baseline"].iloc[0]
+    axis.errorbar([1.0], [0.0], yerr=[0.0 if np.isnan(base["std"]) else base["std"]], fmt="s", color="black",
+                  ecolor="black", capsize=3, label=f"{BASELINE} (1x, ±0)")
+    named = cells.nlargest(MAX_LABELS, "delta", keep="first") if len(cells) > MAX_LABELS else cells
     for row in named.to_dict("records"):
-        label = ", ".join([str(row["method"])] + [fmt.axis_value(a, row[a]) for a in axes])
-        axis.annotate(label, (row[column], row[f"{metric}|delta"]), fontsize=7, xytext=(4, 4),
+        axis.annotate(row["label"], (row["slowdown"], row["delta"]), fontsize=7, xytext=(4, 4),
                       textcoords="offset points")
     axis.axhline(0, color="grey", linestyle=":")
-    axis.set_xlabel("seconds per iteration")
+    axis.axvline(1, color="grey", linestyle=":")
+    axis.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda x, _: f"{x:g}x"))
+    right = max(float(cells["slowdown"].max()), 1.0)
+    left = min(float(cells["slowdown"].min()), 1.0)
+    axis.set_xlim(left - 0.08 * max(right - left, 0.5), right + 0.15 * max(right - left, 0.5))
+    axis.set_xlabel("slowdown vs the student baseline (s / iteration ÷ the baseline's)")
     axis.set_ylabel(f"Δ {fmt.metric_label(metric)} vs student")
+    axis.legend(fontsize=7, loc="best")
     return Figure("gain_vs_cost", "Gain vs training cost",
-                  "Each point is a cell: its mean gain over the student baseline (error bar: the cell's std "
-                  "over seeds) against its mean seconds per iteration."
-                  + (f" The {MAX_LABELS} largest gains of {len(data)} cells are labelled." if len(data) > MAX_LABELS
-                     else ""), _png(figure))
+                  "Each point is a cell: its mean gain over the student baseline (error bar: the cell's std over "
+                  "seeds) against its training slowdown (mean seconds per iteration over the baseline's); the "
+                  "student baseline sits at (1x, 0)."
+                  + (f" The {MAX_LABELS} largest gains of {len(cells)} cells are labelled." if len(cells) > MAX_LABELS
+                     else ""), _png(figure), points)
 
 
 def all_figures(frame: pd.DataFrame, cell_table: pd.DataFrame, curve_frame: pd.DataFrame, metric: str) -> list[Figure]:

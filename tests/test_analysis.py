@@ -323,3 +323,15 @@ def test_location_bars_tell_channel_wise_from_spatial_methods_by_location(tmp_pa
     assert groups == {("feature map", "cwd (channel-wise)"): 6.0, ("feature map", "at (spatial)"): 34.0,
                       ("logits", "cwd (channel-wise)"): 36.0, ("logits", "pi (spatial)"): 33.0}
     assert "starts at" not in figure.caption  # 6 to 37: the axis starts at 0
+
+
+def test_gain_vs_cost_plots_the_slowdown_with_the_baseline_at_one_and_zero(store):
+    from analysis import plots
+
+    study, results = store
+    figure = plots.gain_vs_cost(aggregate.cells(collect(study, results)), "val/mIoU")
+    points = figure.data.set_index("label")
+    assert points.loc["student (no KD)", ["slowdown", "delta"]].tolist() == [1.0, 0.0]
+    assert points.loc["student (no KD)", "std"] == 1.0
+    assert points.loc["cwd_logits", ["slowdown", "delta"]].tolist() == [pytest.approx(1.5), pytest.approx(4.5)]
+    assert "slowdown" in figure.caption and "(1x, 0)" in figure.caption
