@@ -3,7 +3,8 @@
 ``results/<study>/<run_id>/job.json`` holds ``{"executor": "local"|"slurm", "job_id": ...,
 "host": ..., "submitted": ...}``. A run counts as in flight only while its recorded job is alive:
 a local job by its process id on this host, a SLURM job by the scheduler's state (squeue, then
-sacct), so a launch never submits a run twice and never waits on a job that died.
+sacct), so a launch never submits a run twice and never waits on a job that died. A SLURM job
+pending on a dependency that can never be met (its teacher failed) counts as dead.
 """
 
 from __future__ import annotations
@@ -40,38 +41,61 @@ def _pid_alive(pid: int) -> bool:
         return False
 
 
-def slurm_states(job_ids: list[str]) -> dict[str, str]:
-    """The scheduler's state of each job id (``123``, ``123_4``); unknown ids are left out."""
+NEVER_SATISFIED = "DependencyNeverSatisfied"
+
+
+def slurm_jobs(job_ids: list[str]) -> dict[str, tuple[str, str]]:
+    """The scheduler's (state, reason) of each job id (``123``, ``123_4``); unknown ids are left
+    out. squeue first (it knows why a pending job waits), then sacct for jobs that have left it."""
     if not job_ids or shutil.which("squeue") is None:
         return {}
-    states: dict[str, str] = {}
+    found: dict[str, tuple[str, str]] = {}
     try:
-        out = subprocess.run(["squeue", "-h", "-r", "-o", "%i|%T", "-j", ",".join(job_ids)],
+        out = subprocess.run(["squeue", "-h", "-r", "-o", "%i|%T|%r", "-j", ",".join(job_ids)],
                              capture_output=True, text=True, timeout=30).stdout
         for line in out.splitlines():
-            job, _, state = line.partition("|")
-            states[job.strip()] = state.strip()
-        missing = [j for j in job_ids if j not in states]
+            job, _, rest = line.partition("|")
+            state, _, reason = rest.partition("|")
+            found[job.strip()] = (state.strip(), reason.strip())
+        missing = [j for j in job_ids if j not in found]
         if missing and shutil.which("sacct"):
-            out = subprocess.run(["sacct", "-n", "-P", "-X", "-o", "JobID,State", "-j", ",".join(missing)],
+            out = subprocess.run(["sacct", "-n", "-P", "-X", "-o", "JobID,State,Reason", "-j", ",".join(missing)],
                                  capture_output=True, text=True, timeout=30).stdout
             for line in out.splitlines():
-                job, _, state = line.partition("|")
-                states.setdefault(job.strip(), state.split()[0] if state else "UNKNOWN")
+                job, _, rest = line.partition("|")
+                state, _, reason = rest.partition("|")
+                found.setdefault(job.strip(), (state.split()[0] if state.strip() else "UNKNOWN", reason.strip()))
     except (OSError, subprocess.SubprocessError):
         pass
-    return states
+    return found
+
+
+def slurm_states(job_ids: list[str]) -> dict[str, str]:
+    """The scheduler's state of each job id (``123``, ``123_4``); unknown ids are left out."""
+    return {job: state for job, (state, _) in slurm_jobs(job_ids).items()}
+
+
+def slurm_alive(state: str, reason: str) -> bool:
+    """Pending or running, and able to run: a job pending on a dependency that can never be met
+    (its teacher's job failed; submitted without --kill-on-invalid-dep) would wait forever."""
+    return state in SLURM_ALIVE and not (state == "PENDING" and reason == NEVER_SATISFIED)
+
+
+def stuck(job_ids: list[str]) -> list[str]:
+    """The jobs among ``job_ids`` that wait on a dependency that can never be met."""
+    return [job for job, (state, reason) in slurm_jobs(job_ids).items()
+            if state == "PENDING" and reason == NEVER_SATISFIED]
 
 
 def alive(jobs: dict[str, dict]) -> dict[str, bool]:
     """run_id -> whether its recorded job is alive (pending or running)."""
     result = {}
     slurm = {rid: job["job_id"] for rid, job in jobs.items() if job["executor"] == "slurm"}
-    states = slurm_states(list(slurm.values()))
+    states = slurm_jobs(list(slurm.values()))
     for run_id, job in jobs.items():
         if job["executor"] == "local":
             result[run_id] = job.get("host") == platform.node() and _pid_alive(int(job["job_id"]))
         else:
-            result[run_id] = states.get(job["job_id"], "") in SLURM_ALIVE
+            result[run_id] = slurm_alive(*states.get(job["job_id"], ("", "")))
     return result
 

@@ -1,5 +1,6 @@
 """Submitting a study to SLURM through submitit: one job array per stage, students after their
-teachers (afterok), multi-GPU runs as one task per GPU with mmengine's SLURM launcher."""
+teachers (afterok, cancelled by SLURM when a teacher fails), multi-GPU runs as one task per GPU
+with mmengine's SLURM launcher."""
 
 from __future__ import annotations
 
@@ -77,12 +78,18 @@ def executor_for(root: Path, resources: dict, stage: str, study_name: str, depen
     if resources.get("partition"):
         parameters["slurm_partition"] = resources["partition"]
     if dependency:
-        parameters["slurm_additional_parameters"] = {"dependency": "afterok:" + ":".join(dependency)}
+        # kill-on-invalid-dep: when a teacher's job fails, SLURM cancels its students' jobs (reason
+        # DependencyNeverSatisfied) instead of leaving them pending forever; status shows them blocked.
+        parameters["slurm_additional_parameters"] = {"dependency": "afterok:" + ":".join(dependency),
+                                                     "kill_on_invalid_dep": "yes"}
     # One OpenMP/MKL thread per CPU the job was given: threads beyond its CPUs slow every job on
     # the node (seen: 10x slower steps on an oversubscribed node).
     setup = ["export OMP_NUM_THREADS=${SLURM_CPUS_PER_TASK:-1} MKL_NUM_THREADS=${SLURM_CPUS_PER_TASK:-1}"]
     if gpus > 1:
+        # mmengine's SLURM launcher; its rendezvous port defaults to 29500 for every job, so two
+        # multi-GPU jobs sharing a node would meet there: each job gets a port from its id.
         setup.append("export KDBENCH_LAUNCHER=slurm")
+        setup.append("export MASTER_PORT=$((20000 + SLURM_JOB_ID % 20000))")
     parameters["slurm_setup"] = setup
     executor.update_parameters(**parameters)
     return executor
@@ -97,6 +104,13 @@ def submit_study(study, todo: list, root: Path, resources: dict, options) -> dic
         record = jobs.read_job(root / planned.run_id)
         if record and record["executor"] == "slurm":
             job_ids[planned.run_id] = record["job_id"]
+    # A run submitted again whose earlier job still waits on a teacher that failed (submitted
+    # without --kill-on-invalid-dep): that job could never run; it is cancelled, not left queued.
+    stuck = jobs.stuck([job_ids[d.planned.run_id] for d in todo if d.planned.run_id in job_ids])
+    if stuck:
+        import subprocess
+
+        subprocess.run(["scancel", *stuck], check=False, capture_output=True, timeout=60)
 
     def pending_dependencies(planned) -> tuple[str, ...]:
         return tuple(sorted(job_ids[dep] for dep in planned.depends_on

@@ -17,7 +17,10 @@ def run_states(study: Study, results: str | Path) -> list[dict]:
     """One row per run: the store's state, refined by whether its recorded job is alive.
 
     States: complete, failed, diverged, corrupt, running (its job is pending or running),
-    interrupted (started, no live job, no result: a relaunch resumes it), missing (never started).
+    interrupted (started, no live job, no result: a relaunch resumes it), blocked (submitted, but
+    its job ended unstarted because a teacher failed: SLURM cancelled it; ``launch --retry-failed``
+    submits teacher and student again), missing (never started). ``reason`` says which teacher
+    failed for blocked runs, and for missing runs that a launch held back for that reason.
     """
     with store.gc_paused():
         return run_states_of(study, scan(study, results))
@@ -44,23 +47,58 @@ def run_states_of(study: Study, scanned: dict[str, tuple[store.RunFiles, dict | 
     """``run_states`` from a ``scan``: one question to the scheduler for all the recorded jobs."""
     records = {run_id: job for run_id, (_, job) in scanned.items()}
     live = jobs.alive({k: v for k, v in records.items() if v})
-    rows = []
+    states: dict[str, str] = {}
     for planned in study.runs:
         state = scanned[planned.run_id][0].state
         if state in ("started", "missing") and live.get(planned.run_id):
             state = "running"
         elif state == "started":
             state = "interrupted"
+        states[planned.run_id] = state
+    reasons = {}
+    for planned in _teachers_first(study):
+        if states[planned.run_id] != "missing":
+            continue
+        failed = next((d for d in planned.depends_on if states.get(d) in ("failed", "diverged", "corrupt", "blocked")),
+                      None)
+        if failed is None:
+            continue
+        reasons[planned.run_id] = f"teacher {failed} {states[failed]}"
+        if records.get(planned.run_id):  # its job ended without starting: SLURM cancelled it
+            states[planned.run_id] = "blocked"
+    rows = []
+    for planned in study.runs:
         job = records.get(planned.run_id) or {}
         rows.append({"run_id": planned.run_id, "name": planned.name, "stage": planned.stage,
-                     "state": state, "executor": job.get("executor"), "job_id": job.get("job_id")})
+                     "state": states[planned.run_id], "executor": job.get("executor"), "job_id": job.get("job_id"),
+                     "reason": reasons.get(planned.run_id)})
     return rows
 
 
+def _teachers_first(study: Study) -> list:
+    """The study's runs, each after the runs it depends on."""
+    by_id = {p.run_id: p for p in study.runs}
+    ordered: dict[str, object] = {}
+
+    def visit(planned, depth=0):
+        if planned.run_id in ordered or depth > len(by_id):
+            return
+        for dependency in planned.depends_on:
+            if dependency in by_id:
+                visit(by_id[dependency], depth + 1)
+        ordered[planned.run_id] = planned
+
+    for planned in study.runs:
+        visit(planned)
+    return list(ordered.values())
+
+
 def format_status(study: Study, rows: list[dict]) -> str:
-    lines = text_table(("run_id", "name", "stage", "state", "job"),
+    reasons = any(r.get("reason") for r in rows)
+    lines = text_table(("run_id", "name", "stage", "state", "job") + (("reason",) if reasons else ()),
                        [(r["run_id"], r["name"], r["stage"], r["state"],
-                         f"{r['executor']}:{r['job_id']}" if r["job_id"] else "-") for r in rows])
+                         f"{r['executor']}:{r['job_id']}" if r["job_id"] else "-")
+                        + ((r.get("reason") or "",) if reasons else ()) for r in rows])
     counts = Counter(r["state"] for r in rows)
     lines.append("")
     lines.append(f"study {study.name}: {len(rows)} runs: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
@@ -72,6 +110,10 @@ def cancel(study: Study, results: str | Path) -> list[str]:
     root = Path(results) / study.name
     records = {p.run_id: jobs.read_job(root / p.run_id) for p in study.runs}
     live = jobs.alive({k: v for k, v in records.items() if v})
+    # Jobs that wait on a teacher that failed are not alive, but still queued: cancelled as well.
+    slurm_records = {job["job_id"]: run_id for run_id, job in records.items() if job and job["executor"] == "slurm"}
+    for job_id in jobs.stuck(list(slurm_records)):
+        live[slurm_records[job_id]] = True
     cancelled, slurm_ids = [], []
     for run_id, is_alive in live.items():
         if not is_alive:

@@ -126,3 +126,81 @@ def test_resources_beyond_the_partition_are_refused_before_anything_is_submitted
                                     resources=override))
     assert not list((tmp_path / "results" / "slurm_too_big").glob("*/job.json"))
     assert not list((tmp_path / "results" / "slurm_too_big").glob("*/run.json"))
+
+
+def test_students_of_a_teacher_whose_job_failed_end_blocked_and_a_retry_resubmits_them(slurm_cluster, tmp_path,
+                                                                                      monkeypatch):
+    from kdbench.status import format_status
+
+    path = write_study(tmp_path, "slurm_teacher_fails", methods={"cwd_logits": CWD, "cwd_w1": {**CWD, "weight": 1.0}},
+                       baselines={"teacher": True, "student": False})
+    results = tmp_path / "results"
+    study = load_study(path, results)
+    # The teacher's job fails where it reads its data (the environment travels with sbatch):
+    # the study itself is sound, so a retry with a working environment can complete it.
+    (tmp_path / "not_a_dir").write_text("")
+    good_data = __import__("os").environ["KDBENCH_DATA"]
+    monkeypatch.setenv("KDBENCH_DATA", str(tmp_path / "not_a_dir" / "data"))
+    assert launch(study, LaunchOptions(executor="slurm", results=str(results), progress=False)) == {"submit": 3}
+    wait_until(lambda: settled(study, results), what="the teacher to fail and its students to end")
+    rows = {r["name"]: r for r in run_states(study, results)}
+    teacher = rows["teacher"]["run_id"]
+    assert {n: r["state"] for n, r in rows.items()} == {
+        "teacher": "failed", "cwd_logits_s0": "blocked", "cwd_w1_s0": "blocked"}
+    assert rows["cwd_logits_s0"]["reason"] == rows["cwd_w1_s0"]["reason"] == f"teacher {teacher} failed"
+    # SLURM itself cancelled the students' jobs (kill-on-invalid-dep): none is left pending.
+    student_jobs = [rows[n]["job_id"] for n in ("cwd_logits_s0", "cwd_w1_s0")]
+    queue = subprocess.run(["squeue", "-h", "-r", "-t", "all", "-o", "%i|%T|%r", "-j", ",".join(student_jobs)],
+                           capture_output=True, text=True).stdout.split()
+    assert sorted(queue) == sorted(f"{j}|CANCELLED|DependencyNeverSatisfied" for j in student_jobs)
+    table = format_status(study, run_states(study, results))
+    assert f"teacher {teacher} failed" in table and "2 blocked, 1 failed" in table
+    # A relaunch says so and submits nothing; --retry-failed resubmits the teacher and its students.
+    assert launch(study, LaunchOptions(executor="slurm", results=str(results), progress=False)) == {
+        "skip-failed": 1, "blocked": 2}
+    monkeypatch.setenv("KDBENCH_DATA", good_data)
+    assert launch(study, LaunchOptions(executor="slurm", results=str(results), progress=False,
+                                       retry_failed=True)) == {"submit": 3}
+    new_teacher_job = jobs.read_job(results / study.name / teacher)["job_id"]
+    assert new_teacher_job != rows["teacher"]["job_id"]
+    wait_until(lambda: settled(study, results), what="the retried study to finish")
+    assert {r["name"]: (r["state"], r["reason"]) for r in run_states(study, results)} == {
+        "teacher": ("complete", None), "cwd_logits_s0": ("complete", None), "cwd_w1_s0": ("complete", None)}
+
+
+def test_a_student_job_left_pending_on_its_failed_teachers_job_counts_as_blocked_and_cancel_removes_it(
+        slurm_cluster, tmp_path):
+    """Jobs that an older launch submitted without --kill-on-invalid-dep wait forever once their
+    teacher's job failed: they are not counted as running, and ``kdbench cancel`` removes them."""
+    from kdbench.launch import write_run_file
+    from kdbench.status import cancel
+
+    path = write_study(tmp_path, "slurm_stuck", baselines={"teacher": True, "student": False})
+    results = tmp_path / "results"
+    study = load_study(path, results)
+    teacher, student = study.runs
+    assert (teacher.name, student.depends_on) == ("teacher", [teacher.run_id])
+
+    def sbatch(*arguments):
+        return subprocess.run(["sbatch", "--parsable", "-o", "/dev/null", *arguments], capture_output=True,
+                              text=True, check=True).stdout.strip()
+
+    failed_job = sbatch("--wrap", "false")
+    stuck_job = sbatch(f"--dependency=afterok:{failed_job}", "--wrap", "true")
+    for planned, job_id in ((teacher, failed_job), (student, stuck_job)):
+        write_run_file(results / study.name, planned)
+        jobs.write_job(results / study.name / planned.run_id, "slurm", job_id)
+    store.write_json_atomic(results / study.name / teacher.run_id / "spec.json", teacher.run)
+    store.write_json_atomic(results / study.name / teacher.run_id / "error.json",
+                            {"status": "failed", "error": "RuntimeError: boom"})
+    wait_until(lambda: jobs.slurm_jobs([stuck_job]).get(stuck_job) == ("PENDING", "DependencyNeverSatisfied"),
+               timeout=60, what="the student's job to wait on a dependency never satisfied")
+    rows = {r["name"]: r for r in run_states(study, results)}
+    assert (rows["cwd_logits_s0"]["state"], rows["cwd_logits_s0"]["reason"]) == (
+        "blocked", f"teacher {teacher.run_id} failed")
+    assert launch(study, LaunchOptions(executor="slurm", results=str(results), progress=False, dry_run=True)) == {
+        "skip-failed": 1, "blocked": 1}
+    assert cancel(study, results) == [student.run_id]
+    wait_until(lambda: jobs.slurm_states([stuck_job]).get(stuck_job, "PENDING") != "PENDING", timeout=60,
+               what="the stuck job to be cancelled")
+    assert jobs.slurm_states([stuck_job])[stuck_job].startswith("CANCELLED")
