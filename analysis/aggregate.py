@@ -18,7 +18,7 @@ import pandas as pd
 from analysis.collect import primary_metric_of
 
 SECONDARY = {"seg": ("val/mAcc", "val/aAcc"), "det": ("val/bbox_mAP_50", "val/bbox_mAP_75")}
-COSTS = ("cost:seconds_per_iter", "cost:peak_memory_mb", "cost:kd_share")
+COSTS = ("cost:seconds_per_iter", "cost:peak_memory_mb", "cost:teacher_share", "cost:kd_share")
 PROBLEM_STATES = ("failed", "diverged", "corrupt", "interrupted", "running", "missing")
 CLASSES_EVALUATED = "val/classes_evaluated"
 COLLAPSE_TOLERANCE = 1e-3  # mAcc points: how close to 100 / classes a run must be to count as constant

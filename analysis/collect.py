@@ -26,7 +26,7 @@ from kdbench import store
 from kdbench.study import TERM_PREFIX, PlannedRun, Study
 
 RUNS_FILE = "runs.parquet"
-COST_KEYS = ("seconds_per_iter", "kd_share", "peak_memory_mb", "peak_memory_kind")
+COST_KEYS = ("seconds_per_iter", "teacher_share", "kd_share", "peak_memory_mb", "peak_memory_kind")
 
 
 def cache_path(study: Study, results: str | Path) -> Path:

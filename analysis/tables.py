@@ -247,20 +247,34 @@ def _joined(part: pd.DataFrame, metric: str) -> Cell:
     return Cell(f"{_stat(row, metric)} [{fmt.signed(row[f'{metric}|delta'])}]", score=_score(row, metric))
 
 
+def _kd_terms(row: dict) -> str:
+    """The KD terms' share; runs from before ``teacher_share`` was recorded measured the teacher's
+    forward and the KD terms together, and say so."""
+    text = fmt.percent(row.get("cost:kd_share|mean"))
+    if text != fmt.MISSING and not row.get("cost:teacher_share|n") and row.get("cost:kd_share|n"):
+        text += " (with the teacher forward)"
+    return text
+
+
 def cost_table(cells: pd.DataFrame, baselines: pd.DataFrame, teachers: pd.DataFrame) -> Table:
-    """Training cost per method: seconds per iteration, slowdown, peak memory, KD share of the step."""
-    table = Table("cost", "Training cost", ["Method", "s / iteration", "vs student", "peak memory", "KD share of step",
-                                            "runs timed"],
-                  caption="From final.json's cost, mean over complete runs. KD share = (teacher forward + KD "
-                          "terms) / step time. Peak memory is the GPU's peak allocation on CUDA, the process's "
-                          "max RSS on CPU (the kind is given).")
+    """Training cost per method: seconds per iteration, slowdown, peak memory, and the shares of the
+    step spent in the teacher's forward and in the KD terms."""
+    table = Table("cost", "Training cost", ["Method", "s / iteration", "vs student", "peak memory", "teacher forward",
+                                            "KD terms", "runs timed"],
+                  caption="From final.json's cost, mean over complete runs. Teacher forward: the teacher's forward "
+                          "pass's share of the training step; KD terms: the share of the distillation losses and "
+                          "adapters, forward and backward. Runs that did not record the teacher's share (older "
+                          f"results) show {fmt.MISSING} there, and their KD share includes the teacher forward. "
+                          "Peak memory is the GPU's peak allocation on CUDA, the process's max RSS on CPU (the kind "
+                          "is given).")
     axes = _axis_columns(cells)
 
     def line(name: str, row: dict, slowdown) -> list[Cell]:
         kind = f" ({row['memory_kind']})" if row.get("memory_kind") else ""
         return [Cell(name), Cell(fmt.seconds(row.get("cost:seconds_per_iter|mean"))), Cell(fmt.ratio(slowdown)),
                 Cell(fmt.megabytes(row.get("cost:peak_memory_mb|mean")) + kind),
-                Cell(fmt.percent(row.get("cost:kd_share|mean"))), Cell(fmt.integer(row.get("cost:seconds_per_iter|n")))]
+                Cell(fmt.percent(row.get("cost:teacher_share|mean"))), Cell(_kd_terms(row)),
+                Cell(fmt.integer(row.get("cost:seconds_per_iter|n")))]
 
     for row in teachers.to_dict("records") if len(teachers) else []:
         table.rows.append(line(_group_label("teacher", row, len(teachers)) + " (training)", row, None))

@@ -62,12 +62,13 @@ OUTCOMES = {
 
 def _cost(kind: str) -> dict:
     return {"seconds_per_iter": 0.1 if kind == "student_baseline" else 0.15 if kind == "cell" else 0.2,
-            "kd_share": 0.3 if kind == "cell" else 0.0, "peak_memory_mb": 1000.0, "peak_memory_kind": "cpu_max_rss",
-            "iterations_timed": 8}
+            "teacher_share": 0.2 if kind == "cell" else 0.0, "kd_share": 0.1 if kind == "cell" else 0.0,
+            "peak_memory_mb": 1000.0, "peak_memory_kind": "cpu_max_rss", "iterations_timed": 8}
 
 
-def write_run(root: Path, planned, outcome, metrics: dict | None = None) -> None:
-    """One run's files; ``metrics``: final.json metrics that replace or add to the made-up ones."""
+def write_run(root: Path, planned, outcome, metrics: dict | None = None, drop_costs: tuple = ()) -> None:
+    """One run's files; ``metrics``: final.json metrics that replace or add to the made-up ones;
+    ``drop_costs``: cost keys left out (as older runs did)."""
     if outcome == "missing":
         return
     run_dir = root / planned.run_id
@@ -87,15 +88,18 @@ def write_run(root: Path, planned, outcome, metrics: dict | None = None) -> None
         (run_dir / "error.json").write_text(json.dumps(
             {"status": "failed", "error": "Traceback ...\nRuntimeError: CUDA out of memory"}))
     else:  # json.dumps writes NaN as the bare token NaN, as a buggy writer would
+        cost = {k: v for k, v in _cost(planned.kind).items() if k not in drop_costs}
         (run_dir / "final.json").write_text(json.dumps({
             "status": "complete", "name": planned.name, "role": planned.run.get("role", "student"), "task": "seg",
             "run_id": planned.run_id, "metrics": {main: outcome, second: outcome + 10, **seg_extra, **(metrics or {})},
-            "cost": _cost(planned.kind)}))
+            "cost": cost}))
 
 
-def make_store(tmp_path: Path, outcomes: dict | None = None, study_text: str = STUDY, metrics: dict | None = None):
+def make_store(tmp_path: Path, outcomes: dict | None = None, study_text: str = STUDY, metrics: dict | None = None,
+               drop_costs: tuple = ()):
     """Write the study, its reference file and its results; returns (study, results root).
-    ``metrics``: run name -> final.json metrics that replace or add to the made-up ones."""
+    ``metrics``: run name -> final.json metrics that replace or add to the made-up ones;
+    ``drop_costs``: cost keys no run records (older results)."""
     (tmp_path / "references").mkdir(exist_ok=True)
     (tmp_path / "references" / "fixture_ref.csv").write_text(REFERENCE)
     path = tmp_path / "fixture.yaml"
@@ -105,5 +109,5 @@ def make_store(tmp_path: Path, outcomes: dict | None = None, study_text: str = S
     outcomes = {**OUTCOMES, **(outcomes or {})}
     for planned in study.runs:
         write_run(results / study.name, planned, outcomes.get(planned.name, "missing"),
-                  (metrics or {}).get(planned.name))
+                  (metrics or {}).get(planned.name), drop_costs)
     return study, results

@@ -86,13 +86,23 @@ def test_seed_table_has_the_seed_layout_and_the_teacher_and_student_columns(stor
     assert table.rows[0][4].best
 
 
-def test_cost_table_reports_seconds_slowdown_memory_and_kd_share(store):
+def test_cost_table_reports_seconds_slowdown_memory_and_the_teacher_and_kd_shares_apart(store):
     study, results = store
     frame = collect(study, results)
     table = tables.cost_table(aggregate.cells(frame), aggregate.baselines(frame), aggregate.teachers(frame))
+    assert table.header[4:6] == ["teacher forward", "KD terms"]
     rows = {row[0].text: [c.text for c in row] for row in table.rows}
-    assert rows["cwd_logits"][1:5] == ["0.15 s", "1.50x", "1,000 MB (cpu_max_rss)", "30.0%"]
+    assert rows["cwd_logits"][1:7] == ["0.15 s", "1.50x", "1,000 MB (cpu_max_rss)", "20.0%", "10.0%", "2"]
     assert rows["student (no distillation)"][2] == "1.00x"
+
+
+def test_runs_without_a_teacher_share_show_a_dash_and_say_what_their_kd_share_includes(tmp_path):
+    study, results = make_store(tmp_path, drop_costs=("teacher_share",))
+    frame = collect(study, results)
+    assert frame["cost:teacher_share"].isna().all()
+    table = tables.cost_table(aggregate.cells(frame), aggregate.baselines(frame), aggregate.teachers(frame))
+    rows = {row[0].text: [c.text for c in row] for row in table.rows}
+    assert rows["cwd_logits"][4:6] == ["—", "10.0% (with the teacher forward)"]
 
 
 def test_published_numbers_sit_beside_the_measured_cell_with_their_source(store):
