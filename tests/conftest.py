@@ -37,8 +37,14 @@ def _fresh_mmengine_loggers():
 
 @pytest.fixture(scope="session")
 def slurm_cluster():
-    """The local SLURM cluster (tools/slurm/up.sh), brought up once for the session and stopped after
-    it; skips with the reason where it cannot run (not root, KDBENCH_SKIP_SLURM set)."""
+    """The local SLURM cluster (tools/slurm/up.sh), brought up once for the session; skips with the
+    reason where it cannot run (not root, KDBENCH_SKIP_SLURM set).
+
+    Only a cluster that a test session started is stopped (tools/slurm/down.sh), and only by the
+    last session using it: each session holds a shared lock on ``$KDBENCH_SLURM_DIR.sessions``
+    while it runs; the one that can take it exclusively at its end is the last. A cluster that was
+    already running (started by hand, or by a CI step) is left running."""
+    import fcntl
     import subprocess
     from pathlib import Path
 
@@ -47,10 +53,32 @@ def slurm_cluster():
         pytest.skip("the local SLURM cluster needs root (apt-get, daemons)")
     if os.environ.get("KDBENCH_SKIP_SLURM"):
         pytest.skip("KDBENCH_SKIP_SLURM is set")
-    up = subprocess.run(["bash", str(root / "tools" / "slurm" / "up.sh")], capture_output=True, text=True,
-                        timeout=600, stdin=subprocess.DEVNULL)
-    if up.returncode != 0:
-        pytest.fail(f"tools/slurm/up.sh failed:\n{up.stdout}\n{up.stderr}")
-    yield
-    subprocess.run(["bash", str(root / "tools" / "slurm" / "down.sh")], capture_output=True, timeout=120,
-                   stdin=subprocess.DEVNULL)
+    directory = Path(os.environ.get("KDBENCH_SLURM_DIR", "/tmp/kdbench-slurm"))
+    marker = directory / "run" / "started-by-tests"  # the cluster was started by a test session
+
+    def script(name, timeout, updown):
+        fcntl.flock(updown, fcntl.LOCK_EX)  # one up.sh or down.sh at a time
+        try:
+            return subprocess.run(["bash", str(root / "tools" / "slurm" / name)], capture_output=True, text=True,
+                                  timeout=timeout, stdin=subprocess.DEVNULL)
+        finally:
+            fcntl.flock(updown, fcntl.LOCK_UN)
+
+    with open(f"{directory}.sessions", "a") as sessions, open(f"{directory}.updown", "a") as updown:
+        fcntl.flock(sessions, fcntl.LOCK_SH)  # waits while the last session stops the cluster
+        up = script("up.sh", 600, updown)
+        if up.returncode != 0:
+            pytest.fail(f"tools/slurm/up.sh failed:\n{up.stdout}\n{up.stderr}")
+        if "READY (already running)" not in up.stdout:
+            marker.write_text(f"{os.getpid()}\n")
+        try:
+            yield
+        finally:
+            try:
+                fcntl.flock(sessions, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                pass  # another session still uses the cluster: the last one stops it
+            else:
+                if marker.exists():
+                    script("down.sh", 120, updown)
+                    marker.unlink(missing_ok=True)

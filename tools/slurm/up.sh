@@ -5,6 +5,10 @@
 # Prints "READY ..." on success; on failure the daemons' log tails and exit 1.
 # Root only. Everything lives under $KDBENCH_SLURM_DIR (default /tmp/kdbench-slurm); configuration
 # goes to /etc/slurm so that sbatch/srun/sacct (and submitit) work without SLURM_CONF.
+# What it changes outside that directory is recorded there, for tools/slurm/down.sh to undo: the
+# /etc/slurm files it overwrites (backed up under $DIR/backup on first start, restored by down.sh),
+# the /etc/hosts line it may add ($DIR/run/hosts-line), and munged only when it started it
+# ($DIR/run/munged.pid). A cluster that was already healthy is reported "READY (already running)".
 # Knobs: KDBENCH_SLURM_CPUS (default 8: oversubscribes the cores so tests can run several jobs),
 #        KDBENCH_SLURM_GPUS (fake GPUs, default 2), KDBENCH_SLURM_TIMEOUT (default 120 s).
 set -Eeuo pipefail
@@ -50,12 +54,19 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${PACKAGES[@]}" >/dev/null
 fi
-mkdir -p "$DIR"/{run,log,ctld,spool,gpu,mysql,mysqlrun}
-getent hosts "$NODE" >/dev/null || echo "127.0.0.1 $NODE" >> /etc/hosts
+mkdir -p "$DIR"/{run,log,ctld,spool,gpu,mysql,mysqlrun,backup}
+if ! getent hosts "$NODE" >/dev/null; then
+  hosts_line="127.0.0.1 $NODE  # added by kdbench tools/slurm/up.sh ($DIR)"
+  say "$NODE does not resolve: adding it to /etc/hosts (down.sh removes it)"
+  printf '%s\n' "$hosts_line" >> /etc/hosts
+  printf '%s\n' "$hosts_line" > "$DIR/run/hosts-line"
+fi
 
 # Configuration (restart the daemons when it changes).
-mkdir -p /etc/slurm
-gres_line=""; gres_conf="AutoDetect=off"
+[ -d /etc/slurm ] || { mkdir -p /etc/slurm; : > "$DIR/backup/etc-slurm-created"; }
+header="# written by kdbench tools/slurm/up.sh for $DIR/ (tools/slurm/down.sh puts back what was here)"
+gres_line=""; gres_conf="$header
+AutoDetect=off"
 if [ "$GPUS" -gt 0 ]; then
   gres_line="Gres=gpu:$GPUS"
   for i in $(seq 0 $((GPUS - 1))); do [ -e "$DIR/gpu/fakegpu$i" ] || mknod -m 666 "$DIR/gpu/fakegpu$i" c 1 3; done
@@ -64,7 +75,8 @@ NodeName=$NODE Name=gpu File=$DIR/gpu/fakegpu[0-$((GPUS - 1))]"
 fi
 mem_mb=$(( $(awk '/MemTotal/ {print $2}' /proc/meminfo) * 9 / 10 / 1024 ))
 overrides=""; [ "$CPUS" -gt "$(nproc)" ] && overrides="SlurmdParameters=config_overrides"
-slurm_conf="ClusterName=kdbench
+slurm_conf="$header
+ClusterName=kdbench
 SlurmctldHost=$NODE(127.0.0.1)
 SlurmUser=root
 SlurmdUser=root
@@ -100,7 +112,8 @@ GresTypes=gpu
 $overrides
 NodeName=$NODE NodeAddr=127.0.0.1 NodeHostname=$NODE CPUs=$CPUS RealMemory=$mem_mb $gres_line State=UNKNOWN
 PartitionName=debug Nodes=$NODE Default=YES MaxTime=INFINITE State=UP"
-dbd_conf="AuthType=auth/munge
+dbd_conf="$header
+AuthType=auth/munge
 DbdHost=localhost
 DbdAddr=127.0.0.1
 DbdPort=6819
@@ -114,8 +127,19 @@ StorageUser=slurm
 StoragePass=kdbench
 StorageLoc=slurm_acct_db"
 changed=0
+# ours FILE: written by this script for this directory (every file it writes names $DIR/).
+ours() { [ -f "$1" ] && grep -qF -- "$DIR/" "$1"; }
+# keep_original FILE: before this cluster first writes FILE, a copy of what was there goes to
+# $DIR/backup/FILE, or $DIR/backup/FILE.absent notes that nothing was; down.sh puts it back.
+keep_original() {
+  local saved="$DIR/backup$1"
+  [ -e "$saved" ] || [ -e "$saved.absent" ] && return 0
+  mkdir -p "$(dirname "$saved")"
+  if [ -e "$1" ] && ! ours "$1"; then cp -a "$1" "$saved"; say "saved the existing $1 in $saved (down.sh restores it)"
+  else : > "$saved.absent"; fi
+}
 write_conf() {  # write_conf FILE CONTENT MODE
-  if [ "$(cat "$1" 2>/dev/null)" != "$2" ]; then printf '%s\n' "$2" > "$1"; changed=1; fi
+  if [ "$(cat "$1" 2>/dev/null)" != "$2" ]; then keep_original "$1"; printf '%s\n' "$2" > "$1"; changed=1; fi
   chmod "$3" "$1"
 }
 write_conf /etc/slurm/slurm.conf "$slurm_conf" 644
@@ -130,10 +154,12 @@ fi
 # munge
 [ -s /etc/munge/munge.key ] || mungekey --create
 mkdir -p /run/munge "$DIR/munge" && chown munge:munge /run/munge "$DIR/munge"
+alive "$DIR/run/munged.pid" munged || rm -f "$DIR/run/munged.pid"   # only a munged this script started
 if ! munge -n 2>/dev/null | unmunge >/dev/null 2>&1; then
   say "starting munged"
   runuser -u munge -- /usr/sbin/munged --force --log-file="$DIR/munge/munged.log" >/dev/null 2>&1
   until_ok 20 munge sh -c 'munge -n | unmunge'
+  cp /run/munge/munged.pid "$DIR/run/munged.pid"
 fi
 
 # private MariaDB on 127.0.0.1:$DB_PORT for slurmdbd
