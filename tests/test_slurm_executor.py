@@ -1,0 +1,62 @@
+"""What ``kdbench.slurm.executor_for`` asks SLURM for, read from the sbatch script that submitit
+would submit: no cluster and no GPU needed."""
+
+from pathlib import Path
+
+import pytest
+
+from kdbench.slurm import executor_for
+
+pytest.importorskip("submitit")
+
+RESOURCES = {"gpus": 2, "cpus": 3, "mem_gb": 4, "time_min": 30, "array_parallelism": 2}
+
+
+def sbatch_lines(executor, runs: int) -> list[str]:
+    """The script submitit writes for an array of ``runs`` jobs (one job when ``runs`` is 1)."""
+    from submitit.slurm.slurm import _make_sbatch_string
+
+    slurm = executor._executor
+    parameters = {**slurm.parameters, **({"map_count": runs} if runs > 1 else {})}
+    return _make_sbatch_string(command="python -u -m submitit.core._submit FOLDER", folder=slurm.folder,
+                               **parameters).splitlines()
+
+
+def test_a_two_gpu_run_asks_for_one_task_per_gpu_behind_its_teachers_in_a_throttled_array(tmp_path):
+    executor = executor_for(tmp_path, RESOURCES, "student", "grid", ["12_0", "13_1"])
+    lines = sbatch_lines(executor, runs=3)
+    assert "#SBATCH --ntasks-per-node=2" in lines
+    assert "#SBATCH --gpus-per-node=2" in lines
+    assert "#SBATCH --cpus-per-task=3" in lines and "#SBATCH --nodes=1" in lines
+    assert "#SBATCH --dependency=afterok:12_0:13_1" in lines
+    assert "#SBATCH --kill-on-invalid-dep=yes" in lines
+    assert "#SBATCH --array=0-2%2" in lines  # 3 runs, at most 2 at a time
+    assert "#SBATCH --job-name=kdbench-grid-student" in lines
+    # mmengine's SLURM launcher in every task, one OpenMP thread per CPU of the task.
+    assert "export KDBENCH_LAUNCHER=slurm" in lines
+    assert "export OMP_NUM_THREADS=${SLURM_CPUS_PER_TASK:-1} MKL_NUM_THREADS=${SLURM_CPUS_PER_TASK:-1}" in lines
+    # Each multi-task job its own rendezvous port: two such jobs on one node must not meet.
+    assert any(line.startswith("export MASTER_PORT=") and "SLURM_JOB_ID" in line for line in lines)
+    assert executor._executor._num_tasks() == 2
+    srun = next(line for line in lines if line.startswith("srun "))
+    assert srun.endswith("python -u -m submitit.core._submit FOLDER")
+
+
+@pytest.mark.parametrize("gpus, tasks", [(0, 1), (1, 1)])
+def test_a_run_on_at_most_one_gpu_is_one_task_without_the_distributed_launcher(tmp_path, gpus, tasks):
+    executor = executor_for(tmp_path, {**RESOURCES, "gpus": gpus}, "teacher", "grid", [])
+    lines = sbatch_lines(executor, runs=1)
+    assert f"#SBATCH --ntasks-per-node={tasks}" in lines
+    assert any(line.startswith("#SBATCH --gpus-per-node") for line in lines) == (gpus == 1)
+    assert not any(line.startswith("#SBATCH --dependency") or "kill-on-invalid-dep" in line for line in lines)
+    assert not any("KDBENCH_LAUNCHER" in line or "MASTER_PORT" in line for line in lines)
+    assert not any(line.startswith("#SBATCH --array") for line in lines)
+
+
+def test_the_partition_and_the_signal_before_the_time_limit_follow_the_resources(tmp_path):
+    executor = executor_for(tmp_path, {**RESOURCES, "partition": "gpu-a100", "time_min": 5}, "teacher", "grid", [])
+    lines = sbatch_lines(executor, runs=1)
+    assert "#SBATCH --partition=gpu-a100" in lines
+    assert "#SBATCH --time=5" in lines
+    assert "#SBATCH --signal=USR2@30" in lines  # a tenth of the time limit, at least 20 s
+    assert Path(executor._executor.folder) == tmp_path / ".submitit" / "%j"
