@@ -34,12 +34,60 @@ def md(text) -> str:
     return _MD_SPECIAL.sub(lambda m: _MD_ENTITIES.get(m[1], "\\" + m[1]), str(text)).replace("\n", " ")
 
 
-def _git_sha(where: Path) -> str:
+CODE = Path(__file__).resolve().parent  # where the report's code lives (runs record the sha of theirs)
+DIRTY = "+dirty"
+
+
+def _git(where: Path, *args: str) -> str | None:
+    """A git command's output, or None where there is no git, no repository, or it fails."""
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=where, capture_output=True, text=True, timeout=10)
-        return out.stdout.strip() or "unknown"
+        out = subprocess.run(["git", *args], cwd=where, capture_output=True, text=True, timeout=10)
     except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout if out.returncode == 0 else None
+
+
+def git_sha(where: Path = CODE) -> str:
+    """The commit checked out at ``where``, with ``+dirty`` when the working tree has uncommitted
+    changes (``git status --porcelain`` says anything); ``unknown`` without git or a repository."""
+    sha = (_git(where, "rev-parse", "HEAD") or "").strip()
+    if not sha:
         return "unknown"
+    status = _git(where, "status", "--porcelain")
+    return sha + DIRTY if status and status.strip() else sha
+
+
+def _same_commit(a: str, b: str) -> bool:
+    """Two shas name one commit: one is a prefix of the other (short shas), ``+dirty`` aside."""
+    a, b = a.removesuffix(DIRTY), b.removesuffix(DIRTY)
+    return bool(a) and bool(b) and (a.startswith(b) or b.startswith(a))
+
+
+def run_shas(frame) -> list[dict]:
+    """The commits the runs recorded (env.json), most runs first: [{"sha", "runs"}]."""
+    if "git_sha" not in frame:
+        return []
+    counts = frame["git_sha"][frame["git_sha"].map(lambda v: isinstance(v, str) and bool(v))].value_counts()
+    return [{"sha": sha, "runs": int(n)} for sha, n in sorted(counts.items(), key=lambda item: (-item[1], item[0]))]
+
+
+def provenance_notes(report_sha: str, shas: list[dict]) -> list[str]:
+    """What a reader must know about the code behind the numbers: runs from several commits, runs
+    from another commit than the report's, and uncommitted changes at report time."""
+    notes = []
+    listed = ", ".join(f"{s['sha']} ({fmt.count_noun(s['runs'], 'run')})" for s in shas)
+    if len(shas) > 1:
+        notes.append(f"The runs were made from {len(shas)} different commits: {listed}.")
+    known = report_sha != "unknown"
+    if known and shas and not all(_same_commit(report_sha, s["sha"]) for s in shas):
+        others = sum(s["runs"] for s in shas if not _same_commit(report_sha, s["sha"]))
+        mismatched = ", ".join(s["sha"] for s in shas if not _same_commit(report_sha, s["sha"]))
+        notes.append(f"{fmt.count_noun(others, 'run')} recorded another commit ({mismatched}) than the code at "
+                     f"report time ({report_sha.removesuffix(DIRTY)}).")
+    if report_sha.endswith(DIRTY):
+        notes.append("The working tree had uncommitted changes at report time (+dirty): the report's code is not "
+                     "exactly any commit.")
+    return notes
 
 
 def _environments(frame) -> list[dict]:
@@ -143,6 +191,7 @@ def build_context(study: Study, results: str | Path = "results") -> dict:
     built.append(tables.cost_table(cell_table, base, teach))
     headline, cwd_lines = cwd_sentences(aggregate.cwd_verdicts(cell_table, metric), metric)
     text = Path(study.path).read_text()
+    report_sha, shas = git_sha(), run_shas(frame)
     counts = frame["status"].value_counts().to_dict()
     return {
         "study": study.name, "description": (study.spec.get("description") or "").strip(),
@@ -152,8 +201,7 @@ def build_context(study: Study, results: str | Path = "results") -> dict:
         "counts": ", ".join(f"{n} {state}" for state, n in sorted(counts.items())), "total": len(frame),
         "cwd_headline": headline, "cwd_lines": cwd_lines, "warnings": collapse_warnings(cell_table, base, teach),
         "spec_path": str(study.path), "spec_text": text, "spec_sha256": hashlib.sha256(text.encode()).hexdigest(),
-        "git_sha": _git_sha(Path(study.path).resolve().parent),
-        "run_git_shas": sorted({s for s in frame.get("git_sha", []) if isinstance(s, str)}),
+        "git_sha": report_sha, "run_git_shas": shas, "provenance_notes": provenance_notes(report_sha, shas),
         "environments": _environments(frame),
         "results": str(Path(results) / study.name),
         "generated": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),

@@ -208,3 +208,56 @@ def test_a_collapsed_student_baseline_is_called_out_beside_the_cwd_verdict(tmp_p
 def test_no_collapse_warning_when_every_run_predicts_more_than_one_class(report):
     *_, html, md, _ = report
     assert "single class everywhere" not in html and "single class everywhere" not in md
+
+
+def test_provenance_says_when_runs_come_from_several_commits_or_another_than_the_reports():
+    from reports.render import provenance_notes
+
+    shas = [{"sha": "aaaa1111", "runs": 9}, {"sha": "bbbb2222", "runs": 3}]
+    notes = provenance_notes("aaaa1111ffff", shas)
+    assert notes == ["The runs were made from 2 different commits: aaaa1111 (9 runs), bbbb2222 (3 runs).",
+                     "3 runs recorded another commit (bbbb2222) than the code at report time (aaaa1111ffff)."]
+    assert provenance_notes("aaaa1111ffff", shas[:1]) == []  # a short sha of the same commit
+    assert provenance_notes("unknown", shas[:1]) == []
+    assert provenance_notes("aaaa1111+dirty", shas[:1]) == [
+        "The working tree had uncommitted changes at report time (+dirty): the report's code is not exactly any "
+        "commit."]
+
+
+def test_the_report_lists_the_runs_commits_with_their_counts(tmp_path):
+    import json
+
+    study, results = make_store(tmp_path)
+    for name in ("student_s0", "student_s1"):
+        run = next(p for p in study.runs if p.name == name)
+        env_file = results / study.name / run.run_id / "env.json"
+        env_file.write_text(json.dumps({**json.loads(env_file.read_text()), "git_sha": "fedcba9876543210"}))
+    md = render(study, results, ("md",))["md"].read_text()
+    assert "- Code the runs recorded (env.json): 0123456789abcdef (10 runs), fedcba9876543210 (2 runs)" in md
+    assert ("- **The runs were made from 2 different commits: 0123456789abcdef (10 runs), fedcba9876543210 "
+            "(2 runs).**") in md
+
+
+def _git(where, *args):
+    return subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=where,
+                          capture_output=True, text=True, check=True).stdout.strip()
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
+def test_the_report_time_sha_is_marked_dirty_when_the_working_tree_has_changes(tmp_path, monkeypatch):
+    from reports.render import git_sha
+
+    _git(tmp_path, "init", "-q")
+    (tmp_path / "a.txt").write_text("one")
+    _git(tmp_path, "add", "a.txt")
+    _git(tmp_path, "commit", "-q", "-m", "one")
+    head = _git(tmp_path, "rev-parse", "HEAD")
+    assert git_sha(tmp_path) == head
+    (tmp_path / "a.txt").write_text("two")
+    assert git_sha(tmp_path) == head + "+dirty"
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path))  # no repository above it
+    assert git_sha(outside) == "unknown"
+    monkeypatch.setenv("PATH", str(outside))  # no git at all
+    assert git_sha(tmp_path) == "unknown"
