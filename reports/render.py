@@ -99,6 +99,17 @@ def _environments(frame) -> list[dict]:
     return [{"env": json.loads(text), "runs": n} for text, n in counts.items()]
 
 
+def sweep_note(frame) -> str:
+    """One line saying why there are no sweep figures, when the study varies no numeric term axis."""
+    cells = frame[frame["kind"] == "cell"]
+    for column in aggregate.axes_of(frame):
+        if column.startswith("axis:term.") and all(fmt.is_number(v) for v in cells[column]) \
+                and cells[column].nunique() > 1:
+            return ""
+    return ("No sweep figures: this study varies no τ or α (no numeric term axis such as term.params.tau or "
+            "term.weight with two or more values), so there is nothing to plot a metric against.")
+
+
 def cwd_sentences(verdicts: list[dict], metric: str) -> tuple[str, list[str]]:
     """The plain answer to "did CWD beat the student baseline?", computed from the cells."""
     label = fmt.metric_label(metric)
@@ -197,7 +208,8 @@ def build_context(study: Study, results: str | Path = "results") -> dict:
         "study": study.name, "description": (study.spec.get("description") or "").strip(),
         "metric": fmt.metric_label(metric), "tables": built,
         "figures": plots.all_figures(frame, cell_table, collect_curves(study, results, frame), metric),
-        "problems": tables.problems_table(frame), "runs": tables.runs_table(frame, metrics),
+        "sweep_note": sweep_note(frame), "problems": tables.problems_table(frame),
+        "runs": tables.runs_table(frame, metrics),
         "counts": ", ".join(f"{n} {state}" for state, n in sorted(counts.items())), "total": len(frame),
         "cwd_headline": headline, "cwd_lines": cwd_lines, "warnings": collapse_warnings(cell_table, base, teach),
         "spec_path": str(study.path), "spec_text": text, "spec_sha256": hashlib.sha256(text.encode()).hexdigest(),

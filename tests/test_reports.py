@@ -261,3 +261,23 @@ def test_the_report_time_sha_is_marked_dirty_when_the_working_tree_has_changes(t
     assert git_sha(outside) == "unknown"
     monkeypatch.setenv("PATH", str(outside))  # no git at all
     assert git_sha(tmp_path) == "unknown"
+
+
+def test_markdown_headings_are_never_repeated(report):
+    *_, md, _ = report
+    titles = [line.lstrip("#").strip() for line in md.splitlines() if line.startswith("#")]
+    assert "Every run" in titles and "Runs without a result" in titles
+    assert len(titles) == len(set(titles)), sorted(t for t in titles if titles.count(t) > 1)
+
+
+def test_a_study_without_a_tau_or_alpha_axis_says_why_it_has_no_sweep_figure(report, tmp_path):
+    from tests.results_fixtures import STUDY
+
+    *_, html, md, _ = report
+    note = "No sweep figures: this study varies no τ or α"
+    assert note in md and note in html
+    text = STUDY.replace("references: [fixture_ref.csv]", "grid: {method: [cwd_logits], term.params.tau: [1, 4]}")
+    outcomes = {f"cwd_logits_tau{t}_s{i}": 30.0 + t + i for t in (1, 4) for i in range(3)}
+    study, results = make_store(tmp_path, outcomes, text)
+    swept = render(study, results, ("md",))["md"].read_text()
+    assert note not in swept and "![mIoU vs tau](sweep_tau.png)" in swept
