@@ -281,3 +281,35 @@ def test_a_study_without_a_tau_or_alpha_axis_says_why_it_has_no_sweep_figure(rep
     study, results = make_store(tmp_path, outcomes, text)
     swept = render(study, results, ("md",))["md"].read_text()
     assert note not in swept and "![mIoU vs tau](sweep_tau.png)" in swept
+
+
+DEMO = ROOT / "tools" / "demo.sh"
+
+
+def _demo(function: str, stdin: str) -> subprocess.CompletedProcess:
+    """One of tools/demo.sh's functions, the script sourced (its main does not run), fed ``stdin``."""
+    return subprocess.run(["bash", "-c", f'source "$1" && {function}', "demo", str(DEMO)], input=stdin,
+                          capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.skipif(shutil.which("bash") is None, reason="bash is not installed")
+def test_demo_sh_finds_the_report_paths_in_the_output_of_kdbench_report(tmp_path):
+    (tmp_path / "a dir: with spaces").mkdir()
+    study, results = make_store(tmp_path / "a dir: with spaces")
+    code, out, err = run_cli("report", str(study.path), "--format", "html,md", "--results", str(results))
+    assert code == 0, err
+    html, md = _demo("report_path html", out), _demo("report_path md", out)
+    assert html.returncode == 0 and md.returncode == 0, html.stderr + md.stderr
+    assert html.stdout.strip() == str(results / "fixture" / "report" / "index.html")
+    assert md.stdout.strip() == str(results / "fixture" / "report" / "README.md")
+    sentences = _demo("report_sentences", out).stdout
+    assert sentences.startswith("CWD beat the student baseline in 1 of 1 comparable CWD cell.")
+    assert "kdbench report: " not in sentences
+
+
+@pytest.mark.skipif(shutil.which("bash") is None, reason="bash is not installed")
+def test_demo_sh_stops_with_a_reason_when_the_report_output_has_no_such_path(tmp_path):
+    missing = _demo("report_path html", "kdbench report: smoke: md: /nowhere/README.md\nCWD beat ...\n")
+    assert missing.returncode != 0 and 'expected one "kdbench report: <study>: html: <path>" line' in missing.stderr
+    gone = _demo("report_path md", "kdbench report: smoke: md: /nowhere/README.md\n")
+    assert gone.returncode != 0 and "/nowhere/README.md, which is not a file" in gone.stderr
