@@ -28,6 +28,21 @@ def world() -> tuple[int, int]:
     return 0, 1
 
 
+def _init_cpu_ranks() -> None:
+    """The process group of a multi-task SLURM job on CPUs (gloo), from SLURM's variables:
+    mmengine's slurm launcher would call torch.cuda.set_device first. Single node (kdbench.slurm
+    asks for one), so the rendezvous is on this host, at the MASTER_PORT the job was given."""
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        return
+    rank, size = world()
+    os.environ.update(MASTER_ADDR=os.environ.get("MASTER_ADDR", "127.0.0.1"),
+                      MASTER_PORT=os.environ.get("MASTER_PORT", "29500"), RANK=str(rank), WORLD_SIZE=str(size),
+                      LOCAL_RANK=os.environ.get("SLURM_LOCALID", str(rank)))
+    dist.init_process_group("gloo", rank=rank, world_size=size)
+
+
 def default_out(run: dict) -> Path:
     return Path("results") / "runs" / f"{run['name']}-{run_id(run)}"
 
@@ -230,6 +245,10 @@ def _train_and_evaluate(run: dict, out: Path) -> dict:
 
     device = _device(run)
     rank, size = world()
+    launcher = os.environ.get("KDBENCH_LAUNCHER", "none")
+    cpu_ranks = launcher == "slurm" and device == "cpu"  # several tasks on CPUs: the local test cluster
+    if cpu_ranks:
+        _init_cpu_ranks()
     if rank == 0:
         store.write_json_atomic(out / store.ENV, _environment(device))
     if run["schedule"]["batch_size"] % size:
@@ -294,8 +313,11 @@ def _train_and_evaluate(run: dict, out: Path) -> dict:
         custom_hooks=[metrics_hook, cost_hook],
         randomness={"seed": run["seed"]},
         default_scope=scope,
-        launcher=os.environ.get("KDBENCH_LAUNCHER", "none"),
-        env_cfg={"cudnn_benchmark": False, "dist_cfg": {"backend": "nccl"}},
+        launcher=launcher,
+        env_cfg={"cudnn_benchmark": False, "dist_cfg": {"backend": "nccl" if device == "cuda" else "gloo"}},
+        # DDP of a CPU module takes no device ids (mmengine's default names the local GPU)
+        cfg=({"model_wrapper_cfg": {"type": "MMDistributedDataParallel", "device_ids": None,
+                                    "broadcast_buffers": False}} if cpu_ranks else None),
         log_processor={"by_epoch": False},
         experiment_name=f"{run['name']}",
         **kwargs,

@@ -204,3 +204,24 @@ def test_a_student_job_left_pending_on_its_failed_teachers_job_counts_as_blocked
     wait_until(lambda: jobs.slurm_states([stuck_job]).get(stuck_job, "PENDING") != "PENDING", timeout=60,
                what="the stuck job to be cancelled")
     assert jobs.slurm_states([stuck_job])[stuck_job].startswith("CANCELLED")
+
+
+def test_a_two_gpu_run_trains_as_two_processes_of_one_job_and_writes_one_result(slurm_cluster, tmp_path):
+    """The multi-GPU path (one task per GPU, mmengine's slurm launcher, DDP) on the CPUs of the local
+    cluster: its fake GPUs are requested, the two tasks meet over gloo."""
+    path = write_study(tmp_path, "slurm_two_tasks", methods={}, baselines={"teacher": False, "student": True})
+    # batch_size is global: 2 images per process (1 would leave the PSP head's BatchNorm one value per channel)
+    path.write_text(path.read_text().replace("gpus: 0", "gpus: 2").replace("batch_size: 2", "batch_size: 4"))
+    results = tmp_path / "results"
+    study = load_study(path, results)
+    assert launch(study, LaunchOptions(executor="slurm", results=str(results), progress=False)) == {"submit": 1}
+    wait_until(lambda: settled(study, results), what="the two-task run to finish")
+    run_dir = results / study.name / study.runs[0].run_id
+    assert [r["state"] for r in run_states(study, results)] == ["complete"]
+    job_id = jobs.read_job(run_dir)["job_id"]
+    logs = results / study.name / ".submitit" / job_id
+    assert sorted(p.name for p in logs.glob("*_result.pkl")) == [f"{job_id}_0_result.pkl", f"{job_id}_1_result.pkl"]
+    rank0 = (logs / f"{job_id}_0_log.out").read_text()
+    assert "Distributed training: True" in rank0 and "GPU number: 2" in rank0  # mmengine's world size
+    assert [m["iter"] for m in store.read_jsonl(run_dir / "metrics.jsonl")] == [4]  # rank 0 alone writes
+    assert store.read_json(run_dir / "final.json")["status"] == "complete"
