@@ -28,6 +28,7 @@ from analysis import format as fmt  # noqa: E402
 BASELINE = "student (no KD)"
 MAX_BARS = 30     # a bar chart of more cells than this shows the best ones (every cell is in the tables)
 MAX_LABELS = 12   # the gain-vs-cost figure names at most this many points (the largest gains)
+MAX_DASHED = 12   # the training curves draw at most this many runs without a result, one dashed line each
 
 
 SPATIAL = ("pi", "at", "local", "pa", "ifvd", "ho", "fitnets")  # distil over positions (per channel or pixel)
@@ -164,17 +165,20 @@ def curves(curve_frame: pd.DataFrame, metric: str) -> Figure | None:
         few = averaged["iter"].nunique() < 3  # a single evaluation per run: error bars, not a band
         sns.lineplot(data=averaged, x="iter", y="value", hue="method", palette=palette, errorbar="sd", marker="o",
                      err_style="bars" if few else "band", ax=axis)
-    for (_, method, seed, status), run in others.groupby(["run_id", "method", "seed", "status"], sort=False,
-                                                          dropna=False):
+    runs = list(others.groupby(["run_id", "method", "seed", "status"], sort=False, dropna=False))
+    for (_, method, seed, status), run in runs[:MAX_DASHED]:
         run = run.sort_values("iter")
         axis.plot(run["iter"], run["value"], linestyle="--", marker="x", linewidth=1, color=palette[method],
                   alpha=0.8, label=f"{method}, seed {fmt.integer(seed)} ({status}, not averaged)")
     axis.set_xlabel("iteration")
     axis.set_ylabel(fmt.metric_label(metric))
     axis.legend(fontsize=7)
-    dropped = others["run_id"].nunique()
+    dropped = len(runs)
     note = (f" Dashed: {fmt.count_noun(dropped, 'run')} without a result (failed, diverged, ...), each up to its "
-            "last evaluation, not in the mean." if dropped else "")
+            "last evaluation, not in the mean" if dropped else "")
+    if dropped > MAX_DASHED:
+        note += f" (the first {MAX_DASHED} drawn; every such run is listed under Runs without a result)"
+    note += "." if dropped else ""
     return Figure("curves", f"Validation {fmt.metric_label(metric)} during training",
                   "From each run's metrics.jsonl (every evaluation); line: mean over the complete runs' seeds, "
                   "band: std." + note, _png(figure))
