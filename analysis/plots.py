@@ -1,7 +1,9 @@
 """Report figures (seaborn on matplotlib's Agg backend), each returned as PNG bytes.
 
 Error bars are the sample standard deviation over seeds; single runs are drawn as dots, so the
-spread is always visible. Only complete runs with a finite metric are plotted.
+spread is always visible. Only complete runs with a finite metric enter a bar, a mean or a point;
+the training curves also draw runs without a result, dashed and apart from the mean. A ``Figure``
+keeps the data it was drawn from (``data``) where a check needs it.
 """
 
 from __future__ import annotations
