@@ -225,3 +225,29 @@ def test_a_two_gpu_run_trains_as_two_processes_of_one_job_and_writes_one_result(
     assert "Distributed training: True" in rank0 and "GPU number: 2" in rank0  # mmengine's world size
     assert [m["iter"] for m in store.read_jsonl(run_dir / "metrics.jsonl")] == [4]  # rank 0 alone writes
     assert store.read_json(run_dir / "final.json")["status"] == "complete"
+
+
+def test_the_smoke_study_completes_with_the_same_run_ids_locally_and_on_slurm(slurm_cluster, tmp_path):
+    import yaml
+
+    # studies/smoke.yaml as shipped (teacher, baseline, every method), shrunk to 2 iterations,
+    # 8 images and one seed so that both launches take seconds.
+    spec = yaml.safe_load((ROOT / "studies" / "smoke.yaml").read_text())
+    spec["base"]["dataset"]["params"].update(num_train=8, num_val=2)
+    spec["base"]["schedule"].update(iterations=2)
+    spec["teacher_run"]["schedule"].update(iterations=2)
+    spec["seeds"] = [0]
+    path = tmp_path / "smoke.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    complete = {}
+    for executor in ("local", "slurm"):
+        results = tmp_path / executor
+        study = load_study(path, results)
+        launch(study, LaunchOptions(executor=executor, results=str(results), parallel=2, progress=False))
+        wait_until(lambda study=study, results=results: settled(study, results),
+                   what=f"the smoke study to finish ({executor})")
+        rows = run_states(study, results)
+        assert all(r["executor"] == executor for r in rows)
+        complete[executor] = {r["run_id"] for r in rows if r["state"] == "complete"}
+        assert len(complete[executor]) == len(rows) == 2 + len(spec["methods"])
+    assert complete["local"] == complete["slurm"]
