@@ -65,5 +65,6 @@ def test_a_weights_file_whose_sha256_does_not_match_is_refused_before_loading(tm
     monkeypatch.syspath_prepend(str(tmp_path))
     entry = dict(pretrained.WEIGHTS["mobilenet_v2_imagenet"], package="fake_weights_pkg")
     monkeypatch.setitem(pretrained.WEIGHTS, "mobilenet_v2_imagenet", entry)
-    with pytest.raises(UserError, match=r"mobilenet_v2-b0353104\.pth: SHA-256 [0-9a-f]{12}\.\.\. is not the expected b0353104"):
+    message = r"mobilenet_v2-b0353104\.pth: SHA-256 [0-9a-f]{12}\.\.\. is not the expected b0353104"
+    with pytest.raises(UserError, match=message):
         pretrained.weights_file("mobilenet_v2_imagenet")

@@ -264,6 +264,19 @@ def agreement(case: Case, shape: tuple, device: str = "cpu") -> dict:
             "agrees": value_diff <= TOLERANCE and grad_diff <= TOLERANCE}
 
 
+def checked_agreement(case: Case, shape: tuple, device: str = "cpu") -> dict:
+    """``agreement``, checked twice more when it fails. A formula that differs fails every time;
+    a result that agrees on both repeats was a one-off (seen once in CI, never reproduced in
+    thousands of runs) and is reported as such (``unstable_first_check``), not hidden."""
+    first = agreement(case, shape, device)
+    if first["agrees"]:
+        return first
+    repeats = [agreement(case, shape, device) for _ in range(2)]
+    if all(r["agrees"] for r in repeats):
+        return {**repeats[-1], "unstable_first_check": {k: first[k] for k in ("value_rel_diff", "grad_rel_diff")}}
+    return max([first, *repeats], key=lambda r: max(r["value_rel_diff"], r["grad_rel_diff"]))
+
+
 def _synchronize(device: str) -> None:
     if device != "cpu":
         import torch
@@ -374,7 +387,7 @@ def run(scale: float = 1.0, repeats: int = 5, methods=None,
             from kdbench.losses._native import cwd_cpu
 
             row["cwd_kernel"] = "compiled" if cwd_cpu() is not None else "blocked"
-        row.update(agreement(case, shape))
+        row.update(checked_agreement(case, shape))
         row.update(timing(case, shape, repeats))
         rows.append(row)
     if progress:
@@ -391,7 +404,7 @@ def run(scale: float = 1.0, repeats: int = 5, methods=None,
             row = {"suite": "losses", "device": bandwidth["device"], "method": case.name, "registry_name": case.method,
                    "input": case.input, "shape": list(shape), "params": case.params, "scale": scale,
                    "scale_reason": "", "key": case.key}
-            row.update(agreement(case, shape, "cuda"))
+            row.update(checked_agreement(case, shape, "cuda"))
             row.update(timing(case, shape, repeats, "cuda"))
             row.update(_peak_cuda(case, shape))
             if case.targets:
@@ -441,6 +454,11 @@ def format_rows(rows: list[dict]) -> str:
             notes.append(f"{row['method']} on {row['input']} ({row['device']}): {row['bytes_moved'] / 2**20:.0f} "
                          f"MiB must move; at {row['bandwidth_GBps']:.0f} GB/s ({row['bandwidth_source']}) that is "
                          f"{row['bandwidth_bound_s'] * 1e3:.3f} ms: {row['bandwidth_fraction']:.0%} of the bound")
+        if row.get("unstable_first_check"):
+            first = row["unstable_first_check"]
+            notes.append(f"{row['method']} on {row['input']} ({row['device']}): the first agreement check differed "
+                         f"(value {first['value_rel_diff']:.1e}, gradient {first['grad_rel_diff']:.1e} relative), "
+                         f"two repeats agreed: a one-off nondeterministic result, not a different formula")
         if not row["agrees"]:
             notes.append(f"{row['method']} on {row['input']}: DISAGREES (value {row['value_rel_diff']:.1e}, "
                          f"gradient {row['grad_rel_diff']:.1e} relative; tolerance {TOLERANCE:g})")
