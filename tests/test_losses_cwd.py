@@ -20,24 +20,28 @@ def mmrazor_cwd(preds_S, preds_T, tau, loss_weight):
     return loss_weight * kl * tau**2 / (n * c)
 
 
+def ours_and_mmrazor(shape, dtype, tau, loss_weight):
+    """(our value, MMRazor's value, our gradient, MMRazor's gradient) on one random input."""
+    preds_S = (torch.randn(shape, dtype=dtype) * 3).requires_grad_()
+    preds_T = torch.randn(shape, dtype=dtype) * 3
+    reference_S = preds_S.detach().clone().requires_grad_()
+    ours = losses.ChannelWiseDivergence(tau=tau, loss_weight=loss_weight)(preds_S, preds_T)
+    reference = mmrazor_cwd(reference_S, preds_T, tau, loss_weight)
+    ours.backward()
+    reference.backward()
+    return ours, reference, preds_S.grad, reference_S.grad
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("shape", [(1, 1, 2, 3), (2, 3, 5, 7), (4, 19, 16, 32), (2, 8, 1, 9)])
 @pytest.mark.parametrize("tau", [0.5, 1.0, 4.0, 10.0])
 def test_cwd_matches_mmrazor_value_and_gradient(shape, tau, dtype):
-    preds_S = (torch.randn(shape, dtype=dtype) * 3).requires_grad_()
-    preds_T = torch.randn(shape, dtype=dtype) * 3
-    reference_S = preds_S.detach().clone().requires_grad_()
-
-    ours = losses.ChannelWiseDivergence(tau=tau, loss_weight=5.0)(preds_S, preds_T)
-    reference = mmrazor_cwd(reference_S, preds_T, tau, 5.0)
-    ours.backward()
-    reference.backward()
-
+    ours, reference, grad, reference_grad = ours_and_mmrazor(shape, dtype, tau, 5.0)
     torch.testing.assert_close(ours, reference, rtol=1e-5, atol=1e-7)
     # Gradients: 1e-5 relative to the gradient's scale (single elements of p_S - p_T near zero
     # carry float32 cancellation noise in both formulations).
-    scale = reference_S.grad.abs().max().item()
-    torch.testing.assert_close(preds_S.grad, reference_S.grad, rtol=1e-5, atol=1e-5 * scale)
+    scale = reference_grad.abs().max().item()
+    torch.testing.assert_close(grad, reference_grad, rtol=1e-5, atol=1e-5 * scale)
 
 
 def test_cwd_hand_computed_two_position_case():
@@ -149,16 +153,10 @@ def test_cwd_matches_mmrazor_when_the_rows_are_worked_in_several_blocks_with_a_p
     from kdbench.losses import cwd as cwd_module
 
     monkeypatch.setattr(cwd_module, "_CPU_BLOCK", 3 * 40)  # 3 rows of 40 positions per block; 14 rows
-    preds_S = (torch.randn(2, 7, 5, 8, dtype=dtype) * 3).requires_grad_()
-    preds_T = torch.randn(2, 7, 5, 8, dtype=dtype) * 3
-    reference_S = preds_S.detach().clone().requires_grad_()
-    ours = losses.ChannelWiseDivergence(tau=tau, loss_weight=3.0)(preds_S, preds_T)
-    reference = mmrazor_cwd(reference_S, preds_T, tau, 3.0)
-    ours.backward()
-    reference.backward()
+    ours, reference, grad, reference_grad = ours_and_mmrazor((2, 7, 5, 8), dtype, tau, 3.0)
     torch.testing.assert_close(ours, reference, rtol=1e-6, atol=1e-8)
-    scale = reference_S.grad.abs().max().item()
-    torch.testing.assert_close(preds_S.grad, reference_S.grad, rtol=1e-5, atol=1e-6 * scale)
+    scale = reference_grad.abs().max().item()
+    torch.testing.assert_close(grad, reference_grad, rtol=1e-5, atol=1e-6 * scale)
 
 
 def test_cwd_backward_twice_with_retain_graph_gives_the_same_gradient_twice():
