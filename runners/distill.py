@@ -30,13 +30,16 @@ class DivergedError(RuntimeError):
 
 
 def check_finite(loss_dict: dict) -> None:
-    """Raise DivergedError naming the first loss that is NaN or Inf. One host sync per step: the
-    per-key values are read only when the sum of all of them is not finite."""
+    """Raise DivergedError naming the first loss that is NaN or Inf. One host sync per device and
+    step: the per-key values are read only when the sum of all of them is not finite."""
     items = [(key, v) for key, value in loss_dict.items()
              for v in (value if isinstance(value, (list, tuple)) else [value])]
-    tensors = [v.detach().float().sum() for _, v in items if torch.is_tensor(v)]
-    numbers = [float(v) for _, v in items if not torch.is_tensor(v)]
-    if math.isfinite(float(torch.stack(tensors).sum()) if tensors else 0.0) and all(map(math.isfinite, numbers)):
+    sums: dict = {}  # per device: a loss dict may mix devices (e.g. a value logged from the CPU)
+    for _, v in items:
+        if torch.is_tensor(v):
+            sums[v.device] = sums.get(v.device, 0.0) + v.detach().float().sum()
+    numbers = [float(v) for _, v in items if not torch.is_tensor(v)] + [float(total) for total in sums.values()]
+    if all(map(math.isfinite, numbers)):
         return
     for key, v in items:
         number = float(v.detach().sum()) if torch.is_tensor(v) else float(v)
@@ -174,7 +177,7 @@ class DistillModel(BaseModel):
                         # mmengine does not add the critic's loss to the student's logged total.
                         for key, value in loss_module.discriminator_step(s.detach(), t).items():
                             name = "critic" if key == "loss_d" else f"critic_{key}"
-                            out[f"{term['name']}_{name}"] = torch.tensor(value)
+                            out[f"{term['name']}_{name}"] = torch.tensor(value, device=s.device)
                     total = total + (loss_module(s, t, labels) if labels is not None else loss_module(s, t))
             if timed and torch.is_tensor(total) and total.requires_grad:
                 total = _BackwardMark.apply(total, self.clock, "kd_backward_start")
