@@ -367,6 +367,15 @@ def _peak_cpu(jobs: list[dict], threads: int) -> dict[str, dict]:
 
 # --- the suite --------------------------------------------------------------------------------------
 
+def _row_head(case: Case, device: str, scale: float, label: str | None = None) -> dict:
+    """A row's description of its case: the shape at the scale the case runs at on ``device``
+    ("cpu" or "cuda"; ``label`` names the device in the row, default ``device``) and why."""
+    case_scale_, reason = case_scale(case, scale, device)
+    return {"suite": "losses", "device": label or device, "method": case.name, "registry_name": case.method,
+            "input": case.input, "shape": list(scaled(SHAPES[case.input], case_scale_)), "params": case.params,
+            "scale": case_scale_, "scale_reason": reason, "key": case.key}
+
+
 def run(scale: float = 1.0, repeats: int = 5, methods=None,
         progress: Callable[[str], None] | None = None) -> list[dict]:
     """One row per case (and per device: the CPU, and the GPU where CUDA is available); ``methods``
@@ -378,11 +387,8 @@ def run(scale: float = 1.0, repeats: int = 5, methods=None,
     for case in selected:
         if progress:
             progress(f"{case.name} on {case.input} (cpu)")
-        case_scale_, reason = case_scale(case, scale)
-        shape = scaled(SHAPES[case.input], case_scale_)
-        row = {"suite": "losses", "device": "cpu", "method": case.name, "registry_name": case.method,
-               "input": case.input, "shape": list(shape), "params": case.params, "scale": case_scale_,
-               "scale_reason": reason, "key": case.key}
+        row = _row_head(case, "cpu", scale)
+        shape = tuple(row["shape"])
         if case.method == "cwd":  # which CWD forward ran on the CPU (see kdbench/losses/_native.py)
             from kdbench.losses._native import cwd_cpu
 
@@ -400,10 +406,8 @@ def run(scale: float = 1.0, repeats: int = 5, methods=None,
         for case in selected:
             if progress:
                 progress(f"{case.name} on {case.input} ({bandwidth['device']})")
-            shape = scaled(SHAPES[case.input], scale)
-            row = {"suite": "losses", "device": bandwidth["device"], "method": case.name, "registry_name": case.method,
-                   "input": case.input, "shape": list(shape), "params": case.params, "scale": scale,
-                   "scale_reason": "", "key": case.key}
+            row = _row_head(case, "cuda", scale, label=bandwidth["device"])
+            shape = tuple(row["shape"])
             row.update(checked_agreement(case, shape, "cuda"))
             row.update(timing(case, shape, repeats, "cuda"))
             row.update(_peak_cuda(case, shape))
