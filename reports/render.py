@@ -173,16 +173,6 @@ def collapse_warnings(cell_table, baselines, teachers) -> list[str]:
     return warnings
 
 
-def cwd_summary(study: Study, results: str | Path = "results") -> tuple[str, list[str]]:
-    """The CWD-vs-baseline headline and one sentence per CWD cell, then the collapse warnings,
-    without rendering anything."""
-    frame = collect(study, results, write=False)
-    metric = aggregate.metrics_of(frame)[0]
-    cell_table = aggregate.cells(frame)
-    headline, lines = cwd_sentences(aggregate.cwd_verdicts(cell_table, metric), metric)
-    return headline, lines + collapse_warnings(cell_table, aggregate.baselines(frame), aggregate.teachers(frame))
-
-
 def build_context(study: Study, results: str | Path = "results") -> dict:
     """Everything the templates show, computed from the study and its results store."""
     frame = collect(study, results)
@@ -236,8 +226,9 @@ def render(study: Study, results: str | Path = "results", formats=FORMATS) -> di
 
 def render_report(study: Study, results: str | Path = "results",
                   formats=FORMATS) -> tuple[dict[str, Path], str, list[str]]:
-    """``render`` and ``cwd_summary`` from one pass over the results: ({format: path}, headline, lines
-    (the CWD sentences, then the collapse warnings))."""
+    """Write the report in the given formats and return, from the same pass over the results,
+    ({format: path}, the CWD-vs-baseline headline, lines (one sentence per CWD cell, then the
+    collapse warnings))."""
     unknown = [f for f in formats if f not in FORMATS]
     if unknown:
         from kdbench.errors import UserError
