@@ -41,6 +41,12 @@ class MetricsHook(Hook):
             store.write_jsonl_atomic(self.path, kept)
         self.last = by_iter.get(iteration)
 
+    def before_train(self, runner) -> None:
+        if runner.iter:  # resumed: mmengine has restored the checkpoint's iteration by now
+            from mmengine.dist import is_main_process
+
+            self.resume_from(int(runner.iter), rewrite=is_main_process())
+
     def after_val_epoch(self, runner, metrics=None) -> None:
         if not metrics:
             return

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import platform
-import re
 import subprocess
 import time
 import traceback
@@ -280,9 +279,6 @@ def _train_and_evaluate(run: dict, out: Path) -> dict:
     latest = _latest_checkpoint(out)
     if latest is not None:
         _register_own_checkpoint_loader(out)
-        resumed_iter = re.fullmatch(r"iter_(\d+)\.pth", latest.name)
-        if resumed_iter and train:
-            metrics_hook.resume_from(int(resumed_iter.group(1)), rewrite=rank == 0)
     kwargs = {}
     if train:
         kwargs.update(
