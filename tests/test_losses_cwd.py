@@ -146,10 +146,21 @@ def test_build_rejects_unknown_methods_and_parameters_with_the_valid_ones():
         losses.build("cwd", temperature=4)
 
 
+@pytest.fixture
+def blocked_kernel(monkeypatch):
+    """The blocked torch formulation, even where the compiled CPU kernel is built."""
+    from kdbench.losses import _native
+
+    monkeypatch.setenv("KDBENCH_CWD_KERNEL", "blocked")
+    _native.cwd_cpu.cache_clear()
+    yield
+    _native.cwd_cpu.cache_clear()
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("tau", [1.0, 4.0])
 def test_cwd_matches_mmrazor_when_the_rows_are_worked_in_several_blocks_with_a_partial_last_one(
-        monkeypatch, tau, dtype):
+        monkeypatch, blocked_kernel, tau, dtype):
     from kdbench.losses import cwd as cwd_module
 
     monkeypatch.setattr(cwd_module, "_CPU_BLOCK", 3 * 40)  # 3 rows of 40 positions per block; 14 rows
@@ -159,7 +170,7 @@ def test_cwd_matches_mmrazor_when_the_rows_are_worked_in_several_blocks_with_a_p
     torch.testing.assert_close(grad, reference_grad, rtol=1e-5, atol=1e-6 * scale)
 
 
-def test_cwd_backward_twice_with_retain_graph_gives_the_same_gradient_twice():
+def test_cwd_backward_twice_with_retain_graph_gives_the_same_gradient_twice(blocked_kernel):
     preds_S, preds_T = torch.randn(2, 3, 4, 5, requires_grad=True), torch.randn(2, 3, 4, 5)
     value = losses.ChannelWiseDivergence(tau=2.0, loss_weight=5.0)(preds_S, preds_T)
     value.backward(retain_graph=True)
@@ -183,17 +194,6 @@ def test_cwd_of_maps_that_differ_by_a_large_per_channel_shift_is_zero_without_ca
     # float32 rounding of preds_T + 1000 alone moves each value by up to 3e-5; the loss must stay
     # at that level, not at the 1000 * 1e-7 * 16 * 50 that a cancellation of the shift would leave.
     assert abs(value.item()) < 1e-4
-
-
-@pytest.fixture
-def blocked_kernel(monkeypatch):
-    """The blocked torch formulation, even where the compiled CPU kernel is built."""
-    from kdbench.losses import _native
-
-    monkeypatch.setenv("KDBENCH_CWD_KERNEL", "blocked")
-    _native.cwd_cpu.cache_clear()
-    yield
-    _native.cwd_cpu.cache_clear()
 
 
 def test_cwd_under_no_grad_keeps_no_gradient_map(monkeypatch, blocked_kernel):
