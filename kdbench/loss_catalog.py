@@ -21,7 +21,6 @@ import ast
 import atexit
 import hashlib
 import inspect
-import os
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -111,8 +110,9 @@ def parameters(name: str) -> dict[str, Any]:
 
 
 def _cache_file() -> Path:
-    root = Path(os.environ.get("KDBENCH_CACHE") or Path.home() / ".cache" / "kdbench")
-    return root / "terms" / f"{_scan()[0]}.json"
+    from kdbench.cache import cache_root
+
+    return cache_root() / "terms" / f"{_scan()[0]}.json"
 
 
 def _load() -> None:
@@ -132,17 +132,15 @@ def save() -> None:
     if not _unsaved:
         return
     from kdbench import store
+    from kdbench.cache import write_cache
 
     path = _cache_file()
     saved = store.read_json(path)
     answers = saved.get("answers", {}) if isinstance(saved, dict) and saved.get("version") == CACHE_VERSION else {}
     answers = {**(answers if isinstance(answers, dict) else {}), **_unsaved}
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        store.write_json_atomic(path, {"version": CACHE_VERSION, "answers": answers})
+    text = store.dumps({"version": CACHE_VERSION, "answers": answers}) + "\n"
+    if write_cache(path, text):  # a read-only cache only costs speed: the answers stay unsaved
         _unsaved.clear()
-    except OSError:
-        pass  # a read-only cache only costs speed
 
 
 def check(method: str, params: dict, loss_weight: float) -> None:

@@ -18,10 +18,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
+
+from kdbench.cache import cache_root, write_cache
 
 CACHE_VERSION = 1
 KEEP = 64  # files kept: the studies loaded most recently
@@ -29,7 +29,7 @@ MODULES = ("study.py", "runspec.py", "ids.py", "schema.py", "configs.py", "loss_
 
 
 def _folder() -> Path:
-    return Path(os.environ.get("KDBENCH_CACHE") or Path.home() / ".cache" / "kdbench") / "studies"
+    return cache_root() / "studies"
 
 
 def key(data: dict, path: Path, results_root: Any) -> str | None:
@@ -79,15 +79,8 @@ def save(cache_key: str | None, path: Path, results_root: Any, runs: list[dict])
         if json.loads(text)["runs"] != runs:  # a non-string key or a tuple would come back changed
             return
         target = _file(path, results_root)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-        try:  # whole or absent, as store.write_text_atomic, without its fsync: a lost cache is only a miss
-            with os.fdopen(fd, "w") as handle:
-                handle.write(text)
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        if not write_cache(target, text):
+            return
         kept = sorted(target.parent.glob("*.json"), key=lambda p: p.stat().st_mtime)
         for old in kept[:-KEEP]:  # the studies loaded last stay
             old.unlink(missing_ok=True)

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 
 from kdbench import store
+from kdbench.cache import cache_root  # runners.preflight imports it from here too
+from kdbench.cache import write_cache as write_text_cache
 from kdbench.configs import resolve_config
 
 CACHE_VERSION = 1
@@ -21,21 +22,13 @@ DET_PAD = 32                      # mmdet's data preprocessors pad to a multiple
 COCO_SCALE = (1333, 800)          # runners/datasets.py: (w, h) of the resize when params name none
 
 
-def cache_root() -> Path:
-    return Path(os.environ.get("KDBENCH_CACHE") or Path.home() / ".cache" / "kdbench")
-
-
 def _cache_dir() -> Path:
     return cache_root() / "modules"
 
 
 def write_cache(path: Path, data) -> None:
-    """Best effort: a cache that cannot be written (read-only home, full disk) is just not kept."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        store.write_json_atomic(path, data)
-    except OSError:
-        pass
+    """``data`` as JSON; best effort: a cache that cannot be written (read-only home, full disk) is just not kept."""
+    write_text_cache(path, store.dumps(data) + "\n")
 
 
 _KEYS: dict[str, str] = {}
