@@ -92,3 +92,15 @@ def test_a_disagreement_that_repeats_fails_and_a_one_off_is_reported_not_hidden(
     answers = iter([bad, good, dict(bad, value_rel_diff=2e-3)])
     row = bench_losses.checked_agreement(case, (1, 2, 2, 2))
     assert not row["agrees"] and row["value_rel_diff"] == 2e-3
+
+
+def test_interleaved_medians_keeps_each_suites_call_order_and_drops_the_warm_up_round():
+    from kdbench.bench.timing import interleaved_medians
+
+    order: list[str] = []
+    calls = {name: (lambda name=name: order.append(name)) for name in "abc"}
+    medians = interleaved_medians(calls, 2, lambda: None, prepare=lambda: order.append("-"))
+    assert order == ["-", "a", "-", "b", "-", "c"] * 3 and set(medians) == set("abc")
+    order.clear()
+    interleaved_medians(calls, 2, lambda: None, rotate=True)
+    assert order == list("abc" "bca" "cab")

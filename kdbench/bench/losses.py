@@ -23,12 +23,11 @@ from __future__ import annotations
 
 import json
 import os
-import statistics
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 
 from kdbench.bench.bandwidth import bandwidth_fields, device_bandwidth
 from kdbench.bench.references import (
@@ -44,6 +43,7 @@ from kdbench.bench.references import (
     reference_pa,
     reference_pi,
 )
+from kdbench.bench.timing import interleaved_medians, synchronize
 
 SHAPES = {"logits": (8, 19, 64, 128), "feature_map": (8, 512, 64, 64)}
 N_CLASSES = 19
@@ -277,26 +277,11 @@ def checked_agreement(case: Case, shape: tuple, device: str = "cpu") -> dict:
     return max([first, *repeats], key=lambda r: max(r["value_rel_diff"], r["grad_rel_diff"]))
 
 
-def _synchronize(device: str) -> None:
-    if device != "cpu":
-        import torch
-
-        torch.cuda.synchronize()
-
-
 def timing(case: Case, shape: tuple, repeats: int, device: str = "cpu") -> dict:
     inputs = make_inputs(case, shape, device)
     sides = formulations(case, device)
-    seconds: dict[str, list[float]] = {name: [] for name in sides}
-    for _ in range(repeats + 1):  # the first round warms up and is dropped
-        for name, formulation in sides.items():
-            _clear_grads(inputs)
-            _synchronize(device)
-            start = time.perf_counter()
-            formulation(inputs)
-            _synchronize(device)
-            seconds[name].append(time.perf_counter() - start)
-    median = {name: statistics.median(values[1:]) for name, values in seconds.items()}
+    median = interleaved_medians({name: partial(formulation, inputs) for name, formulation in sides.items()},
+                                 repeats, partial(synchronize, device), prepare=partial(_clear_grads, inputs))
     return {"kdbench_s": median["kdbench"], "reference_s": median["reference"],
             "time_ratio": median["kdbench"] / median["reference"]}
 

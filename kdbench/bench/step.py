@@ -21,9 +21,10 @@ the tiny CPU models of ``studies/smoke.yaml`` and the paper's PSPNet R101 -> R18
 
 from __future__ import annotations
 
-import statistics
-import time
+from functools import partial
 from pathlib import Path
+
+from kdbench.bench.timing import interleaved_medians, synchronize
 
 ROOT = Path(__file__).resolve().parents[2]
 OVERHEAD_TARGET = 1.05
@@ -138,10 +139,6 @@ def measure(case: str, study_file: str, run_name: str, repeats: int, crop=None, 
     optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-4, momentum=0.9)
     adapter = next(iter(model.adapters.values()), None)
 
-    def sync():
-        if device == "cuda":
-            torch.cuda.synchronize()
-
     def student_step():
         optimizer.zero_grad(set_to_none=True)
         _sum(student(inputs, samples, mode="loss")).backward()
@@ -164,17 +161,8 @@ def measure(case: str, study_file: str, run_name: str, repeats: int, crop=None, 
         _reference_step(student, teacher, terms[0], adapter, optimizer, inputs, samples)
 
     steps = {"student": student_step, "teacher": teacher_forward, "kd": kd_step, "reference": reference_step}
-    seconds: dict[str, list[float]] = {name: [] for name in steps}
-    for round_index in range(repeats + 1):
-        # Rotate the order so that no step always runs right after another one (cache, turbo).
-        names = list(steps)[round_index % 4:] + list(steps)[:round_index % 4]
-        for name in names:
-            sync()
-            start = time.perf_counter()
-            steps[name]()
-            sync()
-            seconds[name].append(time.perf_counter() - start)
-    median = {name: statistics.median(values[1:]) for name, values in seconds.items()}
+    # Rotated: no step always runs right after another one (cache, turbo).
+    median = interleaved_medians(steps, repeats, partial(synchronize, device), rotate=True)
     overhead = median["kd"] / (median["student"] + median["teacher"])
     return {
         "suite": "step", "case": case, "study": study_file, "run": run_name,
