@@ -81,21 +81,34 @@ def slurm_alive(state: str, reason: str) -> bool:
     return state in SLURM_ALIVE and not (state == "PENDING" and reason == NEVER_SATISFIED)
 
 
+def _stuck(state: str, reason: str) -> bool:
+    return state == "PENDING" and reason == NEVER_SATISFIED
+
+
 def stuck(job_ids: list[str]) -> list[str]:
     """The jobs among ``job_ids`` that wait on a dependency that can never be met."""
-    return [job for job, (state, reason) in slurm_jobs(job_ids).items()
-            if state == "PENDING" and reason == NEVER_SATISFIED]
+    return [job for job, state in slurm_jobs(job_ids).items() if _stuck(*state)]
 
 
-def alive(jobs: dict[str, dict]) -> dict[str, bool]:
-    """run_id -> whether its recorded job is alive (pending or running)."""
+def job_states(jobs: dict[str, dict]) -> dict[str, str]:
+    """run_id -> ``alive`` (its recorded job is pending or running), ``stuck`` (a SLURM job that
+    waits on a dependency that can never be met: not alive, but still queued) or ``dead``; one
+    question to the scheduler for all the SLURM jobs."""
     result = {}
     slurm = {rid: job["job_id"] for rid, job in jobs.items() if job["executor"] == "slurm"}
     states = slurm_jobs(list(slurm.values()))
     for run_id, job in jobs.items():
         if job["executor"] == "local":
-            result[run_id] = job.get("host") == platform.node() and _pid_alive(int(job["job_id"]))
+            live = job.get("host") == platform.node() and _pid_alive(int(job["job_id"]))
+            result[run_id] = "alive" if live else "dead"
         else:
-            result[run_id] = slurm_alive(*states.get(job["job_id"], ("", "")))
+            state = states.get(job["job_id"], ("", ""))
+            result[run_id] = "alive" if slurm_alive(*state) else "stuck" if _stuck(*state) else "dead"
     return result
 
+
+def alive(jobs: dict[str, dict], include_stuck: bool = False) -> dict[str, bool]:
+    """run_id -> whether its recorded job is alive (pending or running); with ``include_stuck``,
+    a SLURM job stuck on a dependency that can never be met counts too (it is still queued)."""
+    return {run_id: state == "alive" or (include_stuck and state == "stuck")
+            for run_id, state in job_states(jobs).items()}

@@ -41,6 +41,7 @@ class Decision:
     planned: PlannedRun
     state: str                        # store state
     action: str                       # submit | skip-complete | skip-in-flight | skip-failed | blocked
+    job: str = ""                     # its recorded job: alive | stuck | dead (jobs.job_states), "" if none
 
 
 def study_dir(study: Study, results: str | Path) -> Path:
@@ -74,19 +75,19 @@ def decide(study: Study, options: LaunchOptions) -> list[Decision]:
     """What to do with each run, from the store and the recorded jobs."""
     root = study_dir(study, options.results)
     records = {p.run_id: jobs.read_job(root / p.run_id) for p in study.runs}
-    live = jobs.alive({k: v for k, v in records.items() if v})
+    job_states = jobs.job_states({k: v for k, v in records.items() if v})  # one question to the scheduler
     decisions: dict[str, Decision] = {}
     for planned in study.runs:
         state = store.run_state(root / planned.run_id)
         if state == "complete":
             action = "skip-complete"
-        elif live.get(planned.run_id):
+        elif job_states.get(planned.run_id) == "alive":
             action = "skip-in-flight"
         elif state in ("failed", "diverged") and not options.retry_failed:
             action = "skip-failed"
         else:
             action = "submit"
-        decisions[planned.run_id] = Decision(planned, state, action)
+        decisions[planned.run_id] = Decision(planned, state, action, job_states.get(planned.run_id, ""))
     for decision in decisions.values():  # a student whose teacher cannot complete is blocked
         for dependency in decision.planned.depends_on:
             if decision.action == "submit" and decisions[dependency].action == "skip-failed":

@@ -96,9 +96,8 @@ def executor_for(root: Path, resources: dict, stage: str, study_name: str, depen
 
 
 def submit_study(study, todo: list, root: Path, resources: dict, options) -> dict[str, str]:
-    """Submit the runs in ``todo`` (launch decisions), teachers first; record each job id."""
-    if todo:
-        check_resources(resources)
+    """Submit the runs in ``todo`` (launch decisions, made under the study's lock), teachers first;
+    record each job id. ``kdbench.launch.launch`` has checked ``resources`` (check_resources)."""
     job_ids: dict[str, str] = {}
     for planned in study.runs:  # teachers in flight from an earlier launch gate their students too
         record = jobs.read_job(root / planned.run_id)
@@ -106,7 +105,8 @@ def submit_study(study, todo: list, root: Path, resources: dict, options) -> dic
             job_ids[planned.run_id] = record["job_id"]
     # A run submitted again whose earlier job still waits on a teacher that failed (submitted
     # without --kill-on-invalid-dep): that job could never run; it is cancelled, not left queued.
-    stuck = jobs.stuck([job_ids[d.planned.run_id] for d in todo if d.planned.run_id in job_ids])
+    # Which those are, the decisions know: no second question to the scheduler.
+    stuck = [job_ids[d.planned.run_id] for d in todo if d.job == "stuck" and d.planned.run_id in job_ids]
     if stuck:
         import subprocess
 
