@@ -85,11 +85,6 @@ def _stuck(state: str, reason: str) -> bool:
     return state == "PENDING" and reason == NEVER_SATISFIED
 
 
-def stuck(job_ids: list[str]) -> list[str]:
-    """The jobs among ``job_ids`` that wait on a dependency that can never be met."""
-    return [job for job, state in slurm_jobs(job_ids).items() if _stuck(*state)]
-
-
 def job_states(jobs: dict[str, dict]) -> dict[str, str]:
     """run_id -> ``alive`` (its recorded job is pending or running), ``stuck`` (a SLURM job that
     waits on a dependency that can never be met: not alive, but still queued) or ``dead``; one

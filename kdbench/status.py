@@ -109,11 +109,8 @@ def cancel(study: Study, results: str | Path) -> list[str]:
     """Cancel every run whose recorded job is alive; returns their run ids."""
     root = Path(results) / study.name
     records = {p.run_id: jobs.read_job(root / p.run_id) for p in study.runs}
-    live = jobs.alive({k: v for k, v in records.items() if v})
     # Jobs that wait on a teacher that failed are not alive, but still queued: cancelled as well.
-    slurm_records = {job["job_id"]: run_id for run_id, job in records.items() if job and job["executor"] == "slurm"}
-    for job_id in jobs.stuck(list(slurm_records)):
-        live[slurm_records[job_id]] = True
+    live = jobs.alive({k: v for k, v in records.items() if v}, include_stuck=True)
     cancelled, slurm_ids = [], []
     for run_id, is_alive in live.items():
         if not is_alive:
