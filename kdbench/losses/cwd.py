@@ -88,16 +88,15 @@ class _ChannelWiseKL(torch.autograd.Function):
         if needs_grad:
             ctx.save_for_backward(rows_S, rows_T)  # for a second backward only
             ctx.tau, ctx.factor = tau, tau * scale
-            ctx.input_shape, ctx.input_dtype = preds_S.shape, preds_S.dtype
-        out_dtype = torch.float64 if preds_S.dtype == torch.float64 else torch.float32
+            ctx.input_shape, ctx.input_dtype, ctx.dtype = preds_S.shape, preds_S.dtype, dtype
         if rows_S.numel() == 0:  # no positions: nothing to distil
-            return torch.zeros((), dtype=out_dtype, device=preds_S.device)
+            return torch.zeros((), dtype=dtype, device=preds_S.device)
         native = _native_kernel(rows_S, rows_T)
         if native is not None:  # one pass per row; the map is kept only for a backward
             kl_rows, difference = native.cwd_forward(rows_S, rows_T, tau, needs_grad)
             ctx.difference = difference if needs_grad else None
             ctx.native = True
-            return (kl_rows.sum() * (scale * tau * tau)).to(out_dtype)
+            return (kl_rows.sum() * (scale * tau * tau)).to(dtype)
         with torch.autocast(device_type=preds_S.device.type, enabled=False):
             buffers = torch.empty((3, block, length), dtype=dtype, device=preds_S.device)
             sums = torch.empty(-(-n_rows // block), dtype=dtype, device=preds_S.device)
@@ -117,12 +116,12 @@ class _ChannelWiseKL(torch.autograd.Function):
             kl = sums.double().sum()
         # Not saved for backward: it is neither an input nor an output, nobody else can write it.
         ctx.difference = difference
-        return (kl * (scale * tau * tau)).to(out_dtype)
+        return (kl * (scale * tau * tau)).to(dtype)
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_output: Tensor):
-        factor = grad_output.to(torch.float64 if ctx.input_dtype == torch.float64 else torch.float32) * ctx.factor
+        factor = grad_output.to(ctx.dtype) * ctx.factor  # the forward's compute dtype
         grad, ctx.difference = ctx.difference, None
         with torch.autocast(device_type=grad_output.device.type, enabled=False):
             if grad is not None:
