@@ -1,8 +1,13 @@
-"""Tiny studies for the launcher tests, written into a temporary directory."""
+"""Tiny studies for the launcher tests, written into a temporary directory, and ``run_cli``: the
+command line run in-process, its output captured."""
 
+import contextlib
+import io
 from pathlib import Path
 
 import yaml
+
+from kdbench.cli import main
 
 TINY_BASE = {
     "task": "seg",
@@ -20,3 +25,11 @@ def write_study(directory: Path, name: str, methods=None, seeds=(0,), **extra) -
     path = directory / f"{name}.yaml"
     path.write_text(yaml.safe_dump(spec))
     return path
+
+
+def run_cli(*args) -> tuple[int, str, str]:
+    """``kdbench <args>`` in this process: (exit code, stdout, stderr)."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(list(args))
+    return code, out.getvalue(), err.getvalue()

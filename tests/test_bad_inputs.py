@@ -3,8 +3,6 @@ exit code 2 and exactly one stderr line ``kdbench <verb>: error: <file>: <key pa
 matches the case's expectation, with no traceback, nothing written under the results directory or
 the run's output directory, and, for launch, nothing submitted."""
 
-import contextlib
-import io
 import re
 import subprocess
 import sys
@@ -12,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from kdbench.cli import main
+from tests.launch_helpers import run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 CORPUS = ROOT / "tests" / "bad_inputs"
@@ -34,13 +32,6 @@ def expectation(path: Path) -> tuple[str, tuple[str, ...]]:
 STUDY_CASES = sorted(CORPUS.glob("*.yaml"))
 RUN_CASES = sorted(CORPUS.glob("*.json"))
 CASES = [(path, verb) for path in STUDY_CASES + RUN_CASES for verb in expectation(path)[1]]
-
-
-def run_cli(*args):
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main(list(args))
-    return code, out.getvalue(), err.getvalue()
 
 
 def test_the_corpus_has_well_over_30_cases_of_every_kind():

@@ -1,8 +1,6 @@
 """Reports rendered from a hand-written results store: the numbers, the runs without a result,
 the CWD sentence, provenance, escaping, and the HTML as a real browser shows it."""
 
-import contextlib
-import io
 import re
 import shutil
 import subprocess
@@ -11,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from kdbench.cli import main
 from reports.render import render
+from tests.launch_helpers import run_cli
 from tests.results_fixtures import SCRIPT, make_store
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -26,13 +24,6 @@ def report(tmp_path_factory):
     study, results = make_store(tmp_path)
     written = render(study, results, ("html", "md"))
     return study, results, written["html"].read_text(), written["md"].read_text(), written
-
-
-def run_cli(*args):
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main(list(args))
-    return code, out.getvalue(), err.getvalue()
 
 
 def test_markdown_tables_reproduce_mean_std_n_and_delta(report):
