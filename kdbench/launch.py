@@ -22,6 +22,7 @@ from pathlib import Path
 
 from kdbench import jobs, store
 from kdbench.errors import UserError
+from kdbench.schema import safe_name
 from kdbench.study import PlannedRun, Study
 
 
@@ -99,7 +100,7 @@ def _resources(study: Study, options: LaunchOptions) -> dict:
     resources = {**study.resources, "array_parallelism": 64,
                  **{k: v for k, v in options.resources.items() if v is not None}}
     partition = resources.get("partition")
-    if partition is not None and not (partition and all(c.isalnum() or c in "_-." for c in partition)):
+    if partition is not None and not safe_name(partition):
         raise UserError(f"--partition: {partition!r} must be letters, digits, '_', '-' or '.'")
     for key in ("gpus", "cpus", "mem_gb", "time_min"):
         if not isinstance(resources[key], int) or resources[key] < (0 if key == "gpus" else 1):

@@ -93,6 +93,12 @@ def copy_data(value: Any) -> Any:
     return copy.deepcopy(value)
 
 
+def safe_name(text: str) -> bool:
+    """Whether ``text`` is a non-empty name of letters, digits, '_', '-' and '.' only: safe as a
+    directory name and in a batch script."""
+    return bool(text) and all(c.isalnum() or c in "_-." for c in text)
+
+
 def join(path: str, key: str | int) -> str:
     """``join("a.b", "c") == "a.b.c"``; ``join("a", 2) == "a[2]"``."""
     if isinstance(key, int):

@@ -20,7 +20,7 @@ from kdbench.configs import resolve_config
 from kdbench.errors import UserError
 from kdbench.ids import run_id
 from kdbench.runspec import TOP_KEYS, validate_run, validate_term
-from kdbench.schema import Checker, copy_data, join
+from kdbench.schema import Checker, copy_data, join, safe_name
 
 STUDY_KEYS = ("name", "description", "revision", "defaults", "base", "teacher_run", "methods", "grid",
               "zip", "exclude", "seeds", "baselines", "resources", "references")
@@ -220,7 +220,7 @@ def _load_study(path: str | Path, results_root: str | Path) -> Study:
             raise check.fail("defaults", f"{parent_path} has defaults of its own; only one level is allowed")
         data = _merge(parent, {k: v for k, v in data.items() if k != "defaults"})
     name = check.string(data.get("name", path.stem), "name")
-    if not all(c.isalnum() or c in "_-." for c in name) or name.startswith("."):
+    if not safe_name(name) or name.startswith("."):
         raise check.fail("name", f"{name!r} must be letters, digits, '_', '-' or '.' (it names a directory)")
     revision = check.integer(data.get("revision", 0), "revision", minimum=0)
     base_keys = [k for k in TOP_KEYS if k not in ("name", "out", "seed")]
@@ -244,7 +244,7 @@ def _load_study(path: str | Path, results_root: str | Path) -> Study:
         check.integer(resources[key], join("resources", key), minimum=0 if key == "gpus" else 1)
     if resources["partition"] is not None:
         check.string(resources["partition"], "resources.partition")
-        if not all(c.isalnum() or c in "_-." for c in resources["partition"]):  # it goes into a batch script
+        if not safe_name(resources["partition"]):  # it goes into a batch script
             raise check.fail("resources.partition", f"{resources['partition']!r} must be letters, digits, '_', "
                                                     f"'-' or '.'")
     for index, reference in enumerate(check.sequence(data.get("references", []), "references")):
