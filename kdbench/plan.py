@@ -12,10 +12,6 @@ from kdbench.study import Study
 from kdbench.table import text_table
 
 
-def run_dir(results_root: str | Path, study: Study, run_id: str) -> Path:
-    return Path(results_root) / study.name / run_id
-
-
 def resources_text(resources: dict) -> str:
     parts = [f"{resources['gpus']} gpu", f"{resources['cpus']} cpu", f"{resources['mem_gb']}G",
              f"{resources['time_min']}m"]
