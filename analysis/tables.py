@@ -65,7 +65,8 @@ def _axis_columns(cells: pd.DataFrame) -> list[str]:
     return [c for c in aggregate.axes_of_table(cells) if c != "method"]
 
 
-def _setting(row, axis_columns: list[str]) -> str:
+def setting(row, axis_columns: list[str]) -> str:
+    """A cell's label: ``cwd_logits, tau 4, weight 3`` (its method, then each axis and its value)."""
     parts = [str(row["method"])] + [f"{fmt.axis_label(a[5:])} {fmt.axis_value(a, row[a])}" for a in axis_columns]
     return ", ".join(parts)
 
@@ -89,7 +90,7 @@ def seed_table(cells: pd.DataFrame, metric: str) -> Table:
                           f"(S) the student trained without distillation; {BEST_CAPTION}.")
     axes = [a for a in _axis_columns(cells) if not a.endswith(".config")]  # configs: own columns
     for row in cells.to_dict("records"):
-        where = _setting(row, axes) + (f" @ {row['location']}" if row.get("location") else "")
+        where = setting(row, axes) + (f" @ {row['location']}" if row.get("location") else "")
         table.rows.append([Cell(where), Cell(fmt.value(row.get("dataset"))), Cell(fmt.value(row.get("teacher_config"))),
                            Cell(fmt.value(row.get("student_config"))),
                            Cell(_stat(row, metric), score=_score(row, metric)),
@@ -281,7 +282,7 @@ def cost_table(cells: pd.DataFrame, baselines: pd.DataFrame, teachers: pd.DataFr
     for row in baselines.to_dict("records") if len(baselines) else []:
         table.rows.append(line(_group_label("student", row, len(baselines)), row, 1.0))
     for row in cells.to_dict("records") if len(cells) else []:
-        table.rows.append(line(_setting(row, axes), row, row.get("slowdown")))
+        table.rows.append(line(setting(row, axes), row, row.get("slowdown")))
     return table
 
 

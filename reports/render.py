@@ -119,8 +119,7 @@ def cwd_sentences(verdicts: list[dict], metric: str) -> tuple[str, list[str]]:
     lines = []
     for verdict in verdicts:
         cell = verdict["cell"]
-        name = ", ".join([str(cell["method"])] + [f"{fmt.axis_label(c[5:])} {fmt.axis_value(c, cell[c])}"
-                                                   for c in cell if c.startswith("axis:")])
+        name = tables.setting(cell, [c for c in cell if c.startswith("axis:")])
         measured = fmt.mean_std(cell[f"{metric}|mean"], cell[f"{metric}|std"], cell[f"{metric}|n"])
         baseline = fmt.mean_std(cell[f"baseline|{metric}|mean"], cell[f"baseline|{metric}|std"],
                                 cell[f"baseline|{metric}|n"])
@@ -167,9 +166,7 @@ def collapse_warnings(cell_table, baselines, teachers) -> list[str]:
     axes = [c for c in cell_table.columns if c.startswith("axis:")] if len(cell_table) else []
     for row in cell_table.to_dict("records") if len(cell_table) else []:
         if row.get("collapsed", 0):
-            name = ", ".join([str(row["method"])] + [f"{fmt.axis_label(c[5:])} {fmt.axis_value(c, row[c])}"
-                                                      for c in axes])
-            warnings.append(f"warning: {_collapsed_runs(row, name)}.")
+            warnings.append(f"warning: {_collapsed_runs(row, tables.setting(row, axes))}.")
     return warnings
 
 
