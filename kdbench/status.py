@@ -56,7 +56,9 @@ def run_states_of(study: Study, scanned: dict[str, tuple[store.RunFiles, dict | 
             state = "interrupted"
         states[planned.run_id] = state
     reasons = {}
-    for planned in _teachers_first(study):
+    # A run depends on at most its teacher, and a teacher on nothing (load_study lists teachers
+    # first, too): no state this loop sets is one it reads, so the study's order will do.
+    for planned in study.runs:
         if states[planned.run_id] != "missing":
             continue
         failed = next((d for d in planned.depends_on if states.get(d) in ("failed", "diverged", "corrupt", "blocked")),
@@ -73,24 +75,6 @@ def run_states_of(study: Study, scanned: dict[str, tuple[store.RunFiles, dict | 
                      "state": states[planned.run_id], "executor": job.get("executor"), "job_id": job.get("job_id"),
                      "reason": reasons.get(planned.run_id)})
     return rows
-
-
-def _teachers_first(study: Study) -> list:
-    """The study's runs, each after the runs it depends on."""
-    by_id = {p.run_id: p for p in study.runs}
-    ordered: dict[str, object] = {}
-
-    def visit(planned, depth=0):
-        if planned.run_id in ordered or depth > len(by_id):
-            return
-        for dependency in planned.depends_on:
-            if dependency in by_id:
-                visit(by_id[dependency], depth + 1)
-        ordered[planned.run_id] = planned
-
-    for planned in study.runs:
-        visit(planned)
-    return list(ordered.values())
 
 
 def format_status(study: Study, rows: list[dict]) -> str:
