@@ -1,5 +1,5 @@
 """Seeds aggregated into cells: mean, sample std (ddof 1) and n per cell, Δ against the student
-baseline, the teacher's metric, the best cell, and published reference numbers.
+baseline, the teacher's metric, and published reference numbers.
 
 Only complete runs with a finite metric enter a mean; every other run is counted by state
 (``failed``, ``diverged``, ...) in the cell it belongs to, never averaged in.
@@ -147,9 +147,8 @@ def cells(frame: pd.DataFrame) -> pd.DataFrame:
     """One row per cell: axis values, per-metric mean/std/n, state counts, Δ and the teacher's metric.
 
     Columns ``<metric>|mean|std|n``, ``<metric>|delta`` (cell mean minus its baseline's mean),
-    ``baseline|<metric>|mean|std|n``, ``teacher|<metric>|mean|n``, ``best|<metric>`` (the highest
-    mean among all cells) and ``best|delta``. The report's bold marks are decided per rendered
-    column by analysis.tables.mark_best, not from these.
+    ``baseline|<metric>|mean|std|n`` and ``teacher|<metric>|mean|n``. Which cell is best (bold in
+    the report) is decided per rendered column by analysis.tables.mark_best.
     """
     part = frame[frame["kind"] == "cell"]
     if not len(part):
@@ -166,11 +165,6 @@ def cells(frame: pd.DataFrame) -> pd.DataFrame:
             table[f"baseline|{column}"] = [by_baseline.get(k, math.nan) for k in table["baseline_key"]]
             table[f"teacher|{column}"] = [by_teacher.get(k, math.nan) for k in table["teacher_key"]]
         table[f"{metric}|delta"] = table[f"{metric}|mean"] - table[f"baseline|{metric}|mean"]
-        best = table[f"{metric}|mean"].max(skipna=True)
-        table[f"best|{metric}"] = table[f"{metric}|mean"].eq(best) & np.isfinite(best)
-    primary = metrics[0]
-    best_delta = table[f"{primary}|delta"].max(skipna=True)
-    table["best|delta"] = table[f"{primary}|delta"].eq(best_delta) & np.isfinite(best_delta)
     seconds = "cost:seconds_per_iter|mean"
     if seconds in table:
         table["slowdown"] = table[seconds] / [base[seconds].get(k, math.nan) if base is not None and seconds in base
