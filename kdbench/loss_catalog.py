@@ -51,14 +51,25 @@ def _signature(init: ast.FunctionDef) -> dict[str, Any]:
 
 
 @cache
-def _scan() -> tuple[str, dict[str, dict[str, Any]] | None]:
-    """(hash of the losses' source, {name: parameters}) or (hash, None) when the scan is unsure."""
+def _sources() -> tuple[str, tuple[tuple[str, str], ...]]:
+    """(hash of the losses' source, (file name, text) of each file): one read of the files, no
+    parse, so a saved study expansion is checked without the scan."""
     digest = hashlib.sha256()
-    found: dict[str, dict[str, Any]] = {}
-    sure = True
+    texts = []
     for path in sorted(SOURCES.glob("*.py")):
         text = path.read_text()
         digest.update(path.name.encode() + b"\0" + text.encode() + b"\0")
+        texts.append((path.name, text))
+    return digest.hexdigest()[:20], tuple(texts)
+
+
+@cache
+def _scan() -> tuple[str, dict[str, dict[str, Any]] | None]:
+    """(hash of the losses' source, {name: parameters}) or (hash, None) when the scan is unsure."""
+    found: dict[str, dict[str, Any]] = {}
+    sure = True
+    source_digest, texts = _sources()
+    for _, text in texts:
         if "register" not in text:
             continue
         registered = 0
@@ -81,12 +92,12 @@ def _scan() -> tuple[str, dict[str, dict[str, Any]] | None]:
             registered += 1
         if registered != text.count("@register("):  # one elsewhere (nested, aliased): ask the registry
             sure = False
-    return digest.hexdigest()[:20], (found if sure else None)
+    return source_digest, (found if sure else None)
 
 
 def source_hash() -> str:
-    """A hash of the losses' source: what the answers depend on."""
-    return _scan()[0]
+    """A hash of the losses' source: what the answers depend on (read, not parsed)."""
+    return _sources()[0]
 
 
 def _registry():
@@ -112,7 +123,7 @@ def parameters(name: str) -> dict[str, Any]:
 def _cache_file() -> Path:
     from kdbench.cache import cache_root
 
-    return cache_root() / "terms" / f"{_scan()[0]}.json"
+    return cache_root() / "terms" / f"{source_hash()}.json"
 
 
 def _load() -> None:
