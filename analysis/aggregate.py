@@ -204,6 +204,16 @@ def location_kinds(cell_table: pd.DataFrame) -> dict[str, tuple[str, str]]:
     return {method: (str(method) if counts[where] > 1 else where[0], where[1]) for method, where in placed.items()}
 
 
+def table2_kinds(cell_table: pd.DataFrame) -> dict[str, tuple[str, str]]:
+    """``location_kinds`` where the paper's Table 2 layout applies (the cells differ by method alone
+    and span two or more method families; with one family the location table says it), else {}.
+    Table 2 and its bar figure both ask here."""
+    if cell_table.empty or len(axes_of_table(cell_table)) > 1:
+        return {}
+    kinds = location_kinds(cell_table)
+    return kinds if len({family for family, _ in kinds.values()}) >= 2 else {}
+
+
 def read_references(study_path: Path, names: list[str]) -> pd.DataFrame:
     """Published numbers from ``studies/references/*.csv`` (with the file each row came from)."""
     frames = []

@@ -97,5 +97,13 @@ def axis_label(axis: str) -> str:
     return axis
 
 
+KIND_LABELS = {"feature": "feature map", "logits": "logits", "feature + logits": "feature map + logits"}
+
+
+def kind_label(kind) -> str:
+    """What a location kind (analysis.collect.location_kind) is called in a report: ``feature map``."""
+    return KIND_LABELS.get(kind, MISSING)
+
+
 def count_noun(count: int, noun: str) -> str:
     return f"{count} {noun}{'' if count == 1 else 's'}"

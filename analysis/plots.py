@@ -36,7 +36,6 @@ MAX_DASHED = 12   # the training curves draw at most this many runs without a re
 SPATIAL = ("pi", "at", "local", "pa", "ifvd", "ho", "fitnets")  # distil over positions (per channel or pixel)
 CHANNEL_WISE = ("cwd",)                                          # a distribution over positions, per channel
 NORM_AXIS, DIVERGENCE_AXIS = "axis:term.params.norm", "axis:term.params.divergence"
-KIND_ORDER = {"feature": "feature map", "logits": "logits"}
 
 
 @dataclass
@@ -274,18 +273,16 @@ def family_label(family: str) -> str:
 def location_bars(frame: pd.DataFrame, cell_table: pd.DataFrame, metric: str) -> Figure | None:
     """The paper's Table 2 as bars: grouped by where the method distils (feature map, logits), one
     bar per method, channel-wise (CWD, in warm colours) apart from spatial ones (cool colours)."""
-    if cell_table.empty or [c for c in aggregate.axes_of_table(cell_table) if c != "method"]:
-        return None
-    placed = aggregate.location_kinds(cell_table)
-    if len({family for family, _ in placed.values()}) < 2:
+    placed = aggregate.table2_kinds(cell_table)
+    if not placed:
         return None
     students = _students(frame, metric)
     data = students[students["method"].isin(list(placed))]
     if data.empty:
         return None
-    data = data.assign(where=[KIND_ORDER[placed[m][1]] for m in data["method"]],
+    data = data.assign(where=[fmt.kind_label(placed[m][1]) for m in data["method"]],
                        family=[family_label(placed[m][0]) for m in data["method"]])
-    order = [label for kind, label in KIND_ORDER.items() if label in set(data["where"])]
+    order = [fmt.kind_label(kind) for kind in ("feature", "logits") if fmt.kind_label(kind) in set(data["where"])]
     families = list(dict.fromkeys(family_label(f) for f, _ in placed.values()))
     families = [f for f in families if f in set(data["family"])]
     channel = [f for f in families if f.endswith("(channel-wise)")]

@@ -135,16 +135,14 @@ def results_table(cells: pd.DataFrame, baselines: pd.DataFrame, teachers: pd.Dat
 
 def table2(cells: pd.DataFrame, metric: str, matches: pd.DataFrame) -> Table | None:
     """The paper's Table 2 layout: method family x {feature map, logits}, with published numbers."""
-    if cells.empty or _axis_columns(cells):
-        return None
-    kinds = aggregate.location_kinds(cells)
-    if len({family for family, _ in kinds.values()}) < 2:  # one method family: the location table says it
+    kinds = aggregate.table2_kinds(cells)
+    if not kinds:
         return None
     published = {}
     for match in matches.to_dict("records") if len(matches) else []:
         if match["cell"] is not None and match["cell"]["method"] in kinds:
             published[match["cell"]["method"]] = match["reference"]["value"]
-    columns = [("feature", "Feature map"), ("logits", "Logits")]
+    columns = [(kind, fmt.kind_label(kind).capitalize()) for kind in ("feature", "logits")]
     header = ["Method"] + [title for _, title in columns]
     if published:
         header += [f"{title} (published)" for _, title in columns]
@@ -169,9 +167,6 @@ def table2(cells: pd.DataFrame, metric: str, matches: pd.DataFrame) -> Table | N
     return mark_best(table)
 
 
-KIND_LABELS = {"feature": "feature map", "logits": "logits", "feature + logits": "feature map + logits"}
-
-
 def location_table(cells: pd.DataFrame, metric: str) -> Table | None:
     """Where to distil: one row per cell when the cells differ only by where their terms sit (one
     set of term methods, no other grid axis, two or more student locations)."""
@@ -191,7 +186,7 @@ def location_table(cells: pd.DataFrame, metric: str) -> Table | None:
                           f"(a classifier such as decode_head.conv_seg: logits; any other module: feature map); "
                           f"{BEST_CAPTION}.")
     for row in rows:
-        table.rows.append([Cell(str(row["method"])), Cell(KIND_LABELS.get(row.get("location_kind"), fmt.MISSING)),
+        table.rows.append([Cell(str(row["method"])), Cell(fmt.kind_label(row.get("location_kind"))),
                            Cell(str(row["location"])), _joined(pd.DataFrame([row]), metric)])
     return mark_best(table)
 
