@@ -112,15 +112,24 @@ def method_bars(frame: pd.DataFrame, metric: str) -> Figure | None:
                   _png(figure))
 
 
+def sweep_axes(cells: pd.DataFrame) -> list[str]:
+    """The term axes (tau, weight) whose values in ``cells`` (rows of one kind, cell) are all finite
+    numbers, two or more of them: the axes a sweep figure plots a metric against."""
+    found = []
+    for column in [c for c in cells.columns if c.startswith("axis:term.")]:
+        values = pd.to_numeric(cells[column], errors="coerce")
+        if len(values) and np.isfinite(values.to_numpy(dtype=float)).all() and values.nunique() > 1:
+            found.append(column)
+    return found
+
+
 def sweeps(frame: pd.DataFrame, metric: str) -> list[Figure]:
     """One figure per numeric term axis (tau, weight): metric vs value, one line per method."""
     figures = []
     cells = _students(frame, metric)
     cells = cells[cells["kind"] == "cell"]
-    for axis_column in [c for c in aggregate.axes_of(frame) if c.startswith("axis:term.")]:
+    for axis_column in sweep_axes(cells):
         values = pd.to_numeric(cells[axis_column], errors="coerce")
-        if cells.empty or values.isna().any() or values.nunique() < 2:
-            continue
         data = cells.assign(**{axis_column: values})
         figure, axis = plt.subplots(figsize=(6, 4))
         sns.lineplot(data=data, x=axis_column, y=metric, hue="series", errorbar="sd", err_style="bars",

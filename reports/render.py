@@ -101,11 +101,8 @@ def _environments(frame) -> list[dict]:
 
 def sweep_note(frame) -> str:
     """One line saying why there are no sweep figures, when the study varies no numeric term axis."""
-    cells = frame[frame["kind"] == "cell"]
-    for column in aggregate.axes_of(frame):
-        if column.startswith("axis:term.") and all(fmt.is_number(v) for v in cells[column]) \
-                and cells[column].nunique() > 1:
-            return ""
+    if plots.sweep_axes(frame[frame["kind"] == "cell"]):
+        return ""
     return ("No sweep figures: this study varies no τ or α (no numeric term axis such as term.params.tau or "
             "term.weight with two or more values), so there is nothing to plot a metric against.")
 
