@@ -287,13 +287,14 @@ def _bench(args: argparse.Namespace) -> int:
         tables[suite] = module.format_rows(suite_rows)
         print(tables[suite], flush=True)
         rows.extend(suite_rows)
+    facts = machine() if args.json or args.markdown else None  # one look at the machine for both files
     if args.json:
-        write_json_atomic(args.json, {"machine": machine(), "suites": list(suites), "results": rows})
+        write_json_atomic(args.json, {"machine": facts, "suites": list(suites), "results": rows})
         print(f"kdbench bench: wrote {args.json}")
     if args.markdown:
         from kdbench.bench.machine import markdown
 
-        write_text_atomic(args.markdown, markdown(machine(), tables, " ".join(["kdbench bench", *sys.argv[2:]])))
+        write_text_atomic(args.markdown, markdown(facts, tables, " ".join(["kdbench bench", *sys.argv[2:]])))
         print(f"kdbench bench: wrote {args.markdown}")
     disagree = [r for r in rows if r.get("agrees") is False]
     for row in disagree:
