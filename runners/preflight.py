@@ -27,6 +27,7 @@ from kdbench import store
 from kdbench.configs import resolve_config
 from kdbench.errors import UserError
 from runners.model_facts import cache_root, input_size, module_names, output_shapes, write_cache
+from runners.teacher_run import teacher_run_checkpoint
 
 
 # -- one interface for studies and run files --------------------------------------------------
@@ -39,17 +40,6 @@ class Site:
     field_key: Callable[[str], str]         # "teacher.checkpoint" -> "file: base.teacher.checkpoint"
     own_teacher: bool = False               # its {run: DIR} teacher is trained by the same study
     data_hint: str = ""                     # appended to a dataset-root error
-
-
-def teacher_run_hint(run_dir) -> str:
-    """How to produce a missing teacher run: the shipped run file of that name when there is one."""
-    run_dir = Path(run_dir)
-    shipped = Path(__file__).resolve().parents[1] / "studies" / "runs" / f"{run_dir.name}.json"
-    where = "" if run_dir.is_absolute() else f" (relative to {Path.cwd()})"
-    if shipped.is_file():
-        shown = os.path.relpath(shipped)
-        return f"run it first{where}: kdbench run {shipped if shown.startswith('..') else shown}"
-    return f"run it first{where} (kdbench run on its run file)"
 
 
 def check_sites(sites: list[Site], models: bool = True, files: bool = True) -> None:
@@ -115,12 +105,6 @@ def check_run(run: dict, source: str) -> None:
                       lambda path: f"{source}: {path}")])
 
 
-def check_locations(study) -> None:
-    """Raise a one-line UserError for the first distilled location that is not in its model."""
-    for site in study_sites(study):
-        _check_locations(site)
-
-
 # -- the checks -------------------------------------------------------------------------------
 _ZIP_END = b"PK\x05\x06"
 
@@ -159,12 +143,7 @@ def _check_files(site: Site) -> None:
         ckpt = teacher.get("checkpoint")
         where = site.field_key("teacher.checkpoint")
         if isinstance(ckpt, dict) and not site.own_teacher:
-            run_dir = Path(ckpt["run"])
-            final = store.read_json(run_dir / store.FINAL)
-            if store.run_state(run_dir) != "complete" or not isinstance(final.get("checkpoint"), str):
-                raise UserError(f"{where}.run: {str(run_dir)!r} holds no complete teacher run; "
-                                f"{teacher_run_hint(run_dir)}, or give the checkpoint's path or URL")
-            ckpt_path = str(run_dir / final["checkpoint"])
+            ckpt_path = teacher_run_checkpoint(ckpt["run"], where)
             problem = checkpoint_problem(ckpt_path)
             if problem:
                 raise UserError(f"{where}.run: the teacher's weights {ckpt_path!r} {problem}")

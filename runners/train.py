@@ -130,15 +130,10 @@ def _device(run: dict) -> str:
 def _teacher_checkpoint(teacher: dict) -> tuple[str, bool]:
     ckpt = teacher["checkpoint"]
     if isinstance(ckpt, dict):
-        run_dir = Path(ckpt["run"])
-        final = store.read_json(run_dir / store.FINAL)
-        if store.run_state(run_dir) != "complete" or not final.get("checkpoint"):
-            from runners.preflight import teacher_run_hint
+        from runners.teacher_run import teacher_run_checkpoint
 
-            raise UserError(f"teacher.checkpoint.run: {run_dir} holds no complete teacher run; "
-                            f"{teacher_run_hint(run_dir)}")
         # Written by kdbench itself as a plain state dict: safe with weights_only=True.
-        return str(run_dir / final["checkpoint"]), False
+        return teacher_run_checkpoint(ckpt["run"], "teacher.checkpoint"), False
     return ckpt, teacher["trusted"]
 
 
@@ -310,7 +305,8 @@ def _train_and_evaluate(run: dict, out: Path) -> dict:
         randomness={"seed": run["seed"]},
         default_scope=scope,
         launcher=launcher,
-        env_cfg={"cudnn_benchmark": False, "dist_cfg": {"backend": "nccl" if device == "cuda" else "gloo"}},
+        # GPUs: NCCL through mmengine's launcher; CPU-only multi-task jobs joined gloo above
+        env_cfg={"cudnn_benchmark": False, "dist_cfg": {"backend": "nccl"}},
         # DDP of a CPU module takes no device ids (mmengine's default names the local GPU)
         cfg=({"model_wrapper_cfg": {"type": "MMDistributedDataParallel", "device_ids": None,
                                     "broadcast_buffers": False}} if cpu_ranks else None),

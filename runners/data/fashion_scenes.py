@@ -238,7 +238,7 @@ def _write_file(path: Path, data: bytes) -> None:
         f.write(data)
 
 
-def _coco(split: str, h: int, w: int, images: list, annotations: list) -> bytes:
+def _coco(split: str, images: list, annotations: list) -> bytes:
     doc = {
         "info": {
             "description": f"kdbench fashion_scenes ({split}): Fashion-MNIST objects on "
@@ -326,7 +326,7 @@ def generate(root: str | os.PathLike, **params: Any) -> dict[str, Any]:
             for a in anns:
                 a.pop("object_index")
                 annotations.append({"id": len(annotations) + 1, "image_id": i + 1, **a})
-        writer.write(f"annotations/instances_{s}.json", _coco(s, h, w, images, annotations))
+        writer.write(f"annotations/instances_{s}.json", _coco(s, images, annotations))
         num_anns[s] = len(annotations)
 
     manifest = {
