@@ -58,6 +58,9 @@ def _png(figure) -> bytes:
 
 
 def _students(frame: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """The cell and student-baseline runs that can be drawn (complete, finite metric), each with its
+    ``label`` and ``series``. The figures take it as ``students`` where all_figures has built it
+    once; called alone, they build it."""
     part = frame[frame["kind"].isin(["cell", "student_baseline"]) & aggregate.usable(frame, metric)].copy()
     axes = [a for a in aggregate.axes_of(frame) if a != "method"]
     columns = {a: part[a].tolist() for a in axes}  # column by column: rows of arrow strings are slow
@@ -80,8 +83,8 @@ def _reference_lines(axis, frame: pd.DataFrame, metric: str) -> None:
                 axis.axhspan(mean - std, mean + std, color="grey", alpha=0.12)
 
 
-def method_bars(frame: pd.DataFrame, metric: str) -> Figure | None:
-    data = _students(frame, metric)
+def method_bars(frame: pd.DataFrame, metric: str, students: pd.DataFrame | None = None) -> Figure | None:
+    data = _students(frame, metric) if students is None else students
     if data.empty:
         return None
     order = [BASELINE] + list(dict.fromkeys(data.loc[data["kind"] == "cell", "label"]))
@@ -123,10 +126,10 @@ def sweep_axes(cells: pd.DataFrame) -> list[str]:
     return found
 
 
-def sweeps(frame: pd.DataFrame, metric: str) -> list[Figure]:
+def sweeps(frame: pd.DataFrame, metric: str, students: pd.DataFrame | None = None) -> list[Figure]:
     """One figure per numeric term axis (tau, weight): metric vs value, one line per method."""
     figures = []
-    cells = _students(frame, metric)
+    cells = _students(frame, metric) if students is None else students
     cells = cells[cells["kind"] == "cell"]
     for axis_column in sweep_axes(cells):
         values = pd.to_numeric(cells[axis_column], errors="coerce")
@@ -248,12 +251,12 @@ def _bars(data: pd.DataFrame, metric: str, x: str, hue: str, order: list, hue_or
     return Figure(key, title, caption + zoom, _png(figure), data)
 
 
-def norm_divergence_bars(frame: pd.DataFrame, metric: str) -> Figure | None:
+def norm_divergence_bars(frame: pd.DataFrame, metric: str, students: pd.DataFrame | None = None) -> Figure | None:
     """The paper's normalisation x divergence ablation: bars per normalisation (channel, spatial,
     channel_mean, none), one colour per divergence (kl, mse), error bars the seeds' std."""
     if NORM_AXIS not in frame or DIVERGENCE_AXIS not in frame:
         return None
-    students = _students(frame, metric)
+    students = _students(frame, metric) if students is None else students
     data = students[students["kind"] == "cell"]
     if data.empty:
         return None
@@ -279,13 +282,14 @@ def family_label(family: str) -> str:
     return f"{family} (spatial)" if family in SPATIAL else family
 
 
-def location_bars(frame: pd.DataFrame, cell_table: pd.DataFrame, metric: str) -> Figure | None:
+def location_bars(frame: pd.DataFrame, cell_table: pd.DataFrame, metric: str,
+                  students: pd.DataFrame | None = None) -> Figure | None:
     """The paper's Table 2 as bars: grouped by where the method distils (feature map, logits), one
     bar per method, channel-wise (CWD, in warm colours) apart from spatial ones (cool colours)."""
     placed = aggregate.table2_kinds(cell_table)
     if not placed:
         return None
-    students = _students(frame, metric)
+    students = _students(frame, metric) if students is None else students
     data = students[students["method"].isin(list(placed))]
     if data.empty:
         return None
@@ -367,7 +371,8 @@ def gain_vs_cost(cell_table: pd.DataFrame, metric: str) -> Figure | None:
 
 def all_figures(frame: pd.DataFrame, cell_table: pd.DataFrame, curve_frame: pd.DataFrame, metric: str) -> list[Figure]:
     sns.set_theme(style="whitegrid", context="notebook")
-    figures = [method_bars(frame, metric), norm_divergence_bars(frame, metric),
-               location_bars(frame, cell_table, metric), *sweeps(frame, metric), curves(curve_frame, metric),
-               gain_vs_cost(cell_table, metric)]
+    students = _students(frame, metric)  # the student runs of every figure below, labelled once
+    figures = [method_bars(frame, metric, students), norm_divergence_bars(frame, metric, students),
+               location_bars(frame, cell_table, metric, students), *sweeps(frame, metric, students),
+               curves(curve_frame, metric), gain_vs_cost(cell_table, metric)]
     return [f for f in figures if f is not None]
