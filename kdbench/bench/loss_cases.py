@@ -1,0 +1,211 @@
+"""What the loss suite compares: its cases (every registered distillation method at the settings of
+``studies/paper_table2_cityscapes.yaml``, on the paper's logits and feature-map shapes), their
+inputs, and the two formulations of each (kdbench's module and the plain-autograd reference of
+kdbench/bench/references.py), called alike. ``kdbench.bench.losses`` checks and times them;
+``kdbench.bench.memory`` measures their peak memory."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from kdbench.bench.references import (
+    IGNORE,
+    reference_at,
+    reference_cwd,
+    reference_fitnets,
+    reference_ho_critic_step,
+    reference_ho_student,
+    reference_ifvd,
+    reference_local,
+    reference_norm_divergence,
+    reference_pa,
+    reference_pi,
+)
+
+SHAPES = {"logits": (8, 19, 64, 128), "feature_map": (8, 512, 64, 64)}
+N_CLASSES = 19
+
+
+@dataclass(frozen=True)
+class Case:
+    """One method (with its parameters) on one input; ``term`` is "loss" (forward + backward of the
+    loss) or "critic_step" (HO's discriminator update, which does its own backward)."""
+
+    method: str
+    input: str
+    params: dict = field(default_factory=dict)
+    variant: str = ""  # a label that tells apart cases of one method (norm x divergence)
+    term: str = "loss"
+    max_scale: float = 1.0  # the largest spatial scale this case runs at on a CPU, and why
+    scale_reason: str = ""
+    targets: bool = False
+
+    @property
+    def name(self) -> str:
+        label = self.method + (f"({self.variant})" if self.variant else "")
+        return label + (" critic step" if self.term == "critic_step" else "")
+
+    @property
+    def key(self) -> str:
+        return f"{self.name}/{self.input}"
+
+
+def _cases() -> list[Case]:
+    # Weights and temperatures: studies/paper_table2_cityscapes.yaml (CWD: the paper's T = 4 and
+    # alpha = 3 on logits, 50 on the feature map; the baselines at their authors' defaults). The
+    # ablation's (channel, kl) cell is CWD's own kernel: on the logits only (the cwd rows cover it).
+    both = ("logits", "feature_map")
+    cases = [Case("cwd", x, {"tau": 4.0, "loss_weight": 3.0 if x == "logits" else 50.0}, targets=True) for x in both]
+    for norm, divergence, inputs in [("channel", "kl", ("logits",)), ("spatial", "kl", both),
+                                     ("channel_mean", "kl", both), ("none", "kl", both),
+                                     ("channel", "mse", ("logits",)), ("spatial", "mse", ("logits",))]:
+        params = {"norm": norm, "divergence": divergence, "tau": 4.0 if divergence == "kl" else 1.0}
+        cases += [Case("norm_divergence", x, params, variant=f"{norm}, {divergence}") for x in inputs]
+    cases += [Case("pi", x, {"tau": 1.0, "loss_weight": 10.0}) for x in both]
+    cases += [Case("at", x, {"loss_weight": 1e4}) for x in both]
+    cases += [Case("fitnets", "feature_map", {"loss_weight": 10.0})]
+    cases += [Case("local", "logits", {"loss_weight": 1.0}),
+              Case("local", "feature_map", {"loss_weight": 1.0}, max_scale=0.25,
+                   scale_reason="time: the unfolded reference holds 9 copies of each map and the replicate "
+                                "padding's backward is slow on a CPU; at half size one reference forward + "
+                                "backward already takes about 4 s on 2 cores")]
+    cases += [Case("pa", x, {"pool_scale": 0.5, "loss_weight": 1.0}) for x in both]
+    cases += [Case("ifvd", "logits", {"loss_weight": 200.0}),
+              Case("ifvd", "feature_map", {"loss_weight": 200.0}, max_scale=0.5,
+                   scale_reason="time: the per-class reference makes 19 masked copies of the map; at half size "
+                                "one reference forward + backward takes about 1 s on 2 cores")]
+    cases += [Case("ho", "logits", {"loss_weight": 0.001}),
+              Case("ho", "logits", {"loss_weight": 0.001}, term="critic_step")]
+    return cases
+
+
+CASES = _cases()
+
+
+def cases(methods=None) -> list[Case]:
+    """The cases of the given registered methods (all when None); an unknown name is an error."""
+    from kdbench import losses
+    from kdbench.errors import UserError
+
+    registered = losses.available()
+    uncovered = sorted(set(registered) - {case.method for case in CASES})
+    if uncovered:  # a method added to the registry must get a case and a reference here
+        raise UserError(f"bench losses: no benchmark case for {', '.join(uncovered)}")
+    if methods is None:
+        return list(CASES)
+    unknown = sorted(set(methods) - set(registered))
+    if unknown:
+        raise UserError(f"bench losses: unknown method(s) {', '.join(unknown)}; valid: {', '.join(registered)}")
+    return [case for case in CASES if case.method in set(methods)]
+
+
+def scaled(shape: tuple, scale: float) -> tuple:
+    n, c, h, w = shape
+    return (n, c, max(2, int(h * scale)), max(2, int(w * scale)))
+
+
+def case_scale(case: Case, scale: float, device: str = "cpu") -> tuple[float, str]:
+    """The scale a case runs at and why it is below the one asked for (the CPU limits only)."""
+    if device == "cpu" and scale > case.max_scale:
+        return case.max_scale, case.scale_reason
+    return scale, ""
+
+
+def make_inputs(case: Case, shape: tuple, device: str = "cpu", seed: int = 0) -> dict:
+    import torch
+
+    generator = torch.Generator().manual_seed(seed)
+    preds_S = (torch.randn(shape, generator=generator) * 3).to(device).requires_grad_()
+    preds_T = (torch.randn(shape, generator=generator) * 3).to(device)
+    inputs = {"preds_S": preds_S, "preds_T": preds_T}
+    if case.method == "ifvd":
+        n, _, h, w = shape
+        labels = torch.randint(0, N_CLASSES, (n, h, w), generator=generator)
+        labels[torch.rand((n, h, w), generator=generator) < 0.1] = IGNORE
+        inputs["labels"] = labels.to(device)
+    return inputs
+
+
+class _Formulation:
+    """One side of a case, called as ``f(inputs)``: forward + backward; ``value`` and ``grads()``
+    give what the agreement check compares."""
+
+    def __init__(self, run: Callable, grads: Callable):
+        self._run, self._grads, self.value = run, grads, None
+
+    def __call__(self, inputs: dict) -> None:
+        self.value = self._run(inputs)
+
+    def grads(self, inputs: dict) -> list:
+        return self._grads(inputs)
+
+
+def _input_grad(inputs: dict) -> list:
+    return [inputs["preds_S"].grad]
+
+
+def formulations(case: Case, device: str = "cpu") -> dict[str, _Formulation]:
+    """{"kdbench": ..., "reference": ...} for a case, with the same parameters (and, for HO, the
+    same critic weights at the start)."""
+    import copy
+
+    import torch
+
+    from kdbench import losses
+
+    params = dict(case.params)
+    if case.method == "ho":
+        torch.manual_seed(0)
+        module = losses.build("ho", in_channels=SHAPES["logits"][1], **params).to(device)
+        critic = copy.deepcopy(module.discriminator)
+        if case.term == "critic_step":
+            optimizer = torch.optim.Adam(critic.parameters(), lr=module.lr_d, betas=(0.9, 0.99))
+
+            def ours(x):
+                return torch.tensor(module.discriminator_step(x["preds_S"], x["preds_T"])["loss_d"])
+
+            def reference(x):
+                return reference_ho_critic_step(critic, optimizer, x["preds_S"], x["preds_T"], module.d_weight,
+                                                module.gp_weight)
+
+            return {"kdbench": _Formulation(ours, lambda x: [p.grad for p in module.discriminator.parameters()]),
+                    "reference": _Formulation(reference, lambda x: [p.grad for p in critic.parameters()])}
+
+        def ours(x):
+            value = module(x["preds_S"], x["preds_T"])
+            value.backward()
+            return value.detach()
+
+        def reference(x):
+            value = reference_ho_student(critic, x["preds_S"], params["loss_weight"])
+            value.backward()
+            return value.detach()
+
+        return {"kdbench": _Formulation(ours, _input_grad), "reference": _Formulation(reference, _input_grad)}
+
+    module = losses.build(case.method, **params)
+    reference_fn = {
+        "cwd": lambda x: reference_cwd(x["preds_S"], x["preds_T"], params["tau"], params["loss_weight"]),
+        "norm_divergence": lambda x: reference_norm_divergence(x["preds_S"], x["preds_T"], params["norm"],
+                                                               params["divergence"], params["tau"], 1.0),
+        "pi": lambda x: reference_pi(x["preds_S"], x["preds_T"], params["tau"], params["loss_weight"]),
+        "at": lambda x: reference_at(x["preds_S"], x["preds_T"], params["loss_weight"]),
+        "fitnets": lambda x: reference_fitnets(x["preds_S"], x["preds_T"], params["loss_weight"]),
+        "local": lambda x: reference_local(x["preds_S"], x["preds_T"], params["loss_weight"]),
+        "pa": lambda x: reference_pa(x["preds_S"], x["preds_T"], params["loss_weight"]),
+        "ifvd": lambda x: reference_ifvd(x["preds_S"], x["preds_T"], x["labels"], params["loss_weight"]),
+    }[case.method]
+
+    def ours(x):
+        args = (x["preds_S"], x["preds_T"]) + ((x["labels"],) if "labels" in x else ())
+        value = module(*args)
+        value.backward()
+        return value.detach()
+
+    def reference(x):
+        value = reference_fn(x)
+        value.backward()
+        return value.detach()
+
+    return {"kdbench": _Formulation(ours, _input_grad), "reference": _Formulation(reference, _input_grad)}
