@@ -212,11 +212,13 @@ def value_limits(values) -> tuple[float, float] | None:
     return max(0.0, low - margin), high + 2 * margin  # room above for the numbers written on the bars
 
 
-def _bars(data: pd.DataFrame, metric: str, x: str, hue: str, order: list, hue_order: list, palette, baseline,
-          title: str, key: str, caption: str, xlabel: str) -> Figure:
+def _bars(data: pd.DataFrame, students: pd.DataFrame, metric: str, x: str, hue: str, order: list, hue_order: list,
+          palette, title: str, key: str, grouping: str, xlabel: str) -> Figure:
     """Bars of the mean over seeds with std error bars, one dot per run, each bar's mean written on
-    it, the student baseline's mean as a dotted line; the value axis zoomed where 0 would hide the
-    differences (the caption then says so)."""
+    it, the student baseline's mean (from ``students``' baseline rows) as a dotted line; the value
+    axis zoomed where 0 would hide the differences. The caption says all that around ``grouping``,
+    the sentence that says how the bars are grouped and coloured."""
+    baseline = students[students["kind"] == "student_baseline"]
     figure, axis = plt.subplots(figsize=(max(6, 1.2 * len(order) * max(1, len(hue_order)) / 2 + 3), 4.5))
     sns.barplot(data=data, x=x, y=metric, hue=hue, order=order, hue_order=hue_order, palette=palette,
                 errorbar="sd", capsize=0.15, ax=axis)
@@ -248,6 +250,8 @@ def _bars(data: pd.DataFrame, metric: str, x: str, hue: str, order: list, hue_or
     axis.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
     zoom = (f" The {fmt.metric_label(metric)} axis starts at {fmt.number(limits[0])}, not 0, so that the differences "
             "show; the numbers on the bars are the means." if limits else " The numbers on the bars are the means.")
+    caption = (f"Bars: mean over seeds, error bars: std, dots: single runs; {grouping}; dotted line: the student "
+               "baseline.")
     return Figure(key, title, caption + zoom, _png(figure), data)
 
 
@@ -267,12 +271,10 @@ def norm_divergence_bars(frame: pd.DataFrame, metric: str, students: pd.DataFram
     order = [o for o in order if o in set(data["norm"])]
     hue_order = [h for h in hue_order if h in set(data["divergence"])]
     palette = dict(zip(hue_order, sns.color_palette("Set2", n_colors=len(hue_order))))
-    return _bars(data, metric, "norm", "divergence", order, hue_order, palette,
-                 students[students["kind"] == "student_baseline"], f"{fmt.metric_label(metric)}: normalisation x "
-                 "divergence", "norm_divergence_bars",
-                 "Bars: mean over seeds, error bars: std, dots: single runs; grouped by normalisation (channel: "
-                 "over positions, per channel, as CWD; spatial: over channels, per position), coloured by "
-                 "divergence; dotted line: the student baseline.", "normalisation")
+    return _bars(data, students, metric, "norm", "divergence", order, hue_order, palette,
+                 f"{fmt.metric_label(metric)}: normalisation x divergence", "norm_divergence_bars",
+                 "grouped by normalisation (channel: over positions, per channel, as CWD; spatial: over channels, "
+                 "per position), coloured by divergence", "normalisation")
 
 
 def family_label(family: str) -> str:
@@ -305,12 +307,10 @@ def location_bars(frame: pd.DataFrame, cell_table: pd.DataFrame, metric: str,
     palette = {**dict(zip(spatial, sns.color_palette("Blues_d", n_colors=max(1, len(spatial))))),
                **dict(zip(other, sns.color_palette("Greys", n_colors=max(1, len(other))))),
                **dict(zip(channel, sns.color_palette("Reds_r", n_colors=max(3, len(channel))))), }
-    return _bars(data, metric, "where", "family", order, hue_order, palette,
-                 students[students["kind"] == "student_baseline"], f"{fmt.metric_label(metric)}: spatial vs "
-                 "channel-wise distillation", "location_bars",
-                 "Bars: mean over seeds, error bars: std, dots: single runs; grouped by where the method distils "
-                 "(from its student location), blue: spatial methods, red: channel-wise (CWD), grey: others; "
-                 "dotted line: the student baseline.", "distilled location")
+    return _bars(data, students, metric, "where", "family", order, hue_order, palette,
+                 f"{fmt.metric_label(metric)}: spatial vs channel-wise distillation", "location_bars",
+                 "grouped by where the method distils (from its student location), blue: spatial methods, red: "
+                 "channel-wise (CWD), grey: others", "distilled location")
 
 
 def gain_cost_points(cell_table: pd.DataFrame, metric: str) -> pd.DataFrame:
