@@ -144,12 +144,12 @@ def input_size_overrides(run: dict) -> dict:
     return {"model.data_preprocessor.size": training_size(run)} if run["task"] == "seg" else {}
 
 
-def _load(run: dict, role: str):
+def _load(run: dict, role: str, init: bool = True):
     from runners.build import build_model, load_config
 
     spec = run[role]
     cfg = load_config(spec["config"], {**input_size_overrides(run), **spec["overrides"]}, f"{role}.config")
-    return build_model(cfg, run["task"])
+    return build_model(cfg, run["task"], init=init)
 
 
 def _check_same_preprocessing(student, teacher) -> None:
@@ -367,7 +367,9 @@ def _build_with_student(run: dict, student, probe):
 
     teacher = None
     if run["role"] == "teacher" or run["distill"]:
-        teacher = _load(run, "teacher")
+        # A teacher with a checkpoint is not initialised first: every weight is overwritten, and its
+        # config's ImageNet init (a download on clusters) would be wasted.
+        teacher = _load(run, "teacher", init=run["teacher"]["checkpoint"] is None)
         if run["teacher"]["checkpoint"] is not None:  # always set for distillation (validated)
             load_weights(teacher, *_teacher_checkpoint(run["teacher"]), where="teacher.checkpoint")
     if run["role"] == "teacher":
