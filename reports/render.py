@@ -209,6 +209,7 @@ def _environment() -> jinja2.Environment:
                              autoescape=lambda name: bool(name) and name.endswith(".html.j2"),
                              trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
     env.filters["md"] = md
+    env.filters["count_noun"] = fmt.count_noun
     env.filters["b64"] = lambda data: base64.b64encode(data).decode("ascii")
     return env
 
