@@ -88,10 +88,10 @@ def _is_baseline_axis(key: str) -> bool:
     return key not in ("method", "seed") and not key.startswith((TERM_PREFIX, "teacher"))
 
 
-def _detail(run_dir: Path, state: str, error: dict | None = None) -> str | None:
-    """One line saying why a run has no result (``error``: error.json, when already read)."""
+def _detail(state: str, error: dict | None) -> str | None:
+    """One line saying why a run has no result (``error``: its error.json as scan read it, or None)."""
     if state in ("failed", "diverged"):
-        error = error if isinstance(error, dict) else store.read_json(run_dir / store.ERROR) or {}
+        error = error or {}
         if state == "diverged":
             return f"diverged at step {error.get('step', '?')} (loss {error.get('key', '?')})"
         text = str(error.get("error") or error.get("traceback") or "").strip().splitlines()
@@ -123,13 +123,12 @@ def _teacher_keys(study: Study) -> dict[str, str | None]:
     return keys
 
 
-def _row(planned: PlannedRun, run_dir: Path, state: str, teacher_key: str | None,
-         files: store.RunFiles | None = None) -> dict:
-    """One run's row; ``files``: its directory as kdbench.status.scan read it (else read here)."""
+def _row(planned: PlannedRun, run_dir: Path, state: str, teacher_key: str | None, files: store.RunFiles) -> dict:
+    """One run's row; ``files``: its directory as kdbench.status.scan read it."""
     run = planned.run
     row = {
         "run_id": planned.run_id, "name": planned.name, "kind": planned.kind, "stage": planned.stage,
-        "status": state, "detail": _detail(run_dir, state, files and files.error), "task": run.get("task"),
+        "status": state, "detail": _detail(state, files.error), "task": run.get("task"),
         "dataset": (run.get("dataset") or {}).get("name"),
         "teacher_config": _config_name(run.get("teacher")), "student_config": _config_name(run.get("student")),
         "location": _locations(run), "location_kind": location_kind(run), "kd_method": kd_methods(run),
@@ -142,14 +141,14 @@ def _row(planned: PlannedRun, run_dir: Path, state: str, teacher_key: str | None
         if key not in ("method", "seed"):
             row[f"axis:{key}"] = value
     if state == "complete":
-        final = (files.final if files is not None else store.read_json(run_dir / store.FINAL)) or {}
+        final = files.final or {}
         for key, value in (final.get("metrics") or {}).items():
             row[key] = _finite_or_nan(value)
         cost = final.get("cost") or {}
         for key in COST_KEYS:
             value = cost.get(key)
             row[f"cost:{key}"] = value if key == "peak_memory_kind" else _finite_or_nan(value)
-    env = store.read_json(run_dir / store.ENV) if files is None or store.ENV in files.names else None
+    env = store.read_json(run_dir / store.ENV) if store.ENV in files.names else None
     if isinstance(env, dict):
         row["git_sha"] = env.get("git_sha")
         row["env"] = json.dumps({k: v for k, v in env.items() if k not in ("hostname",)}, sort_keys=True)
