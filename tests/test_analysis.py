@@ -9,7 +9,7 @@ import pytest
 from analysis import aggregate, tables
 from analysis import format as fmt
 from analysis.collect import cache_path, collect, collect_curves
-from tests.results_fixtures import SCRIPT, make_store
+from tests.results_fixtures import CONSTANT, SCRIPT, make_store, seeds
 
 
 @pytest.fixture
@@ -150,25 +150,26 @@ def test_format_shows_missing_values_as_a_dash_and_single_runs_without_spread():
     assert fmt.signed(-0.004) == "-0.00" and fmt.signed(float("inf")) == "—"
 
 
-def seeds(name: str, *values) -> dict:
-    """Outcomes of one cell's three seeds."""
-    return {f"{name}_s{i}": v for i, v in enumerate(values)}
-
-
 def bold(table) -> dict[str, list[str]]:
     """Header -> the texts of the bold cells in that column."""
     return {h: [row[i].text for row in table.rows if row[i].best] for i, h in enumerate(table.header)}
 
 
-def test_table2_bolds_the_best_distilled_cell_of_each_column_not_of_the_whole_table(tmp_path):
+def named_location_store(tmp_path, outcomes: dict):
+    """A study of the cells ``outcomes`` names (``<method>_<logits|feature>``, in that order), each
+    that distillation method, weight 1, on the student's logits or feature map as its name says."""
     from tests.results_fixtures import FEATURE, LOGITS, study_text
 
+    names = dict.fromkeys(name.rsplit("_s", 1)[0] for name in outcomes)
     text = study_text({m: f"{{method: {m.split('_')[0]}, weight: 1.0, student_location: "
-                          f"{LOGITS if m.endswith('logits') else FEATURE}}}"
-                       for m in ("cwd_logits", "cwd_feature", "pi_logits", "pi_feature")})
+                          f"{LOGITS if m.endswith('logits') else FEATURE}}}" for m in names})
+    return make_store(tmp_path, outcomes, text)
+
+
+def test_table2_bolds_the_best_distilled_cell_of_each_column_not_of_the_whole_table(tmp_path):
     outcomes = {**seeds("cwd_logits", 35.0, 36.0, 37.0), **seeds("cwd_feature", 32.0, 33.0, 34.0),
                 **seeds("pi_logits", 33.0, 33.0, 33.0), **seeds("pi_feature", 34.0, 34.0, 34.0)}
-    study, results = make_store(tmp_path, outcomes, text)
+    study, results = named_location_store(tmp_path, outcomes)
     table = tables.table2(aggregate.cells(collect(study, results)), "val/mIoU", pd.DataFrame())
     assert bold(table) == {"Method": [], "Feature map": ["34.00 ± 0.00 (n=3) [+3.00]"],
                            "Logits": ["36.00 ± 1.00 (n=3) [+5.00]"]}
@@ -203,7 +204,8 @@ def test_the_teacher_and_baseline_rows_are_never_bold_even_when_they_are_highest
 
 def location_store(tmp_path, outcomes=None):
     """A study shaped like studies/ablation_location.yaml: CWD on the logits, on the feature map, and
-    on both, the methods named after the place (no _logits / _feature suffix, no 'cwd' in a name)."""
+    on both, the methods named after the place (no _logits / _feature suffix, no 'cwd' in a name),
+    and cwd_pi, a pi term whose name says cwd."""
     from tests.results_fixtures import FEATURE, LOGITS, study_text
 
     cwd = "method: cwd, params: {tau: 4.0}"
@@ -212,11 +214,11 @@ def location_store(tmp_path, outcomes=None):
         "feature": f"{{{cwd}, weight: 50.0, student_location: {FEATURE}, adapter: {{norm: true, act: true}}}}",
         "both": f"[{{name: a, {cwd}, weight: 3.0, student_location: {LOGITS}}}, "
                 f"{{name: b, {cwd}, weight: 50.0, student_location: {FEATURE}, adapter: {{norm: true, act: true}}}}]",
-        "pi_named_cwd": f"{{method: pi, weight: 10.0, student_location: {LOGITS}}}",
+        "cwd_pi": f"{{method: pi, weight: 10.0, student_location: {LOGITS}}}",
     })
     base = {**seeds("logits", 35.0, 36.0, 37.0), **seeds("feature", 33.0, 33.0, 34.0),
-            **seeds("both", 38.0, 39.0, 40.0), **seeds("pi_named_cwd", 32.0, 32.0, 32.0)}
-    return make_store(tmp_path, {**base, **(outcomes or {})}, text.replace("pi_named_cwd", "cwd_pi"))
+            **seeds("both", 38.0, 39.0, 40.0), **seeds("cwd_pi", 32.0, 32.0, 32.0)}
+    return make_store(tmp_path, {**base, **(outcomes or {})}, text)
 
 
 def test_the_location_each_run_distils_comes_from_its_student_locations(tmp_path):
@@ -252,9 +254,6 @@ def test_cwd_cells_are_found_by_their_terms_method_not_by_their_name(tmp_path):
     verdicts = aggregate.cwd_verdicts(aggregate.cells(collect(study, results)), "val/mIoU")
     assert [v["cell"]["method"] for v in verdicts] == ["logits", "feature", "both"]  # not cwd_pi (method: pi)
     assert [round(v["gap"], 2) for v in verdicts] == [5.0, 2.33, 8.0]
-
-
-CONSTANT = {"val/mAcc": 100 / 11, "val/classes_evaluated": 11.0}  # one class right everywhere, 10 never
 
 
 def test_runs_that_predict_one_class_everywhere_are_counted_as_collapsed(tmp_path):
@@ -323,14 +322,10 @@ def test_norm_divergence_bars_group_by_normalisation_and_colour_by_divergence(tm
 
 def test_location_bars_tell_channel_wise_from_spatial_methods_by_location(tmp_path):
     from analysis import plots
-    from tests.results_fixtures import FEATURE, LOGITS, study_text
 
-    text = study_text({m: f"{{method: {m.split('_')[0]}, weight: 1.0, student_location: "
-                          f"{LOGITS if m.endswith('logits') else FEATURE}}}"
-                       for m in ("cwd_logits", "cwd_feature", "pi_logits", "at_feature")})
     outcomes = {**seeds("cwd_logits", 35.0, 36.0, 37.0), **seeds("cwd_feature", 5.0, 6.0, 7.0),
                 **seeds("pi_logits", 33.0, 33.0, 33.0), **seeds("at_feature", 34.0, 34.0, 34.0)}
-    study, results = make_store(tmp_path, outcomes, text)
+    study, results = named_location_store(tmp_path, outcomes)
     frame = collect(study, results)
     figure = plots.location_bars(frame, aggregate.cells(frame), "val/mIoU")
     groups = figure.data.groupby(["where", "family"])["val/mIoU"].mean().to_dict()

@@ -11,7 +11,7 @@ import pytest
 
 from reports.render import render
 from tests.launch_helpers import run_cli
-from tests.results_fixtures import SCRIPT, make_store
+from tests.results_fixtures import CONSTANT, SCRIPT, make_store
 
 CHROMIUM = Path("/usr/bin/chromium")
 BROWSER_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -181,8 +181,6 @@ def test_markdown_escaping_keeps_names_literal():
 
 
 def test_a_collapsed_student_baseline_is_called_out_beside_the_cwd_verdict(tmp_path):
-    from tests.test_analysis import CONSTANT
-
     study, results = make_store(tmp_path, metrics={"student_s0": CONSTANT, "student_s2": CONSTANT,
                                                    "cwd_logits_s1": CONSTANT})
     written = render(study, results, ("html", "md"))
