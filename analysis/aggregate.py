@@ -15,10 +15,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from analysis.collect import primary_metric_of
+from analysis.collect import COST_KEYS, primary_metric_of
 
 SECONDARY = {"seg": ("val/mAcc", "val/aAcc"), "det": ("val/bbox_mAP_50", "val/bbox_mAP_75")}
-COSTS = ("cost:seconds_per_iter", "cost:peak_memory_mb", "cost:teacher_share", "cost:kd_share")
+COSTS = tuple(f"cost:{key}" for key in COST_KEYS if key != "peak_memory_kind")  # the numeric ones, averaged
 PROBLEM_STATES = ("failed", "diverged", "corrupt", "interrupted", "running", "missing")
 CLASSES_EVALUATED = "val/classes_evaluated"
 COLLAPSE_TOLERANCE = 1e-3  # mAcc points: how close to 100 / classes a run must be to count as constant
