@@ -88,8 +88,9 @@ def _is_baseline_axis(key: str) -> bool:
     return key not in ("method", "seed") and not key.startswith((TERM_PREFIX, "teacher"))
 
 
-def _detail(state: str, error: dict | None) -> str | None:
-    """One line saying why a run has no result (``error``: its error.json as scan read it, or None)."""
+def _detail(state: str, error: dict | None, reason: str | None = None) -> str | None:
+    """One line saying why a run has no result (``error``: its error.json as scan read it, or None;
+    ``reason``: kdbench.status's reason for a blocked run, ``teacher <run id> failed``)."""
     if state in ("failed", "diverged"):
         error = error or {}
         if state == "diverged":
@@ -98,7 +99,8 @@ def _detail(state: str, error: dict | None) -> str | None:
         return text[-1][:300] if text else "failed"
     return {"corrupt": "final.json or error.json is unreadable", "missing": "never started",
             "interrupted": "started, stopped without a result (a relaunch resumes it)",
-            "running": "its job is pending or running"}.get(state)
+            "running": "its job is pending or running",
+            "blocked": f"{reason or 'its teacher did not complete'}: its job ended without starting"}.get(state)
 
 
 def _teacher_setting(run: dict) -> str:
@@ -123,12 +125,14 @@ def _teacher_keys(study: Study) -> dict[str, str | None]:
     return keys
 
 
-def _row(planned: PlannedRun, run_dir: Path, state: str, teacher_key: str | None, files: store.RunFiles) -> dict:
-    """One run's row; ``files``: its directory as kdbench.status.scan read it."""
+def _row(planned: PlannedRun, run_dir: Path, state: str, teacher_key: str | None, files: store.RunFiles,
+         reason: str | None = None) -> dict:
+    """One run's row; ``files``: its directory as kdbench.status.scan read it; ``reason``: why
+    kdbench.status says it is blocked."""
     run = planned.run
     row = {
         "run_id": planned.run_id, "name": planned.name, "kind": planned.kind, "stage": planned.stage,
-        "status": state, "detail": _detail(state, files.error), "task": run.get("task"),
+        "status": state, "detail": _detail(state, files.error, reason), "task": run.get("task"),
         "dataset": (run.get("dataset") or {}).get("name"),
         "teacher_config": _config_name(run.get("teacher")), "student_config": _config_name(run.get("student")),
         "location": _locations(run), "location_kind": location_kind(run), "kd_method": kd_methods(run),
@@ -175,11 +179,13 @@ def collect(study: Study, results: str | Path = "results", write: bool = True) -
 
     root = Path(results) / study.name
     scanned = scan(study, results)  # each run directory listed once, each file read once
-    states = {row["run_id"]: row["state"] for row in run_states_of(study, scanned)}
+    status_rows = run_states_of(study, scanned)
+    states = {row["run_id"]: row["state"] for row in status_rows}
+    reasons = {row["run_id"]: row.get("reason") for row in status_rows}
     teacher_keys = _teacher_keys(study)
     with store.gc_paused():
         rows = [_row(p, root / p.run_id, states.get(p.run_id, "missing"), teacher_keys[p.run_id],
-                     scanned[p.run_id][0]) for p in study.runs]
+                     scanned[p.run_id][0], reasons.get(p.run_id)) for p in study.runs]
     frame = pd.DataFrame(rows)
     for column in frame.columns:
         if column.startswith("axis:"):

@@ -61,6 +61,27 @@ def test_cells_average_only_complete_finite_runs(store):
     assert rows["cwd_logits"][1].best and not rows["pi_logits"][1].best and rows["cwd_logits"][2].best
 
 
+def test_a_blocked_run_is_counted_as_not_averaged_like_a_failed_one(tmp_path):
+    from kdbench import jobs, store
+
+    study, results = make_store(tmp_path, {"teacher": "failed", "cwd_logits_s1": "missing"})
+    planned = next(p for p in study.runs if p.name == "cwd_logits_s1")
+    teacher = next(p for p in study.runs if p.kind == "teacher")
+    run_dir = results / study.name / planned.run_id
+    run_dir.mkdir(parents=True)  # its job was submitted, then ended without starting (its teacher failed)
+    store.write_json_atomic(run_dir / jobs.JOB, {"executor": "local", "job_id": "1", "host": "elsewhere"})
+    frame = collect(study, results)
+    row = frame.set_index("name").loc["cwd_logits_s1"]
+    assert row["status"] == "blocked" and f"teacher {teacher.run_id} failed" in row["detail"]
+    cells = aggregate.cells(frame)
+    cwd = by_method(cells)["cwd_logits"]
+    assert (cwd["blocked"], cwd["val/mIoU|n"], cwd["planned"]) == (1, 1, 3)
+    table = tables.results_table(cells, aggregate.baselines(frame), aggregate.teachers(frame),
+                                 aggregate.metrics_of(frame))
+    rows = {row[0].text: [c.text for c in row] for row in table.rows}
+    assert rows["cwd_logits"][-2:] == ["1 / 3", "1 diverged, 1 blocked"]
+
+
 def test_a_nan_or_inf_never_enters_a_mean():
     assert aggregate.stats([1.0, float("nan"), 3.0, float("inf"), None]) == (2.0, pytest.approx(math.sqrt(2)), 2)
     assert aggregate.stats([float("nan")])[2] == 0
