@@ -17,6 +17,7 @@ from kdbench.errors import UserError
 
 SEG_EVALUATOR = {"type": "KDIoUMetric", "iou_metrics": ["mIoU"]}
 CITYSCAPES_CROP = (512, 1024)  # mmseg's Cityscapes crop, when the schedule names none
+COCO_SCALE = (1333, 800)       # (w, h) of mmdet's 1x resize, when the dataset's params name none
 
 
 def training_size(run: dict) -> tuple[int, int]:
@@ -26,9 +27,14 @@ def training_size(run: dict) -> tuple[int, int]:
     if crop is not None:
         return tuple(crop)
     if run["dataset"]["name"] == "fashion_scenes":
-        size = run["dataset"]["params"].get("size", 64)
-        return (size, size) if isinstance(size, int) else tuple(size)
+        return fashion_size(run["dataset"]["params"])
     return CITYSCAPES_CROP
+
+
+def fashion_size(params: dict) -> tuple[int, int]:
+    """(h, w) of the fashion scenes' images: ``size``, one int or a pair (default 64)."""
+    size = params.get("size", 64)
+    return (size, size) if isinstance(size, int) else tuple(size)
 
 
 def _loader(dataset: dict, batch_size: int, num_workers: int, train: bool) -> dict:
@@ -132,7 +138,7 @@ def _cityscapes(root: str, params: dict, crop) -> tuple[dict, dict, dict]:
 
 
 def _coco(root: str, params: dict, crop) -> tuple[dict, dict, dict]:
-    scale = tuple(params.get("scale", (1333, 800)))
+    scale = tuple(params.get("scale", COCO_SCALE))
     train_pipeline = [
         {"type": "LoadImageFromFile"},
         {"type": "LoadAnnotations", "with_bbox": True},

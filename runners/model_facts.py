@@ -19,7 +19,6 @@ from kdbench.configs import resolve_config
 CACHE_VERSION = 1
 SHAPES_VERSION = 1
 DET_PAD = 32                      # mmdet's data preprocessors pad to a multiple of 32
-COCO_SCALE = (1333, 800)          # runners/datasets.py: (w, h) of the resize when params name none
 
 
 def _cache_dir() -> Path:
@@ -80,14 +79,13 @@ def _module_names(task: str, config: str, overrides: dict, key: str) -> list[str
 def input_size(run: dict) -> tuple[int, int]:
     """(h, w) of the images a run's model sees: seg, the training crop (runners.datasets); det,
     the fashion scenes' size or the COCO resize scale, padded to a multiple of 32."""
-    from runners.datasets import training_size
+    from runners.datasets import COCO_SCALE, fashion_size, training_size
 
     if run["task"] == "seg":
-        return tuple(training_size(run))
+        return training_size(run)
     params = run["dataset"]["params"]
     if run["dataset"]["name"] == "fashion_scenes":
-        size = params.get("size", 64)
-        h, w = (size, size) if isinstance(size, int) else tuple(size)
+        h, w = fashion_size(params)
     else:
         scale = params.get("scale", COCO_SCALE)
         w, h = (scale, scale) if isinstance(scale, int) else tuple(scale)
