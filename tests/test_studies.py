@@ -1,8 +1,6 @@
 """Study specs: every shipped study plans, grids expand as specified, ids are stable. Malformed
 specs are in the bad-input corpus (tests/bad_inputs/, tests/test_bad_inputs.py)."""
 
-import contextlib
-import io
 import json
 import re
 import subprocess
@@ -11,18 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from kdbench.cli import main
 from kdbench.study import load_study
+from tests.launch_helpers import run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 STUDIES = sorted(p for p in (ROOT / "studies").glob("[!_]*.yaml"))
-
-
-def run_cli(*args):
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main(list(args))
-    return code, out.getvalue(), err.getvalue()
 
 
 @pytest.mark.parametrize("path", STUDIES, ids=lambda p: p.name)
