@@ -125,3 +125,7 @@ def load_weights(model: torch.nn.Module, checkpoint: str, trusted: bool, where: 
             f"{len(result.missing_keys)} missing keys (e.g. {result.missing_keys[:2]}), "
             f"{len(result.unexpected_keys)} unexpected (e.g. {result.unexpected_keys[:2]})"
         )
+    if hasattr(model, "is_init"):
+        # Its weights are the checkpoint's: mmengine's Runner, which calls init_weights on the
+        # whole model before training, must not initialise them again.
+        model.is_init = True

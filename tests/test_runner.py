@@ -251,6 +251,22 @@ def test_the_teacher_stays_frozen_while_the_student_and_its_adapter_train(seg_te
     assert all(torch.equal(model.teacher.state_dict()[k], v) for k, v in teacher_weights.items())
 
 
+def test_mmengines_weight_initialisation_leaves_a_teacher_loaded_from_its_checkpoint_alone(seg_teacher):
+    from runners.build import build_model, load_config, load_weights
+    from runners.distill import DistillModel
+
+    checkpoint = seg_teacher / "model_final.pth"
+    teacher = build_model(load_config("tiny_seg_teacher"), "seg", init=False)  # as a run builds it
+    load_weights(teacher, str(checkpoint), False, where="teacher.checkpoint")
+    inputs = torch.rand(2, 3, 64, 64)
+    model = DistillModel(build_model(load_config("tiny_seg_student"), "seg"), teacher,
+                         validate_run(seg_run(teacher={"config": "tiny_seg_teacher", "checkpoint": str(checkpoint)},
+                                              distill=cwd_terms()))["distill"], probe=lambda: (inputs, None))
+    model.init_weights()  # what mmengine's Runner does to the whole model before training
+    saved = torch.load(checkpoint, weights_only=True)
+    assert all(torch.equal(model.teacher.state_dict()[k], v) for k, v in saved.items())
+
+
 def test_the_teachers_forward_stops_once_its_tapped_outputs_are_captured():
     from runners.build import build_model, load_config
     from runners.taps import Taps
