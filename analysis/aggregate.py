@@ -232,7 +232,7 @@ def _tokens(text) -> set[str]:
     return {t for t in re.split(r"[^a-z0-9]+", str(text).lower()) if t} if isinstance(text, str) else set()
 
 
-def match_references(references: pd.DataFrame, cell_table: pd.DataFrame, spec: dict, task: str) -> pd.DataFrame:
+def match_references(references: pd.DataFrame, cell_table: pd.DataFrame, methods: dict, task: str) -> pd.DataFrame:
     """Each published row beside the measured cells it describes (or none).
 
     A row matches a cell when its method is the cell's distillation method (the study's term
@@ -243,7 +243,6 @@ def match_references(references: pd.DataFrame, cell_table: pd.DataFrame, spec: d
     if references.empty:
         return pd.DataFrame()
     kinds = location_kinds(cell_table) if len(cell_table) else {}
-    methods = spec.get("methods") or {}
     rows = []
     for ref in references.to_dict("records"):
         wanted_metric = "miou" if task == "seg" else "ap"
@@ -251,8 +250,7 @@ def match_references(references: pd.DataFrame, cell_table: pd.DataFrame, spec: d
         ref_kind = str(ref.get("location") or "").split(" ")[0].strip().lower()
         matched = []
         for cell in cell_table.to_dict("records") if metric_ok and len(cell_table) else []:
-            terms = methods.get(cell["method"])
-            terms = terms if isinstance(terms, list) else [terms or {}]
+            terms = methods.get(cell["method"]) or ()  # the study's methods: name -> its terms
             if len(terms) != 1 or terms[0].get("method") != ref.get("method"):
                 continue
             if cell.get("dataset") and not _norm(ref.get("dataset")).startswith(_norm(cell["dataset"])):

@@ -22,15 +22,17 @@ from pathlib import Path
 
 import pandas as pd
 
-from kdbench import store
-from kdbench.study import TERM_PREFIX, PlannedRun, Study
+from kdbench import states, store
+from kdbench.expand import PlannedRun, Study
+from kdbench.spec import Model, RunSpec
+from kdbench.study import TERM_PREFIX
 
 RUNS_FILE = "runs.parquet"
 COST_KEYS = ("seconds_per_iter", "teacher_share", "kd_share", "peak_memory_mb", "peak_memory_kind")
 
 
-def cache_path(study: Study, results: str | Path) -> Path:
-    return Path(results) / study.name / RUNS_FILE
+def cache_path(study: Study) -> Path:
+    return study.directory / RUNS_FILE
 
 
 def _finite_or_nan(value) -> float:
@@ -39,22 +41,15 @@ def _finite_or_nan(value) -> float:
     return float(value)
 
 
-def _config_name(section: dict | None) -> str | None:
-    config = (section or {}).get("config")
-    if not isinstance(config, str):
-        return None
-    return Path(config.split("::")[-1]).stem
+def _config_name(model: Model | None) -> str | None:
+    return None if model is None else Path(model.config.split("::")[-1]).stem
 
 
-def _places(run: dict) -> list[str]:
-    places = []
-    for term in run.get("distill") or []:
-        where = term.get("student_location")
-        places.extend(where if isinstance(where, list) else [where])
-    return [str(p) for p in places]
+def _places(run: RunSpec) -> list[str]:
+    return [place for term in run.distill for place in term.student_location]
 
 
-def _locations(run: dict) -> str | None:
+def _locations(run: RunSpec) -> str | None:
     return "; ".join(_places(run)) or None
 
 
@@ -66,16 +61,16 @@ def is_logits(location: str) -> bool:
     return last == "conv_seg" or last.endswith("cls")
 
 
-def location_kind(run: dict) -> str | None:
+def location_kind(run: RunSpec) -> str | None:
     """``logits``, ``feature`` or ``feature + logits``: what a run's distillation terms tap, from their
     student locations (never from the method's name); None without distillation."""
     kinds = {"logits" if is_logits(place) else "feature" for place in _places(run)}
     return " + ".join(sorted(kinds)) or None
 
 
-def kd_methods(run: dict) -> str | None:
+def kd_methods(run: RunSpec) -> str | None:
     """The distillation terms' ``method`` (``cwd``, ``pi``, ...), in term order, ``; ``-joined."""
-    return "; ".join(str(term.get("method")) for term in run.get("distill") or []) or None
+    return "; ".join(term.method for term in run.distill) or None
 
 
 def _key(params: dict, keep) -> str:
@@ -103,10 +98,10 @@ def _detail(state: str, error: dict | None, reason: str | None = None) -> str | 
             "blocked": f"{reason or 'its teacher did not complete'}: its job ended without starting"}.get(state)
 
 
-def _teacher_setting(run: dict) -> str:
+def _teacher_setting(run: RunSpec) -> str:
     """What identifies the teacher a run uses: its teacher section (checkpoint aside) and dataset."""
-    teacher = {k: v for k, v in (run.get("teacher") or {}).items() if k != "checkpoint"}
-    return json.dumps({"teacher": teacher, "dataset": run.get("dataset")}, sort_keys=True, default=str)
+    teacher = None if run.teacher is None else (run.teacher.config, run.teacher.overrides, run.teacher.trusted)
+    return repr((teacher, run.dataset))
 
 
 def _teacher_keys(study: Study) -> dict[str, str | None]:
@@ -127,17 +122,17 @@ def _teacher_keys(study: Study) -> dict[str, str | None]:
 
 def _row(planned: PlannedRun, run_dir: Path, state: str, teacher_key: str | None, files: store.RunFiles,
          reason: str | None = None) -> dict:
-    """One run's row; ``files``: its directory as kdbench.status.scan read it; ``reason``: why
-    kdbench.status says it is blocked."""
+    """One run's row; ``files``: its directory as ``store.scan`` read it; ``reason``: why
+    kdbench.states says it is blocked."""
     run = planned.run
     row = {
         "run_id": planned.run_id, "name": planned.name, "kind": planned.kind, "stage": planned.stage,
-        "status": state, "detail": _detail(state, files.error, reason), "task": run.get("task"),
-        "dataset": (run.get("dataset") or {}).get("name"),
-        "teacher_config": _config_name(run.get("teacher")), "student_config": _config_name(run.get("student")),
+        "status": state, "detail": _detail(state, files.error, reason), "task": run.task,
+        "dataset": run.dataset.name,
+        "teacher_config": _config_name(run.teacher), "student_config": _config_name(run.student),
         "location": _locations(run), "location_kind": location_kind(run), "kd_method": kd_methods(run),
         "method": planned.params.get("method") if planned.kind == "cell" else None,
-        "seed": run.get("seed"),
+        "seed": run.seed,
         "teacher_key": teacher_key,
         "baseline_key": _key(planned.params, _is_baseline_axis),
     }
@@ -173,19 +168,21 @@ def primary_metric_of(task: str | None) -> str:
     return "val/bbox_mAP" if task == "det" else "val/mIoU"
 
 
-def collect(study: Study, results: str | Path = "results", write: bool = True) -> pd.DataFrame:
-    """One row per planned run; with ``write``, also cached as ``results/<study>/runs.parquet``."""
-    from kdbench.status import run_states_of, scan
+def collect(study: Study, scanned: dict[str, store.RunFiles] | None = None,
+            statuses: list[states.RunStatus] | None = None, write: bool = True) -> pd.DataFrame:
+    """One row per planned run; with ``write``, also kept as ``results/<study>/runs.parquet``.
 
-    root = Path(results) / study.name
-    scanned = scan(study, results)  # each run directory listed once, each file read once
-    status_rows = run_states_of(study, scanned)
-    states = {row["run_id"]: row["state"] for row in status_rows}
-    reasons = {row["run_id"]: row.get("reason") for row in status_rows}
+    ``scanned``: the study's run directories as ``store.scan`` read them (read here when not given);
+    ``statuses``: each run's state with its job's liveness (the CLI asks the executors,
+    runners.launch.jobs.status); without them a run with no result and no live job counts as
+    interrupted, as it would with its job gone.
+    """
+    scanned = store.scan(study.directory, [p.run_id for p in study.runs]) if scanned is None else scanned
+    statuses = states.run_states(study, scanned, {}) if statuses is None else statuses
+    by_id = {row.run_id: row for row in statuses}
     teacher_keys = _teacher_keys(study)
-    with store.gc_paused():
-        rows = [_row(p, root / p.run_id, states.get(p.run_id, "missing"), teacher_keys[p.run_id],
-                     scanned[p.run_id][0], reasons.get(p.run_id)) for p in study.runs]
+    rows = [_row(p, study.directory / p.run_id, by_id[p.run_id].state, teacher_keys[p.run_id], scanned[p.run_id],
+                 by_id[p.run_id].reason) for p in study.runs]
     frame = pd.DataFrame(rows)
     for column in frame.columns:
         if column.startswith("axis:"):
@@ -198,8 +195,8 @@ def collect(study: Study, results: str | Path = "results", write: bool = True) -
     bad = (frame["status"] == "complete") & frame[primary].isna()
     frame.loc[bad, "status"] = "corrupt"
     frame.loc[bad, "detail"] = f"{primary} missing or not finite in final.json"
-    if write and root.is_dir():
-        write_parquet_atomic(frame, cache_path(study, results))
+    if write and study.directory.is_dir():
+        write_parquet_atomic(frame, cache_path(study))
     return frame
 
 
@@ -216,9 +213,9 @@ def write_parquet_atomic(frame: pd.DataFrame, path: Path) -> None:
         raise
 
 
-def collect_curves(study: Study, results: str | Path, frame: pd.DataFrame) -> pd.DataFrame:
+def collect_curves(study: Study, frame: pd.DataFrame) -> pd.DataFrame:
     """Validation metrics over training, long format: one row per (run, evaluation, metric)."""
-    root = Path(results) / study.name
+    root = study.directory
     rows = []
     for record in frame[frame["kind"] != "teacher"].itertuples():
         label = record.method if isinstance(record.method, str) else "student baseline"

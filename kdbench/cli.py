@@ -16,25 +16,23 @@ Verb = tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.
 
 
 def _losses_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--plugin", action="append", default=[], metavar="MODULE",
+                        help="also a plugin's losses: a .py file or an importable module (repeatable)")
     parser.add_argument("--json", action="store_true", help="print a JSON object instead of a table")
 
 
 def _losses(args: argparse.Namespace) -> int:
-    import inspect
     import json
+    from pathlib import Path
 
-    from kdbench import losses
+    from kdbench import losses, plugins
+    from kdbench.schema import Checker
 
-    table = {}
-    for name in losses.available():
-        params = losses.parameters(name)
-        table[name] = {
-            "class": losses.get(name).__name__,
-            "needs_labels": bool(getattr(losses.get(name), "needs_labels", False)),
-            "params": {
-                k: (None if v is inspect.Parameter.empty else v) for k, v in params.items()
-            },
-        }
+    plugins.load(Checker("--plugin"), args.plugin, "", Path.cwd())
+    table = {name: {"origin": losses.origin(name),
+                    "needs_labels": losses.declaration(name).needs_labels,
+                    "needs_adapter": losses.declaration(name).needs_adapter,
+                    "params": losses.parameters(name)} for name in losses.available()}
     if args.json:
         print(json.dumps(table, indent=2))
         return 0
@@ -42,7 +40,8 @@ def _losses(args: argparse.Namespace) -> int:
     for name, info in table.items():
         params = ", ".join(f"{k}={v!r}" for k, v in info["params"].items())
         labels = "  [needs labels]" if info["needs_labels"] else ""
-        print(f"{name:<{width}}  {info['class']}({params}){labels}")
+        where = "" if info["origin"].startswith("kdbench.losses.") else f"  [plugin {info['origin']}]"
+        print(f"{name:<{width}}  ({params}){labels}{where}")
     return 0
 
 
@@ -57,66 +56,59 @@ def _run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from kdbench import store
-    from kdbench.runspec import load_run
+    from kdbench.spec import load_run
 
     run = load_run(args.run_file)
-    if run["device"] == "cpu":
+    if run.device == "cpu":
         os.environ["CUDA_VISIBLE_DEVICES"] = ""
-    from runners.train import default_out, execute
+    from runners.run import run_one
+    from runners.train import default_out
 
-    out = args.out or run["out"] or default_out(run)
-    if store.run_state(out) != "complete":  # preflight: checkpoint, data, locations, shapes; nothing written
-        from runners.preflight import check_run
-        from runners.train import record_preflight_failure
-
-        try:
-            check_run(run, args.run_file)
-        except UserError as error:
-            record_preflight_failure(run, out, error)  # only in a run directory made by a launch
-            raise
+    out = args.out or run.out or default_out(run)
     try:
-        record = execute(run, out)
+        record = run_one(run, out, source=args.run_file)
     except UserError:
         raise
-    except Exception as error:  # recorded in error.json by execute(), when the disk lets it
+    except Exception as error:  # recorded in error.json by the run, when the disk lets it
         what = str(error) if isinstance(error, store.WriteError) else f"{type(error).__name__}: {error}"
         see = f" (see {out}/error.json)" if (Path(out) / store.ERROR).exists() else ""
-        print(f"kdbench run: {run['name']} stopped: {what}{see}", file=sys.stderr)
+        print(f"kdbench run: {run.name} stopped: {what}{see}", file=sys.stderr)
         return 1
     metrics = ", ".join(f"{k} {v:.4g}" for k, v in record["metrics"].items())
-    print(f"kdbench run: {run['name']} complete in {out}: {metrics}")
-    return 0
-
-
-def _plan_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("study", metavar="STUDY.yaml", help="a study spec (see studies/README.md)")
-    parser.add_argument("--json", action="store_true", help="print a JSON list of runs instead of a table")
-    parser.add_argument("--results", default="results", help="results root (default: results)")
-    parser.add_argument("--no-model-check", action="store_true",
-                        help="skip checking distilled locations and shapes against the models (cached after the "
-                             "first plan)")
-    parser.add_argument("--no-data-check", action="store_true",
-                        help="skip checking dataset roots and teacher checkpoint files (planning on a machine "
-                             "without the data)")
-
-
-def _plan(args: argparse.Namespace) -> int:
-    from kdbench.plan import format_plan, plan_json, plan_rows
-    from kdbench.study import load_study
-
-    study = load_study(args.study, args.results)
-    if not (args.no_model_check and args.no_data_check):
-        from runners.preflight import check_study
-
-        check_study(study, models=not args.no_model_check, files=not args.no_data_check)
-    rows = plan_rows(study, args.results)
-    print(plan_json(rows) if args.json else format_plan(study, rows))
+    print(f"kdbench run: {run.name} complete in {out}: {metrics}")
     return 0
 
 
 def _study_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("study", metavar="STUDY.yaml", help="a study spec (see studies/README.md)")
     parser.add_argument("--results", default="results", help="results root (default: results)")
+
+
+def _check_arguments(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument("--no-model-check", action="store_true",
+                        help=f"skip checking distilled locations and shapes against the models {what}")
+    parser.add_argument("--no-data-check", action="store_true",
+                        help=f"skip checking dataset roots and teacher checkpoint files {what}")
+
+
+def _plan_arguments(parser: argparse.ArgumentParser) -> None:
+    _study_arguments(parser)
+    parser.add_argument("--json", action="store_true", help="print a JSON list of runs instead of a table")
+    _check_arguments(parser, "(e.g. planning on a machine without the data)")
+
+
+def _plan(args: argparse.Namespace) -> int:
+    from kdbench.expand import load_study
+    from kdbench.plan import format_plan, plan_json, plan_rows
+
+    study = load_study(args.study, args.results)
+    if not (args.no_model_check and args.no_data_check):
+        from runners.preflight import check_study
+
+        check_study(study, models=not args.no_model_check, files=not args.no_data_check)
+    rows = plan_rows(study)
+    print(plan_json(rows) if args.json else format_plan(study, rows))
+    return 0
 
 
 def _launch_arguments(parser: argparse.ArgumentParser) -> None:
@@ -130,44 +122,35 @@ def _launch_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cpus", type=int, help="CPUs per task")
     parser.add_argument("--mem-gb", type=int, help="memory per run, GB")
     parser.add_argument("--time-min", type=int, help="time limit per job, minutes")
-    parser.add_argument("--array-parallelism", type=int, help="SLURM: array tasks running at once")
+    parser.add_argument("--array-parallelism", type=int, default=64, help="SLURM: array tasks running at once")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    parser.add_argument("--no-model-check", action="store_true",
-                        help="skip checking distilled locations and shapes against the models before submitting")
-    parser.add_argument("--no-data-check", action="store_true",
-                        help="skip checking dataset roots and teacher checkpoint files before submitting")
+    _check_arguments(parser, "before submitting")
 
 
 def _launch(args: argparse.Namespace) -> int:
-    from kdbench.launch import LaunchOptions, decide, launch
-    from kdbench.study import load_study
+    from kdbench.expand import load_study
+    from runners.launch.launcher import LaunchOptions, check_options, launch, summary
 
     study = load_study(args.study, args.results)
-    if not (args.no_model_check and args.no_data_check):  # preflight: nothing submitted or written before it
-        from runners.preflight import check_study
-
-        check_study(study, models=not args.no_model_check, files=not args.no_data_check)
-    if args.parallel < 1:
-        raise UserError(f"--parallel: must be >= 1, got {args.parallel}")
     options = LaunchOptions(
-        executor=args.executor, dry_run=args.dry_run, retry_failed=args.retry_failed,
-        parallel=args.parallel, results=args.results, progress=not args.no_progress,
-        resources={"partition": args.partition, "gpus": args.gpus, "cpus": args.cpus,
-                   "mem_gb": args.mem_gb, "time_min": args.time_min,
-                   "array_parallelism": args.array_parallelism},
-    )
+        executor=args.executor, dry_run=args.dry_run, retry_failed=args.retry_failed, parallel=args.parallel,
+        resources={"partition": args.partition, "gpus": args.gpus, "cpus": args.cpus, "mem_gb": args.mem_gb,
+                   "time_min": args.time_min},
+        array_parallelism=args.array_parallelism, progress=not args.no_progress,
+        model_check=not args.no_model_check, data_check=not args.no_data_check)
+    check_options(study, options)  # every option before any work or output
+    decisions = launch(study, options)
     if args.dry_run:
-        for decision in decide(study, options):
-            print(f"{decision.planned.run_id}  {decision.planned.name:<30} {decision.planned.stage:<8} "
-                  f"{decision.state:<9} {decision.action}")
-    counts = launch(study, options)
+        for d in decisions:
+            print(f"{d.planned.run_id}  {d.planned.name:<30} {d.planned.stage:<8} {d.state:<9} {d.action}")
+    counts = summary(decisions)
     verb = "would submit" if args.dry_run else "submitted"
     others = ", ".join(f"{k} {v}" for k, v in sorted(counts.items()) if k != "submit")
     print(f"kdbench launch: {study.name}: {verb} {counts.get('submit', 0)}" + (f"; {others}" if others else ""))
     if args.executor == "local" and not args.dry_run:
-        from kdbench.status import run_states
+        from runners.launch.jobs import status
 
-        states = [r["state"] for r in run_states(study, args.results)]
+        states = [r.state for r in status(study)]
         bad = sum(s in ("failed", "diverged", "corrupt") for s in states)
         print(f"kdbench launch: {states.count('complete')} of {len(states)} runs complete"
               + (f", {bad} failed or diverged (kdbench status {args.study})" if bad else ""))
@@ -175,32 +158,42 @@ def _launch(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
-    from kdbench.status import format_status, run_states
-    from kdbench.study import load_study
+    from kdbench.expand import load_study
+    from kdbench.states import format_status
+    from runners.launch.jobs import status
 
     study = load_study(args.study, args.results)
-    print(format_status(study, run_states(study, args.results)))
+    print(format_status(study, status(study)))
     return 0
 
 
 def _cancel(args: argparse.Namespace) -> int:
-    from kdbench.status import cancel
-    from kdbench.study import load_study
+    from kdbench.expand import load_study
+    from runners.launch.jobs import cancel
 
     study = load_study(args.study, args.results)
-    cancelled = cancel(study, args.results)
-    print(f"kdbench cancel: {study.name}: cancelled {len(cancelled)} run(s)")
+    print(f"kdbench cancel: {study.name}: cancelled {len(cancel(study))} run(s)")
     return 0
 
 
+def _collected(study):
+    """The study's rows (analysis.collect) with each run's state as the executors see its job."""
+    from analysis.collect import collect
+    from kdbench import store
+    from runners.launch.jobs import status
+
+    scanned = store.scan(study.directory, [p.run_id for p in study.runs])
+    return collect(study, scanned, status(study, scanned))
+
+
 def _collect(args: argparse.Namespace) -> int:
-    from analysis.collect import cache_path, collect
-    from kdbench.study import load_study
+    from analysis.collect import cache_path
+    from kdbench.expand import load_study
 
     study = load_study(args.study, args.results)
-    frame = collect(study, args.results)
+    frame = _collected(study)
     counts = ", ".join(f"{n} {state}" for state, n in sorted(frame["status"].value_counts().items()))
-    where = cache_path(study, args.results)
+    where = cache_path(study)
     print(f"kdbench collect: {study.name}: {len(frame)} runs ({counts})"
           + (f" -> {where}" if where.exists() else " (no results directory yet: nothing written)"))
     return 0
@@ -213,12 +206,15 @@ def _report_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from kdbench.study import load_study
-    from reports.render import render_report
+    from kdbench.expand import load_study
+    from reports.render import FORMATS, render_report
 
-    study = load_study(args.study, args.results)
     formats = tuple(f.strip() for f in args.format.split(",") if f.strip())
-    written, headline, lines = render_report(study, args.results, formats)  # one pass over the results
+    unknown = [f for f in formats if f not in FORMATS]
+    if unknown or not formats:
+        raise UserError(f"--format: unknown {', '.join(unknown) or '(none)'}; valid: {', '.join(FORMATS)}")
+    study = load_study(args.study, args.results)
+    written, headline, lines = render_report(study, _collected(study), formats)  # one pass over the results
     for kind, path in written.items():
         print(f"kdbench report: {study.name}: {kind}: {path}")
     print("\n".join([headline, *(f"  - {line}" for line in lines)]))
@@ -239,7 +235,7 @@ def _bench_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--scale", type=float, default=1.0,
                         help="losses: spatial scale of the paper's shapes (default 1.0 = the paper's shapes)")
     parser.add_argument("--methods", help="losses: comma-separated methods (default: every registered loss)")
-    parser.add_argument("--cases", help="step: comma-separated cases (default: all; see kdbench/bench/step.py)")
+    parser.add_argument("--cases", help="step: comma-separated cases (default: all; see benchmarks/step.py)")
     parser.add_argument("--sizes", default="1000,10000", help="grid: comma-separated grid sizes (default 1000,10000)")
 
 
@@ -258,7 +254,7 @@ def _csv(text: str | None, flag: str, cast=str) -> list | None:
 def _bench(args: argparse.Namespace) -> int:
     import importlib
 
-    from kdbench.bench.machine import machine
+    from benchmarks.machine import machine
     from kdbench.store import write_json_atomic, write_text_atomic
 
     if not 0 < args.scale <= 1 or args.repeats < 1:
@@ -281,7 +277,7 @@ def _bench(args: argparse.Namespace) -> int:
     rows: list[dict] = []
     tables: dict[str, str] = {}
     for suite in suites:
-        module = importlib.import_module(f"kdbench.bench.{suite}")
+        module = importlib.import_module(f"benchmarks.{suite}")
         print(f"== kdbench bench --suite {suite}", flush=True)
         suite_rows = calls[suite](module)
         tables[suite] = module.format_rows(suite_rows)
@@ -292,7 +288,7 @@ def _bench(args: argparse.Namespace) -> int:
         write_json_atomic(args.json, {"machine": facts, "suites": list(suites), "results": rows})
         print(f"kdbench bench: wrote {args.json}")
     if args.markdown:
-        from kdbench.bench.machine import markdown
+        from benchmarks.machine import markdown
 
         write_text_atomic(args.markdown, markdown(facts, tables, " ".join(["kdbench bench", *sys.argv[2:]])))
         print(f"kdbench bench: wrote {args.markdown}")

@@ -1,24 +1,27 @@
 """The results store on disk: one directory per run, whose files say its state.
 
 ``spec.json`` (resolved run), ``env.json`` (versions), ``metrics.jsonl`` (one JSON object per
-evaluation), and exactly one of ``final.json`` (complete) or ``error.json`` (failed or diverged).
-Files are written atomically (temporary file + fsync + rename), so a reader sees a whole file or
-none, and a crash never leaves half a result.
+evaluation), and exactly one of ``final.json`` (complete) or ``error.json`` (failed or diverged);
+``job.json`` records the scheduler job that runs it (``{"executor": "local"|"slurm", "job_id",
+"host", "submitted"}``). Files are written atomically (temporary file + fsync + rename), so a reader
+sees a whole file or none, and a crash never leaves half a result. A run's state comes from these
+files alone (``read_run``); whether its job is still alive is the executors' to say
+(runners.launch), and kdbench.states combines the two.
 """
 
 from __future__ import annotations
 
-import contextlib
-import gc
 import json
 import math
 import os
+import platform
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-FINAL, ERROR, SPEC, ENV, METRICS = "final.json", "error.json", "spec.json", "env.json", "metrics.jsonl"
+FINAL, ERROR, SPEC, ENV, METRICS, JOB = "final.json", "error.json", "spec.json", "env.json", "metrics.jsonl", "job.json"
 
 
 class WriteError(OSError):
@@ -135,29 +138,16 @@ def run_state(run_dir: str | Path) -> str:
     return read_run(run_dir).state
 
 
-@dataclass
+@dataclass(frozen=True)
 class RunFiles:
-    """What a run directory holds: its state, the names in it, and final.json / error.json parsed
-    (None when absent or unreadable)."""
+    """What a run directory holds: its state, the names in it, final.json / error.json parsed
+    (None when absent or unreadable) and its job record (None when there is none)."""
 
     state: str
     names: frozenset = frozenset()
     final: Any = None
     error: Any = None
-
-
-@contextlib.contextmanager
-def gc_paused():
-    """Python's cyclic garbage collector off for a block that builds many objects and no cycles
-    (reading thousands of JSON files, expanding a grid): it would only scan them again and again,
-    which grows faster than the number of runs. Reference counting still frees everything."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
+    job: dict | None = None
 
 
 def list_names(folder: str | Path) -> frozenset:
@@ -169,18 +159,42 @@ def list_names(folder: str | Path) -> frozenset:
 
 
 def read_run(run_dir: str | Path, names: frozenset | None = None) -> RunFiles:
-    """A run directory's state and result file, from one listing and one read of that file
-    (``names``: the listing, when the caller has it)."""
+    """A run directory's state, result file and job record, from one listing and one read of each
+    file (``names``: the listing, when the caller has it)."""
     run_dir = os.fspath(run_dir)
     names = list_names(run_dir) if names is None else names
+    job = read_job(run_dir) if JOB in names else None
     if FINAL in names:
         data = read_json(os.path.join(run_dir, FINAL))
         if isinstance(data, dict) and data.get("status") == "complete" and isinstance(data.get("metrics"), dict):
-            return RunFiles("complete", names, final=data)
-        return RunFiles("corrupt", names, final=data)
+            return RunFiles("complete", names, final=data, job=job)
+        return RunFiles("corrupt", names, final=data, job=job)
     if ERROR in names:
         data = read_json(os.path.join(run_dir, ERROR))
         if isinstance(data, dict) and data.get("status") in ("failed", "diverged"):
-            return RunFiles(data["status"], names, error=data)
-        return RunFiles("corrupt", names, error=data)
-    return RunFiles("started" if SPEC in names else "missing", names)
+            return RunFiles(data["status"], names, error=data, job=job)
+        return RunFiles("corrupt", names, error=data, job=job)
+    return RunFiles("started" if SPEC in names else "missing", names, job=job)
+
+
+def scan(directory: str | Path, run_ids) -> dict[str, RunFiles]:
+    """run_id -> its directory's files, for the runs of one study folder: one listing of the folder,
+    one of each run directory that exists, one read of each file needed."""
+    directory = os.fspath(directory)
+    present = list_names(directory)
+    missing = RunFiles("missing")
+    return {run_id: read_run(os.path.join(directory, run_id)) if run_id in present else missing
+            for run_id in run_ids}
+
+
+def write_job(run_dir: str | Path, executor: str, job_id: str) -> None:
+    """Record the scheduler job that runs the run in ``run_dir``."""
+    Path(run_dir).mkdir(parents=True, exist_ok=True)
+    write_json_atomic(Path(run_dir) / JOB, {"executor": executor, "job_id": str(job_id), "host": platform.node(),
+                                            "submitted": time.time()})
+
+
+def read_job(run_dir: str | Path) -> dict | None:
+    """The job record of a run, or None (absent or unreadable)."""
+    job = read_json(os.path.join(os.fspath(run_dir), JOB))
+    return job if isinstance(job, dict) and "executor" in job and "job_id" in job else None

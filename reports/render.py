@@ -21,7 +21,7 @@ import jinja2
 from analysis import aggregate, plots, tables
 from analysis import format as fmt
 from analysis.collect import collect, collect_curves
-from kdbench.study import Study
+from kdbench.expand import Study
 
 TEMPLATES = Path(__file__).parent / "templates"
 FORMATS = ("html", "md")
@@ -167,15 +167,14 @@ def collapse_warnings(cell_table, baselines, teachers) -> list[str]:
     return warnings
 
 
-def build_context(study: Study, results: str | Path = "results") -> dict:
-    """Everything the templates show, computed from the study and its results store."""
-    frame = collect(study, results)
+def build_context(study: Study, frame) -> dict:
+    """Everything the templates show, computed from the study and its runs' rows (analysis.collect)."""
     metrics = aggregate.metrics_of(frame)
     metric = metrics[0]
     cell_table = aggregate.cells(frame)
     base, teach = aggregate.baselines(frame), aggregate.teachers(frame)
-    references = aggregate.read_references(study.path, study.spec.get("references") or [])
-    matches = aggregate.match_references(references, cell_table, study.spec, aggregate.task_of(frame))
+    references = aggregate.read_references(study.path, study.spec.references)
+    matches = aggregate.match_references(references, cell_table, study.spec.methods, aggregate.task_of(frame))
     built = [tables.results_table(cell_table, base, teach, metrics)]
     if len(cell_table):
         built.append(tables.seed_table(cell_table, metric))
@@ -189,9 +188,9 @@ def build_context(study: Study, results: str | Path = "results") -> dict:
     report_sha, shas = git_sha(), run_shas(frame)
     counts = frame["status"].value_counts().to_dict()
     return {
-        "study": study.name, "description": (study.spec.get("description") or "").strip(),
+        "study": study.name, "description": str(study.spec.raw.get("description") or "").strip(),
         "metric": fmt.metric_label(metric), "tables": built,
-        "figures": plots.all_figures(frame, cell_table, collect_curves(study, results, frame), metric),
+        "figures": plots.all_figures(frame, cell_table, collect_curves(study, frame), metric),
         "sweep_note": sweep_note(frame), "problems": tables.problems_table(frame),
         "runs": tables.runs_table(frame, metrics),
         "counts": ", ".join(f"{n} {state}" for state, n in sorted(counts.items())), "total": len(frame),
@@ -199,7 +198,7 @@ def build_context(study: Study, results: str | Path = "results") -> dict:
         "spec_path": str(study.path), "spec_text": text, "spec_sha256": hashlib.sha256(text.encode()).hexdigest(),
         "git_sha": report_sha, "run_git_shas": shas, "provenance_notes": provenance_notes(report_sha, shas),
         "environments": _environments(frame),
-        "results": str(Path(results) / study.name),
+        "results": str(study.directory),
         "generated": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
     }
 
@@ -214,23 +213,23 @@ def _environment() -> jinja2.Environment:
     return env
 
 
-def render(study: Study, results: str | Path = "results", formats=FORMATS) -> dict[str, Path]:
+def render(study: Study, formats=FORMATS) -> dict[str, Path]:
     """Write the report in the given formats; returns {format: path}."""
-    return render_report(study, results, formats)[0]
+    return render_report(study, formats=formats)[0]
 
 
-def render_report(study: Study, results: str | Path = "results",
-                  formats=FORMATS) -> tuple[dict[str, Path], str, list[str]]:
+def render_report(study: Study, frame=None, formats=FORMATS) -> tuple[dict[str, Path], str, list[str]]:
     """Write the report in the given formats and return, from the same pass over the results,
     ({format: path}, the CWD-vs-baseline headline, lines (one sentence per CWD cell, then the
-    collapse warnings))."""
+    collapse warnings)). ``frame``: the study's rows (analysis.collect); collected here when not
+    given."""
     unknown = [f for f in formats if f not in FORMATS]
     if unknown:
         from kdbench.errors import UserError
 
         raise UserError(f"--format: unknown {', '.join(unknown)}; valid: {', '.join(FORMATS)}")
-    context = build_context(study, results)
-    out = Path(results) / study.name / "report"
+    context = build_context(study, collect(study) if frame is None else frame)
+    out = study.directory / "report"
     out.mkdir(parents=True, exist_ok=True)
     env = _environment()
     written = {}

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from mmengine.config import Config
 
-from kdbench.configs import resolve_config
+from runners.config_files import resolve_config
 from kdbench.errors import UserError
 
 SCOPES = {"seg": "mmseg", "det": "mmdet"}

@@ -14,20 +14,20 @@ from __future__ import annotations
 from pathlib import Path
 
 from kdbench.errors import UserError
+from kdbench.spec import RunSpec
 
 SEG_EVALUATOR = {"type": "KDIoUMetric", "iou_metrics": ["mIoU"]}
 CITYSCAPES_CROP = (512, 1024)  # mmseg's Cityscapes crop, when the schedule names none
 COCO_SCALE = (1333, 800)       # (w, h) of mmdet's 1x resize, when the dataset's params name none
 
 
-def training_size(run: dict) -> tuple[int, int]:
+def training_size(run: RunSpec) -> tuple[int, int]:
     """(h, w) of a segmentation training image after the pipeline: the schedule's crop, else the
     fashion scenes' own size, else the Cityscapes crop."""
-    crop = run["schedule"]["crop"]
-    if crop is not None:
-        return tuple(crop)
-    if run["dataset"]["name"] == "fashion_scenes":
-        return fashion_size(run["dataset"]["params"])
+    if run.schedule.crop is not None:
+        return tuple(run.schedule.crop)
+    if run.dataset.name == "fashion_scenes":
+        return fashion_size(run.dataset.params)
     return CITYSCAPES_CROP
 
 
@@ -169,17 +169,17 @@ def _coco(root: str, params: dict, crop) -> tuple[dict, dict, dict]:
     return dataset("train", train_pipeline), dataset("val", test_pipeline), evaluator
 
 
-def dataset_configs(run: dict) -> dict:
+def dataset_configs(run: RunSpec) -> dict:
     """``train_dataloader``, ``val_dataloader`` and ``val_evaluator`` for a resolved run."""
-    task, spec, schedule = run["task"], run["dataset"], run["schedule"]
-    name, params, crop = spec["name"], dict(spec["params"]), schedule["crop"]
+    task, spec, schedule = run.task, run.dataset, run.schedule
+    name, params, crop = spec.name, dict(spec.params), schedule.crop
     if name == "fashion_scenes":
         from runners.data.fashion_scenes import ensure
 
-        info = ensure(root=spec["root"], **params)
+        info = ensure(root=spec.root, **params)
         train, val, evaluator = (_fashion_seg if task == "seg" else _fashion_det)(info, crop)
     else:
-        root = spec["root"]
+        root = spec.root
         if not Path(root).is_dir():
             raise UserError(f"dataset.root: {root!r} is not a directory")
         if name == "cityscapes" and task == "seg":
@@ -189,7 +189,7 @@ def dataset_configs(run: dict) -> dict:
         else:
             raise UserError(f"dataset.name: {name!r} does not fit task {task!r}")
     return {
-        "train_dataloader": _loader(train, schedule["batch_size"], schedule["num_workers"], True),
-        "val_dataloader": _loader(val, 1, schedule["num_workers"], False),
+        "train_dataloader": _loader(train, schedule.batch_size, schedule.num_workers, True),
+        "val_dataloader": _loader(val, 1, schedule.num_workers, False),
         "val_evaluator": evaluator,
     }

@@ -18,6 +18,8 @@ from torch import nn
 
 from kdbench import losses
 from kdbench.errors import UserError
+from kdbench.losses.adapters import ChannelAdapter, align
+from kdbench.spec import Term
 from runners.taps import Taps
 
 
@@ -53,13 +55,12 @@ class DistillModel(BaseModel):
     Args:
         student: an mmseg/mmdet model (with its data preprocessor).
         teacher: the teacher model, weights already loaded; None for a student baseline.
-        terms: resolved distill terms of the run spec (method, params, weight, locations,
-            adapter, resize).
+        terms: the run's distill terms (kdbench.spec.Term).
         probe: a function returning ``(inputs, data_samples)`` of one small batch, used once to
             check locations and shapes and to size the adapters.
     """
 
-    def __init__(self, student: nn.Module, teacher: nn.Module | None, terms: list[dict], probe):
+    def __init__(self, student: nn.Module, teacher: nn.Module | None, terms: tuple[Term, ...], probe):
         super().__init__(data_preprocessor=student.data_preprocessor)
         self.student = student
         self.terms = terms
@@ -74,10 +75,9 @@ class DistillModel(BaseModel):
         self.teacher = teacher.eval().requires_grad_(False)
         self._register_state_dict_hook(_drop_teacher_weights)
         for term in terms:
-            params = dict(term["params"], loss_weight=term["weight"])
-            self.kd_losses[term["name"]] = losses.build(term["method"], **params)
-        self.student_taps = Taps(student, [p for t in terms for p in t["student_location"]], "student")
-        self.teacher_taps = Taps(teacher, [p for t in terms for p in t["teacher_location"]], "teacher",
+            self.kd_losses[term.name] = losses.build(term.method, **term.params, loss_weight=term.weight)
+        self.student_taps = Taps(student, [p for t in terms for p in t.student_location], "student")
+        self.teacher_taps = Taps(teacher, [p for t in terms for p in t.teacher_location], "teacher",
                                  stop_when_done=True)
         self._build_adapters(*probe())
 
@@ -93,9 +93,9 @@ class DistillModel(BaseModel):
                 self.teacher(inputs, data_samples, mode="tensor")
         self.student.train(was_training)
         for term in self.terms:
-            for index, (s_path, t_path) in enumerate(zip(term["student_location"], term["teacher_location"])):
+            for index, (s_path, t_path) in enumerate(zip(term.student_location, term.teacher_location)):
                 outs_S, outs_T = self.student_taps.outputs[s_path], self.teacher_taps.outputs[t_path]
-                where = f"distill term {term['name']!r} ({s_path} -> {t_path})"
+                where = f"distill term {term.name!r} ({s_path} -> {t_path})"
                 if len(outs_S) != len(outs_T):
                     raise UserError(f"{where}: the student calls it {len(outs_S)} times per forward, "
                                     f"the teacher {len(outs_T)}")
@@ -103,14 +103,14 @@ class DistillModel(BaseModel):
                 if s.dim() != t.dim():
                     raise UserError(f"{where}: student output {tuple(s.shape)} and teacher output "
                                     f"{tuple(t.shape)} have different ranks")
-                needs = s.shape[1] != t.shape[1] and getattr(self.kd_losses[term["name"]], "needs_adapter", True)
-                if needs and term["adapter"] is None:
+                needs = s.shape[1] != t.shape[1] and losses.declaration(term.method).needs_adapter
+                if needs and term.adapter is None:
                     raise UserError(f"{where}: student has {s.shape[1]} channels {tuple(s.shape)}, "
                                     f"teacher {t.shape[1]} {tuple(t.shape)}; add an adapter")
-                if term["adapter"] is not None:
-                    self.adapters[_adapter_key(term["name"], index)] = losses.ChannelAdapter(
-                        s.shape[1], t.shape[1], **term["adapter"])
-                if s.shape[2:] != t.shape[2:] and not term["resize"]:
+                if term.adapter is not None:
+                    self.adapters[_adapter_key(term.name, index)] = ChannelAdapter(
+                        s.shape[1], t.shape[1], norm=term.adapter.norm, act=term.adapter.act)
+                if s.shape[2:] != t.shape[2:] and not term.resize:
                     raise UserError(f"{where}: student map {tuple(s.shape)} and teacher map "
                                     f"{tuple(t.shape)} differ in size; set resize: true")
         self.adapters.to(next(self.student.parameters()).device)
@@ -158,30 +158,30 @@ class DistillModel(BaseModel):
         out = {}
         timed = timed and torch.is_grad_enabled()
         for term in self.terms:
-            loss_module = self.kd_losses[term["name"]]
-            labels = _labels(data_samples) if getattr(loss_module, "needs_labels", False) else None
+            loss_module = self.kd_losses[term.name]
+            labels = _labels(data_samples) if losses.declaration(term.method).needs_labels else None
             total = 0.0
-            for index, (s_path, t_path) in enumerate(zip(term["student_location"], term["teacher_location"])):
-                key = _adapter_key(term["name"], index)
+            for index, (s_path, t_path) in enumerate(zip(term.student_location, term.teacher_location)):
+                key = _adapter_key(term.name, index)
                 adapter = self.adapters[key] if key in self.adapters else None
                 for s, t in zip(self.student_taps.outputs[s_path], self.teacher_taps.outputs[t_path]):
                     if timed and s.requires_grad:
                         s = _BackwardMark.apply(s, self.clock, "kd_backward_end")
                     if adapter is not None:
                         s = adapter(s)
-                    if term["resize"]:
-                        s = losses.align(s, t, resize=True, where=term["name"])
+                    if term.resize:
+                        s = align(s, t, resize=True, where=term.name)
                     if self.training and getattr(loss_module, "has_own_optimizer", False):
                         # e.g. HO's discriminator: one step of its own optimizer on detached maps.
                         # Logged as <term>_critic / <term>_critic_gp: no "loss" in the key, so
                         # mmengine does not add the critic's loss to the student's logged total.
                         for key, value in loss_module.discriminator_step(s.detach(), t).items():
                             name = "critic" if key == "loss_d" else f"critic_{key}"
-                            out[f"{term['name']}_{name}"] = torch.tensor(value, device=s.device)
+                            out[f"{term.name}_{name}"] = torch.tensor(value, device=s.device)
                     total = total + (loss_module(s, t, labels) if labels is not None else loss_module(s, t))
             if timed and torch.is_tensor(total) and total.requires_grad:
                 total = _BackwardMark.apply(total, self.clock, "kd_backward_start")
-            out[f"loss_kd_{term['name']}"] = total
+            out[f"loss_kd_{term.name}"] = total
         return out
 
 

@@ -1,24 +1,33 @@
 """What the preflight needs to know of a model, without its weights: its module names, and the
 output shape of every module at an input size (a probe forward on PyTorch's ``meta`` device).
-Each is computed once per distinct config and overrides (and input size), in memory and on disk
-(``$KDBENCH_CACHE`` or ``~/.cache/kdbench``), so planning a study again imports neither mmseg nor
-mmdet.
+
+This is kdbench's one cache: each fact is computed once per distinct config text, overrides and
+input size, and kept on disk (``$KDBENCH_CACHE/modules`` and ``/shapes``, default
+``~/.cache/kdbench``), so planning a study again imports neither torch, mmseg nor mmdet (a second
+or more per model pair without it: ``kdbench bench --suite grid``, row ``plan_model_check_uncached``).
+A file that cannot be read is a miss; one that cannot be written (a read-only home, a full disk) is
+simply not kept. Deleting the folder only costs time.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 
 from kdbench import store
-from kdbench.cache import cache_root  # runners.preflight imports it from here too
-from kdbench.cache import write_cache as write_text_cache
-from kdbench.configs import resolve_config
+from kdbench.spec import RunSpec
+from runners.config_files import resolve_config
 
 CACHE_VERSION = 1
 SHAPES_VERSION = 1
 DET_PAD = 32                      # mmdet's data preprocessors pad to a multiple of 32
+
+
+def cache_root() -> Path:
+    """``$KDBENCH_CACHE``, default ``~/.cache/kdbench``."""
+    return Path(os.environ.get("KDBENCH_CACHE") or Path.home() / ".cache" / "kdbench")
 
 
 def _cache_dir() -> Path:
@@ -26,12 +35,24 @@ def _cache_dir() -> Path:
 
 
 def write_cache(path: Path, data) -> None:
-    """``data`` as JSON; best effort: a cache that cannot be written (read-only home, full disk) is just not kept."""
-    write_text_cache(path, store.dumps(data) + "\n")
+    """``data`` as JSON, whole or not at all; a cache that cannot be written is just not kept."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        store.write_json_atomic(path, data)
+    except OSError:
+        pass
 
 
-_KEYS: dict[str, str] = {}
+_KEYS: dict[str, str] = {}           # this process's answers, beside the disk's
 _NAMES: dict[str, list[str]] = {}
+_SHAPES: dict[str, dict] = {}
+
+
+def forget() -> None:
+    """Drop this process's answers (the disk cache stays): the next question reads the disk."""
+    _KEYS.clear()
+    _NAMES.clear()
+    _SHAPES.clear()
 
 
 def _key(task: str, config: str, overrides: dict) -> str:
@@ -76,15 +97,15 @@ def _module_names(task: str, config: str, overrides: dict, key: str) -> list[str
     return names
 
 
-def input_size(run: dict) -> tuple[int, int]:
+def input_size(run: RunSpec) -> tuple[int, int]:
     """(h, w) of the images a run's model sees: seg, the training crop (runners.datasets); det,
     the fashion scenes' size or the COCO resize scale, padded to a multiple of 32."""
     from runners.datasets import COCO_SCALE, fashion_size, training_size
 
-    if run["task"] == "seg":
+    if run.task == "seg":
         return training_size(run)
-    params = run["dataset"]["params"]
-    if run["dataset"]["name"] == "fashion_scenes":
+    params = run.dataset.params
+    if run.dataset.name == "fashion_scenes":
         h, w = fashion_size(params)
     else:
         scale = params.get("scale", COCO_SCALE)
@@ -150,9 +171,6 @@ def _probe(task: str, config: str, overrides: dict, size: tuple[int, int]) -> di
             if shapes:
                 break
     return {"complete": complete, "shapes": shapes}
-
-
-_SHAPES: dict[str, dict] = {}
 
 
 def output_shapes(task: str, config: str, overrides: dict, size: tuple[int, int]) -> dict:

@@ -11,22 +11,24 @@ submitted or written (``kdbench plan``, ``launch`` and ``run`` call them):
 
 Module names and output shapes come from ``runners.model_facts`` (computed once per distinct
 config, overrides and input size, cached on disk), so planning a study again is fast and imports
-neither mmseg nor mmdet. Every failure is a one-line UserError naming the
-file, the key path and the fix.
+neither mmseg nor mmdet. Every failure is a one-line UserError naming the file, the key path and
+the fix.
 """
 
 from __future__ import annotations
 
 import difflib
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from kdbench import store
-from kdbench.configs import resolve_config
+from kdbench import losses
 from kdbench.errors import UserError
-from runners.model_facts import cache_root, input_size, module_names, output_shapes, write_cache
+from kdbench.expand import Study
+from kdbench.spec import RunSpec, TeacherRun
+from runners.config_files import resolve_config
+from runners.model_facts import input_size, module_names, output_shapes
 from runners.teacher_run import teacher_run_checkpoint
 
 
@@ -35,7 +37,7 @@ from runners.teacher_run import teacher_run_checkpoint
 class Site:
     """A run to check and how to name its keys in an error (``file: key.path``)."""
 
-    run: dict
+    run: RunSpec
     term_key: Callable[[int, str], str]     # (term index, key) -> "file: methods.x.adapter"
     field_key: Callable[[str], str]         # "teacher.checkpoint" -> "file: base.teacher.checkpoint"
     own_teacher: bool = False               # its {run: DIR} teacher is trained by the same study
@@ -44,11 +46,6 @@ class Site:
 
 def check_sites(sites: list[Site], models: bool = True, files: bool = True) -> None:
     """Files first (cheap), then locations, then shapes; the first problem raises."""
-    with store.gc_paused():
-        _check_sites(sites, models, files)
-
-
-def _check_sites(sites: list[Site], models: bool, files: bool) -> None:
     if files:
         seen: set[str] = set()
         for site in sites:
@@ -74,32 +71,27 @@ def _files_signature(site: Site) -> str:
     run = site.run
     # repr, not sorted JSON: fast, and two runs with equal values never get different checks (at
     # worst equal values written in another key order are checked twice).
-    return repr([run["role"], bool(run.get("distill")), run.get("student"), run.get("teacher"),
-                 run["dataset"], site.own_teacher])
+    return repr([run.role, bool(run.distill), run.student, run.teacher, run.dataset, site.own_teacher])
 
 
-def _model_signature(run: dict) -> str:
+def _model_signature(run: RunSpec) -> str:
     """What the location and shape checks of a run depend on."""
-    terms = [[t["method"], t["student_location"], t["teacher_location"], t["adapter"] is None, t["resize"]]
-             for t in run.get("distill", [])]
-    models = [[run[role]["config"], run[role]["overrides"]] if isinstance(run.get(role), dict) else None
-              for role in ("student", "teacher")]
-    return repr([run["task"], models, run["dataset"], run["schedule"].get("crop"), terms])
+    terms = [[t.method, t.student_location, t.teacher_location, t.adapter is None, t.resize] for t in run.distill]
+    return repr([run.task, run.student, run.teacher, run.dataset, run.schedule.crop, terms])
 
 
-def study_sites(study) -> list[Site]:
+def study_sites(study: Study) -> list[Site]:
     hint = " (on a machine without the data, plan with --no-data-check)"
     return [Site(p.run, _study_term_key(study, p), _study_field_key(study, p), bool(p.depends_on), hint)
             for p in study.runs]
 
 
-def check_study(study, models: bool = True, files: bool = True) -> None:
+def check_study(study: Study, models: bool = True, files: bool = True) -> None:
     """The preflight of ``kdbench plan`` and ``launch``: nothing is submitted or written before it."""
-    with store.gc_paused():  # the sites of a large grid: many small objects, no cycles
-        check_sites(study_sites(study), models=models, files=files)
+    check_sites(study_sites(study), models=models, files=files)
 
 
-def check_run(run: dict, source: str) -> None:
+def check_run(run: RunSpec, source: str) -> None:
     """The preflight of ``kdbench run RUN.json``: nothing is written before it."""
     check_sites([Site(run, lambda index, key: f"{source}: distill[{index}].{key}",
                       lambda path: f"{source}: {path}")])
@@ -135,15 +127,15 @@ def checkpoint_problem(path: str) -> str | None:
 
 def _check_files(site: Site) -> None:
     run = site.run
-    for role in ("student", "teacher"):
-        if isinstance(run.get(role), dict):  # a run file's configs are checked nowhere earlier
-            resolve_config(run[role]["config"], site.field_key(f"{role}.config"))
-    teacher = run.get("teacher")
-    if teacher and (run["role"] == "teacher" or run.get("distill")):
-        ckpt = teacher.get("checkpoint")
+    for role, model in (("student", run.student), ("teacher", run.teacher)):
+        if model is not None:
+            resolve_config(model.config, site.field_key(f"{role}.config"))
+    teacher = run.teacher
+    if teacher is not None and (run.role == "teacher" or run.distill):
+        ckpt = teacher.checkpoint
         where = site.field_key("teacher.checkpoint")
-        if isinstance(ckpt, dict) and not site.own_teacher:
-            ckpt_path = teacher_run_checkpoint(ckpt["run"], where)
+        if isinstance(ckpt, TeacherRun) and not site.own_teacher:
+            ckpt_path = teacher_run_checkpoint(ckpt.run, where)
             problem = checkpoint_problem(ckpt_path)
             if problem:
                 raise UserError(f"{where}.run: the teacher's weights {ckpt_path!r} {problem}")
@@ -152,38 +144,37 @@ def _check_files(site: Site) -> None:
             if problem:
                 raise UserError(f"{where}: {ckpt!r} {problem}; give the path of a .pth file, a URL, "
                                 f"or {{run: DIR}} of a complete teacher run")
-    dataset = run["dataset"]
-    if dataset["name"] != "fashion_scenes" and dataset.get("root") is not None:
-        if not Path(dataset["root"]).is_dir():
-            raise UserError(f"{site.field_key('dataset.root')}: {dataset['root']!r} is not a directory; "
-                            f"{dataset['name']} must be there before anything runs{site.data_hint}")
+    dataset = run.dataset
+    if dataset.name != "fashion_scenes" and dataset.root is not None and not Path(dataset.root).is_dir():
+        raise UserError(f"{site.field_key('dataset.root')}: {dataset.root!r} is not a directory; "
+                        f"{dataset.name} must be there before anything runs{site.data_hint}")
 
 
 def _check_locations(site: Site) -> None:
     run = site.run
-    for index, term in enumerate(run.get("distill", [])):
-        for role, key in (("student", "student_location"), ("teacher", "teacher_location")):
-            spec = run[role]
+    for index, term in enumerate(run.distill):
+        for role, key, model in (("student", "student_location", run.student),
+                                 ("teacher", "teacher_location", run.teacher)):
             names = None
-            for location in term[key]:
-                names = names or module_names(run["task"], spec["config"], spec["overrides"])
+            for location in getattr(term, key):
+                names = names or module_names(run.task, model.config, model.overrides)
                 if location not in names:
                     close = difflib.get_close_matches(location, names, n=3, cutoff=0.5)
                     hint = f"; close matches: {', '.join(close)}" if close else ""
                     raise UserError(f"{site.term_key(index, key)}: {location!r} is not in the {role} model "
-                                    f"({spec['config']}){hint}")
+                                    f"({model.config}){hint}")
 
 
 def _check_shapes(site: Site) -> None:
     run = site.run
-    if not run.get("distill"):
+    if not run.distill:
         return
     size = input_size(run)
-    shapes = {role: output_shapes(run["task"], run[role]["config"], run[role]["overrides"], size)
-              for role in ("student", "teacher")}
-    for index, term in enumerate(run["distill"]):
-        needs_adapter = _needs_adapter(term["method"])
-        for s_path, t_path in zip(term["student_location"], term["teacher_location"]):
+    shapes = {role: output_shapes(run.task, model.config, model.overrides, size)
+              for role, model in (("student", run.student), ("teacher", run.teacher))}
+    for index, term in enumerate(run.distill):
+        needs_adapter = losses.declaration(term.method).needs_adapter
+        for s_path, t_path in zip(term.student_location, term.teacher_location):
             s_calls = shapes["student"]["shapes"].get(s_path)
             t_calls = shapes["teacher"]["shapes"].get(t_path)
             if not s_calls or not t_calls:
@@ -197,46 +188,27 @@ def _check_shapes(site: Site) -> None:
             if len(s) != len(t):
                 raise UserError(f"{site.term_key(index, 'teacher_location')}: {pair}: outputs {s} and {t} "
                                 f"have different ranks")
-            if len(s) > 1 and s[1] != t[1] and needs_adapter and term["adapter"] is None:
+            if len(s) > 1 and s[1] != t[1] and needs_adapter and term.adapter is None:
                 raise UserError(f"{site.term_key(index, 'adapter')}: {pair}: {s[1]} channels {s} vs {t[1]} {t} "
                                 f"at input {size[0]}x{size[1]}; add an adapter (adapter: true for a 1x1 conv, "
                                 f"or {{norm: true, act: true}})")
-            if s[2:] != t[2:] and not term["resize"]:
+            if s[2:] != t[2:] and not term.resize:
                 raise UserError(f"{site.term_key(index, 'resize')}: {pair}: maps {s} and {t} differ in size at "
                                 f"input {size[0]}x{size[1]}; set resize: true")
 
 
-_NEEDS_ADAPTER: dict[str, dict] = {}
-
-
-def _needs_adapter(method: str) -> bool:
-    """Whether a loss needs equal channels (``needs_adapter``, default True), cached on disk per
-    version of the losses' source, so a cached preflight does not import torch."""
-    from kdbench.loss_catalog import source_hash
-
-    cache = cache_root() / "shapes" / f"needs_adapter-{source_hash()}.json"
-    table = _NEEDS_ADAPTER.get(str(cache)) or store.read_json(cache)
-    if not (isinstance(table, dict) and method in table):
-        from kdbench import losses
-
-        table = {name: bool(getattr(losses.get(name), "needs_adapter", True)) for name in losses.available()}
-        write_cache(cache, table)
-    _NEEDS_ADAPTER[str(cache)] = table
-    return table.get(method, True)
-
-
 # -- key paths in a study ---------------------------------------------------------------------
-def _study_term_key(study, planned) -> Callable[[int, str], str]:
+def _study_term_key(study: Study, planned) -> Callable[[int, str], str]:
     def key(index: int, name: str) -> str:
         return f"{study.path}: {_where(study, planned, index, name)}"
     return key
 
 
-def _where(study, planned, index: int, key: str) -> str:
+def _where(study: Study, planned, index: int, key: str) -> str:
     method = planned.params.get("method")
     if method is not None:
-        return f"methods.{method}.{key}" if not isinstance(study.spec.get("methods", {}).get(method), list) \
-            else f"methods.{method}[{index}].{key}"
+        written_as_list = isinstance((study.spec.raw.get("methods") or {}).get(method), list)
+        return f"methods.{method}[{index}].{key}" if written_as_list else f"methods.{method}.{key}"
     return f"run {planned.name}: distill[{index}].{key}"
 
 
@@ -248,25 +220,16 @@ def _get(data, path: str):
     return data
 
 
-def _axes(study) -> Iterable[tuple[str, str]]:
-    """(axis path, its key path in the study) for every grid and zip axis."""
-    for axis in study.spec.get("grid") or {}:
-        yield str(axis), f"grid.{axis}"
-    for index, block in enumerate(study.spec.get("zip") or []):
-        for axis in block or {}:
-            yield str(axis), f"zip[{index}].{axis}"
-
-
-def _study_field_key(study, planned) -> Callable[[str], str]:
+def _study_field_key(study: Study, planned) -> Callable[[str], str]:
     """Where a run field comes from: an axis that sets it, else ``base``."""
     def key(path: str) -> str:
-        value = _get(planned.run, path)
-        base = study.spec.get("base") or {}
+        value = _get(planned.run.to_dict(), path)
+        base = study.spec.base
         if value is not None and _get(base, path) == value:
             return f"{study.path}: base.{path}"
-        for axis, where in _axes(study):
-            if path == axis or path.startswith(axis + ".") or axis.startswith(path + "."):
-                return f"{study.path}: {where}"
+        for axis in (axis for group in study.spec.axes for axis in group):
+            if path == axis.path or path.startswith(axis.path + ".") or axis.path.startswith(path + "."):
+                return f"{study.path}: {axis.where}"
         return f"{study.path}: base.{path}" if _get(base, path) is not None else \
             f"{study.path}: run {planned.name}: {path}"
     return key

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from kdbench import losses
-from kdbench.bench import bandwidth as bench_bandwidth
-from kdbench.bench import losses as bench_losses
+from benchmarks import bandwidth as bench_bandwidth
+from benchmarks import losses as bench_losses
 from kdbench.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -95,7 +95,7 @@ def test_a_disagreement_that_repeats_fails_and_a_one_off_is_reported_not_hidden(
 
 
 def test_interleaved_medians_keeps_each_suites_call_order_and_drops_the_warm_up_round():
-    from kdbench.bench.timing import interleaved_medians
+    from benchmarks.timing import interleaved_medians
 
     order: list[str] = []
     calls = {name: (lambda name=name: order.append(name)) for name in "abc"}

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from kdbench import loss_catalog
-from kdbench.bench import grid
+from benchmarks import grid
 
 REPO = Path(__file__).resolve().parents[1]
 OPERATIONS = ("plan_first", "plan", "status", "collect", "report", "plan_model_check")

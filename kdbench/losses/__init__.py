@@ -7,32 +7,27 @@ methods whose ``needs_labels`` is True) that returns a scalar already multiplied
     from kdbench import losses
     cwd = losses.build("cwd", tau=4.0, loss_weight=3.0)
 
-Every module of this package is imported here so that its ``@register`` runs; adding a method is
-adding a file.
+This package imports without torch: names, parameters and validation come from the declarations
+(kdbench.losses.params); a loss's module (and torch) is imported when it is built. A new method is
+a module with a ``LossParams`` dataclass and a class decorated ``@register(name, params)``: in
+this package (then listed in ``params.BUILTINS``) or in a plugin named by a spec.
 """
 
-import importlib
-import pkgutil
-
-from kdbench.losses.registry import available, build, check_params, get, parameters, register
-
-_INFRASTRUCTURE = {"registry", "common", "adapters"}
-for _module in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
-    if _module.name not in _INFRASTRUCTURE and not _module.name.startswith("_"):
-        importlib.import_module(f"{__name__}.{_module.name}")
-
-from kdbench.losses.adapters import ChannelAdapter, align  # noqa: E402
-from kdbench.losses.cwd import ChannelWiseDivergence, channel_wise_divergence  # noqa: E402
+from kdbench.losses.params import LossParams, choice, integer, non_negative, positive
+from kdbench.losses.registry import available, build, check_params, declaration, get, origin, parameters, register
 
 __all__ = [
-    "ChannelAdapter",
-    "ChannelWiseDivergence",
-    "align",
+    "LossParams",
     "available",
     "build",
-    "channel_wise_divergence",
     "check_params",
+    "choice",
+    "declaration",
     "get",
+    "integer",
+    "non_negative",
+    "origin",
     "parameters",
+    "positive",
     "register",
 ]

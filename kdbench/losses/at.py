@@ -18,7 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from kdbench.losses.common import check_same_positions, check_weight
+from kdbench.losses.common import check_same_positions
+from kdbench.losses.params import ATParams
 from kdbench.losses.registry import register
 
 
@@ -42,7 +43,7 @@ def attention_transfer(preds_S: Tensor, preds_T: Tensor) -> Tensor:
         return (a_S - a_T).pow(2).mean()
 
 
-@register("at")
+@register("at", ATParams)
 class AttentionTransfer(nn.Module):
     """Attention transfer between spatial attention maps of two feature maps.
 
@@ -54,12 +55,10 @@ class AttentionTransfer(nn.Module):
         preds_S: (N, C_S, H, W); preds_T: (N, C_T, H, W). Returns a scalar.
     """
 
-    needs_labels = False
-    needs_adapter = False  # channel counts may differ
 
     def __init__(self, loss_weight: float = 1e4):
         super().__init__()
-        self.loss_weight = check_weight(loss_weight)
+        self.loss_weight = float(loss_weight)
 
     def forward(self, preds_S: Tensor, preds_T: Tensor) -> Tensor:
         return attention_transfer(preds_S, preds_T) * self.loss_weight

@@ -1,30 +1,11 @@
-"""Shared checks for distillation losses: shapes, temperatures, weights."""
+"""Shape checks shared by the distillation losses (their parameters are checked by their
+declarations, kdbench.losses.params)."""
 
 from __future__ import annotations
-
-import math
 
 from torch import Tensor
 
 from kdbench.errors import UserError
-
-
-def check_positive(name: str, value: float) -> float:
-    """A temperature or scale must be a finite number > 0."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise UserError(f"{name} must be a number > 0, got {value!r}")
-    if not math.isfinite(value) or value <= 0:
-        raise UserError(f"{name} must be a finite number > 0, got {value!r}")
-    return float(value)
-
-
-def check_weight(value: float) -> float:
-    """A loss weight must be a finite number >= 0 (0 switches the term off but keeps it logged)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise UserError(f"loss_weight must be a finite number >= 0, got {value!r}")
-    if value < 0:
-        raise UserError(f"loss_weight must be >= 0, got {value!r}")
-    return float(value)
 
 
 def check_same_shape(method: str, preds_S: Tensor, preds_T: Tensor, ndim: int = 4) -> None:

@@ -21,7 +21,8 @@ from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
 from kdbench.losses import _native
-from kdbench.losses.common import check_positive, check_same_shape, check_weight
+from kdbench.losses.common import check_same_shape
+from kdbench.losses.params import CWDParams
 from kdbench.losses.registry import register
 
 
@@ -162,7 +163,7 @@ def channel_wise_divergence(preds_S: Tensor, preds_T: Tensor, tau: float = 1.0) 
     return _ChannelWiseKL.apply(preds_S, preds_T.detach(), float(tau), 1.0 / (n * c))
 
 
-@register("cwd")
+@register("cwd", CWDParams)
 class ChannelWiseDivergence(nn.Module):
     """Channel-wise distillation loss, a drop-in for MMRazor's ``ChannelWiseDivergence``.
 
@@ -176,8 +177,7 @@ class ChannelWiseDivergence(nn.Module):
 
     def __init__(self, tau: float = 1.0, loss_weight: float = 1.0):
         super().__init__()
-        self.tau = check_positive("tau", tau)
-        self.loss_weight = check_weight(loss_weight)
+        self.tau, self.loss_weight = float(tau), float(loss_weight)
 
     def forward(self, preds_S: Tensor, preds_T: Tensor) -> Tensor:
         return channel_wise_divergence(preds_S, preds_T, self.tau) * self.loss_weight

@@ -17,7 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from kdbench.losses.common import check_same_shape, check_weight
+from kdbench.losses.common import check_same_shape
+from kdbench.losses.params import FitNetsParams
 from kdbench.losses.registry import register
 
 
@@ -33,7 +34,7 @@ def l2_mimic(preds_S: Tensor, preds_T: Tensor) -> Tensor:
         return F.mse_loss(preds_S.to(dtype), preds_T.detach().to(dtype), reduction="mean")
 
 
-@register("fitnets")
+@register("fitnets", FitNetsParams)
 class FitNets(nn.Module):
     """L2 mimicking of an (already adapted) student feature map.
 
@@ -45,12 +46,10 @@ class FitNets(nn.Module):
         preds_T: (N, C, H, W), the teacher map. Returns a scalar.
     """
 
-    needs_labels = False
-    needs_adapter = True  # equal channels: an adapter where they differ
 
     def __init__(self, loss_weight: float = 10.0):
         super().__init__()
-        self.loss_weight = check_weight(loss_weight)
+        self.loss_weight = float(loss_weight)
 
     def forward(self, preds_S: Tensor, preds_T: Tensor) -> Tensor:
         return l2_mimic(preds_S, preds_T) * self.loss_weight

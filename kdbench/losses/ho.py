@@ -29,21 +29,11 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 from kdbench.errors import UserError
-from kdbench.losses.common import check_positive, check_same_shape, check_weight
+from kdbench.losses.common import check_same_shape
+from kdbench.losses.params import HOParams
 from kdbench.losses.registry import register
 
-_PREPROCESS = ("softmax", "batchnorm", "none")
-
-
-def _non_negative(name: str, value: float) -> float:
-    return 0.0 if value == 0 and not isinstance(value, bool) else check_positive(name, value)
-
-
-def _positive_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value > 0
-
-
-@register("ho")
+@register("ho", HOParams)
 class HolisticDistillation(nn.Module):
     """Adversarial (WGAN-GP) holistic distillation of score maps.
 
@@ -60,23 +50,14 @@ class HolisticDistillation(nn.Module):
         preds_S, preds_T: (N, C, H, W) score maps (logits), equal shapes. Returns a scalar.
     """
 
-    needs_labels = False
-    needs_adapter = True  # equal channels: an adapter where they differ
     has_own_optimizer = True
 
     def __init__(self, loss_weight: float = 0.001, d_weight: float = 0.1, gp_weight: float = 10.0,
                  lr_d: float = 4e-4, in_channels: int | None = None, width: int = 64,
                  preprocess: str = "softmax"):
         super().__init__()
-        self.loss_weight = check_weight(loss_weight)
-        self.d_weight = check_positive("d_weight", d_weight)
-        self.gp_weight = _non_negative("gp_weight", gp_weight)
-        self.lr_d = check_positive("lr_d", lr_d)
-        for name, value in (("in_channels", in_channels), ("width", width)):
-            if (value is not None or name == "width") and not _positive_int(value):
-                raise UserError(f"{name} must be a positive integer, got {value!r}")
-        if preprocess not in _PREPROCESS:
-            raise UserError(f"preprocess must be one of {_PREPROCESS}, got {preprocess!r}")
+        self.loss_weight, self.d_weight = float(loss_weight), float(d_weight)
+        self.gp_weight, self.lr_d = float(gp_weight), float(lr_d)
         self.preprocess = preprocess
         c = in_channels
         layers: list[nn.Module] = []

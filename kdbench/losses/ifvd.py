@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from kdbench.errors import UserError
-from kdbench.losses.common import check_weight
+from kdbench.losses.params import IFVDParams
 from kdbench.losses.registry import register
 
 
@@ -81,7 +81,7 @@ def intra_class_variation(
         return (cos_S - cos_T).pow(2).mean()
 
 
-@register("ifvd")
+@register("ifvd", IFVDParams)
 class IntraClassFeatureVariation(nn.Module):
     """IFVD: match per-pixel cosine similarity to the class prototype.
 
@@ -94,15 +94,10 @@ class IntraClassFeatureVariation(nn.Module):
         (resized by nearest neighbour to H x W). Returns a scalar.
     """
 
-    needs_labels = True
-    needs_adapter = False  # channel counts may differ
 
     def __init__(self, loss_weight: float = 200.0, ignore_index: int = 255):
         super().__init__()
-        self.loss_weight = check_weight(loss_weight)
-        if isinstance(ignore_index, bool) or not isinstance(ignore_index, int):
-            raise UserError(f"ignore_index must be an integer, got {ignore_index!r}")
-        self.ignore_index = ignore_index
+        self.loss_weight, self.ignore_index = float(loss_weight), ignore_index
 
     def forward(self, preds_S: Tensor, preds_T: Tensor, labels: Tensor) -> Tensor:
         loss = intra_class_variation(preds_S, preds_T, labels, self.ignore_index)

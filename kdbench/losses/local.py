@@ -24,7 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from kdbench.losses.common import check_same_shape, check_weight
+from kdbench.losses.common import check_same_shape
+from kdbench.losses.params import LocalParams
 from kdbench.losses.registry import register
 
 # The 8 neighbour offsets (dy, dx) of a 3x3 window, centre excluded.
@@ -57,7 +58,7 @@ def local_similarity(preds_S: Tensor, preds_T: Tensor) -> Tensor:
         return F.mse_loss(d_S, d_T, reduction="mean")
 
 
-@register("local")
+@register("local", LocalParams)
 class LocalSimilarity(nn.Module):
     """MSE between the student's and teacher's 8-neighbourhood absolute-difference maps.
 
@@ -68,12 +69,10 @@ class LocalSimilarity(nn.Module):
         preds_S, preds_T: (N, C, H, W), equal shapes. Returns a scalar.
     """
 
-    needs_labels = False
-    needs_adapter = True  # equal channels: an adapter where they differ
 
     def __init__(self, loss_weight: float = 1.0):
         super().__init__()
-        self.loss_weight = check_weight(loss_weight)
+        self.loss_weight = float(loss_weight)
 
     def forward(self, preds_S: Tensor, preds_T: Tensor) -> Tensor:
         return local_similarity(preds_S, preds_T) * self.loss_weight

@@ -24,13 +24,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from kdbench.errors import UserError
-from kdbench.losses.common import check_positive, check_same_shape, check_weight
+from kdbench.losses.common import check_same_shape
 from kdbench.losses.cwd import channel_wise_divergence
+from kdbench.losses.params import NormDivergenceParams
 from kdbench.losses.registry import register
-
-NORMS = ("channel", "spatial", "channel_mean", "none")
-DIVERGENCES = ("kl", "mse")
 
 
 def _kl_rows(logits_S: Tensor, logits_T: Tensor, dim: int) -> Tensor:
@@ -52,7 +49,7 @@ def _normalise(x: Tensor, norm: str, tau: float) -> Tensor:
     return x
 
 
-@register("norm_divergence")
+@register("norm_divergence", NormDivergenceParams)
 class NormDivergence(nn.Module):
     """One cell of the normalisation x divergence ablation.
 
@@ -73,13 +70,9 @@ class NormDivergence(nn.Module):
         loss_weight: float = 1.0,
     ):
         super().__init__()
-        if norm not in NORMS:
-            raise UserError(f"unknown norm {norm!r}; valid: {', '.join(NORMS)}")
-        if divergence not in DIVERGENCES:
-            raise UserError(f"unknown divergence {divergence!r}; valid: {', '.join(DIVERGENCES)}")
         self.norm, self.divergence = norm, divergence
-        self.tau = check_positive("tau", tau) if divergence == "kl" else 1.0
-        self.loss_weight = check_weight(loss_weight)
+        self.tau = float(tau) if divergence == "kl" else 1.0  # MSE uses T = 1, as the official code
+        self.loss_weight = float(loss_weight)
 
     def forward(self, preds_S: Tensor, preds_T: Tensor) -> Tensor:
         check_same_shape(f"norm_divergence({self.norm}, {self.divergence})", preds_S, preds_T)

@@ -25,8 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from kdbench.errors import UserError
-from kdbench.losses.common import check_positive, check_same_positions, check_weight
+from kdbench.losses.common import check_same_positions
+from kdbench.losses.params import PAParams
 from kdbench.losses.registry import register
 
 
@@ -54,7 +54,7 @@ def pair_wise_distillation(preds_S: Tensor, preds_T: Tensor, pool_scale: float =
         return (s_T - s_S).pow(2).sum() / (hw * hw) / n
 
 
-@register("pa")
+@register("pa", PAParams)
 class PairWiseDistillation(nn.Module):
     """Pair-wise (node affinity) distillation between two feature maps.
 
@@ -67,15 +67,10 @@ class PairWiseDistillation(nn.Module):
         preds_S: (N, C_S, H, W); preds_T: (N, C_T, H, W). Returns a scalar.
     """
 
-    needs_labels = False
-    needs_adapter = False  # channel counts may differ
 
     def __init__(self, pool_scale: float = 0.5, loss_weight: float = 1.0):
         super().__init__()
-        self.pool_scale = check_positive("pool_scale", pool_scale)
-        if self.pool_scale > 1.0:
-            raise UserError(f"pool_scale must be in (0, 1], got {pool_scale!r}")
-        self.loss_weight = check_weight(loss_weight)
+        self.pool_scale, self.loss_weight = float(pool_scale), float(loss_weight)
 
     def forward(self, preds_S: Tensor, preds_T: Tensor) -> Tensor:
         return pair_wise_distillation(preds_S, preds_T, self.pool_scale) * self.loss_weight

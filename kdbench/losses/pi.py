@@ -21,7 +21,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from kdbench.losses.common import check_positive, check_same_shape, check_weight
+from kdbench.losses.common import check_same_shape
+from kdbench.losses.params import PIParams
 from kdbench.losses.registry import register
 
 
@@ -42,7 +43,7 @@ def pixel_wise_divergence(preds_S: Tensor, preds_T: Tensor, tau: float = 1.0) ->
         return kl * (tau * tau / (n * h * w))
 
 
-@register("pi")
+@register("pi", PIParams)
 class PixelWiseDistillation(nn.Module):
     """Pixel-wise KD: KL between per-pixel class distributions, averaged over pixels.
 
@@ -55,13 +56,10 @@ class PixelWiseDistillation(nn.Module):
         Returns a scalar (float32, or float64 for float64 inputs).
     """
 
-    needs_labels = False
-    needs_adapter = True  # equal channels: an adapter where they differ
 
     def __init__(self, tau: float = 1.0, loss_weight: float = 10.0):
         super().__init__()
-        self.tau = check_positive("tau", tau)
-        self.loss_weight = check_weight(loss_weight)
+        self.tau, self.loss_weight = float(tau), float(loss_weight)
 
     def forward(self, preds_S: Tensor, preds_T: Tensor) -> Tensor:
         return pixel_wise_divergence(preds_S, preds_T, self.tau) * self.loss_weight

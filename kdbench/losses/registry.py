@@ -1,77 +1,98 @@
-"""A plain name -> class registry for distillation losses.
+"""The name -> loss registry: which methods exist, what they take, and how to build one.
 
-``build("cwd", tau=4.0, loss_weight=3.0)`` returns a ready ``nn.Module``. Unknown names and
-unknown parameters are rejected with the list of valid ones, so a typo in a study spec fails
+``register(name, params)`` ties a loss class (an ``nn.Module`` called as ``loss(preds_S,
+preds_T)``) to its parameter declaration (a ``LossParams`` dataclass, kdbench.losses.params);
+built-in and plugin losses use it alike. Everything but ``get`` and ``build`` answers from the
+declarations, without importing torch: the built-ins are declared in ``params.BUILTINS`` and
+their modules are imported only when a loss is built.
+
+Unknown names and parameters are rejected with the valid ones, so a typo in a study spec fails
 before anything trains.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
-import inspect
+import importlib
 from typing import Any
 
 from kdbench.errors import UserError
+from kdbench.losses.params import BUILTINS, LossParams
 
-_REGISTRY: dict[str, type] = {}
+_CLASSES: dict[str, type] = {}                 # name -> loss class, once its module is imported
+_DECLARED: dict[str, type[LossParams]] = {name: params for name, (_, params) in BUILTINS.items()}
+_ORIGIN: dict[str, str] = {name: module for name, (module, _) in BUILTINS.items()}
 
 
-def register(name: str):
-    """Class decorator: make a loss buildable as ``build(name, ...)``."""
+def register(name: str, params: type[LossParams]):
+    """Class decorator: make a loss buildable as ``build(name, ...)``, its parameters declared by
+    ``params``. The class gets ``needs_labels`` and ``needs_adapter`` from the declaration."""
+    if not (isinstance(params, type) and issubclass(params, LossParams)):
+        raise TypeError(f"register({name!r}, ...): params must be a LossParams dataclass, got {params!r}")
 
     def decorator(cls: type) -> type:
-        if name in _REGISTRY and _REGISTRY[name] is not cls:
-            raise ValueError(f"loss name {name!r} is registered twice")
-        _REGISTRY[name] = cls
+        if _DECLARED.get(name, params) is not params or _CLASSES.get(name, cls) is not cls:
+            where = _ORIGIN.get(name, "another module")
+            raise UserError(f"loss {name!r} is registered twice (already by {where}); choose another name")
+        _DECLARED[name] = params
+        _ORIGIN.setdefault(name, cls.__module__)
+        _CLASSES[name] = cls
         cls.registry_name = name
+        cls.params = params
+        cls.needs_labels = params.needs_labels
+        cls.needs_adapter = params.needs_adapter
         return cls
 
     return decorator
 
 
 def available() -> list[str]:
-    """The registered method names, sorted."""
-    return sorted(_REGISTRY)
+    """The registered method names (built-ins and loaded plugins), sorted."""
+    return sorted(_DECLARED)
 
 
-def get(name: str) -> type:
-    """The class registered under ``name``; a UserError listing the valid names otherwise."""
+def declaration(name: str) -> type[LossParams]:
+    """The parameter declaration of ``name``; a UserError listing the valid names otherwise."""
     try:
-        return _REGISTRY[name]
-    except KeyError:
-        close = difflib.get_close_matches(str(name), _REGISTRY, n=3)
+        return _DECLARED[name]
+    except (KeyError, TypeError):
+        close = difflib.get_close_matches(str(name), _DECLARED, n=3)
         hint = f" (did you mean {', '.join(close)}?)" if close else ""
-        raise UserError(
-            f"unknown distillation method {name!r}{hint}; valid: {', '.join(available())}"
-        ) from None
+        raise UserError(f"unknown distillation method {name!r}{hint}; valid: {', '.join(available())}") from None
 
 
 def parameters(name: str) -> dict[str, Any]:
-    """The constructor parameters of a method and their defaults (``inspect.Parameter.empty``
-    where there is none)."""
-    signature = inspect.signature(get(name).__init__)
-    return {
-        p.name: p.default
-        for p in list(signature.parameters.values())[1:]
-        if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
-    }
+    """A method's parameters (``loss_weight`` included) and their defaults."""
+    return {field.name: field.default for field in dataclasses.fields(declaration(name))}
 
 
-def check_params(name: str, params: dict[str, Any]) -> None:
-    """Raise a UserError naming any parameter ``name`` does not take, or a required one missing."""
+def origin(name: str) -> str:
+    """The module that defines ``name`` (a built-in's, or a plugin's)."""
+    declaration(name)
+    return _ORIGIN[name]
+
+
+def check_params(name: str, params: dict[str, Any]) -> LossParams:
+    """The validated parameters of ``name``: unknown parameters and bad values raise a UserError
+    naming them and what is valid."""
     valid = parameters(name)
     unknown = sorted(set(params) - set(valid))
     if unknown:
-        raise UserError(
-            f"method {name!r} has no parameter {', '.join(map(repr, unknown))}; "
-            f"valid: {', '.join(valid) or '(none)'}"
-        )
-    missing = [k for k, v in valid.items() if v is inspect.Parameter.empty and k not in params]
-    if missing:
-        raise UserError(f"method {name!r} needs parameter(s) {', '.join(missing)}")
+        raise UserError(f"method {name!r} has no parameter {', '.join(map(repr, unknown))}; "
+                        f"valid: {', '.join(valid)}")
+    return declaration(name)(**params)
+
+
+def get(name: str) -> type:
+    """The loss class registered as ``name`` (imports a built-in's module, and so torch)."""
+    declaration(name)
+    if name not in _CLASSES:
+        importlib.import_module(_ORIGIN[name])
+    return _CLASSES[name]
 
 
 def build(name: str, **params: Any):
-    """Instantiate the loss registered as ``name`` with ``params`` after checking them."""
-    check_params(name, params)
-    return get(name)(**params)
+    """Instantiate the loss registered as ``name`` with ``params`` after validating them."""
+    checked = check_params(name, params)
+    return get(name)(**checked.values())

@@ -8,15 +8,16 @@ metrics.jsonl, final.json or error.json, job.json); 10% of the cells are failed,
 interrupted, corrupt or missing. It then times, in this process, what each CLI verb does (the study
 read from its YAML each time, the output formatted, nothing printed):
 
-- ``plan_first``: ``kdbench plan --no-model-check`` of a study never loaded (every run validated
-  and hashed; the expansion is then kept by kdbench.study_cache), ``plan``: the same afterwards;
+- ``plan``: ``kdbench plan --no-model-check`` (every run validated, expanded and hashed);
 - ``plan_model_check``: what ``kdbench plan`` adds, runners.preflight's checks against the models
-  (from their disk caches), timed apart;
+  (module names and shapes from runners.model_facts' disk cache), timed apart, and
+  ``plan_model_check_uncached``: the same with that cache empty (the models built and probed),
+  the row that shows what kdbench's one cache buys;
 - ``status``, ``collect`` (runs.parquet written), ``report`` (HTML and markdown, the CWD summary);
 - ``cli_start_*``: ``kdbench --help``, ``plan`` and ``status`` on a 20-run study, each in a fresh
   interpreter (start to exit).
 
-Every figure is a median of ``repeats`` timings. Targets (issue 7, on a 2-core machine): plan <= 2 s,
+Every figure is a median of ``repeats`` timings. Targets (on a 2-core machine): plan <= 2 s,
 status <= 2 s, collect <= 5 s, report <= 10 s at 10,000 runs, the CLI's start well under a second
 (0.5 s), and growth from the smallest to the largest size no worse than linear (time ratio <= run
 ratio, with 10% for timing noise).
@@ -33,15 +34,16 @@ import tempfile
 import time
 from pathlib import Path
 
-from kdbench import jobs, store
+from kdbench import store
 from kdbench.table import text_table
 
-TARGETS = {"plan_first": 2.0, "plan": 2.0, "plan_model_check": None, "status": 2.0, "collect": 5.0, "report": 10.0,
+TARGETS = {"plan": 2.0, "plan_model_check": None, "plan_model_check_uncached": None, "status": 2.0, "collect": 5.0,
+           "report": 10.0,
            "cli_start_help": 0.5, "cli_start_plan": 0.5, "cli_start_plan_no_model_check": 0.5,
            "cli_start_status": 0.5}
 SEEDS = 5
 NOISE = 1.1  # growth counts as linear up to 10% above the ratio of run counts
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 ENV = {"python": "3.11", "torch": "2.13.0+cpu", "mmcv": "2.1.0", "mmengine": "0.10.7", "mmseg": "1.2.2",
        "mmdet": "3.3.0", "git_sha": "0" * 40, "device": "cpu", "device_name": "x86_64",
        "hostname": "bench", "threads": 2}
@@ -99,11 +101,11 @@ def write_run(run_dir: Path, planned, index: int, outcome: str) -> None:
     if outcome == "missing":
         return
     run_dir.mkdir(parents=True, exist_ok=True)
-    jobs.write_job(run_dir, "local", DEAD_PID)
-    store.write_json_atomic(run_dir / store.SPEC, {**planned.run, "run_id": planned.run_id})
+    store.write_job(run_dir, "local", DEAD_PID)
+    store.write_json_atomic(run_dir / store.SPEC, {**planned.run.to_dict(), "run_id": planned.run_id})
     store.write_json_atomic(run_dir / store.ENV, ENV)
     miou = _miou(planned, index)
-    iterations = planned.run["schedule"]["iterations"]
+    iterations = planned.run.schedule.iterations
     steps = [iterations // 2, iterations] if outcome == "complete" else [iterations // 2]
     for step in steps:
         value = miou - (2.0 if step < iterations else 0.0)
@@ -111,8 +113,8 @@ def write_run(run_dir: Path, planned, index: int, outcome: str) -> None:
                            {"iter": step, "val/mIoU": value, "val/mAcc": value + 10, "val/aAcc": value + 40})
     if outcome == "complete":
         store.write_json_atomic(run_dir / store.FINAL, {
-            "status": "complete", "run_id": planned.run_id, "name": planned.name, "role": planned.run["role"],
-            "task": planned.run["task"], "iterations": iterations,
+            "status": "complete", "run_id": planned.run_id, "name": planned.name, "role": planned.run.role,
+            "task": planned.run.task, "iterations": iterations,
             "metrics": {"val/mIoU": miou, "val/mAcc": miou + 10, "val/aAcc": miou + 40},
             "cost": {"seconds_per_iter": round(0.05 + 0.01 * (planned.kind == "cell") + 0.002 * (index % 5), 4),
                      "kd_share": 0.2, "teacher_share": 0.1,
@@ -134,7 +136,7 @@ def write_run(run_dir: Path, planned, index: int, outcome: str) -> None:
 def make_grid(root: Path, runs: int, name: str | None = None):
     """Write the study YAML and its results store under ``root``; returns (study, results, states),
     states being {run_id: the state written}."""
-    from kdbench.study import load_study
+    from kdbench.expand import load_study
 
     name = name or f"grid{runs}"
     root.mkdir(parents=True, exist_ok=True)
@@ -152,64 +154,75 @@ def make_grid(root: Path, runs: int, name: str | None = None):
 
 def _plan(path: Path, results: Path):
     """``kdbench plan --no-model-check``: the study, its runs' states, the table."""
+    from kdbench.expand import load_study
     from kdbench.plan import format_plan, plan_rows
-    from kdbench.study import load_study
 
     study = load_study(path, results)
-    rows = plan_rows(study, results)
+    rows = plan_rows(study)
     format_plan(study, rows)
     return rows
 
 
-def _plan_first(path: Path, results: Path):
-    """``kdbench plan --no-model-check`` of a study not loaded before (no saved expansion: every run
-    validated and hashed, then the expansion saved for the verbs that follow)."""
-    from kdbench import study_cache
-
-    study_cache.forget(path, results)
-    return _plan(path, results)
-
-
-def _model_check(path: Path, results: Path):
+def _model_check(path: Path, results: Path, cache: Path | None = None):
     """What ``kdbench plan`` adds without ``--no-model-check``: runners.preflight's checks of the
-    study against the models (module names and shapes cached on disk), timed apart."""
-    from kdbench.study import load_study
-    from runners import preflight
+    study against the models, timed apart; ``cache``: an empty folder to use as the model-facts
+    cache (nothing cached: every distinct model built and probed)."""
+    from kdbench.expand import load_study
+    from runners import model_facts, preflight
 
     study = load_study(path, results)
-    start = time.perf_counter()
-    preflight.check_study(study)
-    return time.perf_counter() - start
+    saved = os.environ.get("KDBENCH_CACHE")
+    if cache is not None:
+        os.environ["KDBENCH_CACHE"] = str(cache)
+        model_facts.forget()
+    try:
+        start = time.perf_counter()
+        preflight.check_study(study)
+        return time.perf_counter() - start
+    finally:
+        if cache is not None:
+            os.environ.pop("KDBENCH_CACHE") if saved is None else os.environ.update(KDBENCH_CACHE=saved)
+            model_facts.forget()
 
 
 def _status(path: Path, results: Path):
     """``kdbench status``: the study, each run's state, the table."""
-    from kdbench.status import format_status, run_states
-    from kdbench.study import load_study
+    from kdbench.expand import load_study
+    from kdbench.states import format_status
+    from runners.launch.jobs import status
 
     study = load_study(path, results)
-    rows = run_states(study, results)
+    rows = status(study)
     format_status(study, rows)
     return rows
 
 
+def _collected(path: Path, results: Path):
+    """The study and its rows, as ``kdbench collect`` makes them (runs.parquet written)."""
+    from analysis.collect import collect
+    from kdbench import store
+    from kdbench.expand import load_study
+    from runners.launch.jobs import status
+
+    study = load_study(path, results)
+    scanned = store.scan(study.directory, [p.run_id for p in study.runs])
+    return study, collect(study, scanned, status(study, scanned))
+
+
 def _collect(path: Path, results: Path):
     """``kdbench collect``: the study, one row per run, runs.parquet written."""
-    from analysis.collect import collect
-    from kdbench.study import load_study
-
-    return collect(load_study(path, results), results)
+    return _collected(path, results)[1]
 
 
 def _report(path: Path, results: Path):
-    """``kdbench report --format html,md``: the study, both reports written, the CWD summary."""
-    from kdbench.study import load_study
+    """``kdbench report --format html,md``: the study, its rows, both reports written, the CWD summary."""
     from reports.render import render_report
 
-    return render_report(load_study(path, results), results, ("html", "md"))[0]
+    study, frame = _collected(path, results)
+    return render_report(study, frame, ("html", "md"))[0]
 
 
-OPERATIONS = {"plan_first": _plan_first, "plan": _plan, "status": _status, "collect": _collect, "report": _report}
+OPERATIONS = {"plan": _plan, "status": _status, "collect": _collect, "report": _report}
 
 
 def _timed(function, *args, repeats: int = 1) -> tuple[float, object]:
@@ -269,7 +282,6 @@ def run(sizes=(1000, 10000), repeats: int = 3, cli: bool = True, cli_runs: int =
 
     import analysis.collect  # noqa: F401  (imported before any timing: a CLI verb imports them too)
     import reports.render  # noqa: F401
-    from kdbench import study_cache
 
     base = Path(root) if root else Path(tempfile.mkdtemp(prefix="kdbench-grid-",
                                                           dir="/dev/shm" if os.path.isdir("/dev/shm") else None))
@@ -286,12 +298,13 @@ def run(sizes=(1000, 10000), repeats: int = 3, cli: bool = True, cli_runs: int =
                 rows.append(_row(operation, planned, seconds))
                 found[operation] = result if counts is not None else None
                 del result
-            _model_check(path, results)  # fills the caches, as the first plan of a study does
+            # Without the model-facts cache (an empty one): every distinct model built and probed.
+            rows.append(_row("plan_model_check_uncached", planned, _model_check(path, results, folder / "empty-cache")))
+            _model_check(path, results)  # fills the cache, as the first plan of a study does
             checks = [_model_check(path, results) for _ in range(repeats)]
             rows.append(_row("plan_model_check", planned, statistics.median(checks)))
             if counts is not None:
                 counts[size] = {"planned": planned, "written": written, **found}
-            study_cache.forget(path, results)
             if root is None:
                 shutil.rmtree(folder, ignore_errors=True)
         _growth(rows)
@@ -307,7 +320,6 @@ def run(sizes=(1000, 10000), repeats: int = 3, cli: bool = True, cli_runs: int =
                                 ("cli_start_status", ["status", path, "--results", str(results)])):
             row = _row(operation, 0 if operation == "cli_start_help" else len(study.runs), _cli_seconds(args, repeats))
             rows.append({**row, "growth_ratio": None, "runs_ratio": None, "no_worse_than_linear": None})
-        study_cache.forget(path, results)
     finally:
         if root is None:
             shutil.rmtree(base, ignore_errors=True)

@@ -9,7 +9,7 @@ repeats (the first round warms up and is dropped):
   plus the KD terms, the teacher frozen, in tensor mode and stopped at its tapped modules);
 - ``reference``: the pipeline MMRazor 1.x runs: the teacher in *loss* mode (its task losses
   computed, then thrown away) under no_grad, outputs tapped by plain forward hooks, the KD term
-  in MMRazor's formulation (``kdbench.bench.references.reference_cwd``), backward, SGD step.
+  in MMRazor's formulation (``benchmarks.references.reference_cwd``), backward, SGD step.
 
 Reported: ``overhead = kd / (student + teacher)`` (target <= 1.05: distilling costs no more than
 running both models) and ``kd / reference``. The cases come from shipped studies, so the bench
@@ -24,7 +24,7 @@ from __future__ import annotations
 from functools import partial
 from pathlib import Path
 
-from kdbench.bench.timing import interleaved_medians, synchronize
+from benchmarks.timing import interleaved_medians, synchronize
 
 ROOT = Path(__file__).resolve().parents[2]
 OVERHEAD_TARGET = 1.05
@@ -40,27 +40,26 @@ CASES = [
 PAPER_CPU_CROP, PAPER_CPU_BATCH = (128, 128), 2
 
 
-def _run_of(study_file: str, run_name: str) -> dict:
-    from kdbench.study import load_study
+def _run_of(study_file: str, run_name: str):
+    from kdbench.expand import load_study
 
     study = load_study(ROOT / study_file, "results")
     return next(r.run for r in study.runs if r.name == run_name)
 
 
-def _models(run: dict, crop: tuple[int, int]):
+def _models(run, crop: tuple[int, int]):
     import warnings
 
     from runners.build import build_model, load_config
 
     models = {}
-    for role in ("teacher", "student"):
-        spec = run[role]
-        overrides = {"model.data_preprocessor.size": list(crop), **spec["overrides"]}
+    for role, spec in (("teacher", run.teacher), ("student", run.student)):
+        overrides = {"model.data_preprocessor.size": list(crop), **spec.overrides}
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            cfg = load_config(spec["config"], overrides, f"{role}.config")
+            cfg = load_config(spec.config, overrides, f"{role}.config")
             # Random weights: no pretrained backbone is fetched, the timing is the same.
-            models[role] = build_model(cfg, run["task"], init=False)
+            models[role] = build_model(cfg, run.task, init=False)
     return models["teacher"], models["student"]
 
 
@@ -87,13 +86,13 @@ def _sum(loss_dict: dict):
                for k, v in loss_dict.items() if "loss" in k)
 
 
-def _reference_step(student, teacher, term: dict, adapter, optimizer, inputs, samples):
+def _reference_step(student, teacher, term, adapter, optimizer, inputs, samples):
     """MMRazor 1.x's way: teacher in loss mode under no_grad, plain hooks, MMRazor's CWD."""
     import torch
 
-    from kdbench.bench.references import reference_cwd
+    from benchmarks.references import reference_cwd
 
-    s_path, t_path = term["student_location"][0], term["teacher_location"][0]
+    s_path, t_path = term.student_location[0], term.teacher_location[0]
     recorded: dict[str, torch.Tensor] = {}
     hooks = [
         student.get_submodule(s_path).register_forward_hook(lambda m, i, o: recorded.__setitem__("s", o)),
@@ -105,7 +104,7 @@ def _reference_step(student, teacher, term: dict, adapter, optimizer, inputs, sa
             teacher(inputs, samples, mode="loss")
         losses = student(inputs, samples, mode="loss")
         s = adapter(recorded["s"]) if adapter is not None else recorded["s"]
-        kd = reference_cwd(s, recorded["t"], term["params"]["tau"], term["weight"])
+        kd = reference_cwd(s, recorded["t"], term.params["tau"], term.weight)
         (_sum(losses) + kd).backward()
         optimizer.step()
     finally:
@@ -119,11 +118,11 @@ def measure(case: str, study_file: str, run_name: str, repeats: int, crop=None, 
     from runners.distill import DistillModel
 
     run = _run_of(study_file, run_name)
-    paper = run["dataset"]["name"] != "fashion_scenes"
+    paper = run.dataset.name != "fashion_scenes"
     if crop is None:
         crop = PAPER_CPU_CROP if paper and not torch.cuda.is_available() else tuple(
-            run["schedule"].get("crop") or (run["dataset"]["params"]["size"],) * 2)
-    batch = batch or (PAPER_CPU_BATCH if paper and not torch.cuda.is_available() else run["schedule"]["batch_size"])
+            run.schedule.crop or (run.dataset.params["size"],) * 2)
+    batch = batch or (PAPER_CPU_BATCH if paper and not torch.cuda.is_available() else run.schedule.batch_size)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     torch.manual_seed(0)
     teacher, student = _models(run, tuple(crop))
@@ -133,7 +132,7 @@ def measure(case: str, study_file: str, run_name: str, repeats: int, crop=None, 
     student.to(device).train()
     inputs = inputs.to(device)
     samples = [s.to(device) for s in samples]
-    terms = run["distill"]
+    terms = run.distill
     model = DistillModel(student, teacher, terms, lambda: (inputs[:1], samples[:1])).to(device)
     model.train()
     optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-4, momentum=0.9)
@@ -166,8 +165,8 @@ def measure(case: str, study_file: str, run_name: str, repeats: int, crop=None, 
     overhead = median["kd"] / (median["student"] + median["teacher"])
     return {
         "suite": "step", "case": case, "study": study_file, "run": run_name,
-        "teacher": run["teacher"]["config"], "student": run["student"]["config"],
-        "locations": [t["student_location"][0] for t in terms], "adapter": adapter is not None,
+        "teacher": run.teacher.config, "student": run.student.config,
+        "locations": [t.student_location[0] for t in terms], "adapter": adapter is not None,
         "kd_losses": kd_keys,
         "crop": list(crop), "batch": batch, "device": device, "repeats": repeats,
         "reduced": paper and device == "cpu",

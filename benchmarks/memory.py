@@ -1,4 +1,4 @@
-"""Peak extra memory of a loss case's two formulations (see kdbench/bench/losses.py): on a CPU the
+"""Peak extra memory of a loss case's two formulations (see benchmarks/losses.py): on a CPU the
 peak resident set above the resident set with the inputs (and the gradient buffer) in place, read
 from /proc in one subprocess with glibc's mmap threshold pinned so that every tensor of 64 KiB or
 more is returned to the system when freed (CPU torch has no allocator statistics); on a GPU
@@ -11,7 +11,7 @@ import os
 import subprocess
 import sys
 
-from kdbench.bench.loss_cases import Case, formulations, make_inputs, scaled
+from benchmarks.loss_cases import Case, formulations, make_inputs, scaled
 
 
 def _peak_cuda(case: Case, shape: tuple) -> dict:
@@ -36,7 +36,7 @@ def _peak_cuda(case: Case, shape: tuple) -> dict:
 
 _MEMORY_PROBE = """
 import json, sys, torch
-from kdbench.bench.loss_cases import CASES, formulations, make_inputs, scaled
+from benchmarks.loss_cases import CASES, formulations, make_inputs, scaled
 
 def status(key):
     for line in open("/proc/self/status"):

@@ -1,5 +1,5 @@
 """The loss suite: every registered distillation loss against a straightforward formulation of the
-same math in plain torch autograd (kdbench/bench/references.py), at the paper's shapes.
+same math in plain torch autograd (benchmarks/references.py), at the paper's shapes.
 
 Each case is one method (at the settings of ``studies/paper_table2_cityscapes.yaml``) on one input:
 the logits (N, 19 classes, H/8, W/8 of a 512x1024 crop) and the PSP head's feature map (N, 512,
@@ -10,9 +10,9 @@ method's own definition is in its module's docstring.
 
 For each case: agreement of value and gradient (1e-5 relative; the gradient relative to its largest
 element), forward + backward time (median of interleaved repeats, kdbench and reference
-alternating, the first round dropped; kdbench/bench/timing.py), and peak extra memory (the CPU's
-peak resident set, the GPU's allocator peak; kdbench/bench/memory.py). The cases, their inputs and
-both formulations of each are in kdbench/bench/loss_cases.py. Where CUDA is
+alternating, the first round dropped; benchmarks/timing.py), and peak extra memory (the CPU's
+peak resident set, the GPU's allocator peak; benchmarks/memory.py). The cases, their inputs and
+both formulations of each are in benchmarks/loss_cases.py. Where CUDA is
 available every case also runs there, and the CWD rows report the fraction of the memory-bandwidth
 bound they reach (read S and T once, write the gradient once, at the device's peak bandwidth).
 """
@@ -22,8 +22,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from functools import partial
 
-from kdbench.bench.bandwidth import bandwidth_fields, device_bandwidth
-from kdbench.bench.loss_cases import (  # re-exported: the suite's callers and tests name them here
+from benchmarks.bandwidth import bandwidth_fields, device_bandwidth
+from benchmarks.loss_cases import (  # re-exported: the suite's callers and tests name them here
     CASES,
     N_CLASSES,
     SHAPES,
@@ -34,8 +34,8 @@ from kdbench.bench.loss_cases import (  # re-exported: the suite's callers and t
     make_inputs,
     scaled,
 )
-from kdbench.bench.memory import _peak_cpu, _peak_cuda
-from kdbench.bench.timing import interleaved_medians, synchronize
+from benchmarks.memory import _peak_cpu, _peak_cuda
+from benchmarks.timing import interleaved_medians, synchronize
 
 __all__ = ["CASES", "N_CLASSES", "SHAPES", "TARGET_RATIO", "TOLERANCE", "Case", "agreement", "case_scale", "cases",
            "checked_agreement", "format_rows", "formulations", "make_inputs", "run", "scaled", "timing"]

@@ -1,15 +1,15 @@
 """What the loss suite compares: its cases (every registered distillation method at the settings of
 ``studies/paper_table2_cityscapes.yaml``, on the paper's logits and feature-map shapes), their
 inputs, and the two formulations of each (kdbench's module and the plain-autograd reference of
-kdbench/bench/references.py), called alike. ``kdbench.bench.losses`` checks and times them;
-``kdbench.bench.memory`` measures their peak memory."""
+benchmarks/references.py), called alike. ``benchmarks.losses`` checks and times them;
+``benchmarks.memory`` measures their peak memory."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from kdbench.bench.references import (
+from benchmarks.references import (
     IGNORE,
     reference_at,
     reference_cwd,

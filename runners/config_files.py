@@ -1,8 +1,9 @@
 """Where a model config named in a spec lives, found without importing mmseg or mmdet.
 
 Names: ``mmseg::<dir>/<file>.py`` or ``mmdet::<dir>/<file>.py`` (configs packaged in the
-installed package's ``.mim/configs``), a kdbench config name (``runners/configs/<name>.py``), or a
-path to a ``.py`` file.
+installed package's ``.mim/configs``), a kdbench config name (``runners/configs/<name>.py``: the
+tiny CPU models), or a path to a ``.py`` file. Used by the preflight (before anything runs) and by
+runners.build.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from pathlib import Path
 
 from kdbench.errors import UserError
 
-KDBENCH_CONFIGS = Path(__file__).resolve().parents[1] / "runners" / "configs"
+KDBENCH_CONFIGS = Path(__file__).resolve().parent / "configs"
 PACKAGES = ("mmseg", "mmdet")
 
 

@@ -1,6 +1,6 @@
 """The loss suite's references: each method's math in plain torch autograd, the obvious textbook
 formulation (CWD: MMRazor's ``ChannelWiseDivergence``, ANCHORS.md section 2), against which
-``kdbench.bench.losses`` checks and times kdbench's modules."""
+``benchmarks.losses`` checks and times kdbench's modules."""
 
 from __future__ import annotations
 

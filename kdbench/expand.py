@@ -1,0 +1,257 @@
+"""A study's grid of runs: ``expand(spec)`` turns a StudySpec into its planned runs, with no I/O.
+
+Every combination of the axis groups (each grid axis, each zip block), less the exclusions, is a
+cell; each cell runs once per seed. A cell's teacher without a checkpoint becomes one teacher run
+per distinct teacher setting (stage ``teacher``), which the cell's run depends on and points at
+(``checkpoint: {run: <results>/<study>/<teacher id>}``); with a checkpoint, the teacher run only
+evaluates it. The student baseline is each cell without its distill terms and teacher; equal
+baselines collapse into one. Run names come from the axes that vary (``cwd_logits_tau4_s0``).
+Teachers come first, then baselines, then cells.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from kdbench.errors import UserError
+from kdbench.ids import run_id
+from kdbench.schema import Checker, copy_data
+from kdbench.spec import RunSpec, parse_run
+from kdbench.study import TERM_PREFIX, Resources, StudySpec, load_spec, merge
+
+
+@dataclass(frozen=True)
+class PlannedRun:
+    run: RunSpec
+    run_id: str
+    name: str
+    stage: str                      # teacher | student
+    params: dict                    # the axis values that made this run, and its seed
+    depends_on: tuple[str, ...] = ()
+    kind: str = "cell"              # cell | student_baseline | teacher
+
+
+@dataclass(frozen=True)
+class Study:
+    """A spec with its runs, planned for one results root."""
+
+    spec: StudySpec
+    runs: tuple[PlannedRun, ...]
+    results: Path                   # the results root; this study's runs live in results/<name>/
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def path(self) -> Path:
+        return self.spec.path
+
+    @property
+    def resources(self) -> Resources:
+        return self.spec.resources
+
+    @property
+    def directory(self) -> Path:
+        return self.results / self.spec.name
+
+    def by_id(self) -> dict[str, PlannedRun]:
+        return {r.run_id: r for r in self.runs}
+
+
+def load_study(path: str | Path, results: str | Path = "results") -> Study:
+    """Read, validate and expand a study spec into its runs."""
+    spec = load_spec(path)
+    return Study(spec, tuple(expand(spec, results)), Path(results))
+
+
+# -- the grid ---------------------------------------------------------------------------------
+def cells(spec: StudySpec) -> list[dict]:
+    """The axis assignments of every cell, exclusions removed."""
+    groups = [[{axis.path: axis.values[i] for axis in group} for i in range(len(group[0].values))]
+              for group in spec.axes]
+    combos = [dict(itertools.chain.from_iterable(a.items() for a in combo))
+              for combo in itertools.product(*groups)] if groups else [{}]
+    kept = [c for c in combos if not any(_matches(c, rule) for rule in spec.exclude)]
+    if not kept or (groups and not any(kept)):
+        raise Checker(str(spec.path)).fail("exclude" if spec.exclude else "grid",
+                                           "the grid is empty: no run is left to plan")
+    return kept
+
+
+def _matches(assignment: dict, rule: dict) -> bool:
+    return all(path in assignment and assignment[path] == value for path, value in rule.items())
+
+
+def varying_axes(spec: StudySpec, cells: list[dict]) -> list[str]:
+    """The axes whose value differs between cells (and the method axis): they name the runs."""
+    return [axis.path for group in spec.axes for axis in group
+            if axis.path == "method" or len({repr(c.get(axis.path)) for c in cells}) > 1]
+
+
+def short(path: str, value: Any) -> str:
+    """A short, readable token for one axis value: ``tau4``, ``w3``, ``lr0.02``, ``kl``, a config's
+    file stem."""
+    key = path.split(".")[-1]
+    text = f"{value:g}" if isinstance(value, float) else str(value)
+    if key == "config":
+        return Path(text.split("::")[-1]).stem
+    label = {"tau": "tau", "weight": "w", "lr": "lr", "norm": "", "divergence": ""}.get(key, key)
+    if label in ("tau", "w", "lr"):
+        return f"{label}{text}"
+    return text if not label else f"{label}-{text}"
+
+
+def run_name(assignment: dict, varying: list[str], seed: int) -> str:
+    parts = [short(path, assignment[path]) if path != "method" else str(assignment[path])
+             for path in varying if path in assignment]
+    return "_".join([*parts, f"s{seed}"])
+
+
+def _set_path(target: dict, path: str, value: Any, check: Checker, where: str) -> None:
+    """Set a dotted path (``schedule.lr``, ``distill.0.weight``) inside a run dict."""
+    parts = path.split(".")
+    node: Any = target
+    for depth, part in enumerate(parts[:-1]):
+        if isinstance(node, list):
+            if not part.isdigit() or int(part) >= len(node):
+                raise check.fail(where, f"{path!r}: no item {part} in {'.'.join(parts[:depth]) or 'the run'}")
+            node = node[int(part)]
+        else:
+            node = node.setdefault(part, {})
+            if not isinstance(node, (dict, list)):
+                raise check.fail(where, f"{path!r}: {'.'.join(parts[:depth + 1])} is not a mapping")
+    last = parts[-1]
+    if isinstance(node, list):
+        if not last.isdigit() or int(last) >= len(node):
+            raise check.fail(where, f"{path!r}: no item {last}")
+        node[int(last)] = copy_data(value)
+    else:
+        node[last] = copy_data(value)
+
+
+def apply_cell(spec: StudySpec, cell: dict, check: Checker, label: str) -> dict:
+    """The base run with a cell's axis values set: ``method`` picks the distill terms,
+    ``term.<key>`` sets a key on every term, any other axis a run field."""
+    run = copy_data(spec.base)
+    if "method" in cell:
+        run["distill"] = [copy_data(term) for term in spec.methods[cell["method"]]]
+    for path, value in cell.items():
+        if path == "method":
+            continue
+        if path.startswith(TERM_PREFIX):
+            for index in range(len(run.get("distill") or [])):  # nothing to set on a run without terms
+                _set_path(run, f"distill.{index}.{path[len(TERM_PREFIX):]}", value, check, label)
+        else:
+            _set_path(run, path, value, check, label)
+    return run
+
+
+# -- planning ---------------------------------------------------------------------------------
+class _Planner:
+    """Collects the planned runs of one study: each distinct run once, under a unique name."""
+
+    def __init__(self, spec: StudySpec, results: str | Path):
+        self.spec = spec
+        self.check = Checker(str(spec.path))
+        self.store = Path(results) / spec.name
+        self.planned: dict[str, PlannedRun] = {}
+        self.names: set[str] = set()
+        self.once: dict[str, str] = {}          # what a teacher or baseline is made of -> its id
+        self.parsed: dict[str, RunSpec] = {}    # a cell's runs differ only in seed and name: parsed once
+
+    def parse(self, run: dict, label: str, reuse: bool) -> RunSpec:
+        """The typed run; with ``reuse``, parsed once per content apart from seed and name."""
+        run["revision"] = self.spec.revision  # a new revision of a study gives every run a new id
+        key = repr({k: v for k, v in run.items() if k not in ("seed", "name")}) if reuse else None
+        if key in self.parsed:
+            return dataclasses.replace(self.parsed[key], seed=run["seed"], name=run["name"])
+        try:
+            parsed = parse_run(run, self.check.source, plugin_entries=self.spec.plugins)
+        except UserError as error:
+            message = str(error).removeprefix(f"{self.check.source}: ")
+            raise UserError(f"{self.check.source}: {label}: {message}") from None
+        if key is not None:
+            self.parsed[key] = parsed
+        return parsed
+
+    def add(self, run: dict, name: str, stage: str, params: dict, kind: str, depends: tuple[str, ...],
+            label: str) -> str:
+        run["name"] = name
+        parsed = self.parse(run, label, reuse=kind == "cell")
+        identity = run_id(parsed)
+        if identity not in self.planned:
+            unique = name if name not in self.names else f"{name}_{identity[:6]}"
+            self.names.add(unique)
+            self.planned[identity] = PlannedRun(dataclasses.replace(parsed, name=unique), identity, unique, stage,
+                                                params, depends, kind)
+        return identity
+
+    def add_once(self, parts: list, make, *args) -> str:
+        """``add(make(), *args)`` once per distinct ``parts`` (what the run is made of)."""
+        key = repr(parts)
+        if key not in self.once:
+            self.once[key] = self.add(make(), *args)
+        return self.once[key]
+
+    def teacher(self, run: dict, cell: dict, label: str) -> str:
+        """The id of the teacher run a cell needs (trained, or its checkpoint evaluated)."""
+        teacher = run["teacher"]
+
+        def make() -> dict:
+            schedule = merge(self.spec.base.get("schedule", {}), self.spec.teacher_schedule)
+            if teacher.get("checkpoint") is not None:
+                schedule = {**schedule, "iterations": 0}  # evaluate only
+            return {"task": run["task"], "role": "teacher", "teacher": copy_data(teacher),
+                    "dataset": copy_data(run["dataset"]), "schedule": schedule, "seed": self.spec.teacher_seed}
+
+        name = "teacher" + "".join(f"_{short(k, v)}" for k, v in cell.items() if k.startswith(("teacher", "dataset")))
+        params = {k: v for k, v in cell.items() if k.startswith("teacher")}
+        return self.add_once([name, run["task"], teacher, run["dataset"]], make, name, "teacher", params,
+                             "teacher", (), label + " (teacher)")
+
+    def baseline(self, run: dict, cell: dict, varying: list[str], label: str) -> str:
+        """The id of the student baseline of a cell: the cell without its terms and teacher."""
+        def make() -> dict:
+            made = {k: copy_data(v) for k, v in run.items() if k != "teacher"}
+            made["distill"] = []
+            return made
+
+        own = {k: v for k, v in cell.items() if k != "method" and not k.startswith((TERM_PREFIX, "teacher"))}
+        name = run_name({"method": "student", **own}, ["method", *[v for v in varying if v in own]], run["seed"])
+        parts = [name, {k: v for k, v in run.items() if k not in ("teacher", "distill")}]
+        return self.add_once(parts, make, name, "student", {**own, "seed": run["seed"]}, "student_baseline", (),
+                             label + " (student baseline)")
+
+
+def expand(spec: StudySpec, results: str | Path = "results") -> list[PlannedRun]:
+    """The study's runs, teachers first, then student baselines, then cells."""
+    grid = cells(spec)
+    varying = varying_axes(spec, grid)
+    planner = _Planner(spec, results)
+    teachers, baselines, cell_runs = [], [], []
+    for cell in grid:
+        label = "cell " + (", ".join(f"{k}={v}" for k, v in cell.items()) or "(base)")
+        for seed in spec.seeds:
+            run = apply_cell(spec, cell, planner.check, label)
+            run["seed"] = seed
+            depends: tuple[str, ...] = ()
+            teacher = run.get("teacher")
+            if run.get("distill") or (teacher and spec.train_teacher_baseline):
+                if not teacher:
+                    raise planner.check.fail("base.teacher", "distillation cells need a teacher")
+                teacher_id = planner.teacher(run, cell, label)
+                teachers.append(teacher_id)
+                if teacher.get("checkpoint") is None:
+                    run["teacher"] = {**teacher, "checkpoint": {"run": str(planner.store / teacher_id)}}
+                    depends = (teacher_id,)
+            if spec.student_baseline and run.get("student"):
+                baselines.append(planner.baseline(run, cell, varying, label))
+            if run.get("distill") or not spec.student_baseline:
+                cell_runs.append(planner.add(run, run_name(cell, varying, seed), "student", {**cell, "seed": seed},
+                                             "cell", depends, label))
+    return [planner.planned[i] for i in dict.fromkeys(teachers + baselines + cell_runs)]

@@ -1,0 +1,217 @@
+"""What each distillation loss takes, declared without torch.
+
+A loss's parameters are a frozen dataclass (a subclass of ``LossParams``): one field per
+constructor parameter with its default, and a ``check`` that states the rules. Building the
+dataclass validates the values, so a spec is checked, and ``kdbench losses`` lists the methods,
+without importing torch. ``kdbench.losses.registry.register(name, params)`` ties a loss class to
+its declaration; built-in and plugin losses are declared the same way, and the built-ins are
+listed in ``BUILTINS`` (name -> module and declaration) so they are known before their module is
+imported.
+
+Class-level facts a trainer or preflight reads: ``needs_labels`` (the loss is called with the
+segmentation labels) and ``needs_adapter`` (student and teacher maps must have equal channels;
+False where only positions are compared).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields
+from typing import Any, ClassVar
+
+from kdbench.errors import UserError
+
+
+def positive(name: str, value: Any) -> float:
+    """A temperature or scale: a finite number > 0."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise UserError(f"{name} must be a number > 0, got {value!r}")
+    if not math.isfinite(value) or value <= 0:
+        raise UserError(f"{name} must be a finite number > 0, got {value!r}")
+    return float(value)
+
+
+def non_negative(name: str, value: Any) -> float:
+    """A finite number >= 0."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise UserError(f"{name} must be a finite number >= 0, got {value!r}")
+    if value < 0:
+        raise UserError(f"{name} must be >= 0, got {value!r}")
+    return float(value)
+
+
+def integer(name: str, value: Any, minimum: int | None = None) -> int:
+    """An integer (not a bool), at least ``minimum`` when given."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise UserError(f"{name} must be an integer, got {value!r}")
+    if minimum is not None and value < minimum:
+        raise UserError(f"{name} must be a positive integer, got {value!r}" if minimum == 1
+                        else f"{name} must be >= {minimum}, got {value!r}")
+    return value
+
+
+def choice(name: str, value: Any, valid: tuple[str, ...]) -> str:
+    """One of ``valid``."""
+    if value not in valid:
+        raise UserError(f"unknown {name} {value!r}; valid: {', '.join(valid)}")
+    return value
+
+
+@dataclass(frozen=True)
+class LossParams:
+    """The parameters every loss takes: its weight. Subclasses add theirs and a ``check``.
+
+    Args:
+        loss_weight: the factor the loss is multiplied by (alpha); 0 switches the term off but
+            keeps it logged.
+    """
+
+    loss_weight: float = 1.0
+
+    needs_labels: ClassVar[bool] = False
+    needs_adapter: ClassVar[bool] = True
+
+    def __post_init__(self) -> None:
+        non_negative("loss_weight", self.loss_weight)
+        self.check()
+
+    def check(self) -> None:
+        """Raise a UserError naming the parameter when a value is not valid."""
+
+    def values(self) -> dict[str, Any]:
+        """The parameters as keyword arguments of the loss's constructor."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+@dataclass(frozen=True)
+class CWDParams(LossParams):
+    """Channel-wise distillation. ``tau``: the softmax temperature T over each channel's
+    positions (the paper: 4; MMRazor's configs: 1)."""
+
+    tau: float = 1.0
+
+    def check(self) -> None:
+        positive("tau", self.tau)
+
+
+NORMS = ("channel", "spatial", "channel_mean", "none")
+DIVERGENCES = ("kl", "mse")
+
+
+@dataclass(frozen=True)
+class NormDivergenceParams(LossParams):
+    """One cell of the paper's normalisation x divergence ablation; ``tau`` applies to KL only."""
+
+    norm: str = "channel"
+    divergence: str = "kl"
+    tau: float = 1.0
+
+    def check(self) -> None:
+        choice("norm", self.norm, NORMS)
+        choice("divergence", self.divergence, DIVERGENCES)
+        if self.divergence == "kl":
+            positive("tau", self.tau)
+
+
+@dataclass(frozen=True)
+class PIParams(LossParams):
+    """Pixel-wise KD: ``tau`` is the softmax temperature over classes (SKD and the CWD code: 1);
+    the weight is SKD's lambda_pi = 10."""
+
+    loss_weight: float = 10.0
+    tau: float = 1.0
+
+    def check(self) -> None:
+        positive("tau", self.tau)
+
+
+@dataclass(frozen=True)
+class ATParams(LossParams):
+    """Attention transfer; the weight is CIRKD's 1e4 (the attention maps are unit vectors over
+    the H*W positions, so the raw loss is of order 1 / (H*W)). Channel counts may differ."""
+
+    loss_weight: float = 1e4
+    needs_adapter: ClassVar[bool] = False
+
+
+@dataclass(frozen=True)
+class FitNetsParams(LossParams):
+    """L2 mimicking of the adapted student map; the weight is CIRKD's 10."""
+
+    loss_weight: float = 10.0
+
+
+@dataclass(frozen=True)
+class LocalParams(LossParams):
+    """Local similarity over the 8-neighbourhood; no public weight exists, kdbench uses 1."""
+
+
+@dataclass(frozen=True)
+class PAParams(LossParams):
+    """Pair-wise affinity (SKD, weight 1): the map is max-pooled to ``pool_scale`` of its size
+    per side before the affinities are taken, in (0, 1]. Channel counts may differ."""
+
+    pool_scale: float = 0.5
+    needs_adapter: ClassVar[bool] = False
+
+    def check(self) -> None:
+        positive("pool_scale", self.pool_scale)
+        if self.pool_scale > 1.0:
+            raise UserError(f"pool_scale must be in (0, 1], got {self.pool_scale!r}")
+
+
+@dataclass(frozen=True)
+class IFVDParams(LossParams):
+    """Intra-class feature variation (IFVD's weight 200; CIRKD uses 20); labels equal to
+    ``ignore_index`` are left out. Channel counts may differ."""
+
+    loss_weight: float = 200.0
+    ignore_index: int = 255
+    needs_labels: ClassVar[bool] = True
+    needs_adapter: ClassVar[bool] = False
+
+    def check(self) -> None:
+        integer("ignore_index", self.ignore_index)
+
+
+HO_PREPROCESS = ("softmax", "batchnorm", "none")
+
+
+@dataclass(frozen=True)
+class HOParams(LossParams):
+    """Holistic (WGAN-GP critic) distillation, SKD's settings: the student term's weight 0.001,
+    the critic's ``d_weight`` 0.1 and ``gp_weight`` 10, its Adam learning rate ``lr_d`` 4e-4;
+    ``in_channels`` None infers the score maps' channels at the first call, ``width`` is the
+    critic's first conv width, ``preprocess`` its input (softmax, batchnorm or none)."""
+
+    loss_weight: float = 0.001
+    d_weight: float = 0.1
+    gp_weight: float = 10.0
+    lr_d: float = 4e-4
+    in_channels: int | None = None
+    width: int = 64
+    preprocess: str = "softmax"
+
+    def check(self) -> None:
+        positive("d_weight", self.d_weight)
+        non_negative("gp_weight", self.gp_weight)
+        positive("lr_d", self.lr_d)
+        if self.in_channels is not None:
+            integer("in_channels", self.in_channels, minimum=1)
+        integer("width", self.width, minimum=1)
+        if self.preprocess not in HO_PREPROCESS:
+            raise UserError(f"preprocess must be one of {HO_PREPROCESS}, got {self.preprocess!r}")
+
+
+# The built-in losses: name -> (the module that registers its class, its declaration).
+BUILTINS: dict[str, tuple[str, type[LossParams]]] = {
+    "at": ("kdbench.losses.at", ATParams),
+    "cwd": ("kdbench.losses.cwd", CWDParams),
+    "fitnets": ("kdbench.losses.fitnets", FitNetsParams),
+    "ho": ("kdbench.losses.ho", HOParams),
+    "ifvd": ("kdbench.losses.ifvd", IFVDParams),
+    "local": ("kdbench.losses.local", LocalParams),
+    "norm_divergence": ("kdbench.losses.norm_divergence", NormDivergenceParams),
+    "pa": ("kdbench.losses.pa", PAParams),
+    "pi": ("kdbench.losses.pi", PIParams),
+}

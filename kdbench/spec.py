@@ -1,0 +1,324 @@
+"""One run, typed: the unit that study grids are made of.
+
+A run is a frozen ``RunSpec``: what to train (the student, or the teacher for a teacher run), the
+distillation terms, the data, the schedule and the seed. ``parse_run(data, source)`` validates a
+JSON-like dict (one-line errors naming the file and key path) and fills every default;
+``RunSpec.to_dict()`` gives back the resolved dict, which is what ``spec.json`` records and what
+the run identity hashes (kdbench.ids). ``load_run(path)`` reads a run file. The schema, with
+examples, is in studies/README.md.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from kdbench import losses, plugins
+from kdbench.errors import UserError
+from kdbench.schema import Checker, copy_data, join
+
+TASKS = ("seg", "det")
+ROLES = ("student", "teacher")
+DATASETS = ("fashion_scenes", "cityscapes", "coco")
+OPTIMIZERS = ("sgd", "adamw")
+LR_SCHEDULES = ("poly", "constant", "step")
+DEVICES = ("auto", "cpu", "cuda")
+TERM_KEYS = ("name", "method", "params", "student_location", "teacher_location", "weight",
+             "adapter", "resize")
+TOP_KEYS = ("task", "role", "name", "teacher", "student", "distill", "dataset", "schedule", "seed",
+            "device", "out", "revision", "plugins")
+
+
+@dataclass(frozen=True)
+class Schedule:
+    iterations: int = 200           # training iterations (0 = evaluate only: a teacher with a checkpoint)
+    batch_size: int = 8             # images per iteration, over all GPUs (the paper: 8)
+    crop: tuple[int, int] | None = None   # (h, w) random crop; None = the dataset's default
+    optimizer: str = "sgd"          # sgd | adamw
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 0.0005
+    lr_schedule: str = "poly"       # poly (power 0.9 to min_lr, as the paper and MMRazor) | constant | step
+    min_lr: float = 0.0001
+    warmup_iters: int = 0
+    val_interval: int | None = None   # None = evaluate once, at the end
+    checkpoint_interval: int = 50   # iterations between resumable checkpoints
+    num_workers: int = 0
+
+
+SCHEDULE_KEYS = tuple(f.name for f in fields(Schedule))
+
+
+@dataclass(frozen=True)
+class Model:
+    config: str                     # kdbench config name, "mmseg::dir/file.py", "mmdet::..." or a path
+    overrides: dict = field(default_factory=dict)   # dotted config keys merged into the config
+
+
+@dataclass(frozen=True)
+class TeacherRun:
+    run: str                        # the directory of a complete teacher run, whose weights are used
+
+
+@dataclass(frozen=True)
+class Teacher(Model):
+    checkpoint: str | TeacherRun | None = None   # a path, a URL, a teacher run, or None (trained first)
+    trusted: bool = False           # load the checkpoint with weights_only=False (it may run code)
+
+
+@dataclass(frozen=True)
+class Adapter:
+    norm: bool = False              # BatchNorm after the 1x1 conv
+    act: bool = False               # ReLU after it
+
+
+@dataclass(frozen=True)
+class Term:
+    """One distillation term: a loss between student and teacher outputs at module paths."""
+
+    name: str                       # logged as loss_kd_<name>
+    method: str                     # a registered loss (kdbench losses)
+    params: dict                    # the loss's parameters as given (loss_weight is ``weight``)
+    weight: float
+    student_location: tuple[str, ...]
+    teacher_location: tuple[str, ...]
+    adapter: Adapter | None = None
+    resize: bool = False            # resize the student map to the teacher's H x W
+
+
+@dataclass(frozen=True)
+class Dataset:
+    name: str
+    root: str | None = None         # where the data is (not part of the run's identity)
+    params: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    task: str
+    dataset: Dataset
+    schedule: Schedule
+    role: str = "student"
+    name: str = "run"
+    student: Model | None = None    # None for a teacher run
+    teacher: Teacher | None = None  # None for a student baseline without a teacher
+    distill: tuple[Term, ...] = ()
+    seed: int = 0
+    device: str = "auto"
+    revision: int = 0
+    out: str | None = None
+    plugins: tuple[str, ...] = ()   # modules that register losses (absolute paths or module names)
+
+    @property
+    def trained(self) -> Model:
+        """The model this run trains (or evaluates): the teacher's for a teacher run."""
+        return self.teacher if self.role == "teacher" else self.student
+
+    def to_dict(self) -> dict:
+        """The resolved run as plain JSON data (spec.json; the identity hashes it)."""
+        data = {"task": self.task, "role": self.role, "name": self.name,
+                "dataset": {"name": self.dataset.name, "root": self.dataset.root, "params": self.dataset.params},
+                "schedule": _schedule_dict(self.schedule), "distill": [_term_dict(t) for t in self.distill],
+                "seed": self.seed, "device": self.device, "revision": self.revision, "out": self.out}
+        if self.student is not None:
+            data["student"] = {"config": self.student.config, "overrides": self.student.overrides}
+        if self.teacher is not None:
+            checkpoint = self.teacher.checkpoint
+            data["teacher"] = {"config": self.teacher.config, "overrides": self.teacher.overrides,
+                               "checkpoint": {"run": checkpoint.run} if isinstance(checkpoint, TeacherRun)
+                               else checkpoint, "trusted": self.teacher.trusted}
+        if self.plugins:
+            data["plugins"] = list(self.plugins)
+        return data
+
+
+def _schedule_dict(schedule: Schedule) -> dict:
+    data = {key: getattr(schedule, key) for key in SCHEDULE_KEYS}
+    if schedule.crop is not None:
+        data["crop"] = list(schedule.crop)
+    return data
+
+
+def _term_dict(term: Term) -> dict:
+    adapter = term.adapter
+    return {"name": term.name, "method": term.method, "params": term.params, "weight": term.weight,
+            "student_location": list(term.student_location), "teacher_location": list(term.teacher_location),
+            "adapter": None if adapter is None else {"norm": adapter.norm, "act": adapter.act},
+            "resize": term.resize}
+
+
+# -- validation -------------------------------------------------------------------------------
+def _finite_everywhere(check: Checker, value: Any, path: str) -> None:
+    """NaN and Inf are not JSON and never a sensible setting: reject them wherever they are."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise check.fail(path, f"must be a finite number, got {value!r}")
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _finite_everywhere(check, item, join(path, str(key)))
+    elif isinstance(value, (list, tuple)):
+        for index, item in enumerate(value):
+            _finite_everywhere(check, item, join(path, index))
+
+
+def _overrides(check: Checker, model: dict, path: str) -> dict:
+    overrides = model.get("overrides", {})
+    check.mapping(overrides, join(path, "overrides"), overrides)
+    _finite_everywhere(check, overrides, join(path, "overrides"))
+    return overrides
+
+
+def parse_student(check: Checker, value: Any, path: str) -> Model:
+    model = check.mapping(value, path, ("config", "overrides"), required=("config",))
+    return Model(check.string(model["config"], join(path, "config")), _overrides(check, model, path))
+
+
+def parse_teacher(check: Checker, value: Any, path: str) -> Teacher:
+    model = check.mapping(value, path, ("config", "overrides", "checkpoint", "trusted"), required=("config",))
+    checkpoint = model.get("checkpoint")
+    if isinstance(checkpoint, dict):
+        check.mapping(checkpoint, join(path, "checkpoint"), ("run",), required=("run",))
+        checkpoint = TeacherRun(check.string(checkpoint["run"], join(path, "checkpoint.run")))
+    elif checkpoint is not None:
+        check.string(checkpoint, join(path, "checkpoint"))
+    return Teacher(check.string(model["config"], join(path, "config")), _overrides(check, model, path),
+                   checkpoint, check.boolean(model.get("trusted", False), join(path, "trusted")))
+
+
+def _locations(check: Checker, value: Any, path: str) -> tuple[str, ...]:
+    items = [value] if isinstance(value, str) else check.sequence(value, path, min_length=1)
+    return tuple(check.string(item, join(path, i)) for i, item in enumerate(items))
+
+
+def _adapter(check: Checker, value: Any, path: str) -> Adapter | None:
+    if value is True:
+        return Adapter()
+    if value is None or value is False:
+        return None
+    adapter = check.mapping(value, path, ("norm", "act"))
+    return Adapter(**{k: check.boolean(adapter.get(k, False), join(path, k)) for k in ("norm", "act")})
+
+
+def parse_term(check: Checker, value: Any, path: str) -> Term:
+    """One distillation term: its method and parameters checked by the loss's declaration."""
+    term = check.mapping(value, path, TERM_KEYS, required=("method", "student_location"))
+    method = check.string(term["method"], join(path, "method"), choices=losses.available())
+    params = check.mapping(term.get("params", {}), join(path, "params"),
+                           [p for p in losses.parameters(method) if p != "loss_weight"])
+    weight = check.number(term.get("weight", 1.0), join(path, "weight"), minimum=0)
+    try:  # the declaration checks the values (a temperature <= 0, an unknown norm, ...)
+        losses.check_params(method, {**params, "loss_weight": weight})
+    except UserError as error:
+        raise check.fail(join(path, "params"), str(error)) from None
+    student = _locations(check, term["student_location"], join(path, "student_location"))
+    teacher = _locations(check, term.get("teacher_location", student), join(path, "teacher_location"))
+    if len(teacher) != len(student):
+        raise check.fail(join(path, "teacher_location"), "must list as many locations as student_location")
+    name = term.get("name", f"{method}_{student[0].split('.')[-1]}")
+    return Term(check.string(name, join(path, "name")), method, copy_data(params), weight, student, teacher,
+                _adapter(check, term.get("adapter"), join(path, "adapter")),
+                check.boolean(term.get("resize", False), join(path, "resize")))
+
+
+def parse_schedule(check: Checker, value: Any, path: str) -> Schedule:
+    given = check.mapping(value, path, SCHEDULE_KEYS)
+    schedule = {**{f.name: f.default for f in fields(Schedule)}, **given}
+    check.integer(schedule["iterations"], join(path, "iterations"), minimum=0)
+    check.integer(schedule["batch_size"], join(path, "batch_size"), minimum=1)
+    crop = schedule["crop"]
+    if crop is not None:
+        crop = [crop, crop] if isinstance(crop, int) and not isinstance(crop, bool) else crop
+        crop = check.sequence(crop, join(path, "crop"), min_length=2)
+        if len(crop) != 2:
+            raise check.fail(join(path, "crop"), "must be [height, width] or one integer")
+        schedule["crop"] = tuple(check.integer(c, join(path, f"crop[{i}]"), minimum=1) for i, c in enumerate(crop))
+    check.string(schedule["optimizer"], join(path, "optimizer"), OPTIMIZERS)
+    check.string(schedule["lr_schedule"], join(path, "lr_schedule"), LR_SCHEDULES)
+    check.number(schedule["lr"], join(path, "lr"), positive=True)
+    for key in ("momentum", "weight_decay", "min_lr"):
+        check.number(schedule[key], join(path, key), minimum=0)
+    for key in ("warmup_iters", "num_workers"):
+        check.integer(schedule[key], join(path, key), minimum=0)
+    for key in ("val_interval", "checkpoint_interval"):
+        if schedule[key] is not None:
+            check.integer(schedule[key], join(path, key), minimum=1)
+    return Schedule(**schedule)
+
+
+def parse_dataset(check: Checker, value: Any, path: str) -> Dataset:
+    dataset = check.mapping(value, path, ("name", "root", "params"), required=("name",))
+    name = check.string(dataset["name"], join(path, "name"), DATASETS)
+    root = dataset.get("root")
+    if root is not None:
+        check.string(root, join(path, "root"))
+    elif name != "fashion_scenes":
+        raise check.fail(join(path, "root"), f"{name} needs the path of its data")
+    params = dataset.get("params", {})
+    check.mapping(params, join(path, "params"), params)
+    _finite_everywhere(check, params, join(path, "params"))
+    return Dataset(name, root, copy_data(params))
+
+
+def _parse_models(check: Checker, run: dict, role: str) -> tuple[Model | None, Teacher | None, tuple[Term, ...]]:
+    """(student, teacher, distill terms), in the order a reader checks them."""
+    if role == "teacher":
+        teacher = parse_teacher(check, run.get("teacher"), "teacher")
+        if "student" in run or run.get("distill"):
+            raise check.fail("role", "a teacher run has no student and no distill terms")
+        return None, teacher, ()
+    student = parse_student(check, run.get("student"), "student")
+    terms = check.sequence(run.get("distill", []), "distill")
+    distill = tuple(parse_term(check, t, f"distill[{i}]") for i, t in enumerate(terms))
+    names = [t.name for t in distill]
+    if len(set(names)) != len(names):
+        raise check.fail("distill", f"term names must be unique, got {names}")
+    if not distill:
+        return student, parse_teacher(check, run["teacher"], "teacher") if "teacher" in run else None, ()
+    teacher = parse_teacher(check, run.get("teacher"), "teacher")
+    if teacher.checkpoint is None:
+        raise check.fail("teacher.checkpoint",
+                         "a distillation run needs the teacher's weights: a path, a URL or {run: DIR}")
+    return student, teacher, distill
+
+
+def parse_run(data: Any, source: str = "<run>", plugin_entries: tuple[str, ...] | None = None) -> RunSpec:
+    """Check a run dict and return the resolved, typed run with every default filled in.
+
+    ``plugin_entries``: the run's plugins, already loaded (a study loads its own once); else the
+    run's ``plugins`` key is read (paths relative to ``source``'s folder) and loaded here.
+    """
+    check = Checker(source)
+    run = check.mapping(data, "", TOP_KEYS, required=("task", "dataset"))
+    if plugin_entries is None:
+        plugin_entries = plugins.load(check, run.get("plugins", []), "plugins",
+                                      Path(source).parent if source != "<run>" else Path.cwd())
+    task = check.string(run["task"], "task", TASKS)
+    role = check.string(run.get("role", "student"), "role", ROLES)
+    student, teacher, distill = _parse_models(check, run, role)
+    dataset = parse_dataset(check, run["dataset"], "dataset")
+    schedule = parse_schedule(check, run.get("schedule", {}), "schedule")
+    seed = check.integer(run.get("seed", 0), "seed", minimum=0)
+    device = check.string(run.get("device", "auto"), "device", DEVICES)
+    name = check.string(run.get("name", Path(source).stem if source != "<run>" else "run"), "name")
+    revision = check.integer(run.get("revision", 0), "revision", minimum=0)
+    out = run.get("out")
+    if out is not None:
+        check.string(out, "out")
+    return RunSpec(task, dataset, schedule, role, name, student, teacher, distill, seed, device, revision, out,
+                   tuple(plugin_entries))
+
+
+def load_run(path: str | Path) -> RunSpec:
+    """Read and validate a run file (JSON)."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as error:
+        raise UserError(f"{path}: cannot read the run file ({error.strerror})") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise UserError(f"{path}: not valid JSON (line {error.lineno}, column {error.colno}: {error.msg})") from None
+    return parse_run(data, str(path))

@@ -1,0 +1,73 @@
+"""Each run's state: the results store's files, refined by whether its recorded job is alive.
+
+States: complete, failed, diverged, corrupt (final.json or error.json unreadable), running (its
+job is pending or running), interrupted (started, no live job, no result: a relaunch resumes it),
+blocked (submitted, but its job ended unstarted because its teacher failed: SLURM cancelled it;
+``launch --retry-failed`` submits teacher and student again), missing (never started). ``reason``
+says which teacher failed, for blocked runs and for missing runs a launch held back.
+
+Whether a job is alive is the executors' answer (runners.launch.job_states: ``alive``, ``stuck``
+or ``dead`` per run); this module only combines it with the files, so it stays free of any
+scheduler.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+
+from kdbench.expand import Study
+from kdbench.store import RunFiles
+from kdbench.table import text_table
+
+NOT_COMPLETED = ("failed", "diverged", "corrupt", "blocked")
+
+
+@dataclass(frozen=True)
+class RunStatus:
+    run_id: str
+    name: str
+    stage: str
+    state: str
+    executor: str | None = None     # of its recorded job
+    job_id: str | None = None
+    reason: str | None = None       # "teacher <id> failed" for blocked and held-back runs
+
+
+def run_states(study: Study, scanned: dict[str, RunFiles], job_states: dict[str, str]) -> list[RunStatus]:
+    """One status per run, in the study's order, from ``store.scan`` and the executors' job states."""
+    states: dict[str, str] = {}
+    for planned in study.runs:
+        state = scanned[planned.run_id].state
+        if state in ("started", "missing") and job_states.get(planned.run_id) == "alive":
+            state = "running"
+        elif state == "started":
+            state = "interrupted"
+        states[planned.run_id] = state
+    reasons = {}
+    # A run depends on at most its teacher, and a teacher on nothing: no state this loop sets is
+    # one it reads, so the study's order will do.
+    for planned in study.runs:
+        failed = next((d for d in planned.depends_on if states.get(d) in NOT_COMPLETED), None)
+        if states[planned.run_id] != "missing" or failed is None:
+            continue
+        reasons[planned.run_id] = f"teacher {failed} {states[failed]}"
+        if scanned[planned.run_id].job:  # its job ended without starting: SLURM cancelled it
+            states[planned.run_id] = "blocked"
+    rows = []
+    for planned in study.runs:
+        job = scanned[planned.run_id].job or {}
+        rows.append(RunStatus(planned.run_id, planned.name, planned.stage, states[planned.run_id],
+                              job.get("executor"), job.get("job_id"), reasons.get(planned.run_id)))
+    return rows
+
+
+def format_status(study: Study, rows: list[RunStatus]) -> str:
+    reasons = any(r.reason for r in rows)
+    lines = text_table(("run_id", "name", "stage", "state", "job") + (("reason",) if reasons else ()),
+                       [(r.run_id, r.name, r.stage, r.state, f"{r.executor}:{r.job_id}" if r.job_id else "-")
+                        + ((r.reason or "",) if reasons else ()) for r in rows])
+    counts = Counter(r.state for r in rows)
+    lines.append("")
+    lines.append(f"study {study.name}: {len(rows)} runs: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
+    return "\n".join(lines)

@@ -1,0 +1,160 @@
+"""``kdbench launch``: submit a study's runs that still need doing, stage by stage.
+
+Idempotent: complete runs are skipped, runs whose recorded job is alive are not resubmitted,
+failed runs are retried only with ``retry_failed``, and a lock on the study's results directory
+serialises concurrent launches (the second waits, then finds nothing left to submit). What to do
+is decided once per launch, under the lock. Before anything is written: the options are checked,
+the preflight runs (runners.preflight: files, locations, shapes) and the executor checks the
+resources (SLURM: a node of the partition must hold a run).
+
+Each stage (teachers, then students) is handed to the executor in batches that share their
+pending dependencies, so a student baseline, which needs no teacher, never waits behind one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import sys
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from kdbench import store
+from kdbench.errors import UserError
+from kdbench.expand import PlannedRun, Study
+from kdbench.schema import safe_name
+from runners.launch import jobs
+from runners.launch.executor import Executor
+from runners.launch.local import LocalExecutor
+from runners.launch.slurm import SlurmExecutor
+
+
+@dataclass
+class LaunchOptions:
+    executor: str = "local"           # local | slurm
+    dry_run: bool = False             # decide and report, submit nothing
+    retry_failed: bool = False        # resubmit failed and diverged runs
+    parallel: int = 1                 # local: runs at a time
+    resources: dict = field(default_factory=dict)   # overrides of the study's resources (None = not given)
+    array_parallelism: int = 64       # slurm: array tasks running at once
+    progress: bool = True             # local: a progress bar
+    model_check: bool = True          # preflight: locations and shapes against the models
+    data_check: bool = True           # preflight: dataset roots and teacher checkpoint files
+
+
+@dataclass
+class Decision:
+    planned: PlannedRun
+    state: str                        # its state in the store
+    action: str                       # submit | skip-complete | skip-in-flight | skip-failed | blocked
+    job: str = ""                     # its recorded job: alive | stuck | dead, "" if none
+
+
+def check_options(study: Study, options: LaunchOptions) -> Executor:
+    """The executor for these options; every option checked before any work or output."""
+    if options.executor not in jobs.EXECUTORS:
+        raise UserError(f"--executor: {options.executor!r} is not valid; valid: {', '.join(jobs.EXECUTORS)}")
+    if options.parallel < 1:
+        raise UserError(f"--parallel: must be >= 1, got {options.parallel}")
+    if options.array_parallelism < 1:
+        raise UserError(f"--array-parallelism: must be >= 1, got {options.array_parallelism}")
+    given = {k: v for k, v in options.resources.items() if v is not None}
+    for key, value in given.items():
+        if key == "partition":
+            if not safe_name(value):
+                raise UserError(f"--partition: {value!r} must be letters, digits, '_', '-' or '.'")
+        elif not isinstance(value, int) or isinstance(value, bool) or value < (0 if key == "gpus" else 1):
+            raise UserError(f"--{key.replace('_', '-')}: must be a whole number "
+                            f"{'>= 0' if key == 'gpus' else '>= 1'}, got {value!r}")
+    resources = replace(study.resources, **given)
+    if options.executor == "local":
+        return LocalExecutor(resources, options.parallel, options.progress, study.name)
+    keys = {key: f"--{key.replace('_', '-')}" if key in given else f"{study.path}: resources.{key}"
+            for key in ("partition", "gpus", "cpus", "mem_gb")}
+    return SlurmExecutor(resources, study.name, options.array_parallelism, keys)
+
+
+@contextlib.contextmanager
+def study_lock(directory: Path):
+    """An exclusive lock on ``directory/.launch.lock``, held by one launch at a time."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        handle = open(directory / ".launch.lock", "w")
+    except OSError as error:  # a read-only or full results directory: nothing can be recorded there
+        raise UserError(f"{directory}: cannot write the study's results directory ({error.strerror}); "
+                        f"choose another --results") from None
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(f"kdbench launch: waiting for another launch of {directory.name} to finish", file=sys.stderr)
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+    finally:
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        handle.close()
+
+
+def decide(study: Study, retry_failed: bool) -> list[Decision]:
+    """What to do with each run, from the store and the recorded jobs (one question per executor)."""
+    scanned = store.scan(study.directory, [p.run_id for p in study.runs])
+    job_states = jobs.job_states(jobs.records(scanned))
+    decisions: dict[str, Decision] = {}
+    for planned in study.runs:
+        state, job = scanned[planned.run_id].state, job_states.get(planned.run_id, "")
+        if state == "complete":
+            action = "skip-complete"
+        elif job == "alive":
+            action = "skip-in-flight"
+        elif state in ("failed", "diverged") and not retry_failed:
+            action = "skip-failed"
+        else:
+            action = "submit"
+        decisions[planned.run_id] = Decision(planned, state, action, job)
+    for decision in decisions.values():  # a student whose teacher cannot complete is blocked
+        if decision.action == "submit" and any(decisions[d].action == "skip-failed" for d in decision.planned.depends_on):
+            decision.action = "blocked"
+    return list(decisions.values())
+
+
+def submit(study: Study, decisions: list[Decision], executor: Executor) -> None:
+    """Hand the runs to submit to the executor: stage by stage, in batches that share their
+    pending dependencies. A run resubmitted while its earlier job still waits on a teacher that
+    failed has that job cancelled first (it could never run)."""
+    todo = [d for d in decisions if d.action == "submit"]
+    stuck = {d.planned.run_id: store.read_job(study.directory / d.planned.run_id) for d in todo if d.job == "stuck"}
+    jobs.cancel_runs({run_id: job for run_id, job in stuck.items() if job})
+    complete = {d.planned.run_id for d in decisions if d.state == "complete"}
+    for stage in dict.fromkeys(d.planned.stage for d in todo):
+        batches: dict[tuple[str, ...], list[PlannedRun]] = {}
+        for decision in todo:
+            if decision.planned.stage == stage:
+                pending = tuple(sorted(d for d in decision.planned.depends_on if d not in complete))
+                batches.setdefault(pending, []).append(decision.planned)
+        for after, runs in batches.items():
+            executor.submit(runs, study.directory, after)
+
+
+def launch(study: Study, options: LaunchOptions) -> list[Decision]:
+    """Check, then submit what needs submitting (local: and run it); what was decided per run
+    (``summary`` counts the actions)."""
+    from runners.preflight import check_study
+
+    executor = check_options(study, options)
+    if options.model_check or options.data_check:  # nothing is submitted or written before it
+        check_study(study, models=options.model_check, files=options.data_check)
+    if options.dry_run:
+        return decide(study, options.retry_failed)
+    executor.check()
+    with study_lock(study.directory):
+        decisions = decide(study, options.retry_failed)
+        submit(study, decisions, executor)
+        executor.wait()
+    return decisions
+
+
+def summary(decisions: list[Decision]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for decision in decisions:
+        counts[decision.action] = counts.get(decision.action, 0) + 1
+    return counts

@@ -1,0 +1,129 @@
+"""The local executor: each run in a subprocess here (``kdbench run``), a few at a time.
+
+``submit`` queues runs with their dependencies; ``wait`` starts them as slots free up and their
+dependencies complete, and returns when every queued run has ended. A run whose dependency ends
+without a result is never started (its status says which teacher failed). The job id is the
+subprocess's pid, recorded when it starts; a job is alive while that process lives on this host.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from kdbench import store
+from kdbench.expand import PlannedRun
+from kdbench.study import Resources
+from runners.launch.executor import Executor, write_run_file
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+class LocalExecutor(Executor):
+    """Subprocesses on this machine, ``parallel`` at a time, each with ``resources.cpus`` threads
+    (as a SLURM job gets: the thread count is the study's, never this machine's)."""
+
+    name = "local"
+
+    def __init__(self, resources: Resources, parallel: int = 1, progress: bool = True, label: str = ""):
+        self.parallel = parallel
+        self.threads = str(resources.cpus)
+        self.progress = progress
+        self.label = label
+        self.queue: list[tuple[PlannedRun, Path, tuple[str, ...]]] = []
+
+    def submit(self, runs: list[PlannedRun], directory: Path, after: tuple[str, ...]) -> None:
+        self.queue.extend((planned, directory, after) for planned in runs)
+
+    def wait(self) -> None:
+        pending = {planned.run_id: (planned, directory, after) for planned, directory, after in self.queue}
+        self.queue = []
+        running: dict[str, tuple[subprocess.Popen, object]] = {}
+        progress = _progress(len(pending), self.label, self.progress)
+        ended = 0
+        while pending or running:
+            for run_id, (process, log) in list(running.items()):
+                if process.poll() is not None:
+                    del running[run_id]
+                    log.close()
+                    ended += 1
+                    progress.update(1)
+            for run_id, (planned, directory, after) in list(pending.items()):
+                states = [self._dependency(directory, dep, pending, running) for dep in after]
+                if "ended" in states:  # a teacher without a result: its students never start
+                    del pending[run_id]
+                    progress.update(1)
+                elif all(s == "complete" for s in states) and len(running) < self.parallel:
+                    del pending[run_id]
+                    running[run_id] = self._start(planned, directory)
+            if pending or running:
+                time.sleep(0.2)
+        progress.close()
+
+    @staticmethod
+    def _dependency(directory: Path, run_id: str, pending: dict, running: dict) -> str:
+        """``complete``, ``waiting`` (queued or running here or elsewhere) or ``ended`` (no result)."""
+        if run_id in pending or run_id in running:
+            return "waiting"
+        files = store.read_run(directory / run_id)
+        if files.state == "complete":
+            return "complete"
+        if files.job and LocalExecutor.record_alive(files.job):
+            return "waiting"  # an earlier launch's run, still going: its result decides
+        return "ended"
+
+    def _start(self, planned: PlannedRun, directory: Path) -> tuple[subprocess.Popen, object]:
+        run_file = write_run_file(directory, planned)
+        run_dir = directory / planned.run_id
+        log = open(run_dir / "run.log", "a")
+        env = {**os.environ, "OMP_NUM_THREADS": self.threads, "MKL_NUM_THREADS": self.threads}
+        process = subprocess.Popen(
+            [sys.executable, "-m", "kdbench.cli", "run", str(run_file), "--out", str(run_dir)],
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
+        store.write_job(run_dir, self.name, str(process.pid))
+        return process, log
+
+    @classmethod
+    def job_states(cls, job_ids: list[str]) -> dict[str, str]:
+        """By pid; a pid means something only on the host that recorded it (``record_alive``)."""
+        return {job_id: "alive" if _pid_alive(int(job_id)) else "dead" for job_id in job_ids}
+
+    @staticmethod
+    def record_alive(job: dict) -> bool:
+        """Whether a local job record's process is alive: on this host, by its pid."""
+        return job["executor"] == "local" and job.get("host") == platform.node() and _pid_alive(int(job["job_id"]))
+
+    @classmethod
+    def cancel(cls, job_ids: list[str]) -> None:
+        for job_id in job_ids:
+            try:
+                os.kill(int(job_id), signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+
+
+class _Quiet:
+    def update(self, n):  # tqdm's interface
+        pass
+
+    def close(self):
+        pass
+
+
+def _progress(total: int, name: str, enabled: bool):
+    if not enabled or total == 0:
+        return _Quiet()
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=name, unit="run", file=sys.stderr, dynamic_ncols=True)
