@@ -26,7 +26,7 @@ from pathlib import Path
 
 from benchmarks.timing import interleaved_medians, synchronize
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 OVERHEAD_TARGET = 1.05
 
 # (case name, study file, run name, crop or None for the study's own, batch size)

@@ -115,7 +115,8 @@ def _methods(check: Checker, data: dict) -> dict[str, tuple[dict, ...]]:
         if not terms:
             raise check.fail(join("methods", key), "must be a term or a non-empty list of terms")
         for index, term in enumerate(terms):
-            parse_term(check, term, join(join("methods", key), index) if isinstance(value, list) else join("methods", key))
+            where = join(join("methods", key), index) if isinstance(value, list) else join("methods", key)
+            parse_term(check, term, where)
         methods[key] = tuple(terms)
     return methods
 

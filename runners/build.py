@@ -13,8 +13,8 @@ from pathlib import Path
 import torch
 from mmengine.config import Config
 
-from runners.config_files import resolve_config
 from kdbench.errors import UserError
+from runners.config_files import resolve_config
 
 SCOPES = {"seg": "mmseg", "det": "mmdet"}
 

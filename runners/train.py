@@ -71,7 +71,8 @@ def _environment(device: str) -> dict:
         "python": platform.python_version(), "torch": torch.__version__, "mmcv": mmcv.__version__,
         "mmengine": mmengine.__version__, "mmseg": mmseg.__version__, "mmdet": mmdet.__version__,
         "git_sha": sha, "device": device,
-        "device_name": torch.cuda.get_device_name(0) if device == "cuda" else platform.processor() or platform.machine(),
+        "device_name": (torch.cuda.get_device_name(0) if device == "cuda"
+                        else platform.processor() or platform.machine()),
         "hostname": platform.node(), "threads": torch.get_num_threads(),
     }
 

@@ -17,7 +17,7 @@ import json
 import math
 from pathlib import Path
 
-from kdbench.study import load_study
+from kdbench.expand import load_study
 
 SCRIPT = "<script>alert(1)</script>"
 HEAD = """
@@ -80,11 +80,11 @@ def write_run(root: Path, planned, outcome, metrics: dict | None = None, drop_co
         return
     run_dir = root / planned.run_id
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "spec.json").write_text(json.dumps({**planned.run, "run_id": planned.run_id}))
+    (run_dir / "spec.json").write_text(json.dumps({**planned.run.to_dict(), "run_id": planned.run_id}))
     (run_dir / "env.json").write_text(json.dumps(ENV))
-    main, second = ("val/bbox_mAP", "val/bbox_mAP_50") if planned.run["task"] == "det" else ("val/mIoU", "val/mAcc")
+    main, second = ("val/bbox_mAP", "val/bbox_mAP_50") if planned.run.task == "det" else ("val/mIoU", "val/mAcc")
     final_value = outcome if isinstance(outcome, float) else 10.0
-    seg_extra = {} if planned.run["task"] == "det" else {"val/classes_evaluated": 11.0}
+    seg_extra = {} if planned.run.task == "det" else {"val/classes_evaluated": 11.0}
     lines = [{"iter": 5, main: final_value - 5, second: final_value - 3}]
     if isinstance(outcome, float):
         lines.append({"iter": 10, main: outcome, second: outcome + 10})
@@ -97,7 +97,7 @@ def write_run(root: Path, planned, outcome, metrics: dict | None = None, drop_co
     else:  # json.dumps writes NaN as the bare token NaN, as a buggy writer would
         cost = {k: v for k, v in _cost(planned.kind).items() if k not in drop_costs}
         (run_dir / "final.json").write_text(json.dumps({
-            "status": "complete", "name": planned.name, "role": planned.run.get("role", "student"), "task": "seg",
+            "status": "complete", "name": planned.name, "role": planned.run.role, "task": "seg",
             "run_id": planned.run_id, "metrics": {main: outcome, second: outcome + 10, **seg_extra, **(metrics or {})},
             "cost": cost}))
 

@@ -23,7 +23,7 @@ def by_method(cells):
 
 def test_collect_keeps_every_planned_run_as_a_row_with_its_state(store):
     study, results = store
-    frame = collect(study, results)
+    frame = collect(study)
     assert len(frame) == len(study.runs) == 13
     states = dict(zip(frame["name"], frame["status"]))
     assert states["cwd_logits_s2"] == "diverged" and states["pi_logits_s1"] == "failed"
@@ -36,15 +36,15 @@ def test_collect_keeps_every_planned_run_as_a_row_with_its_state(store):
 
 def test_collect_caches_the_frame_as_parquet_atomically(store):
     study, results = store
-    frame = collect(study, results)
-    cached = pd.read_parquet(cache_path(study, results))
+    frame = collect(study)
+    cached = pd.read_parquet(cache_path(study))
     pd.testing.assert_frame_equal(cached, frame, check_dtype=False)
-    assert not [p for p in cache_path(study, results).parent.iterdir() if p.name.endswith(".tmp")]
+    assert not [p for p in cache_path(study).parent.iterdir() if p.name.endswith(".tmp")]
 
 
 def test_cells_average_only_complete_finite_runs(store):
     study, results = store
-    frame = collect(study, results)
+    frame = collect(study)
     cells = by_method(aggregate.cells(frame))
     cwd, pi, script = cells["cwd_logits"], cells["pi_logits"], cells[SCRIPT]
     assert (cwd["val/mIoU|mean"], cwd["val/mIoU|n"]) == (35.5, 2)
@@ -62,15 +62,15 @@ def test_cells_average_only_complete_finite_runs(store):
 
 
 def test_a_blocked_run_is_counted_as_not_averaged_like_a_failed_one(tmp_path):
-    from kdbench import jobs, store
+    from kdbench import store
 
     study, results = make_store(tmp_path, {"teacher": "failed", "cwd_logits_s1": "missing"})
     planned = next(p for p in study.runs if p.name == "cwd_logits_s1")
     teacher = next(p for p in study.runs if p.kind == "teacher")
     run_dir = results / study.name / planned.run_id
     run_dir.mkdir(parents=True)  # its job was submitted, then ended without starting (its teacher failed)
-    store.write_json_atomic(run_dir / jobs.JOB, {"executor": "local", "job_id": "1", "host": "elsewhere"})
-    frame = collect(study, results)
+    store.write_json_atomic(run_dir / store.JOB, {"executor": "local", "job_id": "1", "host": "elsewhere"})
+    frame = collect(study)
     row = frame.set_index("name").loc["cwd_logits_s1"]
     assert row["status"] == "blocked" and f"teacher {teacher.run_id} failed" in row["detail"]
     cells = aggregate.cells(frame)
@@ -89,7 +89,7 @@ def test_a_nan_or_inf_never_enters_a_mean():
 
 def test_results_table_text_reproduces_mean_std_n_and_delta(store):
     study, results = store
-    frame = collect(study, results)
+    frame = collect(study)
     table = tables.results_table(aggregate.cells(frame), aggregate.baselines(frame), aggregate.teachers(frame),
                                  aggregate.metrics_of(frame))
     rows = {row[0].text: [c.text for c in row] for row in table.rows}
@@ -103,7 +103,7 @@ def test_results_table_text_reproduces_mean_std_n_and_delta(store):
 
 def test_seed_table_has_the_seed_layout_and_the_teacher_and_student_columns(store):
     study, results = store
-    table = tables.seed_table(aggregate.cells(collect(study, results)), "val/mIoU")
+    table = tables.seed_table(aggregate.cells(collect(study)), "val/mIoU")
     assert table.header == ["Location", "Dataset", "Teacher", "Student", "mIoU", "mIoU(T)", "mIoU(S)"]
     first = [c.text for c in table.rows[0]]
     assert first == ["cwd_logits @ decode_head.conv_seg", "fashion_scenes", "tiny_seg_teacher", "tiny_seg_student",
@@ -113,7 +113,7 @@ def test_seed_table_has_the_seed_layout_and_the_teacher_and_student_columns(stor
 
 def test_cost_table_reports_seconds_slowdown_memory_and_the_teacher_and_kd_shares_apart(store):
     study, results = store
-    frame = collect(study, results)
+    frame = collect(study)
     table = tables.cost_table(aggregate.cells(frame), aggregate.baselines(frame), aggregate.teachers(frame))
     assert table.header[4:6] == ["teacher forward", "KD terms"]
     rows = {row[0].text: [c.text for c in row] for row in table.rows}
@@ -123,7 +123,7 @@ def test_cost_table_reports_seconds_slowdown_memory_and_the_teacher_and_kd_share
 
 def test_runs_without_a_teacher_share_show_a_dash_and_say_what_their_kd_share_includes(tmp_path):
     study, results = make_store(tmp_path, drop_costs=("teacher_share",))
-    frame = collect(study, results)
+    frame = collect(study)
     assert frame["cost:teacher_share"].isna().all()
     table = tables.cost_table(aggregate.cells(frame), aggregate.baselines(frame), aggregate.teachers(frame))
     rows = {row[0].text: [c.text for c in row] for row in table.rows}
@@ -132,10 +132,10 @@ def test_runs_without_a_teacher_share_show_a_dash_and_say_what_their_kd_share_in
 
 def test_published_numbers_sit_beside_the_measured_cell_with_their_source(store):
     study, results = store
-    frame = collect(study, results)
+    frame = collect(study)
     cells = aggregate.cells(frame)
-    matches = aggregate.match_references(aggregate.read_references(study.path, study.spec["references"]), cells,
-                                         study.spec, "seg")
+    matches = aggregate.match_references(aggregate.read_references(study.path, study.spec.references), cells,
+                                         study.spec.methods, "seg")
     table = tables.reference_table(matches, "val/mIoU")
     row = [c.text for c in table.rows[0]]
     assert row[0] == "cwd → cwd_logits" and row[3:7] == ["40.25", "55.50", "33.75", "35.50 ± 0.71 (n=2)"]
@@ -154,13 +154,13 @@ def test_a_tau_axis_gets_an_ablation_table_and_a_sweep_plot(tmp_path):
     outcomes = {"cwd_logits_tau1_s0": 32.0, "cwd_logits_tau1_s1": 34.0, "cwd_logits_tau1_s2": 36.0,
                 "cwd_logits_tau4_s0": 35.0, "cwd_logits_tau4_s1": 36.0, "cwd_logits_tau4_s2": 37.0}
     study, results = make_store(tmp_path, outcomes, text)
-    frame = collect(study, results)
+    frame = collect(study)
     cells = aggregate.cells(frame)
     (table,) = tables.ablation_tables(cells, "val/mIoU")
     assert table.header == ["tau", "cwd_logits"]
     assert [[c.text for c in r] for r in table.rows] == [["1", "34.00 ± 2.00 (n=3) [+3.00]"],
                                                          ["4", "36.00 ± 1.00 (n=3) [+5.00]"]]
-    keys = [f.key for f in plots.all_figures(frame, cells, collect_curves(study, results, frame), "val/mIoU")]
+    keys = [f.key for f in plots.all_figures(frame, cells, collect_curves(study, frame), "val/mIoU")]
     assert keys == ["methods", "sweep_tau", "curves", "gain_vs_cost"]
 
 
@@ -191,7 +191,7 @@ def test_table2_bolds_the_best_distilled_cell_of_each_column_not_of_the_whole_ta
     outcomes = {**seeds("cwd_logits", 35.0, 36.0, 37.0), **seeds("cwd_feature", 32.0, 33.0, 34.0),
                 **seeds("pi_logits", 33.0, 33.0, 33.0), **seeds("pi_feature", 34.0, 34.0, 34.0)}
     study, results = named_location_store(tmp_path, outcomes)
-    table = tables.table2(aggregate.cells(collect(study, results)), "val/mIoU", pd.DataFrame())
+    table = tables.table2(aggregate.cells(collect(study)), "val/mIoU", pd.DataFrame())
     assert bold(table) == {"Method": [], "Feature map": ["34.00 ± 0.00 (n=3) [+3.00]"],
                            "Logits": ["36.00 ± 1.00 (n=3) [+5.00]"]}
     assert "bold = best distilled cell of the column" in table.caption
@@ -206,7 +206,7 @@ def test_an_ablation_grid_bolds_the_best_cell_of_each_column(tmp_path):
     outcomes = {**seeds("logits_channel_kl", 40.0, 40.0, 40.0), **seeds("logits_spatial_kl", 35.0, 35.0, 35.0),
                 **seeds("logits_channel_mse", 30.0, 30.0, 30.0), **seeds("logits_spatial_mse", 33.0, 33.0, 33.0)}
     study, results = make_store(tmp_path, outcomes, text)
-    (table,) = tables.ablation_tables(aggregate.cells(collect(study, results)), "val/mIoU")
+    (table,) = tables.ablation_tables(aggregate.cells(collect(study)), "val/mIoU")
     assert table.header == ["norm \\ divergence", "kl", "mse"]
     assert bold(table) == {"norm \\ divergence": [], "kl": ["40.00 ± 0.00 (n=3) [+9.00]"],
                            "mse": ["33.00 ± 0.00 (n=3) [+2.00]"]}
@@ -215,7 +215,7 @@ def test_an_ablation_grid_bolds_the_best_cell_of_each_column(tmp_path):
 
 def test_the_teacher_and_baseline_rows_are_never_bold_even_when_they_are_highest(store):
     study, results = store
-    frame = collect(study, results)
+    frame = collect(study)
     table = tables.results_table(aggregate.cells(frame), aggregate.baselines(frame), aggregate.teachers(frame),
                                  aggregate.metrics_of(frame))
     rows = {row[0].text: row for row in table.rows}
@@ -244,7 +244,7 @@ def location_store(tmp_path, outcomes=None):
 
 def test_the_location_each_run_distils_comes_from_its_student_locations(tmp_path):
     study, results = location_store(tmp_path)
-    frame = collect(study, results).set_index("name")
+    frame = collect(study).set_index("name")
     assert frame.loc["logits_s0", "location_kind"] == "logits" and frame.loc["feature_s0", "location_kind"] == "feature"
     assert frame.loc["both_s0", "location_kind"] == "feature + logits"
     assert frame.loc["both_s0", "kd_method"] == "cwd; cwd" and frame.loc["cwd_pi_s0", "kd_method"] == "pi"
@@ -253,7 +253,7 @@ def test_the_location_each_run_distils_comes_from_its_student_locations(tmp_path
 
 def test_cells_that_differ_only_by_location_get_a_location_table(tmp_path):
     study, results = location_store(tmp_path, {f"cwd_pi_s{i}": "missing" for i in range(3)})
-    cells = aggregate.cells(collect(study, results))
+    cells = aggregate.cells(collect(study))
     cells = cells[cells["method"] != "cwd_pi"]  # the other method family aside: only CWD, three places
     table = tables.location_table(cells, "val/mIoU")
     assert table is not None and table.header == ["Method", "Distils", "Student location(s)", "mIoU [Δ vs student]"]
@@ -267,12 +267,12 @@ def test_cells_that_differ_only_by_location_get_a_location_table(tmp_path):
 
 def test_no_location_table_when_the_cells_use_different_methods(tmp_path):
     study, results = location_store(tmp_path)
-    assert tables.location_table(aggregate.cells(collect(study, results)), "val/mIoU") is None
+    assert tables.location_table(aggregate.cells(collect(study)), "val/mIoU") is None
 
 
 def test_cwd_cells_are_found_by_their_terms_method_not_by_their_name(tmp_path):
     study, results = location_store(tmp_path)
-    verdicts = aggregate.cwd_verdicts(aggregate.cells(collect(study, results)), "val/mIoU")
+    verdicts = aggregate.cwd_verdicts(aggregate.cells(collect(study)), "val/mIoU")
     assert [v["cell"]["method"] for v in verdicts] == ["logits", "feature", "both"]  # not cwd_pi (method: pi)
     assert [round(v["gap"], 2) for v in verdicts] == [5.0, 2.33, 8.0]
 
@@ -283,7 +283,7 @@ def test_runs_that_predict_one_class_everywhere_are_counted_as_collapsed(tmp_pat
     fewer = {"val/mAcc": 100 / 7, "val/classes_evaluated": 7.0}           # the classes the split has
     study, results = make_store(tmp_path, metrics={"student_s0": CONSTANT, "student_s1": near,
                                                    "student_s2": apart, "cwd_logits_s0": fewer})
-    frame = collect(study, results)
+    frame = collect(study)
     flagged = dict(zip(frame["name"], aggregate.collapsed(frame)))
     assert [flagged[f"student_s{i}"] for i in range(3)] == [True, True, False]
     assert flagged["cwd_logits_s0"] and not flagged["cwd_logits_s1"] and not flagged["teacher"]
@@ -293,7 +293,7 @@ def test_runs_that_predict_one_class_everywhere_are_counted_as_collapsed(tmp_pat
 
 def test_runs_without_classes_evaluated_are_never_called_collapsed(tmp_path):
     study, results = make_store(tmp_path, metrics={"student_s0": {"val/mAcc": 100 / 11}})
-    frame = collect(study, results).drop(columns=["val/classes_evaluated"])
+    frame = collect(study).drop(columns=["val/classes_evaluated"])
     assert not aggregate.collapsed(frame).any()
 
 
@@ -301,8 +301,8 @@ def test_training_curves_average_only_complete_runs(store):
     from analysis import plots
 
     study, results = store
-    frame = collect(study, results)
-    curve_frame = collect_curves(study, results, frame)
+    frame = collect(study)
+    curve_frame = collect_curves(study, frame)
     averaged, others = plots.curve_data(curve_frame, "val/mIoU")
     ids = dict(zip(frame["name"], frame["run_id"]))
     assert ids["cwd_logits_s2"] not in set(averaged["run_id"]) and ids["pi_logits_s1"] not in set(averaged["run_id"])
@@ -333,7 +333,7 @@ def test_norm_divergence_bars_group_by_normalisation_and_colour_by_divergence(tm
                 **seeds("logits_channel_mse", 71.0, 71.0, 71.0), **seeds("logits_spatial_mse", 70.9, 71.1, 71.3),
                 **seeds("student", 70.0, 70.1, 70.2)}
     study, results = make_store(tmp_path, outcomes, text)
-    figure = plots.norm_divergence_bars(collect(study, results), "val/mIoU")
+    figure = plots.norm_divergence_bars(collect(study), "val/mIoU")
     means = figure.data.groupby(["norm", "divergence"])["val/mIoU"].agg(["mean", "count"])
     assert means.loc[("spatial", "kl")].tolist() == [70.5, 2]  # the diverged seed is not a bar's value
     assert means.loc[("channel", "kl"), "mean"] == pytest.approx(70.2)
@@ -347,7 +347,7 @@ def test_location_bars_tell_channel_wise_from_spatial_methods_by_location(tmp_pa
     outcomes = {**seeds("cwd_logits", 35.0, 36.0, 37.0), **seeds("cwd_feature", 5.0, 6.0, 7.0),
                 **seeds("pi_logits", 33.0, 33.0, 33.0), **seeds("at_feature", 34.0, 34.0, 34.0)}
     study, results = named_location_store(tmp_path, outcomes)
-    frame = collect(study, results)
+    frame = collect(study)
     figure = plots.location_bars(frame, aggregate.cells(frame), "val/mIoU")
     groups = figure.data.groupby(["where", "family"])["val/mIoU"].mean().to_dict()
     assert groups == {("feature map", "cwd (channel-wise)"): 6.0, ("feature map", "at (spatial)"): 34.0,
@@ -359,7 +359,7 @@ def test_gain_vs_cost_plots_the_slowdown_with_the_baseline_at_one_and_zero(store
     from analysis import plots
 
     study, results = store
-    figure = plots.gain_vs_cost(aggregate.cells(collect(study, results)), "val/mIoU")
+    figure = plots.gain_vs_cost(aggregate.cells(collect(study)), "val/mIoU")
     points = figure.data.set_index("label")
     assert points.loc["student (no KD)", ["slowdown", "delta"]].tolist() == [1.0, 0.0]
     assert points.loc["student (no KD)", "std"] == 1.0

@@ -89,7 +89,7 @@ def test_runs_that_differ_only_in_what_the_models_do_not_see_are_checked_once(tm
     10k-run plan stays fast), and a bad location among them is still found."""
     import yaml
 
-    from kdbench.study import load_study
+    from kdbench.expand import load_study
     from runners import preflight
 
     spec = {"name": "many", "base": {"task": "seg", "teacher": {"config": "tiny_seg_teacher"},
@@ -104,7 +104,7 @@ def test_runs_that_differ_only_in_what_the_models_do_not_see_are_checked_once(tm
     original = preflight._check_locations
     monkeypatch.setattr(preflight, "_check_locations", lambda site: calls.append(site) or original(site))
     preflight.check_study(study)
-    assert len([r for r in study.runs if r.run.get("distill")]) == 12
+    assert len([r for r in study.runs if r.run.distill]) == 12
     assert len(calls) == 3  # the teacher run, the student baseline, one distilled pair
     spec["methods"]["b"] = {"method": "cwd", "student_location": "decode_head.conv_segg"}
     path.write_text(yaml.safe_dump(spec))

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from kdbench import losses
 from benchmarks import bandwidth as bench_bandwidth
 from benchmarks import losses as bench_losses
+from kdbench import losses
 from kdbench.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]

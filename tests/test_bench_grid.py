@@ -14,11 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from kdbench import loss_catalog
 from benchmarks import grid
 
 REPO = Path(__file__).resolve().parents[1]
-OPERATIONS = ("plan_first", "plan", "status", "collect", "report", "plan_model_check")
+OPERATIONS = ("plan", "status", "collect", "report", "plan_model_check_uncached", "plan_model_check")
 KEYS = {"suite", "operation", "runs", "seconds", "target_s", "meets_target", "growth_ratio", "runs_ratio",
         "no_worse_than_linear"}
 
@@ -61,7 +60,7 @@ def test_status_collect_and_plan_find_every_generated_run_in_the_state_it_was_wr
     _, counts, _ = tiny_grid
     for size in (50, 200):
         written = counts[size]["written"]
-        assert {r["run_id"]: r["state"] for r in counts[size]["status"]} == written
+        assert {r.run_id: r.state for r in counts[size]["status"]} == written
         frame = counts[size]["collect"]
         assert len(frame) == len(written) and dict(zip(frame["run_id"], frame["status"])) == written
         complete = frame[frame["status"] == "complete"]
@@ -93,102 +92,40 @@ def _imported(code: str, env: dict | None = None) -> list[str]:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def test_importing_the_spec_plan_and_status_modules_imports_no_torch_mmseg_or_mmdet():
-    assert _imported("import kdbench.study, kdbench.plan, kdbench.status, kdbench.runspec, kdbench.cli") == []
+def test_importing_the_verbs_that_read_specs_and_results_imports_no_torch_mmseg_or_mmdet():
+    modules = ("kdbench.cli", "kdbench.spec", "kdbench.study", "kdbench.expand", "kdbench.plan", "kdbench.states",
+               "kdbench.losses", "runners.launch.jobs", "runners.launch.launcher", "runners.preflight")
+    assert _imported("import " + ", ".join(modules)) == []
 
 
-def test_a_study_planned_again_is_validated_without_importing_torch(tmp_path):
+def test_a_study_is_validated_and_expanded_without_importing_torch(tmp_path):
     study = tmp_path / "s.yaml"
     study.write_text(grid.study_text("s", 30))
-    code = f"from kdbench.study import load_study\nassert len(load_study({str(study)!r}).runs) > 30"
+    code = f"from kdbench.expand import load_study\nassert len(load_study({str(study)!r}).runs) > 30"
+    assert _imported(code, {"KDBENCH_CACHE": str(tmp_path / "cache")}) == []
+    assert not (tmp_path / "cache").exists()  # and nothing is kept for it: every verb expands afresh
+
+
+def test_the_model_check_is_answered_from_the_cache_without_importing_torch(tmp_path):
+    study = tmp_path / "s.yaml"
+    study.write_text(grid.study_text("s", 30))
+    code = (f"from kdbench.expand import load_study\nfrom runners.preflight import check_study\n"
+            f"check_study(load_study({str(study)!r}))")
     env = {"KDBENCH_CACHE": str(tmp_path / "cache")}
-    assert "torch" in _imported(code, env)  # the first time, kdbench.losses answers and the answers are kept
+    assert "torch" in _imported(code, env)  # the first time the models are built and probed, then kept
     assert _imported(code, env) == []
 
 
-def test_the_loss_catalog_read_from_source_equals_the_registry():
-    from kdbench import losses
+def test_a_study_expanded_twice_is_the_same_study_and_its_teachers_live_under_the_results_root(tmp_path):
+    from kdbench.expand import expand
+    from kdbench.study import load_spec
 
-    assert loss_catalog.available() == losses.available()
-    for name in losses.available():
-        assert loss_catalog.parameters(name) == losses.parameters(name)
-
-
-@pytest.mark.parametrize("method, params, weight", [
-    ("cwd", {"tau": 0.0}, 1.0), ("cwd", {"tau": 2.0}, -1.0), ("norm_divergence", {"norm": "pixel"}, 1.0),
-    ("pa", {"pool_scale": 2.0}, 1.0), ("cwd", {"tau": 4.0}, 3.0)])
-def test_the_catalog_accepts_and_rejects_values_as_building_the_loss_does_and_remembers_it(
-        method, params, weight, tmp_path, monkeypatch):
-    from kdbench import losses
-    from kdbench.errors import UserError
-
-    monkeypatch.setenv("KDBENCH_CACHE", str(tmp_path))
-    monkeypatch.setattr(loss_catalog, "_answers", {})
-    monkeypatch.setattr(loss_catalog, "_unsaved", {})
-    monkeypatch.setattr(loss_catalog, "_loaded", False)
-    try:
-        losses.build(method, **params, loss_weight=weight)
-        expected = None
-    except UserError as error:
-        expected = str(error)
-    for _ in range(2):  # asked, then remembered
-        try:
-            loss_catalog.check(method, params, weight)
-            got = None
-        except UserError as error:
-            got = str(error)
-        assert got == expected
-    loss_catalog.save()
-    saved = json.loads(next((tmp_path / "terms").glob("*.json")).read_text())["answers"]
-    assert list(saved.values()) == [expected]
-
-
-def _fields(study) -> list[dict]:
-    return [dataclasses.asdict(p) for p in study.runs]
-
-
-def test_a_study_loaded_again_from_its_saved_expansion_is_the_same_study(tmp_path, monkeypatch):
-    from kdbench import study_cache
-    from kdbench.study import load_study
-
-    monkeypatch.setenv("KDBENCH_CACHE", str(tmp_path / "cache"))
     path = tmp_path / "s.yaml"
     path.write_text(grid.study_text("s", 60))
-    first = load_study(path, tmp_path / "results")
-    assert study_cache._file(path, tmp_path / "results").is_file()
-    again = load_study(path, tmp_path / "results")
-    assert _fields(again) == _fields(first) and again.spec == first.spec and again.resources == first.resources
-    elsewhere = load_study(path, tmp_path / "other")  # teacher checkpoints name the results root
-    cell = next(p for p in elsewhere.runs if p.kind == "cell")
-    assert cell.run["teacher"]["checkpoint"]["run"].startswith(str(tmp_path / "other"))
-    path.write_text(grid.study_text("s", 60).replace("seeds: [0, 1, 2, 3, 4]", "seeds: [0, 1]"))
-    assert len(load_study(path, tmp_path / "results").runs) < len(first.runs)
-
-
-def test_a_config_that_disappeared_fails_as_before_even_with_a_saved_expansion(tmp_path, monkeypatch):
-    from kdbench.errors import UserError
-    from kdbench.study import load_study
-
-    config = tmp_path / "my_student.py"
-    config.write_text((REPO / "runners" / "configs" / "tiny_seg_student.py").read_text())
-    path = tmp_path / "s.yaml"
-    path.write_text(grid.study_text("s", 20).replace("config: tiny_seg_student", f"config: {config}"))
-    monkeypatch.setenv("KDBENCH_CACHE", str(tmp_path / "cache"))
-    load_study(path, tmp_path / "results")
-    config.unlink()
-    with pytest.raises(UserError) as cached:
-        load_study(path, tmp_path / "results")
-    monkeypatch.setenv("KDBENCH_CACHE", str(tmp_path / "empty"))
-    with pytest.raises(UserError) as fresh:
-        load_study(path, tmp_path / "results")
-    assert str(cached.value) == str(fresh.value) and "my_student.py" in str(cached.value)
-
-
-@pytest.mark.parametrize("spec", sorted(p.name for p in (REPO / "studies").glob("[!_]*.yaml")))
-def test_every_shipped_study_is_the_same_expanded_afresh_and_from_its_saved_expansion(spec, tmp_path, monkeypatch):
-    from kdbench.study import load_study
-
-    monkeypatch.setenv("KDBENCH_CACHE", str(tmp_path / "cache"))
-    fresh = load_study(REPO / "studies" / spec, tmp_path / "results")
-    saved = load_study(REPO / "studies" / spec, tmp_path / "results")
-    assert _fields(saved) == _fields(fresh) and saved.spec == fresh.spec
+    spec = load_spec(path)
+    first, again = expand(spec, tmp_path / "results"), expand(spec, tmp_path / "results")
+    assert [dataclasses.asdict(p) for p in again] == [dataclasses.asdict(p) for p in first]
+    elsewhere = expand(spec, tmp_path / "other")  # teacher checkpoints name the results root, ids do not
+    cell = next(p for p in elsewhere if p.kind == "cell")
+    assert cell.run.teacher.checkpoint.run.startswith(str(tmp_path / "other"))
+    assert [p.run_id for p in elsewhere] == [p.run_id for p in first]

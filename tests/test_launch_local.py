@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from kdbench import store
-from kdbench.launch import LaunchOptions, launch
-from kdbench.status import run_states
-from kdbench.study import load_study
+from kdbench.expand import load_study
+from runners.launch.jobs import status
+from runners.launch.launcher import LaunchOptions, launch, summary
 from tests.launch_helpers import CWD, write_study
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -23,25 +23,27 @@ def _data_cache(tmp_path_factory, monkeypatch):
 
 def test_a_local_launch_completes_every_run_and_a_relaunch_submits_nothing(tmp_path):
     study = load_study(write_study(tmp_path, "local_ok"), tmp_path / "results")
-    counts = launch(study, LaunchOptions(results=str(tmp_path / "results"), parallel=2, progress=False))
+    counts = summary(launch(study, LaunchOptions(parallel=2, progress=False)))
     assert counts == {"submit": 3}  # teacher, student baseline, cwd
-    states = {r["name"]: r["state"] for r in run_states(study, tmp_path / "results")}
+    states = {r.name: r.state for r in status(study)}
     assert states == {"teacher": "complete", "student_s0": "complete", "cwd_logits_s0": "complete"}
-    again = launch(study, LaunchOptions(results=str(tmp_path / "results"), progress=False))
+    again = summary(launch(study, LaunchOptions(progress=False)))
     assert again == {"skip-complete": 3}
 
 
 def test_a_failing_run_becomes_an_error_record_while_the_others_complete(tmp_path):
     bad = {**CWD, "student_location": "decode_head.conv_sg"}
     study = load_study(write_study(tmp_path, "local_fail", methods={"good": CWD, "bad": bad}), tmp_path / "r")
-    launch(study, LaunchOptions(results=str(tmp_path / "r"), progress=False))
-    rows = {r["name"]: r for r in run_states(study, tmp_path / "r")}
-    assert rows["bad_s0"]["state"] == "failed" and rows["good_s0"]["state"] == "complete"
-    error = store.read_json(tmp_path / "r" / "local_fail" / rows["bad_s0"]["run_id"] / "error.json")
+    # Launched past the study's model check (--no-model-check): the run's own preflight finds it.
+    launch(study, LaunchOptions(progress=False, model_check=False))
+    rows = {r.name: r for r in status(study)}
+    assert rows["bad_s0"].state == "failed" and rows["good_s0"].state == "complete"
+    error = store.read_json(tmp_path / "r" / "local_fail" / rows["bad_s0"].run_id / "error.json")
     assert "decode_head.conv_seg" in error["error"]  # the close match is named
     # Failed runs are retried only when asked.
-    assert launch(study, LaunchOptions(results=str(tmp_path / "r"), dry_run=True))["skip-failed"] == 1
-    assert launch(study, LaunchOptions(results=str(tmp_path / "r"), dry_run=True, retry_failed=True))["submit"] == 1
+    again = LaunchOptions(dry_run=True, model_check=False)
+    assert summary(launch(study, again))["skip-failed"] == 1
+    assert summary(launch(study, LaunchOptions(dry_run=True, retry_failed=True, model_check=False)))["submit"] == 1
 
 
 def test_students_of_a_teacher_that_failed_are_blocked_not_run(tmp_path):
@@ -50,11 +52,12 @@ def test_students_of_a_teacher_that_failed_are_blocked_not_run(tmp_path):
     spec = path.read_text().replace("config: tiny_seg_teacher", broken)
     path.write_text(spec)
     study = load_study(path, tmp_path / "r")
-    launch(study, LaunchOptions(results=str(tmp_path / "r"), progress=False))
-    states = {r["name"]: r["state"] for r in run_states(study, tmp_path / "r")}
+    # Past the model check, which would refuse the teacher's 0 classes against the student's 11.
+    launch(study, LaunchOptions(progress=False, model_check=False))
+    states = {r.name: r.state for r in status(study)}
     assert states["teacher"] == "failed" and states["student_s0"] == "complete"
     assert states["cwd_logits_s0"] == "missing"
-    assert launch(study, LaunchOptions(results=str(tmp_path / "r"), dry_run=True))["blocked"] == 1
+    assert summary(launch(study, LaunchOptions(dry_run=True, model_check=False)))["blocked"] == 1
 
 
 def test_two_concurrent_launches_of_one_study_run_each_run_once(tmp_path):
@@ -78,7 +81,7 @@ def test_status_reports_a_run_killed_without_result_as_interrupted(tmp_path):
     planned = study.runs[0]
     run_dir = tmp_path / "r" / "local_status" / planned.run_id
     run_dir.mkdir(parents=True)
-    store.write_json_atomic(run_dir / "spec.json", planned.run)
+    store.write_json_atomic(run_dir / "spec.json", planned.run.to_dict())
     (run_dir / "job.json").write_text(json.dumps({"executor": "local", "job_id": "999999", "host": "nowhere"}))
-    rows = {r["name"]: r["state"] for r in run_states(study, tmp_path / "r")}
+    rows = {r.name: r.state for r in status(study)}
     assert rows[planned.name] == "interrupted" and rows["student_s0"] == "missing"

@@ -7,10 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from kdbench import jobs, store
-from kdbench.launch import LaunchOptions, launch
-from kdbench.status import run_states
-from kdbench.study import load_study
+from kdbench import store
+from kdbench.expand import load_study
+from runners.launch.jobs import status
+from runners.launch.launcher import LaunchOptions, launch, summary
+from runners.launch.slurm import slurm_jobs, slurm_states
 from tests.launch_helpers import CWD, write_study
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -32,7 +33,7 @@ def wait_until(condition, timeout=240, what="condition", poll=0.5):
 
 
 def settled(study, results):
-    return all(r["state"] not in ("running", "missing", "interrupted") for r in run_states(study, results))
+    return all(r.state not in ("running", "missing", "interrupted") for r in status(study))
 
 
 def sacct_times(job_id):
@@ -46,20 +47,21 @@ def test_a_study_on_slurm_completes_with_every_result_and_teachers_gate_students
     path = write_study(tmp_path, "slurm_ok", methods={"cwd_logits": CWD, "bad": bad})
     results = tmp_path / "results"
     study = load_study(path, results)
-    counts = launch(study, LaunchOptions(executor="slurm", results=str(results), progress=False))
+    # Past the study's model check (--no-model-check): the bad run's own preflight fails it on the node.
+    counts = summary(launch(study, LaunchOptions(executor="slurm", progress=False, model_check=False)))
     assert counts == {"submit": 4}
     wait_until(lambda: settled(study, results), what="the study to finish on SLURM")
-    rows = {r["name"]: r for r in run_states(study, results)}
-    assert {n: r["state"] for n, r in rows.items()} == {
+    rows = {r.name: r for r in status(study)}
+    assert {n: r.state for n, r in rows.items()} == {
         "teacher": "complete", "student_s0": "complete", "cwd_logits_s0": "complete", "bad_s0": "failed"}
-    assert all(r["executor"] == "slurm" for r in rows.values())
+    assert all(r.executor == "slurm" for r in rows.values())
     # The distilled student started only after its teacher's job ended (afterok).
-    teacher_end = sacct_times(rows["teacher"]["job_id"])[1]
-    student_start = sacct_times(rows["cwd_logits_s0"]["job_id"])[0]
+    teacher_end = sacct_times(rows["teacher"].job_id)[1]
+    student_start = sacct_times(rows["cwd_logits_s0"].job_id)[0]
     assert student_start >= teacher_end
     # Same run ids as a local launch would use, and a relaunch submits nothing.
     assert [p.run_id for p in load_study(path, "results").runs] == [p.run_id for p in study.runs]
-    again = launch(study, LaunchOptions(executor="slurm", results=str(results), progress=False))
+    again = summary(launch(study, LaunchOptions(executor="slurm", progress=False, model_check=False)))
     assert again == {"skip-complete": 3, "skip-failed": 1}
 
 
@@ -75,11 +77,11 @@ def test_a_preempted_run_requeues_resumes_from_its_checkpoint_and_ends_with_one_
     results = tmp_path / "results"
     study = load_study(path, results)
     assert [p.name for p in study.runs] == ["student_s0"]
-    launch(study, LaunchOptions(executor="slurm", results=str(results), progress=False))
+    launch(study, LaunchOptions(executor="slurm", progress=False))
     run_dir = results / "slurm_preempt" / study.runs[0].run_id
     wait_until(lambda: (run_dir / "last_checkpoint").exists(), what="the first checkpoint", poll=0.1)
     assert store.run_state(run_dir) == "started"
-    job_id = jobs.read_job(run_dir)["job_id"]
+    job_id = store.read_job(run_dir)["job_id"]
     job = submitit.SlurmJob(folder=str(results / "slurm_preempt" / ".submitit" / "%j"), job_id=job_id)
     job._interrupt()  # what SLURM does on preemption: SIGTERM, then USR2 -> checkpoint + requeue
     wait_until(lambda: store.run_state(run_dir) == "complete", what="the requeued run to complete")
@@ -94,21 +96,21 @@ def test_a_preempted_run_requeues_resumes_from_its_checkpoint_and_ends_with_one_
 
 
 def test_cancel_stops_a_studys_running_jobs_and_status_shows_them_interrupted(slurm_cluster, tmp_path):
-    from kdbench.status import cancel
+    from runners.launch.jobs import cancel
 
     path = write_study(tmp_path, "slurm_cancel", methods={}, baselines={"teacher": False, "student": True})
     path.write_text(path.read_text().replace("iterations: 4", "iterations: 5000"))
     results = tmp_path / "results"
     study = load_study(path, results)
-    launch(study, LaunchOptions(executor="slurm", results=str(results), progress=False))
+    launch(study, LaunchOptions(executor="slurm", progress=False))
     run_dir = results / "slurm_cancel" / study.runs[0].run_id
     wait_until(lambda: (run_dir / "spec.json").exists(), what="the job to start")
-    assert [r["state"] for r in run_states(study, results)] == ["running"]
-    assert cancel(study, results) == [study.runs[0].run_id]
-    job_id = jobs.read_job(run_dir)["job_id"]
-    wait_until(lambda: jobs.slurm_states([job_id]).get(job_id, "").startswith("CANCELLED"), what="CANCELLED")
-    assert [r["state"] for r in run_states(study, results)] == ["interrupted"]
-    assert cancel(study, results) == []
+    assert [r.state for r in status(study)] == ["running"]
+    assert cancel(study) == [study.runs[0].run_id]
+    job_id = store.read_job(run_dir)["job_id"]
+    wait_until(lambda: slurm_states([job_id]).get(job_id, "").startswith("CANCELLED"), what="CANCELLED")
+    assert [r.state for r in status(study)] == ["interrupted"]
+    assert cancel(study) == []
 
 
 @pytest.mark.parametrize("override, message", [
@@ -122,7 +124,7 @@ def test_resources_beyond_the_partition_are_refused_before_anything_is_submitted
 
     study = load_study(write_study(tmp_path, "slurm_too_big"), tmp_path / "results")
     with pytest.raises(UserError, match=message):
-        launch(study, LaunchOptions(executor="slurm", results=str(tmp_path / "results"), progress=False,
+        launch(study, LaunchOptions(executor="slurm", progress=False,
                                     resources=override))
     assert not list((tmp_path / "results" / "slurm_too_big").glob("*/job.json"))
     assert not list((tmp_path / "results" / "slurm_too_big").glob("*/run.json"))
@@ -130,7 +132,7 @@ def test_resources_beyond_the_partition_are_refused_before_anything_is_submitted
 
 def test_students_of_a_teacher_whose_job_failed_end_blocked_and_a_retry_resubmits_them(slurm_cluster, tmp_path,
                                                                                       monkeypatch):
-    from kdbench.status import format_status
+    from kdbench.states import format_status
 
     path = write_study(tmp_path, "slurm_teacher_fails", methods={"cwd_logits": CWD, "cwd_w1": {**CWD, "weight": 1.0}},
                        baselines={"teacher": True, "student": False})
@@ -141,30 +143,30 @@ def test_students_of_a_teacher_whose_job_failed_end_blocked_and_a_retry_resubmit
     (tmp_path / "not_a_dir").write_text("")
     good_data = __import__("os").environ["KDBENCH_DATA"]
     monkeypatch.setenv("KDBENCH_DATA", str(tmp_path / "not_a_dir" / "data"))
-    assert launch(study, LaunchOptions(executor="slurm", results=str(results), progress=False)) == {"submit": 3}
+    assert summary(launch(study, LaunchOptions(executor="slurm", progress=False))) == {"submit": 3}
     wait_until(lambda: settled(study, results), what="the teacher to fail and its students to end")
-    rows = {r["name"]: r for r in run_states(study, results)}
-    teacher = rows["teacher"]["run_id"]
-    assert {n: r["state"] for n, r in rows.items()} == {
+    rows = {r.name: r for r in status(study)}
+    teacher = rows["teacher"].run_id
+    assert {n: r.state for n, r in rows.items()} == {
         "teacher": "failed", "cwd_logits_s0": "blocked", "cwd_w1_s0": "blocked"}
-    assert rows["cwd_logits_s0"]["reason"] == rows["cwd_w1_s0"]["reason"] == f"teacher {teacher} failed"
+    assert rows["cwd_logits_s0"].reason == rows["cwd_w1_s0"].reason == f"teacher {teacher} failed"
     # SLURM itself cancelled the students' jobs (kill-on-invalid-dep): none is left pending.
-    student_jobs = [rows[n]["job_id"] for n in ("cwd_logits_s0", "cwd_w1_s0")]
+    student_jobs = [rows[n].job_id for n in ("cwd_logits_s0", "cwd_w1_s0")]
     queue = subprocess.run(["squeue", "-h", "-r", "-t", "all", "-o", "%i|%T|%r", "-j", ",".join(student_jobs)],
                            capture_output=True, text=True).stdout.split()
     assert sorted(queue) == sorted(f"{j}|CANCELLED|DependencyNeverSatisfied" for j in student_jobs)
-    table = format_status(study, run_states(study, results))
+    table = format_status(study, status(study))
     assert f"teacher {teacher} failed" in table and "2 blocked, 1 failed" in table
     # A relaunch says so and submits nothing; --retry-failed resubmits the teacher and its students.
-    assert launch(study, LaunchOptions(executor="slurm", results=str(results), progress=False)) == {
+    assert summary(launch(study, LaunchOptions(executor="slurm", progress=False))) == {
         "skip-failed": 1, "blocked": 2}
     monkeypatch.setenv("KDBENCH_DATA", good_data)
-    assert launch(study, LaunchOptions(executor="slurm", results=str(results), progress=False,
-                                       retry_failed=True)) == {"submit": 3}
-    new_teacher_job = jobs.read_job(results / study.name / teacher)["job_id"]
-    assert new_teacher_job != rows["teacher"]["job_id"]
+    assert summary(launch(study, LaunchOptions(executor="slurm", progress=False,
+                                       retry_failed=True))) == {"submit": 3}
+    new_teacher_job = store.read_job(results / study.name / teacher)["job_id"]
+    assert new_teacher_job != rows["teacher"].job_id
     wait_until(lambda: settled(study, results), what="the retried study to finish")
-    assert {r["name"]: (r["state"], r["reason"]) for r in run_states(study, results)} == {
+    assert {r.name: (r.state, r.reason) for r in status(study)} == {
         "teacher": ("complete", None), "cwd_logits_s0": ("complete", None), "cwd_w1_s0": ("complete", None)}
 
 
@@ -172,14 +174,14 @@ def test_a_student_job_left_pending_on_its_failed_teachers_job_counts_as_blocked
         slurm_cluster, tmp_path):
     """Jobs that an older launch submitted without --kill-on-invalid-dep wait forever once their
     teacher's job failed: they are not counted as running, and ``kdbench cancel`` removes them."""
-    from kdbench.launch import write_run_file
-    from kdbench.status import cancel
+    from runners.launch.executor import write_run_file
+    from runners.launch.jobs import cancel
 
     path = write_study(tmp_path, "slurm_stuck", baselines={"teacher": True, "student": False})
     results = tmp_path / "results"
     study = load_study(path, results)
     teacher, student = study.runs
-    assert (teacher.name, student.depends_on) == ("teacher", [teacher.run_id])
+    assert (teacher.name, student.depends_on) == ("teacher", (teacher.run_id,))
 
     def sbatch(*arguments):
         return subprocess.run(["sbatch", "--parsable", "-o", "/dev/null", *arguments], capture_output=True,
@@ -189,21 +191,21 @@ def test_a_student_job_left_pending_on_its_failed_teachers_job_counts_as_blocked
     stuck_job = sbatch(f"--dependency=afterok:{failed_job}", "--wrap", "true")
     for planned, job_id in ((teacher, failed_job), (student, stuck_job)):
         write_run_file(results / study.name, planned)
-        jobs.write_job(results / study.name / planned.run_id, "slurm", job_id)
-    store.write_json_atomic(results / study.name / teacher.run_id / "spec.json", teacher.run)
+        store.write_job(results / study.name / planned.run_id, "slurm", job_id)
+    store.write_json_atomic(results / study.name / teacher.run_id / "spec.json", teacher.run.to_dict())
     store.write_json_atomic(results / study.name / teacher.run_id / "error.json",
                             {"status": "failed", "error": "RuntimeError: boom"})
-    wait_until(lambda: jobs.slurm_jobs([stuck_job]).get(stuck_job) == ("PENDING", "DependencyNeverSatisfied"),
+    wait_until(lambda: slurm_jobs([stuck_job]).get(stuck_job) == ("PENDING", "DependencyNeverSatisfied"),
                timeout=60, what="the student's job to wait on a dependency never satisfied")
-    rows = {r["name"]: r for r in run_states(study, results)}
-    assert (rows["cwd_logits_s0"]["state"], rows["cwd_logits_s0"]["reason"]) == (
+    rows = {r.name: r for r in status(study)}
+    assert (rows["cwd_logits_s0"].state, rows["cwd_logits_s0"].reason) == (
         "blocked", f"teacher {teacher.run_id} failed")
-    assert launch(study, LaunchOptions(executor="slurm", results=str(results), progress=False, dry_run=True)) == {
+    assert summary(launch(study, LaunchOptions(executor="slurm", progress=False, dry_run=True))) == {
         "skip-failed": 1, "blocked": 1}
-    assert cancel(study, results) == [student.run_id]
-    wait_until(lambda: jobs.slurm_states([stuck_job]).get(stuck_job, "PENDING") != "PENDING", timeout=60,
+    assert cancel(study) == [student.run_id]
+    wait_until(lambda: slurm_states([stuck_job]).get(stuck_job, "PENDING") != "PENDING", timeout=60,
                what="the stuck job to be cancelled")
-    assert jobs.slurm_states([stuck_job])[stuck_job].startswith("CANCELLED")
+    assert slurm_states([stuck_job])[stuck_job].startswith("CANCELLED")
 
 
 def test_a_two_gpu_run_trains_as_two_processes_of_one_job_and_writes_one_result(slurm_cluster, tmp_path):
@@ -214,11 +216,11 @@ def test_a_two_gpu_run_trains_as_two_processes_of_one_job_and_writes_one_result(
     path.write_text(path.read_text().replace("gpus: 0", "gpus: 2").replace("batch_size: 2", "batch_size: 4"))
     results = tmp_path / "results"
     study = load_study(path, results)
-    assert launch(study, LaunchOptions(executor="slurm", results=str(results), progress=False)) == {"submit": 1}
+    assert summary(launch(study, LaunchOptions(executor="slurm", progress=False))) == {"submit": 1}
     wait_until(lambda: settled(study, results), what="the two-task run to finish")
     run_dir = results / study.name / study.runs[0].run_id
-    assert [r["state"] for r in run_states(study, results)] == ["complete"]
-    job_id = jobs.read_job(run_dir)["job_id"]
+    assert [r.state for r in status(study)] == ["complete"]
+    job_id = store.read_job(run_dir)["job_id"]
     logs = results / study.name / ".submitit" / job_id
     assert sorted(p.name for p in logs.glob("*_result.pkl")) == [f"{job_id}_0_result.pkl", f"{job_id}_1_result.pkl"]
     rank0 = (logs / f"{job_id}_0_log.out").read_text()
@@ -243,11 +245,11 @@ def test_the_smoke_study_completes_with_the_same_run_ids_locally_and_on_slurm(sl
     for executor in ("local", "slurm"):
         results = tmp_path / executor
         study = load_study(path, results)
-        launch(study, LaunchOptions(executor=executor, results=str(results), parallel=2, progress=False))
+        launch(study, LaunchOptions(executor=executor, parallel=2, progress=False))
         wait_until(lambda study=study, results=results: settled(study, results),
                    what=f"the smoke study to finish ({executor})")
-        rows = run_states(study, results)
-        assert all(r["executor"] == executor for r in rows)
-        complete[executor] = {r["run_id"] for r in rows if r["state"] == "complete"}
+        rows = status(study)
+        assert all(r.executor == executor for r in rows)
+        complete[executor] = {r.run_id for r in rows if r.state == "complete"}
         assert len(complete[executor]) == len(rows) == 2 + len(spec["methods"])
     assert complete["local"] == complete["slurm"]

@@ -8,6 +8,7 @@ import torch.nn.functional as F
 
 from kdbench import losses
 from kdbench.errors import UserError
+from kdbench.losses.cwd import ChannelWiseDivergence
 
 
 def mmrazor_cwd(preds_S, preds_T, tau, loss_weight):
@@ -25,7 +26,7 @@ def ours_and_mmrazor(shape, dtype, tau, loss_weight):
     preds_S = (torch.randn(shape, dtype=dtype) * 3).requires_grad_()
     preds_T = torch.randn(shape, dtype=dtype) * 3
     reference_S = preds_S.detach().clone().requires_grad_()
-    ours = losses.ChannelWiseDivergence(tau=tau, loss_weight=loss_weight)(preds_S, preds_T)
+    ours = ChannelWiseDivergence(tau=tau, loss_weight=loss_weight)(preds_S, preds_T)
     reference = mmrazor_cwd(reference_S, preds_T, tau, loss_weight)
     ours.backward()
     reference.backward()
@@ -55,7 +56,7 @@ def test_cwd_hand_computed_two_position_case():
 
 def test_cwd_is_positive_and_zero_only_when_distributions_match():
     preds_S, preds_T = torch.randn(2, 4, 6, 6), torch.randn(2, 4, 6, 6)
-    cwd = losses.ChannelWiseDivergence(tau=2.0)
+    cwd = ChannelWiseDivergence(tau=2.0)
     assert cwd(preds_S, preds_T).item() > 1e-3
     assert cwd(preds_T.clone(), preds_T).item() == pytest.approx(0.0, abs=1e-6)
 
@@ -63,7 +64,7 @@ def test_cwd_is_positive_and_zero_only_when_distributions_match():
 def test_cwd_is_invariant_to_a_constant_shift_of_each_channel():
     preds_S, preds_T = torch.randn(2, 4, 6, 6), torch.randn(2, 4, 6, 6)
     shift = torch.randn(2, 4, 1, 1) * 100
-    cwd = losses.ChannelWiseDivergence(tau=4.0)
+    cwd = ChannelWiseDivergence(tau=4.0)
     torch.testing.assert_close(cwd(preds_S + shift, preds_T), cwd(preds_S, preds_T), rtol=1e-4, atol=1e-6)
     # ... and a student equal to the teacher up to per-channel shifts has zero loss.
     assert cwd(preds_T + shift, preds_T).item() == pytest.approx(0.0, abs=1e-5)
@@ -72,15 +73,15 @@ def test_cwd_is_invariant_to_a_constant_shift_of_each_channel():
 def test_cwd_scales_with_tau_squared():
     preds_S, preds_T = torch.randn(2, 3, 4, 4), torch.randn(2, 3, 4, 4)
     tau = 3.0
-    at_tau = losses.ChannelWiseDivergence(tau=tau)(preds_S * tau, preds_T * tau)
-    at_one = losses.ChannelWiseDivergence(tau=1.0)(preds_S, preds_T)
+    at_tau = ChannelWiseDivergence(tau=tau)(preds_S * tau, preds_T * tau)
+    at_one = ChannelWiseDivergence(tau=1.0)(preds_S, preds_T)
     torch.testing.assert_close(at_tau, at_one * tau**2, rtol=1e-5, atol=1e-7)
 
 
 def test_cwd_loss_weight_multiplies_the_value():
     preds_S, preds_T = torch.randn(2, 3, 4, 4), torch.randn(2, 3, 4, 4)
-    one = losses.ChannelWiseDivergence(tau=2.0, loss_weight=1.0)(preds_S, preds_T)
-    fifty = losses.ChannelWiseDivergence(tau=2.0, loss_weight=50.0)(preds_S, preds_T)
+    one = ChannelWiseDivergence(tau=2.0, loss_weight=1.0)(preds_S, preds_T)
+    fifty = ChannelWiseDivergence(tau=2.0, loss_weight=50.0)(preds_S, preds_T)
     torch.testing.assert_close(fifty, one * 50, rtol=1e-6, atol=0)
 
 
@@ -88,14 +89,14 @@ def test_cwd_loss_weight_multiplies_the_value():
 def test_cwd_custom_backward_passes_float64_gradcheck(tau):
     preds_S = torch.randn(2, 3, 3, 4, dtype=torch.float64, requires_grad=True)
     preds_T = torch.randn(2, 3, 3, 4, dtype=torch.float64)
-    cwd = losses.ChannelWiseDivergence(tau=tau, loss_weight=0.7)
+    cwd = ChannelWiseDivergence(tau=tau, loss_weight=0.7)
     assert torch.autograd.gradcheck(lambda s: cwd(s, preds_T), (preds_S,))
 
 
 def test_cwd_sends_no_gradient_to_the_teacher():
     preds_S = torch.randn(2, 3, 4, 4, requires_grad=True)
     preds_T = torch.randn(2, 3, 4, 4, requires_grad=True)
-    losses.ChannelWiseDivergence()(preds_S, preds_T).backward()
+    ChannelWiseDivergence()(preds_S, preds_T).backward()
     assert preds_S.grad is not None and preds_S.grad.abs().sum() > 0
     assert preds_T.grad is None
 
@@ -103,14 +104,14 @@ def test_cwd_sends_no_gradient_to_the_teacher():
 def test_cwd_leaves_its_inputs_unchanged():
     preds_S, preds_T = torch.randn(2, 3, 4, 4, requires_grad=True), torch.randn(2, 3, 4, 4)
     before_S, before_T = preds_S.detach().clone(), preds_T.clone()
-    losses.ChannelWiseDivergence(tau=4.0)(preds_S, preds_T).backward()
+    ChannelWiseDivergence(tau=4.0)(preds_S, preds_T).backward()
     assert torch.equal(preds_S.detach(), before_S) and torch.equal(preds_T, before_T)
 
 
 def test_cwd_stays_finite_and_exact_for_logits_of_magnitude_1e4():
     preds_S = (torch.randn(2, 4, 8, 8) * 1e4).requires_grad_()
     preds_T = torch.randn(2, 4, 8, 8) * 1e4
-    value = losses.ChannelWiseDivergence(tau=1.0)(preds_S, preds_T)
+    value = ChannelWiseDivergence(tau=1.0)(preds_S, preds_T)
     value.backward()
     exact = mmrazor_cwd(preds_S.detach().double(), preds_T.double(), 1.0, 1.0)
     assert torch.isfinite(value) and torch.isfinite(preds_S.grad).all()
@@ -121,7 +122,7 @@ def test_cwd_runs_under_bf16_autocast_and_returns_bf16_gradients():
     preds_S = torch.randn(2, 4, 8, 8).bfloat16().requires_grad_()
     preds_T = torch.randn(2, 4, 8, 8).bfloat16()
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        value = losses.ChannelWiseDivergence(tau=2.0)(preds_S, preds_T)
+        value = ChannelWiseDivergence(tau=2.0)(preds_S, preds_T)
     value.backward()
     reference = mmrazor_cwd(preds_S.detach().float(), preds_T.float(), 2.0, 1.0)
     assert torch.isfinite(value) and preds_S.grad.dtype == torch.bfloat16
@@ -130,7 +131,7 @@ def test_cwd_runs_under_bf16_autocast_and_returns_bf16_gradients():
 
 def test_cwd_rejects_different_shapes_naming_both():
     with pytest.raises(UserError, match=r"\(2, 3, 4, 4\).*\(2, 5, 4, 4\).*adapter"):
-        losses.ChannelWiseDivergence()(torch.randn(2, 3, 4, 4), torch.randn(2, 5, 4, 4))
+        ChannelWiseDivergence()(torch.randn(2, 3, 4, 4), torch.randn(2, 5, 4, 4))
 
 
 @pytest.mark.parametrize("tau", [0, -1.0, float("nan"), float("inf"), "4"])
@@ -172,7 +173,7 @@ def test_cwd_matches_mmrazor_when_the_rows_are_worked_in_several_blocks_with_a_p
 
 def test_cwd_backward_twice_with_retain_graph_gives_the_same_gradient_twice(blocked_kernel):
     preds_S, preds_T = torch.randn(2, 3, 4, 5, requires_grad=True), torch.randn(2, 3, 4, 5)
-    value = losses.ChannelWiseDivergence(tau=2.0, loss_weight=5.0)(preds_S, preds_T)
+    value = ChannelWiseDivergence(tau=2.0, loss_weight=5.0)(preds_S, preds_T)
     value.backward(retain_graph=True)
     first = preds_S.grad.clone()
     value.backward()
@@ -182,7 +183,7 @@ def test_cwd_backward_twice_with_retain_graph_gives_the_same_gradient_twice(bloc
 
 def test_cwd_of_maps_with_no_positions_is_zero_with_an_empty_gradient():
     preds_S = torch.randn(2, 3, 0, 4, requires_grad=True)
-    value = losses.ChannelWiseDivergence(tau=2.0)(preds_S, torch.randn(2, 3, 0, 4))
+    value = ChannelWiseDivergence(tau=2.0)(preds_S, torch.randn(2, 3, 0, 4))
     value.backward()
     assert value.item() == 0.0 and preds_S.grad.shape == (2, 3, 0, 4)
 
@@ -190,7 +191,7 @@ def test_cwd_of_maps_with_no_positions_is_zero_with_an_empty_gradient():
 def test_cwd_of_maps_that_differ_by_a_large_per_channel_shift_is_zero_without_cancellation():
     preds_T = torch.randn(4, 8, 16, 16)
     shift = torch.full((4, 8, 1, 1), 1000.0)
-    value = losses.ChannelWiseDivergence(tau=4.0, loss_weight=50.0)(preds_T + shift, preds_T)
+    value = ChannelWiseDivergence(tau=4.0, loss_weight=50.0)(preds_T + shift, preds_T)
     # float32 rounding of preds_T + 1000 alone moves each value by up to 3e-5; the loss must stay
     # at that level, not at the 1000 * 1e-7 * 16 * 50 that a cancellation of the shift would leave.
     assert abs(value.item()) < 1e-4
@@ -210,9 +211,9 @@ def test_cwd_under_no_grad_keeps_no_gradient_map(monkeypatch, blocked_kernel):
     monkeypatch.setattr(cwd_module.torch, "empty", recording_empty)
     preds_S = torch.randn(2, 3, 4, 5, requires_grad=True)
     with torch.no_grad():
-        value = losses.ChannelWiseDivergence(tau=2.0)(preds_S, torch.randn(2, 3, 4, 5))
+        value = ChannelWiseDivergence(tau=2.0)(preds_S, torch.randn(2, 3, 4, 5))
     assert value.item() > 0 and (6, 20) not in kept  # no (N*C, H*W) map was allocated
-    losses.ChannelWiseDivergence(tau=2.0)(preds_S, torch.randn(2, 3, 4, 5))
+    ChannelWiseDivergence(tau=2.0)(preds_S, torch.randn(2, 3, 4, 5))
     assert (6, 20) in kept  # ... while with a graph the gradient's map is
 
 
@@ -235,7 +236,7 @@ def test_the_compiled_kernel_agrees_with_the_blocked_formulation(shape, tau, mon
         monkeypatch.setenv("KDBENCH_CWD_KERNEL", kernel)
         _native.cwd_cpu.cache_clear()
         preds_S.grad = None
-        value = losses.ChannelWiseDivergence(tau=tau, loss_weight=3.0)(preds_S, preds_T)
+        value = ChannelWiseDivergence(tau=tau, loss_weight=3.0)(preds_S, preds_T)
         value.backward()
         results.append((value.detach(), preds_S.grad.clone()))
     _native.cwd_cpu.cache_clear()
@@ -254,8 +255,8 @@ def test_the_compiled_kernel_keeps_no_map_under_no_grad_and_gives_a_second_backw
         lambda *args: calls.append(args[3]) or module.cwd_forward(*args))}))
     preds_S, preds_T = torch.randn(2, 3, 8, 8, requires_grad=True), torch.randn(2, 3, 8, 8)
     with torch.no_grad():
-        losses.ChannelWiseDivergence(tau=2.0)(preds_S, preds_T)
-    value = losses.ChannelWiseDivergence(tau=2.0)(preds_S, preds_T)
+        ChannelWiseDivergence(tau=2.0)(preds_S, preds_T)
+    value = ChannelWiseDivergence(tau=2.0)(preds_S, preds_T)
     (first,) = torch.autograd.grad(value, preds_S, retain_graph=True)
     (second,) = torch.autograd.grad(value, preds_S)
     assert calls == [False, True, True] and torch.equal(first, second)
@@ -265,4 +266,4 @@ def test_the_compiled_kernel_keeps_no_map_under_no_grad_and_gives_a_second_backw
 def test_a_nan_reaches_the_loss_through_the_compiled_kernel():
     preds_S = torch.randn(2, 3, 8, 8)
     preds_S[1, 2, 3, 4] = float("nan")
-    assert torch.isnan(losses.ChannelWiseDivergence(tau=4.0)(preds_S, torch.randn(2, 3, 8, 8)))
+    assert torch.isnan(ChannelWiseDivergence(tau=4.0)(preds_S, torch.randn(2, 3, 8, 8)))

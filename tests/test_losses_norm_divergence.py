@@ -5,7 +5,7 @@ import torch
 
 from kdbench import losses
 from kdbench.errors import UserError
-from kdbench.losses.norm_divergence import DIVERGENCES, NORMS
+from kdbench.losses.params import DIVERGENCES, NORMS
 
 CELLS = [(norm, divergence) for norm in NORMS for divergence in DIVERGENCES]
 

@@ -42,12 +42,12 @@ def test_the_code_never_runs_a_shell_and_passes_every_command_as_a_list():
 
 
 def test_a_partition_that_is_not_a_plain_name_is_refused_on_the_command_line_too(tmp_path):
-    from kdbench.launch import LaunchOptions, launch
-    from kdbench.study import load_study
+    from kdbench.expand import load_study
+    from runners.launch.launcher import LaunchOptions, launch
     from tests.launch_helpers import write_study
 
     study = load_study(write_study(tmp_path, "inject"), tmp_path / "results")
     with pytest.raises(UserError, match=r"--partition: 'debug; rm -rf x' must be letters"):
-        launch(study, LaunchOptions(executor="slurm", results=str(tmp_path / "results"),
+        launch(study, LaunchOptions(executor="slurm",
                                     resources={"partition": "debug; rm -rf x"}))
     assert not (tmp_path / "results").exists()

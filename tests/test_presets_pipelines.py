@@ -4,7 +4,7 @@ runners/datasets.py builds them, run end to end on CPU over tiny generated trees
 import pytest
 
 from kdbench import store
-from kdbench.runspec import validate_run
+from kdbench.spec import parse_run
 from tests.preset_fixtures import make_cityscapes, make_coco
 
 SHORT = {"iterations": 2, "batch_size": 2, "checkpoint_interval": 2}
@@ -14,7 +14,7 @@ def test_a_cityscapes_format_tree_trains_and_evaluates_with_the_paper_pipeline(t
     from runners.train import execute
 
     root = make_cityscapes(tmp_path / "cityscapes")
-    run = validate_run({
+    run = parse_run({
         "task": "seg",
         "student": {"config": "tiny_seg_student", "overrides": {"model.decode_head.num_classes": 19}},
         # The paper's pipeline with its 2048x1024 resize scaled down to the fixture's size.
@@ -30,7 +30,7 @@ def test_a_coco_format_set_trains_and_evaluates_bbox_map_with_the_1x_pipeline(tm
     from runners.train import execute
 
     root = make_coco(tmp_path / "coco")
-    run = validate_run({
+    run = parse_run({
         "task": "det",
         "student": {"config": "tiny_det_student", "overrides": {"model.bbox_head.num_classes": 80}},
         "dataset": {"name": "coco", "root": str(root), "params": {"scale": [96, 64]}},

@@ -22,7 +22,7 @@ BROWSER_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
 def report(tmp_path_factory):
     tmp_path = tmp_path_factory.mktemp("report")
     study, results = make_store(tmp_path)
-    written = render(study, results, ("html", "md"))
+    written = render(study, ("html", "md"))
     return study, results, written["html"].read_text(), written["md"].read_text(), written
 
 
@@ -55,7 +55,7 @@ def test_the_cwd_sentence_is_computed_from_the_data(report):
 
 def test_the_cwd_sentence_says_so_when_cwd_loses(tmp_path):
     study, results = make_store(tmp_path, {"cwd_logits_s0": 30.5, "cwd_logits_s1": 31.0})
-    md = render(study, results, ("md",))["md"].read_text()
+    md = render(study, ("md",))["md"].read_text()
     assert "CWD beat the student baseline in 0 of 1 comparable CWD cell." in md
     assert ("cwd\\_logits did not beat the student baseline by -0.25 mIoU: 30.75 ± 0.35 (n=2) vs 31.00 ± 1.00 (n=3); "
             "a gap within the seed-to-seed spread") in md
@@ -132,23 +132,23 @@ SHIPPED = sorted(p for p in (ROOT / "studies").glob("[!_]*.yaml"))
 
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.stem)
 def test_every_shipped_study_reports_before_any_run_has_finished(path, tmp_path):
-    from kdbench.study import load_study
+    from kdbench.expand import load_study
 
     study = load_study(path, tmp_path)
-    md = render(study, tmp_path, ("md",))["md"].read_text()
+    md = render(study, ("md",))["md"].read_text()
     assert f"{len(study.runs)} of {len(study.runs)} runs have no result" in md
     assert "No figure: no complete run yet." in md
 
 
 def _filled(name, tmp_path):
     """A shipped study whose every run has a made-up result (seed-dependent, deterministic)."""
-    from kdbench.study import load_study
+    from kdbench.expand import load_study
     from tests.results_fixtures import write_run
 
     study = load_study(ROOT / "studies" / f"{name}.yaml", tmp_path)
     for index, planned in enumerate(study.runs):
         write_run(tmp_path / study.name, planned, 30.0 + (index * 7) % 11)
-    return render(study, tmp_path, ("md",))["md"]
+    return render(study, ("md",))["md"]
 
 
 @pytest.mark.parametrize("name, expected", [
@@ -183,7 +183,7 @@ def test_markdown_escaping_keeps_names_literal():
 def test_a_collapsed_student_baseline_is_called_out_beside_the_cwd_verdict(tmp_path):
     study, results = make_store(tmp_path, metrics={"student_s0": CONSTANT, "student_s2": CONSTANT,
                                                    "cwd_logits_s1": CONSTANT})
-    written = render(study, results, ("html", "md"))
+    written = render(study, ("html", "md"))
     warning = ("warning: 2 of 3 complete runs of the student baseline predict a single class everywhere "
                "(mAcc = 100 / classes evaluated); the comparison is against a collapsed baseline.")
     cell = "warning: 1 of 2 complete runs of cwd_logits predicts a single class everywhere"
@@ -221,7 +221,7 @@ def test_the_report_lists_the_runs_commits_with_their_counts(tmp_path):
         run = next(p for p in study.runs if p.name == name)
         env_file = results / study.name / run.run_id / "env.json"
         env_file.write_text(json.dumps({**json.loads(env_file.read_text()), "git_sha": "fedcba9876543210"}))
-    md = render(study, results, ("md",))["md"].read_text()
+    md = render(study, ("md",))["md"].read_text()
     assert "- Code the runs recorded (env.json): 0123456789abcdef (10 runs), fedcba9876543210 (2 runs)" in md
     assert ("- **The runs were made from 2 different commits: 0123456789abcdef (10 runs), fedcba9876543210 "
             "(2 runs).**") in md
@@ -268,7 +268,7 @@ def test_a_study_without_a_tau_or_alpha_axis_says_why_it_has_no_sweep_figure(rep
     text = STUDY.replace("references: [fixture_ref.csv]", "grid: {method: [cwd_logits], term.params.tau: [1, 4]}")
     outcomes = {f"cwd_logits_tau{t}_s{i}": 30.0 + t + i for t in (1, 4) for i in range(3)}
     study, results = make_store(tmp_path, outcomes, text)
-    swept = render(study, results, ("md",))["md"].read_text()
+    swept = render(study, ("md",))["md"].read_text()
     assert note not in swept and "![mIoU vs tau](sweep_tau.png)" in swept
 
 

@@ -14,7 +14,7 @@ import torch
 
 from kdbench import store
 from kdbench.errors import UserError
-from kdbench.runspec import validate_run
+from kdbench.spec import parse_run
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_DATA = {"name": "fashion_scenes", "params": {"num_train": 12, "num_val": 4, "size": 64, "seed": 1}}
@@ -27,9 +27,17 @@ def _data_cache(tmp_path_factory, monkeypatch):
 
 
 def execute(run, out):
-    from runners.train import execute as run_execute
+    """A run as every path runs it: runners.run.run_one, the preflight included."""
+    from runners.run import run_one
 
-    return run_execute(validate_run(run), out)
+    return run_one(parse_run(run), out)
+
+
+def train_only(run, out):
+    """The training step alone, behind the preflight: its own probe is the backstop."""
+    from runners.train import execute as train_execute
+
+    return train_execute(parse_run(run), out)
 
 
 def seg_run(**changes):
@@ -106,7 +114,7 @@ def test_a_wrong_location_fails_before_training_and_names_the_close_matches(seg_
     run = seg_run(teacher={"config": "tiny_seg_teacher", "checkpoint": {"run": str(seg_teacher)}}, distill=terms)
     with pytest.raises(UserError, match=r"student location 'decode_head.conv_segg' is not in the model; "
                                         r"close matches: decode_head.conv_seg"):
-        execute(run, tmp_path)
+        train_only(run, tmp_path)
     assert not list(tmp_path.glob("iter_*.pth")) and not (tmp_path / "final.json").exists()
 
 
@@ -115,7 +123,7 @@ def test_a_channel_mismatch_without_an_adapter_names_both_shapes(seg_teacher, tm
     run = seg_run(teacher={"config": "tiny_seg_teacher", "checkpoint": {"run": str(seg_teacher)}}, distill=terms)
     expected = r"student has 32 channels \(1, 32, 8, 8\), teacher 64 \(1, 64, 8, 8\); add an adapter"
     with pytest.raises(UserError, match=expected):
-        execute(run, tmp_path)
+        train_only(run, tmp_path)
 
 
 def test_a_nan_loss_stops_the_run_as_diverged_at_its_step(tmp_path):
@@ -242,7 +250,7 @@ def test_the_teacher_stays_frozen_while_the_student_and_its_adapter_train(seg_te
     teacher.load_state_dict(teacher_weights)
     inputs = torch.rand(2, 3, 64, 64)
     model = DistillModel(build_model(load_config("tiny_seg_student"), "seg"), teacher,
-                         validate_run(run)["distill"], probe=lambda: (inputs, None))
+                         parse_run(run).distill, probe=lambda: (inputs, None))
     model.train()  # the student trains; the teacher stays in eval mode, without gradients
     assert model.student.training and not model.teacher.training
     assert not any(p.requires_grad for p in model.teacher.parameters())
@@ -260,8 +268,8 @@ def test_mmengines_weight_initialisation_leaves_a_teacher_loaded_from_its_checkp
     load_weights(teacher, str(checkpoint), False, where="teacher.checkpoint")
     inputs = torch.rand(2, 3, 64, 64)
     model = DistillModel(build_model(load_config("tiny_seg_student"), "seg"), teacher,
-                         validate_run(seg_run(teacher={"config": "tiny_seg_teacher", "checkpoint": str(checkpoint)},
-                                              distill=cwd_terms()))["distill"], probe=lambda: (inputs, None))
+                         parse_run(seg_run(teacher={"config": "tiny_seg_teacher", "checkpoint": str(checkpoint)},
+                                           distill=cwd_terms())).distill, probe=lambda: (inputs, None))
     model.init_weights()  # what mmengine's Runner does to the whole model before training
     saved = torch.load(checkpoint, weights_only=True)
     assert all(torch.equal(model.teacher.state_dict()[k], v) for k, v in saved.items())
@@ -335,19 +343,18 @@ def test_the_det_cls_conv_shared_by_fpn_levels_is_tapped_once_per_level():
 
 @pytest.mark.parametrize("task", ["seg", "det"])
 def test_the_shipped_example_run_files_train_and_evaluate_at_reduced_size(task, tmp_path):
-    from kdbench.runspec import load_run
-    from runners.train import execute as run_execute
+    def shipped(name):
+        return json.loads((ROOT / "studies" / "runs" / f"tiny_{task}_{name}.json").read_text())
 
     def reduced(run):
         run["dataset"]["params"].update(num_train=8, num_val=2)
         run["schedule"].update(iterations=2, batch_size=2, checkpoint_interval=2, val_interval=None)
-        return validate_run(run)
+        return run
 
-    teacher = reduced(load_run(ROOT / "studies" / "runs" / f"tiny_{task}_teacher.json"))
-    run_execute(teacher, tmp_path / "teacher")
-    student = load_run(ROOT / "studies" / "runs" / f"tiny_{task}_cwd.json")
+    execute(reduced(shipped("teacher")), tmp_path / "teacher")
+    student = shipped("cwd")
     student["teacher"]["checkpoint"] = {"run": str(tmp_path / "teacher")}
-    final = run_execute(reduced(student), tmp_path / "student")
+    final = execute(reduced(student), tmp_path / "student")
     assert final["status"] == "complete" and final["cost"]["kd_share"] > 0
     for name in ("spec.json", "env.json", "metrics.jsonl", "final.json"):
         assert (tmp_path / "student" / name).is_file()

@@ -1,4 +1,4 @@
-"""Run files: validation with file and key path, defaults, and a stable run identity."""
+"""Run files: validation with file and key path, defaults, a typed run, and a stable run identity."""
 
 import json
 import subprocess
@@ -9,7 +9,7 @@ import pytest
 
 from kdbench.errors import UserError
 from kdbench.ids import run_id
-from kdbench.runspec import load_run, validate_run
+from kdbench.spec import Adapter, load_run, parse_run
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNS = ROOT / "studies" / "runs"
@@ -32,41 +32,52 @@ def minimal_cwd_run(**changes):
 @pytest.mark.parametrize("path", sorted(RUNS.glob("*.json")), ids=lambda p: p.name)
 def test_every_shipped_run_file_validates(path):
     run = load_run(path)
-    assert run["task"] in ("seg", "det") and run["schedule"]["iterations"] > 0
+    assert run.task in ("seg", "det") and run.schedule.iterations > 0
 
 
 def test_defaults_are_filled_in_and_the_teacher_location_defaults_to_the_student_one():
-    run = validate_run(minimal_cwd_run())
-    term = run["distill"][0]
-    assert term["teacher_location"] == ["decode_head.conv_seg"]
-    assert term["name"] == "cwd_conv_seg" and term["adapter"] is None and term["resize"] is False
-    assert run["schedule"]["batch_size"] == 8 and run["role"] == "student"
+    run = parse_run(minimal_cwd_run())
+    term = run.distill[0]
+    assert term.teacher_location == ("decode_head.conv_seg",)
+    assert term.name == "cwd_conv_seg" and term.adapter is None and term.resize is False
+    assert run.schedule.batch_size == 8 and run.role == "student"
+    # ... and the resolved dict (spec.json) holds them too, as plain JSON data
+    assert run.to_dict()["distill"][0]["teacher_location"] == ["decode_head.conv_seg"]
+
+
+def test_the_typed_run_and_its_dict_round_trip():
+    data = minimal_cwd_run(schedule={"crop": 32}, distill=[
+        {"method": "cwd", "student_location": "a", "adapter": {"norm": True}, "resize": True}])
+    run = parse_run(data)
+    assert run.schedule.crop == (32, 32) and run.distill[0].adapter == Adapter(norm=True, act=False)
+    again = parse_run(run.to_dict())
+    assert again == run and run_id(again) == run_id(run)
 
 
 def test_run_id_is_pinned_so_an_accidental_identity_change_is_caught():
     # If this fails, every existing result directory would be orphaned: change it only on purpose.
-    assert run_id(validate_run(minimal_cwd_run())) == PINNED_ID
+    assert run_id(parse_run(minimal_cwd_run())) == PINNED_ID
 
 
 def test_run_id_ignores_name_device_output_and_dataset_mount_but_not_the_numbers():
-    base = run_id(validate_run(minimal_cwd_run()))
+    base = run_id(parse_run(minimal_cwd_run()))
     same = minimal_cwd_run(name="other", device="cpu", out="/tmp/x",
                            dataset={"name": "fashion_scenes", "root": "/elsewhere"})
-    assert run_id(validate_run(same)) == base
-    assert run_id(validate_run(minimal_cwd_run(seed=1))) != base
+    assert run_id(parse_run(same)) == base
+    assert run_id(parse_run(minimal_cwd_run(seed=1))) != base
     changed = minimal_cwd_run()
     changed["distill"][0]["params"]["tau"] = 4.0  # the same number written as a float
-    assert run_id(validate_run(changed)) == base
+    assert run_id(parse_run(changed)) == base
     changed["distill"][0]["params"]["tau"] = 2
-    assert run_id(validate_run(changed)) != base
+    assert run_id(parse_run(changed)) != base
 
 
 def test_run_id_is_identical_in_another_process():
-    code = ("import json,sys; from kdbench.runspec import validate_run; from kdbench.ids import run_id; "
-            "print(run_id(validate_run(json.loads(sys.argv[1]))))")
+    code = ("import json,sys; from kdbench.spec import parse_run; from kdbench.ids import run_id; "
+            "print(run_id(parse_run(json.loads(sys.argv[1]))))")
     other = subprocess.run([sys.executable, "-c", code, json.dumps(minimal_cwd_run())], cwd=ROOT,
                            capture_output=True, text=True, check=True, env={"PYTHONHASHSEED": "123"})
-    assert other.stdout.strip() == run_id(validate_run(minimal_cwd_run()))
+    assert other.stdout.strip() == run_id(parse_run(minimal_cwd_run()))
 
 
 @pytest.mark.parametrize(
@@ -91,7 +102,7 @@ def test_run_id_is_identical_in_another_process():
 )
 def test_bad_run_fields_are_rejected_with_their_key_path(changes, message):
     with pytest.raises(UserError, match=message):
-        validate_run(minimal_cwd_run(**changes))
+        parse_run(minimal_cwd_run(**changes))
 
 
 def test_a_run_file_that_is_not_json_names_the_line(tmp_path):

@@ -1,15 +1,20 @@
-"""What ``kdbench.slurm.executor_for`` asks SLURM for, read from the sbatch script that submitit
-would submit: no cluster and no GPU needed."""
+"""What the SLURM executor (runners.launch.slurm) asks SLURM for, read from the sbatch script that
+submitit would submit: no cluster and no GPU needed."""
 
 from pathlib import Path
 
 import pytest
 
-from kdbench.slurm import executor_for
+from kdbench.study import Resources
+from runners.launch.slurm import SlurmExecutor
 
 pytest.importorskip("submitit")
 
-RESOURCES = {"gpus": 2, "cpus": 3, "mem_gb": 4, "time_min": 30, "array_parallelism": 2}
+RESOURCES = {"gpus": 2, "cpus": 3, "mem_gb": 4, "time_min": 30}
+
+
+def executor_for(folder, resources: dict, stage: str, study: str, dependency: list[str], array_parallelism=2):
+    return SlurmExecutor(Resources(**resources), study, array_parallelism).executor_for(folder, stage, dependency)
 
 
 def sbatch_lines(executor, runs: int) -> list[str]:

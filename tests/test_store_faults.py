@@ -7,8 +7,8 @@ import os
 import pytest
 
 from kdbench import store
-from kdbench.status import run_states
-from kdbench.study import load_study
+from kdbench.expand import load_study
+from runners.launch.jobs import status
 from tests.launch_helpers import write_study
 
 
@@ -41,7 +41,7 @@ def test_a_truncated_metrics_line_is_skipped_and_the_rest_read(damaged_store):
 
 def test_status_reports_a_corrupt_final_and_a_half_written_directory(damaged_store):
     study, results, cells = damaged_store
-    states = {r["run_id"]: r["state"] for r in run_states(study, results)}
+    states = {r.run_id: r.state for r in status(study)}
     assert states[cells[0].run_id] == "complete"
     assert states[cells[1].run_id] == "corrupt"
     assert states[cells[2].run_id] == "interrupted"
@@ -52,7 +52,7 @@ def test_collect_counts_damaged_runs_but_never_averages_them(damaged_store):
     from analysis.collect import collect
 
     study, results, cells = damaged_store
-    frame = collect(study, results)
+    frame = collect(study)
     by_id = frame.set_index("run_id")["status"]
     assert by_id[cells[1].run_id] == "corrupt" and by_id[cells[2].run_id] == "interrupted"
     row = cell_table(frame).iloc[0]

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from kdbench.study import load_study
+from kdbench.expand import load_study
+from kdbench.spec import TeacherRun
 from tests.launch_helpers import run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -37,10 +38,10 @@ def test_smoke_students_depend_on_the_teacher_stage_and_point_at_its_run():
     study = load_study(ROOT / "studies" / "smoke.yaml", "results")
     teacher = next(r for r in study.runs if r.stage == "teacher")
     cwd = next(r for r in study.runs if r.name == "cwd_logits_s0")
-    assert cwd.depends_on == [teacher.run_id]
-    assert cwd.run["teacher"]["checkpoint"] == {"run": f"results/smoke/{teacher.run_id}"}
+    assert cwd.depends_on == (teacher.run_id,)
+    assert cwd.run.teacher.checkpoint == TeacherRun(f"results/smoke/{teacher.run_id}")
     baseline = next(r for r in study.runs if r.name == "student_s0")
-    assert baseline.depends_on == [] and baseline.run["distill"] == [] and "teacher" not in baseline.run
+    assert baseline.depends_on == () and baseline.run.distill == () and baseline.run.teacher is None
 
 
 def test_run_ids_do_not_depend_on_where_the_results_live():
@@ -51,12 +52,12 @@ def test_run_ids_do_not_depend_on_where_the_results_live():
 
 def test_plan_json_ids_are_identical_across_two_processes(tmp_path):
     outputs = []
-    for hashseed in ("1", "2"):  # each process with its own cache: neither reads the other's ids
+    for hashseed in ("1", "2"):  # each process computes its ids: no cache holds them
         command = [sys.executable, "-m", "kdbench.cli", "plan", "studies/ablation_temperature.yaml", "--json",
                    "--no-model-check", "--no-data-check", "--results", str(tmp_path)]
         env = {"PYTHONHASHSEED": hashseed, "PATH": "/usr/bin:/bin", "KDBENCH_CACHE": str(tmp_path / f"cache{hashseed}")}
         result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=True, env=env)
-        assert list((tmp_path / f"cache{hashseed}" / "studies").iterdir()), "the plan did not use the given cache"
+        assert not (tmp_path / f"cache{hashseed}").exists(), "planning without the model check caches nothing"
         outputs.append(json.loads(result.stdout))
     assert outputs[0] == outputs[1]
     row = outputs[0][-1]
@@ -67,13 +68,13 @@ def test_plan_json_ids_are_identical_across_two_processes(tmp_path):
 def test_a_term_axis_sets_every_term_and_names_runs_after_the_varying_axes():
     study = load_study(ROOT / "studies" / "ablation_norm_divergence.yaml")
     cell = next(r for r in study.runs if r.name == "logits_spatial_mse_s1")
-    assert cell.run["distill"][0]["params"] == {"norm": "spatial", "divergence": "mse", "tau": 4.0}
-    assert cell.run["seed"] == 1
+    assert cell.run.distill[0].params == {"norm": "spatial", "divergence": "mse", "tau": 4.0}
+    assert cell.run.seed == 1
 
 
 def test_zipped_axes_vary_together(tmp_path):
     study = load_study(ROOT / "studies" / "paper_table6_coco.yaml")
-    pairs = {(r.run["teacher"]["config"].split("/")[-1], r.run["student"]["config"].split("/")[-1])
+    pairs = {(r.run.teacher.config.split("/")[-1], r.run.student.config.split("/")[-1])
              for r in study.runs if r.kind == "cell"}
     assert pairs == {("faster-rcnn_r101_fpn_2x_coco.py", "faster-rcnn_r50_fpn_1x_coco.py"),
                      ("retinanet_r101_fpn_2x_coco.py", "retinanet_r50_fpn_1x_coco.py"),
@@ -114,7 +115,7 @@ seeds: [0, 1]
 def test_exclusions_remove_exactly_the_cells_whose_listed_axes_all_match(tmp_path):
     path = tmp_path / "small.yaml"
     path.write_text(SMALL_STUDY)
-    cells = {(r.params["method"], r.params["term.params.tau"], r.run["seed"])
+    cells = {(r.params["method"], r.params["term.params.tau"], r.run.seed)
              for r in load_study(path).runs if r.kind == "cell"}
     assert cells == {(m, tau, seed) for m, tau in [("cwd_logits", 1), ("cwd_logits", 2), ("cwd_logits", 4),
                                                    ("pi_logits", 1)] for seed in (0, 1)}

@@ -28,10 +28,10 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from kdbench.errors import UserError
 from kdbench.losses.common import check_same_shape
 from kdbench.losses.params import HOParams
 from kdbench.losses.registry import register
+
 
 @register("ho", HOParams)
 class HolisticDistillation(nn.Module):

@@ -63,8 +63,9 @@ def declaration(name: str) -> type[LossParams]:
 
 
 def parameters(name: str) -> dict[str, Any]:
-    """A method's parameters (``loss_weight`` included) and their defaults."""
-    return {field.name: field.default for field in dataclasses.fields(declaration(name))}
+    """A method's parameters and their defaults: its own, then ``loss_weight``."""
+    fields = sorted(dataclasses.fields(declaration(name)), key=lambda field: field.name == "loss_weight")
+    return {field.name: field.default for field in fields}
 
 
 def origin(name: str) -> str:

@@ -25,7 +25,7 @@ class Executor(ABC):
 
     name: str = ""
 
-    def check(self) -> None:
+    def check(self) -> None:  # noqa: B027  (an executor without limits checks nothing)
         """Refuse resources no node can give (a UserError), before anything is written."""
 
     @abstractmethod
@@ -34,7 +34,7 @@ class Executor(ABC):
         ``after`` (run ids) has completed; a run whose dependency fails never runs. Each run's
         job is recorded (``store.write_job``) when it has an id."""
 
-    def wait(self) -> None:
+    def wait(self) -> None:  # noqa: B027  (a scheduler runs what was submitted: nothing to wait for)
         """Return when what was submitted has ended (local) or at once (a scheduler runs it)."""
 
     @classmethod

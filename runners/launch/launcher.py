@@ -112,7 +112,8 @@ def decide(study: Study, retry_failed: bool) -> list[Decision]:
             action = "submit"
         decisions[planned.run_id] = Decision(planned, state, action, job)
     for decision in decisions.values():  # a student whose teacher cannot complete is blocked
-        if decision.action == "submit" and any(decisions[d].action == "skip-failed" for d in decision.planned.depends_on):
+        teachers = [decisions[d] for d in decision.planned.depends_on]
+        if decision.action == "submit" and any(t.action == "skip-failed" for t in teachers):
             decision.action = "blocked"
     return list(decisions.values())
 
