@@ -23,9 +23,7 @@ from collections.abc import Callable
 from functools import partial
 
 from benchmarks.bandwidth import bandwidth_fields, device_bandwidth
-from benchmarks.loss_cases import (  # re-exported: the suite's callers and tests name them here
-    CASES,
-    N_CLASSES,
+from benchmarks.loss_cases import (
     SHAPES,
     Case,
     case_scale,
@@ -34,11 +32,8 @@ from benchmarks.loss_cases import (  # re-exported: the suite's callers and test
     make_inputs,
     scaled,
 )
-from benchmarks.memory import _peak_cpu, _peak_cuda
+from benchmarks.memory import peak_cpu, peak_cuda
 from benchmarks.timing import interleaved_medians, synchronize
-
-__all__ = ["CASES", "N_CLASSES", "SHAPES", "TARGET_RATIO", "TOLERANCE", "Case", "agreement", "case_scale", "cases",
-           "checked_agreement", "format_rows", "formulations", "make_inputs", "run", "scaled", "timing"]
 
 TOLERANCE = 1e-5
 TARGET_RATIO = 0.5  # CWD only: time and peak extra memory <= 0.5x the reference
@@ -126,7 +121,7 @@ def run(scale: float = 1.0, repeats: int = 5, methods=None,
         rows.append(row)
     if progress:
         progress("peak memory (cpu, one subprocess)")
-    memory = _peak_cpu([{"key": row["key"], "shape": row["shape"]} for row in rows], torch.get_num_threads())
+    memory = peak_cpu([{"key": row["key"], "shape": row["shape"]} for row in rows], torch.get_num_threads())
     for row in rows:
         row.update(memory[row["key"]])
     if torch.cuda.is_available():
@@ -138,7 +133,7 @@ def run(scale: float = 1.0, repeats: int = 5, methods=None,
             shape = tuple(row["shape"])
             row.update(checked_agreement(case, shape, "cuda"))
             row.update(timing(case, shape, repeats, "cuda"))
-            row.update(_peak_cuda(case, shape))
+            row.update(peak_cuda(case, shape))
             if case.targets:
                 row.update(bandwidth_fields(shape, row["kdbench_s"], bandwidth))
             rows.append(row)

@@ -14,7 +14,7 @@ import sys
 from benchmarks.loss_cases import Case, formulations, make_inputs, scaled
 
 
-def _peak_cuda(case: Case, shape: tuple) -> dict:
+def peak_cuda(case: Case, shape: tuple) -> dict:
     import torch
 
     out = {}
@@ -65,7 +65,7 @@ for job in json.loads(sys.argv[2]):
 """
 
 
-def _peak_cpu(jobs: list[dict], threads: int) -> dict[str, dict]:
+def peak_cpu(jobs: list[dict], threads: int) -> dict[str, dict]:
     """Peak extra resident memory of each job's two formulations, in one subprocess."""
     if not jobs:
         return {}

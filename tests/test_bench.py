@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks import bandwidth as bench_bandwidth
+from benchmarks import loss_cases
 from benchmarks import losses as bench_losses
 from kdbench import losses
 from kdbench.errors import UserError
@@ -37,17 +38,17 @@ def test_bench_losses_covers_every_registered_method_at_a_tiny_size_and_every_ro
 
 
 def test_bench_cases_cover_the_registry_and_reject_an_unknown_method():
-    assert {case.method for case in bench_losses.cases()} == set(losses.available())
-    assert {case.input for case in bench_losses.cases(["cwd"])} == {"logits", "feature_map"}
+    assert {case.method for case in loss_cases.cases()} == set(losses.available())
+    assert {case.input for case in loss_cases.cases(["cwd"])} == {"logits", "feature_map"}
     with pytest.raises(UserError, match="unknown method.*cdw"):
-        bench_losses.cases(["cdw"])
+        loss_cases.cases(["cdw"])
 
 
 def test_bench_cases_scaled_down_on_a_cpu_say_why():
-    for case in bench_losses.cases():
-        scale, reason = bench_losses.case_scale(case, 1.0)
+    for case in loss_cases.cases():
+        scale, reason = loss_cases.case_scale(case, 1.0)
         assert (scale < 1.0) == bool(reason), case.key
-        assert bench_losses.case_scale(case, 1.0, device="cuda") == (1.0, "")
+        assert loss_cases.case_scale(case, 1.0, device="cuda") == (1.0, "")
 
 
 def _row(method, ratio, targets, reason=""):
@@ -84,7 +85,7 @@ def test_gpu_bandwidth_bound_comes_from_the_data_sheet_by_device_name_and_the_by
 def test_a_disagreement_that_repeats_fails_and_a_one_off_is_reported_not_hidden(monkeypatch):
     bad = {"value_rel_diff": 1e-3, "grad_rel_diff": 1e-3, "agrees": False}
     good = {"value_rel_diff": 1e-7, "grad_rel_diff": 1e-7, "agrees": True}
-    case = bench_losses.cases(["pi"])[0]
+    case = loss_cases.cases(["pi"])[0]
     answers = iter([bad, good, good])
     monkeypatch.setattr(bench_losses, "agreement", lambda *args: next(answers))
     row = bench_losses.checked_agreement(case, (1, 2, 2, 2))

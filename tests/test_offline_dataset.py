@@ -15,9 +15,9 @@ from kdbench.errors import UserError  # noqa: E402
 from runners.data import fashion_scenes as fs  # noqa: E402
 from runners.data import scene_render  # noqa: E402
 
-FASHION_MNIST_FILES = [f for pair in fs.FASHION_MNIST_FILES.values() for f in pair]
+FASHION_MNIST_FILES = [f for pair in scene_render.FASHION_MNIST_FILES.values() for f in pair]
 needs_fashion_mnist = pytest.mark.skipif(
-    not all((fs._fashion_dir() / f).is_file() for f in FASHION_MNIST_FILES),
+    not all((scene_render.fashion_dir() / f).is_file() for f in FASHION_MNIST_FILES),
     reason="Debian's dataset-fashion-mnist is not installed (tools/setup.sh installs it)",
 )
 
@@ -117,7 +117,7 @@ def test_every_coco_box_is_inside_its_image_and_tight_around_visible_pixels_of_i
 
 def test_a_fully_occluded_object_has_no_annotation_and_a_half_hidden_one_a_shrunk_box():
     bg = np.zeros((40, 40, 3), np.uint8)
-    image, label, anns = fs.render_scene(
+    image, label, anns = scene_render.render_scene(
         bg,
         [
             solid(0, 5, 5, 8),
@@ -138,7 +138,7 @@ def test_a_fully_occluded_object_has_no_annotation_and_a_half_hidden_one_a_shrun
 def test_an_object_left_with_fewer_visible_pixels_than_the_minimum_is_dropped():
     bg = np.full((32, 32, 3), 200, np.uint8)
     objects = [solid(1, 0, 0, 10), solid(3, 0, 3, 10)]  # the second hides all but 3 columns
-    _, label, anns = fs.render_scene(bg, objects, min_visible_area=31)
+    _, label, anns = scene_render.render_scene(bg, objects, min_visible_area=31)
     assert (label == 2).sum() == 30  # a 10x3 sliver of the first object is still labelled
     assert [a["category_id"] for a in anns] == [4]
 
@@ -235,7 +235,7 @@ def test_a_root_that_holds_something_else_is_refused_not_replaced(tmp_path):
 
 
 def test_missing_fashion_mnist_tells_to_install_the_debian_package(tmp_path, monkeypatch):
-    monkeypatch.setenv(fs.FASHION_MNIST_ENV, str(tmp_path / "nowhere"))
+    monkeypatch.setenv(scene_render.FASHION_MNIST_ENV, str(tmp_path / "nowhere"))
     with pytest.raises(UserError, match="apt-get install dataset-fashion-mnist"):
         fs.generate(tmp_path / "ds", num_train=1, num_val=1)
 
@@ -251,7 +251,7 @@ def test_train_and_val_scenes_draw_on_disjoint_objects_and_background_regions(
     # Photos: the left 75 % of each is black, the right 25 % white.
     photo = np.zeros((200, 400, 3), np.uint8)
     photo[:, 300:] = 255
-    monkeypatch.setattr(fs, "_load_fashion", fake_pool)
+    monkeypatch.setattr(fs, "load_fashion", fake_pool)
     monkeypatch.setattr(scene_render, "_load_backgrounds", lambda: (photo,))
     info = fs.generate(tmp_path / "d", num_train=8, num_val=8, size=32, object_scale=(0.3, 0.3))
     for split, category, lo, hi in (("train", 1, 0, 60), ("val", 10, 195, 255)):

@@ -61,19 +61,13 @@ import numpy as np
 from PIL import Image
 
 from kdbench.errors import UserError
-from runners.data.scene_params import DEFAULTS, normalize_params  # noqa: F401  (re-exported)
-from runners.data.scene_render import (  # noqa: F401  (re-exported: the dataset's public surface)
+from runners.data.scene_params import normalize_params
+from runners.data.scene_render import (
     BACKGROUNDS,
-    FASHION_MNIST_DIR,
-    FASHION_MNIST_ENV,
-    FASHION_MNIST_FILES,
-    MASK_THRESHOLD,
-    MIN_VISIBLE_AREA,
     VAL_REGION_START,
-    _fashion_dir,
-    _load_fashion,
-    _sample_scene,
-    render_scene,
+    fashion_dir,
+    load_fashion,
+    sample_scene,
 )
 
 GENERATOR_VERSION = 1
@@ -229,8 +223,8 @@ def generate(root: str | os.PathLike, **params: Any) -> dict[str, Any]:
     root = Path(root)
     if root.exists() and (not root.is_dir() or any(root.iterdir())):
         raise UserError(f"fashion_scenes: {root} exists and is not an empty directory")
-    fashion_dir = str(_fashion_dir())
-    pools = {s: _load_fashion(fashion_dir, s) for s in _SPLITS}
+    source = str(fashion_dir())
+    pools = {s: load_fashion(source, s) for s in _SPLITS}
 
     for sub in ("images", "labels"):
         for s in _SPLITS:
@@ -245,7 +239,7 @@ def generate(root: str | os.PathLike, **params: Any) -> dict[str, Any]:
         images, annotations = [], []
         for i in range(counts[s]):
             rng = np.random.default_rng([p["seed"], split_index, i])
-            image, label, anns = _sample_scene(rng, s, p, pools[s])
+            image, label, anns = sample_scene(rng, s, p, pools[s])
             name = f"{i:06d}.png"
             writer.write(f"images/{s}/{name}", _png_bytes(image, "RGB"))
             writer.write(f"labels/{s}/{name}", _png_bytes(label, "L"))
@@ -263,7 +257,7 @@ def generate(root: str | os.PathLike, **params: Any) -> dict[str, Any]:
         "params": p,
         "versions": _versions(),
         "sources": {
-            "fashion_mnist": fashion_dir,
+            "fashion_mnist": source,
             "backgrounds": list(BACKGROUNDS),
             "val_region_start": VAL_REGION_START,
         },

@@ -60,7 +60,7 @@ VAL_REGION_START = 0.75  # val crops come from x >= 0.75 * width, train crops fr
 # sources
 
 
-def _fashion_dir() -> Path:
+def fashion_dir() -> Path:
     return Path(os.environ.get(FASHION_MNIST_ENV) or FASHION_MNIST_DIR)
 
 
@@ -78,7 +78,7 @@ def _read_idx(path: Path, ndim: int) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=4)
-def _load_fashion(directory: str, split: str) -> tuple[np.ndarray, np.ndarray]:
+def load_fashion(directory: str, split: str) -> tuple[np.ndarray, np.ndarray]:
     d = Path(directory)
     img_name, lbl_name = FASHION_MNIST_FILES[split]
     if not (d / img_name).is_file() or not (d / lbl_name).is_file():
@@ -238,7 +238,7 @@ def _background_crop(rng: np.random.Generator, split: str, h: int, w: int) -> np
     return arr[:, ::-1] if flip else arr
 
 
-def _sample_scene(
+def sample_scene(
     rng: np.random.Generator, split: str, p: Mapping[str, Any], pool: tuple[np.ndarray, np.ndarray]
 ) -> tuple[np.ndarray, np.ndarray, list[dict[str, Any]]]:
     h, w = p["size"]
