@@ -40,7 +40,7 @@ def _losses(args: argparse.Namespace) -> int:
     for name, info in table.items():
         params = ", ".join(f"{k}={v!r}" for k, v in info["params"].items())
         labels = "  [needs labels]" if info["needs_labels"] else ""
-        where = "" if info["origin"].startswith("kdbench.losses.") else f"  [plugin {info['origin']}]"
+        where = "" if info["origin"].startswith("kdbench.losses.") else f"  [plugin: {info['origin']}]"
         print(f"{name:<{width}}  ({params}){labels}{where}")
     return 0
 

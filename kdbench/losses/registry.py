@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import importlib
+import sys
 from typing import Any
 
 from kdbench.errors import UserError
@@ -36,7 +37,8 @@ def register(name: str, params: type[LossParams]):
             where = _ORIGIN.get(name, "another module")
             raise UserError(f"loss {name!r} is registered twice (already by {where}); choose another name")
         _DECLARED[name] = params
-        _ORIGIN.setdefault(name, cls.__module__)
+        module = sys.modules.get(cls.__module__)
+        _ORIGIN.setdefault(name, getattr(module, "__file__", None) or cls.__module__)  # a plugin: its file
         _CLASSES[name] = cls
         cls.registry_name = name
         cls.params = params
@@ -69,7 +71,7 @@ def parameters(name: str) -> dict[str, Any]:
 
 
 def origin(name: str) -> str:
-    """The module that defines ``name`` (a built-in's, or a plugin's)."""
+    """Where ``name`` is defined: a built-in's module, or a plugin's file."""
     declaration(name)
     return _ORIGIN[name]
 
