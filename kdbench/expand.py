@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from kdbench.errors import UserError
-from kdbench.ids import run_id
+from kdbench.ids import run_id, run_ids_by_seed
 from kdbench.schema import Checker, copy_data
 from kdbench.spec import RunSpec, parse_run
 from kdbench.study import TERM_PREFIX, Resources, StudySpec, load_spec, merge
@@ -162,40 +162,31 @@ class _Planner:
         self.planned: dict[str, PlannedRun] = {}
         self.names: set[str] = set()
         self.once: dict[str, str] = {}          # what a teacher or baseline is made of -> its id
-        self.parsed: dict[str, RunSpec] = {}    # a cell's runs differ only in seed and name: parsed once
 
-    def parse(self, run: dict, label: str, reuse: bool) -> RunSpec:
-        """The typed run; with ``reuse``, parsed once per content apart from seed and name."""
+    def parse(self, run: dict, label: str) -> RunSpec:
+        """The typed run; errors name the cell (``label``) they come from."""
         run["revision"] = self.spec.revision  # a new revision of a study gives every run a new id
-        key = repr({k: v for k, v in run.items() if k not in ("seed", "name")}) if reuse else None
-        if key in self.parsed:
-            return dataclasses.replace(self.parsed[key], seed=run["seed"], name=run["name"])
         try:
-            parsed = parse_run(run, self.check.source, plugin_entries=self.spec.plugins)
+            return parse_run(run, self.check.source, plugin_entries=self.spec.plugins)
         except UserError as error:
             message = str(error).removeprefix(f"{self.check.source}: ")
             raise UserError(f"{self.check.source}: {label}: {message}") from None
-        if key is not None:
-            self.parsed[key] = parsed
-        return parsed
 
-    def add(self, run: dict, name: str, stage: str, params: dict, kind: str, depends: tuple[str, ...],
-            label: str) -> str:
-        run["name"] = name
-        parsed = self.parse(run, label, reuse=kind == "cell")
-        identity = run_id(parsed)
+    def keep(self, run: RunSpec, identity: str, stage: str, params: dict, kind: str,
+             depends: tuple[str, ...]) -> str:
+        """Plan ``run`` under ``identity`` unless it is planned already; its name made unique."""
         if identity not in self.planned:
-            unique = name if name not in self.names else f"{name}_{identity[:6]}"
+            unique = run.name if run.name not in self.names else f"{run.name}_{identity[:6]}"
             self.names.add(unique)
-            self.planned[identity] = PlannedRun(dataclasses.replace(parsed, name=unique), identity, unique, stage,
+            self.planned[identity] = PlannedRun(dataclasses.replace(run, name=unique), identity, unique, stage,
                                                 params, depends, kind)
         return identity
 
-    def add_once(self, parts: list, make, *args) -> str:
-        """``add(make(), *args)`` once per distinct ``parts`` (what the run is made of)."""
-        key = repr(parts)
+    def once_per(self, key: str, make, name: str, stage: str, params: dict, kind: str, label: str) -> str:
+        """Plan ``make()`` once per distinct ``key`` (what the run is made of); its id."""
         if key not in self.once:
-            self.once[key] = self.add(make(), *args)
+            run = self.parse({**make(), "name": name}, label)
+            self.once[key] = self.keep(run, run_id(run), stage, params, kind, ())
         return self.once[key]
 
     def teacher(self, run: dict, cell: dict, label: str) -> str:
@@ -211,21 +202,29 @@ class _Planner:
 
         name = "teacher" + "".join(f"_{short(k, v)}" for k, v in cell.items() if k.startswith(("teacher", "dataset")))
         params = {k: v for k, v in cell.items() if k.startswith("teacher")}
-        return self.add_once([name, run["task"], teacher, run["dataset"]], make, name, "teacher", params,
-                             "teacher", (), label + " (teacher)")
+        return self.once_per(repr([name, run["task"], teacher, run["dataset"]]), make, name, "teacher", params,
+                             "teacher", label + " (teacher)")
 
-    def baseline(self, run: dict, cell: dict, varying: list[str], label: str) -> str:
-        """The id of the student baseline of a cell: the cell without its terms and teacher."""
-        def make() -> dict:
-            made = {k: copy_data(v) for k, v in run.items() if k != "teacher"}
-            made["distill"] = []
-            return made
-
+    def baseline(self, run: dict, cell: dict, varying: list[str], seed: int, label: str) -> str:
+        """The id of a cell's student baseline for one seed: the cell without terms and teacher.
+        Its content is the base with the cell's other axes applied, so those axes and the seed
+        say which one it is."""
         own = {k: v for k, v in cell.items() if k != "method" and not k.startswith((TERM_PREFIX, "teacher"))}
-        name = run_name({"method": "student", **own}, ["method", *[v for v in varying if v in own]], run["seed"])
-        parts = [name, {k: v for k, v in run.items() if k not in ("teacher", "distill")}]
-        return self.add_once(parts, make, name, "student", {**own, "seed": run["seed"]}, "student_baseline", (),
+        name = run_name({"method": "student", **own}, ["method", *[v for v in varying if v in own]], seed)
+
+        def make() -> dict:
+            return {**{k: copy_data(v) for k, v in run.items() if k not in ("teacher", "distill")}, "seed": seed}
+
+        return self.once_per(repr([name, own]), make, name, "student", {**own, "seed": seed}, "student_baseline",
                              label + " (student baseline)")
+
+    def cell(self, run: dict, cell: dict, varying: list[str], depends: tuple[str, ...], label: str) -> list[str]:
+        """The ids of a cell's runs, one per seed: parsed once, the seed set on each."""
+        seeds = self.spec.seeds
+        parsed = self.parse({**run, "seed": seeds[0], "name": run_name(cell, varying, seeds[0])}, label)
+        runs = [dataclasses.replace(parsed, seed=seed, name=run_name(cell, varying, seed)) for seed in seeds]
+        return [self.keep(each, identity, "student", {**cell, "seed": each.seed}, "cell", depends)
+                for each, identity in zip(runs, run_ids_by_seed(parsed, seeds))]
 
 
 def expand(spec: StudySpec, results: str | Path = "results") -> list[PlannedRun]:
@@ -236,22 +235,19 @@ def expand(spec: StudySpec, results: str | Path = "results") -> list[PlannedRun]
     teachers, baselines, cell_runs = [], [], []
     for cell in grid:
         label = "cell " + (", ".join(f"{k}={v}" for k, v in cell.items()) or "(base)")
-        for seed in spec.seeds:
-            run = apply_cell(spec, cell, planner.check, label)
-            run["seed"] = seed
-            depends: tuple[str, ...] = ()
-            teacher = run.get("teacher")
-            if run.get("distill") or (teacher and spec.train_teacher_baseline):
-                if not teacher:
-                    raise planner.check.fail("base.teacher", "distillation cells need a teacher")
-                teacher_id = planner.teacher(run, cell, label)
-                teachers.append(teacher_id)
-                if teacher.get("checkpoint") is None:
-                    run["teacher"] = {**teacher, "checkpoint": {"run": str(planner.store / teacher_id)}}
-                    depends = (teacher_id,)
-            if spec.student_baseline and run.get("student"):
-                baselines.append(planner.baseline(run, cell, varying, label))
-            if run.get("distill") or not spec.student_baseline:
-                cell_runs.append(planner.add(run, run_name(cell, varying, seed), "student", {**cell, "seed": seed},
-                                             "cell", depends, label))
+        run = apply_cell(spec, cell, planner.check, label)
+        depends: tuple[str, ...] = ()
+        teacher = run.get("teacher")
+        if run.get("distill") or (teacher and spec.train_teacher_baseline):
+            if not teacher:
+                raise planner.check.fail("base.teacher", "distillation cells need a teacher")
+            teacher_id = planner.teacher(run, cell, label)
+            teachers.append(teacher_id)
+            if teacher.get("checkpoint") is None:
+                run["teacher"] = {**teacher, "checkpoint": {"run": str(planner.store / teacher_id)}}
+                depends = (teacher_id,)
+        if spec.student_baseline and run.get("student"):
+            baselines += [planner.baseline(run, cell, varying, seed, label) for seed in spec.seeds]
+        if run.get("distill") or not spec.student_baseline:
+            cell_runs += planner.cell(run, cell, varying, depends, label)
     return [planner.planned[i] for i in dict.fromkeys(teachers + baselines + cell_runs)]

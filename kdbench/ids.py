@@ -23,25 +23,15 @@ NON_IDENTITY_KEYS = ("name", "device", "out", "plugins")
 
 
 def canonical(value: Any) -> Any:
-    kind = type(value)  # exact types first (most of a run), isinstance below for the rest
-    if kind is str or kind is int or kind is bool or value is None:
-        return value
+    """JSON data with tuples as lists and integral floats as integers (``4.0`` -> ``4``)."""
+    kind = type(value)
     if kind is dict:
-        return {k if type(k) is str else str(k): canonical(v) for k, v in value.items()}
-    if kind is list:
-        return [canonical(v) for v in value]
-    if isinstance(value, dict):
         return {str(k): canonical(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
+    if kind is list or kind is tuple:
         return [canonical(v) for v in value]
-    if isinstance(value, float) and value.is_integer():
+    if kind is float and value.is_integer():
         return int(value)
     return value
-
-
-def canonical_json(value: Any) -> str:
-    return json.dumps(canonical(value), sort_keys=True, separators=(",", ":"), ensure_ascii=True,
-                      allow_nan=False)
 
 
 def identity_payload(run: dict) -> dict:
@@ -54,6 +44,18 @@ def identity_payload(run: dict) -> dict:
     return payload
 
 
+def _digest(payload: dict) -> str:
+    text = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
 def run_id(run: RunSpec) -> str:
     """The 12-hex-character identity of a resolved run."""
-    return hashlib.sha256(canonical_json(identity_payload(run.to_dict())).encode()).hexdigest()[:12]
+    return _digest(canonical(identity_payload(run.to_dict())))
+
+
+def run_ids_by_seed(run: RunSpec, seeds) -> list[str]:
+    """``run_id`` of ``run`` with each of ``seeds``: the runs of a study's cell differ only there,
+    so the rest of the payload is made once."""
+    payload = canonical(identity_payload(run.to_dict()))
+    return [_digest({**payload, "seed": seed}) for seed in seeds]
