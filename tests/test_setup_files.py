@@ -39,3 +39,27 @@ def test_ci_runs_the_readme_test_command():
     readme = (ROOT / "README.md").read_text()
     assert "make test" in readme.split("\n\n", 3)[1] + readme[:600]
     assert re.search(r"^make test$", (ROOT / ".ci" / "run").read_text(), re.M)
+
+
+def test_every_test_the_readme_names_exists():
+    readme = (ROOT / "README.md").read_text()
+    named, missing = 0, []
+    for line in readme.splitlines():
+        current = None  # a row names a file once, then ``::other_test`` in the same file
+        for match in re.finditer(r"`(test_[a-z_]+\.py)?::([A-Za-z0-9_]+)", line):
+            current = match.group(1) or current
+            if current is None:
+                continue
+            named += 1
+            source = ROOT / "tests" / current
+            if not source.is_file() or f"def {match.group(2)}(" not in source.read_text():
+                missing.append(f"{current}::{match.group(2)}")
+    assert named > 30 and missing == []
+
+
+def test_the_readme_layout_table_names_every_top_level_folder():
+    readme = (ROOT / "README.md").read_text()
+    table = readme[readme.index("| folder | what lives there |"):readme.index("Layers, enforced by")]
+    folders = sorted(p.name for p in ROOT.iterdir() if p.is_dir() and not p.name.startswith(".")
+                     and p.name not in ("results", "__pycache__") and not p.name.endswith(".egg-info"))
+    assert [f for f in folders if f"| `{f}/` |" not in table] == []
