@@ -5,7 +5,7 @@ Each case is one method (at the settings of ``studies/paper_table2_cityscapes.ya
 the logits (N, 19 classes, H/8, W/8 of a 512x1024 crop) and the PSP head's feature map (N, 512,
 64, 64 of a 512x512 crop). Every method runs on both, as in the paper's Table 2, except HO (logits
 only, as in the paper) and FitNets (a feature mimic: feature map only). The references are the
-textbook formulations (CWD: MMRazor's ``ChannelWiseDivergence``, ANCHORS.md section 2); each
+textbook formulations (CWD: MMRazor's ``ChannelWiseDivergence``, docs/background.md#mmrazors-cwd); each
 method's own definition is in its module's docstring.
 
 For each case: agreement of value and gradient (1e-5 relative; the gradient relative to its largest

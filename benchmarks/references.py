@@ -1,5 +1,5 @@
 """The loss suite's references: each method's math in plain torch autograd, the obvious textbook
-formulation (CWD: MMRazor's ``ChannelWiseDivergence``, ANCHORS.md section 2), against which
+formulation (CWD: MMRazor's ``ChannelWiseDivergence``, docs/background.md#mmrazors-cwd), against which
 ``benchmarks.losses`` checks and times kdbench's modules."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ from __future__ import annotations
 IGNORE = 255  # the label of pixels that count for nothing (mmseg's ignore_index)
 
 def reference_cwd(preds_S, preds_T, tau: float, loss_weight: float):
-    """MMRazor's ChannelWiseDivergence (ANCHORS.md section 2)."""
+    """MMRazor's ChannelWiseDivergence (docs/background.md#mmrazors-cwd)."""
     import torch
     import torch.nn.functional as F
 
@@ -19,8 +19,8 @@ def reference_cwd(preds_S, preds_T, tau: float, loss_weight: float):
 
 
 def reference_norm_divergence(preds_S, preds_T, norm: str, divergence: str, tau: float, loss_weight: float):
-    """The official ablation criterion's math (ANCHORS.md section 5), with log_softmax for the KL and
-    every sample used by ``none``."""
+    """The official ablation criterion's math (docs/background.md#the-normalisation-x-divergence-ablation),
+    with log_softmax for the KL and every sample used by ``none``."""
     import torch.nn.functional as F
 
     n, c, h, w = preds_S.shape

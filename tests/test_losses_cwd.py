@@ -12,7 +12,8 @@ from kdbench.losses.cwd import ChannelWiseDivergence
 
 
 def mmrazor_cwd(preds_S, preds_T, tau, loss_weight):
-    """MMRazor's ChannelWiseDivergence math, written out in plain autograd (ANCHORS.md section 2)."""
+    """MMRazor's ChannelWiseDivergence math, written out in plain autograd
+    (docs/background.md#mmrazors-cwd)."""
     n, c, h, w = preds_S.shape
     rows_S = preds_S.reshape(-1, h * w) / tau
     rows_T = preds_T.detach().reshape(-1, h * w) / tau

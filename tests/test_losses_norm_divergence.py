@@ -1,4 +1,5 @@
-"""The normalisation x divergence ablation family (ANCHORS.md section 5)."""
+"""The normalisation x divergence ablation family (the official code's reductions:
+docs/background.md#the-normalisation-x-divergence-ablation)."""
 
 import pytest
 import torch

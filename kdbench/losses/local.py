@@ -3,8 +3,9 @@
 The CWD paper attributes it to Xie et al., "Improving Fast Segmentation With Teacher-student
 Learning" (BMVC 2018, https://arxiv.org/abs/1810.08476): a local similarity map built from the
 differences between each pixel and its 8 neighbours is transferred from teacher to student.
-This module implements kdbench's definition (design/ANCHORS.md section 6), which keeps the
-channel axis and uses absolute differences::
+No public code with a default was found, so this module implements kdbench's own definition
+(docs/background.md#the-baselines-published-defaults), which keeps the channel axis and uses
+absolute differences::
 
     D(x)[n, c, i] = sum_{j in N8(i)} |x[n, c, j] - x[n, c, i]|     # (N, C, H, W)
     loss = loss_weight * mean_{n,c,h,w} (D(F_S) - D(F_T))**2

@@ -179,10 +179,12 @@ HO_PREPROCESS = ("softmax", "batchnorm", "none")
 
 @dataclass(frozen=True)
 class HOParams(LossParams):
-    """Holistic (WGAN-GP critic) distillation, SKD's settings: the student term's weight 0.001,
-    the critic's ``d_weight`` 0.1 and ``gp_weight`` 10, its Adam learning rate ``lr_d`` 4e-4;
-    ``in_channels`` None infers the score maps' channels at the first call, ``width`` is the
-    critic's first conv width, ``preprocess`` its input (softmax, batchnorm or none)."""
+    """Holistic (WGAN-GP critic) distillation at the official CWD code's and IFVD's settings (SKD's
+    own code differs; docs/background.md#the-baselines-published-defaults): the student term's
+    weight 0.001, the critic's ``d_weight`` 0.1 and ``gp_weight`` 10, its Adam learning rate
+    ``lr_d`` 4e-4; ``in_channels`` None infers the score maps' channels at the first call,
+    ``width`` is the critic's first conv width, ``preprocess`` its input (softmax, batchnorm or
+    none)."""
 
     loss_weight: float = 0.001
     d_weight: float = 0.1
