@@ -16,6 +16,9 @@ from dataclasses import dataclass, field
 import matplotlib
 
 matplotlib.use("Agg")
+# Labels are names from specs and results: drawn as written, never parsed as mathtext (a pair of "$"
+# would be typeset as math, and "$^$" would stop every figure with a ValueError).
+matplotlib.rcParams["text.parse_math"] = False
 
 import matplotlib.container  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402

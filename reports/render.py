@@ -3,7 +3,7 @@ embedded as base64 PNG, jinja2 autoescape on) and ``results/<study>/report/READM
 markdown, figures as PNG files beside it).
 
 Everything that comes from a spec or a result (names, methods, errors) is escaped: in HTML by
-jinja2's autoescape, in markdown by ``md`` below. Every number is formatted by analysis.format.
+jinja2's autoescape, in markdown by ``md`` and ``md_start`` below. Every number is formatted by analysis.format.
 """
 
 from __future__ import annotations
@@ -25,13 +25,25 @@ from kdbench.expand import Study
 
 TEMPLATES = Path(__file__).parent / "templates"
 FORMATS = ("html", "md")
-_MD_SPECIAL = re.compile(r"([\\`*_\[\]|#<>&~])")
+# What GitHub markdown would read as markup: HTML, emphasis, code, links, tables, headings, strikethrough,
+# math ($...$), and the two bare-URL autolinks of GFM (scheme "://" and "www.").
+_MD_SPECIAL = re.compile(r"[\\`*_\[\]|#<>&~$]|:(?=//)|(?<=www)\.", re.IGNORECASE)
 _MD_ENTITIES = {"<": "&lt;", ">": "&gt;", "&": "&amp;"}
+_LINE_ENDING = re.compile(r"\r\n?|\n")  # CommonMark's line endings: a bare \r ends a table row too
+_LIST_MARKER = re.compile(r"^(\d{1,9})?([-+.)])")  # "- ", "+ ", "1. ", "1) ", and "---" (a rule)
 
 
 def md(text) -> str:
-    """Text that GitHub markdown shows literally: HTML characters as entities, markdown ones escaped."""
-    return _MD_SPECIAL.sub(lambda m: _MD_ENTITIES.get(m[1], "\\" + m[1]), str(text)).replace("\n", " ")
+    """Text that GitHub markdown shows literally, on one line: HTML characters as entities, markdown
+    ones backslash-escaped, line endings as spaces."""
+    escaped = _MD_SPECIAL.sub(lambda m: _MD_ENTITIES.get(m[0], "\\" + m[0]), str(text))
+    return _LINE_ENDING.sub(" ", escaped)
+
+
+def md_start(text) -> str:
+    """``md`` for text that begins a paragraph or a list item, where a leading ``-``, ``+`` or ``1.``
+    would start a list (or ``---`` a rule) and leading spaces a code block."""
+    return _LIST_MARKER.sub(r"\1\\\2", md(str(text).lstrip()), count=1)
 
 
 CODE = Path(__file__).resolve().parent  # where the report's code lives (runs record the sha of theirs)
@@ -208,6 +220,7 @@ def _environment() -> jinja2.Environment:
                              autoescape=lambda name: bool(name) and name.endswith(".html.j2"),
                              trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
     env.filters["md"] = md
+    env.filters["md_start"] = md_start
     env.filters["count_noun"] = fmt.count_noun
     env.filters["b64"] = lambda data: base64.b64encode(data).decode("ascii")
     return env

@@ -10,12 +10,9 @@ import numpy as np
 import pytest
 
 from reports.render import render
+from tests.browser import CHROMIUM, chromium, needs_chromium
 from tests.launch_helpers import run_cli
 from tests.results_fixtures import CONSTANT, SCRIPT, make_store
-
-CHROMIUM = Path("/usr/bin/chromium")
-BROWSER_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
 
 @pytest.fixture(scope="module")
@@ -102,22 +99,16 @@ def test_cli_collect_and_report_write_the_cache_and_only_the_formats_asked(tmp_p
     assert code == 2 and "unknown pdf" in err
 
 
-def _chromium(tmp_path, *args):
-    profile = tmp_path / "profile"
-    return subprocess.run([str(CHROMIUM), *BROWSER_FLAGS, f"--user-data-dir={profile}", *args],
-                          capture_output=True, text=True, timeout=60)
-
-
-@pytest.mark.skipif(not CHROMIUM.exists(), reason="/usr/bin/chromium is missing (Debian package chromium)")
+@needs_chromium
 def test_a_headless_browser_shows_the_tables_and_keeps_the_script_inert(report, tmp_path):
     *_, written = report
     url = written["html"].resolve().as_uri()
-    dom = _chromium(tmp_path, "--dump-dom", url).stdout
+    dom = chromium(tmp_path / "profile", "--dump-dom", url).stdout
     assert dom.count("<table") >= 5 and "35.50 ± 0.71 (n=2)" in dom and "Did CWD beat the student baseline?" in dom
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in dom
     assert "<script>alert(1)" not in dom and "<script" not in dom.lower().replace("&lt;script", "")
     shot = tmp_path / "page.png"
-    _chromium(tmp_path, f"--screenshot={shot}", "--window-size=1200,900", url)
+    chromium(tmp_path / "profile", f"--screenshot={shot}", "--window-size=1200,900", url)
     import matplotlib.image
 
     pixels = (matplotlib.image.imread(shot)[..., :3] * 255).astype(np.uint8).reshape(-1, 3)
