@@ -35,10 +35,19 @@ def _fresh_mmengine_loggers():
         MMLogger._instance_dict.clear()
 
 
+class SlurmCluster:
+    """What the ``slurm_cluster`` fixture gives a test: the cluster's directory (its pid files are
+    in ``directory / "run"``) and ``up()``, which brings back what a test stopped (tools/slurm/up.sh)."""
+
+    def __init__(self, directory, up):
+        self.directory = directory
+        self.up = up
+
+
 @pytest.fixture(scope="session")
 def slurm_cluster():
     """The local SLURM cluster (tools/slurm/up.sh), brought up once for the session; skips with the
-    reason where it cannot run (not root, KDBENCH_SKIP_SLURM set).
+    reason where it cannot run (not root, KDBENCH_SKIP_SLURM set). Gives a ``SlurmCluster``.
 
     Only a cluster that a test session started is stopped (tools/slurm/down.sh), and only by the
     last session using it: each session holds a shared lock on ``$KDBENCH_SLURM_DIR.sessions``
@@ -66,13 +75,17 @@ def slurm_cluster():
 
     with open(f"{directory}.sessions", "a") as sessions, open(f"{directory}.updown", "a") as updown:
         fcntl.flock(sessions, fcntl.LOCK_SH)  # waits while the last session stops the cluster
-        up = script("up.sh", 600, updown)
-        if up.returncode != 0:
-            pytest.fail(f"tools/slurm/up.sh failed:\n{up.stdout}\n{up.stderr}")
-        if "READY (already running)" not in up.stdout:
+
+        def bring_up() -> str:
+            up = script("up.sh", 600, updown)
+            if up.returncode != 0:
+                pytest.fail(f"tools/slurm/up.sh failed:\n{up.stdout}\n{up.stderr}")
+            return up.stdout
+
+        if "READY (already running)" not in bring_up():
             marker.write_text(f"{os.getpid()}\n")
         try:
-            yield
+            yield SlurmCluster(directory, bring_up)
         finally:
             try:
                 fcntl.flock(sessions, fcntl.LOCK_EX | fcntl.LOCK_NB)

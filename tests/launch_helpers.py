@@ -1,13 +1,18 @@
-"""Tiny studies for the launcher tests, written into a temporary directory, and ``run_cli``: the
-command line run in-process, its output captured."""
+"""Tiny studies for the launcher tests, written into a temporary directory (``gate_study``: one
+whose distilled run waits at a gate the test opens, tests/plugins/gate_kd.py), ``wait_until`` for
+what the executors do in the background, and ``run_cli``: the command line run in-process, its
+output captured."""
 
 import contextlib
 import io
+import time
 from pathlib import Path
 
 import yaml
 
 from kdbench.cli import main
+
+GATE_PLUGIN = Path(__file__).resolve().parent / "plugins" / "gate_kd.py"
 
 TINY_BASE = {
     "task": "seg",
@@ -25,6 +30,44 @@ def write_study(directory: Path, name: str, methods=None, seeds=(0,), **extra) -
     path = directory / f"{name}.yaml"
     path.write_text(yaml.safe_dump(spec))
     return path
+
+
+def gate_study(directory: Path, name: str, release: Path, hold_at: int = 2) -> Path:
+    """A teacher and one distilled run, ``gate_s0``, of 2 * ``hold_at`` iterations with a checkpoint
+    every ``hold_at``: it trains up to its first checkpoint, then waits until ``release`` exists
+    (having written ``<release>.waiting``, its pid inside)."""
+    gate = {"method": "gate", "params": {"release": str(release), "hold_at": hold_at}, "weight": 1.0,
+            "student_location": "decode_head.conv_seg"}
+    path = write_study(directory, name, methods={"gate": gate}, baselines={"teacher": True, "student": False},
+                       plugins=[str(GATE_PLUGIN)])
+    spec = yaml.safe_load(path.read_text())
+    spec["base"]["schedule"].update(iterations=2 * hold_at, checkpoint_interval=hold_at)
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def wait_until(condition, timeout=240, what="condition", poll=0.5):
+    """Poll ``condition`` until it holds; an AssertionError naming ``what`` after ``timeout`` s."""
+    deadline = time.time() + timeout
+    while not condition():
+        if time.time() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(poll)
+
+
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` runs on this machine (a zombie has ended)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def settled(study) -> bool:
+    """Every run of ``study`` has ended: none is running, missing or interrupted."""
+    from runners.launch.jobs import status
+
+    return all(r.state not in ("running", "missing", "interrupted") for r in status(study))
 
 
 def run_cli(*args) -> tuple[int, str, str]:

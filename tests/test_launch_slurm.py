@@ -1,18 +1,19 @@
 """``kdbench launch --executor slurm`` on a real single-node SLURM cluster (tools/slurm/up.sh):
 submitit arrays, teacher stages gating students, preemption with requeue and resume, relaunch."""
 
+import json
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from kdbench import store
 from kdbench.expand import load_study
 from runners.launch.jobs import status
 from runners.launch.launcher import LaunchOptions, launch, summary
 from runners.launch.slurm import slurm_jobs, slurm_states
-from tests.launch_helpers import CWD, write_study
+from tests.launch_helpers import CWD, gate_study, process_alive, settled, wait_until, write_study
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slurm
@@ -22,18 +23,6 @@ pytestmark = pytest.mark.slurm
 def _data_cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("KDBENCH_DATA", str(tmp_path_factory.getbasetemp() / "data"))
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
-
-
-def wait_until(condition, timeout=240, what="condition", poll=0.5):
-    deadline = time.time() + timeout
-    while not condition():
-        if time.time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(poll)
-
-
-def settled(study, results):
-    return all(r.state not in ("running", "missing", "interrupted") for r in status(study))
 
 
 def sacct_times(job_id):
@@ -50,7 +39,7 @@ def test_a_study_on_slurm_completes_with_every_result_and_teachers_gate_students
     # Past the study's model check (--no-model-check): the bad run's own preflight fails it on the node.
     counts = summary(launch(study, LaunchOptions(executor="slurm", progress=False, model_check=False)))
     assert counts == {"submit": 4}
-    wait_until(lambda: settled(study, results), what="the study to finish on SLURM")
+    wait_until(lambda: settled(study), what="the study to finish on SLURM")
     rows = {r.name: r for r in status(study)}
     assert {n: r.state for n, r in rows.items()} == {
         "teacher": "complete", "student_s0": "complete", "cwd_logits_s0": "complete", "bad_s0": "failed"}
@@ -66,32 +55,40 @@ def test_a_study_on_slurm_completes_with_every_result_and_teachers_gate_students
 
 
 def test_a_preempted_run_requeues_resumes_from_its_checkpoint_and_ends_with_one_result(slurm_cluster, tmp_path):
+    """Preemption as SLURM does it (SIGTERM, then USR2: submitit checkpoints the job class and
+    requeues the job), with no race against the run: the distilled run (tests/plugins/gate_kd.py)
+    waits at a gate right after its first checkpoint, so it cannot finish before the test
+    interrupts it; the test opens the gate only once the interrupted process has exited. The
+    requeued job resumes from that checkpoint, passes the open gate and writes the one result."""
     import submitit
 
-    path = write_study(tmp_path, "slurm_preempt", methods={}, baselines={"teacher": False, "student": True})
-    # ~0.03 s per iteration here: 600 iterations leave the signal ~15 s to arrive after the first
-    # checkpoint (150 left only ~4 s, and a loaded CI machine once finished the run first).
-    text = path.read_text().replace("iterations: 4", "iterations: 600").replace("checkpoint_interval: 2",
-                                                                                 "checkpoint_interval: 5")
-    path.write_text(text)
+    release = tmp_path / "release"
     results = tmp_path / "results"
-    study = load_study(path, results)
-    assert [p.name for p in study.runs] == ["student_s0"]
+    study = load_study(gate_study(tmp_path, "slurm_preempt", release), results)
+    assert [p.name for p in study.runs] == ["teacher", "gate_s0"]
     launch(study, LaunchOptions(executor="slurm", progress=False))
-    run_dir = results / "slurm_preempt" / study.runs[0].run_id
-    wait_until(lambda: (run_dir / "last_checkpoint").exists(), what="the first checkpoint", poll=0.1)
-    assert store.run_state(run_dir) == "started"
-    job_id = store.read_job(run_dir)["job_id"]
-    job = submitit.SlurmJob(folder=str(results / "slurm_preempt" / ".submitit" / "%j"), job_id=job_id)
-    job._interrupt()  # what SLURM does on preemption: SIGTERM, then USR2 -> checkpoint + requeue
+    run_dir = results / study.name / study.runs[1].run_id
+    waiting = Path(f"{release}.waiting")
+    try:
+        wait_until(waiting.exists, what="the run to wait at the gate after its first checkpoint")
+        held = int(waiting.read_text())
+        assert store.run_state(run_dir) == "started" and (run_dir / "iter_2.pth").is_file()
+        job_id = store.read_job(run_dir)["job_id"]
+        job = submitit.SlurmJob(folder=str(results / study.name / ".submitit" / "%j"), job_id=job_id)
+        job._interrupt()  # what SLURM does on preemption: SIGTERM, then USR2 -> checkpoint + requeue
+        wait_until(lambda: not process_alive(held), what="the interrupted process to exit")
+    finally:
+        release.write_text("")  # the gate opens (also when the test failed: the job then ends)
     wait_until(lambda: store.run_state(run_dir) == "complete", what="the requeued run to complete")
     final = store.read_json(run_dir / "final.json")
-    assert final["status"] == "complete" and final["resumed_from"].startswith("iter_")
-    assert [m["iter"] for m in store.read_jsonl(run_dir / "metrics.jsonl")] == [600]
-    # sacct -D lists every incarnation of the job: the first one ended REQUEUED.
+    assert final["status"] == "complete" and final["resumed_from"] == "iter_2.pth"
+    assert [m["iter"] for m in store.read_jsonl(run_dir / "metrics.jsonl")] == [4]
+    # sacct -D lists every incarnation of the job: the first one ended REQUEUED, the second completed.
+    wait_until(lambda: slurm_states([job_id]).get(job_id) == "COMPLETED", what="the job to end")
     incarnations = subprocess.run(["sacct", "-D", "-X", "-n", "-P", "-o", "State", "-j", job_id],
                                   capture_output=True, text=True).stdout.split()
-    assert incarnations[0] == "REQUEUED", incarnations
+    assert incarnations == ["REQUEUED", "COMPLETED"], incarnations
+    assert store.read_job(run_dir)["job_id"] == job_id  # the same job, not a new submission
     assert not (run_dir / "error.json").exists()
 
 
@@ -113,19 +110,30 @@ def test_cancel_stops_a_studys_running_jobs_and_status_shows_them_interrupted(sl
     assert cancel(study) == []
 
 
-@pytest.mark.parametrize("override, message", [
-    ({"gpus": 3}, r"asks for 3 GPU\(s\).*largest: 2 GPU\(s\)"),
-    ({"partition": "gpu-a100"}, r"--partition: 'gpu-a100' is not a partition of this cluster; valid: debug"),
-    ({"mem_gb": 100000}, r"100000 GB.*lower --gpus/--cpus/--mem-gb"),
+@pytest.mark.parametrize("where, resources, message", [
+    ("option", {"gpus": 3}, r"^--gpus: a run asks for 3 GPU\(s\).*largest: 2 GPU\(s\)"),
+    ("option", {"partition": "gpu-a100"},
+     r"^--partition: 'gpu-a100' is not a partition of this cluster; valid: debug$"),
+    ("option", {"cpus": 1000}, r"^--cpus: a run asks for 0 GPU\(s\), 1000 CPU\(s\).*, \d+ CPU\(s\), "),
+    ("option", {"gpus": 2, "cpus": 500}, r"^--cpus: a run asks for 2 GPU\(s\), 1000 CPU\(s\)"),  # per task x tasks
+    ("option", {"mem_gb": 100000}, r"^--mem-gb: a run asks .*100000 GB.*lower --gpus/--cpus/--mem-gb$"),
+    ("study", {"cpus": 1000}, r"slurm_too_big.yaml: resources.cpus: a run asks for 0 GPU\(s\), 1000 CPU\(s\)"),
 ])
 def test_resources_beyond_the_partition_are_refused_before_anything_is_submitted(slurm_cluster, tmp_path,
-                                                                                 override, message):
+                                                                                 where, resources, message):
+    """GPUs, CPUs and memory are each refused, in one line naming the option or the study's key
+    that asked for too much."""
     from kdbench.errors import UserError
 
-    study = load_study(write_study(tmp_path, "slurm_too_big"), tmp_path / "results")
-    with pytest.raises(UserError, match=message):
-        launch(study, LaunchOptions(executor="slurm", progress=False,
-                                    resources=override))
+    path = write_study(tmp_path, "slurm_too_big")
+    if where == "study":
+        spec = yaml.safe_load(path.read_text())
+        spec["resources"].update(resources)
+        path.write_text(yaml.safe_dump(spec))
+    study = load_study(path, tmp_path / "results")
+    with pytest.raises(UserError, match=message) as refused:
+        launch(study, LaunchOptions(executor="slurm", progress=False, resources=resources if where == "option" else {}))
+    assert "\n" not in str(refused.value)
     assert not list((tmp_path / "results" / "slurm_too_big").glob("*/job.json"))
     assert not list((tmp_path / "results" / "slurm_too_big").glob("*/run.json"))
 
@@ -144,7 +152,7 @@ def test_students_of_a_teacher_whose_job_failed_end_blocked_and_a_retry_resubmit
     good_data = __import__("os").environ["KDBENCH_DATA"]
     monkeypatch.setenv("KDBENCH_DATA", str(tmp_path / "not_a_dir" / "data"))
     assert summary(launch(study, LaunchOptions(executor="slurm", progress=False))) == {"submit": 3}
-    wait_until(lambda: settled(study, results), what="the teacher to fail and its students to end")
+    wait_until(lambda: settled(study), what="the teacher to fail and its students to end")
     rows = {r.name: r for r in status(study)}
     teacher = rows["teacher"].run_id
     assert {n: r.state for n, r in rows.items()} == {
@@ -165,7 +173,7 @@ def test_students_of_a_teacher_whose_job_failed_end_blocked_and_a_retry_resubmit
                                        retry_failed=True))) == {"submit": 3}
     new_teacher_job = store.read_job(results / study.name / teacher)["job_id"]
     assert new_teacher_job != rows["teacher"].job_id
-    wait_until(lambda: settled(study, results), what="the retried study to finish")
+    wait_until(lambda: settled(study), what="the retried study to finish")
     assert {r.name: (r.state, r.reason) for r in status(study)} == {
         "teacher": ("complete", None), "cwd_logits_s0": ("complete", None), "cwd_w1_s0": ("complete", None)}
 
@@ -217,7 +225,7 @@ def test_a_two_gpu_run_trains_as_two_processes_of_one_job_and_writes_one_result(
     results = tmp_path / "results"
     study = load_study(path, results)
     assert summary(launch(study, LaunchOptions(executor="slurm", progress=False))) == {"submit": 1}
-    wait_until(lambda: settled(study, results), what="the two-task run to finish")
+    wait_until(lambda: settled(study), what="the two-task run to finish")
     run_dir = results / study.name / study.runs[0].run_id
     assert [r.state for r in status(study)] == ["complete"]
     job_id = store.read_job(run_dir)["job_id"]
@@ -229,27 +237,58 @@ def test_a_two_gpu_run_trains_as_two_processes_of_one_job_and_writes_one_result(
     assert store.read_json(run_dir / "final.json")["status"] == "complete"
 
 
-def test_the_smoke_study_completes_with_the_same_run_ids_locally_and_on_slurm(slurm_cluster, tmp_path):
-    import yaml
+def outcome(run_dir: Path) -> dict:
+    """What a run computed: each evaluation (metrics.jsonl), its final metrics, every value mmengine
+    logged in training (losses, accuracy, learning rate; not the timings) and its thread count."""
+    logged = [{k: v for k, v in json.loads(line).items() if k not in ("time", "data_time")}
+              for scalars in sorted(run_dir.glob("*/vis_data/scalars.json"))
+              for line in scalars.read_text().splitlines()]
+    return {"metrics": store.read_jsonl(run_dir / "metrics.jsonl"),
+            "final": store.read_json(run_dir / "final.json")["metrics"],
+            "logged": logged, "threads": store.read_json(run_dir / "env.json")["threads"]}
 
+
+def same_weights(first: Path, second: Path) -> bool:
+    import torch
+
+    a, b = torch.load(first, weights_only=True), torch.load(second, weights_only=True)
+    return a.keys() == b.keys() and all(torch.equal(a[key], b[key]) for key in a)
+
+
+def test_the_smoke_study_and_a_plugin_loss_give_bit_identical_results_locally_and_on_slurm(
+        slurm_cluster, tmp_path, monkeypatch):
+    """Both executors give a run ``resources.cpus`` threads (here 1, while the launching shell says 2),
+    and nothing else of the machine reaches training: every metric, every logged loss and every
+    trained weight is bit-identical. The SLURM job imports the study's plugin and trains with its loss."""
     # studies/smoke.yaml as shipped (teacher, baseline, every method), shrunk to 2 iterations,
-    # 8 images and one seed so that both launches take seconds.
+    # 8 images and one seed so that both launches take seconds; plus the shipped plugin's loss.
     spec = yaml.safe_load((ROOT / "studies" / "smoke.yaml").read_text())
     spec["base"]["dataset"]["params"].update(num_train=8, num_val=2)
     spec["base"]["schedule"].update(iterations=2)
     spec["teacher_run"]["schedule"].update(iterations=2)
     spec["seeds"] = [0]
+    spec["plugins"] = [str(ROOT / "studies" / "examples" / "cosine_kd.py")]
+    spec["methods"]["cosine_logits"] = {"method": "cosine", "weight": 1.0, "student_location": "decode_head.conv_seg"}
+    assert spec["resources"]["cpus"] == 1
     path = tmp_path / "smoke.yaml"
     path.write_text(yaml.safe_dump(spec))
-    complete = {}
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")  # what each executor must override
+    monkeypatch.setenv("MKL_NUM_THREADS", "2")
+    directories = {}
     for executor in ("local", "slurm"):
-        results = tmp_path / executor
-        study = load_study(path, results)
+        study = load_study(path, tmp_path / executor)
         launch(study, LaunchOptions(executor=executor, parallel=2, progress=False))
-        wait_until(lambda study=study, results=results: settled(study, results),
-                   what=f"the smoke study to finish ({executor})")
+        wait_until(lambda study=study: settled(study), what=f"the smoke study to finish ({executor})")
         rows = status(study)
         assert all(r.executor == executor for r in rows)
-        complete[executor] = {r.run_id for r in rows if r.state == "complete"}
-        assert len(complete[executor]) == len(rows) == 2 + len(spec["methods"])
-    assert complete["local"] == complete["slurm"]
+        assert [r.state for r in rows] == ["complete"] * len(rows) == ["complete"] * (2 + len(spec["methods"]))
+        directories[executor] = {r.name: study.directory / r.run_id for r in rows}
+    local, slurm = directories["local"], directories["slurm"]
+    assert {n: d.name for n, d in local.items()} == {n: d.name for n, d in slurm.items()}  # the same run ids
+    for name in local:
+        assert outcome(slurm[name]) == outcome(local[name]), name
+        assert outcome(slurm[name])["threads"] == 1
+        assert same_weights(slurm[name] / "model_final.pth", local[name] / "model_final.pth"), name
+    cosine = [value for line in outcome(slurm["cosine_logits_s0"])["logged"]
+              for key, value in line.items() if key.startswith("loss_kd_cosine")]
+    assert len(cosine) == 2 and all(0 < value < 2 for value in cosine)  # one per iteration; 1 - cos is in [0, 2]

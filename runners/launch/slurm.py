@@ -19,8 +19,13 @@ from kdbench.expand import PlannedRun
 from kdbench.study import Resources
 from runners.launch.executor import Executor, write_run_file
 
-ALIVE = {"PENDING", "RUNNING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "CONFIGURING", "COMPLETING",
-         "SUSPENDED", "RESIZING", "SIGNALING", "STAGE_OUT", "PREEMPTED"}
+# The states (squeue(1), JOB STATE CODES) of a job that holds an allocation or is still queued,
+# held ones included: its run must not be submitted again. STOPPED (SIGSTOP: the allocation is
+# kept) and SPECIAL_EXIT (requeued and held) are seen on the local cluster. PREEMPTED is not here:
+# it is an end ("terminated due to preemption"); a job SLURM requeues after a preemption is
+# PENDING or REQUEUED. A requeue after a node failure shows PENDING (its previous run ended NODE_FAIL).
+ALIVE = {"PENDING", "RUNNING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "SPECIAL_EXIT", "RESV_DEL_HOLD",
+         "CONFIGURING", "COMPLETING", "SUSPENDED", "STOPPED", "RESIZING", "SIGNALING", "STAGE_OUT"}
 NEVER_SATISFIED = "DependencyNeverSatisfied"
 
 

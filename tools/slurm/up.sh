@@ -75,6 +75,9 @@ NodeName=$NODE Name=gpu File=$DIR/gpu/fakegpu[0-$((GPUS - 1))]"
 fi
 mem_mb=$(( $(awk '/MemTotal/ {print $2}' /proc/meminfo) * 9 / 10 / 1024 ))
 overrides=""; [ "$CPUS" -gt "$(nproc)" ] && overrides="SlurmdParameters=config_overrides"
+# SlurmdTimeout=20 (SLURM's default: 300 s): a node whose slurmd stops answering is set DOWN, and its
+# jobs requeued, within about half a minute instead of five, so the test that kills slurmd has a
+# bound that fits a test run; 20 s still leaves a busy 2-core machine room to answer the pings.
 slurm_conf="$header
 ClusterName=kdbench
 SlurmctldHost=$NODE(127.0.0.1)
@@ -102,6 +105,7 @@ SelectTypeParameters=CR_CPU
 ReturnToService=2
 EnforcePartLimits=ALL
 KillWait=5
+SlurmdTimeout=20
 MailProg=/bin/true
 JobCompType=jobcomp/none
 AccountingStorageType=accounting_storage/slurmdbd
@@ -148,7 +152,10 @@ write_conf /etc/slurm/slurmdbd.conf "$dbd_conf" 600
 if [ "$changed" = 0 ] && healthy; then say "READY (already running): node $NODE, $CPUS cpus, $GPUS fake gpus"; exit 0; fi
 if [ "$changed" = 1 ]; then
   for d in slurmd slurmctld; do alive "$DIR/run/$d.pid" $d && kill "$(cat "$DIR/run/$d.pid")" || true; done
-  sleep 1
+  # slurmctld saves its state before it exits (seen: more than a second): a fixed pause could find it
+  # still alive below, which would then not start it, and wait for it in vain.
+  stopped() { ! alive "$DIR/run/slurmd.pid" slurmd && ! alive "$DIR/run/slurmctld.pid" slurmctld; }
+  until_ok 30 "slurmd and slurmctld to stop" stopped
 fi
 
 # munge
