@@ -17,6 +17,11 @@ def metric_key(name: str) -> str:
     return "val/" + name.split("/")[-1]
 
 
+def evaluation_due(loop, iteration: int) -> bool:
+    """Whether mmengine's IterBasedTrainLoop evaluates after ``iteration`` (its own condition)."""
+    return iteration >= loop.val_begin and (iteration % loop.val_interval == 0 or iteration == loop.max_iters)
+
+
 class MetricsHook(Hook):
     """Appends one JSON object per evaluation to ``metrics.jsonl``: iteration and raw metrics."""
 
@@ -46,6 +51,10 @@ class MetricsHook(Hook):
             from mmengine.dist import is_main_process
 
             self.resume_from(int(runner.iter), rewrite=is_main_process())
+            if self.last is None and evaluation_due(runner.train_loop, int(runner.iter)):
+                # Killed between the checkpoint and its evaluation (mmengine saves first): the
+                # resumed loop goes on to the next one, so this one is made now, or never.
+                runner.val_loop.run()
 
     def after_val_epoch(self, runner, metrics=None) -> None:
         if not metrics:

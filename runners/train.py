@@ -295,8 +295,9 @@ def _start(run: RunSpec, out: Path) -> Session:
     return Session(run, out, device, launcher, rank, size, resume)
 
 
-def train_and_evaluate(run: RunSpec, out: Path) -> dict:
-    """One attempt: build, train (resumed where a checkpoint loads), evaluate, write final.json."""
+def train_and_evaluate(run: RunSpec, out: Path, hooks: tuple = ()) -> dict:
+    """One attempt: build, train (resumed where a checkpoint loads), evaluate, write final.json.
+    ``hooks``: more mmengine hooks for the Runner (a test watches the state a resume restored)."""
     from mmengine.runner import set_random_seed
 
     from runners import metrics  # noqa: F401  (registers KDIoUMetric / KDCocoMetric)
@@ -315,13 +316,11 @@ def train_and_evaluate(run: RunSpec, out: Path) -> dict:
     metrics_hook, cost_hook = MetricsHook(out / store.METRICS), CostHook()
     # Evaluations recorded after the checkpoint this attempt starts from are made again: dropped.
     metrics_hook.resume_from(_iteration(session.resume) if session.resume else 0, rewrite=session.rank == 0)
-    runner = build_runner(session, model, data, [metrics_hook, cost_hook])
+    runner = build_runner(session, model, data, [metrics_hook, cost_hook, *hooks])
     started = time.time()
     try:
         if run.schedule.iterations > 0:
-            runner.train()
-            if metrics_hook.last is None or metrics_hook.last["iter"] != run.schedule.iterations:
-                runner.val()  # a resume after the last checkpoint but before its evaluation
+            runner.train()  # a resume makes an evaluation its kill missed (MetricsHook.before_train)
         else:
             runner.val()
     except DivergedError as error:

@@ -35,6 +35,18 @@ def _fresh_mmengine_loggers():
         MMLogger._instance_dict.clear()
 
 
+@pytest.fixture(scope="module")
+def seg_teacher(tmp_path_factory):
+    """A complete tiny segmentation teacher run (4 iterations), once per test module that asks."""
+    from tests.run_fixtures import SHORT, TINY_DATA, execute
+
+    os.environ["KDBENCH_DATA"] = str(tmp_path_factory.getbasetemp() / "data")
+    out = tmp_path_factory.mktemp("seg_teacher")
+    execute({"task": "seg", "role": "teacher", "teacher": {"config": "tiny_seg_teacher"},
+             "dataset": TINY_DATA, "schedule": dict(SHORT)}, out)
+    return out
+
+
 class SlurmCluster:
     """What the ``slurm_cluster`` fixture gives a test: the cluster's directory (its pid files are
     in ``directory / "run"``) and ``up()``, which brings back what a test stopped (tools/slurm/up.sh)."""

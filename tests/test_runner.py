@@ -2,12 +2,6 @@
 resume, divergence, and the checks that fail before training starts."""
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
-from pathlib import Path
 
 import pytest
 import torch
@@ -15,10 +9,7 @@ import torch
 from kdbench import store
 from kdbench.errors import UserError
 from kdbench.spec import parse_run
-
-ROOT = Path(__file__).resolve().parents[1]
-TINY_DATA = {"name": "fashion_scenes", "params": {"num_train": 12, "num_val": 4, "size": 64, "seed": 1}}
-SHORT = {"iterations": 4, "batch_size": 2, "checkpoint_interval": 2}
+from tests.run_fixtures import ROOT, SHORT, TINY_DATA, cwd_terms, execute, seg_run
 
 
 @pytest.fixture(autouse=True)
@@ -26,43 +17,11 @@ def _data_cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("KDBENCH_DATA", str(tmp_path_factory.getbasetemp() / "data"))
 
 
-def execute(run, out):
-    """A run as every path runs it: runners.run.run_one, the preflight included."""
-    from runners.run import run_one
-
-    return run_one(parse_run(run), out)
-
-
 def train_only(run, out):
     """The training step alone, behind the preflight: its own probe is the backstop."""
     from runners.train import execute as train_execute
 
     return train_execute(parse_run(run), out)
-
-
-def seg_run(**changes):
-    run = {"task": "seg", "student": {"config": "tiny_seg_student"}, "dataset": TINY_DATA,
-           "schedule": dict(SHORT), "seed": 0}
-    run.update(changes)
-    return run
-
-
-@pytest.fixture(scope="module")
-def seg_teacher(tmp_path_factory):
-    os.environ["KDBENCH_DATA"] = str(tmp_path_factory.getbasetemp() / "data")
-    out = tmp_path_factory.mktemp("seg_teacher")
-    execute({"task": "seg", "role": "teacher", "teacher": {"config": "tiny_seg_teacher"},
-             "dataset": TINY_DATA, "schedule": dict(SHORT)}, out)
-    return out
-
-
-def cwd_terms():
-    return [
-        {"name": "cwd_logits", "method": "cwd", "params": {"tau": 4.0}, "weight": 3.0,
-         "student_location": "decode_head.conv_seg"},
-        {"name": "cwd_feature", "method": "cwd", "params": {"tau": 4.0}, "weight": 50.0,
-         "student_location": "decode_head.bottleneck", "adapter": {"norm": True, "act": True}},
-    ]
 
 
 def test_a_teacher_run_trains_evaluates_and_writes_every_result_file(seg_teacher):
@@ -162,30 +121,41 @@ def test_a_checkpoint_that_needs_code_to_unpickle_is_refused_unless_trusted(tmp_
         load_weights(torch.nn.Linear(1, 1), str(evil), trusted=False, where="teacher.checkpoint")
 
 
+def test_a_checkpoint_that_needs_code_to_unpickle_loads_when_trusted(tmp_path):
+    from runners.build import load_weights
+
+    source, model = torch.nn.Linear(3, 2), torch.nn.Linear(3, 2)
+    path = tmp_path / "trusted.pth"
+    torch.save({"state_dict": source.state_dict(), "meta": _Custom()}, path)
+    load_weights(model, str(path), trusted=True, where="teacher.checkpoint")
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in source.state_dict().items())
+
+
 class _Custom:
     pass
 
 
-def test_a_run_killed_mid_training_resumes_from_its_checkpoint_and_ends_with_one_result(tmp_path):
-    run = seg_run(schedule={"iterations": 120, "batch_size": 2, "checkpoint_interval": 5}, out=str(tmp_path / "out"))
-    run_file = tmp_path / "run.json"
-    run_file.write_text(json.dumps(run))
-    command = [sys.executable, "-m", "kdbench.cli", "run", str(run_file)]
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    while not (tmp_path / "out" / "last_checkpoint").exists():
-        assert process.poll() is None and time.time() < deadline, "the run ended before its first checkpoint"
-        time.sleep(0.05)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    assert store.run_state(tmp_path / "out") == "started"
+@pytest.mark.slow
+def test_a_run_file_with_a_trusted_teacher_evaluates_a_checkpoint_that_needs_code_to_unpickle(seg_teacher, tmp_path):
+    from mmengine.logging import HistoryBuffer
 
-    subprocess.run(command, cwd=ROOT, env=env, check=True, capture_output=True)
-    final = store.read_json(tmp_path / "out" / "final.json")
-    assert final["status"] == "complete" and final["resumed_from"].startswith("iter_")
-    assert [m["iter"] for m in store.read_jsonl(tmp_path / "out" / "metrics.jsonl")] == [120]
-    assert sorted(p.name for p in (tmp_path / "out").glob("*.json")) == ["env.json", "final.json", "spec.json"]
+    from kdbench.spec import load_run
+    from runners.run import run_one
+
+    history = HistoryBuffer()
+    history.update(1.0)
+    checkpoint = tmp_path / "teacher.pth"  # weights beside an mmengine object, as mmengine's checkpoints hold
+    torch.save({"state_dict": torch.load(seg_teacher / "model_final.pth", weights_only=True),
+                "message_hub": {"loss": history}}, checkpoint)
+    run = {"task": "seg", "role": "teacher", "dataset": TINY_DATA, "schedule": {"iterations": 0},
+           "teacher": {"config": "tiny_seg_teacher", "checkpoint": str(checkpoint)}}
+    (tmp_path / "refused.json").write_text(json.dumps(run))
+    (tmp_path / "trusted.json").write_text(json.dumps({**run, "teacher": {**run["teacher"], "trusted": True}}))
+    with pytest.raises(UserError, match="set trusted: true"):
+        run_one(load_run(tmp_path / "refused.json"), tmp_path / "refused")
+    final = run_one(load_run(tmp_path / "trusted.json"), tmp_path / "trusted")
+    trained = store.read_json(seg_teacher / "final.json")
+    assert final["metrics"]["val/mIoU"] == pytest.approx(trained["metrics"]["val/mIoU"], abs=1e-9)
 
 
 def test_the_step_clock_times_the_kd_backward_as_one_stretch_before_the_students_own_backward():
