@@ -1,17 +1,22 @@
-# kdbench: `make demo` runs the main job, `make test` the test suite. Both set up .venv first
-# (tools/setup.sh: apt packages, torch, mmcv built from source, the OpenMMLab stack); the set-up
-# is a no-op (< 1 s) once .venv matches requirements/pins.txt.
+# kdbench: `make demo` runs the main job, `make test` the whole test suite, `make test-fast` the
+# tests that train nothing (pytest -m "not slow": the loss, spec, store, analysis and report
+# tests; well under a minute on 2 cores). All set up .venv first (tools/setup.sh: apt packages,
+# torch, mmcv built from source, the OpenMMLab stack); the set-up is a no-op (< 1 s) once .venv
+# matches requirements/pins.txt.
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: setup test demo lint clean-results
+.PHONY: setup test test-fast demo lint clean-results
 
 setup:
 	@bash tools/setup.sh $(VENV)
 
 test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-fast: setup
+	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
 demo: setup
 	@bash tools/demo.sh $(PY)

@@ -16,6 +16,7 @@ from kdbench.errors import UserError
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow
 def test_bench_losses_covers_every_registered_method_at_a_tiny_size_and_every_row_agrees(tmp_path):
     out = tmp_path / "bench.json"
     result = subprocess.run([sys.executable, "-m", "kdbench.cli", "bench", "--suite", "losses", "--scale", "0.05",

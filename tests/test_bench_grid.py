@@ -30,6 +30,7 @@ def tiny_grid(tmp_path_factory):
     return rows, counts, root
 
 
+@pytest.mark.slow  # runs the grid suite (tiny_grid)
 def test_each_operation_has_a_complete_row_per_size_with_its_growth(tiny_grid):
     rows, counts, _ = tiny_grid
     assert [(r["operation"], r["runs"]) for r in rows] == [
@@ -48,6 +49,7 @@ def test_each_operation_has_a_complete_row_per_size_with_its_growth(tiny_grid):
     assert len(table.splitlines()) == len(rows) + 2 and all(op in table for op in OPERATIONS)
 
 
+@pytest.mark.slow  # runs the grid suite (tiny_grid)
 def test_the_generated_study_has_about_the_asked_number_of_runs_in_every_state(tiny_grid):
     _, counts, _ = tiny_grid
     for size in (50, 200):
@@ -56,6 +58,7 @@ def test_the_generated_study_has_about_the_asked_number_of_runs_in_every_state(t
         assert set(written) == {"complete", "failed", "diverged", "interrupted", "corrupt", "missing"}
 
 
+@pytest.mark.slow  # runs the grid suite (tiny_grid)
 def test_status_collect_and_plan_find_every_generated_run_in_the_state_it_was_written(tiny_grid):
     _, counts, _ = tiny_grid
     for size in (50, 200):
@@ -70,6 +73,7 @@ def test_status_collect_and_plan_find_every_generated_run_in_the_state_it_was_wr
         assert plan == {k: "started" if v == "interrupted" else v for k, v in written.items()}
 
 
+@pytest.mark.slow  # runs the grid suite (tiny_grid)
 def test_the_report_is_written_in_both_formats_and_bounds_its_bar_chart(tiny_grid):
     _, counts, root = tiny_grid
     written = counts[200]["report"]
@@ -106,6 +110,7 @@ def test_a_study_is_validated_and_expanded_without_importing_torch(tmp_path):
     assert not (tmp_path / "cache").exists()  # and nothing is kept for it: every verb expands afresh
 
 
+@pytest.mark.slow  # builds and probes the models
 def test_the_model_check_is_answered_from_the_cache_without_importing_torch(tmp_path):
     study = tmp_path / "s.yaml"
     study.write_text(grid.study_text("s", 30))

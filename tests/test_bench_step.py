@@ -16,6 +16,7 @@ def bench(*args):
                           capture_output=True, text=True)
 
 
+@pytest.mark.slow
 def test_the_step_suite_times_kd_steps_of_the_smoke_study_and_writes_every_figure(tmp_path):
     out = tmp_path / "bench.json"
     page = tmp_path / "bench.md"

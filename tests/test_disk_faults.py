@@ -81,6 +81,7 @@ def env(tmp_path_factory):
     return {**os.environ, "KDBENCH_DATA": str(data), "OMP_NUM_THREADS": "1"}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode, message", [("full", "No space left on device"), ("read-only", "Read-only file system"),
                                            ("full-at-weights", "No space left on device")])
 def test_a_full_or_read_only_disk_at_the_result_leaves_no_partial_final_json_and_one_clear_line(

@@ -15,6 +15,8 @@ from tests.launch_helpers import CWD, write_study
 
 ROOT = Path(__file__).resolve().parents[1]
 
+pytestmark = pytest.mark.slow  # every test launches runs that train
+
 
 @pytest.fixture(autouse=True)
 def _data_cache(tmp_path_factory, monkeypatch):

@@ -10,6 +10,7 @@ from tests.preset_fixtures import make_cityscapes, make_coco
 SHORT = {"iterations": 2, "batch_size": 2, "checkpoint_interval": 2}
 
 
+@pytest.mark.slow
 def test_a_cityscapes_format_tree_trains_and_evaluates_with_the_paper_pipeline(tmp_path):
     from runners.train import execute
 
@@ -26,6 +27,7 @@ def test_a_cityscapes_format_tree_trains_and_evaluates_with_the_paper_pipeline(t
     assert 0 <= final["metrics"]["val/mIoU"] <= 100
 
 
+@pytest.mark.slow
 def test_a_coco_format_set_trains_and_evaluates_bbox_map_with_the_1x_pipeline(tmp_path):
     from runners.train import execute
 

@@ -99,6 +99,7 @@ def test_cli_collect_and_report_write_the_cache_and_only_the_formats_asked(tmp_p
     assert code == 2 and "unknown pdf" in err
 
 
+@pytest.mark.slow  # a Chromium process: seconds
 @needs_chromium
 def test_a_headless_browser_shows_the_tables_and_keeps_the_script_inert(report, tmp_path):
     *_, written = report
@@ -142,6 +143,7 @@ def _filled(name, tmp_path):
     return render(study, ("md",))["md"]
 
 
+@pytest.mark.slow  # five whole reports, figures included
 @pytest.mark.parametrize("name, expected", [
     ("paper_table2_cityscapes", ["Feature map vs logits (the paper's Table 2 layout)", "| cwd | ", "74.87",
                                  "cwd → cwd\\_logits",

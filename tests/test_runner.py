@@ -1,5 +1,6 @@
 """One run end to end on CPU: real mmseg/mmdet models on mmengine's Runner, result files,
-resume, divergence, and the checks that fail before training starts."""
+resume, divergence, and the checks that fail before training starts. Tests that train (a run, or
+the tiny teacher fixture) are marked slow; the rest build models at most."""
 
 import json
 
@@ -24,6 +25,7 @@ def train_only(run, out):
     return train_execute(parse_run(run), out)
 
 
+@pytest.mark.slow
 def test_a_teacher_run_trains_evaluates_and_writes_every_result_file(seg_teacher):
     final = store.read_json(seg_teacher / "final.json")
     assert store.run_state(seg_teacher) == "complete"
@@ -40,6 +42,7 @@ def test_a_teacher_run_trains_evaluates_and_writes_every_result_file(seg_teacher
     assert any(k.startswith("decode_head.conv_seg") for k in weights)
 
 
+@pytest.mark.slow
 def test_a_cwd_student_logs_each_kd_term_and_records_the_teacher_and_kd_shares_of_the_step(seg_teacher, tmp_path):
     run = seg_run(teacher={"config": "tiny_seg_teacher", "checkpoint": {"run": str(seg_teacher)}},
                   distill=cwd_terms())
@@ -54,11 +57,13 @@ def test_a_cwd_student_logs_each_kd_term_and_records_the_teacher_and_kd_shares_o
     assert not any(k.startswith("teacher.") for k in student_weights)
 
 
+@pytest.mark.slow
 def test_a_student_baseline_needs_no_teacher(tmp_path):
     final = execute(seg_run(), tmp_path)
     assert final["status"] == "complete" and final["cost"]["kd_share"] == 0 == final["cost"]["teacher_share"]
 
 
+@pytest.mark.slow
 def test_a_teacher_run_with_a_checkpoint_only_evaluates_it(seg_teacher, tmp_path):
     run = {"task": "seg", "role": "teacher", "dataset": TINY_DATA, "schedule": {"iterations": 0},
            "teacher": {"config": "tiny_seg_teacher", "checkpoint": str(seg_teacher / "model_final.pth")}}
@@ -68,6 +73,7 @@ def test_a_teacher_run_with_a_checkpoint_only_evaluates_it(seg_teacher, tmp_path
     assert not list(tmp_path.glob("iter_*.pth"))
 
 
+@pytest.mark.slow
 def test_a_wrong_location_fails_before_training_and_names_the_close_matches(seg_teacher, tmp_path):
     terms = [{"method": "cwd", "student_location": "decode_head.conv_segg"}]
     run = seg_run(teacher={"config": "tiny_seg_teacher", "checkpoint": {"run": str(seg_teacher)}}, distill=terms)
@@ -77,6 +83,7 @@ def test_a_wrong_location_fails_before_training_and_names_the_close_matches(seg_
     assert not list(tmp_path.glob("iter_*.pth")) and not (tmp_path / "final.json").exists()
 
 
+@pytest.mark.slow
 def test_a_channel_mismatch_without_an_adapter_names_both_shapes(seg_teacher, tmp_path):
     terms = [{"method": "cwd", "student_location": "decode_head.bottleneck"}]
     run = seg_run(teacher={"config": "tiny_seg_teacher", "checkpoint": {"run": str(seg_teacher)}}, distill=terms)
@@ -85,6 +92,7 @@ def test_a_channel_mismatch_without_an_adapter_names_both_shapes(seg_teacher, tm
         train_only(run, tmp_path)
 
 
+@pytest.mark.slow
 def test_a_nan_loss_stops_the_run_as_diverged_at_its_step(tmp_path):
     run = seg_run(schedule={"iterations": 30, "batch_size": 2, "lr": 1e12, "checkpoint_interval": 100})
     with pytest.raises(Exception, match="decode.loss_ce is (nan|inf)"):
@@ -103,6 +111,7 @@ def test_a_spec_holding_nan_is_rejected_before_anything_is_written(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow
 def test_a_complete_directory_is_left_as_it_is_and_another_run_is_refused(seg_teacher, tmp_path):
     before = (seg_teacher / "final.json").stat().st_mtime_ns
     again = execute({"task": "seg", "role": "teacher", "teacher": {"config": "tiny_seg_teacher"},
@@ -184,6 +193,7 @@ def test_the_step_clock_times_the_kd_backward_as_one_stretch_before_the_students
     assert clock.parts() == {"teacher": 0.0, "kd_forward": 0.0, "kd_backward": 0.0}
 
 
+@pytest.mark.slow
 def test_the_holistic_critic_is_logged_without_entering_the_students_total_loss(seg_teacher, tmp_path):
     terms = [{"name": "ho", "method": "ho", "weight": 0.1, "student_location": "decode_head.conv_seg"}]
     run = seg_run(teacher={"config": "tiny_seg_teacher", "checkpoint": {"run": str(seg_teacher)}}, distill=terms)
@@ -196,6 +206,7 @@ def test_the_holistic_critic_is_logged_without_entering_the_students_total_loss(
     assert step["loss"] == pytest.approx(parts, rel=1e-3, abs=1e-4)
 
 
+@pytest.mark.slow
 def test_the_teacher_stays_frozen_while_the_student_and_its_adapter_train(seg_teacher, tmp_path):
     from runners.build import build_model, load_config
     from runners.distill import DistillModel
@@ -229,6 +240,7 @@ def test_the_teacher_stays_frozen_while_the_student_and_its_adapter_train(seg_te
     assert all(torch.equal(model.teacher.state_dict()[k], v) for k, v in teacher_weights.items())
 
 
+@pytest.mark.slow
 def test_mmengines_weight_initialisation_leaves_a_teacher_loaded_from_its_checkpoint_alone(seg_teacher):
     from runners.build import build_model, load_config, load_weights
     from runners.distill import DistillModel
@@ -262,6 +274,7 @@ def test_the_teachers_forward_stops_once_its_tapped_outputs_are_captured():
     assert len(head_calls) == 1 and len(taps.outputs["decode_head.bottleneck"]) == 1
 
 
+@pytest.mark.slow
 def test_a_run_killed_after_its_last_evaluation_records_that_evaluation_once(tmp_path):
     schedule = {"iterations": 4, "batch_size": 2, "checkpoint_interval": 2, "val_interval": 2}
     first = execute(seg_run(schedule=schedule), tmp_path)
@@ -311,6 +324,7 @@ def test_the_det_cls_conv_shared_by_fpn_levels_is_tapped_once_per_level():
     assert [tuple(t.shape) for t in taps.outputs["bbox_head.gfl_cls"]] == [(1, 10, 8, 8), (1, 10, 4, 4), (1, 10, 2, 2)]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("task", ["seg", "det"])
 def test_the_shipped_example_run_files_train_and_evaluate_at_reduced_size(task, tmp_path):
     def shipped(name):
