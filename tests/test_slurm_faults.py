@@ -22,7 +22,7 @@ from runners.launch.slurm import slurm_states
 from tests.launch_helpers import CWD, gate_study, process_alive, settled, wait_until, write_study
 
 ROOT = Path(__file__).resolve().parents[1]
-pytestmark = pytest.mark.slurm
+pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
 
 @pytest.fixture(autouse=True)
