@@ -4,8 +4,11 @@ is passed over for the one before it; with none left it starts afresh), ends wit
 records each evaluation once, and brings back what its checkpoint holds: a distilled run's adapters
 with their optimizer state, HO's critic with its Adam state.
 
-The kill waits for mmengine's ``last_checkpoint`` file (written once a checkpoint is whole), never
-for a time; the deadlines are generous because a loaded 2-core machine is slow, not wrong."""
+Every killed run carries the test plugin's ``gate`` term (tests/plugins/gate_kd.py): from the
+iteration after the checkpoint the test wants, training waits for a file only the test creates.
+The kill lands while the run waits there, a point it cannot pass by itself, so a loaded machine
+cannot let it run past (no timing window); the test then opens the gate for the rerun. The
+deadlines are generous because a loaded 2-core machine is slow, not wrong."""
 
 import copy
 import json
@@ -29,10 +32,11 @@ from tests.run_fixtures import ROOT, cwd_terms, execute, seg_run, teacher_of
 pytestmark = pytest.mark.slow
 
 DEADLINE_S = 600
-# Killed at its second checkpoint (iteration 4), with 20 iterations to spare for the kill to land.
-SCHEDULE = {"iterations": 24, "batch_size": 2, "checkpoint_interval": 2, "val_interval": 2}
-EVALUATIONS = list(range(2, 25, 2))
-# A distilled run is killed at its first checkpoint (iteration 2), with 10 to spare.
+GATE = ROOT / "tests" / "plugins" / "gate_kd.py"
+# Killed at its second checkpoint (iteration 4), held there by its gate.
+SCHEDULE = {"iterations": 8, "batch_size": 2, "checkpoint_interval": 2, "val_interval": 2}
+EVALUATIONS = list(range(2, 9, 2))
+# A distilled run is killed at its first checkpoint (iteration 2).
 DISTILLED = {"iterations": 12, "batch_size": 2, "checkpoint_interval": 2, "val_interval": 4}
 
 
@@ -66,21 +70,34 @@ def environment() -> dict:
     return {**os.environ, "PYTHONPATH": str(ROOT)}
 
 
+def gated(run: dict, teacher_dir: Path, release: Path, at: int) -> dict:
+    """``run`` with a ``gate`` term that holds training from iteration ``at`` (after its checkpoint
+    there) until ``release`` exists; a student without a teacher gets ``teacher_dir``'s."""
+    gate = {"name": "gate", "method": "gate", "params": {"release": str(release), "hold_at": at},
+            "student_location": "decode_head.conv_seg"}
+    return {**run, "plugins": [str(GATE)], "teacher": run.get("teacher") or teacher_of(teacher_dir),
+            "distill": [*run.get("distill", []), gate]}
+
+
 def kill_at_checkpoint(run_file: Path, out: Path, at: int) -> None:
-    """Start ``kdbench run`` and SIGKILL it once its checkpoint at iteration ``at`` is whole."""
+    """Start ``kdbench run`` on a gated run (``gated``) and SIGKILL it while it waits at its gate,
+    its checkpoint at iteration ``at`` whole; then open the gate for the rerun."""
+    release = Path(json.loads(run_file.read_text())["distill"][-1]["params"]["release"])
+    waiting = Path(f"{release}.waiting")  # the gate writes it as it starts waiting
     process = subprocess.Popen(kdbench_run(run_file, out), cwd=ROOT, env=environment(),
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    marker = out / "last_checkpoint"  # mmengine names the checkpoint here after writing it
     deadline = time.monotonic() + DEADLINE_S
     try:
-        while not (marker.exists() and iteration(marker.read_text()) >= at):
-            assert process.poll() is None, f"the run ended (exit {process.returncode}) before its kill"
-            assert time.monotonic() < deadline, f"no checkpoint at iteration {at} in {DEADLINE_S} s"
+        while not waiting.exists():
+            assert process.poll() is None, f"the run ended (exit {process.returncode}) before its gate"
+            assert time.monotonic() < deadline, f"the run did not reach its gate in {DEADLINE_S} s"
             time.sleep(0.05)
     finally:
         process.send_signal(signal.SIGKILL)
         process.wait()
-    assert store.run_state(out) == "started", "the run completed before its kill"
+    release.write_text("open\n")
+    assert iteration((out / "last_checkpoint").read_text()) == at
+    assert store.run_state(out) == "started"
 
 
 def rerun(run_file: Path, out: Path) -> dict:
@@ -95,9 +112,9 @@ def evaluated_iterations(out: Path) -> list[int]:
     return [line["iter"] for line in store.read_jsonl(out / store.METRICS)]
 
 
-def resumed_state(run: dict, out: Path, read):
-    """``read(runner)`` in an attempt on ``out`` once mmengine has resumed it, just before its first
-    iteration (the attempt stops there): what a rerun starts training from."""
+def resumed_state(run_file: Path, out: Path, read):
+    """``read(runner)`` in an attempt of the run in ``run_file`` on ``out`` once mmengine has resumed
+    it, just before its first iteration (the attempt stops there): what a rerun starts training from."""
     from mmengine.hooks import Hook
 
     from runners.train import train_and_evaluate
@@ -110,7 +127,7 @@ def resumed_state(run: dict, out: Path, read):
             raise _Stop
 
     with pytest.raises(_Stop):
-        train_and_evaluate(parse_run(run), out, hooks=(Watch(),))
+        train_and_evaluate(parse_run(json.loads(run_file.read_text())), out, hooks=(Watch(),))
     return seen[0]
 
 
@@ -120,10 +137,10 @@ class _Stop(Exception):
 
 # -- a damaged last checkpoint ---------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def killed_run(tmp_path_factory):
+def killed_run(tmp_path_factory, seg_teacher):
     """A student run killed once its second checkpoint is written: (its run file, its directory)."""
     folder = tmp_path_factory.mktemp("killed")
-    run_file = write_run_file(seg_run(schedule=SCHEDULE), folder)
+    run_file = write_run_file(gated(seg_run(schedule=SCHEDULE), seg_teacher, folder / "gate", at=4), folder)
     os.environ["KDBENCH_DATA"] = str(tmp_path_factory.getbasetemp() / "data")  # module scope: no monkeypatch
     kill_at_checkpoint(run_file, folder / "out", at=4)
     return run_file, folder / "out"
@@ -196,7 +213,8 @@ def test_a_resume_makes_the_evaluation_that_a_kill_between_checkpoint_and_evalua
 # -- what a distilled run's checkpoint brings back ------------------------------------------------
 def killed_distilled_run(run: dict, tmp_path: Path) -> tuple[Path, Path, dict]:
     """``run`` killed at its first checkpoint: (run file, directory, the checkpoint a rerun loads)."""
-    run_file = write_run_file(run, tmp_path)
+    run_file = write_run_file(gated(run, Path(run["teacher"]["checkpoint"]["run"]), tmp_path / "gate", at=2),
+                              tmp_path)
     out = tmp_path / "out"
     kill_at_checkpoint(run_file, out, at=2)
     from runners.train import resume_checkpoint
@@ -220,7 +238,7 @@ def test_a_killed_distilled_run_resumes_its_adapters_and_their_optimizer_state_f
                 copy.deepcopy(runner.optim_wrapper.state_dict()),
                 [index for index, p in enumerate(order) if id(p) in adapters])
 
-    weights, optimizer, adapter_indices = resumed_state(run, shutil.copytree(out, tmp_path / "copy"), read)
+    weights, optimizer, adapter_indices = resumed_state(run_file, shutil.copytree(out, tmp_path / "copy"), read)
     assert weights and all(torch.equal(value, saved["state_dict"][key]) for key, value in weights.items())
     assert adapter_indices and set(adapter_indices) <= set(optimizer["state"])
     assert optimizer["state"].keys() == saved["optimizer"]["state"].keys()
@@ -244,7 +262,7 @@ def test_a_killed_holistic_run_resumes_its_critic_and_the_critics_adam_state_con
         return ({f"kd_losses.ho.{k}": v.clone() for k, v in ho.state_dict().items() if k != "_extra_state"},
                 copy.deepcopy(ho.optimizer_d.state_dict()))
 
-    critic, adam = resumed_state(run, shutil.copytree(out, tmp_path / "copy"), read)
+    critic, adam = resumed_state(run_file, shutil.copytree(out, tmp_path / "copy"), read)
     assert critic and all(torch.equal(value, saved[key]) for key, value in critic.items())
     steps = {float(state["step"]) for state in adam["state"].values()}
     assert steps == {float(iteration(checkpoint))}  # one critic step per training iteration so far
