@@ -82,6 +82,17 @@ def _run(args: argparse.Namespace) -> int:
 def _study_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("study", metavar="STUDY.yaml", help="a study spec (see studies/README.md)")
     parser.add_argument("--results", default="results", help="results root (default: results)")
+    parser.add_argument("--max-runs", type=int, metavar="N",
+                        help="refuse a grid of more than N runs before building it (default 100,000)")
+
+
+def _load_study(args: argparse.Namespace):
+    """The study of a study verb, its grid limited by --max-runs."""
+    from kdbench.expand import MAX_RUNS, load_study
+
+    if args.max_runs is not None and args.max_runs < 1:
+        raise UserError(f"--max-runs: must be >= 1, got {args.max_runs}")
+    return load_study(args.study, args.results, MAX_RUNS if args.max_runs is None else args.max_runs)
 
 
 def _check_arguments(parser: argparse.ArgumentParser, what: str) -> None:
@@ -98,10 +109,9 @@ def _plan_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _plan(args: argparse.Namespace) -> int:
-    from kdbench.expand import load_study
     from kdbench.plan import format_plan, plan_json, plan_rows
 
-    study = load_study(args.study, args.results)
+    study = _load_study(args)
     if not (args.no_model_check and args.no_data_check):
         from runners.preflight import check_study
 
@@ -128,10 +138,9 @@ def _launch_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _launch(args: argparse.Namespace) -> int:
-    from kdbench.expand import load_study
+    study = _load_study(args)  # a bad spec is refused before the heavier imports
     from runners.launch.launcher import LaunchOptions, check_options, launch, summary
 
-    study = load_study(args.study, args.results)
     options = LaunchOptions(
         executor=args.executor, dry_run=args.dry_run, retry_failed=args.retry_failed, parallel=args.parallel,
         resources={"partition": args.partition, "gpus": args.gpus, "cpus": args.cpus, "mem_gb": args.mem_gb,
@@ -158,20 +167,18 @@ def _launch(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
-    from kdbench.expand import load_study
+    study = _load_study(args)
     from kdbench.states import format_status
     from runners.launch.jobs import status
 
-    study = load_study(args.study, args.results)
     print(format_status(study, status(study)))
     return 0
 
 
 def _cancel(args: argparse.Namespace) -> int:
-    from kdbench.expand import load_study
+    study = _load_study(args)
     from runners.launch.jobs import cancel
 
-    study = load_study(args.study, args.results)
     print(f"kdbench cancel: {study.name}: cancelled {len(cancel(study))} run(s)")
     return 0
 
@@ -187,10 +194,9 @@ def _collected(study):
 
 
 def _collect(args: argparse.Namespace) -> int:
+    study = _load_study(args)
     from analysis.collect import cache_path
-    from kdbench.expand import load_study
 
-    study = load_study(args.study, args.results)
     frame = _collected(study)
     counts = ", ".join(f"{n} {state}" for state, n in sorted(frame["status"].value_counts().items()))
     where = cache_path(study)
@@ -206,14 +212,13 @@ def _report_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from kdbench.expand import load_study
     from reports.render import FORMATS, render_report
 
     formats = tuple(f.strip() for f in args.format.split(",") if f.strip())
     unknown = [f for f in formats if f not in FORMATS]
     if unknown or not formats:
         raise UserError(f"--format: unknown {', '.join(unknown) or '(none)'}; valid: {', '.join(FORMATS)}")
-    study = load_study(args.study, args.results)
+    study = _load_study(args)
     written, headline, lines = render_report(study, _collected(study), formats)  # one pass over the results
     for kind, path in written.items():
         print(f"kdbench report: {study.name}: {kind}: {path}")
@@ -312,6 +317,12 @@ VERBS: dict[str, Verb] = {
 }
 
 
+def _shown(text: str) -> str:
+    """``text`` as one line that shows what it holds: a newline, a control or a bidirectional-override
+    character quoted from a spec is escaped (``\\u202e``), so it cannot hide or reorder the rest."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="kdbench",
@@ -328,7 +339,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return VERBS[args.verb][2](args) or 0
     except UserError as error:
-        print(f"kdbench {args.verb}: error: {error}", file=sys.stderr)
+        print(f"kdbench {args.verb}: error: {_shown(str(error))}", file=sys.stderr)
         return error.exit_code
     except KeyboardInterrupt:
         print(f"kdbench {args.verb}: interrupted", file=sys.stderr)

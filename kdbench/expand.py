@@ -6,13 +6,15 @@ per distinct teacher setting (stage ``teacher``), which the cell's run depends o
 (``checkpoint: {run: <results>/<study>/<teacher id>}``); with a checkpoint, the teacher run only
 evaluates it. The student baseline is each cell without its distill terms and teacher; equal
 baselines collapse into one. Run names come from the axes that vary (``cwd_logits_tau4_s0``).
-Teachers come first, then baselines, then cells.
+Teachers come first, then baselines, then cells. A grid of more than ``MAX_RUNS`` cell runs is
+refused before any is built (``count_runs``).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import itertools
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +24,8 @@ from kdbench.ids import run_id, run_ids_by_seed
 from kdbench.schema import Checker, copy_data
 from kdbench.spec import RunSpec, parse_run
 from kdbench.study import TERM_PREFIX, Resources, StudySpec, load_spec, merge
+
+MAX_RUNS = 100_000          # far above any real study (the shipped ones plan 7 to 43 runs); --max-runs raises it
 
 
 @dataclass(frozen=True)
@@ -63,13 +67,31 @@ class Study:
         return {r.run_id: r for r in self.runs}
 
 
-def load_study(path: str | Path, results: str | Path = "results") -> Study:
-    """Read, validate and expand a study spec into its runs."""
+def load_study(path: str | Path, results: str | Path = "results", max_runs: int = MAX_RUNS) -> Study:
+    """Read, validate and expand a study spec into its runs (refused past ``max_runs``, see
+    ``count_runs``)."""
     spec = load_spec(path)
-    return Study(spec, tuple(expand(spec, results)), Path(results))
+    return Study(spec, tuple(expand(spec, results, max_runs)), Path(results))
 
 
 # -- the grid ---------------------------------------------------------------------------------
+def count_runs(spec: StudySpec, max_runs: int = MAX_RUNS) -> int:
+    """The number of cell runs before exclusions (the product of the axis groups' lengths and the
+    seeds: an upper bound), counted without building any; past ``max_runs``, an error naming the
+    count and the axes that multiply to it. Teacher runs and baselines add at most two per cell run."""
+    factors = [(group[0].where if len(group) == 1 else group[0].where.split(".")[0], len(group[0].values))
+               for group in spec.axes]     # a zip block by its name: zip[0]
+    factors.append(("seeds", len(spec.seeds)))
+    count = math.prod(length for _, length in factors)
+    if count > max_runs:
+        product = " x ".join(f"{where} ({length:,})" for where, length in factors)
+        raise Checker(str(spec.path)).fail(
+            "grid" if spec.raw.get("grid") or not spec.raw.get("zip") else "zip",
+            f"{product} = {count:,} runs before exclusions, over the limit of {max_runs:,} "
+            f"(--max-runs N raises it)")
+    return count
+
+
 def cells(spec: StudySpec) -> list[dict]:
     """The axis assignments of every cell, exclusions removed."""
     groups = [[{axis.path: axis.values[i] for axis in group} for i in range(len(group[0].values))]
@@ -227,8 +249,10 @@ class _Planner:
                 for each, identity in zip(runs, run_ids_by_seed(parsed, seeds))]
 
 
-def expand(spec: StudySpec, results: str | Path = "results") -> list[PlannedRun]:
-    """The study's runs, teachers first, then student baselines, then cells."""
+def expand(spec: StudySpec, results: str | Path = "results", max_runs: int = MAX_RUNS) -> list[PlannedRun]:
+    """The study's runs, teachers first, then student baselines, then cells; a grid of more than
+    ``max_runs`` cell runs is refused before any is built."""
+    count_runs(spec, max_runs)
     grid = cells(spec)
     varying = varying_axes(spec, grid)
     planner = _Planner(spec, results)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import difflib
 import math
+import unicodedata
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -50,6 +51,17 @@ class Checker:
             if value not in choices:
                 raise self.fail(path, f"{value!r} is not valid; valid: {', '.join(choices)}")
         return value
+
+    def printable(self, text: str, path: str, what: str = "a name") -> str:
+        """``text``, which becomes a run name, a directory or report text: without control or
+        bidirectional-override characters (U+202E shows the rest of a line reversed), which would
+        make what is shown differ from what it is."""
+        bad = next((c for c in text if not c.isprintable()), None)
+        if bad is not None:
+            code = f"U+{ord(bad):04X}" + (f" ({unicodedata.name(bad)})" if unicodedata.name(bad, "") else "")
+            raise self.fail(path, f"{what}, {text!r}, holds {code}; names must be printable characters, "
+                                  "without control or bidirectional-override ones")
+        return text
 
     def integer(self, value: Any, path: str, minimum: int | None = None) -> int:
         if isinstance(value, bool) or not isinstance(value, int):

@@ -10,7 +10,6 @@ examples, is in studies/README.md.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -18,6 +17,7 @@ from typing import Any
 
 from kdbench import losses, plugins
 from kdbench.errors import UserError
+from kdbench.reading import read_json
 from kdbench.schema import Checker, copy_data, join
 
 TASKS = ("seg", "det")
@@ -217,15 +217,22 @@ def parse_term(check: Checker, value: Any, path: str) -> Term:
     if len(teacher) != len(student):
         raise check.fail(join(path, "teacher_location"), "must list as many locations as student_location")
     name = term.get("name", f"{method}_{student[0].split('.')[-1]}")
-    return Term(check.string(name, join(path, "name")), method, copy_data(params), weight, student, teacher,
+    name = check.printable(check.string(name, join(path, "name")), join(path, "name"), "a term's name")
+    return Term(name, method, copy_data(params), weight, student, teacher,
                 _adapter(check, term.get("adapter"), join(path, "adapter")),
                 check.boolean(term.get("resize", False), join(path, "resize")))
 
 
-def parse_schedule(check: Checker, value: Any, path: str) -> Schedule:
+def parse_schedule(check: Checker, value: Any, path: str, trains: bool = True) -> Schedule:
+    """The schedule, defaults filled in. ``trains``: the run trains (every run but a teacher run
+    that evaluates its checkpoint), so it needs an iteration, and an interval given beyond its
+    iterations would never be reached."""
     given = check.mapping(value, path, SCHEDULE_KEYS)
     schedule = {**{f.name: f.default for f in fields(Schedule)}, **given}
     check.integer(schedule["iterations"], join(path, "iterations"), minimum=0)
+    if trains and schedule["iterations"] < 1:
+        raise check.fail(join(path, "iterations"), "must be >= 1 on a training run (0 only evaluates a teacher's "
+                                                   f"checkpoint), got {schedule['iterations']}")
     check.integer(schedule["batch_size"], join(path, "batch_size"), minimum=1)
     crop = schedule["crop"]
     if crop is not None:
@@ -244,6 +251,9 @@ def parse_schedule(check: Checker, value: Any, path: str) -> Schedule:
     for key in ("val_interval", "checkpoint_interval"):
         if schedule[key] is not None:
             check.integer(schedule[key], join(path, key), minimum=1)
+        if trains and key in given and schedule[key] is not None and schedule[key] > schedule["iterations"]:
+            raise check.fail(join(path, key), f"{schedule[key]} is more than the run's {schedule['iterations']} "
+                                              "iterations: it would never be reached")
     return Schedule(**schedule)
 
 
@@ -298,10 +308,12 @@ def parse_run(data: Any, source: str = "<run>", plugin_entries: tuple[str, ...] 
     role = check.string(run.get("role", "student"), "role", ROLES)
     student, teacher, distill = _parse_models(check, run, role)
     dataset = parse_dataset(check, run["dataset"], "dataset")
-    schedule = parse_schedule(check, run.get("schedule", {}), "schedule")
+    trains = role == "student" or teacher.checkpoint is None
+    schedule = parse_schedule(check, run.get("schedule", {}), "schedule", trains)
     seed = check.integer(run.get("seed", 0), "seed", minimum=0)
     device = check.string(run.get("device", "auto"), "device", DEVICES)
     name = check.string(run.get("name", Path(source).stem if source != "<run>" else "run"), "name")
+    check.printable(name, "name", "the run's name")
     revision = check.integer(run.get("revision", 0), "revision", minimum=0)
     out = run.get("out")
     if out is not None:
@@ -317,8 +329,4 @@ def load_run(path: str | Path) -> RunSpec:
         text = path.read_text()
     except OSError as error:
         raise UserError(f"{path}: cannot read the run file ({error.strerror})") from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise UserError(f"{path}: not valid JSON (line {error.lineno}, column {error.colno}: {error.msg})") from None
-    return parse_run(data, str(path))
+    return parse_run(read_json(text, str(path)), str(path))

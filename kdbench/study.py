@@ -1,9 +1,9 @@
 """Study specs: YAML files that describe a grid of runs.
 
-``load_spec(path)`` reads a spec with a safe loader, merges at most one level of ``defaults:``,
-loads its plugins and validates every section (one-line errors naming the file and key path),
-and returns a frozen ``StudySpec``. ``kdbench.expand.expand`` turns it into runs; ``load_study``
-does both. The schema is in studies/README.md.
+``load_spec(path)`` reads a spec (kdbench.reading: the safe loader, without aliases or repeated
+keys), merges at most one level of ``defaults:``, loads its plugins and validates every section
+(one-line errors naming the file and key path), and returns a frozen ``StudySpec``.
+``kdbench.expand.expand`` turns it into runs; ``load_study`` does both. The schema is in studies/README.md.
 """
 
 from __future__ import annotations
@@ -12,10 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from kdbench import plugins
 from kdbench.errors import UserError
+from kdbench.reading import read_yaml
 from kdbench.schema import Checker, copy_data, join, safe_name
 from kdbench.spec import TOP_KEYS, parse_term
 
@@ -74,13 +73,7 @@ def _read_yaml(path: Path, check: Checker) -> dict:
         text = path.read_text()
     except OSError as error:
         raise UserError(f"{path}: cannot read the study ({error.strerror})") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
-        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
-        raise UserError(f"{path}: not valid YAML{where}: {problem}") from None
+    data = read_yaml(text, str(path))
     if data is None:
         raise UserError(f"{path}: the study is empty")
     return check.mapping(data, "", STUDY_KEYS)
@@ -111,6 +104,7 @@ def _with_defaults(path: Path, check: Checker, data: dict) -> dict:
 def _methods(check: Checker, data: dict) -> dict[str, tuple[dict, ...]]:
     methods = check.mapping(data.get("methods") or {}, "methods", (data.get("methods") or {}).keys())
     for key, value in methods.items():
+        check.printable(str(key), "methods", "a method's name")   # it names runs
         terms = value if isinstance(value, list) else [value]
         if not terms:
             raise check.fail(join("methods", key), "must be a term or a non-empty list of terms")
@@ -146,7 +140,7 @@ def _axes(check: Checker, data: dict, methods: dict) -> tuple[tuple[Axis, ...], 
     for path, value in check.mapping(grid, "grid", grid.keys()).items():
         where = join("grid", str(path))
         _axis_path(check, str(path), where, seen)
-        values = check.sequence(value, where, min_length=1)
+        values = _axis_values(check, value, where)
         if path == "method":
             for i, item in enumerate(values):
                 if item not in methods:
@@ -158,7 +152,7 @@ def _axes(check: Checker, data: dict, methods: dict) -> tuple[tuple[Axis, ...], 
         axes = []
         for path, value in block.items():
             _axis_path(check, str(path), join(where, str(path)), seen)
-            axes.append(Axis(str(path), tuple(check.sequence(value, join(where, str(path)), min_length=1)),
+            axes.append(Axis(str(path), tuple(_axis_values(check, value, join(where, str(path)))),
                              join(where, str(path))))
         lengths = sorted({len(axis.values) for axis in axes})
         if len(lengths) > 1:
@@ -166,6 +160,15 @@ def _axes(check: Checker, data: dict, methods: dict) -> tuple[tuple[Axis, ...], 
         if axes:
             groups.append(tuple(axes))
     return tuple(groups)
+
+
+def _axis_values(check: Checker, value: Any, where: str) -> list:
+    """An axis's values; text among them names runs, so it must be printable."""
+    values = check.sequence(value, where, min_length=1)
+    for index, item in enumerate(values):
+        if isinstance(item, str):
+            check.printable(item, join(where, index), "an axis value (it names runs)")
+    return values
 
 
 def _resources(check: Checker, data: dict) -> Resources:
@@ -203,7 +206,7 @@ def load_spec(path: str | Path) -> StudySpec:
     path = Path(path)
     check = Checker(str(path))
     data = _with_defaults(path, check, _read_yaml(path, check))
-    name = check.string(data.get("name", path.stem), "name")
+    name = check.printable(check.string(data.get("name", path.stem), "name"), "name", "the study's name")
     if not safe_name(name) or name.startswith("."):
         raise check.fail("name", f"{name!r} must be letters, digits, '_', '-' or '.' (it names a directory)")
     revision = check.integer(data.get("revision", 0), "revision", minimum=0)

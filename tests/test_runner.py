@@ -94,7 +94,7 @@ def test_a_channel_mismatch_without_an_adapter_names_both_shapes(seg_teacher, tm
 
 @pytest.mark.slow
 def test_a_nan_loss_stops_the_run_as_diverged_at_its_step(tmp_path):
-    run = seg_run(schedule={"iterations": 30, "batch_size": 2, "lr": 1e12, "checkpoint_interval": 100})
+    run = seg_run(schedule={"iterations": 30, "batch_size": 2, "lr": 1e12, "checkpoint_interval": 30})
     with pytest.raises(Exception, match="decode.loss_ce is (nan|inf)"):
         execute(run, tmp_path)
     error = store.read_json(tmp_path / "error.json")
