@@ -1,11 +1,14 @@
 """The bad-input corpus (tests/bad_inputs/, described in its README.md): every case is refused with
 exit code 2 and exactly one stderr line ``kdbench <verb>: error: <file>: <key path>: ...`` that
 matches the case's expectation, with no traceback, nothing written under the results directory or
-the run's output directory, and, for launch, nothing submitted."""
+the run's output directory, and, for launch, nothing submitted. A case with limits (the hostile and
+runaway specs: alias bombs, huge grids) runs as a real process, held to its CPU time and peak memory."""
 
+import os
 import re
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -15,23 +18,30 @@ from tests.launch_helpers import run_cli
 ROOT = Path(__file__).resolve().parents[1]
 CORPUS = ROOT / "tests" / "bad_inputs"
 STUDY_VERBS = ("plan", "launch --executor local")
+LIMITS = re.compile(r"(?:# )?limits: ([\d.]+) s, (\d+) MB")
 
 
-def expectation(path: Path) -> tuple[str, tuple[str, ...]]:
-    """(regex, verbs) of a case: a study's first line ``# expect: REGEX`` and an optional
-    ``# verbs: launch --executor slurm``; a run file's sibling NAME.expect."""
+def expectation(path: Path) -> tuple[str, tuple[str, ...], tuple[float, float] | None]:
+    """(regex, verbs, limits) of a case: a study's first line ``# expect: REGEX``, an optional
+    ``# verbs: launch --executor slurm`` and ``# limits: 2 s, 500 MB`` (CPU seconds, peak memory)
+    among its next lines; a run file's sibling NAME.expect, the REGEX and an optional
+    ``limits: 2 s, 500 MB`` line."""
     if path.suffix == ".json":
-        return path.with_suffix(".expect").read_text().strip(), ("run",)
-    lines = path.read_text().splitlines()
-    expected = re.match(r"# expect: (.*)", lines[0]).group(1)
-    verbs = next((tuple(v.strip() for v in line[len("# verbs:"):].split(";"))
-                  for line in lines[1:3] if line.startswith("# verbs:")), STUDY_VERBS)
-    return expected, verbs
+        lines = path.with_suffix(".expect").read_text().splitlines()
+        expected, verbs = lines[0].strip(), ("run",)
+    else:
+        lines = path.read_text().splitlines()
+        expected = re.match(r"# expect: (.*)", lines[0]).group(1)
+        verbs = next((tuple(v.strip() for v in line[len("# verbs:"):].split(";"))
+                      for line in lines[1:3] if line.startswith("# verbs:")), STUDY_VERBS)
+    limits = next((match.groups() for match in map(LIMITS.fullmatch, lines[1:3]) if match), None)
+    return expected, verbs, None if limits is None else (float(limits[0]), float(limits[1]))
 
 
 STUDY_CASES = sorted(CORPUS.glob("*.yaml"))
 RUN_CASES = sorted(CORPUS.glob("*.json"))
 CASES = [(path, verb) for path in STUDY_CASES + RUN_CASES for verb in expectation(path)[1]]
+LIMITED = [path for path in STUDY_CASES + RUN_CASES if expectation(path)[2]]
 
 
 def test_the_corpus_has_well_over_30_cases_of_every_kind():
@@ -41,8 +51,35 @@ def test_the_corpus_has_well_over_30_cases_of_every_kind():
     for kind in ("malformed", "unknown_key", "wrong_type", "unknown_method", "unknown_norm", "unknown_divergence",
                  "temperature", "empty_grid", "duplicate_axis", "location_not_in_model", "channel_mismatch",
                  "spatial_mismatch", "dataset_root", "checkpoint_missing", "checkpoint_is_text",
-                 "teacher_config_missing", "gpus_beyond_the_partition"):
+                 "teacher_config_missing", "gpus_beyond_the_partition", "alias_bomb", "recursive_yaml_alias",
+                 "nesting_deeper", "million_runs", "repeated_key", "two_grid_blocks", "right_to_left_override",
+                 "bidi_isolate", "zero_iterations", "interval_beyond_iterations", "batch_size_zero"):
         assert kind in kinds, kind
+
+
+def test_every_hostile_or_runaway_case_has_limits_and_is_refused_by_plan_and_launch():
+    hostile = [p for p in STUDY_CASES + RUN_CASES
+               if re.search("alias|nesting|million|repeated_key|two_grid|override|bidi|iterations|batch_size_zero",
+                            p.stem)]
+    assert len(hostile) >= 20 and set(hostile) <= set(LIMITED)
+    assert all(expectation(p)[1] == STUDY_VERBS for p in hostile if p.suffix == ".yaml")
+
+
+def run_measured(args: list[str], limits: tuple[float, float]) -> tuple[int, str, str, float, float]:
+    """``kdbench <args>`` as a real process: (exit code, stdout, stderr, CPU seconds, peak MB). CPU
+    time, not wall time, is what is held to the limit: a loaded machine stretches the one and not
+    the other. ulimit stops a runaway at 4 times both limits, so a regression fails instead of
+    filling the machine."""
+    cpu_cap, memory_cap_kb = int(4 * limits[0]), int(4 * limits[1] * 1024)
+    command = ["bash", "-c", f'ulimit -t {cpu_cap} -v {memory_cap_kb} && exec "$@"', "kdbench",
+               sys.executable, "-m", "kdbench.cli", *args]
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        process = subprocess.Popen(command, cwd=ROOT, stdout=out, stderr=err)
+        _, status, usage = os.wait4(process.pid, 0)  # this process's own usage, not every child's
+        process.returncode = code = os.waitstatus_to_exitcode(status)
+        out.seek(0), err.seek(0)
+        return (code, out.read().decode(), err.read().decode(), usage.ru_utime + usage.ru_stime,
+                usage.ru_maxrss / 1024)
 
 
 @pytest.mark.parametrize("path, verb", CASES, ids=[f"{p.stem}-{v.split()[0]}" for p, v in CASES])
@@ -51,14 +88,18 @@ def test_each_bad_input_is_one_line_naming_file_and_key_with_exit_2_and_nothing_
     if "slurm" in verb:
         request.getfixturevalue("slurm_cluster")
     monkeypatch.chdir(ROOT)  # fixture paths in the corpus are relative to the repository
-    expected, _ = expectation(path)
+    expected, _, limits = expectation(path)
     relative = path.relative_to(ROOT)
     results, out_dir = tmp_path / "results", tmp_path / "out"
     args = [*verb.split(), str(relative)]
     args += ["--out", str(out_dir)] if verb == "run" else ["--results", str(results)]
     if verb.startswith("launch"):
         args.append("--no-progress")
-    code, out, err = run_cli(*args)
+    if limits:
+        code, out, err, cpu_s, peak_mb = run_measured(args, limits)
+        assert cpu_s < limits[0] and peak_mb < limits[1], f"{cpu_s:.2f} s CPU, {peak_mb:.0f} MB peak; limits {limits}"
+    else:
+        code, out, err = run_cli(*args)
     lines = err.strip().splitlines()
     assert code == 2 and out == "", (code, out, err)
     assert len(lines) == 1, err
