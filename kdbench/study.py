@@ -210,6 +210,9 @@ def load_spec(path: str | Path) -> StudySpec:
     if not safe_name(name) or name.startswith("."):
         raise check.fail("name", f"{name!r} must be letters, digits, '_', '-' or '.' (it names a directory)")
     revision = check.integer(data.get("revision", 0), "revision", minimum=0)
+    if "description" in data:  # report text: lines of printable characters
+        for line in check.string(data["description"], "description").splitlines():
+            check.printable(line.replace("\t", " "), "description", "a line of the description")
     base = check.mapping(data.get("base", {}), "base", BASE_KEYS, required=("task", "dataset"))
     loaded = plugins.load(check, data.get("plugins", []), "plugins", path.parent)  # before methods name them
     methods = _methods(check, data)

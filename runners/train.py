@@ -52,7 +52,10 @@ def _init_cpu_ranks() -> None:
 
 
 def default_out(run: RunSpec) -> Path:
-    return Path("results") / "runs" / f"{run.name}-{run_id(run)}"
+    """``results/runs/<name>-<run id>``, the name's characters other than letters, digits, '_',
+    '-' and '.' replaced by '_' (a name is free text: '/' must not leave the folder)."""
+    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", run.name).lstrip(".") or "run"
+    return Path("results") / "runs" / f"{safe}-{run_id(run)}"
 
 
 def _environment(device: str) -> dict:

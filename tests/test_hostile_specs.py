@@ -117,3 +117,18 @@ def test_an_error_quoting_a_control_character_from_a_spec_is_one_line_that_shows
     code, out, err = run_cli("plan", str(path), "--results", str(tmp_path / "results"))
     assert code == 2 and len(err.strip().splitlines()) == 1
     assert "basee\\u202e\\nkdbench plan: ok: unknown key" in err and "\u202e" not in err
+
+
+def test_a_description_line_with_a_bidi_override_is_refused_and_a_run_name_cannot_leave_its_folder(tmp_path):
+    from kdbench.study import load_spec
+    from runners.train import default_out
+
+    study = tmp_path / "s.yaml"
+    study.write_text("description: |\n  fine line\n  evil \u202e line\n"
+                     "base: {task: seg, dataset: {name: fashion_scenes}}\n")
+    with pytest.raises(UserError, match=r"description: a line of the description, .* holds U\+202E"):
+        load_spec(study)
+    run = parse_run({"task": "seg", "name": "../../etc/x", "student": {"config": "tiny_seg_student"},
+                     "dataset": {"name": "fashion_scenes"}})
+    out = default_out(run)
+    assert out.parent == Path("results") / "runs" and out.name.startswith("_.._etc_x-")
