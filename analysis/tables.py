@@ -158,7 +158,7 @@ def table2(cells: pd.DataFrame, metric: str, matches: pd.DataFrame) -> Table | N
         for kind, _ in columns:
             method = next((m for m, (f, k) in kinds.items() if f == family and k == kind), None)
             row = by_method.get(method)
-            line.append(_joined(pd.DataFrame([row]), metric) if row else Cell(fmt.MISSING))
+            line.append(_joined(row, metric) if row else Cell(fmt.MISSING))
         if published:
             for kind, _ in columns:
                 method = next((m for m, (f, k) in kinds.items() if f == family and k == kind), None)
@@ -187,7 +187,7 @@ def location_table(cells: pd.DataFrame, metric: str) -> Table | None:
                           f"{BEST_CAPTION}.")
     for row in rows:
         table.rows.append([Cell(str(row["method"])), Cell(fmt.kind_label(row.get("location_kind"))),
-                           Cell(str(row["location"])), _joined(pd.DataFrame([row]), metric)])
+                           Cell(str(row["location"])), _joined(row, metric)])
     return mark_best(table)
 
 
@@ -205,12 +205,10 @@ def ablation_tables(cells: pd.DataFrame, metric: str) -> list[Table]:
                       header + [fmt.value(v) for v in col_values],
                       caption=f"{label} mean ± std (n) [Δ vs the student baseline]; method(s): "
                               f"{', '.join(map(str, methods))}; {BEST_CAPTION}.")
+        first = _first_rows(cells, [rows_axis, cols_axis])
         for value in _ordered(cells[rows_axis]):
-            line = [Cell(fmt.value(value))]
-            for col_value in col_values:
-                part = cells[(cells[rows_axis] == value) & (cells[cols_axis] == col_value)]
-                line.append(_joined(part, metric))
-            table.rows.append(line)
+            table.rows.append([Cell(fmt.value(value))]
+                              + [_joined(first.get((value, col_value)), metric) for col_value in col_values])
         tables.append(mark_best(table))
     if len(axes) != 1:
         return tables  # two axes: the grid above; more: the "All cells" table lists every combination
@@ -219,11 +217,10 @@ def ablation_tables(cells: pd.DataFrame, metric: str) -> list[Table]:
     table = Table(f"ablation_{name}", f"Ablation: {name}", [name] + [str(m) for m in methods],
                   caption=f"{label} mean ± std (n) [Δ vs the student baseline]; one column per method; "
                           f"{BEST_CAPTION}.")
+    first = _first_rows(cells, [axis, "method"])
     for value in _ordered(cells[axis]):
-        line = [Cell(fmt.value(value))]
-        for method in methods:
-            line.append(_joined(cells[(cells[axis] == value) & (cells["method"] == method)], metric))
-        table.rows.append(line)
+        table.rows.append([Cell(fmt.value(value))]
+                          + [_joined(first.get((value, method)), metric) for method in methods])
     tables.append(mark_best(table))
     return tables
 
@@ -236,8 +233,18 @@ def _ordered(column: pd.Series) -> list:
     return values
 
 
-def _joined(part: pd.DataFrame, metric: str) -> Cell:
-    row = part.iloc[0].to_dict() if len(part) else {}
+def _first_rows(cells: pd.DataFrame, columns: list[str]) -> dict[tuple, dict]:
+    """The first cell row of each combination of ``columns``' values, by those values: one pass
+    over the table instead of one filter per table cell."""
+    first: dict[tuple, dict] = {}
+    for row in cells.to_dict("records"):
+        first.setdefault(tuple(row[c] for c in columns), row)
+    return first
+
+
+def _joined(row: dict | None, metric: str) -> Cell:
+    """A table cell: mean ± std (n) [Δ] of a cell row, or the missing mark."""
+    row = row or {}
     if not row.get(f"{metric}|n"):
         return Cell(fmt.MISSING)
     return Cell(f"{_stat(row, metric)} [{fmt.signed(row[f'{metric}|delta'])}]", score=_score(row, metric))
