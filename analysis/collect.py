@@ -187,6 +187,10 @@ def collect(study: Study, scanned: dict[str, store.RunFiles] | None = None,
     for column in frame.columns:
         if column.startswith("axis:"):
             frame[column] = _tidy_axis(frame[column])
+        elif isinstance(frame[column].dtype, pd.StringDtype):
+            # Plain Python strings: the tables read the frame row by row (to_dict), which walks an
+            # arrow-backed string column element by element, several times slower.
+            frame[column] = frame[column].astype(object)
     frame["seed"] = pd.to_numeric(frame["seed"]).astype("Int64")
     # A complete run whose main metric is missing or not finite cannot be averaged: say so.
     primary = primary_metric_of(frame["task"].dropna().iloc[0] if frame["task"].notna().any() else None)

@@ -198,10 +198,10 @@ class _Planner:
              depends: tuple[str, ...]) -> str:
         """Plan ``run`` under ``identity`` unless it is planned already; its name made unique."""
         if identity not in self.planned:
-            unique = run.name if run.name not in self.names else f"{run.name}_{identity[:6]}"
-            self.names.add(unique)
-            self.planned[identity] = PlannedRun(dataclasses.replace(run, name=unique), identity, unique, stage,
-                                                params, depends, kind)
+            if run.name in self.names:  # a name two different runs would share: the id tells them apart
+                run = dataclasses.replace(run, name=f"{run.name}_{identity[:6]}")
+            self.names.add(run.name)
+            self.planned[identity] = PlannedRun(run, identity, run.name, stage, params, depends, kind)
         return identity
 
     def once_per(self, key: str, make, name: str, stage: str, params: dict, kind: str, label: str) -> str:

@@ -4,7 +4,8 @@ output shape of every module at an input size (a probe forward on PyTorch's ``me
 This is kdbench's one cache: each fact is computed once per distinct config text, overrides and
 input size, and kept on disk (``$KDBENCH_CACHE/modules`` and ``/shapes``, default
 ``~/.cache/kdbench``), so planning a study again imports neither torch, mmseg nor mmdet (a second
-or more per model pair without it: ``kdbench bench --suite grid``, row ``plan_model_check_uncached``).
+or more without it: ``kdbench bench --suite grid``, row ``cli_start_plan_uncached`` against
+``cli_start_plan``).
 A file that cannot be read is a miss; one that cannot be written (a read-only home, a full disk) is
 simply not kept. Deleting the folder only costs time.
 """
@@ -46,13 +47,6 @@ def write_cache(path: Path, data) -> None:
 _KEYS: dict[str, str] = {}           # this process's answers, beside the disk's
 _NAMES: dict[str, list[str]] = {}
 _SHAPES: dict[str, dict] = {}
-
-
-def forget() -> None:
-    """Drop this process's answers (the disk cache stays): the next question reads the disk."""
-    _KEYS.clear()
-    _NAMES.clear()
-    _SHAPES.clear()
 
 
 def _key(task: str, config: str, overrides: dict) -> str:

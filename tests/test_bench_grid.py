@@ -17,7 +17,7 @@ import pytest
 from benchmarks import grid
 
 REPO = Path(__file__).resolve().parents[1]
-OPERATIONS = ("plan", "status", "collect", "report", "plan_model_check_uncached", "plan_model_check")
+OPERATIONS = ("plan", "status", "collect", "report", "plan_model_check")
 KEYS = {"suite", "operation", "runs", "seconds", "target_s", "meets_target", "growth_ratio", "runs_ratio",
         "no_worse_than_linear"}
 
