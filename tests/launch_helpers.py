@@ -24,11 +24,23 @@ TINY_BASE = {
 CWD = {"method": "cwd", "params": {"tau": 4.0}, "weight": 3.0, "student_location": "decode_head.conv_seg"}
 
 
+class _NoAliases(yaml.SafeDumper):
+    """PyYAML writes an object met twice as an anchor and aliases, which kdbench refuses in a spec."""
+
+    def ignore_aliases(self, data) -> bool:
+        return True
+
+
+def dump_yaml(data) -> str:
+    """``data`` as YAML without anchors or aliases: every value written out."""
+    return yaml.dump(data, Dumper=_NoAliases)
+
+
 def write_study(directory: Path, name: str, methods=None, seeds=(0,), **extra) -> Path:
     spec = {"name": name, "base": TINY_BASE, "methods": {"cwd_logits": CWD} if methods is None else methods,
             "seeds": list(seeds), "resources": {"gpus": 0, "cpus": 1, "mem_gb": 2, "time_min": 30}, **extra}
     path = directory / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(spec))
+    path.write_text(dump_yaml(spec))
     return path
 
 
@@ -42,7 +54,7 @@ def gate_study(directory: Path, name: str, release: Path, hold_at: int = 2) -> P
                        plugins=[str(GATE_PLUGIN)])
     spec = yaml.safe_load(path.read_text())
     spec["base"]["schedule"].update(iterations=2 * hold_at, checkpoint_interval=hold_at)
-    path.write_text(yaml.safe_dump(spec))
+    path.write_text(dump_yaml(spec))
     return path
 
 

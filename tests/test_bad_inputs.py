@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.launch_helpers import run_cli
+from tests.launch_helpers import dump_yaml, run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 CORPUS = ROOT / "tests" / "bad_inputs"
@@ -128,7 +128,6 @@ def test_the_real_command_exits_2_with_one_line_on_a_bad_run_file(tmp_path):
 def test_runs_that_differ_only_in_what_the_models_do_not_see_are_checked_once(tmp_path, monkeypatch):
     """A grid over temperature and weight is checked per distinct model pair, not per run (so a
     10k-run plan stays fast), and a bad location among them is still found."""
-    import yaml
 
     from kdbench.expand import load_study
     from runners import preflight
@@ -139,7 +138,7 @@ def test_runs_that_differ_only_in_what_the_models_do_not_see_are_checked_once(tm
             "methods": {"a": {"method": "cwd", "student_location": "decode_head.conv_seg"}},
             "grid": {"term.params.tau": [1.0, 2.0, 4.0], "term.weight": [1.0, 3.0]}, "seeds": [0, 1]}
     path = tmp_path / "many.yaml"
-    path.write_text(yaml.safe_dump(spec))
+    path.write_text(dump_yaml(spec))
     study = load_study(path, tmp_path / "results")
     calls = []
     original = preflight._check_locations
@@ -148,6 +147,6 @@ def test_runs_that_differ_only_in_what_the_models_do_not_see_are_checked_once(tm
     assert len([r for r in study.runs if r.run.distill]) == 12
     assert len(calls) == 3  # the teacher run, the student baseline, one distilled pair
     spec["methods"]["b"] = {"method": "cwd", "student_location": "decode_head.conv_segg"}
-    path.write_text(yaml.safe_dump(spec))
+    path.write_text(dump_yaml(spec))
     with pytest.raises(Exception, match=r"methods\.b\.student_location: 'decode_head\.conv_segg' is not in"):
         preflight.check_study(load_study(path, tmp_path / "results"))

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.launch_helpers import dump_yaml
+
 ROOT = Path(__file__).resolve().parents[1]
 
 RUN = {"task": "seg", "student": {"config": "tiny_seg_student"},
@@ -110,11 +112,10 @@ def test_a_full_or_read_only_disk_at_the_result_leaves_no_partial_final_json_and
 
 def test_a_launch_into_a_read_only_results_root_is_refused_with_one_line_and_plan_still_works(tmp_path, mounts,
                                                                                              env):
-    import yaml
 
     results = mounts(tmp_path / "results", "size=1m,ro")
     study = tmp_path / "ro.yaml"
-    study.write_text(yaml.safe_dump({"name": "ro", "base": {k: v for k, v in RUN.items() if k != "device"}}))
+    study.write_text(dump_yaml({"name": "ro", "base": {k: v for k, v in RUN.items() if k != "device"}}))
     launch = subprocess.run([sys.executable, "-m", "kdbench.cli", "launch", str(study), "--results", str(results),
                              "--no-progress"], cwd=ROOT, capture_output=True, text=True, env=env, timeout=300)
     assert launch.returncode == 2, launch.stderr

@@ -13,7 +13,7 @@ from kdbench.expand import load_study
 from runners.launch.jobs import status
 from runners.launch.launcher import LaunchOptions, launch, summary
 from runners.launch.slurm import slurm_jobs, slurm_states
-from tests.launch_helpers import CWD, gate_study, process_alive, settled, wait_until, write_study
+from tests.launch_helpers import CWD, dump_yaml, gate_study, process_alive, settled, wait_until, write_study
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
@@ -129,7 +129,7 @@ def test_resources_beyond_the_partition_are_refused_before_anything_is_submitted
     if where == "study":
         spec = yaml.safe_load(path.read_text())
         spec["resources"].update(resources)
-        path.write_text(yaml.safe_dump(spec))
+        path.write_text(dump_yaml(spec))
     study = load_study(path, tmp_path / "results")
     with pytest.raises(UserError, match=message) as refused:
         launch(study, LaunchOptions(executor="slurm", progress=False, resources=resources if where == "option" else {}))
@@ -264,14 +264,14 @@ def test_the_smoke_study_and_a_plugin_loss_give_bit_identical_results_locally_an
     # 8 images and one seed so that both launches take seconds; plus the shipped plugin's loss.
     spec = yaml.safe_load((ROOT / "studies" / "smoke.yaml").read_text())
     spec["base"]["dataset"]["params"].update(num_train=8, num_val=2)
-    spec["base"]["schedule"].update(iterations=2)
-    spec["teacher_run"]["schedule"].update(iterations=2)
+    spec["base"]["schedule"].update(iterations=2, val_interval=2, checkpoint_interval=2)
+    spec["teacher_run"]["schedule"].update(iterations=2, val_interval=2, checkpoint_interval=2)
     spec["seeds"] = [0]
     spec["plugins"] = [str(ROOT / "studies" / "examples" / "cosine_kd.py")]
     spec["methods"]["cosine_logits"] = {"method": "cosine", "weight": 1.0, "student_location": "decode_head.conv_seg"}
     assert spec["resources"]["cpus"] == 1
     path = tmp_path / "smoke.yaml"
-    path.write_text(yaml.safe_dump(spec))
+    path.write_text(dump_yaml(spec))
     monkeypatch.setenv("OMP_NUM_THREADS", "2")  # what each executor must override
     monkeypatch.setenv("MKL_NUM_THREADS", "2")
     directories = {}
