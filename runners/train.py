@@ -172,6 +172,9 @@ def build_trained_model(run: RunSpec, data: dict):
     from runners.build import load_weights
     from runners.distill import DistillModel
 
+    # The student first, right after the seed is set: a distilled student starts from the same
+    # weights as its baseline with that seed (the teacher's construction draws random numbers too).
+    student = _load(run, "student") if run.role == "student" else None
     teacher = None
     if run.role == "teacher" or run.distill:
         # A teacher with a checkpoint is not initialised first: every weight is overwritten, and its
@@ -181,7 +184,6 @@ def build_trained_model(run: RunSpec, data: dict):
             load_weights(teacher, *_teacher_checkpoint(run.teacher), where="teacher.checkpoint")
     if run.role == "teacher":
         return DistillModel(teacher, None, (), probe=None)
-    student = _load(run, "student")
     if teacher is not None:
         _check_same_preprocessing(student, teacher)
 

@@ -342,3 +342,29 @@ def test_the_shipped_example_run_files_train_and_evaluate_at_reduced_size(task, 
     assert final["status"] == "complete" and final["cost"]["kd_share"] > 0
     for name in ("spec.json", "env.json", "metrics.jsonl", "final.json"):
         assert (tmp_path / "student" / name).is_file()
+
+
+def test_a_distilled_student_starts_from_the_same_weights_as_its_baseline_with_that_seed(tmp_path):
+    """Same seed, same initialisation: the distilled run builds its student before its teacher, whose
+    construction draws random numbers too, so a cell and its baseline are a paired comparison."""
+    from mmengine.runner import set_random_seed
+
+    from runners.build import build_model, load_config, register_scope
+    from runners.datasets import dataset_configs
+    from runners.train import build_trained_model
+
+    checkpoint = tmp_path / "teacher.pth"
+    torch.save(build_model(load_config("tiny_seg_teacher"), "seg", init=False).state_dict(), checkpoint)
+    distilled = parse_run(seg_run(seed=3, distill=cwd_terms(),
+                                  teacher={"config": "tiny_seg_teacher", "checkpoint": str(checkpoint)}))
+    baseline = parse_run(seg_run(seed=3))
+    register_scope("seg")
+    initial = {}
+    for name, run in (("baseline", baseline), ("distilled", distilled)):
+        set_random_seed(run.seed)  # as train_and_evaluate does before it builds the model
+        initial[name] = build_trained_model(run, dataset_configs(run)).student.state_dict()
+    assert initial["baseline"].keys() == initial["distilled"].keys()
+    assert all(torch.equal(value, initial["distilled"][key]) for key, value in initial["baseline"].items())
+    set_random_seed(4)
+    other = build_trained_model(baseline, dataset_configs(baseline)).student.state_dict()
+    assert not all(torch.equal(value, other[key]) for key, value in initial["baseline"].items())
