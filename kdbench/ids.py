@@ -44,18 +44,26 @@ def identity_payload(run: dict) -> dict:
     return payload
 
 
-def _digest(payload: dict) -> str:
-    text = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+def _text(payload: dict) -> str:
+    return json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+
+
+def _digest(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
 def run_id(run: RunSpec) -> str:
     """The 12-hex-character identity of a resolved run."""
-    return _digest(canonical(identity_payload(run.to_dict())))
+    return _digest(_text(canonical(identity_payload(run.to_dict()))))
+
+
+_SEED = "\x00seed\x00"  # a string no spec holds: where each seed's number goes in the text
 
 
 def run_ids_by_seed(run: RunSpec, seeds) -> list[str]:
     """``run_id`` of ``run`` with each of ``seeds``: the runs of a study's cell differ only there,
-    so the rest of the payload is made once."""
-    payload = canonical(identity_payload(run.to_dict()))
-    return [_digest({**payload, "seed": seed}) for seed in seeds]
+    so the canonical text is made once, the seed written into it for each (keys are sorted, so
+    the seed's place does not depend on its value)."""
+    text = _text({**canonical(identity_payload(run.to_dict())), "seed": _SEED})
+    placeholder = json.dumps(_SEED)
+    return [_digest(text.replace(placeholder, str(int(seed)))) for seed in seeds]

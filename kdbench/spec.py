@@ -312,7 +312,8 @@ def parse_run(data: Any, source: str = "<run>", plugin_entries: tuple[str, ...] 
     schedule = parse_schedule(check, run.get("schedule", {}), "schedule", trains)
     seed = check.integer(run.get("seed", 0), "seed", minimum=0)
     device = check.string(run.get("device", "auto"), "device", DEVICES)
-    name = check.string(run.get("name", Path(source).stem if source != "<run>" else "run"), "name")
+    name = run["name"] if "name" in run else Path(source).stem if source != "<run>" else "run"
+    name = check.string(name, "name")
     check.printable(name, "name", "the run's name")
     revision = check.integer(run.get("revision", 0), "revision", minimum=0)
     out = run.get("out")
