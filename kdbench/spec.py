@@ -29,7 +29,7 @@ DEVICES = ("auto", "cpu", "cuda")
 TERM_KEYS = ("name", "method", "params", "student_location", "teacher_location", "weight",
              "adapter", "resize")
 TOP_KEYS = ("task", "role", "name", "teacher", "student", "distill", "dataset", "schedule", "seed",
-            "device", "out", "revision", "plugins")
+            "device", "threads", "out", "revision", "plugins")
 
 
 @dataclass(frozen=True)
@@ -47,7 +47,12 @@ class Schedule:
     val_interval: int | None = None   # None = evaluate once, at the end
     checkpoint_interval: int = 50   # iterations between resumable checkpoints
     num_workers: int = 0
+    deterministic: bool = False     # PyTorch's deterministic algorithms, cuDNN deterministic, cuBLAS workspace
 
+
+# Fields added after runs were recorded: in a run's dict (and so its id) only when not at their
+# default, so every run recorded before them keeps its id.
+LATER_DEFAULTS = {"deterministic": False}
 
 SCHEDULE_KEYS = tuple(f.name for f in fields(Schedule))
 
@@ -111,6 +116,7 @@ class RunSpec:
     revision: int = 0
     out: str | None = None
     plugins: tuple[str, ...] = ()   # modules that register losses (absolute paths or module names)
+    threads: int | None = None      # CPU threads (None: 1); a launch sets the study's resources.cpus
 
     @property
     def trained(self) -> Model:
@@ -132,11 +138,14 @@ class RunSpec:
                                else checkpoint, "trusted": self.teacher.trusted}
         if self.plugins:
             data["plugins"] = list(self.plugins)
+        if self.threads is not None:
+            data["threads"] = self.threads
         return data
 
 
 def _schedule_dict(schedule: Schedule) -> dict:
-    data = {key: getattr(schedule, key) for key in SCHEDULE_KEYS}
+    data = {key: getattr(schedule, key) for key in SCHEDULE_KEYS
+            if key not in LATER_DEFAULTS or getattr(schedule, key) != LATER_DEFAULTS[key]}
     if schedule.crop is not None:
         data["crop"] = list(schedule.crop)
     return data
@@ -254,6 +263,7 @@ def parse_schedule(check: Checker, value: Any, path: str, trains: bool = True) -
         if trains and key in given and schedule[key] is not None and schedule[key] > schedule["iterations"]:
             raise check.fail(join(path, key), f"{schedule[key]} is more than the run's {schedule['iterations']} "
                                               "iterations: it would never be reached")
+    check.boolean(schedule["deterministic"], join(path, "deterministic"))
     return Schedule(**schedule)
 
 
@@ -312,6 +322,9 @@ def parse_run(data: Any, source: str = "<run>", plugin_entries: tuple[str, ...] 
     schedule = parse_schedule(check, run.get("schedule", {}), "schedule", trains)
     seed = check.integer(run.get("seed", 0), "seed", minimum=0)
     device = check.string(run.get("device", "auto"), "device", DEVICES)
+    threads = run.get("threads")
+    if threads is not None:
+        check.integer(threads, "threads", minimum=1)
     name = run["name"] if "name" in run else Path(source).stem if source != "<run>" else "run"
     name = check.string(name, "name")
     check.printable(name, "name", "the run's name")
@@ -320,7 +333,7 @@ def parse_run(data: Any, source: str = "<run>", plugin_entries: tuple[str, ...] 
     if out is not None:
         check.string(out, "out")
     return RunSpec(task, dataset, schedule, role, name, student, teacher, distill, seed, device, revision, out,
-                   tuple(plugin_entries))
+                   tuple(plugin_entries), threads)
 
 
 def load_run(path: str | Path) -> RunSpec:

@@ -20,10 +20,10 @@ from kdbench.spec import TOP_KEYS, parse_term
 
 STUDY_KEYS = ("name", "description", "revision", "defaults", "base", "teacher_run", "methods", "grid",
               "zip", "exclude", "seeds", "baselines", "resources", "references", "plugins")
-BASE_KEYS = tuple(k for k in TOP_KEYS if k not in ("name", "out", "seed", "plugins"))
+BASE_KEYS = tuple(k for k in TOP_KEYS if k not in ("name", "out", "seed", "plugins", "threads"))
 SPECIAL_AXES = ("method",)          # picks an entry of `methods`
 TERM_PREFIX = "term."               # term.params.tau: set on every distill term of the run
-NOT_AXES = ("name", "out", "device", "plugins")
+NOT_AXES = ("name", "out", "device", "plugins", "threads")
 
 
 @dataclass(frozen=True)

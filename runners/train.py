@@ -76,8 +76,37 @@ def _environment(device: str) -> dict:
         "git_sha": sha, "device": device,
         "device_name": (torch.cuda.get_device_name(0) if device == "cuda"
                         else platform.processor() or platform.machine()),
-        "hostname": platform.node(), "threads": torch.get_num_threads(),
+        "hostname": platform.node(),
     }
+
+
+DETERMINISTIC_CUBLAS = ":4096:8"  # the workspace cuBLAS needs for reproducible results (CUDA docs)
+
+
+def configure_numerics(run: RunSpec) -> dict:
+    """Every setting that changes a run's floating-point results, set from its spec, never left to
+    the machine or the launcher: the CPU threads (``threads``; 1 when a run file names none),
+    PyTorch's deterministic algorithms with cuDNN's deterministic mode and cuBLAS's fixed workspace
+    (``schedule.deterministic``), cuDNN's autotuner off, float32 matmuls at full precision, cuDNN's
+    TF32 convolutions at PyTorch's default (on). Returns them, for env.json.
+
+    With ``deterministic``, an operation PyTorch has no deterministic kernel for (on CUDA: the
+    backward of bilinear upsampling, which mmseg's heads use) warns instead of failing, and mmcv's
+    own CUDA ops are outside PyTorch's control: those stay non-deterministic (README.md)."""
+    import torch
+
+    threads, deterministic = run.threads or 1, run.schedule.deterministic
+    torch.set_num_threads(threads)
+    if deterministic:
+        os.environ["CUBLAS_WORKSPACE_CONFIG"] = DETERMINISTIC_CUBLAS  # read when cuBLAS starts
+    torch.use_deterministic_algorithms(deterministic, warn_only=True)
+    torch.backends.cudnn.deterministic = deterministic
+    torch.backends.cudnn.benchmark = False
+    torch.backends.cudnn.allow_tf32 = True
+    torch.set_float32_matmul_precision("highest")
+    return {"threads": threads, "deterministic": deterministic, "cudnn_deterministic": deterministic,
+            "cudnn_benchmark": False, "cudnn_allow_tf32": True, "matmul_precision": "highest",
+            "cublas_workspace_config": os.environ.get("CUBLAS_WORKSPACE_CONFIG")}
 
 
 # -- resuming ---------------------------------------------------------------------------------
@@ -292,8 +321,9 @@ def _start(run: RunSpec, out: Path) -> Session:
     if run.schedule.batch_size % size:
         raise UserError(f"schedule.batch_size {run.schedule.batch_size} is not divisible by the "
                         f"{size} GPUs of this job (the batch size is global: images per iteration)")
+    numerics = configure_numerics(run)
     if rank == 0:
-        store.write_json_atomic(out / store.ENV, _environment(device))
+        store.write_json_atomic(out / store.ENV, {**_environment(device), **numerics})
     resume = resume_checkpoint(out) if run.schedule.iterations > 0 else None
     if resume is not None:
         _register_own_checkpoint_loader(out)

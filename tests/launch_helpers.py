@@ -5,11 +5,13 @@ output captured."""
 
 import contextlib
 import io
+import json
 import time
 from pathlib import Path
 
 import yaml
 
+from kdbench import store
 from kdbench.cli import main
 
 GATE_PLUGIN = Path(__file__).resolve().parent / "plugins" / "gate_kd.py"
@@ -88,3 +90,21 @@ def run_cli(*args) -> tuple[int, str, str]:
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         code = main(list(args))
     return code, out.getvalue(), err.getvalue()
+
+
+def outcome(run_dir: Path) -> dict:
+    """What a run computed: each evaluation (metrics.jsonl), its final metrics, every value mmengine
+    logged in training (losses, accuracy, learning rate; not the timings) and its thread count."""
+    logged = [{k: v for k, v in json.loads(line).items() if k not in ("time", "data_time")}
+              for scalars in sorted(run_dir.glob("*/vis_data/scalars.json"))
+              for line in scalars.read_text().splitlines()]
+    return {"metrics": store.read_jsonl(run_dir / "metrics.jsonl"),
+            "final": store.read_json(run_dir / "final.json")["metrics"],
+            "logged": logged, "threads": store.read_json(run_dir / "env.json")["threads"]}
+
+
+def same_weights(first: Path, second: Path) -> bool:
+    import torch
+
+    a, b = torch.load(first, weights_only=True), torch.load(second, weights_only=True)
+    return a.keys() == b.keys() and all(torch.equal(a[key], b[key]) for key in a)

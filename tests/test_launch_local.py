@@ -1,6 +1,7 @@
 """``kdbench launch --executor local``: every run once, teachers first, failures recorded."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +12,7 @@ from kdbench import store
 from kdbench.expand import load_study
 from runners.launch.jobs import status
 from runners.launch.launcher import LaunchOptions, launch, summary
-from tests.launch_helpers import CWD, write_study
+from tests.launch_helpers import CWD, outcome, same_weights, write_study
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -87,3 +88,19 @@ def test_status_reports_a_run_killed_without_result_as_interrupted(tmp_path):
     (run_dir / "job.json").write_text(json.dumps({"executor": "local", "job_id": "999999", "host": "nowhere"}))
     rows = {r.name: r.state for r in status(study)}
     assert rows[planned.name] == "interrupted" and rows["student_s0"] == "missing"
+
+
+def test_a_run_launched_beside_another_and_the_same_run_alone_give_bit_identical_results(tmp_path):
+    """Same spec, same numbers: a run's threads are the study's ``resources.cpus`` (1 here), never
+    the launcher's parallelism, the shell's OMP_NUM_THREADS or the machine's cores. The teacher and
+    the distilled student, launched two at a time, are run again alone from their run files, in a
+    shell that asks for 2 threads: every evaluation, logged loss and weight is the same."""
+    study = load_study(write_study(tmp_path, "local_same"), tmp_path / "r")
+    launch(study, LaunchOptions(parallel=2, progress=False))
+    env = {**os.environ, "OMP_NUM_THREADS": "2", "PYTHONPATH": str(ROOT)}
+    for planned in (p for p in study.runs if p.kind in ("teacher", "cell")):
+        launched, alone = study.directory / planned.run_id, tmp_path / "alone" / planned.run_id
+        subprocess.run([sys.executable, "-m", "kdbench.cli", "run", str(launched / "run.json"), "--out", str(alone)],
+                       cwd=ROOT, env=env, check=True, capture_output=True)
+        assert outcome(launched) == outcome(alone) and outcome(alone)["threads"] == 1
+        assert outcome(alone)["logged"] and same_weights(launched / "model_final.pth", alone / "model_final.pth")

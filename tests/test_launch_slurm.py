@@ -1,7 +1,6 @@
 """``kdbench launch --executor slurm`` on a real single-node SLURM cluster (tools/slurm/up.sh):
 submitit arrays, teacher stages gating students, preemption with requeue and resume, relaunch."""
 
-import json
 import subprocess
 from pathlib import Path
 
@@ -13,7 +12,17 @@ from kdbench.expand import load_study
 from runners.launch.jobs import status
 from runners.launch.launcher import LaunchOptions, launch, summary
 from runners.launch.slurm import slurm_jobs, slurm_states
-from tests.launch_helpers import CWD, dump_yaml, gate_study, process_alive, settled, wait_until, write_study
+from tests.launch_helpers import (
+    CWD,
+    dump_yaml,
+    gate_study,
+    outcome,
+    process_alive,
+    same_weights,
+    settled,
+    wait_until,
+    write_study,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
@@ -198,7 +207,7 @@ def test_a_student_job_left_pending_on_its_failed_teachers_job_counts_as_blocked
     failed_job = sbatch("--wrap", "false")
     stuck_job = sbatch(f"--dependency=afterok:{failed_job}", "--wrap", "true")
     for planned, job_id in ((teacher, failed_job), (student, stuck_job)):
-        write_run_file(results / study.name, planned)
+        write_run_file(results / study.name, planned, study.resources.cpus)
         store.write_job(results / study.name / planned.run_id, "slurm", job_id)
     store.write_json_atomic(results / study.name / teacher.run_id / "spec.json", teacher.run.to_dict())
     store.write_json_atomic(results / study.name / teacher.run_id / "error.json",
@@ -237,22 +246,6 @@ def test_a_two_gpu_run_trains_as_two_processes_of_one_job_and_writes_one_result(
     assert store.read_json(run_dir / "final.json")["status"] == "complete"
 
 
-def outcome(run_dir: Path) -> dict:
-    """What a run computed: each evaluation (metrics.jsonl), its final metrics, every value mmengine
-    logged in training (losses, accuracy, learning rate; not the timings) and its thread count."""
-    logged = [{k: v for k, v in json.loads(line).items() if k not in ("time", "data_time")}
-              for scalars in sorted(run_dir.glob("*/vis_data/scalars.json"))
-              for line in scalars.read_text().splitlines()]
-    return {"metrics": store.read_jsonl(run_dir / "metrics.jsonl"),
-            "final": store.read_json(run_dir / "final.json")["metrics"],
-            "logged": logged, "threads": store.read_json(run_dir / "env.json")["threads"]}
-
-
-def same_weights(first: Path, second: Path) -> bool:
-    import torch
-
-    a, b = torch.load(first, weights_only=True), torch.load(second, weights_only=True)
-    return a.keys() == b.keys() and all(torch.equal(a[key], b[key]) for key in a)
 
 
 def test_the_smoke_study_and_a_plugin_loss_give_bit_identical_results_locally_and_on_slurm(

@@ -368,3 +368,20 @@ def test_a_distilled_student_starts_from_the_same_weights_as_its_baseline_with_t
     set_random_seed(4)
     other = build_trained_model(baseline, dataset_configs(baseline)).student.state_dict()
     assert not all(torch.equal(value, other[key]) for key, value in initial["baseline"].items())
+
+
+def test_a_run_sets_and_records_every_numerics_setting_from_its_spec(tmp_path):
+    """Threads, deterministic algorithms, cuDNN's flags and the matmul precision come from the spec
+    (``threads``, ``schedule.deterministic``) and are recorded in env.json, whatever the process had."""
+    torch.set_num_threads(2)
+    run = seg_run(threads=1, schedule={**SHORT, "deterministic": True})
+    execute(run, tmp_path)
+    env = store.read_json(tmp_path / "env.json")
+    assert {k: env[k] for k in ("threads", "deterministic", "cudnn_deterministic", "cudnn_benchmark",
+                                "matmul_precision", "cublas_workspace_config")} == {
+        "threads": 1, "deterministic": True, "cudnn_deterministic": True, "cudnn_benchmark": False,
+        "matmul_precision": "highest", "cublas_workspace_config": ":4096:8"}
+    assert torch.get_num_threads() == 1 and torch.are_deterministic_algorithms_enabled()
+    execute(seg_run(schedule=dict(SHORT)), tmp_path / "default")
+    env = store.read_json(tmp_path / "default" / "env.json")
+    assert (env["threads"], env["deterministic"]) == (1, False) and not torch.are_deterministic_algorithms_enabled()

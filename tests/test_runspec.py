@@ -113,3 +113,16 @@ def test_a_run_file_that_is_not_json_names_the_line(tmp_path):
 
 
 PINNED_ID = "733c7f11afa2"
+
+
+def test_deterministic_is_part_of_the_id_only_when_on_and_threads_never_are():
+    base = run_id(parse_run(minimal_cwd_run()))
+    assert run_id(parse_run(minimal_cwd_run(schedule={"deterministic": False}))) == base  # the default
+    assert run_id(parse_run(minimal_cwd_run(schedule={"deterministic": True}))) != base
+    threaded = parse_run(minimal_cwd_run(threads=8))
+    assert threaded.threads == 8 and threaded.to_dict()["threads"] == 8 and run_id(threaded) == base
+    assert "threads" not in parse_run(minimal_cwd_run()).to_dict()  # spec.json of older runs unchanged
+    with pytest.raises(UserError, match=r"threads: must be >= 1"):
+        parse_run(minimal_cwd_run(threads=0))
+    with pytest.raises(UserError, match=r"schedule\.deterministic: must be true or false"):
+        parse_run(minimal_cwd_run(schedule={"deterministic": "yes"}))

@@ -164,7 +164,7 @@ def test_a_job_slurm_stopped_or_holds_in_its_queue_still_owns_its_run_and_is_not
     (planned,) = study.runs
     job = subprocess.run(["sbatch", "--parsable", "-o", "/dev/null", "-t", "5", "--wrap", "sleep 300"],
                          capture_output=True, text=True, check=True).stdout.strip()
-    write_run_file(study.directory, planned)
+    write_run_file(study.directory, planned, study.resources.cpus)
     store.write_job(study.directory / planned.run_id, "slurm", job)
     store.write_json_atomic(study.directory / planned.run_id / "spec.json", planned.run.to_dict())  # started
 

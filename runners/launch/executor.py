@@ -49,10 +49,16 @@ class Executor(ABC):
         """Stop these jobs (pending or running)."""
 
 
-def write_run_file(directory: Path, planned: PlannedRun) -> Path:
-    """The run's resolved spec as ``<run dir>/run.json``: what its job executes."""
+def run_data(planned: PlannedRun, threads: int) -> dict:
+    """What a run's job executes: its resolved spec with the thread count the study's resources
+    give each run (``resources.cpus``), however many runs share the machine."""
+    return {**planned.run.to_dict(), "threads": threads}
+
+
+def write_run_file(directory: Path, planned: PlannedRun, threads: int) -> Path:
+    """``run_data`` as ``<run dir>/run.json``: what its job executes."""
     run_dir = directory / planned.run_id
     run_dir.mkdir(parents=True, exist_ok=True)
     path = run_dir / RUN_FILE
-    store.write_json_atomic(path, planned.run.to_dict())
+    store.write_json_atomic(path, run_data(planned, threads))
     return path

@@ -38,7 +38,7 @@ class LocalExecutor(Executor):
 
     def __init__(self, resources: Resources, parallel: int = 1, progress: bool = True, label: str = ""):
         self.parallel = parallel
-        self.threads = str(resources.cpus)
+        self.threads = resources.cpus
         self.progress = progress
         self.label = label
         self.queue: list[tuple[PlannedRun, Path, tuple[str, ...]]] = []
@@ -84,10 +84,11 @@ class LocalExecutor(Executor):
         return "ended"
 
     def _start(self, planned: PlannedRun, directory: Path) -> tuple[subprocess.Popen, object]:
-        run_file = write_run_file(directory, planned)
+        run_file = write_run_file(directory, planned, self.threads)
         run_dir = directory / planned.run_id
         log = open(run_dir / "run.log", "a")
-        env = {**os.environ, "OMP_NUM_THREADS": self.threads, "MKL_NUM_THREADS": self.threads}
+        # The run sets its own thread count (run.json's `threads`); OpenMP's pools follow it too.
+        env = {**os.environ, "OMP_NUM_THREADS": str(self.threads), "MKL_NUM_THREADS": str(self.threads)}
         process = subprocess.Popen(
             [sys.executable, "-m", "kdbench.cli", "run", str(run_file), "--out", str(run_dir)],
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)

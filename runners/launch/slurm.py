@@ -17,7 +17,7 @@ from kdbench import store
 from kdbench.errors import UserError
 from kdbench.expand import PlannedRun
 from kdbench.study import Resources
-from runners.launch.executor import Executor, write_run_file
+from runners.launch.executor import Executor, run_data, write_run_file
 
 # The states (squeue(1), JOB STATE CODES) of a job that holds an allocation or is still queued,
 # held ones included: its run must not be submitted again. STOPPED (SIGSTOP: the allocation is
@@ -173,8 +173,8 @@ class SlurmExecutor(Executor):
         try:
             with executor.batch():
                 for planned in runs:
-                    write_run_file(directory, planned)
-                    submitted.append((planned, executor.submit(RunJob(), planned.run.to_dict(),
+                    write_run_file(directory, planned, self.resources.cpus)
+                    submitted.append((planned, executor.submit(RunJob(), run_data(planned, self.resources.cpus),
                                                                str(directory / planned.run_id))))
         except (submitit.core.utils.FailedJobError, submitit.core.utils.FailedSubmissionError) as error:
             lines = str(error).strip().splitlines()
