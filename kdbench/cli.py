@@ -338,8 +338,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return VERBS[args.verb][2](args) or 0
-    except UserError as error:
-        print(f"kdbench {args.verb}: error: {_shown(str(error))}", file=sys.stderr)
+    except UserError as error:  # every problem found, one line each
+        for each in error.errors:
+            print(f"kdbench {args.verb}: error: {_shown(str(each))}", file=sys.stderr)
         return error.exit_code
     except KeyboardInterrupt:
         print(f"kdbench {args.verb}: interrupted", file=sys.stderr)

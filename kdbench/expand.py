@@ -15,11 +15,12 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kdbench.errors import UserError
+from kdbench.errors import UserError, UserErrors
 from kdbench.ids import run_id, run_ids_by_seed
 from kdbench.schema import Checker, copy_data
 from kdbench.spec import RunSpec, parse_run
@@ -174,6 +175,10 @@ def apply_cell(spec: StudySpec, cell: dict, check: Checker, label: str) -> dict:
 
 
 # -- planning ---------------------------------------------------------------------------------
+class _Skipped(Exception):
+    """A run that did not parse: its problems are recorded; the next cell is planned."""
+
+
 class _Planner:
     """Collects the planned runs of one study: each distinct run once, under a unique name."""
 
@@ -184,15 +189,72 @@ class _Planner:
         self.planned: dict[str, PlannedRun] = {}
         self.names: set[str] = set()
         self.once: dict[str, str] = {}          # what a teacher or baseline is made of -> its id
+        self.current: dict = {}                 # the cell being planned
+        self.labels: set[str] = set()           # every run parsed, as the user would name it
+        self.found: dict[str, list[str] | None] = {}   # each problem -> the runs it was found in
 
     def parse(self, run: dict, label: str) -> RunSpec:
-        """The typed run; errors name the cell (``label``) they come from."""
+        """The typed run; each error names where the user wrote the culprit (``written_at``)
+        and, in ``label``, the run it was found in."""
         run["revision"] = self.spec.revision  # a new revision of a study gives every run a new id
+        self.labels.add(label)
         try:
             return parse_run(run, self.check.source, plugin_entries=self.spec.plugins)
         except UserError as error:
-            message = str(error).removeprefix(f"{self.check.source}: ")
-            raise UserError(f"{self.check.source}: {label}: {message}") from None
+            for each in error.errors:
+                if each.detail is None:
+                    self.found.setdefault(str(each).removeprefix(f"{self.check.source}: "), []).append(label)
+                    continue
+                place, axis = self.written_at(each.path, self.current, each.detail.startswith("unknown key"))
+                if axis is None:   # in base or a method: the runs it was found in say which
+                    self.found.setdefault(f"{place}: {each.detail}", []).append(label)
+                else:              # an axis value: the value says it all, the method what it was set on
+                    on = f" (on method {self.current['method']})" if axis.startswith(TERM_PREFIX) and \
+                        "method" in self.current else ""
+                    self.found[f"{place}: {each.detail}{on}"] = None
+            raise _Skipped from None
+
+    def attempt(self, plan, *args) -> str | None:
+        """``plan(*args)``, or None when its run did not parse (its problems are recorded)."""
+        try:
+            return plan(*args)
+        except _Skipped:
+            return None
+
+    def problems(self) -> UserErrors | None:
+        """Every problem found, once each, with the runs it was found in unless it is in all of them."""
+        if not self.found:
+            return None
+        lines = []
+        for text, labels in self.found.items():
+            if labels is None:
+                lines.append(UserError(f"{self.check.source}: {text}"))
+                continue
+            labels = list(dict.fromkeys(labels))
+            more = f" and {len(labels) - 3} more" if len(labels) > 3 else ""
+            where = "" if set(labels) == self.labels else f" (in {'; '.join(labels[:3])}{more})"
+            lines.append(UserError(f"{self.check.source}: {text}{where}"))
+        return UserErrors(lines)
+
+    def written_at(self, path: str | None, cell: dict, key: bool = False) -> tuple[str, str | None]:
+        """Where in the spec the value at a run's key ``path`` was written, and the axis it is a
+        value of (None for ``base`` or a method's terms): a grid or zip value
+        (``grid.term.params.tau[1]``; the axis alone for a ``key`` problem), a method's term
+        (``methods.cwd.params``), else ``base``."""
+        path = path or ""
+        term = re.match(r"distill\[(\d+)\]\.?(.*)", path)
+        for axis in (axis for group in self.spec.axes for axis in group if axis.path in cell):
+            target = f"distill[{term[1]}].{axis.path[len(TERM_PREFIX):]}" if term and axis.path.startswith(
+                TERM_PREFIX) else axis.path
+            if path == target or path.startswith((target + ".", target + "[")) or target.startswith(path + "."):
+                index = next(i for i, v in enumerate(axis.values) if repr(v) == repr(cell[axis.path]))
+                return (axis.where if key else f"{axis.where}[{index}]"), axis.path
+        if term and "method" in cell:
+            method = cell["method"]
+            listed = isinstance((self.spec.raw.get("methods") or {}).get(method), list)
+            where = f"methods.{method}" + (f"[{term[1]}]" if listed else "")
+            return (f"{where}.{term[2]}" if term[2] else where), None
+        return (f"base.{path}" if path else "base"), None
 
     def keep(self, run: RunSpec, identity: str, stage: str, params: dict, kind: str,
              depends: tuple[str, ...]) -> str:
@@ -225,7 +287,7 @@ class _Planner:
         name = "teacher" + "".join(f"_{short(k, v)}" for k, v in cell.items() if k.startswith(("teacher", "dataset")))
         params = {k: v for k, v in cell.items() if k.startswith("teacher")}
         return self.once_per(repr([name, run["task"], teacher, run["dataset"]]), make, name, "teacher", params,
-                             "teacher", label + " (teacher)")
+                             "teacher", f"the teacher run of {label}")
 
     def baseline(self, run: dict, cell: dict, varying: list[str], seed: int, label: str) -> str:
         """The id of a cell's student baseline for one seed: the cell without terms and teacher.
@@ -238,7 +300,7 @@ class _Planner:
             return {**{k: copy_data(v) for k, v in run.items() if k not in ("teacher", "distill")}, "seed": seed}
 
         return self.once_per(repr([name, own]), make, name, "student", {**own, "seed": seed}, "student_baseline",
-                             label + " (student baseline)")
+                             f"the student baseline of {label}")
 
     def cell(self, run: dict, cell: dict, varying: list[str], depends: tuple[str, ...], label: str) -> list[str]:
         """The ids of a cell's runs, one per seed: parsed once, the seed set on each."""
@@ -258,20 +320,36 @@ def expand(spec: StudySpec, results: str | Path = "results", max_runs: int = MAX
     planner = _Planner(spec, results)
     teachers, baselines, cell_runs = [], [], []
     for cell in grid:
-        label = "cell " + (", ".join(f"{k}={v}" for k, v in cell.items()) or "(base)")
-        run = apply_cell(spec, cell, planner.check, label)
-        depends: tuple[str, ...] = ()
-        teacher = run.get("teacher")
-        if run.get("distill") or (teacher and spec.train_teacher_baseline):
-            if not teacher:
-                raise planner.check.fail("base.teacher", "distillation cells need a teacher")
-            teacher_id = planner.teacher(run, cell, label)
-            teachers.append(teacher_id)
-            if teacher.get("checkpoint") is None:
-                run["teacher"] = {**teacher, "checkpoint": {"run": str(planner.store / teacher_id)}}
-                depends = (teacher_id,)
-        if spec.student_baseline and run.get("student"):
-            baselines += [planner.baseline(run, cell, varying, seed, label) for seed in spec.seeds]
-        if run.get("distill") or not spec.student_baseline:
-            cell_runs += planner.cell(run, cell, varying, depends, label)
+        planner.current = cell
+        label = ", ".join(f"{k} {v}" for k, v in cell.items()) or "the base run"
+        try:
+            teachers, baselines, cell_runs = _plan_cell(spec, planner, cell, varying, label,
+                                                        (teachers, baselines, cell_runs))
+        except _Skipped:
+            continue
+    problems = planner.problems()
+    if problems is not None:
+        raise problems
     return [planner.planned[i] for i in dict.fromkeys(teachers + baselines + cell_runs)]
+
+
+def _plan_cell(spec: StudySpec, planner: _Planner, cell: dict, varying: list[str], label: str,
+               lists: tuple[list, list, list]) -> tuple[list, list, list]:
+    """A cell's teacher, student baselines and runs, added to ``lists`` (teachers, baselines, cells)."""
+    teachers, baselines, cell_runs = lists
+    run = apply_cell(spec, cell, planner.check, label)
+    depends: tuple[str, ...] = ()
+    teacher = run.get("teacher")
+    if run.get("distill") or (teacher and spec.train_teacher_baseline):
+        if not teacher:
+            raise planner.check.fail("base.teacher", "distillation cells need a teacher")
+        teacher_id = planner.attempt(planner.teacher, run, cell, label)   # on to the cell's other runs,
+        teachers.append(teacher_id)                                      # for their problems too
+        if teacher.get("checkpoint") is None:
+            run["teacher"] = {**teacher, "checkpoint": {"run": str(planner.store / str(teacher_id))}}
+            depends = (str(teacher_id),)
+    if spec.student_baseline and run.get("student"):
+        baselines += [planner.attempt(planner.baseline, run, cell, varying, seed, label) for seed in spec.seeds]
+    if run.get("distill") or not spec.student_baseline:
+        cell_runs += planner.cell(run, cell, varying, depends, label)
+    return teachers, baselines, cell_runs

@@ -13,7 +13,7 @@ import unicodedata
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from kdbench.errors import UserError
+from kdbench.errors import Problems, UserError
 
 
 class Checker:
@@ -24,23 +24,23 @@ class Checker:
 
     def fail(self, path: str, message: str) -> UserError:
         where = f"{self.source}: {path}" if path else self.source
-        return UserError(f"{where}: {message}")
+        return UserError(f"{where}: {message}", path, message)
 
     def mapping(self, value: Any, path: str, allowed: Iterable[str], required: Iterable[str] = ()) -> dict:
-        """A dict whose keys are all in ``allowed`` and include ``required``."""
+        """A dict whose keys are all in ``allowed`` and include ``required`` (every unknown and
+        missing key reported at once)."""
         if not isinstance(value, Mapping):
             raise self.fail(path, f"must be a mapping, got {type(value).__name__}")
         allowed = list(allowed)
+        problems = Problems()
         for key in value:
             if key not in allowed:
-                close = difflib.get_close_matches(str(key), allowed, n=1)
-                hint = f" (did you mean {close[0]!r}?)" if close else ""
-                raise self.fail(
-                    join(path, str(key)), f"unknown key{hint}; valid: {', '.join(allowed)}"
-                )
+                hint, valid = did_you_mean(str(key), allowed), ", ".join(allowed) or "(none)"
+                problems.add(self.fail(join(path, str(key)), f"unknown key{hint}; valid: {valid}"))
         for key in required:
             if key not in value:
-                raise self.fail(join(path, key), "is required")
+                problems.add(self.fail(join(path, key), "is required"))
+        problems.raise_any()
         return dict(value)
 
     def string(self, value: Any, path: str, choices: Iterable[str] | None = None) -> str:
@@ -49,7 +49,8 @@ class Checker:
         if choices is not None:
             choices = list(choices)
             if value not in choices:
-                raise self.fail(path, f"{value!r} is not valid; valid: {', '.join(choices)}")
+                raise self.fail(path, f"{value!r} is not valid{did_you_mean(value, choices)}; "
+                                      f"valid: {', '.join(choices)}")
         return value
 
     def printable(self, text: str, path: str, what: str = "a name") -> str:
@@ -90,6 +91,12 @@ class Checker:
         if len(value) < min_length:
             raise self.fail(path, f"must have at least {min_length} item(s)")
         return list(value)
+
+
+def did_you_mean(value: str, valid: Iterable[str], n: int = 1) -> str:
+    """`` (did you mean 'cwd'?)`` for a value close to a valid one (``n`` of them at most), else ''."""
+    close = difflib.get_close_matches(value, list(valid), n=n, cutoff=0.6)
+    return f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
 
 
 def copy_data(value: Any) -> Any:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from kdbench import losses, plugins
-from kdbench.errors import UserError
+from kdbench.errors import Problems, UserError
 from kdbench.reading import read_json
 from kdbench.schema import Checker, copy_data, join
 
@@ -211,25 +211,35 @@ def _adapter(check: Checker, value: Any, path: str) -> Adapter | None:
 
 
 def parse_term(check: Checker, value: Any, path: str) -> Term:
-    """One distillation term: its method and parameters checked by the loss's declaration."""
+    """One distillation term: its method and parameters checked by the loss's declaration; every
+    problem of the term reported at once."""
     term = check.mapping(value, path, TERM_KEYS, required=("method", "student_location"))
-    method = check.string(term["method"], join(path, "method"), choices=losses.available())
-    params = check.mapping(term.get("params", {}), join(path, "params"),
-                           [p for p in losses.parameters(method) if p != "loss_weight"])
-    weight = check.number(term.get("weight", 1.0), join(path, "weight"), minimum=0)
-    try:  # the declaration checks the values (a temperature <= 0, an unknown norm, ...)
-        losses.check_params(method, {**params, "loss_weight": weight})
-    except UserError as error:
-        raise check.fail(join(path, "params"), str(error)) from None
-    student = _locations(check, term["student_location"], join(path, "student_location"))
-    teacher = _locations(check, term.get("teacher_location", student), join(path, "teacher_location"))
-    if len(teacher) != len(student):
-        raise check.fail(join(path, "teacher_location"), "must list as many locations as student_location")
-    name = term.get("name", f"{method}_{student[0].split('.')[-1]}")
-    name = check.printable(check.string(name, join(path, "name")), join(path, "name"), "a term's name")
-    return Term(name, method, copy_data(params), weight, student, teacher,
-                _adapter(check, term.get("adapter"), join(path, "adapter")),
-                check.boolean(term.get("resize", False), join(path, "resize")))
+    problems = Problems()
+    method = problems.get(check.string, term["method"], join(path, "method"), choices=losses.available())
+    params = problems.get(_params, check, term, method, path, default={}) if method else {}
+    weight = problems.get(check.number, term.get("weight", 1.0), join(path, "weight"), minimum=0, default=1.0)
+    if method and not problems:
+        try:  # the declaration checks the values (a temperature <= 0, an unknown norm, ...)
+            losses.check_params(method, {**params, "loss_weight": weight})
+        except UserError as error:
+            problems.add(check.fail(join(path, "params"), str(error)))
+    student = problems.get(_locations, check, term["student_location"], join(path, "student_location"), default=())
+    teacher = problems.get(_locations, check, term.get("teacher_location", student), join(path, "teacher_location"),
+                           default=())
+    if student and teacher and len(teacher) != len(student):
+        problems.add(check.fail(join(path, "teacher_location"), "must list as many locations as student_location"))
+    name = term.get("name", f"{method}_{student[0].split('.')[-1]}" if student else method)
+    name = problems.get(lambda: check.printable(check.string(name, join(path, "name")), join(path, "name"),
+                                                "a term's name"))
+    adapter = problems.get(_adapter, check, term.get("adapter"), join(path, "adapter"))
+    resize = problems.get(check.boolean, term.get("resize", False), join(path, "resize"))
+    problems.raise_any()
+    return Term(name, method, copy_data(params), weight, student, teacher, adapter, resize)
+
+
+def _params(check: Checker, term: dict, method: str, path: str) -> dict:
+    return check.mapping(term.get("params", {}), join(path, "params"),
+                         [p for p in losses.parameters(method) if p != "loss_weight"])
 
 
 def parse_schedule(check: Checker, value: Any, path: str, trains: bool = True) -> Schedule:
@@ -238,33 +248,38 @@ def parse_schedule(check: Checker, value: Any, path: str, trains: bool = True) -
     iterations would never be reached."""
     given = check.mapping(value, path, SCHEDULE_KEYS)
     schedule = {**{f.name: f.default for f in fields(Schedule)}, **given}
-    check.integer(schedule["iterations"], join(path, "iterations"), minimum=0)
-    if trains and schedule["iterations"] < 1:
-        raise check.fail(join(path, "iterations"), "must be >= 1 on a training run (0 only evaluates a teacher's "
-                                                   f"checkpoint), got {schedule['iterations']}")
-    check.integer(schedule["batch_size"], join(path, "batch_size"), minimum=1)
-    crop = schedule["crop"]
-    if crop is not None:
-        crop = [crop, crop] if isinstance(crop, int) and not isinstance(crop, bool) else crop
-        crop = check.sequence(crop, join(path, "crop"), min_length=2)
-        if len(crop) != 2:
-            raise check.fail(join(path, "crop"), "must be [height, width] or one integer")
-        schedule["crop"] = tuple(check.integer(c, join(path, f"crop[{i}]"), minimum=1) for i, c in enumerate(crop))
-    check.string(schedule["optimizer"], join(path, "optimizer"), OPTIMIZERS)
-    check.string(schedule["lr_schedule"], join(path, "lr_schedule"), LR_SCHEDULES)
-    check.number(schedule["lr"], join(path, "lr"), positive=True)
+    problems = Problems()
+    iterations = problems.get(check.integer, schedule["iterations"], join(path, "iterations"), minimum=0)
+    if trains and iterations is not None and iterations < 1:
+        problems.add(check.fail(join(path, "iterations"), "must be >= 1 on a training run (0 only evaluates a "
+                                                          f"teacher's checkpoint), got {iterations}"))
+    problems.get(check.integer, schedule["batch_size"], join(path, "batch_size"), minimum=1)
+    if schedule["crop"] is not None:
+        schedule["crop"] = problems.get(_crop, check, schedule["crop"], join(path, "crop"))
+    problems.get(check.string, schedule["optimizer"], join(path, "optimizer"), OPTIMIZERS)
+    problems.get(check.string, schedule["lr_schedule"], join(path, "lr_schedule"), LR_SCHEDULES)
+    problems.get(check.number, schedule["lr"], join(path, "lr"), positive=True)
     for key in ("momentum", "weight_decay", "min_lr"):
-        check.number(schedule[key], join(path, key), minimum=0)
+        problems.get(check.number, schedule[key], join(path, key), minimum=0)
     for key in ("warmup_iters", "num_workers"):
-        check.integer(schedule[key], join(path, key), minimum=0)
+        problems.get(check.integer, schedule[key], join(path, key), minimum=0)
     for key in ("val_interval", "checkpoint_interval"):
-        if schedule[key] is not None:
-            check.integer(schedule[key], join(path, key), minimum=1)
-        if trains and key in given and schedule[key] is not None and schedule[key] > schedule["iterations"]:
-            raise check.fail(join(path, key), f"{schedule[key]} is more than the run's {schedule['iterations']} "
-                                              "iterations: it would never be reached")
-    check.boolean(schedule["deterministic"], join(path, "deterministic"))
+        if schedule[key] is None or problems.get(check.integer, schedule[key], join(path, key), minimum=1) is None:
+            continue
+        if trains and key in given and isinstance(iterations, int) and schedule[key] > iterations:
+            problems.add(check.fail(join(path, key), f"{schedule[key]} is more than the run's {iterations} "
+                                                     "iterations: it would never be reached"))
+    problems.get(check.boolean, schedule["deterministic"], join(path, "deterministic"))
+    problems.raise_any()
     return Schedule(**schedule)
+
+
+def _crop(check: Checker, crop: Any, path: str) -> tuple[int, int]:
+    crop = [crop, crop] if isinstance(crop, int) and not isinstance(crop, bool) else crop
+    crop = check.sequence(crop, path, min_length=2)
+    if len(crop) != 2:
+        raise check.fail(path, "must be [height, width] or one integer")
+    return tuple(check.integer(c, f"{path}[{i}]", minimum=1) for i, c in enumerate(crop))
 
 
 def parse_dataset(check: Checker, value: Any, path: str) -> Dataset:
@@ -288,18 +303,18 @@ def _parse_models(check: Checker, run: dict, role: str) -> tuple[Model | None, T
         if "student" in run or run.get("distill"):
             raise check.fail("role", "a teacher run has no student and no distill terms")
         return None, teacher, ()
-    student = parse_student(check, run.get("student"), "student")
-    terms = check.sequence(run.get("distill", []), "distill")
-    distill = tuple(parse_term(check, t, f"distill[{i}]") for i, t in enumerate(terms))
-    names = [t.name for t in distill]
+    problems = Problems()
+    student = problems.get(parse_student, check, run.get("student"), "student")
+    terms = problems.get(check.sequence, run.get("distill", []), "distill", default=[])
+    distill = tuple(problems.get(parse_term, check, t, f"distill[{i}]") for i, t in enumerate(terms))
+    teacher = problems.get(parse_teacher, check, run.get("teacher"), "teacher") if terms or "teacher" in run else None
+    names = [t.name for t in distill if t is not None]
     if len(set(names)) != len(names):
-        raise check.fail("distill", f"term names must be unique, got {names}")
-    if not distill:
-        return student, parse_teacher(check, run["teacher"], "teacher") if "teacher" in run else None, ()
-    teacher = parse_teacher(check, run.get("teacher"), "teacher")
-    if teacher.checkpoint is None:
-        raise check.fail("teacher.checkpoint",
-                         "a distillation run needs the teacher's weights: a path, a URL or {run: DIR}")
+        problems.add(check.fail("distill", f"term names must be unique, got {names}"))
+    if terms and teacher is not None and teacher.checkpoint is None:
+        problems.add(check.fail("teacher.checkpoint",
+                                "a distillation run needs the teacher's weights: a path, a URL or {run: DIR}"))
+    problems.raise_any()
     return student, teacher, distill
 
 
@@ -311,27 +326,28 @@ def parse_run(data: Any, source: str = "<run>", plugin_entries: tuple[str, ...] 
     """
     check = Checker(source)
     run = check.mapping(data, "", TOP_KEYS, required=("task", "dataset"))
-    if plugin_entries is None:
+    if plugin_entries is None:  # before the terms name their losses
         plugin_entries = plugins.load(check, run.get("plugins", []), "plugins",
                                       Path(source).parent if source != "<run>" else Path.cwd())
-    task = check.string(run["task"], "task", TASKS)
-    role = check.string(run.get("role", "student"), "role", ROLES)
-    student, teacher, distill = _parse_models(check, run, role)
-    dataset = parse_dataset(check, run["dataset"], "dataset")
-    trains = role == "student" or teacher.checkpoint is None
-    schedule = parse_schedule(check, run.get("schedule", {}), "schedule", trains)
-    seed = check.integer(run.get("seed", 0), "seed", minimum=0)
-    device = check.string(run.get("device", "auto"), "device", DEVICES)
+    problems = Problems()   # each section checked, whatever the others hold
+    task = problems.get(check.string, run["task"], "task", TASKS)
+    role = problems.get(check.string, run.get("role", "student"), "role", ROLES)
+    student, teacher, distill = problems.get(_parse_models, check, run, role, default=(None, None, ()))
+    dataset = problems.get(parse_dataset, check, run["dataset"], "dataset")
+    trains = role != "teacher" or teacher is None or teacher.checkpoint is None
+    schedule = problems.get(parse_schedule, check, run.get("schedule", {}), "schedule", trains)
+    seed = problems.get(check.integer, run.get("seed", 0), "seed", minimum=0)
+    device = problems.get(check.string, run.get("device", "auto"), "device", DEVICES)
     threads = run.get("threads")
     if threads is not None:
-        check.integer(threads, "threads", minimum=1)
+        problems.get(check.integer, threads, "threads", minimum=1)
     name = run["name"] if "name" in run else Path(source).stem if source != "<run>" else "run"
-    name = check.string(name, "name")
-    check.printable(name, "name", "the run's name")
-    revision = check.integer(run.get("revision", 0), "revision", minimum=0)
+    problems.get(lambda: check.printable(check.string(name, "name"), "name", "the run's name"))
+    revision = problems.get(check.integer, run.get("revision", 0), "revision", minimum=0)
     out = run.get("out")
     if out is not None:
-        check.string(out, "out")
+        problems.get(check.string, out, "out")
+    problems.raise_any()
     return RunSpec(task, dataset, schedule, role, name, student, teacher, distill, seed, device, revision, out,
                    tuple(plugin_entries), threads)
 

@@ -13,9 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from kdbench import plugins
-from kdbench.errors import UserError
+from kdbench.errors import Problems, UserError
 from kdbench.reading import read_yaml
-from kdbench.schema import Checker, copy_data, join, safe_name
+from kdbench.sbatch import SITE_KEYS, as_parameters, check_extra, check_site_value
+from kdbench.schema import Checker, copy_data, did_you_mean, join, safe_name
 from kdbench.spec import TOP_KEYS, parse_term
 
 STUDY_KEYS = ("name", "description", "revision", "defaults", "base", "teacher_run", "methods", "grid",
@@ -35,10 +36,23 @@ class Resources:
     mem_gb: int = 16
     time_min: int = 240             # the scheduler's time limit; a run past it is checkpointed and requeued
     partition: str | None = None    # None = the cluster's default
+    # What SLURM sites require (kdbench.sbatch checks each; None = not asked):
+    account: str | None = None      # sbatch --account: whom the site charges
+    qos: str | None = None          # --qos: the quality of service (limits, priority)
+    constraint: str | None = None   # --constraint: node features, e.g. "a100|h100"
+    exclude: str | None = None      # --exclude: nodes never to use, e.g. "node[01-04],gpu7"
+    reservation: str | None = None  # --reservation
+    sbatch: tuple[str, ...] = ()    # further sbatch options, each "--name=value" or "--name"
 
     def text(self) -> str:
         parts = [f"{self.gpus} gpu", f"{self.cpus} cpu", f"{self.mem_gb}G", f"{self.time_min}m"]
         return " ".join(parts + ([self.partition] if self.partition else []))
+
+    def site(self) -> dict[str, str | bool]:
+        """The SLURM site settings asked for, {sbatch option: value (True: a flag)}, extra options
+        included."""
+        given = {key: getattr(self, key) for key in SITE_KEYS if getattr(self, key) is not None}
+        return {**given, **as_parameters(self.sbatch)}
 
 
 @dataclass(frozen=True)
@@ -102,16 +116,20 @@ def _with_defaults(path: Path, check: Checker, data: dict) -> dict:
 
 
 def _methods(check: Checker, data: dict) -> dict[str, tuple[dict, ...]]:
+    """Every method's terms, each checked (every problem of every method reported at once)."""
     methods = check.mapping(data.get("methods") or {}, "methods", (data.get("methods") or {}).keys())
+    problems = Problems()
     for key, value in methods.items():
-        check.printable(str(key), "methods", "a method's name")   # it names runs
+        if problems.get(check.printable, str(key), "methods", "a method's name") is None:   # it names runs
+            continue
         terms = value if isinstance(value, list) else [value]
         if not terms:
-            raise check.fail(join("methods", key), "must be a term or a non-empty list of terms")
+            problems.add(check.fail(join("methods", key), "must be a term or a non-empty list of terms"))
         for index, term in enumerate(terms):
             where = join(join("methods", key), index) if isinstance(value, list) else join("methods", key)
-            parse_term(check, term, where)
+            problems.get(parse_term, check, term, where)
         methods[key] = tuple(terms)
+    problems.raise_any()
     return methods
 
 
@@ -137,56 +155,84 @@ def _axes(check: Checker, data: dict, methods: dict) -> tuple[tuple[Axis, ...], 
         grid = {"method": list(methods), **grid}
     seen: set[str] = set()
     groups = []
+    problems = Problems()
     for path, value in check.mapping(grid, "grid", grid.keys()).items():
         where = join("grid", str(path))
-        _axis_path(check, str(path), where, seen)
-        values = _axis_values(check, value, where)
-        if path == "method":
-            for i, item in enumerate(values):
-                if item not in methods:
-                    raise check.fail(join(where, i), f"{item!r} is not in methods; valid: {', '.join(methods)}")
-        groups.append((Axis(str(path), tuple(values), where),))
-    for index, block in enumerate(check.sequence(zipped, "zip")):
+        values = problems.get(_axis, check, str(path), value, where, seen, methods)
+        if values is not None:
+            groups.append((Axis(str(path), tuple(values), where),))
+    for index, block in enumerate(problems.get(check.sequence, zipped, "zip", default=[])):
         where = join("zip", index)
-        block = check.mapping(block, where, block.keys() if isinstance(block, dict) else ())
+        block = problems.get(check.mapping, block, where, block.keys() if isinstance(block, dict) else (), default={})
         axes = []
         for path, value in block.items():
-            _axis_path(check, str(path), join(where, str(path)), seen)
-            axes.append(Axis(str(path), tuple(_axis_values(check, value, join(where, str(path)))),
-                             join(where, str(path))))
+            values = problems.get(_axis, check, str(path), value, join(where, str(path)), seen, methods)
+            if values is not None:
+                axes.append(Axis(str(path), tuple(values), join(where, str(path))))
         lengths = sorted({len(axis.values) for axis in axes})
         if len(lengths) > 1:
-            raise check.fail(where, f"zipped axes must have equal lengths, got {lengths}")
+            problems.add(check.fail(where, f"zipped axes must have equal lengths, got {lengths}"))
         if axes:
             groups.append(tuple(axes))
+    problems.raise_any()
     return tuple(groups)
+
+
+def _axis(check: Checker, path: str, value: Any, where: str, seen: set[str], methods: dict) -> list:
+    """One axis's values; a method axis names entries of ``methods`` (each unknown one reported)."""
+    _axis_path(check, path, where, seen)
+    if path != "method":
+        return _axis_values(check, value, where)
+    values = check.sequence(value, where, min_length=1)   # names checked in `methods`, or not there
+    problems = Problems()
+    for i, item in enumerate(values):
+        if item not in methods:
+            hint, valid = did_you_mean(str(item), methods), ", ".join(methods)
+            problems.add(check.fail(join(where, i), f"{item!r} is not in methods{hint}; valid: {valid}"))
+    problems.raise_any()
+    return values
 
 
 def _axis_values(check: Checker, value: Any, where: str) -> list:
     """An axis's values; text among them names runs, so it must be printable."""
     values = check.sequence(value, where, min_length=1)
+    problems = Problems()
     for index, item in enumerate(values):
         if isinstance(item, str):
-            check.printable(item, join(where, index), "an axis value (it names runs)")
+            problems.get(check.printable, item, join(where, index), "an axis value (it names runs)")
+    problems.raise_any()
     return values
 
 
 def _resources(check: Checker, data: dict) -> Resources:
+    """The resources of one run: every key checked, every problem reported at once."""
     given = check.mapping(data.get("resources", {}), "resources", Resources.__dataclass_fields__)
-    resources = Resources(**given)
+    problems = Problems()
     for key in ("gpus", "cpus", "mem_gb", "time_min"):
-        check.integer(getattr(resources, key), join("resources", key), minimum=0 if key == "gpus" else 1)
-    if resources.partition is not None:
-        check.string(resources.partition, "resources.partition")
-        if not safe_name(resources.partition):  # it goes into a batch script
-            raise check.fail("resources.partition",
-                             f"{resources.partition!r} must be letters, digits, '_', '-' or '.'")
-    return resources
+        if key in given:
+            problems.get(check.integer, given[key], join("resources", key), minimum=0 if key == "gpus" else 1)
+    if given.get("partition") is not None:
+        problems.get(_partition, check, given["partition"])
+    for key in SITE_KEYS:
+        if given.get(key) is not None:
+            problems.get(check_site_value, check, key, given[key], join("resources", key))
+    if "sbatch" in given:
+        given["sbatch"] = problems.get(check_extra, check, given["sbatch"], "resources.sbatch", default=())
+    problems.raise_any()
+    return Resources(**given)
+
+
+def _partition(check: Checker, value: Any) -> None:
+    check.string(value, "resources.partition")
+    if not safe_name(value):  # it goes into a batch script
+        raise check.fail("resources.partition", f"{value!r} must be letters, digits, '_', '-' or '.'")
 
 
 def _seeds(check: Checker, data: dict) -> tuple[int, ...]:
-    seeds = tuple(check.integer(s, join("seeds", i), minimum=0)
+    problems = Problems()
+    seeds = tuple(problems.get(check.integer, s, join("seeds", i), minimum=0)
                   for i, s in enumerate(check.sequence(data.get("seeds", [0]), "seeds", min_length=1)))
+    problems.raise_any()
     if len(set(seeds)) != len(seeds):
         raise check.fail("seeds", f"seeds repeat: {list(seeds)}")
     return seeds
@@ -195,39 +241,59 @@ def _seeds(check: Checker, data: dict) -> tuple[int, ...]:
 def _references(check: Checker, data: dict, path: Path) -> tuple[str, ...]:
     references = tuple(check.string(r, join("references", i))
                        for i, r in enumerate(check.sequence(data.get("references", []), "references")))
+    problems = Problems()
     for index, reference in enumerate(references):
         if not (path.parent / "references" / reference).is_file():
-            raise check.fail(join("references", index), f"{reference!r} is not a file in {path.parent / 'references'}")
+            problems.add(check.fail(join("references", index),
+                                    f"{reference!r} is not a file in {path.parent / 'references'}"))
+    problems.raise_any()
     return references
 
 
 def load_spec(path: str | Path) -> StudySpec:
-    """Read and validate a study spec (each section in turn; the first problem raises)."""
+    """Read and validate a study spec: every section checked, every problem reported at once (a
+    ``UserErrors``); the plugins, which the methods may name, are loaded first."""
     path = Path(path)
     check = Checker(str(path))
     data = _with_defaults(path, check, _read_yaml(path, check))
-    name = check.printable(check.string(data.get("name", path.stem), "name"), "name", "the study's name")
-    if not safe_name(name) or name.startswith("."):
-        raise check.fail("name", f"{name!r} must be letters, digits, '_', '-' or '.' (it names a directory)")
-    revision = check.integer(data.get("revision", 0), "revision", minimum=0)
-    if "description" in data:  # report text: lines of printable characters
-        for line in check.string(data["description"], "description").splitlines():
-            check.printable(line.replace("\t", " "), "description", "a line of the description")
-    base = check.mapping(data.get("base", {}), "base", BASE_KEYS, required=("task", "dataset"))
     loaded = plugins.load(check, data.get("plugins", []), "plugins", path.parent)  # before methods name them
-    methods = _methods(check, data)
-    seeds = _seeds(check, data)
-    baselines = check.mapping(data.get("baselines", {}), "baselines", ("teacher", "student"))
-    resources = _resources(check, data)
-    references = _references(check, data, path)
-    teacher_run = check.mapping(data.get("teacher_run", {}), "teacher_run", ("schedule", "seed"))
-    axes = _axes(check, data, methods)
-    exclude = tuple(check.mapping(rule, join("exclude", i), rule.keys() if isinstance(rule, dict) else ())
-                    for i, rule in enumerate(check.sequence(data.get("exclude", []), "exclude")))
+    problems = Problems()   # each section checked, whatever the others hold: every problem at once
+    name = problems.get(_name, check, data, path, default=path.stem)
+    revision = problems.get(check.integer, data.get("revision", 0), "revision", minimum=0, default=0)
+    if "description" in data:  # report text: lines of printable characters
+        problems.get(_description, check, data["description"])
+    base = problems.get(check.mapping, data.get("base", {}), "base", BASE_KEYS, required=("task", "dataset"))
+    written = data.get("methods")   # the method axis is checked against the names even when a method is bad
+    methods = problems.get(_methods, check, data, default=dict.fromkeys(written if isinstance(written, dict) else ()))
+    seeds = problems.get(_seeds, check, data)
+    baselines = problems.get(check.mapping, data.get("baselines", {}), "baselines", ("teacher", "student"),
+                             default={})
+    resources = problems.get(_resources, check, data)
+    references = problems.get(_references, check, data, path)
+    teacher_run = problems.get(check.mapping, data.get("teacher_run", {}), "teacher_run", ("schedule", "seed"),
+                               default={})
+    axes = problems.get(_axes, check, data, methods)
+    rules = problems.get(check.sequence, data.get("exclude", []), "exclude", default=[])
+    exclude = tuple(problems.get(check.mapping, rule, join("exclude", i), rule.keys() if isinstance(rule, dict) else ())
+                    for i, rule in enumerate(rules))
+    train_teacher = problems.get(check.boolean, baselines.get("teacher", True), "baselines.teacher")
+    student_baseline = problems.get(check.boolean, baselines.get("student", True), "baselines.student")
+    problems.raise_any()
     return StudySpec(
         path=path, name=name, revision=revision, base=base, methods=methods, axes=axes, exclude=exclude,
         seeds=seeds, teacher_schedule=teacher_run.get("schedule", {}), teacher_seed=teacher_run.get("seed", 0),
-        train_teacher_baseline=check.boolean(baselines.get("teacher", True), "baselines.teacher"),
-        student_baseline=check.boolean(baselines.get("student", True), "baselines.student"),
+        train_teacher_baseline=train_teacher, student_baseline=student_baseline,
         resources=resources, references=references, plugins=loaded,
         raw={**data, "name": name, "revision": revision})
+
+
+def _name(check: Checker, data: dict, path: Path) -> str:
+    name = check.printable(check.string(data.get("name", path.stem), "name"), "name", "the study's name")
+    if not safe_name(name) or name.startswith("."):
+        raise check.fail("name", f"{name!r} must be letters, digits, '_', '-' or '.' (it names a directory)")
+    return name
+
+
+def _description(check: Checker, description: Any) -> None:
+    for line in check.string(description, "description").splitlines():
+        check.printable(line.replace("\t", " "), "description", "a line of the description")

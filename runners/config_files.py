@@ -8,6 +8,7 @@ runners.build.
 
 from __future__ import annotations
 
+import difflib
 import importlib.util
 from pathlib import Path
 
@@ -33,8 +34,14 @@ def resolve_config(name: str, where: str = "config") -> Path:
         path = Path(spec.origin).parent / ".mim" / "configs" / relative
         if not path.is_file():
             folder = path.parent
-            near = sorted(p.name for p in folder.glob("*.py"))[:6] if folder.is_dir() else []
-            hint = f"; files in {package}::{Path(relative).parent}/: {', '.join(near)}" if near else ""
+            files = sorted(p.name for p in folder.glob("*.py")) if folder.is_dir() else []
+            near = difflib.get_close_matches(path.name, files, n=3, cutoff=0.6) or files[:6]
+            close = difflib.get_close_matches(f"{package}::{relative}", [
+                f"{package}::{p.relative_to(path.parents[len(Path(relative).parts) - 1])}"
+                for p in path.parents[len(Path(relative).parts) - 1].glob("*/*.py")], n=3, cutoff=0.8) \
+                if not files and len(Path(relative).parts) == 2 else []
+            hint = f"; files in {package}::{Path(relative).parent}/: {', '.join(near)}" if near else \
+                f"; closest configs: {', '.join(close)}" if close else ""
             raise UserError(f"{where}: {name!r} is not a config packaged with {package}{hint}")
         return path
     path = Path(name)
@@ -42,6 +49,8 @@ def resolve_config(name: str, where: str = "config") -> Path:
         return KDBENCH_CONFIGS / f"{name}.py"
     if path.suffix == ".py" and path.is_file():
         return path
-    raise UserError(f"{where}: config {name!r} does not exist; give a path to a .py file, "
+    close = difflib.get_close_matches(name, kdbench_config_names(), n=3, cutoff=0.6)
+    hint = f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
+    raise UserError(f"{where}: config {name!r} does not exist{hint}; give a path to a .py file, "
                     f"'mmseg::<dir>/<file>.py', 'mmdet::<dir>/<file>.py' or one of: "
                     f"{', '.join(kdbench_config_names())}")

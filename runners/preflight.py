@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kdbench import losses
-from kdbench.errors import UserError
+from kdbench.errors import Problems, UserError
 from kdbench.expand import Study
 from kdbench.spec import RunSpec, TeacherRun
 from runners.config_files import resolve_config
@@ -45,14 +45,17 @@ class Site:
 
 
 def check_sites(sites: list[Site], models: bool = True, files: bool = True) -> None:
-    """Files first (cheap), then locations, then shapes; the first problem raises."""
+    """Files first (cheap), then locations, then shapes; every problem found is reported at once
+    (each once), except that the models are not probed for shapes when a file or a location is
+    wrong (the probe would fail on the same cause)."""
+    problems = Problems()
     if files:
         seen: set[str] = set()
         for site in sites:
             signature = _files_signature(site)
             if signature not in seen:
                 seen.add(signature)
-                _check_files(site)
+                _check_files(site, problems)
     if models:
         # Runs that differ only in what the models do not see (a temperature, a weight, a seed) are
         # checked once: a 10k-run grid costs as much as its distinct model pairs and locations.
@@ -61,9 +64,11 @@ def check_sites(sites: list[Site], models: bool = True, files: bool = True) -> N
             first.setdefault(_model_signature(site.run), site)
         distinct = list(first.values())
         for site in distinct:
-            _check_locations(site)
-        for site in distinct:
-            _check_shapes(site)
+            _check_locations(site, problems)
+        if not problems:
+            for site in distinct:
+                problems.get(_check_shapes, site)
+    problems.raise_any()
 
 
 def _files_signature(site: Site) -> str:
@@ -125,44 +130,50 @@ def checkpoint_problem(path: str) -> str | None:
     return f"is not a PyTorch checkpoint (neither a zip archive nor a pickle; it starts with {head!r})"
 
 
-def _check_files(site: Site) -> None:
+def _check_files(site: Site, problems: Problems) -> None:
     run = site.run
     for role, model in (("student", run.student), ("teacher", run.teacher)):
         if model is not None:
-            resolve_config(model.config, site.field_key(f"{role}.config"))
+            problems.get(resolve_config, model.config, site.field_key(f"{role}.config"))
     teacher = run.teacher
     if teacher is not None and (run.role == "teacher" or run.distill):
-        ckpt = teacher.checkpoint
-        where = site.field_key("teacher.checkpoint")
-        if isinstance(ckpt, TeacherRun) and not site.own_teacher:
-            ckpt_path = teacher_run_checkpoint(ckpt.run, where)
-            problem = checkpoint_problem(ckpt_path)
-            if problem:
-                raise UserError(f"{where}.run: the teacher's weights {ckpt_path!r} {problem}")
-        elif isinstance(ckpt, str) and not ckpt.startswith(("http://", "https://")):
-            problem = checkpoint_problem(ckpt)
-            if problem:
-                raise UserError(f"{where}: {ckpt!r} {problem}; give the path of a .pth file, a URL, "
-                                f"or {{run: DIR}} of a complete teacher run")
+        problems.get(_check_checkpoint, site, teacher.checkpoint, site.field_key("teacher.checkpoint"))
     dataset = run.dataset
     if dataset.name != "fashion_scenes" and dataset.root is not None and not Path(dataset.root).is_dir():
-        raise UserError(f"{site.field_key('dataset.root')}: {dataset.root!r} is not a directory; "
-                        f"{dataset.name} must be there before anything runs{site.data_hint}")
+        problems.add(UserError(f"{site.field_key('dataset.root')}: {dataset.root!r} is not a directory; "
+                               f"{dataset.name} must be there before anything runs{site.data_hint}"))
 
 
-def _check_locations(site: Site) -> None:
+def _check_checkpoint(site: Site, ckpt, where: str) -> None:
+    if isinstance(ckpt, TeacherRun) and not site.own_teacher:
+        ckpt_path = teacher_run_checkpoint(ckpt.run, where)
+        problem = checkpoint_problem(ckpt_path)
+        if problem:
+            raise UserError(f"{where}.run: the teacher's weights {ckpt_path!r} {problem}")
+    elif isinstance(ckpt, str) and not ckpt.startswith(("http://", "https://")):
+        problem = checkpoint_problem(ckpt)
+        if problem:
+            raise UserError(f"{where}: {ckpt!r} {problem}; give the path of a .pth file, a URL, "
+                            f"or {{run: DIR}} of a complete teacher run")
+
+
+def _check_locations(site: Site, problems: Problems) -> None:
+    """Every distilled location is in its model (a model whose config is wrong is not looked into)."""
     run = site.run
     for index, term in enumerate(run.distill):
         for role, key, model in (("student", "student_location", run.student),
                                  ("teacher", "teacher_location", run.teacher)):
             names = None
-            for location in getattr(term, key):
-                names = names or module_names(run.task, model.config, model.overrides)
-                if location not in names:
+            for position, location in enumerate(getattr(term, key)):
+                if names is None:   # a config that does not exist is reported once, by its key
+                    found = problems.get(resolve_config, model.config, site.field_key(f"{role}.config"))
+                    names = problems.get(module_names, run.task, model.config, model.overrides) if found else []
+                if names and location not in names:
                     close = difflib.get_close_matches(location, names, n=3, cutoff=0.5)
                     hint = f"; close matches: {', '.join(close)}" if close else ""
-                    raise UserError(f"{site.term_key(index, key)}: {location!r} is not in the {role} model "
-                                    f"({model.config}){hint}")
+                    at = f"[{position}]" if len(getattr(term, key)) > 1 else ""
+                    problems.add(UserError(f"{site.term_key(index, key)}{at}: {location!r} is not in the {role} "
+                                           f"model ({model.config}){hint}"))
 
 
 def _check_shapes(site: Site) -> None:

@@ -87,7 +87,7 @@ def test_run_id_is_identical_in_another_process():
         ({"sed": 1}, r"sed: unknown key \(did you mean 'seed'\?\)"),
         ({"seed": "0"}, r"seed: must be an integer"),
         ({"distill": [{"method": "cdw", "student_location": "x"}]},
-         r"distill\[0\]\.method: 'cdw' is not valid; valid: .*cwd"),
+         r"distill\[0\]\.method: 'cdw' is not valid \(did you mean 'cwd'\?\); valid: .*cwd"),
         ({"distill": [{"method": "cwd", "params": {"temp": 4}, "student_location": "x"}]},
          r"distill\[0\]\.params\.temp: unknown key.*valid: tau"),
         ({"distill": [{"method": "cwd", "params": {"tau": -1}, "student_location": "x"}]},
