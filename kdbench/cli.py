@@ -126,32 +126,44 @@ def _launch_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--executor", default="local", help="local (default: subprocesses here) or slurm")
     parser.add_argument("--dry-run", action="store_true", help="show what would be submitted; submit nothing")
     parser.add_argument("--retry-failed", action="store_true", help="resubmit failed and diverged runs")
-    parser.add_argument("--parallel", type=int, default=1, help="local: runs at a time (default 1)")
+    parser.add_argument("--parallel", type=int, help="local: runs at a time (default 1)")
     parser.add_argument("--partition", help="SLURM partition (default: the study's, else the cluster's)")
+    parser.add_argument("--account", help="SLURM account to charge (default: the study's resources.account)")
+    parser.add_argument("--qos", help="SLURM quality of service (default: the study's resources.qos)")
+    parser.add_argument("--reservation", help="SLURM reservation (default: the study's resources.reservation)")
     parser.add_argument("--gpus", type=int, help="GPUs per run")
     parser.add_argument("--cpus", type=int, help="CPUs per task")
     parser.add_argument("--mem-gb", type=int, help="memory per run, GB")
     parser.add_argument("--time-min", type=int, help="time limit per job, minutes")
-    parser.add_argument("--array-parallelism", type=int, default=64, help="SLURM: array tasks running at once")
+    parser.add_argument("--array-parallelism", type=int, help="SLURM: array tasks running at once (default 64)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     _check_arguments(parser, "before submitting")
 
 
 def _launch(args: argparse.Namespace) -> int:
-    study = _load_study(args)  # a bad spec is refused before the heavier imports
-    from runners.launch.launcher import LaunchOptions, check_options, launch, summary
+    from runners.launch.launcher import LaunchOptions, check_flags, check_options, describe, launch, summary
 
+    for flag, value, executor in (("--parallel", args.parallel, "local"),
+                                  ("--array-parallelism", args.array_parallelism, "slurm")):
+        if value is not None and args.executor != executor and args.executor in ("local", "slurm"):
+            raise UserError(f"{flag}: applies to --executor {executor} only, not {args.executor}")
     options = LaunchOptions(
-        executor=args.executor, dry_run=args.dry_run, retry_failed=args.retry_failed, parallel=args.parallel,
+        executor=args.executor, dry_run=args.dry_run, retry_failed=args.retry_failed,
+        parallel=1 if args.parallel is None else args.parallel,
         resources={"partition": args.partition, "gpus": args.gpus, "cpus": args.cpus, "mem_gb": args.mem_gb,
-                   "time_min": args.time_min},
-        array_parallelism=args.array_parallelism, progress=not args.no_progress,
-        model_check=not args.no_model_check, data_check=not args.no_data_check)
-    check_options(study, options)  # every option before any work or output
+                   "time_min": args.time_min, "account": args.account, "qos": args.qos,
+                   "reservation": args.reservation},
+        array_parallelism=64 if args.array_parallelism is None else args.array_parallelism,
+        progress=not args.no_progress, model_check=not args.no_model_check, data_check=not args.no_data_check)
+    check_flags(options)  # every option before any work or output, the spec's problems after
+    study = _load_study(args)
+    executor = check_options(study, options)
     decisions = launch(study, options)
     if args.dry_run:
         for d in decisions:
             print(f"{d.planned.run_id}  {d.planned.name:<30} {d.planned.stage:<8} {d.state:<9} {d.action}")
+        if args.executor == "slurm":
+            print("\n".join(["", "would submit to SLURM:", *describe(study, decisions, executor)]))
     counts = summary(decisions)
     verb = "would submit" if args.dry_run else "submitted"
     others = ", ".join(f"{k} {v}" for k, v in sorted(counts.items()) if k != "submit")

@@ -300,7 +300,7 @@ class _Planner:
             return {**{k: copy_data(v) for k, v in run.items() if k not in ("teacher", "distill")}, "seed": seed}
 
         return self.once_per(repr([name, own]), make, name, "student", {**own, "seed": seed}, "student_baseline",
-                             f"the student baseline of {label}")
+                             "the student baseline" + "".join(f", {k} {v}" for k, v in own.items()))
 
     def cell(self, run: dict, cell: dict, varying: list[str], depends: tuple[str, ...], label: str) -> list[str]:
         """The ids of a cell's runs, one per seed: parsed once, the seed set on each."""

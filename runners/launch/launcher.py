@@ -20,9 +20,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from kdbench import store
-from kdbench.errors import UserError
+from kdbench.errors import Problems, UserError
 from kdbench.expand import PlannedRun, Study
-from kdbench.schema import safe_name
+from kdbench.sbatch import SITE_KEYS, check_site_value
+from kdbench.schema import Checker, did_you_mean, safe_name
 from runners.launch import jobs
 from runners.launch.executor import Executor
 from runners.launch.local import LocalExecutor
@@ -50,22 +51,35 @@ class Decision:
     job: str = ""                     # its recorded job: alive | stuck | dead, "" if none
 
 
-def check_options(study: Study, options: LaunchOptions) -> Executor:
-    """The executor for these options; every option checked before any work or output."""
+def check_flags(options: LaunchOptions) -> None:
+    """Every option checked, without the study: before any work or output (every problem at once)."""
+    problems = Problems()
     if options.executor not in jobs.EXECUTORS:
-        raise UserError(f"--executor: {options.executor!r} is not valid; valid: {', '.join(jobs.EXECUTORS)}")
+        problems.add(UserError(f"--executor: {options.executor!r} is not valid"
+                               f"{did_you_mean(options.executor, jobs.EXECUTORS)}; valid: {', '.join(jobs.EXECUTORS)}"))
     if options.parallel < 1:
-        raise UserError(f"--parallel: must be >= 1, got {options.parallel}")
+        problems.add(UserError(f"--parallel: must be >= 1, got {options.parallel}"))
     if options.array_parallelism < 1:
-        raise UserError(f"--array-parallelism: must be >= 1, got {options.array_parallelism}")
-    given = {k: v for k, v in options.resources.items() if v is not None}
-    for key, value in given.items():
+        problems.add(UserError(f"--array-parallelism: must be >= 1, got {options.array_parallelism}"))
+    for key, value in options.resources.items():
+        if value is None:
+            continue
+        flag = f"--{key.replace('_', '-')}"
         if key == "partition":
             if not safe_name(value):
-                raise UserError(f"--partition: {value!r} must be letters, digits, '_', '-' or '.'")
+                problems.add(UserError(f"--partition: {value!r} must be letters, digits, '_', '-' or '.'"))
+        elif key in SITE_KEYS:
+            problems.get(check_site_value, Checker(flag), key, value, "")
         elif not isinstance(value, int) or isinstance(value, bool) or value < (0 if key == "gpus" else 1):
-            raise UserError(f"--{key.replace('_', '-')}: must be a whole number "
-                            f"{'>= 0' if key == 'gpus' else '>= 1'}, got {value!r}")
+            problems.add(UserError(f"{flag}: must be a whole number {'>= 0' if key == 'gpus' else '>= 1'}, "
+                                   f"got {value!r}"))
+    problems.raise_any()
+
+
+def check_options(study: Study, options: LaunchOptions) -> Executor:
+    """The executor for these options; every option checked before any work or output."""
+    check_flags(options)
+    given = {k: v for k, v in options.resources.items() if v is not None}
     resources = replace(study.resources, **given)
     if options.executor == "local":
         return LocalExecutor(resources, options.parallel, options.progress, study.name)
@@ -118,22 +132,42 @@ def decide(study: Study, retry_failed: bool) -> list[Decision]:
     return list(decisions.values())
 
 
-def submit(study: Study, decisions: list[Decision], executor: Executor) -> None:
-    """Hand the runs to submit to the executor: stage by stage, in batches that share their
-    pending dependencies. A run resubmitted while its earlier job still waits on a teacher that
-    failed has that job cancelled first (it could never run)."""
+def batches(study: Study, decisions: list[Decision]) -> list[tuple[tuple[str, ...], list[PlannedRun]]]:
+    """The runs to submit as (pending dependencies, runs): stage by stage, in batches that share
+    their pending dependencies."""
     todo = [d for d in decisions if d.action == "submit"]
-    stuck = {d.planned.run_id: store.read_job(study.directory / d.planned.run_id) for d in todo if d.job == "stuck"}
-    jobs.cancel_runs({run_id: job for run_id, job in stuck.items() if job})
     complete = {d.planned.run_id for d in decisions if d.state == "complete"}
+    found = []
     for stage in dict.fromkeys(d.planned.stage for d in todo):
-        batches: dict[tuple[str, ...], list[PlannedRun]] = {}
+        by_after: dict[tuple[str, ...], list[PlannedRun]] = {}
         for decision in todo:
             if decision.planned.stage == stage:
                 pending = tuple(sorted(d for d in decision.planned.depends_on if d not in complete))
-                batches.setdefault(pending, []).append(decision.planned)
-        for after, runs in batches.items():
-            executor.submit(runs, study.directory, after)
+                by_after.setdefault(pending, []).append(decision.planned)
+        found += list(by_after.items())
+    return found
+
+
+def submit(study: Study, decisions: list[Decision], executor: Executor) -> None:
+    """Hand the runs to submit to the executor (``batches``). A run resubmitted while its earlier
+    job still waits on a teacher that failed has that job cancelled first (it could never run)."""
+    todo = [d for d in decisions if d.action == "submit"]
+    stuck = {d.planned.run_id: store.read_job(study.directory / d.planned.run_id) for d in todo if d.job == "stuck"}
+    jobs.cancel_runs({run_id: job for run_id, job in stuck.items() if job})
+    for after, runs in batches(study, decisions):
+        executor.submit(runs, study.directory, after)
+
+
+def describe(study: Study, decisions: list[Decision], executor: SlurmExecutor) -> list[str]:
+    """What a SLURM launch would submit (``launch --executor slurm --dry-run``): each array, its
+    size and throttle, resources, dependencies and where its logs go."""
+    lines: list[str] = []
+    earlier: dict[str, str] = {}
+    for number, (after, runs) in enumerate(batches(study, decisions), 1):
+        lines += [f"[{number}] " + line if i == 0 else line
+                  for i, line in enumerate(executor.describe(runs, study.directory, after, earlier))]
+        earlier.update({p.run_id: f"array [{number}]" for p in runs})
+    return lines
 
 
 def launch(study: Study, options: LaunchOptions) -> list[Decision]:

@@ -16,6 +16,7 @@ from pathlib import Path
 from kdbench import store
 from kdbench.errors import UserError
 from kdbench.expand import PlannedRun
+from kdbench.sbatch import as_parameters
 from kdbench.study import Resources
 from runners.launch.executor import Executor, run_data, write_run_file
 
@@ -108,6 +109,12 @@ def check_resources(resources: Resources, keys: dict[str, str]) -> None:
                     f"{best[0]} GPU(s), {best[1]} CPU(s), {best[2] // 1024} GB); lower --gpus/--cpus/--mem-gb")
 
 
+def log_folder(directory: Path) -> Path:
+    """Where submitit keeps a study's job scripts and logs: ``<study dir>/.submitit/<job>_<task>/``
+    (on the file system the nodes share, as the results are)."""
+    return directory / ".submitit" / "%j"
+
+
 class SlurmExecutor(Executor):
     """One submitit job array per batch; ``array_parallelism`` array tasks run at once."""
 
@@ -124,11 +131,9 @@ class SlurmExecutor(Executor):
     def check(self) -> None:
         check_resources(self.resources, self.keys)
 
-    def executor_for(self, directory: Path, stage: str, dependency: list[str]):
-        """The submitit executor of one array: resources, dependencies, the job's environment."""
-        import submitit
-
-        executor = submitit.AutoExecutor(folder=str(directory / ".submitit" / "%j"), cluster="slurm")
+    def parameters(self, stage: str, dependency: list[str]) -> dict:
+        """submitit's parameters of one array: resources, the site's settings, dependencies, the
+        job's environment."""
         resources, gpus = self.resources, self.resources.gpus
         parameters = {
             "name": f"kdbench-{self.study_name}-{stage}",
@@ -144,11 +149,18 @@ class SlurmExecutor(Executor):
             parameters["gpus_per_node"] = gpus
         if resources.partition:
             parameters["slurm_partition"] = resources.partition
+        for key in ("account", "qos", "constraint", "exclude"):   # submitit's own parameters
+            if getattr(resources, key) is not None:
+                parameters[f"slurm_{key}"] = getattr(resources, key)
+        extra = as_parameters(resources.sbatch)
+        if resources.reservation is not None:
+            extra["reservation"] = resources.reservation
         if dependency:
             # kill-on-invalid-dep: when a teacher's job fails, SLURM cancels its students' jobs (reason
             # DependencyNeverSatisfied) instead of leaving them pending forever; status shows them blocked.
-            parameters["slurm_additional_parameters"] = {"dependency": "afterok:" + ":".join(dependency),
-                                                         "kill_on_invalid_dep": "yes"}
+            extra.update({"dependency": "afterok:" + ":".join(dependency), "kill_on_invalid_dep": "yes"})
+        if extra:
+            parameters["slurm_additional_parameters"] = extra
         # One OpenMP/MKL thread per CPU the job was given: threads beyond its CPUs slow every job on
         # the node (seen: 10x slower steps on an oversubscribed node).
         setup = ["export OMP_NUM_THREADS=${SLURM_CPUS_PER_TASK:-1} MKL_NUM_THREADS=${SLURM_CPUS_PER_TASK:-1}"]
@@ -158,8 +170,39 @@ class SlurmExecutor(Executor):
             setup.append("export KDBENCH_LAUNCHER=slurm")
             setup.append("export MASTER_PORT=$((20000 + SLURM_JOB_ID % 20000))")
         parameters["slurm_setup"] = setup
-        executor.update_parameters(**parameters)
+        return parameters
+
+    def executor_for(self, directory: Path, stage: str, dependency: list[str]):
+        """The submitit executor of one array."""
+        import submitit
+
+        executor = submitit.AutoExecutor(folder=str(log_folder(directory)), cluster="slurm")
+        executor.update_parameters(**self.parameters(stage, dependency))
         return executor
+
+    def describe(self, runs: list[PlannedRun], directory: Path, after: tuple[str, ...],
+                 earlier: dict[str, str]) -> list[str]:
+        """What ``submit`` would hand sbatch for this batch, as lines for ``launch --dry-run``:
+        the array, its size and throttle, the resources and site settings, its dependencies
+        (``earlier``: run id -> the label of the array a run is in, for runs submitted by the same
+        launch) and where its logs go."""
+        recorded = sorted({job["job_id"] for dep in after if dep not in earlier
+                           and (job := store.read_job(directory / dep)) and job["executor"] == self.name})
+        parameters = self.parameters(runs[0].stage, recorded)
+        resources = self.resources
+        waits = sorted({earlier[dep] for dep in after if dep in earlier}) + [f"job {j}" for j in recorded]
+        site = " ".join(f"--{k}" if v is True else f"--{k}={v}" for k, v in resources.site().items())
+        throttle = min(len(runs), self.array_parallelism)
+        more = f" and {len(runs) - 8} more" if len(runs) > 8 else ""
+        return [f"sbatch array {parameters['name']}: {len(runs)} task(s), at most {throttle} at once "
+                 f"(--array=0-{len(runs) - 1}%{throttle})",
+                 f"  per task: {resources.gpus} GPU(s), {resources.cpus} CPU(s) x {max(1, resources.gpus)} task(s), "
+                 f"{resources.mem_gb} GB, {resources.time_min} min, partition "
+                 f"{resources.partition or '(the cluster default)'}" + (f", {site}" if site else ""),
+                 "  after: " + (", ".join(waits) + " complete (afterok; cancelled if one fails)" if waits
+                                else "nothing (starts when scheduled)"),
+                 f"  logs: {directory / '.submitit'}/<job>_<task>/<job>_<task>_0_log.out and _0_log.err",
+                f"  runs: {', '.join(p.name for p in runs[:8])}{more}"]
 
     def submit(self, runs: list[PlannedRun], directory: Path, after: tuple[str, ...]) -> None:
         import submitit
