@@ -105,6 +105,9 @@ def _check_arguments(parser: argparse.ArgumentParser, what: str) -> None:
 def _plan_arguments(parser: argparse.ArgumentParser) -> None:
     _study_arguments(parser)
     parser.add_argument("--json", action="store_true", help="print a JSON list of runs instead of a table")
+    parser.add_argument("--estimate", action="store_true",
+                        help="also estimate the compute per stage and in all (GPU-hours, or CPU-hours on CPUs), from "
+                             "complete runs of the same models under --results, else from a short probe measured here")
     _check_arguments(parser, "(e.g. planning on a machine without the data)")
 
 
@@ -117,8 +120,34 @@ def _plan(args: argparse.Namespace) -> int:
 
         check_study(study, models=not args.no_model_check, files=not args.no_data_check)
     rows = plan_rows(study)
-    print(plan_json(rows) if args.json else format_plan(study, rows))
+    if not args.estimate:
+        print(plan_json(rows) if args.json else format_plan(study, rows))
+        return 0
+    from kdbench.estimate import estimate_rows, format_estimate
+
+    estimate = estimate_rows(study, _speeds(study), {r["run_id"]: r["status"] for r in rows})
+    if args.json:
+        import json
+
+        print(json.dumps({"runs": rows, "estimate": estimate}, indent=2, sort_keys=True))
+    else:
+        print("\n".join([format_plan(study, rows), "", format_estimate(study, estimate)]))
     return 0
+
+
+def _speeds(study) -> dict:
+    """Seconds per iteration by model pair: recorded under the results root, else probed here."""
+    from kdbench.estimate import needed, recorded
+
+    speeds = recorded(study.results)
+    missing = needed(study, speeds)
+    if missing:
+        from runners.probe import probe
+
+        print(f"kdbench plan: probing {len(missing)} training step(s) here (no complete run of the same models "
+              f"under {study.results})", file=sys.stderr, flush=True)
+        speeds.update({key: probe(p.run, study.resources.cpus, study.resources.gpus) for key, p in missing.items()})
+    return speeds
 
 
 def _launch_arguments(parser: argparse.ArgumentParser) -> None:

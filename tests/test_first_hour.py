@@ -3,6 +3,7 @@ close-match hints, a generated run's problem named by the axis value the user wr
 checked before any work or output, SLURM site settings (account, QOS, constraint, exclude,
 reservation, extra sbatch options) and what ``launch --executor slurm --dry-run`` would submit."""
 
+import socket
 import subprocess
 
 import pytest
@@ -168,8 +169,8 @@ kdbench launch: dry: would submit 7
 def test_site_settings_reach_the_real_scheduler_and_the_logs_are_where_the_dry_run_says(slurm_cluster, tmp_path,
                                                                                          monkeypatch):
     """On the local cluster (account root, QOS normal): the job carries the study's account, QOS and
-    extra option, and its log is in the folder the dry run names; an account the site does not
-    know is refused by sbatch in one line, nothing recorded."""
+    extra option, and its log is in the folder the dry run names; a request no node
+    can give (its only node excluded) is refused by sbatch in one line, nothing recorded."""
     monkeypatch.setenv("KDBENCH_DATA", str(tmp_path / "data"))
     site = {"gpus": 0, "cpus": 1, "mem_gb": 2, "time_min": 30, "account": "root", "qos": "normal",
             "sbatch": ["--comment=kdbench-site"]}
@@ -186,9 +187,9 @@ def test_site_settings_reach_the_real_scheduler_and_the_logs_are_where_the_dry_r
     assert (study.directory / ".submitit" / job_id / f"{job_id}_0_log.out").is_file()
 
     spec = yaml.safe_load(path.read_text())
-    spec["resources"]["account"] = "nosuchaccount"
+    spec["resources"]["exclude"] = socket.gethostname().split(".")[0]   # the cluster's only node
     path.write_text(dump_yaml({**spec, "name": "site_refused"}))
     refused = load_study(path, tmp_path / "results")
-    with pytest.raises(UserError, match=r"sbatch refused the student array of site_refused: .*account"):
+    with pytest.raises(UserError, match=r"sbatch refused the student array of site_refused: .*node"):
         launch(refused, LaunchOptions(executor="slurm", progress=False))
     assert not list(refused.directory.glob("*/job.json"))

@@ -1,0 +1,128 @@
+"""``kdbench plan STUDY --estimate``: how much compute a study's training will take.
+
+Each run's cost is its iterations times the seconds one iteration takes, times the GPUs it holds
+(GPU-hours) or, on CPUs, the CPUs it holds (CPU-hours). The seconds per iteration come from the
+complete runs under the results root with the same model pair (the trained model, and the teacher
+of a distilled run), input size, batch size and device (``final.json``'s ``cost.seconds_per_iter``,
+their median), else from a short probe of the training step measured here (runners.probe), and
+the estimate says which. Evaluation is not counted: it is a small share of a training run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+
+from kdbench import store
+from kdbench.expand import PlannedRun, Study
+from kdbench.spec import TOP_KEYS, RunSpec, parse_run
+from kdbench.table import text_table
+
+
+@dataclass(frozen=True)
+class Speed:
+    seconds_per_iter: float
+    device: str                     # cuda | cpu: where it was measured
+    source: str                     # "3 recorded runs" | "probe here (cpu, 3 steps)"
+
+
+def target_device(run: RunSpec, gpus: int) -> str:
+    """Where a run of this study will train: on a GPU when the study asks for one."""
+    return "cpu" if run.device == "cpu" or gpus == 0 else "cuda"
+
+
+def speed_key(run: RunSpec, device: str) -> str:
+    """What a run's seconds per iteration depend on: the model pair, input, batch and device."""
+    teacher = run.teacher if run.distill else None
+    trained = run.trained
+    size = list(run.schedule.crop) if run.schedule.crop else [run.dataset.name, run.dataset.params.get("size")]
+    return json.dumps([run.task, trained.config, trained.overrides, teacher and teacher.config,
+                       teacher and teacher.overrides, size, run.schedule.batch_size, device], sort_keys=True)
+
+
+def pair_text(run: RunSpec) -> str:
+    """``student <- teacher`` for a distilled run, else the trained model's config."""
+    short = lambda config: Path(config.split("::")[-1]).stem  # noqa: E731
+    return f"{short(run.student.config)} <- {short(run.teacher.config)}" if run.distill else short(run.trained.config)
+
+
+def recorded(results: str | Path) -> dict[str, Speed]:
+    """The median seconds per iteration of complete runs under ``results``, by ``speed_key``
+    (every study's run folders, and ``results/runs/``)."""
+    found: dict[str, list[float]] = {}
+    for final_path in Path(results).glob("*/*/" + store.FINAL):
+        run_dir = final_path.parent
+        files = store.read_run(run_dir)
+        seconds = ((files.final or {}).get("cost") or {}).get("seconds_per_iter") if files.state == "complete" else None
+        if not store.is_finite_number(seconds) or seconds <= 0:
+            continue
+        try:
+            spec = store.read_json(os.path.join(run_dir, store.SPEC))   # the resolved run, and its id
+            run = parse_run({k: v for k, v in spec.items() if k in TOP_KEYS}, str(run_dir / store.SPEC), ())
+            device = store.read_json(os.path.join(run_dir, store.ENV)).get("device")
+        except (OSError, ValueError, AttributeError):   # a run recorded by an older or foreign version
+            continue
+        if device in ("cpu", "cuda"):
+            found.setdefault(speed_key(run, device), []).append(seconds)
+    return {key: Speed(statistics.median(values), json.loads(key)[-1],
+                       f"{len(values)} recorded run{'s' if len(values) > 1 else ''}")
+            for key, values in found.items()}
+
+
+def needed(study: Study, speeds: dict[str, Speed]) -> dict[str, PlannedRun]:
+    """The runs to probe: one per speed key that no recorded run gives (a run that trains); the
+    probe's ``Speed`` is then stored under that key."""
+    missing: dict[str, PlannedRun] = {}
+    for planned in study.runs:
+        key = speed_key(planned.run, target_device(planned.run, study.resources.gpus))
+        if planned.run.schedule.iterations and key not in speeds:
+            missing.setdefault(key, planned)
+    return missing
+
+
+def estimate_rows(study: Study, speeds: dict[str, Speed], states: dict[str, str]) -> list[dict]:
+    """One row per stage and model pair: runs (all, still to run), iterations, seconds per
+    iteration and its source, compute in hours (all, still to run) and its unit."""
+    resources = study.resources
+    groups: dict[tuple, dict] = {}
+    for planned in study.runs:
+        run = planned.run
+        key = speed_key(run, target_device(run, resources.gpus))
+        speed = speeds.get(key)
+        unit = "GPU-h" if speed and speed.device == "cuda" else "CPU-h"
+        holds = max(1, resources.gpus) if unit == "GPU-h" else resources.cpus
+        row = groups.setdefault((planned.stage, pair_text(run), unit, speed), {
+            "stage": planned.stage, "models": pair_text(run), "runs": 0, "left": 0, "iterations": 0,
+            "seconds_per_iter": speed.seconds_per_iter if speed else None, "source": speed.source if speed else
+            "evaluation only" if not run.schedule.iterations else "unknown", "hours": 0.0, "hours_left": 0.0,
+            "unit": unit})
+        hours = run.schedule.iterations * (speed.seconds_per_iter if speed else 0.0) * holds / 3600
+        row["runs"] += 1
+        row["iterations"] += run.schedule.iterations
+        row["hours"] += hours
+        if states.get(planned.run_id) != "complete":
+            row["left"] += 1
+            row["hours_left"] += hours
+    return list(groups.values())
+
+
+def format_estimate(study: Study, rows: list[dict]) -> str:
+    lines = text_table(("stage", "models", "runs", "left", "iterations", "s/iter", "source", "compute", "left"),
+                       [(r["stage"], r["models"], r["runs"], r["left"], r["iterations"],
+                         "-" if r["seconds_per_iter"] is None else f"{r['seconds_per_iter']:.3g}", r["source"],
+                         f"{r['hours']:.3g} {r['unit']}", f"{r['hours_left']:.3g} {r['unit']}") for r in rows])
+    lines.append("")
+    for stage in dict.fromkeys(r["stage"] for r in rows):
+        lines.append(f"{stage}: {_total([r for r in rows if r['stage'] == stage])}")
+    lines.append(f"study {study.name}: {_total(rows)} (training steps only: evaluation is not counted)")
+    return "\n".join(lines)
+
+
+def _total(rows: list[dict]) -> str:
+    units = dict.fromkeys(r["unit"] for r in rows)
+    total = " + ".join(f"{sum(r['hours'] for r in rows if r['unit'] == u):.3g} {u}" for u in units)
+    left = " + ".join(f"{sum(r['hours_left'] for r in rows if r['unit'] == u):.3g} {u}" for u in units)
+    return f"{total} in all, {left} still to run"
