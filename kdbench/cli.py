@@ -146,7 +146,12 @@ def _speeds(study) -> dict:
 
         print(f"kdbench plan: probing {len(missing)} training step(s) here (no complete run of the same models "
               f"under {study.results})", file=sys.stderr, flush=True)
-        speeds.update({key: probe(p.run, study.resources.cpus, study.resources.gpus) for key, p in missing.items()})
+        for key, planned in missing.items():
+            try:
+                speeds[key] = probe(planned.run, study.resources.cpus, study.resources.gpus)
+            except Exception as error:  # noqa: BLE001  (the plan stands; that model pair goes unestimated)
+                print(f"kdbench plan: the probe of {planned.name} failed: {type(error).__name__}: "
+                      f"{_shown(str(error).splitlines()[0] if str(error) else '')}", file=sys.stderr)
     return speeds
 
 
@@ -192,7 +197,11 @@ def _launch(args: argparse.Namespace) -> int:
         for d in decisions:
             print(f"{d.planned.run_id}  {d.planned.name:<30} {d.planned.stage:<8} {d.state:<9} {d.action}")
         if args.executor == "slurm":
-            print("\n".join(["", "would submit to SLURM:", *describe(study, decisions, executor)]))
+            from runners.launch.slurm import reachable
+
+            checked = ("the resources fit a node of the partition" if reachable() else
+                       "no SLURM controller answers here: the resources are not checked against its nodes")
+            print("\n".join(["", "would submit to SLURM:", *describe(study, decisions, executor), f"({checked})"]))
     counts = summary(decisions)
     verb = "would submit" if args.dry_run else "submitted"
     others = ", ".join(f"{k} {v}" for k, v in sorted(counts.items()) if k != "submit")

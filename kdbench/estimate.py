@@ -97,7 +97,7 @@ def estimate_rows(study: Study, speeds: dict[str, Speed], states: dict[str, str]
         row = groups.setdefault((planned.stage, pair_text(run), unit, speed), {
             "stage": planned.stage, "models": pair_text(run), "runs": 0, "left": 0, "iterations": 0,
             "seconds_per_iter": speed.seconds_per_iter if speed else None, "source": speed.source if speed else
-            "evaluation only" if not run.schedule.iterations else "unknown", "hours": 0.0, "hours_left": 0.0,
+            "evaluation only" if not run.schedule.iterations else "no estimate", "hours": 0.0, "hours_left": 0.0,
             "unit": unit})
         hours = run.schedule.iterations * (speed.seconds_per_iter if speed else 0.0) * holds / 3600
         row["runs"] += 1
@@ -117,7 +117,9 @@ def format_estimate(study: Study, rows: list[dict]) -> str:
     lines.append("")
     for stage in dict.fromkeys(r["stage"] for r in rows):
         lines.append(f"{stage}: {_total([r for r in rows if r['stage'] == stage])}")
-    lines.append(f"study {study.name}: {_total(rows)} (training steps only: evaluation is not counted)")
+    unknown = sum(r["runs"] for r in rows if r["source"] == "no estimate")
+    lines.append(f"study {study.name}: {_total(rows)} (training steps only: evaluation is not counted"
+                 + (f"; {unknown} run(s) without an estimate)" if unknown else ")"))
     return "\n".join(lines)
 
 

@@ -17,7 +17,7 @@ from kdbench.errors import Problems, UserError
 from kdbench.reading import read_yaml
 from kdbench.sbatch import SITE_KEYS, as_parameters, check_extra, check_site_value
 from kdbench.schema import Checker, copy_data, did_you_mean, join, safe_name
-from kdbench.spec import TOP_KEYS, parse_term
+from kdbench.spec import TOP_KEYS, parse_dataset, parse_schedule, parse_student, parse_teacher, parse_term
 
 STUDY_KEYS = ("name", "description", "revision", "defaults", "base", "teacher_run", "methods", "grid",
               "zip", "exclude", "seeds", "baselines", "resources", "references", "plugins")
@@ -263,6 +263,8 @@ def load_spec(path: str | Path) -> StudySpec:
     if "description" in data:  # report text: lines of printable characters
         problems.get(_description, check, data["description"])
     base = problems.get(check.mapping, data.get("base", {}), "base", BASE_KEYS, required=("task", "dataset"))
+    if base is not None:  # with the spec's other problems, not after them (each run checks it again)
+        _base_sections(check, base, data, problems)
     written = data.get("methods")   # the method axis is checked against the names even when a method is bad
     methods = problems.get(_methods, check, data, default=dict.fromkeys(written if isinstance(written, dict) else ()))
     seeds = problems.get(_seeds, check, data)
@@ -285,6 +287,20 @@ def load_spec(path: str | Path) -> StudySpec:
         train_teacher_baseline=train_teacher, student_baseline=student_baseline,
         resources=resources, references=references, plugins=loaded,
         raw={**data, "name": name, "revision": revision})
+
+
+def _base_sections(check: Checker, base: dict, data: dict, problems: Problems) -> None:
+    """The sections of ``base`` that no axis changes, checked as every run will check them."""
+    axes = list((data.get("grid") or {}) if isinstance(data.get("grid"), dict) else ())
+    for block in data.get("zip") or [] if isinstance(data.get("zip"), list) else []:
+        axes += list(block) if isinstance(block, dict) else []
+    touched = {str(axis).split(".")[0] for axis in axes}
+    parsers = {"student": parse_student, "teacher": parse_teacher, "dataset": parse_dataset}
+    for section, parse in parsers.items():
+        if section in base and section not in touched:
+            problems.get(parse, check, base[section], f"base.{section}")
+    if "student" in base and "schedule" not in touched:   # student runs train: iterations >= 1
+        problems.get(parse_schedule, check, base.get("schedule", {}), "base.schedule")
 
 
 def _name(check: Checker, data: dict, path: Path) -> str:

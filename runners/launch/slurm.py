@@ -71,6 +71,16 @@ def _gpus_in(gres: str) -> int:
     return total
 
 
+def reachable() -> bool:
+    """Whether a SLURM controller answers here (sinfo on PATH and answering)."""
+    if shutil.which("sinfo") is None:
+        return False
+    try:
+        return subprocess.run(["sinfo", "-h", "-o", "%P"], capture_output=True, timeout=30).returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        return False
+
+
 def _nodes() -> tuple[dict[str, list[tuple[int, int, int]]], str | None]:
     """{partition: [(GPUs, CPUs, memory MB) per node]} and the default partition, from sinfo."""
     if shutil.which("sinfo") is None:
