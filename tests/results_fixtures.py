@@ -48,7 +48,9 @@ REFERENCE = """method,location,dataset,teacher,student,metric,value,teacher_valu
 cwd,logits,fashion_scenes_val,t,s,mIoU,40.25,55.5,33.75,3,"A Paper, Table 9"
 """
 ENV = {"python": "3.11.7", "torch": "2.13.0+cpu", "mmcv": "2.1.0", "mmengine": "0.10.7", "mmseg": "1.2.2",
-       "mmdet": "3.3.0", "git_sha": "0123456789abcdef", "device": "cpu", "hostname": "test"}
+       "mmdet": "3.3.0", "git_sha": "0123456789abcdef", "device": "cpu", "hostname": "test",
+       "threads": 1, "deterministic": False, "cudnn_deterministic": False, "cudnn_benchmark": False,
+       "cudnn_allow_tf32": True, "matmul_precision": "highest", "cublas_workspace_config": None}
 
 # name -> mIoU of the final evaluation, or "diverged" / "failed" / "missing" / nan
 OUTCOMES = {
