@@ -100,7 +100,8 @@ def settings_table(groups: list[dict]) -> Table:
     """One row per group: runs with env.json, deterministic, threads, device, what differs."""
     table = Table("run-settings", "Numerics settings per cell",
                   ["Runs of", "complete runs recorded", "deterministic", "CPU threads", "device", "runs differ in"],
-                  caption="From the env.json of each complete run (the runs a mean is taken over). Deterministic: schedule.deterministic (PyTorch's deterministic "
+                  caption="From the env.json of each complete run (the runs a mean is taken over). Deterministic: "
+                          "schedule.deterministic (PyTorch's deterministic "
                           "algorithms with cuDNN's deterministic mode and cuBLAS's fixed workspace; it matters on "
                           "GPUs). A row whose runs differ in a setting mixes that difference into its spread.")
     for group in groups:
