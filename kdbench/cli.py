@@ -125,7 +125,7 @@ def _launch_arguments(parser: argparse.ArgumentParser) -> None:
     _study_arguments(parser)
     parser.add_argument("--executor", default="local", help="local (default: subprocesses here) or slurm")
     parser.add_argument("--dry-run", action="store_true", help="show what would be submitted; submit nothing")
-    parser.add_argument("--retry-failed", action="store_true", help="resubmit failed and diverged runs")
+    parser.add_argument("--retry-failed", action="store_true", help="resubmit failed, diverged and kd_inactive runs")
     parser.add_argument("--parallel", type=int, default=1, help="local: runs at a time (default 1)")
     parser.add_argument("--partition", help="SLURM partition (default: the study's, else the cluster's)")
     parser.add_argument("--gpus", type=int, help="GPUs per run")
@@ -157,10 +157,11 @@ def _launch(args: argparse.Namespace) -> int:
     others = ", ".join(f"{k} {v}" for k, v in sorted(counts.items()) if k != "submit")
     print(f"kdbench launch: {study.name}: {verb} {counts.get('submit', 0)}" + (f"; {others}" if others else ""))
     if args.executor == "local" and not args.dry_run:
+        from kdbench import store
         from runners.launch.jobs import status
 
         states = [r.state for r in status(study)]
-        bad = sum(s in ("failed", "diverged", "corrupt") for s in states)
+        bad = sum(s in (*store.ERROR_STATES, "corrupt") for s in states)
         print(f"kdbench launch: {states.count('complete')} of {len(states)} runs complete"
               + (f", {bad} failed or diverged (kdbench status {args.study})" if bad else ""))
     return 0

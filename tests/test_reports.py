@@ -327,3 +327,21 @@ def test_runs_that_agree_in_every_setting_get_no_warning(report):
     *_, md, _ = report
     assert "their spread is not seed noise alone" not in md and "This study's runs differ" not in md
     assert "| teacher | 1 | no | 1 | cpu | nothing |" in md
+
+
+def test_a_kd_inactive_run_is_listed_with_its_term_and_reason_and_never_averaged(tmp_path):
+    from analysis.collect import collect
+    from kdbench.states import format_status, run_states
+    from kdbench.store import scan
+
+    study, results = make_store(tmp_path, {"pi_logits_s1": "kd_inactive"})
+    frame = collect(study)
+    row = frame[frame["name"] == "pi_logits_s1"].iloc[0]
+    assert row["status"] == "kd_inactive"
+    assert row["detail"] == ("distill term pi_logits inactive: its loss is exactly 0 at each of the first 5 training "
+                             "steps")
+    md = render(study, ("md",))["md"].read_text()
+    assert "| pi\\_logits | 33.00 (n=1) | +2.00 |" in md  # seed 0 alone: s1 is not averaged
+    assert "kd\\_inactive | distill term pi\\_logits inactive" in md
+    statuses = run_states(study, scan(study.directory, [p.run_id for p in study.runs]), {})
+    assert "kd_inactive" in format_status(study, statuses)
