@@ -105,6 +105,8 @@ def _check_arguments(parser: argparse.ArgumentParser, what: str) -> None:
 def _plan_arguments(parser: argparse.ArgumentParser) -> None:
     _study_arguments(parser)
     parser.add_argument("--json", action="store_true", help="print a JSON list of runs instead of a table")
+    parser.add_argument("--show", metavar="RUN",
+                        help="print one run (its name or id) resolved, as JSON, each value with where it comes from")
     _check_arguments(parser, "(e.g. planning on a machine without the data)")
 
 
@@ -112,6 +114,13 @@ def _plan(args: argparse.Namespace) -> int:
     from kdbench.plan import format_plan, plan_json, plan_rows
 
     study = _load_study(args)
+    if args.show is not None:
+        import json
+
+        from kdbench.origins import find_run, show
+
+        print(json.dumps(show(study, find_run(study, args.show)), indent=2))
+        return 0
     if not (args.no_model_check and args.no_data_check):
         from runners.preflight import check_study
 
