@@ -122,16 +122,20 @@ class DistillModel(BaseModel):
         probe: a function returning ``(inputs, data_samples)`` of one small batch, used once to
             check locations and shapes and to size the adapters.
         watch_steps: the first training steps on which each term must act (TermWatch).
+        teacher_mode: ``eval`` (the whole teacher in eval mode while the student trains, as the
+            paper's code does) or ``bn_eval`` (only its batch-norm layers: its dropout stays
+            active, as MMRazor's distiller leaves it).
     """
 
     def __init__(self, student: nn.Module, teacher: nn.Module | None, terms: tuple[Term, ...], probe,
-                 watch_steps: int = KD_WATCH_STEPS):
+                 watch_steps: int = KD_WATCH_STEPS, teacher_mode: str = "eval"):
         super().__init__(data_preprocessor=student.data_preprocessor)
         self.student = student
         self.terms = terms
         self.kd_losses = nn.ModuleDict()
         self.adapters = nn.ModuleDict()
         self.clock = StepClock()  # the step's teacher forward and KD terms (read by the cost hook)
+        self.teacher_mode = teacher_mode
         self.watch = TermWatch(terms, watch_steps)
         if not terms:
             self.teacher = None
@@ -192,7 +196,11 @@ class DistillModel(BaseModel):
     def train(self, mode: bool = True):
         super().train(mode)
         if self.teacher is not None:
-            self.teacher.eval()  # frozen: BN statistics stay the teacher's
+            # Frozen either way: no gradients, and BN statistics stay the teacher's.
+            self.teacher.train(mode and self.teacher_mode == "bn_eval")
+            for module in self.teacher.modules():
+                if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                    module.eval()
         return self
 
     def forward(self, inputs, data_samples=None, mode: str = "tensor"):

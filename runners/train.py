@@ -224,7 +224,7 @@ def build_trained_model(run: RunSpec, data: dict):
         return processed["inputs"], processed["data_samples"]
 
     return DistillModel(student, teacher, run.distill, probe=probe,
-                        watch_steps=min(KD_WATCH_STEPS, run.schedule.iterations))
+                        watch_steps=min(KD_WATCH_STEPS, run.schedule.iterations), teacher_mode=run.teacher.mode)
 
 
 # -- the Runner ---------------------------------------------------------------------------------

@@ -434,3 +434,22 @@ def test_a_working_distill_term_passes_the_watch_and_the_run_completes(seg_teach
     run = seg_run(teacher=teacher_of(seg_teacher), distill=cwd_terms(),
                   schedule={"iterations": 6, "batch_size": 2, "checkpoint_interval": 6})
     assert execute(run, tmp_path)["status"] == "complete"
+
+
+@pytest.mark.parametrize("mode", ["eval", "bn_eval"])
+def test_teacher_mode_eval_freezes_the_whole_teacher_and_bn_eval_only_its_batch_norms(seg_teacher, mode):
+    """eval: the paper's code (the whole teacher in eval mode); bn_eval: MMRazor's distiller (only
+    batch norm in eval mode, dropout active). Either way nothing of the teacher trains."""
+    from runners.datasets import dataset_configs
+    from runners.train import build_trained_model
+    from tests.run_fixtures import teacher_of
+
+    run = parse_run(seg_run(teacher={**teacher_of(seg_teacher), "mode": mode}, distill=cwd_terms()))
+    model = build_trained_model(run, dataset_configs(run)).train()
+    modules = list(model.teacher.modules())
+    norms = [m for m in modules if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    dropouts = [m for m in modules if isinstance(m, torch.nn.modules.dropout._DropoutNd)]
+    assert norms and dropouts and not any(m.training for m in norms)
+    assert all(m.training == (mode == "bn_eval") for m in dropouts)
+    assert not any(p.requires_grad for p in model.teacher.parameters())
+    assert model.student.training
