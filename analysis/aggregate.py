@@ -19,7 +19,7 @@ from analysis.collect import COST_KEYS, primary_metric_of
 
 SECONDARY = {"seg": ("val/mAcc", "val/aAcc"), "det": ("val/bbox_mAP_50", "val/bbox_mAP_75")}
 COSTS = tuple(f"cost:{key}" for key in COST_KEYS if key != "peak_memory_kind")  # the numeric ones, averaged
-PROBLEM_STATES = ("failed", "diverged", "corrupt", "blocked", "interrupted", "running", "missing")
+PROBLEM_STATES = ("failed", "diverged", "kd_inactive", "corrupt", "blocked", "interrupted", "running", "missing")
 CLASSES_EVALUATED = "val/classes_evaluated"
 COLLAPSE_TOLERANCE = 1e-3  # mAcc points: how close to 100 / classes a run must be to count as constant
 

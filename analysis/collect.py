@@ -86,10 +86,12 @@ def _is_baseline_axis(key: str) -> bool:
 def _detail(state: str, error: dict | None, reason: str | None = None) -> str | None:
     """One line saying why a run has no result (``error``: its error.json as scan read it, or None;
     ``reason``: kdbench.status's reason for a blocked run, ``teacher <run id> failed``)."""
-    if state in ("failed", "diverged"):
+    if state in store.ERROR_STATES:
         error = error or {}
         if state == "diverged":
             return f"diverged at step {error.get('step', '?')} (loss {error.get('key', '?')})"
+        if state == "kd_inactive":
+            return f"distill term {error.get('term', '?')} inactive: {error.get('reason', '?')}"
         text = str(error.get("error") or error.get("traceback") or "").strip().splitlines()
         return text[-1][:300] if text else "failed"
     return {"corrupt": "final.json or error.json is unreadable", "missing": "never started",

@@ -71,7 +71,7 @@ def setting(row, axis_columns: list[str]) -> str:
     return ", ".join(parts)
 
 
-def _group_label(kind: str, row: dict, groups: int) -> str:
+def group_label(kind: str, row: dict, groups: int) -> str:
     """``teacher`` / ``student (no distillation)``, with the run name when a study has several."""
     label = "teacher" if kind == "teacher" else "student (no distillation)"
     if groups < 2:
@@ -122,9 +122,9 @@ def results_table(cells: pd.DataFrame, baselines: pd.DataFrame, teachers: pd.Dat
 
     blank = [""] * len(axes)
     for row in teachers.to_dict("records") if len(teachers) else []:
-        table.rows.append(line(_group_label("teacher", row, len(teachers)), row, blank, Cell(fmt.MISSING)))
+        table.rows.append(line(group_label("teacher", row, len(teachers)), row, blank, Cell(fmt.MISSING)))
     for row in baselines.to_dict("records") if len(baselines) else []:
-        table.rows.append(line(_group_label("student", row, len(baselines)), row, blank, Cell(fmt.signed(0.0))))
+        table.rows.append(line(group_label("student", row, len(baselines)), row, blank, Cell(fmt.signed(0.0))))
     for row in cells.to_dict("records"):
         delta = row[f"{primary}|delta"]
         table.rows.append(line(str(row["method"]), row, [fmt.axis_value(a, row[a]) for a in axes],
@@ -280,9 +280,9 @@ def cost_table(cells: pd.DataFrame, baselines: pd.DataFrame, teachers: pd.DataFr
                 Cell(fmt.integer(row.get("cost:seconds_per_iter|n")))]
 
     for row in teachers.to_dict("records") if len(teachers) else []:
-        table.rows.append(line(_group_label("teacher", row, len(teachers)) + " (training)", row, None))
+        table.rows.append(line(group_label("teacher", row, len(teachers)) + " (training)", row, None))
     for row in baselines.to_dict("records") if len(baselines) else []:
-        table.rows.append(line(_group_label("student", row, len(baselines)), row, 1.0))
+        table.rows.append(line(group_label("student", row, len(baselines)), row, 1.0))
     for row in cells.to_dict("records") if len(cells) else []:
         table.rows.append(line(setting(row, axes), row, row.get("slowdown")))
     return table

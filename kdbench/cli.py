@@ -108,13 +108,24 @@ def _plan_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--estimate", action="store_true",
                         help="also estimate the compute per stage and in all (GPU-hours, or CPU-hours on CPUs), from "
                              "complete runs of the same models under --results, else from a short probe measured here")
+    parser.add_argument("--show", metavar="RUN",
+                        help="print one run (its name or id) resolved, as JSON, each value with where it comes from")
     _check_arguments(parser, "(e.g. planning on a machine without the data)")
 
 
 def _plan(args: argparse.Namespace) -> int:
     from kdbench.plan import format_plan, plan_json, plan_rows
 
+    if args.show is not None and args.estimate:
+        raise UserError("--estimate: not with --show RUN, which prints one run")
     study = _load_study(args)
+    if args.show is not None:
+        import json
+
+        from kdbench.origins import find_run, show
+
+        print(json.dumps(show(study, find_run(study, args.show)), indent=2))
+        return 0
     if not (args.no_model_check and args.no_data_check):
         from runners.preflight import check_study
 
@@ -159,7 +170,7 @@ def _launch_arguments(parser: argparse.ArgumentParser) -> None:
     _study_arguments(parser)
     parser.add_argument("--executor", default="local", help="local (default: subprocesses here) or slurm")
     parser.add_argument("--dry-run", action="store_true", help="show what would be submitted; submit nothing")
-    parser.add_argument("--retry-failed", action="store_true", help="resubmit failed and diverged runs")
+    parser.add_argument("--retry-failed", action="store_true", help="resubmit failed, diverged and kd_inactive runs")
     parser.add_argument("--parallel", type=int, help="local: runs at a time (default 1)")
     parser.add_argument("--partition", help="SLURM partition (default: the study's, else the cluster's)")
     parser.add_argument("--account", help="SLURM account to charge (default: the study's resources.account)")
@@ -207,10 +218,11 @@ def _launch(args: argparse.Namespace) -> int:
     others = ", ".join(f"{k} {v}" for k, v in sorted(counts.items()) if k != "submit")
     print(f"kdbench launch: {study.name}: {verb} {counts.get('submit', 0)}" + (f"; {others}" if others else ""))
     if args.executor == "local" and not args.dry_run:
+        from kdbench import store
         from runners.launch.jobs import status
 
         states = [r.state for r in status(study)]
-        bad = sum(s in ("failed", "diverged", "corrupt") for s in states)
+        bad = sum(s in (*store.ERROR_STATES, "corrupt") for s in states)
         print(f"kdbench launch: {states.count('complete')} of {len(states)} runs complete"
               + (f", {bad} failed or diverged (kdbench status {args.study})" if bad else ""))
     return 0

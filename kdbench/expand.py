@@ -274,20 +274,32 @@ class _Planner:
         return self.once[key]
 
     def teacher(self, run: dict, cell: dict, label: str) -> str:
-        """The id of the teacher run a cell needs (trained, or its checkpoint evaluated)."""
+        """The id of the teacher run a cell needs (trained, or its checkpoint evaluated).
+
+        A teacher run shares the cell's teacher, dataset and task; a teacher it trains also shares
+        the cell's schedule, axis values included (a zip that sets ``schedule.lr`` per detector
+        trains each teacher at its own rate), under ``teacher_run.schedule``, which wins where it
+        sets a key. A checkpoint is evaluated under the base schedule: training settings do not
+        change an evaluation, so one evaluation serves every cell."""
         teacher = run["teacher"]
+        trained = teacher.get("checkpoint") is None
+        overridden = set(self.spec.teacher_schedule)
+        shared = {k: v for k, v in cell.items() if k.startswith(("teacher", "dataset")) or (
+            trained and k.startswith("schedule.") and k.split(".")[1] not in overridden)}
+        schedule = merge(run.get("schedule", {}) if trained else self.spec.base.get("schedule", {}),
+                         self.spec.teacher_schedule)
+        if not trained:
+            schedule = {**schedule, "iterations": 0}  # evaluate only
 
         def make() -> dict:
-            schedule = merge(self.spec.base.get("schedule", {}), self.spec.teacher_schedule)
-            if teacher.get("checkpoint") is not None:
-                schedule = {**schedule, "iterations": 0}  # evaluate only
             return {"task": run["task"], "role": "teacher", "teacher": copy_data(teacher),
-                    "dataset": copy_data(run["dataset"]), "schedule": schedule, "seed": self.spec.teacher_seed}
+                    "dataset": copy_data(run["dataset"]), "schedule": copy_data(schedule),
+                    "seed": self.spec.teacher_seed}
 
-        name = "teacher" + "".join(f"_{short(k, v)}" for k, v in cell.items() if k.startswith(("teacher", "dataset")))
-        params = {k: v for k, v in cell.items() if k.startswith("teacher")}
-        return self.once_per(repr([name, run["task"], teacher, run["dataset"]]), make, name, "teacher", params,
-                             "teacher", f"the teacher run of {label}")
+        name = "teacher" + "".join(f"_{short(k, v)}" for k, v in shared.items())
+        params = {k: v for k, v in shared.items() if not k.startswith("dataset")}
+        return self.once_per(repr([name, run["task"], teacher, run["dataset"], schedule]), make, name, "teacher",
+                             params, "teacher", f"the teacher run of {label}")
 
     def baseline(self, run: dict, cell: dict, varying: list[str], seed: int, label: str) -> str:
         """The id of a cell's student baseline for one seed: the cell without terms and teacher.

@@ -53,6 +53,7 @@ class Schedule:
 # Fields added after runs were recorded: in a run's dict (and so its id) only when not at their
 # default, so every run recorded before them keeps its id.
 LATER_DEFAULTS = {"deterministic": False}
+TEACHER_MODES = ("eval", "bn_eval")
 
 SCHEDULE_KEYS = tuple(f.name for f in fields(Schedule))
 
@@ -72,6 +73,8 @@ class TeacherRun:
 class Teacher(Model):
     checkpoint: str | TeacherRun | None = None   # a path, a URL, a teacher run, or None (trained first)
     trusted: bool = False           # load the checkpoint with weights_only=False (it may run code)
+    mode: str = "eval"              # eval: the whole teacher in eval mode (the paper's code); bn_eval:
+    #                                 only its norm layers, dropout stays active (MMRazor's distiller)
 
 
 @dataclass(frozen=True)
@@ -136,6 +139,8 @@ class RunSpec:
             data["teacher"] = {"config": self.teacher.config, "overrides": self.teacher.overrides,
                                "checkpoint": {"run": checkpoint.run} if isinstance(checkpoint, TeacherRun)
                                else checkpoint, "trusted": self.teacher.trusted}
+            if self.teacher.mode != "eval":  # a later field: in the id only when not its default
+                data["teacher"]["mode"] = self.teacher.mode
         if self.plugins:
             data["plugins"] = list(self.plugins)
         if self.threads is not None:
@@ -185,7 +190,7 @@ def parse_student(check: Checker, value: Any, path: str) -> Model:
 
 
 def parse_teacher(check: Checker, value: Any, path: str) -> Teacher:
-    model = check.mapping(value, path, ("config", "overrides", "checkpoint", "trusted"), required=("config",))
+    model = check.mapping(value, path, ("config", "overrides", "checkpoint", "trusted", "mode"), required=("config",))
     checkpoint = model.get("checkpoint")
     if isinstance(checkpoint, dict):
         check.mapping(checkpoint, join(path, "checkpoint"), ("run",), required=("run",))
@@ -193,7 +198,8 @@ def parse_teacher(check: Checker, value: Any, path: str) -> Teacher:
     elif checkpoint is not None:
         check.string(checkpoint, join(path, "checkpoint"))
     return Teacher(check.string(model["config"], join(path, "config")), _overrides(check, model, path),
-                   checkpoint, check.boolean(model.get("trusted", False), join(path, "trusted")))
+                   checkpoint, check.boolean(model.get("trusted", False), join(path, "trusted")),
+                   check.string(model.get("mode", "eval"), join(path, "mode"), TEACHER_MODES))
 
 
 def _locations(check: Checker, value: Any, path: str) -> tuple[str, ...]:

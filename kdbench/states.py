@@ -1,9 +1,11 @@
 """Each run's state: the results store's files, refined by whether its recorded job is alive.
 
-States: complete, failed, diverged, corrupt (final.json or error.json unreadable), running (its
-job is pending or running), interrupted (started, no live job, no result: a relaunch resumes it),
-blocked (submitted, but its job ended unstarted because its teacher failed: SLURM cancelled it;
-``launch --retry-failed`` submits teacher and student again), missing (never started). ``reason``
+States: complete, failed, diverged, kd_inactive (a distill term did nothing over its first steps:
+zero, non-finite, or no gradient reaching the student), corrupt (final.json or error.json
+unreadable), running (its job is pending or running), interrupted (started, no live job, no
+result: a relaunch resumes it), blocked (submitted, but its job ended unstarted because its
+teacher failed: SLURM cancelled it; ``launch --retry-failed`` submits teacher and student again),
+missing (never started). ``reason``
 says which teacher failed, for blocked runs and for missing runs a launch held back.
 
 Whether a job is alive is the executors' answer (runners.launch.job_states: ``alive``, ``stuck``
@@ -20,7 +22,7 @@ from kdbench.expand import Study
 from kdbench.store import RunFiles
 from kdbench.table import text_table
 
-NOT_COMPLETED = ("failed", "diverged", "corrupt", "blocked")
+NOT_COMPLETED = ("failed", "diverged", "kd_inactive", "corrupt", "blocked")
 
 
 @dataclass(frozen=True)

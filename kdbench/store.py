@@ -1,7 +1,7 @@
 """The results store on disk: one directory per run, whose files say its state.
 
 ``spec.json`` (resolved run), ``env.json`` (versions), ``metrics.jsonl`` (one JSON object per
-evaluation), and exactly one of ``final.json`` (complete) or ``error.json`` (failed or diverged);
+evaluation), and exactly one of ``final.json`` (complete) or ``error.json`` (failed, diverged or kd_inactive);
 ``job.json`` records the scheduler job that runs it (``{"executor": "local"|"slurm", "job_id",
 "host", "submitted"}``). Files are written atomically (temporary file + fsync + rename), so a reader
 sees a whole file or none, and a crash never leaves half a result. A run's state comes from these
@@ -133,8 +133,13 @@ def is_finite_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
+# The states an error.json records: the run raised, a loss became NaN or Inf, or a distill term
+# did nothing over its first steps (runners.distill.KDInactiveError).
+ERROR_STATES = ("failed", "diverged", "kd_inactive")
+
+
 def run_state(run_dir: str | Path) -> str:
-    """``complete``, ``failed``, ``diverged``, ``corrupt``, ``started`` or ``missing``, from files only."""
+    """``complete``, one of ERROR_STATES, ``corrupt``, ``started`` or ``missing``, from files only."""
     return read_run(run_dir).state
 
 
@@ -171,7 +176,7 @@ def read_run(run_dir: str | Path, names: frozenset | None = None) -> RunFiles:
         return RunFiles("corrupt", names, final=data, job=job)
     if ERROR in names:
         data = read_json(os.path.join(run_dir, ERROR))
-        if isinstance(data, dict) and data.get("status") in ("failed", "diverged"):
+        if isinstance(data, dict) and data.get("status") in ERROR_STATES:
             return RunFiles(data["status"], names, error=data, job=job)
         return RunFiles("corrupt", names, error=data, job=job)
     return RunFiles("started" if SPEC in names else "missing", names, job=job)

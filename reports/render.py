@@ -18,7 +18,7 @@ from pathlib import Path
 
 import jinja2
 
-from analysis import aggregate, plots, tables
+from analysis import aggregate, plots, settings, tables
 from analysis import format as fmt
 from analysis.collect import collect, collect_curves
 from kdbench.expand import Study
@@ -169,7 +169,7 @@ def collapse_warnings(cell_table, baselines, teachers) -> list[str]:
                             "collapsed teacher.")
     for row in baselines.to_dict("records") if len(baselines) else []:
         if row.get("collapsed", 0):
-            which = "" if len(baselines) < 2 else f" ({tables._group_label('student', row, len(baselines))})"
+            which = "" if len(baselines) < 2 else f" ({tables.group_label('student', row, len(baselines))})"
             warnings.append(f"warning: {_collapsed_runs(row, 'the student baseline' + which)}; the comparison is "
                             "against a collapsed baseline.")
     axes = [c for c in cell_table.columns if c.startswith("axis:")] if len(cell_table) else []
@@ -198,6 +198,7 @@ def build_context(study: Study, frame) -> dict:
     headline, cwd_lines = cwd_sentences(aggregate.cwd_verdicts(cell_table, metric), metric)
     text = Path(study.path).read_text()
     report_sha, shas = git_sha(), run_shas(frame)
+    groups = settings.group_settings(frame)
     counts = frame["status"].value_counts().to_dict()
     return {
         "study": study.name, "description": str(study.spec.raw.get("description") or "").strip(),
@@ -209,7 +210,8 @@ def build_context(study: Study, frame) -> dict:
         "cwd_headline": headline, "cwd_lines": cwd_lines, "warnings": collapse_warnings(cell_table, base, teach),
         "spec_path": str(study.path), "spec_text": text, "spec_sha256": hashlib.sha256(text.encode()).hexdigest(),
         "git_sha": report_sha, "run_git_shas": shas, "provenance_notes": provenance_notes(report_sha, shas),
-        "environments": _environments(frame),
+        "environments": _environments(frame), "settings": settings.settings_table(groups),
+        "settings_notes": settings.settings_notes(frame, groups),
         "results": str(study.directory),
         "generated": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
     }

@@ -9,6 +9,7 @@ The training loss is the student's task losses plus one ``loss_kd_<term>`` per t
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 
@@ -29,6 +30,68 @@ class DivergedError(RuntimeError):
     def __init__(self, key: str, value: float):
         super().__init__(f"{key} is {value}")
         self.key, self.value = key, value
+
+
+class KDInactiveError(RuntimeError):
+    """A distill term did nothing over the run's first training steps: the run stops as
+    ``kd_inactive`` (never averaged), naming the term and why, instead of training a student
+    baseline under a distillation cell's name."""
+
+    def __init__(self, term: str, reason: str):
+        super().__init__(f"distill term {term!r} is inactive: {reason}")
+        self.term, self.reason = term, reason
+
+
+KD_WATCH_STEPS = 5  # the first training steps of an attempt on which each term's effect is checked
+
+
+class TermWatch:
+    """Whether each distill term acts on the student over the first ``steps`` training steps: its
+    loss is finite at every one of them, not exactly zero at all of them, and its gradient with
+    respect to the student's tapped outputs is non-zero at one of them at least. The gradient is
+    taken with ``torch.autograd.grad`` (the KD part of the graph only, kept for the real backward),
+    on these steps alone."""
+
+    def __init__(self, terms: tuple[Term, ...], steps: int = KD_WATCH_STEPS):
+        self.terms = {term.name: term for term in terms}
+        self.steps = steps
+        self.left = steps if terms else 0
+        self.nonzero: set[str] = set()
+        self.reached: set[str] = set()
+
+    def observe(self, kd: dict, student_outputs: dict[str, list[torch.Tensor]], clock: StepClock) -> None:
+        """One training step: ``kd`` the terms' losses, ``student_outputs`` term name -> its tapped
+        maps; ``clock``'s stamps are paused while the gradients are taken (they are not the step's)."""
+        if self.left <= 0:
+            return
+        self.left -= 1
+        for name in self.terms:
+            loss = kd[f"loss_kd_{name}"]
+            value = float(loss.detach()) if torch.is_tensor(loss) else float(loss)
+            if not math.isfinite(value):
+                raise KDInactiveError(name, f"its loss is {value} at training step "
+                                            f"{self.steps - self.left} of this attempt")
+            if value != 0.0:
+                self.nonzero.add(name)
+            if name not in self.reached and torch.is_tensor(loss) and loss.requires_grad:
+                maps = [s for s in student_outputs[name] if s.requires_grad]
+                with clock.paused():
+                    grads = torch.autograd.grad(loss, maps, retain_graph=True, allow_unused=True) if maps else []
+                if any(g is not None and bool(g.detach().abs().sum() > 0) for g in grads):
+                    self.reached.add(name)
+        if self.left == 0:
+            self._verdict()
+
+    def _verdict(self) -> None:
+        for name, term in self.terms.items():
+            if name not in self.nonzero:
+                why = " (its weight is 0)" if term.weight == 0 else ""
+                raise KDInactiveError(name, f"its loss is exactly 0 at each of the first {self.steps} training "
+                                            f"steps{why}")
+            if name not in self.reached:
+                raise KDInactiveError(name, f"its gradient never reaches the student's "
+                                            f"{', '.join(term.student_location)} over the first {self.steps} "
+                                            f"training steps (a frozen or detached student output?)")
 
 
 def check_finite(loss_dict: dict) -> None:
@@ -58,15 +121,22 @@ class DistillModel(BaseModel):
         terms: the run's distill terms (kdbench.spec.Term).
         probe: a function returning ``(inputs, data_samples)`` of one small batch, used once to
             check locations and shapes and to size the adapters.
+        watch_steps: the first training steps on which each term must act (TermWatch).
+        teacher_mode: ``eval`` (the whole teacher in eval mode while the student trains, as the
+            paper's code does) or ``bn_eval`` (only its batch-norm layers: its dropout stays
+            active, as MMRazor's distiller leaves it).
     """
 
-    def __init__(self, student: nn.Module, teacher: nn.Module | None, terms: tuple[Term, ...], probe):
+    def __init__(self, student: nn.Module, teacher: nn.Module | None, terms: tuple[Term, ...], probe,
+                 watch_steps: int = KD_WATCH_STEPS, teacher_mode: str = "eval"):
         super().__init__(data_preprocessor=student.data_preprocessor)
         self.student = student
         self.terms = terms
         self.kd_losses = nn.ModuleDict()
         self.adapters = nn.ModuleDict()
         self.clock = StepClock()  # the step's teacher forward and KD terms (read by the cost hook)
+        self.teacher_mode = teacher_mode
+        self.watch = TermWatch(terms, watch_steps)
         if not terms:
             self.teacher = None
             return
@@ -126,7 +196,11 @@ class DistillModel(BaseModel):
     def train(self, mode: bool = True):
         super().train(mode)
         if self.teacher is not None:
-            self.teacher.eval()  # frozen: BN statistics stay the teacher's
+            # Frozen either way: no gradients, and BN statistics stay the teacher's.
+            self.teacher.train(mode and self.teacher_mode == "bn_eval")
+            for module in self.teacher.modules():
+                if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                    module.eval()
         return self
 
     def forward(self, inputs, data_samples=None, mode: str = "tensor"):
@@ -148,6 +222,10 @@ class DistillModel(BaseModel):
         self.clock.stamp("teacher_end", device)
         kd = self._kd_losses(data_samples, timed=True)
         self.clock.stamp("kd_forward_end", device)
+        if self.training:
+            self.watch.observe(kd, {term.name: [s for path in term.student_location
+                                                for s in self.student_taps.outputs[path]] for term in self.terms},
+                               self.clock)
         task_losses.update(kd)
         check_finite(task_losses)
         return task_losses
@@ -205,11 +283,23 @@ class StepClock:
 
     def __init__(self):
         self.stamps: dict[str, list] = {}
+        self.paused_depth = 0
 
     def reset(self) -> None:
         self.stamps = {}
 
+    @contextlib.contextmanager
+    def paused(self):
+        """No stamps inside: a backward that is not the step's own (TermWatch's gradient check)."""
+        self.paused_depth += 1
+        try:
+            yield
+        finally:
+            self.paused_depth -= 1
+
     def stamp(self, name: str, device: torch.device) -> None:
+        if self.paused_depth:
+            return
         if device.type == "cuda":
             value = torch.cuda.Event(enable_timing=True)
             value.record()

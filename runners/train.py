@@ -199,7 +199,7 @@ def build_trained_model(run: RunSpec, data: dict):
     from mmengine.runner import Runner
 
     from runners.build import load_weights
-    from runners.distill import DistillModel
+    from runners.distill import KD_WATCH_STEPS, DistillModel
 
     # The student first, right after the seed is set: a distilled student starts from the same
     # weights as its baseline with that seed (the teacher's construction draws random numbers too).
@@ -223,7 +223,8 @@ def build_trained_model(run: RunSpec, data: dict):
         processed = student.data_preprocessor(next(iter(loader)), training=False)
         return processed["inputs"], processed["data_samples"]
 
-    return DistillModel(student, teacher, run.distill, probe=probe)
+    return DistillModel(student, teacher, run.distill, probe=probe,
+                        watch_steps=min(KD_WATCH_STEPS, run.schedule.iterations), teacher_mode=run.teacher.mode)
 
 
 # -- the Runner ---------------------------------------------------------------------------------
@@ -430,11 +431,13 @@ def execute(run: RunSpec, out_dir: str | Path, preempted: Callable[[], bool] = l
 
 
 def _error_record(error: BaseException) -> dict:
-    from runners.distill import DivergedError
+    from runners.distill import DivergedError, KDInactiveError
 
     if isinstance(error, DivergedError):
         return {"status": "diverged", "step": getattr(error, "step", None), "key": error.key,
                 "value": str(error.value), "message": f"{error.key} became {error.value}"}
+    if isinstance(error, KDInactiveError):
+        return {"status": "kd_inactive", "term": error.term, "reason": error.reason, "message": str(error)}
     return {"status": "failed", "error": f"{type(error).__name__}: {error}", "traceback": traceback.format_exc()}
 
 

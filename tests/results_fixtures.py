@@ -48,9 +48,11 @@ REFERENCE = """method,location,dataset,teacher,student,metric,value,teacher_valu
 cwd,logits,fashion_scenes_val,t,s,mIoU,40.25,55.5,33.75,3,"A Paper, Table 9"
 """
 ENV = {"python": "3.11.7", "torch": "2.13.0+cpu", "mmcv": "2.1.0", "mmengine": "0.10.7", "mmseg": "1.2.2",
-       "mmdet": "3.3.0", "git_sha": "0123456789abcdef", "device": "cpu", "hostname": "test"}
+       "mmdet": "3.3.0", "git_sha": "0123456789abcdef", "device": "cpu", "hostname": "test",
+       "threads": 1, "deterministic": False, "cudnn_deterministic": False, "cudnn_benchmark": False,
+       "cudnn_allow_tf32": True, "matmul_precision": "highest", "cublas_workspace_config": None}
 
-# name -> mIoU of the final evaluation, or "diverged" / "failed" / "missing" / nan
+# name -> mIoU of the final evaluation, or "diverged" / "failed" / "kd_inactive" / "missing" / nan
 OUTCOMES = {
     "teacher": 50.0,
     "student_s0": 30.0, "student_s1": 31.0, "student_s2": 32.0,
@@ -91,6 +93,10 @@ def write_run(root: Path, planned, outcome, metrics: dict | None = None, drop_co
     (run_dir / "metrics.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
     if outcome == "diverged":
         (run_dir / "error.json").write_text(json.dumps({"status": "diverged", "step": 7, "key": "loss_kd_cwd_logits"}))
+    elif outcome == "kd_inactive":
+        (run_dir / "error.json").write_text(json.dumps(
+            {"status": "kd_inactive", "term": "pi_logits",
+             "reason": "its loss is exactly 0 at each of the first 5 training steps"}))
     elif outcome == "failed":
         (run_dir / "error.json").write_text(json.dumps(
             {"status": "failed", "error": "Traceback ...\nRuntimeError: CUDA out of memory"}))

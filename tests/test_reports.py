@@ -107,6 +107,7 @@ def test_a_headless_browser_shows_the_tables_and_keeps_the_script_inert(report, 
     dom = chromium(tmp_path / "profile", "--dump-dom", url).stdout
     assert dom.count("<table") >= 5 and "35.50 ± 0.71 (n=2)" in dom and "Did CWD beat the student baseline?" in dom
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in dom
+    assert 'id="numerics-provenance"' in dom and "complete runs recorded" in dom
     assert "<script>alert(1)" not in dom and "<script" not in dom.lower().replace("&lt;script", "")
     shot = tmp_path / "page.png"
     chromium(tmp_path / "profile", f"--screenshot={shot}", "--window-size=1200,900", url)
@@ -295,3 +296,52 @@ def test_demo_sh_stops_with_a_reason_when_the_report_output_has_no_such_path(tmp
     assert missing.returncode != 0 and 'expected one "kdbench report: <study>: html: <path>" line' in missing.stderr
     gone = _demo("report_path md", "kdbench report: smoke: md: /nowhere/README.md\n")
     assert gone.returncode != 0 and "/nowhere/README.md, which is not a file" in gone.stderr
+
+
+def test_the_report_says_per_cell_whether_its_runs_were_deterministic_and_flags_runs_that_differ(tmp_path):
+    import json
+
+    study, results = make_store(tmp_path)
+
+    def change(name: str, **values) -> None:
+        run = next(p for p in study.runs if p.name == name)
+        env_file = results / study.name / run.run_id / "env.json"
+        env_file.write_text(json.dumps({**json.loads(env_file.read_text()), **values}))
+
+    for name in ("pi_logits_s0", "pi_logits_s1"):  # s1 failed: not averaged, not compared
+        change(name, deterministic=True, cudnn_deterministic=True)
+    change("cwd_logits_s1", threads=2)
+    md = render(study, ("md",))["md"].read_text()
+    assert "| cwd\\_logits | 2 | no | 1, 2 | cpu | CPU threads (1, 2) |" in md
+    assert "| pi\\_logits | 1 | yes | 1 | cpu | nothing |" in md
+    assert "| student (no distillation) | 3 | no | 1 | cpu | nothing |" in md
+    assert ("- **The runs of cwd\\_logits differ in CPU threads (1, 2): their spread is not seed noise alone.**"
+            in md)
+    assert ("- **This study's runs differ in CPU threads (1, 2); deterministic algorithms (false, true); cuDNN "
+            "deterministic (false, true): a Δ between runs made under different settings includes that "
+            "difference.**") in md
+    assert "the CPU thread count, deterministic algorithms and cuDNN/cuBLAS settings" in md
+
+
+def test_runs_that_agree_in_every_setting_get_no_warning(report):
+    *_, md, _ = report
+    assert "their spread is not seed noise alone" not in md and "This study's runs differ" not in md
+    assert "| teacher | 1 | no | 1 | cpu | nothing |" in md
+
+
+def test_a_kd_inactive_run_is_listed_with_its_term_and_reason_and_never_averaged(tmp_path):
+    from analysis.collect import collect
+    from kdbench.states import format_status, run_states
+    from kdbench.store import scan
+
+    study, results = make_store(tmp_path, {"pi_logits_s1": "kd_inactive"})
+    frame = collect(study)
+    row = frame[frame["name"] == "pi_logits_s1"].iloc[0]
+    assert row["status"] == "kd_inactive"
+    assert row["detail"] == ("distill term pi_logits inactive: its loss is exactly 0 at each of the first 5 training "
+                             "steps")
+    md = render(study, ("md",))["md"].read_text()
+    assert "| pi\\_logits | 33.00 (n=1) | +2.00 |" in md  # seed 0 alone: s1 is not averaged
+    assert "kd\\_inactive | distill term pi\\_logits inactive" in md
+    statuses = run_states(study, scan(study.directory, [p.run_id for p in study.runs]), {})
+    assert "kd_inactive" in format_status(study, statuses)

@@ -385,3 +385,71 @@ def test_a_run_sets_and_records_every_numerics_setting_from_its_spec(tmp_path):
     execute(seg_run(schedule=dict(SHORT)), tmp_path / "default")
     env = store.read_json(tmp_path / "default" / "env.json")
     assert (env["threads"], env["deterministic"]) == (1, False) and not torch.are_deterministic_algorithms_enabled()
+
+
+def _dead_kd(seg_teacher, tmp_path, term: dict, **changes):
+    """A distilled run whose only term is ``term``: it must stop as kd_inactive, with nothing averaged."""
+    from tests.run_fixtures import teacher_of
+
+    run = seg_run(teacher=teacher_of(seg_teacher), distill=[{"name": "dead", **term}],
+                  schedule={"iterations": 6, "batch_size": 2, "checkpoint_interval": 6}, **changes)
+    with pytest.raises(Exception, match="distill term 'dead' is inactive"):
+        execute(run, tmp_path)
+    assert store.run_state(tmp_path) == "kd_inactive" and not (tmp_path / "final.json").exists()
+    return store.read_json(tmp_path / "error.json")
+
+
+@pytest.mark.slow
+def test_a_distill_term_whose_loss_is_exactly_zero_stops_the_run_as_kd_inactive(seg_teacher, tmp_path):
+    error = _dead_kd(seg_teacher, tmp_path, {"method": "cwd", "params": {"tau": 4.0}, "weight": 0.0,
+                                             "student_location": "decode_head.conv_seg"})
+    assert error == {"status": "kd_inactive", "term": "dead",
+                     "reason": "its loss is exactly 0 at each of the first 5 training steps (its weight is 0)",
+                     "message": "distill term 'dead' is inactive: its loss is exactly 0 at each of the first 5 "
+                                "training steps (its weight is 0)"}
+
+
+@pytest.mark.slow
+def test_a_distill_term_whose_gradient_never_reaches_the_student_stops_the_run_as_kd_inactive(seg_teacher, tmp_path):
+    """The stem and first stage frozen (frozen_stages 1): CWD on backbone.layer1 has a loss (through
+    its adapter) but no gradient reaches the student's map."""
+    error = _dead_kd(seg_teacher, tmp_path, {"method": "cwd", "params": {"tau": 4.0}, "weight": 1.0,
+                                             "student_location": "backbone.layer1", "adapter": True},
+                     student={"config": "tiny_seg_student", "overrides": {"model.backbone.frozen_stages": 1}})
+    assert error["reason"] == ("its gradient never reaches the student's backbone.layer1 over the first 5 training "
+                               "steps (a frozen or detached student output?)")
+
+
+@pytest.mark.slow
+def test_a_distill_term_that_is_not_finite_at_its_first_step_stops_the_run_as_kd_inactive(seg_teacher, tmp_path):
+    error = _dead_kd(seg_teacher, tmp_path, {"method": "cwd", "params": {"tau": 4.0}, "weight": 1e308,
+                                             "student_location": "decode_head.conv_seg"})
+    assert error["reason"] == "its loss is inf at training step 1 of this attempt"
+
+
+@pytest.mark.slow
+def test_a_working_distill_term_passes_the_watch_and_the_run_completes(seg_teacher, tmp_path):
+    from tests.run_fixtures import teacher_of
+
+    run = seg_run(teacher=teacher_of(seg_teacher), distill=cwd_terms(),
+                  schedule={"iterations": 6, "batch_size": 2, "checkpoint_interval": 6})
+    assert execute(run, tmp_path)["status"] == "complete"
+
+
+@pytest.mark.parametrize("mode", ["eval", "bn_eval"])
+def test_teacher_mode_eval_freezes_the_whole_teacher_and_bn_eval_only_its_batch_norms(seg_teacher, mode):
+    """eval: the paper's code (the whole teacher in eval mode); bn_eval: MMRazor's distiller (only
+    batch norm in eval mode, dropout active). Either way nothing of the teacher trains."""
+    from runners.datasets import dataset_configs
+    from runners.train import build_trained_model
+    from tests.run_fixtures import teacher_of
+
+    run = parse_run(seg_run(teacher={**teacher_of(seg_teacher), "mode": mode}, distill=cwd_terms()))
+    model = build_trained_model(run, dataset_configs(run)).train()
+    modules = list(model.teacher.modules())
+    norms = [m for m in modules if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    dropouts = [m for m in modules if isinstance(m, torch.nn.modules.dropout._DropoutNd)]
+    assert norms and dropouts and not any(m.training for m in norms)
+    assert all(m.training == (mode == "bn_eval") for m in dropouts)
+    assert not any(p.requires_grad for p in model.teacher.parameters())
+    assert model.student.training

@@ -126,3 +126,13 @@ def test_deterministic_is_part_of_the_id_only_when_on_and_threads_never_are():
         parse_run(minimal_cwd_run(threads=0))
     with pytest.raises(UserError, match=r"schedule\.deterministic: must be true or false"):
         parse_run(minimal_cwd_run(schedule={"deterministic": "yes"}))
+
+
+def test_teacher_mode_is_part_of_the_id_only_when_it_is_bn_eval_and_is_checked():
+    teacher = {"config": "tiny_seg_teacher", "checkpoint": "teacher.pth"}
+    base = run_id(parse_run(minimal_cwd_run()))
+    assert run_id(parse_run(minimal_cwd_run(teacher={**teacher, "mode": "eval"}))) == base
+    bn_eval = parse_run(minimal_cwd_run(teacher={**teacher, "mode": "bn_eval"}))
+    assert run_id(bn_eval) != base and bn_eval.to_dict()["teacher"]["mode"] == "bn_eval"
+    with pytest.raises(UserError, match=r"teacher\.mode: 'train' is not valid; valid: eval, bn_eval"):
+        parse_run(minimal_cwd_run(teacher={**teacher, "mode": "train"}))

@@ -152,3 +152,45 @@ def test_the_paper_table2_references_cover_every_cell_of_its_study():
     cells = {tuple(r.params["method"].split("_")) for r in study.runs if r.kind == "cell"}
     assert cells <= published
     assert table.loc[(table["method"] == "cwd") & (table["location"] == "logits"), "value"].item() == 74.87
+
+
+def test_a_zipped_learning_rate_reaches_each_paper_table6_teacher_run():
+    """Table 6 zips schedule.lr with the detector: each R101 teacher trains at its own rate, and
+    each cell distils from the teacher trained at the cell's rate."""
+    study = load_study(ROOT / "studies" / "paper_table6_coco.yaml", "/tmp/results")
+    teachers = {p.run.teacher.config: p for p in study.runs if p.kind == "teacher"}
+    assert {config.split("/")[-1]: p.run.schedule.lr for config, p in teachers.items()} == {
+        "faster-rcnn_r101_fpn_2x_coco.py": 0.02, "retinanet_r101_fpn_2x_coco.py": 0.01,
+        "reppoints-moment_r101_fpn-gn_head-gn_2x_coco.py": 0.01}
+    for cell in (p for p in study.runs if p.kind == "cell"):
+        teacher = study.by_id()[cell.depends_on[0]]
+        assert teacher.run.schedule.lr == cell.run.schedule.lr
+        assert teacher.run.teacher.config == cell.run.teacher.config
+
+
+def _lr_study(tmp_path: Path, teacher_run: dict | None = None, checkpoint=None) -> list:
+    from tests.launch_helpers import TINY_BASE, write_study
+
+    extra = {"grid": {"schedule.lr": [0.01, 0.02]},
+             "base": {**TINY_BASE, "teacher": {**TINY_BASE["teacher"], "checkpoint": checkpoint}}}
+    if teacher_run:
+        extra["teacher_run"] = teacher_run
+    tmp_path.mkdir(exist_ok=True)
+    return load_study(write_study(tmp_path, "lr_axis", seeds=(0,), **extra), tmp_path / "r").runs
+
+
+def test_a_schedule_axis_reaches_a_trained_teacher_run_and_its_id(tmp_path):
+    runs = _lr_study(tmp_path)
+    teachers = [p for p in runs if p.kind == "teacher"]
+    assert sorted(p.run.schedule.lr for p in teachers) == [0.01, 0.02]
+    assert len({p.run_id for p in teachers}) == 2
+    by_id = {p.run_id: p for p in runs}
+    for cell in (p for p in runs if p.kind == "cell"):
+        assert by_id[cell.depends_on[0]].run.schedule.lr == cell.run.schedule.lr
+
+
+def test_teacher_run_schedule_wins_over_an_axis_and_a_checkpoint_is_evaluated_once(tmp_path):
+    pinned = _lr_study(tmp_path / "a", teacher_run={"schedule": {"lr": 0.05}})
+    assert [p.run.schedule.lr for p in pinned if p.kind == "teacher"] == [0.05]
+    evaluated = _lr_study(tmp_path / "b", checkpoint="/ckpt/teacher.pth")
+    assert [p.run.schedule.iterations for p in evaluated if p.kind == "teacher"] == [0]

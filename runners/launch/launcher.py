@@ -34,7 +34,7 @@ from runners.launch.slurm import SlurmExecutor
 class LaunchOptions:
     executor: str = "local"           # local | slurm
     dry_run: bool = False             # decide and report, submit nothing
-    retry_failed: bool = False        # resubmit failed and diverged runs
+    retry_failed: bool = False        # resubmit failed, diverged and kd_inactive runs
     parallel: int = 1                 # local: runs at a time
     resources: dict = field(default_factory=dict)   # overrides of the study's resources (None = not given)
     array_parallelism: int = 64       # slurm: array tasks running at once
@@ -120,7 +120,7 @@ def decide(study: Study, retry_failed: bool) -> list[Decision]:
             action = "skip-complete"
         elif job == "alive":
             action = "skip-in-flight"
-        elif state in ("failed", "diverged") and not retry_failed:
+        elif state in store.ERROR_STATES and not retry_failed:
             action = "skip-failed"
         else:
             action = "submit"

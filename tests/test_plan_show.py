@@ -1,0 +1,57 @@
+"""``kdbench plan STUDY --show RUN``: one run resolved, each value with where it comes from."""
+
+import json
+from pathlib import Path
+
+from tests.launch_helpers import run_cli
+
+ROOT = Path(__file__).resolve().parents[1]
+STUDIES = ROOT / "studies"
+
+
+def _show(study: str, run: str) -> dict:
+    code, out, err = run_cli("plan", str(STUDIES / study), "--show", run)
+    assert code == 0, err
+    shown = json.loads(out)
+    return {path: (item["value"], item["from"]) for path, item in shown["values"].items()} | {"": shown}
+
+
+def test_show_names_the_axis_teacher_run_and_base_behind_each_value_of_a_teacher_run():
+    values = _show("paper_table6_coco.yaml", "teacher_retinanet_r101_fpn_2x_coco_lr0.01")
+    assert values["schedule.lr"] == (0.01, "axis zip[0].schedule.lr")
+    assert values["teacher.config"] == ("mmdet::retinanet/retinanet_r101_fpn_2x_coco.py", "axis zip[0].teacher.config")
+    assert values["schedule.iterations"] == (177408, "teacher_run.schedule.iterations in paper_table6_coco.yaml")
+    assert values["schedule.momentum"] == (0.9, "base.schedule.momentum in paper_table6_coco.yaml")
+    assert values["schedule.min_lr"] == (0.0001, "built-in default")
+    assert values["seed"] == (0, "teacher_run.seed")
+    assert values[""]["kind"] == "teacher" and values[""]["run_id"] == "0f9bda735ac6"
+
+
+def test_show_names_the_defaults_file_the_method_and_the_planner_behind_a_cells_values():
+    values = _show("paper_table2_cityscapes.yaml", "cwd_logits_s1")
+    assert values["schedule.crop"] == ([512, 512], "base.schedule.crop in defaults file _paper_cityscapes.yaml")
+    assert values["distill.0.params.tau"] == (4.0, "methods.cwd_logits in paper_table2_cityscapes.yaml")
+    assert values["distill.0.teacher_location"] == (["decode_head.conv_seg"], "built-in default: the student location")
+    assert values["seed"] == (1, "planner: one of the study's seeds")
+    assert values["schedule.warmup_iters"] == (0, "built-in default")
+
+
+def test_show_points_a_cell_at_its_teacher_run_and_accepts_a_run_id(tmp_path):
+    code, out, _ = run_cli("plan", str(STUDIES / "smoke.yaml"), "--results", str(tmp_path), "--json",
+                           "--no-model-check", "--no-data-check")
+    rows = {row["name"]: row for row in json.loads(out)}
+    code, out, err = run_cli("plan", str(STUDIES / "smoke.yaml"), "--results", str(tmp_path),
+                             "--show", rows["pi_s2"]["run_id"])
+    shown = json.loads(out)
+    assert code == 0 and shown["name"] == "pi_s2" and shown["depends_on"] == [rows["teacher"]["run_id"]]
+    assert shown["values"]["teacher.checkpoint.run"] == {
+        "value": str(tmp_path / "smoke" / rows["teacher"]["run_id"]),
+        "from": f"planner: the teacher run {rows['teacher']['run_id']}"}
+
+
+def test_show_of_an_unknown_run_is_one_line_with_close_matches_and_exit_2():
+    code, out, err = run_cli("plan", str(STUDIES / "smoke.yaml"), "--show", "cwd_logit_s0")
+    assert code == 2 and out == ""
+    assert err.strip().endswith("'cwd_logit_s0' is neither the name nor the id of a run of "
+                                f"{STUDIES / 'smoke.yaml'}; close matches: cwd_logits_s0, cwd_logits_s2, cwd_logits_s1")
+    assert len(err.strip().splitlines()) == 1
