@@ -76,6 +76,9 @@ def _run(args: argparse.Namespace) -> int:
         return 1
     metrics = ", ".join(f"{k} {v:.4g}" for k, v in record["metrics"].items())
     print(f"kdbench run: {run.name} complete in {out}: {metrics}")
+    failure = store.teacher_check_failure(store.read_run(out)) if run.role == "teacher" else None
+    if failure:
+        print(f"kdbench run: {run.name} failed its teacher gate: it {failure}", file=sys.stderr)
     return 0
 
 
@@ -135,6 +138,8 @@ def _launch_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--executor", default="local", help="local (default: subprocesses here) or slurm")
     parser.add_argument("--dry-run", action="store_true", help="show what would be submitted; submit nothing")
     parser.add_argument("--retry-failed", action="store_true", help="resubmit failed, diverged and kd_inactive runs")
+    parser.add_argument("--ignore-teacher-check", action="store_true",
+                        help="run the students of a teacher that scored off its teacher.expect")
     parser.add_argument("--parallel", type=int, default=1, help="local: runs at a time (default 1)")
     parser.add_argument("--partition", help="SLURM partition (default: the study's, else the cluster's)")
     parser.add_argument("--gpus", type=int, help="GPUs per run")
@@ -155,7 +160,8 @@ def _launch(args: argparse.Namespace) -> int:
         resources={"partition": args.partition, "gpus": args.gpus, "cpus": args.cpus, "mem_gb": args.mem_gb,
                    "time_min": args.time_min},
         array_parallelism=args.array_parallelism, progress=not args.no_progress,
-        model_check=not args.no_model_check, data_check=not args.no_data_check)
+        model_check=not args.no_model_check, data_check=not args.no_data_check,
+        ignore_teacher_check=args.ignore_teacher_check)
     check_options(study, options)  # every option before any work or output
     decisions = launch(study, options)
     if args.dry_run:

@@ -70,11 +70,23 @@ class TeacherRun:
 
 
 @dataclass(frozen=True)
+class Expect:
+    """What a teacher must score when its run evaluates it (the teacher gate): ``metric`` (as the
+    run writes it, ``val/mIoU``) within ``tolerance`` points of ``value``. Not part of any run id:
+    it changes no number, only whether the teacher's students run."""
+
+    metric: str
+    value: float
+    tolerance: float = 1.0
+
+
+@dataclass(frozen=True)
 class Teacher(Model):
     checkpoint: str | TeacherRun | None = None   # a path, a URL, a teacher run, or None (trained first)
     trusted: bool = False           # load the checkpoint with weights_only=False (it may run code)
     mode: str = "eval"              # eval: the whole teacher in eval mode (the paper's code); bn_eval:
     #                                 only its norm layers, dropout stays active (MMRazor's distiller)
+    expect: Expect | None = None    # the teacher gate (Expect)
 
 
 @dataclass(frozen=True)
@@ -141,6 +153,8 @@ class RunSpec:
                                else checkpoint, "trusted": self.teacher.trusted}
             if self.teacher.mode != "eval":  # a later field: in the id only when not its default
                 data["teacher"]["mode"] = self.teacher.mode
+            if self.teacher.expect is not None:  # never in the id (kdbench.ids)
+                data["teacher"]["expect"] = vars(self.teacher.expect).copy()
         if self.plugins:
             data["plugins"] = list(self.plugins)
         if self.threads is not None:
@@ -190,7 +204,8 @@ def parse_student(check: Checker, value: Any, path: str) -> Model:
 
 
 def parse_teacher(check: Checker, value: Any, path: str) -> Teacher:
-    model = check.mapping(value, path, ("config", "overrides", "checkpoint", "trusted", "mode"), required=("config",))
+    model = check.mapping(value, path, ("config", "overrides", "checkpoint", "trusted", "mode", "expect"),
+                          required=("config",))
     checkpoint = model.get("checkpoint")
     if isinstance(checkpoint, dict):
         check.mapping(checkpoint, join(path, "checkpoint"), ("run",), required=("run",))
@@ -199,7 +214,17 @@ def parse_teacher(check: Checker, value: Any, path: str) -> Teacher:
         check.string(checkpoint, join(path, "checkpoint"))
     return Teacher(check.string(model["config"], join(path, "config")), _overrides(check, model, path),
                    checkpoint, check.boolean(model.get("trusted", False), join(path, "trusted")),
-                   check.string(model.get("mode", "eval"), join(path, "mode"), TEACHER_MODES))
+                   check.string(model.get("mode", "eval"), join(path, "mode"), TEACHER_MODES),
+                   _expect(check, model.get("expect"), join(path, "expect")))
+
+
+def _expect(check: Checker, value: Any, path: str) -> Expect | None:
+    if value is None:
+        return None
+    expect = check.mapping(value, path, ("metric", "value", "tolerance"), required=("metric", "value"))
+    return Expect(check.string(expect["metric"], join(path, "metric")),
+                  check.number(expect["value"], join(path, "value")),
+                  check.number(expect.get("tolerance", 1.0), join(path, "tolerance"), minimum=0))
 
 
 def _locations(check: Checker, value: Any, path: str) -> tuple[str, ...]:

@@ -224,7 +224,8 @@ def build_trained_model(run: RunSpec, data: dict):
         return processed["inputs"], processed["data_samples"]
 
     return DistillModel(student, teacher, run.distill, probe=probe,
-                        watch_steps=min(KD_WATCH_STEPS, run.schedule.iterations), teacher_mode=run.teacher.mode)
+                        watch_steps=min(KD_WATCH_STEPS, run.schedule.iterations),
+                        teacher_mode=run.teacher.mode if run.teacher else "eval")
 
 
 # -- the Runner ---------------------------------------------------------------------------------
@@ -383,6 +384,8 @@ def _finish(session: Session, trained, metrics_hook, cost_hook, started: float) 
     }
     if not final_metrics or not all(store.is_finite_number(v) for v in final_metrics.values()):
         raise DivergedError("val metrics", final_metrics)
+    if run.role == "teacher" and run.teacher.expect is not None:  # the teacher gate
+        record["teacher_check"] = store.teacher_check(final_metrics, vars(run.teacher.expect))
     store.write_json_atomic(session.out / store.FINAL, record)
     return record
 
