@@ -163,13 +163,3 @@ def test_a_run_on_a_partial_split_records_it_and_the_report_marks_its_numbers(tm
     warning = ("warning: every complete run used a partial cityscapes split (train 4 of 2975, val 2 of 500 images): "
                "these numbers are not comparable with published ones.")
     assert warning in lines and warning in written["md"].read_text()
-
-
-@pytest.mark.parametrize("name", ["cityscapes", "coco"])
-def test_a_tree_of_the_official_size_in_file_names_checks_complete(tmp_path, name):
-    from benchmarks.data import make_tree
-
-    root = make_tree(tmp_path / name, name)
-    found = layout.check(name, root)
-    assert found.complete and not found.missing
-    assert {split: s["images"] for split, s in found.splits.items()} == layout.OFFICIAL[name]
