@@ -94,6 +94,16 @@ def test_an_interrupted_prepare_converts_what_is_left_and_removes_its_temporary_
     assert {p: p.stat().st_mtime_ns for p in maps[2:]} == kept
 
 
+def test_a_label_map_that_is_not_a_png_stops_prepare_in_one_line_naming_it(tmp_path):
+    root = tmp_path / "cityscapes"
+    broken = sorted(make_cityscapes_download(root))[0]
+    broken.write_bytes(b"")  # a download cut short
+    code, out, err = run_cli("data", "prepare", "cityscapes", str(root), "--no-progress")
+    assert code == 2 and err.strip() == (f"kdbench data: error: {broken}: not a one-channel 8-bit PNG of label ids; "
+                                         "unzip gtFine_trainvaltest.zip again")
+    assert not broken.with_name(broken.name.replace("_labelIds", "_labelTrainIds")).exists()
+
+
 def test_data_check_of_coco_names_the_annotation_files_used_and_a_missing_one_with_its_download(tmp_path):
     root = make_coco(tmp_path / "coco")
     code, out, err = run_cli("data", "check", "coco", str(root))

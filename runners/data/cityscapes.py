@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from kdbench import store
+from kdbench.errors import UserError
 from runners.data.layout import LABEL_IDS_SUFFIX, OFFICIAL, TRAIN_IDS_SUFFIX
 
 IGNORE = 255
@@ -60,10 +61,10 @@ def convert(source: Path, table: np.ndarray) -> None:
 
     ids = cv2.imread(str(source), cv2.IMREAD_UNCHANGED)
     if ids is None or ids.ndim != 2 or ids.dtype != np.uint8:
-        raise ValueError(f"{source}: not a one-channel 8-bit PNG of label ids")
+        raise UserError(f"{source}: not a one-channel 8-bit PNG of label ids; unzip gtFine_trainvaltest.zip again")
     ok, png = cv2.imencode(".png", table[ids])
     if not ok:
-        raise ValueError(f"{source}: the train-id map could not be encoded")
+        raise UserError(f"{source}: its train-id map could not be encoded as a PNG")
     store.write_bytes_atomic(_target(source), png.tobytes())
 
 
