@@ -215,6 +215,11 @@ def build_context(study: Study, frame) -> dict:
         built += tables.ablation_tables(cell_table, metric)
     built += [t for t in [tables.reference_table(matches, metric)] if t]
     built.append(tables.cost_table(cell_table, base, teach))
+    data_warnings = partial_data_warnings(frame)
+    for table in built if data_warnings else ():
+        if table.key == "references":
+            table.caption += (" Measured on a partial dataset split (see the warning above): not comparable with "
+                              "the published numbers.")
     headline, cwd_lines = cwd_sentences(aggregate.cwd_verdicts(cell_table, metric), metric)
     text = Path(study.path).read_text()
     report_sha, shas = git_sha(), run_shas(frame)
@@ -228,7 +233,7 @@ def build_context(study: Study, frame) -> dict:
         "runs": tables.runs_table(frame, metrics),
         "counts": ", ".join(f"{n} {state}" for state, n in sorted(counts.items())), "total": len(frame),
         "cwd_headline": headline, "cwd_lines": cwd_lines,
-        "warnings": collapse_warnings(cell_table, base, teach) + partial_data_warnings(frame),
+        "warnings": collapse_warnings(cell_table, base, teach) + data_warnings,
         "spec_path": str(study.path), "spec_text": text, "spec_sha256": hashlib.sha256(text.encode()).hexdigest(),
         "git_sha": report_sha, "run_git_shas": shas, "provenance_notes": provenance_notes(report_sha, shas),
         "environments": _environments(frame), "settings": settings.settings_table(groups),

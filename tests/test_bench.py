@@ -38,6 +38,7 @@ def test_bench_losses_covers_every_registered_method_at_a_tiny_size_and_every_ro
         assert (row.get("cwd_kernel") in ("compiled", "blocked")) == (row["registry_name"] == "cwd")
 
 
+@pytest.mark.slow
 def test_bench_data_checks_cityscapes_and_coco_trees_of_the_official_size_complete_then_from_the_cache(tmp_path):
     out = tmp_path / "bench.json"
     result = subprocess.run([sys.executable, "-m", "kdbench.cli", "bench", "--suite", "data", "--repeats", "1",

@@ -14,6 +14,7 @@ from runners.data import layout
 from tests.launch_helpers import dump_yaml, run_cli
 from tests.preset_fixtures import make_cityscapes, make_cityscapes_download, make_coco
 
+ROOT = Path(__file__).resolve().parents[1]
 pytest.importorskip("skimage")  # the fixtures are drawn from fashion scenes
 
 
@@ -155,21 +156,27 @@ def test_a_layout_check_of_an_unchanged_tree_comes_from_the_cache_and_any_change
     assert layout.check("cityscapes", root).missing[0][0] == "leftImg8bit/train/ holds no *_leftImg8bit.png"
 
 
+@pytest.mark.slow  # a whole report, figures included
 def test_a_run_on_a_partial_split_records_it_and_the_report_marks_its_numbers(tmp_path):
-    from benchmarks.grid import make_grid
     from kdbench import store
+    from kdbench.expand import load_study
     from reports.render import render_report
+    from tests.results_fixtures import write_run
 
-    study, _, states = make_grid(tmp_path / "grid", 20)
     root = make_cityscapes(tmp_path / "cityscapes")
     record = layout.run_record("cityscapes", str(root))
     assert record == {"name": "cityscapes", "root": str(root), "complete": False,
                       "splits": {"train": {"images": 4, "official": 2975}, "val": {"images": 2, "official": 500}}}
-    for run_id, state in states.items():
-        final = study.directory / run_id / store.FINAL
-        if state == "complete":
-            store.write_json_atomic(final, {**store.read_json(final), "data": record})
+    study = load_study(ROOT / "studies" / "paper_table2_cityscapes.yaml", tmp_path / "results")
+    for index, planned in enumerate(study.runs):  # every run complete, on this partial tree
+        write_run(study.directory, planned, 30.0 + index % 7)
+        final = study.directory / planned.run_id / store.FINAL
+        store.write_json_atomic(final, {**store.read_json(final), "data": record})
     written, _, lines = render_report(study, formats=("md",))
+    md = written["md"].read_text()
     warning = ("warning: every complete run used a partial cityscapes split (train 4 of 2975, val 2 of 500 images): "
                "these numbers are not comparable with published ones.")
-    assert warning in lines and warning in written["md"].read_text()
+    assert warning in lines and f"- **{warning}**" in md
+    published = md[md.index("### Published vs measured"):]
+    assert "Measured on a partial dataset split (see the warning above): not comparable with the published " \
+           "numbers." in published[:published.index("###", 4)]
