@@ -79,6 +79,17 @@ def test_data_prepare_writes_the_train_id_maps_mmseg_reads_and_a_second_call_cha
     assert _files(root) == before  # nothing written, nothing touched
 
 
+def test_the_train_ids_prepare_writes_are_the_classes_of_mmsegs_cityscapes_dataset_in_order():
+    from mmseg.datasets import CityscapesDataset
+
+    from runners.data.cityscapes import EVALUATED, lookup_table
+
+    assert tuple(name for name, _ in EVALUATED) == CityscapesDataset.METAINFO["classes"]
+    table = lookup_table()
+    assert [int(table[label_id]) for _, label_id in EVALUATED] == list(range(19))
+    assert sorted(int(i) for i in np.flatnonzero(table != 255)) == sorted(label_id for _, label_id in EVALUATED)
+
+
 def test_an_interrupted_prepare_converts_what_is_left_and_removes_its_temporary_files(tmp_path):
     root = tmp_path / "cityscapes"
     make_cityscapes_download(root)

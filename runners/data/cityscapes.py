@@ -26,15 +26,18 @@ from kdbench.errors import UserError
 from runners.data.layout import LABEL_IDS_SUFFIX, OFFICIAL, TRAIN_IDS_SUFFIX
 
 IGNORE = 255
-# id -> train id of the 19 evaluated classes (cityscapesScripts' helpers/labels.py); others ignored.
-TRAIN_IDS = {7: 0, 8: 1, 11: 2, 12: 3, 13: 4, 17: 5, 19: 6, 20: 7, 21: 8, 22: 9, 23: 10, 24: 11, 25: 12,
-             26: 13, 27: 14, 28: 15, 31: 16, 32: 17, 33: 18}
+# The 19 evaluated classes in train-id order (0-18), each with its label id (cityscapesScripts'
+# helpers/labels.py); every other id is ignored.
+EVALUATED = [("road", 7), ("sidewalk", 8), ("building", 11), ("wall", 12), ("fence", 13), ("pole", 17),
+             ("traffic light", 19), ("traffic sign", 20), ("vegetation", 21), ("terrain", 22), ("sky", 23),
+             ("person", 24), ("rider", 25), ("car", 26), ("truck", 27), ("bus", 28), ("train", 31),
+             ("motorcycle", 32), ("bicycle", 33)]
 
 
 def lookup_table() -> np.ndarray:
     """A 256-entry uint8 table: label id -> train id (255 for every id not evaluated)."""
     table = np.full(256, IGNORE, dtype=np.uint8)
-    for label_id, train_id in TRAIN_IDS.items():
+    for train_id, (_, label_id) in enumerate(EVALUATED):
         table[label_id] = train_id
     return table
 
