@@ -62,7 +62,7 @@ def test_a_cityscapes_tree_as_downloaded_is_refused_by_run_plan_and_launch_namin
     assert not (tmp_path / "results").exists()
 
 
-def test_data_prepare_writes_the_train_id_maps_mmseg_reads_and_a_second_call_changes_nothing(tmp_path):
+def test_data_prepare_writes_the_train_id_maps_mmseg_reads_a_second_call_changes_nothing_and_plan_accepts_it(tmp_path):
     root = tmp_path / "cityscapes"
     expected = make_cityscapes_download(root)
     code, out, err = run_cli("data", "prepare", "cityscapes", str(root), "--workers", "2")
@@ -77,6 +77,10 @@ def test_data_prepare_writes_the_train_id_maps_mmseg_reads_and_a_second_call_cha
     code, out, _ = run_cli("data", "prepare", "cityscapes", str(root))
     assert code == 0 and "converted 0 label maps to train ids (6 already converted)" in out
     assert _files(root) == before  # nothing written, nothing touched
+    code, _, err = run_cli("plan", str(_study(tmp_path, root)), "--results", str(tmp_path / "results"),
+                           "--no-model-check")
+    assert code == 0 and err == (f"kdbench: note: cityscapes at '{root}' holds a partial split (train 4 of 2975, "
+                                 "val 2 of 500 images): results are marked not comparable with published numbers\n")
 
 
 def test_the_train_ids_prepare_writes_are_the_classes_of_mmsegs_cityscapes_dataset_in_order():

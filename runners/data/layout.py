@@ -117,6 +117,7 @@ class _Tree:
 
 
 def _fresh(root: Path, stamps: dict) -> bool:
+    """Whether every path a cached check looked at still has the time and size it had then."""
     for relative, recorded in stamps.items():
         try:
             info = os.stat(root / relative)
