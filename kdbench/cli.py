@@ -242,14 +242,54 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
-SUITES = ("grid", "losses", "step")  # grid first: its verbs run, as on a login node, in a process without torch
+def _data_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("action", choices=("check", "prepare"),
+                        help="check: what a run's preflight sees (splits, counts, missing pieces); prepare: convert a "
+                             "raw download into what mmseg/mmdet read (resumable; a second call does nothing)")
+    parser.add_argument("name", metavar="NAME", help="the dataset: cityscapes or coco")
+    parser.add_argument("root", metavar="ROOT", help="its folder, as a run's dataset.root names it")
+    parser.add_argument("--workers", type=int, help="prepare: maps converted at a time (default: the cores, up to 8)")
+    parser.add_argument("--no-progress", action="store_true", help="prepare: no progress bar")
+
+
+def _data(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from runners.data import layout
+
+    if args.name not in layout.LAYOUTS:
+        raise UserError(f"NAME: {args.name!r} is not a dataset kdbench reads from disk; valid: "
+                        f"{', '.join(layout.LAYOUTS)} (fashion_scenes is generated on first use)")
+    if not Path(args.root).is_dir():
+        raise UserError(f"ROOT: {args.root!r} is not a directory")
+    if args.workers is not None and args.workers < 1:
+        raise UserError(f"--workers: must be >= 1, got {args.workers}")
+    if args.action == "prepare":
+        if args.name == "cityscapes":
+            from runners.data.cityscapes import prepare
+
+            converted, already = prepare(args.root, args.workers, progress=not args.no_progress)
+            print(f"kdbench data prepare: cityscapes: converted {converted} label maps to train ids"
+                  f" ({already} already converted)")
+        else:
+            print(f"kdbench data prepare: {args.name} needs no conversion; its check:")
+    found = layout.check(args.name, args.root)
+    print("\n".join(layout.describe(found)))
+    problem = found.problem()
+    if problem:
+        raise UserError(problem)
+    return 0
+
+
+SUITES = ("grid", "data", "losses", "step")  # grid and data first: as on a login node, in a process without torch
 
 
 def _bench_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--suite", default="all", choices=[*SUITES, "all"],
                         help="losses: every KD loss against a plain-autograd reference of the same math; step: a KD "
                              "training step against student step + teacher forward; grid: plan/status/collect/"
-                             "report at 1k and 10k runs, and CLI start-up (default: all)")
+                             "report at 1k and 10k runs, and CLI start-up; data: the dataset preflight on Cityscapes "
+                             "and COCO trees of the official size, uncached and cached (default: all)")
     parser.add_argument("--json", metavar="FILE", help="also write every figure and the machine as JSON")
     parser.add_argument("--markdown", metavar="FILE", help="also write the tables and the machine as markdown")
     parser.add_argument("--repeats", type=int, default=5, help="timed repeats per measurement (median)")
@@ -293,6 +333,7 @@ def _bench(args: argparse.Namespace) -> int:
                                   progress=lambda line: print(f"  {line}", file=sys.stderr, flush=True)),
         "step": lambda m: m.run(repeats=args.repeats, cases=_csv(args.cases, "--cases")),
         "grid": lambda m: m.run(sizes=tuple(sizes)),
+        "data": lambda m: m.run(repeats=args.repeats),
     }
     suites = SUITES if args.suite == "all" else (args.suite,)
     rows: list[dict] = []
@@ -330,6 +371,8 @@ VERBS: dict[str, Verb] = {
     "plan": ("show the runs of a study, their stages and states", _plan_arguments, _plan),
     "run": ("execute one run described by a JSON file", _run_arguments, _run),
     "losses": ("list the distillation losses and their parameters", _losses_arguments, _losses),
+    "data": ("check a dataset's folders as a run's preflight does, or prepare a raw download",
+             _data_arguments, _data),
 }
 
 

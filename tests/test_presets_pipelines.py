@@ -25,6 +25,10 @@ def test_a_cityscapes_format_tree_trains_and_evaluates_with_the_paper_pipeline(t
     final = execute(run, tmp_path / "out")
     assert store.run_state(tmp_path / "out") == "complete"
     assert 0 <= final["metrics"]["val/mIoU"] <= 100
+    # a partial split, recorded as such: the report marks these numbers as not comparable
+    assert final["data"] == {"name": "cityscapes", "root": str(root), "complete": False,
+                             "splits": {"train": {"images": 4, "official": 2975},
+                                        "val": {"images": 2, "official": 500}}}
 
 
 @pytest.mark.slow
@@ -41,6 +45,8 @@ def test_a_coco_format_set_trains_and_evaluates_bbox_map_with_the_1x_pipeline(tm
     final = execute(run, tmp_path / "out")
     assert set(final["metrics"]) >= {"val/bbox_mAP", "val/bbox_mAP_50"}
     assert 0 <= final["metrics"]["val/bbox_mAP"] <= 100
+    assert final["data"]["splits"] == {"train2017": {"images": 4, "official": 118287},
+                                       "val2017": {"images": 2, "official": 5000}}
 
 
 def test_the_offline_mobilenet_v2_weights_load_into_mmsegs_backbone():
