@@ -11,11 +11,12 @@ examples, is in studies/README.md.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from kdbench import losses, plugins
+from kdbench import locations, losses, plugins
 from kdbench.errors import UserError
 from kdbench.reading import read_json
 from kdbench.schema import Checker, copy_data, join
@@ -229,7 +230,14 @@ def _expect(check: Checker, value: Any, path: str) -> Expect | None:
 
 def _locations(check: Checker, value: Any, path: str) -> tuple[str, ...]:
     items = [value] if isinstance(value, str) else check.sequence(value, path, min_length=1)
-    return tuple(check.string(item, join(path, i)) for i, item in enumerate(items))
+    found = tuple(check.string(item, join(path, i)) for i, item in enumerate(items))
+    for index, location in enumerate(found):
+        try:
+            locations.split(location)
+        except ValueError as error:
+            raise check.fail(join(path, index) if len(found) > 1 or not isinstance(value, str) else path,
+                             str(error)) from None
+    return found
 
 
 def _adapter(check: Checker, value: Any, path: str) -> Adapter | None:
@@ -256,7 +264,7 @@ def parse_term(check: Checker, value: Any, path: str) -> Term:
     teacher = _locations(check, term.get("teacher_location", student), join(path, "teacher_location"))
     if len(teacher) != len(student):
         raise check.fail(join(path, "teacher_location"), "must list as many locations as student_location")
-    name = term.get("name", f"{method}_{student[0].split('.')[-1]}")
+    name = term.get("name", f"{method}_{re.sub(r'[^A-Za-z0-9_]', '', student[0].split('.')[-1])}")
     name = check.printable(check.string(name, join(path, "name")), join(path, "name"), "a term's name")
     return Term(name, method, copy_data(params), weight, student, teacher,
                 _adapter(check, term.get("adapter"), join(path, "adapter")),

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from kdbench import losses
+from kdbench import locations, losses
 from kdbench.errors import UserError
 from kdbench.expand import Study
 from kdbench.spec import RunSpec, TeacherRun
@@ -180,11 +180,25 @@ def _check_locations(site: Site) -> None:
             names = None
             for location in getattr(term, key):
                 names = names or module_names(run.task, model.config, model.overrides)
-                if location not in names:
-                    close = difflib.get_close_matches(location, names, n=3, cutoff=0.5)
+                if locations.module_of(location) not in names:
+                    close = difflib.get_close_matches(locations.module_of(location), names, n=3, cutoff=0.5)
                     hint = f"; close matches: {', '.join(close)}" if close else ""
                     raise UserError(f"{site.term_key(index, key)}: {location!r} is not in the {role} model "
                                     f"({model.config}){hint}")
+
+
+def _check_index(where: str, location: str, shapes: dict, role: str) -> None:
+    """An indexed location (``neck[2]``) names an output its module returns: the probe saw the
+    module return a tuple with that element."""
+    module, index = locations.split(location)
+    if index is None or location in shapes or module not in shapes:
+        return  # plain, found, or the module was not reached by the probe (the run's own probe checks it)
+    count = sum(1 for key in shapes if key.startswith(f"{module}[") and key != f"{module}[*]")
+    if count == 0:
+        raise UserError(f"{where}: {location!r}: the {role}'s {module} returns one tensor, not a tuple to index; "
+                        f"use {module!r}")
+    raise UserError(f"{where}: {location!r}: the {role}'s {module} returns {count} outputs "
+                    f"(valid: {module}[0] to {module}[{count - 1}], or {module}[*])")
 
 
 def _check_shapes(site: Site) -> None:
@@ -196,6 +210,9 @@ def _check_shapes(site: Site) -> None:
               for role, model in (("student", run.student), ("teacher", run.teacher))}
     for index, term in enumerate(run.distill):
         needs_adapter = losses.declaration(term.method).needs_adapter
+        for role, key in (("student", "student_location"), ("teacher", "teacher_location")):
+            for location in getattr(term, key):
+                _check_index(site.term_key(index, key), location, shapes[role]["shapes"], role)
         for s_path, t_path in zip(term.student_location, term.teacher_location):
             s_calls = shapes["student"]["shapes"].get(s_path)
             t_calls = shapes["teacher"]["shapes"].get(t_path)
