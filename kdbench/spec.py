@@ -55,6 +55,10 @@ class Schedule:
 # default, so every run recorded before them keeps its id.
 LATER_DEFAULTS = {"deterministic": False}
 TEACHER_MODES = ("eval", "bn_eval")
+# default: the dataset's standard training augmentation (mmseg's for Cityscapes: random resize
+# 0.5-2, crop, flip, photometric; mmdet's 1x for COCO); crop_only (Cityscapes): a plain random crop,
+# as the CWD paper's official code trains
+PIPELINES = ("default", "crop_only")
 
 SCHEDULE_KEYS = tuple(f.name for f in fields(Schedule))
 
@@ -115,6 +119,7 @@ class Dataset:
     name: str
     root: str | None = None         # where the data is (not part of the run's identity)
     params: dict = field(default_factory=dict)
+    pipeline: str = "default"       # training augmentation: PIPELINES
 
 
 @dataclass(frozen=True)
@@ -160,6 +165,8 @@ class RunSpec:
             data["plugins"] = list(self.plugins)
         if self.threads is not None:
             data["threads"] = self.threads
+        if self.dataset.pipeline != "default":  # a later field: in the id only when not its default
+            data["dataset"]["pipeline"] = self.dataset.pipeline
         return data
 
 
@@ -307,7 +314,7 @@ def parse_schedule(check: Checker, value: Any, path: str, trains: bool = True) -
 
 
 def parse_dataset(check: Checker, value: Any, path: str) -> Dataset:
-    dataset = check.mapping(value, path, ("name", "root", "params"), required=("name",))
+    dataset = check.mapping(value, path, ("name", "root", "params", "pipeline"), required=("name",))
     name = check.string(dataset["name"], join(path, "name"), DATASETS)
     root = dataset.get("root")
     if root is not None:
@@ -317,7 +324,10 @@ def parse_dataset(check: Checker, value: Any, path: str) -> Dataset:
     params = dataset.get("params", {})
     check.mapping(params, join(path, "params"), params)
     _finite_everywhere(check, params, join(path, "params"))
-    return Dataset(name, root, copy_data(params))
+    pipeline = check.string(dataset.get("pipeline", "default"), join(path, "pipeline"), PIPELINES)
+    if pipeline == "crop_only" and name != "cityscapes":
+        raise check.fail(join(path, "pipeline"), f"crop_only is a Cityscapes pipeline; {name} takes default")
+    return Dataset(name, root, copy_data(params), pipeline)
 
 
 def _parse_models(check: Checker, run: dict, role: str) -> tuple[Model | None, Teacher | None, tuple[Term, ...]]:
