@@ -113,7 +113,7 @@ def _fashion_det(info: dict, crop) -> tuple[dict, dict, dict]:
 def _cityscapes(root: str, params: dict, crop, pipeline: str = "default") -> tuple[dict, dict, dict]:
     scale = tuple(params.get("scale", (2048, 1024)))
     crop = tuple(crop or CITYSCAPES_CROP)
-    if pipeline == "crop_only":  # a uniform random offset, no category constraint (the preprocessor pads a smaller image)
+    if pipeline == "crop_only":  # a uniform random offset, no category constraint (the preprocessor pads)
         augment = [{"type": "RandomCrop", "crop_size": crop}]
     else:
         augment = [{"type": "RandomResize", "scale": scale, "ratio_range": (0.5, 2.0), "keep_ratio": True},
