@@ -76,6 +76,9 @@ def _run(args: argparse.Namespace) -> int:
         return 1
     metrics = ", ".join(f"{k} {v:.4g}" for k, v in record["metrics"].items())
     print(f"kdbench run: {run.name} complete in {out}: {metrics}")
+    failure = store.teacher_check_failure(store.read_run(out)) if run.role == "teacher" else None
+    if failure:
+        print(f"kdbench run: {run.name} failed its teacher gate: it {failure}", file=sys.stderr)
     return 0
 
 
@@ -171,6 +174,8 @@ def _launch_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--executor", default="local", help="local (default: subprocesses here) or slurm")
     parser.add_argument("--dry-run", action="store_true", help="show what would be submitted; submit nothing")
     parser.add_argument("--retry-failed", action="store_true", help="resubmit failed, diverged and kd_inactive runs")
+    parser.add_argument("--ignore-teacher-check", action="store_true",
+                        help="run the students of a teacher that scored off its teacher.expect")
     parser.add_argument("--parallel", type=int, help="local: runs at a time (default 1)")
     parser.add_argument("--partition", help="SLURM partition (default: the study's, else the cluster's)")
     parser.add_argument("--account", help="SLURM account to charge (default: the study's resources.account)")
@@ -199,7 +204,8 @@ def _launch(args: argparse.Namespace) -> int:
                    "time_min": args.time_min, "account": args.account, "qos": args.qos,
                    "reservation": args.reservation},
         array_parallelism=64 if args.array_parallelism is None else args.array_parallelism,
-        progress=not args.no_progress, model_check=not args.no_model_check, data_check=not args.no_data_check)
+        progress=not args.no_progress, model_check=not args.no_model_check, data_check=not args.no_data_check,
+        ignore_teacher_check=args.ignore_teacher_check)
     check_flags(options)  # every option before any work or output, the spec's problems after
     study = _load_study(args)
     executor = check_options(study, options)
@@ -288,14 +294,54 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
-SUITES = ("grid", "losses", "step")  # grid first: its verbs run, as on a login node, in a process without torch
+def _data_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("action", choices=("check", "prepare"),
+                        help="check: what a run's preflight sees (splits, counts, missing pieces); prepare: convert a "
+                             "raw download into what mmseg/mmdet read (resumable; a second call does nothing)")
+    parser.add_argument("name", metavar="NAME", help="the dataset: cityscapes or coco")
+    parser.add_argument("root", metavar="ROOT", help="its folder, as a run's dataset.root names it")
+    parser.add_argument("--workers", type=int, help="prepare: maps converted at a time (default: the cores, up to 8)")
+    parser.add_argument("--no-progress", action="store_true", help="prepare: no progress bar")
+
+
+def _data(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from runners.data import layout
+
+    if args.name not in layout.LAYOUTS:
+        raise UserError(f"NAME: {args.name!r} is not a dataset kdbench reads from disk; valid: "
+                        f"{', '.join(layout.LAYOUTS)} (fashion_scenes is generated on first use)")
+    if not Path(args.root).is_dir():
+        raise UserError(f"ROOT: {args.root!r} is not a directory")
+    if args.workers is not None and args.workers < 1:
+        raise UserError(f"--workers: must be >= 1, got {args.workers}")
+    if args.action == "prepare":
+        if args.name == "cityscapes":
+            from runners.data.cityscapes import prepare
+
+            converted, already = prepare(args.root, args.workers, progress=not args.no_progress)
+            print(f"kdbench data prepare: cityscapes: converted {converted} label maps to train ids"
+                  f" ({already} already converted)")
+        else:
+            print(f"kdbench data prepare: {args.name} needs no conversion; its check:")
+    found = layout.check(args.name, args.root)
+    print("\n".join(layout.describe(found)))
+    problem = found.problem()
+    if problem:
+        raise UserError(problem)
+    return 0
+
+
+SUITES = ("grid", "data", "losses", "step")  # grid and data first: as on a login node, in a process without torch
 
 
 def _bench_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--suite", default="all", choices=[*SUITES, "all"],
                         help="losses: every KD loss against a plain-autograd reference of the same math; step: a KD "
                              "training step against student step + teacher forward; grid: plan/status/collect/"
-                             "report at 1k and 10k runs, and CLI start-up (default: all)")
+                             "report at 1k and 10k runs, and CLI start-up; data: the dataset preflight on Cityscapes "
+                             "and COCO trees of the official size, uncached and cached (default: all)")
     parser.add_argument("--json", metavar="FILE", help="also write every figure and the machine as JSON")
     parser.add_argument("--markdown", metavar="FILE", help="also write the tables and the machine as markdown")
     parser.add_argument("--repeats", type=int, default=5, help="timed repeats per measurement (median)")
@@ -339,6 +385,7 @@ def _bench(args: argparse.Namespace) -> int:
                                   progress=lambda line: print(f"  {line}", file=sys.stderr, flush=True)),
         "step": lambda m: m.run(repeats=args.repeats, cases=_csv(args.cases, "--cases")),
         "grid": lambda m: m.run(sizes=tuple(sizes)),
+        "data": lambda m: m.run(repeats=args.repeats),
     }
     suites = SUITES if args.suite == "all" else (args.suite,)
     rows: list[dict] = []
@@ -376,6 +423,8 @@ VERBS: dict[str, Verb] = {
     "plan": ("show the runs of a study, their stages and states", _plan_arguments, _plan),
     "run": ("execute one run described by a JSON file", _run_arguments, _run),
     "losses": ("list the distillation losses and their parameters", _losses_arguments, _losses),
+    "data": ("check a dataset's folders as a run's preflight does, or prepare a raw download",
+             _data_arguments, _data),
 }
 
 

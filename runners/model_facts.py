@@ -22,7 +22,7 @@ from kdbench.spec import RunSpec
 from runners.config_files import resolve_config
 
 CACHE_VERSION = 1
-SHAPES_VERSION = 1
+SHAPES_VERSION = 2  # 2: tuple outputs recorded per element, name[i] and name[*]
 DET_PAD = 32                      # mmdet's data preprocessors pad to a multiple of 32
 
 
@@ -136,7 +136,12 @@ def _probe(task: str, config: str, overrides: dict, size: tuple[int, int]) -> di
 
             def hook(name):
                 def record(module, args, output):
-                    if isinstance(output, (tuple, list)):
+                    if isinstance(output, (tuple, list)):  # name[i] and name[*] (kdbench.locations)
+                        tensors = [o for o in output if torch.is_tensor(o)]
+                        if len(tensors) == len(output):
+                            for index, item in enumerate(output):
+                                shapes.setdefault(f"{name}[{index}]", []).append(list(item.shape))
+                                shapes.setdefault(f"{name}[*]", []).append(list(item.shape))
                         output = output[0] if output else None
                     if torch.is_tensor(output):
                         shapes.setdefault(name, []).append(list(output.shape))

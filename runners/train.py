@@ -224,7 +224,8 @@ def build_trained_model(run: RunSpec, data: dict):
         return processed["inputs"], processed["data_samples"]
 
     return DistillModel(student, teacher, run.distill, probe=probe,
-                        watch_steps=min(KD_WATCH_STEPS, run.schedule.iterations), teacher_mode=run.teacher.mode)
+                        watch_steps=min(KD_WATCH_STEPS, run.schedule.iterations),
+                        teacher_mode=run.teacher.mode if run.teacher else "eval")
 
 
 # -- the Runner ---------------------------------------------------------------------------------
@@ -369,6 +370,7 @@ def train_and_evaluate(run: RunSpec, out: Path, hooks: tuple = ()) -> dict:
 
 def _finish(session: Session, trained, metrics_hook, cost_hook, started: float) -> dict:
     """The trained weights and final.json, each written whole or not at all."""
+    from runners.data.layout import run_record
     from runners.distill import DivergedError
 
     _save_atomic(trained.state_dict(), session.out / "model_final.pth")
@@ -380,9 +382,12 @@ def _finish(session: Session, trained, metrics_hook, cost_hook, started: float) 
         "cost": {**cost_hook.summary(), "wall_seconds_this_attempt": time.time() - started},
         "checkpoint": "model_final.pth",
         "resumed_from": session.resume.name if session.resume is not None else None,
+        "data": run_record(run.dataset.name, run.dataset.root),  # the splits found: a partial one is marked
     }
     if not final_metrics or not all(store.is_finite_number(v) for v in final_metrics.values()):
         raise DivergedError("val metrics", final_metrics)
+    if run.role == "teacher" and run.teacher.expect is not None:  # the teacher gate
+        record["teacher_check"] = store.teacher_check(final_metrics, vars(run.teacher.expect))
     store.write_json_atomic(session.out / store.FINAL, record)
     return record
 

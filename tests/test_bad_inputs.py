@@ -4,7 +4,7 @@ first matching the case's expectation, with no traceback, nothing written under 
 the run's output directory, and, for launch, nothing submitted. A case with limits (the hostile and
 runaway specs: alias bombs, huge grids) runs as a real process, held to its CPU time and peak memory."""
 
-import os
+import json
 import re
 import subprocess
 import sys
@@ -69,17 +69,36 @@ def run_measured(args: list[str], limits: tuple[float, float]) -> tuple[int, str
     """``kdbench <args>`` as a real process: (exit code, stdout, stderr, CPU seconds, peak MB). CPU
     time, not wall time, is what is held to the limit: a loaded machine stretches the one and not
     the other. ulimit stops a runaway at 4 times both limits, so a regression fails instead of
-    filling the machine."""
+    filling the machine.
+
+    The process is started by a small Python process of its own (MEASURE), not forked from this
+    one: a forked child's peak memory counts the parent's resident pages at the fork (Linux keeps
+    that high-water mark across exec), so a pytest process that had trained models before would
+    make every case look hundreds of MB heavier."""
     cpu_cap, memory_cap_kb = int(4 * limits[0]), int(4 * limits[1] * 1024)
     command = ["bash", "-c", f'ulimit -t {cpu_cap} -v {memory_cap_kb} && exec "$@"', "kdbench",
                sys.executable, "-m", "kdbench.cli", *args]
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        process = subprocess.Popen(command, cwd=ROOT, stdout=out, stderr=err)
-        _, status, usage = os.wait4(process.pid, 0)  # this process's own usage, not every child's
-        process.returncode = code = os.waitstatus_to_exitcode(status)
+        measured = subprocess.run([sys.executable, "-c", MEASURE, json.dumps(command)], cwd=ROOT, stdout=out,
+                                  stderr=err)
         out.seek(0), err.seek(0)
-        return (code, out.read().decode(), err.read().decode(), usage.ru_utime + usage.ru_stime,
-                usage.ru_maxrss / 1024)
+        stdout, stderr = out.read().decode(), err.read().decode()
+        assert measured.returncode == 0, f"the measuring process failed: {stderr}"
+        head, _, last = stdout.rstrip("\n").rpartition("\n")  # the child's output, then the usage line
+        usage = json.loads(last)
+        return usage["code"], head + "\n" if head else "", stderr, usage["cpu"], usage["mb"]
+
+
+# Runs the command given as JSON as a child and prints, last on stdout, its exit code, CPU seconds
+# and peak memory (this small process's own child: nothing inherited from pytest).
+MEASURE = """
+import json, os, subprocess, sys
+process = subprocess.Popen(json.loads(sys.argv[1]))
+_, status, usage = os.wait4(process.pid, 0)
+sys.stdout.flush()
+print(json.dumps({"code": os.waitstatus_to_exitcode(status), "cpu": usage.ru_utime + usage.ru_stime,
+                  "mb": usage.ru_maxrss / 1024}))
+"""
 
 
 @pytest.mark.parametrize("path, verb", CASES, ids=[f"{p.stem}-{v.split()[0]}" for p, v in CASES])

@@ -41,6 +41,7 @@ class LaunchOptions:
     progress: bool = True             # local: a progress bar
     model_check: bool = True          # preflight: locations and shapes against the models
     data_check: bool = True           # preflight: dataset roots and teacher checkpoint files
+    ignore_teacher_check: bool = False  # run the students of a teacher that failed its teacher gate
 
 
 @dataclass
@@ -82,7 +83,7 @@ def check_options(study: Study, options: LaunchOptions) -> Executor:
     given = {k: v for k, v in options.resources.items() if v is not None}
     resources = replace(study.resources, **given)
     if options.executor == "local":
-        return LocalExecutor(resources, options.parallel, options.progress, study.name)
+        return LocalExecutor(resources, options.parallel, options.progress, study.name, options.ignore_teacher_check)
     keys = {key: f"--{key.replace('_', '-')}" if key in given else f"{study.path}: resources.{key}"
             for key in ("partition", "gpus", "cpus", "mem_gb")}
     return SlurmExecutor(resources, study.name, options.array_parallelism, keys)
@@ -109,8 +110,10 @@ def study_lock(directory: Path):
         handle.close()
 
 
-def decide(study: Study, retry_failed: bool) -> list[Decision]:
-    """What to do with each run, from the store and the recorded jobs (one question per executor)."""
+def decide(study: Study, retry_failed: bool, ignore_teacher_check: bool = False) -> list[Decision]:
+    """What to do with each run, from the store and the recorded jobs (one question per executor).
+    A student whose teacher run is complete but failed its teacher gate (``teacher.expect``) is
+    blocked, unless ``ignore_teacher_check``."""
     scanned = store.scan(study.directory, [p.run_id for p in study.runs])
     job_states = jobs.job_states(jobs.records(scanned))
     decisions: dict[str, Decision] = {}
@@ -127,7 +130,9 @@ def decide(study: Study, retry_failed: bool) -> list[Decision]:
         decisions[planned.run_id] = Decision(planned, state, action, job)
     for decision in decisions.values():  # a student whose teacher cannot complete is blocked
         teachers = [decisions[d] for d in decision.planned.depends_on]
-        if decision.action == "submit" and any(t.action == "skip-failed" for t in teachers):
+        gated = not ignore_teacher_check and any(
+            store.teacher_check_failure(scanned[d]) for d in decision.planned.depends_on)
+        if decision.action == "submit" and (gated or any(t.action == "skip-failed" for t in teachers)):
             decision.action = "blocked"
     return list(decisions.values())
 
@@ -181,10 +186,10 @@ def launch(study: Study, options: LaunchOptions) -> list[Decision]:
     if options.dry_run:
         if isinstance(executor, SlurmExecutor) and slurm.reachable():
             executor.check()  # a dry run refuses what the launch would refuse
-        return decide(study, options.retry_failed)
+        return decide(study, options.retry_failed, options.ignore_teacher_check)
     executor.check()
     with study_lock(study.directory):
-        decisions = decide(study, options.retry_failed)
+        decisions = decide(study, options.retry_failed, options.ignore_teacher_check)
         submit(study, decisions, executor)
         executor.wait()
     return decisions
