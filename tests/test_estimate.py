@@ -59,7 +59,7 @@ def test_the_estimate_uses_the_seconds_per_iteration_recorded_by_complete_runs_o
     spec["grid"] = {"schedule.batch_size": [TINY_BASE["schedule"]["batch_size"], 3]}
     (tmp_path / "large.yaml").write_text(dump_yaml(spec))
     rows, _, err = estimate(tmp_path / "large.yaml", results)
-    assert "probing 2 training step(s) here" in err   # the student and the distilled pair at batch 3
+    assert "probing 3 training step(s) here" in err   # the teacher, student and distilled pair at batch 3
     rows = {(r["models"], r["source"]): r for r in rows}
     teacher = rows["tiny_seg_teacher", "1 recorded run"]
     assert teacher["seconds_per_iter"] == recorded["teacher"]
