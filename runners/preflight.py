@@ -108,11 +108,11 @@ def study_weights(study: Study) -> dict[str, list[WeightFile]]:
     per distinct pair of models, each file named by the study key that gives it."""
     found: dict[str, list[WeightFile]] = {}
     by_models: dict[str, list[WeightFile]] = {}
-    for planned, site in zip(study.runs, study_sites(study)):
-        run = site.run
+    for planned in study.runs:
+        run = planned.run
         signature = repr([run.task, run.role, bool(run.distill), run.student, run.teacher])
         if signature not in by_models:
-            by_models[signature] = run_weights(run, site.field_key)
+            by_models[signature] = run_weights(run, _study_field_key(study, planned))
         found[planned.run_id] = by_models[signature]
     return found
 

@@ -201,8 +201,8 @@ def _fetch_one(file: WeightFile, progress: bool) -> str:
                 http_error = isinstance(error, urllib.error.HTTPError)  # the server's answer: no retry
                 if http_error or attempt == ATTEMPTS:
                     reason = error if http_error else getattr(error, "reason", None) or error
-                    raise UserError(f"{file.where}: cannot download {file.url}: {reason} "
-                                    f"({_size(part)} bytes kept in {part}; fetch again to resume)") from None
+                    kept = f" ({_size(part)} bytes kept in {part}: fetch again to resume)" if _size(part) else ""
+                    raise UserError(f"{file.where}: cannot download {file.url}: {reason}{kept}") from None
         status = _verify(file, part)
         os.replace(part, file.path)
         return status

@@ -150,8 +150,12 @@ def test_a_sha256_given_in_the_spec_verifies_a_file_whose_name_carries_none(tmp_
     import hashlib
 
     zoo.server.files["teacher_latest.pth"] = zoo.data["teacher"]
+    zoo.server.files["teacher_unpinned.pth"] = zoo.data["teacher"]
     digest = hashlib.sha256(zoo.data["teacher"]).hexdigest()
     url = zoo.server.url("teacher_latest.pth")
+    unpinned = write_study(tmp_path, {"checkpoint": zoo.server.url("teacher_unpinned.pth")}, name="unpinned")
+    code, out, err = run_cli("fetch", str(unpinned), "--results", str(tmp_path / "results"), "--no-progress")
+    assert code == 0 and "unverified" in out and f"its sha256 is {digest}" in err  # said, with what to pin
     wrong = write_study(tmp_path, {"checkpoint": url, "sha256": "0" * 64}, name="wrong")
     code, _, err = run_cli("fetch", str(wrong), "--results", str(tmp_path / "results"), "--no-progress")
     assert code == 2 and digest in err and "0" * 64 in err and not (zoo.cache / "teacher_latest.pth").exists()
