@@ -170,18 +170,17 @@ def require_cached(files: list[WeightFile]) -> None:
 def fetch(files: list[WeightFile], progress: bool = True) -> list[tuple[WeightFile, str]]:
     """Download each file not yet in the cache, verified; (file, "cached" | "fetched" | "unverified")
     per distinct file. A failed download or a hash mismatch raises a UserError naming the file."""
-    done: dict[str, tuple[WeightFile, str]] = {}
+    distinct: dict[str, WeightFile] = {}
     for file in files:
-        if file.name in done:
-            continue
-        done[file.name] = (file, "cached" if file.path.is_file() else _fetch_one(file, progress))
-    return list(done.values())
+        first = distinct.setdefault(file.name, file)
+        if first.url != file.url:  # the cache holds one file per name, as torch.hub's does
+            raise UserError(f"{file.where}: {file.url} and {first.url} ({first.where}) are both named "
+                            f"{file.name}; the weights cache holds one file per name")
+    return [(file, "cached" if file.path.is_file() else _fetch_one(file, progress)) for file in distinct.values()]
 
 
 def _fetch_one(file: WeightFile, progress: bool) -> str:
     """One file, under a lock (array tasks or two launches on a shared file system may ask at once)."""
-    import http.client
-    import urllib.error
     folder = cache_dir()
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -193,19 +192,28 @@ def _fetch_one(file: WeightFile, progress: bool) -> str:
         if file.path.is_file():  # another process fetched it while this one waited
             return "cached"
         part = file.path.with_name(file.name + ".part")
-        for attempt in range(1, ATTEMPTS + 1):
-            try:
-                _download(file, part, progress)
-                break
-            except (OSError, http.client.HTTPException) as error:  # urllib's errors are OSErrors
-                http_error = isinstance(error, urllib.error.HTTPError)  # the server's answer: no retry
-                if http_error or attempt == ATTEMPTS:
-                    reason = error if http_error else getattr(error, "reason", None) or error
-                    kept = f" ({_size(part)} bytes kept in {part}: fetch again to resume)" if _size(part) else ""
-                    raise UserError(f"{file.where}: cannot download {file.url}: {reason}{kept}") from None
+        _download_resuming(file, part, progress)
         status = _verify(file, part)
-        os.replace(part, file.path)
+        os.replace(part, file.path)  # its name only now: complete and verified
         return status
+
+
+def _download_resuming(file: WeightFile, part: Path, progress: bool) -> None:
+    """``_download``, resumed after a dropped connection up to ATTEMPTS times; the server's own
+    answer (404, 403, ...) is final."""
+    import http.client
+    import urllib.error
+
+    for attempt in range(1, ATTEMPTS + 1):
+        try:
+            _download(file, part, progress)
+            return
+        except (OSError, http.client.HTTPException) as error:  # urllib's errors are OSErrors
+            answered = isinstance(error, urllib.error.HTTPError)
+            if answered or attempt == ATTEMPTS:
+                reason = error if answered else getattr(error, "reason", None) or error
+                kept = f" ({_size(part)} bytes kept in {part}: fetch again to resume)" if _size(part) else ""
+                raise UserError(f"{file.where}: cannot download {file.url}: {reason}{kept}") from None
 
 
 def _size(path: Path) -> int:

@@ -253,3 +253,14 @@ def test_a_teacher_sha256_must_be_hex_and_belongs_to_a_url_checkpoint():
     with pytest.raises(UserError, match="teacher.sha256: .*URL checkpoint"):
         parse_run({**base, "teacher": {"config": "tiny_seg_teacher", "checkpoint": "t.pth", "sha256": "abcdef12"}})
 
+
+
+def test_two_urls_whose_files_share_a_name_are_refused_before_either_is_downloaded(tmp_path, zoo):
+    from runners.weights import fetch, weight_file
+
+    name = zoo.names["teacher"]
+    first = weight_file(zoo.teacher_url, "a.yaml: base.teacher.checkpoint")
+    second = weight_file(zoo.teacher_url.replace("/weights/", "/elsewhere/"), "b.yaml: base.teacher.checkpoint")
+    with pytest.raises(UserError, match=f"are both named {name}"):
+        fetch([first, second], progress=False)
+    assert zoo.server.requests == []
