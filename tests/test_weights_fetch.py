@@ -264,3 +264,23 @@ def test_two_urls_whose_files_share_a_name_are_refused_before_either_is_download
     with pytest.raises(UserError, match=f"are both named {name}"):
         fetch([first, second], progress=False)
     assert zoo.server.requests == []
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+def test_a_slurm_launch_fetches_on_the_submitting_host_and_its_jobs_read_the_cache_offline(
+        slurm_cluster, tmp_path, zoo, monkeypatch):
+    from kdbench.expand import load_study
+    from runners.launch.jobs import status
+    from runners.launch.launcher import LaunchOptions, launch, summary
+    from tests.launch_helpers import settled
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    study = load_study(write_study(tmp_path, {"checkpoint": zoo.teacher_url}), tmp_path / "results")
+    assert summary(launch(study, LaunchOptions(executor="slurm", progress=False))) == {"submit": 3}
+    fetched = list(zoo.server.requests)  # before anything was submitted: each file once
+    assert sorted(name for name, _ in fetched) == sorted(zoo.names.values())
+    wait_until(lambda: settled(study), what="the study to finish on SLURM")
+    assert {r.name: r.state for r in status(study)} == {
+        "teacher": "complete", "student_s0": "complete", "cwd_logits_s0": "complete"}
+    assert zoo.server.requests == fetched  # the jobs, offline, read the cache and downloaded nothing
