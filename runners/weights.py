@@ -100,8 +100,10 @@ def _hub_url(reference: str, prefix: str, where: str) -> str | None:
     if url is None and HUBS[prefix].startswith("torchvision"):
         url = _torchvision_url(name)
     if url is None:
+        newer = HUBS[prefix].startswith("torchvision") and importlib.util.find_spec("torchvision") is None
+        hint = "; torchvision's newer names need torchvision installed" if newer else ""
         raise UserError(f"{where}: {reference!r}: mmengine knows no weights of that name "
-                        f"(e.g. {', '.join(sorted(table)[:4])})")
+                        f"(e.g. {', '.join(sorted(table)[:4])}){hint}")
     return url if url.startswith(("http://", "https://")) else None
 
 

@@ -284,3 +284,32 @@ def test_a_slurm_launch_fetches_on_the_submitting_host_and_its_jobs_read_the_cac
     assert {r.name: r.state for r in status(study)} == {
         "teacher": "complete", "student_s0": "complete", "cwd_logits_s0": "complete"}
     assert zoo.server.requests == fetched  # the jobs, offline, read the cache and downloaded nothing
+
+
+def test_an_mmcls_backbone_is_read_from_the_cache_as_mmengine_reads_it_the_backbone_tensors_unprefixed(
+        tmp_path, monkeypatch):
+    """mmseg's MobileNetV2 configs name ``mmcls://mobilenet_v2``: a classifier checkpoint whose
+    ``backbone.`` tensors mmengine keeps, unprefixed. Read from the cache, the model gets the same."""
+    import torch
+
+    from runners.build import build_model, load_config, register_scope
+    from runners.weights import cache_dir, localize, weight_file
+
+    monkeypatch.setenv("KDBENCH_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("KDBENCH_OFFLINE", "1")
+    cfg = load_config("mmseg::mobilenet_v2/mobilenet-v2-d8_pspnet_4xb2-80k_cityscapes-512x1024.py")
+    assert cfg.model.pretrained == "mmcls://mobilenet_v2"
+    register_scope("seg")
+    from mmseg.registry import MODELS
+
+    torch.manual_seed(7)
+    backbone = MODELS.build({**cfg.model.backbone.to_dict(), "norm_cfg": {"type": "BN", "requires_grad": True}})
+    state = {f"backbone.{k}": v for k, v in backbone.state_dict().items()}
+    state["head.fc.weight"] = torch.zeros(1000, 1280)  # the classifier's own head: not the backbone's
+    cache_dir().mkdir(parents=True)
+    torch.save({"state_dict": state}, weight_file("mmcls://mobilenet_v2", "test").path)
+
+    localize(cfg.model, "student.config")
+    model = build_model(cfg, "seg")
+    built, expected = model.backbone.state_dict(), backbone.state_dict()
+    assert built.keys() == expected.keys() and all(torch.equal(built[k], expected[k]) for k in expected)
