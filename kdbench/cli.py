@@ -128,7 +128,13 @@ def _plan(args: argparse.Namespace) -> int:
         from runners.preflight import check_study
 
         check_study(study, models=not args.no_model_check, files=not args.no_data_check)
-    rows = plan_rows(study)
+    weights = None
+    if not args.no_data_check:  # are the weight files each run downloads in the cache?
+        from runners.preflight import study_weights
+        from runners.weights import presence
+
+        weights = {run_id: presence(files) for run_id, files in study_weights(study).items()}
+    rows = plan_rows(study, weights)
     print(plan_json(rows) if args.json else format_plan(study, rows))
     return 0
 
@@ -148,6 +154,9 @@ def _launch_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--time-min", type=int, help="time limit per job, minutes")
     parser.add_argument("--array-parallelism", type=int, default=64, help="SLURM: array tasks running at once")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--no-fetch", action="store_true",
+                        help="do not download the runs' weight files here first (SLURM jobs never download: "
+                             "a file not in the cache then refuses the launch)")
     _check_arguments(parser, "before submitting")
 
 
@@ -161,7 +170,7 @@ def _launch(args: argparse.Namespace) -> int:
                    "time_min": args.time_min},
         array_parallelism=args.array_parallelism, progress=not args.no_progress,
         model_check=not args.no_model_check, data_check=not args.no_data_check,
-        ignore_teacher_check=args.ignore_teacher_check)
+        ignore_teacher_check=args.ignore_teacher_check, fetch=not args.no_fetch)
     check_options(study, options)  # every option before any work or output
     decisions = launch(study, options)
     if args.dry_run:
@@ -179,6 +188,28 @@ def _launch(args: argparse.Namespace) -> int:
         bad = sum(s in (*store.ERROR_STATES, "corrupt") for s in states)
         print(f"kdbench launch: {states.count('complete')} of {len(states)} runs complete"
               + (f", {bad} failed or diverged (kdbench status {args.study})" if bad else ""))
+    return 0
+
+
+def _fetch_arguments(parser: argparse.ArgumentParser) -> None:
+    _study_arguments(parser)
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _fetch(args: argparse.Namespace) -> int:
+    from collections import Counter
+
+    study = _load_study(args)
+    from runners.preflight import study_weights
+    from runners.weights import cache_dir, fetch
+
+    files = [file for run_files in study_weights(study).values() for file in run_files]
+    fetched = fetch(files, progress=not args.no_progress)
+    for file, how in fetched:
+        print(f"{how:<10}  {file.name}  ({file.reference})")
+    counts = ", ".join(f"{n} {how}" for how, n in sorted(Counter(how for _, how in fetched).items()))
+    print(f"kdbench fetch: {study.name}: {len(fetched)} weight file(s) in {cache_dir()}"
+          + (f" ({counts})" if counts else ""))
     return 0
 
 
@@ -364,6 +395,7 @@ def _bench(args: argparse.Namespace) -> int:
 VERBS: dict[str, Verb] = {
     "bench": ("performance benchmarks, as ratios measured side by side", _bench_arguments, _bench),
     "launch": ("run or submit a study's runs that still need doing", _launch_arguments, _launch),
+    "fetch": ("download and verify the weight files a study's runs need", _fetch_arguments, _fetch),
     "status": ("each run's state, from the results store and the scheduler", _study_arguments, _status),
     "cancel": ("cancel a study's pending and running jobs", _study_arguments, _cancel),
     "collect": ("gather a study's results into results/<study>/runs.parquet", _study_arguments, _collect),

@@ -5,6 +5,8 @@ submitted or written (``kdbench plan``, ``launch`` and ``run`` call them):
   a zip archive with its end record, or a pickle; nothing is loaded), a ``{run: DIR}`` teacher
   from outside the study is complete, a dataset root holds what mmseg/mmdet will read
   (runners.data.layout: its folders listed, COCO's annotation files scanned; cached);
+  offline (``KDBENCH_OFFLINE``, a SLURM job), every weight file the run would download is in
+  the cache (runners.weights);
 - locations: every distilled location exists in its model;
 - shapes: a probe forward of both models on a dummy batch at the run's input size, on PyTorch's
   ``meta`` device (shapes only, no compute, no weights), finds channel mismatches without an
@@ -33,6 +35,7 @@ from runners.config_files import resolve_config
 from runners.data import layout
 from runners.model_facts import input_size, module_names, output_shapes
 from runners.teacher_run import teacher_run_checkpoint
+from runners.weights import WeightFile, offline, require_cached, run_weights
 
 
 # -- one interface for studies and run files --------------------------------------------------
@@ -100,6 +103,20 @@ def check_run(run: RunSpec, source: str) -> None:
                       lambda path: f"{source}: {path}")])
 
 
+def study_weights(study: Study) -> dict[str, list[WeightFile]]:
+    """The weight files each run of the study downloads (runners.weights), by run id; worked out once
+    per distinct pair of models, each file named by the study key that gives it."""
+    found: dict[str, list[WeightFile]] = {}
+    by_models: dict[str, list[WeightFile]] = {}
+    for planned in study.runs:
+        run = planned.run
+        signature = repr([run.task, run.role, bool(run.distill), run.student, run.teacher])
+        if signature not in by_models:
+            by_models[signature] = run_weights(run, _study_field_key(study, planned))
+        found[planned.run_id] = by_models[signature]
+    return found
+
+
 # -- the checks -------------------------------------------------------------------------------
 _ZIP_END = b"PK\x05\x06"
 
@@ -147,6 +164,8 @@ def _check_files(site: Site) -> None:
             if problem:
                 raise UserError(f"{where}: {ckpt!r} {problem}; give the path of a .pth file, a URL, "
                                 f"or {{run: DIR}} of a complete teacher run")
+    if offline():  # a compute node: every weight file must already be in the cache
+        require_cached(run_weights(run, site.field_key))
     _check_dataset(site)
 
 

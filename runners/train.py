@@ -164,7 +164,10 @@ def _teacher_checkpoint(teacher: Teacher) -> tuple[str, bool]:
 
         # Written by kdbench itself as a plain state dict: safe with weights_only=True.
         return teacher_run_checkpoint(teacher.checkpoint.run, "teacher.checkpoint"), False
-    return teacher.checkpoint, teacher.trusted
+    from runners.weights import checkpoint_file
+
+    # A URL is read from the weights cache (fetched and verified there), never downloaded by torch.hub.
+    return checkpoint_file(teacher.checkpoint, teacher.sha256, "teacher.checkpoint"), teacher.trusted
 
 
 def input_size_overrides(run: RunSpec) -> dict:
@@ -179,6 +182,10 @@ def _load(run: RunSpec, role: str, init: bool = True):
 
     model = run.teacher if role == "teacher" else run.student
     cfg = load_config(model.config, {**input_size_overrides(run), **model.overrides}, f"{role}.config")
+    if init:  # its pretrained weights from the weights cache: mmengine never downloads them
+        from runners.weights import localize
+
+        localize(cfg.model, f"{role}.config")
     return build_model(cfg, run.task, init=init)
 
 

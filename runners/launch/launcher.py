@@ -5,7 +5,8 @@ failed runs are retried only with ``retry_failed``, and a lock on the study's re
 serialises concurrent launches (the second waits, then finds nothing left to submit). What to do
 is decided once per launch, under the lock. Before anything is written: the options are checked,
 the preflight runs (runners.preflight: files, locations, shapes) and the executor checks the
-resources (SLURM: a node of the partition must hold a run).
+resources (SLURM: a node of the partition must hold a run). Before anything is submitted, the
+weight files the runs download are fetched here (runners.weights; SLURM jobs run offline).
 
 Each stage (teachers, then students) is handed to the executor in batches that share their
 pending dependencies, so a student baseline, which needs no teacher, never waits behind one.
@@ -41,6 +42,7 @@ class LaunchOptions:
     model_check: bool = True          # preflight: locations and shapes against the models
     data_check: bool = True           # preflight: dataset roots and teacher checkpoint files
     ignore_teacher_check: bool = False  # run the students of a teacher that failed its teacher gate
+    fetch: bool = True                # download the runs' weight files here first (runners.weights)
 
 
 @dataclass
@@ -141,6 +143,23 @@ def submit(study: Study, decisions: list[Decision], executor: Executor) -> None:
             executor.submit(runs, study.directory, after)
 
 
+def prepare_weights(study: Study, decisions: list[Decision], options: LaunchOptions) -> None:
+    """The weight files of the runs to submit, fetched (and verified) on this host before anything
+    is submitted. SLURM jobs run offline: there, a file still missing (``--no-fetch``) refuses
+    the launch instead of failing on a compute node after the queue wait."""
+    from runners import weights
+    from runners.preflight import study_weights
+
+    todo = {d.planned.run_id for d in decisions if d.action == "submit"}
+    if not todo or not (options.fetch or options.executor == "slurm"):
+        return
+    needed = [file for run_id, files in study_weights(study).items() if run_id in todo for file in files]
+    if options.fetch:
+        weights.fetch(needed, progress=options.progress)
+    if options.executor == "slurm":
+        weights.require_cached(needed)
+
+
 def launch(study: Study, options: LaunchOptions) -> list[Decision]:
     """Check, then submit what needs submitting (local: and run it); what was decided per run
     (``summary`` counts the actions)."""
@@ -154,6 +173,7 @@ def launch(study: Study, options: LaunchOptions) -> list[Decision]:
     executor.check()
     with study_lock(study.directory):
         decisions = decide(study, options.retry_failed, options.ignore_teacher_check)
+        prepare_weights(study, decisions, options)
         submit(study, decisions, executor)
         executor.wait()
     return decisions
