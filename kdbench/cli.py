@@ -91,8 +91,16 @@ def _study_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _load_study(args: argparse.Namespace):
     """The study of a study verb, its grid limited by --max-runs."""
+    from pathlib import Path
+
     from kdbench.expand import MAX_RUNS, load_study
 
+    if Path(args.study).name.startswith("_"):
+        users = sorted(p.name for p in Path(args.study).parent.glob("[!_]*.yaml")
+                       if f"defaults: {Path(args.study).name}" in p.read_text(errors="replace"))
+        shown = f"; the studies that use it: {', '.join(users)}" if users else ""
+        raise UserError(f"{args.study}: a defaults file (its name starts with _), not a study: a study names it "
+                        f"with `defaults: {Path(args.study).name}`{shown}")
     if args.max_runs is not None and args.max_runs < 1:
         raise UserError(f"--max-runs: must be >= 1, got {args.max_runs}")
     return load_study(args.study, args.results, MAX_RUNS if args.max_runs is None else args.max_runs)
@@ -124,18 +132,30 @@ def _plan(args: argparse.Namespace) -> int:
 
         print(json.dumps(show(study, find_run(study, args.show)), indent=2))
         return 0
+    needs: list[str] = []  # what a launch would still need: listed below the grid, not refused
     if not (args.no_model_check and args.no_data_check):
         from runners.preflight import check_study
 
-        check_study(study, models=not args.no_model_check, files=not args.no_data_check)
+        check_study(study, models=not args.no_model_check, files=not args.no_data_check, needs=needs)
     weights = None
     if not args.no_data_check:  # are the weight files each run downloads in the cache?
         from runners.preflight import study_weights
-        from runners.weights import presence
+        from runners.weights import missing, presence
 
-        weights = {run_id: presence(files) for run_id, files in study_weights(study).items()}
+        by_run = study_weights(study)
+        weights = {run_id: presence(files) for run_id, files in by_run.items()}
+        absent = {file.name: file for files in by_run.values() for file in missing(files)}
+        if absent:
+            needs.append(f"{len(absent)} weight file(s) to download on a host with internet: kdbench fetch "
+                         f"{args.study} ({', '.join(sorted(f.url for f in absent.values()))})")
     rows = plan_rows(study, weights)
-    print(plan_json(rows) if args.json else format_plan(study, rows))
+    if args.json:
+        print(plan_json(rows))
+    else:
+        print(format_plan(study, rows))
+        if needs:
+            print("\nBefore kdbench launch can run this study, it needs:")
+            print("\n".join(f"- {need}" for need in needs))
     return 0
 
 

@@ -50,15 +50,18 @@ class Site:
     data_hint: str = ""                     # appended to a dataset-root error
 
 
-def check_sites(sites: list[Site], models: bool = True, files: bool = True) -> None:
-    """Files first (cheap), then locations, then shapes; the first problem raises."""
+def check_sites(sites: list[Site], models: bool = True, files: bool = True, needs: list[str] | None = None) -> None:
+    """Files first (cheap), then locations, then shapes; the first problem raises. With ``needs``
+    (``kdbench plan``), what is missing rather than wrong (a dataset not there or not prepared, a
+    teacher checkpoint file not there, a weight file not in the cache where runs may not download)
+    is added to it, once each, instead: a plan works on a machine without the data."""
     if files:
         seen: set[str] = set()
         for site in sites:
             signature = _files_signature(site)
             if signature not in seen:
                 seen.add(signature)
-                _check_files(site)
+                _check_files(site, needs)
     if models:
         # Runs that differ only in what the models do not see (a temperature, a weight, a seed) are
         # checked once: a 10k-run grid costs as much as its distinct model pairs and locations.
@@ -86,15 +89,19 @@ def _model_signature(run: RunSpec) -> str:
     return repr([run.task, run.student, run.teacher, run.dataset, run.schedule.crop, terms])
 
 
-def study_sites(study: Study) -> list[Site]:
-    hint = " (on a machine without the data, plan with --no-data-check)"
+LAUNCH_HINT = " (kdbench plan lists everything a launch of this study needs)"
+
+
+def study_sites(study: Study, hint: str = LAUNCH_HINT) -> list[Site]:
     return [Site(p.run, _study_term_key(study, p), _study_field_key(study, p), bool(p.depends_on), hint)
             for p in study.runs]
 
 
-def check_study(study: Study, models: bool = True, files: bool = True) -> None:
-    """The preflight of ``kdbench plan`` and ``launch``: nothing is submitted or written before it."""
-    check_sites(study_sites(study), models=models, files=files)
+def check_study(study: Study, models: bool = True, files: bool = True, needs: list[str] | None = None) -> None:
+    """The preflight of ``kdbench plan`` and ``launch``: nothing is submitted or written before it.
+    ``needs``: plan's list of what a launch would still need (check_sites)."""
+    sites = study_sites(study) if needs is None else study_sites(study, hint="")
+    check_sites(sites, models=models, files=files, needs=needs)
 
 
 def check_run(run: RunSpec, source: str) -> None:
@@ -145,7 +152,18 @@ def checkpoint_problem(path: str) -> str | None:
     return f"is not a PyTorch checkpoint (neither a zip archive nor a pickle; it starts with {head!r})"
 
 
-def _check_files(site: Site) -> None:
+def _missing(needs: list[str] | None, check) -> None:
+    """Run ``check``; a UserError it raises is a need when ``needs`` is given (once each)."""
+    try:
+        check()
+    except UserError as error:
+        if needs is None:
+            raise
+        if str(error) not in needs:
+            needs.append(str(error))
+
+
+def _check_files(site: Site, needs: list[str] | None = None) -> None:
     run = site.run
     for role, model in (("student", run.student), ("teacher", run.teacher)):
         if model is not None:
@@ -155,18 +173,26 @@ def _check_files(site: Site) -> None:
         ckpt = teacher.checkpoint
         where = site.field_key("teacher.checkpoint")
         if isinstance(ckpt, TeacherRun) and not site.own_teacher:
-            ckpt_path = teacher_run_checkpoint(ckpt.run, where)
-            problem = checkpoint_problem(ckpt_path)
-            if problem:
-                raise UserError(f"{where}.run: the teacher's weights {ckpt_path!r} {problem}")
+            _missing(needs, lambda: _check_teacher_run(ckpt, where))
         elif isinstance(ckpt, str) and not ckpt.startswith(("http://", "https://")):
-            problem = checkpoint_problem(ckpt)
-            if problem:
-                raise UserError(f"{where}: {ckpt!r} {problem}; give the path of a .pth file, a URL, "
-                                f"or {{run: DIR}} of a complete teacher run")
+            _missing(needs, lambda: _check_checkpoint_file(ckpt, where))
     if offline():  # a compute node: every weight file must already be in the cache
-        require_cached(run_weights(run, site.field_key))
-    _check_dataset(site)
+        _missing(needs, lambda: require_cached(run_weights(run, site.field_key)))
+    _missing(needs, lambda: _check_dataset(site))
+
+
+def _check_teacher_run(ckpt: TeacherRun, where: str) -> None:
+    ckpt_path = teacher_run_checkpoint(ckpt.run, where)
+    problem = checkpoint_problem(ckpt_path)
+    if problem:
+        raise UserError(f"{where}.run: the teacher's weights {ckpt_path!r} {problem}")
+
+
+def _check_checkpoint_file(ckpt: str, where: str) -> None:
+    problem = checkpoint_problem(ckpt)
+    if problem:
+        raise UserError(f"{where}: {ckpt!r} {problem}; give the path of a .pth file, a URL, "
+                        f"or {{run: DIR}} of a complete teacher run")
 
 
 def _check_dataset(site: Site) -> None:

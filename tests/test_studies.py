@@ -18,11 +18,23 @@ STUDIES = sorted(p for p in (ROOT / "studies").glob("[!_]*.yaml"))
 
 
 @pytest.mark.parametrize("path", STUDIES, ids=lambda p: p.name)
-def test_every_shipped_study_plans(path, tmp_path):
-    # the cityscapes and COCO data are not on this machine: --no-data-check
-    code, out, err = run_cli("plan", str(path), "--results", str(tmp_path), "--no-data-check")
+def test_every_shipped_study_plans_on_a_machine_without_its_data_or_weights(path, tmp_path, monkeypatch):
+    """Neither Cityscapes nor COCO is on this machine: plan shows the grid and lists what a launch
+    needs (the data; the weights to fetch where the cache lacks them), exit 0."""
+    code, out, err = run_cli("plan", str(path), "--results", str(tmp_path))
     assert code == 0, err
     assert re.search(r"study \S+: \d+ runs", out)
+    if "cityscapes" in path.read_text() or "coco" in path.read_text():
+        needs = out.split("Before kdbench launch can run this study, it needs:\n")[1]
+        assert "base.dataset.root: " in needs
+        assert "kdbench fetch " in needs or "absent" not in out  # weights: listed unless all cached
+
+
+def test_a_defaults_file_given_as_a_study_is_one_line_naming_the_studies_that_use_it():
+    code, out, err = run_cli("plan", str(ROOT / "studies" / "_paper_cityscapes.yaml"))
+    assert code == 2 and out == "" and len(err.strip().splitlines()) == 1
+    assert "_paper_cityscapes.yaml: a defaults file (its name starts with _), not a study: a study names it with " \
+           "`defaults: _paper_cityscapes.yaml`; the studies that use it: ablation_location.yaml" in err
 
 
 def test_paper_table2_plans_13_cells_times_3_seeds_plus_baselines():
