@@ -379,6 +379,7 @@ def _finish(session: Session, trained, metrics_hook, cost_hook, started: float) 
     """The trained weights and final.json, each written whole or not at all."""
     from runners.data.layout import run_record
     from runners.distill import DivergedError
+    from runners.recipe import recipe
 
     _save_atomic(trained.state_dict(), session.out / "model_final.pth")
     final_metrics = {k: v for k, v in (metrics_hook.last or {}).items() if k != "iter"}
@@ -391,6 +392,8 @@ def _finish(session: Session, trained, metrics_hook, cost_hook, started: float) 
         "resumed_from": session.resume.name if session.resume is not None else None,
         "data": run_record(run.dataset.name, run.dataset.root),  # the splits found: a partial one is marked
     }
+    nodes = int(os.environ.get("SLURM_NNODES", 1)) if session.launcher == "slurm" else 1
+    record["recipe"] = recipe(run, session.world_size, nodes, session.device, record["data"])
     if not final_metrics or not all(store.is_finite_number(v) for v in final_metrics.values()):
         raise DivergedError("val metrics", final_metrics)
     if run.role == "teacher" and run.teacher.expect is not None:  # the teacher gate

@@ -489,3 +489,19 @@ def test_a_detector_distilled_on_every_fpn_level_through_neck_star_trains(tmp_pa
     logged = [json.loads(line) for line in next((tmp_path / "run").glob("*/vis_data/scalars.json")).read_text()
               .splitlines()]
     assert logged and all("loss_kd_cwd_neck" in entry for entry in logged if "loss" in entry)
+
+
+@pytest.mark.slow
+def test_a_run_records_its_recipe_card_in_final_json(seg_teacher, tmp_path):
+    from tests.run_fixtures import teacher_of
+
+    run = seg_run(teacher={**teacher_of(seg_teacher), "mode": "bn_eval"}, distill=cwd_terms(),
+                  schedule={"iterations": 6, "batch_size": 2, "lr": 0.02, "checkpoint_interval": 6})
+    card = execute(run, tmp_path)["recipe"]
+    assert card == {
+        "global_batch": 2, "per_process_batch": 2, "processes": 1, "nodes": 1, "device": "cpu",
+        "iterations": 6, "train_images": 12, "epochs": 1.0,   # 6 iterations x 2 images / 12 images
+        "crop": [64, 64], "pipeline": "default", "optimizer": "sgd", "lr": 0.02, "momentum": 0.9,
+        "weight_decay": 0.0005, "lr_schedule": "poly", "min_lr": 0.0001, "warmup_iters": 0,
+        "evaluation": "single scale, no flip", "precision": "fp32",
+        "teacher_checkpoint": f"teacher run {seg_teacher.name}", "teacher_mode": "bn_eval"}
