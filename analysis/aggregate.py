@@ -235,8 +235,8 @@ def _tokens(text) -> set[str]:
 def match_references(references: pd.DataFrame, cell_table: pd.DataFrame, methods: dict, task: str) -> pd.DataFrame:
     """Each published row beside the measured cells it describes (or none).
 
-    A row matches a cell when its method is the cell's distillation method (the study's term
-    ``method``), its metric fits the task (mIoU for seg, AP/mAP for det), its dataset starts with
+    A row matches a cell when its method is the cell's distillation method (the ``method`` of
+    every term of the cell), its metric fits the task (mIoU for seg, AP/mAP for det), its dataset starts with
     the run's dataset name, its location (feature / logits) agrees with the cell's where both
     say one, and its student appears in the cell's student config name where the study varies it.
     """
@@ -251,8 +251,8 @@ def match_references(references: pd.DataFrame, cell_table: pd.DataFrame, methods
         matched = []
         for cell in cell_table.to_dict("records") if metric_ok and len(cell_table) else []:
             terms = methods.get(cell["method"]) or ()  # the study's methods: name -> its terms
-            if len(terms) != 1 or terms[0].get("method") != ref.get("method"):
-                continue
+            if not terms or any(term.get("method") != ref.get("method") for term in terms):
+                continue  # every term of the cell is the row's method (FBKD on four FPN levels: four terms)
             if cell.get("dataset") and not _norm(ref.get("dataset")).startswith(_norm(cell["dataset"])):
                 continue
             kind = kinds.get(cell["method"], (None, None))[1]

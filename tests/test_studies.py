@@ -177,7 +177,11 @@ def test_each_paper_table6_cell_distils_from_its_own_zipped_model_zoo_teacher_ch
         ("teacher_reppoints-moment_r101_fpn-gn_head-gn_2x_coco", 0, 40.5)]
     assert all(p.run.teacher.checkpoint.startswith("https://download.openmmlab.com/mmdetection/") for p in teachers)
     cells = [p for p in study.runs if p.kind == "cell"]
-    assert len(cells) == 9 and {c.run.distill[0].student_location for c in cells} == {("neck[*]",)}
+    assert len(cells) == 18 and {c.run.distill[0].student_location for c in cells} == {
+        ("neck[*]",), ("neck.fpn_convs.0.conv",)}
+    fbkd = next(c for c in cells if c.params["method"] == "fbkd_fpn").run.distill
+    assert [(t.name, t.params.get("maxpool_stride", 2)) for t in fbkd] == [
+        ("fbkd_p0", 8), ("fbkd_p1", 4), ("fbkd_p2", 2), ("fbkd_p3", 2)]
     for cell in cells:
         detector = cell.run.student.config.split("/")[-1].split("_r50")[0]
         assert cell.run.teacher.config.split("/")[-1].startswith(detector) and "_2x_" in cell.run.student.config
