@@ -145,14 +145,40 @@ def test_resources_do_not_change_run_ids_but_a_number_changing_field_does(tmp_pa
     assert changed.keys() == base.keys() and not set(changed.values()) & set(base.values())
 
 
-@pytest.mark.parametrize("name", ["paper_table2.csv", "paper_table6.csv", "mmrazor.csv"])
-def test_each_published_reference_row_has_a_number_and_its_source(name):
+@pytest.mark.parametrize("name", sorted(p.name for p in (ROOT / "studies" / "references").glob("*.csv")))
+def test_each_published_reference_row_has_a_number_its_source_and_a_comparability_tag(name):
     import pandas as pd
 
     table = pd.read_csv(ROOT / "studies" / "references" / name)
-    assert {"method", "location", "dataset", "metric", "value", "source"} <= set(table.columns)
+    assert {"method", "location", "dataset", "metric", "value", "source", "tag"} <= set(table.columns)
     assert len(table) > 0 and table["source"].notna().all() and (table["source"].str.len() > 10).all()
+    assert table["tag"].notna().all() and (table["tag"].str.len() > 10).all()
     assert table["value"].between(0, 100).all()
+
+
+def test_every_reference_file_is_used_by_a_shipped_study():
+    used = {name for path in STUDIES for name in load_study(path).spec.references}
+    assert used == {p.name for p in (ROOT / "studies" / "references").glob("*.csv")}
+
+
+def test_the_official_codes_committed_tau_sweep_sits_beside_the_feature_map_cells_of_the_same_tau_and_weight():
+    """torchdistiller_logs.csv rows state their tau and weight: each weight-35 row matches the one
+    cwd_feature_w35 cell at its tau; the weight-40 rows match no cell."""
+    from analysis import aggregate
+
+    study = load_study(ROOT / "studies" / "ablation_temperature.yaml", "/tmp/none")
+    cells = [{"method": p.params["method"], "axis:term.params.tau": p.params["term.params.tau"],
+              "dataset": "cityscapes", "location_kind": "feature" if "feature" in p.params["method"] else "logits",
+              "kd_method": "cwd"} for p in study.runs if p.kind == "cell" and p.run.seed == 0]
+    import pandas as pd
+
+    references = aggregate.read_references(study.path, ["torchdistiller_logs.csv"])
+    matches = aggregate.match_references(references, pd.DataFrame(cells), study.spec.methods, "seg")
+    paired = {(m["reference"]["weight"], m["reference"]["tau"]): m["cell"] and (m["cell"]["method"],
+              m["cell"]["axis:term.params.tau"]) for m in matches.to_dict("records")}
+    assert paired[(35, 4)] == ("cwd_feature_w35", 4) and paired[(35, 10)] == ("cwd_feature_w35", 10)
+    assert all(cell == ("cwd_feature_w35", tau) for (weight, tau), cell in paired.items() if weight == 35)
+    assert all(cell is None for (weight, _), cell in paired.items() if weight == 40)
 
 
 def test_the_paper_table2_references_cover_every_cell_of_its_study():
