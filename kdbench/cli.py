@@ -349,6 +349,8 @@ def _bench_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--methods", help="losses: comma-separated methods (default: every registered loss)")
     parser.add_argument("--cases", help="step: comma-separated cases (default: all; see benchmarks/step.py)")
     parser.add_argument("--sizes", default="1000,10000", help="grid: comma-separated grid sizes (default 1000,10000)")
+    parser.add_argument("--precisions", help="step: comma-separated of fp32,bf16,fp16 (default: fp32 on a CPU, "
+                                             "all three on a GPU)")
 
 
 def _csv(text: str | None, flag: str, cast=str) -> list | None:
@@ -379,10 +381,15 @@ def _bench(args: argparse.Namespace) -> int:
     sizes = _csv(args.sizes, "--sizes", int)
     if any(n < 1 for n in sizes):
         raise UserError(f"--sizes: grid sizes must be >= 1, got {args.sizes}")
+    precisions = _csv(args.precisions, "--precisions")
+    from kdbench.spec import PRECISIONS
+
+    if precisions and not set(precisions) <= set(PRECISIONS):
+        raise UserError(f"--precisions: {args.precisions!r}; valid: {', '.join(PRECISIONS)}")
     calls = {
         "losses": lambda m: m.run(scale=args.scale, repeats=args.repeats, methods=_csv(args.methods, "--methods"),
                                   progress=lambda line: print(f"  {line}", file=sys.stderr, flush=True)),
-        "step": lambda m: m.run(repeats=args.repeats, cases=_csv(args.cases, "--cases")),
+        "step": lambda m: m.run(repeats=args.repeats, cases=_csv(args.cases, "--cases"), precisions=precisions),
         "grid": lambda m: m.run(sizes=tuple(sizes)),
         "data": lambda m: m.run(repeats=args.repeats),
     }
