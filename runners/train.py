@@ -38,8 +38,8 @@ def world() -> tuple[int, int]:
 
 def _init_cpu_ranks() -> None:
     """The process group of a multi-task SLURM job on CPUs (gloo), from SLURM's variables:
-    mmengine's slurm launcher would call torch.cuda.set_device first. Single node (the executor
-    asks for one), so the rendezvous is on this host, at the MASTER_PORT the job was given."""
+    mmengine's slurm launcher would call torch.cuda.set_device first. The rendezvous is at the
+    MASTER_ADDR the job was given (its first node, when it has several), else on this host."""
     import torch.distributed as dist
 
     if dist.is_initialized():

@@ -58,6 +58,18 @@ def test_a_run_on_at_most_one_gpu_is_one_task_without_the_distributed_launcher(t
     assert not any(line.startswith("#SBATCH --array") for line in lines)
 
 
+@pytest.mark.parametrize("gpus", [1, 4])
+def test_a_multi_node_run_is_one_job_of_one_task_per_gpu_on_every_node_meeting_on_its_first_node(tmp_path, gpus):
+    executor = executor_for(tmp_path, {**RESOURCES, "gpus": gpus, "nodes": 3}, "student", "grid", [])
+    lines = sbatch_lines(executor, runs=2)
+    assert "#SBATCH --nodes=3" in lines and f"#SBATCH --ntasks-per-node={gpus}" in lines
+    assert f"#SBATCH --gpus-per-node={gpus}" in lines and "#SBATCH --cpus-per-task=3" in lines
+    assert executor._executor._num_tasks() == 3 * gpus  # one process group across the nodes
+    assert "export KDBENCH_LAUNCHER=slurm" in lines
+    assert 'export MASTER_ADDR=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n1)' in lines
+    assert "#SBATCH --array=0-1%2" in lines  # each run of the array is such a job
+
+
 def test_the_partition_and_the_signal_before_the_time_limit_follow_the_resources(tmp_path):
     executor = executor_for(tmp_path, {**RESOURCES, "partition": "gpu-a100", "time_min": 5}, "teacher", "grid", [])
     lines = sbatch_lines(executor, runs=1)

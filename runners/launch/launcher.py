@@ -70,10 +70,13 @@ def check_options(study: Study, options: LaunchOptions) -> Executor:
             raise UserError(f"--{key.replace('_', '-')}: must be a whole number "
                             f"{'>= 0' if key == 'gpus' else '>= 1'}, got {value!r}")
     resources = replace(study.resources, **given)
-    if options.executor == "local":
-        return LocalExecutor(resources, options.parallel, options.progress, study.name, options.ignore_teacher_check)
     keys = {key: f"--{key.replace('_', '-')}" if key in given else f"{study.path}: resources.{key}"
-            for key in ("partition", "gpus", "cpus", "mem_gb")}
+            for key in ("partition", "gpus", "nodes", "cpus", "mem_gb")}
+    if options.executor == "local":
+        if resources.nodes > 1:  # the local executor's runs are processes on this machine
+            raise UserError(f"{keys['nodes']}: {resources.nodes} nodes per run need --executor slurm "
+                            "(the local executor runs each run on this machine)")
+        return LocalExecutor(resources, options.parallel, options.progress, study.name, options.ignore_teacher_check)
     return SlurmExecutor(resources, study.name, options.array_parallelism, keys)
 
 
