@@ -57,6 +57,7 @@ def test_a_json_path_in_a_missing_directory_is_refused_before_anything_is_timed(
         f"kdbench bench: error: --json: {tmp_path / 'no' / 'such' / 'bench.json'}: its directory does not exist"]
 
 
+@pytest.mark.slow
 def test_the_step_suite_times_a_case_under_bf16_autocast_with_the_kd_terms_in_the_step(tmp_path):
     out = tmp_path / "bench.json"
     result = bench("--cases", "tiny_cwd_logits", "--repeats", "1", "--precisions", "bf16", "--json", str(out))

@@ -69,6 +69,7 @@ class _Dtypes(Hook):
         return hook
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("precision, logits", [("bf16", torch.bfloat16), ("fp32", torch.float32)])
 def test_a_cpu_run_autocasts_its_models_to_its_precision_and_keeps_the_kd_terms_in_fp32(
         seg_teacher, tmp_path, precision, logits):
