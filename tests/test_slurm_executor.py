@@ -77,3 +77,25 @@ def test_the_partition_and_the_signal_before_the_time_limit_follow_the_resources
     assert "#SBATCH --time=5" in lines
     assert "#SBATCH --signal=USR2@30" in lines  # a tenth of the time limit, at least 20 s
     assert Path(executor._executor.folder) == tmp_path / ".submitit" / "%j"
+
+
+def test_a_batch_that_does_not_split_over_the_tasks_of_every_node_is_refused_before_anything_is_written(tmp_path):
+    from kdbench.errors import UserError
+    from kdbench.expand import load_study
+    from runners.launch.launcher import LaunchOptions, launch
+    from tests.launch_helpers import write_study
+
+    study = load_study(write_study(tmp_path, "split"), tmp_path / "results")  # batch_size 2 on every run
+
+    def dry_run(**resources):  # a dry run asks nothing of the cluster: no SLURM needed
+        return launch(study, LaunchOptions(executor="slurm", dry_run=True, model_check=False, data_check=False,
+                                           progress=False, resources=resources))
+
+    assert dry_run(gpus=1, nodes=2)  # 2 images over 2 tasks: fine
+    with pytest.raises(UserError) as refused:
+        dry_run(gpus=1, nodes=3)
+    assert str(refused.value).startswith("--nodes: run ") and "schedule.batch_size 2" in str(refused.value)
+    assert "over 3 tasks (3 node(s) x 1)" in str(refused.value)
+    with pytest.raises(UserError, match=r"^--gpus: run .* over 4 tasks \(1 node\(s\) x 4\)"):
+        dry_run(gpus=4)
+    assert not list((tmp_path / "results").glob("**/*.json"))

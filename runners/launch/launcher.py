@@ -80,6 +80,23 @@ def check_options(study: Study, options: LaunchOptions) -> Executor:
     return SlurmExecutor(resources, study.name, options.array_parallelism, keys)
 
 
+def _check_batch_splits(study: Study, executor: Executor) -> None:
+    """A SLURM run of several tasks (one per GPU, on every node) splits its global batch between
+    them: every training run's batch size must divide evenly, found before anything is submitted
+    rather than in the job (after the partition's capacity: a run that fits no node is that first)."""
+    if not isinstance(executor, SlurmExecutor):
+        return
+    resources, keys = executor.resources, executor.keys
+    tasks = max(1, resources.gpus) * resources.nodes
+    for planned in study.runs:
+        schedule = planned.run.schedule
+        if tasks > 1 and schedule.iterations and schedule.batch_size % tasks:
+            key = keys["nodes"] if resources.nodes > 1 else keys["gpus"]
+            raise UserError(f"{key}: run {planned.name}: schedule.batch_size {schedule.batch_size} (images per "
+                            f"iteration, over all GPUs) does not split evenly over {tasks} tasks "
+                            f"({resources.nodes} node(s) x {max(1, resources.gpus)})")
+
+
 @contextlib.contextmanager
 def study_lock(directory: Path):
     """An exclusive lock on ``directory/.launch.lock``, held by one launch at a time."""
@@ -172,8 +189,10 @@ def launch(study: Study, options: LaunchOptions) -> list[Decision]:
     if options.model_check or options.data_check:  # nothing is submitted or written before it
         check_study(study, models=options.model_check, files=options.data_check)
     if options.dry_run:
+        _check_batch_splits(study, executor)
         return decide(study, options.retry_failed, options.ignore_teacher_check)
     executor.check()
+    _check_batch_splits(study, executor)
     with study_lock(study.directory):
         decisions = decide(study, options.retry_failed, options.ignore_teacher_check)
         prepare_weights(study, decisions, options)
