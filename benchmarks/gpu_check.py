@@ -14,6 +14,10 @@ Three parts, each on the check's device (CUDA by default; ``--device cpu`` for a
 - ``gfl_step``: a GFL R101 -> R50 CWD step (studies/mmrazor_cwd_coco_gfl.yaml) on a generated
   batch at the COCO 1x input size, beside a student step and a teacher forward.
 
+On CUDA each figure of peak memory is its part's own (the allocator's peak, reset before it); on a
+CPU it is the process's peak resident set so far (it cannot be reset), so a later part's includes
+an earlier one's.
+
 Weights are random (the teacher's saved to a file the run loads, the student's backbone not
 fetched): timing and finiteness do not depend on them, and nothing is downloaded. ``--quick``
 runs at reduced sizes, and the loss part for CWD only (under 2 minutes on 2 CPU cores;
@@ -32,21 +36,21 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.step import _run_of
+from benchmarks.gfl_step import gfl_step_row
+from benchmarks.step import run_of
 
 PRECISIONS = ("fp32", "bf16")
 # Full: the paper's protocol (crop 512, batch 8) and COCO 1x's input (1333x800, padded to /32, two
 # images per GPU). Quick: the same code at sizes two CPU cores get through in seconds.
 SIZES = {
     "full": {"loss_methods": None, "loss_scale": 1.0, "repeats": 5, "iterations": 200, "crop": (512, 512), "batch": 8,
-             "image": (256, 512), "data_scale": (2048, 1024), "num_train": 16, "num_val": 2, "workers": 4,
+             "image": (256, 512), "data_scale": (2048, 1024), "num_train": 16, "num_val": 2, "workers": 8,
              "gfl_input": (800, 1344), "gfl_batch": 2, "gfl_repeats": 5},
     "quick": {"loss_methods": ("cwd",), "loss_scale": 0.25, "repeats": 1, "iterations": 3, "crop": (64, 64),
               "batch": 2, "image": (64, 128), "data_scale": (128, 64), "num_train": 4, "num_val": 1, "workers": 0,
               "gfl_input": (64, 64), "gfl_batch": 1, "gfl_repeats": 1},
 }
 SEG_STUDY, SEG_RUN = "studies/paper_table2_cityscapes.yaml", "cwd_logits_s0"
-DET_STUDY, DET_RUN = "studies/mmrazor_cwd_coco_gfl.yaml", "cwd_cls_s0"
 NO_DOWNLOAD = {"model.pretrained": None}  # the student's ImageNet backbone: random instead
 
 
@@ -72,7 +76,7 @@ def _random_teacher(run, path: Path) -> str:
 
 def _training_run(device: str, precision: str, sizes: dict, data: Path, teacher: str, threads: int) -> dict:
     """The paper's CWD run, resized to the check: the run dict ``run_one`` executes."""
-    run = _run_of(SEG_STUDY, SEG_RUN).to_dict()
+    run = run_of(SEG_STUDY, SEG_RUN).to_dict()
     iterations = sizes["iterations"]
     run.update(
         name=f"gpu_check_{precision}", device=device, threads=threads,
@@ -102,6 +106,11 @@ def training_row(device: str, precision: str, sizes: dict, work: Path, teacher: 
     out = work / f"run_{precision}"
     data = work / "cityscapes"
     spec = parse_run(_training_run(device, precision, sizes, data, teacher, threads))
+    if device == "cuda":  # each run's own peak (the cost hook reads the allocator's peak)
+        import torch
+
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
     started = time.perf_counter()
     row = {"part": "training", "precision": precision, "device": device, "iterations": sizes["iterations"],
            "crop": list(sizes["crop"]), "batch": sizes["batch"], "teacher": spec.teacher.config,
@@ -124,102 +133,8 @@ def training_rows(device: str, sizes: dict, work: Path, threads: int) -> list[di
 
     make_cityscapes(work / "cityscapes", num_train=sizes["num_train"], num_val=sizes["num_val"],
                     size=sizes["image"])
-    teacher = _random_teacher(_run_of(SEG_STUDY, SEG_RUN), work / "teacher_random.pth")
+    teacher = _random_teacher(run_of(SEG_STUDY, SEG_RUN), work / "teacher_random.pth")
     return [training_row(device, precision, sizes, work, teacher, threads) for precision in PRECISIONS]
-
-
-# -- the GFL step ---------------------------------------------------------------------------------
-def _det_batch(batch: int, size: tuple[int, int], num_classes: int, seed: int = 0):
-    """Normalised-looking images and a few boxes per image, as mmdet's data preprocessor gives them."""
-    import torch
-    from mmdet.structures import DetDataSample
-    from mmengine.structures import InstanceData
-
-    generator = torch.Generator().manual_seed(seed)
-    h, w = size
-    samples = []
-    for _ in range(batch):
-        corners = torch.rand(4, 2, generator=generator) * torch.tensor([w, h]) * 0.5
-        boxes = torch.cat([corners, corners + torch.tensor([w, h]) * 0.4], dim=1)
-        sample = DetDataSample()
-        sample.gt_instances = InstanceData(bboxes=boxes, labels=torch.randint(0, num_classes, (4,),
-                                                                                generator=generator))
-        sample.set_metainfo({"img_shape": size, "ori_shape": size, "pad_shape": size,
-                             "batch_input_shape": size, "scale_factor": (1.0, 1.0)})
-        samples.append(sample)
-    return torch.randn(batch, 3, h, w, generator=generator), samples
-
-
-def _det_models(run):
-    from runners.build import build_model, load_config
-
-    return [build_model(load_config(model.config, dict(model.overrides), f"{role}.config"), "det", init=False)
-            for role, model in (("teacher", run.teacher), ("student", run.student))]
-
-
-def gfl_step_row(device: str, sizes: dict) -> dict:
-    """One KD step of GFL R101 -> R50 with CWD on the classification branch, beside a student step
-    and a teacher forward (medians of interleaved repeats), the KD share from the step clock."""
-    from functools import partial
-
-    import torch
-
-    from benchmarks.step import _sum
-    from benchmarks.timing import interleaved_medians, synchronize
-    from runners.distill import DistillModel
-
-    run = _run_of(DET_STUDY, DET_RUN)
-    torch.manual_seed(0)
-    teacher, student = _det_models(run)
-    inputs, samples = _det_batch(sizes["gfl_batch"], sizes["gfl_input"], student.bbox_head.num_classes)
-    inputs, samples = inputs.to(device), [s.to(device) for s in samples]
-    teacher.to(device).eval().requires_grad_(False)
-    model = DistillModel(student.to(device).train(), teacher, run.distill, lambda: (inputs[:1], samples[:1]))
-    model.to(device).train()
-    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-4, momentum=0.9)
-    seen: dict = {}
-
-    def kd_step():
-        optimizer.zero_grad(set_to_none=True)
-        model.clock.reset()
-        loss_dict = model(inputs, samples, mode="loss")
-        seen["losses"] = {k: float(_sum({k: v}).detach()) for k, v in loss_dict.items() if "loss" in k}
-        _sum(loss_dict).backward()
-        optimizer.step()
-        synchronize(device)
-        seen["parts"] = model.clock.parts()
-
-    def student_step():
-        optimizer.zero_grad(set_to_none=True)
-        _sum(student(inputs, samples, mode="loss")).backward()
-        optimizer.step()
-
-    def teacher_forward():
-        with torch.no_grad():
-            teacher(inputs, samples, mode="tensor")
-
-    if device == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-    median = interleaved_medians({"kd": kd_step, "student": student_step, "teacher": teacher_forward},
-                                 sizes["gfl_repeats"], partial(synchronize, device))
-    parts = seen["parts"]
-    return {"part": "gfl_step", "device": device, "teacher": run.teacher.config, "student": run.student.config,
-            "terms": [t.name for t in run.distill], "input": list(sizes["gfl_input"]), "batch": sizes["gfl_batch"],
-            **{f"{name}_s": value for name, value in median.items()},
-            "overhead": median["kd"] / (median["student"] + median["teacher"]),
-            "kd_share": (parts["kd_forward"] + parts["kd_backward"]) / median["kd"],
-            "peak_memory_mb": _peak_memory_mb(device), "losses": seen["losses"],
-            "losses_finite": all(map(math.isfinite, seen["losses"].values()))}
-
-
-def _peak_memory_mb(device: str) -> float:
-    import resource
-
-    import torch
-
-    if device == "cuda":
-        return torch.cuda.max_memory_allocated() / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 # -- the check ----------------------------------------------------------------------------------
@@ -284,6 +199,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.device == "cuda" and not torch.cuda.is_available():
         print("gpu_check: error: --device cuda: no GPU is visible (use --device cpu --quick here)", file=sys.stderr)
+        return 2
+    if args.threads is not None and args.threads < 1:
+        print(f"gpu_check: error: --threads: must be >= 1, got {args.threads}", file=sys.stderr)
         return 2
     threads = args.threads or torch.get_num_threads()
     with tempfile.TemporaryDirectory(prefix="kdbench-gpu-check-") as work:

@@ -45,7 +45,8 @@ CASES = [
 PAPER_CPU_CROP, PAPER_CPU_BATCH = (128, 128), 2
 
 
-def _run_of(study_file: str, run_name: str):
+def run_of(study_file: str, run_name: str):
+    """The resolved run named ``run_name`` of a shipped study (what a launch would train)."""
     from kdbench.expand import load_study
 
     study = load_study(ROOT / study_file, "results")
@@ -86,7 +87,8 @@ def _batch(batch: int, crop: tuple[int, int], num_classes: int, seed: int = 0):
     return inputs, samples
 
 
-def _sum(loss_dict: dict):
+def total_loss(loss_dict: dict):
+    """The sum of a loss dict's ``loss*`` entries (per-level lists included), as mmengine sums them."""
     return sum(v.sum() if not isinstance(v, (list, tuple)) else sum(x.sum() for x in v)
                for k, v in loss_dict.items() if "loss" in k)
 
@@ -110,7 +112,7 @@ def _reference_step(student, teacher, term, adapter, optimizer, inputs, samples)
         losses = student(inputs, samples, mode="loss")
         s = adapter(recorded["s"]) if adapter is not None else recorded["s"]
         kd = reference_cwd(s, recorded["t"], term.params["tau"], term.weight)
-        (_sum(losses) + kd).backward()
+        (total_loss(losses) + kd).backward()
         optimizer.step()
     finally:
         for hook in hooks:
@@ -140,7 +142,7 @@ def measure(case: str, study_file: str, run_name: str, repeats: int, crop=None, 
 
     from runners.distill import DistillModel
 
-    run = _run_of(study_file, run_name)
+    run = run_of(study_file, run_name)
     paper = run.dataset.name != "fashion_scenes"
     if crop is None:
         crop = PAPER_CPU_CROP if paper and not torch.cuda.is_available() else tuple(
@@ -166,7 +168,7 @@ def measure(case: str, study_file: str, run_name: str, repeats: int, crop=None, 
     def student_step():
         optimizer.zero_grad(set_to_none=True)
         with cast():
-            loss = _sum(student(inputs, samples, mode="loss"))
+            loss = total_loss(student(inputs, samples, mode="loss"))
         loss.backward()
         optimizer.step()
 
@@ -181,7 +183,7 @@ def measure(case: str, study_file: str, run_name: str, repeats: int, crop=None, 
         with cast():
             loss_dict = model(inputs, samples, mode="loss")
         kd_keys[:] = sorted(k for k in loss_dict if k.startswith("loss_kd_"))
-        _sum(loss_dict).backward()
+        total_loss(loss_dict).backward()
         optimizer.step()
 
     def reference_step():
