@@ -46,6 +46,8 @@ def precision_problem(precision: str, device: str) -> str | None:
 
 def check_precision(run: RunSpec, where: str) -> None:
     """A one-line UserError (exit 2) when the run's precision cannot train on this machine."""
+    if run.schedule.precision == "fp32":
+        return  # without importing torch: a launch's checks stay fast
     problem = precision_problem(run.schedule.precision, resolved_device(run))
     if problem:
         raise UserError(f"{where}: {problem}")

@@ -76,8 +76,22 @@ def check_options(study: Study, options: LaunchOptions) -> Executor:
         if resources.nodes > 1:  # the local executor's runs are processes on this machine
             raise UserError(f"{keys['nodes']}: {resources.nodes} nodes per run need --executor slurm "
                             "(the local executor runs each run on this machine)")
+        _check_precisions_here(study)
         return LocalExecutor(resources, options.parallel, options.progress, study.name, options.ignore_teacher_check)
     return SlurmExecutor(resources, study.name, options.array_parallelism, keys)
+
+
+def _check_precisions_here(study: Study) -> None:
+    """Runs that train here (the local executor) at a precision this machine cannot run (fp16 on a
+    CPU) are refused now, not one by one as they start. A SLURM job checks on its node."""
+    from runners.precision import check_precision
+
+    seen = set()
+    for planned in study.runs:
+        signature = (planned.run.schedule.precision, planned.run.device)
+        if signature not in seen:
+            seen.add(signature)
+            check_precision(planned.run, f"{study.path}: run {planned.name}: schedule.precision")
 
 
 def _check_batch_splits(study: Study, executor: Executor) -> None:
