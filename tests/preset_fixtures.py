@@ -1,6 +1,7 @@
 """A tiny COCO-format tree, made from generated fashion scenes, so that mmdet's CocoDataset pipeline
-(exactly as the paper presets use it) runs end to end on CPU. Nothing is downloaded. (The
-Cityscapes-format tree is runners.data.cityscapes_format: the GPU acceptance check uses it too.)"""
+(exactly as the paper presets use it) runs end to end on CPU, and a Cityscapes tree as the official
+zips unpack. Nothing is downloaded. (The Cityscapes-format tree mmseg reads is
+runners.data.cityscapes_format: the GPU acceptance check uses it too.)"""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pathlib import Path
 
 from PIL import Image
 
+from runners.data.cityscapes_format import make_cityscapes
 from runners.data.fashion_scenes import generate
 
 # Ten of COCO's 80 category names stand in for the ten Fashion-MNIST classes.
