@@ -85,3 +85,4 @@ def test_a_cpu_run_autocasts_its_models_to_its_precision_and_keeps_the_kd_terms_
     assert hook.seen["cwd_logits"] == torch.float32 and hook.seen["cwd_feature"] == torch.float32
     assert hook.wrapper == ("CpuAutocastOptimWrapper" if precision == "bf16" else "OptimWrapper")
     assert json.loads((tmp_path / "env.json").read_text())["precision"] == precision
+    assert record["recipe"]["precision"] == precision
