@@ -168,7 +168,8 @@ def _launch_arguments(parser: argparse.ArgumentParser) -> None:
                         help="run the students of a teacher that scored off its teacher.expect")
     parser.add_argument("--parallel", type=int, default=1, help="local: runs at a time (default 1)")
     parser.add_argument("--partition", help="SLURM partition (default: the study's, else the cluster's)")
-    parser.add_argument("--gpus", type=int, help="GPUs per run")
+    parser.add_argument("--gpus", type=int, help="GPUs per run (per node with --nodes)")
+    parser.add_argument("--nodes", type=int, help="SLURM: nodes per run (one task per GPU on each)")
     parser.add_argument("--cpus", type=int, help="CPUs per task")
     parser.add_argument("--mem-gb", type=int, help="memory per run, GB")
     parser.add_argument("--time-min", type=int, help="time limit per job, minutes")
@@ -187,7 +188,7 @@ def _launch(args: argparse.Namespace) -> int:
     options = LaunchOptions(
         executor=args.executor, dry_run=args.dry_run, retry_failed=args.retry_failed, parallel=args.parallel,
         resources={"partition": args.partition, "gpus": args.gpus, "cpus": args.cpus, "mem_gb": args.mem_gb,
-                   "time_min": args.time_min},
+                   "time_min": args.time_min, "nodes": args.nodes},
         array_parallelism=args.array_parallelism, progress=not args.no_progress,
         model_check=not args.no_model_check, data_check=not args.no_data_check,
         ignore_teacher_check=args.ignore_teacher_check, fetch=not args.no_fetch)
@@ -349,6 +350,8 @@ def _bench_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--methods", help="losses: comma-separated methods (default: every registered loss)")
     parser.add_argument("--cases", help="step: comma-separated cases (default: all; see benchmarks/step.py)")
     parser.add_argument("--sizes", default="1000,10000", help="grid: comma-separated grid sizes (default 1000,10000)")
+    parser.add_argument("--precisions", help="step: comma-separated of fp32,bf16,fp16 (default: fp32 on a CPU, "
+                                             "all three on a GPU)")
 
 
 def _csv(text: str | None, flag: str, cast=str) -> list | None:
@@ -379,10 +382,15 @@ def _bench(args: argparse.Namespace) -> int:
     sizes = _csv(args.sizes, "--sizes", int)
     if any(n < 1 for n in sizes):
         raise UserError(f"--sizes: grid sizes must be >= 1, got {args.sizes}")
+    precisions = _csv(args.precisions, "--precisions")
+    from kdbench.spec import PRECISIONS
+
+    if precisions and not set(precisions) <= set(PRECISIONS):
+        raise UserError(f"--precisions: {args.precisions!r}; valid: {', '.join(PRECISIONS)}")
     calls = {
         "losses": lambda m: m.run(scale=args.scale, repeats=args.repeats, methods=_csv(args.methods, "--methods"),
                                   progress=lambda line: print(f"  {line}", file=sys.stderr, flush=True)),
-        "step": lambda m: m.run(repeats=args.repeats, cases=_csv(args.cases, "--cases")),
+        "step": lambda m: m.run(repeats=args.repeats, cases=_csv(args.cases, "--cases"), precisions=precisions),
         "grid": lambda m: m.run(sizes=tuple(sizes)),
         "data": lambda m: m.run(repeats=args.repeats),
     }

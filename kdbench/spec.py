@@ -27,6 +27,7 @@ DATASETS = ("fashion_scenes", "cityscapes", "coco")
 OPTIMIZERS = ("sgd", "adamw")
 LR_SCHEDULES = ("poly", "constant", "step")
 DEVICES = ("auto", "cpu", "cuda")
+PRECISIONS = ("fp32", "bf16", "fp16")
 TERM_KEYS = ("name", "method", "params", "student_location", "teacher_location", "weight",
              "adapter", "resize")
 TOP_KEYS = ("task", "role", "name", "teacher", "student", "distill", "dataset", "schedule", "seed",
@@ -49,11 +50,13 @@ class Schedule:
     checkpoint_interval: int = 50   # iterations between resumable checkpoints
     num_workers: int = 0
     deterministic: bool = False     # PyTorch's deterministic algorithms, cuDNN deterministic, cuBLAS workspace
+    precision: str = "fp32"         # fp32 | bf16 | fp16: autocast of the training step (mmengine's AMP
+    #                                 wrapper on CUDA; bf16 only on a CPU); KD terms stay fp32
 
 
 # Fields added after runs were recorded: in a run's dict (and so its id) only when not at their
 # default, so every run recorded before them keeps its id.
-LATER_DEFAULTS = {"deterministic": False}
+LATER_DEFAULTS = {"deterministic": False, "precision": "fp32"}
 TEACHER_MODES = ("eval", "bn_eval")
 # default: the dataset's standard training augmentation (mmseg's for Cityscapes: random resize
 # 0.5-2, crop, flip, photometric; mmdet's 1x for COCO); crop_only (Cityscapes): a plain random crop,
@@ -326,6 +329,7 @@ def parse_schedule(check: Checker, value: Any, path: str, trains: bool = True) -
             raise check.fail(join(path, key), f"{schedule[key]} is more than the run's {schedule['iterations']} "
                                               "iterations: it would never be reached")
     check.boolean(schedule["deterministic"], join(path, "deterministic"))
+    check.string(schedule["precision"], join(path, "precision"), PRECISIONS)
     return Schedule(**schedule)
 
 

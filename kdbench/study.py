@@ -30,14 +30,16 @@ NOT_AXES = ("name", "out", "device", "plugins", "threads")
 class Resources:
     """What one run asks of a node; not part of any run's identity."""
 
-    gpus: int = 1                   # GPUs per run (several: one task per GPU, mmengine's launcher)
+    gpus: int = 1                   # GPUs per node of a run (several: one task per GPU, mmengine's launcher)
+    nodes: int = 1                  # nodes per run: one job of nodes x gpus tasks, one process group
     cpus: int = 4                   # CPUs per task
     mem_gb: int = 16
     time_min: int = 240             # the scheduler's time limit; a run past it is checkpointed and requeued
     partition: str | None = None    # None = the cluster's default
 
     def text(self) -> str:
-        parts = [f"{self.gpus} gpu", f"{self.cpus} cpu", f"{self.mem_gb}G", f"{self.time_min}m"]
+        gpus = f"{self.gpus} gpu" if self.nodes == 1 else f"{self.nodes} nodes x {self.gpus} gpu"
+        parts = [gpus, f"{self.cpus} cpu", f"{self.mem_gb}G", f"{self.time_min}m"]
         return " ".join(parts + ([self.partition] if self.partition else []))
 
 
@@ -174,7 +176,7 @@ def _axis_values(check: Checker, value: Any, where: str) -> list:
 def _resources(check: Checker, data: dict) -> Resources:
     given = check.mapping(data.get("resources", {}), "resources", Resources.__dataclass_fields__)
     resources = Resources(**given)
-    for key in ("gpus", "cpus", "mem_gb", "time_min"):
+    for key in ("gpus", "nodes", "cpus", "mem_gb", "time_min"):
         check.integer(getattr(resources, key), join("resources", key), minimum=0 if key == "gpus" else 1)
     if resources.partition is not None:
         check.string(resources.partition, "resources.partition")

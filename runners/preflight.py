@@ -105,7 +105,11 @@ def check_study(study: Study, models: bool = True, files: bool = True, needs: li
 
 
 def check_run(run: RunSpec, source: str) -> None:
-    """The preflight of ``kdbench run RUN.json``: nothing is written before it."""
+    """The preflight of ``kdbench run RUN.json``: nothing is written before it. The precision is
+    checked here, where the run trains, not when a study is planned (on a login node without GPUs)."""
+    from runners.precision import check_precision
+
+    check_precision(run, f"{source}: schedule.precision")
     check_sites([Site(run, lambda index, key: f"{source}: distill[{index}].{key}",
                       lambda path: f"{source}: {path}")])
 

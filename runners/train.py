@@ -38,8 +38,8 @@ def world() -> tuple[int, int]:
 
 def _init_cpu_ranks() -> None:
     """The process group of a multi-task SLURM job on CPUs (gloo), from SLURM's variables:
-    mmengine's slurm launcher would call torch.cuda.set_device first. Single node (the executor
-    asks for one), so the rendezvous is on this host, at the MASTER_PORT the job was given."""
+    mmengine's slurm launcher would call torch.cuda.set_device first. The rendezvous is at the
+    MASTER_ADDR the job was given (its first node, when it has several), else on this host."""
     import torch.distributed as dist
 
     if dist.is_initialized():
@@ -106,7 +106,7 @@ def configure_numerics(run: RunSpec) -> dict:
     torch.set_float32_matmul_precision("highest")
     return {"threads": threads, "deterministic": deterministic, "cudnn_deterministic": deterministic,
             "cudnn_benchmark": False, "cudnn_allow_tf32": True, "matmul_precision": "highest",
-            "cublas_workspace_config": os.environ.get("CUBLAS_WORKSPACE_CONFIG")}
+            "cublas_workspace_config": os.environ.get("CUBLAS_WORKSPACE_CONFIG"), "precision": run.schedule.precision}
 
 
 # -- resuming ---------------------------------------------------------------------------------
@@ -256,11 +256,14 @@ def optim_config(schedule: Schedule) -> tuple[dict, list]:
     return {"type": "OptimWrapper", "optimizer": optimizer, "clip_grad": None}, schedulers
 
 
-def _training_arguments(schedule: Schedule, model, data: dict, resume: Path | None) -> dict:
+def _training_arguments(schedule: Schedule, model, data: dict, resume: Path | None, device: str) -> dict:
     """The Runner's training arguments (none for an evaluation-only run)."""
+    from runners.precision import optim_wrapper_type
+
     if schedule.iterations == 0:
         return {}
     optim_wrapper, schedulers = optim_config(schedule)
+    optim_wrapper.update(optim_wrapper_type(schedule.precision, device))  # autocast: runners/precision.py
     own = model.frozen_in_student_optimizer()
     if own:  # lr and decay x0: the student's optimizer never moves e.g. HO's discriminator
         optim_wrapper["paramwise_cfg"] = {"custom_keys": {k: {"lr_mult": 0.0, "decay_mult": 0.0} for k in own}}
@@ -315,7 +318,7 @@ def build_runner(session: Session, model, data: dict, hooks: list):
         cfg=({"model_wrapper_cfg": {"type": "MMDistributedDataParallel", "device_ids": None,
                                     "broadcast_buffers": False}} if cpu_ranks else None),
         log_processor={"by_epoch": False}, experiment_name=session.run.name,
-        **_training_arguments(schedule, model, data, session.resume),
+        **_training_arguments(schedule, model, data, session.resume, session.device),
     )
 
 

@@ -11,8 +11,9 @@ import pytest
 from PIL import Image
 
 from runners.data import layout
+from runners.data.cityscapes_format import make_cityscapes
 from tests.launch_helpers import dump_yaml, run_cli
-from tests.preset_fixtures import make_cityscapes, make_cityscapes_download, make_coco
+from tests.preset_fixtures import make_cityscapes_download, make_coco
 
 ROOT = Path(__file__).resolve().parents[1]
 pytest.importorskip("skimage")  # the fixtures are drawn from fashion scenes

@@ -70,11 +70,45 @@ def check_options(study: Study, options: LaunchOptions) -> Executor:
             raise UserError(f"--{key.replace('_', '-')}: must be a whole number "
                             f"{'>= 0' if key == 'gpus' else '>= 1'}, got {value!r}")
     resources = replace(study.resources, **given)
-    if options.executor == "local":
-        return LocalExecutor(resources, options.parallel, options.progress, study.name, options.ignore_teacher_check)
     keys = {key: f"--{key.replace('_', '-')}" if key in given else f"{study.path}: resources.{key}"
-            for key in ("partition", "gpus", "cpus", "mem_gb")}
+            for key in ("partition", "gpus", "nodes", "cpus", "mem_gb")}
+    if options.executor == "local":
+        if resources.nodes > 1:  # the local executor's runs are processes on this machine
+            raise UserError(f"{keys['nodes']}: {resources.nodes} nodes per run need --executor slurm "
+                            "(the local executor runs each run on this machine)")
+        _check_precisions_here(study)
+        return LocalExecutor(resources, options.parallel, options.progress, study.name, options.ignore_teacher_check)
     return SlurmExecutor(resources, study.name, options.array_parallelism, keys)
+
+
+def _check_precisions_here(study: Study) -> None:
+    """Runs that train here (the local executor) at a precision this machine cannot run (fp16 on a
+    CPU) are refused now, not one by one as they start. A SLURM job checks on its node."""
+    from runners.precision import check_precision
+
+    seen = set()
+    for planned in study.runs:
+        signature = (planned.run.schedule.precision, planned.run.device)
+        if signature not in seen:
+            seen.add(signature)
+            check_precision(planned.run, f"{study.path}: run {planned.name}: schedule.precision")
+
+
+def _check_batch_splits(study: Study, executor: Executor) -> None:
+    """A SLURM run of several tasks (one per GPU, on every node) splits its global batch between
+    them: every training run's batch size must divide evenly, found before anything is submitted
+    rather than in the job (after the partition's capacity: a run that fits no node is that first)."""
+    if not isinstance(executor, SlurmExecutor):
+        return
+    resources, keys = executor.resources, executor.keys
+    tasks = max(1, resources.gpus) * resources.nodes
+    for planned in study.runs:
+        schedule = planned.run.schedule
+        if tasks > 1 and schedule.iterations and schedule.batch_size % tasks:
+            key = keys["nodes"] if resources.nodes > 1 else keys["gpus"]
+            raise UserError(f"{key}: run {planned.name}: schedule.batch_size {schedule.batch_size} (images per "
+                            f"iteration, over all GPUs) does not split evenly over {tasks} tasks "
+                            f"({resources.nodes} node(s) x {max(1, resources.gpus)})")
 
 
 @contextlib.contextmanager
@@ -169,8 +203,10 @@ def launch(study: Study, options: LaunchOptions) -> list[Decision]:
     if options.model_check or options.data_check:  # nothing is submitted or written before it
         check_study(study, models=options.model_check, files=options.data_check)
     if options.dry_run:
+        _check_batch_splits(study, executor)
         return decide(study, options.retry_failed, options.ignore_teacher_check)
     executor.check()
+    _check_batch_splits(study, executor)
     with study_lock(study.directory):
         decisions = decide(study, options.retry_failed, options.ignore_teacher_check)
         prepare_weights(study, decisions, options)
