@@ -232,13 +232,30 @@ def _tokens(text) -> set[str]:
     return {t for t in re.split(r"[^a-z0-9]+", str(text).lower()) if t} if isinstance(text, str) else set()
 
 
+def _same_settings(ref: dict, cell: dict, terms) -> bool:
+    """A row that states its ``tau`` or ``weight`` (a committed log of one setting) matches only
+    cells run at that value: the cell's axis value where an axis sets it, else its terms' own."""
+    for column, axis, read in (("tau", "axis:term.params.tau", lambda t: (t.get("params") or {}).get("tau", 1.0)),
+                               ("weight", "axis:term.weight", lambda t: t.get("weight", 1.0))):
+        wanted = pd.to_numeric(ref.get(column), errors="coerce")
+        if not np.isfinite(wanted):
+            continue
+        value = cell.get(axis)
+        values = {float(value)} if isinstance(value, (int, float)) and np.isfinite(value) else {
+            float(read(t)) for t in terms}
+        if values != {float(wanted)}:
+            return False
+    return True
+
+
 def match_references(references: pd.DataFrame, cell_table: pd.DataFrame, methods: dict, task: str) -> pd.DataFrame:
     """Each published row beside the measured cells it describes (or none).
 
-    A row matches a cell when its method is the cell's distillation method (the study's term
-    ``method``), its metric fits the task (mIoU for seg, AP/mAP for det), its dataset starts with
+    A row matches a cell when its method is the cell's distillation method (the ``method`` of
+    every term of the cell), its metric fits the task (mIoU for seg, AP/mAP for det), its dataset starts with
     the run's dataset name, its location (feature / logits) agrees with the cell's where both
-    say one, and its student appears in the cell's student config name where the study varies it.
+    say one, its ``tau`` and ``weight`` (where the row states them) are the cell's, and its student
+    appears in the cell's student config name where the study varies it.
     """
     if references.empty:
         return pd.DataFrame()
@@ -251,12 +268,14 @@ def match_references(references: pd.DataFrame, cell_table: pd.DataFrame, methods
         matched = []
         for cell in cell_table.to_dict("records") if metric_ok and len(cell_table) else []:
             terms = methods.get(cell["method"]) or ()  # the study's methods: name -> its terms
-            if len(terms) != 1 or terms[0].get("method") != ref.get("method"):
-                continue
+            if not terms or any(term.get("method") != ref.get("method") for term in terms):
+                continue  # every term of the cell is the row's method (FBKD on four FPN levels: four terms)
             if cell.get("dataset") and not _norm(ref.get("dataset")).startswith(_norm(cell["dataset"])):
                 continue
             kind = kinds.get(cell["method"], (None, None))[1]
             if ref_kind in ("feature", "logits") and kind and kind != ref_kind:
+                continue
+            if not _same_settings(ref, cell, terms):
                 continue
             student = cell.get("axis:student.config")
             if _tokens(ref.get("student")) and isinstance(student, str):

@@ -100,12 +100,31 @@ def _row_head(case: Case, device: str, scale: float, label: str | None = None) -
 
 
 def run(scale: float = 1.0, repeats: int = 5, methods=None,
-        progress: Callable[[str], None] | None = None) -> list[dict]:
-    """One row per case (and per device: the CPU, and the GPU where CUDA is available); ``methods``
-    picks registered method names (all when None); ``progress`` is told each case as it starts."""
+        progress: Callable[[str], None] | None = None, devices: tuple[str, ...] | None = None) -> list[dict]:
+    """One row per case and device: ``devices`` of ("cpu", "cuda"), default the CPU and the GPU
+    where CUDA is available; ``methods`` picks registered method names (all when None);
+    ``progress`` is told each case as it starts."""
     import torch
 
     selected = cases(methods)
+    devices = devices or (("cpu", "cuda") if torch.cuda.is_available() else ("cpu",))
+    rows = _cpu_rows(selected, scale, repeats, progress) if "cpu" in devices else []
+    if "cuda" in devices:
+        rows += _cuda_rows(selected, scale, repeats, progress)
+    by_key = {case.key: case for case in selected}
+    for row in rows:
+        reference_bytes = row["reference_bytes"]
+        row["memory_ratio"] = row["kdbench_bytes"] / reference_bytes if reference_bytes > 0 else None
+        memory = row["memory_ratio"]
+        row["targets"] = ({f"time_ratio<={TARGET_RATIO}": row["time_ratio"] <= TARGET_RATIO,
+                           f"memory_ratio<={TARGET_RATIO}": None if memory is None else memory <= TARGET_RATIO}
+                          if by_key[row["key"]].targets else {})
+    return rows
+
+
+def _cpu_rows(selected: list[Case], scale: float, repeats: int, progress) -> list[dict]:
+    import torch
+
     rows = []
     for case in selected:
         if progress:
@@ -124,27 +143,23 @@ def run(scale: float = 1.0, repeats: int = 5, methods=None,
     memory = peak_cpu([{"key": row["key"], "shape": row["shape"]} for row in rows], torch.get_num_threads())
     for row in rows:
         row.update(memory[row["key"]])
-    if torch.cuda.is_available():
-        bandwidth = device_bandwidth()
-        for case in selected:
-            if progress:
-                progress(f"{case.name} on {case.input} ({bandwidth['device']})")
-            row = _row_head(case, "cuda", scale, label=bandwidth["device"])
-            shape = tuple(row["shape"])
-            row.update(checked_agreement(case, shape, "cuda"))
-            row.update(timing(case, shape, repeats, "cuda"))
-            row.update(peak_cuda(case, shape))
-            if case.targets:
-                row.update(bandwidth_fields(shape, row["kdbench_s"], bandwidth))
-            rows.append(row)
-    by_key = {case.key: case for case in selected}
-    for row in rows:
-        reference_bytes = row["reference_bytes"]
-        row["memory_ratio"] = row["kdbench_bytes"] / reference_bytes if reference_bytes > 0 else None
-        memory = row["memory_ratio"]
-        row["targets"] = ({f"time_ratio<={TARGET_RATIO}": row["time_ratio"] <= TARGET_RATIO,
-                           f"memory_ratio<={TARGET_RATIO}": None if memory is None else memory <= TARGET_RATIO}
-                          if by_key[row["key"]].targets else {})
+    return rows
+
+
+def _cuda_rows(selected: list[Case], scale: float, repeats: int, progress) -> list[dict]:
+    bandwidth = device_bandwidth()
+    rows = []
+    for case in selected:
+        if progress:
+            progress(f"{case.name} on {case.input} ({bandwidth['device']})")
+        row = _row_head(case, "cuda", scale, label=bandwidth["device"])
+        shape = tuple(row["shape"])
+        row.update(checked_agreement(case, shape, "cuda"))
+        row.update(timing(case, shape, repeats, "cuda"))
+        row.update(peak_cuda(case, shape))
+        if case.targets:
+            row.update(bandwidth_fields(shape, row["kdbench_s"], bandwidth))
+        rows.append(row)
     return rows
 
 

@@ -17,10 +17,15 @@ measures what a study would run: CWD on the logits and on the feature map with i
 the tiny CPU models of ``studies/smoke.yaml`` and the paper's PSPNet R101 -> R18 of
 ``studies/paper_table2_cityscapes.yaml`` at a reduced crop. Weights are randomly initialised
 (timing does not depend on them; nothing is downloaded); the batch is generated.
+
+Each case runs at each precision (``schedule.precision``, runners/precision.py): fp32 on a CPU;
+fp32, bf16 and fp16 on a GPU. A precision other than fp32 runs all four steps under autocast, the
+KD terms in fp32 as in a run; the timing leaves out the loss scale (one multiply and an inf check).
 """
 
 from __future__ import annotations
 
+import contextlib
 from functools import partial
 from pathlib import Path
 
@@ -40,7 +45,8 @@ CASES = [
 PAPER_CPU_CROP, PAPER_CPU_BATCH = (128, 128), 2
 
 
-def _run_of(study_file: str, run_name: str):
+def run_of(study_file: str, run_name: str):
+    """The resolved run named ``run_name`` of a shipped study (what a launch would train)."""
     from kdbench.expand import load_study
 
     study = load_study(ROOT / study_file, "results")
@@ -81,7 +87,8 @@ def _batch(batch: int, crop: tuple[int, int], num_classes: int, seed: int = 0):
     return inputs, samples
 
 
-def _sum(loss_dict: dict):
+def total_loss(loss_dict: dict):
+    """The sum of a loss dict's ``loss*`` entries (per-level lists included), as mmengine sums them."""
     return sum(v.sum() if not isinstance(v, (list, tuple)) else sum(x.sum() for x in v)
                for k, v in loss_dict.items() if "loss" in k)
 
@@ -105,19 +112,37 @@ def _reference_step(student, teacher, term, adapter, optimizer, inputs, samples)
         losses = student(inputs, samples, mode="loss")
         s = adapter(recorded["s"]) if adapter is not None else recorded["s"]
         kd = reference_cwd(s, recorded["t"], term.params["tau"], term.weight)
-        (_sum(losses) + kd).backward()
+        (total_loss(losses) + kd).backward()
         optimizer.step()
     finally:
         for hook in hooks:
             hook.remove()
 
 
-def measure(case: str, study_file: str, run_name: str, repeats: int, crop=None, batch=None) -> dict:
+def default_precisions() -> tuple[str, ...]:
+    """fp32 on a CPU (its bf16 autocast is not a speed-up there); every precision on a GPU."""
+    import torch
+
+    return ("fp32", "bf16", "fp16") if torch.cuda.is_available() else ("fp32",)
+
+
+def _autocast(precision: str, device: str):
+    import torch
+
+    from runners.precision import AUTOCAST_DTYPES
+
+    if precision == "fp32":
+        return contextlib.nullcontext
+    return partial(torch.autocast, device_type=device, dtype=getattr(torch, AUTOCAST_DTYPES[precision]))
+
+
+def measure(case: str, study_file: str, run_name: str, repeats: int, crop=None, batch=None,
+            precision: str = "fp32") -> dict:
     import torch
 
     from runners.distill import DistillModel
 
-    run = _run_of(study_file, run_name)
+    run = run_of(study_file, run_name)
     paper = run.dataset.name != "fashion_scenes"
     if crop is None:
         crop = PAPER_CPU_CROP if paper and not torch.cuda.is_available() else tuple(
@@ -138,26 +163,32 @@ def measure(case: str, study_file: str, run_name: str, repeats: int, crop=None, 
     optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-4, momentum=0.9)
     adapter = next(iter(model.adapters.values()), None)
 
+    cast = _autocast(precision, device)  # around the forward passes, as mmengine's optimizer wrapper does
+
     def student_step():
         optimizer.zero_grad(set_to_none=True)
-        _sum(student(inputs, samples, mode="loss")).backward()
+        with cast():
+            loss = total_loss(student(inputs, samples, mode="loss"))
+        loss.backward()
         optimizer.step()
 
     def teacher_forward():
-        with torch.no_grad():
+        with torch.no_grad(), cast():
             teacher(inputs, samples, mode="tensor")
 
     kd_keys: list[str] = []
 
     def kd_step():
         optimizer.zero_grad(set_to_none=True)
-        loss_dict = model(inputs, samples, mode="loss")
+        with cast():
+            loss_dict = model(inputs, samples, mode="loss")
         kd_keys[:] = sorted(k for k in loss_dict if k.startswith("loss_kd_"))
-        _sum(loss_dict).backward()
+        total_loss(loss_dict).backward()
         optimizer.step()
 
     def reference_step():
-        _reference_step(student, teacher, terms[0], adapter, optimizer, inputs, samples)
+        with cast():
+            _reference_step(student, teacher, terms[0], adapter, optimizer, inputs, samples)
 
     steps = {"student": student_step, "teacher": teacher_forward, "kd": kd_step, "reference": reference_step}
     # Rotated: no step always runs right after another one (cache, turbo).
@@ -168,7 +199,7 @@ def measure(case: str, study_file: str, run_name: str, repeats: int, crop=None, 
         "teacher": run.teacher.config, "student": run.student.config,
         "locations": [t.student_location[0] for t in terms], "adapter": adapter is not None,
         "kd_losses": kd_keys,
-        "crop": list(crop), "batch": batch, "device": device, "repeats": repeats,
+        "crop": list(crop), "batch": batch, "device": device, "precision": precision, "repeats": repeats,
         "reduced": paper and device == "cpu",
         **{f"{name}_s": value for name, value in median.items()},
         "overhead": overhead, "kd_vs_reference": median["kd"] / median["reference"],
@@ -177,8 +208,10 @@ def measure(case: str, study_file: str, run_name: str, repeats: int, crop=None, 
     }
 
 
-def run(repeats: int = 5, cases: list[str] | None = None, crop=None, batch=None) -> list[dict]:
-    """Every case (or those named), each row as ``measure`` returns it."""
+def run(repeats: int = 5, cases: list[str] | None = None, crop=None, batch=None,
+        precisions: tuple[str, ...] | None = None) -> list[dict]:
+    """Every case (or those named) at every precision (default: ``default_precisions()``), each
+    row as ``measure`` returns it."""
     import warnings
 
     known = [c[0] for c in CASES]
@@ -193,18 +226,21 @@ def run(repeats: int = 5, cases: list[str] | None = None, crop=None, batch=None)
         for case, study_file, run_name in CASES:
             if cases and case not in cases:
                 continue
-            rows.append(measure(case, study_file, run_name, repeats, crop=crop, batch=batch))
+            for precision in precisions or default_precisions():
+                rows.append(measure(case, study_file, run_name, repeats, crop=crop, batch=batch,
+                                    precision=precision))
     return rows
 
 
 def format_rows(rows: list[dict]) -> str:
     from kdbench.table import text_table
 
-    header = ("case", "crop", "N", "student s", "teacher s", "kd s", "ref s", "kd/(S+T)", "kd/ref")
+    header = ("case", "precision", "crop", "N", "student s", "teacher s", "kd s", "ref s", "kd/(S+T)", "kd/ref")
     lines = text_table(header, [
-        (r["case"], "x".join(map(str, r["crop"])) + ("*" if r["reduced"] else ""), r["batch"],
+        (r["case"], r.get("precision", "fp32"), "x".join(map(str, r["crop"])) + ("*" if r["reduced"] else ""),
+         r["batch"],
          f"{r['student_s']:.4f}", f"{r['teacher_s']:.4f}", f"{r['kd_s']:.4f}", f"{r['reference_s']:.4f}",
-         f"{r['overhead']:.3f}", f"{r['kd_vs_reference']:.3f}") for r in rows], right=range(1, len(header)))
+         f"{r['overhead']:.3f}", f"{r['kd_vs_reference']:.3f}") for r in rows], right=range(2, len(header)))
     lines.append(f"kd/(S+T): the KD step over a student step plus a no-grad teacher forward (target <= "
                  f"{OVERHEAD_TARGET}); kd/ref: over MMRazor 1.x's pipeline (teacher in loss mode). "
                  f"* crop reduced from the paper's on CPU")

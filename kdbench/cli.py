@@ -91,8 +91,16 @@ def _study_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _load_study(args: argparse.Namespace):
     """The study of a study verb, its grid limited by --max-runs."""
+    from pathlib import Path
+
     from kdbench.expand import MAX_RUNS, load_study
 
+    if Path(args.study).name.startswith("_"):
+        users = sorted(p.name for p in Path(args.study).parent.glob("[!_]*.yaml")
+                       if f"defaults: {Path(args.study).name}" in p.read_text(errors="replace"))
+        shown = f"; the studies that use it: {', '.join(users)}" if users else ""
+        raise UserError(f"{args.study}: a defaults file (its name starts with _), not a study: a study names it "
+                        f"with `defaults: {Path(args.study).name}`{shown}")
     if args.max_runs is not None and args.max_runs < 1:
         raise UserError(f"--max-runs: must be >= 1, got {args.max_runs}")
     return load_study(args.study, args.results, MAX_RUNS if args.max_runs is None else args.max_runs)
@@ -129,24 +137,46 @@ def _plan(args: argparse.Namespace) -> int:
 
         print(json.dumps(show(study, find_run(study, args.show)), indent=2))
         return 0
+    needs: list[str] = []  # what a launch would still need: listed below the grid, not refused
     if not (args.no_model_check and args.no_data_check):
         from runners.preflight import check_study
 
-        check_study(study, models=not args.no_model_check, files=not args.no_data_check)
-    rows = plan_rows(study)
-    if not args.estimate:
-        print(plan_json(rows) if args.json else format_plan(study, rows))
-        return 0
-    from kdbench.estimate import estimate_rows, format_estimate
+        check_study(study, models=not args.no_model_check, files=not args.no_data_check, needs=needs)
+    weights = None
+    if not args.no_data_check:  # are the weight files each run downloads in the cache?
+        from runners.preflight import study_weights
+        from runners.weights import missing, presence
 
-    estimate = estimate_rows(study, _speeds(study), {r["run_id"]: r["status"] for r in rows})
+        by_run = study_weights(study)
+        weights = {run_id: presence(files) for run_id, files in by_run.items()}
+        absent = {file.name: file for files in by_run.values() for file in missing(files)}
+        if absent:
+            needs.append(f"{len(absent)} weight file(s) to download on a host with internet: kdbench fetch "
+                         f"{args.study} ({', '.join(sorted(f.url for f in absent.values()))})")
+    rows = plan_rows(study, weights)
+    estimate = _estimate(study, rows) if args.estimate else None
     if args.json:
         import json
 
-        print(json.dumps({"runs": rows, "estimate": estimate}, indent=2, sort_keys=True))
+        print(plan_json(rows) if estimate is None else json.dumps({"runs": rows, "estimate": estimate}, indent=2,
+                                                                   sort_keys=True))
     else:
-        print("\n".join([format_plan(study, rows), "", format_estimate(study, estimate)]))
+        print(format_plan(study, rows))
+        if estimate is not None:
+            from kdbench.estimate import format_estimate
+
+            print("\n" + format_estimate(study, estimate))
+        if needs:
+            print("\nBefore kdbench launch can run this study, it needs:")
+            print("\n".join(f"- {need}" for need in needs))
     return 0
+
+
+def _estimate(study, rows: list[dict]) -> list[dict]:
+    """``plan --estimate``'s rows (kdbench.estimate), from recorded or probed speeds."""
+    from kdbench.estimate import estimate_rows
+
+    return estimate_rows(study, _speeds(study), {r["run_id"]: r["status"] for r in rows})
 
 
 def _speeds(study) -> dict:
@@ -181,12 +211,16 @@ def _launch_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--account", help="SLURM account to charge (default: the study's resources.account)")
     parser.add_argument("--qos", help="SLURM quality of service (default: the study's resources.qos)")
     parser.add_argument("--reservation", help="SLURM reservation (default: the study's resources.reservation)")
-    parser.add_argument("--gpus", type=int, help="GPUs per run")
+    parser.add_argument("--gpus", type=int, help="GPUs per run (per node with --nodes)")
+    parser.add_argument("--nodes", type=int, help="SLURM: nodes per run (one task per GPU on each)")
     parser.add_argument("--cpus", type=int, help="CPUs per task")
     parser.add_argument("--mem-gb", type=int, help="memory per run, GB")
     parser.add_argument("--time-min", type=int, help="time limit per job, minutes")
     parser.add_argument("--array-parallelism", type=int, help="SLURM: array tasks running at once (default 64)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--no-fetch", action="store_true",
+                        help="do not download the runs' weight files here first (SLURM jobs never download: "
+                             "a file not in the cache then refuses the launch)")
     _check_arguments(parser, "before submitting")
 
 
@@ -202,10 +236,10 @@ def _launch(args: argparse.Namespace) -> int:
         parallel=1 if args.parallel is None else args.parallel,
         resources={"partition": args.partition, "gpus": args.gpus, "cpus": args.cpus, "mem_gb": args.mem_gb,
                    "time_min": args.time_min, "account": args.account, "qos": args.qos,
-                   "reservation": args.reservation},
+                   "reservation": args.reservation, "nodes": args.nodes},
         array_parallelism=64 if args.array_parallelism is None else args.array_parallelism,
         progress=not args.no_progress, model_check=not args.no_model_check, data_check=not args.no_data_check,
-        ignore_teacher_check=args.ignore_teacher_check)
+        ignore_teacher_check=args.ignore_teacher_check, fetch=not args.no_fetch)
     check_flags(options)  # every option before any work or output, the spec's problems after
     study = _load_study(args)
     executor = check_options(study, options)
@@ -231,6 +265,28 @@ def _launch(args: argparse.Namespace) -> int:
         bad = sum(s in (*store.ERROR_STATES, "corrupt") for s in states)
         print(f"kdbench launch: {states.count('complete')} of {len(states)} runs complete"
               + (f", {bad} failed or diverged (kdbench status {args.study})" if bad else ""))
+    return 0
+
+
+def _fetch_arguments(parser: argparse.ArgumentParser) -> None:
+    _study_arguments(parser)
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _fetch(args: argparse.Namespace) -> int:
+    from collections import Counter
+
+    study = _load_study(args)
+    from runners.preflight import study_weights
+    from runners.weights import cache_dir, fetch
+
+    files = [file for run_files in study_weights(study).values() for file in run_files]
+    fetched = fetch(files, progress=not args.no_progress)
+    for file, how in fetched:
+        print(f"{how:<10}  {file.name}  ({file.reference})")
+    counts = ", ".join(f"{n} {how}" for how, n in sorted(Counter(how for _, how in fetched).items()))
+    print(f"kdbench fetch: {study.name}: {len(fetched)} weight file(s) in {cache_dir()}"
+          + (f" ({counts})" if counts else ""))
     return 0
 
 
@@ -350,6 +406,8 @@ def _bench_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--methods", help="losses: comma-separated methods (default: every registered loss)")
     parser.add_argument("--cases", help="step: comma-separated cases (default: all; see benchmarks/step.py)")
     parser.add_argument("--sizes", default="1000,10000", help="grid: comma-separated grid sizes (default 1000,10000)")
+    parser.add_argument("--precisions", help="step: comma-separated of fp32,bf16,fp16 (default: fp32 on a CPU, "
+                                             "all three on a GPU)")
 
 
 def _csv(text: str | None, flag: str, cast=str) -> list | None:
@@ -380,10 +438,15 @@ def _bench(args: argparse.Namespace) -> int:
     sizes = _csv(args.sizes, "--sizes", int)
     if any(n < 1 for n in sizes):
         raise UserError(f"--sizes: grid sizes must be >= 1, got {args.sizes}")
+    precisions = _csv(args.precisions, "--precisions")
+    from kdbench.spec import PRECISIONS
+
+    if precisions and not set(precisions) <= set(PRECISIONS):
+        raise UserError(f"--precisions: {args.precisions!r}; valid: {', '.join(PRECISIONS)}")
     calls = {
         "losses": lambda m: m.run(scale=args.scale, repeats=args.repeats, methods=_csv(args.methods, "--methods"),
                                   progress=lambda line: print(f"  {line}", file=sys.stderr, flush=True)),
-        "step": lambda m: m.run(repeats=args.repeats, cases=_csv(args.cases, "--cases")),
+        "step": lambda m: m.run(repeats=args.repeats, cases=_csv(args.cases, "--cases"), precisions=precisions),
         "grid": lambda m: m.run(sizes=tuple(sizes)),
         "data": lambda m: m.run(repeats=args.repeats),
     }
@@ -416,6 +479,7 @@ def _bench(args: argparse.Namespace) -> int:
 VERBS: dict[str, Verb] = {
     "bench": ("performance benchmarks, as ratios measured side by side", _bench_arguments, _bench),
     "launch": ("run or submit a study's runs that still need doing", _launch_arguments, _launch),
+    "fetch": ("download and verify the weight files a study's runs need", _fetch_arguments, _fetch),
     "status": ("each run's state, from the results store and the scheduler", _study_arguments, _status),
     "cancel": ("cancel a study's pending and running jobs", _study_arguments, _cancel),
     "collect": ("gather a study's results into results/<study>/runs.parquet", _study_arguments, _collect),

@@ -27,6 +27,7 @@ DATASETS = ("fashion_scenes", "cityscapes", "coco")
 OPTIMIZERS = ("sgd", "adamw")
 LR_SCHEDULES = ("poly", "constant", "step")
 DEVICES = ("auto", "cpu", "cuda")
+PRECISIONS = ("fp32", "bf16", "fp16")
 TERM_KEYS = ("name", "method", "params", "student_location", "teacher_location", "weight",
              "adapter", "resize")
 TOP_KEYS = ("task", "role", "name", "teacher", "student", "distill", "dataset", "schedule", "seed",
@@ -49,11 +50,13 @@ class Schedule:
     checkpoint_interval: int = 50   # iterations between resumable checkpoints
     num_workers: int = 0
     deterministic: bool = False     # PyTorch's deterministic algorithms, cuDNN deterministic, cuBLAS workspace
+    precision: str = "fp32"         # fp32 | bf16 | fp16: autocast of the training step (mmengine's AMP
+    #                                 wrapper on CUDA; bf16 only on a CPU); KD terms stay fp32
 
 
 # Fields added after runs were recorded: in a run's dict (and so its id) only when not at their
 # default, so every run recorded before them keeps its id.
-LATER_DEFAULTS = {"deterministic": False}
+LATER_DEFAULTS = {"deterministic": False, "precision": "fp32"}
 TEACHER_MODES = ("eval", "bn_eval")
 # default: the dataset's standard training augmentation (mmseg's for Cityscapes: random resize
 # 0.5-2, crop, flip, photometric; mmdet's 1x for COCO); crop_only (Cityscapes): a plain random crop,
@@ -92,6 +95,7 @@ class Teacher(Model):
     mode: str = "eval"              # eval: the whole teacher in eval mode (the paper's code); bn_eval:
     #                                 only its norm layers, dropout stays active (MMRazor's distiller)
     expect: Expect | None = None    # the teacher gate (Expect)
+    sha256: str | None = None       # a URL checkpoint's SHA-256 (or its first 8+ hex digits), checked by fetch
 
 
 @dataclass(frozen=True)
@@ -161,6 +165,8 @@ class RunSpec:
                 data["teacher"]["mode"] = self.teacher.mode
             if self.teacher.expect is not None:  # never in the id (kdbench.ids)
                 data["teacher"]["expect"] = vars(self.teacher.expect).copy()
+            if self.teacher.sha256 is not None:  # only when given: every run recorded before it keeps its id
+                data["teacher"]["sha256"] = self.teacher.sha256
         if self.plugins:
             data["plugins"] = list(self.plugins)
         if self.threads is not None:
@@ -212,7 +218,7 @@ def parse_student(check: Checker, value: Any, path: str) -> Model:
 
 
 def parse_teacher(check: Checker, value: Any, path: str) -> Teacher:
-    model = check.mapping(value, path, ("config", "overrides", "checkpoint", "trusted", "mode", "expect"),
+    model = check.mapping(value, path, ("config", "overrides", "checkpoint", "trusted", "mode", "expect", "sha256"),
                           required=("config",))
     checkpoint = model.get("checkpoint")
     if isinstance(checkpoint, dict):
@@ -223,7 +229,8 @@ def parse_teacher(check: Checker, value: Any, path: str) -> Teacher:
     return Teacher(check.string(model["config"], join(path, "config")), _overrides(check, model, path),
                    checkpoint, check.boolean(model.get("trusted", False), join(path, "trusted")),
                    check.string(model.get("mode", "eval"), join(path, "mode"), TEACHER_MODES),
-                   _expect(check, model.get("expect"), join(path, "expect")))
+                   _expect(check, model.get("expect"), join(path, "expect")),
+                   _sha256(check, model.get("sha256"), checkpoint, join(path, "sha256")))
 
 
 def _expect(check: Checker, value: Any, path: str) -> Expect | None:
@@ -233,6 +240,18 @@ def _expect(check: Checker, value: Any, path: str) -> Expect | None:
     return Expect(check.string(expect["metric"], join(path, "metric")),
                   check.number(expect["value"], join(path, "value")),
                   check.number(expect.get("tolerance", 1.0), join(path, "tolerance"), minimum=0))
+
+
+def _sha256(check: Checker, value: Any, checkpoint: Any, path: str) -> str | None:
+    """A downloaded checkpoint's expected SHA-256: hex, the whole digest or its first 8 or more digits."""
+    if value is None:
+        return None
+    text = check.string(value, path).lower().removeprefix("sha256:")
+    if not (8 <= len(text) <= 64 and all(c in "0123456789abcdef" for c in text)):
+        raise check.fail(path, f"must be a SHA-256 in hex (64 digits, or its first 8 or more), got {value!r}")
+    if not (isinstance(checkpoint, str) and checkpoint.startswith(("http://", "https://"))):
+        raise check.fail(path, "is checked when a checkpoint is downloaded: give it with a URL checkpoint")
+    return text
 
 
 def _locations(check: Checker, value: Any, path: str) -> tuple[str, ...]:
@@ -317,6 +336,7 @@ def parse_schedule(check: Checker, value: Any, path: str, trains: bool = True) -
             problems.add(check.fail(join(path, key), f"{schedule[key]} is more than the run's {iterations} "
                                                      "iterations: it would never be reached"))
     problems.get(check.boolean, schedule["deterministic"], join(path, "deterministic"))
+    problems.get(check.string, schedule["precision"], join(path, "precision"), PRECISIONS)
     problems.raise_any()
     return Schedule(**schedule)
 

@@ -20,7 +20,7 @@ from kdbench.schema import Checker, copy_data, did_you_mean, join, safe_name
 from kdbench.spec import TOP_KEYS, parse_dataset, parse_schedule, parse_student, parse_teacher, parse_term
 
 STUDY_KEYS = ("name", "description", "revision", "defaults", "base", "teacher_run", "methods", "grid",
-              "zip", "exclude", "seeds", "baselines", "resources", "references", "plugins")
+              "zip", "exclude", "seeds", "baselines", "resources", "references", "plugins", "provenance")
 BASE_KEYS = tuple(k for k in TOP_KEYS if k not in ("name", "out", "seed", "plugins", "threads"))
 SPECIAL_AXES = ("method",)          # picks an entry of `methods`
 TERM_PREFIX = "term."               # term.params.tau: set on every distill term of the run
@@ -31,7 +31,8 @@ NOT_AXES = ("name", "out", "device", "plugins", "threads")
 class Resources:
     """What one run asks of a node; not part of any run's identity."""
 
-    gpus: int = 1                   # GPUs per run (several: one task per GPU, mmengine's launcher)
+    gpus: int = 1                   # GPUs per node of a run (several: one task per GPU, mmengine's launcher)
+    nodes: int = 1                  # nodes per run: one job of nodes x gpus tasks, one process group
     cpus: int = 4                   # CPUs per task
     mem_gb: int = 16
     time_min: int = 240             # the scheduler's time limit; a run past it is checkpointed and requeued
@@ -45,7 +46,8 @@ class Resources:
     sbatch: tuple[str, ...] = ()    # further sbatch options, each "--name=value" or "--name"
 
     def text(self) -> str:
-        parts = [f"{self.gpus} gpu", f"{self.cpus} cpu", f"{self.mem_gb}G", f"{self.time_min}m"]
+        gpus = f"{self.gpus} gpu" if self.nodes == 1 else f"{self.nodes} nodes x {self.gpus} gpu"
+        parts = [gpus, f"{self.cpus} cpu", f"{self.mem_gb}G", f"{self.time_min}m"]
         return " ".join(parts + ([self.partition] if self.partition else []))
 
     def site(self) -> dict[str, str | bool]:
@@ -208,7 +210,7 @@ def _resources(check: Checker, data: dict) -> Resources:
     """The resources of one run: every key checked, every problem reported at once."""
     given = check.mapping(data.get("resources", {}), "resources", Resources.__dataclass_fields__)
     problems = Problems()
-    for key in ("gpus", "cpus", "mem_gb", "time_min"):
+    for key in ("gpus", "nodes", "cpus", "mem_gb", "time_min"):
         if key in given:
             problems.get(check.integer, given[key], join("resources", key), minimum=0 if key == "gpus" else 1)
     if given.get("partition") is not None:
@@ -250,6 +252,43 @@ def _references(check: Checker, data: dict, path: Path) -> tuple[str, ...]:
     return references
 
 
+def spec_value(data: Any, path: str) -> tuple[bool, Any]:
+    """(found, value) of a key path in a study as written: ``base.schedule.lr``, ``zip[0].schedule.lr``
+    (an axis key holds dots of its own: the longest key that matches is taken first)."""
+    tokens = path.replace("[", ".[").split(".")
+    index = 0
+    while index < len(tokens):
+        token = tokens[index]
+        if token.startswith("[") and token.endswith("]") and token[1:-1].isdigit():
+            position = int(token[1:-1])
+            if not isinstance(data, list) or position >= len(data):
+                return False, None
+            data, index = data[position], index + 1
+            continue
+        if not isinstance(data, dict):
+            return False, None
+        for end in range(len(tokens), index, -1):
+            key = ".".join(tokens[index:end])
+            if key in data:
+                data, index = data[key], end
+                break
+        else:
+            return False, None
+    return True, data
+
+
+def _provenance(check: Checker, data: dict) -> None:
+    """``provenance:``: where each protocol value comes from (a key path of this study, or of its
+    defaults file, -> the upstream file or paper section it was checked against). A path that names
+    nothing in the study is refused, so a citation cannot outlive the value it cites."""
+    provenance = check.mapping(data.get("provenance", {}), "provenance", data.get("provenance", {}) or ())
+    for key, source in provenance.items():
+        check.printable(check.string(source, join("provenance", key)), join("provenance", key), "a source")
+        if key.startswith("provenance") or not spec_value(data, key)[0]:
+            raise check.fail(join("provenance", key), "names no value of this study; cite a key path such as "
+                                                      "base.schedule.lr or methods.<name>.weight")
+
+
 def load_spec(path: str | Path) -> StudySpec:
     """Read and validate a study spec: every section checked, every problem reported at once (a
     ``UserErrors``); the plugins, which the methods may name, are loaded first."""
@@ -280,6 +319,7 @@ def load_spec(path: str | Path) -> StudySpec:
                     for i, rule in enumerate(rules))
     train_teacher = problems.get(check.boolean, baselines.get("teacher", True), "baselines.teacher")
     student_baseline = problems.get(check.boolean, baselines.get("student", True), "baselines.student")
+    problems.get(_provenance, check, data)
     problems.raise_any()
     return StudySpec(
         path=path, name=name, revision=revision, base=base, methods=methods, axes=axes, exclude=exclude,

@@ -5,6 +5,8 @@ submitted or written (``kdbench plan``, ``launch`` and ``run`` call them):
   a zip archive with its end record, or a pickle; nothing is loaded), a ``{run: DIR}`` teacher
   from outside the study is complete, a dataset root holds what mmseg/mmdet will read
   (runners.data.layout: its folders listed, COCO's annotation files scanned; cached);
+  offline (``KDBENCH_OFFLINE``, a SLURM job), every weight file the run would download is in
+  the cache (runners.weights);
 - locations: every distilled location exists in its model;
 - shapes: a probe forward of both models on a dummy batch at the run's input size, on PyTorch's
   ``meta`` device (shapes only, no compute, no weights), finds channel mismatches without an
@@ -33,6 +35,7 @@ from runners.config_files import resolve_config
 from runners.data import layout
 from runners.model_facts import input_size, module_names, output_shapes
 from runners.teacher_run import teacher_run_checkpoint
+from runners.weights import WeightFile, offline, require_cached, run_weights
 
 
 # -- one interface for studies and run files --------------------------------------------------
@@ -47,10 +50,13 @@ class Site:
     data_hint: str = ""                     # appended to a dataset-root error
 
 
-def check_sites(sites: list[Site], models: bool = True, files: bool = True) -> None:
+def check_sites(sites: list[Site], models: bool = True, files: bool = True, needs: list[str] | None = None) -> None:
     """Files first (cheap), then locations, then shapes; every problem found is reported at once
     (each once), except that the models are not probed for shapes when a file or a location is
-    wrong (the probe would fail on the same cause)."""
+    wrong (the probe would fail on the same cause). With ``needs`` (``kdbench plan``), what is
+    missing rather than wrong (a dataset not there or not prepared, a teacher checkpoint file not
+    there, a weight file not in the cache where runs may not download) is added to it, once each,
+    instead: a plan works on a machine without the data."""
     problems = Problems()
     if files:
         seen: set[str] = set()
@@ -58,7 +64,7 @@ def check_sites(sites: list[Site], models: bool = True, files: bool = True) -> N
             signature = _files_signature(site)
             if signature not in seen:
                 seen.add(signature)
-                _check_files(site, problems)
+                _check_files(site, problems, needs)
     if models:
         # Runs that differ only in what the models do not see (a temperature, a weight, a seed) are
         # checked once: a 10k-run grid costs as much as its distinct model pairs and locations.
@@ -88,21 +94,43 @@ def _model_signature(run: RunSpec) -> str:
     return repr([run.task, run.student, run.teacher, run.dataset, run.schedule.crop, terms])
 
 
-def study_sites(study: Study) -> list[Site]:
-    hint = " (on a machine without the data, plan with --no-data-check)"
+LAUNCH_HINT = " (kdbench plan lists everything a launch of this study needs)"
+
+
+def study_sites(study: Study, hint: str = LAUNCH_HINT) -> list[Site]:
     return [Site(p.run, _study_term_key(study, p), _study_field_key(study, p), bool(p.depends_on), hint)
             for p in study.runs]
 
 
-def check_study(study: Study, models: bool = True, files: bool = True) -> None:
-    """The preflight of ``kdbench plan`` and ``launch``: nothing is submitted or written before it."""
-    check_sites(study_sites(study), models=models, files=files)
+def check_study(study: Study, models: bool = True, files: bool = True, needs: list[str] | None = None) -> None:
+    """The preflight of ``kdbench plan`` and ``launch``: nothing is submitted or written before it.
+    ``needs``: plan's list of what a launch would still need (check_sites)."""
+    sites = study_sites(study) if needs is None else study_sites(study, hint="")
+    check_sites(sites, models=models, files=files, needs=needs)
 
 
 def check_run(run: RunSpec, source: str) -> None:
-    """The preflight of ``kdbench run RUN.json``: nothing is written before it."""
+    """The preflight of ``kdbench run RUN.json``: nothing is written before it. The precision is
+    checked here, where the run trains, not when a study is planned (on a login node without GPUs)."""
+    from runners.precision import check_precision
+
+    check_precision(run, f"{source}: schedule.precision")
     check_sites([Site(run, lambda index, key: f"{source}: distill[{index}].{key}",
                       lambda path: f"{source}: {path}")])
+
+
+def study_weights(study: Study) -> dict[str, list[WeightFile]]:
+    """The weight files each run of the study downloads (runners.weights), by run id; worked out once
+    per distinct pair of models, each file named by the study key that gives it."""
+    found: dict[str, list[WeightFile]] = {}
+    by_models: dict[str, list[WeightFile]] = {}
+    for planned in study.runs:
+        run = planned.run
+        signature = repr([run.task, run.role, bool(run.distill), run.student, run.teacher])
+        if signature not in by_models:
+            by_models[signature] = run_weights(run, _study_field_key(study, planned))
+        found[planned.run_id] = by_models[signature]
+    return found
 
 
 # -- the checks -------------------------------------------------------------------------------
@@ -133,15 +161,48 @@ def checkpoint_problem(path: str) -> str | None:
     return f"is not a PyTorch checkpoint (neither a zip archive nor a pickle; it starts with {head!r})"
 
 
-def _check_files(site: Site, problems: Problems) -> None:
+def _missing(needs: list[str] | None, problems: Problems, check) -> None:
+    """Run ``check``; a UserError it raises is a need when ``needs`` is given (once each), else a
+    problem."""
+    try:
+        check()
+    except UserError as error:
+        if needs is None:
+            problems.add(error)
+        elif str(error) not in needs:
+            needs.append(str(error))
+
+
+def _check_files(site: Site, problems: Problems, needs: list[str] | None = None) -> None:
     run = site.run
     for role, model in (("student", run.student), ("teacher", run.teacher)):
         if model is not None:
             problems.get(resolve_config, model.config, site.field_key(f"{role}.config"))
     teacher = run.teacher
     if teacher is not None and (run.role == "teacher" or run.distill):
-        problems.get(_check_checkpoint, site, teacher.checkpoint, site.field_key("teacher.checkpoint"))
-    problems.get(_check_dataset, site)
+        ckpt = teacher.checkpoint
+        where = site.field_key("teacher.checkpoint")
+        if isinstance(ckpt, TeacherRun) and not site.own_teacher:
+            _missing(needs, problems, lambda: _check_teacher_run(ckpt, where))
+        elif isinstance(ckpt, str) and not ckpt.startswith(("http://", "https://")):
+            _missing(needs, problems, lambda: _check_checkpoint_file(ckpt, where))
+    if offline():  # a compute node: every weight file must already be in the cache
+        _missing(needs, problems, lambda: require_cached(run_weights(run, site.field_key)))
+    _missing(needs, problems, lambda: _check_dataset(site))
+
+
+def _check_teacher_run(ckpt: TeacherRun, where: str) -> None:
+    ckpt_path = teacher_run_checkpoint(ckpt.run, where)
+    problem = checkpoint_problem(ckpt_path)
+    if problem:
+        raise UserError(f"{where}.run: the teacher's weights {ckpt_path!r} {problem}")
+
+
+def _check_checkpoint_file(ckpt: str, where: str) -> None:
+    problem = checkpoint_problem(ckpt)
+    if problem:
+        raise UserError(f"{where}: {ckpt!r} {problem}; give the path of a .pth file, a URL, "
+                        f"or {{run: DIR}} of a complete teacher run")
 
 
 def _check_dataset(site: Site) -> None:
@@ -164,19 +225,6 @@ def _check_dataset(site: Site) -> None:
 
 
 _NOTED: set[tuple[str, str]] = set()  # roots whose partial split this process has noted
-
-
-def _check_checkpoint(site: Site, ckpt, where: str) -> None:
-    if isinstance(ckpt, TeacherRun) and not site.own_teacher:
-        ckpt_path = teacher_run_checkpoint(ckpt.run, where)
-        problem = checkpoint_problem(ckpt_path)
-        if problem:
-            raise UserError(f"{where}.run: the teacher's weights {ckpt_path!r} {problem}")
-    elif isinstance(ckpt, str) and not ckpt.startswith(("http://", "https://")):
-        problem = checkpoint_problem(ckpt)
-        if problem:
-            raise UserError(f"{where}: {ckpt!r} {problem}; give the path of a .pth file, a URL, "
-                            f"or {{run: DIR}} of a complete teacher run")
 
 
 def _check_locations(site: Site, problems: Problems) -> None:

@@ -38,8 +38,8 @@ def world() -> tuple[int, int]:
 
 def _init_cpu_ranks() -> None:
     """The process group of a multi-task SLURM job on CPUs (gloo), from SLURM's variables:
-    mmengine's slurm launcher would call torch.cuda.set_device first. Single node (the executor
-    asks for one), so the rendezvous is on this host, at the MASTER_PORT the job was given."""
+    mmengine's slurm launcher would call torch.cuda.set_device first. The rendezvous is at the
+    MASTER_ADDR the job was given (its first node, when it has several), else on this host."""
     import torch.distributed as dist
 
     if dist.is_initialized():
@@ -106,7 +106,7 @@ def configure_numerics(run: RunSpec) -> dict:
     torch.set_float32_matmul_precision("highest")
     return {"threads": threads, "deterministic": deterministic, "cudnn_deterministic": deterministic,
             "cudnn_benchmark": False, "cudnn_allow_tf32": True, "matmul_precision": "highest",
-            "cublas_workspace_config": os.environ.get("CUBLAS_WORKSPACE_CONFIG")}
+            "cublas_workspace_config": os.environ.get("CUBLAS_WORKSPACE_CONFIG"), "precision": run.schedule.precision}
 
 
 # -- resuming ---------------------------------------------------------------------------------
@@ -164,7 +164,10 @@ def _teacher_checkpoint(teacher: Teacher) -> tuple[str, bool]:
 
         # Written by kdbench itself as a plain state dict: safe with weights_only=True.
         return teacher_run_checkpoint(teacher.checkpoint.run, "teacher.checkpoint"), False
-    return teacher.checkpoint, teacher.trusted
+    from runners.weights import checkpoint_file
+
+    # A URL is read from the weights cache (fetched and verified there), never downloaded by torch.hub.
+    return checkpoint_file(teacher.checkpoint, teacher.sha256, "teacher.checkpoint"), teacher.trusted
 
 
 def input_size_overrides(run: RunSpec) -> dict:
@@ -179,6 +182,10 @@ def _load(run: RunSpec, role: str, init: bool = True):
 
     model = run.teacher if role == "teacher" else run.student
     cfg = load_config(model.config, {**input_size_overrides(run), **model.overrides}, f"{role}.config")
+    if init:  # its pretrained weights from the weights cache: mmengine never downloads them
+        from runners.weights import localize
+
+        localize(cfg.model, f"{role}.config")
     return build_model(cfg, run.task, init=init)
 
 
@@ -249,11 +256,14 @@ def optim_config(schedule: Schedule) -> tuple[dict, list]:
     return {"type": "OptimWrapper", "optimizer": optimizer, "clip_grad": None}, schedulers
 
 
-def _training_arguments(schedule: Schedule, model, data: dict, resume: Path | None) -> dict:
+def _training_arguments(schedule: Schedule, model, data: dict, resume: Path | None, device: str) -> dict:
     """The Runner's training arguments (none for an evaluation-only run)."""
+    from runners.precision import optim_wrapper_type
+
     if schedule.iterations == 0:
         return {}
     optim_wrapper, schedulers = optim_config(schedule)
+    optim_wrapper.update(optim_wrapper_type(schedule.precision, device))  # autocast: runners/precision.py
     own = model.frozen_in_student_optimizer()
     if own:  # lr and decay x0: the student's optimizer never moves e.g. HO's discriminator
         optim_wrapper["paramwise_cfg"] = {"custom_keys": {k: {"lr_mult": 0.0, "decay_mult": 0.0} for k in own}}
@@ -308,7 +318,7 @@ def build_runner(session: Session, model, data: dict, hooks: list):
         cfg=({"model_wrapper_cfg": {"type": "MMDistributedDataParallel", "device_ids": None,
                                     "broadcast_buffers": False}} if cpu_ranks else None),
         log_processor={"by_epoch": False}, experiment_name=session.run.name,
-        **_training_arguments(schedule, model, data, session.resume),
+        **_training_arguments(schedule, model, data, session.resume, session.device),
     )
 
 
@@ -372,6 +382,7 @@ def _finish(session: Session, trained, metrics_hook, cost_hook, started: float) 
     """The trained weights and final.json, each written whole or not at all."""
     from runners.data.layout import run_record
     from runners.distill import DivergedError
+    from runners.recipe import recipe
 
     _save_atomic(trained.state_dict(), session.out / "model_final.pth")
     final_metrics = {k: v for k, v in (metrics_hook.last or {}).items() if k != "iter"}
@@ -384,6 +395,8 @@ def _finish(session: Session, trained, metrics_hook, cost_hook, started: float) 
         "resumed_from": session.resume.name if session.resume is not None else None,
         "data": run_record(run.dataset.name, run.dataset.root),  # the splits found: a partial one is marked
     }
+    nodes = int(os.environ.get("SLURM_NNODES", 1)) if session.launcher == "slurm" else 1
+    record["recipe"] = recipe(run, session.world_size, nodes, session.device, record["data"])
     if not final_metrics or not all(store.is_finite_number(v) for v in final_metrics.values()):
         raise DivergedError("val metrics", final_metrics)
     if run.role == "teacher" and run.teacher.expect is not None:  # the teacher gate

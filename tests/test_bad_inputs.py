@@ -168,3 +168,25 @@ def test_runs_that_differ_only_in_what_the_models_do_not_see_are_checked_once(tm
     path.write_text(dump_yaml(spec))
     with pytest.raises(Exception, match=r"methods\.b\.student_location: 'decode_head\.conv_segg' is not in"):
         preflight.check_study(load_study(path, tmp_path / "results"))
+
+
+MISSING = [p for p in STUDY_CASES if "launch --executor local" in expectation(p)[1] and len(expectation(p)[1]) == 1]
+
+
+@pytest.mark.parametrize("path", MISSING, ids=lambda p: p.stem)
+def test_plan_lists_what_a_launch_would_refuse_for_missing_data_or_weights_and_exits_0(path, tmp_path, monkeypatch):
+    """A plan works on a machine without the data or the checkpoints: the grid, then what a launch
+    still needs (the same line a launch refuses with), exit 0, nothing written."""
+    from tests.launch_helpers import run_cli
+
+    monkeypatch.chdir(ROOT)
+    code, out, err = run_cli("plan", str(path.relative_to(ROOT)), "--results", str(tmp_path / "results"))
+    assert code == 0, err
+    grid, _, needs = out.partition("\nBefore kdbench launch can run this study, it needs:\n")
+    assert "run_id" in grid and needs, out
+    assert any(re.search(expectation(path)[0], line) for line in needs.splitlines()), needs
+    assert not (tmp_path / "results").exists()
+
+
+def test_the_cases_a_plan_lists_instead_of_refusing_are_the_missing_files_ones():
+    assert {p.stem[:2] for p in MISSING} == {"37", "38", "39", "40", "41", "42", "43", "44", "45", "66"}

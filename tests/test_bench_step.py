@@ -55,3 +55,21 @@ def test_a_json_path_in_a_missing_directory_is_refused_before_anything_is_timed(
     assert result.returncode == 2 and "==" not in result.stdout
     assert result.stderr.strip().splitlines() == [
         f"kdbench bench: error: --json: {tmp_path / 'no' / 'such' / 'bench.json'}: its directory does not exist"]
+
+
+@pytest.mark.slow
+def test_the_step_suite_times_a_case_under_bf16_autocast_with_the_kd_terms_in_the_step(tmp_path):
+    out = tmp_path / "bench.json"
+    result = bench("--cases", "tiny_cwd_logits", "--repeats", "1", "--precisions", "bf16", "--json", str(out))
+    assert result.returncode == 0, result.stderr
+    [row] = json.loads(out.read_text())["results"]
+    assert row["precision"] == "bf16" and row["kd_losses"] == ["loss_kd_cwd_conv_seg"]
+    assert min(row["student_s"], row["teacher_s"], row["kd_s"], row["reference_s"]) > 0
+    assert "bf16" in result.stdout
+
+
+def test_an_unknown_precision_for_the_step_suite_is_a_one_line_error():
+    result = bench("--precisions", "fp8", "--repeats", "1")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "kdbench bench: error: --precisions: 'fp8'; valid: fp32, bf16, fp16"]

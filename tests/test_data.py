@@ -11,8 +11,9 @@ import pytest
 from PIL import Image
 
 from runners.data import layout
+from runners.data.cityscapes_format import make_cityscapes
 from tests.launch_helpers import dump_yaml, run_cli
-from tests.preset_fixtures import make_cityscapes, make_cityscapes_download, make_coco
+from tests.preset_fixtures import make_cityscapes_download, make_coco
 
 ROOT = Path(__file__).resolve().parents[1]
 pytest.importorskip("skimage")  # the fixtures are drawn from fashion scenes
@@ -45,7 +46,8 @@ def _files(root: Path) -> dict[str, int]:
     return {str(p.relative_to(root)): p.stat().st_mtime_ns for p in sorted(root.rglob("*"))}
 
 
-def test_a_cityscapes_tree_as_downloaded_is_refused_by_run_plan_and_launch_naming_the_prepare_command(tmp_path):
+def test_a_cityscapes_tree_as_downloaded_is_refused_by_run_and_launch_and_listed_by_plan_with_the_prepare_command(
+        tmp_path):
     root = tmp_path / "cityscapes"
     make_cityscapes_download(root)
     run_file, study = _run_file(tmp_path, "cityscapes", root), _study(tmp_path, root)
@@ -55,10 +57,13 @@ def test_a_cityscapes_tree_as_downloaded_is_refused_by_run_plan_and_launch_namin
     assert f"{run_file}: dataset.root: cityscapes at '{root}': gtFine/train/: 4 of 4 images have no " \
            "*_gtFine_labelTrainIds.png" in err and err.strip().endswith(fix)
     assert not (tmp_path / "out").exists()
-    for verb in (["plan"], ["launch", "--executor", "local", "--no-progress"]):
-        code, out, err = run_cli(*verb, str(study), "--results", str(tmp_path / "results"))
-        assert code == 2 and len(err.strip().splitlines()) == 1, err
-        assert f"{study}: base.dataset.root: cityscapes at" in err and fix in err
+    code, out, err = run_cli("launch", "--executor", "local", "--no-progress", str(study), "--results",
+                             str(tmp_path / "results"))
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert f"{study}: base.dataset.root: cityscapes at" in err and fix in err
+    code, out, err = run_cli("plan", str(study), "--results", str(tmp_path / "results"))  # plan works anywhere
+    needs = out.split("Before kdbench launch can run this study, it needs:\n")[1]
+    assert code == 0 and f"- {study}: base.dataset.root: cityscapes at" in needs and needs.rstrip().endswith(fix)
     assert not (tmp_path / "results").exists()
 
 

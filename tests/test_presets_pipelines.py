@@ -5,7 +5,8 @@ import pytest
 
 from kdbench import store
 from kdbench.spec import parse_run
-from tests.preset_fixtures import make_cityscapes, make_coco
+from runners.data.cityscapes_format import make_cityscapes
+from tests.preset_fixtures import make_coco
 
 SHORT = {"iterations": 2, "batch_size": 2, "checkpoint_interval": 2}
 

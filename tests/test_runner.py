@@ -489,3 +489,38 @@ def test_a_detector_distilled_on_every_fpn_level_through_neck_star_trains(tmp_pa
     logged = [json.loads(line) for line in next((tmp_path / "run").glob("*/vis_data/scalars.json")).read_text()
               .splitlines()]
     assert logged and all("loss_kd_cwd_neck" in entry for entry in logged if "loss" in entry)
+
+
+@pytest.mark.slow
+def test_a_run_records_its_recipe_card_in_final_json(seg_teacher, tmp_path):
+    from tests.run_fixtures import teacher_of
+
+    run = seg_run(teacher={**teacher_of(seg_teacher), "mode": "bn_eval"}, distill=cwd_terms(),
+                  schedule={"iterations": 6, "batch_size": 2, "lr": 0.02, "checkpoint_interval": 6})
+    card = execute(run, tmp_path)["recipe"]
+    assert card == {
+        "global_batch": 2, "per_process_batch": 2, "processes": 1, "nodes": 1, "device": "cpu",
+        "iterations": 6, "train_images": 12, "epochs": 1.0,   # 6 iterations x 2 images / 12 images
+        "crop": [64, 64], "pipeline": "default", "optimizer": "sgd", "lr": 0.02, "momentum": 0.9,
+        "weight_decay": 0.0005, "lr_schedule": "poly", "min_lr": 0.0001, "warmup_iters": 0,
+        "evaluation": "single scale, no flip", "precision": "fp32",
+        "teacher_checkpoint": f"teacher run {seg_teacher.name}", "teacher_mode": "bn_eval"}
+
+
+@pytest.mark.slow
+def test_a_detector_distilled_with_fbkd_on_an_fpn_level_trains_its_connectors_with_the_student(tmp_path):
+    from runners.build import build_model, load_config
+    from tests.run_fixtures import TINY_DATA
+
+    checkpoint = tmp_path / "teacher.pth"
+    torch.save(build_model(load_config("tiny_det_teacher"), "det", init=False).state_dict(), checkpoint)
+    run = {"task": "det", "student": {"config": "tiny_det_student"}, "dataset": TINY_DATA,
+           "teacher": {"config": "tiny_det_teacher", "checkpoint": str(checkpoint)},
+           "distill": [{"name": "fbkd_p0", "method": "fbkd", "student_location": "neck.fpn_convs.0.conv",
+                        "params": {"sub_sample": True, "reduction": 4}}],
+           "schedule": {"iterations": 4, "batch_size": 2, "checkpoint_interval": 4}, "seed": 0}
+    final = execute(run, tmp_path / "run")
+    assert final["status"] == "complete"
+    checkpoint = torch.load(next((tmp_path / "run").glob("iter_4.pth")), weights_only=False)["state_dict"]
+    assert any(key.startswith("kd_losses.fbkd_p0.student_adapt.non_local") for key in checkpoint)
+    assert any(key.startswith("kd_losses.fbkd_p0.teacher_non_local") for key in checkpoint)

@@ -58,6 +58,18 @@ def test_a_run_on_at_most_one_gpu_is_one_task_without_the_distributed_launcher(t
     assert not any(line.startswith("#SBATCH --array") for line in lines)
 
 
+@pytest.mark.parametrize("gpus", [1, 4])
+def test_a_multi_node_run_is_one_job_of_one_task_per_gpu_on_every_node_meeting_on_its_first_node(tmp_path, gpus):
+    executor = executor_for(tmp_path, {**RESOURCES, "gpus": gpus, "nodes": 3}, "student", "grid", [])
+    lines = sbatch_lines(executor, runs=2)
+    assert "#SBATCH --nodes=3" in lines and f"#SBATCH --ntasks-per-node={gpus}" in lines
+    assert f"#SBATCH --gpus-per-node={gpus}" in lines and "#SBATCH --cpus-per-task=3" in lines
+    assert executor._executor._num_tasks() == 3 * gpus  # one process group across the nodes
+    assert "export KDBENCH_LAUNCHER=slurm" in lines
+    assert 'export MASTER_ADDR=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n1)' in lines
+    assert "#SBATCH --array=0-1%2" in lines  # each run of the array is such a job
+
+
 def test_the_partition_and_the_signal_before_the_time_limit_follow_the_resources(tmp_path):
     executor = executor_for(tmp_path, {**RESOURCES, "partition": "gpu-a100", "time_min": 5}, "teacher", "grid", [])
     lines = sbatch_lines(executor, runs=1)
@@ -65,3 +77,25 @@ def test_the_partition_and_the_signal_before_the_time_limit_follow_the_resources
     assert "#SBATCH --time=5" in lines
     assert "#SBATCH --signal=USR2@30" in lines  # a tenth of the time limit, at least 20 s
     assert Path(executor._executor.folder) == tmp_path / ".submitit" / "%j"
+
+
+def test_a_batch_that_does_not_split_over_the_tasks_of_every_node_is_refused_before_anything_is_written(tmp_path):
+    from kdbench.errors import UserError
+    from kdbench.expand import load_study
+    from runners.launch.launcher import LaunchOptions, launch
+    from tests.launch_helpers import write_study
+
+    study = load_study(write_study(tmp_path, "split"), tmp_path / "results")  # batch_size 2 on every run
+
+    def dry_run(**resources):  # a dry run asks nothing of the cluster: no SLURM needed
+        return launch(study, LaunchOptions(executor="slurm", dry_run=True, model_check=False, data_check=False,
+                                           progress=False, resources=resources))
+
+    assert dry_run(gpus=1, nodes=2)  # 2 images over 2 tasks: fine
+    with pytest.raises(UserError) as refused:
+        dry_run(gpus=1, nodes=3)
+    assert str(refused.value).startswith("--nodes: run ") and "schedule.batch_size 2" in str(refused.value)
+    assert "over 3 tasks (3 node(s) x 1)" in str(refused.value)
+    with pytest.raises(UserError, match=r"^--gpus: run .* over 4 tasks \(1 node\(s\) x 4\)"):
+        dry_run(gpus=4)
+    assert not list((tmp_path / "results").glob("**/*.json"))

@@ -205,10 +205,40 @@ class HOParams(LossParams):
             raise UserError(f"preprocess must be one of {HO_PREPROCESS}, got {self.preprocess!r}")
 
 
+@dataclass(frozen=True)
+class FBKDParams(LossParams):
+    """Feature-based KD (Zhang & Ma, ICLR 2021) at the defaults MMRazor ships as its authors':
+    the four terms' weights (attention-masked feature 7e-5, channel 4e-3, spatial 4e-3, non-local
+    relation 7e-5), the attention temperatures 0.5, and the non-local blocks' ``reduction`` 2,
+    ``sub_sample`` off and ``maxpool_stride`` 2. It adapts the student's channels itself."""
+
+    mask_weight: float = 7e-5
+    channel_weight: float = 4e-3
+    spatial_weight: float = 4e-3
+    nonlocal_weight: float = 7e-5
+    spatial_t: float = 0.5
+    channel_t: float = 0.5
+    reduction: int = 2
+    sub_sample: bool = False
+    maxpool_stride: int = 2
+    needs_adapter: ClassVar[bool] = False
+
+    def check(self) -> None:
+        for name in ("mask_weight", "channel_weight", "spatial_weight", "nonlocal_weight"):
+            non_negative(name, getattr(self, name))
+        positive("spatial_t", self.spatial_t)
+        positive("channel_t", self.channel_t)
+        integer("reduction", self.reduction, minimum=1)
+        integer("maxpool_stride", self.maxpool_stride, minimum=1)
+        if not isinstance(self.sub_sample, bool):
+            raise UserError(f"sub_sample must be true or false, got {self.sub_sample!r}")
+
+
 # The built-in losses: name -> (the module that registers its class, its declaration).
 BUILTINS: dict[str, tuple[str, type[LossParams]]] = {
     "at": ("kdbench.losses.at", ATParams),
     "cwd": ("kdbench.losses.cwd", CWDParams),
+    "fbkd": ("kdbench.losses.fbkd", FBKDParams),
     "fitnets": ("kdbench.losses.fitnets", FitNetsParams),
     "ho": ("kdbench.losses.ho", HOParams),
     "ifvd": ("kdbench.losses.ifvd", IFVDParams),

@@ -5,7 +5,8 @@ failed runs are retried only with ``retry_failed``, and a lock on the study's re
 serialises concurrent launches (the second waits, then finds nothing left to submit). What to do
 is decided once per launch, under the lock. Before anything is written: the options are checked,
 the preflight runs (runners.preflight: files, locations, shapes) and the executor checks the
-resources (SLURM: a node of the partition must hold a run).
+resources (SLURM: a node of the partition must hold a run). Before anything is submitted, the
+weight files the runs download are fetched here (runners.weights; SLURM jobs run offline).
 
 Each stage (teachers, then students) is handed to the executor in batches that share their
 pending dependencies, so a student baseline, which needs no teacher, never waits behind one.
@@ -42,6 +43,7 @@ class LaunchOptions:
     model_check: bool = True          # preflight: locations and shapes against the models
     data_check: bool = True           # preflight: dataset roots and teacher checkpoint files
     ignore_teacher_check: bool = False  # run the students of a teacher that failed its teacher gate
+    fetch: bool = True                # download the runs' weight files here first (runners.weights)
 
 
 @dataclass
@@ -82,11 +84,45 @@ def check_options(study: Study, options: LaunchOptions) -> Executor:
     check_flags(options)
     given = {k: v for k, v in options.resources.items() if v is not None}
     resources = replace(study.resources, **given)
-    if options.executor == "local":
-        return LocalExecutor(resources, options.parallel, options.progress, study.name, options.ignore_teacher_check)
     keys = {key: f"--{key.replace('_', '-')}" if key in given else f"{study.path}: resources.{key}"
-            for key in ("partition", "gpus", "cpus", "mem_gb")}
+            for key in ("partition", "gpus", "nodes", "cpus", "mem_gb")}
+    if options.executor == "local":
+        if resources.nodes > 1:  # the local executor's runs are processes on this machine
+            raise UserError(f"{keys['nodes']}: {resources.nodes} nodes per run need --executor slurm "
+                            "(the local executor runs each run on this machine)")
+        _check_precisions_here(study)
+        return LocalExecutor(resources, options.parallel, options.progress, study.name, options.ignore_teacher_check)
     return SlurmExecutor(resources, study.name, options.array_parallelism, keys)
+
+
+def _check_precisions_here(study: Study) -> None:
+    """Runs that train here (the local executor) at a precision this machine cannot run (fp16 on a
+    CPU) are refused now, not one by one as they start. A SLURM job checks on its node."""
+    from runners.precision import check_precision
+
+    seen = set()
+    for planned in study.runs:
+        signature = (planned.run.schedule.precision, planned.run.device)
+        if signature not in seen:
+            seen.add(signature)
+            check_precision(planned.run, f"{study.path}: run {planned.name}: schedule.precision")
+
+
+def _check_batch_splits(study: Study, executor: Executor) -> None:
+    """A SLURM run of several tasks (one per GPU, on every node) splits its global batch between
+    them: every training run's batch size must divide evenly, found before anything is submitted
+    rather than in the job (after the partition's capacity: a run that fits no node is that first)."""
+    if not isinstance(executor, SlurmExecutor):
+        return
+    resources, keys = executor.resources, executor.keys
+    tasks = max(1, resources.gpus) * resources.nodes
+    for planned in study.runs:
+        schedule = planned.run.schedule
+        if tasks > 1 and schedule.iterations and schedule.batch_size % tasks:
+            key = keys["nodes"] if resources.nodes > 1 else keys["gpus"]
+            raise UserError(f"{key}: run {planned.name}: schedule.batch_size {schedule.batch_size} (images per "
+                            f"iteration, over all GPUs) does not split evenly over {tasks} tasks "
+                            f"({resources.nodes} node(s) x {max(1, resources.gpus)})")
 
 
 @contextlib.contextmanager
@@ -175,6 +211,23 @@ def describe(study: Study, decisions: list[Decision], executor: SlurmExecutor) -
     return lines
 
 
+def prepare_weights(study: Study, decisions: list[Decision], options: LaunchOptions) -> None:
+    """The weight files of the runs to submit, fetched (and verified) on this host before anything
+    is submitted. SLURM jobs run offline: there, a file still missing (``--no-fetch``) refuses
+    the launch instead of failing on a compute node after the queue wait."""
+    from runners import weights
+    from runners.preflight import study_weights
+
+    todo = {d.planned.run_id for d in decisions if d.action == "submit"}
+    if not todo or not (options.fetch or options.executor == "slurm"):
+        return
+    needed = [file for run_id, files in study_weights(study).items() if run_id in todo for file in files]
+    if options.fetch:
+        weights.fetch(needed, progress=options.progress)
+    if options.executor == "slurm":
+        weights.require_cached(needed)
+
+
 def launch(study: Study, options: LaunchOptions) -> list[Decision]:
     """Check, then submit what needs submitting (local: and run it); what was decided per run
     (``summary`` counts the actions)."""
@@ -186,10 +239,13 @@ def launch(study: Study, options: LaunchOptions) -> list[Decision]:
     if options.dry_run:
         if isinstance(executor, SlurmExecutor) and slurm.reachable():
             executor.check()  # a dry run refuses what the launch would refuse
+        _check_batch_splits(study, executor)
         return decide(study, options.retry_failed, options.ignore_teacher_check)
     executor.check()
+    _check_batch_splits(study, executor)
     with study_lock(study.directory):
         decisions = decide(study, options.retry_failed, options.ignore_teacher_check)
+        prepare_weights(study, decisions, options)
         submit(study, decisions, executor)
         executor.wait()
     return decisions

@@ -1,6 +1,7 @@
 """The SLURM executor, through submitit: each batch one job array, behind its dependencies
 (``afterok``, and SLURM cancels the batch when a dependency fails); a run with several GPUs is one
-job of one task per GPU, joined by mmengine's SLURM launcher.
+job of one task per GPU, on ``resources.nodes`` nodes (``gpus`` per node), joined by mmengine's
+SLURM launcher.
 
 Job states come from squeue (which knows why a pending job waits), then sacct for jobs that have
 left it. A job pending on a dependency that can never be met (its teacher failed; submitted
@@ -9,6 +10,7 @@ without ``--kill-on-invalid-dep``) is ``stuck``: not alive, but still queued.
 
 from __future__ import annotations
 
+import shlex
 import shutil
 import subprocess
 from pathlib import Path
@@ -19,6 +21,7 @@ from kdbench.expand import PlannedRun
 from kdbench.sbatch import as_parameters
 from kdbench.study import Resources
 from runners.launch.executor import Executor, run_data, write_run_file
+from runners.model_facts import cache_root
 
 # The states (squeue(1), JOB STATE CODES) of a job that holds an allocation or is still queued,
 # held ones included: its run must not be submitted again. STOPPED (SIGSTOP: the allocation is
@@ -100,23 +103,30 @@ def _nodes() -> tuple[dict[str, list[tuple[int, int, int]]], str | None]:
 
 
 def check_resources(resources: Resources, keys: dict[str, str]) -> None:
-    """The partition exists and one of its nodes can hold a run (GPUs, CPUs for one task per GPU,
-    memory); otherwise a one-line error naming where the culprit was set (``keys``: resource ->
-    ``--gpus`` or ``study.yaml: resources.gpus``)."""
+    """The partition exists and ``resources.nodes`` of its nodes can each hold their part of a run
+    (GPUs, CPUs for one task per GPU, memory); otherwise a one-line error naming where the culprit
+    was set (``keys``: resource -> ``--gpus`` or ``study.yaml: resources.gpus``)."""
     nodes, default = _nodes()
     partition = resources.partition or default
     if partition not in nodes:
         raise UserError(f"{keys['partition']}: {partition!r} is not a partition of this cluster; "
                         f"valid: {', '.join(sorted(nodes))}")
     need = (resources.gpus, resources.cpus * max(1, resources.gpus), resources.mem_gb * 1024)
-    if any(all(have >= want for have, want in zip(node, need)) for node in nodes[partition]):
+    fit = sum(all(have >= want for have, want in zip(node, need)) for node in nodes[partition])
+    if fit >= resources.nodes:
         return
+    if fit:
+        per_node = " per node" if resources.nodes > 1 else ""
+        raise UserError(f"{keys['nodes']}: a run asks for {resources.nodes} nodes of {resources.gpus} GPU(s), "
+                        f"{need[1]} CPU(s), {resources.mem_gb} GB{per_node}, but partition {partition!r} has "
+                        f"{fit} such node(s) ({len(nodes[partition])} in all); lower --nodes")
     best = max(nodes[partition])
     culprit = next((key for index, key in enumerate(("gpus", "cpus", "mem_gb"))
                     if not any(node[index] >= need[index] for node in nodes[partition])), "gpus")
     raise UserError(f"{keys[culprit]}: a run asks for {resources.gpus} GPU(s), {need[1]} CPU(s), "
-                    f"{resources.mem_gb} GB, but no node of partition {partition!r} has that (largest: "
-                    f"{best[0]} GPU(s), {best[1]} CPU(s), {best[2] // 1024} GB); lower --gpus/--cpus/--mem-gb")
+                    f"{resources.mem_gb} GB{' per node' if resources.nodes > 1 else ''}, but no node of partition "
+                    f"{partition!r} has that (largest: {best[0]} GPU(s), {best[1]} CPU(s), {best[2] // 1024} GB); "
+                    "lower --gpus/--cpus/--mem-gb")
 
 
 def log_folder(directory: Path) -> Path:
@@ -135,7 +145,7 @@ class SlurmExecutor(Executor):
         self.resources = resources
         self.study_name = study_name
         self.array_parallelism = array_parallelism
-        self.keys = {"partition": "--partition", **{k: f"resources.{k}" for k in ("gpus", "cpus", "mem_gb")},
+        self.keys = {"partition": "--partition", **{k: f"resources.{k}" for k in ("gpus", "nodes", "cpus", "mem_gb")},
                      **(resource_keys or {})}
 
     def check(self) -> None:
@@ -151,7 +161,7 @@ class SlurmExecutor(Executor):
             "mem_gb": resources.mem_gb,
             "cpus_per_task": resources.cpus,
             "tasks_per_node": max(1, gpus),             # one task per GPU (mmengine's slurm launcher)
-            "nodes": 1,
+            "nodes": resources.nodes,                   # every task of every node: one process group
             "slurm_array_parallelism": self.array_parallelism,
             "slurm_signal_delay_s": min(120, max(20, resources.time_min * 60 // 10)),
         }
@@ -174,11 +184,17 @@ class SlurmExecutor(Executor):
         # One OpenMP/MKL thread per CPU the job was given: threads beyond its CPUs slow every job on
         # the node (seen: 10x slower steps on an oversubscribed node).
         setup = ["export OMP_NUM_THREADS=${SLURM_CPUS_PER_TASK:-1} MKL_NUM_THREADS=${SLURM_CPUS_PER_TASK:-1}"]
-        if gpus > 1:
+        # Compute nodes often have no internet: the job reads the weights the launch fetched into
+        # this host's cache (a shared file system) and may not download (runners.weights).
+        setup.append(f"export KDBENCH_CACHE={shlex.quote(str(cache_root().resolve()))} KDBENCH_OFFLINE=1")
+        if max(1, gpus) * resources.nodes > 1:
             # mmengine's SLURM launcher; its rendezvous port defaults to 29500 for every job, so two
             # multi-GPU jobs sharing a node would meet there: each job gets a port from its id.
             setup.append("export KDBENCH_LAUNCHER=slurm")
             setup.append("export MASTER_PORT=$((20000 + SLURM_JOB_ID % 20000))")
+            # The rendezvous is on the job's first node, as mmengine's launcher finds it, for the CPU
+            # process group too (runners.train._init_cpu_ranks): one path for one node and several.
+            setup.append('export MASTER_ADDR=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n1)')
         parameters["slurm_setup"] = setup
         return parameters
 
@@ -206,7 +222,8 @@ class SlurmExecutor(Executor):
         more = f" and {len(runs) - 8} more" if len(runs) > 8 else ""
         return [f"sbatch array {parameters['name']}: {len(runs)} task(s), at most {throttle} at once "
                  f"(--array=0-{len(runs) - 1}%{throttle})",
-                 f"  per task: {resources.gpus} GPU(s), {resources.cpus} CPU(s) x {max(1, resources.gpus)} task(s), "
+                 f"  per task: {resources.gpus} GPU(s), {resources.cpus} CPU(s) x {max(1, resources.gpus)} task(s)"
+                 + (f" on each of {resources.nodes} nodes" if resources.nodes > 1 else "") + ", "
                  f"{resources.mem_gb} GB, {resources.time_min} min, partition "
                  f"{resources.partition or '(the cluster default)'}" + (f", {site}" if site else ""),
                  "  after: " + (", ".join(waits) + " complete (afterok; cancelled if one fails)" if waits

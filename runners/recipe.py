@@ -1,0 +1,55 @@
+"""A run's recipe card: what a reader needs to compare its numbers with another run's or a
+published row's, recorded in final.json (``recipe``). Everything here is what the run actually
+did: its global batch as the processes split it, the epochs its iterations equal on the images it
+found, the crop and augmentation it trained with, its schedule, how it was evaluated, which
+teacher it distilled from and how, and its numeric precision."""
+
+from __future__ import annotations
+
+from kdbench.spec import RunSpec, TeacherRun
+
+EVALUATION = "single scale, no flip"  # runners.datasets' test pipelines: one resize, no test-time augmentation
+
+
+def _train_images(run: RunSpec, data: dict | None) -> int | None:
+    """The training images the run found: the data record's train split, or the generated set's size."""
+    if data and isinstance(data.get("splits"), dict):
+        train = data["splits"].get("train") or {}
+        return train.get("images")
+    if run.dataset.name == "fashion_scenes":
+        from runners.data.fashion_scenes import normalize_params
+
+        return normalize_params(dict(run.dataset.params))["num_train"]
+    return None
+
+
+def _teacher(run: RunSpec) -> dict:
+    teacher = run.teacher if (run.role == "teacher" or run.distill) else None
+    if teacher is None:
+        return {"teacher_checkpoint": None, "teacher_mode": None}
+    checkpoint = teacher.checkpoint
+    shown = f"teacher run {checkpoint.run.rstrip('/').rsplit('/', 1)[-1]}" if isinstance(checkpoint, TeacherRun) \
+        else checkpoint
+    return {"teacher_checkpoint": shown, "teacher_mode": teacher.mode if run.role == "student" else None}
+
+
+def recipe(run: RunSpec, processes: int, nodes: int, device: str, data: dict | None) -> dict:
+    """The recipe card of ``run`` as trained by ``processes`` processes (one per GPU) on ``nodes``
+    nodes; ``data``: the run's data record (runners.data.layout.run_record), or None."""
+    from runners.datasets import training_size
+
+    schedule = run.schedule
+    images = _train_images(run, data)
+    epochs = round(schedule.iterations * schedule.batch_size / images, 2) if images else None
+    card = {
+        "global_batch": schedule.batch_size, "per_process_batch": schedule.batch_size // max(1, processes),
+        "processes": processes, "nodes": nodes, "device": device,
+        "iterations": schedule.iterations, "train_images": images, "epochs": epochs,
+        "crop": list(training_size(run)) if run.task == "seg" else None,
+        "pipeline": run.dataset.pipeline, "optimizer": schedule.optimizer, "lr": schedule.lr,
+        "momentum": schedule.momentum, "weight_decay": schedule.weight_decay, "lr_schedule": schedule.lr_schedule,
+        "min_lr": schedule.min_lr if schedule.lr_schedule == "poly" else None, "warmup_iters": schedule.warmup_iters,
+        "evaluation": EVALUATION, "precision": getattr(schedule, "precision", "fp32"),
+        **_teacher(run),
+    }
+    return card
