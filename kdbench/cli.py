@@ -244,15 +244,20 @@ def _launch(args: argparse.Namespace) -> int:
     study = _load_study(args)
     executor = check_options(study, options)
     decisions = launch(study, options)
+    checked = None
+    if args.dry_run and args.executor == "slurm":
+        from runners.launch.slurm import reachable
+
+        checked = reachable()
+        if checked:  # the dry run refuses what the launch would refuse
+            executor.check()
     if args.dry_run:
         for d in decisions:
             print(f"{d.planned.run_id}  {d.planned.name:<30} {d.planned.stage:<8} {d.state:<9} {d.action}")
         if args.executor == "slurm":
-            from runners.launch.slurm import reachable
-
-            checked = ("the resources fit a node of the partition" if reachable() else
-                       "no SLURM controller answers here: the resources are not checked against its nodes")
-            print("\n".join(["", "would submit to SLURM:", *describe(study, decisions, executor), f"({checked})"]))
+            note = ("the resources fit the cluster's nodes" if checked else
+                    "no SLURM controller answers here: the resources are not checked against its nodes")
+            print("\n".join(["", "would submit to SLURM:", *describe(study, decisions, executor), f"({note})"]))
     counts = summary(decisions)
     verb = "would submit" if args.dry_run else "submitted"
     others = ", ".join(f"{k} {v}" for k, v in sorted(counts.items()) if k != "submit")

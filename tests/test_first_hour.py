@@ -147,7 +147,7 @@ def test_a_slurm_dry_run_shows_the_arrays_their_throttles_resources_dependencies
     directory = results / "dry"
     shown, _, rest = out.split("would submit to SLURM:\n")[1].rpartition("\n(")
     checked, _, tail = rest.partition(")\n")
-    assert checked in ("the resources fit a node of the partition",
+    assert checked in ("the resources fit the cluster's nodes",
                        "no SLURM controller answers here: the resources are not checked against its nodes")
     assert shown + "\n" + tail == f"""\
 [1] sbatch array kdbench-dry-teacher: 1 task(s), at most 1 at once (--array=0-0%1)

@@ -25,7 +25,7 @@ from kdbench.errors import Problems, UserError
 from kdbench.expand import PlannedRun, Study
 from kdbench.sbatch import SITE_KEYS, check_site_value
 from kdbench.schema import Checker, did_you_mean, safe_name
-from runners.launch import jobs, slurm
+from runners.launch import jobs
 from runners.launch.executor import Executor
 from runners.launch.local import LocalExecutor
 from runners.launch.slurm import SlurmExecutor
@@ -237,8 +237,6 @@ def launch(study: Study, options: LaunchOptions) -> list[Decision]:
     if options.model_check or options.data_check:  # nothing is submitted or written before it
         check_study(study, models=options.model_check, files=options.data_check)
     if options.dry_run:
-        if isinstance(executor, SlurmExecutor) and slurm.reachable():
-            executor.check()  # a dry run refuses what the launch would refuse
         _check_batch_splits(study, executor)
         return decide(study, options.retry_failed, options.ignore_teacher_check)
     executor.check()
