@@ -427,6 +427,25 @@ def _csv(text: str | None, flag: str, cast=str) -> list | None:
     return values
 
 
+def _check_names(names: list[str] | None, flag: str, suite: str, chosen: str) -> None:
+    """``--cases`` (step) and ``--methods`` (losses): known names, and a suite that runs them."""
+    import importlib
+
+    if names is None:
+        return
+    if chosen not in (suite, "all"):
+        raise UserError(f"{flag}: applies to --suite {suite} (or all), not {chosen}")
+    from kdbench import losses
+    from kdbench.schema import did_you_mean
+
+    valid = [case[0] for case in importlib.import_module("benchmarks.step").CASES] if suite == "step" \
+        else losses.available()
+    unknown = next((name for name in names if name not in valid), None)
+    if unknown is not None:
+        what = "step case" if suite == "step" else "method"
+        raise UserError(f"{flag}: unknown {what} {unknown!r}{did_you_mean(unknown, valid)}; valid: {', '.join(valid)}")
+
+
 def _bench(args: argparse.Namespace) -> int:
     import importlib
 
@@ -448,6 +467,8 @@ def _bench(args: argparse.Namespace) -> int:
 
     if precisions and not set(precisions) <= set(PRECISIONS):
         raise UserError(f"--precisions: {args.precisions!r}; valid: {', '.join(PRECISIONS)}")
+    _check_names(_csv(args.cases, "--cases"), "--cases", "step", args.suite)   # before any suite prints a line
+    _check_names(_csv(args.methods, "--methods"), "--methods", "losses", args.suite)
     calls = {
         "losses": lambda m: m.run(scale=args.scale, repeats=args.repeats, methods=_csv(args.methods, "--methods"),
                                   progress=lambda line: print(f"  {line}", file=sys.stderr, flush=True)),

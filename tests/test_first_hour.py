@@ -199,3 +199,14 @@ def test_site_settings_reach_the_real_scheduler_and_the_logs_are_where_the_dry_r
     with pytest.raises(UserError, match=r"sbatch refused the student array of site_refused: .*node"):
         launch(refused, LaunchOptions(executor="slurm", progress=False))
     assert not list(refused.directory.glob("*/job.json"))
+
+
+def test_bench_checks_its_names_before_any_suite_prints_a_line():
+    """--suite all runs the grid suite first: a misspelled step case is refused before it, not after."""
+    code, out, err = run_cli("bench", "--suite", "all", "--cases", "tiny_cwd_logit", "--repeats", "1")
+    assert (code, out) == (2, "")
+    assert err.strip() == ("kdbench bench: error: --cases: unknown step case 'tiny_cwd_logit' (did you mean "
+                           "'tiny_cwd_logits'?); valid: tiny_cwd_logits, tiny_cwd_feature, pspnet_r101_r18_cwd_logits, "
+                           "pspnet_r101_r18_cwd_feature")
+    assert errors_of("bench", "--suite", "grid", "--methods", "cwd") == [
+        "--methods: applies to --suite losses (or all), not grid"]
