@@ -20,6 +20,7 @@ from dataclasses import dataclass, fields
 from typing import Any, ClassVar
 
 from kdbench.errors import UserError
+from kdbench.schema import did_you_mean
 
 
 def positive(name: str, value: Any) -> float:
@@ -53,7 +54,8 @@ def integer(name: str, value: Any, minimum: int | None = None) -> int:
 def choice(name: str, value: Any, valid: tuple[str, ...]) -> str:
     """One of ``valid``."""
     if value not in valid:
-        raise UserError(f"unknown {name} {value!r}; valid: {', '.join(valid)}")
+        close = did_you_mean(value, valid) if isinstance(value, str) else ""
+        raise UserError(f"unknown {name} {value!r}{close}; valid: {', '.join(valid)}")
     return value
 
 
