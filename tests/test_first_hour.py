@@ -210,3 +210,10 @@ def test_bench_checks_its_names_before_any_suite_prints_a_line():
                            "pspnet_r101_r18_cwd_feature")
     assert errors_of("bench", "--suite", "grid", "--methods", "cwd") == [
         "--methods: applies to --suite losses (or all), not grid"]
+
+
+def test_a_misspelled_loss_parameter_value_gets_its_close_match(tmp_path):
+    path = write(tmp_path, {"base": {**TINY_BASE, "teacher": {"config": "tiny_seg_teacher", "checkpoint": "t.pth"}},
+                            "methods": {"nd": {**CWD, "method": "norm_divergence", "params": {"norm": "channl"}}}})
+    assert errors_of("plan", path) == [f"{path}: methods.nd.params: unknown norm 'channl' (did you mean 'channel'?); "
+                                       "valid: channel, spatial, channel_mean, none"]
