@@ -118,6 +118,8 @@ def _plan_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print a JSON list of runs instead of a table")
     parser.add_argument("--show", metavar="RUN",
                         help="print one run (its name or id) resolved, as JSON, each value with where it comes from")
+    parser.add_argument("--config", action="store_true",
+                        help="with --show: the complete mmengine config the run trains with instead")
     _check_arguments(parser, "(e.g. planning on a machine without the data)")
 
 
@@ -125,12 +127,20 @@ def _plan(args: argparse.Namespace) -> int:
     from kdbench.plan import format_plan, plan_json, plan_rows
 
     study = _load_study(args)
+    if args.config and args.show is None:
+        raise UserError("--config: give the run with --show RUN (its name or id)")
     if args.show is not None:
         import json
 
         from kdbench.origins import find_run, show
 
-        print(json.dumps(show(study, find_run(study, args.show)), indent=2))
+        planned = find_run(study, args.show)
+        if args.config:
+            from runners.run_config import run_config
+
+            print(run_config(planned.run))
+        else:
+            print(json.dumps(show(study, planned), indent=2))
         return 0
     needs: list[str] = []  # what a launch would still need: listed below the grid, not refused
     if not (args.no_model_check and args.no_data_check):

@@ -256,6 +256,20 @@ def optim_config(schedule: Schedule) -> tuple[dict, list]:
     return {"type": "OptimWrapper", "optimizer": optimizer, "clip_grad": None}, schedulers
 
 
+def default_hooks(schedule: Schedule) -> dict:
+    """mmengine's default hooks for a schedule: logging, the lr schedule, checkpoints (the last two
+    kept, by iteration), the sampler's seed."""
+    return {
+        "timer": {"type": "IterTimerHook"},
+        "logger": {"type": "LoggerHook", "interval": max(1, min(10, schedule.iterations)),
+                   "log_metric_by_epoch": False},
+        "param_scheduler": {"type": "ParamSchedulerHook"},
+        "checkpoint": {"type": "CheckpointHook", "by_epoch": False, "interval": schedule.checkpoint_interval,
+                       "max_keep_ckpts": KEEP_CHECKPOINTS, "save_last": True},
+        "sampler_seed": {"type": "DistSamplerSeedHook"},
+    }
+
+
 def _training_arguments(schedule: Schedule, model, data: dict, resume: Path | None, device: str) -> dict:
     """The Runner's training arguments (none for an evaluation-only run)."""
     from runners.precision import optim_wrapper_type
@@ -301,15 +315,7 @@ def build_runner(session: Session, model, data: dict, hooks: list):
     return Runner(
         model=model, work_dir=str(session.out),
         val_dataloader=data["val_dataloader"], val_cfg={"type": "ValLoop"}, val_evaluator=data["val_evaluator"],
-        default_hooks={
-            "timer": {"type": "IterTimerHook"},
-            "logger": {"type": "LoggerHook", "interval": max(1, min(10, schedule.iterations)),
-                       "log_metric_by_epoch": False},
-            "param_scheduler": {"type": "ParamSchedulerHook"},
-            "checkpoint": {"type": "CheckpointHook", "by_epoch": False, "interval": schedule.checkpoint_interval,
-                           "max_keep_ckpts": KEEP_CHECKPOINTS, "save_last": True},
-            "sampler_seed": {"type": "DistSamplerSeedHook"},
-        },
+        default_hooks=default_hooks(schedule),
         custom_hooks=hooks, randomness={"seed": session.run.seed}, default_scope=register_scope(session.run.task),
         launcher=session.launcher,
         # GPUs: NCCL through mmengine's launcher; CPU-only multi-task jobs joined gloo before
