@@ -113,13 +113,15 @@ def _grouped(frame: pd.DataFrame, keys: list[str], metrics: list[str]) -> pd.Dat
     seeds = frame["seed"].to_numpy(dtype=object) if "seed" in frame else np.full(len(frame), None, dtype=object)
 
     def intervals(metric: str) -> None:
-        """The 95% interval of each group's mean, and its values by seed (for the paired test)."""
+        """The 95% interval of each group's mean (from its mean, std and n), and its values by seed
+        (for the paired test)."""
         values = pd.to_numeric(frame[metric], errors="coerce").to_numpy(dtype=float)
         rows = complete & np.isfinite(values)
-        kept = [group[rows[group]] for group in groups]
-        found = [significance.interval(values[k]) for k in kept]
-        table[f"{metric}|low"], table[f"{metric}|high"] = [f.low for f in found], [f.high for f in found]
-        table[f"{metric}|seeds"] = [{_seed(seeds[i], i): float(values[i]) for i in k} for k in kept]
+        mean = np.asarray(table[f"{metric}|mean"], dtype=float)
+        half = significance.half_widths(table[f"{metric}|std"], table[f"{metric}|n"])
+        table[f"{metric}|low"], table[f"{metric}|high"] = list(mean - half), list(mean + half)
+        table[f"{metric}|seeds"] = [{_seed(seeds[i], i): float(values[i]) for i in group[rows[group]]}
+                                    for group in groups]
 
     for metric in metrics:
         if metric in frame:
@@ -205,14 +207,14 @@ def _compare(table: pd.DataFrame, baseline_seeds: list[dict], metric: str) -> No
     and the seeds needed to resolve the Δ: columns ``<metric>|delta_low``, ``|delta_high``,
     ``|test``, ``|df``, ``|p``, ``|p_holm``, ``|verdict``, ``|spread``, ``|runs`` (pairs, or the
     smaller side's runs) and ``|seeds_needed`` (pairs, or runs per side)."""
-    found = [significance.compare(cell, base) for cell, base in zip(table[f"{metric}|seeds"], baseline_seeds)]
+    found = significance.compare_all(list(table[f"{metric}|seeds"]), baseline_seeds)
     adjusted = significance.holm([c.p for c in found])
     for name in ("low", "high", "test", "df", "p", "spread"):
         table[f"{metric}|{'delta_' if name in ('low', 'high') else ''}{name}"] = [getattr(c, name) for c in found]
     table[f"{metric}|runs"] = [c.n for c in found]
     table[f"{metric}|p_holm"] = adjusted
     table[f"{metric}|verdict"] = [significance.verdict(c, p) for c, p in zip(found, adjusted)]
-    table[f"{metric}|seeds_needed"] = [significance.seeds_needed(c) for c in found]
+    table[f"{metric}|seeds_needed"] = significance.seeds_needed_all(found)
 
 
 def term_methods(cell: dict) -> list[str]:

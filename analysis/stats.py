@@ -57,10 +57,6 @@ class Comparison:
         return self.test == "paired"
 
 
-def t_quantile(probability: float, df: float) -> float:
-    return float(scipy_stats.t.ppf(probability, df))
-
-
 def interval(values) -> Interval:
     """Mean ± t(0.975, n - 1) · s / √n of the finite values (NaN and Inf dropped)."""
     array = np.asarray([v for v in values if v is not None], dtype=float)
@@ -72,19 +68,39 @@ def interval(values) -> Interval:
     if n == 1:
         return Interval(mean, math.nan, 1, math.nan, math.nan)
     std = float(array.std(ddof=1))
-    half = t_quantile(1 - ALPHA / 2, n - 1) * std / math.sqrt(n)
+    half = float(half_widths([std], [n])[0])
     return Interval(mean, std, n, mean - half, mean + half)
 
 
-def _t_test(delta: float, standard_error: float, df: float) -> tuple[float, float, float]:
-    """(low, high, two-sided p) of a t statistic delta / standard_error with df degrees of freedom.
-    Runs that agree exactly (standard error 0) give a zero-width interval: p 0 for a nonzero Δ, 1
-    for none."""
-    if standard_error == 0:
-        return delta, delta, (1.0 if delta == 0 else 0.0)
-    half = t_quantile(1 - ALPHA / 2, df) * standard_error
-    p = 2 * float(scipy_stats.t.sf(abs(delta) / standard_error, df))
-    return delta - half, delta + half, p
+def half_widths(stds, counts) -> np.ndarray:
+    """t(0.975, n - 1) · s / √n for each (s, n); NaN where n < 2."""
+    std, n = np.asarray(stds, dtype=float), np.asarray(counts, dtype=float)
+    half = np.full(std.shape, math.nan)
+    ok = n >= 2
+    half[ok] = scipy_stats.t.ppf(1 - ALPHA / 2, n[ok] - 1) * std[ok] / np.sqrt(n[ok])
+    return half
+
+
+def _sides(cell: dict, baseline: dict) -> tuple[float, float, float, str, float, int]:
+    """(Δ, its standard error, degrees of freedom, test, spread, n) of one cell; the t quantiles
+    are left to ``compare_all``, which asks scipy once for every cell."""
+    a = {s: float(v) for s, v in cell.items() if v is not None and math.isfinite(v)}
+    b = {s: float(v) for s, v in baseline.items() if v is not None and math.isfinite(v)}
+    if not a or not b:
+        return math.nan, math.nan, math.nan, "", math.nan, 0
+    delta = float(np.mean(list(a.values())) - np.mean(list(b.values())))
+    if min(len(a), len(b)) < 2:
+        return delta, math.nan, math.nan, "", math.nan, 1
+    if set(a) == set(b):
+        differences = np.array([a[s] - b[s] for s in sorted(a)])
+        n = differences.size
+        spread = float(differences.std(ddof=1))
+        return delta, spread / math.sqrt(n), float(n - 1), "paired", spread, n
+    va, vb = np.var(list(a.values()), ddof=1) / len(a), np.var(list(b.values()), ddof=1) / len(b)
+    standard_error = math.sqrt(va + vb)
+    df = ((va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))) if standard_error else len(a) + len(b) - 2
+    spread = math.sqrt((va * len(a) + vb * len(b)) / 2)  # sqrt((s_a² + s_b²) / 2)
+    return delta, standard_error, float(df), "welch", spread, min(len(a), len(b))
 
 
 def compare(cell: dict, baseline: dict) -> Comparison:
@@ -92,27 +108,24 @@ def compare(cell: dict, baseline: dict) -> Comparison:
 
     Paired by seed when both sides have results for exactly the same seeds (a seed fixes the data
     order and the student's initial weights, so the differences cancel that noise); Welch's
-    unequal-variance test otherwise. Fewer than two runs on a side: Δ without an interval.
+    unequal-variance test otherwise. Fewer than two runs on a side: Δ without an interval. Runs
+    that agree exactly (standard error 0) give a zero-width interval and p 0 (1 when Δ = 0).
     """
-    a = {s: float(v) for s, v in cell.items() if v is not None and math.isfinite(v)}
-    b = {s: float(v) for s, v in baseline.items() if v is not None and math.isfinite(v)}
-    if not a or not b:
-        return Comparison(math.nan, math.nan, math.nan, "", math.nan, math.nan, math.nan, 0)
-    delta = float(np.mean(list(a.values())) - np.mean(list(b.values())))
-    if min(len(a), len(b)) < 2:
-        return Comparison(delta, math.nan, math.nan, "", math.nan, math.nan, math.nan, 1)
-    if set(a) == set(b):
-        differences = np.array([a[s] - b[s] for s in sorted(a)])
-        n = differences.size
-        spread = float(differences.std(ddof=1))
-        low, high, p = _t_test(delta, spread / math.sqrt(n), n - 1)
-        return Comparison(delta, low, high, "paired", float(n - 1), p, spread, n)
-    va, vb = np.var(list(a.values()), ddof=1) / len(a), np.var(list(b.values()), ddof=1) / len(b)
-    standard_error = math.sqrt(va + vb)
-    df = ((va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))) if standard_error else len(a) + len(b) - 2
-    low, high, p = _t_test(delta, standard_error, df)
-    spread = math.sqrt((va * len(a) + vb * len(b)) / 2)  # sqrt((s_a² + s_b²) / 2)
-    return Comparison(delta, low, high, "welch", float(df), p, spread, min(len(a), len(b)))
+    return compare_all([cell], [baseline])[0]
+
+
+def compare_all(cells: list[dict], baselines: list[dict]) -> list[Comparison]:
+    """``compare`` for each cell and its baseline, the t distribution asked once for them all."""
+    parts = [_sides(cell, baseline) for cell, baseline in zip(cells, baselines)]
+    delta, error, df = (np.array([part[i] for part in parts], dtype=float).reshape(-1) for i in range(3))
+    half, p = np.full(len(parts), math.nan), np.full(len(parts), math.nan)
+    tested = np.isfinite(df)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        half[tested] = scipy_stats.t.ppf(1 - ALPHA / 2, df[tested]) * error[tested]
+        p[tested] = 2 * scipy_stats.t.sf(np.abs(delta[tested]) / error[tested], df[tested])
+    p[tested & (error == 0) & (delta == 0)] = 1.0
+    return [Comparison(d, float(d - h), float(d + h), test, f, float(pv), spread, n)
+            for (d, _, f, test, spread, n), h, pv in zip(parts, half, p)]
 
 
 def holm(p_values) -> list[float]:
@@ -142,34 +155,57 @@ def verdict(comparison: Comparison, adjusted_p: float) -> str:
     return NOISE
 
 
-def _power(n: np.ndarray, effect: float, paired: bool) -> np.ndarray:
+def _power(n: np.ndarray, effect: np.ndarray, paired: np.ndarray) -> np.ndarray:
     """Power of the two-sided t test at ALPHA for a true Δ / σ of ``effect``: one-sample on n
-    differences (paired), or two samples of n each."""
-    df = n - 1 if paired else 2 * n - 2
-    noncentrality = effect * np.sqrt(n) if paired else effect * np.sqrt(n / 2)
+    differences (paired), or two samples of n each (arrays broadcast together)."""
+    df = np.where(paired, n - 1, 2 * n - 2)
+    noncentrality = effect * np.sqrt(np.where(paired, n, n / 2))
     critical = scipy_stats.t.ppf(1 - ALPHA / 2, df)
-    return scipy_stats.nct.sf(critical, df, noncentrality) + scipy_stats.nct.cdf(-critical, df, noncentrality)
+    wrong_side = scipy_stats.nct.cdf(-critical, df, noncentrality)  # NaN where it underflows (a large Δ / σ)
+    return scipy_stats.nct.sf(critical, df, noncentrality) + np.nan_to_num(wrong_side, nan=0.0)
 
 
 def seeds_needed(comparison: Comparison) -> float:
     """The fewest seeds (pairs when paired, runs per side for Welch) at which the t test resolves
     the observed Δ with probability POWER at ALPHA, taking the observed spread as the true one.
     NaN without a spread (n = 1) or for Δ = 0; inf beyond MAX_SEEDS."""
-    if not comparison.test or not math.isfinite(comparison.delta) or comparison.delta == 0:
-        return math.nan
-    effect = abs(comparison.delta) / comparison.spread if comparison.spread else math.inf
-    if math.isinf(effect):
-        return 2.0
+    return seeds_needed_all([comparison])[0]
+
+
+NO_SPREAD = 1e6  # Δ / σ beyond this: σ is the rounding of equal per-seed numbers, not seed noise
+WINDOW = 8  # seed counts tried at once, from the normal approximation up (the t test's answer is a few above)
+
+
+def seeds_needed_all(comparisons: list[Comparison]) -> list[float]:
+    """``seeds_needed`` for each comparison. The normal approximation, (z(0.975) + z(0.8))² / effect²
+    (twice that per side for two samples), is a lower bound: the exact power is computed from there
+    up, WINDOW seed counts at a time, for every comparison at once."""
+    found = np.full(len(comparisons), math.nan)
+    todo = []
+    for index, c in enumerate(comparisons):
+        if c.test and math.isfinite(c.delta) and c.delta != 0:
+            if c.spread <= abs(c.delta) / NO_SPREAD:
+                found[index] = 2.0  # seeds that agree (to rounding): the fewest a t test takes
+            else:
+                todo.append(index)
+    effect = np.array([abs(comparisons[i].delta) / comparisons[i].spread for i in todo], dtype=float)
+    paired = np.array([comparisons[i].paired for i in todo], dtype=bool)
     z = scipy_stats.norm.ppf(1 - ALPHA / 2) + scipy_stats.norm.ppf(POWER)
-    guess = (z / effect) ** 2 * (1 if comparison.paired else 2)  # the normal approximation: a lower bound
-    start = max(2, int(guess) - 1)
-    while start <= MAX_SEEDS:
-        n = np.arange(start, min(start + 64, MAX_SEEDS + 1))
-        reached = np.flatnonzero(_power(n.astype(float), effect, comparison.paired) >= POWER)
-        if reached.size:
-            return float(n[reached[0]])
-        start += 64
-    return math.inf
+    start = np.maximum(2.0, np.floor((z / effect) ** 2 * np.where(paired, 1, 2)))
+    todo = np.array(todo, dtype=int)
+    while todo.size:
+        beyond = start > MAX_SEEDS
+        found[todo[beyond]] = math.inf
+        todo, start, effect, paired = todo[~beyond], start[~beyond], effect[~beyond], paired[~beyond]
+        if not todo.size:
+            break
+        n = start[:, None] + np.arange(WINDOW)
+        reached = _power(n, effect[:, None], paired[:, None]) >= POWER
+        hit = reached.any(axis=1)
+        first = n[np.arange(todo.size), reached.argmax(axis=1)]
+        found[todo[hit]] = np.where(first[hit] <= MAX_SEEDS, first[hit], math.inf)
+        todo, start, effect, paired = todo[~hit], start[~hit] + WINDOW, effect[~hit], paired[~hit]
+    return found.tolist()
 
 
 def position(value: float, measured: Interval) -> tuple[bool | None, float]:

@@ -125,6 +125,12 @@ def test_seeds_needed_for_a_delta_are_those_of_the_t_test_at_power_0_8():
     # 2 (2.037 + 0.853)² = 16.70, at n = 16 2 (2.042 + 0.854)² = 16.77 > 16: 17 per side (R: n = 16.71).
     welch = significance.compare({0: 1.0, 1: 2.0, 2: 3.0}, {3: 0.0, 4: 1.0, 5: 2.0})
     assert (welch.test, welch.spread) == ("welch", 1.0) and significance.seeds_needed(welch) == 17
+    # Per-seed differences equal up to rounding (s ~ 1e-15, not seed noise): the fewest seeds a t test takes, 2.
+    rounded = significance.compare({0: 0.1 + 0.2, 1: 0.6, 2: 0.7}, {0: 0.0, 1: 0.3, 2: 0.4})
+    assert 0 < rounded.spread < 1e-12 and significance.seeds_needed(rounded) == 2
+    # Welch, Δ / σ = 10 at 3 per side: the power's other tail underflows in scipy (NaN); 2 per side already reach
+    # 0.8 (the normal approximation gives 2 x (2.80 / 10)² = 0.16).
+    assert significance.seeds_needed(significance.Comparison(10.0, 0.0, 0.0, "welch", 4.0, 0.0, 1.0, 3)) == 2
     # Δ / s = 0.001 needs ~15.7 million pairs: beyond any study.
     tiny = significance.Comparison(0.001, -1.0, 1.0, "paired", 2.0, 0.99, 1.0, 3)
     assert significance.seeds_needed(tiny) == math.inf
