@@ -81,10 +81,11 @@ def collapsed(frame: pd.DataFrame) -> np.ndarray:
 def _grouped(frame: pd.DataFrame, keys: list[str], metrics: list[str]) -> pd.DataFrame:
     """One row per group of ``keys`` (in order of first appearance; a missing key is NaN): ``planned``,
     a count per state, ``collapsed`` (complete runs that predict one class everywhere, see
-    ``collapsed``), ``<metric>|mean|std|n|low|high|seeds`` over the complete runs with a finite
-    metric (low, high: the mean's 95% interval; seeds: {seed: value}), ``<cost>|mean|std|n``
-    for the costs, the first ``memory_kind``, ``location``, ``location_kind``, ``kd_method``,
-    ``dataset``, ``teacher_config`` and ``student_config`` found, and ``run_names``. Computed on
+    ``collapsed``), ``partial_data`` (complete runs on a partial dataset split),
+    ``<metric>|mean|std|n|low|high|seeds`` over the complete runs with a finite metric (low, high:
+    the mean's 95% interval; seeds: {seed: value}), ``<cost>|mean|std|n`` for the costs, the first
+    ``memory_kind``, ``location``, ``location_kind``, ``kd_method``, ``dataset``,
+    ``teacher_config`` and ``student_config`` found, and ``run_names``. Computed on
     arrays, one pass per column."""
     if not len(frame):
         return pd.DataFrame()
@@ -102,6 +103,9 @@ def _grouped(frame: pd.DataFrame, keys: list[str], metrics: list[str]) -> pd.Dat
     for state in ("complete", *PROBLEM_STATES):
         table[state] = np.bincount(codes[status == state], minlength=count)
     table["collapsed"] = np.bincount(codes[collapsed(frame)], minlength=count)
+    partial = frame["data_complete"].astype("boolean").eq(False).fillna(False).to_numpy(dtype=bool) if (
+        "data_complete" in frame) else np.zeros(len(frame), dtype=bool)
+    table["partial_data"] = np.bincount(codes[complete & partial], minlength=count)
 
     def summarise(column: str, rows: np.ndarray) -> None:
         values = pd.to_numeric(frame[column], errors="coerce").to_numpy(dtype=float)
@@ -376,7 +380,10 @@ def comparability(reference: dict, cell: dict, metric: str) -> str:
     the published teacher and student-baseline numbers against the measured 95% intervals.
     ``comparable`` when every one that can be checked lies inside, ``different teacher`` (or
     student baseline, or both) when one lies outside, so that the gains compare and the absolute
-    numbers do not; a side without a published number or with a single measured run is unchecked."""
+    numbers do not; a side without a published number or with a single measured run is unchecked.
+    A cell with runs on a partial dataset split is not comparable at all."""
+    if cell.get("partial_data"):
+        return "not comparable: measured on a partial dataset split"
     inside, outside, unchecked = [], [], []
     for side, column, prefix in (("teacher", "teacher_value", "teacher|"),
                                  ("student baseline", "student_value", "baseline|")):

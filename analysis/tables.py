@@ -370,7 +370,8 @@ REFERENCE_CAPTION = (
     "and how far it is from the measured mean in measured (sample) stds. Comparability, from the numbers: "
     "comparable when the published teacher and student baseline lie inside the measured ones' intervals; "
     "different teacher or student baseline when one lies outside, where the gains compare and the absolute numbers "
-    "do not; unchecked without a published number or with a single measured run.")
+    "do not; unchecked without a published number or with a single measured run; not comparable when the cell's "
+    "runs used a partial dataset split.")
 
 
 def _placed(against: dict) -> str:

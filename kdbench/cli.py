@@ -289,12 +289,16 @@ def _report(args: argparse.Namespace) -> int:
     if unknown or not formats:
         raise UserError(f"--format: unknown {', '.join(unknown) or '(none)'}; valid: {', '.join(FORMATS)}")
     study = _load_study(args)
-    written, headline, lines, numbers = render_report(study, _collected(study), formats)  # one pass over the results
+    frame = _collected(study)
+    written, headline, lines = render_report(study, frame, formats)  # one pass over the results
     if args.json:
         import json
 
+        from reports.statistics import study_statistics
+
         print(json.dumps({"study": study.name, "written": {k: str(p) for k, p in written.items()},
-                          "headline": headline, "lines": lines, **numbers}, indent=2, ensure_ascii=False))
+                          "headline": headline, "lines": lines, **study_statistics(study, frame)},
+                         indent=2, ensure_ascii=False))
         return 0
     for kind, path in written.items():
         print(f"kdbench report: {study.name}: {kind}: {path}")

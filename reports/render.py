@@ -24,7 +24,6 @@ from analysis import format as fmt
 from analysis import stats as significance
 from analysis.collect import collect, collect_curves
 from kdbench.expand import Study
-from reports.statistics import statistics
 
 TEMPLATES = Path(__file__).parent / "templates"
 FORMATS = ("html", "md")
@@ -254,7 +253,6 @@ def build_context(study: Study, frame) -> dict:
         "counts": ", ".join(f"{n} {state}" for state, n in sorted(counts.items())), "total": len(frame),
         "cwd_headline": headline, "cwd_lines": cwd_lines,
         "warnings": collapse_warnings(cell_table, base, teach) + data_warnings,
-        "statistics": statistics(cell_table, base, teach, matches, metric),
         "spec_path": str(study.path), "spec_text": text, "spec_sha256": hashlib.sha256(text.encode()).hexdigest(),
         "git_sha": report_sha, "run_git_shas": shas, "provenance_notes": provenance_notes(report_sha, shas),
         "environments": _environments(frame), "settings": settings.settings_table(groups),
@@ -280,11 +278,11 @@ def render(study: Study, formats=FORMATS) -> dict[str, Path]:
     return render_report(study, formats=formats)[0]
 
 
-def render_report(study: Study, frame=None, formats=FORMATS) -> tuple[dict[str, Path], str, list[str], dict]:
+def render_report(study: Study, frame=None, formats=FORMATS) -> tuple[dict[str, Path], str, list[str]]:
     """Write the report in the given formats and return, from the same pass over the results,
     ({format: path}, the CWD-vs-baseline headline, lines (one sentence per CWD cell, then the
-    collapse warnings), the statistics (reports.statistics)). ``frame``: the study's rows
-    (analysis.collect); collected here when not given."""
+    collapse warnings)). ``frame``: the study's rows (analysis.collect); collected here when not
+    given."""
     unknown = [f for f in formats if f not in FORMATS]
     if unknown:
         from kdbench.errors import UserError
@@ -301,7 +299,7 @@ def render_report(study: Study, frame=None, formats=FORMATS) -> tuple[dict[str, 
         for figure in context["figures"]:
             (out / f"{figure.key}.png").write_bytes(figure.png)
         written["md"] = _write(out / "README.md", env.get_template("report.md.j2").render(**context))
-    return written, context["cwd_headline"], context["cwd_lines"] + context["warnings"], context["statistics"]
+    return written, context["cwd_headline"], context["cwd_lines"] + context["warnings"]
 
 
 def _write(path: Path, text: str) -> Path:

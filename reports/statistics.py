@@ -12,6 +12,7 @@ import pandas as pd
 from analysis import aggregate, tables
 from analysis import format as fmt
 from analysis import stats as significance
+from kdbench.expand import Study
 
 
 def _number(value):
@@ -60,6 +61,16 @@ def _reference(match: dict, metric: str) -> dict:
         "inside_ci95": against["inside"], "distance_std": _number(against["distance"]),
         "comparability": against["comparability"],
     }
+
+
+def study_statistics(study: Study, frame: pd.DataFrame) -> dict:
+    """The statistics of a study's report from its rows (analysis.collect), aggregated as the report
+    aggregates them."""
+    metric = aggregate.primary_metric(frame)
+    cells = aggregate.cells(frame)
+    references = aggregate.read_references(study.path, study.spec.references)
+    matches = aggregate.match_references(references, cells, study.spec.methods, aggregate.task_of(frame))
+    return statistics(cells, aggregate.baselines(frame), aggregate.teachers(frame), matches, metric)
 
 
 def statistics(cells: pd.DataFrame, baselines: pd.DataFrame, teachers: pd.DataFrame, matches: pd.DataFrame,

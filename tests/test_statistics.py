@@ -174,6 +174,21 @@ def test_published_numbers_are_placed_against_the_measured_interval_with_a_compa
     assert row[-3:] == ["[29.15, 41.85]", "outside: 13.4 std above", "comparable; teacher unchecked"]
 
 
+def test_a_cell_measured_on_a_partial_dataset_split_is_tagged_not_comparable(tmp_path):
+    study, results = make_store(tmp_path)
+    for planned in study.runs:
+        final = results / study.name / planned.run_id / "final.json"
+        if planned.name.startswith("cwd_logits") and final.exists():
+            record = json.loads(final.read_text())
+            record["data"] = {"name": "fashion_scenes", "complete": False, "splits": {"val": {"images": 2}}}
+            final.write_text(json.dumps(record))
+    cells = aggregate.cells(collect(study))
+    matches = aggregate.match_references(aggregate.read_references(study.path, study.spec.references), cells,
+                                         study.spec.methods, "seg")
+    row = [c.text for c in tables.reference_table(matches, "val/mIoU").rows[0]]
+    assert row[-1] == "not comparable: measured on a partial dataset split"
+
+
 def test_kdbench_report_json_gives_each_cells_interval_test_verdict_and_seeds_needed(tmp_path):
     study, results = _three_cells(tmp_path)
     code, out, err = run_cli("report", str(study.path), "--results", str(results), "--format", "md", "--json")
