@@ -135,6 +135,7 @@ def results_table(cells: pd.DataFrame, baselines: pd.DataFrame, teachers: pd.Dat
 
 
 def significance_caption(label: str, tested: int) -> str:
+    """How to read the significance table: the intervals, the two tests, Holm, n = 1, seeds needed."""
     return (f"{label}: mean ± sample std (n = complete runs) and the mean's 95% Student-t interval. "
             "Δ = the cell's mean minus its student baseline's, with its 95% interval: paired (a t test on the "
             "per-seed differences) where the cell and its baseline have results for the same seeds, as a seed fixes "
@@ -162,11 +163,13 @@ def significance_table(cells: pd.DataFrame, baselines: pd.DataFrame, teachers: p
         shown = fmt.interval(row.get(f"{prefix}{metric}|low"), row.get(f"{prefix}{metric}|high"))
         return [Cell(_stat(row, f"{prefix}{metric}")), Cell(shown if n != 1 else "no interval (n = 1)")]
 
-    blank = [Cell(fmt.MISSING) for _ in range(6)]
+    def blank() -> list[Cell]:  # the teacher and baseline rows have no Δ
+        return [Cell(fmt.MISSING) for _ in range(6)]
+
     for row in teachers.to_dict("records") if len(teachers) else []:
-        table.rows.append([Cell(group_label("teacher", row, len(teachers)))] + spread(row) + blank)
+        table.rows.append([Cell(group_label("teacher", row, len(teachers)))] + spread(row) + blank())
     for row in baselines.to_dict("records") if len(baselines) else []:
-        table.rows.append([Cell(group_label("student", row, len(baselines)))] + spread(row) + blank)
+        table.rows.append([Cell(group_label("student", row, len(baselines)))] + spread(row) + blank())
     axes = _axis_columns(cells)
     for row in cells.to_dict("records") if len(cells) else []:
         needed = fmt.seed_count(row.get(f"{metric}|seeds_needed"), significance.MAX_SEEDS)

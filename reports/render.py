@@ -157,8 +157,8 @@ def cwd_sentences(verdicts: list[dict], metric: str, tested: int = 0) -> tuple[s
     judged = sum(counts[v] for v in VERDICT_WORDS)
     losses = counts[significance.LOSS]
     others = [(counts[significance.NOISE], "within noise"), (losses, "loss" if losses == 1 else "losses"),
-                (counts[significance.NO_INTERVAL], "without an interval (a single run on a side)"),
-                (counts[significance.NOT_COMPARED], "without complete runs on both sides")]
+              (counts[significance.NO_INTERVAL], "without an interval (a single run on a side)"),
+              (counts[significance.NOT_COMPARED], "without complete runs on both sides")]
     rest = "".join(f"; {n} {what}" for n, what in others if n)
     if judged:
         headline = (f"CWD beat the student baseline in {counts[significance.GAIN]} of "
