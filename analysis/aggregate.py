@@ -375,13 +375,14 @@ def measured(row: dict, prefix: str, metric: str) -> significance.Interval:
     return significance.Interval(get("mean"), get("std"), int(n) if math.isfinite(n) else 0, get("low"), get("high"))
 
 
-def comparability(reference: dict, cell: dict, metric: str) -> str:
-    """Whether the measured setting starts where the published one did, judged from the numbers:
-    the published teacher and student-baseline numbers against the measured 95% intervals.
-    ``comparable`` when every one that can be checked lies inside, ``different teacher`` (or
-    student baseline, or both) when one lies outside, so that the gains compare and the absolute
-    numbers do not; a side without a published number or with a single measured run is unchecked.
-    A cell with runs on a partial dataset split is not comparable at all."""
+def starting_point(reference: dict, cell: dict, metric: str) -> str:
+    """Whether the measured setting starts where the published one did, judged from the numbers
+    (the reference's own ``tag`` says it in words): the published teacher and student-baseline
+    numbers against the measured 95% intervals. ``same`` when every one that can be checked lies
+    inside, ``different teacher`` (or student baseline, or both) when one lies outside, so that the
+    gains compare and the absolute numbers do not; a side without a published number or with a
+    single measured run is unchecked. A cell with runs on a partial dataset split is not
+    comparable at all."""
     if cell.get("partial_data"):
         return "not comparable: measured on a partial dataset split"
     inside, outside, unchecked = [], [], []
@@ -389,7 +390,7 @@ def comparability(reference: dict, cell: dict, metric: str) -> str:
                                  ("student baseline", "student_value", "baseline|")):
         agrees, _ = significance.position(_float(reference.get(column)), measured(cell, prefix, metric))
         (unchecked if agrees is None else inside if agrees else outside).append(side)
-    head = ("different " + " and ".join(outside)) if outside else "comparable" if inside else "unchecked"
+    head = ("different " + " and ".join(outside)) if outside else "same" if inside else "unchecked"
     return head + (f"; {' and '.join(unchecked)} unchecked" if unchecked and (inside or outside) else "")
 
 
@@ -397,15 +398,17 @@ def published_vs_measured(reference: dict, cell: dict | None, metric: str) -> di
     """A published row against the measured cell it describes: ``published`` (its number, NaN when
     none), ``measured`` (the cell's Interval,
     None when no cell), ``inside`` (the published number in its 95% interval; None without one),
-    ``distance`` (published minus measured mean, in measured stds) and ``comparability``."""
+    ``distance`` (published minus measured mean, in measured stds), ``starting_point`` and ``tag``
+    (the reference's comparability tag, as its file words it)."""
     published = _float(reference.get("value"))
+    tag = reference.get("tag") if isinstance(reference.get("tag"), str) else None
     if not cell:
         return {"published": published, "measured": None, "inside": None, "distance": math.nan,
-                "comparability": "not measured"}
+                "starting_point": "not measured", "tag": tag}
     here = measured(cell, "", metric)
     inside, distance = significance.position(published, here)
     return {"published": published, "measured": here, "inside": inside, "distance": distance,
-            "comparability": comparability(reference, cell, metric)}
+            "starting_point": starting_point(reference, cell, metric), "tag": tag}
 
 
 def axes_of_table(cell_table: pd.DataFrame) -> list[str]:

@@ -344,8 +344,8 @@ def reference_table(matches: pd.DataFrame, metric: str) -> Table | None:
         return None
     table = Table("references", "Published vs measured",
                   ["Method", "Location", "Student", "Published", "Published (T)", "Published (S)", "Measured",
-                   "Measured (T)", "Measured (S)", "Source", "Measured 95% interval", "Published vs measured",
-                   "Comparability"],
+                   "Measured (T)", "Measured (S)", "Source", "Comparability tag", "Measured 95% interval",
+                   "Published vs measured", "Starting point"],
                   caption="Published numbers from studies/references/ (typed from the papers, with their source); "
                           "measured: mean ± std (n) from this study's runs. Settings differ where the study header "
                           "says so. " + REFERENCE_CAPTION)
@@ -362,19 +362,20 @@ def reference_table(matches: pd.DataFrame, metric: str) -> Table | None:
             Cell(_stat(cell, f"teacher|{metric}") if cell else fmt.MISSING),
             Cell(_stat(cell, f"baseline|{metric}") if cell else fmt.MISSING),
             Cell(f"{ref.get('source')} ({ref.get('file')})"),
+            Cell(against["tag"] or fmt.MISSING),
             Cell(fmt.interval(against["measured"].low, against["measured"].high) if cell else fmt.MISSING),
-            Cell(_placed(against)), Cell(against["comparability"]),
+            Cell(_placed(against)), Cell(against["starting_point"]),
         ])
     return table
 
 
 REFERENCE_CAPTION = (
     "Published vs measured: whether the published number lies inside the measured mean's 95% Student-t interval, "
-    "and how far it is from the measured mean in measured (sample) stds. Comparability, from the numbers: "
-    "comparable when the published teacher and student baseline lie inside the measured ones' intervals; "
-    "different teacher or student baseline when one lies outside, where the gains compare and the absolute numbers "
-    "do not; unchecked without a published number or with a single measured run; not comparable when the cell's "
-    "runs used a partial dataset split.")
+    "and how far it is from the measured mean in measured (sample) stds. Comparability tag: how the published "
+    "setting differs, as its reference file words it. Starting point, from the numbers: same when the published "
+    "teacher and student baseline lie inside the measured ones' intervals; different teacher or student baseline "
+    "when one lies outside, where the gains compare and the absolute numbers do not; unchecked without a published "
+    "number or with a single measured run; not comparable when the cell's runs used a partial dataset split.")
 
 
 def _placed(against: dict) -> str:

@@ -59,7 +59,7 @@ def _reference(match: dict, metric: str) -> dict:
         "published": _number(against["published"]),
         "measured": _interval(cell, "", metric) if cell else None,
         "inside_ci95": against["inside"], "distance_std": _number(against["distance"]),
-        "comparability": against["comparability"],
+        "tag": against["tag"], "starting_point": against["starting_point"],
     }
 
 

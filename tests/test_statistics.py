@@ -156,7 +156,7 @@ def test_the_report_shows_intervals_verdicts_and_seeds_for_every_cell(tmp_path):
     assert "add seeds to the study's seeds: and relaunch (only the new seeds run)" in md
 
 
-def test_published_numbers_are_placed_against_the_measured_interval_with_a_comparability_tag(tmp_path):
+def test_published_numbers_are_placed_against_the_measured_interval_beside_their_tag_and_starting_point(tmp_path):
     study, results = make_store(tmp_path)
     frame = collect(study)
     cells = aggregate.cells(frame)
@@ -166,12 +166,14 @@ def test_published_numbers_are_placed_against_the_measured_interval_with_a_compa
     # Measured cwd_logits 35, 36: 35.5 ± 12.706 x 0.7071 / sqrt(2) = 35.5 ± 6.353 = [29.15, 41.85]; published 40.25 is
     # inside, (40.25 - 35.5) / 0.7071 = 6.7 stds above. Published student 33.75 lies outside the measured baseline's
     # [28.52, 33.48]; the teacher has one run (no interval).
-    assert row[-3:] == ["[29.15, 41.85]", "inside (6.7 std above)", "different student baseline; teacher unchecked"]
-    close = references.assign(value=[45.0], student_value=[31.5])
+    assert row[-4:] == ["—", "[29.15, 41.85]", "inside (6.7 std above)",
+                        "different student baseline; teacher unchecked"]  # the fixture's file has no tag column
+    close = references.assign(value=[45.0], student_value=[31.5], tag=["its own teacher, one run"])
     row = [c.text for c in tables.reference_table(
         aggregate.match_references(close, cells, study.spec.methods, "seg"), "val/mIoU").rows[0]]
     # 45 is outside [29.15, 41.85]: (45 - 35.5) / 0.7071 = 13.4 stds above; 31.5 is inside the baseline's interval.
-    assert row[-3:] == ["[29.15, 41.85]", "outside: 13.4 std above", "comparable; teacher unchecked"]
+    assert row[-4:] == ["its own teacher, one run", "[29.15, 41.85]", "outside: 13.4 std above",
+                        "same; teacher unchecked"]
 
 
 def test_a_cell_measured_on_a_partial_dataset_split_is_tagged_not_comparable(tmp_path):
@@ -213,7 +215,7 @@ def test_kdbench_report_json_gives_each_cells_interval_test_verdict_and_seeds_ne
     # up 32, 34, 36: 34 ± 4.969 = [29.03, 38.97]: 40.25 is outside, (40.25 - 34) / 2 = 3.125 stds above.
     up = found["references"][1]
     assert (up["inside_ci95"], up["distance_std"]) == (False, pytest.approx(3.125))
-    assert up["comparability"] == "different student baseline; teacher unchecked"
+    assert up["starting_point"] == "different student baseline; teacher unchecked"
     assert "NaN" not in out and "Infinity" not in out
 
 
