@@ -287,6 +287,8 @@ def _report_arguments(parser: argparse.ArgumentParser) -> None:
     _study_arguments(parser)
     parser.add_argument("--format", default="html,md",
                         help="comma-separated: html (one self-contained index.html), md (README.md + PNGs)")
+    parser.add_argument("--json", action="store_true",
+                        help="print the statistics (intervals, Δ tests, verdicts, seeds needed) as a JSON object")
 
 
 def _report(args: argparse.Namespace) -> int:
@@ -297,7 +299,17 @@ def _report(args: argparse.Namespace) -> int:
     if unknown or not formats:
         raise UserError(f"--format: unknown {', '.join(unknown) or '(none)'}; valid: {', '.join(FORMATS)}")
     study = _load_study(args)
-    written, headline, lines = render_report(study, _collected(study), formats)  # one pass over the results
+    frame = _collected(study)
+    written, headline, lines = render_report(study, frame, formats)  # one pass over the results
+    if args.json:
+        import json
+
+        from reports.statistics import study_statistics
+
+        print(json.dumps({"study": study.name, "written": {k: str(p) for k, p in written.items()},
+                          "headline": headline, "lines": lines, **study_statistics(study, frame)},
+                         indent=2, ensure_ascii=False))
+        return 0
     for kind, path in written.items():
         print(f"kdbench report: {study.name}: {kind}: {path}")
     print("\n".join([headline, *(f"  - {line}" for line in lines)]))
