@@ -78,7 +78,8 @@ def test_show_config_prints_the_complete_mmengine_config_a_run_trains_with():
     the paper's: a plain random crop. The text is a config mmengine reads back."""
     from mmengine.config import Config
 
-    code, out, err = run_cli("plan", str(STUDIES / "mmrazor_cwd_cityscapes.yaml"), "--show", "cwd_logits_s0", "--config")
+    code, out, err = run_cli("plan", str(STUDIES / "mmrazor_cwd_cityscapes.yaml"), "--show", "cwd_logits_s0",
+                             "--config")
     assert code == 0, err
     cfg = Config.fromstring(out, ".py")
     assert cfg.train_cfg.max_iters == 80000 and cfg.train_cfg.val_interval == 8000
