@@ -76,7 +76,7 @@ def _cases() -> list[Case]:
               Case("ifvd", "feature_map", {"loss_weight": 200.0}, max_scale=0.5,
                    scale_reason="time: the per-class reference makes 19 masked copies of the map; at half size "
                                 "one reference forward + backward takes about 1 s on 2 cores")]
-    cases += [Case("fbkd", "feature_map", {"loss_weight": 1.0, "sub_sample": True}, max_scale=0.5,
+    cases += [Case("fbkd", "feature_map", {"loss_weight": 1.0}, max_scale=0.5,
                    scale_reason="time: two non-local blocks' position-by-position products; at half size one "
                                 "forward + backward takes 1 to 2 s on 2 cores")]
     cases += [Case("ho", "logits", {"loss_weight": 0.001}),
