@@ -149,6 +149,8 @@ def _grouped(frame: pd.DataFrame, keys: list[str], metrics: list[str]) -> pd.Dat
         return [f[0] if len(f) else None for f in found]
 
     table["memory_kind"] = first("cost:peak_memory_kind", lambda v: isinstance(v, str))
+    for column in (c for c in frame.columns if c.startswith("recipe:")):  # the first complete run's card
+        table[column] = first(column, lambda v: v is not None and not (isinstance(v, float) and math.isnan(v)))
     for column in ("location", "location_kind", "kd_method", "dataset", "teacher_config", "student_config"):
         table[column] = first(column, lambda v: not pd.isna(v))
     names = frame["name"].to_numpy(dtype=object)

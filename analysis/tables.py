@@ -413,3 +413,39 @@ def runs_table(frame: pd.DataFrame, metrics: list[str]) -> Table:
                           + [Cell(fmt.number(row.get(m), 4)) for m in metrics]
                           + [Cell(fmt.seconds(row.get("cost:seconds_per_iter")))])
     return table
+
+
+def recipe_table(cells: pd.DataFrame, baselines: pd.DataFrame, teachers: pd.DataFrame) -> Table | None:
+    """What each group of runs trained with, from their recipe cards (final.json ``recipe``); None
+    when no complete run recorded one."""
+    columns = [c for frame in (cells, baselines, teachers) for c in frame.columns if c.startswith("recipe:")]
+    if not columns:
+        return None
+    table = Table("recipe", "Recipe per cell",
+                  ["Runs of", "batch (per process x processes x nodes)", "iterations (epochs)", "crop", "pipeline",
+                   "optimizer, lr, schedule", "teacher (checkpoint, mode)", "precision"],
+                  caption="From the recipe card of each group's first complete run (final.json recipe). Epochs: the "
+                          "iterations times the global batch over the training images the run found.")
+
+    def line(name: str, row: dict) -> list[Cell]:
+        def get(key):
+            value = row.get(f"recipe:{key}")
+            return None if value is None or (isinstance(value, float) and math.isnan(value)) else value
+
+        batch = (f"{fmt.value(get('global_batch'))} ({fmt.value(get('per_process_batch'))} x "
+                 f"{fmt.value(get('processes'))} x {fmt.value(get('nodes'))})")
+        iterations = fmt.value(get("iterations")) + (f" ({get('epochs')})" if get("epochs") is not None else "")
+        schedule = f"{fmt.value(get('optimizer'))}, {fmt.value(get('lr'))}, {fmt.value(get('lr_schedule'))}"
+        teacher = (f"{get('teacher_checkpoint')}, {get('teacher_mode')}" if get("teacher_checkpoint") is not None
+                   else fmt.MISSING)
+        return [Cell(name), Cell(batch), Cell(iterations), Cell(fmt.value(get("crop"))),
+                Cell(fmt.value(get("pipeline"))), Cell(schedule), Cell(teacher), Cell(fmt.value(get("precision")))]
+
+    for row in teachers.to_dict("records") if len(teachers) else []:
+        table.rows.append(line(group_label("teacher", row, len(teachers)), row))
+    for row in baselines.to_dict("records") if len(baselines) else []:
+        table.rows.append(line(group_label("student", row, len(baselines)), row))
+    axes = _axis_columns(cells) if len(cells) else []
+    for row in cells.to_dict("records") if len(cells) else []:
+        table.rows.append(line(setting(row, axes), row))
+    return table

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import jinja2
 
-from analysis import aggregate, plots, settings, tables
+from analysis import aggregate, plots, recipes, settings, tables
 from analysis import format as fmt
 from analysis import stats as significance
 from analysis.collect import collect, collect_curves
@@ -233,7 +233,8 @@ def build_context(study: Study, frame) -> dict:
         built += tables.ablation_tables(cell_table, metric)
     built += [t for t in [tables.reference_table(matches, metric)] if t]
     built.append(tables.cost_table(cell_table, base, teach))
-    data_warnings = partial_data_warnings(frame)
+    built += [t for t in [tables.recipe_table(cell_table, base, teach)] if t]
+    data_warnings = partial_data_warnings(frame) + recipes.comparability_notes(matches)
     for table in built if data_warnings else ():
         if table.key == "references":
             table.caption += (" Measured on a partial dataset split (see the warning above): not comparable with "

@@ -357,3 +357,27 @@ def test_a_kd_inactive_run_is_listed_with_its_term_and_reason_and_never_averaged
     assert "kd\\_inactive | distill term pi\\_logits inactive" in md
     statuses = run_states(study, scan(study.directory, [p.run_id for p in study.runs]), {})
     assert "kd_inactive" in format_status(study, statuses)
+
+
+def test_the_report_shows_each_cells_recipe_and_calls_a_cell_not_comparable_to_a_row_whose_recipe_differs(tmp_path):
+    import json
+
+    study, results = make_store(tmp_path)
+    card = {"global_batch": 2, "per_process_batch": 2, "processes": 1, "nodes": 1, "iterations": 10, "epochs": 1.25,
+            "crop": [32, 32], "pipeline": "default", "optimizer": "sgd", "lr": 0.01, "lr_schedule": "poly",
+            "teacher_checkpoint": None, "teacher_mode": None, "precision": "fp32"}
+    for final in (results / study.name).glob("*/final.json"):
+        record = json.loads(final.read_text())
+        distilled = record["role"] == "student" and record["name"].startswith(("cwd", "pi", "<"))
+        record["recipe"] = {**card, **({"teacher_checkpoint": "teacher run abc", "teacher_mode": "eval"}
+                                       if distilled else {})}
+        final.write_text(json.dumps(record))
+    references = tmp_path / "references" / "fixture_ref.csv"
+    rows = references.read_text().splitlines()
+    references.write_text("\n".join([rows[0] + ",recipe_iterations,recipe_pipeline,recipe_crop"]
+                                    + [row + ',40000,crop_only,"[32, 32]"' for row in rows[1:]]) + "\n")
+    md = render(study, ("md",))["md"].read_text()
+    assert "### Recipe per cell" in md
+    assert "| cwd\\_logits | 2 (2 x 1 x 1) | 10 (1.25) | 32x32 | default | sgd, 0.01, poly | teacher run abc, eval | fp32 |" in md
+    assert ("cwd\\_logits is not comparable to fixture\\_ref.csv (cwd, s): published vs measured iterations 40000 vs 10; "
+            "pipeline crop\\_only vs default.") in md
