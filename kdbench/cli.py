@@ -236,6 +236,40 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _import_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("source", choices=["mmrazor"], help="what the config is: mmrazor (an MMRazor 1.x "
+                        "SingleTeacherDistill + ConfigurableDistiller config)")
+    parser.add_argument("config", metavar="CONFIG.py", help="the config file (its _base_ files beside it)")
+    parser.add_argument("--study", action="store_true", help="write a study (YAML) instead of a run file (JSON)")
+    parser.add_argument("-o", "--output", metavar="FILE", help="write FILE (default: print to stdout)")
+    parser.add_argument("--gpus", type=int, metavar="N", help="GPUs of the recipe: the global batch is N x the "
+                        "config's images per GPU (default: from the name's NxbM, else 8)")
+
+
+def _import(args: argparse.Namespace) -> int:
+    import json
+
+    import yaml
+
+    from kdbench.spec import parse_run
+    from runners.mmrazor_import import as_study, convert
+
+    if args.gpus is not None and args.gpus < 1:
+        raise UserError(f"--gpus: must be >= 1, got {args.gpus}")
+    run = convert(args.config, args.gpus)
+    parse_run(run, args.config)  # what is written is a valid run
+    text = (yaml.safe_dump(as_study(run), sort_keys=False, width=120) if args.study
+            else json.dumps(run, indent=2) + "\n")
+    if args.output is None:
+        sys.stdout.write(text)
+        return 0
+    from kdbench.store import write_text_atomic
+
+    write_text_atomic(args.output, text)
+    print(f"kdbench import: {args.config} -> {args.output}", file=sys.stderr)
+    return 0
+
+
 SUITES = ("grid", "losses", "step")  # grid first: its verbs run, as on a login node, in a process without torch
 
 
@@ -324,6 +358,7 @@ VERBS: dict[str, Verb] = {
     "plan": ("show the runs of a study, their stages and states", _plan_arguments, _plan),
     "run": ("execute one run described by a JSON file", _run_arguments, _run),
     "losses": ("list the distillation losses and their parameters", _losses_arguments, _losses),
+    "import": ("turn another tool's config into a kdbench run or study (mmrazor)", _import_arguments, _import),
 }
 
 
