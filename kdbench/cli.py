@@ -176,8 +176,19 @@ def _launch(args: argparse.Namespace) -> int:
     return 0
 
 
+def _status_arguments(parser: argparse.ArgumentParser) -> None:
+    _study_arguments(parser)
+    parser.add_argument("--tensorboard", action="store_true",
+                        help="print the command that shows every run of the study in TensorBoard, by name")
+
+
 def _status(args: argparse.Namespace) -> int:
     study = _load_study(args)
+    if args.tensorboard:
+        from runners.tracking import tensorboard_command
+
+        print(tensorboard_command(study))
+        return 0
     from kdbench.states import format_status
     from runners.launch.jobs import status
 
@@ -351,7 +362,7 @@ def _bench(args: argparse.Namespace) -> int:
 VERBS: dict[str, Verb] = {
     "bench": ("performance benchmarks, as ratios measured side by side", _bench_arguments, _bench),
     "launch": ("run or submit a study's runs that still need doing", _launch_arguments, _launch),
-    "status": ("each run's state, from the results store and the scheduler", _study_arguments, _status),
+    "status": ("each run's state, from the results store and the scheduler", _status_arguments, _status),
     "cancel": ("cancel a study's pending and running jobs", _study_arguments, _cancel),
     "collect": ("gather a study's results into results/<study>/runs.parquet", _study_arguments, _collect),
     "report": ("render a study's report (HTML and markdown) from its results", _report_arguments, _report),
