@@ -17,6 +17,7 @@ from tests.run_fixtures import SHORT, TINY_DATA, cwd_terms, execute, seg_run
 def _offline(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("KDBENCH_DATA", str(tmp_path_factory.getbasetemp() / "data"))
     monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # MLflow 3 reads a file store only with it
     for name in ("WANDB_MODE", "MLFLOW_TRACKING_URI", "MLFLOW_RUN_ID"):
         monkeypatch.delenv(name, raising=False)
 
@@ -131,3 +132,48 @@ def test_a_resumed_run_continues_its_one_mlflow_run(seg_teacher, tmp_path):
     (mlrun,) = mlflow.search_runs(experiment_names=["curves"], output_format="list")
     steps = [m.step for m in mlflow.MlflowClient().get_metric_history(mlrun.info.run_id, "mIoU")]
     assert mlrun.info.run_name == planned.name and sorted(set(steps)) == [2, 4]
+
+
+RANK = """
+import sys
+from runners.run import run_one
+from kdbench.spec import load_run
+record = run_one(load_run(sys.argv[1]), sys.argv[2])
+print("rank", record.get("rank", 0), record["status"])
+"""
+
+
+@pytest.mark.slow
+def test_only_rank_0_of_a_two_process_run_logs_curves(seg_teacher, tmp_path):
+    """Two real processes joined by gloo, as a two-task SLURM job runs on CPUs (runners.train)."""
+    import json
+    import os
+    import socket
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    with socket.socket() as probe:  # a free port for the rendezvous
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    run_file = tmp_path / "run.json"
+    teacher = {"config": "tiny_seg_teacher", "checkpoint": {"run": str(seg_teacher)}}
+    run = seg_run(device="cpu", schedule={**SHORT, "batch_size": 4}, teacher=teacher,
+                  distill=cwd_terms()[:1], tracking={"loggers": ["wandb", "mlflow"], "experiment": "two"})
+    run_file.write_text(json.dumps(run))
+    out = tmp_path / "out"
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(root), "KDBENCH_LAUNCHER": "slurm", "SLURM_NTASKS": "2",
+           "MASTER_PORT": str(port), "CUDA_VISIBLE_DEVICES": "", "WANDB_SILENT": "true"}
+    ranks = [subprocess.Popen([sys.executable, "-c", RANK, str(run_file), str(out)], cwd=root, text=True,
+                              env={**env, "SLURM_PROCID": str(r), "SLURM_LOCALID": str(r)},
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE) for r in (0, 1)]
+    results = [p.communicate(timeout=600) for p in ranks]
+    assert [p.returncode for p in ranks] == [0, 0], results[0][1][-3000:] + results[1][1][-3000:]
+    assert len(list((out / "tensorboard").glob("events.out.tfevents.*"))) == 1
+    assert len(list((out / "wandb").glob("offline-run-*"))) == 1
+
+    import mlflow
+
+    mlflow.set_tracking_uri((tmp_path / "mlruns").as_uri())
+    assert len(mlflow.search_runs(experiment_names=["two"], output_format="list")) == 1
