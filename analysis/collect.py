@@ -9,7 +9,8 @@ student_config, location, location_kind, kd_method, method, seed``, one ``axis:<
 ``teacher_key`` (the run id of a cell's teacher run) and ``baseline_key`` (the axis values its
 student baseline is planned per),
 one column per metric as the run wrote it (``val/mIoU``, ``val/bbox_mAP``, ...), ``cost:<key>``
-from final.json's ``cost``, and ``git_sha`` / ``env`` from env.json.
+from final.json's ``cost``, ``data_complete`` / ``data_splits`` from its ``data`` (a dataset read from
+disk: whether its splits are the official ones, and their counts), and ``git_sha`` / ``env`` from env.json.
 """
 
 from __future__ import annotations
@@ -145,6 +146,10 @@ def _row(planned: PlannedRun, run_dir: Path, state: str, teacher_key: str | None
         final = files.final or {}
         for key, value in (final.get("metrics") or {}).items():
             row[key] = _finite_or_nan(value)
+        data = final.get("data")
+        if isinstance(data, dict):  # a dataset read from disk: its splits, and whether they are the official ones
+            row["data_complete"] = data.get("complete") is True
+            row["data_splits"] = json.dumps({"name": data.get("name"), "splits": data.get("splits")}, sort_keys=True)
         cost = final.get("cost") or {}
         for key in COST_KEYS:
             value = cost.get(key)

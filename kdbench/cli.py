@@ -76,6 +76,9 @@ def _run(args: argparse.Namespace) -> int:
         return 1
     metrics = ", ".join(f"{k} {v:.4g}" for k, v in record["metrics"].items())
     print(f"kdbench run: {run.name} complete in {out}: {metrics}")
+    failure = store.teacher_check_failure(store.read_run(out)) if run.role == "teacher" else None
+    if failure:
+        print(f"kdbench run: {run.name} failed its teacher gate: it {failure}", file=sys.stderr)
     return 0
 
 
@@ -88,8 +91,16 @@ def _study_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _load_study(args: argparse.Namespace):
     """The study of a study verb, its grid limited by --max-runs."""
+    from pathlib import Path
+
     from kdbench.expand import MAX_RUNS, load_study
 
+    if Path(args.study).name.startswith("_"):
+        users = sorted(p.name for p in Path(args.study).parent.glob("[!_]*.yaml")
+                       if f"defaults: {Path(args.study).name}" in p.read_text(errors="replace"))
+        shown = f"; the studies that use it: {', '.join(users)}" if users else ""
+        raise UserError(f"{args.study}: a defaults file (its name starts with _), not a study: a study names it "
+                        f"with `defaults: {Path(args.study).name}`{shown}")
     if args.max_runs is not None and args.max_runs < 1:
         raise UserError(f"--max-runs: must be >= 1, got {args.max_runs}")
     return load_study(args.study, args.results, MAX_RUNS if args.max_runs is None else args.max_runs)
@@ -121,12 +132,30 @@ def _plan(args: argparse.Namespace) -> int:
 
         print(json.dumps(show(study, find_run(study, args.show)), indent=2))
         return 0
+    needs: list[str] = []  # what a launch would still need: listed below the grid, not refused
     if not (args.no_model_check and args.no_data_check):
         from runners.preflight import check_study
 
-        check_study(study, models=not args.no_model_check, files=not args.no_data_check)
-    rows = plan_rows(study)
-    print(plan_json(rows) if args.json else format_plan(study, rows))
+        check_study(study, models=not args.no_model_check, files=not args.no_data_check, needs=needs)
+    weights = None
+    if not args.no_data_check:  # are the weight files each run downloads in the cache?
+        from runners.preflight import study_weights
+        from runners.weights import missing, presence
+
+        by_run = study_weights(study)
+        weights = {run_id: presence(files) for run_id, files in by_run.items()}
+        absent = {file.name: file for files in by_run.values() for file in missing(files)}
+        if absent:
+            needs.append(f"{len(absent)} weight file(s) to download on a host with internet: kdbench fetch "
+                         f"{args.study} ({', '.join(sorted(f.url for f in absent.values()))})")
+    rows = plan_rows(study, weights)
+    if args.json:
+        print(plan_json(rows))
+    else:
+        print(format_plan(study, rows))
+        if needs:
+            print("\nBefore kdbench launch can run this study, it needs:")
+            print("\n".join(f"- {need}" for need in needs))
     return 0
 
 
@@ -135,6 +164,8 @@ def _launch_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--executor", default="local", help="local (default: subprocesses here) or slurm")
     parser.add_argument("--dry-run", action="store_true", help="show what would be submitted; submit nothing")
     parser.add_argument("--retry-failed", action="store_true", help="resubmit failed, diverged and kd_inactive runs")
+    parser.add_argument("--ignore-teacher-check", action="store_true",
+                        help="run the students of a teacher that scored off its teacher.expect")
     parser.add_argument("--parallel", type=int, default=1, help="local: runs at a time (default 1)")
     parser.add_argument("--partition", help="SLURM partition (default: the study's, else the cluster's)")
     parser.add_argument("--gpus", type=int, help="GPUs per run")
@@ -143,6 +174,9 @@ def _launch_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--time-min", type=int, help="time limit per job, minutes")
     parser.add_argument("--array-parallelism", type=int, default=64, help="SLURM: array tasks running at once")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--no-fetch", action="store_true",
+                        help="do not download the runs' weight files here first (SLURM jobs never download: "
+                             "a file not in the cache then refuses the launch)")
     _check_arguments(parser, "before submitting")
 
 
@@ -155,7 +189,8 @@ def _launch(args: argparse.Namespace) -> int:
         resources={"partition": args.partition, "gpus": args.gpus, "cpus": args.cpus, "mem_gb": args.mem_gb,
                    "time_min": args.time_min},
         array_parallelism=args.array_parallelism, progress=not args.no_progress,
-        model_check=not args.no_model_check, data_check=not args.no_data_check)
+        model_check=not args.no_model_check, data_check=not args.no_data_check,
+        ignore_teacher_check=args.ignore_teacher_check, fetch=not args.no_fetch)
     check_options(study, options)  # every option before any work or output
     decisions = launch(study, options)
     if args.dry_run:
@@ -173,6 +208,28 @@ def _launch(args: argparse.Namespace) -> int:
         bad = sum(s in (*store.ERROR_STATES, "corrupt") for s in states)
         print(f"kdbench launch: {states.count('complete')} of {len(states)} runs complete"
               + (f", {bad} failed or diverged (kdbench status {args.study})" if bad else ""))
+    return 0
+
+
+def _fetch_arguments(parser: argparse.ArgumentParser) -> None:
+    _study_arguments(parser)
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _fetch(args: argparse.Namespace) -> int:
+    from collections import Counter
+
+    study = _load_study(args)
+    from runners.preflight import study_weights
+    from runners.weights import cache_dir, fetch
+
+    files = [file for run_files in study_weights(study).values() for file in run_files]
+    fetched = fetch(files, progress=not args.no_progress)
+    for file, how in fetched:
+        print(f"{how:<10}  {file.name}  ({file.reference})")
+    counts = ", ".join(f"{n} {how}" for how, n in sorted(Counter(how for _, how in fetched).items()))
+    print(f"kdbench fetch: {study.name}: {len(fetched)} weight file(s) in {cache_dir()}"
+          + (f" ({counts})" if counts else ""))
     return 0
 
 
@@ -281,14 +338,54 @@ def _import(args: argparse.Namespace) -> int:
     return 0
 
 
-SUITES = ("grid", "losses", "step")  # grid first: its verbs run, as on a login node, in a process without torch
+def _data_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("action", choices=("check", "prepare"),
+                        help="check: what a run's preflight sees (splits, counts, missing pieces); prepare: convert a "
+                             "raw download into what mmseg/mmdet read (resumable; a second call does nothing)")
+    parser.add_argument("name", metavar="NAME", help="the dataset: cityscapes or coco")
+    parser.add_argument("root", metavar="ROOT", help="its folder, as a run's dataset.root names it")
+    parser.add_argument("--workers", type=int, help="prepare: maps converted at a time (default: the cores, up to 8)")
+    parser.add_argument("--no-progress", action="store_true", help="prepare: no progress bar")
+
+
+def _data(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from runners.data import layout
+
+    if args.name not in layout.LAYOUTS:
+        raise UserError(f"NAME: {args.name!r} is not a dataset kdbench reads from disk; valid: "
+                        f"{', '.join(layout.LAYOUTS)} (fashion_scenes is generated on first use)")
+    if not Path(args.root).is_dir():
+        raise UserError(f"ROOT: {args.root!r} is not a directory")
+    if args.workers is not None and args.workers < 1:
+        raise UserError(f"--workers: must be >= 1, got {args.workers}")
+    if args.action == "prepare":
+        if args.name == "cityscapes":
+            from runners.data.cityscapes import prepare
+
+            converted, already = prepare(args.root, args.workers, progress=not args.no_progress)
+            print(f"kdbench data prepare: cityscapes: converted {converted} label maps to train ids"
+                  f" ({already} already converted)")
+        else:
+            print(f"kdbench data prepare: {args.name} needs no conversion; its check:")
+    found = layout.check(args.name, args.root)
+    print("\n".join(layout.describe(found)))
+    problem = found.problem()
+    if problem:
+        raise UserError(problem)
+    return 0
+
+
+SUITES = ("grid", "data", "losses", "step")  # grid and data first: as on a login node, in a process without torch
 
 
 def _bench_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--suite", default="all", choices=[*SUITES, "all"],
                         help="losses: every KD loss against a plain-autograd reference of the same math; step: a KD "
                              "training step against student step + teacher forward; grid: plan/status/collect/"
-                             "report at 1k and 10k runs, and CLI start-up (default: all)")
+                             "report at 1k and 10k runs, and CLI start-up; data: the dataset preflight on Cityscapes "
+                             "and COCO trees of the official size, uncached and cached (default: all)")
     parser.add_argument("--json", metavar="FILE", help="also write every figure and the machine as JSON")
     parser.add_argument("--markdown", metavar="FILE", help="also write the tables and the machine as markdown")
     parser.add_argument("--repeats", type=int, default=5, help="timed repeats per measurement (median)")
@@ -332,6 +429,7 @@ def _bench(args: argparse.Namespace) -> int:
                                   progress=lambda line: print(f"  {line}", file=sys.stderr, flush=True)),
         "step": lambda m: m.run(repeats=args.repeats, cases=_csv(args.cases, "--cases")),
         "grid": lambda m: m.run(sizes=tuple(sizes)),
+        "data": lambda m: m.run(repeats=args.repeats),
     }
     suites = SUITES if args.suite == "all" else (args.suite,)
     rows: list[dict] = []
@@ -362,6 +460,7 @@ def _bench(args: argparse.Namespace) -> int:
 VERBS: dict[str, Verb] = {
     "bench": ("performance benchmarks, as ratios measured side by side", _bench_arguments, _bench),
     "launch": ("run or submit a study's runs that still need doing", _launch_arguments, _launch),
+    "fetch": ("download and verify the weight files a study's runs need", _fetch_arguments, _fetch),
     "status": ("each run's state, from the results store and the scheduler", _status_arguments, _status),
     "cancel": ("cancel a study's pending and running jobs", _study_arguments, _cancel),
     "collect": ("gather a study's results into results/<study>/runs.parquet", _study_arguments, _collect),
@@ -369,6 +468,8 @@ VERBS: dict[str, Verb] = {
     "plan": ("show the runs of a study, their stages and states", _plan_arguments, _plan),
     "run": ("execute one run described by a JSON file", _run_arguments, _run),
     "losses": ("list the distillation losses and their parameters", _losses_arguments, _losses),
+    "data": ("check a dataset's folders as a run's preflight does, or prepare a raw download",
+             _data_arguments, _data),
     "import": ("turn another tool's config into a kdbench run or study (mmrazor)", _import_arguments, _import),
 }
 

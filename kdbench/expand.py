@@ -109,10 +109,22 @@ def _matches(assignment: dict, rule: dict) -> bool:
     return all(path in assignment and assignment[path] == value for path, value in rule.items())
 
 
+def _follows(path: str) -> bool:
+    """An axis that restates its zip block rather than naming a run: a teacher's checkpoint or
+    expected score, zipped with the teacher's config (a URL in every run name helps nobody)."""
+    return path == "teacher.checkpoint" or path.startswith("teacher.expect")
+
+
 def varying_axes(spec: StudySpec, cells: list[dict]) -> list[str]:
-    """The axes whose value differs between cells (and the method axis): they name the runs."""
-    return [axis.path for group in spec.axes for axis in group
-            if axis.path == "method" or len({repr(c.get(axis.path)) for c in cells}) > 1]
+    """The axes whose value differs between cells (and the method axis): they name the runs. In a
+    zip block, a checkpoint or expected score is left out when another axis of the block varies."""
+    found = []
+    for group in spec.axes:
+        varying = [axis.path for axis in group
+                   if axis.path == "method" or len({repr(c.get(axis.path)) for c in cells}) > 1]
+        named = [path for path in varying if not _follows(path)]
+        found += named if named else varying
+    return found
 
 
 def short(path: str, value: Any) -> str:
@@ -236,7 +248,8 @@ class _Planner:
                     "dataset": copy_data(run["dataset"]), "schedule": copy_data(schedule),
                     "seed": self.spec.teacher_seed}
 
-        name = "teacher" + "".join(f"_{short(k, v)}" for k, v in shared.items())
+        named = {k: v for k, v in shared.items() if not _follows(k)} or shared
+        name = "teacher" + "".join(f"_{short(k, v)}" for k, v in named.items())
         params = {k: v for k, v in shared.items() if not k.startswith("dataset")}
         return self.once_per(repr([name, run["task"], teacher, run["dataset"], schedule]), make, name, "teacher",
                              params, "teacher", label + " (teacher)")

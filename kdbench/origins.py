@@ -12,6 +12,9 @@ gives every leaf of the resolved run with one of these origins:
 - ``planner: ...``: what the planner sets (the run's name, seed, role, revision, a teacher's
   checkpoint from its teacher run, a checkpoint evaluated without training);
 - ``built-in default``: the run schema's default (studies/README.md).
+
+Where the study's ``provenance:`` cites the spec key a value comes from (or a section above it),
+the value also carries that ``source``.
 """
 
 from __future__ import annotations
@@ -141,11 +144,26 @@ def origin(study: Study, planned: PlannedRun, path: str, files: _Files) -> str:
     return "built-in default"
 
 
+def _source(study: Study, found: str) -> str | None:
+    """The citation (the study's ``provenance:``) of the spec key an origin names, or of a section
+    above it: ``base.schedule.lr in x.yaml`` -> provenance[``base.schedule.lr``]."""
+    key = found.removeprefix("axis ").split(" in ")[0]
+    provenance = study.spec.raw.get("provenance") or {}
+    while key:
+        if key in provenance:
+            return provenance[key]
+        key = key.rpartition(".")[0]
+    return None
+
+
 def show(study: Study, planned: PlannedRun) -> dict:
     """A planned run as JSON: its id, name, kind, stage, dependencies, and every value of the
-    resolved run with where it comes from."""
+    resolved run with where it comes from and, where the study cites one, its source."""
     files = _Files(study)
-    values = {path: {"value": value, "from": origin(study, planned, path, files)}
-              for path, value in _leaves(planned.run.to_dict()).items()}
+    values = {}
+    for path, value in _leaves(planned.run.to_dict()).items():
+        found = origin(study, planned, path, files)
+        source = _source(study, found)
+        values[path] = {"value": value, "from": found, **({"source": source} if source else {})}
     return {"run_id": planned.run_id, "name": planned.name, "kind": planned.kind, "stage": planned.stage,
             "depends_on": list(planned.depends_on), "values": values}

@@ -10,20 +10,27 @@ from kdbench.expand import Study
 from kdbench.table import text_table
 
 
-def plan_rows(study: Study) -> list[dict]:
+def plan_rows(study: Study, weights: dict[str, str] | None = None) -> list[dict]:
     """One row per planned run: id, name, stage, kind, its state in the store, what it depends on,
-    its axis values and resources."""
+    its axis values and resources; with ``weights`` (run id -> ``cached``, ``absent 1 of 2`` or
+    ``none``: whether the weight files it downloads are in the cache), that too."""
     scanned = store.scan(study.directory, [p.run_id for p in study.runs])
     resources = vars(study.resources)
-    return [{"run_id": p.run_id, "name": p.name, "stage": p.stage, "kind": p.kind,
+    rows = [{"run_id": p.run_id, "name": p.name, "stage": p.stage, "kind": p.kind,
              "status": scanned[p.run_id].state, "depends_on": list(p.depends_on), "params": p.params,
              "resources": resources} for p in study.runs]
+    if weights is not None:
+        for row in rows:
+            row["weights"] = weights[row["run_id"]]
+    return rows
 
 
 def format_plan(study: Study, rows: list[dict]) -> str:
     text = study.resources.text()
-    lines = text_table(("run_id", "name", "stage", "status", "resources"),
-                       [(r["run_id"], r["name"], r["stage"], r["status"], text) for r in rows])
+    weights = bool(rows) and "weights" in rows[0]
+    lines = text_table(("run_id", "name", "stage", "status", *(("weights",) if weights else ()), "resources"),
+                       [(r["run_id"], r["name"], r["stage"], r["status"], *((r["weights"],) if weights else ()), text)
+                        for r in rows])
     counts = Counter((r["stage"], r["status"]) for r in rows)
     lines.append("")
     for stage in dict.fromkeys(r["stage"] for r in rows):

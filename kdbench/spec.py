@@ -11,11 +11,12 @@ examples, is in studies/README.md.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from kdbench import losses, plugins
+from kdbench import locations, losses, plugins
 from kdbench.errors import UserError
 from kdbench.reading import read_json
 from kdbench.schema import Checker, copy_data, join
@@ -55,6 +56,10 @@ class Schedule:
 # default, so every run recorded before them keeps its id.
 LATER_DEFAULTS = {"deterministic": False}
 TEACHER_MODES = ("eval", "bn_eval")
+# default: the dataset's standard training augmentation (mmseg's for Cityscapes: random resize
+# 0.5-2, crop, flip, photometric; mmdet's 1x for COCO); crop_only (Cityscapes): a plain random crop,
+# as the CWD paper's official code trains
+PIPELINES = ("default", "crop_only")
 
 SCHEDULE_KEYS = tuple(f.name for f in fields(Schedule))
 
@@ -71,11 +76,24 @@ class TeacherRun:
 
 
 @dataclass(frozen=True)
+class Expect:
+    """What a teacher must score when its run evaluates it (the teacher gate): ``metric`` (as the
+    run writes it, ``val/mIoU``) within ``tolerance`` points of ``value``. Not part of any run id:
+    it changes no number, only whether the teacher's students run."""
+
+    metric: str
+    value: float
+    tolerance: float = 1.0
+
+
+@dataclass(frozen=True)
 class Teacher(Model):
     checkpoint: str | TeacherRun | None = None   # a path, a URL, a teacher run, or None (trained first)
     trusted: bool = False           # load the checkpoint with weights_only=False (it may run code)
     mode: str = "eval"              # eval: the whole teacher in eval mode (the paper's code); bn_eval:
     #                                 only its norm layers, dropout stays active (MMRazor's distiller)
+    expect: Expect | None = None    # the teacher gate (Expect)
+    sha256: str | None = None       # a URL checkpoint's SHA-256 (or its first 8+ hex digits), checked by fetch
 
 
 @dataclass(frozen=True)
@@ -103,6 +121,7 @@ class Dataset:
     name: str
     root: str | None = None         # where the data is (not part of the run's identity)
     params: dict = field(default_factory=dict)
+    pipeline: str = "default"       # training augmentation: PIPELINES
 
 
 @dataclass(frozen=True)
@@ -153,10 +172,16 @@ class RunSpec:
                                else checkpoint, "trusted": self.teacher.trusted}
             if self.teacher.mode != "eval":  # a later field: in the id only when not its default
                 data["teacher"]["mode"] = self.teacher.mode
+            if self.teacher.expect is not None:  # never in the id (kdbench.ids)
+                data["teacher"]["expect"] = vars(self.teacher.expect).copy()
+            if self.teacher.sha256 is not None:  # only when given: every run recorded before it keeps its id
+                data["teacher"]["sha256"] = self.teacher.sha256
         if self.plugins:
             data["plugins"] = list(self.plugins)
         if self.threads is not None:
             data["threads"] = self.threads
+        if self.dataset.pipeline != "default":  # a later field: in the id only when not its default
+            data["dataset"]["pipeline"] = self.dataset.pipeline
         if self.tracking != Tracking():  # a later field: in spec.json only when set
             data["tracking"] = {"loggers": list(self.tracking.loggers), "experiment": self.tracking.experiment,
                                 "tags": self.tracking.tags}
@@ -205,7 +230,8 @@ def parse_student(check: Checker, value: Any, path: str) -> Model:
 
 
 def parse_teacher(check: Checker, value: Any, path: str) -> Teacher:
-    model = check.mapping(value, path, ("config", "overrides", "checkpoint", "trusted", "mode"), required=("config",))
+    model = check.mapping(value, path, ("config", "overrides", "checkpoint", "trusted", "mode", "expect", "sha256"),
+                          required=("config",))
     checkpoint = model.get("checkpoint")
     if isinstance(checkpoint, dict):
         check.mapping(checkpoint, join(path, "checkpoint"), ("run",), required=("run",))
@@ -214,12 +240,42 @@ def parse_teacher(check: Checker, value: Any, path: str) -> Teacher:
         check.string(checkpoint, join(path, "checkpoint"))
     return Teacher(check.string(model["config"], join(path, "config")), _overrides(check, model, path),
                    checkpoint, check.boolean(model.get("trusted", False), join(path, "trusted")),
-                   check.string(model.get("mode", "eval"), join(path, "mode"), TEACHER_MODES))
+                   check.string(model.get("mode", "eval"), join(path, "mode"), TEACHER_MODES),
+                   _expect(check, model.get("expect"), join(path, "expect")),
+                   _sha256(check, model.get("sha256"), checkpoint, join(path, "sha256")))
+
+
+def _expect(check: Checker, value: Any, path: str) -> Expect | None:
+    if value is None:
+        return None
+    expect = check.mapping(value, path, ("metric", "value", "tolerance"), required=("metric", "value"))
+    return Expect(check.string(expect["metric"], join(path, "metric")),
+                  check.number(expect["value"], join(path, "value")),
+                  check.number(expect.get("tolerance", 1.0), join(path, "tolerance"), minimum=0))
+
+
+def _sha256(check: Checker, value: Any, checkpoint: Any, path: str) -> str | None:
+    """A downloaded checkpoint's expected SHA-256: hex, the whole digest or its first 8 or more digits."""
+    if value is None:
+        return None
+    text = check.string(value, path).lower().removeprefix("sha256:")
+    if not (8 <= len(text) <= 64 and all(c in "0123456789abcdef" for c in text)):
+        raise check.fail(path, f"must be a SHA-256 in hex (64 digits, or its first 8 or more), got {value!r}")
+    if not (isinstance(checkpoint, str) and checkpoint.startswith(("http://", "https://"))):
+        raise check.fail(path, "is checked when a checkpoint is downloaded: give it with a URL checkpoint")
+    return text
 
 
 def _locations(check: Checker, value: Any, path: str) -> tuple[str, ...]:
     items = [value] if isinstance(value, str) else check.sequence(value, path, min_length=1)
-    return tuple(check.string(item, join(path, i)) for i, item in enumerate(items))
+    found = tuple(check.string(item, join(path, i)) for i, item in enumerate(items))
+    for index, location in enumerate(found):
+        try:
+            locations.split(location)
+        except ValueError as error:
+            raise check.fail(join(path, index) if len(found) > 1 or not isinstance(value, str) else path,
+                             str(error)) from None
+    return found
 
 
 def _adapter(check: Checker, value: Any, path: str) -> Adapter | None:
@@ -246,7 +302,7 @@ def parse_term(check: Checker, value: Any, path: str) -> Term:
     teacher = _locations(check, term.get("teacher_location", student), join(path, "teacher_location"))
     if len(teacher) != len(student):
         raise check.fail(join(path, "teacher_location"), "must list as many locations as student_location")
-    name = term.get("name", f"{method}_{student[0].split('.')[-1]}")
+    name = term.get("name", f"{method}_{re.sub(r'[^A-Za-z0-9_]', '', student[0].split('.')[-1])}")
     name = check.printable(check.string(name, join(path, "name")), join(path, "name"), "a term's name")
     return Term(name, method, copy_data(params), weight, student, teacher,
                 _adapter(check, term.get("adapter"), join(path, "adapter")),
@@ -289,7 +345,7 @@ def parse_schedule(check: Checker, value: Any, path: str, trains: bool = True) -
 
 
 def parse_dataset(check: Checker, value: Any, path: str) -> Dataset:
-    dataset = check.mapping(value, path, ("name", "root", "params"), required=("name",))
+    dataset = check.mapping(value, path, ("name", "root", "params", "pipeline"), required=("name",))
     name = check.string(dataset["name"], join(path, "name"), DATASETS)
     root = dataset.get("root")
     if root is not None:
@@ -299,7 +355,10 @@ def parse_dataset(check: Checker, value: Any, path: str) -> Dataset:
     params = dataset.get("params", {})
     check.mapping(params, join(path, "params"), params)
     _finite_everywhere(check, params, join(path, "params"))
-    return Dataset(name, root, copy_data(params))
+    pipeline = check.string(dataset.get("pipeline", "default"), join(path, "pipeline"), PIPELINES)
+    if pipeline == "crop_only" and name != "cityscapes":
+        raise check.fail(join(path, "pipeline"), f"crop_only is a Cityscapes pipeline; {name} takes default")
+    return Dataset(name, root, copy_data(params), pipeline)
 
 
 def parse_tracking(check: Checker, value: Any, path: str) -> Tracking:

@@ -19,7 +19,7 @@ from collections import Counter
 from dataclasses import dataclass
 
 from kdbench.expand import Study
-from kdbench.store import RunFiles
+from kdbench.store import RunFiles, teacher_check_failure
 from kdbench.table import text_table
 
 NOT_COMPLETED = ("failed", "diverged", "kd_inactive", "corrupt", "blocked")
@@ -50,11 +50,17 @@ def run_states(study: Study, scanned: dict[str, RunFiles], job_states: dict[str,
     # A run depends on at most its teacher, and a teacher on nothing: no state this loop sets is
     # one it reads, so the study's order will do.
     for planned in study.runs:
-        failed = next((d for d in planned.depends_on if states.get(d) in NOT_COMPLETED), None)
-        if states[planned.run_id] != "missing" or failed is None:
+        if states[planned.run_id] != "missing":
             continue
-        reasons[planned.run_id] = f"teacher {failed} {states[failed]}"
-        if scanned[planned.run_id].job:  # its job ended without starting: SLURM cancelled it
+        failed = next((d for d in planned.depends_on if states.get(d) in NOT_COMPLETED), None)
+        gated = next(((d, why) for d in planned.depends_on
+                      if (why := teacher_check_failure(scanned[d])) is not None), None)
+        if failed is not None:
+            reasons[planned.run_id] = f"teacher {failed} {states[failed]}"
+            if scanned[planned.run_id].job:  # its job ended without starting: SLURM cancelled it
+                states[planned.run_id] = "blocked"
+        elif gated is not None:  # held back by the teacher gate, whether or not it was submitted
+            reasons[planned.run_id] = f"teacher {gated[0]} {gated[1]}"
             states[planned.run_id] = "blocked"
     rows = []
     for planned in study.runs:

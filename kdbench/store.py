@@ -182,6 +182,26 @@ def read_run(run_dir: str | Path, names: frozenset | None = None) -> RunFiles:
     return RunFiles("started" if SPEC in names else "missing", names, job=job)
 
 
+def teacher_check(metrics: dict, expect: dict) -> dict:
+    """The teacher gate's verdict, for final.json: the expected ``metric`` (``expect``: a teacher's
+    ``expect`` as spec.json writes it) against what the run measured."""
+    measured = metrics.get(expect["metric"])
+    passed = is_finite_number(measured) and abs(measured - expect["value"]) <= expect["tolerance"]
+    return {"metric": expect["metric"], "expected": expect["value"], "tolerance": expect["tolerance"],
+            "measured": measured if is_finite_number(measured) else None, "passed": bool(passed)}
+
+
+def teacher_check_failure(files: RunFiles) -> str | None:
+    """Why a complete teacher run's students must not run (its teacher gate failed), or None."""
+    check = (files.final or {}).get("teacher_check") if files.state == "complete" else None
+    if not isinstance(check, dict) or check.get("passed") is not False:
+        return None
+    measured = check.get("measured")
+    got = f"scored {measured:.2f}" if is_finite_number(measured) else "did not record"
+    return (f"{got} {check.get('metric')}, expected {check.get('expected')} ± {check.get('tolerance')} "
+            "(launch --ignore-teacher-check runs its students anyway)")
+
+
 def scan(directory: str | Path, run_ids) -> dict[str, RunFiles]:
     """run_id -> its directory's files, for the runs of one study folder: one listing of the folder,
     one of each run directory that exists, one read of each file needed."""

@@ -19,7 +19,8 @@ from kdbench.schema import Checker, copy_data, join, safe_name
 from kdbench.spec import TOP_KEYS, parse_term, parse_tracking
 
 STUDY_KEYS = ("name", "description", "revision", "defaults", "base", "teacher_run", "methods", "grid",
-              "zip", "exclude", "seeds", "baselines", "resources", "references", "plugins", "loggers")
+              "zip", "exclude", "seeds", "baselines", "resources", "references", "plugins", "provenance",
+              "loggers")
 BASE_KEYS = tuple(k for k in TOP_KEYS if k not in ("name", "out", "seed", "plugins", "threads", "tracking"))
 SPECIAL_AXES = ("method",)          # picks an entry of `methods`
 TERM_PREFIX = "term."               # term.params.tau: set on every distill term of the run
@@ -202,6 +203,43 @@ def _references(check: Checker, data: dict, path: Path) -> tuple[str, ...]:
     return references
 
 
+def spec_value(data: Any, path: str) -> tuple[bool, Any]:
+    """(found, value) of a key path in a study as written: ``base.schedule.lr``, ``zip[0].schedule.lr``
+    (an axis key holds dots of its own: the longest key that matches is taken first)."""
+    tokens = path.replace("[", ".[").split(".")
+    index = 0
+    while index < len(tokens):
+        token = tokens[index]
+        if token.startswith("[") and token.endswith("]") and token[1:-1].isdigit():
+            position = int(token[1:-1])
+            if not isinstance(data, list) or position >= len(data):
+                return False, None
+            data, index = data[position], index + 1
+            continue
+        if not isinstance(data, dict):
+            return False, None
+        for end in range(len(tokens), index, -1):
+            key = ".".join(tokens[index:end])
+            if key in data:
+                data, index = data[key], end
+                break
+        else:
+            return False, None
+    return True, data
+
+
+def _provenance(check: Checker, data: dict) -> None:
+    """``provenance:``: where each protocol value comes from (a key path of this study, or of its
+    defaults file, -> the upstream file or paper section it was checked against). A path that names
+    nothing in the study is refused, so a citation cannot outlive the value it cites."""
+    provenance = check.mapping(data.get("provenance", {}), "provenance", data.get("provenance", {}) or ())
+    for key, source in provenance.items():
+        check.printable(check.string(source, join("provenance", key)), join("provenance", key), "a source")
+        if key.startswith("provenance") or not spec_value(data, key)[0]:
+            raise check.fail(join("provenance", key), "names no value of this study; cite a key path such as "
+                                                      "base.schedule.lr or methods.<name>.weight")
+
+
 def load_spec(path: str | Path) -> StudySpec:
     """Read and validate a study spec (each section in turn; the first problem raises)."""
     path = Path(path)
@@ -225,6 +263,7 @@ def load_spec(path: str | Path) -> StudySpec:
     axes = _axes(check, data, methods)
     exclude = tuple(check.mapping(rule, join("exclude", i), rule.keys() if isinstance(rule, dict) else ())
                     for i, rule in enumerate(check.sequence(data.get("exclude", []), "exclude")))
+    _provenance(check, data)
     return StudySpec(
         path=path, name=name, revision=revision, base=base, methods=methods, axes=axes, exclude=exclude,
         seeds=seeds, teacher_schedule=teacher_run.get("schedule", {}), teacher_seed=teacher_run.get("seed", 0),

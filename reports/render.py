@@ -179,6 +179,26 @@ def collapse_warnings(cell_table, baselines, teachers) -> list[str]:
     return warnings
 
 
+def partial_data_warnings(frame) -> list[str]:
+    """One warning per partial dataset split that complete runs used (final.json ``data``): their
+    numbers are not comparable with published ones."""
+    if "data_complete" not in frame:
+        return []
+    done = frame[frame["status"] == "complete"]
+    partial = done[done["data_complete"].astype("boolean").eq(False).fillna(False)]
+    warnings = []
+    for text, group in partial.groupby("data_splits", sort=True):
+        data = json.loads(text)
+        counts = ", ".join(f"{name} {split['images']} of {split['official']}"
+                           for name, split in (data.get("splits") or {}).items())
+        runs = "every complete run" if len(group) == len(done) else \
+            f"{fmt.count_noun(len(group), 'complete run')} ({', '.join(sorted(group['name'])[:5])}" \
+            f"{', ...' if len(group) > 5 else ''})"
+        warnings.append(f"warning: {runs} used a partial {data.get('name')} split ({counts} images): "
+                        "these numbers are not comparable with published ones.")
+    return warnings
+
+
 def build_context(study: Study, frame) -> dict:
     """Everything the templates show, computed from the study and its runs' rows (analysis.collect)."""
     metrics = aggregate.metrics_of(frame)
@@ -195,6 +215,11 @@ def build_context(study: Study, frame) -> dict:
         built += tables.ablation_tables(cell_table, metric)
     built += [t for t in [tables.reference_table(matches, metric)] if t]
     built.append(tables.cost_table(cell_table, base, teach))
+    data_warnings = partial_data_warnings(frame)
+    for table in built if data_warnings else ():
+        if table.key == "references":
+            table.caption += (" Measured on a partial dataset split (see the warning above): not comparable with "
+                              "the published numbers.")
     headline, cwd_lines = cwd_sentences(aggregate.cwd_verdicts(cell_table, metric), metric)
     text = Path(study.path).read_text()
     report_sha, shas = git_sha(), run_shas(frame)
@@ -207,7 +232,8 @@ def build_context(study: Study, frame) -> dict:
         "sweep_note": sweep_note(frame), "problems": tables.problems_table(frame),
         "runs": tables.runs_table(frame, metrics),
         "counts": ", ".join(f"{n} {state}" for state, n in sorted(counts.items())), "total": len(frame),
-        "cwd_headline": headline, "cwd_lines": cwd_lines, "warnings": collapse_warnings(cell_table, base, teach),
+        "cwd_headline": headline, "cwd_lines": cwd_lines,
+        "warnings": collapse_warnings(cell_table, base, teach) + data_warnings,
         "spec_path": str(study.path), "spec_text": text, "spec_sha256": hashlib.sha256(text.encode()).hexdigest(),
         "git_sha": report_sha, "run_git_shas": shas, "provenance_notes": provenance_notes(report_sha, shas),
         "environments": _environments(frame), "settings": settings.settings_table(groups),

@@ -7,7 +7,6 @@ packaged with mmsegmentation or mmdet), ``tiny_seg_student`` (one of kdbench's c
 
 from __future__ import annotations
 
-import urllib.parse
 from pathlib import Path
 
 import torch
@@ -93,20 +92,16 @@ def build_model(cfg: Config, task: str, distributed: bool = False, init: bool = 
 
 
 def load_weights(model: torch.nn.Module, checkpoint: str, trusted: bool, where: str) -> None:
-    """Load a teacher checkpoint (a path or a URL) into ``model``, strictly.
+    """Load a teacher checkpoint file (a URL's is fetched into the weights cache first:
+    runners.weights) into ``model``, strictly.
 
     Files are read with ``weights_only=True`` (no code runs while unpickling) unless the spec
     marks them as trusted.
     """
-    parsed = urllib.parse.urlparse(checkpoint)
     try:
-        if parsed.scheme in ("http", "https"):
-            state = torch.hub.load_state_dict_from_url(checkpoint, map_location="cpu",
-                                                       weights_only=not trusted)
-        else:
-            if not Path(checkpoint).is_file():
-                raise UserError(f"{where}: checkpoint {checkpoint!r} does not exist")
-            state = torch.load(checkpoint, map_location="cpu", weights_only=not trusted)
+        if not Path(checkpoint).is_file():
+            raise UserError(f"{where}: checkpoint {checkpoint!r} does not exist")
+        state = torch.load(checkpoint, map_location="cpu", weights_only=not trusted)
     except UserError:
         raise
     except Exception as error:

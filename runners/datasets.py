@@ -2,8 +2,11 @@
 
 - ``fashion_scenes``: the offline built-in dataset (runners/data/fashion_scenes.py), generated
   on first use and cached.
-- ``cityscapes``: mmseg's CityscapesDataset with the paper's pipeline (random resize 0.5-2.0 of
-  2048x1024, random crop, flip, photometric distortion).
+- ``cityscapes``: mmseg's CityscapesDataset. ``pipeline: default`` trains with mmseg's
+  augmentation (random resize 0.5-2.0 of 2048x1024, random crop with cat_max_ratio 0.75, flip,
+  photometric distortion), as mmseg's and MMRazor's configs do; ``crop_only`` with a plain random
+  crop of the full-resolution image and nothing else, as the CWD paper's official code trains
+  (its random scale and mirror exist but are off in its training script).
 - ``coco``: mmdet's CocoDataset with the 1x schedule's pipeline (resize to 1333x800, flip).
 
 ``params.scale`` overrides the resize target of cityscapes/coco (tests use small fixtures).
@@ -107,18 +110,18 @@ def _fashion_det(info: dict, crop) -> tuple[dict, dict, dict]:
     return dataset("train", train_pipeline), dataset("val", test_pipeline), evaluator
 
 
-def _cityscapes(root: str, params: dict, crop) -> tuple[dict, dict, dict]:
+def _cityscapes(root: str, params: dict, crop, pipeline: str = "default") -> tuple[dict, dict, dict]:
     scale = tuple(params.get("scale", (2048, 1024)))
     crop = tuple(crop or CITYSCAPES_CROP)
-    train_pipeline = [
-        {"type": "LoadImageFromFile"},
-        {"type": "LoadAnnotations"},
-        {"type": "RandomResize", "scale": scale, "ratio_range": (0.5, 2.0), "keep_ratio": True},
-        {"type": "RandomCrop", "crop_size": crop, "cat_max_ratio": 0.75},
-        {"type": "RandomFlip", "prob": 0.5},
-        {"type": "PhotoMetricDistortion"},
-        {"type": "PackSegInputs"},
-    ]
+    if pipeline == "crop_only":  # a uniform random offset, no category constraint (the preprocessor pads)
+        augment = [{"type": "RandomCrop", "crop_size": crop}]
+    else:
+        augment = [{"type": "RandomResize", "scale": scale, "ratio_range": (0.5, 2.0), "keep_ratio": True},
+                   {"type": "RandomCrop", "crop_size": crop, "cat_max_ratio": 0.75},
+                   {"type": "RandomFlip", "prob": 0.5},
+                   {"type": "PhotoMetricDistortion"}]
+    train_pipeline = [{"type": "LoadImageFromFile"}, {"type": "LoadAnnotations"}, *augment,
+                      {"type": "PackSegInputs"}]
     test_pipeline = [
         {"type": "LoadImageFromFile"},
         {"type": "Resize", "scale": scale, "keep_ratio": True},
@@ -183,7 +186,7 @@ def dataset_configs(run: RunSpec) -> dict:
         if not Path(root).is_dir():
             raise UserError(f"dataset.root: {root!r} is not a directory")
         if name == "cityscapes" and task == "seg":
-            train, val, evaluator = _cityscapes(root, params, crop)
+            train, val, evaluator = _cityscapes(root, params, crop, spec.pipeline)
         elif name == "coco" and task == "det":
             train, val, evaluator = _coco(root, params, crop)
         else:

@@ -10,8 +10,8 @@ read here with mmengine's ``Config`` alone. What maps, and how:
 - Each ``distill_losses`` entry becomes one term: its type a kdbench method (``LOSSES``), its
   ``loss_weight`` the weight, its other arguments the method's parameters. Its
   ``loss_forward_mappings`` name the student and teacher recorders; a ``ModuleOutputs``
-  recorder's ``source`` is the location, and ``data_idx`` picks one output of a module that
-  returns several: FPN level i is ``neck.fpn_convs.i``, ResNet stage i ``backbone.layer<k>``.
+  recorder's ``source`` is the location, and ``data_idx`` picks one element of what a module
+  returns (``neck[2]``: FPN level 2, as kdbench.locations reads it).
 - A student ``ConvModuleConnector`` becomes an adapter (a 1x1 conv, with norm and act as it has).
 - The schedule (optimizer, lr schedule, warm-up, iterations, evaluation and checkpoint intervals,
   crop, batch size) comes from the config with its ``_base_`` files. Epochs become iterations at
@@ -96,8 +96,9 @@ def read_config(path: str | Path):
 
 
 # -- the distiller -------------------------------------------------------------------------------
-def _location(recorder: dict, data_idx, model_cfg: dict, where: str) -> str:
-    """The module path a recorder's output (``data_idx``: one of its outputs) comes from."""
+def _location(recorder: dict, data_idx, where: str) -> str:
+    """The location a recorder's output comes from: ``source``, or ``source[data_idx]`` for one
+    element of a module that returns several (kdbench.locations; an FPN neck's levels)."""
     kind = recorder.get("type")
     if kind != "ModuleOutputs":
         raise UserError(f"{where}: recorder type {kind!r} has no kdbench counterpart "
@@ -105,21 +106,9 @@ def _location(recorder: dict, data_idx, model_cfg: dict, where: str) -> str:
     source = recorder["source"]
     if data_idx is None:
         return source
-    part = model_cfg.get(source.split(".")[0], {}) if "." not in source else {}
-    if source == "neck" and part.get("type") == "FPN":
-        levels = len(part["in_channels"])
-        end = part.get("end_level", -1)
-        used = levels if end in (-1, levels - 1) else end + 1
-        convs = used - part.get("start_level", 0)
-        if data_idx < convs or (part.get("add_extra_convs") and data_idx < part["num_outs"]):
-            return f"neck.fpn_convs.{data_idx}"
-        raise UserError(f"{where}: FPN output {data_idx} is a max pool of output {convs - 1}, made by no "
-                        "module, so kdbench cannot tap it (its levels with a module: "
-                        f"neck.fpn_convs.0 to neck.fpn_convs.{convs - 1})")
-    if source == "backbone" and "out_indices" in part:
-        return f"backbone.layer{part['out_indices'][data_idx] + 1}"
-    raise UserError(f"{where}: data_idx {data_idx} of {source!r}: kdbench maps data_idx only on an FPN "
-                    "neck (neck.fpn_convs.<i>) and a ResNet backbone (backbone.layer<k>)")
+    if not isinstance(data_idx, int) or isinstance(data_idx, bool) or data_idx < 0:
+        raise UserError(f"{where}: data_idx must be an integer >= 0, got {data_idx!r}")
+    return f"{source}[{data_idx}]"
 
 
 def _adapter(connectors: dict, name: str | None, where: str):
@@ -136,7 +125,7 @@ def _adapter(connectors: dict, name: str | None, where: str):
     return {"norm": connector.get("norm_cfg") is not None, "act": act is not None}
 
 
-def _term(name: str, loss: dict, distiller: dict, model_cfgs: dict, source: str) -> dict:
+def _term(name: str, loss: dict, distiller: dict, source: str) -> dict:
     where = f"{source}: model.distiller.distill_losses.{name}"
     kind = loss.get("type")
     if kind not in LOSSES:
@@ -161,7 +150,7 @@ def _term(name: str, loss: dict, distiller: dict, model_cfgs: dict, source: str)
             raise UserError(f"{here}: a second {side} input; kdbench's terms take one of each")
         if side == "teacher" and spec.get("connector") is not None:
             raise UserError(f"{here}: teacher connectors have no kdbench counterpart (adapters are the student's)")
-        sides[side] = (_location(recorders[spec["recorder"]], spec.get("data_idx"), model_cfgs[side], here),
+        sides[side] = (_location(recorders[spec["recorder"]], spec.get("data_idx"), here),
                        _adapter(distiller.get("student_connectors", {}), spec.get("connector"), here))
     if set(sides) != {"student", "teacher"}:
         raise UserError(f"{source}: model.distiller.loss_forward_mappings.{name}: needs a student and a "
@@ -173,14 +162,6 @@ def _term(name: str, loss: dict, distiller: dict, model_cfgs: dict, source: str)
     if sides["student"][1] is not None:
         term["adapter"] = sides["student"][1]
     return term
-
-
-def _model_cfgs(model: dict, source: str) -> dict:
-    """The student's and teacher's ``model`` dicts (their necks and backbones name locations)."""
-    from runners.build import load_config
-
-    return {side: load_config(model[key]["cfg_path"], where=f"{source}: model.{key}.cfg_path").model.to_dict()
-            for side, key in (("student", "architecture"), ("teacher", "teacher"))}
 
 
 # -- the schedule --------------------------------------------------------------------------------
@@ -272,8 +253,11 @@ def convert(path: str | Path, gpus: int | None = None) -> dict:
         raise UserError(f"{source}: model.distiller.type {distiller.get('type')!r}: kdbench imports "
                         "ConfigurableDistiller")
     task = "seg" if model.architecture.cfg_path.startswith("mmseg::") else "det"
-    model_cfgs = _model_cfgs(model, source)
-    terms = [_term(name, loss, distiller, model_cfgs, source) for name, loss in distiller.distill_losses.items()]
+    from runners.config_files import resolve_config
+
+    for key in ("architecture", "teacher"):  # a config name mmseg/mmdet 3 no longer has is refused now
+        resolve_config(model[key]["cfg_path"], f"{source}: model.{key}.cfg_path")
+    terms = [_term(name, loss, distiller, source) for name, loss in distiller.distill_losses.items()]
     schedule, dataset = _schedule(cfg, path, gpus, source)
     teacher = {"config": model.teacher.cfg_path, "checkpoint": model.get("teacher_ckpt")}
     if model.get("teacher_norm_eval", True):

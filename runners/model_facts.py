@@ -1,8 +1,9 @@
-"""What the preflight needs to know of a model, without its weights: its module names, and the
-output shape of every module at an input size (a probe forward on PyTorch's ``meta`` device).
+"""What the preflight needs to know of a model, without its weights: its module names, the
+output shape of every module at an input size (a probe forward on PyTorch's ``meta`` device), and
+the pretrained weights its config names (what runners.weights fetches).
 
-This is kdbench's one cache: each fact is computed once per distinct config text, overrides and
-input size, and kept on disk (``$KDBENCH_CACHE/modules`` and ``/shapes``, default
+This is kdbench's one cache of facts: each is computed once per distinct config text, overrides and
+input size, and kept on disk (``$KDBENCH_CACHE/modules``, ``/shapes`` and ``/pretrained``, default
 ``~/.cache/kdbench``), so planning a study again imports neither torch, mmseg nor mmdet (a second
 or more without it: ``kdbench bench --suite grid``, row ``cli_start_plan_uncached`` against
 ``cli_start_plan``).
@@ -22,7 +23,7 @@ from kdbench.spec import RunSpec
 from runners.config_files import resolve_config
 
 CACHE_VERSION = 1
-SHAPES_VERSION = 1
+SHAPES_VERSION = 2  # 2: tuple outputs recorded per element, name[i] and name[*]
 DET_PAD = 32                      # mmdet's data preprocessors pad to a multiple of 32
 
 
@@ -46,6 +47,7 @@ def write_cache(path: Path, data) -> None:
 
 _KEYS: dict[str, str] = {}           # this process's answers, beside the disk's
 _NAMES: dict[str, list[str]] = {}
+_REFERENCES: dict[str, list[str]] = {}
 _SHAPES: dict[str, dict] = {}
 
 
@@ -89,6 +91,40 @@ def _module_names(task: str, config: str, overrides: dict, key: str) -> list[str
     names = [name for name, _ in model.named_modules() if name]
     write_cache(cache, names)
     return names
+
+
+def reference_slots(model_cfg):
+    """Every place a model config names weights to initialise from, as (dict, key): a
+    ``pretrained`` string (mmseg's segmentors hand it to their backbone) and the ``checkpoint`` of a
+    ``Pretrained`` init_cfg, at any depth."""
+    if isinstance(model_cfg, dict):
+        if isinstance(model_cfg.get("pretrained"), str):
+            yield model_cfg, "pretrained"
+        if model_cfg.get("type") == "Pretrained" and isinstance(model_cfg.get("checkpoint"), str):
+            yield model_cfg, "checkpoint"
+        for value in model_cfg.values():
+            yield from reference_slots(value)
+    elif isinstance(model_cfg, (list, tuple)):
+        for value in model_cfg:
+            yield from reference_slots(value)
+
+
+def pretrained_references(task: str, config: str, overrides: dict) -> list[str]:
+    """The weights a config's model initialises from, as it names them (``open-mmlab://resnet18_v1c``,
+    ``torchvision://resnet50``, a URL or a path), in order, each once. Read from the config (mmengine
+    only), then kept on disk like the module names, so planning again imports nothing."""
+    key = _key(task, config, overrides)
+    if key not in _REFERENCES:
+        cache = cache_root() / "pretrained" / f"{key}.json"
+        cached = store.read_json(cache)
+        if not isinstance(cached, list):
+            from runners.build import load_config
+
+            model_cfg = load_config(config, overrides).model.to_dict()
+            cached = list(dict.fromkeys(node[slot] for node, slot in reference_slots(model_cfg)))
+            write_cache(cache, cached)
+        _REFERENCES[key] = cached
+    return _REFERENCES[key]
 
 
 def input_size(run: RunSpec) -> tuple[int, int]:
@@ -136,7 +172,12 @@ def _probe(task: str, config: str, overrides: dict, size: tuple[int, int]) -> di
 
             def hook(name):
                 def record(module, args, output):
-                    if isinstance(output, (tuple, list)):
+                    if isinstance(output, (tuple, list)):  # name[i] and name[*] (kdbench.locations)
+                        tensors = [o for o in output if torch.is_tensor(o)]
+                        if len(tensors) == len(output):
+                            for index, item in enumerate(output):
+                                shapes.setdefault(f"{name}[{index}]", []).append(list(item.shape))
+                                shapes.setdefault(f"{name}[*]", []).append(list(item.shape))
                         output = output[0] if output else None
                     if torch.is_tensor(output):
                         shapes.setdefault(name, []).append(list(output.shape))

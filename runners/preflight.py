@@ -3,7 +3,10 @@ submitted or written (``kdbench plan``, ``launch`` and ``run`` call them):
 
 - files: a teacher checkpoint path exists and is a PyTorch checkpoint (its header, read cheaply:
   a zip archive with its end record, or a pickle; nothing is loaded), a ``{run: DIR}`` teacher
-  from outside the study is complete, a dataset root is a directory;
+  from outside the study is complete, a dataset root holds what mmseg/mmdet will read
+  (runners.data.layout: its folders listed, COCO's annotation files scanned; cached);
+  offline (``KDBENCH_OFFLINE``, a SLURM job), every weight file the run would download is in
+  the cache (runners.weights);
 - locations: every distilled location exists in its model;
 - shapes: a probe forward of both models on a dummy batch at the run's input size, on PyTorch's
   ``meta`` device (shapes only, no compute, no weights), finds channel mismatches without an
@@ -19,17 +22,20 @@ from __future__ import annotations
 
 import difflib
 import os
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from kdbench import losses
+from kdbench import locations, losses
 from kdbench.errors import UserError
 from kdbench.expand import Study
 from kdbench.spec import RunSpec, TeacherRun
 from runners.config_files import resolve_config
+from runners.data import layout
 from runners.model_facts import input_size, module_names, output_shapes
 from runners.teacher_run import teacher_run_checkpoint
+from runners.weights import WeightFile, offline, require_cached, run_weights
 
 
 # -- one interface for studies and run files --------------------------------------------------
@@ -44,15 +50,18 @@ class Site:
     data_hint: str = ""                     # appended to a dataset-root error
 
 
-def check_sites(sites: list[Site], models: bool = True, files: bool = True) -> None:
-    """Files first (cheap), then locations, then shapes; the first problem raises."""
+def check_sites(sites: list[Site], models: bool = True, files: bool = True, needs: list[str] | None = None) -> None:
+    """Files first (cheap), then locations, then shapes; the first problem raises. With ``needs``
+    (``kdbench plan``), what is missing rather than wrong (a dataset not there or not prepared, a
+    teacher checkpoint file not there, a weight file not in the cache where runs may not download)
+    is added to it, once each, instead: a plan works on a machine without the data."""
     if files:
         seen: set[str] = set()
         for site in sites:
             signature = _files_signature(site)
             if signature not in seen:
                 seen.add(signature)
-                _check_files(site)
+                _check_files(site, needs)
     if models:
         # Runs that differ only in what the models do not see (a temperature, a weight, a seed) are
         # checked once: a 10k-run grid costs as much as its distinct model pairs and locations.
@@ -80,21 +89,39 @@ def _model_signature(run: RunSpec) -> str:
     return repr([run.task, run.student, run.teacher, run.dataset, run.schedule.crop, terms])
 
 
-def study_sites(study: Study) -> list[Site]:
-    hint = " (on a machine without the data, plan with --no-data-check)"
+LAUNCH_HINT = " (kdbench plan lists everything a launch of this study needs)"
+
+
+def study_sites(study: Study, hint: str = LAUNCH_HINT) -> list[Site]:
     return [Site(p.run, _study_term_key(study, p), _study_field_key(study, p), bool(p.depends_on), hint)
             for p in study.runs]
 
 
-def check_study(study: Study, models: bool = True, files: bool = True) -> None:
-    """The preflight of ``kdbench plan`` and ``launch``: nothing is submitted or written before it."""
-    check_sites(study_sites(study), models=models, files=files)
+def check_study(study: Study, models: bool = True, files: bool = True, needs: list[str] | None = None) -> None:
+    """The preflight of ``kdbench plan`` and ``launch``: nothing is submitted or written before it.
+    ``needs``: plan's list of what a launch would still need (check_sites)."""
+    sites = study_sites(study) if needs is None else study_sites(study, hint="")
+    check_sites(sites, models=models, files=files, needs=needs)
 
 
 def check_run(run: RunSpec, source: str) -> None:
     """The preflight of ``kdbench run RUN.json``: nothing is written before it."""
     check_sites([Site(run, lambda index, key: f"{source}: distill[{index}].{key}",
                       lambda path: f"{source}: {path}")])
+
+
+def study_weights(study: Study) -> dict[str, list[WeightFile]]:
+    """The weight files each run of the study downloads (runners.weights), by run id; worked out once
+    per distinct pair of models, each file named by the study key that gives it."""
+    found: dict[str, list[WeightFile]] = {}
+    by_models: dict[str, list[WeightFile]] = {}
+    for planned in study.runs:
+        run = planned.run
+        signature = repr([run.task, run.role, bool(run.distill), run.student, run.teacher])
+        if signature not in by_models:
+            by_models[signature] = run_weights(run, _study_field_key(study, planned))
+        found[planned.run_id] = by_models[signature]
+    return found
 
 
 # -- the checks -------------------------------------------------------------------------------
@@ -125,7 +152,18 @@ def checkpoint_problem(path: str) -> str | None:
     return f"is not a PyTorch checkpoint (neither a zip archive nor a pickle; it starts with {head!r})"
 
 
-def _check_files(site: Site) -> None:
+def _missing(needs: list[str] | None, check) -> None:
+    """Run ``check``; a UserError it raises is a need when ``needs`` is given (once each)."""
+    try:
+        check()
+    except UserError as error:
+        if needs is None:
+            raise
+        if str(error) not in needs:
+            needs.append(str(error))
+
+
+def _check_files(site: Site, needs: list[str] | None = None) -> None:
     run = site.run
     for role, model in (("student", run.student), ("teacher", run.teacher)):
         if model is not None:
@@ -135,19 +173,48 @@ def _check_files(site: Site) -> None:
         ckpt = teacher.checkpoint
         where = site.field_key("teacher.checkpoint")
         if isinstance(ckpt, TeacherRun) and not site.own_teacher:
-            ckpt_path = teacher_run_checkpoint(ckpt.run, where)
-            problem = checkpoint_problem(ckpt_path)
-            if problem:
-                raise UserError(f"{where}.run: the teacher's weights {ckpt_path!r} {problem}")
+            _missing(needs, lambda: _check_teacher_run(ckpt, where))
         elif isinstance(ckpt, str) and not ckpt.startswith(("http://", "https://")):
-            problem = checkpoint_problem(ckpt)
-            if problem:
-                raise UserError(f"{where}: {ckpt!r} {problem}; give the path of a .pth file, a URL, "
-                                f"or {{run: DIR}} of a complete teacher run")
-    dataset = run.dataset
-    if dataset.name != "fashion_scenes" and dataset.root is not None and not Path(dataset.root).is_dir():
+            _missing(needs, lambda: _check_checkpoint_file(ckpt, where))
+    if offline():  # a compute node: every weight file must already be in the cache
+        _missing(needs, lambda: require_cached(run_weights(run, site.field_key)))
+    _missing(needs, lambda: _check_dataset(site))
+
+
+def _check_teacher_run(ckpt: TeacherRun, where: str) -> None:
+    ckpt_path = teacher_run_checkpoint(ckpt.run, where)
+    problem = checkpoint_problem(ckpt_path)
+    if problem:
+        raise UserError(f"{where}.run: the teacher's weights {ckpt_path!r} {problem}")
+
+
+def _check_checkpoint_file(ckpt: str, where: str) -> None:
+    problem = checkpoint_problem(ckpt)
+    if problem:
+        raise UserError(f"{where}: {ckpt!r} {problem}; give the path of a .pth file, a URL, "
+                        f"or {{run: DIR}} of a complete teacher run")
+
+
+def _check_dataset(site: Site) -> None:
+    """The dataset's root is a directory holding what the loader reads (runners.data.layout); a
+    partial split is noted once per root (the run records it, and the report marks it)."""
+    dataset = site.run.dataset
+    if dataset.name not in layout.LAYOUTS or dataset.root is None:
+        return  # generated by kdbench on first use
+    if not Path(dataset.root).is_dir():
         raise UserError(f"{site.field_key('dataset.root')}: {dataset.root!r} is not a directory; "
                         f"{dataset.name} must be there before anything runs{site.data_hint}")
+    found = layout.check(dataset.name, dataset.root)
+    problem = found.problem()
+    if problem:
+        raise UserError(f"{site.field_key('dataset.root')}: {problem}{site.data_hint}")
+    if not found.complete and (dataset.name, dataset.root) not in _NOTED:
+        _NOTED.add((dataset.name, dataset.root))
+        print(f"kdbench: note: {dataset.name} at {dataset.root!r} holds a partial split ({found.counts()}): "
+              f"results are marked not comparable with published numbers", file=sys.stderr)
+
+
+_NOTED: set[tuple[str, str]] = set()  # roots whose partial split this process has noted
 
 
 def _check_locations(site: Site) -> None:
@@ -158,11 +225,25 @@ def _check_locations(site: Site) -> None:
             names = None
             for location in getattr(term, key):
                 names = names or module_names(run.task, model.config, model.overrides)
-                if location not in names:
-                    close = difflib.get_close_matches(location, names, n=3, cutoff=0.5)
+                if locations.module_of(location) not in names:
+                    close = difflib.get_close_matches(locations.module_of(location), names, n=3, cutoff=0.5)
                     hint = f"; close matches: {', '.join(close)}" if close else ""
                     raise UserError(f"{site.term_key(index, key)}: {location!r} is not in the {role} model "
                                     f"({model.config}){hint}")
+
+
+def _check_index(where: str, location: str, shapes: dict, role: str) -> None:
+    """An indexed location (``neck[2]``) names an output its module returns: the probe saw the
+    module return a tuple with that element."""
+    module, index = locations.split(location)
+    if index is None or location in shapes or module not in shapes:
+        return  # plain, found, or the module was not reached by the probe (the run's own probe checks it)
+    count = sum(1 for key in shapes if key.startswith(f"{module}[") and key != f"{module}[*]")
+    if count == 0:
+        raise UserError(f"{where}: {location!r}: the {role}'s {module} returns one tensor, not a tuple to index; "
+                        f"use {module!r}")
+    raise UserError(f"{where}: {location!r}: the {role}'s {module} returns {count} outputs "
+                    f"(valid: {module}[0] to {module}[{count - 1}], or {module}[*])")
 
 
 def _check_shapes(site: Site) -> None:
@@ -174,6 +255,9 @@ def _check_shapes(site: Site) -> None:
               for role, model in (("student", run.student), ("teacher", run.teacher))}
     for index, term in enumerate(run.distill):
         needs_adapter = losses.declaration(term.method).needs_adapter
+        for role, key in (("student", "student_location"), ("teacher", "teacher_location")):
+            for location in getattr(term, key):
+                _check_index(site.term_key(index, key), location, shapes[role]["shapes"], role)
         for s_path, t_path in zip(term.student_location, term.teacher_location):
             s_calls = shapes["student"]["shapes"].get(s_path)
             t_calls = shapes["teacher"]["shapes"].get(t_path)

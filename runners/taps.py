@@ -1,4 +1,5 @@
-"""Tapping intermediate outputs of a model by dotted module path, with forward hooks."""
+"""Tapping intermediate outputs of a model by location (kdbench.locations: a dotted module path,
+optionally indexing its tuple output), with forward hooks."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import difflib
 
 from torch import Tensor, nn
 
+from kdbench import locations
 from kdbench.errors import UserError
 
 
@@ -29,11 +31,29 @@ def find_module(model: nn.Module, path: str, role: str) -> nn.Module:
     raise UserError(f"{role} location {path!r} is not in the model{hint} (top-level modules: {top})")
 
 
+def select(output, location: str, role: str) -> list[Tensor]:
+    """What ``location`` takes from one call's ``output``: the first tensor, element N, or every
+    element (``[*]``: one entry each, as if each were a call of its own)."""
+    index = locations.split(location)[1]
+    if index is None:
+        return [output[0] if isinstance(output, (tuple, list)) else output]
+    if not isinstance(output, (tuple, list)):
+        raise UserError(f"{role} location {location!r}: {locations.module_of(location)} returns one tensor, "
+                        f"not a tuple to index; drop the [{index}]")
+    if index == locations.ALL:
+        return list(output)
+    if index >= len(output):
+        raise UserError(f"{role} location {location!r}: {locations.module_of(location)} returns "
+                        f"{len(output)} outputs (valid: [0] to [{len(output) - 1}], or [*])")
+    return [output[index]]
+
+
 class Taps:
     """Forward hooks on a set of modules that collect every output while ``active``.
 
     A module called several times per forward (a detection head's conv shared by the FPN
-    levels) yields one output per call, in call order.
+    levels) yields one output per call, in call order; ``module[*]`` yields each element of its
+    tuple output the same way.
     """
 
     def __init__(self, model: nn.Module, paths: list[str], role: str, stop_when_done: bool = False):
@@ -43,17 +63,16 @@ class Taps:
         self.stop_when_done = stop_when_done
         self._handles = []
         self._calls_needed: dict[str, int] | None = None
+        self.role = role
         for path in self.paths:
-            module = find_module(model, path, role)
+            module = find_module(model, locations.module_of(path), role)
             self._handles.append(module.register_forward_hook(self._hook(path)))
 
     def _hook(self, path: str):
         def hook(module, args, output):
             if not self.active:
                 return
-            if isinstance(output, (tuple, list)):
-                output = output[0]
-            self.outputs[path].append(output)
+            self.outputs[path].extend(select(output, path, self.role))
             if self.stop_when_done and self._calls_needed is not None and all(
                 len(self.outputs[p]) >= n for p, n in self._calls_needed.items()
             ):

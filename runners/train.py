@@ -164,7 +164,10 @@ def _teacher_checkpoint(teacher: Teacher) -> tuple[str, bool]:
 
         # Written by kdbench itself as a plain state dict: safe with weights_only=True.
         return teacher_run_checkpoint(teacher.checkpoint.run, "teacher.checkpoint"), False
-    return teacher.checkpoint, teacher.trusted
+    from runners.weights import checkpoint_file
+
+    # A URL is read from the weights cache (fetched and verified there), never downloaded by torch.hub.
+    return checkpoint_file(teacher.checkpoint, teacher.sha256, "teacher.checkpoint"), teacher.trusted
 
 
 def input_size_overrides(run: RunSpec) -> dict:
@@ -179,6 +182,10 @@ def _load(run: RunSpec, role: str, init: bool = True):
 
     model = run.teacher if role == "teacher" else run.student
     cfg = load_config(model.config, {**input_size_overrides(run), **model.overrides}, f"{role}.config")
+    if init:  # its pretrained weights from the weights cache: mmengine never downloads them
+        from runners.weights import localize
+
+        localize(cfg.model, f"{role}.config")
     return build_model(cfg, run.task, init=init)
 
 
@@ -224,7 +231,8 @@ def build_trained_model(run: RunSpec, data: dict):
         return processed["inputs"], processed["data_samples"]
 
     return DistillModel(student, teacher, run.distill, probe=probe,
-                        watch_steps=min(KD_WATCH_STEPS, run.schedule.iterations), teacher_mode=run.teacher.mode)
+                        watch_steps=min(KD_WATCH_STEPS, run.schedule.iterations),
+                        teacher_mode=run.teacher.mode if run.teacher else "eval")
 
 
 # -- the Runner ---------------------------------------------------------------------------------
@@ -371,6 +379,7 @@ def train_and_evaluate(run: RunSpec, out: Path, hooks: tuple = ()) -> dict:
 
 def _finish(session: Session, trained, metrics_hook, cost_hook, started: float) -> dict:
     """The trained weights and final.json, each written whole or not at all."""
+    from runners.data.layout import run_record
     from runners.distill import DivergedError
 
     _save_atomic(trained.state_dict(), session.out / "model_final.pth")
@@ -382,9 +391,12 @@ def _finish(session: Session, trained, metrics_hook, cost_hook, started: float) 
         "cost": {**cost_hook.summary(), "wall_seconds_this_attempt": time.time() - started},
         "checkpoint": "model_final.pth",
         "resumed_from": session.resume.name if session.resume is not None else None,
+        "data": run_record(run.dataset.name, run.dataset.root),  # the splits found: a partial one is marked
     }
     if not final_metrics or not all(store.is_finite_number(v) for v in final_metrics.values()):
         raise DivergedError("val metrics", final_metrics)
+    if run.role == "teacher" and run.teacher.expect is not None:  # the teacher gate
+        record["teacher_check"] = store.teacher_check(final_metrics, vars(run.teacher.expect))
     store.write_json_atomic(session.out / store.FINAL, record)
     return record
 

@@ -54,3 +54,31 @@ def make_coco(root: Path, num_train: int = 4, num_val: int = 2, size: int = 64) 
         (root / "annotations" / f"instances_{split}2017.json").write_text(json.dumps(doc))
     shutil.rmtree(root / "_scenes")
     return root
+
+
+# Cityscapes' label id of each train id 0..18 (cityscapesScripts' labels.py), and ids it ignores.
+CITYSCAPES_IDS = [7, 8, 11, 12, 13, 17, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 31, 32, 33]
+IGNORED_IDS = [0, 1, 4, 9, 14, 29, 30]
+
+
+def make_cityscapes_download(root: Path, num_train: int = 4, num_val: int = 2, size: int = 32) -> dict:
+    """A Cityscapes tree as the official zips unpack: images, and per image ``*_gtFine_labelIds.png``
+    (with a band of ids that are not evaluated), ``_color``, ``_instanceIds`` and ``_polygons.json``,
+    but no ``*_gtFine_labelTrainIds.png``. Returns {label-id map: the train-id map mmseg must get}."""
+    import numpy as np
+
+    make_cityscapes(root, num_train, num_val, size)
+    expected = {}
+    for train_map in sorted(root.glob("gtFine/*/*/*_gtFine_labelTrainIds.png")):
+        train_ids = np.array(Image.open(train_map))
+        ids = np.array(CITYSCAPES_IDS, dtype=np.uint8)[train_ids]
+        band = np.resize(np.array(IGNORED_IDS, dtype=np.uint8), ids.shape[1])
+        ids[0], train_ids[0] = band, 255  # the first row: ids mmseg ignores
+        stem = train_map.name.removesuffix("_gtFine_labelTrainIds.png")
+        label_ids = train_map.with_name(f"{stem}_gtFine_labelIds.png")
+        Image.fromarray(ids).save(label_ids)
+        for other in ("_gtFine_color.png", "_gtFine_instanceIds.png", "_gtFine_polygons.json"):
+            train_map.with_name(stem + other).write_bytes(b"")
+        train_map.unlink()
+        expected[label_ids] = train_ids
+    return expected

@@ -4,7 +4,7 @@ matches the case's expectation, with no traceback, nothing written under the res
 the run's output directory, and, for launch, nothing submitted. A case with limits (the hostile and
 runaway specs: alias bombs, huge grids) runs as a real process, held to its CPU time and peak memory."""
 
-import os
+import json
 import re
 import subprocess
 import sys
@@ -69,17 +69,36 @@ def run_measured(args: list[str], limits: tuple[float, float]) -> tuple[int, str
     """``kdbench <args>`` as a real process: (exit code, stdout, stderr, CPU seconds, peak MB). CPU
     time, not wall time, is what is held to the limit: a loaded machine stretches the one and not
     the other. ulimit stops a runaway at 4 times both limits, so a regression fails instead of
-    filling the machine."""
+    filling the machine.
+
+    The process is started by a small Python process of its own (MEASURE), not forked from this
+    one: a forked child's peak memory counts the parent's resident pages at the fork (Linux keeps
+    that high-water mark across exec), so a pytest process that had trained models before would
+    make every case look hundreds of MB heavier."""
     cpu_cap, memory_cap_kb = int(4 * limits[0]), int(4 * limits[1] * 1024)
     command = ["bash", "-c", f'ulimit -t {cpu_cap} -v {memory_cap_kb} && exec "$@"', "kdbench",
                sys.executable, "-m", "kdbench.cli", *args]
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        process = subprocess.Popen(command, cwd=ROOT, stdout=out, stderr=err)
-        _, status, usage = os.wait4(process.pid, 0)  # this process's own usage, not every child's
-        process.returncode = code = os.waitstatus_to_exitcode(status)
+        measured = subprocess.run([sys.executable, "-c", MEASURE, json.dumps(command)], cwd=ROOT, stdout=out,
+                                  stderr=err)
         out.seek(0), err.seek(0)
-        return (code, out.read().decode(), err.read().decode(), usage.ru_utime + usage.ru_stime,
-                usage.ru_maxrss / 1024)
+        stdout, stderr = out.read().decode(), err.read().decode()
+        assert measured.returncode == 0, f"the measuring process failed: {stderr}"
+        head, _, last = stdout.rstrip("\n").rpartition("\n")  # the child's output, then the usage line
+        usage = json.loads(last)
+        return usage["code"], head + "\n" if head else "", stderr, usage["cpu"], usage["mb"]
+
+
+# Runs the command given as JSON as a child and prints, last on stdout, its exit code, CPU seconds
+# and peak memory (this small process's own child: nothing inherited from pytest).
+MEASURE = """
+import json, os, subprocess, sys
+process = subprocess.Popen(json.loads(sys.argv[1]))
+_, status, usage = os.wait4(process.pid, 0)
+sys.stdout.flush()
+print(json.dumps({"code": os.waitstatus_to_exitcode(status), "cpu": usage.ru_utime + usage.ru_stime,
+                  "mb": usage.ru_maxrss / 1024}))
+"""
 
 
 @pytest.mark.parametrize("path, verb", CASES, ids=[f"{p.stem}-{v.split()[0]}" for p, v in CASES])
@@ -150,3 +169,25 @@ def test_runs_that_differ_only_in_what_the_models_do_not_see_are_checked_once(tm
     path.write_text(dump_yaml(spec))
     with pytest.raises(Exception, match=r"methods\.b\.student_location: 'decode_head\.conv_segg' is not in"):
         preflight.check_study(load_study(path, tmp_path / "results"))
+
+
+MISSING = [p for p in STUDY_CASES if "launch --executor local" in expectation(p)[1] and len(expectation(p)[1]) == 1]
+
+
+@pytest.mark.parametrize("path", MISSING, ids=lambda p: p.stem)
+def test_plan_lists_what_a_launch_would_refuse_for_missing_data_or_weights_and_exits_0(path, tmp_path, monkeypatch):
+    """A plan works on a machine without the data or the checkpoints: the grid, then what a launch
+    still needs (the same line a launch refuses with), exit 0, nothing written."""
+    from tests.launch_helpers import run_cli
+
+    monkeypatch.chdir(ROOT)
+    code, out, err = run_cli("plan", str(path.relative_to(ROOT)), "--results", str(tmp_path / "results"))
+    assert code == 0, err
+    grid, _, needs = out.partition("\nBefore kdbench launch can run this study, it needs:\n")
+    assert "run_id" in grid and needs, out
+    assert any(re.search(expectation(path)[0], line) for line in needs.splitlines()), needs
+    assert not (tmp_path / "results").exists()
+
+
+def test_the_cases_a_plan_lists_instead_of_refusing_are_the_missing_files_ones():
+    assert {p.stem[:2] for p in MISSING} == {"37", "38", "39", "40", "41", "42", "43", "44", "45", "66"}

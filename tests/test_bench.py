@@ -38,6 +38,19 @@ def test_bench_losses_covers_every_registered_method_at_a_tiny_size_and_every_ro
         assert (row.get("cwd_kernel") in ("compiled", "blocked")) == (row["registry_name"] == "cwd")
 
 
+@pytest.mark.slow
+def test_bench_data_checks_cityscapes_and_coco_trees_of_the_official_size_complete_then_from_the_cache(tmp_path):
+    out = tmp_path / "bench.json"
+    result = subprocess.run([sys.executable, "-m", "kdbench.cli", "bench", "--suite", "data", "--repeats", "1",
+                             "--json", str(out)], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr
+    rows = {row["dataset"]: row for row in json.loads(out.read_text())["results"]}
+    assert rows["cityscapes"]["images"] == {"train": 2975, "val": 500} and rows["cityscapes"]["files"] == 20850
+    assert rows["coco"]["images"] == {"train2017": 118287, "val2017": 5000} and rows["coco"]["files"] == 123289
+    for row in rows.values():
+        assert row["suite"] == "data" and row["target_s"] == 1.0 and row["uncached_s"] > 0 and row["cached_s"] > 0
+
+
 def test_bench_cases_cover_the_registry_and_reject_an_unknown_method():
     assert {case.method for case in loss_cases.cases()} == set(losses.available())
     assert {case.input for case in loss_cases.cases(["cwd"])} == {"logits", "feature_map"}

@@ -104,3 +104,56 @@ def test_a_run_launched_beside_another_and_the_same_run_alone_give_bit_identical
                        cwd=ROOT, env=env, check=True, capture_output=True)
         assert outcome(launched) == outcome(alone) and outcome(alone)["threads"] == 1
         assert outcome(alone)["logged"] and same_weights(launched / "model_final.pth", alone / "model_final.pth")
+
+
+def test_a_teacher_off_its_expected_metric_blocks_its_students_until_the_check_is_ignored(tmp_path):
+    """The teacher gate: the teacher run completes and records its check; a score outside
+    teacher.expect's tolerance blocks its students (status names both numbers); with
+    --ignore-teacher-check they run."""
+    from tests.launch_helpers import TINY_BASE
+
+    expect = {"metric": "val/mIoU", "value": 99.0, "tolerance": 0.5}  # no 4-iteration teacher scores 99
+    base = {**TINY_BASE, "teacher": {**TINY_BASE["teacher"], "expect": expect}}
+    study = load_study(write_study(tmp_path, "gate", base=base), tmp_path / "r")
+    launch(study, LaunchOptions(progress=False))
+    rows = {r.name: r for r in status(study)}
+    teacher = study.directory / rows["teacher"].run_id
+    check = store.read_json(teacher / "final.json")["teacher_check"]
+    measured = store.read_json(teacher / "final.json")["metrics"]["val/mIoU"]
+    assert check == {"metric": "val/mIoU", "expected": 99.0, "tolerance": 0.5, "measured": measured, "passed": False}
+    assert rows["teacher"].state == "complete" and rows["student_s0"].state == "complete"
+    assert rows["cwd_logits_s0"].state == "blocked"
+    assert rows["cwd_logits_s0"].reason == (f"teacher {rows['teacher'].run_id} scored {measured:.2f} val/mIoU, "
+                                            "expected 99.0 ± 0.5 (launch --ignore-teacher-check runs its students "
+                                            "anyway)")
+    assert not (study.directory / rows["cwd_logits_s0"].run_id).exists()
+    assert summary(launch(study, LaunchOptions(dry_run=True)))["blocked"] == 1
+    launch(study, LaunchOptions(progress=False, ignore_teacher_check=True))
+    assert {r.name: r.state for r in status(study)}["cwd_logits_s0"] == "complete"
+
+
+def test_a_teacher_within_its_tolerance_lets_its_students_run_and_the_expectation_is_not_in_any_run_id(tmp_path):
+    from tests.launch_helpers import TINY_BASE
+
+    plain = load_study(write_study(tmp_path, "gate_ok"), tmp_path / "r")
+    base = {**TINY_BASE, "teacher": {**TINY_BASE["teacher"],
+                                     "expect": {"metric": "val/mIoU", "value": 50.0, "tolerance": 50.0}}}
+    study = load_study(write_study(tmp_path, "gate_ok", base=base), tmp_path / "r")
+    assert [p.run_id for p in study.runs] == [p.run_id for p in plain.runs]
+    launch(study, LaunchOptions(progress=False))
+    assert {r.state for r in status(study)} == {"complete"}
+
+
+def test_the_slurm_job_of_a_teacher_off_its_expected_metric_fails_after_writing_its_result(tmp_path):
+    """On SLURM the students wait on their teacher's job with afterok: the job must fail for SLURM
+    never to start them, while the teacher's own result stays (the report shows its score)."""
+    from runners.launch.job import RunJob
+    from tests.launch_helpers import TINY_BASE
+
+    teacher = {**TINY_BASE["teacher"], "expect": {"metric": "val/mIoU", "value": 99.0}}
+    run = {**TINY_BASE, "role": "teacher", "teacher": teacher, "name": "gated_teacher"}
+    run.pop("student")
+    with pytest.raises(RuntimeError, match=r"teacher gated_teacher is complete but failed its teacher gate: it scored "
+                                           r"\d+\.\d\d val/mIoU, expected 99\.0 ± 1\.0"):
+        RunJob()(run, str(tmp_path / "t"))
+    assert store.run_state(tmp_path / "t") == "complete"

@@ -16,20 +16,36 @@ def _show(study: str, run: str) -> dict:
     return {path: (item["value"], item["from"]) for path, item in shown["values"].items()} | {"": shown}
 
 
-def test_show_names_the_axis_teacher_run_and_base_behind_each_value_of_a_teacher_run():
-    values = _show("paper_table6_coco.yaml", "teacher_retinanet_r101_fpn_2x_coco_lr0.01")
-    assert values["schedule.lr"] == (0.01, "axis zip[0].schedule.lr")
+def test_show_names_the_axis_planner_and_base_behind_each_value_of_an_evaluated_teacher_run():
+    values = _show("paper_table6_coco.yaml", "teacher_retinanet_r101_fpn_2x_coco")
     assert values["teacher.config"] == ("mmdet::retinanet/retinanet_r101_fpn_2x_coco.py", "axis zip[0].teacher.config")
-    assert values["schedule.iterations"] == (177408, "teacher_run.schedule.iterations in paper_table6_coco.yaml")
+    assert values["teacher.expect.value"] == (38.9, "axis zip[0].teacher.expect.value")
+    assert values["teacher.expect.metric"] == ("val/bbox_mAP", "base.teacher.expect.metric in paper_table6_coco.yaml")
+    assert values["schedule.iterations"] == (0, "planner: a teacher given by checkpoint is evaluated, not trained")
     assert values["schedule.momentum"] == (0.9, "base.schedule.momentum in paper_table6_coco.yaml")
     assert values["schedule.min_lr"] == (0.0001, "built-in default")
     assert values["seed"] == (0, "teacher_run.seed")
-    assert values[""]["kind"] == "teacher" and values[""]["run_id"] == "0f9bda735ac6"
+    assert values[""]["kind"] == "teacher"
+
+
+def test_show_of_a_trained_teacher_names_its_teacher_run_schedule_and_the_axis_it_shares(tmp_path):
+    from tests.launch_helpers import write_study
+
+    path = write_study(tmp_path, "show_lr", grid={"schedule.lr": [0.01, 0.02]},
+                       teacher_run={"schedule": {"iterations": 6}})
+    code, out, err = run_cli("plan", str(path), "--show", "teacher_lr0.02")
+    values = json.loads(out)["values"]
+    assert code == 0 and values["schedule.lr"] == {"value": 0.02, "from": "axis grid.schedule.lr"}
+    assert values["schedule.iterations"] == {"value": 6, "from": "teacher_run.schedule.iterations in show_lr.yaml"}
 
 
 def test_show_names_the_defaults_file_the_method_and_the_planner_behind_a_cells_values():
     values = _show("paper_table2_cityscapes.yaml", "cwd_logits_s1")
     assert values["schedule.crop"] == ([512, 512], "base.schedule.crop in defaults file _paper_cityscapes.yaml")
+    assert values["dataset.pipeline"] == ("crop_only", "base.dataset.pipeline in defaults file _paper_cityscapes.yaml")
+    shown = values[""]["values"]
+    assert shown["dataset.pipeline"]["source"].startswith("TorchDistiller SemSeg-distill/dataset/datasets.py")
+    assert shown["distill.0.weight"]["source"].startswith("paper section 4.1 (T = 4, alpha = 3 on the logits")
     assert values["distill.0.params.tau"] == (4.0, "methods.cwd_logits in paper_table2_cityscapes.yaml")
     assert values["distill.0.teacher_location"] == (["decode_head.conv_seg"], "built-in default: the student location")
     assert values["seed"] == (1, "planner: one of the study's seeds")

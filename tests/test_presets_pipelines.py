@@ -11,20 +11,53 @@ SHORT = {"iterations": 2, "batch_size": 2, "checkpoint_interval": 2}
 
 
 @pytest.mark.slow
-def test_a_cityscapes_format_tree_trains_and_evaluates_with_the_paper_pipeline(tmp_path):
+@pytest.mark.parametrize("pipeline", ["default", "crop_only"])
+def test_a_cityscapes_format_tree_trains_and_evaluates_with_either_pipeline(pipeline, tmp_path):
     from runners.train import execute
 
     root = make_cityscapes(tmp_path / "cityscapes")
     run = parse_run({
         "task": "seg",
         "student": {"config": "tiny_seg_student", "overrides": {"model.decode_head.num_classes": 19}},
-        # The paper's pipeline with its 2048x1024 resize scaled down to the fixture's size.
-        "dataset": {"name": "cityscapes", "root": str(root), "params": {"scale": [128, 64]}},
+        # mmseg's pipeline with its 2048x1024 resize scaled down to the fixture's size, or the crop alone.
+        "dataset": {"name": "cityscapes", "root": str(root), "params": {"scale": [128, 64]}, "pipeline": pipeline},
         "schedule": {**SHORT, "crop": [32, 32]},
     })
     final = execute(run, tmp_path / "out")
     assert store.run_state(tmp_path / "out") == "complete"
     assert 0 <= final["metrics"]["val/mIoU"] <= 100
+    # a partial split, recorded as such: the report marks these numbers as not comparable
+    assert final["data"] == {"name": "cityscapes", "root": str(root), "complete": False,
+                             "splits": {"train": {"images": 4, "official": 2975},
+                                        "val": {"images": 2, "official": 500}}}
+
+
+def test_the_crop_only_pipeline_is_a_plain_random_crop_and_the_default_is_mmsegs_augmentation(tmp_path):
+    """crop_only: the CWD paper's official training script (a random crop of the full image, no
+    rescale, flip or photometric change); default: mmseg's Cityscapes configs. Only crop_only
+    enters the run id."""
+    from kdbench.ids import run_id
+    from runners.datasets import dataset_configs
+
+    root = make_cityscapes(tmp_path / "cityscapes")
+
+    def run(**dataset):
+        return parse_run({"task": "seg", "student": {"config": "tiny_seg_student"}, "schedule": {"crop": [512, 512]},
+                          "dataset": {"name": "cityscapes", "root": str(root), **dataset}})
+
+    def transforms(spec):
+        return [step["type"] for step in dataset_configs(spec)["train_dataloader"]["dataset"]["pipeline"]]
+
+    assert transforms(run(pipeline="crop_only")) == ["LoadImageFromFile", "LoadAnnotations", "RandomCrop",
+                                                     "PackSegInputs"]
+    crop = dataset_configs(run(pipeline="crop_only"))["train_dataloader"]["dataset"]["pipeline"][2]
+    assert crop == {"type": "RandomCrop", "crop_size": (512, 512)}  # no cat_max_ratio: a uniform offset
+    assert transforms(run()) == ["LoadImageFromFile", "LoadAnnotations", "RandomResize", "RandomCrop", "RandomFlip",
+                                 "PhotoMetricDistortion", "PackSegInputs"]
+    assert run_id(run(pipeline="default")) == run_id(run()) != run_id(run(pipeline="crop_only"))
+    with pytest.raises(Exception, match=r"dataset\.pipeline: crop_only is a Cityscapes pipeline; coco takes default"):
+        parse_run({"task": "det", "student": {"config": "tiny_det_student"},
+                   "dataset": {"name": "coco", "root": str(root), "pipeline": "crop_only"}})
 
 
 @pytest.mark.slow
@@ -41,6 +74,8 @@ def test_a_coco_format_set_trains_and_evaluates_bbox_map_with_the_1x_pipeline(tm
     final = execute(run, tmp_path / "out")
     assert set(final["metrics"]) >= {"val/bbox_mAP", "val/bbox_mAP_50"}
     assert 0 <= final["metrics"]["val/bbox_mAP"] <= 100
+    assert final["data"]["splits"] == {"train2017": {"images": 4, "official": 118287},
+                                       "val2017": {"images": 2, "official": 5000}}
 
 
 def test_the_offline_mobilenet_v2_weights_load_into_mmsegs_backbone():

@@ -453,3 +453,39 @@ def test_teacher_mode_eval_freezes_the_whole_teacher_and_bn_eval_only_its_batch_
     assert all(m.training == (mode == "bn_eval") for m in dropouts)
     assert not any(p.requires_grad for p in model.teacher.parameters())
     assert model.student.training
+
+
+def test_an_indexed_location_taps_one_element_of_a_tuple_output_and_a_star_every_element():
+    """MMRazor's data_idx: neck[i] is FPN level i (even one no module of its own produces), neck[*]
+    every level in order, each as a call of its own; plain neck keeps the first tensor."""
+    from runners.build import build_model, load_config
+    from runners.taps import Taps
+
+    model = build_model(load_config("tiny_det_student"), "det").eval()
+    returned = []
+    model.neck.register_forward_hook(lambda module, args, output: returned.append(output))
+    taps = Taps(model, ["neck", "neck[1]", "neck[*]"], "student")
+    with torch.no_grad(), taps:
+        model(torch.randn(1, 3, 64, 64), mode="tensor")
+    levels = returned[0]
+    assert len(levels) == 3 and taps.outputs["neck"][0] is levels[0] and taps.outputs["neck[1]"] == [levels[1]]
+    assert len(taps.outputs["neck[*]"]) == 3 and all(a is b for a, b in zip(taps.outputs["neck[*]"], levels))
+
+
+@pytest.mark.slow
+def test_a_detector_distilled_on_every_fpn_level_through_neck_star_trains(tmp_path):
+    from runners.build import build_model, load_config
+    from tests.run_fixtures import TINY_DATA
+
+    checkpoint = tmp_path / "teacher.pth"
+    torch.save(build_model(load_config("tiny_det_teacher"), "det", init=False).state_dict(), checkpoint)
+    run = {"task": "det", "student": {"config": "tiny_det_student"}, "dataset": TINY_DATA,
+           "teacher": {"config": "tiny_det_teacher", "checkpoint": str(checkpoint)},
+           "distill": [{"method": "cwd", "params": {"tau": 1.0}, "weight": 10.0, "student_location": "neck[*]",
+                        "adapter": True}],
+           "schedule": {"iterations": 4, "batch_size": 2, "checkpoint_interval": 4}, "seed": 0}
+    final = execute(run, tmp_path / "run")
+    assert final["status"] == "complete" and final["cost"]["kd_share"] > 0
+    logged = [json.loads(line) for line in next((tmp_path / "run").glob("*/vis_data/scalars.json")).read_text()
+              .splitlines()]
+    assert logged and all("loss_kd_cwd_neck" in entry for entry in logged if "loss" in entry)

@@ -23,6 +23,7 @@ class RunJob(submitit.helpers.Checkpointable):
         import signal
         from pathlib import Path
 
+        from kdbench import store
         from kdbench.spec import parse_run
         from runners.run import run_one
 
@@ -33,6 +34,9 @@ class RunJob(submitit.helpers.Checkpointable):
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         spec = parse_run(run, str(Path(out_dir) / "run.json"))  # imports the run's plugins
         record = run_one(spec, out_dir, source=str(Path(out_dir) / "run.json"), preempted=lambda: self.preempted)
+        failure = store.teacher_check_failure(store.read_run(out_dir)) if spec.role == "teacher" else None
+        if failure:  # the job fails, so SLURM never starts the students that wait on it (afterok)
+            raise RuntimeError(f"teacher {spec.name} is complete but failed its teacher gate: it {failure}")
         return {k: v for k, v in record.items() if k in ("status", "run_id", "metrics")}
 
     def checkpoint(self, run: dict, out_dir: str) -> submitit.helpers.DelayedSubmission:

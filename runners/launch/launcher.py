@@ -5,7 +5,8 @@ failed runs are retried only with ``retry_failed``, and a lock on the study's re
 serialises concurrent launches (the second waits, then finds nothing left to submit). What to do
 is decided once per launch, under the lock. Before anything is written: the options are checked,
 the preflight runs (runners.preflight: files, locations, shapes) and the executor checks the
-resources (SLURM: a node of the partition must hold a run).
+resources (SLURM: a node of the partition must hold a run). Before anything is submitted, the
+weight files the runs download are fetched here (runners.weights; SLURM jobs run offline).
 
 Each stage (teachers, then students) is handed to the executor in batches that share their
 pending dependencies, so a student baseline, which needs no teacher, never waits behind one.
@@ -40,6 +41,8 @@ class LaunchOptions:
     progress: bool = True             # local: a progress bar
     model_check: bool = True          # preflight: locations and shapes against the models
     data_check: bool = True           # preflight: dataset roots and teacher checkpoint files
+    ignore_teacher_check: bool = False  # run the students of a teacher that failed its teacher gate
+    fetch: bool = True                # download the runs' weight files here first (runners.weights)
 
 
 @dataclass
@@ -68,7 +71,7 @@ def check_options(study: Study, options: LaunchOptions) -> Executor:
                             f"{'>= 0' if key == 'gpus' else '>= 1'}, got {value!r}")
     resources = replace(study.resources, **given)
     if options.executor == "local":
-        return LocalExecutor(resources, options.parallel, options.progress, study.name)
+        return LocalExecutor(resources, options.parallel, options.progress, study.name, options.ignore_teacher_check)
     keys = {key: f"--{key.replace('_', '-')}" if key in given else f"{study.path}: resources.{key}"
             for key in ("partition", "gpus", "cpus", "mem_gb")}
     return SlurmExecutor(resources, study.name, options.array_parallelism, keys)
@@ -95,8 +98,10 @@ def study_lock(directory: Path):
         handle.close()
 
 
-def decide(study: Study, retry_failed: bool) -> list[Decision]:
-    """What to do with each run, from the store and the recorded jobs (one question per executor)."""
+def decide(study: Study, retry_failed: bool, ignore_teacher_check: bool = False) -> list[Decision]:
+    """What to do with each run, from the store and the recorded jobs (one question per executor).
+    A student whose teacher run is complete but failed its teacher gate (``teacher.expect``) is
+    blocked, unless ``ignore_teacher_check``."""
     scanned = store.scan(study.directory, [p.run_id for p in study.runs])
     job_states = jobs.job_states(jobs.records(scanned))
     decisions: dict[str, Decision] = {}
@@ -113,7 +118,9 @@ def decide(study: Study, retry_failed: bool) -> list[Decision]:
         decisions[planned.run_id] = Decision(planned, state, action, job)
     for decision in decisions.values():  # a student whose teacher cannot complete is blocked
         teachers = [decisions[d] for d in decision.planned.depends_on]
-        if decision.action == "submit" and any(t.action == "skip-failed" for t in teachers):
+        gated = not ignore_teacher_check and any(
+            store.teacher_check_failure(scanned[d]) for d in decision.planned.depends_on)
+        if decision.action == "submit" and (gated or any(t.action == "skip-failed" for t in teachers)):
             decision.action = "blocked"
     return list(decisions.values())
 
@@ -136,6 +143,23 @@ def submit(study: Study, decisions: list[Decision], executor: Executor) -> None:
             executor.submit(runs, study.directory, after)
 
 
+def prepare_weights(study: Study, decisions: list[Decision], options: LaunchOptions) -> None:
+    """The weight files of the runs to submit, fetched (and verified) on this host before anything
+    is submitted. SLURM jobs run offline: there, a file still missing (``--no-fetch``) refuses
+    the launch instead of failing on a compute node after the queue wait."""
+    from runners import weights
+    from runners.preflight import study_weights
+
+    todo = {d.planned.run_id for d in decisions if d.action == "submit"}
+    if not todo or not (options.fetch or options.executor == "slurm"):
+        return
+    needed = [file for run_id, files in study_weights(study).items() if run_id in todo for file in files]
+    if options.fetch:
+        weights.fetch(needed, progress=options.progress)
+    if options.executor == "slurm":
+        weights.require_cached(needed)
+
+
 def launch(study: Study, options: LaunchOptions) -> list[Decision]:
     """Check, then submit what needs submitting (local: and run it); what was decided per run
     (``summary`` counts the actions)."""
@@ -145,10 +169,11 @@ def launch(study: Study, options: LaunchOptions) -> list[Decision]:
     if options.model_check or options.data_check:  # nothing is submitted or written before it
         check_study(study, models=options.model_check, files=options.data_check)
     if options.dry_run:
-        return decide(study, options.retry_failed)
+        return decide(study, options.retry_failed, options.ignore_teacher_check)
     executor.check()
     with study_lock(study.directory):
-        decisions = decide(study, options.retry_failed)
+        decisions = decide(study, options.retry_failed, options.ignore_teacher_check)
+        prepare_weights(study, decisions, options)
         submit(study, decisions, executor)
         executor.wait()
     return decisions

@@ -2,7 +2,8 @@
 
 ``submit`` queues runs with their dependencies; ``wait`` starts them as slots free up and their
 dependencies complete, and returns when every queued run has ended. A run whose dependency ends
-without a result is never started (its status says which teacher failed). The job id is the
+without a result, or whose teacher failed its teacher gate, is never started (its status says
+which teacher and why). The job id is the
 subprocess's pid, recorded when it starts; a job is alive while that process lives on this host.
 """
 
@@ -36,8 +37,10 @@ class LocalExecutor(Executor):
 
     name = "local"
 
-    def __init__(self, resources: Resources, parallel: int = 1, progress: bool = True, label: str = ""):
+    def __init__(self, resources: Resources, parallel: int = 1, progress: bool = True, label: str = "",
+                 ignore_teacher_check: bool = False):
         self.parallel = parallel
+        self.ignore_teacher_check = ignore_teacher_check
         self.threads = resources.cpus
         self.progress = progress
         self.label = label
@@ -60,7 +63,8 @@ class LocalExecutor(Executor):
                     ended += 1
                     progress.update(1)
             for run_id, (planned, directory, after) in list(pending.items()):
-                states = [self._dependency(directory, dep, pending, running) for dep in after]
+                states = [self._dependency(directory, dep, pending, running, self.ignore_teacher_check)
+                          for dep in after]
                 if "ended" in states:  # a teacher without a result: its students never start
                     del pending[run_id]
                     progress.update(1)
@@ -72,13 +76,14 @@ class LocalExecutor(Executor):
         progress.close()
 
     @staticmethod
-    def _dependency(directory: Path, run_id: str, pending: dict, running: dict) -> str:
-        """``complete``, ``waiting`` (queued or running here or elsewhere) or ``ended`` (no result)."""
+    def _dependency(directory: Path, run_id: str, pending: dict, running: dict, ignore_check: bool) -> str:
+        """``complete``, ``waiting`` (queued or running here or elsewhere) or ``ended`` (no result,
+        or a teacher that failed its teacher gate, unless ``ignore_check``)."""
         if run_id in pending or run_id in running:
             return "waiting"
         files = store.read_run(directory / run_id)
         if files.state == "complete":
-            return "complete"
+            return "complete" if ignore_check or store.teacher_check_failure(files) is None else "ended"
         if files.job and LocalExecutor.record_alive(files.job):
             return "waiting"  # an earlier launch's run, still going: its result decides
         return "ended"

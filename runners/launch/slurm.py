@@ -9,6 +9,7 @@ without ``--kill-on-invalid-dep``) is ``stuck``: not alive, but still queued.
 
 from __future__ import annotations
 
+import shlex
 import shutil
 import subprocess
 from pathlib import Path
@@ -18,6 +19,7 @@ from kdbench.errors import UserError
 from kdbench.expand import PlannedRun
 from kdbench.study import Resources
 from runners.launch.executor import Executor, run_data, write_run_file
+from runners.model_facts import cache_root
 
 # The states (squeue(1), JOB STATE CODES) of a job that holds an allocation or is still queued,
 # held ones included: its run must not be submitted again. STOPPED (SIGSTOP: the allocation is
@@ -152,6 +154,9 @@ class SlurmExecutor(Executor):
         # One OpenMP/MKL thread per CPU the job was given: threads beyond its CPUs slow every job on
         # the node (seen: 10x slower steps on an oversubscribed node).
         setup = ["export OMP_NUM_THREADS=${SLURM_CPUS_PER_TASK:-1} MKL_NUM_THREADS=${SLURM_CPUS_PER_TASK:-1}"]
+        # Compute nodes often have no internet: the job reads the weights the launch fetched into
+        # this host's cache (a shared file system) and may not download (runners.weights).
+        setup.append(f"export KDBENCH_CACHE={shlex.quote(str(cache_root().resolve()))} KDBENCH_OFFLINE=1")
         if gpus > 1:
             # mmengine's SLURM launcher; its rendezvous port defaults to 29500 for every job, so two
             # multi-GPU jobs sharing a node would meet there: each job gets a port from its id.
