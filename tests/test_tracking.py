@@ -2,6 +2,9 @@
 logs there too (offline / file store), each KD term apart, lr and evaluations, one experiment per
 study, one run per run id named by the run's name and tagged with its axis values."""
 
+import json
+import sys
+
 import pytest
 import yaml
 
@@ -79,9 +82,44 @@ def test_a_study_run_logs_each_kd_term_lr_and_evaluations_to_tensorboard_wandb_a
     for text in (planned.name, "term.params.tau=4.0", "loss_kd_cwd_logits", "mIoU", "lr"):
         assert text.encode() in records
 
+    capsys.readouterr()  # the training's own output
     assert main(["status", study.spec.path.as_posix(), "--results", str(tmp_path / "results"), "--tensorboard"]) == 0
     command = capsys.readouterr().out.strip()
+    assert command.startswith("tensorboard --logdir_spec ") and "\n" not in command
     assert f"{planned.name}:{out / 'tensorboard'}" in command.split(" ", 2)[2].split(",")
+    assert planned.name in [run.split("/")[0] for run in tensorboard_runs(command)]  # TensorBoard shows "cwd_s0/."
+
+
+def tensorboard_runs(command: str) -> list[str]:
+    """The runs a real TensorBoard started with ``command`` serves (its /data/runs)."""
+    import shlex
+    import socket
+    import subprocess
+    import time
+    import urllib.request
+    from pathlib import Path
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    argv = shlex.split(command)
+    argv[0] = str(Path(sys.executable).parent / "tensorboard")
+    server = subprocess.Popen([*argv, "--host", "127.0.0.1", "--port", str(port), "--load_fast", "false"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 180  # a loaded machine starts it slowly; the runs appear after a reload
+        while time.monotonic() < deadline:
+            try:
+                runs = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/data/runs", timeout=5).read())
+            except OSError:
+                runs = []
+            if runs or server.poll() is not None:
+                return runs
+            time.sleep(0.5)
+        return []
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
 
 
 def test_status_tensorboard_prints_one_command_naming_every_run_of_the_study(tmp_path, capsys):
@@ -146,11 +184,9 @@ print("rank", record.get("rank", 0), record["status"])
 @pytest.mark.slow
 def test_only_rank_0_of_a_two_process_run_logs_curves(seg_teacher, tmp_path):
     """Two real processes joined by gloo, as a two-task SLURM job runs on CPUs (runners.train)."""
-    import json
     import os
     import socket
     import subprocess
-    import sys
     from pathlib import Path
 
     with socket.socket() as probe:  # a free port for the rendezvous
