@@ -37,11 +37,10 @@ def _number(value):
     return float(value) if isinstance(value, float) else value
 
 
-def _first_complete(frame: pd.DataFrame, names: list[str]) -> str | None:
-    """The run id of the first of ``names`` (seed order) that is complete."""
-    rows = frame.set_index("name")
-    return next((rows.at[n, "run_id"] for n in names if n in rows.index and rows.at[n, "status"] == "complete"),
-                None)
+def _first_complete(runs: dict[str, tuple[str, str]], names: list[str]) -> str | None:
+    """The run id of the first of ``names`` (seed order) that is complete; ``runs``: name ->
+    (run id, status)."""
+    return next((runs[n][0] for n in names if n in runs and runs[n][1] == "complete"), None)
 
 
 def cell_records(study: Study, frame: pd.DataFrame) -> list[dict]:
@@ -51,11 +50,12 @@ def cell_records(study: Study, frame: pd.DataFrame) -> list[dict]:
         return []
     metrics = aggregate.metrics_of(frame)
     axes = [c for c in table.columns if c.startswith("axis:")]
+    runs = dict(zip(frame["name"], zip(frame["run_id"], frame["status"])))  # one pass: 10k-run grids
     records = []
     for cell in table.to_dict("records"):
         names = list(cell["run_names"])
-        best = _first_complete(frame, names)
-        ids = frame.set_index("name").loc[names, "run_id"].tolist()
+        best = _first_complete(runs, names)
+        ids = [runs[n][0] for n in names]
         record = {"cell": re.sub(r"_s\d+$", "", names[0]), "method": cell["method"], "kd_method": cell["kd_method"],
                   "teacher": cell["teacher_config"], "student": cell["student_config"], "dataset": cell["dataset"],
                   "location": cell["location"], **{a[5:]: _number(cell[a]) for a in axes},
@@ -106,7 +106,8 @@ def metafile(study: Study, frame: pd.DataFrame, records: list[dict]) -> dict:
 def write_published(study: Study, frame: pd.DataFrame, out: Path) -> dict[str, Path]:
     """``metafile.yml`` and ``results.tsv`` in ``out`` (the report's directory); {kind: path}."""
     records = cell_records(study, frame)
-    text = yaml.safe_dump(metafile(study, frame, records), sort_keys=False, allow_unicode=True, width=120)
+    dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)  # libyaml's: 3x faster on a 10k-run grid
+    text = yaml.dump(metafile(study, frame, records), Dumper=dumper, sort_keys=False, allow_unicode=True, width=120)
     write_text_atomic(out / METAFILE, text)
     columns = list(records[0]) if records else ["cell"]
     write_text_atomic(out / TSV, pd.DataFrame(records, columns=columns).to_csv(sep="\t", index=False))
