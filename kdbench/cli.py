@@ -244,8 +244,19 @@ def _fetch(args: argparse.Namespace) -> int:
     return 0
 
 
+def _status_arguments(parser: argparse.ArgumentParser) -> None:
+    _study_arguments(parser)
+    parser.add_argument("--tensorboard", action="store_true",
+                        help="print the command that shows every run of the study in TensorBoard, by name")
+
+
 def _status(args: argparse.Namespace) -> int:
     study = _load_study(args)
+    if args.tensorboard:
+        from runners.tracking import tensorboard_command
+
+        print(tensorboard_command(study))
+        return 0
     from kdbench.states import format_status
     from runners.launch.jobs import status
 
@@ -313,6 +324,40 @@ def _report(args: argparse.Namespace) -> int:
     for kind, path in written.items():
         print(f"kdbench report: {study.name}: {kind}: {path}")
     print("\n".join([headline, *(f"  - {line}" for line in lines)]))
+    return 0
+
+
+def _import_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("source", choices=["mmrazor"], help="what the config is: mmrazor (an MMRazor 1.x "
+                        "SingleTeacherDistill + ConfigurableDistiller config)")
+    parser.add_argument("config", metavar="CONFIG.py", help="the config file (its _base_ files beside it)")
+    parser.add_argument("--study", action="store_true", help="write a study (YAML) instead of a run file (JSON)")
+    parser.add_argument("-o", "--output", metavar="FILE", help="write FILE (default: print to stdout)")
+    parser.add_argument("--gpus", type=int, metavar="N", help="GPUs of the recipe: the global batch is N x the "
+                        "config's images per GPU (default: from the name's NxbM, else 8)")
+
+
+def _import(args: argparse.Namespace) -> int:
+    import json
+
+    import yaml
+
+    from kdbench.spec import parse_run
+    from runners.mmrazor_import import as_study, convert
+
+    if args.gpus is not None and args.gpus < 1:
+        raise UserError(f"--gpus: must be >= 1, got {args.gpus}")
+    run = convert(args.config, args.gpus)
+    parse_run(run, args.config)  # what is written is a valid run
+    text = (yaml.safe_dump(as_study(run), sort_keys=False, width=120) if args.study
+            else json.dumps(run, indent=2) + "\n")
+    if args.output is None:
+        sys.stdout.write(text)
+        return 0
+    from kdbench.store import write_text_atomic
+
+    write_text_atomic(args.output, text)
+    print(f"kdbench import: {args.config} -> {args.output}", file=sys.stderr)
     return 0
 
 
@@ -446,7 +491,7 @@ VERBS: dict[str, Verb] = {
     "bench": ("performance benchmarks, as ratios measured side by side", _bench_arguments, _bench),
     "launch": ("run or submit a study's runs that still need doing", _launch_arguments, _launch),
     "fetch": ("download and verify the weight files a study's runs need", _fetch_arguments, _fetch),
-    "status": ("each run's state, from the results store and the scheduler", _study_arguments, _status),
+    "status": ("each run's state, from the results store and the scheduler", _status_arguments, _status),
     "cancel": ("cancel a study's pending and running jobs", _study_arguments, _cancel),
     "collect": ("gather a study's results into results/<study>/runs.parquet", _study_arguments, _collect),
     "report": ("render a study's report (HTML and markdown) from its results", _report_arguments, _report),
@@ -455,6 +500,7 @@ VERBS: dict[str, Verb] = {
     "losses": ("list the distillation losses and their parameters", _losses_arguments, _losses),
     "data": ("check a dataset's folders as a run's preflight does, or prepare a raw download",
              _data_arguments, _data),
+    "import": ("turn another tool's config into a kdbench run or study (mmrazor)", _import_arguments, _import),
 }
 
 

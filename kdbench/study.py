@@ -16,14 +16,15 @@ from kdbench import plugins
 from kdbench.errors import UserError
 from kdbench.reading import read_yaml
 from kdbench.schema import Checker, copy_data, join, safe_name
-from kdbench.spec import TOP_KEYS, parse_term
+from kdbench.spec import TOP_KEYS, parse_term, parse_tracking
 
 STUDY_KEYS = ("name", "description", "revision", "defaults", "base", "teacher_run", "methods", "grid",
-              "zip", "exclude", "seeds", "baselines", "resources", "references", "plugins", "provenance")
-BASE_KEYS = tuple(k for k in TOP_KEYS if k not in ("name", "out", "seed", "plugins", "threads"))
+              "zip", "exclude", "seeds", "baselines", "resources", "references", "plugins", "provenance",
+              "loggers")
+BASE_KEYS = tuple(k for k in TOP_KEYS if k not in ("name", "out", "seed", "plugins", "threads", "tracking"))
 SPECIAL_AXES = ("method",)          # picks an entry of `methods`
 TERM_PREFIX = "term."               # term.params.tau: set on every distill term of the run
-NOT_AXES = ("name", "out", "device", "plugins", "threads")
+NOT_AXES = ("name", "out", "device", "plugins", "threads", "tracking")
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,7 @@ class StudySpec:
     resources: Resources
     references: tuple[str, ...]     # files in studies/references/
     plugins: tuple[str, ...]        # resolved plugin entries (kdbench.plugins)
+    loggers: tuple[str, ...]        # where every run's curves go: tensorboard, and wandb / mlflow when listed
     raw: dict                       # the spec as read, defaults merged: provenance and error key paths
 
 
@@ -270,4 +272,5 @@ def load_spec(path: str | Path) -> StudySpec:
         train_teacher_baseline=check.boolean(baselines.get("teacher", True), "baselines.teacher"),
         student_baseline=check.boolean(baselines.get("student", True), "baselines.student"),
         resources=resources, references=references, plugins=loaded,
+        loggers=parse_tracking(check, {"loggers": data.get("loggers", [])}, "").loggers,
         raw={**data, "name": name, "revision": revision})

@@ -289,11 +289,14 @@ def render_report(study: Study, frame=None, formats=FORMATS) -> tuple[dict[str, 
         from kdbench.errors import UserError
 
         raise UserError(f"--format: unknown {', '.join(unknown)}; valid: {', '.join(FORMATS)}")
-    context = build_context(study, collect(study) if frame is None else frame)
+    frame = collect(study) if frame is None else frame
+    context = build_context(study, frame)
     out = study.directory / "report"
     out.mkdir(parents=True, exist_ok=True)
     env = _environment()
-    written = {}
+    from reports.publish import write_published
+
+    written = write_published(study, frame, out)  # metafile.yml and results.tsv, whatever the formats
     if "html" in formats:
         written["html"] = _write(out / "index.html", env.get_template("report.html.j2").render(**context))
     if "md" in formats:

@@ -309,6 +309,7 @@ def build_runner(session: Session, model, data: dict, hooks: list):
     from mmengine.runner import Runner
 
     from runners.build import register_scope
+    from runners.tracking import visualizer_config
 
     schedule = session.run.schedule
     cpu_ranks = session.launcher == "slurm" and session.device == "cpu"
@@ -324,6 +325,7 @@ def build_runner(session: Session, model, data: dict, hooks: list):
         cfg=({"model_wrapper_cfg": {"type": "MMDistributedDataParallel", "device_ids": None,
                                     "broadcast_buffers": False}} if cpu_ranks else None),
         log_processor={"by_epoch": False}, experiment_name=session.run.name,
+        visualizer=visualizer_config(session.run, session.out, session.rank),  # curves: runners/tracking.py
         **_training_arguments(schedule, model, data, session.resume, session.device),
     )
 
