@@ -70,6 +70,7 @@ class StudySpec:
     plugins: tuple[str, ...]        # resolved plugin entries (kdbench.plugins)
     loggers: tuple[str, ...]        # where every run's curves go: tensorboard, and wandb / mlflow when listed
     raw: dict                       # the spec as read, defaults merged: provenance and error key paths
+    teacher_expect: dict | None = None  # the teacher gate a teacher without teacher.expect gets (reference_expect)
 
 
 def _read_yaml(path: Path, check: Checker) -> dict:
@@ -242,6 +243,27 @@ def _provenance(check: Checker, data: dict) -> None:
                                                       "base.schedule.lr or methods.<name>.weight")
 
 
+REFERENCE_METRICS = {"seg": ("miou", "val/mIoU"), "det": ("ap", "val/bbox_mAP")}  # a row's metric -> the run's
+
+
+def reference_expect(path: Path, references: tuple[str, ...], task: str) -> dict | None:
+    """The teacher gate implied by the study's published rows: when every row of the task's metric
+    that states a ``teacher_value`` states the same one, a teacher without ``teacher.expect`` is
+    expected to score it within 1 point (the rows' teacher is the study's). Rows that disagree (other
+    teachers, as CIRKD's) imply nothing."""
+    import csv
+
+    wanted, metric = REFERENCE_METRICS.get(task, ("", ""))
+    values = set()
+    for name in references:
+        with open(path.parent / "references" / name, newline="") as handle:
+            for row in csv.DictReader(handle):
+                shown = "".join(ch for ch in (row.get("metric") or "").lower() if ch.isalnum())
+                if shown.endswith(wanted) and (row.get("teacher_value") or "").strip():
+                    values.add(float(row["teacher_value"]))
+    return {"metric": metric, "value": values.pop(), "tolerance": 1.0} if len(values) == 1 else None
+
+
 def load_spec(path: str | Path) -> StudySpec:
     """Read and validate a study spec (each section in turn; the first problem raises)."""
     path = Path(path)
@@ -273,4 +295,5 @@ def load_spec(path: str | Path) -> StudySpec:
         student_baseline=check.boolean(baselines.get("student", True), "baselines.student"),
         resources=resources, references=references, plugins=loaded,
         loggers=parse_tracking(check, {"loggers": data.get("loggers", [])}, "").loggers,
-        raw={**data, "name": name, "revision": revision})
+        raw={**data, "name": name, "revision": revision},
+        teacher_expect=reference_expect(path, references, str(base.get("task"))))
