@@ -1,5 +1,6 @@
-"""Seeds aggregated into cells: mean, sample std (ddof 1) and n per cell, Δ against the student
-baseline, the teacher's metric, and published reference numbers.
+"""Seeds aggregated into cells: mean, sample std (ddof 1), n and the 95% interval per cell, Δ
+against the student baseline with its test and verdict (analysis.stats), the teacher's metric,
+and published reference numbers.
 
 Only complete runs with a finite metric enter a mean; every other run is counted by state
 (``failed``, ``diverged``, ...) in the cell it belongs to, never averaged in.
@@ -15,7 +16,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from analysis import stats as significance
 from analysis.collect import COST_KEYS, primary_metric_of
+from analysis.format import is_number as fmt_number
 
 SECONDARY = {"seg": ("val/mAcc", "val/aAcc"), "det": ("val/bbox_mAP_50", "val/bbox_mAP_75")}
 COSTS = tuple(f"cost:{key}" for key in COST_KEYS if key != "peak_memory_kind")  # the numeric ones, averaged
@@ -78,9 +81,11 @@ def collapsed(frame: pd.DataFrame) -> np.ndarray:
 def _grouped(frame: pd.DataFrame, keys: list[str], metrics: list[str]) -> pd.DataFrame:
     """One row per group of ``keys`` (in order of first appearance; a missing key is NaN): ``planned``,
     a count per state, ``collapsed`` (complete runs that predict one class everywhere, see
-    ``collapsed``), ``<metric>|mean|std|n`` over the complete runs with a finite metric, the
-    same for the costs, the first ``memory_kind``, ``location``, ``location_kind``, ``kd_method``,
-    ``dataset``, ``teacher_config`` and ``student_config`` found, and ``run_names``. Computed on
+    ``collapsed``), ``partial_data`` (complete runs on a partial dataset split),
+    ``<metric>|mean|std|n|low|high|seeds`` over the complete runs with a finite metric (low, high:
+    the mean's 95% interval; seeds: {seed: value}), ``<cost>|mean|std|n`` for the costs, the first
+    ``memory_kind``, ``location``, ``location_kind``, ``kd_method``, ``dataset``,
+    ``teacher_config`` and ``student_config`` found, and ``run_names``. Computed on
     arrays, one pass per column."""
     if not len(frame):
         return pd.DataFrame()
@@ -98,6 +103,9 @@ def _grouped(frame: pd.DataFrame, keys: list[str], metrics: list[str]) -> pd.Dat
     for state in ("complete", *PROBLEM_STATES):
         table[state] = np.bincount(codes[status == state], minlength=count)
     table["collapsed"] = np.bincount(codes[collapsed(frame)], minlength=count)
+    partial = frame["data_complete"].astype("boolean").eq(False).fillna(False).to_numpy(dtype=bool) if (
+        "data_complete" in frame) else np.zeros(len(frame), dtype=bool)
+    table["partial_data"] = np.bincount(codes[complete & partial], minlength=count)
 
     def summarise(column: str, rows: np.ndarray) -> None:
         values = pd.to_numeric(frame[column], errors="coerce").to_numpy(dtype=float)
@@ -106,12 +114,28 @@ def _grouped(frame: pd.DataFrame, keys: list[str], metrics: list[str]) -> pd.Dat
         table[f"{column}|mean"], table[f"{column}|std"], table[f"{column}|n"] = (
             [f[i] for f in found] for i in range(3))
 
+    seeds = frame["seed"].to_numpy(dtype=object) if "seed" in frame else np.full(len(frame), None, dtype=object)
+
+    def intervals(metric: str) -> None:
+        """The 95% interval of each group's mean (from its mean, std and n), and its values by seed
+        (for the paired test)."""
+        values = pd.to_numeric(frame[metric], errors="coerce").to_numpy(dtype=float)
+        rows = complete & np.isfinite(values)
+        mean = np.asarray(table[f"{metric}|mean"], dtype=float)
+        half = significance.half_widths(table[f"{metric}|std"], table[f"{metric}|n"])
+        table[f"{metric}|low"], table[f"{metric}|high"] = list(mean - half), list(mean + half)
+        table[f"{metric}|seeds"] = [{_seed(seeds[i], i): float(values[i]) for i in group[rows[group]]}
+                                    for group in groups]
+
     for metric in metrics:
         if metric in frame:
             summarise(metric, complete)
+            intervals(metric)
         else:
             table[f"{metric}|mean"], table[f"{metric}|std"], table[f"{metric}|n"] = (
                 [math.nan] * count, [math.nan] * count, [0] * count)
+            table[f"{metric}|low"], table[f"{metric}|high"] = [math.nan] * count, [math.nan] * count
+            table[f"{metric}|seeds"] = [{} for _ in range(count)]
     for cost in COSTS:
         if cost in frame:
             summarise(cost, complete)
@@ -125,11 +149,18 @@ def _grouped(frame: pd.DataFrame, keys: list[str], metrics: list[str]) -> pd.Dat
         return [f[0] if len(f) else None for f in found]
 
     table["memory_kind"] = first("cost:peak_memory_kind", lambda v: isinstance(v, str))
+    for column in (c for c in frame.columns if c.startswith("recipe:")):  # the first complete run's card
+        table[column] = first(column, lambda v: v is not None and not (isinstance(v, float) and math.isnan(v)))
     for column in ("location", "location_kind", "kd_method", "dataset", "teacher_config", "student_config"):
         table[column] = first(column, lambda v: not pd.isna(v))
     names = frame["name"].to_numpy(dtype=object)
     table["run_names"] = [list(names[group]) for group in groups]
     return pd.DataFrame(table)
+
+
+def _seed(seed, row: int):
+    """A run's seed as the key its value is paired by; a run without one pairs with nothing."""
+    return int(seed) if fmt_number(seed) else f"row {row}"
 
 
 def baselines(frame: pd.DataFrame) -> pd.DataFrame:
@@ -146,9 +177,11 @@ def teachers(frame: pd.DataFrame) -> pd.DataFrame:
 def cells(frame: pd.DataFrame) -> pd.DataFrame:
     """One row per cell: axis values, per-metric mean/std/n, state counts, Δ and the teacher's metric.
 
-    Columns ``<metric>|mean|std|n``, ``<metric>|delta`` (cell mean minus its baseline's mean),
-    ``baseline|<metric>|mean|std|n`` and ``teacher|<metric>|mean|n``. Which cell is best (bold in
-    the report) is decided per rendered column by analysis.tables.mark_best.
+    Columns ``<metric>|mean|std|n|low|high`` (low, high: the mean's 95% Student-t interval),
+    ``<metric>|seeds`` ({seed: value}), ``<metric>|delta`` (cell mean minus its baseline's mean),
+    ``baseline|<metric>|mean|std|n|low|high`` and ``teacher|<metric>|...`` alike; on the primary
+    metric, the test of the Δ (``_compare``). Which cell is best (bold in the report) is decided per
+    rendered column by analysis.tables.mark_best.
     """
     part = frame[frame["kind"] == "cell"]
     if not len(part):
@@ -158,18 +191,36 @@ def cells(frame: pd.DataFrame) -> pd.DataFrame:
     base = baselines(frame).set_index("baseline_key") if (frame["kind"] == "student_baseline").any() else None
     teach = teachers(frame).set_index("teacher_key") if (frame["kind"] == "teacher").any() else None
     for metric in metrics:
-        for stat in ("mean", "std", "n"):
+        for stat in ("mean", "std", "n", "low", "high"):
             column = f"{metric}|{stat}"
             by_baseline = base[column].to_dict() if base is not None else {}
             by_teacher = teach[column].to_dict() if teach is not None else {}
             table[f"baseline|{column}"] = [by_baseline.get(k, math.nan) for k in table["baseline_key"]]
             table[f"teacher|{column}"] = [by_teacher.get(k, math.nan) for k in table["teacher_key"]]
         table[f"{metric}|delta"] = table[f"{metric}|mean"] - table[f"baseline|{metric}|mean"]
+    by_baseline = base[f"{metrics[0]}|seeds"].to_dict() if base is not None else {}
+    _compare(table, [by_baseline.get(k, {}) for k in table["baseline_key"]], metrics[0])
     seconds = "cost:seconds_per_iter|mean"
     if seconds in table:
         table["slowdown"] = table[seconds] / [base[seconds].get(k, math.nan) if base is not None and seconds in base
                                               else math.nan for k in table["baseline_key"]]
     return table
+
+
+def _compare(table: pd.DataFrame, baseline_seeds: list[dict], metric: str) -> None:
+    """Each cell's Δ against its student baseline on ``metric`` (analysis.stats.compare: paired by
+    seed or Welch), its 95% interval, Holm's correction across the study's tested cells, the verdict
+    and the seeds needed to resolve the Δ: columns ``<metric>|delta_low``, ``|delta_high``,
+    ``|test``, ``|df``, ``|p``, ``|p_holm``, ``|verdict``, ``|spread``, ``|runs`` (pairs, or the
+    smaller side's runs) and ``|seeds_needed`` (pairs, or runs per side)."""
+    found = significance.compare_all(list(table[f"{metric}|seeds"]), baseline_seeds)
+    adjusted = significance.holm([c.p for c in found])
+    for name in ("low", "high", "test", "df", "p", "spread"):
+        table[f"{metric}|{'delta_' if name in ('low', 'high') else ''}{name}"] = [getattr(c, name) for c in found]
+    table[f"{metric}|runs"] = [c.n for c in found]
+    table[f"{metric}|p_holm"] = adjusted
+    table[f"{metric}|verdict"] = [significance.verdict(c, p) for c, p in zip(found, adjusted)]
+    table[f"{metric}|seeds_needed"] = significance.seeds_needed_all(found)
 
 
 def term_methods(cell: dict) -> list[str]:
@@ -289,8 +340,8 @@ def match_references(references: pd.DataFrame, cell_table: pd.DataFrame, methods
 
 def cwd_verdicts(cell_table: pd.DataFrame, metric: str) -> list[dict]:
     """For each CWD cell (every term ``method: cwd``, see ``is_cwd``; the cell's name is not
-    looked at): its mean/std/n, the baseline's, the gap, and whether the gap is beyond the seeds'
-    spread (gap > std(cell) + std(baseline))."""
+    looked at): the cell, its gap to the baseline's mean, whether it is positive, and the verdict of
+    its test (``_compare``: gain, within noise, loss, or no interval)."""
     verdicts = []
     if cell_table.empty:
         return verdicts
@@ -298,14 +349,68 @@ def cwd_verdicts(cell_table: pd.DataFrame, metric: str) -> list[dict]:
         if not is_cwd(cell):
             continue
         gap = cell[f"{metric}|delta"]
-        spread = cell[f"{metric}|std"] + cell[f"baseline|{metric}|std"]
         verdicts.append({
-            "cell": cell, "gap": gap,
-            "beat": bool(np.isfinite(gap) and gap > 0),
-            "beyond_spread": bool(np.isfinite(gap) and np.isfinite(spread) and abs(gap) > spread),
+            "cell": cell, "gap": gap, "beat": bool(np.isfinite(gap) and gap > 0),
+            "verdict": cell.get(f"{metric}|verdict", significance.NOT_COMPARED),
             "comparable": bool(np.isfinite(gap)),
         })
     return verdicts
+
+
+def tested_cells(cell_table: pd.DataFrame, metric: str) -> int:
+    """How many cells had a test of their Δ on ``metric``: the family Holm's correction ran over."""
+    column = f"{metric}|p"
+    return int(np.isfinite(cell_table[column].to_numpy(dtype=float)).sum()) if column in cell_table else 0
+
+
+def _float(value) -> float:
+    return float(value) if fmt_number(value) else math.nan
+
+
+def measured(row: dict, prefix: str, metric: str) -> significance.Interval:
+    """The interval of a cell row's ``<prefix><metric>|...`` columns (prefix ``""``, ``baseline|``
+    or ``teacher|``)."""
+    def get(stat: str) -> float:
+        return _float(row.get(f"{prefix}{metric}|{stat}"))
+
+    n = get("n")
+    return significance.Interval(get("mean"), get("std"), int(n) if math.isfinite(n) else 0, get("low"), get("high"))
+
+
+def starting_point(reference: dict, cell: dict, metric: str) -> str:
+    """Whether the measured setting starts where the published one did, judged from the numbers
+    (the reference's own ``tag`` says it in words): the published teacher and student-baseline
+    numbers against the measured 95% intervals. ``same`` when every one that can be checked lies
+    inside, ``different teacher`` (or student baseline, or both) when one lies outside, so that the
+    gains compare and the absolute numbers do not; a side without a published number or with a
+    single measured run is unchecked. A cell with runs on a partial dataset split is not
+    comparable at all."""
+    if cell.get("partial_data"):
+        return "not comparable: measured on a partial dataset split"
+    inside, outside, unchecked = [], [], []
+    for side, column, prefix in (("teacher", "teacher_value", "teacher|"),
+                                 ("student baseline", "student_value", "baseline|")):
+        agrees, _ = significance.position(_float(reference.get(column)), measured(cell, prefix, metric))
+        (unchecked if agrees is None else inside if agrees else outside).append(side)
+    head = ("different " + " and ".join(outside)) if outside else "same" if inside else "unchecked"
+    return head + (f"; {' and '.join(unchecked)} unchecked" if unchecked and (inside or outside) else "")
+
+
+def published_vs_measured(reference: dict, cell: dict | None, metric: str) -> dict:
+    """A published row against the measured cell it describes: ``published`` (its number, NaN when
+    none), ``measured`` (the cell's Interval,
+    None when no cell), ``inside`` (the published number in its 95% interval; None without one),
+    ``distance`` (published minus measured mean, in measured stds), ``starting_point`` and ``tag``
+    (the reference's comparability tag, as its file words it)."""
+    published = _float(reference.get("value"))
+    tag = reference.get("tag") if isinstance(reference.get("tag"), str) else None
+    if not cell:
+        return {"published": published, "measured": None, "inside": None, "distance": math.nan,
+                "starting_point": "not measured", "tag": tag}
+    here = measured(cell, "", metric)
+    inside, distance = significance.position(published, here)
+    return {"published": published, "measured": here, "inside": inside, "distance": distance,
+            "starting_point": starting_point(reference, cell, metric), "tag": tag}
 
 
 def axes_of_table(cell_table: pd.DataFrame) -> list[str]:

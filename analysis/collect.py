@@ -10,7 +10,8 @@ student_config, location, location_kind, kd_method, method, seed``, one ``axis:<
 student baseline is planned per),
 one column per metric as the run wrote it (``val/mIoU``, ``val/bbox_mAP``, ...), ``cost:<key>``
 from final.json's ``cost``, ``data_complete`` / ``data_splits`` from its ``data`` (a dataset read from
-disk: whether its splits are the official ones, and their counts), and ``git_sha`` / ``env`` from env.json.
+disk: whether its splits are the official ones, and their counts), ``recipe:<key>`` from its recipe
+card (a crop as ``HxW``), and ``git_sha`` / ``env`` from env.json.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ from kdbench.spec import Model, RunSpec
 from kdbench.study import TERM_PREFIX
 
 RUNS_FILE = "runs.parquet"
+RECIPE_KEYS = ("global_batch", "per_process_batch", "processes", "nodes", "iterations", "epochs", "crop", "pipeline",
+               "optimizer", "lr", "lr_schedule", "teacher_checkpoint", "teacher_mode", "precision")
 COST_KEYS = ("seconds_per_iter", "teacher_share", "kd_share", "peak_memory_mb", "peak_memory_kind")
 
 
@@ -146,6 +149,9 @@ def _row(planned: PlannedRun, run_dir: Path, state: str, teacher_key: str | None
         final = files.final or {}
         for key, value in (final.get("metrics") or {}).items():
             row[key] = _finite_or_nan(value)
+        for key, value in (final.get("recipe") or {}).items():  # the recipe card, one text or number per field
+            if key in RECIPE_KEYS:
+                row[f"recipe:{key}"] = "x".join(str(v) for v in value) if isinstance(value, list) else value
         data = final.get("data")
         if isinstance(data, dict):  # a dataset read from disk: its splits, and whether they are the official ones
             row["data_complete"] = data.get("complete") is True

@@ -43,6 +43,28 @@ def mean_std(mean: Any, std: Any, n: Any, digits: int = DIGITS, with_n: bool = T
     return text + (f" (n={count})" if with_n else "")
 
 
+def interval(low: Any, high: Any, digits: int = DIGITS, sign: bool = False) -> str:
+    """A 95% interval: ``[71.53, 73.29]``, or ``[+0.12, +1.40]`` for a difference (``sign``)."""
+    if not (is_number(low) and is_number(high)):
+        return MISSING
+    show = signed if sign else number
+    return f"[{show(low, digits)}, {show(high, digits)}]"
+
+
+def p_value(value: Any) -> str:
+    """A p-value: ``0.012``, ``< 0.001``."""
+    if not is_number(value):
+        return MISSING
+    return "< 0.001" if float(value) < 0.001 else f"{float(value):.3f}"
+
+
+def seed_count(value: Any, beyond: int) -> str:
+    """Seeds needed: ``10``; infinite (more than ``beyond``, the most ever searched): ``> 10000``."""
+    if isinstance(value, float) and math.isinf(value):
+        return f"> {beyond}"
+    return integer(value)
+
+
 def integer(value: Any) -> str:
     return str(int(value)) if is_number(value) else MISSING
 

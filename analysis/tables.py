@@ -17,6 +17,7 @@ import pandas as pd
 
 from analysis import aggregate
 from analysis import format as fmt
+from analysis import stats as significance
 
 BEST_CAPTION = "bold = best distilled cell of the column"
 
@@ -131,6 +132,55 @@ def results_table(cells: pd.DataFrame, baselines: pd.DataFrame, teachers: pd.Dat
                                Cell(fmt.signed(delta), score=float(delta) if fmt.is_number(delta) else math.nan),
                                ranked=True))
     return mark_best(table)
+
+
+def significance_caption(label: str, tested: int) -> str:
+    """How to read the significance table: the intervals, the two tests, Holm, n = 1, seeds needed."""
+    return (f"{label}: mean ± sample std (n = complete runs) and the mean's 95% Student-t interval. "
+            "Δ = the cell's mean minus its student baseline's, with its 95% interval: paired (a t test on the "
+            "per-seed differences) where the cell and its baseline have results for the same seeds, as a seed fixes "
+            "the data order and the student's initial weights; Welch's t test otherwise. Verdict: gain or loss when "
+            f"the Holm-corrected p-value across the study's {fmt.count_noun(tested, 'tested cell')} is below "
+            f"{significance.ALPHA:g}, within noise otherwise; the intervals are not corrected, so a Δ interval "
+            "that excludes 0 can still be within noise. A side with one run (n = 1) has no interval and no test. "
+            f"Seeds to resolve Δ: the seeds (pairs when paired, runs per side for Welch) at which a t test at "
+            f"{significance.ALPHA:g} finds a Δ of this size with power {significance.POWER:g}, taking the "
+            "observed spread as the true one; to get them, add seeds to the study's seeds: and relaunch (only the "
+            "new seeds run).")
+
+
+def significance_table(cells: pd.DataFrame, baselines: pd.DataFrame, teachers: pd.DataFrame, metric: str) -> Table:
+    """Gain or noise: every teacher, student baseline and cell with its 95% interval, and each
+    cell's Δ with its interval, test, Holm-corrected p-value, verdict and the seeds it needs."""
+    label = fmt.metric_label(metric)
+    table = Table("significance", "Gain or noise: Δ vs the student baseline with 95% intervals",
+                  ["Cell", label, "95% interval", "Δ vs student", "Δ 95% interval", "test", "p (Holm)", "verdict",
+                   "seeds to resolve Δ"],
+                  caption=significance_caption(label, aggregate.tested_cells(cells, metric)))
+
+    def spread(row: dict, prefix: str = "") -> list[Cell]:
+        n = row.get(f"{prefix}{metric}|n") or 0
+        shown = fmt.interval(row.get(f"{prefix}{metric}|low"), row.get(f"{prefix}{metric}|high"))
+        return [Cell(_stat(row, f"{prefix}{metric}")), Cell(shown if n != 1 else "no interval (n = 1)")]
+
+    def blank() -> list[Cell]:  # the teacher and baseline rows have no Δ
+        return [Cell(fmt.MISSING) for _ in range(6)]
+
+    for row in teachers.to_dict("records") if len(teachers) else []:
+        table.rows.append([Cell(group_label("teacher", row, len(teachers)))] + spread(row) + blank())
+    for row in baselines.to_dict("records") if len(baselines) else []:
+        table.rows.append([Cell(group_label("student", row, len(baselines)))] + spread(row) + blank())
+    axes = _axis_columns(cells)
+    for row in cells.to_dict("records") if len(cells) else []:
+        needed = fmt.seed_count(row.get(f"{metric}|seeds_needed"), significance.MAX_SEEDS)
+        if needed != fmt.MISSING:
+            needed += f" (has {fmt.integer(row.get(f'{metric}|runs'))})"
+        table.rows.append([Cell(setting(row, axes))] + spread(row) + [
+            Cell(fmt.signed(row.get(f"{metric}|delta"))),
+            Cell(fmt.interval(row.get(f"{metric}|delta_low"), row.get(f"{metric}|delta_high"), sign=True)),
+            Cell(row.get(f"{metric}|test") or fmt.MISSING), Cell(fmt.p_value(row.get(f"{metric}|p_holm"))),
+            Cell(str(row.get(f"{metric}|verdict"))), Cell(needed)])
+    return table
 
 
 def table2(cells: pd.DataFrame, metric: str, matches: pd.DataFrame) -> Table | None:
@@ -294,12 +344,14 @@ def reference_table(matches: pd.DataFrame, metric: str) -> Table | None:
         return None
     table = Table("references", "Published vs measured",
                   ["Method", "Location", "Student", "Published", "Published (T)", "Published (S)", "Measured",
-                   "Measured (T)", "Measured (S)", "Source"],
+                   "Measured (T)", "Measured (S)", "Source", "Comparability tag", "Measured 95% interval",
+                   "Published vs measured", "Starting point"],
                   caption="Published numbers from studies/references/ (typed from the papers, with their source); "
                           "measured: mean ± std (n) from this study's runs. Settings differ where the study header "
-                          "says so.")
+                          "says so. " + REFERENCE_CAPTION)
     for match in matches.to_dict("records"):
         ref, cell = match["reference"], match["cell"] or {}
+        against = aggregate.published_vs_measured(ref, match["cell"], metric)
         table.rows.append([
             Cell(f"{ref['method']} → {cell['method']}" if cell else str(ref["method"])),
             Cell(fmt.value(ref.get("location")) if isinstance(ref.get("location"), str) else fmt.MISSING),
@@ -310,8 +362,36 @@ def reference_table(matches: pd.DataFrame, metric: str) -> Table | None:
             Cell(_stat(cell, f"teacher|{metric}") if cell else fmt.MISSING),
             Cell(_stat(cell, f"baseline|{metric}") if cell else fmt.MISSING),
             Cell(f"{ref.get('source')} ({ref.get('file')})"),
+            Cell(against["tag"] or fmt.MISSING),
+            Cell(fmt.interval(against["measured"].low, against["measured"].high) if cell else fmt.MISSING),
+            Cell(_placed(against)), Cell(against["starting_point"]),
         ])
     return table
+
+
+REFERENCE_CAPTION = (
+    "Published vs measured: whether the published number lies inside the measured mean's 95% Student-t interval, "
+    "and how far it is from the measured mean in measured (sample) stds. Comparability tag: how the published "
+    "setting differs, as its reference file words it. Starting point, from the numbers: same when the published "
+    "teacher and student baseline lie inside the measured ones' intervals; different teacher or student baseline "
+    "when one lies outside, where the gains compare and the absolute numbers do not; unchecked without a published "
+    "number or with a single measured run; not comparable when the cell's runs used a partial dataset split.")
+
+
+def _placed(against: dict) -> str:
+    """``inside (0.4 std above)``, ``outside: 2.3 std below``, or why there is no interval."""
+    here = against["measured"]
+    if here is None or here.n == 0:
+        return "not measured"
+    if not fmt.is_number(against["published"]):
+        return fmt.MISSING
+    if against["inside"] is None:
+        return "no interval (n = 1)"
+    distance = against["distance"]
+    side = "at the mean"  # a measured std of 0: every seed gave the published number
+    if fmt.is_number(distance):
+        side = f"{abs(distance):.1f} std {'above' if distance > 0 else 'below'}"
+    return f"inside ({side})" if against["inside"] else f"outside: {side}"
 
 
 def problems_table(frame: pd.DataFrame) -> Table:
@@ -332,4 +412,40 @@ def runs_table(frame: pd.DataFrame, metrics: list[str]) -> Table:
                            Cell(fmt.integer(row.get("seed"))), Cell(str(row["status"]))]
                           + [Cell(fmt.number(row.get(m), 4)) for m in metrics]
                           + [Cell(fmt.seconds(row.get("cost:seconds_per_iter")))])
+    return table
+
+
+def recipe_table(cells: pd.DataFrame, baselines: pd.DataFrame, teachers: pd.DataFrame) -> Table | None:
+    """What each group of runs trained with, from their recipe cards (final.json ``recipe``); None
+    when no complete run recorded one."""
+    columns = [c for frame in (cells, baselines, teachers) for c in frame.columns if c.startswith("recipe:")]
+    if not columns:
+        return None
+    table = Table("recipe", "Recipe per cell",
+                  ["Runs of", "batch (per process x processes x nodes)", "iterations (epochs)", "crop", "pipeline",
+                   "optimizer, lr, schedule", "teacher (checkpoint, mode)", "precision"],
+                  caption="From the recipe card of each group's first complete run (final.json recipe). Epochs: the "
+                          "iterations times the global batch over the training images the run found.")
+
+    def line(name: str, row: dict) -> list[Cell]:
+        def get(key):
+            value = row.get(f"recipe:{key}")
+            return None if value is None or (isinstance(value, float) and math.isnan(value)) else value
+
+        batch = (f"{fmt.value(get('global_batch'))} ({fmt.value(get('per_process_batch'))} x "
+                 f"{fmt.value(get('processes'))} x {fmt.value(get('nodes'))})")
+        iterations = fmt.value(get("iterations")) + (f" ({get('epochs')})" if get("epochs") is not None else "")
+        schedule = f"{fmt.value(get('optimizer'))}, {fmt.value(get('lr'))}, {fmt.value(get('lr_schedule'))}"
+        teacher = (f"{get('teacher_checkpoint')}, {get('teacher_mode')}" if get("teacher_checkpoint") is not None
+                   else fmt.MISSING)
+        return [Cell(name), Cell(batch), Cell(iterations), Cell(fmt.value(get("crop"))),
+                Cell(fmt.value(get("pipeline"))), Cell(schedule), Cell(teacher), Cell(fmt.value(get("precision")))]
+
+    for row in teachers.to_dict("records") if len(teachers) else []:
+        table.rows.append(line(group_label("teacher", row, len(teachers)), row))
+    for row in baselines.to_dict("records") if len(baselines) else []:
+        table.rows.append(line(group_label("student", row, len(baselines)), row))
+    axes = _axis_columns(cells) if len(cells) else []
+    for row in cells.to_dict("records") if len(cells) else []:
+        table.rows.append(line(setting(row, axes), row))
     return table

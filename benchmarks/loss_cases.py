@@ -13,6 +13,7 @@ from benchmarks.references import (
     IGNORE,
     reference_at,
     reference_cwd,
+    reference_fbkd,
     reference_fitnets,
     reference_ho_critic_step,
     reference_ho_student,
@@ -75,6 +76,9 @@ def _cases() -> list[Case]:
               Case("ifvd", "feature_map", {"loss_weight": 200.0}, max_scale=0.5,
                    scale_reason="time: the per-class reference makes 19 masked copies of the map; at half size "
                                 "one reference forward + backward takes about 1 s on 2 cores")]
+    cases += [Case("fbkd", "feature_map", {"loss_weight": 1.0}, max_scale=0.5,
+                   scale_reason="time: two non-local blocks' position-by-position products; at half size one "
+                                "forward + backward takes 1 to 2 s on 2 cores")]
     cases += [Case("ho", "logits", {"loss_weight": 0.001}),
               Case("ho", "logits", {"loss_weight": 0.001}, term="critic_step")]
     return cases
@@ -184,6 +188,8 @@ def formulations(case: Case, device: str = "cpu") -> dict[str, _Formulation]:
 
         return {"kdbench": _Formulation(ours, _input_grad), "reference": _Formulation(reference, _input_grad)}
 
+    if case.method == "fbkd":
+        return _fbkd_formulations(case, device)
     module = losses.build(case.method, **params)
     reference_fn = {
         "cwd": lambda x: reference_cwd(x["preds_S"], x["preds_T"], params["tau"], params["loss_weight"]),
@@ -205,6 +211,38 @@ def formulations(case: Case, device: str = "cpu") -> dict[str, _Formulation]:
 
     def reference(x):
         value = reference_fn(x)
+        value.backward()
+        return value.detach()
+
+    return {"kdbench": _Formulation(ours, _input_grad), "reference": _Formulation(reference, _input_grad)}
+
+
+def _fbkd_formulations(case: Case, device: str) -> dict[str, _Formulation]:
+    """FBKD builds its adapters and non-local blocks for the channel counts it is given: built here
+    for the case's channels, and copied, so that both formulations start from the same weights."""
+    import copy
+
+    import torch
+
+    from kdbench import losses
+
+    torch.manual_seed(0)
+    module = losses.build("fbkd", **case.params)
+    channels = SHAPES[case.input][1]
+    probe = torch.zeros(1, channels, 4, 4, device=device)
+    module.build_connectors(probe, probe)
+    module.train()
+    layers = {**copy.deepcopy(dict(module.student_adapt.items())),
+              "teacher_non_local": copy.deepcopy(module.teacher_non_local)}
+
+    def ours(x):
+        value = module(x["preds_S"], x["preds_T"])
+        value.backward()
+        return value.detach()
+
+    def reference(x):
+        value = reference_fbkd(layers, x["preds_S"], x["preds_T"], module.weights, module.spatial_t,
+                               module.loss_weight)
         value.backward()
         return value.detach()
 

@@ -165,3 +165,28 @@ def reference_ho_critic_step(critic, optimizer, preds_S, preds_T, d_weight: floa
     loss.backward()
     optimizer.step()
     return loss.detach()
+
+
+def reference_fbkd(layers: dict, preds_S, preds_T, weights: tuple, spatial_t: float, loss_weight: float):
+    """FBKD's four terms (Zhang & Ma, ICLR 2021, as MMRazor computes them) written out: the spatial
+    attention as exp / sum, the norms as square roots of sums of squares. ``layers``: the student's
+    adapters and both non-local blocks (copies of kdbench's, so both start from the same weights)."""
+    import torch
+
+    def attention(x):
+        n, _, h, w = x.shape
+        energy = (x.abs().sum(dim=1) / x.shape[1]).reshape(n, h * w) / spatial_t
+        weights_ = torch.exp(energy - energy.max(dim=1, keepdim=True).values)
+        return (weights_ / weights_.sum(dim=1, keepdim=True) * (h * w)).reshape(n, 1, h, w)
+
+    def norm(x):
+        return torch.sqrt((x ** 2).sum())
+
+    t = preds_T.detach()
+    mask = ((attention(t) + attention(preds_S)) / 2).detach()
+    masked = torch.sqrt(((t - layers["feature"](preds_S)) ** 2 * mask).sum())
+    channel = norm(t.mean(dim=(2, 3)) - layers["channel"](preds_S.mean(dim=(2, 3))))
+    spatial = norm(t.mean(dim=1, keepdim=True) - layers["spatial"](preds_S.mean(dim=1, keepdim=True)))
+    relation = norm(layers["teacher_non_local"](t) - layers["relation"](layers["non_local"](preds_S)))
+    w_mask, w_channel, w_spatial, w_relation = weights
+    return loss_weight * (w_mask * masked + w_channel * channel + w_spatial * spatial + w_relation * relation)

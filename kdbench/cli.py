@@ -121,6 +121,8 @@ def _plan_arguments(parser: argparse.ArgumentParser) -> None:
                              "complete runs of the same models under --results, else from a short probe measured here")
     parser.add_argument("--show", metavar="RUN",
                         help="print one run (its name or id) resolved, as JSON, each value with where it comes from")
+    parser.add_argument("--config", action="store_true",
+                        help="with --show: the complete mmengine config the run trains with instead")
     _check_arguments(parser, "(e.g. planning on a machine without the data)")
 
 
@@ -130,12 +132,20 @@ def _plan(args: argparse.Namespace) -> int:
     if args.show is not None and args.estimate:
         raise UserError("--estimate: not with --show RUN, which prints one run")
     study = _load_study(args)
+    if args.config and args.show is None:
+        raise UserError("--config: give the run with --show RUN (its name or id)")
     if args.show is not None:
         import json
 
         from kdbench.origins import find_run, show
 
-        print(json.dumps(show(study, find_run(study, args.show)), indent=2))
+        planned = find_run(study, args.show)
+        if args.config:
+            from runners.run_config import run_config
+
+            print(run_config(planned.run))
+        else:
+            print(json.dumps(show(study, planned), indent=2))
         return 0
     needs: list[str] = []  # what a launch would still need: listed below the grid, not refused
     if not (args.no_model_check and args.no_data_check):
@@ -295,8 +305,19 @@ def _fetch(args: argparse.Namespace) -> int:
     return 0
 
 
+def _status_arguments(parser: argparse.ArgumentParser) -> None:
+    _study_arguments(parser)
+    parser.add_argument("--tensorboard", action="store_true",
+                        help="print the command that shows every run of the study in TensorBoard, by name")
+
+
 def _status(args: argparse.Namespace) -> int:
     study = _load_study(args)
+    if args.tensorboard:
+        from runners.tracking import tensorboard_command
+
+        print(tensorboard_command(study))
+        return 0
     from kdbench.states import format_status
     from runners.launch.jobs import status
 
@@ -338,6 +359,8 @@ def _report_arguments(parser: argparse.ArgumentParser) -> None:
     _study_arguments(parser)
     parser.add_argument("--format", default="html,md",
                         help="comma-separated: html (one self-contained index.html), md (README.md + PNGs)")
+    parser.add_argument("--json", action="store_true",
+                        help="print the statistics (intervals, Δ tests, verdicts, seeds needed) as a JSON object")
 
 
 def _report(args: argparse.Namespace) -> int:
@@ -348,10 +371,54 @@ def _report(args: argparse.Namespace) -> int:
     if unknown or not formats:
         raise UserError(f"--format: unknown {', '.join(unknown) or '(none)'}; valid: {', '.join(FORMATS)}")
     study = _load_study(args)
-    written, headline, lines = render_report(study, _collected(study), formats)  # one pass over the results
+    frame = _collected(study)
+    written, headline, lines = render_report(study, frame, formats)  # one pass over the results
+    if args.json:
+        import json
+
+        from reports.statistics import study_statistics
+
+        print(json.dumps({"study": study.name, "written": {k: str(p) for k, p in written.items()},
+                          "headline": headline, "lines": lines, **study_statistics(study, frame)},
+                         indent=2, ensure_ascii=False))
+        return 0
     for kind, path in written.items():
         print(f"kdbench report: {study.name}: {kind}: {path}")
     print("\n".join([headline, *(f"  - {line}" for line in lines)]))
+    return 0
+
+
+def _import_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("source", choices=["mmrazor"], help="what the config is: mmrazor (an MMRazor 1.x "
+                        "SingleTeacherDistill + ConfigurableDistiller config)")
+    parser.add_argument("config", metavar="CONFIG.py", help="the config file (its _base_ files beside it)")
+    parser.add_argument("--study", action="store_true", help="write a study (YAML) instead of a run file (JSON)")
+    parser.add_argument("-o", "--output", metavar="FILE", help="write FILE (default: print to stdout)")
+    parser.add_argument("--gpus", type=int, metavar="N", help="GPUs of the recipe: the global batch is N x the "
+                        "config's images per GPU (default: from the name's NxbM, else 8)")
+
+
+def _import(args: argparse.Namespace) -> int:
+    import json
+
+    import yaml
+
+    from kdbench.spec import parse_run
+    from runners.mmrazor_import import as_study, convert
+
+    if args.gpus is not None and args.gpus < 1:
+        raise UserError(f"--gpus: must be >= 1, got {args.gpus}")
+    run = convert(args.config, args.gpus)
+    parse_run(run, args.config)  # what is written is a valid run
+    text = (yaml.safe_dump(as_study(run), sort_keys=False, width=120) if args.study
+            else json.dumps(run, indent=2) + "\n")
+    if args.output is None:
+        sys.stdout.write(text)
+        return 0
+    from kdbench.store import write_text_atomic
+
+    write_text_atomic(args.output, text)
+    print(f"kdbench import: {args.config} -> {args.output}", file=sys.stderr)
     return 0
 
 
@@ -506,7 +573,7 @@ VERBS: dict[str, Verb] = {
     "bench": ("performance benchmarks, as ratios measured side by side", _bench_arguments, _bench),
     "launch": ("run or submit a study's runs that still need doing", _launch_arguments, _launch),
     "fetch": ("download and verify the weight files a study's runs need", _fetch_arguments, _fetch),
-    "status": ("each run's state, from the results store and the scheduler", _study_arguments, _status),
+    "status": ("each run's state, from the results store and the scheduler", _status_arguments, _status),
     "cancel": ("cancel a study's pending and running jobs", _study_arguments, _cancel),
     "collect": ("gather a study's results into results/<study>/runs.parquet", _study_arguments, _collect),
     "report": ("render a study's report (HTML and markdown) from its results", _report_arguments, _report),
@@ -515,6 +582,7 @@ VERBS: dict[str, Verb] = {
     "losses": ("list the distillation losses and their parameters", _losses_arguments, _losses),
     "data": ("check a dataset's folders as a run's preflight does, or prepare a raw download",
              _data_arguments, _data),
+    "import": ("turn another tool's config into a kdbench run or study (mmrazor)", _import_arguments, _import),
 }
 
 

@@ -23,7 +23,7 @@ from typing import Any
 from kdbench.errors import UserError, UserErrors
 from kdbench.ids import run_id, run_ids_by_seed
 from kdbench.schema import Checker, copy_data
-from kdbench.spec import RunSpec, parse_run
+from kdbench.spec import RunSpec, Tracking, parse_run
 from kdbench.study import TERM_PREFIX, Resources, StudySpec, load_spec, merge
 
 MAX_RUNS = 100_000          # far above any real study (the shipped ones plan 7 to 43 runs); --max-runs raises it
@@ -275,6 +275,8 @@ class _Planner:
             if run.name in self.names:  # a name two different runs would share: the id tells them apart
                 run = dataclasses.replace(run, name=f"{run.name}_{identity[:6]}")
             self.names.add(run.name)
+            # Curves: one experiment per study, one run per run id, tagged with its axis values.
+            run = dataclasses.replace(run, tracking=Tracking(self.spec.loggers, self.spec.name, copy_data(params)))
             self.planned[identity] = PlannedRun(run, identity, run.name, stage, params, depends, kind)
         return identity
 
@@ -303,8 +305,12 @@ class _Planner:
         if not trained:
             schedule = {**schedule, "iterations": 0}  # evaluate only
 
+        expected = copy_data(teacher)
+        if "expect" not in expected and self.spec.teacher_expect is not None:  # the published rows' teacher
+            expected["expect"] = dict(self.spec.teacher_expect)
+
         def make() -> dict:
-            return {"task": run["task"], "role": "teacher", "teacher": copy_data(teacher),
+            return {"task": run["task"], "role": "teacher", "teacher": expected,
                     "dataset": copy_data(run["dataset"]), "schedule": copy_data(schedule),
                     "seed": self.spec.teacher_seed}
 

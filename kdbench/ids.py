@@ -3,10 +3,10 @@
 ``run_id`` = the first 12 hex characters of SHA-256 over the canonical JSON of the resolved
 run (``RunSpec.to_dict()``) without what says how or where it runs rather than what it is: its
 name, device, thread count (a study's resources, which launches set), output directory, plugin
-paths, where its dataset is mounted and what its teacher is expected to score (the teacher gate);
-a teacher run it uses counts by its id (its directory's
-name), not by where the results live. Resources, launcher options and the git sha are not part of
-a run, so they never change its id. The canonical form sorts keys, uses no
+paths, where its curves are logged (``tracking``), where its dataset is mounted and what its
+teacher is expected to score (the teacher gate); a teacher run it uses counts by its id (its
+directory's name), not by where the results live. Resources, launcher options and the git sha are
+not part of a run, so they never change its id. The canonical form sorts keys, uses no
 whitespace, and writes integral floats as integers, so ``tau: 4`` and ``tau: 4.0`` are the same
 run.
 """
@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from kdbench.spec import RunSpec
 
-NON_IDENTITY_KEYS = ("name", "device", "threads", "out", "plugins")
+NON_IDENTITY_KEYS = ("name", "device", "threads", "out", "plugins", "tracking")
 
 
 def canonical(value: Any) -> Any:

@@ -16,9 +16,10 @@ _INDEXED = re.compile(r"^(?P<module>[^\[\]]+)\[(?P<index>\d+|\*)\]$")
 
 
 def split(location: str) -> tuple[str, int | str | None]:
-    """(module path, index): None for the module's own output, an int, or ``ALL``. Raises
-    ValueError for a malformed location (brackets not of the form ``[N]`` or ``[*]`` at the end)."""
-    if "[" not in location and "]" not in location:
+    """(module path, index): None for the module's own output, an int, or ``ALL``. A location that
+    ends in ``]`` indexes; one not of the form ``module[N]`` or ``module[*]`` raises ValueError.
+    Anything else is a module path as written (the model check names it if no module has it)."""
+    if not location.endswith("]"):
         return location, None
     match = _INDEXED.match(location)
     if match is None:

@@ -105,6 +105,8 @@ def _axis(study: Study, planned: PlannedRun, path: str) -> str | None:
 def _planner(study: Study, planned: PlannedRun, path: str) -> str | None:
     if path == "name":
         return "planner: named after the axes that vary and the seed"
+    if path.startswith("tracking."):
+        return "planner: the study's loggers and name, the run's axis values"
     if path == "revision":
         return "planner: the study's revision"
     if path == "role":

@@ -31,7 +31,8 @@ PRECISIONS = ("fp32", "bf16", "fp16")
 TERM_KEYS = ("name", "method", "params", "student_location", "teacher_location", "weight",
              "adapter", "resize")
 TOP_KEYS = ("task", "role", "name", "teacher", "student", "distill", "dataset", "schedule", "seed",
-            "device", "threads", "out", "revision", "plugins")
+            "device", "threads", "out", "revision", "plugins", "tracking")
+LOGGERS = ("tensorboard", "wandb", "mlflow")  # mmengine's visualisation backends a run's curves go to
 
 
 @dataclass(frozen=True)
@@ -127,6 +128,16 @@ class Dataset:
 
 
 @dataclass(frozen=True)
+class Tracking:
+    """Where a run's curves (losses, each KD term apart, lr, evaluations) go besides metrics.jsonl.
+    How a run is watched, not what it is: never part of its id."""
+
+    loggers: tuple[str, ...] = ("tensorboard",)   # TensorBoard always; wandb and mlflow when listed
+    experiment: str | None = None   # W&B project and MLflow experiment: the study's name (None: the run's)
+    tags: dict = field(default_factory=dict)      # the run's axis values and seed (a study sets them)
+
+
+@dataclass(frozen=True)
 class RunSpec:
     task: str
     dataset: Dataset
@@ -142,6 +153,7 @@ class RunSpec:
     out: str | None = None
     plugins: tuple[str, ...] = ()   # modules that register losses (absolute paths or module names)
     threads: int | None = None      # CPU threads (None: 1); a launch sets the study's resources.cpus
+    tracking: Tracking = field(default_factory=Tracking)
 
     @property
     def trained(self) -> Model:
@@ -173,6 +185,9 @@ class RunSpec:
             data["threads"] = self.threads
         if self.dataset.pipeline != "default":  # a later field: in the id only when not its default
             data["dataset"]["pipeline"] = self.dataset.pipeline
+        if self.tracking != Tracking():  # a later field: in spec.json only when set
+            data["tracking"] = {"loggers": list(self.tracking.loggers), "experiment": self.tracking.experiment,
+                                "tags": self.tracking.tags}
         return data
 
 
@@ -366,6 +381,19 @@ def parse_dataset(check: Checker, value: Any, path: str) -> Dataset:
     return Dataset(name, root, copy_data(params), pipeline)
 
 
+def parse_tracking(check: Checker, value: Any, path: str) -> Tracking:
+    """``{loggers: [...], experiment: NAME, tags: {...}}``; TensorBoard is always among the loggers."""
+    given = check.mapping(value, path, ("loggers", "experiment", "tags"))
+    loggers = [check.string(item, join(path, f"loggers[{i}]"), LOGGERS)
+               for i, item in enumerate(check.sequence(given.get("loggers", []), join(path, "loggers")))]
+    experiment = given.get("experiment")
+    if experiment is not None:
+        check.printable(check.string(experiment, join(path, "experiment")), join(path, "experiment"), "an experiment")
+    tags = check.mapping(given.get("tags", {}), join(path, "tags"), given.get("tags") or {})
+    _finite_everywhere(check, tags, join(path, "tags"))
+    return Tracking(tuple(dict.fromkeys(["tensorboard", *loggers])), experiment, copy_data(tags))
+
+
 def _parse_models(check: Checker, run: dict, role: str) -> tuple[Model | None, Teacher | None, tuple[Term, ...]]:
     """(student, teacher, distill terms), in the order a reader checks them."""
     if role == "teacher":
@@ -417,9 +445,10 @@ def parse_run(data: Any, source: str = "<run>", plugin_entries: tuple[str, ...] 
     out = run.get("out")
     if out is not None:
         problems.get(check.string, out, "out")
+    tracking = problems.get(parse_tracking, check, run["tracking"], "tracking") if "tracking" in run else Tracking()
     problems.raise_any()
     return RunSpec(task, dataset, schedule, role, name, student, teacher, distill, seed, device, revision, out,
-                   tuple(plugin_entries), threads)
+                   tuple(plugin_entries), threads, tracking)
 
 
 def load_run(path: str | Path) -> RunSpec:

@@ -17,14 +17,23 @@ from kdbench.errors import Problems, UserError
 from kdbench.reading import read_yaml
 from kdbench.sbatch import SITE_KEYS, as_parameters, check_extra, check_site_value
 from kdbench.schema import Checker, copy_data, did_you_mean, join, safe_name
-from kdbench.spec import TOP_KEYS, parse_dataset, parse_schedule, parse_student, parse_teacher, parse_term
+from kdbench.spec import (
+    TOP_KEYS,
+    parse_dataset,
+    parse_schedule,
+    parse_student,
+    parse_teacher,
+    parse_term,
+    parse_tracking,
+)
 
 STUDY_KEYS = ("name", "description", "revision", "defaults", "base", "teacher_run", "methods", "grid",
-              "zip", "exclude", "seeds", "baselines", "resources", "references", "plugins", "provenance")
-BASE_KEYS = tuple(k for k in TOP_KEYS if k not in ("name", "out", "seed", "plugins", "threads"))
+              "zip", "exclude", "seeds", "baselines", "resources", "references", "plugins", "provenance",
+              "loggers")
+BASE_KEYS = tuple(k for k in TOP_KEYS if k not in ("name", "out", "seed", "plugins", "threads", "tracking"))
 SPECIAL_AXES = ("method",)          # picks an entry of `methods`
 TERM_PREFIX = "term."               # term.params.tau: set on every distill term of the run
-NOT_AXES = ("name", "out", "device", "plugins", "threads")
+NOT_AXES = ("name", "out", "device", "plugins", "threads", "tracking")
 
 
 @dataclass(frozen=True)
@@ -81,7 +90,9 @@ class StudySpec:
     resources: Resources
     references: tuple[str, ...]     # files in studies/references/
     plugins: tuple[str, ...]        # resolved plugin entries (kdbench.plugins)
+    loggers: tuple[str, ...]        # where every run's curves go: tensorboard, and wandb / mlflow when listed
     raw: dict                       # the spec as read, defaults merged: provenance and error key paths
+    teacher_expect: dict | None = None  # the teacher gate a teacher without teacher.expect gets (reference_expect)
 
 
 def _read_yaml(path: Path, check: Checker) -> dict:
@@ -289,6 +300,27 @@ def _provenance(check: Checker, data: dict) -> None:
                                                       "base.schedule.lr or methods.<name>.weight")
 
 
+REFERENCE_METRICS = {"seg": ("miou", "val/mIoU"), "det": ("ap", "val/bbox_mAP")}  # a row's metric -> the run's
+
+
+def reference_expect(path: Path, references: tuple[str, ...], task: str) -> dict | None:
+    """The teacher gate implied by the study's published rows: when every row of the task's metric
+    that states a ``teacher_value`` states the same one, a teacher without ``teacher.expect`` is
+    expected to score it within 1 point (the rows' teacher is the study's). Rows that disagree (other
+    teachers, as CIRKD's) imply nothing."""
+    import csv
+
+    wanted, metric = REFERENCE_METRICS.get(task, ("", ""))
+    values = set()
+    for name in references:
+        with open(path.parent / "references" / name, newline="") as handle:
+            for row in csv.DictReader(handle):
+                shown = "".join(ch for ch in (row.get("metric") or "").lower() if ch.isalnum())
+                if shown.endswith(wanted) and (row.get("teacher_value") or "").strip():
+                    values.add(float(row["teacher_value"]))
+    return {"metric": metric, "value": values.pop(), "tolerance": 1.0} if len(values) == 1 else None
+
+
 def load_spec(path: str | Path) -> StudySpec:
     """Read and validate a study spec: every section checked, every problem reported at once (a
     ``UserErrors``); the plugins, which the methods may name, are loaded first."""
@@ -320,13 +352,15 @@ def load_spec(path: str | Path) -> StudySpec:
     train_teacher = problems.get(check.boolean, baselines.get("teacher", True), "baselines.teacher")
     student_baseline = problems.get(check.boolean, baselines.get("student", True), "baselines.student")
     problems.get(_provenance, check, data)
+    loggers = problems.get(lambda: parse_tracking(check, {"loggers": data.get("loggers", [])}, "").loggers)
     problems.raise_any()
     return StudySpec(
         path=path, name=name, revision=revision, base=base, methods=methods, axes=axes, exclude=exclude,
         seeds=seeds, teacher_schedule=teacher_run.get("schedule", {}), teacher_seed=teacher_run.get("seed", 0),
         train_teacher_baseline=train_teacher, student_baseline=student_baseline,
         resources=resources, references=references, plugins=loaded,
-        raw={**data, "name": name, "revision": revision})
+        loggers=loggers, raw={**data, "name": name, "revision": revision},
+        teacher_expect=reference_expect(path, references, str(base.get("task"))))
 
 
 def _base_sections(check: Checker, base: dict, data: dict, problems: Problems) -> None:

@@ -14,12 +14,14 @@ import hashlib
 import json
 import re
 import subprocess
+from collections import Counter
 from pathlib import Path
 
 import jinja2
 
-from analysis import aggregate, plots, settings, tables
+from analysis import aggregate, plots, recipes, settings, tables
 from analysis import format as fmt
+from analysis import stats as significance
 from analysis.collect import collect, collect_curves
 from kdbench.expand import Study
 
@@ -119,37 +121,52 @@ def sweep_note(frame) -> str:
             "term.weight with two or more values), so there is nothing to plot a metric against.")
 
 
-def cwd_sentences(verdicts: list[dict], metric: str) -> tuple[str, list[str]]:
-    """The plain answer to "did CWD beat the student baseline?", computed from the cells."""
-    label = fmt.metric_label(metric)
+VERDICT_WORDS = {significance.GAIN: "a gain", significance.NOISE: "within noise", significance.LOSS: "a loss"}
+
+
+def _cwd_line(verdict: dict, metric: str) -> str:
+    """One CWD cell's sentence: its verdict, Δ with its 95% interval and test, and the two sides."""
+    cell, label = verdict["cell"], fmt.metric_label(metric)
+    name = tables.setting(cell, [c for c in cell if c.startswith("axis:")])
+    sides = (f"{fmt.mean_std(cell[f'{metric}|mean'], cell[f'{metric}|std'], cell[f'{metric}|n'])} vs "
+             + fmt.mean_std(cell[f"baseline|{metric}|mean"], cell[f"baseline|{metric}|std"],
+                            cell[f"baseline|{metric}|n"]))
+    if not verdict["comparable"]:
+        return f"{name}: cannot be compared ({label} {sides} of the student baseline)."
+    delta = f"Δ {fmt.signed(verdict['gap'])} {label} vs the student baseline"
+    if verdict["verdict"] not in VERDICT_WORDS:
+        return f"{name}: {delta} ({sides}); no interval and no verdict: a single run on a side (n = 1)."
+    test = "paired by seed" if cell[f"{metric}|test"] == "paired" else "Welch"
+    interval = fmt.interval(cell[f"{metric}|delta_low"], cell[f"{metric}|delta_high"], sign=True)
+    line = (f"{name}: {VERDICT_WORDS[verdict['verdict']]}, {delta}, 95% interval {interval} ({test}, "
+            f"Holm-corrected p {fmt.p_value(cell[f'{metric}|p_holm'])}); {sides}")
+    needed = fmt.seed_count(cell[f"{metric}|seeds_needed"], significance.MAX_SEEDS)
+    if verdict["verdict"] == significance.NOISE and needed != fmt.MISSING:
+        line += (f"; a Δ this size needs {needed} seeds to resolve (power {significance.POWER:g}), "
+                 f"it has {cell[f'{metric}|runs']}")
+    return line + "."
+
+
+def cwd_sentences(verdicts: list[dict], metric: str, tested: int = 0) -> tuple[str, list[str]]:
+    """The plain answer to "did CWD beat the student baseline?", computed from the cells' tests
+    (``tested``: the cells Holm's correction ran over)."""
     if not verdicts:
         return ("This study has no CWD cell (no cell whose distillation terms all have method: cwd): "
                 "nothing to compare."), []
-    lines = []
-    for verdict in verdicts:
-        cell = verdict["cell"]
-        name = tables.setting(cell, [c for c in cell if c.startswith("axis:")])
-        measured = fmt.mean_std(cell[f"{metric}|mean"], cell[f"{metric}|std"], cell[f"{metric}|n"])
-        baseline = fmt.mean_std(cell[f"baseline|{metric}|mean"], cell[f"baseline|{metric}|std"],
-                                cell[f"baseline|{metric}|n"])
-        if not verdict["comparable"]:
-            lines.append(f"{name}: cannot be compared ({label} {measured} vs student baseline {baseline}).")
-            continue
-        verb = "beat" if verdict["beat"] else "did not beat"
-        if min(cell[f"{metric}|n"], cell[f"baseline|{metric}|n"]) < 2:
-            spread = "with a single run on one side there is no spread to compare the gap with"
-        elif verdict["beyond_spread"]:
-            spread = "a gap larger than the two standard deviations added"
-        else:
-            spread = "a gap within the seed-to-seed spread (not larger than the two standard deviations added)"
-        lines.append(f"{name} {verb} the student baseline by {fmt.signed(verdict['gap'])} {label}: "
-                     f"{measured} vs {baseline}; {spread}.")
-    wins = sum(v["beat"] for v in verdicts)
-    comparable = sum(v["comparable"] for v in verdicts)
-    headline = (f"CWD beat the student baseline in {wins} of {fmt.count_noun(comparable, 'comparable CWD cell')}"
-                + (f" ({len(verdicts) - comparable} without complete runs on both sides)"
-                   if comparable < len(verdicts) else "") + ".")
-    return headline, lines
+    counts = Counter(v["verdict"] for v in verdicts)
+    judged = sum(counts[v] for v in VERDICT_WORDS)
+    losses = counts[significance.LOSS]
+    others = [(counts[significance.NOISE], "within noise"), (losses, "loss" if losses == 1 else "losses"),
+              (counts[significance.NO_INTERVAL], "without an interval (a single run on a side)"),
+              (counts[significance.NOT_COMPARED], "without complete runs on both sides")]
+    rest = "".join(f"; {n} {what}" for n, what in others if n)
+    if judged:
+        headline = (f"CWD beat the student baseline in {counts[significance.GAIN]} of "
+                    f"{fmt.count_noun(judged, 'tested CWD cell')} (a gain beyond noise at 95%, Holm-corrected across "
+                    f"the study's {fmt.count_noun(tested, 'tested cell')}){rest}.")
+    else:
+        headline = f"No CWD cell could be tested{rest}."
+    return headline, [_cwd_line(v, metric) for v in verdicts]
 
 
 def _collapsed_runs(row: dict, whose: str) -> str:
@@ -207,7 +224,8 @@ def build_context(study: Study, frame) -> dict:
     base, teach = aggregate.baselines(frame), aggregate.teachers(frame)
     references = aggregate.read_references(study.path, study.spec.references)
     matches = aggregate.match_references(references, cell_table, study.spec.methods, aggregate.task_of(frame))
-    built = [tables.results_table(cell_table, base, teach, metrics)]
+    built = [tables.results_table(cell_table, base, teach, metrics),
+             tables.significance_table(cell_table, base, teach, metric)]
     if len(cell_table):
         built.append(tables.seed_table(cell_table, metric))
         built += [t for t in [tables.table2(cell_table, metric, matches), tables.location_table(cell_table, metric)]
@@ -215,12 +233,14 @@ def build_context(study: Study, frame) -> dict:
         built += tables.ablation_tables(cell_table, metric)
     built += [t for t in [tables.reference_table(matches, metric)] if t]
     built.append(tables.cost_table(cell_table, base, teach))
-    data_warnings = partial_data_warnings(frame)
+    built += [t for t in [tables.recipe_table(cell_table, base, teach)] if t]
+    data_warnings = partial_data_warnings(frame) + recipes.comparability_notes(matches)
     for table in built if data_warnings else ():
         if table.key == "references":
             table.caption += (" Measured on a partial dataset split (see the warning above): not comparable with "
                               "the published numbers.")
-    headline, cwd_lines = cwd_sentences(aggregate.cwd_verdicts(cell_table, metric), metric)
+    headline, cwd_lines = cwd_sentences(aggregate.cwd_verdicts(cell_table, metric), metric,
+                                        aggregate.tested_cells(cell_table, metric))
     text = Path(study.path).read_text()
     report_sha, shas = git_sha(), run_shas(frame)
     groups = settings.group_settings(frame)
@@ -269,11 +289,14 @@ def render_report(study: Study, frame=None, formats=FORMATS) -> tuple[dict[str, 
         from kdbench.errors import UserError
 
         raise UserError(f"--format: unknown {', '.join(unknown)}; valid: {', '.join(FORMATS)}")
-    context = build_context(study, collect(study) if frame is None else frame)
+    frame = collect(study) if frame is None else frame
+    context = build_context(study, frame)
     out = study.directory / "report"
     out.mkdir(parents=True, exist_ok=True)
     env = _environment()
-    written = {}
+    from reports.publish import write_published
+
+    written = write_published(study, frame, out)  # metafile.yml and results.tsv, whatever the formats
     if "html" in formats:
         written["html"] = _write(out / "index.html", env.get_template("report.html.j2").render(**context))
     if "md" in formats:

@@ -172,8 +172,9 @@ def _coco(root: str, params: dict, crop) -> tuple[dict, dict, dict]:
     return dataset("train", train_pipeline), dataset("val", test_pipeline), evaluator
 
 
-def dataset_configs(run: RunSpec) -> dict:
-    """``train_dataloader``, ``val_dataloader`` and ``val_evaluator`` for a resolved run."""
+def dataset_configs(run: RunSpec, check_root: bool = True) -> dict:
+    """``train_dataloader``, ``val_dataloader`` and ``val_evaluator`` for a resolved run;
+    ``check_root=False`` builds them for a dataset root that is not on this machine (plan --config)."""
     task, spec, schedule = run.task, run.dataset, run.schedule
     name, params, crop = spec.name, dict(spec.params), schedule.crop
     if name == "fashion_scenes":
@@ -183,7 +184,7 @@ def dataset_configs(run: RunSpec) -> dict:
         train, val, evaluator = (_fashion_seg if task == "seg" else _fashion_det)(info, crop)
     else:
         root = spec.root
-        if not Path(root).is_dir():
+        if check_root and not Path(root).is_dir():
             raise UserError(f"dataset.root: {root!r} is not a directory")
         if name == "cityscapes" and task == "seg":
             train, val, evaluator = _cityscapes(root, params, crop, spec.pipeline)

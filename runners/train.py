@@ -256,6 +256,20 @@ def optim_config(schedule: Schedule) -> tuple[dict, list]:
     return {"type": "OptimWrapper", "optimizer": optimizer, "clip_grad": None}, schedulers
 
 
+def default_hooks(schedule: Schedule) -> dict:
+    """mmengine's default hooks for a schedule: logging, the lr schedule, checkpoints (the last two
+    kept, by iteration), the sampler's seed."""
+    return {
+        "timer": {"type": "IterTimerHook"},
+        "logger": {"type": "LoggerHook", "interval": max(1, min(10, schedule.iterations)),
+                   "log_metric_by_epoch": False},
+        "param_scheduler": {"type": "ParamSchedulerHook"},
+        "checkpoint": {"type": "CheckpointHook", "by_epoch": False, "interval": schedule.checkpoint_interval,
+                       "max_keep_ckpts": KEEP_CHECKPOINTS, "save_last": True},
+        "sampler_seed": {"type": "DistSamplerSeedHook"},
+    }
+
+
 def _training_arguments(schedule: Schedule, model, data: dict, resume: Path | None, device: str) -> dict:
     """The Runner's training arguments (none for an evaluation-only run)."""
     from runners.precision import optim_wrapper_type
@@ -295,21 +309,14 @@ def build_runner(session: Session, model, data: dict, hooks: list):
     from mmengine.runner import Runner
 
     from runners.build import register_scope
+    from runners.tracking import visualizer_config
 
     schedule = session.run.schedule
     cpu_ranks = session.launcher == "slurm" and session.device == "cpu"
     return Runner(
         model=model, work_dir=str(session.out),
         val_dataloader=data["val_dataloader"], val_cfg={"type": "ValLoop"}, val_evaluator=data["val_evaluator"],
-        default_hooks={
-            "timer": {"type": "IterTimerHook"},
-            "logger": {"type": "LoggerHook", "interval": max(1, min(10, schedule.iterations)),
-                       "log_metric_by_epoch": False},
-            "param_scheduler": {"type": "ParamSchedulerHook"},
-            "checkpoint": {"type": "CheckpointHook", "by_epoch": False, "interval": schedule.checkpoint_interval,
-                           "max_keep_ckpts": KEEP_CHECKPOINTS, "save_last": True},
-            "sampler_seed": {"type": "DistSamplerSeedHook"},
-        },
+        default_hooks=default_hooks(schedule),
         custom_hooks=hooks, randomness={"seed": session.run.seed}, default_scope=register_scope(session.run.task),
         launcher=session.launcher,
         # GPUs: NCCL through mmengine's launcher; CPU-only multi-task jobs joined gloo before
@@ -318,6 +325,7 @@ def build_runner(session: Session, model, data: dict, hooks: list):
         cfg=({"model_wrapper_cfg": {"type": "MMDistributedDataParallel", "device_ids": None,
                                     "broadcast_buffers": False}} if cpu_ranks else None),
         log_processor={"by_epoch": False}, experiment_name=session.run.name,
+        visualizer=visualizer_config(session.run, session.out, session.rank),  # curves: runners/tracking.py
         **_training_arguments(schedule, model, data, session.resume, session.device),
     )
 

