@@ -84,7 +84,7 @@ def _grouped(frame: pd.DataFrame, keys: list[str], metrics: list[str]) -> pd.Dat
     ``collapsed``), ``partial_data`` (complete runs on a partial dataset split),
     ``<metric>|mean|std|n|low|high|seeds`` over the complete runs with a finite metric (low, high:
     the mean's 95% interval; seeds: {seed: value}), ``<cost>|mean|std|n`` for the costs, the first
-    ``memory_kind``, ``location``, ``location_kind``, ``kd_method``, ``dataset``,
+    ``memory_kind``, ``location``, ``location_kind``, ``kd_method``, ``distils``, ``dataset``,
     ``teacher_config`` and ``student_config`` found, and ``run_names``. Computed on
     arrays, one pass per column."""
     if not len(frame):
@@ -151,7 +151,8 @@ def _grouped(frame: pd.DataFrame, keys: list[str], metrics: list[str]) -> pd.Dat
     table["memory_kind"] = first("cost:peak_memory_kind", lambda v: isinstance(v, str))
     for column in (c for c in frame.columns if c.startswith("recipe:")):  # the first complete run's card
         table[column] = first(column, lambda v: v is not None and not (isinstance(v, float) and math.isnan(v)))
-    for column in ("location", "location_kind", "kd_method", "dataset", "teacher_config", "student_config"):
+    for column in ("location", "location_kind", "kd_method", "distils", "dataset", "teacher_config",
+                   "student_config"):
         table[column] = first(column, lambda v: not pd.isna(v))
     names = frame["name"].to_numpy(dtype=object)
     table["run_names"] = [list(names[group]) for group in groups]
@@ -253,6 +254,16 @@ def location_kinds(cell_table: pd.DataFrame) -> dict[str, tuple[str, str]]:
             placed[cell["method"]] = (families.pop(), cell["location_kind"])
     counts = Counter(placed.values())
     return {method: (str(method) if counts[where] > 1 else where[0], where[1]) for method, where in placed.items()}
+
+
+def distil_kinds(cell_table: pd.DataFrame) -> dict[str, str | None]:
+    """method -> what its terms' losses distil (``channel-wise``, ``spatial``, both joined, or None),
+    as analysis.collect.distils read it from the loss declarations, never from the method's name."""
+    if cell_table.empty or "distils" not in cell_table:
+        return {}
+    rows = cell_table.drop_duplicates("method")
+    return {row["method"]: row["distils"] if isinstance(row["distils"], str) else None
+            for row in rows.to_dict("records")}
 
 
 def table2_kinds(cell_table: pd.DataFrame) -> dict[str, tuple[str, str]]:

@@ -5,7 +5,8 @@ says why), so a report can count them; only complete runs with finite metrics ar
 (analysis.aggregate). The frame is cached as ``results/<study>/runs.parquet``, written atomically.
 
 Columns: ``run_id, name, kind, stage, status, detail, task, dataset, teacher_config,
-student_config, location, location_kind, kd_method, method, seed``, one ``axis:<path>`` column per other grid axis,
+student_config, location, location_kind, kd_method, distils`` (channel-wise or spatial, from the
+terms' loss declarations), ``method, seed``, one ``axis:<path>`` column per other grid axis,
 ``teacher_key`` (the run id of a cell's teacher run) and ``baseline_key`` (the axis values its
 student baseline is planned per),
 one column per metric as the run wrote it (``val/mIoU``, ``val/bbox_mAP``, ...), ``cost:<key>``
@@ -25,7 +26,9 @@ from pathlib import Path
 import pandas as pd
 
 from kdbench import states, store
+from kdbench.errors import UserError
 from kdbench.expand import PlannedRun, Study
+from kdbench.losses import registry
 from kdbench.spec import Model, RunSpec
 from kdbench.study import TERM_PREFIX
 
@@ -75,6 +78,29 @@ def location_kind(run: RunSpec) -> str | None:
 def kd_methods(run: RunSpec) -> str | None:
     """The distillation terms' ``method`` (``cwd``, ``pi``, ...), in term order, ``; ``-joined."""
     return "; ".join(term.method for term in run.distill) or None
+
+
+def term_kind(method: str, params: dict) -> str | None:
+    """What a term's loss distils with these parameters, as its declaration says
+    (``LossParams.distils``: ``channel-wise``, ``spatial``), or None: never from a name."""
+    try:
+        return registry.check_params(method, params).distils()
+    except UserError:  # a plugin that is not loaded here, or parameters it no longer takes
+        return None
+
+
+def distils(run: RunSpec, known: dict | None = None) -> str | None:
+    """``channel-wise``, ``spatial`` or ``channel-wise + spatial``: what a run's distillation terms'
+    losses distil (``term_kind``); None without distillation or where a term's loss declares
+    neither. ``known``: answers already found, by (method, parameters)."""
+    known = {} if known is None else known
+    kinds = set()
+    for term in run.distill:
+        key = (term.method, repr(sorted(term.params.items())))
+        if key not in known:
+            known[key] = term_kind(term.method, dict(term.params))
+        kinds.add(known[key])
+    return None if not kinds or None in kinds else " + ".join(sorted(kinds))
 
 
 def _key(params: dict, keep) -> str:
@@ -127,9 +153,9 @@ def _teacher_keys(study: Study) -> dict[str, str | None]:
 
 
 def _row(planned: PlannedRun, run_dir: Path, state: str, teacher_key: str | None, files: store.RunFiles,
-         reason: str | None = None) -> dict:
+         reason: str | None = None, known: dict | None = None) -> dict:
     """One run's row; ``files``: its directory as ``store.scan`` read it; ``reason``: why
-    kdbench.states says it is blocked."""
+    kdbench.states says it is blocked; ``known``: the terms' kinds found so far (``distils``)."""
     run = planned.run
     row = {
         "run_id": planned.run_id, "name": planned.name, "kind": planned.kind, "stage": planned.stage,
@@ -137,6 +163,7 @@ def _row(planned: PlannedRun, run_dir: Path, state: str, teacher_key: str | None
         "dataset": run.dataset.name,
         "teacher_config": _config_name(run.teacher), "student_config": _config_name(run.student),
         "location": _locations(run), "location_kind": location_kind(run), "kd_method": kd_methods(run),
+        "distils": distils(run, known),
         "method": planned.params.get("method") if planned.kind == "cell" else None,
         "seed": run.seed,
         "teacher_key": teacher_key,
@@ -194,8 +221,9 @@ def collect(study: Study, scanned: dict[str, store.RunFiles] | None = None,
     statuses = states.run_states(study, scanned, {}) if statuses is None else statuses
     by_id = {row.run_id: row for row in statuses}
     teacher_keys = _teacher_keys(study)
+    known: dict = {}
     rows = [_row(p, study.directory / p.run_id, by_id[p.run_id].state, teacher_keys[p.run_id], scanned[p.run_id],
-                 by_id[p.run_id].reason) for p in study.runs]
+                 by_id[p.run_id].reason, known) for p in study.runs]
     frame = pd.DataFrame(rows)
     for column in frame.columns:
         if column.startswith("axis:"):

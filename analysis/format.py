@@ -127,5 +127,11 @@ def kind_label(kind) -> str:
     return KIND_LABELS.get(kind, MISSING)
 
 
+def with_kind(name: str, kind) -> str:
+    """A method with what its loss distils: ``cwd (channel-wise)``, ``pi (spatial)``; the name alone
+    where the loss declares neither (kdbench.losses.params.LossParams.kind)."""
+    return f"{name} ({kind})" if isinstance(kind, str) and kind else str(name)
+
+
 def count_noun(count: int, noun: str) -> str:
     return f"{count} {noun}{'' if count == 1 else 's'}"

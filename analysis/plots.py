@@ -29,6 +29,7 @@ import seaborn as sns  # noqa: E402
 
 from analysis import aggregate  # noqa: E402
 from analysis import format as fmt  # noqa: E402
+from kdbench.losses.params import CHANNEL_WISE, SPATIAL  # noqa: E402
 
 BASELINE = "student (no KD)"
 MAX_BARS = 30     # a bar chart of more cells than this shows the best ones (every cell is in the tables)
@@ -36,8 +37,6 @@ MAX_LABELS = 12   # the gain-vs-cost figure names at most this many points (the 
 MAX_DASHED = 12   # the training curves draw at most this many runs without a result, one dashed line each
 
 
-SPATIAL = ("pi", "at", "local", "pa", "ifvd", "ho", "fitnets")  # distil over positions (per channel or pixel)
-CHANNEL_WISE = ("cwd",)                                          # a distribution over positions, per channel
 NORM_AXIS, DIVERGENCE_AXIS = "axis:term.params.norm", "axis:term.params.divergence"
 
 
@@ -280,17 +279,11 @@ def norm_divergence_bars(frame: pd.DataFrame, metric: str, students: pd.DataFram
                  "per position), coloured by divergence", "normalisation")
 
 
-def family_label(family: str) -> str:
-    """``cwd (channel-wise)``, ``pi (spatial)``, or the name alone for other methods."""
-    if family in CHANNEL_WISE:
-        return f"{family} (channel-wise)"
-    return f"{family} (spatial)" if family in SPATIAL else family
-
-
 def location_bars(frame: pd.DataFrame, cell_table: pd.DataFrame, metric: str,
                   students: pd.DataFrame | None = None) -> Figure | None:
     """The paper's Table 2 as bars: grouped by where the method distils (feature map, logits), one
-    bar per method, channel-wise (CWD, in warm colours) apart from spatial ones (cool colours)."""
+    bar per method, channel-wise ones (warm colours) apart from spatial ones (cool colours). Which
+    is which comes from the loss each term uses (its declared kind), never from the method's name."""
     placed = aggregate.table2_kinds(cell_table)
     if not placed:
         return None
@@ -298,13 +291,16 @@ def location_bars(frame: pd.DataFrame, cell_table: pd.DataFrame, metric: str,
     data = students[students["method"].isin(list(placed))]
     if data.empty:
         return None
+    kinds = aggregate.distil_kinds(cell_table)
+    labels = {method: fmt.with_kind(family, kinds.get(method)) for method, (family, _) in placed.items()}
     data = data.assign(where=[fmt.kind_label(placed[m][1]) for m in data["method"]],
-                       family=[family_label(placed[m][0]) for m in data["method"]])
+                       family=[labels[m] for m in data["method"]])
     order = [fmt.kind_label(kind) for kind in ("feature", "logits") if fmt.kind_label(kind) in set(data["where"])]
-    families = list(dict.fromkeys(family_label(f) for f, _ in placed.values()))
-    families = [f for f in families if f in set(data["family"])]
-    channel = [f for f in families if f.endswith("(channel-wise)")]
-    spatial = [f for f in families if f.endswith("(spatial)")]
+    families = [f for f in dict.fromkeys(labels.values()) if f in set(data["family"])]
+    channel = [labels[m] for m in placed if kinds.get(m) == CHANNEL_WISE]
+    spatial = [labels[m] for m in placed if kinds.get(m) == SPATIAL]
+    channel = [f for f in families if f in channel]
+    spatial = [f for f in families if f in spatial]
     other = [f for f in families if f not in channel and f not in spatial]
     hue_order = spatial + other + channel
     palette = {**dict(zip(spatial, sns.color_palette("Blues_d", n_colors=max(1, len(spatial))))),
@@ -312,8 +308,9 @@ def location_bars(frame: pd.DataFrame, cell_table: pd.DataFrame, metric: str,
                **dict(zip(channel, sns.color_palette("Reds_r", n_colors=max(3, len(channel))))), }
     return _bars(data, students, metric, "where", "family", order, hue_order, palette,
                  f"{fmt.metric_label(metric)}: spatial vs channel-wise distillation", "location_bars",
-                 "grouped by where the method distils (from its student location), blue: spatial methods, red: "
-                 "channel-wise (CWD), grey: others", "distilled location")
+                 "grouped by where the method distils (from its student location), blue: spatial, red: "
+                 "channel-wise, grey: neither (as each term's loss declares its kind, never from the method's "
+                 "name)", "distilled location")
 
 
 def gain_cost_points(cell_table: pd.DataFrame, metric: str) -> pd.DataFrame:

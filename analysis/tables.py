@@ -199,12 +199,15 @@ def table2(cells: pd.DataFrame, metric: str, matches: pd.DataFrame) -> Table | N
     label = fmt.metric_label(metric)
     table = Table("table2", "Feature map vs logits (the paper's Table 2 layout)", header,
                   caption=f"{label} mean ± std (n) and Δ vs the student baseline; rows: the distillation "
-                          "term's method, columns: what its student location is (a classifier such as "
+                          "term's method with what its loss distils (channel-wise or spatial, as the loss "
+                          "declares it), columns: what its student location is (a classifier such as "
                           f"decode_head.conv_seg: logits; any other module: feature map); {BEST_CAPTION}.")
     by_method = {row["method"]: row for row in cells.to_dict("records")}
     families = list(dict.fromkeys(family for family, _ in kinds.values()))
+    distils = aggregate.distil_kinds(cells)
     for family in families:
-        line = [Cell(family)]
+        declared = {distils.get(m) for m, (f, _) in kinds.items() if f == family}
+        line = [Cell(fmt.with_kind(family, declared.pop() if len(declared) == 1 else None))]
         for kind, _ in columns:
             method = next((m for m, (f, k) in kinds.items() if f == family and k == kind), None)
             row = by_method.get(method)

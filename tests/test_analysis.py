@@ -142,8 +142,8 @@ def test_published_numbers_sit_beside_the_measured_cell_with_their_source(store)
     assert row[9] == "A Paper, Table 9 (fixture_ref.csv)"
     layout = tables.table2(cells, "val/mIoU", matches)
     assert layout.header == ["Method", "Feature map", "Logits", "Feature map (published)", "Logits (published)"]
-    cwd_row = next([c.text for c in r] for r in layout.rows if r[0].text == "cwd")
-    assert cwd_row == ["cwd", "—", "35.50 ± 0.71 (n=2) [+4.50]", "—", "40.25"]
+    cwd_row = next([c.text for c in r] for r in layout.rows if r[0].text == "cwd (channel-wise)")
+    assert cwd_row == ["cwd (channel-wise)", "—", "35.50 ± 0.71 (n=2) [+4.50]", "—", "40.25"]
 
 
 def test_a_tau_axis_gets_an_ablation_table_and_a_sweep_plot(tmp_path):
@@ -365,3 +365,51 @@ def test_gain_vs_cost_plots_the_slowdown_with_the_baseline_at_one_and_zero(store
     assert points.loc["student (no KD)", "std"] == 1.0
     assert points.loc["cwd_logits", ["slowdown", "delta"]].tolist() == [pytest.approx(1.5), pytest.approx(4.5)]
     assert "slowdown" in figure.caption and "(1x, 0)" in figure.caption
+
+
+def test_channel_wise_and_spatial_come_from_each_terms_loss_never_from_the_methods_name(tmp_path):
+    """The issue's study (CWD at tau 1 and 4 and PI, all on the logits) plus names that lie: a
+    method called ``spatial_pi`` that uses cwd, one called ``cwd_like`` that uses pi, and
+    norm_divergence, whose kind follows its ``norm``. Figure, Table 2 and the collected rows all
+    say what each term's loss declares."""
+    from analysis import plots
+    from tests.results_fixtures import LOGITS, study_text
+
+    on_logits = f"weight: 3.0, student_location: {LOGITS}"
+    text = study_text({
+        "cwd_tau1": f"{{method: cwd, params: {{tau: 1.0}}, {on_logits}}}",
+        "cwd_tau4": f"{{method: cwd, params: {{tau: 4.0}}, {on_logits}}}",
+        "pi": f"{{method: pi, {on_logits}}}",
+        "spatial_pi": f"{{method: cwd, {on_logits}, teacher_location: {LOGITS}}}",
+        "cwd_like": f"{{method: pi, params: {{tau: 2.0}}, {on_logits}}}",
+        "nd_channel_mean": f"{{method: norm_divergence, params: {{norm: channel_mean}}, {on_logits}}}",
+        "nd_spatial": f"{{method: norm_divergence, params: {{norm: spatial}}, {on_logits}}}",
+        "nd_none": f"{{method: norm_divergence, params: {{norm: none}}, {on_logits}}}",
+    })
+    names = ("cwd_tau1", "cwd_tau4", "pi", "spatial_pi", "cwd_like", "nd_channel_mean", "nd_spatial", "nd_none")
+    outcomes = {k: v for i, name in enumerate(names) for k, v in seeds(name, 30.0 + i, 31.0 + i, 32.0 + i).items()}
+    study, results = make_store(tmp_path, outcomes, text)
+    frame = collect(study)
+    kinds = {row["method"]: row["distils"] if isinstance(row["distils"], str) else None
+             for row in frame[frame["kind"] == "cell"].to_dict("records")}
+    assert kinds == {"cwd_tau1": "channel-wise", "cwd_tau4": "channel-wise", "pi": "spatial",
+                     "spatial_pi": "channel-wise", "cwd_like": "spatial", "nd_channel_mean": "channel-wise",
+                     "nd_spatial": "spatial", "nd_none": None}
+    cells = aggregate.cells(frame)
+    figure = plots.location_bars(frame, cells, "val/mIoU")
+    families = set(figure.data["family"])
+    assert {"cwd_tau1 (channel-wise)", "cwd_tau4 (channel-wise)", "spatial_pi (channel-wise)",
+            "cwd_like (spatial)", "nd_spatial (spatial)", "nd_channel_mean (channel-wise)", "nd_none"} <= families
+    assert "never from the method's name" in figure.caption
+    table = tables.table2(cells, "val/mIoU", pd.DataFrame())
+    labels = [row[0].text for row in table.rows]
+    assert "cwd_tau1 (channel-wise)" in labels and "cwd_like (spatial)" in labels and "nd_none" in labels
+    assert "spatial_pi (channel-wise)" in labels
+
+
+def test_a_plugin_loss_that_declares_no_kind_is_neither_channel_wise_nor_spatial():
+    from kdbench.losses.params import CWDParams, LossParams, NormDivergenceParams, PIParams
+
+    assert LossParams().distils() is None
+    assert CWDParams(tau=4.0).distils() == "channel-wise" and PIParams().distils() == "spatial"
+    assert NormDivergenceParams(norm="none").distils() is None

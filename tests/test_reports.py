@@ -157,7 +157,8 @@ def _filled(name, tmp_path):
 
 @pytest.mark.slow  # five whole reports, figures included
 @pytest.mark.parametrize("name, expected", [
-    ("paper_table2_cityscapes", ["Feature map vs logits (the paper's Table 2 layout)", "| cwd | ", "74.87",
+    ("paper_table2_cityscapes", ["Feature map vs logits (the paper's Table 2 layout)", "| cwd (channel-wise) | ",
+                                 "74.87",
                                  "cwd → cwd\\_logits",
                                  "![mIoU: spatial vs channel-wise distillation](location_bars.png)"]),
     ("ablation_norm_divergence", ["Ablation: norm x divergence", "| norm \\\\ divergence | kl | mse |",

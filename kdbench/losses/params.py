@@ -10,7 +10,11 @@ imported.
 
 Class-level facts a trainer or preflight reads: ``needs_labels`` (the loss is called with the
 segmentation labels) and ``needs_adapter`` (student and teacher maps must have equal channels;
-False where only positions are compared).
+False where only positions are compared). One fact the reports read: ``kind``, what the loss
+distils (``distils()`` for a loss whose kind depends on its parameters): ``channel-wise`` (a
+distribution over the positions of each channel, as CWD) or ``spatial`` (each position, or
+positions against each other, every channel alike: the other methods of the CWD paper's Table 2);
+None where a loss declares neither.
 """
 
 from __future__ import annotations
@@ -21,6 +25,9 @@ from typing import Any, ClassVar
 
 from kdbench.errors import UserError
 from kdbench.schema import did_you_mean
+
+CHANNEL_WISE, SPATIAL = "channel-wise", "spatial"
+KINDS = (CHANNEL_WISE, SPATIAL)
 
 
 def positive(name: str, value: Any) -> float:
@@ -72,10 +79,16 @@ class LossParams:
 
     needs_labels: ClassVar[bool] = False
     needs_adapter: ClassVar[bool] = True
+    kind: ClassVar[str | None] = None  # CHANNEL_WISE, SPATIAL or None (neither declared)
 
     def __post_init__(self) -> None:
         non_negative("loss_weight", self.loss_weight)
         self.check()
+
+    def distils(self) -> str | None:
+        """``channel-wise`` or ``spatial`` with these values, or None: the class's ``kind`` unless a
+        loss's kind depends on its parameters (norm_divergence's ``norm``)."""
+        return self.kind if self.kind in KINDS else None
 
     def check(self) -> None:
         """Raise a UserError naming the parameter when a value is not valid."""
@@ -91,6 +104,7 @@ class CWDParams(LossParams):
     positions (the paper: 4; MMRazor's configs: 1)."""
 
     tau: float = 1.0
+    kind: ClassVar[str | None] = CHANNEL_WISE
 
     def check(self) -> None:
         positive("tau", self.tau)
@@ -114,11 +128,18 @@ class NormDivergenceParams(LossParams):
         if self.divergence == "kl":
             positive("tau", self.tau)
 
+    def distils(self) -> str | None:
+        """``channel`` and ``channel_mean`` compare each channel over its positions (channel-wise),
+        ``spatial`` the channels at each position; ``none`` imposes neither structure."""
+        return {"channel": CHANNEL_WISE, "channel_mean": CHANNEL_WISE, "spatial": SPATIAL}.get(self.norm)
+
 
 @dataclass(frozen=True)
 class PIParams(LossParams):
     """Pixel-wise KD: ``tau`` is the softmax temperature over classes (SKD and the CWD code: 1);
     the weight is SKD's lambda_pi = 10."""
+
+    kind: ClassVar[str | None] = SPATIAL
 
     loss_weight: float = 10.0
     tau: float = 1.0
@@ -132,6 +153,8 @@ class ATParams(LossParams):
     """Attention transfer; the weight is CIRKD's 1e4 (the attention maps are unit vectors over
     the H*W positions, so the raw loss is of order 1 / (H*W)). Channel counts may differ."""
 
+    kind: ClassVar[str | None] = SPATIAL
+
     loss_weight: float = 1e4
     needs_adapter: ClassVar[bool] = False
 
@@ -140,6 +163,8 @@ class ATParams(LossParams):
 class FitNetsParams(LossParams):
     """L2 mimicking of the adapted student map; the weight is CIRKD's 10."""
 
+    kind: ClassVar[str | None] = SPATIAL
+
     loss_weight: float = 10.0
 
 
@@ -147,11 +172,15 @@ class FitNetsParams(LossParams):
 class LocalParams(LossParams):
     """Local similarity over the 8-neighbourhood; no public weight exists, kdbench uses 1."""
 
+    kind: ClassVar[str | None] = SPATIAL
+
 
 @dataclass(frozen=True)
 class PAParams(LossParams):
     """Pair-wise affinity (SKD, weight 1): the map is max-pooled to ``pool_scale`` of its size
     per side before the affinities are taken, in (0, 1]. Channel counts may differ."""
+
+    kind: ClassVar[str | None] = SPATIAL
 
     pool_scale: float = 0.5
     needs_adapter: ClassVar[bool] = False
@@ -166,6 +195,8 @@ class PAParams(LossParams):
 class IFVDParams(LossParams):
     """Intra-class feature variation (IFVD's weight 200; CIRKD uses 20); labels equal to
     ``ignore_index`` are left out. Channel counts may differ."""
+
+    kind: ClassVar[str | None] = SPATIAL
 
     loss_weight: float = 200.0
     ignore_index: int = 255
@@ -187,6 +218,8 @@ class HOParams(LossParams):
     ``lr_d`` 4e-4; ``in_channels`` None infers the score maps' channels at the first call,
     ``width`` is the critic's first conv width, ``preprocess`` its input (softmax, batchnorm or
     none)."""
+
+    kind: ClassVar[str | None] = SPATIAL
 
     loss_weight: float = 0.001
     d_weight: float = 0.1
