@@ -36,6 +36,7 @@ class Table:
     header: list[str]
     rows: list[list[Cell]] = field(default_factory=list)
     caption: str = ""
+    why_empty: dict[str, str] = field(default_factory=dict)  # header -> why that column can be all empty
 
 
 def mark_best(table: Table) -> Table:
@@ -82,12 +83,14 @@ def group_label(kind: str, row: dict, groups: int) -> str:
     return f"{label}: {name}"
 
 
-def seed_table(cells: pd.DataFrame, metric: str) -> Table:
-    """The seed's layout: Location | Dataset | Teacher | Student | mIoU | mIoU(T) | mIoU(S)."""
+def mmrazor_table(cells: pd.DataFrame, metric: str) -> Table:
+    """The layout of MMRazor's CWD README table: Location | Dataset | Teacher | Student | mIoU |
+    mIoU(T) | mIoU(S)."""
     label = fmt.metric_label(metric)
-    table = Table("seed", "Results in the seed's format",
+    table = Table("mmrazor", "Results in the layout of MMRazor's CWD README table",
                   ["Location", "Dataset", "Teacher", "Student", label, f"{label}(T)", f"{label}(S)"],
-                  caption=f"{label}: mean ± std over seeds (n = complete runs); (T) the teacher, "
+                  caption=f"The columns of the results table in MMRazor's CWD README, for comparison with it. "
+                          f"{label}: mean ± std over seeds (n = complete runs); (T) the teacher, "
                           f"(S) the student trained without distillation; {BEST_CAPTION}.")
     axes = [a for a in _axis_columns(cells) if not a.endswith(".config")]  # configs: own columns
     for row in cells.to_dict("records"):
@@ -202,6 +205,7 @@ def table2(cells: pd.DataFrame, metric: str, matches: pd.DataFrame) -> Table | N
                           "term's method with what its loss distils (channel-wise or spatial, as the loss "
                           "declares it), columns: what its student location is (a classifier such as "
                           f"decode_head.conv_seg: logits; any other module: feature map); {BEST_CAPTION}.")
+    table.why_empty = _table2_why_empty(kinds, columns)
     by_method = {row["method"]: row for row in cells.to_dict("records")}
     families = list(dict.fromkeys(family for family, _ in kinds.values()))
     distils = aggregate.distil_kinds(cells)
@@ -276,6 +280,57 @@ def ablation_tables(cells: pd.DataFrame, metric: str) -> list[Table]:
                           + [_joined(first.get((value, method)), metric) for method in methods])
     tables.append(mark_best(table))
     return tables
+
+
+def _table2_why_empty(kinds: dict, columns: list[tuple[str, str]]) -> dict[str, str]:
+    """Why a Table 2 column can be all empty: no cell distils there, or none of those has a result."""
+    why = {}
+    for kind, title in columns:
+        where = fmt.kind_label(kind) if kind == "logits" else f"a {fmt.kind_label(kind)}"
+        placed = any(k == kind for _, k in kinds.values())
+        why[title] = (f"no {fmt.kind_label(kind)} cell has a complete run yet" if placed
+                      else f"no cell of this study distils {where}")
+        why[f"{title} (published)"] = f"no published number matches a {fmt.kind_label(kind)} cell"
+    return why
+
+
+def without_empty_columns(table: Table) -> Table | None:
+    """``table`` without the columns whose every row shows the missing mark (a feature-map column
+    of a study that distils only logits), its caption saying which were left out and why (the
+    table's ``why_empty``, else that no row has a value there); None when nothing but the first
+    column would remain. A table without rows is kept as it is."""
+    if not table.rows:
+        return table
+    width = len(table.header)
+    empty = [i for i in range(1, width)
+             if all(i >= len(row) or row[i].text == fmt.MISSING for row in table.rows)]
+    if not empty:
+        return table
+    if len(empty) == width - 1:
+        return None
+    reasons: dict[str, list[str]] = {}
+    for i in empty:
+        reasons.setdefault(table.why_empty.get(table.header[i], "no row has a value there"), []).append(
+            f'"{table.header[i]}"')
+    sentences = [f"The {' and '.join(names)} column{'s are' if len(names) > 1 else ' is'} left out: {why}."
+                 for why, names in reasons.items()]
+    keep = [i for i in range(width) if i not in empty]
+    return Table(table.key, table.title, [table.header[i] for i in keep],
+                 [[row[i] for i in keep if i < len(row)] for row in table.rows],
+                 " ".join([table.caption, *sentences]).strip(), table.why_empty)
+
+
+def shown(built: list[Table]) -> tuple[list[Table], list[str]]:
+    """The tables a report shows (``without_empty_columns`` of each) and one sentence per table
+    left out whole because every column but its labels is empty."""
+    kept, notes = [], []
+    for table in built:
+        trimmed = without_empty_columns(table)
+        if trimmed is None:
+            notes.append(f'The table "{table.title}" is left out: none of its rows has a value yet.')
+        else:
+            kept.append(trimmed)
+    return kept, notes
 
 
 def _ordered(column: pd.Series) -> list:

@@ -227,7 +227,7 @@ def build_context(study: Study, frame) -> dict:
     built = [tables.results_table(cell_table, base, teach, metrics),
              tables.significance_table(cell_table, base, teach, metric)]
     if len(cell_table):
-        built.append(tables.seed_table(cell_table, metric))
+        built.append(tables.mmrazor_table(cell_table, metric))
         built += [t for t in [tables.table2(cell_table, metric, matches), tables.location_table(cell_table, metric)]
                   if t]
         built += tables.ablation_tables(cell_table, metric)
@@ -239,6 +239,7 @@ def build_context(study: Study, frame) -> dict:
         if table.key == "references":
             table.caption += (" Measured on a partial dataset split (see the warning above): not comparable with "
                               "the published numbers.")
+    built, left_out = tables.shown(built)
     headline, cwd_lines = cwd_sentences(aggregate.cwd_verdicts(cell_table, metric), metric,
                                         aggregate.tested_cells(cell_table, metric))
     text = Path(study.path).read_text()
@@ -247,7 +248,7 @@ def build_context(study: Study, frame) -> dict:
     counts = frame["status"].value_counts().to_dict()
     return {
         "study": study.name, "description": str(study.spec.raw.get("description") or "").strip(),
-        "metric": fmt.metric_label(metric), "tables": built,
+        "metric": fmt.metric_label(metric), "tables": built, "tables_left_out": left_out,
         "figures": plots.all_figures(frame, cell_table, collect_curves(study, frame), metric),
         "sweep_note": sweep_note(frame), "problems": tables.problems_table(frame),
         "runs": tables.runs_table(frame, metrics),

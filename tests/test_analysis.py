@@ -101,9 +101,9 @@ def test_results_table_text_reproduces_mean_std_n_and_delta(store):
     assert rows["pi_logits"][-1] == "1 failed, 1 corrupt" and rows["cwd_logits"][-1] == "1 diverged"
 
 
-def test_seed_table_has_the_seed_layout_and_the_teacher_and_student_columns(store):
+def test_the_mmrazor_table_has_the_layout_of_mmrazors_readme_and_the_teacher_and_student_columns(store):
     study, results = store
-    table = tables.seed_table(aggregate.cells(collect(study)), "val/mIoU")
+    table = tables.mmrazor_table(aggregate.cells(collect(study)), "val/mIoU")
     assert table.header == ["Location", "Dataset", "Teacher", "Student", "mIoU", "mIoU(T)", "mIoU(S)"]
     first = [c.text for c in table.rows[0]]
     assert first == ["cwd_logits @ decode_head.conv_seg", "fashion_scenes", "tiny_seg_teacher", "tiny_seg_student",

@@ -383,3 +383,45 @@ def test_the_report_shows_each_cells_recipe_and_calls_a_cell_not_comparable_to_a
             "| fp32 |") in md
     assert ("cwd\\_logits is not comparable to fixture\\_ref.csv (cwd, s): published vs measured iterations 40000 vs "
             "10; pipeline crop\\_only vs default.") in md
+
+
+def _markdown_tables(md: str) -> list[list[list[str]]]:
+    """Every table of a markdown report: its rows (header first, the --- line dropped) as cell texts."""
+    found, rows = [], []
+    for line in md.splitlines() + [""]:
+        if line.startswith("|"):
+            rows.append([cell.strip() for cell in re.split(r"(?<!\\)\|", line.strip())[1:-1]])
+        elif rows:
+            found.append([row for row in rows if not all(set(c) <= {"-"} for c in row)])
+            rows = []
+    return found
+
+
+def test_the_mmrazor_layout_is_named_after_mmrazor_and_no_column_is_all_dashes(report):
+    import html as html_module
+
+    *_, html, md, _ = report
+    html = html_module.unescape(html)
+    for text in (html, md):
+        assert "seed's format" not in text and "Results in the layout of MMRazor's CWD README table" in text
+    # A logits-only study: Table 2's feature-map columns would hold nothing but dashes.
+    assert "| Method | Logits | Logits (published) |" in md
+    assert ('The "Feature map" column is left out: no cell of this study distils a feature map. '
+            'The "Feature map (published)" column is left out: no published number matches a feature map cell.'
+            ) in md
+    assert 'The "Feature map" column is left out: no cell of this study distils a feature map.' in html
+    tables = _markdown_tables(md)
+    assert len(tables) >= 6
+    for table in tables:
+        header, *body = table
+        for index, name in enumerate(header[1:], start=1):
+            assert not body or any(row[index] != "—" for row in body), f"column {name!r} is all dashes"
+
+
+def test_a_table_with_nothing_but_labels_left_is_left_out_with_a_sentence():
+    from analysis.tables import Cell, Table, shown
+
+    empty = Table("x", "Ablation: tau", ["tau", "cwd"], [[Cell("1"), Cell("—")], [Cell("4"), Cell("—")]])
+    kept, notes = shown([empty, Table("y", "Other", ["a", "b"], [[Cell("1"), Cell("2")]])])
+    assert [t.key for t in kept] == ["y"]
+    assert notes == ['The table "Ablation: tau" is left out: none of its rows has a value yet.']
