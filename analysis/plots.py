@@ -27,7 +27,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
-from analysis import aggregate  # noqa: E402
+from analysis import aggregate, chance  # noqa: E402
 from analysis import format as fmt  # noqa: E402
 from kdbench.losses.params import CHANNEL_WISE, SPATIAL  # noqa: E402
 
@@ -102,6 +102,9 @@ def method_bars(frame: pd.DataFrame, metric: str, students: pd.DataFrame | None 
     sns.barplot(data=data, x="label", y=metric, order=order, errorbar="sd", capsize=0.2, color="#8fb3d9", ax=axis)
     sns.stripplot(data=data, x="label", y=metric, order=order, color="black", size=4, ax=axis)
     _reference_lines(axis, frame[frame["kind"] == "teacher"], metric)
+    level = chance.mean_level(frame, metric)
+    if np.isfinite(level):
+        axis.axhline(level, linestyle="-.", color="#c53030", label=f"{chance.LABEL} ({fmt.number(level)})")
     axis.set_xlabel("")
     axis.set_ylabel(fmt.metric_label(metric))
     axis.tick_params(axis="x", rotation=30 if len(order) < 8 else 60)
@@ -113,7 +116,9 @@ def method_bars(frame: pd.DataFrame, metric: str, students: pd.DataFrame | None 
     shown = (f" The {MAX_BARS} cells with the highest mean of {cells} are shown; every cell is in the tables."
              if cells > MAX_BARS else "")
     return Figure("methods", f"{label} per method",
-                  "Bars: mean over seeds, error bars: std; dots: single runs; dashed line: the teacher." + shown,
+                  "Bars: mean over seeds, error bars: std; dots: single runs; dashed line: the teacher"
+                  + ("; dash-dotted red line: chance, what a constant predictor scores" if np.isfinite(level) else "")
+                  + "." + shown,
                   _png(figure))
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import jinja2
 
-from analysis import aggregate, plots, recipes, settings, tables
+from analysis import aggregate, chance, plots, recipes, settings, tables
 from analysis import format as fmt
 from analysis import stats as significance
 from analysis.collect import collect, collect_curves
@@ -239,6 +239,8 @@ def build_context(study: Study, frame) -> dict:
         if table.key == "references":
             table.caption += (" Measured on a partial dataset split (see the warning above): not comparable with "
                               "the published numbers.")
+    built = [chance.with_chance_row(t, metrics, chance.levels(frame, metrics)) if t.key == "results" else t
+             for t in built]
     built, left_out = tables.shown(built)
     headline, cwd_lines = cwd_sentences(aggregate.cwd_verdicts(cell_table, metric), metric,
                                         aggregate.tested_cells(cell_table, metric))
@@ -254,7 +256,8 @@ def build_context(study: Study, frame) -> dict:
         "runs": tables.runs_table(frame, metrics),
         "counts": ", ".join(f"{n} {state}" for state, n in sorted(counts.items())), "total": len(frame),
         "cwd_headline": headline, "cwd_lines": cwd_lines,
-        "warnings": collapse_warnings(cell_table, base, teach) + data_warnings,
+        "warnings": collapse_warnings(cell_table, base, teach) + data_warnings
+        + chance.near_chance_warnings(frame, metrics),
         "spec_path": str(study.path), "spec_text": text, "spec_sha256": hashlib.sha256(text.encode()).hexdigest(),
         "git_sha": report_sha, "run_git_shas": shas, "provenance_notes": provenance_notes(report_sha, shas),
         "environments": _environments(frame), "settings": settings.settings_table(groups),

@@ -20,7 +20,8 @@ COCO_ITEMS = ("mAP", "mAP_50", "mAP_75", "mAP_s", "mAP_m", "mAP_l")
 
 @SEG_METRICS.register_module(force=True)
 class KDIoUMetric(IoUMetric):
-    """mIoU, mAcc and aAcc over the whole split, unrounded, in percent."""
+    """mIoU, mAcc and aAcc over the whole split, unrounded, in percent, with the classes evaluated
+    and what a constant predictor would score on the split (``chance_levels``)."""
 
     def compute_metrics(self, results: list) -> dict[str, float]:
         columns = tuple(zip(*results))
@@ -36,7 +37,22 @@ class KDIoUMetric(IoUMetric):
         # mean (mmseg's convention); the count says how many classes the mean is over.
         iou = np.asarray(per_class.get("IoU", []), dtype=np.float64)
         out["classes_evaluated"] = float(np.count_nonzero(~np.isnan(iou)))
+        out.update(chance_levels(np.asarray(sum(columns[3]), dtype=np.float64)))
         return out
+
+
+def chance_levels(label_area: np.ndarray) -> dict[str, float]:
+    """What the best constant predictor scores on a split whose ground truth has ``label_area[c]``
+    pixels of class c (ignored pixels left out), in percent: predicting the most frequent class k
+    everywhere gives IoU n_k / N on k and 0 on every other class present (classes absent from both
+    are left out, as above), accuracy 100 on k and 0 on the others, and aAcc n_k / N. So
+    ``chance_mIoU`` = 100 n_k / (N C), ``chance_mAcc`` = 100 / C, ``chance_aAcc`` = 100 n_k / N, C the
+    classes present. Empty when the split has no labelled pixel."""
+    present = label_area > 0
+    if not present.any():
+        return {}
+    top, total, classes = float(label_area.max()), float(label_area.sum()), int(present.sum())
+    return {"chance_mIoU": 100 * top / total / classes, "chance_mAcc": 100 / classes, "chance_aAcc": 100 * top / total}
 
 
 @DET_METRICS.register_module(force=True)

@@ -62,6 +62,8 @@ OUTCOMES = {
 }
 
 CONSTANT = {"val/mAcc": 100 / 11, "val/classes_evaluated": 11.0}  # one class right everywhere, 10 never
+# The split's chance levels as runners.metrics records them: 11 classes, the largest 80% of the pixels.
+CHANCE = {"val/chance_mIoU": 80 / 11, "val/chance_mAcc": 100 / 11}
 
 
 def seeds(name: str, *values) -> dict:
@@ -86,7 +88,7 @@ def write_run(root: Path, planned, outcome, metrics: dict | None = None, drop_co
     (run_dir / "env.json").write_text(json.dumps(ENV))
     main, second = ("val/bbox_mAP", "val/bbox_mAP_50") if planned.run.task == "det" else ("val/mIoU", "val/mAcc")
     final_value = outcome if isinstance(outcome, float) else 10.0
-    seg_extra = {} if planned.run.task == "det" else {"val/classes_evaluated": 11.0}
+    seg_extra = {} if planned.run.task == "det" else {"val/classes_evaluated": 11.0, **CHANCE}
     lines = [{"iter": 5, main: final_value - 5, second: final_value - 3}]
     if isinstance(outcome, float):
         lines.append({"iter": 10, main: outcome, second: outcome + 10})

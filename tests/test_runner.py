@@ -31,6 +31,9 @@ def test_a_teacher_run_trains_evaluates_and_writes_every_result_file(seg_teacher
     assert store.run_state(seg_teacher) == "complete"
     assert set(final["metrics"]) >= {"val/mIoU", "val/mAcc", "val/aAcc"}
     assert all(isinstance(v, float) and 0 <= v <= 100 for v in final["metrics"].values() if "classes" not in str(v))
+    # the split's chance levels (analysis.chance): the largest class's share, spread over the classes present
+    metrics = final["metrics"]
+    assert 0 < metrics["val/chance_mIoU"] < metrics["val/chance_aAcc"] < 100 and metrics["val/chance_mAcc"] > 0
     assert final["cost"]["seconds_per_iter"] > 0 and final["cost"]["peak_memory_mb"] > 0
     env = store.read_json(seg_teacher / "env.json")
     assert {"python", "torch", "mmcv", "mmseg", "mmdet", "git_sha", "device"} <= set(env)
