@@ -8,6 +8,7 @@ zero.
 """
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import nn
@@ -17,9 +18,12 @@ from kdbench.losses import LossParams, positive, register
 
 @dataclass(frozen=True)
 class CosineParams(LossParams):
-    """The torch-free declaration: every parameter with its default, and the rules."""
+    """The torch-free declaration: every parameter with its default, and the rules; ``kind`` says
+    what the loss compares for the reports: each position's channel vector, every channel alike,
+    is ``spatial`` (``channel-wise``: each channel's distribution over positions, as CWD)."""
 
     eps: float = 1e-8
+    kind: ClassVar[str | None] = "spatial"
 
     def check(self) -> None:
         positive("eps", self.eps)
