@@ -23,6 +23,7 @@ from analysis import format as fmt
 
 NEAR_CHANCE = 3.0  # metric points (percent) above the chance level within which a mean is flagged
 LABEL = "chance (a constant predictor)"
+MAX_WARNINGS = 20  # a grid of thousands of near-chance cells gets this many lines and a count of the rest
 
 
 def chance_column(metric: str) -> str:
@@ -84,44 +85,56 @@ def with_chance_row(table: tables.Table, metrics: list[str], shown: dict[str, st
     return table
 
 
-def _groups(frame: pd.DataFrame):
-    """(who, rows) for the teacher(s), the student baseline(s) and each cell, in that order."""
-    axes = [a for a in aggregate.axes_of(frame) if a != "method"]
-    for kind, keys, whose in (("teacher", ["teacher_key"], "the teacher"),
-                              ("student_baseline", ["baseline_key"], "the student baseline"),
-                              ("cell", ["method", *axes, "baseline_key", "teacher_key"], None)):
-        part = frame[frame["kind"] == kind]
-        if not len(part):
-            continue
-        grouped = list(part.groupby(keys, dropna=False, sort=False))
-        for _, rows in grouped:
-            first = rows.iloc[0].to_dict()
-            if whose is None:
-                who = tables.setting(first, axes)
-            else:
-                name = re.sub(r"_s\d+$", "", str(first["name"])).removeprefix("teacher_").removeprefix("student_")
-                who = whose if len(grouped) < 2 else f"{whose} ({name})"
-            yield who, rows
+GROUPS = (("teacher", ("teacher_key",), "the teacher"), ("student_baseline", ("baseline_key",), "the student baseline"),
+          ("cell", None, None))  # kind, the columns its groups are told apart by (cells: their axes), who
+
+
+def _who(first: dict, whose: str | None, axes: list[str], groups: int) -> str:
+    """How a warning names a group from its first row: a cell by its setting, the teacher or the
+    student baseline as such (with its run name where a study has several)."""
+    if whose is None:
+        return tables.setting(first, axes)
+    name = re.sub(r"_s\d+$", "", str(first["name"])).removeprefix("teacher_").removeprefix("student_")
+    return whose if groups < 2 else f"{whose} ({name})"
 
 
 def near_chance_warnings(frame: pd.DataFrame, metrics: list[str], margin: float = NEAR_CHANCE) -> list[str]:
     """One warning per teacher, student baseline or cell whose mean on some metric is less than
     ``margin`` points above that metric's chance level (or below it), naming each such metric with
-    the mean, the chance level and the gap."""
+    the mean, the chance level and the gap. The means are taken for every group at once (one pass
+    per metric); only the flagged groups are looked at one by one."""
+    axes = [a for a in aggregate.axes_of(frame) if a != "method"]
     warnings = []
-    for who, rows in _groups(frame):
-        found = []
-        for metric in [m for m in metrics if m in rows]:
-            usable = aggregate.usable(rows, metric).to_numpy()
-            mean, std, n = aggregate.stats(pd.to_numeric(rows[metric], errors="coerce").to_numpy()[usable])
-            chance = run_chance(rows, metric)[usable]
-            chance = chance[np.isfinite(chance)]
-            if not n or not chance.size or mean - chance.mean() >= margin:
-                continue
-            gap = mean - chance.mean()
-            found.append(f"{fmt.metric_label(metric)} {fmt.mean_std(mean, std, n)} vs chance "
-                         f"{fmt.number(chance.mean())} ({fmt.signed(gap)} points)")
-        if found:
-            warnings.append(f"warning: {who} is within {fmt.number(margin, 0)} points of chance (what a constant "
-                            f"predictor scores): {'; '.join(found)}.")
+    for kind, keys, whose in GROUPS:
+        part = frame[frame["kind"] == kind]
+        if not len(part):
+            continue
+        keys = list(keys or ["method", *axes, "baseline_key", "teacher_key"])
+        codes = part.groupby(keys, dropna=False, sort=False).ngroup().to_numpy()
+        count = int(codes.max()) + 1
+        found: dict[int, list[str]] = {}
+        for metric in [m for m in metrics if m in part]:
+            values = pd.to_numeric(part[metric], errors="coerce").to_numpy(dtype=float)
+            levels_ = run_chance(part, metric)
+            usable = aggregate.usable(part, metric).to_numpy()
+            known = usable & np.isfinite(levels_)
+            n = np.bincount(codes[known], minlength=count)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                gap = (np.bincount(codes[known], weights=values[known], minlength=count)
+                       - np.bincount(codes[known], weights=levels_[known], minlength=count)) / n
+            for group in np.flatnonzero((n > 0) & (gap < margin)):
+                mine = known & (codes == group)
+                mean, std, runs = aggregate.stats(values[mine])
+                found.setdefault(int(group), []).append(
+                    f"{fmt.metric_label(metric)} {fmt.mean_std(mean, std, runs)} vs chance "
+                    f"{fmt.number(levels_[mine].mean())} ({fmt.signed(gap[group])} points)")
+        for group in sorted(found):
+            first = part.iloc[int(np.flatnonzero(codes == group)[0])].to_dict()
+            warnings.append(f"warning: {_who(first, whose, axes, count)} is within {fmt.number(margin, 0)} points "
+                            f"of chance (what a constant predictor scores): {'; '.join(found[group])}.")
+    if len(warnings) > MAX_WARNINGS:
+        rest = len(warnings) - MAX_WARNINGS
+        warnings = warnings[:MAX_WARNINGS] + [
+            f"warning: {rest} more (teachers, student baselines or cells) within {fmt.number(margin, 0)} points of "
+            "chance; every mean is in the All cells table, beside the chance row."]
     return warnings

@@ -84,3 +84,15 @@ def test_runs_recorded_before_chance_levels_still_get_the_mean_accuracys_and_det
     flagged = chance.near_chance_warnings(boxes, ["val/bbox_mAP"])
     assert any(w.startswith("warning: the student baseline is within 3 points of chance") and
                "mAP 2.00 ± 0.00 (n=3) vs chance 0.00 (+2.00 points)" in w for w in flagged)
+
+
+def test_a_grid_of_many_near_chance_cells_gets_a_bounded_list_and_a_count_of_the_rest(tmp_path, monkeypatch):
+    study, results = make_store(tmp_path)
+    frame = collect(study)
+    frame["val/chance_mIoU"] = frame["val/mIoU"] - 1  # every complete run 1 point above chance
+    monkeypatch.setattr(chance, "MAX_WARNINGS", 2)
+    flagged = chance.near_chance_warnings(frame, ["val/mIoU"])
+    assert flagged[0].startswith("warning: the teacher is within 3 points of chance")
+    assert flagged[1].startswith("warning: the student baseline is within 3 points of chance")
+    assert flagged[2:] == ["warning: 3 more (teachers, student baselines or cells) within 3 points of chance; every "
+                           "mean is in the All cells table, beside the chance row."]
