@@ -257,6 +257,7 @@ class FBKDParams(LossParams):
     sub_sample: bool = False
     maxpool_stride: int = 2
     needs_adapter: ClassVar[bool] = False
+    kind: ClassVar[str | None] = None  # its terms mix channel and spatial attention: neither alone
 
     def check(self) -> None:
         for name in ("mask_weight", "channel_weight", "spatial_weight", "nonlocal_weight"):
