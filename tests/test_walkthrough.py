@@ -91,6 +91,9 @@ def test_the_first_study_of_the_readme_plans_the_runs_its_comments_promise(workd
     for words, comment in plans:
         code, out, err = run(words, workdir)
         assert code == 0, err
+        if "--estimate" in words:
+            assert re.search(r"study first: [0-9.]+ CPU-h in all", out)
+            continue
         assert f"study first: {promised_runs(comment)} runs" in out
         for name in ("teacher", "student_s1", "cwd_tau1_s0", "cwd_tau4_s1", "pi_s0"):
             assert f" {name} " in out
