@@ -34,11 +34,11 @@ target = "model_final.pth" if mode == "full-at-weights" else "final.json"
 def fail_then_write(path, data):
     if Path(path).name == target:
         if mode.startswith("full"):
-            with open(mount / "ballast", "wb") as ballast:
+            # Unbuffered: a write that fails leaves nothing for close() to flush (and fail on) again.
+            with open(mount / "ballast", "wb", buffering=0) as ballast:
                 try:
                     while True:
                         ballast.write(b"x" * 65536)
-                        ballast.flush()
                 except OSError:
                     pass
         else:  # a read-only bind mount over the run's directory (the tmpfs itself is busy: open logs)

@@ -475,19 +475,24 @@ def test_an_indexed_location_taps_one_element_of_a_tuple_output_and_a_star_every
     assert len(taps.outputs["neck[*]"]) == 3 and all(a is b for a, b in zip(taps.outputs["neck[*]"], levels))
 
 
-@pytest.mark.slow
-def test_a_detector_distilled_on_every_fpn_level_through_neck_star_trains(tmp_path):
+def _tiny_det_distilled(tmp_path, term: dict) -> dict:
+    """A tiny GFL student distilled for 4 iterations with ``term`` from an untrained tiny teacher
+    (its weights saved as a checkpoint): the final record."""
     from runners.build import build_model, load_config
     from tests.run_fixtures import TINY_DATA
 
     checkpoint = tmp_path / "teacher.pth"
     torch.save(build_model(load_config("tiny_det_teacher"), "det", init=False).state_dict(), checkpoint)
     run = {"task": "det", "student": {"config": "tiny_det_student"}, "dataset": TINY_DATA,
-           "teacher": {"config": "tiny_det_teacher", "checkpoint": str(checkpoint)},
-           "distill": [{"method": "cwd", "params": {"tau": 1.0}, "weight": 10.0, "student_location": "neck[*]",
-                        "adapter": True}],
+           "teacher": {"config": "tiny_det_teacher", "checkpoint": str(checkpoint)}, "distill": [term],
            "schedule": {"iterations": 4, "batch_size": 2, "checkpoint_interval": 4}, "seed": 0}
-    final = execute(run, tmp_path / "run")
+    return execute(run, tmp_path / "run")
+
+
+@pytest.mark.slow
+def test_a_detector_distilled_on_every_fpn_level_through_neck_star_trains(tmp_path):
+    final = _tiny_det_distilled(tmp_path, {"method": "cwd", "params": {"tau": 1.0}, "weight": 10.0,
+                                           "student_location": "neck[*]", "adapter": True})
     assert final["status"] == "complete" and final["cost"]["kd_share"] > 0
     logged = [json.loads(line) for line in next((tmp_path / "run").glob("*/vis_data/scalars.json")).read_text()
               .splitlines()]
@@ -512,17 +517,9 @@ def test_a_run_records_its_recipe_card_in_final_json(seg_teacher, tmp_path):
 
 @pytest.mark.slow
 def test_a_detector_distilled_with_fbkd_on_an_fpn_level_trains_its_connectors_with_the_student(tmp_path):
-    from runners.build import build_model, load_config
-    from tests.run_fixtures import TINY_DATA
-
-    checkpoint = tmp_path / "teacher.pth"
-    torch.save(build_model(load_config("tiny_det_teacher"), "det", init=False).state_dict(), checkpoint)
-    run = {"task": "det", "student": {"config": "tiny_det_student"}, "dataset": TINY_DATA,
-           "teacher": {"config": "tiny_det_teacher", "checkpoint": str(checkpoint)},
-           "distill": [{"name": "fbkd_p0", "method": "fbkd", "student_location": "neck.fpn_convs.0.conv",
-                        "params": {"sub_sample": True, "reduction": 4}}],
-           "schedule": {"iterations": 4, "batch_size": 2, "checkpoint_interval": 4}, "seed": 0}
-    final = execute(run, tmp_path / "run")
+    final = _tiny_det_distilled(tmp_path, {"name": "fbkd_p0", "method": "fbkd",
+                                           "student_location": "neck.fpn_convs.0.conv",
+                                           "params": {"sub_sample": True, "reduction": 4}})
     assert final["status"] == "complete"
     checkpoint = torch.load(next((tmp_path / "run").glob("iter_4.pth")), weights_only=False)["state_dict"]
     assert any(key.startswith("kd_losses.fbkd_p0.student_adapt.non_local") for key in checkpoint)
