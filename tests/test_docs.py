@@ -11,9 +11,11 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 BACKGROUND = ROOT / "docs" / "background.md"
 
-# The team's design notes (ANCHORS.md, STYLE.md, ...) live in a folder beside the repository, so a
-# citation of them is a dead end for anyone with a clone; their facts belong in docs/background.md.
-OUTSIDE = re.compile(r"\bANCHORS\b|\.\./shared\b|\bshared/design\b|\bdesign/[A-Z][A-Z_]*\.md")
+# The team's design notes live in a folder beside the repository, so a citation of them is a dead
+# end for anyone with a clone; their facts belong in docs/background.md. The names are spelled in
+# pieces here, so that this file cites nothing itself and is checked like every other file.
+NOTES, SHARED, DESIGN = "ANCH" "ORS", "sha" "red", "des" "ign"
+OUTSIDE = re.compile(rf"\b{NOTES}\b|\.\./{SHARED}\b|\b{SHARED}/{DESIGN}\b|\b{DESIGN}/[A-Z][A-Z_]*\.md")
 POINTER = re.compile(r"docs/background\.md#([\w-]+)")
 
 needs_git = pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
@@ -45,11 +47,11 @@ def heading_anchors(markdown: str) -> set[str]:
 
 
 @pytest.mark.parametrize("citation", [
-    "(ANCHORS.md section 2)",
-    "design/ANCHORS.md section 6",
-    "see ../shared/design/STYLE.md",
-    "/work/shared/design/ARCHITECTURE.md",
-    "design/SLURM_LOCAL.md",
+    f"({NOTES}.md section 2)",
+    f"{DESIGN}/{NOTES}.md section 6",
+    f"see ../{SHARED}/{DESIGN}/STYLE.md",
+    f"/work/{SHARED}/{DESIGN}/ARCHITECTURE.md",
+    f"{DESIGN}/SLURM_LOCAL.md",
 ])
 def test_the_outside_citation_pattern_catches_each_form_the_code_used(citation):
     assert OUTSIDE.search(citation)
@@ -68,11 +70,9 @@ def test_the_outside_citation_pattern_leaves_ordinary_words_alone(text):
 def test_no_tracked_file_cites_the_design_notes_outside_the_repository():
     texts = tracked_texts()
     assert "docs/background.md" in texts and "studies/smoke.yaml" in texts
-    # This file has to spell the patterns out to test them.
-    own = str(Path(__file__).resolve().relative_to(ROOT))
     offenders = [
         f"{name}:{number}: {line.strip()}"
-        for name, text in texts.items() if name != own
+        for name, text in texts.items()
         for number, line in enumerate(text.splitlines(), 1) if OUTSIDE.search(line)
     ]
     assert not offenders, "cite docs/background.md instead:\n" + "\n".join(offenders)
