@@ -305,11 +305,10 @@ class _Planner:
         if not trained:
             schedule = {**schedule, "iterations": 0}  # evaluate only
 
-        expected = copy_data(teacher)
-        if "expect" not in expected and self.spec.teacher_expect is not None:  # the published rows' teacher
-            expected["expect"] = dict(self.spec.teacher_expect)
-
         def make() -> dict:
+            expected = copy_data(teacher)
+            if "expect" not in expected and self.spec.teacher_expect is not None:  # the published rows' teacher
+                expected["expect"] = dict(self.spec.teacher_expect)
             return {"task": run["task"], "role": "teacher", "teacher": expected,
                     "dataset": copy_data(run["dataset"]), "schedule": copy_data(schedule),
                     "seed": self.spec.teacher_seed}

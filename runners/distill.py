@@ -222,7 +222,7 @@ class DistillModel(BaseModel):
         self.clock.stamp("teacher_end", device)
         kd = self._kd_losses(data_samples, timed=True)
         self.clock.stamp("kd_forward_end", device)
-        if self.training:
+        if self.training and self.watch.left > 0:  # the first steps only: no per-step cost after them
             self.watch.observe(kd, {term.name: [s for path in term.student_location
                                                 for s in self.student_taps.outputs[path]] for term in self.terms},
                                self.clock)
