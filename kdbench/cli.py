@@ -274,12 +274,16 @@ def _launch(args: argparse.Namespace) -> int:
     print(f"kdbench launch: {study.name}: {verb} {counts.get('submit', 0)}" + (f"; {others}" if others else ""))
     if args.executor == "local" and not args.dry_run:
         from kdbench import store
+        from kdbench.expand import reload
         from runners.launch.jobs import status
 
+        study = reload(study)  # with the later stages its runs' results planned
         states = [r.state for r in status(study)]
         bad = sum(s in (*store.ERROR_STATES, "corrupt") for s in states)
         print(f"kdbench launch: {states.count('complete')} of {len(states)} runs complete"
               + (f", {bad} failed or diverged (kdbench status {args.study})" if bad else ""))
+    for waiting in study.waiting:
+        print(f"kdbench launch: {waiting.stage}: planned later: {waiting.why}")
     return 0
 
 

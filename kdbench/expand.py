@@ -41,12 +41,25 @@ class PlannedRun:
 
 
 @dataclass(frozen=True)
+class Waiting:
+    """Runs that cannot be planned yet: what they are made of depends on the results of runs
+    still to complete (a tune stage's choice, the cost of the distilled cells). Each time the
+    study is loaded (``load_study``), the stages whose ``needs`` are complete are planned."""
+
+    stage: str                      # the stage its runs will have
+    needs: tuple[str, ...]          # the run ids whose results decide them
+    why: str                        # one line for plan and launch: what they are and what they wait for
+
+
+@dataclass(frozen=True)
 class Study:
     """A spec with its runs, planned for one results root."""
 
     spec: StudySpec
     runs: tuple[PlannedRun, ...]
     results: Path                   # the results root; this study's runs live in results/<name>/
+    waiting: tuple[Waiting, ...] = ()   # later stages, planned once the runs they need are complete
+    max_runs: int = MAX_RUNS
 
     @property
     def name(self) -> str:
@@ -72,7 +85,23 @@ def load_study(path: str | Path, results: str | Path = "results", max_runs: int 
     """Read, validate and expand a study spec into its runs (refused past ``max_runs``, see
     ``count_runs``)."""
     spec = load_spec(path)
-    return Study(spec, tuple(expand(spec, results, max_runs)), Path(results))
+    runs, waiting = expand(spec, results, max_runs), []
+    for stage in LATER_STAGES:
+        more, waits = stage(spec, runs, Path(results) / spec.name)
+        runs, waiting = runs + list(more), waiting + list(waits)
+    return Study(spec, tuple(runs), Path(results), tuple(waiting), max_runs)
+
+
+def reload(study: Study) -> Study:
+    """The study planned again from its spec and the results now in the store: stages that were
+    waiting appear once the runs they need are complete."""
+    return load_study(study.path, study.results, study.max_runs)
+
+
+# Later stages: each ``(spec, runs planned so far, the study's results directory) -> (runs, waiting)``
+# plans the runs that the results of earlier ones decide (reading the store, torch-free), or says
+# what it waits for. Run in order; each sees the runs of those before it.
+LATER_STAGES: list = []
 
 
 # -- the grid ---------------------------------------------------------------------------------

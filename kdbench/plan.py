@@ -37,7 +37,8 @@ def format_plan(study: Study, rows: list[dict]) -> str:
         by_status = ", ".join(f"{n} {status}" for (s, status), n in sorted(counts.items()) if s == stage)
         total = sum(n for (s, _), n in counts.items() if s == stage)
         lines.append(f"{stage}: {total} runs ({by_status})")
-    lines.append(f"study {study.name}: {len(rows)} runs")
+    lines += [f"{w.stage}: planned later: {w.why}" for w in study.waiting]
+    lines.append(f"study {study.name}: {len(rows)} runs" + (" so far" if study.waiting else ""))
     return "\n".join(lines)
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from kdbench import store
 from kdbench.errors import Problems, UserError
-from kdbench.expand import PlannedRun, Study
+from kdbench.expand import PlannedRun, Study, reload
 from kdbench.sbatch import SITE_KEYS, check_site_value
 from kdbench.schema import Checker, did_you_mean, safe_name
 from runners.launch import jobs
@@ -242,11 +242,29 @@ def launch(study: Study, options: LaunchOptions) -> list[Decision]:
     executor.check()
     _check_batch_splits(study, executor)
     with study_lock(study.directory):
-        decisions = decide(study, options.retry_failed, options.ignore_teacher_check)
-        prepare_weights(study, decisions, options)
-        submit(study, decisions, executor)
-        executor.wait()
-    return decisions
+        decisions = _submit_and_wait(study, options, executor)
+        while study.waiting and isinstance(executor, LocalExecutor):
+            # Later stages (a tune stage's choice, an equal-budget baseline) are planned from the
+            # results just written: the study is planned again until nothing new can be submitted.
+            study = reload(study)
+            if options.model_check or options.data_check:
+                check_study(study, models=options.model_check, files=options.data_check)
+            more = [d for d in _submit_and_wait(study, options, executor, set(decisions)).values()]
+            if not any(d.action == "submit" for d in more):
+                break
+            decisions.update({d.planned.run_id: d for d in more})
+    return list(decisions.values())
+
+
+def _submit_and_wait(study: Study, options: LaunchOptions, executor: Executor,
+                     seen: set[str] = frozenset()) -> dict[str, Decision]:
+    """Decide, fetch weights, submit and (local) wait; the decisions of runs not in ``seen``."""
+    decisions = [d for d in decide(study, options.retry_failed, options.ignore_teacher_check)
+                 if d.planned.run_id not in seen]
+    prepare_weights(study, decisions, options)
+    submit(study, decisions, executor)
+    executor.wait()
+    return {d.planned.run_id: d for d in decisions}
 
 
 def summary(decisions: list[Decision]) -> dict[str, int]:
