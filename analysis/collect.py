@@ -113,9 +113,10 @@ def _is_baseline_axis(key: str) -> bool:
     return key not in ("method", "seed") and not key.startswith((TERM_PREFIX, "teacher"))
 
 
-def _detail(state: str, error: dict | None, reason: str | None = None) -> str | None:
+def _detail(state: str, error: dict | None, reason: str | None = None, submitted: bool = False) -> str | None:
     """One line saying why a run has no result (``error``: its error.json as scan read it, or None;
-    ``reason``: kdbench.status's reason for a blocked run, ``teacher <run id> failed``)."""
+    ``reason``: kdbench.status's reason for a blocked run, ``teacher <run id> failed``;
+    ``submitted``: whether a job was recorded for it)."""
     if state in store.ERROR_STATES:
         error = error or {}
         if state == "diverged":
@@ -127,7 +128,8 @@ def _detail(state: str, error: dict | None, reason: str | None = None) -> str | 
     return {"corrupt": "final.json or error.json is unreadable", "missing": "never started",
             "interrupted": "started, stopped without a result (a relaunch resumes it)",
             "running": "its job is pending or running",
-            "blocked": f"{reason or 'its teacher did not complete'}: its job ended without starting"}.get(state)
+            "blocked": f"{reason or 'its teacher did not complete'}: "
+                       + ("its job ended without starting" if submitted else "never submitted")}.get(state)
 
 
 def _teacher_setting(run: RunSpec) -> str:
@@ -159,7 +161,7 @@ def _row(planned: PlannedRun, run_dir: Path, state: str, teacher_key: str | None
     run = planned.run
     row = {
         "run_id": planned.run_id, "name": planned.name, "kind": planned.kind, "stage": planned.stage,
-        "status": state, "detail": _detail(state, files.error, reason), "task": run.task,
+        "status": state, "detail": _detail(state, files.error, reason, bool(files.job)), "task": run.task,
         "dataset": run.dataset.name,
         "teacher_config": _config_name(run.teacher), "student_config": _config_name(run.student),
         "location": _locations(run), "location_kind": location_kind(run), "kd_method": kd_methods(run),

@@ -82,6 +82,22 @@ def test_a_blocked_run_is_counted_as_not_averaged_like_a_failed_one(tmp_path):
     assert rows["cwd_logits"][-2:] == ["1 / 3", "1 diverged, 1 blocked"]
 
 
+def test_a_run_held_back_by_its_teachers_gate_and_never_submitted_says_so(tmp_path):
+    import json
+
+    study, results = make_store(tmp_path, {"cwd_logits_s1": "missing"})
+    teacher = next(p for p in study.runs if p.kind == "teacher")
+    final = results / study.name / teacher.run_id / "final.json"
+    record = json.loads(final.read_text())
+    record["teacher_check"] = {"passed": False, "measured": 12.0, "metric": "mIoU", "expected": 50.0,
+                               "tolerance": 1.0}
+    final.write_text(json.dumps(record))
+    row = collect(study).set_index("name").loc["cwd_logits_s1"]
+    assert row["status"] == "blocked"
+    assert row["detail"].startswith(f"teacher {teacher.run_id} scored 12.00 mIoU, expected 50.0")
+    assert row["detail"].endswith(": never submitted") and "ended without starting" not in row["detail"]
+
+
 def test_a_nan_or_inf_never_enters_a_mean():
     assert aggregate.stats([1.0, float("nan"), 3.0, float("inf"), None]) == (2.0, pytest.approx(math.sqrt(2)), 2)
     assert aggregate.stats([float("nan")])[2] == 0
