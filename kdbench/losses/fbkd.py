@@ -10,7 +10,7 @@ map S' and the teacher map T, each of shape (N, C, H, W):
 - channel loss, ``channel_weight * ||mean_{h,w} T - linear(mean_{h,w} S)||_2``;
 - spatial loss, ``spatial_weight * ||mean_c T - conv3x3(mean_c S)||_2``;
 - global relation loss, ``nonlocal_weight * ||NL_T(T) - conv1x1(NL_S(S))||_2``, NL a non-local block
-  (dot-product pairwise function, channel ``reduction``, BN after its zero-initialised output conv,
+  (dot-product pairwise function, channel ``reduction``, its output conv followed by a BN whose weight starts at zero,
   and with ``sub_sample`` its key and value maps max-pooled by 2 and then by ``maxpool_stride``).
 
 The channel attention is computed as the source defines it but not used, as in the authors' code.
@@ -51,7 +51,7 @@ def channel_attention(x: Tensor, temperature: float) -> Tensor:
 
 
 def non_local(channels: int, reduction: int, sub_sample: bool, maxpool_stride: int) -> nn.Module:
-    """mmcv's NonLocal2d (dot product, BN after a zero-initialised output conv); with sub_sample,
+    """mmcv's NonLocal2d (dot product, its output conv followed by a zero-initialised BN); with sub_sample,
     its value (g) and key (phi) maps are max-pooled by 2 (mmcv) and then by ``maxpool_stride``."""
     from mmcv.cnn import NonLocal2d
 
