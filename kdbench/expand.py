@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from kdbench.budget import budget_stage
 from kdbench.errors import UserError, UserErrors
 from kdbench.ids import run_id, run_ids_by_seed
 from kdbench.schema import Checker, copy_data
@@ -101,7 +102,7 @@ def reload(study: Study) -> Study:
 # Later stages: each ``(spec, runs planned so far, the study's results directory) -> (runs, waiting)``
 # plans the runs that the results of earlier ones decide (reading the store, torch-free), or says
 # what it waits for. Run in order; each sees the runs of those before it.
-LATER_STAGES: list = []
+LATER_STAGES: list = [budget_stage]
 
 
 # -- the grid ---------------------------------------------------------------------------------
