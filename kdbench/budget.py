@@ -35,9 +35,10 @@ from pathlib import Path
 
 from kdbench import store
 from kdbench.ids import run_id
-from kdbench.study import TERM_PREFIX
+from kdbench.study import BUDGETS, TERM_PREFIX
+from kdbench.waiting import Waiting
 
-MODES = ("wall_clock", "iterations")
+MODES = BUDGETS
 STAGE, KIND = "budget", "student_budget"
 FINISHED = ("complete", "corrupt", *store.ERROR_STATES)   # states a run stays in until retried
 
@@ -118,8 +119,8 @@ def budget_for(baseline, cells: tuple, scanned: dict, mode: str) -> Budget:
             costs[cell.name] = value
     made = dataclasses.replace(made, excluded=tuple(excluded))
     if not costs:
-        return dataclasses.replace(made, why=f"not planned: no distilled run finished with a cost ({_names(excluded)}); "
-                                             "launch --retry-failed retries them")
+        return dataclasses.replace(made, why=f"not planned: no distilled run finished with a cost "
+                                             f"({_names(excluded)}); launch --retry-failed retries them")
     slowest = max(costs, key=lambda name: (costs[name], name))
     made = dataclasses.replace(made, slowest=slowest, cost=costs[slowest])
     if mode == "iterations":
@@ -151,20 +152,16 @@ def budgets(spec, runs, directory: Path) -> list[Budget]:
 
 def budget_run(budget: Budget):
     """The planned twin of a budget with iterations: the baseline, longer, under its own name."""
-    from kdbench.expand import PlannedRun
-
     baseline = budget.baseline
     name = "student_budget" + baseline.name.removeprefix("student")
     run = dataclasses.replace(baseline.run, name=name,
                               schedule=dataclasses.replace(baseline.run.schedule, iterations=budget.iterations))
-    return PlannedRun(run, run_id(run), name, STAGE, dict(baseline.params), (), KIND)
+    return dataclasses.replace(baseline, run=run, run_id=run_id(run), name=name, stage=STAGE, depends_on=(), kind=KIND)
 
 
 def budget_stage(spec, runs, directory: Path) -> tuple[list, list]:
     """The later stage (kdbench.expand.LATER_STAGES): the equal-budget baselines whose cells have
     finished, and a Waiting for each of the others."""
-    from kdbench.expand import Waiting
-
     planned, waiting, taken = [], [], {p.run_id for p in runs}
     for budget in budgets(spec, runs, directory):
         if budget.iterations is None:

@@ -26,6 +26,7 @@ from kdbench.ids import run_id, run_ids_by_seed
 from kdbench.schema import Checker, copy_data
 from kdbench.spec import RunSpec, Tracking, parse_run
 from kdbench.study import TERM_PREFIX, Resources, StudySpec, load_spec, merge
+from kdbench.waiting import Waiting
 
 MAX_RUNS = 100_000          # far above any real study (the shipped ones plan 7 to 43 runs); --max-runs raises it
 
@@ -39,17 +40,6 @@ class PlannedRun:
     params: dict                    # the axis values that made this run, and its seed
     depends_on: tuple[str, ...] = ()
     kind: str = "cell"              # cell | student_baseline | teacher
-
-
-@dataclass(frozen=True)
-class Waiting:
-    """Runs that cannot be planned yet: what they are made of depends on the results of runs
-    still to complete (a tune stage's choice, the cost of the distilled cells). Each time the
-    study is loaded (``load_study``), the stages whose ``needs`` are complete are planned."""
-
-    stage: str                      # the stage its runs will have
-    needs: tuple[str, ...]          # the run ids whose results decide them
-    why: str                        # one line for plan and launch: what they are and what they wait for
 
 
 @dataclass(frozen=True)

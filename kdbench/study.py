@@ -34,6 +34,7 @@ BASE_KEYS = tuple(k for k in TOP_KEYS if k not in ("name", "out", "seed", "plugi
 SPECIAL_AXES = ("method",)          # picks an entry of `methods`
 TERM_PREFIX = "term."               # term.params.tau: set on every distill term of the run
 NOT_AXES = ("name", "out", "device", "plugins", "threads", "tracking")
+BUDGETS = ("wall_clock", "iterations")  # equal_budget: what an equal-budget baseline matches (kdbench.budget)
 
 
 @dataclass(frozen=True)
@@ -368,8 +369,6 @@ def load_spec(path: str | Path) -> StudySpec:
 def _equal_budget(check: Checker, data: dict, student_baseline: bool | None) -> str | None:
     """``equal_budget: wall_clock | iterations``, or ``{by: ...}``: what the equal-budget student
     baselines match (kdbench.budget); they are twins of the student baselines, so those must run."""
-    from kdbench.budget import MODES
-
     value = data.get("equal_budget")
     if value is None:
         return None
@@ -377,7 +376,7 @@ def _equal_budget(check: Checker, data: dict, student_baseline: bool | None) -> 
     if isinstance(value, dict):
         value = check.mapping(value, where, ("by",), required=("by",))["by"]
         where = "equal_budget.by"
-    check.string(value, where, MODES)
+    check.string(value, where, BUDGETS)
     if student_baseline is False:
         raise check.fail(where, "needs the student baselines (baselines.student: false turns them off)")
     if not data.get("methods"):
