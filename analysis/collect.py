@@ -10,9 +10,10 @@ terms' loss declarations), ``method, seed``, one ``axis:<path>`` column per othe
 ``teacher_key`` (the run id of a cell's teacher run) and ``baseline_key`` (the axis values its
 student baseline is planned per),
 one column per metric as the run wrote it (``val/mIoU``, ``val/bbox_mAP``, ...), ``cost:<key>``
-from final.json's ``cost``, ``data_complete`` / ``data_splits`` from its ``data`` (a dataset read from
-disk: whether its splits are the official ones, and their counts), ``recipe:<key>`` from its recipe
-card (a crop as ``HxW``), and ``git_sha`` / ``env`` from env.json.
+from final.json's ``cost`` (and ``cost:train_seconds``: its iterations x seconds per iteration),
+``data_complete`` / ``data_splits`` from its ``data`` (a dataset read from disk: whether its
+splits are the official ones, and their counts), ``recipe:<key>`` from its recipe card
+(a crop as ``HxW``), and ``git_sha`` / ``env`` from env.json.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from kdbench import states, store
+from kdbench import budget, states, store
 from kdbench.errors import UserError
 from kdbench.expand import PlannedRun, Study
 from kdbench.losses import registry
@@ -36,6 +37,7 @@ RUNS_FILE = "runs.parquet"
 RECIPE_KEYS = ("global_batch", "per_process_batch", "processes", "nodes", "iterations", "epochs", "crop", "pipeline",
                "optimizer", "lr", "lr_schedule", "teacher_checkpoint", "teacher_mode", "precision")
 COST_KEYS = ("seconds_per_iter", "teacher_share", "kd_share", "peak_memory_mb", "peak_memory_kind")
+TRAIN_SECONDS = "cost:train_seconds"  # iterations x median seconds per iteration (kdbench.budget.training_seconds)
 
 
 def cache_path(study: Study) -> Path:
@@ -187,6 +189,7 @@ def _row(planned: PlannedRun, run_dir: Path, state: str, teacher_key: str | None
         for key in COST_KEYS:
             value = cost.get(key)
             row[f"cost:{key}"] = value if key == "peak_memory_kind" else _finite_or_nan(value)
+        row[TRAIN_SECONDS] = _finite_or_nan(budget.training_seconds(final))
     env = store.read_json(run_dir / store.ENV) if store.ENV in files.names else None
     if isinstance(env, dict):
         row["git_sha"] = env.get("git_sha")

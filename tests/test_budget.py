@@ -143,3 +143,84 @@ def test_equal_budget_needs_the_student_baselines(tmp_path):
     path.write_text(STUDY + "equal_budget: wall_clock\nbaselines: {student: false}\n")
     code, _, err = run_cli("plan", str(path))
     assert code == 2 and "equal_budget: needs the student baselines" in err
+
+
+# -- the report: hand-computed Δs against both baselines, and the Pareto front ---------------------
+# mIoU by seed (0, 1), seconds per iteration; every run trains 10 iterations but the twin, 20:
+#   student 30, 31 at 0.1 (1.0 s) | cwd 35, 36 at 0.15 (1.5 s) | at 31, 33 at 0.2 (2.0 s: the slowest)
+#   twin: 2.0 s / 0.1 = 20 iterations; 33, 34.5 at 0.1 (2.0 s, 2.00x)
+# cwd vs the twin: per-seed differences 2, 1.5: Δ +1.75, se 0.25, df 1, t 7, p 0.0903; at vs the
+# twin: -2, -1.5: Δ -1.75, the same p; Holm over the two: 0.181 each, within noise.
+FILLED = {"student_s0": (30.0, 0.1), "student_s1": (31.0, 0.1), "cwd_s0": (35.0, 0.15), "cwd_s1": (36.0, 0.15),
+          "at_s0": (31.0, 0.2), "at_s1": (33.0, 0.2)}
+
+
+@pytest.fixture(scope="module")
+def filled(tmp_path_factory):
+    tmp_path = tmp_path_factory.mktemp("budget_report")
+    study = _study(tmp_path)
+    for name, (miou, pace) in FILLED.items():
+        _finish(study, name, seconds_per_iter=pace, miou=miou)
+    study = reload(study)
+    for name, miou in (("student_budget_s0", 33.0), ("student_budget_s1", 34.5)):
+        _finish(study, name, seconds_per_iter=0.1, miou=miou)
+    return study
+
+
+def test_each_cell_is_compared_with_both_baselines_with_its_interval_and_verdict(filled):
+    from analysis import aggregate
+    from analysis.collect import collect
+
+    frame = collect(filled, write=False)
+    cells = aggregate.cells(frame).set_index("method")
+    assert _twins(filled)["student_budget_s0"].run.schedule.iterations == 20
+    assert cells.loc["cwd", "val/mIoU|delta"] == pytest.approx(5.0)
+    assert cells.loc["cwd", "val/mIoU|budget_delta"] == pytest.approx(1.75)
+    assert cells.loc["at", "val/mIoU|budget_delta"] == pytest.approx(-1.75)
+    assert cells.loc["cwd", "val/mIoU|budget_test"] == "paired"
+    assert cells.loc["cwd", "val/mIoU|budget_p_holm"] == pytest.approx(2 * 0.0903, abs=1e-3)
+    assert list(cells["val/mIoU|budget_verdict"]) == ["within noise", "within noise"]
+    assert list(cells["extra_cost"]) == pytest.approx([1.5, 2.0])
+    twins = aggregate.budget_baselines(frame)
+    assert twins["extra_cost"].tolist() == pytest.approx([2.0])
+    assert twins["val/mIoU|delta"].tolist() == pytest.approx([3.25])
+
+
+def test_the_pareto_front_of_a_hand_made_set():
+    from analysis.plots import pareto_front
+
+    costs = [1.0, 1.5, 2.0, 2.0, 3.0, 1.2, 1.5]
+    gains = [0.0, 5.0, 3.25, 2.0, 6.0, -1.0, 5.0]
+    # (1.2, -1) costs more than the baseline and gains less; (2, 3.25) and (2, 2) gain less than
+    # (1.5, 5) at a higher cost; the second (1.5, 5) is a duplicate of the first.
+    assert pareto_front(costs, gains) == [0, 1, 4]
+
+
+def _section(md: str, heading: str) -> dict[str, list[str]]:
+    """The rows of the markdown table under ``heading``, by their first cell."""
+    lines = md.split(heading, 1)[1].split("\n#", 1)[0].splitlines()
+    return {line.split(" | ")[0].strip("| "): [c.strip() for c in line.strip("| ").split(" | ")[1:]]
+            for line in lines if line.startswith("| ") and not line.startswith("|---")}
+
+
+def test_the_report_shows_both_deltas_the_budgets_basis_and_the_front_in_html_markdown_and_json(filled):
+    from reports.render import render_report
+
+    written, _, _ = render_report(filled)
+    md, html = written["md"].read_text(), written["html"].read_text()
+    for text in (md, html):
+        assert "Equal budgets: Δ vs the student baseline and vs the student trained as long" in text
+        assert "Where each equal budget comes from" in text and "Gain vs extra training cost" in text
+    compared, basis = _section(md, "### Equal budgets"), _section(md, "### Where each equal budget")
+    assert compared["cwd"] == ["1.50x", "+5.00", "gain", "+1.75", "\\[-1.43, +4.93\\]", "0.181", "within noise"]
+    assert compared["at"][3:] == ["-1.75", "\\[-4.93, +1.43\\]", "0.181", "within noise"]
+    assert compared["student, equal budget"][:3] == ["2.00x", "+3.25", "gain"]
+    assert basis["student\\_budget\\_s0"] == ["wall clock", "20", "at\\_s0", "2.00 s", "0.1 s", "planned"]
+    assert (written["md"].parent / "budget_front.png").is_file()
+    code, out, err = run_cli("report", str(filled.path), "--results", str(filled.results), "--json")
+    assert code == 0, err
+    found = json.loads(out)["equal_budget"]
+    assert found["by"] == "wall_clock" and [b["iterations"] for b in found["basis"]] == [20, 20]
+    assert found["cells"][0]["vs_equal_budget"]["delta"] == pytest.approx(1.75)
+    assert found["cells"][0]["vs_equal_budget"]["verdict"] == "within noise"
+    assert found["baselines"][0]["extra_cost"] == pytest.approx(2.0)
