@@ -6,7 +6,7 @@ import json
 import pytest
 
 from kdbench import budget as budgets
-from kdbench.expand import reload
+from kdbench.expand import load_study, reload
 from tests.launch_helpers import run_cli
 from tests.results_fixtures import BUDGET_STUDY as STUDY
 from tests.results_fixtures import budget_study as _study
@@ -177,3 +177,31 @@ def test_the_report_shows_both_deltas_the_budgets_basis_and_the_front_in_html_ma
     assert found["cells"][0]["vs_equal_budget"]["delta"] == pytest.approx(1.75)
     assert found["cells"][0]["vs_equal_budget"]["verdict"] == "within noise"
     assert found["baselines"][0]["extra_cost"] == pytest.approx(2.0)
+
+
+@pytest.mark.slow  # four tiny runs train (4 iterations; the twin a few more)
+def test_one_local_launch_runs_the_cells_then_the_equal_budget_twin_and_a_relaunch_runs_nothing(tmp_path, monkeypatch):
+    import math
+
+    from kdbench import store
+    from tests.launch_helpers import write_study
+
+    monkeypatch.setenv("KDBENCH_DATA", str(tmp_path / "data"))
+    path = write_study(tmp_path, "budget_e2e", seeds=(0,), equal_budget="wall_clock")
+    results = tmp_path / "results"
+    code, out, err = run_cli("launch", str(path), "--results", str(results), "--no-progress")
+    assert code == 0, err
+    assert "submitted 4" in out and "4 of 4 runs complete" in out and "planned later" not in out
+    study = reload(load_study(path, results))
+    finals = {p.name: store.read_json(study.directory / p.run_id / store.FINAL) for p in study.runs}
+    assert set(finals) == {"teacher", "student_s0", "cwd_logits_s0", "student_budget_s0"}
+    cell, baseline = finals["cwd_logits_s0"], finals["student_s0"]
+    expected = math.ceil(round(cell["iterations"] * cell["cost"]["seconds_per_iter"]
+                               / baseline["cost"]["seconds_per_iter"], 6))
+    twin = _twins(study)["student_budget_s0"]
+    assert finals["student_budget_s0"]["iterations"] == expected == twin.run.schedule.iterations
+    stamps = {p.name: (study.directory / p.run_id / store.FINAL).stat().st_mtime_ns for p in study.runs}
+    code, out, err = run_cli("launch", str(path), "--results", str(results), "--no-progress")
+    assert code == 0, err
+    assert "submitted 0; skip-complete 4" in out
+    assert {p.name: (study.directory / p.run_id / store.FINAL).stat().st_mtime_ns for p in study.runs} == stamps
