@@ -24,7 +24,7 @@ def comparison_table(cells: pd.DataFrame, twins: pd.DataFrame, metric: str) -> T
         return None
     label = fmt.metric_label(metric)
     table = Table("equal_budget", "Equal budgets: Δ vs the student baseline and vs the student trained as long",
-                  ["Cell", "training time vs student", "Δ vs student", "verdict", "Δ vs equal-budget student",
+                  ["Cell", label, "training time vs student", "Δ vs student", "verdict", "Δ vs equal-budget student",
                    "Δ 95% interval", "p (Holm)", "verdict (equal budget)"],
                   caption=f"{label}. The equal-budget student is the student baseline trained for as many iterations "
                           "as the slowest distilled cell of its setting took time, seed by seed (its poly learning "
@@ -35,19 +35,24 @@ def comparison_table(cells: pd.DataFrame, twins: pd.DataFrame, metric: str) -> T
                           "may have come from the extra training time rather than the teacher.")
     for row in twins.to_dict("records"):
         table.rows.append([Cell(tables.group_label("student", row, len(twins)).replace(
-            "student (no distillation)", "student, equal budget")), Cell(fmt.ratio(row.get("extra_cost"))),
+            "student (no distillation)", "student, equal budget")), Cell(_mean(row, metric)),
+            Cell(fmt.ratio(row.get("extra_cost"))),
             Cell(fmt.signed(row.get(f"{metric}|delta"))), Cell(str(row.get(f"{metric}|verdict"))),
             *[Cell(fmt.MISSING) for _ in range(4)]])
     axes = [c for c in aggregate.axes_of_table(cells) if c != "method"]
     for row in cells.to_dict("records"):
         table.rows.append([
-            Cell(tables.setting(row, axes)), Cell(fmt.ratio(row.get("extra_cost"))),
+            Cell(tables.setting(row, axes)), Cell(_mean(row, metric)), Cell(fmt.ratio(row.get("extra_cost"))),
             Cell(fmt.signed(row.get(f"{metric}|delta"))), Cell(str(row.get(f"{metric}|verdict"))),
             Cell(fmt.signed(row.get(f"{metric}|budget_delta"))),
             Cell(fmt.interval(row.get(f"{metric}|budget_delta_low"), row.get(f"{metric}|budget_delta_high"),
                               sign=True)),
             Cell(fmt.p_value(row.get(f"{metric}|budget_p_holm"))), Cell(str(row.get(f"{metric}|budget_verdict")))])
     return table
+
+
+def _mean(row: dict, metric: str) -> str:
+    return fmt.mean_std(row.get(f"{metric}|mean"), row.get(f"{metric}|std"), row.get(f"{metric}|n"))
 
 
 def _cost(found: budget.Budget) -> str:

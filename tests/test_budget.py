@@ -165,9 +165,10 @@ def test_the_report_shows_both_deltas_the_budgets_basis_and_the_front_in_html_ma
         assert "Equal budgets: Δ vs the student baseline and vs the student trained as long" in text
         assert "Where each equal budget comes from" in text and "Gain vs extra training cost" in text
     compared, basis = _section(md, "### Equal budgets"), _section(md, "### Where each equal budget")
-    assert compared["cwd"] == ["1.50x", "+5.00", "gain", "+1.75", "\\[-1.43, +4.93\\]", "0.181", "within noise"]
-    assert compared["at"][3:] == ["-1.75", "\\[-4.93, +1.43\\]", "0.181", "within noise"]
-    assert compared["student, equal budget"][:3] == ["2.00x", "+3.25", "gain"]
+    assert compared["cwd"] == ["35.50 ± 0.71 (n=2)", "1.50x", "+5.00", "gain", "+1.75", "\\[-1.43, +4.93\\]", "0.181",
+                               "within noise"]
+    assert compared["at"][4:] == ["-1.75", "\\[-4.93, +1.43\\]", "0.181", "within noise"]
+    assert compared["student, equal budget"][:4] == ["33.75 ± 1.06 (n=2)", "2.00x", "+3.25", "gain"]
     assert basis["student\\_budget\\_s0"] == ["wall clock", "20", "at\\_s0", "2.00 s", "0.1 s", "planned"]
     assert (written["md"].parent / "budget_front.png").is_file()
     code, out, err = run_cli("report", str(filled.path), "--results", str(filled.results), "--json")
