@@ -206,3 +206,11 @@ def test_one_local_launch_runs_the_cells_then_the_equal_budget_twin_and_a_relaun
     assert code == 0, err
     assert "submitted 0; skip-complete 4" in out
     assert {p.name: (study.directory / p.run_id / store.FINAL).stat().st_mtime_ns for p in study.runs} == stamps
+
+
+def test_plan_show_says_the_twins_iterations_come_from_the_equal_budget(filled):
+    code, out, err = run_cli("plan", str(filled.path), "--results", str(filled.results), "--show", "student_budget_s0")
+    assert code == 0, err
+    shown = json.loads(out)["values"]["schedule.iterations"]
+    assert shown == {"value": 20, "from": "planner: equal_budget (wall_clock): the slowest distilled cell's "
+                                          "training time"}
