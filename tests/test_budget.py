@@ -214,3 +214,14 @@ def test_plan_show_says_the_twins_iterations_come_from_the_equal_budget(filled):
     shown = json.loads(out)["values"]["schedule.iterations"]
     assert shown == {"value": 20, "from": "planner: equal_budget (wall_clock): the slowest distilled cell's "
                                           "training time"}
+
+
+def test_adding_a_seed_leaves_the_earlier_seeds_twin_and_its_id_alone(tmp_path):
+    one = _study(tmp_path, text=STUDY.replace("seeds: [0, 1]", "seeds: [0]"))
+    for name, pace in (("student_s0", 0.1), ("cwd_s0", 0.15), ("at_s0", 0.2)):
+        _finish(one, name, seconds_per_iter=pace)
+    before = _twins(reload(one))["student_budget_s0"]
+    more = _study(tmp_path)   # the same study with seeds: [0, 1]
+    assert _twins(more)["student_budget_s0"].run_id == before.run_id
+    assert [w.why for w in more.waiting] == [
+        "the equal-budget twin of student_s1 (wall clock) waits for cwd_s1, at_s1 to finish"]
