@@ -26,16 +26,16 @@ def comparison_table(cells: pd.DataFrame, twins: pd.DataFrame, metric: str) -> T
     table = Table("equal_budget", "Equal budgets: Δ vs the student baseline and vs the student trained as long",
                   ["Cell", label, "training time vs student", "Δ vs student", "verdict", "Δ vs equal-budget student",
                    "Δ 95% interval", "p (Holm)", "verdict (equal budget)"],
-                  caption=f"{label}. The equal-budget student is the student baseline trained for as many iterations "
-                          "as the slowest distilled cell of its setting took time, seed by seed (its poly learning "
-                          "rate stretched over the longer run). Training time: iterations x the median seconds per "
-                          "iteration, over the student baseline's. Each Δ is tested as in the significance table "
-                          "(paired by seed or Welch); Holm's correction runs over each column's cells apart. A gain "
-                          "that is a gain against the student but within noise against the equal-budget student "
-                          "may have come from the extra training time rather than the teacher.")
+                  caption=f"{label}. The equal-budget student is the student baseline trained for as many "
+                          "iterations as the slowest distilled cell of its setting took time, seed by seed (its poly "
+                          "learning rate stretched over the longer run). Training time: iterations x the median "
+                          "seconds per iteration, over the student baseline's, as measured on each run (a busy or "
+                          "another machine changes it: the budget each twin was given is in the next table). Each Δ "
+                          "is tested as in the significance table (paired by seed or Welch); Holm's correction runs "
+                          "over each column's cells apart. A gain against the student that is within noise against "
+                          "the equal-budget student may have come from the extra training time, not the teacher.")
     for row in twins.to_dict("records"):
-        table.rows.append([Cell(tables.group_label("student", row, len(twins)).replace(
-            "student (no distillation)", "student, equal budget")), Cell(_mean(row, metric)),
+        table.rows.append([Cell(_twin_label(row, len(twins))), Cell(_mean(row, metric)),
             Cell(fmt.ratio(row.get("extra_cost"))),
             Cell(fmt.signed(row.get(f"{metric}|delta"))), Cell(str(row.get(f"{metric}|verdict"))),
             *[Cell(fmt.MISSING) for _ in range(4)]])
@@ -49,6 +49,11 @@ def comparison_table(cells: pd.DataFrame, twins: pd.DataFrame, metric: str) -> T
                               sign=True)),
             Cell(fmt.p_value(row.get(f"{metric}|budget_p_holm"))), Cell(str(row.get(f"{metric}|budget_verdict")))])
     return table
+
+
+def _twin_label(row: dict, count: int) -> str:
+    """``student, equal budget``, with the run name when a study has several settings."""
+    return tables.group_label("student", row, count).replace("student (no distillation)", "student, equal budget")
 
 
 def _mean(row: dict, metric: str) -> str:
@@ -69,17 +74,22 @@ def basis_table(found: list[budget.Budget]) -> Table | None:
     if not found:
         return None
     table = Table("budget_basis", "Where each equal budget comes from",
-                  ["Equal-budget run", "budget by", "iterations", "slowest cell", "its cost",
+                  ["Equal-budget run", "budget by", "iterations", "vs student", "slowest cell", "its cost",
                    "baseline s / iteration", "left out", "note"],
                   caption="Per student baseline and seed, from the complete runs' final.json: wall clock = the "
                           "slowest cell's iterations x its median seconds per iteration, divided by the student "
                           "baseline's own seconds per iteration, rounded up; iterations = the slowest cell's "
                           "iterations over the share of its step the student alone takes. Failed or diverged "
-                          "cells are left out.")
+                          "cells are left out. vs student: the twin's iterations over the student baseline's, the "
+                          "training time it is given; its measured time (Equal budgets) differs where the machine "
+                          "ran at another speed than when the student baseline was timed.")
     for each in found:
         name = "student_budget" + each.baseline.name.removeprefix("student")
         table.rows.append([Cell(name), Cell(each.mode.replace("_", " ")),
-                           Cell(fmt.integer(each.iterations)), Cell(each.slowest or fmt.MISSING), Cell(_cost(each)),
+                           Cell(fmt.integer(each.iterations)),
+                           Cell(fmt.ratio(each.iterations / each.baseline.run.schedule.iterations
+                                          if each.iterations else None)),
+                           Cell(each.slowest or fmt.MISSING), Cell(_cost(each)),
                            Cell(fmt.seconds(each.baseline_seconds_per_iter)),
                            Cell(", ".join(each.excluded) or fmt.MISSING), Cell(each.why or "planned")])
     return table
@@ -110,7 +120,7 @@ def budget_statistics(cells: pd.DataFrame, twins: pd.DataFrame, found: list[budg
 
     return {
         "by": found[0].mode if found else None,
-        "baselines": [{"name": tables.group_label("student", row, len(twins)), "extra_cost": _number(row["extra_cost"]),
+        "baselines": [{"name": _twin_label(row, len(twins)), "extra_cost": _number(row["extra_cost"]),
                        "mean": _number(row.get(f"{metric}|mean")), "n": int(row.get(f"{metric}|n") or 0),
                        "vs_student": tested(row, "")} for row in twins.to_dict("records")] if len(twins) else [],
         "cells": [{"name": tables.setting(row, axes), "extra_cost": _number(row.get("extra_cost")),
@@ -118,6 +128,7 @@ def budget_statistics(cells: pd.DataFrame, twins: pd.DataFrame, found: list[budg
                   for row in cells.to_dict("records")] if len(cells) and len(twins) else [],
         "basis": [{"run": "student_budget" + b.baseline.name.removeprefix("student"), "seed": b.baseline.run.seed,
                    "iterations": b.iterations, "slowest": b.slowest, "cost": b.cost,
+                   "budget_vs_student": b.iterations / b.baseline.run.schedule.iterations if b.iterations else None,
                    "baseline_seconds_per_iter": b.baseline_seconds_per_iter, "excluded": list(b.excluded),
                    "waiting": b.why or None} for b in found],
     }

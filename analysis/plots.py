@@ -454,4 +454,7 @@ def budget_front(cell_table: pd.DataFrame, budget_table: pd.DataFrame, metric: s
                   "Each point's mean gain over the student baseline against its training time over the baseline's "
                   "(its iterations times its median seconds per iteration, from final.json). The green diamond is "
                   "the student trained as long as the slowest distilled cell; the orange line is the Pareto front: "
-                  "a point below it is beaten by one that costs no more.", _png(figure), points)
+                  "a point below it is beaten by one that costs no more. Every point is drawn at its measured time: "
+                  "where the machine ran at another speed than when the baseline was timed, the green diamond sits "
+                  "off the budget it was given (the table \"Where each equal budget comes from\").",
+                  _png(figure), points)

@@ -169,7 +169,7 @@ def test_the_report_shows_both_deltas_the_budgets_basis_and_the_front_in_html_ma
                                "within noise"]
     assert compared["at"][4:] == ["-1.75", "\\[-4.93, +1.43\\]", "0.181", "within noise"]
     assert compared["student, equal budget"][:4] == ["33.75 ± 1.06 (n=2)", "2.00x", "+3.25", "gain"]
-    assert basis["student\\_budget\\_s0"] == ["wall clock", "20", "at\\_s0", "2.00 s", "0.1 s", "planned"]
+    assert basis["student\\_budget\\_s0"] == ["wall clock", "20", "2.00x", "at\\_s0", "2.00 s", "0.1 s", "planned"]
     assert (written["md"].parent / "budget_front.png").is_file()
     code, out, err = run_cli("report", str(filled.path), "--results", str(filled.results), "--json")
     assert code == 0, err
