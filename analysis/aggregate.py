@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from analysis import stats as significance
-from analysis.collect import COST_KEYS, TRAIN_SECONDS, primary_metric_of
+from analysis.collect import COST_KEYS, EQUAL_BUDGET, TRAIN_SECONDS, primary_metric_of
 from analysis.format import is_number as fmt_number
 
 SECONDARY = {"seg": ("val/mAcc", "val/aAcc"), "det": ("val/bbox_mAP_50", "val/bbox_mAP_75")}
@@ -172,11 +172,12 @@ def baselines(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def budget_baselines(frame: pd.DataFrame) -> pd.DataFrame:
-    """One row per equal-budget student baseline setting (over its seeds), with ``extra_cost`` (its
+    """One row per equal-budget student baseline setting (over its seeds; a student baseline whose
+    budget came out at its own iterations stands for its seed), with ``extra_cost`` (its
     mean training seconds over its student baseline's) and its Δ against that baseline on the
     primary metric (``<metric>|delta``, ``|delta_low``, ``|delta_high``, ``|test``, ``|verdict``;
     a family of its own for Holm)."""
-    part = frame[frame["kind"] == BUDGET_KIND]
+    part = frame[_equal_budget(frame)]
     if not len(part):
         return pd.DataFrame()
     metric = primary_metric(frame)
@@ -190,6 +191,14 @@ def budget_baselines(frame: pd.DataFrame) -> pd.DataFrame:
     table[f"{metric}|delta"] = table[f"{metric}|mean"] - table[f"baseline|{metric}|mean"]
     _tested(table, "", list(table[f"{metric}|seeds"]), _column(base, f"{metric}|seeds", keys, {}), metric)
     return table
+
+
+def _equal_budget(frame: pd.DataFrame) -> pd.Series:
+    """The equal-budget baselines' rows: the twins, and a student baseline that is its own twin
+    (analysis.collect's ``equal_budget`` column; a frame without it, its twins)."""
+    if EQUAL_BUDGET in frame:
+        return frame[EQUAL_BUDGET].astype(bool)
+    return frame["kind"] == BUDGET_KIND
 
 
 def _column(table: pd.DataFrame, column: str, keys: list, missing) -> list:
@@ -268,7 +277,7 @@ def cells(frame: pd.DataFrame) -> pd.DataFrame:
     if seconds in table:
         table["slowdown"] = table[seconds] / [base[seconds].get(k, math.nan) if base is not None and seconds in base
                                               else math.nan for k in table["baseline_key"]]
-    if (frame["kind"] == BUDGET_KIND).any():
+    if _equal_budget(frame).any():
         against_budget(table, frame)
     return table
 

@@ -68,6 +68,19 @@ def _cost(found: budget.Budget) -> str:
     return f"{fmt.number(found.cost)} student iterations"
 
 
+def _run_name(each: budget.Budget) -> str:
+    """The twin's name, or the baseline's where the budget is its own iterations (it is its own twin)."""
+    if each.iterations == each.baseline.run.schedule.iterations:
+        return each.baseline.name
+    return budget.twin_name(each.baseline.name)
+
+
+def _note(each: budget.Budget) -> str:
+    if each.iterations == each.baseline.run.schedule.iterations:
+        return f"{each.baseline.name} itself: the budget is its own iterations"
+    return each.why or "planned"
+
+
 def basis_table(found: list[budget.Budget]) -> Table | None:
     """What each equal budget came from: the slowest cell, its cost, the baseline's pace, the
     cells left out; or what it still waits for."""
@@ -84,14 +97,13 @@ def basis_table(found: list[budget.Budget]) -> Table | None:
                           "training time it is given; its measured time (Equal budgets) differs where the machine "
                           "ran at another speed than when the student baseline was timed.")
     for each in found:
-        name = "student_budget" + each.baseline.name.removeprefix("student")
-        table.rows.append([Cell(name), Cell(each.mode.replace("_", " ")),
+        table.rows.append([Cell(_run_name(each)), Cell(each.mode.replace("_", " ")),
                            Cell(fmt.integer(each.iterations)),
                            Cell(fmt.ratio(each.iterations / each.baseline.run.schedule.iterations
                                           if each.iterations else None)),
                            Cell(each.slowest or fmt.MISSING), Cell(_cost(each)),
                            Cell(fmt.seconds(each.baseline_seconds_per_iter)),
-                           Cell(", ".join(each.excluded) or fmt.MISSING), Cell(each.why or "planned")])
+                           Cell(", ".join(each.excluded) or fmt.MISSING), Cell(_note(each))])
     return table
 
 
@@ -126,7 +138,7 @@ def budget_statistics(cells: pd.DataFrame, twins: pd.DataFrame, found: list[budg
         "cells": [{"name": tables.setting(row, axes), "extra_cost": _number(row.get("extra_cost")),
                    "vs_equal_budget": tested(row, "budget_")}
                   for row in cells.to_dict("records")] if len(cells) and len(twins) else [],
-        "basis": [{"run": "student_budget" + b.baseline.name.removeprefix("student"), "seed": b.baseline.run.seed,
+        "basis": [{"run": _run_name(b), "seed": b.baseline.run.seed,
                    "iterations": b.iterations, "slowest": b.slowest, "cost": b.cost,
                    "budget_vs_student": b.iterations / b.baseline.run.schedule.iterations if b.iterations else None,
                    "baseline_seconds_per_iter": b.baseline_seconds_per_iter, "excluded": list(b.excluded),

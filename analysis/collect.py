@@ -7,8 +7,8 @@ says why), so a report can count them; only complete runs with finite metrics ar
 Columns: ``run_id, name, kind, stage, status, detail, task, dataset, teacher_config,
 student_config, location, location_kind, kd_method, distils`` (channel-wise or spatial, from the
 terms' loss declarations), ``method, seed``, one ``axis:<path>`` column per other grid axis,
-``teacher_key`` (the run id of a cell's teacher run) and ``baseline_key`` (the axis values its
-student baseline is planned per),
+``teacher_key`` (the run id of a cell's teacher run), ``baseline_key`` (the axis values its
+student baseline is planned per) and ``equal_budget`` (an equal-budget baseline: kdbench.budget),
 one column per metric as the run wrote it (``val/mIoU``, ``val/bbox_mAP``, ...), ``cost:<key>``
 from final.json's ``cost`` (and ``cost:train_seconds``: its iterations x seconds per iteration),
 ``data_complete`` / ``data_splits`` from its ``data`` (a dataset read from disk: whether its
@@ -37,6 +37,7 @@ RUNS_FILE = "runs.parquet"
 RECIPE_KEYS = ("global_batch", "per_process_batch", "processes", "nodes", "iterations", "epochs", "crop", "pipeline",
                "optimizer", "lr", "lr_schedule", "teacher_checkpoint", "teacher_mode", "precision")
 COST_KEYS = ("seconds_per_iter", "teacher_share", "kd_share", "peak_memory_mb", "peak_memory_kind")
+EQUAL_BUDGET = "equal_budget"  # True on the runs that are an equal-budget baseline (kdbench.budget)
 TRAIN_SECONDS = "cost:train_seconds"  # iterations x median seconds per iteration (kdbench.budget.training_seconds)
 
 
@@ -211,6 +212,14 @@ def primary_metric_of(task: str | None) -> str:
     return "val/bbox_mAP" if task == "det" else "val/mIoU"
 
 
+def _equal_budget_runs(study: Study, frame: pd.DataFrame) -> pd.Series:
+    """Which rows are equal-budget baselines (kdbench.budget): the twins, and a student baseline
+    whose budget came out at its own iterations (its twin would be the very same run)."""
+    own = {b.baseline.run_id for b in budget.budgets(study.spec, study.runs, study.directory)
+           if b.iterations == b.baseline.run.schedule.iterations}
+    return (frame["kind"] == budget.KIND) | frame["run_id"].isin(own)
+
+
 def collect(study: Study, scanned: dict[str, store.RunFiles] | None = None,
             statuses: list[states.RunStatus] | None = None, write: bool = True) -> pd.DataFrame:
     """One row per planned run; with ``write``, also kept as ``results/<study>/runs.parquet``.
@@ -236,6 +245,7 @@ def collect(study: Study, scanned: dict[str, store.RunFiles] | None = None,
             # arrow-backed string column element by element, several times slower.
             frame[column] = frame[column].astype(object)
     frame["seed"] = pd.to_numeric(frame["seed"]).astype("Int64")
+    frame[EQUAL_BUDGET] = _equal_budget_runs(study, frame)
     # A complete run whose main metric is missing or not finite cannot be averaged: say so.
     primary = primary_metric_of(frame["task"].dropna().iloc[0] if frame["task"].notna().any() else None)
     if primary not in frame.columns:

@@ -150,10 +150,15 @@ def budgets(spec, runs, directory: Path) -> list[Budget]:
     return [budget_for(baseline, cells, scanned, spec.equal_budget) for baseline, cells in pairs]
 
 
+def twin_name(baseline_name: str) -> str:
+    """``student_s0`` -> ``student_budget_s0``."""
+    return "student_budget" + baseline_name.removeprefix("student")
+
+
 def budget_run(budget: Budget):
     """The planned twin of a budget with iterations: the baseline, longer, under its own name."""
     baseline = budget.baseline
-    name = "student_budget" + baseline.name.removeprefix("student")
+    name = twin_name(baseline.name)
     run = dataclasses.replace(baseline.run, name=name,
                               schedule=dataclasses.replace(baseline.run.schedule, iterations=budget.iterations))
     return dataclasses.replace(baseline, run=run, run_id=run_id(run), name=name, stage=STAGE, depends_on=(), kind=KIND)

@@ -182,13 +182,16 @@ def test_the_report_shows_both_deltas_the_budgets_basis_and_the_front_in_html_ma
 
 @pytest.mark.slow  # four tiny runs train (4 iterations; the twin a few more)
 def test_one_local_launch_runs_the_cells_then_the_equal_budget_twin_and_a_relaunch_runs_nothing(tmp_path, monkeypatch):
+    """By iterations, so that the twin always trains longer than its baseline: on a tiny model the
+    teacher's share of the step is small, and by wall clock the budget can come out at the
+    baseline's own iterations (the baseline is then its own twin, tested below)."""
     import math
 
     from kdbench import store
     from tests.launch_helpers import write_study
 
     monkeypatch.setenv("KDBENCH_DATA", str(tmp_path / "data"))
-    path = write_study(tmp_path, "budget_e2e", seeds=(0,), equal_budget="wall_clock")
+    path = write_study(tmp_path, "budget_e2e", seeds=(0,), equal_budget="iterations")
     results = tmp_path / "results"
     code, out, err = run_cli("launch", str(path), "--results", str(results), "--no-progress")
     assert code == 0, err
@@ -196,16 +199,32 @@ def test_one_local_launch_runs_the_cells_then_the_equal_budget_twin_and_a_relaun
     study = reload(load_study(path, results))
     finals = {p.name: store.read_json(study.directory / p.run_id / store.FINAL) for p in study.runs}
     assert set(finals) == {"teacher", "student_s0", "cwd_logits_s0", "student_budget_s0"}
-    cell, baseline = finals["cwd_logits_s0"], finals["student_s0"]
-    expected = math.ceil(round(cell["iterations"] * cell["cost"]["seconds_per_iter"]
-                               / baseline["cost"]["seconds_per_iter"], 6))
+    cost = finals["cwd_logits_s0"]["cost"]
+    expected = math.ceil(round(4 / (1 - cost["teacher_share"] - cost["kd_share"]), 6))
     twin = _twins(study)["student_budget_s0"]
-    assert finals["student_budget_s0"]["iterations"] == expected == twin.run.schedule.iterations
+    assert finals["student_budget_s0"]["iterations"] == expected == twin.run.schedule.iterations > 4
     stamps = {p.name: (study.directory / p.run_id / store.FINAL).stat().st_mtime_ns for p in study.runs}
     code, out, err = run_cli("launch", str(path), "--results", str(results), "--no-progress")
     assert code == 0, err
     assert "submitted 0; skip-complete 4" in out
     assert {p.name: (study.directory / p.run_id / store.FINAL).stat().st_mtime_ns for p in study.runs} == stamps
+
+
+def test_a_budget_of_the_baselines_own_iterations_makes_the_baseline_its_own_twin(tmp_path):
+    study = _study(tmp_path)
+    for name, miou in (("student_s0", 30.0), ("student_s1", 31.0), ("cwd_s0", 35.0), ("cwd_s1", 36.0),
+                       ("at_s0", 31.0), ("at_s1", 33.0)):
+        _finish(study, name, seconds_per_iter=0.1, miou=miou)   # no cell slower than the baseline: 10 iterations
+    study = reload(study)
+    assert not _twins(study) and study.waiting == ()
+    from analysis import aggregate
+    from analysis.collect import collect
+    from reports.render import render_report
+
+    cells = aggregate.cells(collect(study, write=False)).set_index("method")
+    assert list(cells["val/mIoU|budget_delta"]) == list(cells["val/mIoU|delta"]) == [5.0, 1.5]
+    basis = _section(render_report(study, formats=("md",))[0]["md"].read_text(), "### Where each equal budget")
+    assert basis["student\\_s0"][-1] == "student\\_s0 itself: the budget is its own iterations"
 
 
 def test_plan_show_says_the_twins_iterations_come_from_the_equal_budget(filled):
