@@ -17,11 +17,12 @@ import numpy as np
 import pandas as pd
 
 from analysis import stats as significance
-from analysis.collect import COST_KEYS, primary_metric_of
+from analysis.collect import COST_KEYS, EQUAL_BUDGET, TRAIN_SECONDS, primary_metric_of
 from analysis.format import is_number as fmt_number
 
 SECONDARY = {"seg": ("val/mAcc", "val/aAcc"), "det": ("val/bbox_mAP_50", "val/bbox_mAP_75")}
-COSTS = tuple(f"cost:{key}" for key in COST_KEYS if key != "peak_memory_kind")  # the numeric ones, averaged
+COSTS = (*(f"cost:{key}" for key in COST_KEYS if key != "peak_memory_kind"), TRAIN_SECONDS)  # numeric: averaged
+BUDGET_KIND = "student_budget"  # an equal-budget twin of a student baseline (kdbench.budget)
 PROBLEM_STATES = ("failed", "diverged", "kd_inactive", "corrupt", "blocked", "interrupted", "running", "missing")
 CLASSES_EVALUATED = "val/classes_evaluated"
 COLLAPSE_TOLERANCE = 1e-3  # mAcc points: how close to 100 / classes a run must be to count as constant
@@ -170,6 +171,77 @@ def baselines(frame: pd.DataFrame) -> pd.DataFrame:
     return _grouped(part, ["baseline_key"], metrics_of(frame)) if len(part) else pd.DataFrame()
 
 
+def budget_baselines(frame: pd.DataFrame) -> pd.DataFrame:
+    """One row per equal-budget student baseline setting (over its seeds; a student baseline whose
+    budget came out at its own iterations stands for its seed), with ``extra_cost`` (its
+    mean training seconds over its student baseline's) and its Δ against that baseline on the
+    primary metric (``<metric>|delta``, ``|delta_low``, ``|delta_high``, ``|test``, ``|verdict``;
+    a family of its own for Holm)."""
+    part = frame[_equal_budget(frame)]
+    if not len(part):
+        return pd.DataFrame()
+    metric = primary_metric(frame)
+    table = _grouped(part, ["baseline_key"], metrics_of(frame))
+    base = baselines(frame)
+    base = base.set_index("baseline_key") if len(base) else pd.DataFrame(columns=[f"{metric}|seeds", TRAIN_SECONDS])
+    keys = list(table["baseline_key"])
+    seconds = _column(base, f"{TRAIN_SECONDS}|mean", keys, math.nan)
+    table["extra_cost"] = np.asarray(table[f"{TRAIN_SECONDS}|mean"], dtype=float) / np.asarray(seconds, dtype=float)
+    table[f"baseline|{metric}|mean"] = _column(base, f"{metric}|mean", keys, math.nan)
+    table[f"{metric}|delta"] = table[f"{metric}|mean"] - table[f"baseline|{metric}|mean"]
+    _tested(table, "", list(table[f"{metric}|seeds"]), _column(base, f"{metric}|seeds", keys, {}), metric)
+    return table
+
+
+def _equal_budget(frame: pd.DataFrame) -> pd.Series:
+    """The equal-budget baselines' rows: the twins, and a student baseline that is its own twin
+    (analysis.collect's ``equal_budget`` column; a frame without it, its twins)."""
+    if EQUAL_BUDGET in frame:
+        return frame[EQUAL_BUDGET].astype(bool)
+    return frame["kind"] == BUDGET_KIND
+
+
+def _column(table: pd.DataFrame, column: str, keys: list, missing) -> list:
+    """``table[column]`` (indexed by key) for each of ``keys``; ``missing`` where there is none."""
+    found = table[column].to_dict() if column in table else {}
+    return [found.get(key, missing) for key in keys]
+
+
+def _tested(table: pd.DataFrame, prefix: str, sides: list[dict], against: list[dict], metric: str) -> None:
+    """The Δ of each row's {seed: value} against another's, tested (analysis.stats: paired or
+    Welch, Holm over the rows): ``<metric>|<prefix>delta_low``, ``_high``, ``|<prefix>test``,
+    ``|<prefix>p_holm`` and ``|<prefix>verdict``."""
+    found = significance.compare_all(sides, against)
+    adjusted = significance.holm([c.p for c in found])
+    table[f"{metric}|{prefix}delta_low"] = [c.low for c in found]
+    table[f"{metric}|{prefix}delta_high"] = [c.high for c in found]
+    table[f"{metric}|{prefix}test"] = [c.test for c in found]
+    table[f"{metric}|{prefix}p_holm"] = adjusted
+    table[f"{metric}|{prefix}verdict"] = [significance.verdict(c, p) for c, p in zip(found, adjusted)]
+
+
+def against_budget(cell_table: pd.DataFrame, frame: pd.DataFrame) -> None:
+    """Each cell against its setting's equal-budget baseline too, when the study has them: columns
+    ``budget|<metric>|mean|std|n|low|high``, ``<metric>|budget_delta`` and its test (``_tested``,
+    prefix ``budget_``: Holm over these comparisons, a family apart from the ordinary one), and
+    ``extra_cost``, the cell's mean training seconds over its student baseline's."""
+    metric = primary_metric(frame)
+    twins = budget_baselines(frame)
+    keys = list(cell_table["baseline_key"])
+    base = baselines(frame)
+    base = base.set_index("baseline_key") if len(base) else pd.DataFrame()
+    cell_table["extra_cost"] = np.asarray(cell_table.get(f"{TRAIN_SECONDS}|mean", math.nan), dtype=float) / \
+        np.asarray(_column(base, f"{TRAIN_SECONDS}|mean", keys, math.nan), dtype=float)
+    if not len(twins):
+        return
+    twins = twins.set_index("baseline_key")
+    for stat in ("mean", "std", "n", "low", "high"):
+        cell_table[f"budget|{metric}|{stat}"] = _column(twins, f"{metric}|{stat}", keys, math.nan)
+    cell_table[f"{metric}|budget_delta"] = cell_table[f"{metric}|mean"] - cell_table[f"budget|{metric}|mean"]
+    _tested(cell_table, "budget_", list(cell_table[f"{metric}|seeds"]), _column(twins, f"{metric}|seeds", keys, {}),
+            metric)
+
+
 def teachers(frame: pd.DataFrame) -> pd.DataFrame:
     part = frame[frame["kind"] == "teacher"]
     return _grouped(part, ["teacher_key"], metrics_of(frame)) if len(part) else pd.DataFrame()
@@ -205,6 +277,8 @@ def cells(frame: pd.DataFrame) -> pd.DataFrame:
     if seconds in table:
         table["slowdown"] = table[seconds] / [base[seconds].get(k, math.nan) if base is not None and seconds in base
                                               else math.nan for k in table["baseline_key"]]
+    if _equal_budget(frame).any():
+        against_budget(table, frame)
     return table
 
 

@@ -7,12 +7,13 @@ says why), so a report can count them; only complete runs with finite metrics ar
 Columns: ``run_id, name, kind, stage, status, detail, task, dataset, teacher_config,
 student_config, location, location_kind, kd_method, distils`` (channel-wise or spatial, from the
 terms' loss declarations), ``method, seed``, one ``axis:<path>`` column per other grid axis,
-``teacher_key`` (the run id of a cell's teacher run) and ``baseline_key`` (the axis values its
-student baseline is planned per),
+``teacher_key`` (the run id of a cell's teacher run), ``baseline_key`` (the axis values its
+student baseline is planned per) and ``equal_budget`` (an equal-budget baseline: kdbench.budget),
 one column per metric as the run wrote it (``val/mIoU``, ``val/bbox_mAP``, ...), ``cost:<key>``
-from final.json's ``cost``, ``data_complete`` / ``data_splits`` from its ``data`` (a dataset read from
-disk: whether its splits are the official ones, and their counts), ``recipe:<key>`` from its recipe
-card (a crop as ``HxW``), and ``git_sha`` / ``env`` from env.json.
+from final.json's ``cost`` (and ``cost:train_seconds``: its iterations x seconds per iteration),
+``data_complete`` / ``data_splits`` from its ``data`` (a dataset read from disk: whether its
+splits are the official ones, and their counts), ``recipe:<key>`` from its recipe card
+(a crop as ``HxW``), and ``git_sha`` / ``env`` from env.json.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from kdbench import states, store
+from kdbench import budget, states, store
 from kdbench.errors import UserError
 from kdbench.expand import PlannedRun, Study
 from kdbench.losses import registry
@@ -36,6 +37,8 @@ RUNS_FILE = "runs.parquet"
 RECIPE_KEYS = ("global_batch", "per_process_batch", "processes", "nodes", "iterations", "epochs", "crop", "pipeline",
                "optimizer", "lr", "lr_schedule", "teacher_checkpoint", "teacher_mode", "precision")
 COST_KEYS = ("seconds_per_iter", "teacher_share", "kd_share", "peak_memory_mb", "peak_memory_kind")
+EQUAL_BUDGET = "equal_budget"  # True on the runs that are an equal-budget baseline (kdbench.budget)
+TRAIN_SECONDS = "cost:train_seconds"  # iterations x median seconds per iteration (kdbench.budget.training_seconds)
 
 
 def cache_path(study: Study) -> Path:
@@ -189,6 +192,7 @@ def _row(planned: PlannedRun, run_dir: Path, state: str, teacher_key: str | None
         for key in COST_KEYS:
             value = cost.get(key)
             row[f"cost:{key}"] = value if key == "peak_memory_kind" else _finite_or_nan(value)
+        row[TRAIN_SECONDS] = _finite_or_nan(budget.training_seconds(final))
     env = store.read_json(run_dir / store.ENV) if store.ENV in files.names else None
     if isinstance(env, dict):
         row["git_sha"] = env.get("git_sha")
@@ -208,6 +212,14 @@ def _tidy_axis(column: pd.Series) -> pd.Series:
 
 def primary_metric_of(task: str | None) -> str:
     return "val/bbox_mAP" if task == "det" else "val/mIoU"
+
+
+def _equal_budget_runs(study: Study, frame: pd.DataFrame) -> pd.Series:
+    """Which rows are equal-budget baselines (kdbench.budget): the twins, and a student baseline
+    whose budget came out at its own iterations (its twin would be the very same run)."""
+    own = {b.baseline.run_id for b in budget.budgets(study.spec, study.runs, study.directory)
+           if b.iterations == b.baseline.run.schedule.iterations}
+    return (frame["kind"] == budget.KIND) | frame["run_id"].isin(own)
 
 
 def collect(study: Study, scanned: dict[str, store.RunFiles] | None = None,
@@ -235,6 +247,7 @@ def collect(study: Study, scanned: dict[str, store.RunFiles] | None = None,
             # arrow-backed string column element by element, several times slower.
             frame[column] = frame[column].astype(object)
     frame["seed"] = pd.to_numeric(frame["seed"]).astype("Int64")
+    frame[EQUAL_BUDGET] = _equal_budget_runs(study, frame)
     # A complete run whose main metric is missing or not finite cannot be averaged: say so.
     primary = primary_metric_of(frame["task"].dropna().iloc[0] if frame["task"].notna().any() else None)
     if primary not in frame.columns:

@@ -379,5 +379,82 @@ def all_figures(frame: pd.DataFrame, cell_table: pd.DataFrame, curve_frame: pd.D
     students = _students(frame, metric)  # the student runs of every figure below, labelled once
     figures = [method_bars(frame, metric, students), norm_divergence_bars(frame, metric, students),
                location_bars(frame, cell_table, metric, students), *sweeps(frame, metric, students),
-               curves(curve_frame, metric), gain_vs_cost(cell_table, metric)]
+               curves(curve_frame, metric), gain_vs_cost(cell_table, metric),
+               budget_front(cell_table, aggregate.budget_baselines(frame), metric)]
     return [f for f in figures if f is not None]
+
+
+# -- equal budgets (kdbench.budget) ---------------------------------------------------------------
+EQUAL_BUDGET = "student, equal budget"
+
+
+def pareto_front(costs, gains) -> list[int]:
+    """The indices of the points on the Pareto front, cheapest first: those that no other point
+    beats, i.e. none costs as little or less and gains as much or more, and is better in one."""
+    order = sorted(range(len(costs)), key=lambda i: (costs[i], -gains[i]))
+    front, best = [], -np.inf
+    for index in order:
+        if gains[index] > best:
+            front.append(index)
+            best = gains[index]
+    return front
+
+
+def budget_points(cell_table: pd.DataFrame, budget_table: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """The points of the gain-vs-extra-cost figure: the student baseline at (1, 0), each
+    equal-budget baseline and each cell with a finite gain and cost (x: mean training seconds over
+    the student baseline's; y: Δ vs the student baseline), ``front``: on the Pareto front."""
+    columns = ["label", "kind", "cost", "delta", "std", "front"]
+    rows = [{"label": BASELINE, "kind": "baseline", "cost": 1.0, "delta": 0.0, "std": np.nan}]
+    axes = [c for c in aggregate.axes_of_table(cell_table) if c != "method"] if len(cell_table) else []
+    for row in budget_table.to_dict("records") if len(budget_table) else []:
+        rows.append({"label": EQUAL_BUDGET, "kind": "equal budget", "cost": row.get("extra_cost"),
+                     "delta": row.get(f"{metric}|delta"), "std": row.get(f"{metric}|std")})
+    for row in cell_table.to_dict("records") if len(cell_table) else []:
+        rows.append({"label": ", ".join([str(row["method"])] + [fmt.axis_value(a, row[a]) for a in axes]),
+                     "kind": "cell", "cost": row.get("extra_cost"), "delta": row.get(f"{metric}|delta"),
+                     "std": row.get(f"{metric}|std")})
+    points = pd.DataFrame(rows, columns=columns[:-1])
+    points = points[np.isfinite(points["cost"].astype(float)) & np.isfinite(points["delta"].astype(float))]
+    points = points.reset_index(drop=True).astype({"cost": float, "delta": float, "std": float})
+    on_front = set(pareto_front(list(points["cost"]), list(points["delta"])))
+    points["front"] = [i in on_front for i in range(len(points))]
+    return points[columns]
+
+
+def budget_front(cell_table: pd.DataFrame, budget_table: pd.DataFrame, metric: str) -> Figure | None:
+    """Δ vs the student baseline against the extra training time, with the Pareto front and the
+    equal-budget baselines: a method below the front's line at its cost is beaten by a cheaper one."""
+    points = budget_points(cell_table, budget_table, metric)
+    if not len(budget_table) or not (points["kind"] == "cell").any():
+        return None
+    figure, axis = plt.subplots(figsize=(6, 4))
+    front = points[points["front"]].sort_values("cost")
+    reach = max(float(points["cost"].max()), float(front["cost"].iloc[-1]))   # the best gain holds to the right
+    axis.step([*front["cost"], reach], [*front["delta"], front["delta"].iloc[-1]], where="post", color="#dd6b20",
+              label="Pareto front")
+    styles = {"cell": ("o", "#2b6cb0", "distilled cell (error bar: its std over seeds)"),
+              "equal budget": ("D", "#38a169", f"{EQUAL_BUDGET} (trained as long as the slowest cell)"),
+              "baseline": ("s", "black", f"{BASELINE} (1x, ±0)")}
+    for kind, (marker, colour, label) in styles.items():
+        part = points[points["kind"] == kind]
+        if len(part):
+            axis.errorbar(part["cost"], part["delta"], yerr=part["std"].fillna(0), fmt=marker, color=colour,
+                          ecolor="grey", capsize=3, label=label)
+    cells = points[points["kind"] == "cell"]
+    named = cells.nlargest(MAX_LABELS, "delta", keep="first") if len(cells) > MAX_LABELS else cells
+    for row in named.to_dict("records"):
+        axis.annotate(row["label"], (row["cost"], row["delta"]), fontsize=7, xytext=(4, 4), textcoords="offset points")
+    axis.axhline(0, color="grey", linestyle=":")
+    axis.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda x, _: f"{x:g}x"))
+    axis.set_xlabel("training time ÷ the student baseline's (iterations x s / iteration)")
+    axis.set_ylabel(f"Δ {fmt.metric_label(metric)} vs student")
+    axis.legend(fontsize=7, loc="best")
+    return Figure("budget_front", "Gain vs extra training cost, with the equal-budget baseline",
+                  "Each point's mean gain over the student baseline against its training time over the baseline's "
+                  "(its iterations times its median seconds per iteration, from final.json). The green diamond is "
+                  "the student trained as long as the slowest distilled cell; the orange line is the Pareto front: "
+                  "a point below it is beaten by one that costs no more. Every point is drawn at its measured time: "
+                  "where the machine ran at another speed than when the baseline was timed, the green diamond sits "
+                  "off the budget it was given (the table \"Where each equal budget comes from\").",
+                  _png(figure), points)

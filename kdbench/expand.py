@@ -20,11 +20,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from kdbench.budget import budget_stage
 from kdbench.errors import UserError, UserErrors
 from kdbench.ids import run_id, run_ids_by_seed
 from kdbench.schema import Checker, copy_data
 from kdbench.spec import RunSpec, Tracking, parse_run
 from kdbench.study import TERM_PREFIX, Resources, StudySpec, load_spec, merge
+from kdbench.waiting import Waiting
 
 MAX_RUNS = 100_000          # far above any real study (the shipped ones plan 7 to 43 runs); --max-runs raises it
 
@@ -38,17 +40,6 @@ class PlannedRun:
     params: dict                    # the axis values that made this run, and its seed
     depends_on: tuple[str, ...] = ()
     kind: str = "cell"              # cell | student_baseline | teacher
-
-
-@dataclass(frozen=True)
-class Waiting:
-    """Runs that cannot be planned yet: what they are made of depends on the results of runs
-    still to complete (a tune stage's choice, the cost of the distilled cells). Each time the
-    study is loaded (``load_study``), the stages whose ``needs`` are complete are planned."""
-
-    stage: str                      # the stage its runs will have
-    needs: tuple[str, ...]          # the run ids whose results decide them
-    why: str                        # one line for plan and launch: what they are and what they wait for
 
 
 @dataclass(frozen=True)
@@ -101,7 +92,7 @@ def reload(study: Study) -> Study:
 # Later stages: each ``(spec, runs planned so far, the study's results directory) -> (runs, waiting)``
 # plans the runs that the results of earlier ones decide (reading the store, torch-free), or says
 # what it waits for. Run in order; each sees the runs of those before it.
-LATER_STAGES: list = []
+LATER_STAGES: list = [budget_stage]
 
 
 # -- the grid ---------------------------------------------------------------------------------

@@ -117,6 +117,8 @@ def _planner(study: Study, planned: PlannedRun, path: str) -> str | None:
         return f"planner: the teacher run {planned.depends_on[0]}"
     if planned.kind == "teacher" and path == "schedule.iterations" and planned.run.teacher.checkpoint is not None:
         return "planner: a teacher given by checkpoint is evaluated, not trained"
+    if planned.kind == "student_budget" and path == "schedule.iterations":
+        return f"planner: equal_budget ({study.spec.equal_budget}): the slowest distilled cell's training time"
     return None
 
 

@@ -29,11 +29,12 @@ from kdbench.spec import (
 
 STUDY_KEYS = ("name", "description", "revision", "defaults", "base", "teacher_run", "methods", "grid",
               "zip", "exclude", "seeds", "baselines", "resources", "references", "plugins", "provenance",
-              "loggers")
+              "loggers", "equal_budget")
 BASE_KEYS = tuple(k for k in TOP_KEYS if k not in ("name", "out", "seed", "plugins", "threads", "tracking"))
 SPECIAL_AXES = ("method",)          # picks an entry of `methods`
 TERM_PREFIX = "term."               # term.params.tau: set on every distill term of the run
 NOT_AXES = ("name", "out", "device", "plugins", "threads", "tracking")
+BUDGETS = ("wall_clock", "iterations")  # equal_budget: what an equal-budget baseline matches (kdbench.budget)
 
 
 @dataclass(frozen=True)
@@ -93,6 +94,7 @@ class StudySpec:
     loggers: tuple[str, ...]        # where every run's curves go: tensorboard, and wandb / mlflow when listed
     raw: dict                       # the spec as read, defaults merged: provenance and error key paths
     teacher_expect: dict | None = None  # the teacher gate a teacher without teacher.expect gets (reference_expect)
+    equal_budget: str | None = None     # wall_clock | iterations: equal-budget baselines (kdbench.budget); None: none
 
 
 def _read_yaml(path: Path, check: Checker) -> dict:
@@ -353,6 +355,7 @@ def load_spec(path: str | Path) -> StudySpec:
     student_baseline = problems.get(check.boolean, baselines.get("student", True), "baselines.student")
     problems.get(_provenance, check, data)
     loggers = problems.get(lambda: parse_tracking(check, {"loggers": data.get("loggers", [])}, "").loggers)
+    equal_budget = problems.get(_equal_budget, check, data, student_baseline)
     problems.raise_any()
     return StudySpec(
         path=path, name=name, revision=revision, base=base, methods=methods, axes=axes, exclude=exclude,
@@ -360,7 +363,25 @@ def load_spec(path: str | Path) -> StudySpec:
         train_teacher_baseline=train_teacher, student_baseline=student_baseline,
         resources=resources, references=references, plugins=loaded,
         loggers=loggers, raw={**data, "name": name, "revision": revision},
-        teacher_expect=reference_expect(path, references, str(base.get("task"))))
+        teacher_expect=reference_expect(path, references, str(base.get("task"))), equal_budget=equal_budget)
+
+
+def _equal_budget(check: Checker, data: dict, student_baseline: bool | None) -> str | None:
+    """``equal_budget: wall_clock | iterations``, or ``{by: ...}``: what the equal-budget student
+    baselines match (kdbench.budget); they are twins of the student baselines, so those must run."""
+    value = data.get("equal_budget")
+    if value is None:
+        return None
+    where = "equal_budget"
+    if isinstance(value, dict):
+        value = check.mapping(value, where, ("by",), required=("by",))["by"]
+        where = "equal_budget.by"
+    check.string(value, where, BUDGETS)
+    if student_baseline is False:
+        raise check.fail(where, "needs the student baselines (baselines.student: false turns them off)")
+    if not data.get("methods"):
+        raise check.fail(where, "needs distilled cells (methods:) to measure a budget from")
+    return value
 
 
 def _base_sections(check: Checker, base: dict, data: dict, problems: Problems) -> None:

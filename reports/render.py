@@ -19,7 +19,7 @@ from pathlib import Path
 
 import jinja2
 
-from analysis import aggregate, chance, plots, recipes, settings, tables
+from analysis import aggregate, budgets, chance, plots, recipes, settings, tables
 from analysis import format as fmt
 from analysis import stats as significance
 from analysis.collect import collect, collect_curves
@@ -233,6 +233,9 @@ def build_context(study: Study, frame) -> dict:
         built += tables.ablation_tables(cell_table, metric)
     built += [t for t in [tables.reference_table(matches, metric)] if t]
     built.append(tables.cost_table(cell_table, base, teach))
+    if study.spec.equal_budget:  # equal_budget: each cell against the student trained as long (kdbench.budget)
+        built += [t for t in [budgets.comparison_table(cell_table, aggregate.budget_baselines(frame), metric),
+                              budgets.basis_table(budgets.study_budgets(study))] if t]
     built += [t for t in [tables.recipe_table(cell_table, base, teach)] if t]
     data_warnings = partial_data_warnings(frame) + recipes.comparability_notes(matches)
     for table in built if data_warnings else ():

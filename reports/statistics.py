@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from analysis import aggregate, tables
+from analysis import aggregate, budgets, tables
 from analysis import format as fmt
 from analysis import stats as significance
 from kdbench.expand import Study
@@ -70,7 +70,11 @@ def study_statistics(study: Study, frame: pd.DataFrame) -> dict:
     cells = aggregate.cells(frame)
     references = aggregate.read_references(study.path, study.spec.references)
     matches = aggregate.match_references(references, cells, study.spec.methods, aggregate.task_of(frame))
-    return statistics(cells, aggregate.baselines(frame), aggregate.teachers(frame), matches, metric)
+    found = statistics(cells, aggregate.baselines(frame), aggregate.teachers(frame), matches, metric)
+    if study.spec.equal_budget:   # each cell against the student trained as long too (kdbench.budget)
+        found["equal_budget"] = budgets.budget_statistics(cells, aggregate.budget_baselines(frame),
+                                                          budgets.study_budgets(study), metric)
+    return found
 
 
 def statistics(cells: pd.DataFrame, baselines: pd.DataFrame, teachers: pd.DataFrame, matches: pd.DataFrame,

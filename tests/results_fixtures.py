@@ -17,7 +17,7 @@ import json
 import math
 from pathlib import Path
 
-from kdbench.expand import load_study
+from kdbench.expand import load_study, reload
 
 SCRIPT = "<script>alert(1)</script>"
 HEAD = """
@@ -126,3 +126,64 @@ def make_store(tmp_path: Path, outcomes: dict | None = None, study_text: str = S
         write_run(results / study.name, planned, outcomes.get(planned.name, "missing"),
                   (metrics or {}).get(planned.name), drop_costs)
     return study, results
+
+
+# -- a study with equal budgets (tests/test_budget.py) ----------------------------------------------
+BUDGET_STUDY = """
+name: budget
+base:
+  task: seg
+  teacher: {config: tiny_seg_teacher}
+  student: {config: tiny_seg_student}
+  dataset: {name: fashion_scenes, params: {num_train: 12, num_val: 4, size: 64}}
+  schedule: {iterations: 10, lr: 0.05}
+methods:
+  cwd: {method: cwd, params: {tau: 4.0}, weight: 3.0, student_location: decode_head.conv_seg}
+  at: {method: at, weight: 1.0, student_location: decode_head.conv_seg}
+seeds: [0, 1]
+"""
+
+
+def budget_study(tmp_path, by="wall_clock", text=BUDGET_STUDY):
+    path = tmp_path / "budget.yaml"
+    path.write_text(text + (f"equal_budget: {by}\n" if by else ""))
+    return load_study(path, tmp_path / "results")
+
+
+def finish_run(study, name, seconds_per_iter=0.1, shares=(0.0, 0.0), state="complete", miou=30.0):
+    """Write the result of the run called ``name`` of a budget study as a real run would (final.json
+    with its iterations and cost, or error.json)."""
+    planned = next(p for p in study.runs if p.name == name)
+    run_dir = study.directory / planned.run_id
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "spec.json").write_text(json.dumps(planned.run.to_dict()))
+    if state != "complete":
+        (run_dir / "error.json").write_text(json.dumps({"status": state, "error": "RuntimeError: boom"}))
+        return
+    cost = {"seconds_per_iter": seconds_per_iter, "teacher_share": shares[0], "kd_share": shares[1]}
+    (run_dir / "final.json").write_text(json.dumps({
+        "status": "complete", "name": name, "iterations": planned.run.schedule.iterations,
+        "metrics": {"val/mIoU": miou}, "cost": cost}))
+
+
+# mIoU by seed (0, 1), seconds per iteration; every run trains 10 iterations but the twin, 20:
+#   student 30, 31 at 0.1 (1.0 s) | cwd 35, 36 at 0.15 (1.5 s) | at 31, 33 at 0.2 (2.0 s: the slowest)
+#   twin: 2.0 s / 0.1 = 20 iterations; 33, 34.5 at 0.1 (2.0 s, 2.00x)
+# cwd vs the twin: per-seed differences 2, 1.5: Δ +1.75, se 0.25, df 1, t 7, p 0.0903; at vs the
+# twin: -2, -1.5: Δ -1.75, the same p; Holm over the two: 0.181 each, within noise.
+BUDGET_RESULTS = {"student_s0": (30.0, 0.1), "student_s1": (31.0, 0.1), "cwd_s0": (35.0, 0.15),
+                  "cwd_s1": (36.0, 0.15), "at_s0": (31.0, 0.2), "at_s1": (33.0, 0.2),
+                  "student_budget_s0": (33.0, 0.1), "student_budget_s1": (34.5, 0.1)}
+
+
+def make_budget_store(tmp_path: Path):
+    """The budget study with every run complete (BUDGET_RESULTS), its twins planned from the cells'
+    cost and then complete; returns the study, planned again."""
+    study = budget_study(tmp_path)
+    for name, (miou, pace) in BUDGET_RESULTS.items():
+        if not name.startswith("student_budget"):
+            finish_run(study, name, seconds_per_iter=pace, miou=miou)
+    study = reload(study)
+    for name in ("student_budget_s0", "student_budget_s1"):
+        finish_run(study, name, seconds_per_iter=BUDGET_RESULTS[name][1], miou=BUDGET_RESULTS[name][0])
+    return reload(study)

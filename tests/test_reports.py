@@ -426,3 +426,20 @@ def test_a_table_with_nothing_but_labels_left_is_left_out_with_a_sentence():
     kept, notes = shown([empty, Table("y", "Other", ["a", "b"], [[Cell("1"), Cell("2")]])])
     assert [t.key for t in kept] == ["y"]
     assert notes == ['The table "Ablation: tau" is left out: none of its rows has a value yet.']
+
+
+@pytest.mark.slow  # a Chromium process: seconds
+@needs_chromium
+def test_a_headless_browser_shows_the_equal_budget_section_and_its_pareto_figure(tmp_path):
+    from tests.browser import Dom, dump_dom
+    from tests.results_fixtures import make_budget_store
+
+    written = render(make_budget_store(tmp_path), ("html",))
+    dom = Dom(dump_dom(written["html"], tmp_path / "profile"))
+    assert "Equal budgets: Δ vs the student baseline and vs the student trained as long" in dom.text
+    assert "Where each equal budget comes from" in dom.text and "student_budget_s0" in dom.text
+    assert "student, equal budget" in dom.text and "+1.75" in dom.text
+    figure = [attrs for tag, attrs, _ in dom.elements if tag == "figure" and attrs.get("id") == "fig-budget_front"]
+    images = [attrs for tag, attrs, inside in dom.elements if tag == "img" and "figure" in inside
+              and attrs.get("src", "").startswith("data:image/png;base64,")]
+    assert figure and images

@@ -1,0 +1,146 @@
+"""The report's equal-budget section (a study's ``equal_budget:``, kdbench.budget): each cell's Δ
+against both student baselines, the ordinary one and the one trained as long as the slowest
+distilled cell, and what each equal budget was computed from.
+
+Tables as analysis.tables builds them (every number through analysis.format); the figure is
+analysis.plots.budget_front; ``budget_statistics`` gives the same numbers to ``kdbench report --json``.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from analysis import aggregate, tables
+from analysis import format as fmt
+from analysis.tables import Cell, Table
+from kdbench import budget
+from kdbench.expand import Study
+
+
+def comparison_table(cells: pd.DataFrame, twins: pd.DataFrame, metric: str) -> Table | None:
+    """Each equal-budget baseline and cell: its extra training time and its Δ against the ordinary
+    and the equal-budget student baseline, each with its interval and verdict."""
+    if not len(twins) or not len(cells):
+        return None
+    label = fmt.metric_label(metric)
+    table = Table("equal_budget", "Equal budgets: Δ vs the student baseline and vs the student trained as long",
+                  ["Cell", label, "training time vs student", "Δ vs student", "verdict", "Δ vs equal-budget student",
+                   "Δ 95% interval", "p (Holm)", "verdict (equal budget)"],
+                  caption=f"{label}. The equal-budget student is the student baseline trained for as many "
+                          "iterations as the slowest distilled cell of its setting took time, seed by seed (its poly "
+                          "learning rate stretched over the longer run). Training time: iterations x the median "
+                          "seconds per iteration, over the student baseline's, as measured on each run (a busy or "
+                          "another machine changes it: the budget each twin was given is in the next table). Each Δ "
+                          "is tested as in the significance table (paired by seed or Welch); Holm's correction runs "
+                          "over each column's cells apart. A gain against the student that is within noise against "
+                          "the equal-budget student may have come from the extra training time, not the teacher.")
+    for row in twins.to_dict("records"):
+        table.rows.append([Cell(_twin_label(row, len(twins))), Cell(_mean(row, metric)),
+            Cell(fmt.ratio(row.get("extra_cost"))),
+            Cell(fmt.signed(row.get(f"{metric}|delta"))), Cell(str(row.get(f"{metric}|verdict"))),
+            *[Cell(fmt.MISSING) for _ in range(4)]])
+    axes = [c for c in aggregate.axes_of_table(cells) if c != "method"]
+    for row in cells.to_dict("records"):
+        table.rows.append([
+            Cell(tables.setting(row, axes)), Cell(_mean(row, metric)), Cell(fmt.ratio(row.get("extra_cost"))),
+            Cell(fmt.signed(row.get(f"{metric}|delta"))), Cell(str(row.get(f"{metric}|verdict"))),
+            Cell(fmt.signed(row.get(f"{metric}|budget_delta"))),
+            Cell(fmt.interval(row.get(f"{metric}|budget_delta_low"), row.get(f"{metric}|budget_delta_high"),
+                              sign=True)),
+            Cell(fmt.p_value(row.get(f"{metric}|budget_p_holm"))), Cell(str(row.get(f"{metric}|budget_verdict")))])
+    return table
+
+
+def _twin_label(row: dict, count: int) -> str:
+    """``student, equal budget``, with the run name when a study has several settings."""
+    return tables.group_label("student", row, count).replace("student (no distillation)", "student, equal budget")
+
+
+def _mean(row: dict, metric: str) -> str:
+    return fmt.mean_std(row.get(f"{metric}|mean"), row.get(f"{metric}|std"), row.get(f"{metric}|n"))
+
+
+def _cost(found: budget.Budget) -> str:
+    if found.cost is None:
+        return fmt.MISSING
+    if found.mode == "wall_clock":
+        return f"{fmt.number(found.cost)} s"
+    return f"{fmt.number(found.cost)} student iterations"
+
+
+def _run_name(each: budget.Budget) -> str:
+    """The twin's name, or the baseline's where the budget is its own iterations (it is its own twin)."""
+    if each.iterations == each.baseline.run.schedule.iterations:
+        return each.baseline.name
+    return budget.twin_name(each.baseline.name)
+
+
+def _note(each: budget.Budget) -> str:
+    if each.iterations == each.baseline.run.schedule.iterations:
+        return f"{each.baseline.name} itself: the budget is its own iterations"
+    return each.why or "planned"
+
+
+def basis_table(found: list[budget.Budget]) -> Table | None:
+    """What each equal budget came from: the slowest cell, its cost, the baseline's pace, the
+    cells left out; or what it still waits for."""
+    if not found:
+        return None
+    table = Table("budget_basis", "Where each equal budget comes from",
+                  ["Equal-budget run", "budget by", "iterations", "vs student", "slowest cell", "its cost",
+                   "baseline s / iteration", "left out", "note"],
+                  caption="Per student baseline and seed, from the complete runs' final.json: wall clock = the "
+                          "slowest cell's iterations x its median seconds per iteration, divided by the student "
+                          "baseline's own seconds per iteration, rounded up; iterations = the slowest cell's "
+                          "iterations over the share of its step the student alone takes. Failed or diverged "
+                          "cells are left out. vs student: the twin's iterations over the student baseline's, the "
+                          "training time it is given; its measured time (Equal budgets) differs where the machine "
+                          "ran at another speed than when the student baseline was timed.")
+    for each in found:
+        table.rows.append([Cell(_run_name(each)), Cell(each.mode.replace("_", " ")),
+                           Cell(fmt.integer(each.iterations)),
+                           Cell(fmt.ratio(each.iterations / each.baseline.run.schedule.iterations
+                                          if each.iterations else None)),
+                           Cell(each.slowest or fmt.MISSING), Cell(_cost(each)),
+                           Cell(fmt.seconds(each.baseline_seconds_per_iter)),
+                           Cell(", ".join(each.excluded) or fmt.MISSING), Cell(_note(each))])
+    return table
+
+
+def study_budgets(study: Study) -> list[budget.Budget]:
+    """The study's equal budgets as its store decides them now (none without ``equal_budget:``)."""
+    return budget.budgets(study.spec, [p for p in study.runs if p.kind != budget.KIND], study.directory)
+
+
+def _number(value):
+    return float(value) if fmt.is_number(value) else None
+
+
+def budget_statistics(cells: pd.DataFrame, twins: pd.DataFrame, found: list[budget.Budget], metric: str) -> dict:
+    """The equal-budget numbers for ``kdbench report --json``: each twin's Δ vs the student and its
+    extra cost, each cell's Δ vs the equal-budget student, and each budget's basis."""
+    axes = [c for c in aggregate.axes_of_table(cells) if c != "method"] if len(cells) else []
+
+    def tested(row: dict, prefix: str) -> dict:
+        return {"delta": _number(row.get(f"{metric}|{prefix}delta")),
+                "delta_ci95": ([_number(row.get(f"{metric}|{prefix}delta_low")),
+                                _number(row.get(f"{metric}|{prefix}delta_high"))]
+                               if row.get(f"{metric}|{prefix}test") else None),
+                "test": row.get(f"{metric}|{prefix}test") or None,
+                "p_holm": _number(row.get(f"{metric}|{prefix}p_holm")),
+                "verdict": row.get(f"{metric}|{prefix}verdict")}
+
+    return {
+        "by": found[0].mode if found else None,
+        "baselines": [{"name": _twin_label(row, len(twins)), "extra_cost": _number(row["extra_cost"]),
+                       "mean": _number(row.get(f"{metric}|mean")), "n": int(row.get(f"{metric}|n") or 0),
+                       "vs_student": tested(row, "")} for row in twins.to_dict("records")] if len(twins) else [],
+        "cells": [{"name": tables.setting(row, axes), "extra_cost": _number(row.get("extra_cost")),
+                   "vs_equal_budget": tested(row, "budget_")}
+                  for row in cells.to_dict("records")] if len(cells) and len(twins) else [],
+        "basis": [{"run": _run_name(b), "seed": b.baseline.run.seed,
+                   "iterations": b.iterations, "slowest": b.slowest, "cost": b.cost,
+                   "budget_vs_student": b.iterations / b.baseline.run.schedule.iterations if b.iterations else None,
+                   "baseline_seconds_per_iter": b.baseline_seconds_per_iter, "excluded": list(b.excluded),
+                   "waiting": b.why or None} for b in found],
+    }
