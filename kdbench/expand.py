@@ -34,10 +34,10 @@ class PlannedRun:
     run: RunSpec
     run_id: str
     name: str
-    stage: str                      # teacher | student
+    stage: str                      # teacher | tune | student
     params: dict                    # the axis values that made this run, and its seed
     depends_on: tuple[str, ...] = ()
-    kind: str = "cell"              # cell | student_baseline | teacher
+    kind: str = "cell"              # cell | student_baseline | teacher | tune
 
 
 @dataclass(frozen=True)
@@ -101,7 +101,13 @@ def reload(study: Study) -> Study:
 # Later stages: each ``(spec, runs planned so far, the study's results directory) -> (runs, waiting)``
 # plans the runs that the results of earlier ones decide (reading the store, torch-free), or says
 # what it waits for. Run in order; each sees the runs of those before it.
-LATER_STAGES: list = []
+def _tuned_finals(spec: StudySpec, runs: list, directory: Path) -> tuple[list, list]:
+    from kdbench.tuning import final_stage   # it plans with this module's planner: imported when run
+
+    return final_stage(spec, runs, directory)
+
+
+LATER_STAGES: list = [_tuned_finals]
 
 
 # -- the grid ---------------------------------------------------------------------------------
@@ -374,6 +380,10 @@ def expand(spec: StudySpec, results: str | Path = "results", max_runs: int = MAX
     """The study's runs, teachers first, then student baselines, then cells; a grid of more than
     ``max_runs`` cell runs is refused before any is built."""
     count_runs(spec, max_runs)
+    if spec.tune is not None:   # tuned baselines: the tune stage first (kdbench.tuning)
+        from kdbench.tuning import plan_tune
+
+        return plan_tune(spec, results)
     grid = cells(spec)
     varying = varying_axes(spec, grid)
     planner = _Planner(spec, results)
