@@ -102,7 +102,7 @@ def reload(study: Study) -> Study:
 # plans the runs that the results of earlier ones decide (reading the store, torch-free), or says
 # what it waits for. Run in order; each sees the runs of those before it.
 def _tuned_finals(spec: StudySpec, runs: list, directory: Path) -> tuple[list, list]:
-    from kdbench.tuning import final_stage   # it plans with this module's planner: imported when run
+    from kdbench.tuning import final_stage  # it plans with this module's planner: imported when run
 
     return final_stage(spec, runs, directory)
 
