@@ -89,7 +89,8 @@ def summary(spec: StudySpec, runs, directory: Path) -> list[dict]:
             "status": "chosen" if best else ("waiting" if not ended else "no tune run completed"),
             "budget": {"runs": len(entries), "iterations": sum(t["iterations"] for t in entries),
                        "seconds": sum(seconds) if len(seconds) == len(entries) else None},
-            "never_chosen": [t["name"] for t in entries if t["state"] != "complete" or t["score"] is None]})
+            # ended without a held-out score (failed, diverged, kd_inactive): never chosen
+            "never_chosen": [t["name"] for t in entries if t["state"] in ENDED and t["score"] is None]})
     return rows
 
 

@@ -49,3 +49,90 @@ def test_a_holdout_run_trains_and_evaluates_on_disjoint_training_images_and_neve
     assert all("/images/train/" in p for p in paths[0] | paths[1])
     # The held-out images go through the test pipeline: whole, unflipped, as val would be.
     assert held[0]["inputs"].shape[-2:] == (32, 32)
+
+
+def _try(value, score, state="complete"):
+    return {"setting": {"schedule.lr": value}, "state": state, "score": score}
+
+
+def test_the_choice_is_the_best_held_out_score_a_tie_goes_to_the_setting_listed_first_and_failures_never_win():
+    from kdbench.tuning import choose
+
+    # Held-out mIoU by lr: 0.01 -> 30.0, 0.02 -> diverged (its last score, 99, is never read),
+    # 0.05 -> 31.5, 0.1 -> 31.5. The best is 31.5, held by 0.05 and 0.1: 0.05 is listed first.
+    tries = [_try(0.01, 30.0), _try(0.02, 99.0, "diverged"), _try(0.05, 31.5), _try(0.1, 31.5)]
+    assert choose(tries)["setting"] == {"schedule.lr": 0.05}
+    assert choose(list(reversed(tries)))["setting"] == {"schedule.lr": 0.1}
+    assert choose([_try(0.01, None), _try(0.02, float("nan")), _try(0.05, 40.0, "failed")]) is None
+
+
+def _tuned_study(directory: Path, **tune) -> Path:
+    from tests.launch_helpers import CWD, write_study
+
+    axes = {"student": {"schedule.lr": [0.02, 0.05]}, "cwd_logits": {"term.weight": [1.0, 3.0]}}
+    return write_study(directory, "tuned", seeds=(0, 1), tune={"holdout": 0.25, "axes": axes, **tune},
+                       methods={"cwd_logits": CWD})
+
+
+def _finish(study, name: str, miou: float | None, seconds: float = 2.0) -> None:
+    """A tune run's result as a run writes it: final.json (held-out mIoU), or error.json (diverged)."""
+    from kdbench import store
+
+    planned = next(p for p in study.runs if p.name == name)
+    folder = study.directory / planned.run_id
+    folder.mkdir(parents=True, exist_ok=True)
+    if miou is None:
+        store.write_json_atomic(folder / store.ERROR, {"status": "diverged", "step": 3, "key": "loss"})
+    else:
+        store.write_json_atomic(folder / store.FINAL, {"status": "complete", "metrics": {"val/mIoU": miou},
+                                                       "cost": {"wall_seconds_this_attempt": seconds}})
+
+
+def test_the_final_stage_waits_for_every_tune_run_then_runs_each_choice_over_the_seeds_on_train_and_val(tmp_path):
+    from kdbench.expand import load_study, reload
+
+    results = tmp_path / "results"
+    study = load_study(_tuned_study(tmp_path), results)
+    tune = [p for p in study.runs if p.stage == "tune"]
+    assert sorted(p.name for p in tune) == ["tune_cwd_logits_w1_s0", "tune_cwd_logits_w3_s0",
+                                            "tune_student_lr0.02_s0", "tune_student_lr0.05_s0"]
+    assert all(p.run.seed == 0 and p.run.dataset.holdout.fraction == 0.25 for p in tune)
+    assert [w.stage for w in study.waiting] == ["student"] and set(study.waiting[0].needs) == {p.run_id for p in tune}
+    # The baseline's tune runs end first: its final runs are planned, cwd_logits still waits.
+    _finish(study, "tune_student_lr0.02_s0", 20.0)
+    _finish(study, "tune_student_lr0.05_s0", 25.0)
+    _finish(study, "tune_cwd_logits_w1_s0", None)          # diverged: never chosen
+    study = reload(study)
+    finals = {p.name: p for p in study.runs if p.stage == "student"}
+    assert sorted(finals) == ["student_s0", "student_s1"]
+    assert {p.run.schedule.lr for p in finals.values()} == {0.05} and finals["student_s1"].run.seed == 1
+    assert all(p.run.dataset.holdout is None and p.kind == "student_baseline" for p in finals.values())
+    assert len(study.waiting) == 1 and "cwd_logits" in study.waiting[0].why
+    _finish(study, "tune_cwd_logits_w3_s0", 18.0)
+    study = reload(study)
+    finals = {p.name: p for p in study.runs if p.stage == "student"}
+    assert sorted(finals) == ["cwd_logits_s0", "cwd_logits_s1", "student_s0", "student_s1"]
+    assert {p.run.distill[0].weight for p in finals.values() if p.kind == "cell"} == {3.0}
+    assert {p.run.schedule.lr for p in finals.values() if p.kind == "cell"} == {0.01}   # the study's own
+    assert finals["cwd_logits_s0"].depends_on == tuple(p.run_id for p in study.runs if p.kind == "teacher")
+    assert study.waiting == ()
+    # Planned again from the same results: the same runs under the same ids (a relaunch skips them).
+    assert [p.run_id for p in reload(study).runs] == [p.run_id for p in study.runs]
+
+
+def test_the_tuning_summary_gives_every_try_its_score_the_choice_and_the_budget_per_method(tmp_path):
+    from kdbench.expand import load_study
+    from kdbench.tuning import summary
+
+    study = load_study(_tuned_study(tmp_path, metric="mIoU"), tmp_path / "results")
+    for name, miou in (("tune_student_lr0.02_s0", 20.0), ("tune_student_lr0.05_s0", 25.0),
+                       ("tune_cwd_logits_w1_s0", None)):
+        _finish(study, name, miou, seconds=3.0)
+    rows = {row["method"]: row for row in summary(study.spec, study.runs, study.directory)}
+    assert list(rows) == ["cwd_logits", "student"]
+    student, cwd = rows["student"], rows["cwd_logits"]
+    assert [t["score"] for t in student["tries"]] == [20.0, 25.0] and student["metric"] == "val/mIoU"
+    assert student["chosen"] == {"schedule.lr": 0.05} and student["chosen_run"] == "tune_student_lr0.05_s0"
+    assert student["budget"] == {"runs": 2, "iterations": 8, "seconds": 6.0}
+    assert cwd["status"] == "waiting" and cwd["chosen"] is None and cwd["never_chosen"] == ["tune_cwd_logits_w1_s0"]
+    assert cwd["budget"]["runs"] == 2 and cwd["budget"]["seconds"] is None   # one run has not ended
