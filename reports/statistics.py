@@ -13,6 +13,7 @@ from analysis import aggregate, tables
 from analysis import format as fmt
 from analysis import stats as significance
 from kdbench.expand import Study
+from reports.tuning import tuning_json
 
 
 def _number(value):
@@ -70,7 +71,8 @@ def study_statistics(study: Study, frame: pd.DataFrame) -> dict:
     cells = aggregate.cells(frame)
     references = aggregate.read_references(study.path, study.spec.references)
     matches = aggregate.match_references(references, cells, study.spec.methods, aggregate.task_of(frame))
-    return statistics(cells, aggregate.baselines(frame), aggregate.teachers(frame), matches, metric)
+    found = statistics(cells, aggregate.baselines(frame), aggregate.teachers(frame), matches, metric)
+    return {**found, "tuning": tuning_json(study)} if study.spec.tune is not None else found
 
 
 def statistics(cells: pd.DataFrame, baselines: pd.DataFrame, teachers: pd.DataFrame, matches: pd.DataFrame,
