@@ -253,7 +253,20 @@ def launch(study: Study, options: LaunchOptions) -> list[Decision]:
             if not any(d.action == "submit" for d in more):
                 break
             decisions.update({d.planned.run_id: d for d in more})
+        if study.waiting and isinstance(executor, SlurmExecutor):
+            _continue_on_slurm(study, options, executor)
     return list(decisions.values())
+
+
+def _continue_on_slurm(study: Study, options: LaunchOptions, executor: SlurmExecutor) -> None:
+    """Later stages wait on runs whose jobs are queued: a continuation job launches the study again
+    once they end (runners.launch.continuation)."""
+    from runners.launch.continuation import continue_later
+
+    job_id = continue_later(study, options, executor)
+    if job_id is not None:
+        print(f"kdbench launch: {study.name}: later stages wait on results; SLURM job {job_id} launches the "
+              "study again once the runs they need have ended (afterany)", file=sys.stderr)
 
 
 def _submit_and_wait(study: Study, options: LaunchOptions, executor: Executor,
