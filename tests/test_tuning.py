@@ -136,3 +136,49 @@ def test_the_tuning_summary_gives_every_try_its_score_the_choice_and_the_budget_
     assert student["budget"] == {"runs": 2, "iterations": 8, "seconds": 6.0}
     assert cwd["status"] == "waiting" and cwd["chosen"] is None and cwd["never_chosen"] == ["tune_cwd_logits_w1_s0"]
     assert cwd["budget"]["runs"] == 2 and cwd["budget"]["seconds"] is None   # one run has not ended
+
+
+@pytest.mark.slow   # 9 tiny training runs: about a minute on 2 cores
+def test_one_local_launch_of_smoke_tuned_runs_the_tune_stage_then_the_final_stage_at_the_best_held_out_settings(
+        tmp_path, monkeypatch):
+    import json
+
+    import yaml
+
+    from kdbench import store
+    from kdbench.expand import load_study
+    from runners.launch.launcher import LaunchOptions, launch, summary
+    from tests.launch_helpers import dump_yaml, run_cli
+
+    # studies/smoke_tuned.yaml as shipped (its tune block, methods and seeds), shrunk to a few
+    # iterations on a few images so that the launch takes about a minute.
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    spec = yaml.safe_load((ROOT / "studies" / "smoke_tuned.yaml").read_text())
+    spec["base"]["dataset"]["params"].update(num_train=10, num_val=4, size=32)
+    spec["base"]["schedule"].update(iterations=3, checkpoint_interval=3)
+    spec["teacher_run"]["schedule"].update(iterations=3, checkpoint_interval=3)
+    path = tmp_path / "smoke_tuned.yaml"
+    path.write_text(dump_yaml(spec))
+    results = tmp_path / "results"
+    study = load_study(path, results)
+    assert [p.stage for p in study.runs] == ["teacher"] + ["tune"] * 4 and study.waiting
+    counts = summary(launch(study, LaunchOptions(parallel=2, progress=False)))
+    assert counts == {"submit": 9}                   # one launch: teacher, 4 tune runs, then 4 final runs
+    study = load_study(path, results)
+    assert study.waiting == ()
+    states = store.scan(study.directory, [p.run_id for p in study.runs])
+    assert {files.state for files in states.values()} == {"complete"}
+    for method, axis in (("student", "schedule.lr"), ("cwd_logits", "term.weight")):
+        held_out = [(p.params[axis], states[p.run_id].final["metrics"]["val/mIoU"]) for p in study.runs
+                    if p.stage == "tune" and p.params["method"] == method]
+        assert [value for value, _ in held_out] == spec["tune"]["axes"][method][axis]   # as listed
+        best = next(value for value, score in held_out if score == max(s for _, s in held_out))
+        finals = [p for p in study.runs if p.stage == "student" and (p.params.get("method") or "student") == method]
+        assert len(finals) == 2
+        chosen = {p.run.schedule.lr if method == "student" else p.run.distill[0].weight for p in finals}
+        assert chosen == {best}
+    code, out, _ = run_cli("report", str(path), "--results", str(results), "--json", "--format", "md")
+    tuning = {row["method"]: row for row in json.loads(out)["tuning"]}
+    assert code == 0 and tuning["student"]["budget"]["runs"] == tuning["cwd_logits"]["budget"]["runs"] == 2
+    assert tuning["student"]["chosen"] == {"schedule.lr": next(p.run.schedule.lr for p in study.runs
+                                                                if p.kind == "student_baseline")}
