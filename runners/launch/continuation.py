@@ -22,17 +22,6 @@ from kdbench.expand import Study
 RECORD = "continuation.json"
 
 
-class Continuation:
-    """``Continuation()(study path, results root, launch options as a dict)``: the launch, again."""
-
-    def __call__(self, path: str, results: str, options: dict) -> dict:
-        from kdbench.expand import load_study
-        from runners.launch.launcher import LaunchOptions, launch, summary
-
-        study = load_study(path, results)
-        return summary(launch(study, LaunchOptions(**options)))
-
-
 def recorded(study: Study) -> dict | None:
     """The study's recorded continuation job, or None."""
     found = store.read_json(study.directory / RECORD)
@@ -48,10 +37,11 @@ def needs_jobs(study: Study, executor) -> list[str]:
     return [job for job in jobs if states.get(job) == "alive"]
 
 
-def continue_later(study: Study, options, executor) -> str | None:
-    """Submit the study's continuation behind the live jobs of the runs its waiting stages need;
-    its job id, or None when one is already pending or no such job is alive (nothing would ever
-    start it: a relaunch by hand continues)."""
+def continue_later(study: Study, options, executor, function) -> str | None:
+    """Submit ``function(study path, results root, options as a dict)`` (runners.launch.launcher's
+    Continuation: the launch, again) as the study's continuation, behind the live jobs of the runs
+    its waiting stages need; its job id, or None when one is already pending or no such job is
+    alive (nothing would ever start it: a relaunch by hand continues)."""
     mine = os.environ.get("SLURM_JOB_ID")   # a continuation running now may submit the next one
     pending = recorded(study)
     if pending and pending["job_id"] != mine and executor.job_states([pending["job_id"]]).get(
@@ -61,7 +51,7 @@ def continue_later(study: Study, options, executor) -> str | None:
     if not after:
         return None
     again = replace(options, progress=False, fetch=False, dry_run=False)   # nodes are offline: the cache
-    job_id = executor.submit_continuation(study.directory, after, Continuation(),
+    job_id = executor.submit_continuation(study.directory, after, function,
                                           str(Path(study.path).resolve()), str(Path(study.results).resolve()),
                                           asdict(again))
     store.write_json_atomic(study.directory / RECORD, {"executor": executor.name, "job_id": job_id,

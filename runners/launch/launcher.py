@@ -258,12 +258,22 @@ def launch(study: Study, options: LaunchOptions) -> list[Decision]:
     return list(decisions.values())
 
 
+class Continuation:
+    """``Continuation()(study path, results root, launch options as a dict)``: the launch, again,
+    in a SLURM job (runners.launch.continuation)."""
+
+    def __call__(self, path: str, results: str, options: dict) -> dict:
+        from kdbench.expand import load_study
+
+        return summary(launch(load_study(path, results), LaunchOptions(**options)))
+
+
 def _continue_on_slurm(study: Study, options: LaunchOptions, executor: SlurmExecutor) -> None:
     """Later stages wait on runs whose jobs are queued: a continuation job launches the study again
     once they end (runners.launch.continuation)."""
     from runners.launch.continuation import continue_later
 
-    job_id = continue_later(study, options, executor)
+    job_id = continue_later(study, options, executor, Continuation())
     if job_id is not None:
         print(f"kdbench launch: {study.name}: later stages wait on results; SLURM job {job_id} launches the "
               "study again once the runs they need have ended (afterany)", file=sys.stderr)
