@@ -138,7 +138,7 @@ def test_the_tuning_summary_gives_every_try_its_score_the_choice_and_the_budget_
     assert cwd["budget"]["runs"] == 2 and cwd["budget"]["seconds"] is None   # one run has not ended
 
 
-@pytest.mark.slow   # 9 tiny training runs: about a minute on 2 cores
+@pytest.mark.slow   # 7 tiny training runs: about a minute on 2 idle cores
 def test_one_local_launch_of_smoke_tuned_runs_the_tune_stage_then_the_final_stage_at_the_best_held_out_settings(
         tmp_path, monkeypatch):
     import json
@@ -150,20 +150,21 @@ def test_one_local_launch_of_smoke_tuned_runs_the_tune_stage_then_the_final_stag
     from runners.launch.launcher import LaunchOptions, launch, summary
     from tests.launch_helpers import dump_yaml, run_cli
 
-    # studies/smoke_tuned.yaml as shipped (its tune block, methods and seeds), shrunk to a few
-    # iterations on a few images so that the launch takes about a minute.
+    # studies/smoke_tuned.yaml as shipped (its tune block and methods), shrunk to a few iterations
+    # on a few images and one seed, so that the launch takes about a minute.
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     spec = yaml.safe_load((ROOT / "studies" / "smoke_tuned.yaml").read_text())
     spec["base"]["dataset"]["params"].update(num_train=10, num_val=4, size=32)
     spec["base"]["schedule"].update(iterations=3, checkpoint_interval=3)
     spec["teacher_run"]["schedule"].update(iterations=3, checkpoint_interval=3)
+    spec["seeds"] = spec["seeds"][:1]
     path = tmp_path / "smoke_tuned.yaml"
     path.write_text(dump_yaml(spec))
     results = tmp_path / "results"
     study = load_study(path, results)
     assert [p.stage for p in study.runs] == ["teacher"] + ["tune"] * 4 and study.waiting
     counts = summary(launch(study, LaunchOptions(parallel=2, progress=False)))
-    assert counts == {"submit": 9}                   # one launch: teacher, 4 tune runs, then 4 final runs
+    assert counts == {"submit": 7}                   # one launch: teacher, 4 tune runs, then 2 final runs
     study = load_study(path, results)
     assert study.waiting == ()
     states = store.scan(study.directory, [p.run_id for p in study.runs])
@@ -174,7 +175,7 @@ def test_one_local_launch_of_smoke_tuned_runs_the_tune_stage_then_the_final_stag
         assert [value for value, _ in held_out] == spec["tune"]["axes"][method][axis]   # as listed
         best = next(value for value, score in held_out if score == max(s for _, s in held_out))
         finals = [p for p in study.runs if p.stage == "student" and (p.params.get("method") or "student") == method]
-        assert len(finals) == 2
+        assert len(finals) == 1
         chosen = {p.run.schedule.lr if method == "student" else p.run.distill[0].weight for p in finals}
         assert chosen == {best}
     code, out, _ = run_cli("report", str(path), "--results", str(results), "--json", "--format", "md")
@@ -182,3 +183,19 @@ def test_one_local_launch_of_smoke_tuned_runs_the_tune_stage_then_the_final_stag
     assert code == 0 and tuning["student"]["budget"]["runs"] == tuning["cwd_logits"]["budget"]["runs"] == 2
     assert tuning["student"]["chosen"] == {"schedule.lr": next(p.run.schedule.lr for p in study.runs
                                                                 if p.kind == "student_baseline")}
+
+
+def test_plan_show_says_a_tune_runs_values_come_from_its_axis_and_a_final_runs_from_the_choice(tmp_path):
+    from kdbench.expand import load_study, reload
+    from kdbench.origins import find_run, show
+
+    study = load_study(_tuned_study(tmp_path), tmp_path / "results")
+    shown = show(study, find_run(study, "tune_student_lr0.05_s0"))["values"]
+    assert shown["schedule.lr"] == {"value": 0.05, "from": "axis tune.axes.student.schedule.lr"}
+    assert shown["dataset.holdout.fraction"]["from"].startswith("tune.holdout")
+    for name, miou in (("tune_student_lr0.02_s0", 20.0), ("tune_student_lr0.05_s0", 25.0)):
+        _finish(study, name, miou)
+    shown = show(reload(study), find_run(reload(study), "student_s1"))["values"]
+    assert shown["schedule.lr"]["value"] == 0.05 and "chosen among tune.axes.student.schedule.lr" in \
+        shown["schedule.lr"]["from"]
+    assert not any(key.startswith("dataset.holdout") for key in shown)
