@@ -9,7 +9,7 @@ from kdbench.expand import load_study, reload
 from runners.launch.continuation import RECORD
 from runners.launch.launcher import LaunchOptions, launch, summary
 from runners.launch.slurm import slurm_states
-from tests.launch_helpers import CWD, wait_until, write_study
+from tests.launch_helpers import CWD, run_cli, wait_until, write_study
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
@@ -32,6 +32,9 @@ def test_a_tuned_study_on_slurm_submits_its_final_stage_from_a_continuation_once
     path = write_study(tmp_path, "tuned_slurm", methods={"cwd_logits": CWD}, seeds=(0, 1),
                        tune={"holdout": 0.25, "axes": axes})
     study = load_study(path, tmp_path / "results")
+    code, out, _ = run_cli("launch", str(path), "--results", str(tmp_path / "results"), "--executor", "slurm",
+                           "--dry-run")
+    assert code == 0 and "then a continuation job (1 CPU, afterany on the jobs of the 4 run(s)" in out
     options = LaunchOptions(executor="slurm", progress=False)
     assert summary(launch(study, options)) == {"submit": 5}          # the teacher and 4 tune runs
     continuation = store.read_json(study.directory / RECORD)

@@ -208,6 +208,9 @@ def describe(study: Study, decisions: list[Decision], executor: SlurmExecutor) -
         lines += [f"[{number}] " + line if i == 0 else line
                   for i, line in enumerate(executor.describe(runs, study.directory, after, earlier))]
         earlier.update({p.run_id: f"array [{number}]" for p in runs})
+    for waiting in study.waiting:   # what a real launch adds behind them (runners.launch.continuation)
+        lines.append(f"then a continuation job (1 CPU, afterany on the jobs of the {len(waiting.needs)} run(s) it "
+                     f"needs) launches the study again for {waiting.stage}: {waiting.why}")
     return lines
 
 
