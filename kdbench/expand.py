@@ -114,6 +114,10 @@ def count_runs(spec: StudySpec, max_runs: int = MAX_RUNS) -> int:
                for group in spec.axes]     # a zip block by its name: zip[0]
     factors.append(("seeds", len(spec.seeds)))
     count = math.prod(length for _, length in factors)
+    tuned = spec.tune and sum(spec.tune.budget(method) for method in tuning.tuned(spec))
+    if tuned and tuned > max_runs:   # every setting of every method is a tune run
+        raise Checker(str(spec.path)).fail("tune.axes", f"{tuned:,} tune runs (each method's settings), over the "
+                                                        f"limit of {max_runs:,} (--max-runs N raises it)")
     if count > max_runs:
         product = " x ".join(f"{where} ({length:,})" for where, length in factors)
         raise Checker(str(spec.path)).fail(

@@ -9,6 +9,7 @@ keys), merges at most one level of ``defaults:``, loads its plugins and validate
 from __future__ import annotations
 
 import itertools
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -84,6 +85,10 @@ class Tune:
     holdout: float = 0.2            # the share of the training set held out
     seed: int = 0                   # the seed that draws it
     metric: str | None = None       # as the runs write it (val/mIoU); None: the task's primary metric
+
+    def budget(self, method: str) -> int:
+        """A method's number of tune runs (its settings), counted without listing them."""
+        return math.prod(len(axis.values) for axis in self.axes.get(method, ()))
 
     def settings(self, method: str) -> list[dict]:
         """A method's settings, in the order written (the first listed wins a tie); one, the study's
@@ -410,7 +415,7 @@ def _tune(check: Checker, data: dict, methods: dict, student_baseline: bool) -> 
     for method, written in given.items():
         axes[method] = problems.get(_tune_axes, check, method, written, default=())
     problems.raise_any()
-    budgets = {m: len(Tune(axes).settings(m)) for m in tuned}
+    budgets = {m: Tune(axes).budget(m) for m in tuned}
     if len(set(budgets.values())) > 1:
         counts = ", ".join(f"{m} {n}" + ("" if m in axes else " (not listed)") for m, n in budgets.items())
         raise check.fail("tune.axes", f"every method must get the same number of tune runs (the product of its "
