@@ -102,7 +102,7 @@ def reload(study: Study) -> Study:
 # Later stages: each ``(spec, runs planned so far, the study's results directory) -> (runs, waiting)``
 # plans the runs that the results of earlier ones decide (reading the store, torch-free), or says
 # what it waits for. Run in order; each sees the runs of those before it.
-LATER_STAGES: list = [lambda spec, runs, directory: tuned_finals(spec, runs, directory)]
+LATER_STAGES: list = []
 
 
 # -- the grid ---------------------------------------------------------------------------------
@@ -525,3 +525,7 @@ def _plan_finals(spec: StudySpec, results: Path, settings: dict[str, dict]) -> l
             parsed = planner.parse({**run, "seed": seed, "name": name}, label)
             baselines.append(planner.keep(parsed, run_id(parsed), "student", {"seed": seed}, "student_baseline", ()))
     return [planner.planned[i] for i in dict.fromkeys(baselines + cells) if planner.planned[i].kind != "teacher"]
+
+
+# First among the later stages: those after it may build on a tuned study's final runs.
+LATER_STAGES.insert(0, tuned_finals)
