@@ -179,12 +179,11 @@ def _coco(root: str, params: dict, crop) -> tuple[dict, dict, dict]:
 def _held_out(train: dict, val: dict, evaluator: dict, holdout) -> tuple[dict, dict, dict]:
     """The training split in two: the rest to train on, the held-out share to evaluate on (the
     training set's config under the test pipeline: the same images, in the same order, so the
-    same indices). A COCO evaluator builds its ground truth from the held-out images instead of
-    val's annotation file."""
+    same indices). A COCO evaluator reads the training set's annotations, over the held-out images only."""
     parts = {"type": "HeldOutSplit", "fraction": holdout.fraction, "seed": holdout.seed}
     held = {**train, "pipeline": val["pipeline"]}
     if evaluator.get("type") == "KDCocoMetric":
-        evaluator = {k: v for k, v in evaluator.items() if k != "ann_file"}
+        evaluator = {**evaluator, "ann_file": str(Path(train["data_root"]) / train["ann_file"]), "evaluated_only": True}
     return ({**parts, "dataset": train, "part": "rest"}, {**parts, "dataset": held, "part": "holdout"}, evaluator)
 
 

@@ -199,3 +199,34 @@ def test_plan_show_says_a_tune_runs_values_come_from_its_axis_and_a_final_runs_f
     assert shown["schedule.lr"]["value"] == 0.05 and "chosen among tune.axes.student.schedule.lr" in \
         shown["schedule.lr"]["from"]
     assert not any(key.startswith("dataset.holdout") for key in shown)
+
+
+def test_a_detection_holdout_scores_only_the_held_out_training_images_against_the_training_annotations():
+    import torch
+    from mmengine.runner import Runner
+    from mmengine.structures import InstanceData
+
+    from runners.build import register_scope
+    from runners.data import holdout  # noqa: F401  (registers HeldOutSplit)
+    from runners.datasets import dataset_configs
+    from runners.metrics import KDCocoMetric
+
+    params = {"num_train": 10, "num_val": 4, "size": 32, "seed": 1}
+    run = parse_run({"task": "det", "student": {"config": "tiny_det_student"},
+                     "dataset": {"name": "fashion_scenes", "params": params, "holdout": {"fraction": 0.3}},
+                     "schedule": {"iterations": 2, "batch_size": 2}})
+    register_scope("det")
+    data = dataset_configs(run)
+    assert "instances_train.json" in data["val_evaluator"]["ann_file"] and "_val" not in repr(data)
+    held = Runner.build_dataloader(data["val_dataloader"]).dataset
+    metric = KDCocoMetric(**{k: v for k, v in data["val_evaluator"].items() if k != "type"})
+    metric.dataset_meta = held.metainfo
+    for index in range(len(held)):   # each held-out image predicted exactly as annotated
+        sample = held[index]["data_samples"]
+        gt = sample.gt_instances
+        pred = InstanceData(bboxes=gt.bboxes.tensor if hasattr(gt.bboxes, "tensor") else gt.bboxes,
+                            labels=gt.labels, scores=torch.ones(len(gt.labels)))
+        metric.process({}, [{"img_id": sample.img_id, "ori_shape": sample.ori_shape, "pred_instances": pred}])
+    # Perfect on the 3 held-out images; the 7 other training images in the file are not counted
+    # (counted, their objects would all be misses and AP far below 100).
+    assert len(held) == 3 and metric.compute_metrics(metric.results)["bbox_mAP"] == pytest.approx(100.0)
