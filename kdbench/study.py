@@ -98,6 +98,9 @@ class Tune:
 
 
 TUNE_KEYS = ("axes", "holdout", "seed", "metric")
+# What a run's evaluation records, per task (runners.metrics; higher is better): a tune metric is one of them.
+TUNE_METRICS = {"seg": ("mIoU", "mAcc", "aAcc"),
+                "det": ("bbox_mAP", "bbox_mAP_50", "bbox_mAP_75", "bbox_mAP_s", "bbox_mAP_m", "bbox_mAP_l")}
 STUDENT = "student"                 # the student baseline, in tune.axes
 
 
@@ -406,7 +409,8 @@ def _tune(check: Checker, data: dict, methods: dict, student_baseline: bool) -> 
     seed = check.integer(tune.get("seed", 0), "tune.seed", minimum=0)
     metric = tune.get("metric")
     if metric is not None:
-        metric = check.printable(check.string(metric, "tune.metric"), "tune.metric", "a metric")
+        known = TUNE_METRICS.get(str((data.get("base") or {}).get("task")), ())
+        metric = check.string(metric, "tune.metric", (*known, *(f"val/{m}" for m in known)) if known else None)
         metric = metric if "/" in metric else f"val/{metric}"   # mIoU -> val/mIoU, as the runs write it
     tuned = [*((grid.get("method") if isinstance(grid, dict) else None) or methods),
              *([STUDENT] if student_baseline else [])]
