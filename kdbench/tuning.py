@@ -86,7 +86,7 @@ def summary(spec: StudySpec, runs, directory: Path) -> list[dict]:
         rows.append({
             "method": method, "metric": metric_of(spec), "tries": entries,
             "chosen": None if best is None else best["setting"], "chosen_run": None if best is None else best["name"],
-            "status": "chosen" if best else ("waiting" if not ended else "none chosen: no tune run has a held-out score"),
+            "status": "chosen" if best else "waiting" if not ended else "none chosen: no tune run has a held-out score",
             "budget": {"runs": len(entries), "iterations": sum(t["iterations"] for t in entries),
                        "seconds": sum(seconds) if len(seconds) == len(entries) else None},
             # ended without a held-out score (failed, diverged, kd_inactive): never chosen
