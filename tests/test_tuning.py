@@ -169,6 +169,9 @@ def test_one_local_launch_of_smoke_tuned_runs_the_tune_stage_then_the_final_stag
     assert study.waiting == ()
     states = store.scan(study.directory, [p.run_id for p in study.runs])
     assert {files.state for files in states.values()} == {"complete"}
+    recipes = {p.stage: states[p.run_id].final["recipe"] for p in study.runs}
+    assert recipes["tune"]["train_images"] == 8 and recipes["student"]["train_images"] == 10   # 2 of 10 held out
+    assert "held-out" in recipes["tune"]["evaluation"] and "held-out" not in recipes["student"]["evaluation"]
     for method, axis in (("student", "schedule.lr"), ("cwd_logits", "term.weight")):
         held_out = [(p.params[axis], states[p.run_id].final["metrics"]["val/mIoU"]) for p in study.runs
                     if p.stage == "tune" and p.params["method"] == method]
