@@ -57,3 +57,16 @@ def test_a_tuned_study_on_slurm_submits_its_final_stage_from_a_continuation_once
     assert finals["student_s0"].run.schedule.lr == next(lr for lr, score in held_out.items() if score == best)
     assert summary(launch(study, options)) == {"skip-complete": 9}
     assert store.read_json(study.directory / RECORD)["job_id"] == continuation["job_id"]
+
+
+def test_cancel_also_cancels_the_pending_continuation_so_nothing_is_launched_again(slurm_cluster, tmp_path):
+    from runners.launch.jobs import cancel
+
+    axes = {"student": {"schedule.lr": [0.02, 0.05]}, "cwd_logits": {"term.weight": [1.0, 3.0]}}
+    path = write_study(tmp_path, "tuned_cancel", methods={"cwd_logits": CWD}, tune={"holdout": 0.25, "axes": axes})
+    study = load_study(path, tmp_path / "results")
+    assert summary(launch(study, LaunchOptions(executor="slurm", progress=False))) == {"submit": 5}
+    job_id = store.read_json(study.directory / RECORD)["job_id"]
+    assert len(cancel(study)) == 5
+    wait_until(lambda: slurm_states([job_id]).get(job_id, "").startswith("CANCELLED"),
+               what="the continuation to be cancelled")
