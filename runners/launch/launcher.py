@@ -10,6 +10,8 @@ weight files the runs download are fetched here (runners.weights; SLURM jobs run
 
 Each stage (teachers, then students) is handed to the executor in batches that share their
 pending dependencies, so a student baseline, which needs no teacher, never waits behind one.
+Stages planned from results (kdbench.expand.Waiting): a local launch plans the study again once
+its runs end; a SLURM launch submits a continuation job that does (runners.launch.continuation).
 """
 
 from __future__ import annotations
