@@ -277,7 +277,7 @@ def collect_curves(study: Study, frame: pd.DataFrame) -> pd.DataFrame:
     """Validation metrics over training, long format: one row per (run, evaluation, metric)."""
     root = study.directory
     rows = []
-    for record in frame[frame["kind"] != "teacher"].itertuples():
+    for record in frame[frame["kind"].isin(("cell", "student_baseline"))].itertuples():  # not teachers, tune runs
         label = record.method if isinstance(record.method, str) else "student baseline"
         for entry in store.read_jsonl(root / record.run_id / store.METRICS):
             step = _finite_or_nan(entry.get("iter"))

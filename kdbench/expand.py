@@ -20,12 +20,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from kdbench import tuning
 from kdbench.budget import budget_stage
 from kdbench.errors import UserError, UserErrors
 from kdbench.ids import run_id, run_ids_by_seed
 from kdbench.schema import Checker, copy_data
 from kdbench.spec import RunSpec, Tracking, parse_run
-from kdbench.study import TERM_PREFIX, Resources, StudySpec, load_spec, merge
+from kdbench.study import STUDENT, TERM_PREFIX, Resources, StudySpec, load_spec, merge
 from kdbench.waiting import Waiting
 
 MAX_RUNS = 100_000          # far above any real study (the shipped ones plan 7 to 43 runs); --max-runs raises it
@@ -36,10 +37,10 @@ class PlannedRun:
     run: RunSpec
     run_id: str
     name: str
-    stage: str                      # teacher | student
+    stage: str                      # teacher | tune | student
     params: dict                    # the axis values that made this run, and its seed
     depends_on: tuple[str, ...] = ()
-    kind: str = "cell"              # cell | student_baseline | teacher
+    kind: str = "cell"              # cell | student_baseline | teacher | tune
 
 
 @dataclass(frozen=True)
@@ -89,12 +90,6 @@ def reload(study: Study) -> Study:
     return load_study(study.path, study.results, study.max_runs)
 
 
-# Later stages: each ``(spec, runs planned so far, the study's results directory) -> (runs, waiting)``
-# plans the runs that the results of earlier ones decide (reading the store, torch-free), or says
-# what it waits for. Run in order; each sees the runs of those before it.
-LATER_STAGES: list = [budget_stage]
-
-
 # -- the grid ---------------------------------------------------------------------------------
 def count_runs(spec: StudySpec, max_runs: int = MAX_RUNS) -> int:
     """The number of cell runs before exclusions (the product of the axis groups' lengths and the
@@ -104,6 +99,10 @@ def count_runs(spec: StudySpec, max_runs: int = MAX_RUNS) -> int:
                for group in spec.axes]     # a zip block by its name: zip[0]
     factors.append(("seeds", len(spec.seeds)))
     count = math.prod(length for _, length in factors)
+    tuned = spec.tune and sum(spec.tune.budget(method) for method in tuning.tuned(spec))
+    if tuned and tuned > max_runs:   # every setting of every method is a tune run
+        raise Checker(str(spec.path)).fail("tune.axes", f"{tuned:,} tune runs (each method's settings), over the "
+                                                        f"limit of {max_runs:,} (--max-runs N raises it)")
     if count > max_runs:
         product = " x ".join(f"{where} ({length:,})" for where, length in factors)
         raise Checker(str(spec.path)).fail(
@@ -365,6 +364,8 @@ def expand(spec: StudySpec, results: str | Path = "results", max_runs: int = MAX
     """The study's runs, teachers first, then student baselines, then cells; a grid of more than
     ``max_runs`` cell runs is refused before any is built."""
     count_runs(spec, max_runs)
+    if spec.tune is not None:   # tuned baselines: the tune stage first (kdbench.tuning)
+        return plan_tune(spec, results)
     grid = cells(spec)
     varying = varying_axes(spec, grid)
     planner = _Planner(spec, results)
@@ -403,3 +404,116 @@ def _plan_cell(spec: StudySpec, planner: _Planner, cell: dict, varying: list[str
     if run.get("distill") or not spec.student_baseline:
         cell_runs += planner.cell(run, cell, varying, depends, label)
     return teachers, baselines, cell_runs
+
+
+# -- tuned baselines (a study's tune: block; kdbench.tuning reads and chooses) -------------------
+def _label(method: str, setting: dict) -> str:
+    what = "the student baseline" if method == STUDENT else f"method {method}"
+    return what + "".join(f", {k} {v}" for k, v in setting.items())
+
+
+def _teacher(planner: _Planner, run: dict, method: str, label: str) -> tuple[str, tuple[str, ...]]:
+    """The teacher run a distilled run of ``method`` needs (planned once), and what it depends on;
+    the teacher is the study's, whatever the run's tuned settings."""
+    teacher = run.get("teacher")
+    if not teacher:
+        raise planner.check.fail("base.teacher", "distillation runs need a teacher")
+    teacher_id = planner.teacher(apply_cell(planner.spec, {"method": method}, planner.check, label),
+                                 {"method": method}, label)
+    if teacher.get("checkpoint") is not None:
+        return teacher_id, ()
+    run["teacher"] = {**teacher, "checkpoint": {"run": str(planner.store / teacher_id)}}
+    return teacher_id, (teacher_id,)
+
+
+def _setting_run(planner: _Planner, method: str, setting: dict, label: str) -> tuple[dict, str | None, tuple]:
+    """The run dict of ``method`` at ``setting`` (the student baseline: without teacher and terms),
+    its teacher run's id and its dependencies."""
+    cell = {} if method == STUDENT else {"method": method}
+    run = apply_cell(planner.spec, {**cell, **setting}, planner.check, label)
+    if method == STUDENT:
+        return {k: v for k, v in run.items() if k not in ("teacher", "distill")}, None, ()
+    teacher_id, depends = _teacher(planner, run, method, label)
+    return run, teacher_id, depends
+
+
+def _with_axes(spec: StudySpec, method: str) -> StudySpec:
+    """The spec as the planner's error messages should see it: a method's tune axes among its axes,
+    so a bad tune value is reported where it was written (``tune.axes.<method>.schedule.lr[1]``)."""
+    return dataclasses.replace(spec, axes=spec.axes + tuple((axis,) for axis in spec.tune.axes.get(method, ())))
+
+
+def plan_tune(spec: StudySpec, results: str | Path) -> list[PlannedRun]:
+    """The tune stage: the teachers, then each method's and the baseline's tune runs."""
+    planner = _Planner(spec, results)
+    holdout = {"fraction": spec.tune.holdout, "seed": spec.tune.seed}
+    seed = spec.seeds[0]
+    teachers, runs = [], []
+    for method in tuning.tuned(spec):
+        planner.spec = _with_axes(spec, method)
+        for setting in spec.tune.settings(method):
+            label = _label(method, setting)
+            planner.current = {**({} if method == STUDENT else {"method": method}), **setting}
+            try:
+                run, teacher_id, depends = _setting_run(planner, method, setting, label)
+                teachers += [teacher_id] if teacher_id else []
+                run["dataset"] = {**run["dataset"], "holdout": holdout}
+                name = f"{tuning.TUNE}_" + run_name({"method": method, **setting}, ["method", *setting], seed)
+                parsed = planner.parse({**run, "seed": seed, "name": name}, label)
+            except _Skipped:
+                continue
+            runs.append(planner.keep(parsed, run_id(parsed), tuning.TUNE, {"method": method, **setting, "seed": seed},
+                                     tuning.TUNE, depends))
+    planner.spec = spec
+    problems = planner.problems()
+    if problems is not None:
+        raise problems
+    return [planner.planned[i] for i in dict.fromkeys(teachers + runs)]
+
+
+def tuned_finals(spec: StudySpec, runs: list[PlannedRun], directory: Path) -> tuple[list[PlannedRun], list[Waiting]]:
+    """The final runs of every method whose tune runs have all ended, at its chosen setting; a
+    ``Waiting`` naming the tune runs still to end. A method none of whose tune runs completed gets
+    no final runs (the report says why); it does not wait."""
+    if spec.tune is None:
+        return [], []
+    found = tuning.tries(spec, runs, directory)
+    pending = tuning.pending(found)
+    chosen = {method: tuning.choose(entries) for method, entries in found.items() if not pending[method]}
+    planned = _plan_finals(spec, directory.parent, {m: c["setting"] for m, c in chosen.items() if c is not None})
+    known = {p.run_id for p in runs}
+    more = [p for p in planned if p.run_id not in known]
+    waiting_for = [m for m, ids in pending.items() if ids]
+    if not waiting_for:
+        return more, []
+    needs = tuple(i for m in waiting_for for i in pending[m])
+    why = (f"the final runs of {', '.join(waiting_for)} (seeds {', '.join(map(str, spec.seeds))}), at the settings "
+           f"their tune runs choose: {len(needs)} tune run(s) still to finish")
+    return more, [Waiting("student", needs, why)]
+
+
+def _plan_finals(spec: StudySpec, results: Path, settings: dict[str, dict]) -> list[PlannedRun]:
+    """Each method's cells and the student baseline's runs over the study's seeds, at ``settings``."""
+    planner = _Planner(spec, results)
+    seeds = spec.seeds
+    baselines, cells = [], []
+    for method, setting in settings.items():
+        label = f"{_label(method, setting)} (chosen by its tune runs)"
+        planner.current = {**({} if method == STUDENT else {"method": method}), **setting}
+        planner.spec = _with_axes(spec, method)
+        run, _, depends = _setting_run(planner, method, setting, label)
+        if method != STUDENT:
+            cells += planner.cell(run, {"method": method}, ["method"], depends, label)
+            continue
+        for seed in seeds:
+            name = run_name({"method": STUDENT}, ["method"], seed)
+            parsed = planner.parse({**run, "seed": seed, "name": name}, label)
+            baselines.append(planner.keep(parsed, run_id(parsed), "student", {"seed": seed}, "student_baseline", ()))
+    return [planner.planned[i] for i in dict.fromkeys(baselines + cells) if planner.planned[i].kind != "teacher"]
+
+
+# Later stages: each ``(spec, runs planned so far, the study's results directory) -> (runs, waiting)``
+# plans the runs that the results of earlier ones decide (reading the store, torch-free), or says
+# what it waits for. Run in order; each sees the runs of those before it.
+# The tuned study's final runs first: the equal-budget stage may build on them.
+LATER_STAGES = (tuned_finals, budget_stage)

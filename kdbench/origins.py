@@ -23,7 +23,7 @@ from pathlib import Path
 
 from kdbench.errors import UserError
 from kdbench.expand import PlannedRun, Study
-from kdbench.study import TERM_PREFIX
+from kdbench.study import STUDENT, TERM_PREFIX
 
 
 def find_run(study: Study, key: str) -> PlannedRun:
@@ -102,6 +102,27 @@ def _axis(study: Study, planned: PlannedRun, path: str) -> str | None:
     return None
 
 
+def _tuned(study: Study, planned: PlannedRun, path: str) -> str | None:
+    """In a tuned study (``tune:``): a tune run's held-out split and tune axis values, and the
+    setting a final run trains at, which its tune runs chose."""
+    tune = study.spec.tune
+    if tune is None:
+        return None
+    if path.startswith("dataset.holdout."):
+        return f"tune.{'holdout' if path.endswith('fraction') else 'seed'} (the tune stage's held-out split)"
+    method = planned.params.get("method") or STUDENT
+    for axis in tune.axes.get(method, ()) if planned.kind != "teacher" else ():
+        key = axis.path[len(TERM_PREFIX):] if axis.path.startswith(TERM_PREFIX) else axis.path
+        parts = path.split(".")
+        leaf = ".".join(parts[2:]) if axis.path.startswith(TERM_PREFIX) and parts[0] == "distill" else path
+        if not _covers(key, leaf):
+            continue
+        if planned.kind == "tune":
+            return f"axis {axis.where}"
+        return f"tune: chosen among {axis.where} by the tune runs' held-out score"
+    return None
+
+
 def _planner(study: Study, planned: PlannedRun, path: str) -> str | None:
     if path == "name":
         return "planner: named after the axes that vary and the seed"
@@ -124,14 +145,14 @@ def _planner(study: Study, planned: PlannedRun, path: str) -> str | None:
 
 def origin(study: Study, planned: PlannedRun, path: str, files: _Files) -> str:
     """Where the leaf ``path`` of a planned run comes from (see the module's docstring)."""
-    found = _planner(study, planned, path) or _axis(study, planned, path)
+    found = _planner(study, planned, path) or _tuned(study, planned, path) or _axis(study, planned, path)
     if found:
         return found
     if planned.kind == "teacher" and path.startswith("schedule."):
         key = path.split(".")[1]
         if key in study.spec.teacher_schedule:
             return f"teacher_run.schedule.{key} in {files.of(f'teacher_run.schedule.{key}')}"
-    if path.startswith("distill.") and planned.kind == "cell":
+    if path.startswith("distill.") and planned.kind in ("cell", "tune"):
         method = planned.params.get("method")
         index, rest = path.split(".")[1], ".".join(path.split(".")[2:])
         terms = study.spec.methods.get(method, ())

@@ -120,11 +120,21 @@ class Term:
 
 
 @dataclass(frozen=True)
+class Holdout:
+    """Train on the training set less a held-out share of it, and evaluate on that share: val is
+    never read (a study's tune stage). The share is drawn by ``seed``, the same on every machine."""
+
+    fraction: float                 # the share of the training images held out, in (0, 1)
+    seed: int = 0
+
+
+@dataclass(frozen=True)
 class Dataset:
     name: str
     root: str | None = None         # where the data is (not part of the run's identity)
     params: dict = field(default_factory=dict)
     pipeline: str = "default"       # training augmentation: PIPELINES
+    holdout: Holdout | None = None  # None: train on train, evaluate on val
 
 
 @dataclass(frozen=True)
@@ -185,6 +195,8 @@ class RunSpec:
             data["threads"] = self.threads
         if self.dataset.pipeline != "default":  # a later field: in the id only when not its default
             data["dataset"]["pipeline"] = self.dataset.pipeline
+        if self.dataset.holdout is not None:  # a later field: in the id only when set
+            data["dataset"]["holdout"] = vars(self.dataset.holdout).copy()
         if self.tracking != Tracking():  # a later field: in spec.json only when set
             data["tracking"] = {"loggers": list(self.tracking.loggers), "experiment": self.tracking.experiment,
                                 "tags": self.tracking.tags}
@@ -365,7 +377,7 @@ def _crop(check: Checker, crop: Any, path: str) -> tuple[int, int]:
 
 
 def parse_dataset(check: Checker, value: Any, path: str) -> Dataset:
-    dataset = check.mapping(value, path, ("name", "root", "params", "pipeline"), required=("name",))
+    dataset = check.mapping(value, path, ("name", "root", "params", "pipeline", "holdout"), required=("name",))
     name = check.string(dataset["name"], join(path, "name"), DATASETS)
     root = dataset.get("root")
     if root is not None:
@@ -378,7 +390,19 @@ def parse_dataset(check: Checker, value: Any, path: str) -> Dataset:
     pipeline = check.string(dataset.get("pipeline", "default"), join(path, "pipeline"), PIPELINES)
     if pipeline == "crop_only" and name != "cityscapes":
         raise check.fail(join(path, "pipeline"), f"crop_only is a Cityscapes pipeline; {name} takes default")
-    return Dataset(name, root, copy_data(params), pipeline)
+    holdout = parse_holdout(check, dataset["holdout"], join(path, "holdout")) \
+        if dataset.get("holdout") is not None else None
+    return Dataset(name, root, copy_data(params), pipeline, holdout)
+
+
+def parse_holdout(check: Checker, value: Any, path: str) -> Holdout:
+    """``{fraction: 0.2, seed: 0}``: the share of the training set held out, and the seed that draws it."""
+    holdout = check.mapping(value, path, ("fraction", "seed"), required=("fraction",))
+    fraction = check.number(holdout["fraction"], join(path, "fraction"), positive=True)
+    if not fraction < 1:
+        raise check.fail(join(path, "fraction"), f"must be between 0 and 1 (a share of the training set), "
+                                                 f"got {fraction!r}")
+    return Holdout(fraction, check.integer(holdout.get("seed", 0), join(path, "seed"), minimum=0))
 
 
 def parse_tracking(check: Checker, value: Any, path: str) -> Tracking:

@@ -8,6 +8,8 @@ keys), merges at most one level of ``defaults:``, loads its plugins and validate
 
 from __future__ import annotations
 
+import itertools
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,6 +20,7 @@ from kdbench.reading import read_yaml
 from kdbench.sbatch import SITE_KEYS, as_parameters, check_extra, check_site_value
 from kdbench.schema import Checker, copy_data, did_you_mean, join, safe_name
 from kdbench.spec import (
+    SCHEDULE_KEYS,
     TOP_KEYS,
     parse_dataset,
     parse_schedule,
@@ -29,7 +32,7 @@ from kdbench.spec import (
 
 STUDY_KEYS = ("name", "description", "revision", "defaults", "base", "teacher_run", "methods", "grid",
               "zip", "exclude", "seeds", "baselines", "resources", "references", "plugins", "provenance",
-              "loggers", "equal_budget")
+              "loggers", "equal_budget", "tune")
 BASE_KEYS = tuple(k for k in TOP_KEYS if k not in ("name", "out", "seed", "plugins", "threads", "tracking"))
 SPECIAL_AXES = ("method",)          # picks an entry of `methods`
 TERM_PREFIX = "term."               # term.params.tau: set on every distill term of the run
@@ -75,6 +78,34 @@ class Axis:
 
 
 @dataclass(frozen=True)
+class Tune:
+    """``tune:``: every method, the student baseline's own settings included (``student``), tried at
+    each of its settings on a held-out share of the training set; the final runs use each one's best."""
+
+    axes: dict                      # method name or "student" -> tuple of Axis (their product: its settings)
+    holdout: float = 0.2            # the share of the training set held out
+    seed: int = 0                   # the seed that draws it
+    metric: str | None = None       # as the runs write it (val/mIoU); None: the task's primary metric
+
+    def budget(self, method: str) -> int:
+        """A method's number of tune runs (its settings), counted without listing them."""
+        return math.prod(len(axis.values) for axis in self.axes.get(method, ()))
+
+    def settings(self, method: str) -> list[dict]:
+        """A method's settings, in the order written (the first listed wins a tie); one, the study's
+        own, for a method with no axes."""
+        axes = self.axes.get(method, ())
+        return [dict(zip([a.path for a in axes], values)) for values in itertools.product(*[a.values for a in axes])]
+
+
+TUNE_KEYS = ("axes", "holdout", "seed", "metric")
+# What a run's evaluation records, per task (runners.metrics; higher is better): a tune metric is one of them.
+TUNE_METRICS = {"seg": ("mIoU", "mAcc", "aAcc"),
+                "det": ("bbox_mAP", "bbox_mAP_50", "bbox_mAP_75", "bbox_mAP_s", "bbox_mAP_m", "bbox_mAP_l")}
+STUDENT = "student"                 # the student baseline, in tune.axes
+
+
+@dataclass(frozen=True)
 class StudySpec:
     path: Path
     name: str
@@ -95,6 +126,7 @@ class StudySpec:
     raw: dict                       # the spec as read, defaults merged: provenance and error key paths
     teacher_expect: dict | None = None  # the teacher gate a teacher without teacher.expect gets (reference_expect)
     equal_budget: str | None = None     # wall_clock | iterations: equal-budget baselines (kdbench.budget); None: none
+    tune: Tune | None = None        # tuned baselines: a tune stage, then the final runs at each one's best
 
 
 def _read_yaml(path: Path, check: Checker) -> dict:
@@ -356,6 +388,7 @@ def load_spec(path: str | Path) -> StudySpec:
     problems.get(_provenance, check, data)
     loggers = problems.get(lambda: parse_tracking(check, {"loggers": data.get("loggers", [])}, "").loggers)
     equal_budget = problems.get(_equal_budget, check, data, student_baseline)
+    tune = problems.get(_tune, check, data, methods, student_baseline) if data.get("tune") is not None else None
     problems.raise_any()
     return StudySpec(
         path=path, name=name, revision=revision, base=base, methods=methods, axes=axes, exclude=exclude,
@@ -363,7 +396,8 @@ def load_spec(path: str | Path) -> StudySpec:
         train_teacher_baseline=train_teacher, student_baseline=student_baseline,
         resources=resources, references=references, plugins=loaded,
         loggers=loggers, raw={**data, "name": name, "revision": revision},
-        teacher_expect=reference_expect(path, references, str(base.get("task"))), equal_budget=equal_budget)
+        teacher_expect=reference_expect(path, references, str(base.get("task"))), equal_budget=equal_budget,
+        tune=tune)
 
 
 def _equal_budget(check: Checker, data: dict, student_baseline: bool | None) -> str | None:
@@ -382,6 +416,60 @@ def _equal_budget(check: Checker, data: dict, student_baseline: bool | None) -> 
     if not data.get("methods"):
         raise check.fail(where, "needs distilled cells (methods:) to measure a budget from")
     return value
+
+
+def _tune(check: Checker, data: dict, methods: dict, student_baseline: bool) -> Tune:
+    """``tune:``, checked: its axes set run fields per method (``student``: the baseline), and every
+    method gets the same number of tune runs (a method not listed: one, at the study's settings)."""
+    tune = check.mapping(data["tune"], "tune", TUNE_KEYS, required=("axes",))
+    grid, zipped = data.get("grid") or {}, data.get("zip") or []
+    if zipped or any(key != "method" for key in (grid if isinstance(grid, dict) else {})):
+        raise check.fail("tune", "a tuned study's grid varies only the method; tune.axes sets the rest per method")
+    holdout = check.number(tune.get("holdout", 0.2), "tune.holdout", positive=True)
+    if holdout >= 1:
+        raise check.fail("tune.holdout", f"must be between 0 and 1 (a share of the training set), got {holdout!r}")
+    seed = check.integer(tune.get("seed", 0), "tune.seed", minimum=0)
+    metric = tune.get("metric")
+    if metric is not None:
+        known = TUNE_METRICS.get(str((data.get("base") or {}).get("task")), ())
+        metric = check.string(metric, "tune.metric", (*known, *(f"val/{m}" for m in known)) if known else None)
+        metric = metric if "/" in metric else f"val/{metric}"   # mIoU -> val/mIoU, as the runs write it
+    tuned = [*((grid.get("method") if isinstance(grid, dict) else None) or methods),
+             *([STUDENT] if student_baseline else [])]
+    given = check.mapping(tune["axes"], "tune.axes", tuned)
+    axes, problems = {}, Problems()
+    for method, written in given.items():
+        axes[method] = problems.get(_tune_axes, check, method, written, default=())
+    problems.raise_any()
+    budgets = {m: Tune(axes).budget(m) for m in tuned}
+    if len(set(budgets.values())) > 1:
+        counts = ", ".join(f"{m} {n}" + ("" if m in axes else " (not listed)") for m, n in budgets.items())
+        raise check.fail("tune.axes", f"every method must get the same number of tune runs (the product of its "
+                                      f"axes' lengths), got {counts}")
+    return Tune(axes, holdout, seed, metric)
+
+
+def _tune_axes(check: Checker, method: str, written: Any) -> tuple[Axis, ...]:
+    """One method's tune axes: ``schedule.<key>`` or (a distilled method) ``term.<key>``."""
+    where = join("tune.axes", method)
+    axes, problems = [], Problems()
+    for path, value in check.mapping(written, where, written if isinstance(written, dict) else ()).items():
+        path, at = str(path), join(where, str(path))
+        allowed = ("schedule.",) if method == STUDENT else ("schedule.", TERM_PREFIX)
+        if not path.startswith(allowed) or path.endswith("."):
+            problems.add(check.fail(at, f"unknown tune axis {path!r}; valid: "
+                                        + ("schedule.<key>" if method == STUDENT else "schedule.<key>, term.<key>")))
+            continue
+        if path.startswith("schedule.") and path.split(".", 1)[1] not in SCHEDULE_KEYS:
+            problems.add(check.fail(at, f"unknown schedule key {path.split('.', 1)[1]!r}"
+                                        f"{did_you_mean(path.split('.', 1)[1], SCHEDULE_KEYS)}; "
+                                        f"valid: {', '.join(SCHEDULE_KEYS)}"))
+            continue
+        values = problems.get(_axis_values, check, value, at)
+        if values is not None:
+            axes.append(Axis(path, tuple(values), at))
+    problems.raise_any()
+    return tuple(axes)
 
 
 def _base_sections(check: Checker, base: dict, data: dict, problems: Problems) -> None:

@@ -24,6 +24,7 @@ from analysis import format as fmt
 from analysis import stats as significance
 from analysis.collect import collect, collect_curves
 from kdbench.expand import Study
+from reports.tuning import tuning_tables
 
 TEMPLATES = Path(__file__).parent / "templates"
 FORMATS = ("html", "md")
@@ -264,6 +265,7 @@ def build_context(study: Study, frame) -> dict:
         "spec_path": str(study.path), "spec_text": text, "spec_sha256": hashlib.sha256(text.encode()).hexdigest(),
         "git_sha": report_sha, "run_git_shas": shas, "provenance_notes": provenance_notes(report_sha, shas),
         "environments": _environments(frame), "settings": settings.settings_table(groups),
+        "tuning": tuning_tables(study),
         "settings_notes": settings.settings_notes(frame, groups),
         "results": str(study.directory),
         "generated": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),

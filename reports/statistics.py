@@ -13,6 +13,7 @@ from analysis import aggregate, budgets, tables
 from analysis import format as fmt
 from analysis import stats as significance
 from kdbench.expand import Study
+from reports.tuning import tuning_json
 
 
 def _number(value):
@@ -74,6 +75,8 @@ def study_statistics(study: Study, frame: pd.DataFrame) -> dict:
     if study.spec.equal_budget:   # each cell against the student trained as long too (kdbench.budget)
         found["equal_budget"] = budgets.budget_statistics(cells, aggregate.budget_baselines(frame),
                                                           budgets.study_budgets(study), metric)
+    if study.spec.tune is not None:
+        found["tuning"] = tuning_json(study)
     return found
 
 

@@ -10,6 +10,10 @@
 - ``coco``: mmdet's CocoDataset with the 1x schedule's pipeline (resize to 1333x800, flip).
 
 ``params.scale`` overrides the resize target of cityscapes/coco (tests use small fixtures).
+
+``dataset.holdout`` (a study's tune stage): both loaders read the training split, training on
+all but a held-out share of it and evaluating on that share under the test pipeline
+(runners.data.holdout); val is never read.
 """
 
 from __future__ import annotations
@@ -172,6 +176,17 @@ def _coco(root: str, params: dict, crop) -> tuple[dict, dict, dict]:
     return dataset("train", train_pipeline), dataset("val", test_pipeline), evaluator
 
 
+def _held_out(train: dict, val: dict, evaluator: dict, holdout) -> tuple[dict, dict, dict]:
+    """The training split in two: the rest to train on, the held-out share to evaluate on (the
+    training set's config under the test pipeline: the same images, in the same order, so the
+    same indices). A COCO evaluator reads the training set's annotations, over the held-out images only."""
+    parts = {"type": "HeldOutSplit", "fraction": holdout.fraction, "seed": holdout.seed}
+    held = {**train, "pipeline": val["pipeline"]}
+    if evaluator.get("type") == "KDCocoMetric":
+        evaluator = {**evaluator, "ann_file": str(Path(train["data_root"]) / train["ann_file"]), "evaluated_only": True}
+    return ({**parts, "dataset": train, "part": "rest"}, {**parts, "dataset": held, "part": "holdout"}, evaluator)
+
+
 def dataset_configs(run: RunSpec, check_root: bool = True) -> dict:
     """``train_dataloader``, ``val_dataloader`` and ``val_evaluator`` for a resolved run;
     ``check_root=False`` builds them for a dataset root that is not on this machine (plan --config)."""
@@ -192,6 +207,8 @@ def dataset_configs(run: RunSpec, check_root: bool = True) -> dict:
             train, val, evaluator = _coco(root, params, crop)
         else:
             raise UserError(f"dataset.name: {name!r} does not fit task {task!r}")
+    if spec.holdout is not None:
+        train, val, evaluator = _held_out(train, val, evaluator, spec.holdout)
     return {
         "train_dataloader": _loader(train, schedule.batch_size, schedule.num_workers, True),
         "val_dataloader": _loader(val, 1, schedule.num_workers, False),

@@ -57,10 +57,19 @@ def chance_levels(label_area: np.ndarray) -> dict[str, float]:
 
 @DET_METRICS.register_module(force=True)
 class KDCocoMetric(CocoMetric):
-    """COCO bbox AP items from pycocotools' own stats, unrounded, in percent."""
+    """COCO bbox AP items from pycocotools' own stats, unrounded, in percent. ``evaluated_only``:
+    over the images evaluated, not every image of ``ann_file`` (a held-out share of the training
+    set, whose annotations are the training set's file)."""
+
+    def __init__(self, *args, evaluated_only: bool = False, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.evaluated_only = evaluated_only
 
     def compute_metrics(self, results: list) -> dict[str, float]:
         import mmdet.evaluation.metrics.coco_metric as coco_module
+
+        if self.evaluated_only:   # CocoMetric evaluates self.img_ids, else every image of the file
+            self.img_ids = sorted({prediction["img_id"] for _, prediction in results})
 
         recorded: list = []
         original = coco_module.COCOeval

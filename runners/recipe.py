@@ -12,15 +12,21 @@ EVALUATION = "single scale, no flip"  # runners.datasets' test pipelines: one re
 
 
 def _train_images(run: RunSpec, data: dict | None) -> int | None:
-    """The training images the run found: the data record's train split, or the generated set's size."""
+    """The training images the run trained on: the data record's train split, or the generated
+    set's size; with a holdout, the part of it left to train on."""
+    found = None
     if data and isinstance(data.get("splits"), dict):
-        train = data["splits"].get("train") or {}
-        return train.get("images")
-    if run.dataset.name == "fashion_scenes":
+        found = (data["splits"].get("train") or {}).get("images")
+    elif run.dataset.name == "fashion_scenes":
         from runners.data.fashion_scenes import normalize_params
 
-        return normalize_params(dict(run.dataset.params))["num_train"]
-    return None
+        found = normalize_params(dict(run.dataset.params))["num_train"]
+    holdout = run.dataset.holdout
+    if found and holdout is not None:
+        from runners.data.holdout import split
+
+        found = len(split(found, holdout.fraction, holdout.seed)[0])
+    return found
 
 
 def _teacher(run: RunSpec) -> dict:
@@ -49,7 +55,9 @@ def recipe(run: RunSpec, processes: int, nodes: int, device: str, data: dict | N
         "pipeline": run.dataset.pipeline, "optimizer": schedule.optimizer, "lr": schedule.lr,
         "momentum": schedule.momentum, "weight_decay": schedule.weight_decay, "lr_schedule": schedule.lr_schedule,
         "min_lr": schedule.min_lr if schedule.lr_schedule == "poly" else None, "warmup_iters": schedule.warmup_iters,
-        "evaluation": EVALUATION, "precision": getattr(schedule, "precision", "fp32"),
+        "evaluation": EVALUATION if run.dataset.holdout is None else f"{EVALUATION}, on a held-out share of train "
+                      f"({run.dataset.holdout.fraction:g})",
+        "precision": getattr(schedule, "precision", "fp32"),
         **_teacher(run),
     }
     return card

@@ -357,6 +357,7 @@ def train_and_evaluate(run: RunSpec, out: Path, hooks: tuple = ()) -> dict:
 
     from runners import metrics  # noqa: F401  (registers KDIoUMetric / KDCocoMetric)
     from runners.build import register_scope
+    from runners.data import holdout  # noqa: F401  (registers HeldOutSplit, for a held-out split)
     from runners.datasets import dataset_configs
     from runners.distill import DivergedError
     from runners.hooks import CostHook, MetricsHook

@@ -187,3 +187,26 @@ def make_budget_store(tmp_path: Path):
     for name in ("student_budget_s0", "student_budget_s1"):
         finish_run(study, name, seconds_per_iter=BUDGET_RESULTS[name][1], miou=BUDGET_RESULTS[name][0])
     return reload(study)
+
+
+# -- a tuned study (tests/test_tuning.py, tests/test_reports.py) ---------------------------------
+TUNED = study_text({"cwd_logits": f"{{method: cwd, params: {{tau: 4.0}}, weight: 3.0, student_location: {LOGITS}}}"},
+                   "tune: {holdout: 0.25, axes: {cwd_logits: {term.weight: [1, 3]}, "
+                   "student: {schedule.lr: [0.01, 0.02]}}}\n")
+# The tune runs' held-out mIoU, and the final runs (planned once those have ended) on val.
+TUNED_OUTCOMES = {"teacher": 50.0, "tune_student_lr0.01_s0": 28.0, "tune_student_lr0.02_s0": 29.5,
+                  "tune_cwd_logits_w1_s0": "diverged", "tune_cwd_logits_w3_s0": 33.0,
+                  **seeds("student", 30.0, 31.0, 32.0), **seeds("cwd_logits", 35.0, 36.0, 37.0)}
+
+
+def make_tuned_store(tmp_path: Path):
+    """A tuned study (``tune:``) with every stage's results: the tune runs first, then the final
+    runs that their choices plan (lr 0.02 for the baseline, weight 3 for cwd_logits)."""
+    from kdbench.expand import reload
+
+    study, results = make_store(tmp_path, TUNED_OUTCOMES, TUNED)
+    study = reload(study)
+    for planned in study.runs:
+        if planned.stage == "student":
+            write_run(results / study.name, planned, TUNED_OUTCOMES[planned.name])
+    return study, results

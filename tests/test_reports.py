@@ -12,7 +12,7 @@ import pytest
 from reports.render import render
 from tests.browser import CHROMIUM, chromium, needs_chromium
 from tests.launch_helpers import run_cli
-from tests.results_fixtures import CONSTANT, SCRIPT, make_store
+from tests.results_fixtures import CONSTANT, SCRIPT, make_store, make_tuned_store
 
 
 @pytest.fixture(scope="module")
@@ -128,6 +128,27 @@ def test_a_headless_browser_shows_the_tables_and_keeps_the_script_inert(report, 
     colours = np.unique(pixels, axis=0)
     assert len(colours) > 50, f"the screenshot looks blank ({len(colours)} colours)"
     assert shutil.which(str(CHROMIUM))
+
+
+@pytest.mark.slow  # a Chromium process: seconds
+@needs_chromium
+def test_a_headless_browser_shows_the_tuning_section_with_each_held_out_score_choice_and_budget(tmp_path):
+    from tests.browser import Dom, dump_dom
+
+    study, _ = make_tuned_store(tmp_path)
+    written = render(study, ("html", "md"))
+    dom = Dom(dump_dom(written["html"], tmp_path / "profile"))
+    tuning = [e for e in dom.elements if e[1].get("id") == "tuning-section"]
+    assert tuning and "Tuning: every setting tried" in dom.text and "Tuning: choice and budget per method" in dom.text
+    # Held-out mIoU: the baseline's lr 0.02 (29.50) beats 0.01 (28.00); cwd_logits' weight 1 diverged,
+    # so weight 3 (33.00) is chosen and weight 1 is named as never chosen.
+    assert "schedule.lr = 0.02" in dom.text and "29.50" in dom.text and "28.00" in dom.text
+    assert "never: no held-out score" in dom.text and "tune_cwd_logits_w1_s0" in dom.text
+    md = written["md"].read_text()
+    assert "| student baseline | schedule.lr = 0.02 | **29.50** | complete | chosen |" in md
+    assert "| cwd\\_logits | weight = 3 | 2 | 20 |" in md
+    # The final cells are analysed as usual, against the tuned baseline (31.00 ± 1.00 on val).
+    assert "| cwd\\_logits | **36.00 ± 1.00 (n=3)** | **+5.00** |" in md
 
 
 ROOT = Path(__file__).resolve().parents[1]

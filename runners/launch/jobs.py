@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from kdbench import states, store
 from kdbench.expand import Study
+from runners.launch import continuation
 from runners.launch.executor import Executor
 from runners.launch.local import LocalExecutor
 from runners.launch.slurm import SlurmExecutor
@@ -47,8 +48,12 @@ def cancel_runs(jobs: dict[str, dict]) -> None:
 
 
 def cancel(study: Study) -> list[str]:
-    """Cancel every run whose recorded job is alive, or queued behind a teacher that failed;
-    returns their run ids."""
+    """Cancel every run whose recorded job is alive, or queued behind a teacher that failed, and
+    first the study's pending continuation (runners.launch.continuation: the runs' jobs ending would
+    start it, and it would launch the study again); returns the runs' ids."""
+    pending = continuation.recorded(study)
+    if pending and pending.get("executor") in EXECUTORS:
+        EXECUTORS[pending["executor"]].cancel([pending["job_id"]])
     scanned = store.scan(study.directory, [p.run_id for p in study.runs])
     recorded = records(scanned)
     live = {run_id: recorded[run_id] for run_id, state in job_states(recorded).items() if state in ("alive", "stuck")}

@@ -10,6 +10,8 @@ weight files the runs download are fetched here (runners.weights; SLURM jobs run
 
 Each stage (teachers, then students) is handed to the executor in batches that share their
 pending dependencies, so a student baseline, which needs no teacher, never waits behind one.
+Stages planned from results (kdbench.expand.Waiting): a local launch plans the study again once
+its runs end; a SLURM launch submits a continuation job that does (runners.launch.continuation).
 """
 
 from __future__ import annotations
@@ -208,6 +210,9 @@ def describe(study: Study, decisions: list[Decision], executor: SlurmExecutor) -
         lines += [f"[{number}] " + line if i == 0 else line
                   for i, line in enumerate(executor.describe(runs, study.directory, after, earlier))]
         earlier.update({p.run_id: f"array [{number}]" for p in runs})
+    for waiting in study.waiting:   # what a real launch adds behind them (runners.launch.continuation)
+        lines.append(f"then a continuation job (1 CPU, afterany on the jobs of the {len(waiting.needs)} run(s) it "
+                     f"needs) launches the study again for {waiting.stage}: {waiting.why}")
     return lines
 
 
@@ -253,7 +258,30 @@ def launch(study: Study, options: LaunchOptions) -> list[Decision]:
             if not any(d.action == "submit" for d in more):
                 break
             decisions.update({d.planned.run_id: d for d in more})
+        if study.waiting and isinstance(executor, SlurmExecutor):
+            _continue_on_slurm(study, options, executor)
     return list(decisions.values())
+
+
+class Continuation:
+    """``Continuation()(study path, results root, launch options as a dict)``: the launch, again,
+    in a SLURM job (runners.launch.continuation)."""
+
+    def __call__(self, path: str, results: str, options: dict) -> dict:
+        from kdbench.expand import load_study
+
+        return summary(launch(load_study(path, results), LaunchOptions(**options)))
+
+
+def _continue_on_slurm(study: Study, options: LaunchOptions, executor: SlurmExecutor) -> None:
+    """Later stages wait on runs whose jobs are queued: a continuation job launches the study again
+    once they end (runners.launch.continuation)."""
+    from runners.launch.continuation import continue_later
+
+    job_id = continue_later(study, options, executor, Continuation())
+    if job_id is not None:
+        print(f"kdbench launch: {study.name}: later stages wait on results; SLURM job {job_id} launches the "
+              "study again once the runs they need have ended (afterany)", file=sys.stderr)
 
 
 def _submit_and_wait(study: Study, options: LaunchOptions, executor: Executor,

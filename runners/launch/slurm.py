@@ -253,6 +253,28 @@ class SlurmExecutor(Executor):
         for planned, job in submitted:
             store.write_job(directory / planned.run_id, self.name, job.job_id)
 
+    def submit_continuation(self, directory: Path, after: list[str], function, *args) -> str:
+        """Submit ``function(*args)`` as one small job (1 CPU, no GPU, the study's memory and site
+        settings) that starts once every job in ``after`` has ended, whatever its outcome (afterany);
+        its job id. runners.launch.continuation."""
+        import submitit
+
+        parameters = self.parameters("continue", [])
+        parameters.update(cpus_per_task=1, tasks_per_node=1, nodes=1, timeout_min=60)
+        parameters.pop("gpus_per_node", None)
+        parameters.pop("slurm_array_parallelism", None)
+        extra = dict(parameters.get("slurm_additional_parameters", {}))
+        extra["dependency"] = "afterany:" + ":".join(after)
+        parameters["slurm_additional_parameters"] = extra
+        executor = submitit.AutoExecutor(folder=str(log_folder(directory)), cluster="slurm")
+        executor.update_parameters(**parameters)
+        try:
+            return executor.submit(function, *args).job_id
+        except (submitit.core.utils.FailedJobError, submitit.core.utils.FailedSubmissionError) as error:
+            lines = str(error).strip().splitlines()
+            raise UserError(f"sbatch refused the continuation of {self.study_name}: "
+                            f"{lines[-1] if lines else error}") from None
+
     @classmethod
     def job_states(cls, job_ids: list[str]) -> dict[str, str]:
         states = slurm_jobs(job_ids)
