@@ -205,8 +205,9 @@ def gap_table(cells: pd.DataFrame, metric: str) -> Table:
                              "teacher - student": "no complete teacher run"})
     axes = _axis_columns(cells)
     for row in cells.to_dict("records") if len(cells) else []:
+        closes = fmt.is_number(row.get(f"{metric}|gap_share"))  # Δ alone is in the table above
         table.rows.append([
-            Cell(setting(row, axes)), Cell(fmt.signed(row.get(f"{metric}|delta"))),
+            Cell(setting(row, axes)), Cell(fmt.signed(row.get(f"{metric}|delta")) if closes else fmt.MISSING),
             Cell(fmt.number(row.get(f"{metric}|gap"))), Cell(fmt.percent(row.get(f"{metric}|gap_share"))),
             Cell(fmt.percent_interval(row.get(f"{metric}|gap_share_low"), row.get(f"{metric}|gap_share_high")))])
     return table

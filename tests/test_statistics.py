@@ -279,3 +279,15 @@ def test_the_report_json_and_cwd_sentence_say_how_far_each_cell_closes_the_teach
     big = {c["name"]: c for c in json.loads(out)["cells"]}["big"]
     assert (big["gap"], big["gap_share"]) == (pytest.approx(19.0), pytest.approx(0.5263, abs=1e-4))
     assert big["gap_share_ci95"] == pytest.approx([0.3956, 0.6571], abs=1e-4)
+
+
+def test_a_teacher_below_its_student_baseline_leaves_no_gap_to_close_and_the_report_says_why(tmp_path):
+    # Teacher 25 against the baseline's mean 31: the gap is -6; a share of it would flip the sign of every Δ.
+    study, results = make_store(tmp_path, {"teacher": 25.0})
+    cells = aggregate.cells(collect(study)).set_index("method")
+    assert cells.loc["cwd_logits", "val/mIoU|gap"] == pytest.approx(-6.0)
+    assert cells["val/mIoU|gap_share"].isna().all()
+    table, = tables.shown([tables.gap_table(aggregate.cells(collect(study)), "val/mIoU")])[0]
+    assert table.header == ["Cell", "teacher - student"]
+    assert [[c.text for c in row] for row in table.rows][0] == ["cwd_logits", "-6.00"]
+    assert "no teacher above the student baseline to close a gap to" in table.caption
