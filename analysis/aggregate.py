@@ -253,7 +253,8 @@ def cells(frame: pd.DataFrame) -> pd.DataFrame:
     Columns ``<metric>|mean|std|n|low|high`` (low, high: the mean's 95% Student-t interval),
     ``<metric>|seeds`` ({seed: value}), ``<metric>|delta`` (cell mean minus its baseline's mean),
     ``baseline|<metric>|mean|std|n|low|high`` and ``teacher|<metric>|...`` alike; on the primary
-    metric, the test of the Δ (``_compare``). Which cell is best (bold in the report) is decided per
+    metric, the test of the Δ (``_compare``) and the share of the teacher-student gap it closes
+    (``_gap_share``). Which cell is best (bold in the report) is decided per
     rendered column by analysis.tables.mark_best.
     """
     part = frame[frame["kind"] == "cell"]
@@ -273,6 +274,7 @@ def cells(frame: pd.DataFrame) -> pd.DataFrame:
         table[f"{metric}|delta"] = table[f"{metric}|mean"] - table[f"baseline|{metric}|mean"]
     by_baseline = base[f"{metrics[0]}|seeds"].to_dict() if base is not None else {}
     _compare(table, [by_baseline.get(k, {}) for k in table["baseline_key"]], metrics[0])
+    _gap_share(table, metrics[0])
     seconds = "cost:seconds_per_iter|mean"
     if seconds in table:
         table["slowdown"] = table[seconds] / [base[seconds].get(k, math.nan) if base is not None and seconds in base
@@ -296,6 +298,18 @@ def _compare(table: pd.DataFrame, baseline_seeds: list[dict], metric: str) -> No
     table[f"{metric}|p_holm"] = adjusted
     table[f"{metric}|verdict"] = [significance.verdict(c, p) for c, p in zip(found, adjusted)]
     table[f"{metric}|seeds_needed"] = significance.seeds_needed_all(found)
+
+
+def _gap_share(table: pd.DataFrame, metric: str) -> None:
+    """How far each cell closes its teacher-student gap on ``metric`` (analysis.stats.gap_shares:
+    Δ / (teacher mean - baseline mean), the teacher taken as fixed): columns ``<metric>|gap``,
+    ``|gap_share``, ``|gap_share_low`` and ``|gap_share_high`` (NaN without a gap to close)."""
+    teacher, baseline = table[f"teacher|{metric}|mean"], table[f"baseline|{metric}|mean"]
+    table[f"{metric}|gap"] = teacher - baseline
+    share, low, high = significance.gap_shares(table[f"{metric}|delta"], table[f"{metric}|delta_low"],
+                                               table[f"{metric}|delta_high"], teacher, baseline)
+    table[f"{metric}|gap_share"], table[f"{metric}|gap_share_low"], table[f"{metric}|gap_share_high"] = (
+        list(share), list(low), list(high))
 
 
 def term_methods(cell: dict) -> list[str]:

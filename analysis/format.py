@@ -84,6 +84,13 @@ def percent(value: Any) -> str:
     return f"{100 * float(value):.1f}%" if is_number(value) else MISSING
 
 
+def percent_interval(low: Any, high: Any) -> str:
+    """An interval of fractions as percentages: ``[39.6%, 65.7%]``."""
+    if not (is_number(low) and is_number(high)):
+        return MISSING
+    return f"[{percent(low)}, {percent(high)}]"
+
+
 def megabytes(value: Any) -> str:
     return f"{float(value):,.0f} MB" if is_number(value) else MISSING
 

@@ -5,7 +5,8 @@ Plain numbers in, plain numbers out: no frames, no formatting (analysis.aggregat
 the cells, analysis.format shows them). Formulas: Student's t interval of a mean; the paired t test
 on per-seed differences; Welch's t test with the Welch–Satterthwaite degrees of freedom; Holm
 (1979), "A simple sequentially rejective multiple test procedure"; power of the t test from the
-noncentral t distribution (the computation of R's ``power.t.test``).
+noncentral t distribution (the computation of R's ``power.t.test``); how much of the teacher-student
+gap a Δ closes.
 """
 
 from __future__ import annotations
@@ -126,6 +127,20 @@ def compare_all(cells: list[dict], baselines: list[dict]) -> list[Comparison]:
     p[tested & (error == 0) & (delta == 0)] = 1.0
     return [Comparison(d, float(d - h), float(d + h), test, f, float(pv), spread, n)
             for (d, _, f, test, spread, n), h, pv in zip(parts, half, p)]
+
+
+def gap_shares(delta, low, high, teacher, baseline) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """How far a cell closes the teacher-student gap: Δ / (teacher - baseline mean), where
+    Δ = cell mean - baseline mean, with its 95% interval, the Δ interval (low, high) divided by the
+    gap. The teacher's value is taken as fixed (one run, or its mean), so only the Δ's uncertainty
+    enters the interval. 0 = no better than the student baseline, 1 = as good as the teacher.
+    NaN where the teacher is not above the baseline (no gap to close) or a number is missing.
+    Arrays (or scalars) broadcast together; returns (share, low, high)."""
+    delta, low, high, teacher, baseline = (np.asarray(v, dtype=float) for v in (delta, low, high, teacher, baseline))
+    gap = teacher - baseline
+    closable = np.isfinite(gap) & (gap > 0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return tuple(np.where(closable, value / gap, math.nan) for value in (delta, low, high))
 
 
 def holm(p_values) -> list[float]:

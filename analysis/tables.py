@@ -186,6 +186,33 @@ def significance_table(cells: pd.DataFrame, baselines: pd.DataFrame, teachers: p
     return table
 
 
+GAP_CAPTION = ("Share of the gap closed = (cell mean - student baseline mean) / (teacher - student baseline mean): "
+               "0% = no better than the student baseline, 100% = as good as the teacher, below 0% = worse than "
+               "the baseline. Its 95% interval is the Δ's (paired by seed or Welch, as in the table above) divided "
+               "by the gap, the teacher's value taken as fixed: it is one run (or its mean over seeds), and its "
+               "own seed noise is not in the interval. No share where the teacher is not above the baseline.")
+
+
+def gap_table(cells: pd.DataFrame, metric: str) -> Table:
+    """How far each cell closes the teacher-student gap: its Δ, the gap and the share of it closed,
+    with the share's 95% interval (analysis.stats.gap_shares)."""
+    label = fmt.metric_label(metric)
+    table = Table("gap", "How far distillation closes the teacher-student gap",
+                  ["Cell", f"Δ vs student ({label})", "teacher - student", "share of the gap closed", "95% interval"],
+                  caption=GAP_CAPTION,
+                  why_empty={"95% interval": "a side has a single run (n = 1), so Δ has no interval",
+                             "share of the gap closed": "no teacher above the student baseline to close a gap to",
+                             "teacher - student": "no complete teacher run"})
+    axes = _axis_columns(cells)
+    for row in cells.to_dict("records") if len(cells) else []:
+        closes = fmt.is_number(row.get(f"{metric}|gap_share"))  # Δ alone is in the table above
+        table.rows.append([
+            Cell(setting(row, axes)), Cell(fmt.signed(row.get(f"{metric}|delta")) if closes else fmt.MISSING),
+            Cell(fmt.number(row.get(f"{metric}|gap"))), Cell(fmt.percent(row.get(f"{metric}|gap_share"))),
+            Cell(fmt.percent_interval(row.get(f"{metric}|gap_share_low"), row.get(f"{metric}|gap_share_high")))])
+    return table
+
+
 def table2(cells: pd.DataFrame, metric: str, matches: pd.DataFrame) -> Table | None:
     """The paper's Table 2 layout: method family x {feature map, logits}, with published numbers."""
     kinds = aggregate.table2_kinds(cells)

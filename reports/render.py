@@ -125,6 +125,17 @@ def sweep_note(frame) -> str:
 VERDICT_WORDS = {significance.GAIN: "a gain", significance.NOISE: "within noise", significance.LOSS: "a loss"}
 
 
+def _gap_words(cell: dict, metric: str) -> str:
+    """``; it closes 35.7% of the teacher-student gap (95% interval [26.8%, 44.6%], the teacher
+    taken as fixed)``, or nothing without a gap to close."""
+    share = cell.get(f"{metric}|gap_share")
+    if not fmt.is_number(share):
+        return ""
+    interval = fmt.percent_interval(cell.get(f"{metric}|gap_share_low"), cell.get(f"{metric}|gap_share_high"))
+    return (f"; it closes {fmt.percent(share)} of the teacher-student gap"
+            + (f" (95% interval {interval}, the teacher taken as fixed)" if interval != fmt.MISSING else ""))
+
+
 def _cwd_line(verdict: dict, metric: str) -> str:
     """One CWD cell's sentence: its verdict, Δ with its 95% interval and test, and the two sides."""
     cell, label = verdict["cell"], fmt.metric_label(metric)
@@ -141,6 +152,7 @@ def _cwd_line(verdict: dict, metric: str) -> str:
     interval = fmt.interval(cell[f"{metric}|delta_low"], cell[f"{metric}|delta_high"], sign=True)
     line = (f"{name}: {VERDICT_WORDS[verdict['verdict']]}, {delta}, 95% interval {interval} ({test}, "
             f"Holm-corrected p {fmt.p_value(cell[f'{metric}|p_holm'])}); {sides}")
+    line += _gap_words(cell, metric)
     needed = fmt.seed_count(cell[f"{metric}|seeds_needed"], significance.MAX_SEEDS)
     if verdict["verdict"] == significance.NOISE and needed != fmt.MISSING:
         line += (f"; a Δ this size needs {needed} seeds to resolve (power {significance.POWER:g}), "
@@ -228,6 +240,7 @@ def build_context(study: Study, frame) -> dict:
     built = [tables.results_table(cell_table, base, teach, metrics),
              tables.significance_table(cell_table, base, teach, metric)]
     if len(cell_table):
+        built.append(tables.gap_table(cell_table, metric))
         built.append(tables.mmrazor_table(cell_table, metric))
         built += [t for t in [tables.table2(cell_table, metric, matches), tables.location_table(cell_table, metric)]
                   if t]

@@ -1,6 +1,7 @@
 """The report's statistics as one JSON-ready object (``kdbench report --json``): every teacher,
 student baseline and cell with its 95% interval, each cell's Δ with its test, Holm-corrected
-p-value, verdict and the seeds it needs, and each published number against the measured one.
+p-value, verdict, the seeds it needs and the share of the teacher-student gap it closes, and each
+published number against the measured one.
 
 The same numbers the tables show, unrounded; NaN (no value) becomes null.
 """
@@ -44,6 +45,9 @@ def _cell(row: dict, axes: list[str], metric: str) -> dict:
         "test": row.get(f"{metric}|test") or None, "df": _number(row.get(f"{metric}|df")),
         "p": _number(row.get(f"{metric}|p")), "p_holm": _number(row.get(f"{metric}|p_holm")),
         "verdict": row.get(f"{metric}|verdict"),
+        "gap": _number(row.get(f"{metric}|gap")), "gap_share": _number(row.get(f"{metric}|gap_share")),
+        "gap_share_ci95": ([_number(row.get(f"{metric}|gap_share_low")), _number(row.get(f"{metric}|gap_share_high"))]
+                           if fmt.is_number(row.get(f"{metric}|gap_share_low")) else None),
         "spread": _number(row.get(f"{metric}|spread")),
         "seeds_have": _number(row.get(f"{metric}|runs")),
         "seeds_needed": int(needed) if fmt.is_number(needed) else None,
@@ -92,6 +96,8 @@ def statistics(cells: pd.DataFrame, baselines: pd.DataFrame, teachers: pd.DataFr
     return {
         "metric": metric, "alpha": significance.ALPHA, "power": significance.POWER, "correction": "holm",
         "max_seeds": significance.MAX_SEEDS,
+        "gap_share": "(cell mean - baseline mean) / (teacher mean - baseline mean); its ci95 is the delta's "
+                     "divided by the gap, the teacher taken as fixed",
         "tested_cells": aggregate.tested_cells(cells, metric),
         "teachers": groups(teachers, "teacher"), "baselines": groups(baselines, "student"),
         "cells": [_cell(row, axes, metric) for row in cells.to_dict("records")] if len(cells) else [],

@@ -201,6 +201,23 @@ def test_an_interrupted_generation_leaves_no_complete_looking_dataset(tmp_path, 
     assert fs.ensure(tmp_path / "fresh", **SMALL)["content_sha256"] == old["content_sha256"]
 
 
+@needs_fashion_mnist
+def test_scenes_limited_to_some_classes_show_only_those_and_all_classes_are_the_default(tmp_path):
+    # Trouser (1) and bag (8): label values 2 and 9, besides the background 0.
+    info = fs.generate(tmp_path / "two", classes=[8, 1], **SMALL)
+    assert info["params"]["classes"] == [1, 8]
+    for split in ("train", "val"):
+        labels = set()
+        for path in sorted((tmp_path / "two" / "labels" / split).glob("*.png")):
+            labels |= set(np.unique(np.asarray(Image.open(path))).tolist())
+        assert labels == {0, 2, 9}, split
+        coco = json.loads((tmp_path / "two" / "annotations" / f"instances_{split}.json").read_text())
+        assert {a["category_id"] for a in coco["annotations"]} == {2, 9}
+    # Naming every class is the default itself: the same files.
+    every = fs.generate(tmp_path / "every", classes=list(range(10)), **SMALL)
+    assert every["content_sha256"] == fs.generate(tmp_path / "default", **SMALL)["content_sha256"]
+
+
 @pytest.mark.parametrize(
     ("params", "named"),
     [
@@ -215,6 +232,9 @@ def test_an_interrupted_generation_leaves_no_complete_looking_dataset(tmp_path, 
         ({"min_visible_area": 0}, "min_visible_area"),
         ({"mask_threshold": 300}, "mask_threshold"),
         ({"colour": "red"}, "colour"),
+        ({"classes": []}, "classes"),
+        ({"classes": [1, 10]}, "classes"),
+        ({"classes": [1, 1]}, "classes"),
     ],
 )
 def test_bad_parameters_raise_a_one_line_user_error_naming_the_parameter(tmp_path, params, named):

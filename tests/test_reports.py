@@ -49,7 +49,10 @@ def test_the_cwd_sentence_is_computed_from_the_data(report):
     # t(0.975, 2.882) = 3.257 (R: qt(0.975, 2.882)), so 4.5 ± 2.488; p = 2 P(T > 5.892) = 0.0109. The other
     # tested cell (21 vs 31, Welch) has p = 0.0215: Holm over 2 makes both max(2 x 0.0109, 0.0215) = 0.022.
     sentence = ("a gain, Δ +4.50 mIoU vs the student baseline, 95% interval [+2.01, +6.99] (Welch, Holm-corrected "
-                "p 0.022); 35.50 ± 0.71 (n=2) vs 31.00 ± 1.00 (n=3).")
+                "p 0.022); 35.50 ± 0.71 (n=2) vs 31.00 ± 1.00 (n=3); it closes 23.7% of the teacher-student gap "
+                "(95% interval [10.6%, 36.8%], the teacher taken as fixed).")
+    # The teacher's 50 (one run) against the baseline's 31: a gap of 19; 4.5 / 19 = 23.7%, the interval
+    # [2.01 / 19, 6.99 / 19] = [10.6%, 36.8%].
     assert "cwd_logits: " + sentence in html
     assert "cwd\\_logits: " + sentence.replace("[", "\\[").replace("]", "\\]") in md
     assert ("CWD beat the student baseline in 1 of 1 tested CWD cell (a gain beyond noise at 95%, Holm-corrected "
@@ -119,6 +122,13 @@ def test_a_headless_browser_shows_the_tables_and_keeps_the_script_inert(report, 
     assert dom.count("<table") >= 5 and "35.50 ± 0.71 (n=2)" in dom and "Did CWD beat the student baseline?" in dom
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in dom
     assert 'id="numerics-provenance"' in dom and "complete runs recorded" in dom
+    # How far CWD closes the gap: teacher 50, baseline mean 31 (gap 19); cwd_logits Δ 4.5, its Welch interval
+    # [2.01, 6.99] (tests/test_statistics.py): 4.5 / 19 = 23.7%, [2.01 / 19, 6.99 / 19] = [10.6%, 36.8%].
+    gap = dom[dom.index('<section id="gap">'):]
+    gap = gap[:gap.index("</section>")]
+    assert "How far distillation closes the teacher-student gap" in gap and "share of the gap closed" in gap
+    assert "23.7%" in gap and "[10.6%, 36.8%]" in gap and "taken as fixed" in gap
+    assert "it closes 23.7% of the teacher-student gap (95% interval [10.6%, 36.8%]" in dom
     assert "<script>alert(1)" not in dom and "<script" not in dom.lower().replace("&lt;script", "")
     shot = tmp_path / "page.png"
     chromium(tmp_path / "profile", f"--screenshot={shot}", "--window-size=1200,900", url)

@@ -245,3 +245,49 @@ def test_a_headless_browser_shows_the_verdicts_intervals_seeds_and_published_vs_
     for text in ("Measured 95% interval", "Published vs measured", "Comparability", "outside: 3.1 std above",
                  "different student baseline; teacher unchecked"):
         assert text in published.text, text
+
+
+def test_the_share_of_the_teacher_student_gap_a_cell_closes_is_its_delta_over_the_gap_with_the_delta_interval():
+    # Teacher 50 (one run, fixed), baseline 30, 31, 32 (mean 31): gap 19. big: Δ 10, 95% 10 ± 4.303 / sqrt(3)
+    # = [7.516, 12.484]; share 10 / 19 = 0.5263, interval [7.516 / 19, 12.484 / 19] = [0.3956, 0.6571].
+    # down: differences -4, -3, -2: Δ -3, [-5.484, -0.516]: share -3 / 19 = -0.1579, [-0.2886, -0.0272].
+    share, low, high = significance.gap_shares(10.0, 7.516, 12.484, 50.0, 31.0)
+    assert (share, low, high) == (pytest.approx(0.5263, abs=1e-4), pytest.approx(0.3956, abs=1e-4),
+                                  pytest.approx(0.6571, abs=1e-4))
+    # A teacher not above the baseline leaves no gap to close: no share (not a division by 0 or a sign flip).
+    for teacher in (31.0, 29.0, math.nan):
+        assert all(math.isnan(v) for v in significance.gap_shares(2.0, 1.0, 3.0, teacher, 31.0))
+
+
+def test_the_report_json_and_cwd_sentence_say_how_far_each_cell_closes_the_teacher_student_gap(tmp_path):
+    study, results = _three_cells(tmp_path)
+    cells = aggregate.cells(collect(study)).set_index("method")
+    assert cells.loc["big", "val/mIoU|gap"] == pytest.approx(19.0)
+    assert (cells.loc["big", "val/mIoU|gap_share_low"], cells.loc["big", "val/mIoU|gap_share_high"]) == (
+        pytest.approx(0.3956, abs=1e-4), pytest.approx(0.6571, abs=1e-4))
+    assert cells.loc["down", "val/mIoU|gap_share"] == pytest.approx(-0.1579, abs=1e-4)
+    assert (cells.loc["down", "val/mIoU|gap_share_low"], cells.loc["down", "val/mIoU|gap_share_high"]) == (
+        pytest.approx(-0.2886, abs=1e-4), pytest.approx(-0.0272, abs=1e-4))
+    md = render(study, ("md",))["md"].read_text()
+    assert "| big | +10.00 | 19.00 | 52.6% | \\[39.6%, 65.7%\\] |" in md
+    assert "| down | -3.00 | 19.00 | -15.8% | \\[-28.9%, -2.7%\\] |" in md
+    assert "the teacher's value taken as fixed" in md
+    assert ("it closes 52.6% of the teacher-student gap (95% interval \\[39.6%, 65.7%\\], the teacher taken as "
+            "fixed)") in md
+    code, out, err = run_cli("report", str(study.path), "--results", str(results), "--format", "md", "--json")
+    assert code == 0, err
+    big = {c["name"]: c for c in json.loads(out)["cells"]}["big"]
+    assert (big["gap"], big["gap_share"]) == (pytest.approx(19.0), pytest.approx(0.5263, abs=1e-4))
+    assert big["gap_share_ci95"] == pytest.approx([0.3956, 0.6571], abs=1e-4)
+
+
+def test_a_teacher_below_its_student_baseline_leaves_no_gap_to_close_and_the_report_says_why(tmp_path):
+    # Teacher 25 against the baseline's mean 31: the gap is -6; a share of it would flip the sign of every Δ.
+    study, results = make_store(tmp_path, {"teacher": 25.0})
+    cells = aggregate.cells(collect(study)).set_index("method")
+    assert cells.loc["cwd_logits", "val/mIoU|gap"] == pytest.approx(-6.0)
+    assert cells["val/mIoU|gap_share"].isna().all()
+    table, = tables.shown([tables.gap_table(aggregate.cells(collect(study)), "val/mIoU")])[0]
+    assert table.header == ["Cell", "teacher - student"]
+    assert [[c.text for c in row] for row in table.rows][0] == ["cwd_logits", "-6.00"]
+    assert "no teacher above the student baseline to close a gap to" in table.caption

@@ -209,6 +209,15 @@ def _info(root: Path, manifest: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+def _only(pool: tuple[np.ndarray, np.ndarray], classes: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    """The objects of ``classes`` in a Fashion-MNIST split (all of them, untouched, for every class)."""
+    images, labels = pool
+    if len(classes) == 10:
+        return pool
+    keep = np.isin(labels, classes)
+    return images[keep], labels[keep]
+
+
 def generate(root: str | os.PathLike, **params: Any) -> dict[str, Any]:
     """Write a dataset into ``root`` (must be new or empty) and return its description.
 
@@ -216,7 +225,9 @@ def generate(root: str | os.PathLike, **params: Any) -> dict[str, Any]:
     ``size`` (64 or (h, w), each 16..1024), ``objects_per_image`` ((1, 4), each 1..32),
     ``object_scale`` ((0.8, 2.0): object side = scale * 28 px * min(h, w) / 64, 0.25..4),
     ``min_visible_area`` (16 px: smaller visible parts get no COCO annotation),
-    ``mask_threshold`` (40: silhouette = resized Fashion-MNIST pixel > threshold, 0..254).
+    ``mask_threshold`` (40: silhouette = resized Fashion-MNIST pixel > threshold, 0..254),
+    ``classes`` (all of 0..9: the Fashion-MNIST classes whose objects are pasted; the label values
+    and the 11 segmentation classes stay as they are, the others are simply never drawn).
     Not atomic: use :func:`ensure` for a cache that is never seen half-written.
     """
     p = normalize_params(params)
@@ -224,7 +235,7 @@ def generate(root: str | os.PathLike, **params: Any) -> dict[str, Any]:
     if root.exists() and (not root.is_dir() or any(root.iterdir())):
         raise UserError(f"fashion_scenes: {root} exists and is not an empty directory")
     source = str(fashion_dir())
-    pools = {s: load_fashion(source, s) for s in _SPLITS}
+    pools = {s: _only(load_fashion(source, s), p["classes"]) for s in _SPLITS}
 
     for sub in ("images", "labels"):
         for s in _SPLITS:

@@ -20,6 +20,7 @@ DEFAULTS: dict[str, Any] = {
     "object_scale": (0.8, 2.0),
     "min_visible_area": MIN_VISIBLE_AREA,
     "mask_threshold": MASK_THRESHOLD,
+    "classes": list(range(10)),  # the Fashion-MNIST classes (0..9) whose objects the scenes show
 }
 
 _MAX_IMAGES = 200_000
@@ -37,6 +38,16 @@ def _pair(name: str, value: Any, kind: str) -> tuple:
     if kind == "int" and isinstance(value, (int, np.integer)) and not isinstance(value, bool):
         return (value, value)
     raise UserError(f"fashion_scenes: {name} must be a pair (lo, hi), got {value!r}")
+
+
+def _classes(value: Any) -> list[int]:
+    """Distinct Fashion-MNIST classes (0..9), at least one, sorted."""
+    if not isinstance(value, (list, tuple)) or not value:
+        raise UserError(f"fashion_scenes: classes must be a non-empty list of classes 0..9, got {value!r}")
+    found = sorted({_int("classes", v, 0, 9) for v in value})
+    if len(found) != len(value):
+        raise UserError(f"fashion_scenes: classes must not repeat a class, got {value!r}")
+    return found
 
 
 def normalize_params(params: Mapping[str, Any] | None = None, /, **kwargs: Any) -> dict[str, Any]:
@@ -77,6 +88,7 @@ def normalize_params(params: Mapping[str, Any] | None = None, /, **kwargs: Any) 
         raise UserError(f"fashion_scenes: object_scale needs lo <= hi, got ({lo}, {hi})")
     out["object_scale"] = [float(lo), float(hi)]
 
+    out["classes"] = _classes(p["classes"])
     h, w = out["size"]
     out["min_visible_area"] = _int("min_visible_area", p["min_visible_area"], 1, h * w)
     out["mask_threshold"] = _int("mask_threshold", p["mask_threshold"], 0, 254)
