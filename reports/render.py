@@ -153,10 +153,15 @@ def _cwd_line(verdict: dict, metric: str) -> str:
     line = (f"{name}: {VERDICT_WORDS[verdict['verdict']]}, {delta}, 95% interval {interval} ({test}, "
             f"Holm-corrected p {fmt.p_value(cell[f'{metric}|p_holm'])}); {sides}")
     line += _gap_words(cell, metric)
-    needed = fmt.seed_count(cell[f"{metric}|seeds_needed"], significance.MAX_SEEDS)
-    if verdict["verdict"] == significance.NOISE and needed != fmt.MISSING:
-        line += (f"; a Δ this size needs {needed} seeds to resolve (power {significance.POWER:g}), "
-                 f"it has {cell[f'{metric}|runs']}")
+    needed, runs = cell[f"{metric}|seeds_needed"], cell[f"{metric}|runs"]
+    if verdict["verdict"] == significance.NOISE and fmt.is_number(needed) and fmt.is_number(runs) and needed <= runs:
+        # Enough seeds for this Δ at 95% on its own: the correction for the other cells is what
+        # leaves it within noise, and "needs 3 seeds, has 3" would read as a contradiction.
+        line += (f"; at 95% on its own it would resolve with these {fmt.integer(runs)} seeds: Holm's correction "
+                 "across the study's cells leaves it within noise (more seeds narrow its interval)")
+    elif verdict["verdict"] == significance.NOISE and fmt.seed_count(needed, significance.MAX_SEEDS) != fmt.MISSING:
+        line += (f"; a Δ this size needs {fmt.seed_count(needed, significance.MAX_SEEDS)} seeds to resolve "
+                 f"(power {significance.POWER:g}), it has {runs}")
     return line + "."
 
 

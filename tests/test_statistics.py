@@ -291,3 +291,22 @@ def test_a_teacher_below_its_student_baseline_leaves_no_gap_to_close_and_the_rep
     assert table.header == ["Cell", "teacher - student"]
     assert [[c.text for c in row] for row in table.rows][0] == ["cwd_logits", "-6.00"]
     assert "no teacher above the student baseline to close a gap to" in table.caption
+
+
+def test_a_cell_within_noise_only_after_holms_correction_says_so_rather_than_that_it_needs_the_seeds_it_has():
+    from reports.render import _cwd_line
+
+    # Three paired seeds, Δ +17 with a 95% interval [+5.7, +28.3] that excludes 0 on its own (p 0.023),
+    # Holm-corrected over five cells to 0.115: within noise; 3 seeds resolve a Δ this size alone.
+    metric = "val/mIoU"
+    cell = {"method": "cwd_logits", f"{metric}|mean": 46.1, f"{metric}|std": 2.3, f"{metric}|n": 3,
+            f"baseline|{metric}|mean": 29.1, f"baseline|{metric}|std": 2.3, f"baseline|{metric}|n": 3,
+            f"{metric}|test": "paired", f"{metric}|delta_low": 5.7, f"{metric}|delta_high": 28.3,
+            f"{metric}|p_holm": 0.115, f"{metric}|seeds_needed": 3.0, f"{metric}|runs": 3}
+    verdict = {"cell": cell, "comparable": True, "gap": 17.0, "verdict": significance.NOISE}
+    line = _cwd_line(verdict, metric)
+    assert "within noise" in line and "needs 3 seeds" not in line
+    assert "on its own it would resolve with these 3 seeds: Holm's correction across the study's cells" in line
+    # Five seeds needed, three run: the seed count is given as before.
+    line = _cwd_line({**verdict, "cell": {**cell, f"{metric}|seeds_needed": 5.0}}, metric)
+    assert line.endswith("a Δ this size needs 5 seeds to resolve (power 0.8), it has 3.")
