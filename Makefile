@@ -6,6 +6,10 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
+# The suite runs in two pytest-xdist workers, one per core of the 2-core machines it is sized for:
+# most slow tests wait on a subprocess's imports on one core; the SLURM tests share one worker
+# (tests/conftest.py). TEST_WORKERS=0 runs it in this process, one test at a time.
+TEST_WORKERS ?= 2
 
 .PHONY: setup test test-fast demo lint clean-results
 
@@ -13,7 +17,7 @@ setup:
 	@bash tools/setup.sh $(VENV)
 
 test: setup
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 test-fast: setup
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)

@@ -107,3 +107,12 @@ def slurm_cluster():
                 if marker.exists():
                     script("down.sh", 120, updown)
                     marker.unlink(missing_ok=True)
+
+
+def pytest_collection_modifyitems(items):
+    """Under pytest-xdist (``make test`` runs two workers, ``--dist loadgroup``), the tests that use
+    the local SLURM cluster run one after another on one worker: each sizes its jobs to the
+    cluster's few CPU slots, and two at once would wait on each other's jobs."""
+    for item in items:
+        if item.get_closest_marker("slurm") or "slurm_cluster" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.xdist_group("slurm"))

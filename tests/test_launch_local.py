@@ -69,7 +69,7 @@ def test_two_concurrent_launches_of_one_study_run_each_run_once(tmp_path):
                "--no-progress"]
     first = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     second = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    outputs = [p.communicate(timeout=300) for p in (first, second)]
+    outputs = [p.communicate(timeout=900) for p in (first, second)]  # generous: a loaded machine
     submitted = sorted(int(out.split("submitted ")[1].split(";")[0].split()[0]) for out, _ in outputs)
     assert submitted == [0, 3], outputs
     study = load_study(path, tmp_path / "r")
