@@ -353,10 +353,7 @@ def gain_vs_cost(cell_table: pd.DataFrame, metric: str) -> Figure | None:
     base = points[points["kind"] == "baseline"].iloc[0]
     axis.errorbar([1.0], [0.0], yerr=[0.0 if np.isnan(base["std"]) else base["std"]], fmt="s", color="black",
                   ecolor="black", capsize=3, label=f"{BASELINE} (1x, ±0)")
-    named = cells.nlargest(MAX_LABELS, "delta", keep="first") if len(cells) > MAX_LABELS else cells
-    for row in named.to_dict("records"):
-        axis.annotate(row["label"], (row["slowdown"], row["delta"]), fontsize=7, xytext=(4, 4),
-                      textcoords="offset points")
+    _label_largest_gains(axis, cells, "slowdown")
     axis.axhline(0, color="grey", linestyle=":")
     axis.axvline(1, color="grey", linestyle=":")
     axis.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda x, _: f"{x:g}x"))
@@ -372,6 +369,14 @@ def gain_vs_cost(cell_table: pd.DataFrame, metric: str) -> Figure | None:
                   "student baseline sits at (1x, 0)."
                   + (f" The {MAX_LABELS} largest gains of {len(cells)} cells are labelled." if len(cells) > MAX_LABELS
                      else ""), _png(figure), points)
+
+
+def _label_largest_gains(axis, cells: pd.DataFrame, x: str) -> None:
+    """Each cell's label beside its point (``x``, ``delta``): the MAX_LABELS largest gains only, in a
+    crowded figure."""
+    named = cells.nlargest(MAX_LABELS, "delta", keep="first") if len(cells) > MAX_LABELS else cells
+    for row in named.to_dict("records"):
+        axis.annotate(row["label"], (row[x], row["delta"]), fontsize=7, xytext=(4, 4), textcoords="offset points")
 
 
 def all_figures(frame: pd.DataFrame, cell_table: pd.DataFrame, curve_frame: pd.DataFrame, metric: str) -> list[Figure]:
@@ -442,9 +447,7 @@ def budget_front(cell_table: pd.DataFrame, budget_table: pd.DataFrame, metric: s
             axis.errorbar(part["cost"], part["delta"], yerr=part["std"].fillna(0), fmt=marker, color=colour,
                           ecolor="grey", capsize=3, label=label)
     cells = points[points["kind"] == "cell"]
-    named = cells.nlargest(MAX_LABELS, "delta", keep="first") if len(cells) > MAX_LABELS else cells
-    for row in named.to_dict("records"):
-        axis.annotate(row["label"], (row["cost"], row["delta"]), fontsize=7, xytext=(4, 4), textcoords="offset points")
+    _label_largest_gains(axis, cells, "cost")
     axis.axhline(0, color="grey", linestyle=":")
     axis.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda x, _: f"{x:g}x"))
     axis.set_xlabel("training time ÷ the student baseline's (iterations x s / iteration)")

@@ -252,12 +252,13 @@ def launch(study: Study, options: LaunchOptions) -> list[Decision]:
             # Later stages (a tune stage's choice, an equal-budget baseline) are planned from the
             # results just written: the study is planned again until nothing new can be submitted.
             study = reload(study)
-            if options.model_check or options.data_check:
-                check_study(study, models=options.model_check, files=options.data_check)
-            more = [d for d in _submit_and_wait(study, options, executor, set(decisions)).values()]
-            if not any(d.action == "submit" for d in more):
+            new = tuple(p for p in study.runs if p.run_id not in decisions)
+            if new and (options.model_check or options.data_check):  # the runs checked before stand
+                check_study(replace(study, runs=new), models=options.model_check, files=options.data_check)
+            more = _submit_and_wait(study, options, executor, set(decisions))
+            if not any(d.action == "submit" for d in more.values()):
                 break
-            decisions.update({d.planned.run_id: d for d in more})
+            decisions.update(more)
         if study.waiting and isinstance(executor, SlurmExecutor):
             _continue_on_slurm(study, options, executor)
     return list(decisions.values())
