@@ -31,7 +31,7 @@ from kdbench.errors import UserError
 from kdbench.expand import PlannedRun, Study
 from kdbench.losses import registry
 from kdbench.spec import Model, RunSpec
-from kdbench.study import TERM_PREFIX
+from kdbench.study import is_baseline_axis
 
 RUNS_FILE = "runs.parquet"
 RECIPE_KEYS = ("global_batch", "per_process_batch", "processes", "nodes", "iterations", "epochs", "crop", "pipeline",
@@ -111,11 +111,6 @@ def _key(params: dict, keep) -> str:
     return json.dumps({k: v for k, v in params.items() if keep(k)}, sort_keys=True, default=str)
 
 
-def _is_baseline_axis(key: str) -> bool:
-    """The axes a student baseline is planned per (kdbench.study: all but method, term.* and teacher*)."""
-    return key not in ("method", "seed") and not key.startswith((TERM_PREFIX, "teacher"))
-
-
 def _detail(state: str, error: dict | None, reason: str | None = None, submitted: bool = False) -> str | None:
     """One line saying why a run has no result (``error``: its error.json as scan read it, or None;
     ``reason``: kdbench.status's reason for a blocked run, ``teacher <run id> failed``;
@@ -172,7 +167,7 @@ def _row(planned: PlannedRun, run_dir: Path, state: str, teacher_key: str | None
         "method": planned.params.get("method") if planned.kind == "cell" else None,
         "seed": run.seed,
         "teacher_key": teacher_key,
-        "baseline_key": _key(planned.params, _is_baseline_axis),
+        "baseline_key": _key(planned.params, is_baseline_axis),
     }
     for key, value in planned.params.items():
         if key not in ("method", "seed"):

@@ -35,7 +35,7 @@ from pathlib import Path
 
 from kdbench import store
 from kdbench.ids import run_id
-from kdbench.study import BUDGETS, TERM_PREFIX
+from kdbench.study import BUDGETS, is_baseline_axis
 from kdbench.waiting import Waiting
 
 MODES = BUDGETS
@@ -83,8 +83,7 @@ def student_iterations(final: dict) -> float | None:
 def _setting(params: dict) -> str:
     """The axis values a student baseline is planned per (kdbench.expand: all but the method, its
     terms, the teacher and the seed), as a key."""
-    return repr(sorted((k, repr(v)) for k, v in params.items()
-                       if k not in ("method", "seed") and not k.startswith((TERM_PREFIX, "teacher"))))
+    return repr(sorted((k, repr(v)) for k, v in params.items() if is_baseline_axis(k)))
 
 
 def settings(runs) -> list[tuple[object, tuple]]:

@@ -26,7 +26,7 @@ from kdbench.errors import UserError, UserErrors
 from kdbench.ids import run_id, run_ids_by_seed
 from kdbench.schema import Checker, copy_data
 from kdbench.spec import RunSpec, Tracking, parse_run
-from kdbench.study import STUDENT, TERM_PREFIX, Resources, StudySpec, load_spec, merge
+from kdbench.study import STUDENT, TERM_PREFIX, Resources, StudySpec, is_baseline_axis, load_spec, merge
 from kdbench.waiting import Waiting
 
 MAX_RUNS = 100_000          # far above any real study (the shipped ones plan 7 to 43 runs); --max-runs raises it
@@ -342,7 +342,7 @@ class _Planner:
         """The id of a cell's student baseline for one seed: the cell without terms and teacher.
         Its content is the base with the cell's other axes applied, so those axes and the seed
         say which one it is."""
-        own = {k: v for k, v in cell.items() if k != "method" and not k.startswith((TERM_PREFIX, "teacher"))}
+        own = {k: v for k, v in cell.items() if is_baseline_axis(k)}
         name = run_name({"method": "student", **own}, ["method", *[v for v in varying if v in own]], seed)
 
         def make() -> dict:

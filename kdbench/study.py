@@ -36,6 +36,13 @@ STUDY_KEYS = ("name", "description", "revision", "defaults", "base", "teacher_ru
 BASE_KEYS = tuple(k for k in TOP_KEYS if k not in ("name", "out", "seed", "plugins", "threads", "tracking"))
 SPECIAL_AXES = ("method",)          # picks an entry of `methods`
 TERM_PREFIX = "term."               # term.params.tau: set on every distill term of the run
+
+
+def is_baseline_axis(key: str) -> bool:
+    """Whether a run's axis value (``PlannedRun.params``) picks its student baseline: every axis but
+    the method, its terms, the teacher's and the seed (kdbench.expand plans one baseline per such
+    setting and seed)."""
+    return key not in ("method", "seed") and not key.startswith((TERM_PREFIX, "teacher"))
 NOT_AXES = ("name", "out", "device", "plugins", "threads", "tracking")
 BUDGETS = ("wall_clock", "iterations")  # equal_budget: what an equal-budget baseline matches (kdbench.budget)
 
