@@ -403,19 +403,11 @@ def _import_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _import(args: argparse.Namespace) -> int:
-    import json
-
-    import yaml
-
-    from kdbench.spec import parse_run
-    from runners.mmrazor_import import as_study, convert
+    from runners.mmrazor_study import import_text
 
     if args.gpus is not None and args.gpus < 1:
         raise UserError(f"--gpus: must be >= 1, got {args.gpus}")
-    run = convert(args.config, args.gpus)
-    parse_run(run, args.config)  # what is written is a valid run
-    text = (yaml.safe_dump(as_study(run), sort_keys=False, width=120) if args.study
-            else json.dumps(run, indent=2) + "\n")
+    text = import_text(args.config, args.gpus, args.study, args.output)
     if args.output is None:
         sys.stdout.write(text)
         return 0

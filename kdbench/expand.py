@@ -346,7 +346,7 @@ class _Planner:
         name = run_name({"method": "student", **own}, ["method", *[v for v in varying if v in own]], seed)
 
         def make() -> dict:
-            return {**{k: copy_data(v) for k, v in run.items() if k not in ("teacher", "distill")}, "seed": seed}
+            return {**without_teacher(run), "seed": seed}
 
         return self.once_per(repr([name, own]), make, name, "student", {**own, "seed": seed}, "student_baseline",
                              "the student baseline" + "".join(f", {k} {v}" for k, v in own.items()))
@@ -426,13 +426,22 @@ def _teacher(planner: _Planner, run: dict, method: str, label: str) -> tuple[str
     return teacher_id, (teacher_id,)
 
 
+def without_teacher(run: dict) -> dict:
+    """A run dict as its student baseline: no teacher, no terms, and so no part of the student
+    started from the teacher's weights (``student.init_from_teacher``)."""
+    made = {k: copy_data(v) for k, v in run.items() if k not in ("teacher", "distill")}
+    if isinstance(made.get("student"), dict):
+        made["student"].pop("init_from_teacher", None)
+    return made
+
+
 def _setting_run(planner: _Planner, method: str, setting: dict, label: str) -> tuple[dict, str | None, tuple]:
     """The run dict of ``method`` at ``setting`` (the student baseline: without teacher and terms),
     its teacher run's id and its dependencies."""
     cell = {} if method == STUDENT else {"method": method}
     run = apply_cell(planner.spec, {**cell, **setting}, planner.check, label)
     if method == STUDENT:
-        return {k: v for k, v in run.items() if k not in ("teacher", "distill")}, None, ()
+        return without_teacher(run), None, ()
     teacher_id, depends = _teacher(planner, run, method, label)
     return run, teacher_id, depends
 

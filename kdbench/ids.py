@@ -3,8 +3,9 @@
 ``run_id`` = the first 12 hex characters of SHA-256 over the canonical JSON of the resolved
 run (``RunSpec.to_dict()``) without what says how or where it runs rather than what it is: its
 name, device, thread count (a study's resources, which launches set), output directory, plugin
-paths, where its curves are logged (``tracking``), where its dataset is mounted and what its
-teacher is expected to score (the teacher gate); a teacher run it uses counts by its id (its
+paths, where its curves are logged (``tracking``), where its dataset is mounted, what its
+teacher is expected to score (the teacher gate) and how far its teacher runs (``forward``: the tapped
+outputs are the same); a teacher run it uses counts by its id (its
 directory's name), not by where the results live. Resources, launcher options and the git sha are
 not part of a run, so they never change its id. The canonical form sorts keys, uses no
 whitespace, and writes integral floats as integers, so ``tau: 4`` and ``tau: 4.0`` are the same
@@ -42,7 +43,8 @@ def identity_payload(run: dict) -> dict:
     payload["dataset"] = {k: v for k, v in payload["dataset"].items() if k != "root"}
     teacher = payload.get("teacher")
     if teacher is not None:
-        teacher = {k: v for k, v in teacher.items() if k != "expect"}  # the teacher gate changes no number
+        # The teacher gate and how far the teacher runs (its tapped outputs are the same) change no number.
+        teacher = {k: v for k, v in teacher.items() if k not in ("expect", "forward")}
         if isinstance(teacher["checkpoint"], dict):
             teacher["checkpoint"] = {"run": Path(str(teacher["checkpoint"]["run"])).name}
         payload["teacher"] = teacher

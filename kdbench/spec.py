@@ -53,12 +53,15 @@ class Schedule:
     deterministic: bool = False     # PyTorch's deterministic algorithms, cuDNN deterministic, cuBLAS workspace
     precision: str = "fp32"         # fp32 | bf16 | fp16: autocast of the training step (mmengine's AMP
     #                                 wrapper on CUDA; bf16 only on a CPU); KD terms stay fp32
+    grad_clip: float | None = None  # clip the gradients' total L2 norm to this (mmengine's clip_grad); None: off
 
 
 # Fields added after runs were recorded: in a run's dict (and so its id) only when not at their
 # default, so every run recorded before them keeps its id.
-LATER_DEFAULTS = {"deterministic": False, "precision": "fp32"}
+LATER_DEFAULTS = {"deterministic": False, "precision": "fp32", "grad_clip": None}
 TEACHER_MODES = ("eval", "bn_eval")
+TEACHER_FORWARDS = ("full", "neck")
+FEATURE_PARTS = ("backbone", "neck")  # what a detector's extract_feat runs (teacher forward: neck)
 # default: the dataset's standard training augmentation (mmseg's for Cityscapes: random resize
 # 0.5-2, crop, flip, photometric; mmdet's 1x for COCO); crop_only (Cityscapes): a plain random crop,
 # as the CWD paper's official code trains
@@ -71,6 +74,12 @@ SCHEDULE_KEYS = tuple(f.name for f in fields(Schedule))
 class Model:
     config: str                     # kdbench config name, "mmseg::dir/file.py", "mmdet::..." or a path
     overrides: dict = field(default_factory=dict)   # dotted config keys merged into the config
+
+
+@dataclass(frozen=True)
+class Student(Model):
+    init_from_teacher: tuple[str, ...] = ()   # top-level parts (neck, bbox_head) that start from the teacher
+    #                                 checkpoint's weights of the same name, as MMRazor's MGD config does
 
 
 @dataclass(frozen=True)
@@ -97,6 +106,9 @@ class Teacher(Model):
     #                                 only its norm layers, dropout stays active (MMRazor's distiller)
     expect: Expect | None = None    # the teacher gate (Expect)
     sha256: str | None = None       # a URL checkpoint's SHA-256 (or its first 8+ hex digits), checked by fetch
+    forward: str = "full"           # full: the teacher runs as far as its tapped outputs need; neck: only its
+    #                                 backbone and neck (extract_feat, MMRazor's FpnTeacherDistill); its
+    #                                 locations must be there. The same numbers either way: not in the id
 
 
 @dataclass(frozen=True)
@@ -178,6 +190,8 @@ class RunSpec:
                 "seed": self.seed, "device": self.device, "revision": self.revision, "out": self.out}
         if self.student is not None:
             data["student"] = {"config": self.student.config, "overrides": self.student.overrides}
+            if getattr(self.student, "init_from_teacher", ()):  # a later field: in the id only when set
+                data["student"]["init_from_teacher"] = list(self.student.init_from_teacher)
         if self.teacher is not None:
             checkpoint = self.teacher.checkpoint
             data["teacher"] = {"config": self.teacher.config, "overrides": self.teacher.overrides,
@@ -189,6 +203,8 @@ class RunSpec:
                 data["teacher"]["expect"] = vars(self.teacher.expect).copy()
             if self.teacher.sha256 is not None:  # only when given: every run recorded before it keeps its id
                 data["teacher"]["sha256"] = self.teacher.sha256
+            if self.teacher.forward != "full":  # never in the id (kdbench.ids): the same numbers
+                data["teacher"]["forward"] = self.teacher.forward
         if self.plugins:
             data["plugins"] = list(self.plugins)
         if self.threads is not None:
@@ -239,14 +255,23 @@ def _overrides(check: Checker, model: dict, path: str) -> dict:
     return overrides
 
 
-def parse_student(check: Checker, value: Any, path: str) -> Model:
-    model = check.mapping(value, path, ("config", "overrides"), required=("config",))
-    return Model(check.string(model["config"], join(path, "config")), _overrides(check, model, path))
+def parse_student(check: Checker, value: Any, path: str) -> Student:
+    model = check.mapping(value, path, ("config", "overrides", "init_from_teacher"), required=("config",))
+    parts = model.get("init_from_teacher", [])
+    parts = [parts] if isinstance(parts, str) else check.sequence(parts, join(path, "init_from_teacher"))
+    where = join(path, "init_from_teacher")
+    parts = tuple(check.string(p, join(where, i)) for i, p in enumerate(parts))
+    for index, part in enumerate(parts):
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", part):
+            raise check.fail(join(where, index), f"must name a top-level part of the model (neck, bbox_head), "
+                                                 f"got {part!r}")
+    return Student(check.string(model["config"], join(path, "config")), _overrides(check, model, path),
+                   tuple(dict.fromkeys(parts)))
 
 
 def parse_teacher(check: Checker, value: Any, path: str) -> Teacher:
-    model = check.mapping(value, path, ("config", "overrides", "checkpoint", "trusted", "mode", "expect", "sha256"),
-                          required=("config",))
+    model = check.mapping(value, path, ("config", "overrides", "checkpoint", "trusted", "mode", "expect", "sha256",
+                                        "forward"), required=("config",))
     checkpoint = model.get("checkpoint")
     if isinstance(checkpoint, dict):
         check.mapping(checkpoint, join(path, "checkpoint"), ("run",), required=("run",))
@@ -257,7 +282,8 @@ def parse_teacher(check: Checker, value: Any, path: str) -> Teacher:
                    checkpoint, check.boolean(model.get("trusted", False), join(path, "trusted")),
                    check.string(model.get("mode", "eval"), join(path, "mode"), TEACHER_MODES),
                    _expect(check, model.get("expect"), join(path, "expect")),
-                   _sha256(check, model.get("sha256"), checkpoint, join(path, "sha256")))
+                   _sha256(check, model.get("sha256"), checkpoint, join(path, "sha256")),
+                   check.string(model.get("forward", "full"), join(path, "forward"), TEACHER_FORWARDS))
 
 
 def _expect(check: Checker, value: Any, path: str) -> Expect | None:
@@ -364,6 +390,8 @@ def parse_schedule(check: Checker, value: Any, path: str, trains: bool = True) -
                                                      "iterations: it would never be reached"))
     problems.get(check.boolean, schedule["deterministic"], join(path, "deterministic"))
     problems.get(check.string, schedule["precision"], join(path, "precision"), PRECISIONS)
+    if schedule["grad_clip"] is not None:
+        problems.get(check.number, schedule["grad_clip"], join(path, "grad_clip"), positive=True)
     problems.raise_any()
     return Schedule(**schedule)
 
@@ -436,6 +464,15 @@ def _parse_models(check: Checker, run: dict, role: str) -> tuple[Model | None, T
     if terms and teacher is not None and teacher.checkpoint is None:
         problems.add(check.fail("teacher.checkpoint",
                                 "a distillation run needs the teacher's weights: a path, a URL or {run: DIR}"))
+    if student is not None and student.init_from_teacher and (not terms or teacher is None):
+        problems.add(check.fail("student.init_from_teacher", "starts parts of the student from the teacher's "
+                                "checkpoint: the run needs distill terms and a teacher with a checkpoint"))
+    if teacher is not None and teacher.forward == "neck":
+        for index, term in enumerate(t for t in distill if t is not None):
+            outside = [p for p in term.teacher_location if locations.module_of(p).split(".")[0] not in FEATURE_PARTS]
+            if outside:
+                problems.add(check.fail(f"distill[{index}].teacher_location", f"{outside[0]!r} is outside the "
+                                        "backbone and neck, which are all a teacher with forward: neck runs"))
     problems.raise_any()
     return student, teacher, distill
 

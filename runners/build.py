@@ -124,3 +124,20 @@ def load_weights(model: torch.nn.Module, checkpoint: str, trusted: bool, where: 
         # Its weights are the checkpoint's: mmengine's Runner, which calls init_weights on the
         # whole model before training, must not initialise them again.
         model.is_init = True
+
+
+def copy_parts(student: torch.nn.Module, teacher: torch.nn.Module, parts: tuple[str, ...], where: str) -> None:
+    """Start the student's top-level ``parts`` (``neck``, ``bbox_head``) from the loaded teacher's
+    parts of the same name, strictly: what MMRazor's MGD config does with ``init_cfg = Pretrained``
+    (prefix ``neck.``) on the teacher's checkpoint. The Runner's later init leaves them as they are."""
+    for part in parts:
+        mine, theirs = getattr(student, part, None), getattr(teacher, part, None)
+        if not isinstance(mine, torch.nn.Module) or not isinstance(theirs, torch.nn.Module):
+            has = ", ".join(name for name, _ in student.named_children())
+            raise UserError(f"{where}: {part!r} is not a part of both the student and the teacher (the student's "
+                            f"parts: {has})")
+        try:
+            mine.load_state_dict(theirs.state_dict(), strict=True)
+        except RuntimeError as error:
+            raise UserError(f"{where}: the teacher's {part} does not fit the student's: "
+                            f"{str(error).strip().splitlines()[0]}") from None

@@ -125,10 +125,13 @@ class DistillModel(BaseModel):
         teacher_mode: ``eval`` (the whole teacher in eval mode while the student trains, as the
             paper's code does) or ``bn_eval`` (only its batch-norm layers: its dropout stays
             active, as MMRazor's distiller leaves it).
+        teacher_forward: ``full`` (the teacher's forward, stopped once its tapped outputs are
+            captured) or ``neck`` (only ``extract_feat``: backbone and neck, as MMRazor's
+            FpnTeacherDistill runs it).
     """
 
     def __init__(self, student: nn.Module, teacher: nn.Module | None, terms: tuple[Term, ...], probe,
-                 watch_steps: int = KD_WATCH_STEPS, teacher_mode: str = "eval"):
+                 watch_steps: int = KD_WATCH_STEPS, teacher_mode: str = "eval", teacher_forward: str = "full"):
         super().__init__(data_preprocessor=student.data_preprocessor)
         self.student = student
         self.terms = terms
@@ -136,6 +139,7 @@ class DistillModel(BaseModel):
         self.adapters = nn.ModuleDict()
         self.clock = StepClock()  # the step's teacher forward and KD terms (read by the cost hook)
         self.teacher_mode = teacher_mode
+        self.teacher_forward = teacher_forward
         self.watch = TermWatch(terms, watch_steps)
         if not terms:
             self.teacher = None
@@ -160,7 +164,7 @@ class DistillModel(BaseModel):
             with self.student_taps:
                 self.student(inputs, data_samples, mode="tensor")
             with self.teacher_taps:
-                self.teacher(inputs, data_samples, mode="tensor")
+                self._run_teacher(inputs, data_samples)
         self.student.train(was_training)
         for term in self.terms:
             for index, (s_path, t_path) in enumerate(zip(term.student_location, term.teacher_location)):
@@ -192,6 +196,15 @@ class DistillModel(BaseModel):
             self._kd_losses(data_samples)
         self.train(was_training)
 
+    def _run_teacher(self, inputs, data_samples) -> None:
+        if self.teacher_forward == "neck":
+            if not hasattr(self.teacher, "extract_feat"):
+                raise UserError("teacher.forward: neck needs a model with backbone and neck (extract_feat); "
+                                f"{type(self.teacher).__name__} has none: use forward: full")
+            self.teacher.extract_feat(inputs)
+        else:
+            self.teacher(inputs, data_samples, mode="tensor")
+
     # -- modes --------------------------------------------------------------------------------
     def train(self, mode: bool = True):
         super().train(mode)
@@ -218,7 +231,7 @@ class DistillModel(BaseModel):
         device = inputs.device
         self.clock.stamp("teacher_start", device)
         with torch.no_grad(), self.teacher_taps:
-            self.teacher(inputs, data_samples, mode="tensor")
+            self._run_teacher(inputs, data_samples)
         self.clock.stamp("teacher_end", device)
         kd = self._kd_losses(data_samples, timed=True)
         self.clock.stamp("kd_forward_end", device)

@@ -1,21 +1,21 @@
 """``kdbench import mmrazor``: an MMRazor 1.x distillation config as a kdbench run (or study).
 
 MMRazor no longer imports on current torch, but its configs are plain mmengine configs: they are
-read here with mmengine's ``Config`` alone. What maps, and how:
+read here with mmengine's ``Config`` alone (which executes the config's Python). What maps, and how:
 
-- ``SingleTeacherDistill`` (or ``FpnTeacherDistill``) with a ``ConfigurableDistiller``: the
-  ``architecture`` and ``teacher`` ``cfg_path`` become the student and teacher configs,
-  ``teacher_ckpt`` the teacher's checkpoint, ``teacher_norm_eval`` (default True) teacher mode
-  ``bn_eval`` (MMRazor keeps the teacher in train mode but its norm layers).
-- Each ``distill_losses`` entry becomes one term: its type a kdbench method (``LOSSES``), its
-  ``loss_weight`` the weight, its other arguments the method's parameters. Its
-  ``loss_forward_mappings`` name the student and teacher recorders; a ``ModuleOutputs``
-  recorder's ``source`` is the location, and ``data_idx`` picks one element of what a module
-  returns (``neck[2]``: FPN level 2, as kdbench.locations reads it).
-- A student ``ConvModuleConnector`` becomes an adapter (a 1x1 conv, with norm and act as it has).
-- The schedule (optimizer, lr schedule, warm-up, iterations, evaluation and checkpoint intervals,
-  crop, batch size) comes from the config with its ``_base_`` files. Epochs become iterations at
-  the dataset's training-set size; the batch is global: GPUs x images per GPU.
+- ``SingleTeacherDistill`` or ``FpnTeacherDistill`` (teacher ``forward: neck``: its backbone and
+  neck only) with a ``ConfigurableDistiller``: the student and the teacher as
+  runners.mmrazor_models names them (mmdet 2.x names mapped, bare checkpoint names resolved, the
+  teacher gate from the model zoo), ``teacher_norm_eval`` (default True) teacher mode ``bn_eval``
+  (MMRazor keeps the teacher in train mode but its norm layers).
+- Each ``distill_losses`` entry becomes one term (runners.mmrazor_terms and
+  runners.mmrazor_losses: the loss as a kdbench method, recorders as locations, connectors as
+  adapters or as the loss's own parameters).
+- The schedule (optimizer, gradient clipping, lr schedule, warm-up, iterations, evaluation
+  interval, crop, batch size) comes from the config with its ``_base_`` files. Epochs become
+  iterations at the dataset's training-set size; the batch is global: GPUs x images per GPU.
+  Checkpoints are kept every ``CHECKPOINT_EVERY`` iterations, whatever the config's interval, so a
+  preempted run loses little.
 
 Anything without a kdbench counterpart is a UserError naming the key and what exists (exit 2).
 """
@@ -26,22 +26,19 @@ import ast
 import math
 import re
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
-from kdbench import losses
 from kdbench.errors import UserError
 
-# MMRazor loss type -> (kdbench method, {MMRazor argument: kdbench parameter}).
-LOSSES = {
-    "ChannelWiseDivergence": ("cwd", {"tau": "tau"}),
-    "ATLoss": ("at", {}),
-}
 DISTILLERS = ("SingleTeacherDistill", "FpnTeacherDistill")
 DATASETS = {  # mmengine dataset type -> (kdbench dataset, training images: epochs -> iterations)
     "CityscapesDataset": ("cityscapes", 2975),
     "CocoDataset": ("coco", 118287),
 }
 DEFAULT_GPUS = 8  # OpenMMLab's default when a config's name does not say (mmdet's 1x: 8 GPUs x 2)
+CHECKPOINT_EVERY = 2000  # iterations between checkpoints of an imported run (the presets' interval)
+WARMUP_START = 0.001  # kdbench's linear warm-up starts at lr x this (mmdet's and mmseg's LinearLR start_factor)
 
 
 # -- reading the config ---------------------------------------------------------------------------
@@ -95,74 +92,6 @@ def read_config(path: str | Path):
         raise UserError(f"{path}: cannot read the config: {str(error).splitlines()[0]}") from None
 
 
-# -- the distiller -------------------------------------------------------------------------------
-def _location(recorder: dict, data_idx, where: str) -> str:
-    """The location a recorder's output comes from: ``source``, or ``source[data_idx]`` for one
-    element of a module that returns several (kdbench.locations; an FPN neck's levels)."""
-    kind = recorder.get("type")
-    if kind != "ModuleOutputs":
-        raise UserError(f"{where}: recorder type {kind!r} has no kdbench counterpart "
-                        "(kdbench distils module outputs: ModuleOutputs)")
-    source = recorder["source"]
-    if data_idx is None:
-        return source
-    if not isinstance(data_idx, int) or isinstance(data_idx, bool) or data_idx < 0:
-        raise UserError(f"{where}: data_idx must be an integer >= 0, got {data_idx!r}")
-    return f"{source}[{data_idx}]"
-
-
-def _adapter(connectors: dict, name: str | None, where: str):
-    """A student connector as a kdbench adapter: a 1x1 conv, with BN and ReLU as it has them."""
-    if name is None:
-        return None
-    connector = connectors.get(name)
-    if connector is None:
-        raise UserError(f"{where}: connector {name!r} is not in distiller.student_connectors")
-    if connector.get("type") != "ConvModuleConnector" or connector.get("kernel_size", 1) != 1:
-        raise UserError(f"{where}: connector {connector.get('type')!r} has no kdbench counterpart "
-                        "(kdbench's adapter is a 1x1 ConvModuleConnector, with or without norm and act)")
-    act = connector.get("act_cfg", {"type": "ReLU"})
-    return {"norm": connector.get("norm_cfg") is not None, "act": act is not None}
-
-
-def _term(name: str, loss: dict, distiller: dict, source: str) -> dict:
-    where = f"{source}: model.distiller.distill_losses.{name}"
-    kind = loss.get("type")
-    if kind not in LOSSES:
-        raise UserError(f"{where}: MMRazor loss {kind!r} has no kdbench method (mapped: "
-                        f"{', '.join(LOSSES)}; kdbench's methods: {', '.join(losses.available())})")
-    method, renames = LOSSES[kind]
-    unknown = sorted(set(loss) - {"type", "loss_weight", *renames})
-    if unknown:
-        raise UserError(f"{where}: {', '.join(unknown)}: no such parameter of kdbench's {method} "
-                        f"(maps: loss_weight{''.join(', ' + k for k in renames)})")
-    mapping = distiller.get("loss_forward_mappings", {}).get(name)
-    if not mapping:
-        raise UserError(f"{source}: model.distiller.loss_forward_mappings.{name}: missing")
-    sides = {}
-    for arg, spec in mapping.items():
-        side = "student" if spec.get("from_student") else "teacher"
-        here = f"{source}: model.distiller.loss_forward_mappings.{name}.{arg}"
-        recorders = distiller.get(f"{side}_recorders", {})
-        if spec.get("recorder") not in recorders:
-            raise UserError(f"{here}: recorder {spec.get('recorder')!r} is not in distiller.{side}_recorders")
-        if side in sides:
-            raise UserError(f"{here}: a second {side} input; kdbench's terms take one of each")
-        if side == "teacher" and spec.get("connector") is not None:
-            raise UserError(f"{here}: teacher connectors have no kdbench counterpart (adapters are the student's)")
-        sides[side] = (_location(recorders[spec["recorder"]], spec.get("data_idx"), here),
-                       _adapter(distiller.get("student_connectors", {}), spec.get("connector"), here))
-    if set(sides) != {"student", "teacher"}:
-        raise UserError(f"{source}: model.distiller.loss_forward_mappings.{name}: needs a student and a "
-                        "teacher input (from_student true and false)")
-    term = {"name": name.removeprefix("loss_"), "method": method,
-            "params": {renames[k]: loss[k] for k in renames if k in loss},
-            "weight": loss.get("loss_weight", 1.0),
-            "student_location": sides["student"][0], "teacher_location": sides["teacher"][0]}
-    if sides["student"][1] is not None:
-        term["adapter"] = sides["student"][1]
-    return term
-
 
 # -- the schedule --------------------------------------------------------------------------------
 def _gpus(path: Path, given: int | None) -> int:
@@ -183,7 +112,7 @@ def _schedulers(cfg, iterations: int, per_epoch: int, source: str) -> dict:
 
     for index, item in enumerate(items):
         where, kind, by_epoch = f"{source}: param_scheduler[{index}]", item["type"], item.get("by_epoch", True)
-        if kind == "LinearLR" and item.get("begin", 0) == 0:
+        if kind == "LinearLR" and item.get("begin", 0) == 0 and item.get("start_factor", 1 / 3) == WARMUP_START:
             out["warmup_iters"] = at(item["end"], by_epoch)
         elif kind == "PolyLR" and item.get("power", 1.0) == 0.9:
             out.update(lr_schedule="poly", min_lr=item.get("eta_min", 0))
@@ -196,7 +125,8 @@ def _schedulers(cfg, iterations: int, per_epoch: int, source: str) -> dict:
             out["lr_schedule"] = "step"
         else:
             raise UserError(f"{where}: {kind} {dict(item)} has no kdbench counterpart (LinearLR warm-up from "
-                            "0, PolyLR power 0.9, MultiStepLR gamma 0.1 at 2/3 and 11/12)")
+                            f"begin 0 with start_factor {WARMUP_START}, PolyLR power 0.9, MultiStepLR gamma 0.1 at "
+                            "2/3 and 11/12)")
     return out
 
 
@@ -207,7 +137,35 @@ def _crop(cfg) -> list[int] | None:
     return None
 
 
-def _schedule(cfg, path: Path, gpus: int | None, source: str) -> tuple[dict, dict]:
+def _optimizer(cfg, source: str, notes: list[str]) -> dict:
+    """The optimizer, its settings and gradient clipping, from ``optim_wrapper``."""
+    wrapper = cfg.optim_wrapper
+    where = f"{source}: optim_wrapper"
+    unknown = sorted(set(wrapper) - {"type", "optimizer", "clip_grad"})
+    if wrapper.get("type", "OptimWrapper") != "OptimWrapper" or unknown:
+        what = f"type {wrapper['type']!r}" if wrapper.get("type", "OptimWrapper") != "OptimWrapper" else \
+            ", ".join(unknown)
+        raise UserError(f"{where}: {what} has no kdbench counterpart (kdbench's optimizer wrapper: OptimWrapper "
+                        "with optimizer and clip_grad)")
+    optimizer = wrapper.optimizer
+    if optimizer["type"] not in ("SGD", "AdamW"):
+        raise UserError(f"{where}.optimizer.type {optimizer['type']!r}: kdbench has SGD, AdamW")
+    out = {"optimizer": optimizer["type"].lower(), "lr": optimizer["lr"],
+           "weight_decay": optimizer.get("weight_decay", 0)}
+    if optimizer["type"] == "SGD":
+        out["momentum"] = optimizer.get("momentum", 0)
+    clip = wrapper.get("clip_grad")
+    if clip:
+        if clip.get("norm_type", 2) != 2 or set(clip) - {"max_norm", "norm_type"}:
+            raise UserError(f"{where}.clip_grad {dict(clip)}: kdbench clips the L2 norm (norm_type 2) to max_norm")
+        out["grad_clip"] = clip["max_norm"]
+    if cfg.get("optimizer_config"):
+        notes.append(f"{source}: optimizer_config {dict(cfg.optimizer_config)} is an mmcv 1.x key that mmengine "
+                     "ignores: MMRazor 1.x trains this config without it, and so does the import")
+    return out
+
+
+def _schedule(cfg, path: Path, gpus: int | None, source: str, notes: list[str]) -> tuple[dict, dict]:
     """(schedule, dataset) of the run, from the config and its ``_base_`` files."""
     loader = cfg.train_dataloader
     kind = loader.dataset.get("type")
@@ -221,54 +179,61 @@ def _schedule(cfg, path: Path, gpus: int | None, source: str) -> tuple[dict, dic
     epochs = loop.get("type") == "EpochBasedTrainLoop" or "max_epochs" in loop
     iterations = loop["max_epochs"] * per_epoch if epochs else loop["max_iters"]
     val = loop.get("val_interval", 1 if epochs else iterations) * (per_epoch if epochs else 1)
-    checkpoint = cfg.get("default_hooks", {}).get("checkpoint", {})
-    ckpt = checkpoint.get("interval", 1) * (per_epoch if checkpoint.get("by_epoch", True) else 1)
-    optimizer = cfg.optim_wrapper.optimizer
-    if optimizer["type"] not in ("SGD", "AdamW"):
-        raise UserError(f"{source}: optim_wrapper.optimizer.type {optimizer['type']!r}: kdbench has SGD, AdamW")
-    schedule = {"iterations": iterations, "batch_size": batch, "optimizer": optimizer["type"].lower(),
-                "lr": optimizer["lr"], "weight_decay": optimizer.get("weight_decay", 0)}
-    if optimizer["type"] == "SGD":
-        schedule["momentum"] = optimizer.get("momentum", 0)
+    schedule = {"iterations": iterations, "batch_size": batch, **_optimizer(cfg, source, notes)}
     schedule.update(_schedulers(cfg, iterations, per_epoch, source))
     crop = _crop(cfg)
     if crop:
         schedule["crop"] = crop
-    schedule.update(val_interval=min(val, iterations), checkpoint_interval=min(ckpt, iterations),
+    schedule.update(val_interval=min(val, iterations), checkpoint_interval=min(CHECKPOINT_EVERY, iterations),
                     num_workers=loader.get("num_workers", 0))
-    return schedule, {"name": dataset, "root": cfg.get("data_root", loader.dataset.get("data_root"))}
+    return schedule, {"name": dataset, "root": cfg.get("data_root", loader.dataset.get("data_root")),
+                      "pipeline": "default"}  # mmseg's and mmdet's training augmentation, as the configs have
 
 
 # -- the run -------------------------------------------------------------------------------------
-def convert(path: str | Path, gpus: int | None = None) -> dict:
-    """The kdbench run dict an MMRazor distillation config describes."""
+@dataclass
+class Imported:
+    """What an MMRazor config became: the run, the notes the user should read (what the import
+    changed or could not keep), and facts a study records (the recipe's GPUs, images per GPU)."""
+
+    run: dict
+    notes: list[str]
+    gpus: int
+    images_per_gpu: int
+
+
+def convert_with_notes(path: str | Path, gpus: int | None = None) -> Imported:
+    """The kdbench run an MMRazor distillation config describes, with the import's notes."""
+    from runners.mmrazor_models import student_config, teacher_checkpoint, teacher_config, teacher_expect
+    from runners.mmrazor_terms import terms
+
     path = Path(path)
     source = str(path)
     cfg = read_config(path)
     model = cfg.get("model", {})
     if model.get("type") not in DISTILLERS:
         raise UserError(f"{source}: model.type {model.get('type')!r}: kdbench imports {', '.join(DISTILLERS)}")
-    distiller = model.get("distiller", {})
-    if distiller.get("type") != "ConfigurableDistiller":
-        raise UserError(f"{source}: model.distiller.type {distiller.get('type')!r}: kdbench imports "
-                        "ConfigurableDistiller")
-    task = "seg" if model.architecture.cfg_path.startswith("mmseg::") else "det"
-    from runners.config_files import resolve_config
-
-    for key in ("architecture", "teacher"):  # a config name mmseg/mmdet 3 no longer has is refused now
-        resolve_config(model[key]["cfg_path"], f"{source}: model.{key}.cfg_path")
-    terms = [_term(name, loss, distiller, source) for name, loss in distiller.distill_losses.items()]
-    schedule, dataset = _schedule(cfg, path, gpus, source)
-    teacher = {"config": model.teacher.cfg_path, "checkpoint": model.get("teacher_ckpt")}
+    notes: list[str] = []
+    student, parts = student_config(model, path, source, notes)
+    teacher_name = teacher_config(model, source, notes)
+    task = "seg" if student.startswith("mmseg::") else "det"
+    distill = terms(model.get("distiller", {}), source)
+    schedule, dataset = _schedule(cfg, path, gpus, source, notes)
+    checkpoint = teacher_checkpoint(model.get("teacher_ckpt"), teacher_name, source, notes)
+    teacher = {"config": teacher_name, "checkpoint": checkpoint}
     if model.get("teacher_norm_eval", True):
         teacher["mode"] = "bn_eval"
-    return {"task": task, "name": path.stem, "teacher": teacher,
-            "student": {"config": model.architecture.cfg_path}, "distill": terms,
-            "dataset": dataset, "schedule": schedule, "seed": 0}
+    if model["type"] == "FpnTeacherDistill":  # the teacher runs its backbone and neck only
+        teacher["forward"] = "neck"
+    expect = teacher_expect(checkpoint, teacher_name)
+    if expect is not None:
+        teacher["expect"] = expect
+    run = {"task": task, "name": path.stem, "teacher": teacher,
+           "student": {"config": student, **({"init_from_teacher": parts} if parts else {})},
+           "distill": distill, "dataset": dataset, "schedule": schedule, "seed": 0}
+    return Imported(run, notes, _gpus(path, gpus), cfg.train_dataloader.batch_size)
 
 
-def as_study(run: dict) -> dict:
-    """A one-cell study of the run: its base, the distill terms as one method, three seeds."""
-    base = {k: v for k, v in run.items() if k not in ("name", "distill", "seed")}
-    return {"name": re.sub(r"[^A-Za-z0-9_.-]", "_", run["name"]), "base": base,
-            "methods": {"mmrazor": run["distill"]}, "seeds": [0, 1, 2]}
+def convert(path: str | Path, gpus: int | None = None) -> dict:
+    """The kdbench run dict an MMRazor distillation config describes."""
+    return convert_with_notes(path, gpus).run

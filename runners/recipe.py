@@ -36,7 +36,12 @@ def _teacher(run: RunSpec) -> dict:
     checkpoint = teacher.checkpoint
     shown = f"teacher run {checkpoint.run.rstrip('/').rsplit('/', 1)[-1]}" if isinstance(checkpoint, TeacherRun) \
         else checkpoint
-    return {"teacher_checkpoint": shown, "teacher_mode": teacher.mode if run.role == "student" else None}
+    card = {"teacher_checkpoint": shown, "teacher_mode": teacher.mode if run.role == "student" else None}
+    if teacher.forward != "full" and run.role == "student":  # FpnTeacherDistill: backbone and neck only
+        card["teacher_forward"] = teacher.forward
+    if getattr(run.student, "init_from_teacher", ()):
+        card["init_from_teacher"] = list(run.student.init_from_teacher)
+    return card
 
 
 def recipe(run: RunSpec, processes: int, nodes: int, device: str, data: dict | None) -> dict:
@@ -58,6 +63,7 @@ def recipe(run: RunSpec, processes: int, nodes: int, device: str, data: dict | N
         "evaluation": EVALUATION if run.dataset.holdout is None else f"{EVALUATION}, on a held-out share of train "
                       f"({run.dataset.holdout.fraction:g})",
         "precision": getattr(schedule, "precision", "fp32"),
+        **({"grad_clip": schedule.grad_clip} if schedule.grad_clip is not None else {}),
         **_teacher(run),
     }
     return card

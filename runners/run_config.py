@@ -32,8 +32,12 @@ def run_config(run: RunSpec, device: str = "cuda") -> str:
     config: dict = {"model": _model(run, "teacher" if run.role == "teacher" else "student")}
     if run.role == "student" and run.distill:
         checkpoint = run.teacher.checkpoint
-        config["teacher"] = {"model": _model(run, "teacher"), "mode": run.teacher.mode,
-                             "checkpoint": checkpoint.run if isinstance(checkpoint, TeacherRun) else checkpoint}
+        checkpoint = checkpoint.run if isinstance(checkpoint, TeacherRun) else checkpoint
+        config["teacher"] = {"model": _model(run, "teacher"), "mode": run.teacher.mode, "checkpoint": checkpoint}
+        if run.teacher.forward != "full":
+            config["teacher"]["forward"] = run.teacher.forward
+        for part in run.student.init_from_teacher:  # shown as MMRazor's MGD config writes it
+            config["model"][part]["init_cfg"] = {"type": "Pretrained", "prefix": f"{part}.", "checkpoint": checkpoint}
         config["distill"] = run.to_dict()["distill"]
     config.update(dataset_configs(run, check_root=False))
     config["val_cfg"] = {"type": "ValLoop"}

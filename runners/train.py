@@ -220,6 +220,10 @@ def build_trained_model(run: RunSpec, data: dict):
             load_weights(teacher, *_teacher_checkpoint(run.teacher), where="teacher.checkpoint")
     if run.role == "teacher":
         return DistillModel(teacher, None, (), probe=None)
+    if run.student.init_from_teacher:  # e.g. MGD's neck and head (validated: the run has a loaded teacher)
+        from runners.build import copy_parts
+
+        copy_parts(student, teacher, run.student.init_from_teacher, "student.init_from_teacher")
     if teacher is not None:
         _check_same_preprocessing(student, teacher)
 
@@ -232,7 +236,8 @@ def build_trained_model(run: RunSpec, data: dict):
 
     return DistillModel(student, teacher, run.distill, probe=probe,
                         watch_steps=min(KD_WATCH_STEPS, run.schedule.iterations),
-                        teacher_mode=run.teacher.mode if run.teacher else "eval")
+                        teacher_mode=run.teacher.mode if run.teacher else "eval",
+                        teacher_forward=run.teacher.forward if run.teacher else "full")
 
 
 # -- the Runner ---------------------------------------------------------------------------------
@@ -253,7 +258,8 @@ def optim_config(schedule: Schedule) -> tuple[dict, list]:
     elif schedule.lr_schedule == "step":  # x0.1 at 2/3 and 11/12 of training (the 1x schedule's 8/12, 11/12)
         schedulers.append({"type": "MultiStepLR", "milestones": [iters * 2 // 3, iters * 11 // 12],
                            "gamma": 0.1, "by_epoch": False, "begin": 0, "end": iters})
-    return {"type": "OptimWrapper", "optimizer": optimizer, "clip_grad": None}, schedulers
+    clip = None if schedule.grad_clip is None else {"max_norm": schedule.grad_clip, "norm_type": 2}
+    return {"type": "OptimWrapper", "optimizer": optimizer, "clip_grad": clip}, schedulers
 
 
 def default_hooks(schedule: Schedule) -> dict:
