@@ -89,6 +89,10 @@ def term(name: str, loss: dict, distiller: dict, source: str) -> dict:
              "student_location": sides["student"][0], "teacher_location": sides["teacher"][0]}
     if sides["student"][1] is not None:
         found["adapter"] = sides["student"][1]
+    if method == "pkd" and found["params"].get("resize_stu", True):
+        # PKDLoss resizes the student's map bilinearly to the teacher's where they differ (a Swin Mask
+        # R-CNN's FPN starts a level lower than RetinaNet's): kdbench's resize, the same interpolation.
+        found["resize"] = True
     return found
 
 

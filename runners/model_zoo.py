@@ -74,7 +74,7 @@ def _read(path: Path, package: str, root: Path) -> list[ZooModel]:
     return models
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def models() -> tuple[ZooModel, ...]:
     """Every model the installed mmdet and mmseg packages list (none for a package not installed)."""
     found: list[ZooModel] = []

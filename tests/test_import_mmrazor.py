@@ -118,7 +118,8 @@ def test_the_retinanet_cwd_configs_inherited_faster_rcnn_checkpoint_is_flagged_i
     flagged = [line for line in err.splitlines() if "faster_rcnn" in line and "retinanet" in line]
     assert len(flagged) == 1 and "not one of the teacher" in flagged[0]
     teacher = json.loads(out)["teacher"]
-    assert teacher["checkpoint"] == ZOO + "retinanet/retinanet_r101_fpn_2x_coco/retinanet_r101_fpn_2x_coco_20200131-5560aee8.pth"
+    assert teacher["checkpoint"] == (ZOO + "retinanet/retinanet_r101_fpn_2x_coco/"
+                                     "retinanet_r101_fpn_2x_coco_20200131-5560aee8.pth")
     assert teacher["expect"]["value"] == 38.9
 
 
@@ -317,8 +318,9 @@ def test_plan_show_config_has_the_mmrazor_configs_model_optimizer_and_schedule(c
                                                                                   "weight_decay")}
     assert shown.optim_wrapper.clip_grad == mmrazor.optim_wrapper.get("clip_grad")
     images = 2975 if written["base"]["task"] == "seg" else 118287
-    assert written["base"]["schedule"]["batch_size"] == written["resources"]["gpus"] * mmrazor.train_dataloader.batch_size
-    per_epoch = -(-images // written["base"]["schedule"]["batch_size"])
+    batch = written["base"]["schedule"]["batch_size"]
+    assert batch == written["resources"]["gpus"] * mmrazor.train_dataloader.batch_size
+    per_epoch = -(-images // batch)
     epochs = mmrazor.train_cfg.get("max_epochs")
     assert shown.train_cfg.max_iters == (epochs * per_epoch if epochs else mmrazor.train_cfg.max_iters)
     assert [{k: v for k, v in item.items() if k != "by_epoch"} for item in shown.param_scheduler] == \
@@ -332,7 +334,7 @@ def test_every_imported_study_plans_with_the_model_check_on_the_real_models(tmp_
     student and teacher (the preflight builds them; no data or weights needed)."""
     missing = [name for name in ("pkd", "mgd") if config.name.startswith(name) and name not in REAL]
     if missing:
-        pytest.skip(f"needs the {missing[0]} loss built in (tests/pending_losses.py stands in for its declaration only)")
+        pytest.skip(f"needs the {missing[0]} loss built in (tests/pending_losses.py declares it only)")
     study = tmp_path / "imported.yaml"
     assert main(["import", "mmrazor", str(config), "--study", "-o", str(study)]) == 0
     code, out, err = run_cli("plan", str(study), "--results", str(tmp_path / "results"), "--no-data-check")
