@@ -15,8 +15,27 @@ from pathlib import Path
 # 1333 x 800): sizes the time limit; a run past it is checkpointed and requeued, not lost.
 SECONDS_PER_IMAGE = {"seg": 0.3, "det": 0.4}
 TIME_MARGIN = 1.25
-MMRAZOR_REFERENCES = {"cwd": "mmrazor.csv", "pkd": "mmrazor_detection.csv", "mgd": "mmrazor_detection.csv",
-                      "fbkd": "mmrazor_detection.csv"}
+# MMRazor's published result for each of its configs (configs/distill/*/README.md and metafile.yml),
+# and the reference file (studies/references/) that holds it as this config's only row of its
+# method, so that a one-cell study matches it and nothing else.
+PUBLISHED = {
+    "cwd_logits_pspnet_r101-d8_pspnet_r18-d8_4xb2-80k_cityscapes-512x1024": (
+        "mmrazor.csv", "75.54 mIoU (configs/distill/mmseg/cwd/README.md)"),
+    "mgd_fpn_retina_x101_retina_r50_2x_coco": ("mmrazor_mgd.csv", "41.0 box AP (configs/distill/mmdet/mgd/README.md)"),
+    "fbkd_fpn_faster-rcnn_r101_faster-rcnn_r50_1x_coco": (None, "39.3 box AP (configs/distill/mmdet/fbkd/README.md)"),
+    "pkd_fpn_faster-rcnn_r101_faster-rcnn_r50_2x_coco": (
+        None, "40.3 box AP in configs/distill/mmdet/pkd/README.md, 40.4 in its metafile.yml "
+              "(studies/mmrazor_pkd_coco.yaml)"),
+    "pkd_fpn_retina_x101_retina_r50_2x_coco": (
+        None, "40.8 box AP (configs/distill/mmdet/pkd/README.md; studies/mmrazor_pkd_coco.yaml)"),
+    "pkd_fpn_reppoints_x101-dcn_reppoints_r50_2x_coco": (
+        None, "42.3 box AP (configs/distill/mmdet/pkd/README.md; studies/mmrazor_pkd_coco.yaml)"),
+    "pkd_fpn_fcos_x101_retina_r50_1x_coco": (None, "40.3 box AP (configs/distill/mmdet/pkd/README.md)"),
+    "pkd_fpn_mask-rcnn_swin_retina_r50_2x_coco": (None, "41.5 box AP (configs/distill/mmdet/pkd/README.md)"),
+    "cwd_cls_head_gfl_r101_fpn_gfl_r50_fpn_1x_coco": (
+        None, "none for this config: the README's 41.9 comes from the 0.x config that distilled the classification "
+              "head, not the neck (studies/mmrazor_cwd_coco_gfl.yaml)"),
+}
 
 
 def _where(location: str) -> str:
@@ -70,10 +89,9 @@ def as_study(imported, output: str | Path | None = None) -> dict:
     study = {"name": re.sub(r"[^A-Za-z0-9_.-]", "_", run["name"]), "base": base,
              "methods": {method: run["distill"]}, "seeds": [0, 1, 2],
              "resources": resources(run, imported.gpus, imported.images_per_gpu)}
-    folder = Path(output).parent / "references" if output else None
-    references = sorted({MMRAZOR_REFERENCES[t["method"]] for t in run["distill"] if t["method"] in MMRAZOR_REFERENCES})
-    if folder is not None and references and all((folder / r).is_file() for r in references):
-        study["references"] = references
+    reference = PUBLISHED.get(run["name"], (None, ""))[0]
+    if reference and output and (Path(output).parent / "references" / reference).is_file():
+        study["references"] = [reference]
     study["provenance"] = _provenance(run, run["name"] + ".py", method)
     return study
 
@@ -82,7 +100,9 @@ def study_text(imported, config: str | Path, output: str | Path | None) -> str:
     """The study as YAML, its header saying where it came from and what the import changed."""
     import yaml
 
+    published = PUBLISHED.get(imported.run["name"], (None, "none known to kdbench"))[1]
     header = [f"# Imported by `kdbench import mmrazor` from {Path(config).name} (MMRazor 1.x).",
+              f"# MMRazor's published result: {published}.",
               "# MMRazor reports one run of a recipe; the study runs three seeds.",
               *[f"# Note: {line}" for line in imported.notes]]
     return "\n".join(header) + "\n" + yaml.safe_dump(as_study(imported, output), sort_keys=False, width=120)
