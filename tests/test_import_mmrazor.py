@@ -238,6 +238,14 @@ def test_l2loss_without_normalisation_and_per_element_is_fitnets_and_otherwise_r
     assert "normalize=False, div_element=True" in capsys.readouterr().err
 
 
+def test_mmrazors_dist_loss_is_dist_with_its_batch_wise_intra_relation(tmp_path, capsys):
+    body = ("model = dict(distiller=dict(distill_losses=dict(loss_cwd=dict(_delete_=True, type='DISTLoss', "
+            "tau=4, inter_loss_weight=2, loss_weight=3))))\n")
+    term = imported(capsys, derived(tmp_path, body))["distill"][0]
+    assert (term["method"], term["weight"], term["params"]) == (
+        "dist", 3, {"tau": 4, "inter_loss_weight": 2, "intra": "batch"})   # MMRazor's DISTLoss on a 4-D map
+
+
 def test_a_student_convmodule_connector_becomes_an_adapter_with_its_norm_and_act(tmp_path, capsys):
     config = derived(tmp_path, """
 model = dict(distiller=dict(
