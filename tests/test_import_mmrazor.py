@@ -229,6 +229,22 @@ def test_mmrazors_kldivergence_batchmean_is_h_times_w_times_pi_on_a_dense_map():
     assert torch.allclose(batchmean, pi * 8 * 16)
 
 
+def test_mmrazors_atloss_written_from_its_formula_equals_kdbenchs_at_which_it_imports_as():
+    """ATLoss: the mean squared difference of the L2-normalised channel means of the squared maps."""
+    import torch
+    import torch.nn.functional as F
+
+    from kdbench import losses
+
+    student, teacher = torch.randn(2, 8, 5, 7, dtype=torch.float64), torch.randn(2, 16, 5, 7, dtype=torch.float64)
+
+    def attention(x):
+        return F.normalize(x.pow(2).mean(1).view(x.size(0), -1))
+
+    expected = 3.0 * (attention(student) - attention(teacher)).pow(2).mean()
+    assert torch.allclose(losses.build("at", loss_weight=3.0)(student, teacher), expected, rtol=1e-12, atol=0)
+
+
 def test_l2loss_without_normalisation_and_per_element_is_fitnets_and_otherwise_refused(tmp_path, capsys):
     body = ("model = dict(distiller=dict(distill_losses=dict(loss_cwd=dict(_delete_=True, type='L2Loss', "
             "loss_weight=3{}))))\n")
