@@ -221,3 +221,34 @@ def output_shapes(task: str, config: str, overrides: dict, size: tuple[int, int]
         write_cache(cache, cached)
     _SHAPES[key] = cached
     return cached
+
+
+def state_shapes(task: str, config: str, overrides: dict) -> dict[str, list[int]]:
+    """Every state-dict entry of the model (parameters and buffers) and its shape, from the model
+    built without weights on the meta device (CPU where meta is not supported); cached like the
+    other facts. What ``student.init_from_teacher`` compares: a part loads strictly."""
+    key = _key(task, config, overrides)
+    cache = cache_root() / "state" / f"{key}.json"
+    cached = store.read_json(cache)
+    if isinstance(cached, dict):
+        return cached
+    import warnings
+
+    import torch
+
+    from runners.build import build_model, load_config
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cfg = load_config(config, overrides)
+        for device in ("meta", "cpu"):
+            try:
+                with torch.device(device):
+                    model = build_model(cfg, task, init=False)
+                break
+            except Exception:
+                if device == "cpu":
+                    raise
+    found = {name: list(value.shape) for name, value in model.state_dict().items()}
+    write_cache(cache, found)
+    return found

@@ -77,6 +77,7 @@ def check_sites(sites: list[Site], models: bool = True, files: bool = True, need
         if not problems:
             for site in distinct:
                 problems.get(_check_shapes, site)
+                problems.get(_check_init_from_teacher, site)
     problems.raise_any()
 
 
@@ -293,6 +294,31 @@ def _check_shapes(site: Site) -> None:
             if s[2:] != t[2:] and not term.resize:
                 raise UserError(f"{site.term_key(index, 'resize')}: {pair}: maps {s} and {t} differ in size at "
                                 f"input {size[0]}x{size[1]}; set resize: true")
+
+
+def _check_init_from_teacher(site: Site) -> None:
+    """Each part the student starts from the teacher's weights (``student.init_from_teacher``) is
+    a part of both, with the same state-dict entries and shapes: it loads strictly at the start."""
+    run = site.run
+    parts = getattr(run.student, "init_from_teacher", ()) if run.student is not None else ()
+    if not parts or run.teacher is None:
+        return
+    from runners.model_facts import state_shapes
+
+    mine = state_shapes(run.task, run.student.config, run.student.overrides)
+    theirs = state_shapes(run.task, run.teacher.config, run.teacher.overrides)
+    where = site.field_key("student.init_from_teacher")
+    for part in parts:
+        student = {k: v for k, v in mine.items() if k.startswith(f"{part}.")}
+        teacher = {k: v for k, v in theirs.items() if k.startswith(f"{part}.")}
+        if not student or not teacher:
+            raise UserError(f"{where}: {part!r} is not a part of both the student ({run.student.config}) and the "
+                            f"teacher ({run.teacher.config})")
+        differ = sorted(k for k in set(student) | set(teacher) if student.get(k) != teacher.get(k))
+        if differ:
+            raise UserError(f"{where}: the teacher's {part} does not fit the student's: {differ[0]} is "
+                            f"{teacher.get(differ[0])} in the teacher, {student.get(differ[0])} in the student "
+                            f"({len(differ)} entries differ)")
 
 
 # -- key paths in a study ---------------------------------------------------------------------
