@@ -1,9 +1,10 @@
 """What the preflight needs to know of a model, without its weights: its module names, the
-output shape of every module at an input size (a probe forward on PyTorch's ``meta`` device), and
-the pretrained weights its config names (what runners.weights fetches).
+output shape of every module at an input size (a probe forward on PyTorch's ``meta`` device), the
+shape of every state-dict entry (what ``student.init_from_teacher`` compares), and the pretrained
+weights its config names (what runners.weights fetches).
 
 This is kdbench's one cache of facts: each is computed once per distinct config text, overrides and
-input size, and kept on disk (``$KDBENCH_CACHE/modules``, ``/shapes`` and ``/pretrained``, default
+input size, and kept on disk (``$KDBENCH_CACHE/modules``, ``/shapes``, ``/state`` and ``/pretrained``, default
 ``~/.cache/kdbench``), so planning a study again imports neither torch, mmseg nor mmdet (a second
 or more without it: ``kdbench bench --suite grid``, row ``cli_start_plan_uncached`` against
 ``cli_start_plan``).
