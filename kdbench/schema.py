@@ -43,14 +43,16 @@ class Checker:
         problems.raise_any()
         return dict(value)
 
-    def string(self, value: Any, path: str, choices: Iterable[str] | None = None) -> str:
+    def string(self, value: Any, path: str, choices: Iterable[str] | None = None, more: str = "") -> str:
+        """A non-empty string, one of ``choices`` when given; ``more`` ends the error of a value
+        outside them (how to add one)."""
         if not isinstance(value, str) or not value:
             raise self.fail(path, f"must be a non-empty string, got {value!r}")
         if choices is not None:
             choices = list(choices)
             if value not in choices:
                 raise self.fail(path, f"{value!r} is not valid{did_you_mean(value, choices)}; "
-                                      f"valid: {', '.join(choices)}")
+                                      f"valid: {', '.join(choices)}{more}")
         return value
 
     def printable(self, text: str, path: str, what: str = "a name") -> str:

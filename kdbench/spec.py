@@ -328,12 +328,16 @@ def _adapter(check: Checker, value: Any, path: str) -> Adapter | None:
     return Adapter(**{k: check.boolean(adapter.get(k, False), join(path, k)) for k in ("norm", "act")})
 
 
+ADD_A_METHOD = "; or add one as a plugin (README, Your own loss)"
+
+
 def parse_term(check: Checker, value: Any, path: str) -> Term:
     """One distillation term: its method and parameters checked by the loss's declaration; every
     problem of the term reported at once."""
     term = check.mapping(value, path, TERM_KEYS, required=("method", "student_location"))
     problems = Problems()
-    method = problems.get(check.string, term["method"], join(path, "method"), choices=losses.available())
+    method = problems.get(check.string, term["method"], join(path, "method"), choices=losses.available(),
+                          more=ADD_A_METHOD)
     params = problems.get(_params, check, term, method, path, default={}) if method else {}
     weight = problems.get(check.number, term.get("weight", 1.0), join(path, "weight"), minimum=0, default=1.0)
     if method and not problems:

@@ -58,7 +58,8 @@ def test_every_section_of_a_spec_is_checked_in_one_pass_with_close_matches_on_va
     assert errors_of("plan", path) == [
         f"{path}: base.schedule.optimizer: 'adamx' is not valid (did you mean 'adamw'?); valid: sgd, adamw",
         f"{path}: methods.cwd_tau1.method: 'cwdd' is not valid (did you mean 'cwd'?); valid: "
-        + ", ".join(losses.available()),   # plugins other tests loaded are registered too
+        + ", ".join(losses.available())    # plugins other tests loaded are registered too
+        + "; or add one as a plugin (README, Your own loss)",
         f"{path}: methods.pi.weight: must be >= 0, got -1",
         f"{path}: resources.qos: 'a b' must be letters, digits, '_', '-' or '.'",
         f"{path}: resources.sbatch[0]: --mail-tpye is not an sbatch option (did you mean '--mail-type'?)",

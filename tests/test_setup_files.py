@@ -98,3 +98,22 @@ def test_the_readme_layout_table_names_every_top_level_folder():
     folders = sorted(p.name for p in ROOT.iterdir() if p.is_dir() and not p.name.startswith(".")
                      and p.name not in ("results", "__pycache__") and not p.name.endswith(".egg-info"))
     assert [f for f in folders if f"| `{f}/` |" not in table] == []
+
+
+def test_every_installer_call_of_the_set_up_writes_to_its_log_so_the_terminal_shows_progress_lines_only():
+    """pip's warnings about this machine's index settings and its resolver notes go to the log
+    (``logged``), never to the terminal; a failing step prints the log's tail (``logged`` again)."""
+    lines = (ROOT / "tools" / "setup.sh").read_text().splitlines()
+    calls = [line.strip() for line in lines
+             if re.search(r'"\$\{PIP\[@\]\}"|apt-get (update|install)|-m venv|_native build', line)
+             and not line.strip().startswith(("#", "PIP=", "say "))]
+    assert len(calls) >= 8, calls
+    unlogged = [c for c in calls if not re.match(r"(\S+=\S+ )*logged |.*>>\"\$LOG\" 2>&1", c)]
+    assert unlogged == []
+
+
+def test_the_interim_setuptools_of_the_mmcv_build_is_installed_without_the_dependency_check():
+    """With --no-deps pip does not check torch's setuptools>=77 against the build's setuptools<70,
+    so a set-up that succeeds prints no ERROR."""
+    text = (ROOT / "tools" / "setup.sh").read_text()
+    assert re.search(r'logged "\$\{PIP\[@\]\}" --no-deps "\$\(pin setuptools\)"', text)
