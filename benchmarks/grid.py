@@ -137,7 +137,7 @@ def write_run(run_dir: Path, planned, index: int, outcome: str) -> None:
 def make_grid(root: Path, runs: int, name: str | None = None):
     """Write the study YAML and its results store under ``root``; returns (study, results, states),
     states being {run_id: the state written}."""
-    from kdbench.expand import load_study
+    from kdbench.stages import load_study
 
     name = name or f"grid{runs}"
     root.mkdir(parents=True, exist_ok=True)
@@ -155,8 +155,8 @@ def make_grid(root: Path, runs: int, name: str | None = None):
 
 def _plan(path: Path, results: Path):
     """``kdbench plan --no-model-check``: the study, its runs' states, the table."""
-    from kdbench.expand import load_study
     from kdbench.plan import format_plan, plan_rows
+    from kdbench.stages import load_study
 
     study = load_study(path, results)
     rows = plan_rows(study)
@@ -167,7 +167,7 @@ def _plan(path: Path, results: Path):
 def _model_check(path: Path, results: Path):
     """What ``kdbench plan`` adds without ``--no-model-check``: runners.preflight's checks of the
     study against the models (answered from the model-facts cache), timed apart."""
-    from kdbench.expand import load_study
+    from kdbench.stages import load_study
     from runners import preflight
 
     study = load_study(path, results)
@@ -186,7 +186,7 @@ def _fill_model_cache(path: Path, results: Path) -> None:
 
 def _status(path: Path, results: Path):
     """``kdbench status``: the study, each run's state, the table."""
-    from kdbench.expand import load_study
+    from kdbench.stages import load_study
     from kdbench.states import format_status
     from runners.launch.jobs import status
 
@@ -200,7 +200,7 @@ def _collected(path: Path, results: Path):
     """The study and its rows, as ``kdbench collect`` makes them (runs.parquet written)."""
     from analysis.collect import collect
     from kdbench import store
-    from kdbench.expand import load_study
+    from kdbench.stages import load_study
     from runners.launch.jobs import status
 
     study = load_study(path, results)

@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from kdbench.vocab import ERROR_STATES
+
 FINAL, ERROR, SPEC, ENV, METRICS, JOB = "final.json", "error.json", "spec.json", "env.json", "metrics.jsonl", "job.json"
 
 
@@ -133,13 +135,8 @@ def is_finite_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-# The states an error.json records: the run raised, a loss became NaN or Inf, or a distill term
-# did nothing over its first steps (runners.distill.KDInactiveError).
-ERROR_STATES = ("failed", "diverged", "kd_inactive")
-
-
 def run_state(run_dir: str | Path) -> str:
-    """``complete``, one of ERROR_STATES, ``corrupt``, ``started`` or ``missing``, from files only."""
+    """``complete``, one of kdbench.vocab.ERROR_STATES, ``corrupt``, ``started`` or ``missing``, from files only."""
     return read_run(run_dir).state
 
 

@@ -6,7 +6,7 @@ import json
 import pytest
 
 from kdbench import budget as budgets
-from kdbench.expand import load_study, reload
+from kdbench.stages import load_study, reload
 from tests.launch_helpers import run_cli
 from tests.results_fixtures import BUDGET_STUDY as STUDY
 from tests.results_fixtures import budget_study as _study
