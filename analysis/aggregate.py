@@ -23,7 +23,7 @@ from kdbench import vocab
 
 SECONDARY = {"seg": ("val/mAcc", "val/aAcc"), "det": ("val/bbox_mAP_50", "val/bbox_mAP_75")}
 COSTS = (*(f"cost:{key}" for key in COST_KEYS if key != "peak_memory_kind"), TRAIN_SECONDS)  # numeric: averaged
-PROBLEM_STATES = ("failed", "diverged", "kd_inactive", "corrupt", "blocked", "interrupted", "running", "missing")
+PROBLEM_STATES = vocab.NOT_COMPLETE
 CLASSES_EVALUATED = "val/classes_evaluated"
 COLLAPSE_TOLERANCE = 1e-3  # mAcc points: how close to 100 / classes a run must be to count as constant
 

@@ -36,7 +36,7 @@ from pathlib import Path
 from kdbench import store
 from kdbench.ids import run_id
 from kdbench.study import is_baseline_axis
-from kdbench.vocab import FINISHED, Kind, Stage
+from kdbench.vocab import FINISHED, Kind, Stage, State
 
 
 @dataclass(frozen=True)
@@ -107,9 +107,9 @@ def budget_for(baseline, cells: tuple, scanned: dict, mode: str) -> Budget:
     costs, excluded = {}, []
     for cell in cells:
         files = scanned[cell.run_id]
-        value = measure(files.final) if files.state == "complete" else None
+        value = measure(files.final) if files.state == State.COMPLETE else None
         if value is None:
-            excluded.append(f"{cell.name} ({files.state if files.state != 'complete' else 'no cost recorded'})")
+            excluded.append(f"{cell.name} ({files.state if files.state != State.COMPLETE else 'no cost recorded'})")
         else:
             costs[cell.name] = value
     made = dataclasses.replace(made, excluded=tuple(excluded))
@@ -123,7 +123,7 @@ def budget_for(baseline, cells: tuple, scanned: dict, mode: str) -> Budget:
     base = scanned[baseline.run_id]
     if base.state not in FINISHED:
         return dataclasses.replace(made, why=f"waits for {baseline.name} to finish (its seconds per iteration)")
-    per_iter = (base.final or {}).get("cost", {}).get("seconds_per_iter") if base.state == "complete" else None
+    per_iter = (base.final or {}).get("cost", {}).get("seconds_per_iter") if base.state == State.COMPLETE else None
     if not store.is_finite_number(per_iter) or per_iter <= 0:
         return dataclasses.replace(made, why=f"not planned: {baseline.name} recorded no seconds per iteration "
                                              f"({base.state})")

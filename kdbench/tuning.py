@@ -19,7 +19,7 @@ from pathlib import Path
 
 from kdbench import store
 from kdbench.study import STUDENT, StudySpec
-from kdbench.vocab import ENDED, Kind, primary_metric
+from kdbench.vocab import ENDED, Kind, State, primary_metric
 
 
 def metric_of(spec: StudySpec) -> str:
@@ -41,7 +41,7 @@ def choose(tries: list[dict]) -> dict | None:
     best = None
     for entry in tries:
         score = entry["score"]
-        if entry["state"] != "complete" or score is None or not math.isfinite(score):
+        if entry["state"] != State.COMPLETE or score is None or not math.isfinite(score):
             continue
         if best is None or score > best["score"]:   # strictly better: a tie keeps the first listed
             best = entry
@@ -58,7 +58,7 @@ def tries(spec: StudySpec, runs, directory: Path) -> dict[str, list[dict]]:
     found: dict[str, list[dict]] = {method: [] for method in tuned(spec)}
     for planned in tune_runs:
         files = scanned[planned.run_id]
-        final = files.final if files.state == "complete" else {}
+        final = files.final if files.state == State.COMPLETE else {}
         score = (final.get("metrics") or {}).get(metric)
         cost = final.get("cost") or {}
         setting = {k: v for k, v in planned.params.items() if k not in ("method", "seed")}

@@ -33,6 +33,8 @@ ENDED = (State.COMPLETE, *ERROR_STATES)
 FINISHED = (*ENDED, State.CORRUPT)
 # A teacher in one of these never gives its students a checkpoint.
 NOT_COMPLETED = (*ERROR_STATES, State.CORRUPT, State.BLOCKED)
+# Every state but complete a report counts, in the order it lists them.
+NOT_COMPLETE = (*NOT_COMPLETED, State.INTERRUPTED, State.RUNNING, State.MISSING)
 
 
 class Kind(StrEnum):

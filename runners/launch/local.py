@@ -89,7 +89,7 @@ class LocalExecutor(Executor):
                 if "ended" in states:  # a teacher without a result: its students never start
                     del pending[run_id]
                     progress.update(1)
-                elif all(s == "complete" for s in states) and len(running) < self.parallel:
+                elif all(s == State.COMPLETE for s in states) and len(running) < self.parallel:
                     del pending[run_id]
                     running[run_id] = self._start(planned, directory)
             if pending or running:
