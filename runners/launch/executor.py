@@ -56,13 +56,11 @@ class Executor(ABC):
     name: str = ""
     offline: bool = False             # its runs cannot download: weight files must be cached first
 
-    def check(self) -> None:  # noqa: B027  (an executor without limits checks nothing)
-        """Refuse resources no node can give (a UserError), before anything is written."""
-
     @abstractmethod
-    def check_runs(self, study: Study) -> None:
-        """Refuse runs this executor cannot run as planned (a UserError), without asking a scheduler:
-        before a dry run shows them and before anything is written."""
+    def check(self, study: Study, scheduler: bool = True) -> None:
+        """Refuse runs this executor cannot run as planned (a UserError), before anything is written;
+        with ``scheduler``, also resources no node can give (SLURM asks the controller: a dry run
+        checks without it where none answers)."""
 
     @abstractmethod
     def submit(self, runs: list[PlannedRun], directory: Path, after: tuple[str, ...]) -> None:

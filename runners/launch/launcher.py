@@ -183,12 +183,11 @@ def launch(study: Study, options: LaunchOptions, executor: Executor | None = Non
     if executor is None:
         check_flags(options)
         executor = executor_for(study, options)
-    executor.check_runs(study)
     if options.model_check or options.data_check:  # nothing is submitted or written before it
         check_study(study, models=options.model_check, files=options.data_check)
+    executor.check(study, scheduler=not options.dry_run)
     if options.dry_run:
         return decide(study, options.retry_failed, options.ignore_teacher_check)
-    executor.check()
     with study_lock(study.directory):
         return list(_passes(study, options, executor).values())
 

@@ -48,7 +48,7 @@ class LocalExecutor(Executor):
         self.label = label
         self.queue: list[tuple[PlannedRun, Path, tuple[str, ...]]] = []
 
-    def check_runs(self, study: Study) -> None:
+    def check(self, study: Study, scheduler: bool = True) -> None:
         """Runs that train here at a precision this machine cannot run (fp16 on a CPU) are refused
         now, not one by one as they start."""
         from runners.precision import check_precision

@@ -146,13 +146,13 @@ class SlurmExecutor(Executor):
         self.keys = {"partition": "--partition", **{k: f"resources.{k}" for k in ("gpus", "nodes", "cpus", "mem_gb")},
                      **(resource_keys or {})}
 
-    def check(self) -> None:
-        check_resources(self.resources, self.keys)
-
-    def check_runs(self, study: Study) -> None:
-        """A run of several tasks (one per GPU, on every node) splits its global batch between them:
+    def check(self, study: Study, scheduler: bool = True) -> None:
+        """With ``scheduler``, the partition's nodes can hold a run (``check_resources``). Then a
+        run of several tasks (one per GPU, on every node) splits its global batch between them:
         every training run's batch size must divide evenly, found before anything is submitted
-        rather than in the job."""
+        rather than in the job (after the partition's capacity: a run that fits no node is that first)."""
+        if scheduler:
+            check_resources(self.resources, self.keys)
         resources, keys = self.resources, self.keys
         tasks = max(1, resources.gpus) * resources.nodes
         for planned in study.runs:
@@ -179,7 +179,7 @@ class SlurmExecutor(Executor):
         against the cluster's nodes (they are when a controller answers here)."""
         checked = reachable()
         if checked:  # the dry run refuses what the launch would refuse
-            self.check()
+            self.check(study)
         lines: list[str] = []
         earlier: dict[str, str] = {}
         for number, (after, runs) in enumerate(batches(decisions), 1):
