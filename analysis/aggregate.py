@@ -17,13 +17,13 @@ import numpy as np
 import pandas as pd
 
 from analysis import stats as significance
-from analysis.collect import COST_KEYS, EQUAL_BUDGET, TRAIN_SECONDS, primary_metric_of
+from analysis.collect import COST_KEYS, EQUAL_BUDGET, TRAIN_SECONDS
 from analysis.format import is_number as fmt_number
+from kdbench import vocab
 
 SECONDARY = {"seg": ("val/mAcc", "val/aAcc"), "det": ("val/bbox_mAP_50", "val/bbox_mAP_75")}
 COSTS = (*(f"cost:{key}" for key in COST_KEYS if key != "peak_memory_kind"), TRAIN_SECONDS)  # numeric: averaged
-BUDGET_KIND = "student_budget"  # an equal-budget twin of a student baseline (kdbench.budget)
-PROBLEM_STATES = ("failed", "diverged", "kd_inactive", "corrupt", "blocked", "interrupted", "running", "missing")
+PROBLEM_STATES = vocab.NOT_COMPLETE
 CLASSES_EVALUATED = "val/classes_evaluated"
 COLLAPSE_TOLERANCE = 1e-3  # mAcc points: how close to 100 / classes a run must be to count as constant
 
@@ -34,13 +34,13 @@ def task_of(frame: pd.DataFrame) -> str:
 
 
 def primary_metric(frame: pd.DataFrame) -> str:
-    return primary_metric_of(task_of(frame))
+    return vocab.primary_metric(task_of(frame))
 
 
 def metrics_of(frame: pd.DataFrame) -> list[str]:
     """The primary metric, then the secondary ones the runs wrote."""
     task = task_of(frame)
-    return [primary_metric_of(task)] + [m for m in SECONDARY.get(task, ()) if m in frame.columns]
+    return [vocab.primary_metric(task)] + [m for m in SECONDARY.get(task, ()) if m in frame.columns]
 
 
 def axes_of(frame: pd.DataFrame) -> list[str]:
@@ -198,7 +198,7 @@ def _equal_budget(frame: pd.DataFrame) -> pd.Series:
     (analysis.collect's ``equal_budget`` column; a frame without it, its twins)."""
     if EQUAL_BUDGET in frame:
         return frame[EQUAL_BUDGET].astype(bool)
-    return frame["kind"] == BUDGET_KIND
+    return frame["kind"] == vocab.Kind.STUDENT_BUDGET
 
 
 def _column(table: pd.DataFrame, column: str, keys: list, missing) -> list:

@@ -1,4 +1,5 @@
-"""The report's equal-budget section (a study's ``equal_budget:``, kdbench.budget): each cell's Δ
+"""The report's equal-budget section (a study's ``equal_budget:``, kdbench.budget), from
+the decisions the equal-budget stage recorded (kdbench.stages.EqualBudget): each cell's Δ
 against both student baselines, the ordinary one and the one trained as long as the slowest
 distilled cell, and what each equal budget was computed from.
 
@@ -13,8 +14,8 @@ import pandas as pd
 from analysis import aggregate, tables
 from analysis import format as fmt
 from analysis.tables import Cell, Table
-from kdbench import budget
 from kdbench.expand import Study
+from kdbench.vocab import Stage
 
 
 def comparison_table(cells: pd.DataFrame, twins: pd.DataFrame, metric: str) -> Table | None:
@@ -60,28 +61,25 @@ def _mean(row: dict, metric: str) -> str:
     return fmt.mean_std(row.get(f"{metric}|mean"), row.get(f"{metric}|std"), row.get(f"{metric}|n"))
 
 
-def _cost(found: budget.Budget) -> str:
-    if found.cost is None:
+def _cost(found: dict) -> str:
+    if found["cost"] is None:
         return fmt.MISSING
-    if found.mode == "wall_clock":
-        return f"{fmt.number(found.cost)} s"
-    return f"{fmt.number(found.cost)} student iterations"
+    if found["mode"] == "wall_clock":
+        return f"{fmt.number(found['cost'])} s"
+    return f"{fmt.number(found['cost'])} student iterations"
 
 
-def _run_name(each: budget.Budget) -> str:
-    """The twin's name, or the baseline's where the budget is its own iterations (it is its own twin)."""
-    if each.iterations == each.baseline.run.schedule.iterations:
-        return each.baseline.name
-    return budget.twin_name(each.baseline.name)
+def _note(each: dict) -> str:
+    if each["run"] == each["baseline"]:
+        return f"{each['baseline']} itself: the budget is its own iterations"
+    return each["why"] or "planned"
 
 
-def _note(each: budget.Budget) -> str:
-    if each.iterations == each.baseline.run.schedule.iterations:
-        return f"{each.baseline.name} itself: the budget is its own iterations"
-    return each.why or "planned"
+def _vs_student(each: dict) -> float | None:
+    return each["iterations"] / each["baseline_iterations"] if each["iterations"] else None
 
 
-def basis_table(found: list[budget.Budget]) -> Table | None:
+def basis_table(found: list[dict]) -> Table | None:
     """What each equal budget came from: the slowest cell, its cost, the baseline's pace, the
     cells left out; or what it still waits for."""
     if not found:
@@ -97,26 +95,25 @@ def basis_table(found: list[budget.Budget]) -> Table | None:
                           "training time it is given; its measured time (Equal budgets) differs where the machine "
                           "ran at another speed than when the student baseline was timed.")
     for each in found:
-        table.rows.append([Cell(_run_name(each)), Cell(each.mode.replace("_", " ")),
-                           Cell(fmt.integer(each.iterations)),
-                           Cell(fmt.ratio(each.iterations / each.baseline.run.schedule.iterations
-                                          if each.iterations else None)),
-                           Cell(each.slowest or fmt.MISSING), Cell(_cost(each)),
-                           Cell(fmt.seconds(each.baseline_seconds_per_iter)),
-                           Cell(", ".join(each.excluded) or fmt.MISSING), Cell(_note(each))])
+        table.rows.append([Cell(each["run"]), Cell(each["mode"].replace("_", " ")),
+                           Cell(fmt.integer(each["iterations"])), Cell(fmt.ratio(_vs_student(each))),
+                           Cell(each["slowest"] or fmt.MISSING), Cell(_cost(each)),
+                           Cell(fmt.seconds(each["baseline_seconds_per_iter"])),
+                           Cell(", ".join(each["excluded"]) or fmt.MISSING), Cell(_note(each))])
     return table
 
 
-def study_budgets(study: Study) -> list[budget.Budget]:
-    """The study's equal budgets as its store decides them now (none without ``equal_budget:``)."""
-    return budget.budgets(study.spec, [p for p in study.runs if p.kind != budget.KIND], study.directory)
+def study_budgets(study: Study) -> list[dict]:
+    """The study's equal budgets as the equal-budget stage decided them (kdbench.stages.EqualBudget,
+    ``results/<study>/stages/budget.json``); none without ``equal_budget:``."""
+    return (study.records.get(Stage.BUDGET) or {}).get("budgets", [])
 
 
 def _number(value):
     return float(value) if fmt.is_number(value) else None
 
 
-def budget_statistics(cells: pd.DataFrame, twins: pd.DataFrame, found: list[budget.Budget], metric: str) -> dict:
+def budget_statistics(cells: pd.DataFrame, twins: pd.DataFrame, found: list[dict], metric: str) -> dict:
     """The equal-budget numbers for ``kdbench report --json``: each twin's Δ vs the student and its
     extra cost, each cell's Δ vs the equal-budget student, and each budget's basis."""
     axes = [c for c in aggregate.axes_of_table(cells) if c != "method"] if len(cells) else []
@@ -131,16 +128,15 @@ def budget_statistics(cells: pd.DataFrame, twins: pd.DataFrame, found: list[budg
                 "verdict": row.get(f"{metric}|{prefix}verdict")}
 
     return {
-        "by": found[0].mode if found else None,
+        "by": found[0]["mode"] if found else None,
         "baselines": [{"name": _twin_label(row, len(twins)), "extra_cost": _number(row["extra_cost"]),
                        "mean": _number(row.get(f"{metric}|mean")), "n": int(row.get(f"{metric}|n") or 0),
                        "vs_student": tested(row, "")} for row in twins.to_dict("records")] if len(twins) else [],
         "cells": [{"name": tables.setting(row, axes), "extra_cost": _number(row.get("extra_cost")),
                    "vs_equal_budget": tested(row, "budget_")}
                   for row in cells.to_dict("records")] if len(cells) and len(twins) else [],
-        "basis": [{"run": _run_name(b), "seed": b.baseline.run.seed,
-                   "iterations": b.iterations, "slowest": b.slowest, "cost": b.cost,
-                   "budget_vs_student": b.iterations / b.baseline.run.schedule.iterations if b.iterations else None,
-                   "baseline_seconds_per_iter": b.baseline_seconds_per_iter, "excluded": list(b.excluded),
-                   "waiting": b.why or None} for b in found],
+        "basis": [{"run": b["run"], "seed": b["seed"], "iterations": b["iterations"], "slowest": b["slowest"],
+                   "cost": b["cost"], "budget_vs_student": _vs_student(b),
+                   "baseline_seconds_per_iter": b["baseline_seconds_per_iter"], "excluded": list(b["excluded"]),
+                   "waiting": b["why"] or None} for b in found],
     }

@@ -32,6 +32,7 @@ from kdbench.expand import PlannedRun, Study
 from kdbench.losses import registry
 from kdbench.spec import Model, RunSpec
 from kdbench.study import is_baseline_axis
+from kdbench.vocab import ERROR_STATES, Kind, Stage, primary_metric
 
 RUNS_FILE = "runs.parquet"
 RECIPE_KEYS = ("global_batch", "per_process_batch", "processes", "nodes", "iterations", "epochs", "crop", "pipeline",
@@ -115,7 +116,7 @@ def _detail(state: str, error: dict | None, reason: str | None = None, submitted
     """One line saying why a run has no result (``error``: its error.json as scan read it, or None;
     ``reason``: kdbench.status's reason for a blocked run, ``teacher <run id> failed``;
     ``submitted``: whether a job was recorded for it)."""
-    if state in store.ERROR_STATES:
+    if state in ERROR_STATES:
         error = error or {}
         if state == "diverged":
             return f"diverged at step {error.get('step', '?')} (loss {error.get('key', '?')})"
@@ -205,16 +206,12 @@ def _tidy_axis(column: pd.Series) -> pd.Series:
     return column.map(lambda v: None if v is None else json.dumps(v, sort_keys=True, default=str))
 
 
-def primary_metric_of(task: str | None) -> str:
-    return "val/bbox_mAP" if task == "det" else "val/mIoU"
-
-
 def _equal_budget_runs(study: Study, frame: pd.DataFrame) -> pd.Series:
     """Which rows are equal-budget baselines (kdbench.budget): the twins, and a student baseline
     whose budget came out at its own iterations (its twin would be the very same run)."""
-    own = {b.baseline.run_id for b in budget.budgets(study.spec, study.runs, study.directory)
-           if b.iterations == b.baseline.run.schedule.iterations}
-    return (frame["kind"] == budget.KIND) | frame["run_id"].isin(own)
+    recorded = (study.records.get(Stage.BUDGET) or {}).get("budgets", [])  # kdbench.stages.EqualBudget
+    own = {b["baseline_run_id"] for b in recorded if b["run"] == b["baseline"]}
+    return (frame["kind"] == Kind.STUDENT_BUDGET) | frame["run_id"].isin(own)
 
 
 def collect(study: Study, scanned: dict[str, store.RunFiles] | None = None,
@@ -244,7 +241,7 @@ def collect(study: Study, scanned: dict[str, store.RunFiles] | None = None,
     frame["seed"] = pd.to_numeric(frame["seed"]).astype("Int64")
     frame[EQUAL_BUDGET] = _equal_budget_runs(study, frame)
     # A complete run whose main metric is missing or not finite cannot be averaged: say so.
-    primary = primary_metric_of(frame["task"].dropna().iloc[0] if frame["task"].notna().any() else None)
+    primary = primary_metric(frame["task"].dropna().iloc[0] if frame["task"].notna().any() else None)
     if primary not in frame.columns:
         frame[primary] = math.nan
     bad = (frame["status"] == "complete") & frame[primary].isna()

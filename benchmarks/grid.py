@@ -6,9 +6,10 @@ baselines and the teacher) and a results store of N run directories written with
 writers, file by file as runners/train.py and the local launcher write them (spec.json, env.json,
 metrics.jsonl, final.json or error.json, job.json); 10% of the cells are failed, diverged,
 interrupted, corrupt or missing. It then times, in this process, what each CLI verb does (the study
-read from its YAML each time, the output formatted, nothing printed):
+read from its YAML each time, the output formatted, nothing printed), through the same kdbench.app
+functions the verbs call:
 
-- ``plan``: ``kdbench plan --no-model-check`` (every run validated, expanded and hashed);
+- ``plan``: ``kdbench plan --no-model-check --no-data-check`` (every run validated, expanded and hashed);
 - ``plan_model_check``: what ``kdbench plan`` adds, runners.preflight's checks against the models
   (module names and shapes from runners.model_facts' disk cache, which a ``kdbench plan`` in a
   subprocess fills first: this process never builds a model, so its heap stays what a verb's is);
@@ -137,7 +138,7 @@ def write_run(run_dir: Path, planned, index: int, outcome: str) -> None:
 def make_grid(root: Path, runs: int, name: str | None = None):
     """Write the study YAML and its results store under ``root``; returns (study, results, states),
     states being {run_id: the state written}."""
-    from kdbench.expand import load_study
+    from kdbench.stages import load_study
 
     name = name or f"grid{runs}"
     root.mkdir(parents=True, exist_ok=True)
@@ -154,12 +155,12 @@ def make_grid(root: Path, runs: int, name: str | None = None):
 
 
 def _plan(path: Path, results: Path):
-    """``kdbench plan --no-model-check``: the study, its runs' states, the table."""
-    from kdbench.expand import load_study
-    from kdbench.plan import format_plan, plan_rows
+    """``kdbench plan --no-model-check --no-data-check``: the study, its runs' states, the table."""
+    from kdbench import app
+    from kdbench.plan import format_plan
 
-    study = load_study(path, results)
-    rows = plan_rows(study)
+    study = app.load(path, results)
+    rows = app.plan(study, model_check=False, data_check=False).rows
     format_plan(study, rows)
     return rows
 
@@ -167,10 +168,10 @@ def _plan(path: Path, results: Path):
 def _model_check(path: Path, results: Path):
     """What ``kdbench plan`` adds without ``--no-model-check``: runners.preflight's checks of the
     study against the models (answered from the model-facts cache), timed apart."""
-    from kdbench.expand import load_study
+    from kdbench import app
     from runners import preflight
 
-    study = load_study(path, results)
+    study = app.load(path, results)
     start = time.perf_counter()
     preflight.check_study(study)
     return time.perf_counter() - start
@@ -186,39 +187,27 @@ def _fill_model_cache(path: Path, results: Path) -> None:
 
 def _status(path: Path, results: Path):
     """``kdbench status``: the study, each run's state, the table."""
-    from kdbench.expand import load_study
+    from kdbench import app
     from kdbench.states import format_status
-    from runners.launch.jobs import status
 
-    study = load_study(path, results)
-    rows = status(study)
+    study = app.load(path, results)
+    rows = app.status(study)
     format_status(study, rows)
     return rows
 
 
-def _collected(path: Path, results: Path):
-    """The study and its rows, as ``kdbench collect`` makes them (runs.parquet written)."""
-    from analysis.collect import collect
-    from kdbench import store
-    from kdbench.expand import load_study
-    from runners.launch.jobs import status
-
-    study = load_study(path, results)
-    scanned = store.scan(study.directory, [p.run_id for p in study.runs])
-    return study, collect(study, scanned, status(study, scanned))
-
-
 def _collect(path: Path, results: Path):
     """``kdbench collect``: the study, one row per run, runs.parquet written."""
-    return _collected(path, results)[1]
+    from kdbench import app
+
+    return app.collect(app.load(path, results))
 
 
 def _report(path: Path, results: Path):
     """``kdbench report --format html,md``: the study, its rows, both reports written, the CWD summary."""
-    from reports.render import render_report
+    from kdbench import app
 
-    study, frame = _collected(path, results)
-    return render_report(study, frame, ("html", "md"))[0]
+    return app.report(app.load(path, results), ("html", "md")).written
 
 
 OPERATIONS = {"plan": _plan, "status": _status, "collect": _collect, "report": _report}

@@ -47,7 +47,7 @@ PAPER_CPU_CROP, PAPER_CPU_BATCH = (128, 128), 2
 
 def run_of(study_file: str, run_name: str):
     """The resolved run named ``run_name`` of a shipped study (what a launch would train)."""
-    from kdbench.expand import load_study
+    from kdbench.stages import load_study
 
     study = load_study(ROOT / study_file, "results")
     return next(r.run for r in study.runs if r.name == run_name)

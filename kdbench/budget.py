@@ -1,4 +1,4 @@
-"""Equal-budget student baselines: a study's ``equal_budget:`` (a later stage, kdbench.expand).
+"""Equal-budget student baselines: a study's ``equal_budget:`` (a later stage, kdbench.stages.EqualBudget).
 
 A distilled run costs more than its student baseline (the teacher's forward, the KD terms), so a
 method can look better only because it spent more. With ``equal_budget: wall_clock``, each student
@@ -35,12 +35,8 @@ from pathlib import Path
 
 from kdbench import store
 from kdbench.ids import run_id
-from kdbench.study import BUDGETS, is_baseline_axis
-from kdbench.waiting import Waiting
-
-MODES = BUDGETS
-STAGE, KIND = "budget", "student_budget"
-FINISHED = ("complete", "corrupt", *store.ERROR_STATES)   # states a run stays in until retried
+from kdbench.study import is_baseline_axis
+from kdbench.vocab import FINISHED, Kind, Stage, State
 
 
 @dataclass(frozen=True)
@@ -90,10 +86,10 @@ def settings(runs) -> list[tuple[object, tuple]]:
     """(student baseline, its setting's distilled runs of the same seed) for every baseline with cells."""
     cells: dict[tuple, list] = {}
     for planned in runs:
-        if planned.kind == "cell":
+        if planned.kind == Kind.CELL:
             cells.setdefault((_setting(planned.params), planned.run.seed), []).append(planned)
     return [(b, tuple(cells[(_setting(b.params), b.run.seed)])) for b in runs
-            if b.kind == "student_baseline" and (_setting(b.params), b.run.seed) in cells]
+            if b.kind == Kind.STUDENT_BASELINE and (_setting(b.params), b.run.seed) in cells]
 
 
 def _round_up(value: float) -> int:
@@ -111,9 +107,9 @@ def budget_for(baseline, cells: tuple, scanned: dict, mode: str) -> Budget:
     costs, excluded = {}, []
     for cell in cells:
         files = scanned[cell.run_id]
-        value = measure(files.final) if files.state == "complete" else None
+        value = measure(files.final) if files.state == State.COMPLETE else None
         if value is None:
-            excluded.append(f"{cell.name} ({files.state if files.state != 'complete' else 'no cost recorded'})")
+            excluded.append(f"{cell.name} ({files.state if files.state != State.COMPLETE else 'no cost recorded'})")
         else:
             costs[cell.name] = value
     made = dataclasses.replace(made, excluded=tuple(excluded))
@@ -127,7 +123,7 @@ def budget_for(baseline, cells: tuple, scanned: dict, mode: str) -> Budget:
     base = scanned[baseline.run_id]
     if base.state not in FINISHED:
         return dataclasses.replace(made, why=f"waits for {baseline.name} to finish (its seconds per iteration)")
-    per_iter = (base.final or {}).get("cost", {}).get("seconds_per_iter") if base.state == "complete" else None
+    per_iter = (base.final or {}).get("cost", {}).get("seconds_per_iter") if base.state == State.COMPLETE else None
     if not store.is_finite_number(per_iter) or per_iter <= 0:
         return dataclasses.replace(made, why=f"not planned: {baseline.name} recorded no seconds per iteration "
                                              f"({base.state})")
@@ -150,8 +146,8 @@ def budgets(spec, runs, directory: Path) -> list[Budget]:
 
 
 def twin_name(baseline_name: str) -> str:
-    """``student_s0`` -> ``student_budget_s0``."""
-    return "student_budget" + baseline_name.removeprefix("student")
+    """``student_s0`` -> ``student_budget_s0``: the twin is named by its kind."""
+    return Kind.STUDENT_BUDGET + baseline_name.removeprefix("student")
 
 
 def budget_run(budget: Budget):
@@ -160,21 +156,19 @@ def budget_run(budget: Budget):
     name = twin_name(baseline.name)
     run = dataclasses.replace(baseline.run, name=name,
                               schedule=dataclasses.replace(baseline.run.schedule, iterations=budget.iterations))
-    return dataclasses.replace(baseline, run=run, run_id=run_id(run), name=name, stage=STAGE, depends_on=(), kind=KIND)
+    return dataclasses.replace(baseline, run=run, run_id=run_id(run), name=name, stage=Stage.BUDGET, depends_on=(),
+                               kind=Kind.STUDENT_BUDGET)
 
 
-def budget_stage(spec, runs, directory: Path) -> tuple[list, list]:
-    """The later stage (kdbench.expand.LATER_STAGES): the equal-budget baselines whose cells have
-    finished, and a Waiting for each of the others."""
-    planned, waiting, taken = [], [], {p.run_id for p in runs}
-    for budget in budgets(spec, runs, directory):
-        if budget.iterations is None:
-            needs = tuple(p.run_id for p in (*budget.cells, budget.baseline))
-            waiting.append(Waiting(STAGE, needs, f"the equal-budget twin of {budget.baseline.name} "
-                                                 f"({budget.mode.replace('_', ' ')}) {budget.why}"))
-            continue
-        twin = budget_run(budget)
-        if twin.run_id not in taken:   # a budget of exactly the baseline's iterations is the baseline
-            taken.add(twin.run_id)
-            planned.append(twin)
-    return planned, waiting
+def as_record(budget: Budget) -> dict:
+    """One budget as the equal-budget stage records it (``results/<study>/stages/budget.json``), for
+    the report: the run that has the budget (the twin, or the baseline itself when the budget is its
+    own iterations), what it was computed from, and what it waits for."""
+    baseline = budget.baseline
+    own = budget.iterations == baseline.run.schedule.iterations
+    return {"run": baseline.name if own else twin_name(baseline.name), "baseline": baseline.name,
+            "baseline_run_id": baseline.run_id, "seed": baseline.run.seed,
+            "baseline_iterations": baseline.run.schedule.iterations, "mode": budget.mode,
+            "iterations": budget.iterations, "cells": [c.name for c in budget.cells], "slowest": budget.slowest,
+            "cost": budget.cost, "baseline_seconds_per_iter": budget.baseline_seconds_per_iter,
+            "excluded": list(budget.excluded), "why": budget.why}

@@ -1,18 +1,27 @@
-"""The ``kdbench`` command: one verb per step, each a thin wrapper over one function.
-
-Heavy modules (torch, mmseg, mmdet) are imported inside the verbs that need them, so ``--help``
-and the verbs that only read specs and results start fast.
-"""
+"""The ``kdbench`` command: one verb per step. Each verb parses its arguments, calls its one function
+in kdbench.app (benchmarks.suites for ``bench``: heavy modules load there, inside the verbs that need
+them, so ``--help`` starts fast) and prints what it returns; nothing else."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+from collections import Counter
 from collections.abc import Callable
 
+from kdbench import app
 from kdbench.errors import UserError
 
-Verb = tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]
+
+def _shown(text: str) -> str:
+    """``text`` as one line that shows what it holds: a newline, a control or a bidirectional-override
+    character quoted from a spec is escaped (``\\u202e``), so it cannot hide or reorder the rest."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+def _warn(line: str) -> None:
+    print(_shown(line), file=sys.stderr, flush=True)
 
 
 def _losses_arguments(parser: argparse.ArgumentParser) -> None:
@@ -22,17 +31,7 @@ def _losses_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _losses(args: argparse.Namespace) -> int:
-    import json
-    from pathlib import Path
-
-    from kdbench import losses, plugins
-    from kdbench.schema import Checker
-
-    plugins.load(Checker("--plugin"), args.plugin, "", Path.cwd())
-    table = {name: {"origin": losses.origin(name),
-                    "needs_labels": losses.declaration(name).needs_labels,
-                    "needs_adapter": losses.declaration(name).needs_adapter,
-                    "params": losses.parameters(name)} for name in losses.available()}
+    table = app.losses(args.plugin)
     if args.json:
         print(json.dumps(table, indent=2))
         return 0
@@ -47,38 +46,18 @@ def _losses(args: argparse.Namespace) -> int:
 
 def _run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run_file", metavar="RUN.json", help="a run file (see studies/README.md)")
-    parser.add_argument("--out", help="output directory (default: the file's 'out', else "
-                        "results/runs/<name>-<run_id>)")
+    parser.add_argument("--out", help="output directory (default: the file's 'out', else results/runs/<name>-<run_id>)")
 
 
 def _run(args: argparse.Namespace) -> int:
-    import os
-    from pathlib import Path
-
-    from kdbench import store
-    from kdbench.spec import load_run
-
-    run = load_run(args.run_file)
-    if run.device == "cpu":
-        os.environ["CUDA_VISIBLE_DEVICES"] = ""
-    from runners.run import run_one
-    from runners.train import default_out
-
-    out = args.out or run.out or default_out(run)
-    try:
-        record = run_one(run, out, source=args.run_file)
-    except UserError:
-        raise
-    except Exception as error:  # recorded in error.json by the run, when the disk lets it
-        what = str(error) if isinstance(error, store.WriteError) else f"{type(error).__name__}: {error}"
-        see = f" (see {out}/error.json)" if (Path(out) / store.ERROR).exists() else ""
-        print(f"kdbench run: {run.name} stopped: {what}{see}", file=sys.stderr)
+    ran = app.run(args.run_file, args.out)
+    if ran.error is not None:
+        print(f"kdbench run: {ran.name} stopped: {ran.error}", file=sys.stderr)
         return 1
-    metrics = ", ".join(f"{k} {v:.4g}" for k, v in record["metrics"].items())
-    print(f"kdbench run: {run.name} complete in {out}: {metrics}")
-    failure = store.teacher_check_failure(store.read_run(out)) if run.role == "teacher" else None
-    if failure:
-        print(f"kdbench run: {run.name} failed its teacher gate: it {failure}", file=sys.stderr)
+    metrics = ", ".join(f"{k} {v:.4g}" for k, v in ran.record["metrics"].items())
+    print(f"kdbench run: {ran.name} complete in {ran.out}: {metrics}")
+    if ran.teacher_failure:
+        print(f"kdbench run: {ran.name} failed its teacher gate: it {ran.teacher_failure}", file=sys.stderr)
     return 0
 
 
@@ -89,21 +68,8 @@ def _study_arguments(parser: argparse.ArgumentParser) -> None:
                         help="refuse a grid of more than N runs before building it (default 100,000)")
 
 
-def _load_study(args: argparse.Namespace):
-    """The study of a study verb, its grid limited by --max-runs."""
-    from pathlib import Path
-
-    from kdbench.expand import MAX_RUNS, load_study
-
-    if Path(args.study).name.startswith("_"):
-        users = sorted(p.name for p in Path(args.study).parent.glob("[!_]*.yaml")
-                       if f"defaults: {Path(args.study).name}" in p.read_text(errors="replace"))
-        shown = f"; the studies that use it: {', '.join(users)}" if users else ""
-        raise UserError(f"{args.study}: a defaults file (its name starts with _), not a study: a study names it "
-                        f"with `defaults: {Path(args.study).name}`{shown}")
-    if args.max_runs is not None and args.max_runs < 1:
-        raise UserError(f"--max-runs: must be >= 1, got {args.max_runs}")
-    return load_study(args.study, args.results, MAX_RUNS if args.max_runs is None else args.max_runs)
+def _study_and(flag: str, help_text: str) -> Callable[[argparse.ArgumentParser], None]:
+    return lambda parser: (_study_arguments(parser), parser.add_argument(flag, action="store_true", help=help_text))
 
 
 def _check_arguments(parser: argparse.ArgumentParser, what: str) -> None:
@@ -127,231 +93,114 @@ def _plan_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _plan(args: argparse.Namespace) -> int:
-    from kdbench.plan import format_plan, plan_json, plan_rows
+    from kdbench.plan import format_plan, plan_json
 
     if args.show is not None and args.estimate:
         raise UserError("--estimate: not with --show RUN, which prints one run")
-    study = _load_study(args)
+    study = app.load(args.study, args.results, args.max_runs)
     if args.config and args.show is None:
         raise UserError("--config: give the run with --show RUN (its name or id)")
     if args.show is not None:
-        import json
-
-        from kdbench.origins import find_run, show
-
-        planned = find_run(study, args.show)
-        if args.config:
-            from runners.run_config import run_config
-
-            print(run_config(planned.run))
-        else:
-            print(json.dumps(show(study, planned), indent=2))
+        shown = app.show(study, args.show, args.config)
+        print(shown if args.config else json.dumps(shown, indent=2))
         return 0
-    needs: list[str] = []  # what a launch would still need: listed below the grid, not refused
-    if not (args.no_model_check and args.no_data_check):
-        from runners.preflight import check_study
-
-        check_study(study, models=not args.no_model_check, files=not args.no_data_check, needs=needs)
-    weights = None
-    if not args.no_data_check:  # are the weight files each run downloads in the cache?
-        from runners.preflight import study_weights
-        from runners.weights import missing, presence
-
-        by_run = study_weights(study)
-        weights = {run_id: presence(files) for run_id, files in by_run.items()}
-        absent = {file.name: file for files in by_run.values() for file in missing(files)}
-        if absent:
-            needs.append(f"{len(absent)} weight file(s) to download on a host with internet: kdbench fetch "
-                         f"{args.study} ({', '.join(sorted(f.url for f in absent.values()))})")
-    rows = plan_rows(study, weights)
-    estimate = _estimate(study, rows) if args.estimate else None
+    found = app.plan(study, not args.no_model_check, not args.no_data_check, args.estimate, _warn)
     if args.json:
-        import json
+        print(plan_json(found.rows) if found.estimate is None else
+              json.dumps({"runs": found.rows, "estimate": found.estimate}, indent=2, sort_keys=True))
+        return 0
+    print(format_plan(study, found.rows))
+    if found.estimate is not None:
+        from kdbench.estimate import format_estimate
 
-        print(plan_json(rows) if estimate is None else json.dumps({"runs": rows, "estimate": estimate}, indent=2,
-                                                                   sort_keys=True))
-    else:
-        print(format_plan(study, rows))
-        if estimate is not None:
-            from kdbench.estimate import format_estimate
-
-            print("\n" + format_estimate(study, estimate))
-        if needs:
-            print("\nBefore kdbench launch can run this study, it needs:")
-            print("\n".join(f"- {need}" for need in needs))
+        print("\n" + format_estimate(study, found.estimate))
+    if found.needs:
+        print("\nBefore kdbench launch can run this study, it needs:")
+        print("\n".join(f"- {need}" for need in found.needs))
     return 0
-
-
-def _estimate(study, rows: list[dict]) -> list[dict]:
-    """``plan --estimate``'s rows (kdbench.estimate), from recorded or probed speeds."""
-    from kdbench.estimate import estimate_rows
-
-    return estimate_rows(study, _speeds(study), {r["run_id"]: r["status"] for r in rows})
-
-
-def _speeds(study) -> dict:
-    """Seconds per iteration by model pair: recorded under the results root, else probed here."""
-    from kdbench.estimate import needed, recorded
-
-    speeds = recorded(study.results)
-    missing = needed(study, speeds)
-    if missing:
-        from runners.probe import probe
-
-        print(f"kdbench plan: probing {len(missing)} training step(s) here (no complete run of the same models "
-              f"under {study.results})", file=sys.stderr, flush=True)
-        for key, planned in missing.items():
-            try:
-                speeds[key] = probe(planned.run, study.resources.cpus, study.resources.gpus)
-            except Exception as error:  # noqa: BLE001  (the plan stands; that model pair goes unestimated)
-                print(f"kdbench plan: the probe of {planned.name} failed: {type(error).__name__}: "
-                      f"{_shown(str(error).splitlines()[0] if str(error) else '')}", file=sys.stderr)
-    return speeds
 
 
 def _launch_arguments(parser: argparse.ArgumentParser) -> None:
     _study_arguments(parser)
     parser.add_argument("--executor", default="local", help="local (default: subprocesses here) or slurm")
-    parser.add_argument("--dry-run", action="store_true", help="show what would be submitted; submit nothing")
-    parser.add_argument("--retry-failed", action="store_true", help="resubmit failed, diverged and kd_inactive runs")
-    parser.add_argument("--ignore-teacher-check", action="store_true",
-                        help="run the students of a teacher that scored off its teacher.expect")
+    for flag, what in (("--dry-run", "show what would be submitted; submit nothing"),
+                       ("--retry-failed", "resubmit failed, diverged and kd_inactive runs"),
+                       ("--ignore-teacher-check", "run the students of a teacher that scored off its teacher.expect"),
+                       ("--no-progress", "no progress bar"),
+                       ("--no-fetch", "do not download the runs' weight files here first (SLURM jobs never download: "
+                                      "a file not in the cache then refuses the launch)")):
+        parser.add_argument(flag, action="store_true", help=what)
     parser.add_argument("--parallel", type=int, help="local: runs at a time (default 1)")
-    parser.add_argument("--partition", help="SLURM partition (default: the study's, else the cluster's)")
-    parser.add_argument("--account", help="SLURM account to charge (default: the study's resources.account)")
-    parser.add_argument("--qos", help="SLURM quality of service (default: the study's resources.qos)")
-    parser.add_argument("--reservation", help="SLURM reservation (default: the study's resources.reservation)")
-    parser.add_argument("--gpus", type=int, help="GPUs per run (per node with --nodes)")
-    parser.add_argument("--nodes", type=int, help="SLURM: nodes per run (one task per GPU on each)")
-    parser.add_argument("--cpus", type=int, help="CPUs per task")
-    parser.add_argument("--mem-gb", type=int, help="memory per run, GB")
-    parser.add_argument("--time-min", type=int, help="time limit per job, minutes")
-    parser.add_argument("--array-parallelism", type=int, help="SLURM: array tasks running at once (default 64)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    parser.add_argument("--no-fetch", action="store_true",
-                        help="do not download the runs' weight files here first (SLURM jobs never download: "
-                             "a file not in the cache then refuses the launch)")
+    for flag, what in (("--partition", "SLURM partition (default: the study's, else the cluster's)"),
+                       ("--account", "SLURM account to charge (default: the study's resources.account)"),
+                       ("--qos", "SLURM quality of service (default: the study's resources.qos)"),
+                       ("--reservation", "SLURM reservation (default: the study's resources.reservation)")):
+        parser.add_argument(flag, help=what)
+    for flag, what in (("--gpus", "GPUs per run (per node with --nodes)"),
+                       ("--nodes", "SLURM: nodes per run (one task per GPU on each)"), ("--cpus", "CPUs per task"),
+                       ("--mem-gb", "memory per run, GB"), ("--time-min", "time limit per job, minutes"),
+                       ("--array-parallelism", "SLURM: array tasks running at once (default 64)")):
+        parser.add_argument(flag, type=int, help=what)
     _check_arguments(parser, "before submitting")
 
 
 def _launch(args: argparse.Namespace) -> int:
-    from runners.launch.launcher import LaunchOptions, check_flags, check_options, describe, launch, summary
+    from runners.launch.launcher import LaunchOptions
 
-    for flag, value, executor in (("--parallel", args.parallel, "local"),
-                                  ("--array-parallelism", args.array_parallelism, "slurm")):
-        if value is not None and args.executor != executor and args.executor in ("local", "slurm"):
-            raise UserError(f"{flag}: applies to --executor {executor} only, not {args.executor}")
+    resources = ("partition", "gpus", "cpus", "mem_gb", "time_min", "account", "qos", "reservation", "nodes")
     options = LaunchOptions(
-        executor=args.executor, dry_run=args.dry_run, retry_failed=args.retry_failed,
-        parallel=1 if args.parallel is None else args.parallel,
-        resources={"partition": args.partition, "gpus": args.gpus, "cpus": args.cpus, "mem_gb": args.mem_gb,
-                   "time_min": args.time_min, "account": args.account, "qos": args.qos,
-                   "reservation": args.reservation, "nodes": args.nodes},
-        array_parallelism=64 if args.array_parallelism is None else args.array_parallelism,
+        executor=args.executor, dry_run=args.dry_run, retry_failed=args.retry_failed, parallel=args.parallel,
+        resources={key: getattr(args, key) for key in resources}, array_parallelism=args.array_parallelism,
         progress=not args.no_progress, model_check=not args.no_model_check, data_check=not args.no_data_check,
         ignore_teacher_check=args.ignore_teacher_check, fetch=not args.no_fetch)
-    check_flags(options)  # every option before any work or output, the spec's problems after
-    study = _load_study(args)
-    executor = check_options(study, options)
-    decisions = launch(study, options)
-    checked = None
-    if args.dry_run and args.executor == "slurm":
-        from runners.launch.slurm import reachable
-
-        checked = reachable()
-        if checked:  # the dry run refuses what the launch would refuse
-            executor.check()
+    launched = app.launch(args.study, args.results, options, args.max_runs)
+    study = launched.study
     if args.dry_run:
-        for d in decisions:
+        for d in launched.decisions:
             print(f"{d.planned.run_id}  {d.planned.name:<30} {d.planned.stage:<8} {d.state:<9} {d.action}")
-        if args.executor == "slurm":
-            note = ("the resources fit the cluster's nodes" if checked else
-                    "no SLURM controller answers here: the resources are not checked against its nodes")
-            print("\n".join(["", "would submit to SLURM:", *describe(study, decisions, executor), f"({note})"]))
-    counts = summary(decisions)
-    verb = "would submit" if args.dry_run else "submitted"
+        if launched.described:
+            print("\n".join(["", *launched.described]))
+    counts = launched.counts
     others = ", ".join(f"{k} {v}" for k, v in sorted(counts.items()) if k != "submit")
-    print(f"kdbench launch: {study.name}: {verb} {counts.get('submit', 0)}" + (f"; {others}" if others else ""))
-    if args.executor == "local" and not args.dry_run:
-        from kdbench import store
-        from kdbench.expand import reload
-        from runners.launch.jobs import status
-
-        study = reload(study)  # with the later stages its runs' results planned
-        states = [r.state for r in status(study)]
-        bad = sum(s in (*store.ERROR_STATES, "corrupt") for s in states)
-        print(f"kdbench launch: {states.count('complete')} of {len(states)} runs complete"
+    print(f"kdbench launch: {study.name}: {'would submit' if args.dry_run else 'submitted'} "
+          f"{counts.get('submit', 0)}" + (f"; {others}" if others else ""))
+    if launched.complete is not None:
+        bad = launched.ended_badly
+        print(f"kdbench launch: {launched.complete} of {len(study.runs)} runs complete"
               + (f", {bad} failed or diverged (kdbench status {args.study})" if bad else ""))
     for waiting in study.waiting:
         print(f"kdbench launch: {waiting.stage}: planned later: {waiting.why}")
     return 0
 
 
-def _fetch_arguments(parser: argparse.ArgumentParser) -> None:
-    _study_arguments(parser)
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-
-
 def _fetch(args: argparse.Namespace) -> int:
-    from collections import Counter
-
-    study = _load_study(args)
-    from runners.preflight import study_weights
-    from runners.weights import cache_dir, fetch
-
-    files = [file for run_files in study_weights(study).values() for file in run_files]
-    fetched = fetch(files, progress=not args.no_progress)
+    study = app.load(args.study, args.results, args.max_runs)
+    fetched, cache = app.fetch(study, progress=not args.no_progress)
     for file, how in fetched:
         print(f"{how:<10}  {file.name}  ({file.reference})")
     counts = ", ".join(f"{n} {how}" for how, n in sorted(Counter(how for _, how in fetched).items()))
-    print(f"kdbench fetch: {study.name}: {len(fetched)} weight file(s) in {cache_dir()}"
-          + (f" ({counts})" if counts else ""))
+    print(f"kdbench fetch: {study.name}: {len(fetched)} weight file(s) in {cache}" + (f" ({counts})" if counts else ""))
     return 0
 
 
-def _status_arguments(parser: argparse.ArgumentParser) -> None:
-    _study_arguments(parser)
-    parser.add_argument("--tensorboard", action="store_true",
-                        help="print the command that shows every run of the study in TensorBoard, by name")
-
-
 def _status(args: argparse.Namespace) -> int:
-    study = _load_study(args)
-    if args.tensorboard:
-        from runners.tracking import tensorboard_command
-
-        print(tensorboard_command(study))
-        return 0
     from kdbench.states import format_status
-    from runners.launch.jobs import status
 
-    print(format_status(study, status(study)))
+    study = app.load(args.study, args.results, args.max_runs)
+    print(app.tensorboard(study) if args.tensorboard else format_status(study, app.status(study)))
     return 0
 
 
 def _cancel(args: argparse.Namespace) -> int:
-    study = _load_study(args)
-    from runners.launch.jobs import cancel
-
-    print(f"kdbench cancel: {study.name}: cancelled {len(cancel(study))} run(s)")
+    study = app.load(args.study, args.results, args.max_runs)
+    print(f"kdbench cancel: {study.name}: cancelled {len(app.cancel(study))} run(s)")
     return 0
 
 
-def _collected(study):
-    """The study's rows (analysis.collect) with each run's state as the executors see its job."""
-    from analysis.collect import collect
-    from kdbench import store
-    from runners.launch.jobs import status
-
-    scanned = store.scan(study.directory, [p.run_id for p in study.runs])
-    return collect(study, scanned, status(study, scanned))
-
-
 def _collect(args: argparse.Namespace) -> int:
-    study = _load_study(args)
     from analysis.collect import cache_path
-
-    frame = _collected(study)
+    study = app.load(args.study, args.results, args.max_runs)
+    frame = app.collect(study)
     counts = ", ".join(f"{n} {state}" for state, n in sorted(frame["status"].value_counts().items()))
     where = cache_path(study)
     print(f"kdbench collect: {study.name}: {len(frame)} runs ({counts})"
@@ -368,27 +217,17 @@ def _report_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from reports.render import FORMATS, render_report
-
-    formats = tuple(f.strip() for f in args.format.split(",") if f.strip())
-    unknown = [f for f in formats if f not in FORMATS]
-    if unknown or not formats:
-        raise UserError(f"--format: unknown {', '.join(unknown) or '(none)'}; valid: {', '.join(FORMATS)}")
-    study = _load_study(args)
-    frame = _collected(study)
-    written, headline, lines = render_report(study, frame, formats)  # one pass over the results
+    formats = app.report_formats(args.format)   # before the spec is read
+    study = app.load(args.study, args.results, args.max_runs)
+    found = app.report(study, formats, statistics=args.json)
     if args.json:
-        import json
-
-        from reports.statistics import study_statistics
-
-        print(json.dumps({"study": study.name, "written": {k: str(p) for k, p in written.items()},
-                          "headline": headline, "lines": lines, **study_statistics(study, frame)},
+        print(json.dumps({"study": study.name, "written": {k: str(p) for k, p in found.written.items()},
+                          "headline": found.headline, "lines": found.lines, **found.statistics},
                          indent=2, ensure_ascii=False))
         return 0
-    for kind, path in written.items():
+    for kind, path in found.written.items():
         print(f"kdbench report: {study.name}: {kind}: {path}")
-    print("\n".join([headline, *(f"  - {line}" for line in lines)]))
+    print("\n".join([found.headline, *(f"  - {line}" for line in found.lines)]))
     return 0
 
 
@@ -403,18 +242,11 @@ def _import_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _import(args: argparse.Namespace) -> int:
-    from runners.mmrazor_study import import_text
-
-    if args.gpus is not None and args.gpus < 1:
-        raise UserError(f"--gpus: must be >= 1, got {args.gpus}")
-    text = import_text(args.config, args.gpus, args.study, args.output)
+    text = app.import_config(args.source, args.config, args.gpus, args.study, args.output)
     if args.output is None:
         sys.stdout.write(text)
-        return 0
-    from kdbench.store import write_text_atomic
-
-    write_text_atomic(args.output, text)
-    print(f"kdbench import: {args.config} -> {args.output}", file=sys.stderr)
+    else:
+        print(f"kdbench import: {args.config} -> {args.output}", file=sys.stderr)
     return 0
 
 
@@ -429,38 +261,16 @@ def _data_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _data(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from runners.data import layout
-
-    if args.name not in layout.LAYOUTS:
-        raise UserError(f"NAME: {args.name!r} is not a dataset kdbench reads from disk; valid: "
-                        f"{', '.join(layout.LAYOUTS)} (fashion_scenes is generated on first use)")
-    if not Path(args.root).is_dir():
-        raise UserError(f"ROOT: {args.root!r} is not a directory")
-    if args.workers is not None and args.workers < 1:
-        raise UserError(f"--workers: must be >= 1, got {args.workers}")
-    if args.action == "prepare":
-        if args.name == "cityscapes":
-            from runners.data.cityscapes import prepare
-
-            converted, already = prepare(args.root, args.workers, progress=not args.no_progress)
-            print(f"kdbench data prepare: cityscapes: converted {converted} label maps to train ids"
-                  f" ({already} already converted)")
-        else:
-            print(f"kdbench data prepare: {args.name} needs no conversion; its check:")
-    found = layout.check(args.name, args.root)
-    print("\n".join(layout.describe(found)))
-    problem = found.problem()
-    if problem:
-        raise UserError(problem)
+    found = app.data(args.action, args.name, args.root, args.workers, progress=not args.no_progress)
+    print("\n".join(found.lines))
+    if found.problem:
+        raise UserError(found.problem)
     return 0
 
 
-SUITES = ("grid", "data", "losses", "step")  # grid and data first: as on a login node, in a process without torch
-
-
 def _bench_arguments(parser: argparse.ArgumentParser) -> None:
+    from benchmarks.suites import SUITES
+
     parser.add_argument("--suite", default="all", choices=[*SUITES, "all"],
                         help="losses: every KD loss against a plain-autograd reference of the same math; step: a KD "
                              "training step against student step + teacher forward; grid: plan/status/collect/"
@@ -468,96 +278,23 @@ def _bench_arguments(parser: argparse.ArgumentParser) -> None:
                              "and COCO trees of the official size, uncached and cached (default: all)")
     parser.add_argument("--json", metavar="FILE", help="also write every figure and the machine as JSON")
     parser.add_argument("--markdown", metavar="FILE", help="also write the tables and the machine as markdown")
-    parser.add_argument("--repeats", type=int, default=5, help="timed repeats per measurement (median)")
-    parser.add_argument("--scale", type=float, default=1.0,
-                        help="losses: spatial scale of the paper's shapes (default 1.0 = the paper's shapes)")
-    parser.add_argument("--methods", help="losses: comma-separated methods (default: every registered loss)")
-    parser.add_argument("--cases", help="step: comma-separated cases (default: all; see benchmarks/step.py)")
-    parser.add_argument("--sizes", default="1000,10000", help="grid: comma-separated grid sizes (default 1000,10000)")
-    parser.add_argument("--precisions", help="step: comma-separated of fp32,bf16,fp16 (default: fp32 on a CPU, "
-                                             "all three on a GPU)")
-
-
-def _csv(text: str | None, flag: str, cast=str) -> list | None:
-    if text is None:
-        return None
-    try:
-        values = [cast(v.strip()) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise UserError(f"{flag}: expected a comma-separated list, got {text!r}") from None
-    if not values:
-        raise UserError(f"{flag}: empty list")
-    return values
-
-
-def _check_names(names: list[str] | None, flag: str, suite: str, chosen: str) -> None:
-    """``--cases`` (step) and ``--methods`` (losses): known names, and a suite that runs them."""
-    import importlib
-
-    if names is None:
-        return
-    if chosen not in (suite, "all"):
-        raise UserError(f"{flag}: applies to --suite {suite} (or all), not {chosen}")
-    from kdbench import losses
-    from kdbench.schema import did_you_mean
-
-    valid = [case[0] for case in importlib.import_module("benchmarks.step").CASES] if suite == "step" \
-        else losses.available()
-    unknown = next((name for name in names if name not in valid), None)
-    if unknown is not None:
-        what = "step case" if suite == "step" else "method"
-        raise UserError(f"{flag}: unknown {what} {unknown!r}{did_you_mean(unknown, valid)}; valid: {', '.join(valid)}")
+    for flag, kind, default, what in (
+            ("--repeats", int, 5, "timed repeats per measurement (median)"),
+            ("--scale", float, 1.0, "losses: spatial scale of the paper's shapes (default 1.0 = the paper's shapes)"),
+            ("--methods", str, None, "losses: comma-separated methods (default: every registered loss)"),
+            ("--cases", str, None, "step: comma-separated cases (default: all; see benchmarks/step.py)"),
+            ("--sizes", str, "1000,10000", "grid: comma-separated grid sizes (default 1000,10000)"),
+            ("--precisions", str, None, "step: comma-separated of fp32,bf16,fp16 (default: fp32 on a CPU, all "
+                                        "three on a GPU)")):
+        parser.add_argument(flag, type=kind, default=default, help=what)
 
 
 def _bench(args: argparse.Namespace) -> int:
-    import importlib
+    from benchmarks.suites import bench
 
-    from benchmarks.machine import machine
-    from kdbench.store import write_json_atomic, write_text_atomic
-
-    if not 0 < args.scale <= 1 or args.repeats < 1:
-        raise UserError("--scale must be in (0, 1] and --repeats >= 1")
-    from pathlib import Path
-
-    for flag, target in (("--json", args.json), ("--markdown", args.markdown)):
-        if target and not Path(target).resolve().parent.is_dir():  # found now, not after minutes of timing
-            raise UserError(f"{flag}: {target}: its directory does not exist")
-    sizes = _csv(args.sizes, "--sizes", int)
-    if any(n < 1 for n in sizes):
-        raise UserError(f"--sizes: grid sizes must be >= 1, got {args.sizes}")
-    precisions = _csv(args.precisions, "--precisions")
-    from kdbench.spec import PRECISIONS
-
-    if precisions and not set(precisions) <= set(PRECISIONS):
-        raise UserError(f"--precisions: {args.precisions!r}; valid: {', '.join(PRECISIONS)}")
-    _check_names(_csv(args.cases, "--cases"), "--cases", "step", args.suite)   # before any suite prints a line
-    _check_names(_csv(args.methods, "--methods"), "--methods", "losses", args.suite)
-    calls = {
-        "losses": lambda m: m.run(scale=args.scale, repeats=args.repeats, methods=_csv(args.methods, "--methods"),
-                                  progress=lambda line: print(f"  {line}", file=sys.stderr, flush=True)),
-        "step": lambda m: m.run(repeats=args.repeats, cases=_csv(args.cases, "--cases"), precisions=precisions),
-        "grid": lambda m: m.run(sizes=tuple(sizes)),
-        "data": lambda m: m.run(repeats=args.repeats),
-    }
-    suites = SUITES if args.suite == "all" else (args.suite,)
-    rows: list[dict] = []
-    tables: dict[str, str] = {}
-    for suite in suites:
-        module = importlib.import_module(f"benchmarks.{suite}")
-        print(f"== kdbench bench --suite {suite}", flush=True)
-        suite_rows = calls[suite](module)
-        tables[suite] = module.format_rows(suite_rows)
-        print(tables[suite], flush=True)
-        rows.extend(suite_rows)
-    facts = machine() if args.json or args.markdown else None  # one look at the machine for both files
-    if args.json:
-        write_json_atomic(args.json, {"machine": facts, "suites": list(suites), "results": rows})
-        print(f"kdbench bench: wrote {args.json}")
-    if args.markdown:
-        from benchmarks.machine import markdown
-
-        write_text_atomic(args.markdown, markdown(facts, tables, " ".join(["kdbench bench", *sys.argv[2:]])))
-        print(f"kdbench bench: wrote {args.markdown}")
+    rows = bench(args.suite, args.scale, args.repeats, args.sizes, args.precisions, args.cases, args.methods,
+                 args.json, args.markdown, " ".join(["kdbench bench", *sys.argv[2:]]),
+                 say=lambda line: print(line, flush=True), progress=lambda line: _warn(f"  {line}"))
     disagree = [r for r in rows if r.get("agrees") is False]
     for row in disagree:
         print(f"kdbench bench: {row.get('method')} on {row.get('input')} does not agree with its reference",
@@ -565,11 +302,13 @@ def _bench(args: argparse.Namespace) -> int:
     return 1 if disagree else 0
 
 
-VERBS: dict[str, Verb] = {
+VERBS: dict[str, tuple[str, Callable, Callable[[argparse.Namespace], int]]] = {
     "bench": ("performance benchmarks, as ratios measured side by side", _bench_arguments, _bench),
     "launch": ("run or submit a study's runs that still need doing", _launch_arguments, _launch),
-    "fetch": ("download and verify the weight files a study's runs need", _fetch_arguments, _fetch),
-    "status": ("each run's state, from the results store and the scheduler", _status_arguments, _status),
+    "fetch": ("download and verify the weight files a study's runs need",
+              _study_and("--no-progress", "no progress bar"), _fetch),
+    "status": ("each run's state, from the results store and the scheduler", _study_and(
+        "--tensorboard", "print the command that shows every run of the study in TensorBoard, by name"), _status),
     "cancel": ("cancel a study's pending and running jobs", _study_arguments, _cancel),
     "collect": ("gather a study's results into results/<study>/runs.parquet", _study_arguments, _collect),
     "report": ("render a study's report (HTML and markdown) from its results", _report_arguments, _report),
@@ -582,17 +321,9 @@ VERBS: dict[str, Verb] = {
 }
 
 
-def _shown(text: str) -> str:
-    """``text`` as one line that shows what it holds: a newline, a control or a bidirectional-override
-    character quoted from a spec is escaped (``\\u202e``), so it cannot hide or reorder the rest."""
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
-
-
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="kdbench",
-        description="Knowledge distillation for dense prediction: studies, runs, reports.",
-    )
+    parser = argparse.ArgumentParser(prog="kdbench", description="Knowledge distillation for dense prediction: "
+                                                                 "studies, runs, reports.")
     sub = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
     for name, (help_text, add_arguments, _) in VERBS.items():
         add_arguments(sub.add_parser(name, help=help_text, description=help_text))

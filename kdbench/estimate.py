@@ -20,6 +20,7 @@ from kdbench import store
 from kdbench.expand import PlannedRun, Study
 from kdbench.spec import TOP_KEYS, RunSpec, parse_run
 from kdbench.table import text_table
+from kdbench.vocab import State
 
 
 @dataclass(frozen=True)
@@ -56,7 +57,8 @@ def recorded(results: str | Path) -> dict[str, Speed]:
     for final_path in Path(results).glob("*/*/" + store.FINAL):
         run_dir = final_path.parent
         files = store.read_run(run_dir)
-        seconds = ((files.final or {}).get("cost") or {}).get("seconds_per_iter") if files.state == "complete" else None
+        cost = ((files.final or {}).get("cost") or {}) if files.state == State.COMPLETE else {}
+        seconds = cost.get("seconds_per_iter")
         if not store.is_finite_number(seconds) or seconds <= 0:
             continue
         try:
@@ -103,7 +105,7 @@ def estimate_rows(study: Study, speeds: dict[str, Speed], states: dict[str, str]
         row["runs"] += 1
         row["iterations"] += run.schedule.iterations
         row["hours"] += hours
-        if states.get(planned.run_id) != "complete":
+        if states.get(planned.run_id) != State.COMPLETE:
             row["left"] += 1
             row["hours_left"] += hours
     return list(groups.values())

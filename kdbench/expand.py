@@ -7,7 +7,8 @@ per distinct teacher setting (stage ``teacher``), which the cell's run depends o
 evaluates it. The student baseline is each cell without its distill terms and teacher; equal
 baselines collapse into one. Run names come from the axes that vary (``cwd_logits_tau4_s0``).
 Teachers come first, then baselines, then cells. A grid of more than ``MAX_RUNS`` cell runs is
-refused before any is built (``count_runs``).
+refused before any is built (``count_runs``). A tuned study (``tune:``) plans its tune stage here
+(``plan_tune``); the runs its results decide are planned by kdbench.stages.
 """
 
 from __future__ import annotations
@@ -21,12 +22,12 @@ from pathlib import Path
 from typing import Any
 
 from kdbench import tuning
-from kdbench.budget import budget_stage
 from kdbench.errors import UserError, UserErrors
 from kdbench.ids import run_id, run_ids_by_seed
 from kdbench.schema import Checker, copy_data
 from kdbench.spec import RunSpec, Tracking, parse_run
-from kdbench.study import STUDENT, TERM_PREFIX, Resources, StudySpec, is_baseline_axis, load_spec, merge
+from kdbench.study import STUDENT, TERM_PREFIX, Resources, StudySpec, is_baseline_axis, merge
+from kdbench.vocab import Kind, Stage
 from kdbench.waiting import Waiting
 
 MAX_RUNS = 100_000          # far above any real study (the shipped ones plan 7 to 43 runs); --max-runs raises it
@@ -37,21 +38,25 @@ class PlannedRun:
     run: RunSpec
     run_id: str
     name: str
-    stage: str                      # teacher | tune | student
+    stage: Stage
     params: dict                    # the axis values that made this run, and its seed
     depends_on: tuple[str, ...] = ()
-    kind: str = "cell"              # cell | student_baseline | teacher | tune
+    kind: Kind = Kind.CELL
 
 
 @dataclass(frozen=True)
 class Study:
-    """A spec with its runs, planned for one results root."""
+    """A spec with its runs, planned for one results root: ``expand``'s grid, then what the later
+    stages (kdbench.stages) planned from the results, with what they still wait for and what they
+    decided (``records``: stage name -> its record, as written to ``results/<study>/stages/``)."""
 
     spec: StudySpec
     runs: tuple[PlannedRun, ...]
     results: Path                   # the results root; this study's runs live in results/<name>/
     waiting: tuple[Waiting, ...] = ()   # later stages, planned once the runs they need are complete
     max_runs: int = MAX_RUNS
+    grid: tuple[PlannedRun, ...] = ()   # expand's runs (the later stages plan from these again)
+    records: dict = dataclasses.field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -71,23 +76,6 @@ class Study:
 
     def by_id(self) -> dict[str, PlannedRun]:
         return {r.run_id: r for r in self.runs}
-
-
-def load_study(path: str | Path, results: str | Path = "results", max_runs: int = MAX_RUNS) -> Study:
-    """Read, validate and expand a study spec into its runs (refused past ``max_runs``, see
-    ``count_runs``)."""
-    spec = load_spec(path)
-    runs, waiting = expand(spec, results, max_runs), []
-    for stage in LATER_STAGES:
-        more, waits = stage(spec, runs, Path(results) / spec.name)
-        runs, waiting = runs + list(more), waiting + list(waits)
-    return Study(spec, tuple(runs), Path(results), tuple(waiting), max_runs)
-
-
-def reload(study: Study) -> Study:
-    """The study planned again from its spec and the results now in the store: stages that were
-    waiting appear once the runs they need are complete."""
-    return load_study(study.path, study.results, study.max_runs)
 
 
 # -- the grid ---------------------------------------------------------------------------------
@@ -287,7 +275,7 @@ class _Planner:
             return (f"{where}.{term[2]}" if term[2] else where), None
         return (f"base.{path}" if path else "base"), None
 
-    def keep(self, run: RunSpec, identity: str, stage: str, params: dict, kind: str,
+    def keep(self, run: RunSpec, identity: str, stage: Stage, params: dict, kind: Kind,
              depends: tuple[str, ...]) -> str:
         """Plan ``run`` under ``identity`` unless it is planned already; its name made unique."""
         if identity not in self.planned:
@@ -299,7 +287,7 @@ class _Planner:
             self.planned[identity] = PlannedRun(run, identity, run.name, stage, params, depends, kind)
         return identity
 
-    def once_per(self, key: str, make, name: str, stage: str, params: dict, kind: str, label: str) -> str:
+    def once_per(self, key: str, make, name: str, stage: Stage, params: dict, kind: Kind, label: str) -> str:
         """Plan ``make()`` once per distinct ``key`` (what the run is made of); its id."""
         if key not in self.once:
             run = self.parse({**make(), "name": name}, label)
@@ -335,8 +323,8 @@ class _Planner:
         named = {k: v for k, v in shared.items() if not _follows(k)} or shared
         name = "teacher" + "".join(f"_{short(k, v)}" for k, v in named.items())
         params = {k: v for k, v in shared.items() if not k.startswith("dataset")}
-        return self.once_per(repr([name, run["task"], teacher, run["dataset"], schedule]), make, name, "teacher",
-                             params, "teacher", f"the teacher run of {label}")
+        return self.once_per(repr([name, run["task"], teacher, run["dataset"], schedule]), make, name, Stage.TEACHER,
+                             params, Kind.TEACHER, f"the teacher run of {label}")
 
     def baseline(self, run: dict, cell: dict, varying: list[str], seed: int, label: str) -> str:
         """The id of a cell's student baseline for one seed: the cell without terms and teacher.
@@ -348,7 +336,8 @@ class _Planner:
         def make() -> dict:
             return {**without_teacher(run), "seed": seed}
 
-        return self.once_per(repr([name, own]), make, name, "student", {**own, "seed": seed}, "student_baseline",
+        return self.once_per(repr([name, own]), make, name, Stage.STUDENT, {**own, "seed": seed},
+                             Kind.STUDENT_BASELINE,
                              "the student baseline" + "".join(f", {k} {v}" for k, v in own.items()))
 
     def cell(self, run: dict, cell: dict, varying: list[str], depends: tuple[str, ...], label: str) -> list[str]:
@@ -356,7 +345,7 @@ class _Planner:
         seeds = self.spec.seeds
         parsed = self.parse({**run, "seed": seeds[0], "name": run_name(cell, varying, seeds[0])}, label)
         runs = [dataclasses.replace(parsed, seed=seed, name=run_name(cell, varying, seed)) for seed in seeds]
-        return [self.keep(each, identity, "student", {**cell, "seed": each.seed}, "cell", depends)
+        return [self.keep(each, identity, Stage.STUDENT, {**cell, "seed": each.seed}, Kind.CELL, depends)
                 for each, identity in zip(runs, run_ids_by_seed(parsed, seeds))]
 
 
@@ -467,12 +456,12 @@ def plan_tune(spec: StudySpec, results: str | Path) -> list[PlannedRun]:
                 run, teacher_id, depends = _setting_run(planner, method, setting, label)
                 teachers += [teacher_id] if teacher_id else []
                 run["dataset"] = {**run["dataset"], "holdout": holdout}
-                name = f"{tuning.TUNE}_" + run_name({"method": method, **setting}, ["method", *setting], seed)
+                name = f"{Kind.TUNE}_" + run_name({"method": method, **setting}, ["method", *setting], seed)
                 parsed = planner.parse({**run, "seed": seed, "name": name}, label)
             except _Skipped:
                 continue
-            runs.append(planner.keep(parsed, run_id(parsed), tuning.TUNE, {"method": method, **setting, "seed": seed},
-                                     tuning.TUNE, depends))
+            runs.append(planner.keep(parsed, run_id(parsed), Stage.TUNE, {"method": method, **setting, "seed": seed},
+                                     Kind.TUNE, depends))
     planner.spec = spec
     problems = planner.problems()
     if problems is not None:
@@ -480,29 +469,9 @@ def plan_tune(spec: StudySpec, results: str | Path) -> list[PlannedRun]:
     return [planner.planned[i] for i in dict.fromkeys(teachers + runs)]
 
 
-def tuned_finals(spec: StudySpec, runs: list[PlannedRun], directory: Path) -> tuple[list[PlannedRun], list[Waiting]]:
-    """The final runs of every method whose tune runs have all ended, at its chosen setting; a
-    ``Waiting`` naming the tune runs still to end. A method none of whose tune runs completed gets
-    no final runs (the report says why); it does not wait."""
-    if spec.tune is None:
-        return [], []
-    found = tuning.tries(spec, runs, directory)
-    pending = tuning.pending(found)
-    chosen = {method: tuning.choose(entries) for method, entries in found.items() if not pending[method]}
-    planned = _plan_finals(spec, directory.parent, {m: c["setting"] for m, c in chosen.items() if c is not None})
-    known = {p.run_id for p in runs}
-    more = [p for p in planned if p.run_id not in known]
-    waiting_for = [m for m, ids in pending.items() if ids]
-    if not waiting_for:
-        return more, []
-    needs = tuple(i for m in waiting_for for i in pending[m])
-    why = (f"the final runs of {', '.join(waiting_for)} (seeds {', '.join(map(str, spec.seeds))}), at the settings "
-           f"their tune runs choose: {len(needs)} tune run(s) still to finish")
-    return more, [Waiting("student", needs, why)]
-
-
-def _plan_finals(spec: StudySpec, results: Path, settings: dict[str, dict]) -> list[PlannedRun]:
-    """Each method's cells and the student baseline's runs over the study's seeds, at ``settings``."""
+def plan_finals(spec: StudySpec, results: Path, settings: dict[str, dict]) -> list[PlannedRun]:
+    """A tuned study's final runs (kdbench.stages.TunedFinals): each method's cells and the student
+    baseline's runs over the study's seeds, at the ``settings`` its tune runs chose."""
     planner = _Planner(spec, results)
     seeds = spec.seeds
     baselines, cells = [], []
@@ -517,12 +486,8 @@ def _plan_finals(spec: StudySpec, results: Path, settings: dict[str, dict]) -> l
         for seed in seeds:
             name = run_name({"method": STUDENT}, ["method"], seed)
             parsed = planner.parse({**run, "seed": seed, "name": name}, label)
-            baselines.append(planner.keep(parsed, run_id(parsed), "student", {"seed": seed}, "student_baseline", ()))
-    return [planner.planned[i] for i in dict.fromkeys(baselines + cells) if planner.planned[i].kind != "teacher"]
+            baselines.append(planner.keep(parsed, run_id(parsed), Stage.STUDENT, {"seed": seed}, Kind.STUDENT_BASELINE,
+                                          ()))
+    return [planner.planned[i] for i in dict.fromkeys(baselines + cells)
+            if planner.planned[i].kind != Kind.TEACHER]
 
-
-# Later stages: each ``(spec, runs planned so far, the study's results directory) -> (runs, waiting)``
-# plans the runs that the results of earlier ones decide (reading the store, torch-free), or says
-# what it waits for. Run in order; each sees the runs of those before it.
-# The tuned study's final runs first: the equal-budget stage may build on them.
-LATER_STAGES = (tuned_finals, budget_stage)

@@ -24,6 +24,7 @@ from pathlib import Path
 from kdbench.errors import UserError
 from kdbench.expand import PlannedRun, Study
 from kdbench.study import STUDENT, TERM_PREFIX
+from kdbench.vocab import Kind
 
 
 def find_run(study: Study, key: str) -> PlannedRun:
@@ -89,7 +90,7 @@ def _axis(study: Study, planned: PlannedRun, path: str) -> str | None:
         for axis in group:
             if axis.path == "method":
                 continue
-            own = axis.path in planned.params or (planned.kind == "teacher" and axis.path.startswith("dataset"))
+            own = axis.path in planned.params or (planned.kind == Kind.TEACHER and axis.path.startswith("dataset"))
             if not own:
                 continue
             if axis.path.startswith(TERM_PREFIX):
@@ -111,13 +112,13 @@ def _tuned(study: Study, planned: PlannedRun, path: str) -> str | None:
     if path.startswith("dataset.holdout."):
         return f"tune.{'holdout' if path.endswith('fraction') else 'seed'} (the tune stage's held-out split)"
     method = planned.params.get("method") or STUDENT
-    for axis in tune.axes.get(method, ()) if planned.kind != "teacher" else ():
+    for axis in tune.axes.get(method, ()) if planned.kind != Kind.TEACHER else ():
         key = axis.path[len(TERM_PREFIX):] if axis.path.startswith(TERM_PREFIX) else axis.path
         parts = path.split(".")
         leaf = ".".join(parts[2:]) if axis.path.startswith(TERM_PREFIX) and parts[0] == "distill" else path
         if not _covers(key, leaf):
             continue
-        if planned.kind == "tune":
+        if planned.kind == Kind.TUNE:
             return f"axis {axis.where}"
         return f"tune: chosen among {axis.where} by the tune runs' held-out score"
     return None
@@ -133,12 +134,12 @@ def _planner(study: Study, planned: PlannedRun, path: str) -> str | None:
     if path == "role":
         return "planner: the run's kind"
     if path == "seed":
-        return "teacher_run.seed" if planned.kind == "teacher" else "planner: one of the study's seeds"
+        return "teacher_run.seed" if planned.kind == Kind.TEACHER else "planner: one of the study's seeds"
     if path.startswith("teacher.checkpoint.run") and planned.depends_on:
         return f"planner: the teacher run {planned.depends_on[0]}"
-    if planned.kind == "teacher" and path == "schedule.iterations" and planned.run.teacher.checkpoint is not None:
+    if planned.kind == Kind.TEACHER and path == "schedule.iterations" and planned.run.teacher.checkpoint is not None:
         return "planner: a teacher given by checkpoint is evaluated, not trained"
-    if planned.kind == "student_budget" and path == "schedule.iterations":
+    if planned.kind == Kind.STUDENT_BUDGET and path == "schedule.iterations":
         return f"planner: equal_budget ({study.spec.equal_budget}): the slowest distilled cell's training time"
     return None
 
@@ -148,11 +149,11 @@ def origin(study: Study, planned: PlannedRun, path: str, files: _Files) -> str:
     found = _planner(study, planned, path) or _tuned(study, planned, path) or _axis(study, planned, path)
     if found:
         return found
-    if planned.kind == "teacher" and path.startswith("schedule."):
+    if planned.kind == Kind.TEACHER and path.startswith("schedule."):
         key = path.split(".")[1]
         if key in study.spec.teacher_schedule:
             return f"teacher_run.schedule.{key} in {files.of(f'teacher_run.schedule.{key}')}"
-    if path.startswith("distill.") and planned.kind in ("cell", "tune"):
+    if path.startswith("distill.") and planned.kind in (Kind.CELL, Kind.TUNE):
         method = planned.params.get("method")
         index, rest = path.split(".")[1], ".".join(path.split(".")[2:])
         terms = study.spec.methods.get(method, ())

@@ -21,8 +21,7 @@ from dataclasses import dataclass
 from kdbench.expand import Study
 from kdbench.store import RunFiles, teacher_check_failure
 from kdbench.table import text_table
-
-NOT_COMPLETED = ("failed", "diverged", "kd_inactive", "corrupt", "blocked")
+from kdbench.vocab import NOT_COMPLETED, State
 
 
 @dataclass(frozen=True)
@@ -30,7 +29,7 @@ class RunStatus:
     run_id: str
     name: str
     stage: str
-    state: str
+    state: State
     executor: str | None = None     # of its recorded job
     job_id: str | None = None
     reason: str | None = None       # "teacher <id> failed" for blocked and held-back runs
@@ -41,16 +40,16 @@ def run_states(study: Study, scanned: dict[str, RunFiles], job_states: dict[str,
     states: dict[str, str] = {}
     for planned in study.runs:
         state = scanned[planned.run_id].state
-        if state in ("started", "missing") and job_states.get(planned.run_id) == "alive":
-            state = "running"
-        elif state == "started":
-            state = "interrupted"
-        states[planned.run_id] = state
+        if state in (State.STARTED, State.MISSING) and job_states.get(planned.run_id) == "alive":
+            state = State.RUNNING
+        elif state == State.STARTED:
+            state = State.INTERRUPTED
+        states[planned.run_id] = State(state)
     reasons = {}
     # A run depends on at most its teacher, and a teacher on nothing: no state this loop sets is
     # one it reads, so the study's order will do.
     for planned in study.runs:
-        if states[planned.run_id] != "missing":
+        if states[planned.run_id] != State.MISSING:
             continue
         failed = next((d for d in planned.depends_on if states.get(d) in NOT_COMPLETED), None)
         gated = next(((d, why) for d in planned.depends_on
@@ -58,10 +57,10 @@ def run_states(study: Study, scanned: dict[str, RunFiles], job_states: dict[str,
         if failed is not None:
             reasons[planned.run_id] = f"teacher {failed} {states[failed]}"
             if scanned[planned.run_id].job:  # its job ended without starting: SLURM cancelled it
-                states[planned.run_id] = "blocked"
+                states[planned.run_id] = State.BLOCKED
         elif gated is not None:  # held back by the teacher gate, whether or not it was submitted
             reasons[planned.run_id] = f"teacher {gated[0]} {gated[1]}"
-            states[planned.run_id] = "blocked"
+            states[planned.run_id] = State.BLOCKED
     rows = []
     for planned in study.runs:
         job = scanned[planned.run_id].job or {}

@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from kdbench.vocab import ERROR_STATES, State
+
 FINAL, ERROR, SPEC, ENV, METRICS, JOB = "final.json", "error.json", "spec.json", "env.json", "metrics.jsonl", "job.json"
 
 
@@ -133,13 +135,8 @@ def is_finite_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-# The states an error.json records: the run raised, a loss became NaN or Inf, or a distill term
-# did nothing over its first steps (runners.distill.KDInactiveError).
-ERROR_STATES = ("failed", "diverged", "kd_inactive")
-
-
 def run_state(run_dir: str | Path) -> str:
-    """``complete``, one of ERROR_STATES, ``corrupt``, ``started`` or ``missing``, from files only."""
+    """``complete``, one of kdbench.vocab.ERROR_STATES, ``corrupt``, ``started`` or ``missing``, from files only."""
     return read_run(run_dir).state
 
 
@@ -148,7 +145,7 @@ class RunFiles:
     """What a run directory holds: its state, the names in it, final.json / error.json parsed
     (None when absent or unreadable) and its job record (None when there is none)."""
 
-    state: str
+    state: State
     names: frozenset = frozenset()
     final: Any = None
     error: Any = None
@@ -171,15 +168,15 @@ def read_run(run_dir: str | Path, names: frozenset | None = None) -> RunFiles:
     job = read_job(run_dir) if JOB in names else None
     if FINAL in names:
         data = read_json(os.path.join(run_dir, FINAL))
-        if isinstance(data, dict) and data.get("status") == "complete" and isinstance(data.get("metrics"), dict):
-            return RunFiles("complete", names, final=data, job=job)
-        return RunFiles("corrupt", names, final=data, job=job)
+        if isinstance(data, dict) and data.get("status") == State.COMPLETE and isinstance(data.get("metrics"), dict):
+            return RunFiles(State.COMPLETE, names, final=data, job=job)
+        return RunFiles(State.CORRUPT, names, final=data, job=job)
     if ERROR in names:
         data = read_json(os.path.join(run_dir, ERROR))
         if isinstance(data, dict) and data.get("status") in ERROR_STATES:
-            return RunFiles(data["status"], names, error=data, job=job)
-        return RunFiles("corrupt", names, error=data, job=job)
-    return RunFiles("started" if SPEC in names else "missing", names, job=job)
+            return RunFiles(State(data["status"]), names, error=data, job=job)
+        return RunFiles(State.CORRUPT, names, error=data, job=job)
+    return RunFiles(State.STARTED if SPEC in names else State.MISSING, names, job=job)
 
 
 def teacher_check(metrics: dict, expect: dict) -> dict:
@@ -193,7 +190,7 @@ def teacher_check(metrics: dict, expect: dict) -> dict:
 
 def teacher_check_failure(files: RunFiles) -> str | None:
     """Why a complete teacher run's students must not run (its teacher gate failed), or None."""
-    check = (files.final or {}).get("teacher_check") if files.state == "complete" else None
+    check = (files.final or {}).get("teacher_check") if files.state == State.COMPLETE else None
     if not isinstance(check, dict) or check.get("passed") is not False:
         return None
     measured = check.get("measured")

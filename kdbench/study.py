@@ -29,6 +29,7 @@ from kdbench.spec import (
     parse_term,
     parse_tracking,
 )
+from kdbench.vocab import PRIMARY_METRIC
 
 STUDY_KEYS = ("name", "description", "revision", "defaults", "base", "teacher_run", "methods", "grid",
               "zip", "exclude", "seeds", "baselines", "resources", "references", "plugins", "provenance",
@@ -341,7 +342,7 @@ def _provenance(check: Checker, data: dict) -> None:
                                                       "base.schedule.lr or methods.<name>.weight")
 
 
-REFERENCE_METRICS = {"seg": ("miou", "val/mIoU"), "det": ("ap", "val/bbox_mAP")}  # a row's metric -> the run's
+REFERENCE_METRICS = {"seg": "miou", "det": "ap"}  # a published row's metric, per task (the runs' PRIMARY_METRIC)
 
 
 def reference_expect(path: Path, references: tuple[str, ...], task: str) -> dict | None:
@@ -351,7 +352,7 @@ def reference_expect(path: Path, references: tuple[str, ...], task: str) -> dict
     teachers, as CIRKD's) imply nothing."""
     import csv
 
-    wanted, metric = REFERENCE_METRICS.get(task, ("", ""))
+    wanted, metric = REFERENCE_METRICS.get(task, ""), PRIMARY_METRIC.get(task, "")
     values = set()
     for name in references:
         with open(path.parent / "references" / name, newline="") as handle:

@@ -1,11 +1,12 @@
 """Tuned baselines: a study's ``tune:`` block (kdbench.study.Tune).
 
-kdbench.expand plans (``plan_tune``, ``tuned_finals``); this module reads the tune runs' results
-and chooses. ``plan_tune`` is what ``expand`` plans for such a study: its teachers, then, for every method
+kdbench.expand plans the tune stage (``plan_tune``) and the final runs at given settings
+(``plan_finals``); this module reads the tune runs' results and chooses. ``plan_tune`` is what
+``expand`` plans for such a study: its teachers, then, for every method
 and for the student baseline (``student``), one run per setting of its tune axes (stage and kind
 ``tune``), at the study's first seed, training on the training set less a held-out share of it
-and evaluating on that share (``dataset.holdout``: val is never read). ``tuned_finals``, a later
-stage (kdbench.expand.LATER_STAGES), reads the tune runs' results: once every tune run of a method
+and evaluating on that share (``dataset.holdout``: val is never read). kdbench.stages.TunedFinals,
+a later stage, reads the tune runs' results (``summary``): once every tune run of a method
 has ended, it chooses the method's setting and plans the final runs, the chosen setting over the
 study's seeds on the real train/val split (stage ``student``: cells, and the student baseline at
 its own choice). ``choose`` states the rule; ``summary`` is what the report shows.
@@ -18,14 +19,12 @@ from pathlib import Path
 
 from kdbench import store
 from kdbench.study import STUDENT, StudySpec
-
-TUNE = "tune"
-ENDED = ("complete", *store.ERROR_STATES)   # a tune run that will not change without a relaunch
+from kdbench.vocab import ENDED, Kind, State, primary_metric
 
 
 def metric_of(spec: StudySpec) -> str:
     """The held-out metric a setting is chosen by: ``tune.metric``, else the task's primary one."""
-    return spec.tune.metric or ("val/bbox_mAP" if spec.base.get("task") == "det" else "val/mIoU")
+    return spec.tune.metric or primary_metric(spec.base.get("task"))
 
 
 def tuned(spec: StudySpec) -> list[str]:
@@ -42,7 +41,7 @@ def choose(tries: list[dict]) -> dict | None:
     best = None
     for entry in tries:
         score = entry["score"]
-        if entry["state"] != "complete" or score is None or not math.isfinite(score):
+        if entry["state"] != State.COMPLETE or score is None or not math.isfinite(score):
             continue
         if best is None or score > best["score"]:   # strictly better: a tie keeps the first listed
             best = entry
@@ -53,13 +52,13 @@ def tries(spec: StudySpec, runs, directory: Path) -> dict[str, list[dict]]:
     """method -> its tune runs (the PlannedRuns of kind ``tune`` among ``runs``) as the store holds
     them: setting, name, run id, state, held-out score, iterations and cost (final.json ``cost``),
     in the order the settings are listed."""
-    tune_runs = [p for p in runs if p.kind == TUNE]
+    tune_runs = [p for p in runs if p.kind == Kind.TUNE]
     scanned = store.scan(directory, [p.run_id for p in tune_runs])
     metric = metric_of(spec)
     found: dict[str, list[dict]] = {method: [] for method in tuned(spec)}
     for planned in tune_runs:
         files = scanned[planned.run_id]
-        final = files.final if files.state == "complete" else {}
+        final = files.final if files.state == State.COMPLETE else {}
         score = (final.get("metrics") or {}).get(metric)
         cost = final.get("cost") or {}
         setting = {k: v for k, v in planned.params.items() if k not in ("method", "seed")}
@@ -93,7 +92,3 @@ def summary(spec: StudySpec, runs, directory: Path) -> list[dict]:
             "never_chosen": [t["name"] for t in entries if t["state"] in ENDED and t["score"] is None]})
     return rows
 
-
-def pending(found: dict[str, list[dict]]) -> dict[str, list[str]]:
-    """method -> the run ids of its tune runs that have not ended (``tries``)."""
-    return {method: [t["run_id"] for t in entries if t["state"] not in ENDED] for method, entries in found.items()}

@@ -1,6 +1,7 @@
 """The report's Tuning section, for a study with a ``tune:`` block (kdbench.tuning): every tune
 run's setting and held-out score, each method's choice, and the budget each method was given
-(tune runs, iterations and the seconds they took, from final.json ``cost``)."""
+(tune runs, iterations and the seconds they took, from final.json ``cost``), as the tune stage
+recorded its decisions (kdbench.stages.TunedFinals: ``results/<study>/stages/tune.json``)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from analysis import format as fmt
 from analysis.tables import Cell, Table
 from kdbench.expand import Study
 from kdbench.study import STUDENT
-from kdbench.tuning import summary
+from kdbench.vocab import Stage
 
 
 def _who(method: str) -> str:
@@ -20,8 +21,9 @@ def _setting(setting: dict) -> str:
 
 
 def tuning_json(study: Study) -> list[dict]:
-    """Per method: the tries, the choice and the budget (kdbench.tuning.summary); [] without tune."""
-    return summary(study.spec, study.runs, study.directory)
+    """Per method: the tries, the choice and the budget (kdbench.tuning.summary), as the tune stage
+    decided them; [] without tune."""
+    return (study.records.get(Stage.TUNE) or {}).get("methods", [])
 
 
 def tuning_tables(study: Study, rows: list[dict] | None = None) -> list[Table]:

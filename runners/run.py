@@ -18,6 +18,7 @@ from kdbench import plugins, store
 from kdbench.errors import UserError
 from kdbench.ids import run_id
 from kdbench.spec import RunSpec
+from kdbench.vocab import State
 from runners.launch.executor import RUN_FILE
 
 
@@ -33,7 +34,7 @@ def run_one(run: RunSpec, out: str | Path, *, source: str = "<run>",
 
     out = Path(out)
     plugins.load_entries(run.plugins)  # a run's own plugins, when it came from a pickle or spec.json
-    if store.run_state(out) != "complete":
+    if store.run_state(out) != State.COMPLETE:
         try:
             check_run(run, source)
         except UserError as error:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from kdbench import store
 from kdbench.errors import UserError
+from kdbench.vocab import State
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -27,7 +28,7 @@ def teacher_run_checkpoint(run_dir, key: str) -> str:
     """The weights file of the complete teacher run in ``run_dir`` (one read of its result);
     ``key`` names the field in the error, e.g. ``file: base.teacher.checkpoint``."""
     files = store.read_run(run_dir)
-    checkpoint = files.final.get("checkpoint") if files.state == "complete" else None
+    checkpoint = files.final.get("checkpoint") if files.state == State.COMPLETE else None
     if not isinstance(checkpoint, str):
         raise UserError(f"{key}.run: {str(run_dir)!r} holds no complete teacher run; "
                         f"{teacher_run_hint(run_dir)}, or give the checkpoint's path or URL")

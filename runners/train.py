@@ -23,6 +23,7 @@ from kdbench import store
 from kdbench.errors import UserError
 from kdbench.ids import run_id
 from kdbench.spec import RunSpec, Schedule, Teacher, TeacherRun
+from kdbench.vocab import State
 
 OWN_CHECKPOINT_SCHEME = "kdbench-own://"
 KEEP_CHECKPOINTS = 2  # the last and the one before: a corrupt last checkpoint falls back to it
@@ -440,13 +441,13 @@ def execute(run: RunSpec, out_dir: str | Path, preempted: Callable[[], bool] = l
     out.mkdir(parents=True, exist_ok=True)
     if world()[0] != 0:  # other ranks of a multi-GPU run train; rank 0 alone writes results
         return train_and_evaluate(run, out)
-    recorded = store.read_json(out / store.SPEC)
-    if recorded is not None and recorded.get("run_id") != run_id(run):
+    recorded, identity = store.read_json(out / store.SPEC), run_id(run)
+    if recorded is not None and recorded.get("run_id") != identity:
         raise UserError(f"{out}: this directory holds results of a different run (id "
-                        f"{recorded.get('run_id')}, not {run_id(run)}); choose another --out")
-    if store.run_state(out) == "complete":
+                        f"{recorded.get('run_id')}, not {identity}); choose another --out")
+    if store.run_state(out) == State.COMPLETE:
         return store.read_json(out / store.FINAL)
-    store.write_json_atomic(out / store.SPEC, {**run.to_dict(), "run_id": run_id(run)})
+    store.write_json_atomic(out / store.SPEC, {**run.to_dict(), "run_id": identity})
     if (out / store.ERROR).exists():  # a retry: the old error stays beside, renamed
         os.replace(out / store.ERROR, out / f"error.previous.{int(time.time())}.json")
     try:

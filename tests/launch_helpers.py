@@ -13,6 +13,7 @@ import yaml
 
 from kdbench import store
 from kdbench.cli import main
+from runners.launch.slurm import slurm_jobs
 
 GATE_PLUGIN = Path(__file__).resolve().parent / "plugins" / "gate_kd.py"
 
@@ -108,3 +109,8 @@ def same_weights(first: Path, second: Path) -> bool:
 
     a, b = torch.load(first, weights_only=True), torch.load(second, weights_only=True)
     return a.keys() == b.keys() and all(torch.equal(a[key], b[key]) for key in a)
+
+
+def slurm_states(job_ids: list[str]) -> dict[str, str]:
+    """The scheduler's state of each job id (squeue, then sacct); unknown ids are left out."""
+    return {job: state for job, (state, _) in slurm_jobs(job_ids).items()}

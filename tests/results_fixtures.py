@@ -17,7 +17,7 @@ import json
 import math
 from pathlib import Path
 
-from kdbench.expand import load_study, reload
+from kdbench.stages import load_study, reload
 
 SCRIPT = "<script>alert(1)</script>"
 HEAD = """
@@ -202,7 +202,7 @@ TUNED_OUTCOMES = {"teacher": 50.0, "tune_student_lr0.01_s0": 28.0, "tune_student
 def make_tuned_store(tmp_path: Path):
     """A tuned study (``tune:``) with every stage's results: the tune runs first, then the final
     runs that their choices plan (lr 0.02 for the baseline, weight 3 for cwd_logits)."""
-    from kdbench.expand import reload
+    from kdbench.stages import reload
 
     study, results = make_store(tmp_path, TUNED_OUTCOMES, TUNED)
     study = reload(study)

@@ -147,7 +147,7 @@ def test_runs_that_differ_only_in_what_the_models_do_not_see_are_checked_once(tm
     """A grid over temperature and weight is checked per distinct model pair, not per run (so a
     10k-run plan stays fast), and a bad location among them is still found."""
 
-    from kdbench.expand import load_study
+    from kdbench.stages import load_study
     from runners import preflight
 
     spec = {"name": "many", "base": {"task": "seg", "teacher": {"config": "tiny_seg_teacher"},

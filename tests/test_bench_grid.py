@@ -105,7 +105,7 @@ def test_importing_the_verbs_that_read_specs_and_results_imports_no_torch_mmseg_
 def test_a_study_is_validated_and_expanded_without_importing_torch(tmp_path):
     study = tmp_path / "s.yaml"
     study.write_text(grid.study_text("s", 30))
-    code = f"from kdbench.expand import load_study\nassert len(load_study({str(study)!r}).runs) > 30"
+    code = f"from kdbench.stages import load_study\nassert len(load_study({str(study)!r}).runs) > 30"
     assert _imported(code, {"KDBENCH_CACHE": str(tmp_path / "cache")}) == []
     assert not (tmp_path / "cache").exists()  # and nothing is kept for it: every verb expands afresh
 
@@ -114,7 +114,7 @@ def test_a_study_is_validated_and_expanded_without_importing_torch(tmp_path):
 def test_the_model_check_is_answered_from_the_cache_without_importing_torch(tmp_path):
     study = tmp_path / "s.yaml"
     study.write_text(grid.study_text("s", 30))
-    code = (f"from kdbench.expand import load_study\nfrom runners.preflight import check_study\n"
+    code = (f"from kdbench.stages import load_study\nfrom runners.preflight import check_study\n"
             f"check_study(load_study({str(study)!r}))")
     env = {"KDBENCH_CACHE": str(tmp_path / "cache")}
     assert "torch" in _imported(code, env)  # the first time the models are built and probed, then kept

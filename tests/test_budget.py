@@ -6,7 +6,8 @@ import json
 import pytest
 
 from kdbench import budget as budgets
-from kdbench.expand import load_study, reload
+from kdbench.stages import load_study, reload
+from kdbench.vocab import Kind
 from tests.launch_helpers import run_cli
 from tests.results_fixtures import BUDGET_STUDY as STUDY
 from tests.results_fixtures import budget_study as _study
@@ -15,7 +16,7 @@ from tests.results_fixtures import make_budget_store
 
 
 def _twins(study):
-    return {p.name: p for p in study.runs if p.kind == budgets.KIND}
+    return {p.name: p for p in study.runs if p.kind == Kind.STUDENT_BUDGET}
 
 
 def test_nothing_is_planned_or_waits_without_equal_budget(tmp_path):

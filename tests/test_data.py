@@ -179,7 +179,7 @@ def test_a_layout_check_of_an_unchanged_tree_comes_from_the_cache_and_any_change
 @pytest.mark.slow  # a whole report, figures included
 def test_a_run_on_a_partial_split_records_it_and_the_report_marks_its_numbers(tmp_path):
     from kdbench import store
-    from kdbench.expand import load_study
+    from kdbench.stages import load_study
     from reports.render import render_report
     from tests.results_fixtures import write_run
 

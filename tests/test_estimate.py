@@ -8,7 +8,7 @@ import statistics
 import pytest
 import yaml
 
-from kdbench.expand import load_study
+from kdbench.stages import load_study
 from runners.launch.launcher import LaunchOptions, launch
 from tests.launch_helpers import CWD, TINY_BASE, dump_yaml, run_cli, write_study
 

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from kdbench.expand import load_study
 from kdbench.ids import run_id
 from kdbench.spec import load_run
+from kdbench.stages import load_study
 from tests.launch_helpers import run_cli
 
 ROOT = Path(__file__).resolve().parents[1]

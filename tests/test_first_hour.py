@@ -11,7 +11,7 @@ import yaml
 
 from kdbench import losses
 from kdbench.errors import UserError
-from kdbench.expand import load_study
+from kdbench.stages import load_study
 from kdbench.study import load_spec
 from runners.launch.launcher import LaunchOptions, launch
 from tests.launch_helpers import CWD, TINY_BASE, dump_yaml, run_cli, settled, wait_until, write_study

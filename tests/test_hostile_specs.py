@@ -11,9 +11,10 @@ import yaml
 
 from kdbench.cli import main
 from kdbench.errors import UserError
-from kdbench.expand import MAX_RUNS, load_study
+from kdbench.expand import MAX_RUNS
 from kdbench.reading import read_json, read_yaml
 from kdbench.spec import parse_run
+from kdbench.stages import load_study
 from tests.launch_helpers import run_cli, write_study
 
 ROOT = Path(__file__).resolve().parents[1]

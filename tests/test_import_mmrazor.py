@@ -10,8 +10,8 @@ import pytest
 import yaml
 
 from kdbench.cli import main
-from kdbench.expand import load_study
 from kdbench.spec import parse_run
+from kdbench.stages import load_study
 from tests.launch_helpers import run_cli
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from kdbench import store
-from kdbench.expand import load_study
+from kdbench.stages import load_study
 from runners.launch.jobs import status
 from runners.launch.launcher import LaunchOptions, launch, summary
 from tests.launch_helpers import CWD, outcome, same_weights, write_study

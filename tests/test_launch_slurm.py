@@ -8,10 +8,10 @@ import pytest
 import yaml
 
 from kdbench import store
-from kdbench.expand import load_study
+from kdbench.stages import load_study
 from runners.launch.jobs import status
 from runners.launch.launcher import LaunchOptions, launch, summary
-from runners.launch.slurm import slurm_jobs, slurm_states
+from runners.launch.slurm import slurm_jobs
 from tests.launch_helpers import (
     CWD,
     dump_yaml,
@@ -20,6 +20,7 @@ from tests.launch_helpers import (
     process_alive,
     same_weights,
     settled,
+    slurm_states,
     wait_until,
     write_study,
 )

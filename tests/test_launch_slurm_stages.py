@@ -5,11 +5,10 @@ relaunch by hand never submits a run or a continuation twice."""
 import pytest
 
 from kdbench import store
-from kdbench.expand import load_study, reload
+from kdbench.stages import load_study, reload
 from runners.launch.continuation import RECORD
 from runners.launch.launcher import LaunchOptions, launch, summary
-from runners.launch.slurm import slurm_states
-from tests.launch_helpers import CWD, run_cli, wait_until, write_study
+from tests.launch_helpers import CWD, run_cli, slurm_states, wait_until, write_study
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 

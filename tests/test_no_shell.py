@@ -42,7 +42,7 @@ def test_the_code_never_runs_a_shell_and_passes_every_command_as_a_list():
 
 
 def test_a_partition_that_is_not_a_plain_name_is_refused_on_the_command_line_too(tmp_path):
-    from kdbench.expand import load_study
+    from kdbench.stages import load_study
     from runners.launch.launcher import LaunchOptions, launch
     from tests.launch_helpers import write_study
 

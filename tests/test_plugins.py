@@ -12,8 +12,8 @@ import pytest
 
 from kdbench import losses
 from kdbench.errors import UserError
-from kdbench.expand import load_study
 from kdbench.spec import parse_run
+from kdbench.stages import load_study
 from tests.launch_helpers import TINY_BASE, run_cli
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -7,7 +7,7 @@ import math
 import pytest
 import yaml
 
-from kdbench.expand import load_study
+from kdbench.stages import load_study
 from tests.launch_helpers import run_cli
 from tests.results_fixtures import SCRIPT, make_store
 

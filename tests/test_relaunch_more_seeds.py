@@ -5,7 +5,7 @@ their ids, are skipped, and keep their results."""
 import pytest
 
 from kdbench import store
-from kdbench.expand import load_study
+from kdbench.stages import load_study
 from runners.launch.jobs import status
 from runners.launch.launcher import LaunchOptions, launch, summary
 from tests.launch_helpers import write_study

@@ -103,7 +103,7 @@ def hostile_store(tmp_path: Path):
     """(study, {field: the payload the report must show literally}); the study and its results sit
     in a folder whose name is a payload. Payloads only in places the report does not show
     (hostname, the references' teacher, dataset and metric) must not run either."""
-    from kdbench.expand import load_study
+    from kdbench.stages import load_study
 
     shown = {field: payload(field) for field in (
         "Comment", "Axis", "Error", "Divergedkey", "Torch", "Devicename", "Gitsha", "Envkey",

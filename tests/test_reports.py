@@ -167,7 +167,7 @@ SHIPPED = sorted(p for p in (ROOT / "studies").glob("[!_]*.yaml"))
 
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.stem)
 def test_every_shipped_study_reports_before_any_run_has_finished(path, tmp_path):
-    from kdbench.expand import load_study
+    from kdbench.stages import load_study
 
     study = load_study(path, tmp_path)
     md = render(study, ("md",))["md"].read_text()
@@ -177,7 +177,7 @@ def test_every_shipped_study_reports_before_any_run_has_finished(path, tmp_path)
 
 def _filled(name, tmp_path):
     """A shipped study whose every run has a made-up result (seed-dependent, deterministic)."""
-    from kdbench.expand import load_study
+    from kdbench.stages import load_study
     from tests.results_fixtures import write_run
 
     study = load_study(ROOT / "studies" / f"{name}.yaml", tmp_path)

@@ -81,7 +81,7 @@ def test_the_partition_and_the_signal_before_the_time_limit_follow_the_resources
 
 def test_a_batch_that_does_not_split_over_the_tasks_of_every_node_is_refused_before_anything_is_written(tmp_path):
     from kdbench.errors import UserError
-    from kdbench.expand import load_study
+    from kdbench.stages import load_study
     from runners.launch.launcher import LaunchOptions, launch
     from tests.launch_helpers import write_study
 

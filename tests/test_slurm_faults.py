@@ -15,11 +15,10 @@ from pathlib import Path
 import pytest
 
 from kdbench import store
-from kdbench.expand import load_study
+from kdbench.stages import load_study
 from runners.launch.jobs import status
 from runners.launch.launcher import LaunchOptions, launch, summary
-from runners.launch.slurm import slurm_states
-from tests.launch_helpers import CWD, gate_study, process_alive, settled, wait_until, write_study
+from tests.launch_helpers import CWD, gate_study, process_alive, settled, slurm_states, wait_until, write_study
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]

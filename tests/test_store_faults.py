@@ -7,7 +7,7 @@ import os
 import pytest
 
 from kdbench import store
-from kdbench.expand import load_study
+from kdbench.stages import load_study
 from runners.launch.jobs import status
 from tests.launch_helpers import write_study
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from kdbench.expand import load_study
 from kdbench.spec import TeacherRun
+from kdbench.stages import load_study
 from tests.launch_helpers import run_cli
 
 ROOT = Path(__file__).resolve().parents[1]

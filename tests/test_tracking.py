@@ -10,9 +10,9 @@ import yaml
 
 from kdbench import store
 from kdbench.cli import main
-from kdbench.expand import load_study
 from kdbench.ids import run_id
 from kdbench.spec import parse_run
+from kdbench.stages import load_study
 from tests.run_fixtures import SHORT, TINY_DATA, cwd_terms, execute, seg_run
 
 

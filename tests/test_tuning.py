@@ -89,7 +89,7 @@ def _finish(study, name: str, miou: float | None, seconds: float = 2.0) -> None:
 
 
 def test_the_final_stage_waits_for_every_tune_run_then_runs_each_choice_over_the_seeds_on_train_and_val(tmp_path):
-    from kdbench.expand import load_study, reload
+    from kdbench.stages import load_study, reload
 
     results = tmp_path / "results"
     study = load_study(_tuned_study(tmp_path), results)
@@ -121,7 +121,7 @@ def test_the_final_stage_waits_for_every_tune_run_then_runs_each_choice_over_the
 
 
 def test_the_tuning_summary_gives_every_try_its_score_the_choice_and_the_budget_per_method(tmp_path):
-    from kdbench.expand import load_study
+    from kdbench.stages import load_study
     from kdbench.tuning import summary
 
     study = load_study(_tuned_study(tmp_path, metric="mIoU"), tmp_path / "results")
@@ -146,7 +146,7 @@ def test_one_local_launch_of_smoke_tuned_runs_the_tune_stage_then_the_final_stag
     import yaml
 
     from kdbench import store
-    from kdbench.expand import load_study
+    from kdbench.stages import load_study
     from runners.launch.launcher import LaunchOptions, launch, summary
     from tests.launch_helpers import dump_yaml, run_cli
 
@@ -189,8 +189,8 @@ def test_one_local_launch_of_smoke_tuned_runs_the_tune_stage_then_the_final_stag
 
 
 def test_plan_show_says_a_tune_runs_values_come_from_its_axis_and_a_final_runs_from_the_choice(tmp_path):
-    from kdbench.expand import load_study, reload
     from kdbench.origins import find_run, show
+    from kdbench.stages import load_study, reload
 
     study = load_study(_tuned_study(tmp_path), tmp_path / "results")
     shown = show(study, find_run(study, "tune_student_lr0.05_s0"))["values"]

@@ -212,7 +212,7 @@ def test_a_launch_refuses_before_submitting_anything_when_a_weight_file_cannot_b
 
 
 def test_a_slurm_launch_without_fetch_refuses_a_run_whose_weights_are_not_in_the_cache(tmp_path, zoo):
-    from kdbench.expand import load_study
+    from kdbench.stages import load_study
     from runners.launch.launcher import LaunchOptions, decide, prepare_weights
 
     study = load_study(write_study(tmp_path, {"checkpoint": zoo.teacher_url}), tmp_path / "results")
@@ -270,7 +270,7 @@ def test_two_urls_whose_files_share_a_name_are_refused_before_either_is_download
 @pytest.mark.slow
 def test_a_slurm_launch_fetches_on_the_submitting_host_and_its_jobs_read_the_cache_offline(
         slurm_cluster, tmp_path, zoo, monkeypatch):
-    from kdbench.expand import load_study
+    from kdbench.stages import load_study
     from runners.launch.jobs import status
     from runners.launch.launcher import LaunchOptions, launch, summary
     from tests.launch_helpers import settled

@@ -43,13 +43,6 @@ def spatial_attention(x: Tensor, temperature: float) -> Tensor:
     return (torch.softmax(energy / temperature, dim=1) * (h * w)).reshape(n, 1, h, w)
 
 
-def channel_attention(x: Tensor, temperature: float) -> Tensor:
-    """(N, C, 1, 1): softmax over channels of the position-mean absolute activation, times C."""
-    n, c = x.shape[:2]
-    energy = x.abs().mean(dim=(2, 3))
-    return (torch.softmax(energy / temperature, dim=1) * c).reshape(n, c, 1, 1)
-
-
 def non_local(channels: int, reduction: int, sub_sample: bool, maxpool_stride: int) -> nn.Module:
     """mmcv's NonLocal2d (dot product, its output conv followed by a zero-initialised BN); with sub_sample,
     its value (g) and key (phi) maps are max-pooled by 2 (mmcv) and then by ``maxpool_stride``."""

@@ -13,7 +13,6 @@ and the runs' job records already keep any run from being submitted twice).
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, replace
 from pathlib import Path
 
 from kdbench import store
@@ -37,11 +36,11 @@ def needs_jobs(study: Study, executor) -> list[str]:
     return [job for job in jobs if states.get(job) == "alive"]
 
 
-def continue_later(study: Study, options, executor, function) -> str | None:
-    """Submit ``function(study path, results root, options as a dict)`` (runners.launch.launcher's
-    Continuation: the launch, again) as the study's continuation, behind the live jobs of the runs
-    its waiting stages need; its job id, or None when one is already pending or no such job is
-    alive (nothing would ever start it: a relaunch by hand continues)."""
+def continue_later(study: Study, executor, function) -> str | None:
+    """Submit ``function(study path, results root)`` (runners.launch.launcher's Continuation: the
+    launch, again) as the study's continuation, behind the live jobs of the runs its waiting
+    stages need; its job id, or None when one is already pending or no such job is alive (nothing
+    would ever start it: a relaunch by hand continues)."""
     mine = os.environ.get("SLURM_JOB_ID")   # a continuation running now may submit the next one
     pending = recorded(study)
     if pending and pending["job_id"] != mine and executor.job_states([pending["job_id"]]).get(
@@ -50,10 +49,8 @@ def continue_later(study: Study, options, executor, function) -> str | None:
     after = needs_jobs(study, executor)
     if not after:
         return None
-    again = replace(options, progress=False, fetch=False, dry_run=False)   # nodes are offline: the cache
     job_id = executor.submit_continuation(study.directory, after, function,
-                                          str(Path(study.path).resolve()), str(Path(study.results).resolve()),
-                                          asdict(again))
+                                          str(Path(study.path).resolve()), str(Path(study.results).resolve()))
     store.write_json_atomic(study.directory / RECORD, {"executor": executor.name, "job_id": job_id,
                                                        "after": after})
     return job_id

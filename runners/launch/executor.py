@@ -1,8 +1,11 @@
 """The one interface every executor implements: submit a batch of runs behind their dependencies,
 say whether recorded jobs are alive, cancel them.
 
-The launcher (runners.launch.launcher) decides what to submit, once per launch under the study's
-lock, and hands each stage to an executor as batches that share their dependencies. An executor
+The launcher (runners.launch.launcher) decides what to submit (a ``Decision`` per run), once per
+pass under the study's lock, and hands each stage to an executor as batches that share their
+dependencies (``batches``). After each pass, ``after_pass`` is the one place the executors differ
+in how a study's later stages go on: the local executor waits for its runs, and the launcher plans
+the stages again; SLURM submits a continuation job that launches the study again once they end. An executor
 writes each run's file (``run.json``), starts or queues what executes it (``kdbench run``, which
 calls runners.run.run_one, or the SLURM job class, which calls it too) and records the job in the
 run's ``job.json`` as soon as it has an id, so a launch killed half-way leaves records for exactly
@@ -12,21 +15,52 @@ what it submitted.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from kdbench import store
-from kdbench.expand import PlannedRun
+from kdbench.expand import PlannedRun, Study
+from kdbench.vocab import Action, State
 
 RUN_FILE = "run.json"
+
+
+@dataclass
+class Decision:
+    planned: PlannedRun
+    state: State                      # its state in the store
+    action: Action
+    job: str = ""                     # its recorded job: alive | stuck | dead, "" if none
+
+
+def batches(decisions: list[Decision]) -> list[tuple[tuple[str, ...], list[PlannedRun]]]:
+    """The runs to submit as (pending dependencies, runs): stage by stage, in batches that share
+    their pending dependencies."""
+    todo = [d for d in decisions if d.action == Action.SUBMIT]
+    complete = {d.planned.run_id for d in decisions if d.state == State.COMPLETE}
+    found = []
+    for stage in dict.fromkeys(d.planned.stage for d in todo):
+        by_after: dict[tuple[str, ...], list[PlannedRun]] = {}
+        for decision in todo:
+            if decision.planned.stage == stage:
+                pending = tuple(sorted(d for d in decision.planned.depends_on if d not in complete))
+                by_after.setdefault(pending, []).append(decision.planned)
+        found += list(by_after.items())
+    return found
 
 
 class Executor(ABC):
     """What runs a study's runs: ``local`` (subprocesses here) or ``slurm`` (submitit)."""
 
     name: str = ""
+    offline: bool = False             # its runs cannot download: weight files must be cached first
 
-    def check(self) -> None:  # noqa: B027  (an executor without limits checks nothing)
-        """Refuse resources no node can give (a UserError), before anything is written."""
+    @abstractmethod
+    def check(self, study: Study, scheduler: bool = True) -> None:
+        """Refuse runs this executor cannot run as planned (a UserError), before anything is written;
+        with ``scheduler``, also resources no node can give (SLURM asks the controller: a dry run
+        checks without it where none answers)."""
 
     @abstractmethod
     def submit(self, runs: list[PlannedRun], directory: Path, after: tuple[str, ...]) -> None:
@@ -34,8 +68,16 @@ class Executor(ABC):
         ``after`` (run ids) has completed; a run whose dependency fails never runs. Each run's
         job is recorded (``store.write_job``) when it has an id."""
 
-    def wait(self) -> None:  # noqa: B027  (a scheduler runs what was submitted: nothing to wait for)
-        """Return when what was submitted has ended (local) or at once (a scheduler runs it)."""
+    @abstractmethod
+    def after_pass(self, study: Study, relaunch: Callable[[str, str], object]) -> bool:
+        """Once a launch's pass has handed its runs over: True when their results are in and the
+        launcher should plan the study's later stages now (local: it waits for its runs to end);
+        False when the launch ends here (SLURM: a study whose stages still wait gets a job that
+        calls ``relaunch(study path, results root)`` once the runs they need have ended)."""
+
+    def describe(self, study: Study, decisions: list[Decision]) -> list[str]:
+        """What a dry run would hand the scheduler, as lines (none for an executor without one)."""
+        return []
 
     @classmethod
     @abstractmethod

@@ -3,15 +3,19 @@
 Idempotent: complete runs are skipped, runs whose recorded job is alive are not resubmitted,
 failed runs are retried only with ``retry_failed``, and a lock on the study's results directory
 serialises concurrent launches (the second waits, then finds nothing left to submit). What to do
-is decided once per launch, under the lock. Before anything is written: the options are checked,
-the preflight runs (runners.preflight: files, locations, shapes) and the executor checks the
-resources (SLURM: a node of the partition must hold a run). Before anything is submitted, the
-weight files the runs download are fetched here (runners.weights; SLURM jobs run offline).
+is decided once per pass, under the lock. Before anything is written: the options are checked
+(once: ``check_flags``, then ``executor_for`` builds the launch's one executor), the preflight runs
+(runners.preflight: files, locations, shapes) and the executor checks its runs and the resources
+(SLURM: a node of the partition must hold a run). Before anything is submitted, the weight files
+the runs download are fetched here (runners.weights; SLURM jobs run offline).
 
 Each stage (teachers, then students) is handed to the executor in batches that share their
 pending dependencies, so a student baseline, which needs no teacher, never waits behind one.
-Stages planned from results (kdbench.expand.Waiting): a local launch plans the study again once
-its runs end; a SLURM launch submits a continuation job that does (runners.launch.continuation).
+Stages planned from results (kdbench.stages): one loop for every executor. After each pass the
+executor says whether the later stages can be planned now (``Executor.after_pass``: the local
+executor waits for its runs, and the loop plans the study again and submits what became
+plannable); a SLURM launch ends there, its continuation job launching the study again later
+(runners.launch.continuation).
 """
 
 from __future__ import annotations
@@ -19,16 +23,18 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import sys
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from kdbench import store
 from kdbench.errors import Problems, UserError
-from kdbench.expand import PlannedRun, Study, reload
+from kdbench.expand import Study
 from kdbench.sbatch import SITE_KEYS, check_site_value
 from kdbench.schema import Checker, did_you_mean, safe_name
+from kdbench.stages import reload
+from kdbench.vocab import ERROR_STATES, Action, State
 from runners.launch import jobs
-from runners.launch.executor import Executor
+from runners.launch.executor import Decision, Executor, batches
 from runners.launch.local import LocalExecutor
 from runners.launch.slurm import SlurmExecutor
 
@@ -38,22 +44,14 @@ class LaunchOptions:
     executor: str = "local"           # local | slurm
     dry_run: bool = False             # decide and report, submit nothing
     retry_failed: bool = False        # resubmit failed, diverged and kd_inactive runs
-    parallel: int = 1                 # local: runs at a time
+    parallel: int | None = None       # local: runs at a time (None: not given, 1)
     resources: dict = field(default_factory=dict)   # overrides of the study's resources (None = not given)
-    array_parallelism: int = 64       # slurm: array tasks running at once
+    array_parallelism: int | None = None  # slurm: array tasks running at once (None: not given, 64)
     progress: bool = True             # local: a progress bar
     model_check: bool = True          # preflight: locations and shapes against the models
     data_check: bool = True           # preflight: dataset roots and teacher checkpoint files
     ignore_teacher_check: bool = False  # run the students of a teacher that failed its teacher gate
     fetch: bool = True                # download the runs' weight files here first (runners.weights)
-
-
-@dataclass
-class Decision:
-    planned: PlannedRun
-    state: str                        # its state in the store
-    action: str                       # submit | skip-complete | skip-in-flight | skip-failed | blocked
-    job: str = ""                     # its recorded job: alive | stuck | dead, "" if none
 
 
 def check_flags(options: LaunchOptions) -> None:
@@ -62,10 +60,14 @@ def check_flags(options: LaunchOptions) -> None:
     if options.executor not in jobs.EXECUTORS:
         problems.add(UserError(f"--executor: {options.executor!r} is not valid"
                                f"{did_you_mean(options.executor, jobs.EXECUTORS)}; valid: {', '.join(jobs.EXECUTORS)}"))
-    if options.parallel < 1:
-        problems.add(UserError(f"--parallel: must be >= 1, got {options.parallel}"))
-    if options.array_parallelism < 1:
-        problems.add(UserError(f"--array-parallelism: must be >= 1, got {options.array_parallelism}"))
+    for flag, value, executor in (("--parallel", options.parallel, "local"),
+                                  ("--array-parallelism", options.array_parallelism, "slurm")):
+        if value is None:
+            continue
+        if options.executor != executor and options.executor in jobs.EXECUTORS:
+            problems.add(UserError(f"{flag}: applies to --executor {executor} only, not {options.executor}"))
+        elif value < 1:
+            problems.add(UserError(f"{flag}: must be >= 1, got {value}"))
     for key, value in options.resources.items():
         if value is None:
             continue
@@ -81,9 +83,9 @@ def check_flags(options: LaunchOptions) -> None:
     problems.raise_any()
 
 
-def check_options(study: Study, options: LaunchOptions) -> Executor:
-    """The executor for these options; every option checked before any work or output."""
-    check_flags(options)
+def executor_for(study: Study, options: LaunchOptions) -> Executor:
+    """The launch's executor, for options ``check_flags`` accepted: the resources as the options
+    override the study's, checked against what the executor can run."""
     given = {k: v for k, v in options.resources.items() if v is not None}
     resources = replace(study.resources, **given)
     keys = {key: f"--{key.replace('_', '-')}" if key in given else f"{study.path}: resources.{key}"
@@ -92,39 +94,9 @@ def check_options(study: Study, options: LaunchOptions) -> Executor:
         if resources.nodes > 1:  # the local executor's runs are processes on this machine
             raise UserError(f"{keys['nodes']}: {resources.nodes} nodes per run need --executor slurm "
                             "(the local executor runs each run on this machine)")
-        _check_precisions_here(study)
-        return LocalExecutor(resources, options.parallel, options.progress, study.name, options.ignore_teacher_check)
-    return SlurmExecutor(resources, study.name, options.array_parallelism, keys)
-
-
-def _check_precisions_here(study: Study) -> None:
-    """Runs that train here (the local executor) at a precision this machine cannot run (fp16 on a
-    CPU) are refused now, not one by one as they start. A SLURM job checks on its node."""
-    from runners.precision import check_precision
-
-    seen = set()
-    for planned in study.runs:
-        signature = (planned.run.schedule.precision, planned.run.device)
-        if signature not in seen:
-            seen.add(signature)
-            check_precision(planned.run, f"{study.path}: run {planned.name}: schedule.precision")
-
-
-def _check_batch_splits(study: Study, executor: Executor) -> None:
-    """A SLURM run of several tasks (one per GPU, on every node) splits its global batch between
-    them: every training run's batch size must divide evenly, found before anything is submitted
-    rather than in the job (after the partition's capacity: a run that fits no node is that first)."""
-    if not isinstance(executor, SlurmExecutor):
-        return
-    resources, keys = executor.resources, executor.keys
-    tasks = max(1, resources.gpus) * resources.nodes
-    for planned in study.runs:
-        schedule = planned.run.schedule
-        if tasks > 1 and schedule.iterations and schedule.batch_size % tasks:
-            key = keys["nodes"] if resources.nodes > 1 else keys["gpus"]
-            raise UserError(f"{key}: run {planned.name}: schedule.batch_size {schedule.batch_size} (images per "
-                            f"iteration, over all GPUs) does not split evenly over {tasks} tasks "
-                            f"({resources.nodes} node(s) x {max(1, resources.gpus)})")
+        return LocalExecutor(resources, options.parallel or 1, options.progress, study.name,
+                             options.ignore_teacher_check)
+    return SlurmExecutor(resources, study.name, options.array_parallelism or 64, keys)
 
 
 @contextlib.contextmanager
@@ -157,146 +129,109 @@ def decide(study: Study, retry_failed: bool, ignore_teacher_check: bool = False)
     decisions: dict[str, Decision] = {}
     for planned in study.runs:
         state, job = scanned[planned.run_id].state, job_states.get(planned.run_id, "")
-        if state == "complete":
-            action = "skip-complete"
+        if state == State.COMPLETE:
+            action = Action.SKIP_COMPLETE
         elif job == "alive":
-            action = "skip-in-flight"
-        elif state in store.ERROR_STATES and not retry_failed:
-            action = "skip-failed"
+            action = Action.SKIP_IN_FLIGHT
+        elif state in ERROR_STATES and not retry_failed:
+            action = Action.SKIP_FAILED
         else:
-            action = "submit"
-        decisions[planned.run_id] = Decision(planned, state, action, job)
+            action = Action.SUBMIT
+        decisions[planned.run_id] = Decision(planned, State(state), action, job)
     for decision in decisions.values():  # a student whose teacher cannot complete is blocked
         teachers = [decisions[d] for d in decision.planned.depends_on]
         gated = not ignore_teacher_check and any(
             store.teacher_check_failure(scanned[d]) for d in decision.planned.depends_on)
-        if decision.action == "submit" and (gated or any(t.action == "skip-failed" for t in teachers)):
-            decision.action = "blocked"
+        if decision.action == Action.SUBMIT and (gated or any(t.action == Action.SKIP_FAILED for t in teachers)):
+            decision.action = Action.BLOCKED
     return list(decisions.values())
-
-
-def batches(study: Study, decisions: list[Decision]) -> list[tuple[tuple[str, ...], list[PlannedRun]]]:
-    """The runs to submit as (pending dependencies, runs): stage by stage, in batches that share
-    their pending dependencies."""
-    todo = [d for d in decisions if d.action == "submit"]
-    complete = {d.planned.run_id for d in decisions if d.state == "complete"}
-    found = []
-    for stage in dict.fromkeys(d.planned.stage for d in todo):
-        by_after: dict[tuple[str, ...], list[PlannedRun]] = {}
-        for decision in todo:
-            if decision.planned.stage == stage:
-                pending = tuple(sorted(d for d in decision.planned.depends_on if d not in complete))
-                by_after.setdefault(pending, []).append(decision.planned)
-        found += list(by_after.items())
-    return found
 
 
 def submit(study: Study, decisions: list[Decision], executor: Executor) -> None:
     """Hand the runs to submit to the executor (``batches``). A run resubmitted while its earlier
     job still waits on a teacher that failed has that job cancelled first (it could never run)."""
-    todo = [d for d in decisions if d.action == "submit"]
+    todo = [d for d in decisions if d.action == Action.SUBMIT]
     stuck = {d.planned.run_id: store.read_job(study.directory / d.planned.run_id) for d in todo if d.job == "stuck"}
     jobs.cancel_runs({run_id: job for run_id, job in stuck.items() if job})
-    for after, runs in batches(study, decisions):
+    for after, runs in batches(decisions):
         executor.submit(runs, study.directory, after)
 
 
-def describe(study: Study, decisions: list[Decision], executor: SlurmExecutor) -> list[str]:
-    """What a SLURM launch would submit (``launch --executor slurm --dry-run``): each array, its
-    size and throttle, resources, dependencies and where its logs go."""
-    lines: list[str] = []
-    earlier: dict[str, str] = {}
-    for number, (after, runs) in enumerate(batches(study, decisions), 1):
-        lines += [f"[{number}] " + line if i == 0 else line
-                  for i, line in enumerate(executor.describe(runs, study.directory, after, earlier))]
-        earlier.update({p.run_id: f"array [{number}]" for p in runs})
-    for waiting in study.waiting:   # what a real launch adds behind them (runners.launch.continuation)
-        lines.append(f"then a continuation job (1 CPU, afterany on the jobs of the {len(waiting.needs)} run(s) it "
-                     f"needs) launches the study again for {waiting.stage}: {waiting.why}")
-    return lines
-
-
-def prepare_weights(study: Study, decisions: list[Decision], options: LaunchOptions) -> None:
+def prepare_weights(study: Study, decisions: list[Decision], options: LaunchOptions, executor: Executor) -> None:
     """The weight files of the runs to submit, fetched (and verified) on this host before anything
-    is submitted. SLURM jobs run offline: there, a file still missing (``--no-fetch``) refuses
-    the launch instead of failing on a compute node after the queue wait."""
+    is submitted. An offline executor's jobs (SLURM) cannot download: there, a file still missing
+    (``--no-fetch``) refuses the launch instead of failing on a compute node after the queue wait."""
     from runners import weights
     from runners.preflight import study_weights
 
-    todo = {d.planned.run_id for d in decisions if d.action == "submit"}
-    if not todo or not (options.fetch or options.executor == "slurm"):
+    todo = {d.planned.run_id for d in decisions if d.action == Action.SUBMIT}
+    if not todo or not (options.fetch or executor.offline):
         return
     needed = [file for run_id, files in study_weights(study).items() if run_id in todo for file in files]
     if options.fetch:
         weights.fetch(needed, progress=options.progress)
-    if options.executor == "slurm":
+    if executor.offline:
         weights.require_cached(needed)
 
 
-def launch(study: Study, options: LaunchOptions) -> list[Decision]:
-    """Check, then submit what needs submitting (local: and run it); what was decided per run
-    (``summary`` counts the actions)."""
+def launch(study: Study, options: LaunchOptions, executor: Executor | None = None) -> list[Decision]:
+    """Check, then submit what needs submitting (local: and run it), stage by stage; what was
+    decided per run (``summary`` counts the actions). ``executor``: the one ``executor_for`` built
+    from these options (built here when not given)."""
     from runners.preflight import check_study
 
-    executor = check_options(study, options)
+    if executor is None:
+        check_flags(options)
+        executor = executor_for(study, options)
     if options.model_check or options.data_check:  # nothing is submitted or written before it
         check_study(study, models=options.model_check, files=options.data_check)
+    executor.check(study, scheduler=not options.dry_run)
     if options.dry_run:
-        _check_batch_splits(study, executor)
         return decide(study, options.retry_failed, options.ignore_teacher_check)
-    executor.check()
-    _check_batch_splits(study, executor)
     with study_lock(study.directory):
-        decisions = _submit_and_wait(study, options, executor)
-        while study.waiting and isinstance(executor, LocalExecutor):
-            # Later stages (a tune stage's choice, an equal-budget baseline) are planned from the
-            # results just written: the study is planned again until nothing new can be submitted.
-            study = reload(study)
-            new = tuple(p for p in study.runs if p.run_id not in decisions)
-            if new and (options.model_check or options.data_check):  # the runs checked before stand
-                check_study(replace(study, runs=new), models=options.model_check, files=options.data_check)
-            more = _submit_and_wait(study, options, executor, set(decisions))
-            if not any(d.action == "submit" for d in more.values()):
-                break
-            decisions.update(more)
-        if study.waiting and isinstance(executor, SlurmExecutor):
-            _continue_on_slurm(study, options, executor)
-    return list(decisions.values())
+        return list(_passes(study, options, executor).values())
+
+
+def _passes(study: Study, options: LaunchOptions, executor: Executor) -> dict[str, Decision]:
+    """Decide and submit, pass after pass: after each, the executor runs what it was handed
+    (``after_pass``) and, while later stages wait, the study is planned again from the results
+    just written (a tune stage's choice, an equal-budget twin) until nothing new is planned. Runs
+    a pass already decided are not decided again; the new ones are preflighted first."""
+    from runners.preflight import check_study
+
+    relaunch = Continuation(asdict(replace(options, progress=False, fetch=False, dry_run=False)))
+    decisions: dict[str, Decision] = {}
+    while True:
+        new = [d for d in decide(study, options.retry_failed, options.ignore_teacher_check)
+               if d.planned.run_id not in decisions]
+        prepare_weights(study, new, options, executor)
+        submit(study, new, executor)
+        decisions.update((d.planned.run_id, d) for d in new)
+        if not executor.after_pass(study, relaunch) or not study.waiting:
+            return decisions
+        study = reload(study)
+        runs = tuple(p for p in study.runs if p.run_id not in decisions)
+        if not runs:
+            return decisions
+        if options.model_check or options.data_check:  # the runs checked before stand
+            check_study(replace(study, runs=runs), models=options.model_check, files=options.data_check)
 
 
 class Continuation:
-    """``Continuation()(study path, results root, launch options as a dict)``: the launch, again,
-    in a SLURM job (runners.launch.continuation)."""
+    """``Continuation(options as a dict)(study path, results root)``: the launch, again, in a SLURM
+    job (runners.launch.continuation); nodes are offline, so it reads the weights cache."""
 
-    def __call__(self, path: str, results: str, options: dict) -> dict:
-        from kdbench.expand import load_study
+    def __init__(self, options: dict):
+        self.options = options
 
-        return summary(launch(load_study(path, results), LaunchOptions(**options)))
+    def __call__(self, path: str, results: str) -> dict:
+        from kdbench.stages import load_study
 
-
-def _continue_on_slurm(study: Study, options: LaunchOptions, executor: SlurmExecutor) -> None:
-    """Later stages wait on runs whose jobs are queued: a continuation job launches the study again
-    once they end (runners.launch.continuation)."""
-    from runners.launch.continuation import continue_later
-
-    job_id = continue_later(study, options, executor, Continuation())
-    if job_id is not None:
-        print(f"kdbench launch: {study.name}: later stages wait on results; SLURM job {job_id} launches the "
-              "study again once the runs they need have ended (afterany)", file=sys.stderr)
-
-
-def _submit_and_wait(study: Study, options: LaunchOptions, executor: Executor,
-                     seen: set[str] = frozenset()) -> dict[str, Decision]:
-    """Decide, fetch weights, submit and (local) wait; the decisions of runs not in ``seen``."""
-    decisions = [d for d in decide(study, options.retry_failed, options.ignore_teacher_check)
-                 if d.planned.run_id not in seen]
-    prepare_weights(study, decisions, options)
-    submit(study, decisions, executor)
-    executor.wait()
-    return {d.planned.run_id: d for d in decisions}
+        return summary(launch(load_study(path, results), LaunchOptions(**self.options)))
 
 
 def summary(decisions: list[Decision]) -> dict[str, int]:
+    """How many runs got each action."""
     counts: dict[str, int] = {}
     for decision in decisions:
         counts[decision.action] = counts.get(decision.action, 0) + 1

@@ -1,7 +1,8 @@
 """The local executor: each run in a subprocess here (``kdbench run``), a few at a time.
 
-``submit`` queues runs with their dependencies; ``wait`` starts them as slots free up and their
-dependencies complete, and returns when every queued run has ended. A run whose dependency ends
+``submit`` queues runs with their dependencies; ``after_pass`` starts them as slots free up and
+their dependencies complete, and returns when every queued run has ended: the launcher then plans
+the study's later stages from their results. A run whose dependency ends
 without a result, or whose teacher failed its teacher gate, is never started (its status says
 which teacher and why). The job id is the
 subprocess's pid, recorded when it starts; a job is alive while that process lives on this host.
@@ -18,8 +19,9 @@ import time
 from pathlib import Path
 
 from kdbench import store
-from kdbench.expand import PlannedRun
+from kdbench.expand import PlannedRun, Study
 from kdbench.study import Resources
+from kdbench.vocab import State
 from runners.launch.executor import Executor, write_run_file
 
 
@@ -46,10 +48,29 @@ class LocalExecutor(Executor):
         self.label = label
         self.queue: list[tuple[PlannedRun, Path, tuple[str, ...]]] = []
 
+    def check(self, study: Study, scheduler: bool = True) -> None:
+        """Runs that train here at a precision this machine cannot run (fp16 on a CPU) are refused
+        now, not one by one as they start."""
+        from runners.precision import check_precision
+
+        seen = set()
+        for planned in study.runs:
+            signature = (planned.run.schedule.precision, planned.run.device)
+            if signature not in seen:
+                seen.add(signature)
+                check_precision(planned.run, f"{study.path}: run {planned.name}: schedule.precision")
+
     def submit(self, runs: list[PlannedRun], directory: Path, after: tuple[str, ...]) -> None:
         self.queue.extend((planned, directory, after) for planned in runs)
 
+    def after_pass(self, study: Study, relaunch) -> bool:
+        """Run what was submitted; then the launcher plans the later stages here."""
+        self.wait()
+        return True
+
     def wait(self) -> None:
+        """Start the queued runs as slots free up and their dependencies complete; return when
+        every one has ended."""
         pending = {planned.run_id: (planned, directory, after) for planned, directory, after in self.queue}
         self.queue = []
         running: dict[str, tuple[subprocess.Popen, object]] = {}
@@ -68,7 +89,7 @@ class LocalExecutor(Executor):
                 if "ended" in states:  # a teacher without a result: its students never start
                     del pending[run_id]
                     progress.update(1)
-                elif all(s == "complete" for s in states) and len(running) < self.parallel:
+                elif all(s == State.COMPLETE for s in states) and len(running) < self.parallel:
                     del pending[run_id]
                     running[run_id] = self._start(planned, directory)
             if pending or running:
@@ -82,7 +103,7 @@ class LocalExecutor(Executor):
         if run_id in pending or run_id in running:
             return "waiting"
         files = store.read_run(directory / run_id)
-        if files.state == "complete":
+        if files.state == State.COMPLETE:
             return "complete" if ignore_check or store.teacher_check_failure(files) is None else "ended"
         if files.job and LocalExecutor.record_alive(files.job):
             return "waiting"  # an earlier launch's run, still going: its result decides

@@ -13,14 +13,16 @@ from __future__ import annotations
 import shlex
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 from kdbench import store
 from kdbench.errors import UserError
-from kdbench.expand import PlannedRun
+from kdbench.expand import PlannedRun, Study
 from kdbench.sbatch import as_parameters
 from kdbench.study import Resources
-from runners.launch.executor import Executor, run_data, write_run_file
+from runners.launch import continuation
+from runners.launch.executor import Decision, Executor, batches, run_data, write_run_file
 from runners.model_facts import cache_root
 
 # The states (squeue(1), JOB STATE CODES) of a job that holds an allocation or is still queued,
@@ -57,11 +59,6 @@ def slurm_jobs(job_ids: list[str]) -> dict[str, tuple[str, str]]:
     except (OSError, subprocess.SubprocessError):
         pass
     return found
-
-
-def slurm_states(job_ids: list[str]) -> dict[str, str]:
-    """The scheduler's state of each job id; unknown ids are left out."""
-    return {job: state for job, (state, _) in slurm_jobs(job_ids).items()}
 
 
 def _gpus_in(gres: str) -> int:
@@ -139,6 +136,7 @@ class SlurmExecutor(Executor):
     """One submitit job array per batch; ``array_parallelism`` array tasks run at once."""
 
     name = "slurm"
+    offline = True      # compute nodes often have no internet: a job reads the cache the launch filled
 
     def __init__(self, resources: Resources, study_name: str, array_parallelism: int = 64,
                  resource_keys: dict[str, str] | None = None):
@@ -148,8 +146,52 @@ class SlurmExecutor(Executor):
         self.keys = {"partition": "--partition", **{k: f"resources.{k}" for k in ("gpus", "nodes", "cpus", "mem_gb")},
                      **(resource_keys or {})}
 
-    def check(self) -> None:
-        check_resources(self.resources, self.keys)
+    def check(self, study: Study, scheduler: bool = True) -> None:
+        """With ``scheduler``, the partition's nodes can hold a run (``check_resources``). Then a
+        run of several tasks (one per GPU, on every node) splits its global batch between them:
+        every training run's batch size must divide evenly, found before anything is submitted
+        rather than in the job (after the partition's capacity: a run that fits no node is that first)."""
+        if scheduler:
+            check_resources(self.resources, self.keys)
+        resources, keys = self.resources, self.keys
+        tasks = max(1, resources.gpus) * resources.nodes
+        for planned in study.runs:
+            schedule = planned.run.schedule
+            if tasks > 1 and schedule.iterations and schedule.batch_size % tasks:
+                key = keys["nodes"] if resources.nodes > 1 else keys["gpus"]
+                raise UserError(f"{key}: run {planned.name}: schedule.batch_size {schedule.batch_size} (images per "
+                                f"iteration, over all GPUs) does not split evenly over {tasks} tasks "
+                                f"({resources.nodes} node(s) x {max(1, resources.gpus)})")
+
+    def after_pass(self, study: Study, relaunch) -> bool:
+        """Later stages wait on runs whose jobs are queued: a continuation job launches the study
+        again once they end (runners.launch.continuation). The launch ends here."""
+        if study.waiting:
+            job_id = continuation.continue_later(study, self, relaunch)
+            if job_id is not None:
+                print(f"kdbench launch: {study.name}: later stages wait on results; SLURM job {job_id} launches "
+                      "the study again once the runs they need have ended (afterany)", file=sys.stderr)
+        return False
+
+    def describe(self, study: Study, decisions: list[Decision]) -> list[str]:
+        """What ``launch --executor slurm --dry-run`` would submit: each array, its size and
+        throttle, resources, dependencies and where its logs go; whether the resources were checked
+        against the cluster's nodes (they are when a controller answers here)."""
+        checked = reachable()
+        if checked:  # the dry run refuses what the launch would refuse
+            self.check(study)
+        lines: list[str] = []
+        earlier: dict[str, str] = {}
+        for number, (after, runs) in enumerate(batches(decisions), 1):
+            lines += [f"[{number}] " + line if i == 0 else line
+                      for i, line in enumerate(self.describe_array(runs, study.directory, after, earlier))]
+            earlier.update({p.run_id: f"array [{number}]" for p in runs})
+        for waiting in study.waiting:   # what a real launch adds behind them (runners.launch.continuation)
+            lines.append(f"then a continuation job (1 CPU, afterany on the jobs of the {len(waiting.needs)} run(s) "
+                         f"it needs) launches the study again for {waiting.stage}: {waiting.why}")
+        note = ("the resources fit the cluster's nodes" if checked else
+                "no SLURM controller answers here: the resources are not checked against its nodes")
+        return ["would submit to SLURM:", *lines, f"({note})"]
 
     def parameters(self, stage: str, dependency: list[str]) -> dict:
         """submitit's parameters of one array: resources, the site's settings, dependencies, the
@@ -206,8 +248,8 @@ class SlurmExecutor(Executor):
         executor.update_parameters(**self.parameters(stage, dependency))
         return executor
 
-    def describe(self, runs: list[PlannedRun], directory: Path, after: tuple[str, ...],
-                 earlier: dict[str, str]) -> list[str]:
+    def describe_array(self, runs: list[PlannedRun], directory: Path, after: tuple[str, ...],
+                       earlier: dict[str, str]) -> list[str]:
         """What ``submit`` would hand sbatch for this batch, as lines for ``launch --dry-run``:
         the array, its size and throttle, the resources and site settings, its dependencies
         (``earlier``: run id -> the label of the array a run is in, for runs submitted by the same
