@@ -55,7 +55,7 @@ def test_teacher_forward_neck_changes_no_run_id_and_refuses_a_location_past_the_
 
 
 def test_init_from_teacher_is_part_of_the_id_and_the_student_baseline_drops_it(tmp_path):
-    from kdbench.expand import load_study
+    from kdbench.stages import load_study
     from tests.launch_helpers import dump_yaml
 
     started = parse_run(det_run(student={"config": "tiny_det_student", "init_from_teacher": ["neck", "bbox_head"]}))
