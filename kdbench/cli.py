@@ -368,6 +368,7 @@ def _report_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _report(args: argparse.Namespace) -> int:
+    from analysis.summary import summarise
     from reports.render import FORMATS, render_report
 
     formats = tuple(f.strip() for f in args.format.split(",") if f.strip())
@@ -376,14 +377,15 @@ def _report(args: argparse.Namespace) -> int:
         raise UserError(f"--format: unknown {', '.join(unknown) or '(none)'}; valid: {', '.join(FORMATS)}")
     study = _load_study(args)
     frame = _collected(study)
-    written, headline, lines = render_report(study, frame, formats)  # one pass over the results
+    found = summarise(study, frame)  # the statistics, computed once: the report and --json read them
+    written, headline, lines = render_report(study, frame, formats, found)
     if args.json:
         import json
 
-        from reports.statistics import study_statistics
+        from reports.statistics import statistics_json
 
         print(json.dumps({"study": study.name, "written": {k: str(p) for k, p in written.items()},
-                          "headline": headline, "lines": lines, **study_statistics(study, frame)},
+                          "headline": headline, "lines": lines, **statistics_json(found)},
                          indent=2, ensure_ascii=False))
         return 0
     for kind, path in written.items():
