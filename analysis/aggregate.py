@@ -157,8 +157,9 @@ def _groups(frame: pd.DataFrame, keys: list[str], metrics: list[str], kind: str)
     partial = frame["data_complete"].astype("boolean").eq(False).fillna(False).to_numpy(dtype=bool) if (
         "data_complete" in frame) else np.zeros(len(frame), dtype=bool)
     collapses, partials = by.counts(collapsed(frame)), by.counts(by.complete & partial)
-    values = {metric: by.summaries(metric, True) for metric in metrics}
-    seeds = {metric: by.seeds(metric) for metric in metrics}
+    written = [metric for metric in metrics if metric in frame]  # a metric no run wrote: no value anywhere
+    values = {metric: by.summaries(metric, True) if metric in written else [NOTHING] * by.count for metric in metrics}
+    seeds = {metric: by.seeds(metric) if metric in written else [{} for _ in by.groups] for metric in metrics}
     costs = {key: by.summaries(COST + key, False) if COST + key in frame else None for key in COSTS}
     memory = by.firsts(COST + "peak_memory_kind", lambda v: isinstance(v, str))
     recipe = {key: by.firsts(RECIPE + key, _present) for key in RECIPE_KEYS}  # the first complete run's card

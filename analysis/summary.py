@@ -9,7 +9,7 @@ import pandas as pd
 
 from analysis import aggregate, references
 from analysis.budgets import study_budgets
-from analysis.collect import RECIPE
+from analysis.collect import RECIPE, axis_path
 from analysis.records import Statistics
 from kdbench.expand import Study
 from kdbench.tuning import summary as tuning_summary
@@ -21,7 +21,7 @@ def summarise(study: Study, frame: pd.DataFrame) -> Statistics:
     published = references.read_references(study.path, study.spec.references)
     return Statistics(
         task=aggregate.task_of(frame), metrics=tuple(metrics),
-        axes=tuple(next(iter(cells)).axes) if cells else (),
+        axes=tuple(axis_path(column) for column in aggregate.axes_of(frame)[1:]),
         teachers=tuple(teachers.values()), baselines=tuple(baselines.values()), cells=tuple(cells),
         twins=tuple(twins.values()),
         families=tuple(aggregate.families(metrics[0], cells, list(twins.values()))),

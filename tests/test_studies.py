@@ -164,19 +164,12 @@ def test_every_reference_file_is_used_by_a_shipped_study():
 def test_the_official_codes_committed_tau_sweep_sits_beside_the_feature_map_cells_of_the_same_tau_and_weight():
     """torchdistiller_logs.csv rows state their tau and weight: each weight-35 row matches the one
     cwd_feature_w35 cell at its tau; the weight-40 rows match no cell."""
-    import math
-
     from analysis import references
-    from analysis.records import NOTHING, CellRecord, Group, RunFacts
-
-    def cell(method: str, tau: float) -> CellRecord:
-        kind = "feature" if "feature" in method else "logits"
-        group = Group("cell", (), 1, {"complete": 0}, 0, 0, {"val/mIoU": NOTHING}, {"val/mIoU": {}}, {}, None, {},
-                      RunFacts("cityscapes", None, None, None, kind, "cwd", None))
-        return CellRecord(method, {"term.params.tau": tau}, group, None, None, (), (), math.nan, math.nan)
+    from tests.results_fixtures import cell_record
 
     study = load_study(ROOT / "studies" / "ablation_temperature.yaml", "/tmp/none")
-    cells = [cell(p.params["method"], p.params["term.params.tau"])
+    cells = [cell_record(p.params["method"], {"term.params.tau": p.params["term.params.tau"]}, dataset="cityscapes",
+                         location_kind="feature" if "feature" in p.params["method"] else "logits", kd_method="cwd")
              for p in study.runs if p.kind == "cell" and p.run.seed == 0]
     published = references.read_references(study.path, ["torchdistiller_logs.csv"])
     matches = references.match_references(published, cells, study.spec.methods, "seg")
