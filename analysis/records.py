@@ -1,5 +1,5 @@
 """The statistics of one report as typed records, computed once per report
-(analysis.aggregate.summarise) and read by every table, figure, sentence and file of it: the HTML
+(analysis.summary.summarise) and read by every table, figure, sentence and file of it: the HTML
 and markdown report, ``kdbench report --json``, ``metafile.yml`` and ``results.tsv``.
 
 Plain frozen dataclasses, no frames: a field is an attribute, and a metric, state, cost, recipe
@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from analysis.stats import Interval
+from kdbench.budget import Budget
 
 NOTHING = Interval(math.nan, math.nan, 0, math.nan, math.nan)  # no complete run (or no such group)
 
@@ -182,9 +183,11 @@ class Match:
 @dataclass(frozen=True)
 class Statistics:
     """Everything a report says about its numbers. ``metrics``: the primary one first; ``axes``:
-    the grid axes cells differ by (method and seeds aside); ``recipes``: whether any run recorded a
-    recipe card; ``budgets``: the study's equal budgets (kdbench.budget.Budget), ``tuning``: its
-    tune summary (kdbench.tuning.summary), each empty where the study has none."""
+    the grid axes cells differ by (method and seeds aside); ``families``: the comparison families
+    Holm's correction ran over; ``recipes``: whether any run recorded a recipe card;
+    ``equal_budget``: whether the study asks for equal budgets; ``budgets``: what each equal budget
+    was computed from (kdbench.budget), ``tuning``: the study's tune summary per method
+    (kdbench.tuning.summary), each empty where the study has none."""
 
     task: str
     metrics: tuple[str, ...]
@@ -197,8 +200,8 @@ class Statistics:
     matches: tuple[Match, ...]
     recipes: bool
     equal_budget: bool
-    budgets: tuple
-    tuning: tuple
+    budgets: tuple[Budget, ...]
+    tuning: tuple[dict, ...]
 
     @property
     def metric(self) -> str:
