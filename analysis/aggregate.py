@@ -1,31 +1,45 @@
-"""Seeds aggregated into cells: mean, sample std (ddof 1), n and the 95% interval per cell, Δ
-against the student baseline with its test and verdict (analysis.stats), the teacher's metric,
-and published reference numbers.
+"""Seeds aggregated into groups and cells (analysis.records): mean, sample std (ddof 1), n and the
+95% interval per metric, Δ against the student baseline with its test and verdict (analysis.stats),
+the teacher's metric, the share of the teacher-student gap closed, and the equal-budget comparisons.
 
 Only complete runs with a finite metric enter a mean; every other run is counted by state
-(``failed``, ``diverged``, ...) in the cell it belongs to, never averaged in.
+(``failed``, ``diverged``, ...) in the group it belongs to, never averaged in. This is the one
+module that reads the run frame's metric, cost and recipe columns (analysis.collect) into numbers.
 """
 
 from __future__ import annotations
 
 import math
-import re
 from collections import Counter
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from analysis import stats as significance
-from analysis.collect import COST_KEYS, EQUAL_BUDGET, TRAIN_SECONDS
+from analysis.collect import AXIS, COST, COST_KEYS, EQUAL_BUDGET, RECIPE, RECIPE_KEYS, axis_path
 from analysis.format import is_number as fmt_number
+from analysis.records import (
+    NOTHING,
+    TWIN_VS_STUDENT,
+    VS_EQUAL_BUDGET,
+    VS_STUDENT,
+    CellRecord,
+    Delta,
+    Family,
+    GapShare,
+    Group,
+    RunFacts,
+    Twin,
+    measured,
+)
 from kdbench import vocab
 
 SECONDARY = {"seg": ("val/mAcc", "val/aAcc"), "det": ("val/bbox_mAP_50", "val/bbox_mAP_75")}
-COSTS = (*(f"cost:{key}" for key in COST_KEYS if key != "peak_memory_kind"), TRAIN_SECONDS)  # numeric: averaged
+COSTS = (*(key for key in COST_KEYS if key != "peak_memory_kind"), "train_seconds")  # numeric: averaged
 PROBLEM_STATES = vocab.NOT_COMPLETE
 CLASSES_EVALUATED = "val/classes_evaluated"
 COLLAPSE_TOLERANCE = 1e-3  # mAcc points: how close to 100 / classes a run must be to count as constant
+FACTS = ("dataset", "teacher_config", "student_config", "location", "location_kind", "kd_method", "distils")
 
 
 def task_of(frame: pd.DataFrame) -> str:
@@ -46,7 +60,7 @@ def metrics_of(frame: pd.DataFrame) -> list[str]:
 def axes_of(frame: pd.DataFrame) -> list[str]:
     """The grid axes a cell is identified by (seeds excluded): ``method`` and ``axis:*`` columns."""
     cells = frame[frame["kind"] == "cell"]
-    return ["method"] + [c for c in frame.columns if c.startswith("axis:") and cells[c].notna().any()]
+    return ["method"] + [c for c in frame.columns if c.startswith(AXIS) and cells[c].notna().any()]
 
 
 def stats(values) -> tuple[float, float, int]:
@@ -79,85 +93,86 @@ def collapsed(frame: pd.DataFrame) -> np.ndarray:
     return flagged
 
 
-def _grouped(frame: pd.DataFrame, keys: list[str], metrics: list[str]) -> pd.DataFrame:
-    """One row per group of ``keys`` (in order of first appearance; a missing key is NaN): ``planned``,
-    a count per state, ``collapsed`` (complete runs that predict one class everywhere, see
-    ``collapsed``), ``partial_data`` (complete runs on a partial dataset split),
-    ``<metric>|mean|std|n|low|high|seeds`` over the complete runs with a finite metric (low, high:
-    the mean's 95% interval; seeds: {seed: value}), ``<cost>|mean|std|n`` for the costs, the first
-    ``memory_kind``, ``location``, ``location_kind``, ``kd_method``, ``distils``, ``dataset``,
-    ``teacher_config`` and ``student_config`` found, and ``run_names``. Computed on
-    arrays, one pass per column."""
-    if not len(frame):
-        return pd.DataFrame()
-    codes = frame.groupby(keys, dropna=False, sort=False).ngroup().to_numpy()
-    order = np.argsort(codes, kind="stable")
-    groups = np.split(order, np.flatnonzero(np.diff(codes[order])) + 1)  # row positions, in frame order
-    count = len(groups)
-    firsts = np.array([group[0] for group in groups])
-    table: dict[str, object] = {}
-    for key in keys:
-        table[key] = [math.nan if pd.isna(v) else v for v in frame[key].to_numpy(dtype=object)[firsts]]
-    table["planned"] = [len(group) for group in groups]
-    status = frame["status"].to_numpy(dtype=object)
-    complete = status == "complete"
-    for state in ("complete", *PROBLEM_STATES):
-        table[state] = np.bincount(codes[status == state], minlength=count)
-    table["collapsed"] = np.bincount(codes[collapsed(frame)], minlength=count)
-    partial = frame["data_complete"].astype("boolean").eq(False).fillna(False).to_numpy(dtype=bool) if (
-        "data_complete" in frame) else np.zeros(len(frame), dtype=bool)
-    table["partial_data"] = np.bincount(codes[complete & partial], minlength=count)
+class _Grouping:
+    """The rows of ``frame`` grouped by ``keys`` (in order of first appearance; a missing key is
+    NaN), and what each group's runs give: computed on arrays, one pass per column."""
 
-    def summarise(column: str, rows: np.ndarray) -> None:
-        values = pd.to_numeric(frame[column], errors="coerce").to_numpy(dtype=float)
-        rows = rows & np.isfinite(values)
-        found = [stats(values[group[rows[group]]]) for group in groups]
-        table[f"{column}|mean"], table[f"{column}|std"], table[f"{column}|n"] = (
-            [f[i] for f in found] for i in range(3))
+    def __init__(self, frame: pd.DataFrame, keys: list[str]):
+        self.frame = frame
+        codes = frame.groupby(keys, dropna=False, sort=False).ngroup().to_numpy()
+        order = np.argsort(codes, kind="stable")
+        self.codes = codes
+        self.groups = np.split(order, np.flatnonzero(np.diff(codes[order])) + 1)  # row positions, in frame order
+        self.count = len(self.groups)
+        firsts = np.array([group[0] for group in self.groups])
+        self.keys = list(zip(*([math.nan if pd.isna(v) else v for v in frame[key].to_numpy(dtype=object)[firsts]]
+                               for key in keys)))
+        self.complete = frame["status"].to_numpy(dtype=object) == "complete"
 
-    seeds = frame["seed"].to_numpy(dtype=object) if "seed" in frame else np.full(len(frame), None, dtype=object)
+    def counts(self, rows: np.ndarray) -> list[int]:
+        return [int(n) for n in np.bincount(self.codes[rows], minlength=self.count)]
 
-    def intervals(metric: str) -> None:
-        """The 95% interval of each group's mean (from its mean, std and n), and its values by seed
-        (for the paired test)."""
-        values = pd.to_numeric(frame[metric], errors="coerce").to_numpy(dtype=float)
-        rows = complete & np.isfinite(values)
-        mean = np.asarray(table[f"{metric}|mean"], dtype=float)
-        half = significance.half_widths(table[f"{metric}|std"], table[f"{metric}|n"])
-        table[f"{metric}|low"], table[f"{metric}|high"] = list(mean - half), list(mean + half)
-        table[f"{metric}|seeds"] = [{_seed(seeds[i], i): float(values[i]) for i in group[rows[group]]}
-                                    for group in groups]
+    def summaries(self, column: str, interval: bool) -> list[significance.Interval]:
+        """Mean, std and n of ``column`` over each group's complete runs with a finite value, and
+        with ``interval`` the mean's 95% interval (NaN bounds without)."""
+        values = pd.to_numeric(self.frame[column], errors="coerce").to_numpy(dtype=float)
+        rows = self.complete & np.isfinite(values)
+        found = [stats(values[group[rows[group]]]) for group in self.groups]
+        mean = np.array([f[0] for f in found], dtype=float)
+        half = significance.half_widths([f[1] for f in found], [f[2] for f in found]) if interval else \
+            np.full(self.count, math.nan)
+        low, high = mean - half, mean + half
+        return [significance.Interval(m, s, n, float(lo), float(hi))
+                for (m, s, n), lo, hi in zip(found, low, high)]
 
-    for metric in metrics:
-        if metric in frame:
-            summarise(metric, complete)
-            intervals(metric)
-        else:
-            table[f"{metric}|mean"], table[f"{metric}|std"], table[f"{metric}|n"] = (
-                [math.nan] * count, [math.nan] * count, [0] * count)
-            table[f"{metric}|low"], table[f"{metric}|high"] = [math.nan] * count, [math.nan] * count
-            table[f"{metric}|seeds"] = [{} for _ in range(count)]
-    for cost in COSTS:
-        if cost in frame:
-            summarise(cost, complete)
+    def seeds(self, metric: str) -> list[dict]:
+        """Each group's {seed: value} of ``metric`` over its complete runs (for the paired test)."""
+        values = pd.to_numeric(self.frame[metric], errors="coerce").to_numpy(dtype=float)
+        rows = self.complete & np.isfinite(values)
+        seeds = self.frame["seed"].to_numpy(dtype=object) if "seed" in self.frame else \
+            np.full(len(self.frame), None, dtype=object)
+        return [{_seed(seeds[i], i): float(values[i]) for i in group[rows[group]]} for group in self.groups]
 
-    def first(column: str, keep) -> list:
-        if column not in frame:
-            return [None] * count
-        values = frame[column].to_numpy(dtype=object)
+    def firsts(self, column: str, keep) -> list:
+        """The first value of ``column`` in each group that ``keep`` accepts (None where none does)."""
+        if column not in self.frame:
+            return [None] * self.count
+        values = self.frame[column].to_numpy(dtype=object)
         mask = np.fromiter((keep(v) for v in values), dtype=bool, count=len(values))
-        found = [values[group[mask[group]]] for group in groups]
+        found = [values[group[mask[group]]] for group in self.groups]
         return [f[0] if len(f) else None for f in found]
 
-    table["memory_kind"] = first("cost:peak_memory_kind", lambda v: isinstance(v, str))
-    for column in (c for c in frame.columns if c.startswith("recipe:")):  # the first complete run's card
-        table[column] = first(column, lambda v: v is not None and not (isinstance(v, float) and math.isnan(v)))
-    for column in ("location", "location_kind", "kd_method", "distils", "dataset", "teacher_config",
-                   "student_config"):
-        table[column] = first(column, lambda v: not pd.isna(v))
+
+def _present(value) -> bool:
+    return value is not None and not (isinstance(value, float) and math.isnan(value))
+
+
+def _groups(frame: pd.DataFrame, keys: list[str], metrics: list[str], kind: str) -> list[tuple[tuple, Group]]:
+    """(key values, Group) per group of ``keys`` of ``frame``'s rows (analysis.records.Group)."""
+    if not len(frame):
+        return []
+    by = _Grouping(frame, keys)
+    status = frame["status"].to_numpy(dtype=object)
+    states = {state: by.counts(status == state) for state in ("complete", *PROBLEM_STATES)}
+    partial = frame["data_complete"].astype("boolean").eq(False).fillna(False).to_numpy(dtype=bool) if (
+        "data_complete" in frame) else np.zeros(len(frame), dtype=bool)
+    collapses, partials = by.counts(collapsed(frame)), by.counts(by.complete & partial)
+    written = [metric for metric in metrics if metric in frame]  # a metric no run wrote: no value anywhere
+    values = {metric: by.summaries(metric, True) if metric in written else [NOTHING] * by.count for metric in metrics}
+    seeds = {metric: by.seeds(metric) if metric in written else [{} for _ in by.groups] for metric in metrics}
+    costs = {key: by.summaries(COST + key, False) if COST + key in frame else None for key in COSTS}
+    memory = by.firsts(COST + "peak_memory_kind", lambda v: isinstance(v, str))
+    recipe = {key: by.firsts(RECIPE + key, _present) for key in RECIPE_KEYS}  # the first complete run's card
+    facts = {name: by.firsts(name, lambda v: not pd.isna(v)) for name in FACTS}
     names = frame["name"].to_numpy(dtype=object)
-    table["run_names"] = [list(names[group]) for group in groups]
-    return pd.DataFrame(table)
+    return [(by.keys[i], Group(
+        kind=kind, run_names=tuple(names[group]), planned=len(group),
+        states={state: counts[i] for state, counts in states.items()}, collapsed=collapses[i],
+        partial_data=partials[i], metrics={m: values[m][i] for m in metrics}, seeds={m: seeds[m][i] for m in metrics},
+        costs={key: None if found is None else found[i] for key, found in costs.items()}, memory_kind=memory[i],
+        recipe={key: found[i] for key, found in recipe.items()},
+        facts=RunFacts(**{name: found[i] for name, found in facts.items()})))
+        for i, group in enumerate(by.groups)]
 
 
 def _seed(seed, row: int):
@@ -165,32 +180,9 @@ def _seed(seed, row: int):
     return int(seed) if fmt_number(seed) else f"row {row}"
 
 
-def baselines(frame: pd.DataFrame) -> pd.DataFrame:
-    """One row per student baseline setting (over its seeds)."""
-    part = frame[frame["kind"] == "student_baseline"]
-    return _grouped(part, ["baseline_key"], metrics_of(frame)) if len(part) else pd.DataFrame()
-
-
-def budget_baselines(frame: pd.DataFrame) -> pd.DataFrame:
-    """One row per equal-budget student baseline setting (over its seeds; a student baseline whose
-    budget came out at its own iterations stands for its seed), with ``extra_cost`` (its
-    mean training seconds over its student baseline's) and its Δ against that baseline on the
-    primary metric (``<metric>|delta``, ``|delta_low``, ``|delta_high``, ``|test``, ``|verdict``;
-    a family of its own for Holm)."""
-    part = frame[_equal_budget(frame)]
-    if not len(part):
-        return pd.DataFrame()
-    metric = primary_metric(frame)
-    table = _grouped(part, ["baseline_key"], metrics_of(frame))
-    base = baselines(frame)
-    base = base.set_index("baseline_key") if len(base) else pd.DataFrame(columns=[f"{metric}|seeds", TRAIN_SECONDS])
-    keys = list(table["baseline_key"])
-    seconds = _column(base, f"{TRAIN_SECONDS}|mean", keys, math.nan)
-    table["extra_cost"] = np.asarray(table[f"{TRAIN_SECONDS}|mean"], dtype=float) / np.asarray(seconds, dtype=float)
-    table[f"baseline|{metric}|mean"] = _column(base, f"{metric}|mean", keys, math.nan)
-    table[f"{metric}|delta"] = table[f"{metric}|mean"] - table[f"baseline|{metric}|mean"]
-    _tested(table, "", list(table[f"{metric}|seeds"]), _column(base, f"{metric}|seeds", keys, {}), metric)
-    return table
+def _keyed(frame: pd.DataFrame, kind: str, key: str, metrics: list[str]) -> dict:
+    """key -> Group of the rows of one kind (teacher, student_baseline), by their teacher or baseline key."""
+    return {values[0]: group for values, group in _groups(frame[frame["kind"] == kind], [key], metrics, kind)}
 
 
 def _equal_budget(frame: pd.DataFrame) -> pd.Series:
@@ -201,130 +193,116 @@ def _equal_budget(frame: pd.DataFrame) -> pd.Series:
     return frame["kind"] == vocab.Kind.STUDENT_BUDGET
 
 
-def _column(table: pd.DataFrame, column: str, keys: list, missing) -> list:
-    """``table[column]`` (indexed by key) for each of ``keys``; ``missing`` where there is none."""
-    found = table[column].to_dict() if column in table else {}
-    return [found.get(key, missing) for key in keys]
-
-
-def _tested(table: pd.DataFrame, prefix: str, sides: list[dict], against: list[dict], metric: str) -> None:
-    """The Δ of each row's {seed: value} against another's, tested (analysis.stats: paired or
-    Welch, Holm over the rows): ``<metric>|<prefix>delta_low``, ``_high``, ``|<prefix>test``,
-    ``|<prefix>p_holm`` and ``|<prefix>verdict``."""
+def _tested(family: str, metric: str, deltas: list[float], sides: list[dict], against: list[dict]) -> list[Delta]:
+    """Each side's Δ (``deltas``: its mean minus its reference's) tested against its reference's
+    {seed: value} (analysis.stats: paired or Welch), Holm over the family, verdicts and seeds needed."""
     found = significance.compare_all(sides, against)
     adjusted = significance.holm([c.p for c in found])
-    table[f"{metric}|{prefix}delta_low"] = [c.low for c in found]
-    table[f"{metric}|{prefix}delta_high"] = [c.high for c in found]
-    table[f"{metric}|{prefix}test"] = [c.test for c in found]
-    table[f"{metric}|{prefix}p_holm"] = adjusted
-    table[f"{metric}|{prefix}verdict"] = [significance.verdict(c, p) for c, p in zip(found, adjusted)]
+    needed = significance.seeds_needed_all(found)
+    return [Delta(family, metric, float(delta), c.low, c.high, c.test, c.df, c.p, p, significance.verdict(c, p),
+                   c.spread, c.n, need) for delta, c, p, need in zip(deltas, found, adjusted, needed)]
 
 
-def against_budget(cell_table: pd.DataFrame, frame: pd.DataFrame) -> None:
-    """Each cell against its setting's equal-budget baseline too, when the study has them: columns
-    ``budget|<metric>|mean|std|n|low|high``, ``<metric>|budget_delta`` and its test (``_tested``,
-    prefix ``budget_``: Holm over these comparisons, a family apart from the ordinary one), and
-    ``extra_cost``, the cell's mean training seconds over its student baseline's."""
-    metric = primary_metric(frame)
-    twins = budget_baselines(frame)
-    keys = list(cell_table["baseline_key"])
-    base = baselines(frame)
-    base = base.set_index("baseline_key") if len(base) else pd.DataFrame()
-    cell_table["extra_cost"] = np.asarray(cell_table.get(f"{TRAIN_SECONDS}|mean", math.nan), dtype=float) / \
-        np.asarray(_column(base, f"{TRAIN_SECONDS}|mean", keys, math.nan), dtype=float)
-    if not len(twins):
-        return
-    twins = twins.set_index("baseline_key")
-    for stat in ("mean", "std", "n", "low", "high"):
-        cell_table[f"budget|{metric}|{stat}"] = _column(twins, f"{metric}|{stat}", keys, math.nan)
-    cell_table[f"{metric}|budget_delta"] = cell_table[f"{metric}|mean"] - cell_table[f"budget|{metric}|mean"]
-    _tested(cell_table, "budget_", list(cell_table[f"{metric}|seeds"]), _column(twins, f"{metric}|seeds", keys, {}),
-            metric)
+def _ratios(tops: list[float], bottoms: list[float]) -> list[float]:
+    """tops / bottoms, element by element, as floats (inf over 0, NaN where one is missing)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return [float(r) for r in np.asarray(tops, dtype=float) / np.asarray(bottoms, dtype=float)]
 
 
-def teachers(frame: pd.DataFrame) -> pd.DataFrame:
-    part = frame[frame["kind"] == "teacher"]
-    return _grouped(part, ["teacher_key"], metrics_of(frame)) if len(part) else pd.DataFrame()
+def _cost_mean(group: Group | None, key: str) -> float:
+    found = None if group is None else group.costs[key]
+    return math.nan if found is None else found.mean
 
 
-def cells(frame: pd.DataFrame) -> pd.DataFrame:
-    """One row per cell: axis values, per-metric mean/std/n, state counts, Δ and the teacher's metric.
-
-    Columns ``<metric>|mean|std|n|low|high`` (low, high: the mean's 95% Student-t interval),
-    ``<metric>|seeds`` ({seed: value}), ``<metric>|delta`` (cell mean minus its baseline's mean),
-    ``baseline|<metric>|mean|std|n|low|high`` and ``teacher|<metric>|...`` alike; on the primary
-    metric, the test of the Δ (``_compare``) and the share of the teacher-student gap it closes
-    (``_gap_share``). Which cell is best (bold in the report) is decided per
-    rendered column by analysis.tables.mark_best.
-    """
-    part = frame[frame["kind"] == "cell"]
-    if not len(part):
-        return pd.DataFrame()
-    metrics = metrics_of(frame)
-    table = _grouped(part, axes_of(frame) + ["baseline_key", "teacher_key"], metrics)
-    base = baselines(frame).set_index("baseline_key") if (frame["kind"] == "student_baseline").any() else None
-    teach = teachers(frame).set_index("teacher_key") if (frame["kind"] == "teacher").any() else None
-    for metric in metrics:
-        for stat in ("mean", "std", "n", "low", "high"):
-            column = f"{metric}|{stat}"
-            by_baseline = base[column].to_dict() if base is not None else {}
-            by_teacher = teach[column].to_dict() if teach is not None else {}
-            table[f"baseline|{column}"] = [by_baseline.get(k, math.nan) for k in table["baseline_key"]]
-            table[f"teacher|{column}"] = [by_teacher.get(k, math.nan) for k in table["teacher_key"]]
-        table[f"{metric}|delta"] = table[f"{metric}|mean"] - table[f"baseline|{metric}|mean"]
-    by_baseline = base[f"{metrics[0]}|seeds"].to_dict() if base is not None else {}
-    _compare(table, [by_baseline.get(k, {}) for k in table["baseline_key"]], metrics[0])
-    _gap_share(table, metrics[0])
-    seconds = "cost:seconds_per_iter|mean"
-    if seconds in table:
-        table["slowdown"] = table[seconds] / [base[seconds].get(k, math.nan) if base is not None and seconds in base
-                                              else math.nan for k in table["baseline_key"]]
-    if _equal_budget(frame).any():
-        against_budget(table, frame)
-    return table
+def twins(frame: pd.DataFrame, metrics: list[str], baselines: dict) -> dict[str, Twin]:
+    """Baseline key -> its equal-budget student baseline (over its seeds; a student baseline whose
+    budget came out at its own iterations stands for its seed), with its extra cost (its mean
+    training seconds over its student baseline's) and its Δ against that baseline on the primary
+    metric (a family of its own for Holm)."""
+    found = _groups(frame[_equal_budget(frame)], ["baseline_key"], metrics, vocab.Kind.STUDENT_BUDGET)
+    metric = metrics[0]
+    bases = [baselines.get(key[0]) for key, _ in found]
+    deltas = [group.metrics[metric].mean - measured(base, metric).mean for (_, group), base in zip(found, bases)]
+    tests = _tested(TWIN_VS_STUDENT, metric, deltas, [group.seeds[metric] for _, group in found],
+                    [{} if base is None else base.seeds[metric] for base in bases])
+    extra = _ratios([_cost_mean(group, "train_seconds") for _, group in found],
+                    [_cost_mean(base, "train_seconds") for base in bases])
+    return {key[0]: Twin(group, base, cost, test)
+            for (key, group), base, cost, test in zip(found, bases, extra, tests)}
 
 
-def _compare(table: pd.DataFrame, baseline_seeds: list[dict], metric: str) -> None:
-    """Each cell's Δ against its student baseline on ``metric`` (analysis.stats.compare: paired by
-    seed or Welch), its 95% interval, Holm's correction across the study's tested cells, the verdict
-    and the seeds needed to resolve the Δ: columns ``<metric>|delta_low``, ``|delta_high``,
-    ``|test``, ``|df``, ``|p``, ``|p_holm``, ``|verdict``, ``|spread``, ``|runs`` (pairs, or the
-    smaller side's runs) and ``|seeds_needed`` (pairs, or runs per side)."""
-    found = significance.compare_all(list(table[f"{metric}|seeds"]), baseline_seeds)
-    adjusted = significance.holm([c.p for c in found])
-    for name in ("low", "high", "test", "df", "p", "spread"):
-        table[f"{metric}|{'delta_' if name in ('low', 'high') else ''}{name}"] = [getattr(c, name) for c in found]
-    table[f"{metric}|runs"] = [c.n for c in found]
-    table[f"{metric}|p_holm"] = adjusted
-    table[f"{metric}|verdict"] = [significance.verdict(c, p) for c, p in zip(found, adjusted)]
-    table[f"{metric}|seeds_needed"] = significance.seeds_needed_all(found)
-
-
-def _gap_share(table: pd.DataFrame, metric: str) -> None:
+def _gaps(metric: str, cells: list[Group], bases: list, teachers: list, tests: list[Delta]) -> list[GapShare]:
     """How far each cell closes its teacher-student gap on ``metric`` (analysis.stats.gap_shares:
-    Δ / (teacher mean - baseline mean), the teacher taken as fixed): columns ``<metric>|gap``,
-    ``|gap_share``, ``|gap_share_low`` and ``|gap_share_high`` (NaN without a gap to close)."""
-    teacher, baseline = table[f"teacher|{metric}|mean"], table[f"baseline|{metric}|mean"]
-    table[f"{metric}|gap"] = teacher - baseline
-    share, low, high = significance.gap_shares(table[f"{metric}|delta"], table[f"{metric}|delta_low"],
-                                               table[f"{metric}|delta_high"], teacher, baseline)
-    table[f"{metric}|gap_share"], table[f"{metric}|gap_share_low"], table[f"{metric}|gap_share_high"] = (
-        list(share), list(low), list(high))
+    Δ / (teacher mean - baseline mean), the teacher taken as fixed; NaN without a gap to close)."""
+    teacher = np.array([measured(t, metric).mean for t in teachers], dtype=float)
+    baseline = np.array([measured(b, metric).mean for b in bases], dtype=float)
+    share, low, high = significance.gap_shares([t.delta for t in tests], [t.low for t in tests],
+                                               [t.high for t in tests], teacher, baseline)
+    gap = teacher - baseline
+    return [GapShare(metric, float(g), float(s), float(lo), float(hi)) for g, s, lo, hi in zip(gap, share, low, high)]
 
 
-def term_methods(cell: dict) -> list[str]:
-    """The ``method`` of each distillation term of a cell (``["cwd", "cwd"]`` for CWD on two places)."""
-    text = cell.get("kd_method")
-    return str(text).split("; ") if isinstance(text, str) and text else []
+def cells(frame: pd.DataFrame, metrics: list[str], baselines: dict, teachers: dict,
+          equal: dict[str, Twin]) -> list[CellRecord]:
+    """One record per cell (analysis.records.CellRecord): its runs' statistics, its student
+    baseline and teacher, its Δ on the primary metric tested against the baseline (a family for
+    Holm), the gap share, the slowdown, and with equal budgets (``equal``) its Δ against the
+    equal-budget student (a family apart) and its extra cost."""
+    part = frame[frame["kind"] == "cell"]
+    axes = axes_of(frame)
+    found = _groups(part, axes + ["baseline_key", "teacher_key"], metrics, "cell")
+    if not found:
+        return []
+    metric = metrics[0]
+    groups = [group for _, group in found]
+    bases = [baselines.get(key[-2]) for key, _ in found]
+    teach = [teachers.get(key[-1]) for key, _ in found]
+    deltas = [group.metrics[metric].mean - measured(base, metric).mean for group, base in zip(groups, bases)]
+    tests = [[t] for t in _tested(VS_STUDENT, metric, deltas, [g.seeds[metric] for g in groups],
+                                  [{} if base is None else base.seeds[metric] for base in bases])]
+    gaps = _gaps(metric, groups, bases, teach, [t[0] for t in tests])
+    slowdown = _ratios([_cost_mean(g, "seconds_per_iter") for g in groups],
+                       [_cost_mean(b, "seconds_per_iter") for b in bases])
+    extra = [math.nan] * len(groups)
+    if equal:
+        twin_of = [equal.get(key[-2]) for key, _ in found]
+        against = [NOTHING if t is None else t.group.metrics[metric] for t in twin_of]
+        seeds = [{} if t is None else t.group.seeds[metric] for t in twin_of]
+        budget = _tested(VS_EQUAL_BUDGET, metric, [g.metrics[metric].mean - a.mean for g, a in zip(groups, against)],
+                         [g.seeds[metric] for g in groups], seeds)
+        tests = [mine + [other] for mine, other in zip(tests, budget)]
+        extra = _ratios([_cost_mean(g, "train_seconds") for g in groups],
+                        [_cost_mean(b, "train_seconds") for b in bases])
+    return [CellRecord(method=key[0], axes={axis_path(a): v for a, v in zip(axes[1:], key[1:-2])}, group=group,
+                       baseline=base, teacher=teacher, tests=tuple(tested), gaps=(gap,), slowdown=slow,
+                       extra_cost=cost)
+            for (key, group), base, teacher, tested, gap, slow, cost
+            in zip(found, bases, teach, tests, gaps, slowdown, extra)]
 
 
-def is_cwd(cell: dict) -> bool:
-    """A CWD cell: every distillation term of its runs has ``method: cwd`` (whatever the cell is called)."""
-    methods = term_methods(cell)
-    return bool(methods) and all(m == "cwd" for m in methods)
+def families(metric: str, cell_records: list[CellRecord], equal: list[Twin]) -> list[Family]:
+    """The families Holm's correction ran over, with how many comparisons had a test."""
+    def tested(found: list[Delta]) -> int:
+        return sum(1 for t in found if math.isfinite(t.p))
+
+    found = [Family(VS_STUDENT, metric, tested([c.test(VS_STUDENT, metric) for c in cell_records]))]
+    if equal:
+        found.append(Family(VS_EQUAL_BUDGET, metric, tested([c.test(VS_EQUAL_BUDGET, metric) for c in cell_records])))
+        found.append(Family(TWIN_VS_STUDENT, metric, tested([t.test for t in equal])))
+    return found
 
 
-def location_kinds(cell_table: pd.DataFrame) -> dict[str, tuple[str, str]]:
+def groups_of(frame: pd.DataFrame) -> tuple[list[str], dict, dict, dict[str, Twin], list[CellRecord]]:
+    """The metrics (primary first), teachers and student baselines (by key), equal-budget students
+    and cells of a study's rows (analysis.collect)."""
+    metrics = metrics_of(frame)
+    teachers = _keyed(frame, "teacher", "teacher_key", metrics)
+    baselines = _keyed(frame, "student_baseline", "baseline_key", metrics)
+    equal = twins(frame, metrics, baselines) if _equal_budget(frame).any() else {}
+    return metrics, teachers, baselines, equal, cells(frame, metrics, baselines, teachers, equal)
+
+
+def location_kinds(cell_records) -> dict[str, tuple[str, str]]:
     """method -> (method family, ``feature`` or ``logits``), for the paper's Table 2 layout.
 
     The family is the distillation term's ``method`` (``cwd``, ``pi``, ...) and the kind is what its
@@ -333,185 +311,46 @@ def location_kinds(cell_table: pd.DataFrame) -> dict[str, tuple[str, str]]:
     on one kind (say two weights) keep their own names as families.
     """
     placed = {}
-    if cell_table.empty or "kd_method" not in cell_table or "location_kind" not in cell_table:
-        return placed
-    rows = cell_table.drop_duplicates("method")
-    for cell in rows.to_dict("records"):
-        families = set(term_methods(cell))
-        if len(families) == 1 and cell["location_kind"] in ("feature", "logits"):
-            placed[cell["method"]] = (families.pop(), cell["location_kind"])
+    for cell in _first_per_method(cell_records):
+        families_ = set(cell.group.facts.term_methods)
+        if len(families_) == 1 and cell.group.facts.location_kind in ("feature", "logits"):
+            placed[cell.method] = (families_.pop(), cell.group.facts.location_kind)
     counts = Counter(placed.values())
     return {method: (str(method) if counts[where] > 1 else where[0], where[1]) for method, where in placed.items()}
 
 
-def distil_kinds(cell_table: pd.DataFrame) -> dict[str, str | None]:
+def _first_per_method(cell_records) -> list[CellRecord]:
+    first: dict = {}
+    for cell in cell_records:
+        first.setdefault(cell.method, cell)
+    return list(first.values())
+
+
+def distil_kinds(cell_records) -> dict[str, str | None]:
     """method -> what its terms' losses distil (``channel-wise``, ``spatial``, both joined, or None),
     as analysis.collect.distils read it from the loss declarations, never from the method's name."""
-    if cell_table.empty or "distils" not in cell_table:
-        return {}
-    rows = cell_table.drop_duplicates("method")
-    return {row["method"]: row["distils"] if isinstance(row["distils"], str) else None
-            for row in rows.to_dict("records")}
+    return {cell.method: cell.group.facts.distils for cell in _first_per_method(cell_records)}
 
 
-def table2_kinds(cell_table: pd.DataFrame) -> dict[str, tuple[str, str]]:
+def table2_kinds(cell_records, axes) -> dict[str, tuple[str, str]]:
     """``location_kinds`` where the paper's Table 2 layout applies (the cells differ by method alone
     and span two or more method families; with one family the location table says it), else {}.
     Table 2 and its bar figure both ask here."""
-    if cell_table.empty or len(axes_of_table(cell_table)) > 1:
+    if not cell_records or axes:
         return {}
-    kinds = location_kinds(cell_table)
+    kinds = location_kinds(cell_records)
     return kinds if len({family for family, _ in kinds.values()}) >= 2 else {}
 
 
-def read_references(study_path: Path, names: list[str]) -> pd.DataFrame:
-    """Published numbers from ``studies/references/*.csv`` (with the file each row came from)."""
-    frames = []
-    for name in names or []:
-        table = pd.read_csv(Path(study_path).parent / "references" / name, dtype={"location": str})
-        table["file"] = name
-        frames.append(table)
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
-
-
-def _norm(text) -> str:
-    return re.sub(r"[^a-z0-9]", "", str(text).lower()) if isinstance(text, str) else ""
-
-
-def _tokens(text) -> set[str]:
-    return {t for t in re.split(r"[^a-z0-9]+", str(text).lower()) if t} if isinstance(text, str) else set()
-
-
-def _same_settings(ref: dict, cell: dict, terms) -> bool:
-    """A row that states its ``tau`` or ``weight`` (a committed log of one setting) matches only
-    cells run at that value: the cell's axis value where an axis sets it, else its terms' own."""
-    for column, axis, read in (("tau", "axis:term.params.tau", lambda t: (t.get("params") or {}).get("tau", 1.0)),
-                               ("weight", "axis:term.weight", lambda t: t.get("weight", 1.0))):
-        wanted = pd.to_numeric(ref.get(column), errors="coerce")
-        if not np.isfinite(wanted):
-            continue
-        value = cell.get(axis)
-        values = {float(value)} if isinstance(value, (int, float)) and np.isfinite(value) else {
-            float(read(t)) for t in terms}
-        if values != {float(wanted)}:
-            return False
-    return True
-
-
-def match_references(references: pd.DataFrame, cell_table: pd.DataFrame, methods: dict, task: str) -> pd.DataFrame:
-    """Each published row beside the measured cells it describes (or none).
-
-    A row matches a cell when its method is the cell's distillation method (the ``method`` of
-    every term of the cell), its metric fits the task (mIoU for seg, AP/mAP for det), its dataset starts with
-    the run's dataset name, its location (feature / logits) agrees with the cell's where both
-    say one, its ``tau`` and ``weight`` (where the row states them) are the cell's, and its student
-    appears in the cell's student config name where the study varies it.
-    """
-    if references.empty:
-        return pd.DataFrame()
-    kinds = location_kinds(cell_table) if len(cell_table) else {}
-    rows = []
-    for ref in references.to_dict("records"):
-        wanted_metric = "miou" if task == "seg" else "ap"
-        metric_ok = _norm(ref.get("metric")).endswith(wanted_metric)
-        ref_kind = str(ref.get("location") or "").split(" ")[0].strip().lower()
-        matched = []
-        for cell in cell_table.to_dict("records") if metric_ok and len(cell_table) else []:
-            terms = methods.get(cell["method"]) or ()  # the study's methods: name -> its terms
-            if not terms or any(term.get("method") != ref.get("method") for term in terms):
-                continue  # every term of the cell is the row's method (FBKD on four FPN levels: four terms)
-            if cell.get("dataset") and not _norm(ref.get("dataset")).startswith(_norm(cell["dataset"])):
-                continue
-            kind = kinds.get(cell["method"], (None, None))[1]
-            if ref_kind in ("feature", "logits") and kind and kind != ref_kind:
-                continue
-            if not _same_settings(ref, cell, terms):
-                continue
-            student = cell.get("axis:student.config")
-            if _tokens(ref.get("student")) and isinstance(student, str):
-                if not _tokens(ref["student"]) <= _tokens(Path(student.split("::")[-1]).stem):
-                    continue
-            matched.append(cell)
-        for cell in matched or [None]:
-            rows.append({"reference": ref, "cell": cell})
-    return pd.DataFrame(rows)
-
-
-def cwd_verdicts(cell_table: pd.DataFrame, metric: str) -> list[dict]:
-    """For each CWD cell (every term ``method: cwd``, see ``is_cwd``; the cell's name is not
-    looked at): the cell, its gap to the baseline's mean, whether it is positive, and the verdict of
-    its test (``_compare``: gain, within noise, loss, or no interval)."""
+def cwd_verdicts(cell_records, metric: str) -> list[dict]:
+    """For each CWD cell (every term ``method: cwd``, see ``CellRecord.is_cwd``; the cell's name is
+    not looked at): the cell, its gap to the baseline's mean, whether it is positive, and the verdict
+    of its test (gain, within noise, loss, or no interval)."""
     verdicts = []
-    if cell_table.empty:
-        return verdicts
-    for cell in cell_table.to_dict("records"):
-        if not is_cwd(cell):
+    for cell in cell_records:
+        if not cell.is_cwd:
             continue
-        gap = cell[f"{metric}|delta"]
-        verdicts.append({
-            "cell": cell, "gap": gap, "beat": bool(np.isfinite(gap) and gap > 0),
-            "verdict": cell.get(f"{metric}|verdict", significance.NOT_COMPARED),
-            "comparable": bool(np.isfinite(gap)),
-        })
+        gap = cell.delta(metric)
+        verdicts.append({"cell": cell, "gap": gap, "beat": bool(np.isfinite(gap) and gap > 0),
+                         "verdict": cell.test(VS_STUDENT, metric).verdict, "comparable": bool(np.isfinite(gap))})
     return verdicts
-
-
-def tested_cells(cell_table: pd.DataFrame, metric: str) -> int:
-    """How many cells had a test of their Δ on ``metric``: the family Holm's correction ran over."""
-    column = f"{metric}|p"
-    return int(np.isfinite(cell_table[column].to_numpy(dtype=float)).sum()) if column in cell_table else 0
-
-
-def _float(value) -> float:
-    return float(value) if fmt_number(value) else math.nan
-
-
-def measured(row: dict, prefix: str, metric: str) -> significance.Interval:
-    """The interval of a cell row's ``<prefix><metric>|...`` columns (prefix ``""``, ``baseline|``
-    or ``teacher|``)."""
-    def get(stat: str) -> float:
-        return _float(row.get(f"{prefix}{metric}|{stat}"))
-
-    n = get("n")
-    return significance.Interval(get("mean"), get("std"), int(n) if math.isfinite(n) else 0, get("low"), get("high"))
-
-
-def starting_point(reference: dict, cell: dict, metric: str) -> str:
-    """Whether the measured setting starts where the published one did, judged from the numbers
-    (the reference's own ``tag`` says it in words): the published teacher and student-baseline
-    numbers against the measured 95% intervals. ``same`` when every one that can be checked lies
-    inside, ``different teacher`` (or student baseline, or both) when one lies outside, so that the
-    gains compare and the absolute numbers do not; a side without a published number or with a
-    single measured run is unchecked. A cell with runs on a partial dataset split is not
-    comparable at all."""
-    if cell.get("partial_data"):
-        return "not comparable: measured on a partial dataset split"
-    inside, outside, unchecked = [], [], []
-    for side, column, prefix in (("teacher", "teacher_value", "teacher|"),
-                                 ("student baseline", "student_value", "baseline|")):
-        agrees, _ = significance.position(_float(reference.get(column)), measured(cell, prefix, metric))
-        (unchecked if agrees is None else inside if agrees else outside).append(side)
-    head = ("different " + " and ".join(outside)) if outside else "same" if inside else "unchecked"
-    return head + (f"; {' and '.join(unchecked)} unchecked" if unchecked and (inside or outside) else "")
-
-
-def published_vs_measured(reference: dict, cell: dict | None, metric: str) -> dict:
-    """A published row against the measured cell it describes: ``published`` (its number, NaN when
-    none), ``measured`` (the cell's Interval,
-    None when no cell), ``inside`` (the published number in its 95% interval; None without one),
-    ``distance`` (published minus measured mean, in measured stds), ``starting_point`` and ``tag``
-    (the reference's comparability tag, as its file words it)."""
-    published = _float(reference.get("value"))
-    tag = reference.get("tag") if isinstance(reference.get("tag"), str) else None
-    if not cell:
-        return {"published": published, "measured": None, "inside": None, "distance": math.nan,
-                "starting_point": "not measured", "tag": tag}
-    here = measured(cell, "", metric)
-    inside, distance = significance.position(published, here)
-    return {"published": published, "measured": here, "inside": inside, "distance": distance,
-            "starting_point": starting_point(reference, cell, metric), "tag": tag}
-
-
-def axes_of_table(cell_table: pd.DataFrame) -> list[str]:
-    """The axis columns of a cell table (``method`` first)."""
-    return ["method"] + [c for c in cell_table.columns if c.startswith("axis:")]

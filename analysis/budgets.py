@@ -9,20 +9,20 @@ analysis.plots.budget_front; ``budget_statistics`` gives the same numbers to ``k
 
 from __future__ import annotations
 
-import pandas as pd
-
-from analysis import aggregate, tables
 from analysis import format as fmt
+from analysis import tables
+from analysis.records import VS_EQUAL_BUDGET, VS_STUDENT, Delta, Group, Statistics, Twin
 from analysis.tables import Cell, Table
 from kdbench.expand import Study
 from kdbench.vocab import Stage
 
 
-def comparison_table(cells: pd.DataFrame, twins: pd.DataFrame, metric: str) -> Table | None:
+def comparison_table(found: Statistics) -> Table | None:
     """Each equal-budget baseline and cell: its extra training time and its Δ against the ordinary
     and the equal-budget student baseline, each with its interval and verdict."""
-    if not len(twins) or not len(cells):
+    if not found.twins or not found.cells:
         return None
+    metric = found.metric
     label = fmt.metric_label(metric)
     table = Table("equal_budget", "Equal budgets: Δ vs the student baseline and vs the student trained as long",
                   ["Cell", label, "training time vs student", "Δ vs student", "verdict", "Δ vs equal-budget student",
@@ -35,30 +35,28 @@ def comparison_table(cells: pd.DataFrame, twins: pd.DataFrame, metric: str) -> T
                           "is tested as in the significance table (paired by seed or Welch); Holm's correction runs "
                           "over each column's cells apart. A gain against the student that is within noise against "
                           "the equal-budget student may have come from the extra training time, not the teacher.")
-    for row in twins.to_dict("records"):
-        table.rows.append([Cell(_twin_label(row, len(twins))), Cell(_mean(row, metric)),
-            Cell(fmt.ratio(row.get("extra_cost"))),
-            Cell(fmt.signed(row.get(f"{metric}|delta"))), Cell(str(row.get(f"{metric}|verdict"))),
-            *[Cell(fmt.MISSING) for _ in range(4)]])
-    axes = [c for c in aggregate.axes_of_table(cells) if c != "method"]
-    for row in cells.to_dict("records"):
+    for twin in found.twins:
+        table.rows.append([Cell(_twin_label(twin.group, len(found.twins))), Cell(_mean(twin.group, metric)),
+                           Cell(fmt.ratio(twin.extra_cost)), Cell(fmt.signed(twin.test.delta)),
+                           Cell(str(twin.test.verdict)), *[Cell(fmt.MISSING) for _ in range(4)]])
+    for cell in found.cells:
+        ordinary, equal = cell.test(VS_STUDENT, metric), cell.test(VS_EQUAL_BUDGET, metric)
         table.rows.append([
-            Cell(tables.setting(row, axes)), Cell(_mean(row, metric)), Cell(fmt.ratio(row.get("extra_cost"))),
-            Cell(fmt.signed(row.get(f"{metric}|delta"))), Cell(str(row.get(f"{metric}|verdict"))),
-            Cell(fmt.signed(row.get(f"{metric}|budget_delta"))),
-            Cell(fmt.interval(row.get(f"{metric}|budget_delta_low"), row.get(f"{metric}|budget_delta_high"),
-                              sign=True)),
-            Cell(fmt.p_value(row.get(f"{metric}|budget_p_holm"))), Cell(str(row.get(f"{metric}|budget_verdict")))])
+            Cell(tables.setting(cell)), Cell(_mean(cell.group, metric)), Cell(fmt.ratio(cell.extra_cost)),
+            Cell(fmt.signed(cell.delta(metric))), Cell(str(ordinary.verdict)), Cell(fmt.signed(equal.delta)),
+            Cell(fmt.interval(equal.low, equal.high, sign=True)), Cell(fmt.p_value(equal.p_holm)),
+            Cell(str(equal.verdict))])
     return table
 
 
-def _twin_label(row: dict, count: int) -> str:
+def _twin_label(group: Group, count: int) -> str:
     """``student, equal budget``, with the run name when a study has several settings."""
-    return tables.group_label("student", row, count).replace("student (no distillation)", "student, equal budget")
+    return tables.group_label("student", group, count).replace("student (no distillation)", "student, equal budget")
 
 
-def _mean(row: dict, metric: str) -> str:
-    return fmt.mean_std(row.get(f"{metric}|mean"), row.get(f"{metric}|std"), row.get(f"{metric}|n"))
+def _mean(group: Group, metric: str) -> str:
+    interval = group.metrics[metric]
+    return fmt.mean_std(interval.mean, interval.std, interval.n)
 
 
 def _cost(found: dict) -> str:
@@ -113,30 +111,30 @@ def _number(value):
     return float(value) if fmt.is_number(value) else None
 
 
-def budget_statistics(cells: pd.DataFrame, twins: pd.DataFrame, found: list[dict], metric: str) -> dict:
+def _tested(found: Delta) -> dict:
+    return {"delta": _number(found.delta),
+            "delta_ci95": [_number(found.low), _number(found.high)] if found.test else None,
+            "test": found.test or None, "p_holm": _number(found.p_holm), "verdict": found.verdict}
+
+
+def _twin(twin: Twin, count: int) -> dict:
+    interval = twin.group.metrics[twin.test.metric]
+    return {"name": _twin_label(twin.group, count), "extra_cost": _number(twin.extra_cost),
+            "mean": _number(interval.mean), "n": interval.n, "vs_student": _tested(twin.test)}
+
+
+def budget_statistics(found: Statistics) -> dict:
     """The equal-budget numbers for ``kdbench report --json``: each twin's Δ vs the student and its
     extra cost, each cell's Δ vs the equal-budget student, and each budget's basis."""
-    axes = [c for c in aggregate.axes_of_table(cells) if c != "method"] if len(cells) else []
-
-    def tested(row: dict, prefix: str) -> dict:
-        return {"delta": _number(row.get(f"{metric}|{prefix}delta")),
-                "delta_ci95": ([_number(row.get(f"{metric}|{prefix}delta_low")),
-                                _number(row.get(f"{metric}|{prefix}delta_high"))]
-                               if row.get(f"{metric}|{prefix}test") else None),
-                "test": row.get(f"{metric}|{prefix}test") or None,
-                "p_holm": _number(row.get(f"{metric}|{prefix}p_holm")),
-                "verdict": row.get(f"{metric}|{prefix}verdict")}
-
+    budgets = found.budgets
     return {
-        "by": found[0]["mode"] if found else None,
-        "baselines": [{"name": _twin_label(row, len(twins)), "extra_cost": _number(row["extra_cost"]),
-                       "mean": _number(row.get(f"{metric}|mean")), "n": int(row.get(f"{metric}|n") or 0),
-                       "vs_student": tested(row, "")} for row in twins.to_dict("records")] if len(twins) else [],
-        "cells": [{"name": tables.setting(row, axes), "extra_cost": _number(row.get("extra_cost")),
-                   "vs_equal_budget": tested(row, "budget_")}
-                  for row in cells.to_dict("records")] if len(cells) and len(twins) else [],
+        "by": budgets[0]["mode"] if budgets else None,
+        "baselines": [_twin(twin, len(found.twins)) for twin in found.twins],
+        "cells": [{"name": tables.setting(cell), "extra_cost": _number(cell.extra_cost),
+                   "vs_equal_budget": _tested(cell.test(VS_EQUAL_BUDGET, found.metric))}
+                  for cell in found.cells] if found.twins else [],
         "basis": [{"run": b["run"], "seed": b["seed"], "iterations": b["iterations"], "slowest": b["slowest"],
                    "cost": b["cost"], "budget_vs_student": _vs_student(b),
                    "baseline_seconds_per_iter": b["baseline_seconds_per_iter"], "excluded": list(b["excluded"]),
-                   "waiting": b["why"] or None} for b in found],
+                   "waiting": b["why"] or None} for b in budgets],
     }

@@ -20,6 +20,7 @@ import pandas as pd
 
 from analysis import aggregate, tables
 from analysis import format as fmt
+from analysis.collect import axis_path
 
 NEAR_CHANCE = 3.0  # metric points (percent) above the chance level within which a mean is flagged
 LABEL = "chance (a constant predictor)"
@@ -93,7 +94,7 @@ def _who(first: dict, whose: str | None, axes: list[str], groups: int) -> str:
     """How a warning names a group from its first row: a cell by its setting, the teacher or the
     student baseline as such (with its run name where a study has several)."""
     if whose is None:
-        return tables.setting(first, axes)
+        return tables.label(first["method"], {axis_path(a): first[a] for a in axes})
     name = re.sub(r"_s\d+$", "", str(first["name"])).removeprefix("teacher_").removeprefix("student_")
     return whose if groups < 2 else f"{whose} ({name})"
 

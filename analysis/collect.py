@@ -39,7 +39,18 @@ RECIPE_KEYS = ("global_batch", "per_process_batch", "processes", "nodes", "itera
                "optimizer", "lr", "lr_schedule", "teacher_checkpoint", "teacher_mode", "precision")
 COST_KEYS = ("seconds_per_iter", "teacher_share", "kd_share", "peak_memory_mb", "peak_memory_kind")
 EQUAL_BUDGET = "equal_budget"  # True on the runs that are an equal-budget baseline (kdbench.budget)
-TRAIN_SECONDS = "cost:train_seconds"  # iterations x median seconds per iteration (kdbench.budget.training_seconds)
+AXIS, COST, RECIPE = "axis:", "cost:", "recipe:"  # the prefixes of the frame's axis, cost and recipe columns
+TRAIN_SECONDS = COST + "train_seconds"  # iterations x median seconds per iteration (kdbench.budget.training_seconds)
+
+
+def axis_column(path: str) -> str:
+    """The frame's column of a grid axis: ``term.params.tau`` -> ``axis:term.params.tau``."""
+    return AXIS + path
+
+
+def axis_path(column: str) -> str:
+    """A grid axis from its column: ``axis:term.params.tau`` -> ``term.params.tau``."""
+    return column.removeprefix(AXIS)
 
 
 def cache_path(study: Study) -> Path:
@@ -172,14 +183,14 @@ def _row(planned: PlannedRun, run_dir: Path, state: str, teacher_key: str | None
     }
     for key, value in planned.params.items():
         if key not in ("method", "seed"):
-            row[f"axis:{key}"] = value
+            row[axis_column(key)] = value
     if state == "complete":
         final = files.final or {}
         for key, value in (final.get("metrics") or {}).items():
             row[key] = _finite_or_nan(value)
         for key, value in (final.get("recipe") or {}).items():  # the recipe card, one text or number per field
             if key in RECIPE_KEYS:
-                row[f"recipe:{key}"] = "x".join(str(v) for v in value) if isinstance(value, list) else value
+                row[RECIPE + key] = "x".join(str(v) for v in value) if isinstance(value, list) else value
         data = final.get("data")
         if isinstance(data, dict):  # a dataset read from disk: its splits, and whether they are the official ones
             row["data_complete"] = data.get("complete") is True
@@ -187,7 +198,7 @@ def _row(planned: PlannedRun, run_dir: Path, state: str, teacher_key: str | None
         cost = final.get("cost") or {}
         for key in COST_KEYS:
             value = cost.get(key)
-            row[f"cost:{key}"] = value if key == "peak_memory_kind" else _finite_or_nan(value)
+            row[COST + key] = value if key == "peak_memory_kind" else _finite_or_nan(value)
         row[TRAIN_SECONDS] = _finite_or_nan(budget.training_seconds(final))
     env = store.read_json(run_dir / store.ENV) if store.ENV in files.names else None
     if isinstance(env, dict):
@@ -232,7 +243,7 @@ def collect(study: Study, scanned: dict[str, store.RunFiles] | None = None,
                  by_id[p.run_id].reason, known) for p in study.runs]
     frame = pd.DataFrame(rows)
     for column in frame.columns:
-        if column.startswith("axis:"):
+        if column.startswith(AXIS):
             frame[column] = _tidy_axis(frame[column])
         elif isinstance(frame[column].dtype, pd.StringDtype):
             # Plain Python strings: the tables read the frame row by row (to_dict), which walks an

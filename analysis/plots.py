@@ -29,6 +29,8 @@ import seaborn as sns  # noqa: E402
 
 from analysis import aggregate, chance  # noqa: E402
 from analysis import format as fmt  # noqa: E402
+from analysis.collect import axis_column, axis_path  # noqa: E402
+from analysis.records import Statistics  # noqa: E402
 from kdbench.losses.params import CHANNEL_WISE, SPATIAL  # noqa: E402
 
 BASELINE = "student (no KD)"
@@ -37,7 +39,7 @@ MAX_LABELS = 12   # the gain-vs-cost figure names at most this many points (the 
 MAX_DASHED = 12   # the training curves draw at most this many runs without a result, one dashed line each
 
 
-NORM_AXIS, DIVERGENCE_AXIS = "axis:term.params.norm", "axis:term.params.divergence"
+NORM_AXIS, DIVERGENCE_AXIS = axis_column("term.params.norm"), axis_column("term.params.divergence")
 
 
 @dataclass
@@ -66,7 +68,7 @@ def _students(frame: pd.DataFrame, metric: str) -> pd.DataFrame:
     part = frame[frame["kind"].isin(["cell", "student_baseline"]) & aggregate.usable(frame, metric)].copy()
     axes = [a for a in aggregate.axes_of(frame) if a != "method"]
     columns = {a: part[a].tolist() for a in axes}  # column by column: rows of arrow strings are slow
-    part["label"] = [", ".join([str(method)] + [f"{fmt.axis_label(a[5:])} {fmt.axis_value(a, columns[a][i])}"
+    part["label"] = [", ".join([str(method)] + [f"{fmt.axis_label(axis_path(a))} {fmt.axis_value(a, columns[a][i])}"
                                                 for a in axes])
                      if kind == "cell" else BASELINE
                      for i, (kind, method) in enumerate(zip(part["kind"].tolist(), part["method"].tolist()))]
@@ -126,7 +128,7 @@ def sweep_axes(cells: pd.DataFrame) -> list[str]:
     """The term axes (tau, weight) whose values in ``cells`` (rows of one kind, cell) are all finite
     numbers, two or more of them: the axes a sweep figure plots a metric against."""
     found = []
-    for column in [c for c in cells.columns if c.startswith("axis:term.")]:
+    for column in [c for c in cells.columns if c.startswith(axis_column("term."))]:
         values = pd.to_numeric(cells[column], errors="coerce")
         if len(values) and np.isfinite(values.to_numpy(dtype=float)).all() and values.nunique() > 1:
             found.append(column)
@@ -138,15 +140,15 @@ def sweeps(frame: pd.DataFrame, metric: str, students: pd.DataFrame | None = Non
     figures = []
     cells = _students(frame, metric) if students is None else students
     cells = cells[cells["kind"] == "cell"]
-    for axis_column in sweep_axes(cells):
-        values = pd.to_numeric(cells[axis_column], errors="coerce")
-        data = cells.assign(**{axis_column: values})
+    for column in sweep_axes(cells):
+        values = pd.to_numeric(cells[column], errors="coerce")
+        data = cells.assign(**{column: values})
         figure, axis = plt.subplots(figsize=(6, 4))
-        sns.lineplot(data=data, x=axis_column, y=metric, hue="series", errorbar="sd", err_style="bars",
+        sns.lineplot(data=data, x=column, y=metric, hue="series", errorbar="sd", err_style="bars",
                      marker="o", ax=axis)
-        sns.scatterplot(data=data, x=axis_column, y=metric, hue="series", legend=False, alpha=0.4, s=15, ax=axis)
+        sns.scatterplot(data=data, x=column, y=metric, hue="series", legend=False, alpha=0.4, s=15, ax=axis)
         _reference_lines(axis, frame, metric)
-        name = fmt.axis_label(axis_column[5:])
+        name = fmt.axis_label(axis_path(column))
         key = "sweep_" + re.sub(r"[^A-Za-z0-9_.-]", "_", name)  # it names a PNG file beside README.md
         if values.min() > 0 and values.max() / values.min() >= 20:  # weights spanning decades
             axis.set_xscale("log")
@@ -284,19 +286,19 @@ def norm_divergence_bars(frame: pd.DataFrame, metric: str, students: pd.DataFram
                  "per position), coloured by divergence", "normalisation")
 
 
-def location_bars(frame: pd.DataFrame, cell_table: pd.DataFrame, metric: str,
-                  students: pd.DataFrame | None = None) -> Figure | None:
+def location_bars(frame: pd.DataFrame, found: Statistics, students: pd.DataFrame | None = None) -> Figure | None:
     """The paper's Table 2 as bars: grouped by where the method distils (feature map, logits), one
     bar per method, channel-wise ones (warm colours) apart from spatial ones (cool colours). Which
     is which comes from the loss each term uses (its declared kind), never from the method's name."""
-    placed = aggregate.table2_kinds(cell_table)
+    placed = aggregate.table2_kinds(found.cells, found.axes)
     if not placed:
         return None
+    metric = found.metric
     students = _students(frame, metric) if students is None else students
     data = students[students["method"].isin(list(placed))]
     if data.empty:
         return None
-    kinds = aggregate.distil_kinds(cell_table)
+    kinds = aggregate.distil_kinds(found.cells)
     labels = {method: fmt.with_kind(family, kinds.get(method)) for method, (family, _) in placed.items()}
     data = data.assign(where=[fmt.kind_label(placed[m][1]) for m in data["method"]],
                        family=[labels[m] for m in data["method"]])
@@ -318,32 +320,34 @@ def location_bars(frame: pd.DataFrame, cell_table: pd.DataFrame, metric: str,
                  "name)", "distilled location")
 
 
-def gain_cost_points(cell_table: pd.DataFrame, metric: str) -> pd.DataFrame:
+def gain_cost_points(found: Statistics) -> pd.DataFrame:
     """The points of the gain-vs-cost figure: the student baseline at (1, 0), then every cell with
     a finite gain and slowdown: x = its seconds per iteration over its baseline's, y = its mean gain
     over that baseline, ``std`` the cell's seed spread (the baseline's own, on the baseline point)."""
     columns = ["label", "kind", "slowdown", "delta", "std"]
-    if cell_table.empty or "slowdown" not in cell_table:
+    metric = found.metric
+    data = [cell for cell in found.cells if np.isfinite(cell.delta(metric)) and np.isfinite(cell.slowdown)]
+    if not data:
         return pd.DataFrame(columns=columns)
-    keep = np.isfinite(cell_table[f"{metric}|delta"]) & np.isfinite(cell_table["slowdown"])
-    data = cell_table[keep]
-    if data.empty:
-        return pd.DataFrame(columns=columns)
-    axes = [c for c in aggregate.axes_of_table(cell_table) if c != "method"]
-    baseline_std = data[f"baseline|{metric}|std"].drop_duplicates()
+    baseline_std = list(dict.fromkeys(cell.baseline.metrics[metric].std for cell in data))  # each has a baseline
     rows = [{"label": BASELINE, "kind": "baseline", "slowdown": 1.0, "delta": 0.0,
-             "std": float(baseline_std.iloc[0]) if len(baseline_std) == 1 else np.nan}]
-    for row in data.to_dict("records"):
-        rows.append({"label": ", ".join([str(row["method"])] + [fmt.axis_value(a, row[a]) for a in axes]),
-                     "kind": "cell", "slowdown": float(row["slowdown"]), "delta": float(row[f"{metric}|delta"]),
-                     "std": float(row[f"{metric}|std"])})
+             "std": float(baseline_std[0]) if len(baseline_std) == 1 else np.nan}]
+    for cell in data:
+        rows.append({"label": _point_label(cell), "kind": "cell", "slowdown": float(cell.slowdown),
+                     "delta": float(cell.delta(metric)), "std": float(cell.measured(metric).std)})
     return pd.DataFrame(rows, columns=columns)
 
 
-def gain_vs_cost(cell_table: pd.DataFrame, metric: str) -> Figure | None:
+def _point_label(cell) -> str:
+    """A cell's point label: its method and axis values (``cwd_logits, 4, 3``)."""
+    return ", ".join([str(cell.method)] + [fmt.axis_value(path, value) for path, value in cell.axes.items()])
+
+
+def gain_vs_cost(found: Statistics) -> Figure | None:
     """Δ vs the student baseline against the slowdown vs the student baseline, one point per cell,
     the baseline itself at (1, 0)."""
-    points = gain_cost_points(cell_table, metric)
+    metric = found.metric
+    points = gain_cost_points(found)
     cells = points[points["kind"] == "cell"]
     if cells.empty:
         return None
@@ -379,13 +383,13 @@ def _label_largest_gains(axis, cells: pd.DataFrame, x: str) -> None:
         axis.annotate(row["label"], (row[x], row["delta"]), fontsize=7, xytext=(4, 4), textcoords="offset points")
 
 
-def all_figures(frame: pd.DataFrame, cell_table: pd.DataFrame, curve_frame: pd.DataFrame, metric: str) -> list[Figure]:
+def all_figures(frame: pd.DataFrame, found: Statistics, curve_frame: pd.DataFrame) -> list[Figure]:
     sns.set_theme(style="whitegrid", context="notebook")
+    metric = found.metric
     students = _students(frame, metric)  # the student runs of every figure below, labelled once
     figures = [method_bars(frame, metric, students), norm_divergence_bars(frame, metric, students),
-               location_bars(frame, cell_table, metric, students), *sweeps(frame, metric, students),
-               curves(curve_frame, metric), gain_vs_cost(cell_table, metric),
-               budget_front(cell_table, aggregate.budget_baselines(frame), metric)]
+               location_bars(frame, found, students), *sweeps(frame, metric, students),
+               curves(curve_frame, metric), gain_vs_cost(found), budget_front(found)]
     return [f for f in figures if f is not None]
 
 
@@ -405,20 +409,19 @@ def pareto_front(costs, gains) -> list[int]:
     return front
 
 
-def budget_points(cell_table: pd.DataFrame, budget_table: pd.DataFrame, metric: str) -> pd.DataFrame:
+def budget_points(found: Statistics) -> pd.DataFrame:
     """The points of the gain-vs-extra-cost figure: the student baseline at (1, 0), each
     equal-budget baseline and each cell with a finite gain and cost (x: mean training seconds over
     the student baseline's; y: Δ vs the student baseline), ``front``: on the Pareto front."""
     columns = ["label", "kind", "cost", "delta", "std", "front"]
+    metric = found.metric
     rows = [{"label": BASELINE, "kind": "baseline", "cost": 1.0, "delta": 0.0, "std": np.nan}]
-    axes = [c for c in aggregate.axes_of_table(cell_table) if c != "method"] if len(cell_table) else []
-    for row in budget_table.to_dict("records") if len(budget_table) else []:
-        rows.append({"label": EQUAL_BUDGET, "kind": "equal budget", "cost": row.get("extra_cost"),
-                     "delta": row.get(f"{metric}|delta"), "std": row.get(f"{metric}|std")})
-    for row in cell_table.to_dict("records") if len(cell_table) else []:
-        rows.append({"label": ", ".join([str(row["method"])] + [fmt.axis_value(a, row[a]) for a in axes]),
-                     "kind": "cell", "cost": row.get("extra_cost"), "delta": row.get(f"{metric}|delta"),
-                     "std": row.get(f"{metric}|std")})
+    for twin in found.twins:
+        rows.append({"label": EQUAL_BUDGET, "kind": "equal budget", "cost": twin.extra_cost,
+                     "delta": twin.test.delta, "std": twin.group.metrics[metric].std})
+    for cell in found.cells:
+        rows.append({"label": _point_label(cell), "kind": "cell", "cost": cell.extra_cost,
+                     "delta": cell.delta(metric), "std": cell.measured(metric).std})
     points = pd.DataFrame(rows, columns=columns[:-1])
     points = points[np.isfinite(points["cost"].astype(float)) & np.isfinite(points["delta"].astype(float))]
     points = points.reset_index(drop=True).astype({"cost": float, "delta": float, "std": float})
@@ -427,11 +430,12 @@ def budget_points(cell_table: pd.DataFrame, budget_table: pd.DataFrame, metric: 
     return points[columns]
 
 
-def budget_front(cell_table: pd.DataFrame, budget_table: pd.DataFrame, metric: str) -> Figure | None:
+def budget_front(found: Statistics) -> Figure | None:
     """Δ vs the student baseline against the extra training time, with the Pareto front and the
     equal-budget baselines: a method below the front's line at its cost is beaten by a cheaper one."""
-    points = budget_points(cell_table, budget_table, metric)
-    if not len(budget_table) or not (points["kind"] == "cell").any():
+    metric = found.metric
+    points = budget_points(found)
+    if not found.twins or not (points["kind"] == "cell").any():
         return None
     figure, axis = plt.subplots(figsize=(6, 4))
     front = points[points["front"]].sort_values("cost")

@@ -1,5 +1,5 @@
 """Recipe cards in the report: what each cell's runs trained with (final.json ``recipe``, read
-into the frame's ``recipe:<field>`` columns by analysis.collect), and whether a published row's
+by analysis.collect into each group's ``recipe``, analysis.records), and whether a published row's
 recipe, as far as its reference file states it (``recipe_<field>`` columns), is the cell's.
 
 A cell is "not comparable to" a published row when a field the row states differs from what the
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 
-import pandas as pd
+from analysis.records import CellRecord
 
 # What a reference row may state, in the order a reader compares them. ``epochs`` is compared
 # within 5% (a COCO epoch is 118,287 images, or fewer where images without boxes are dropped).
@@ -39,9 +39,9 @@ def reference_recipe(row: dict) -> dict:
     return {field: row[f"recipe_{field}"] for field in FIELDS if _present(row.get(f"recipe_{field}"))}
 
 
-def cell_recipe(cell: dict) -> dict:
-    """The recipe a cell's runs recorded (its ``recipe:<field>`` values), where they did."""
-    return {field: cell[f"recipe:{field}"] for field in FIELDS if _present(cell.get(f"recipe:{field}"))}
+def cell_recipe(cell: CellRecord) -> dict:
+    """The recipe a cell's runs recorded (its first complete run's card), where they did."""
+    return {field: cell.group.recipe[field] for field in FIELDS if _present(cell.group.recipe[field])}
 
 
 def _same(field: str, published, measured) -> bool:
@@ -59,16 +59,16 @@ def differences(published: dict, measured: dict) -> list[str]:
             and not _same(field, published[field], measured[field])]
 
 
-def comparability_notes(matches: pd.DataFrame) -> list[str]:
-    """One sentence per (published row, cell) pair whose recipes differ."""
+def comparability_notes(matches) -> list[str]:
+    """One sentence per (published row, cell) pair (analysis.records.Match) whose recipes differ."""
     notes = []
-    for match in matches.to_dict("records") if len(matches) else []:
-        ref, cell = match["reference"], match["cell"]
+    for match in matches:
+        ref, cell = match.reference, match.cell
         if not cell:
             continue
         found = differences(reference_recipe(ref), cell_recipe(cell))
         if found:
             where = ", ".join(str(ref.get(k)) for k in ("method", "student") if _present(ref.get(k)))
-            notes.append(f"{cell['method']} is not comparable to {ref.get('file')} ({where}): published "
+            notes.append(f"{cell.method} is not comparable to {ref.get('file')} ({where}): published "
                          f"vs measured {'; '.join(found)}.")
     return notes

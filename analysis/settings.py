@@ -16,7 +16,9 @@ import pandas as pd
 
 from analysis import aggregate
 from analysis import format as fmt
-from analysis.tables import Cell, Table, group_label, setting
+from analysis.collect import axis_path
+from analysis.tables import Cell, Table, group_label
+from analysis.tables import label as cell_label
 
 # env.json key -> how the report names it. Threads, the deterministic flag and the device get
 # their own columns; every key is compared within a group.
@@ -64,10 +66,9 @@ def _groups(frame: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
         for _, rows in grouped:
             first = rows.iloc[0].to_dict()
             if kind == "cell":
-                label = setting(first, axes)
+                label = cell_label(first["method"], {axis_path(a): first[a] for a in axes})
             else:
-                label = group_label("teacher" if kind == "teacher" else "student",
-                                    {"run_names": [first["name"]]}, len(grouped))
+                label = group_label("teacher" if kind == "teacher" else "student", first["name"], len(grouped))
             found.append((label, rows))
     return found
 

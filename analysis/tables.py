@@ -1,4 +1,5 @@
-"""Report tables built from the aggregated frames; every number goes through analysis.format.
+"""Report tables built from a report's statistics (analysis.records, built once by
+analysis.summary); every number goes through analysis.format.
 
 A ``Table`` is plain data (header, rows of ``Cell``s, a caption) that the HTML and markdown
 templates render alike; ``Cell.best`` marks the best distilled cell of its column, decided per
@@ -10,14 +11,18 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
-from analysis import aggregate
+from analysis import aggregate, references
 from analysis import format as fmt
 from analysis import stats as significance
+from analysis.collect import COST
+from analysis.records import VS_STUDENT, CellRecord, Group, Statistics, measured
+from analysis.stats import Interval
 
 BEST_CAPTION = "bold = best distilled cell of the column"
 
@@ -52,61 +57,66 @@ def mark_best(table: Table) -> Table:
     return table
 
 
-def _score(row, column: str) -> float:
+def _score(interval: Interval) -> float:
     """The mean a cell is ranked by, when it has complete runs."""
-    value = row.get(f"{column}|mean") if row else None
-    return float(value) if fmt.is_number(value) and fmt.is_number(row.get(f"{column}|n")) and row[
-        f"{column}|n"] > 0 else math.nan
+    return float(interval.mean) if fmt.is_number(interval.mean) and interval.n > 0 else math.nan
 
 
-def _stat(row, column: str, with_n: bool = True) -> str:
-    return fmt.mean_std(row.get(f"{column}|mean"), row.get(f"{column}|std"), row.get(f"{column}|n"), with_n=with_n)
+def _stat(interval: Interval) -> str:
+    return fmt.mean_std(interval.mean, interval.std, interval.n)
 
 
-def _axis_columns(cells: pd.DataFrame) -> list[str]:
-    return [c for c in aggregate.axes_of_table(cells) if c != "method"]
-
-
-def setting(row, axis_columns: list[str]) -> str:
+def label(method, axes: Mapping[str, object]) -> str:
     """A cell's label: ``cwd_logits, tau 4, weight 3`` (its method, then each axis and its value)."""
-    parts = [str(row["method"])] + [f"{fmt.axis_label(a[5:])} {fmt.axis_value(a, row[a])}" for a in axis_columns]
-    return ", ".join(parts)
+    return ", ".join([str(method)] + [f"{fmt.axis_label(path)} {fmt.axis_value(path, value)}"
+                                      for path, value in axes.items()])
 
 
-def group_label(kind: str, row: dict, groups: int) -> str:
-    """``teacher`` / ``student (no distillation)``, with the run name when a study has several."""
-    label = "teacher" if kind == "teacher" else "student (no distillation)"
+def setting(cell: CellRecord) -> str:
+    """A cell's label (``label``) from its record."""
+    return label(cell.method, cell.axes)
+
+
+def group_label(kind: str, run_name: str, groups: int) -> str:
+    """``teacher`` / ``student (no distillation)``, with the run name (of its first run) when a
+    study has several."""
+    text = "teacher" if kind == "teacher" else "student (no distillation)"
     if groups < 2:
-        return label
-    name = re.sub(r"_s\d+$", "", str((row.get("run_names") or [""])[0]))
-    name = name.removeprefix("teacher_").removeprefix("student_")
-    return f"{label}: {name}"
+        return text
+    name = re.sub(r"_s\d+$", "", str(run_name)).removeprefix("teacher_").removeprefix("student_")
+    return f"{text}: {name}"
 
 
-def mmrazor_table(cells: pd.DataFrame, metric: str) -> Table:
+def _named(kind: str, groups: tuple[Group, ...]) -> list[tuple[str, Group]]:
+    """(label, group) of each teacher or student baseline group."""
+    return [(group_label(kind, group.run_names[0], len(groups)), group) for group in groups]
+
+
+def mmrazor_table(found: Statistics) -> Table:
     """The layout of MMRazor's CWD README table: Location | Dataset | Teacher | Student | mIoU |
     mIoU(T) | mIoU(S)."""
-    label = fmt.metric_label(metric)
+    metric = found.metric
+    name = fmt.metric_label(metric)
     table = Table("mmrazor", "Results in the layout of MMRazor's CWD README table",
-                  ["Location", "Dataset", "Teacher", "Student", label, f"{label}(T)", f"{label}(S)"],
+                  ["Location", "Dataset", "Teacher", "Student", name, f"{name}(T)", f"{name}(S)"],
                   caption=f"The columns of the results table in MMRazor's CWD README, for comparison with it. "
-                          f"{label}: mean ± std over seeds (n = complete runs); (T) the teacher, "
+                          f"{name}: mean ± std over seeds (n = complete runs); (T) the teacher, "
                           f"(S) the student trained without distillation; {BEST_CAPTION}.")
-    axes = [a for a in _axis_columns(cells) if not a.endswith(".config")]  # configs: own columns
-    for row in cells.to_dict("records"):
-        where = setting(row, axes) + (f" @ {row['location']}" if row.get("location") else "")
-        table.rows.append([Cell(where), Cell(fmt.value(row.get("dataset"))), Cell(fmt.value(row.get("teacher_config"))),
-                           Cell(fmt.value(row.get("student_config"))),
-                           Cell(_stat(row, metric), score=_score(row, metric)),
-                           Cell(_stat(row, f"teacher|{metric}")), Cell(_stat(row, f"baseline|{metric}"))])
+    for cell in found.cells:
+        facts = cell.group.facts
+        axes = {path: value for path, value in cell.axes.items() if not path.endswith(".config")}  # own columns
+        where = label(cell.method, axes) + (f" @ {facts.location}" if facts.location else "")
+        table.rows.append([Cell(where), Cell(fmt.value(facts.dataset)), Cell(fmt.value(facts.teacher_config)),
+                           Cell(fmt.value(facts.student_config)),
+                           Cell(_stat(cell.measured(metric)), score=_score(cell.measured(metric))),
+                           Cell(_stat(measured(cell.teacher, metric))), Cell(_stat(measured(cell.baseline, metric)))])
     return mark_best(table)
 
 
-def results_table(cells: pd.DataFrame, baselines: pd.DataFrame, teachers: pd.DataFrame, metrics: list[str]) -> Table:
+def results_table(found: Statistics) -> Table:
     """Every cell with its metrics, Δ against the student baseline and its run counts."""
-    primary = metrics[0]
-    axes = _axis_columns(cells)
-    header = ["Method"] + [fmt.axis_label(a[5:]) for a in axes] + [fmt.metric_label(primary), "Δ vs student"]
+    metrics, primary, axes = found.metrics, found.metric, found.axes
+    header = ["Method"] + [fmt.axis_label(a) for a in axes] + [fmt.metric_label(primary), "Δ vs student"]
     header += [fmt.metric_label(m) for m in metrics[1:]] + ["complete / planned", "not averaged"]
     table = Table("results", "All cells", header,
                   caption="mean ± std over seeds (sample std), n = complete runs averaged; Δ = cell mean minus "
@@ -114,24 +124,24 @@ def results_table(cells: pd.DataFrame, baselines: pd.DataFrame, teachers: pd.Dat
                           "are). Failed, diverged and "
                           "missing runs are counted in the last column and never averaged.")
 
-    def line(name: str, row: dict, axis_values: list[str], delta: Cell, ranked: bool = False) -> list[Cell]:
+    def line(name: str, group: Group, axis_values: list[str], delta: Cell, ranked: bool = False) -> list[Cell]:
         def score(metric: str) -> float:
-            return _score(row, metric) if ranked else math.nan
+            return _score(group.metrics[metric]) if ranked else math.nan
 
         cells_ = [Cell(name)] + [Cell(v) for v in axis_values]
-        cells_ += [Cell(_stat(row, primary), score=score(primary)), delta]
-        cells_ += [Cell(_stat(row, m), score=score(m)) for m in metrics[1:]]
-        problems = [f"{row.get(s, 0)} {s}" for s in aggregate.PROBLEM_STATES if row.get(s, 0)]
-        return cells_ + [Cell(f"{row['complete']} / {row['planned']}"), Cell(", ".join(problems) or "none")]
+        cells_ += [Cell(_stat(group.metrics[primary]), score=score(primary)), delta]
+        cells_ += [Cell(_stat(group.metrics[m]), score=score(m)) for m in metrics[1:]]
+        problems = [f"{group.states[s]} {s}" for s in aggregate.PROBLEM_STATES if group.states[s]]
+        return cells_ + [Cell(f"{group.complete} / {group.planned}"), Cell(", ".join(problems) or "none")]
 
     blank = [""] * len(axes)
-    for row in teachers.to_dict("records") if len(teachers) else []:
-        table.rows.append(line(group_label("teacher", row, len(teachers)), row, blank, Cell(fmt.MISSING)))
-    for row in baselines.to_dict("records") if len(baselines) else []:
-        table.rows.append(line(group_label("student", row, len(baselines)), row, blank, Cell(fmt.signed(0.0))))
-    for row in cells.to_dict("records"):
-        delta = row[f"{primary}|delta"]
-        table.rows.append(line(str(row["method"]), row, [fmt.axis_value(a, row[a]) for a in axes],
+    for name, group in _named("teacher", found.teachers):
+        table.rows.append(line(name, group, blank, Cell(fmt.MISSING)))
+    for name, group in _named("student", found.baselines):
+        table.rows.append(line(name, group, blank, Cell(fmt.signed(0.0))))
+    for cell in found.cells:
+        delta = cell.delta(primary)
+        table.rows.append(line(str(cell.method), cell.group, [fmt.axis_value(a, cell.axes[a]) for a in axes],
                                Cell(fmt.signed(delta), score=float(delta) if fmt.is_number(delta) else math.nan),
                                ranked=True))
     return mark_best(table)
@@ -152,37 +162,35 @@ def significance_caption(label: str, tested: int) -> str:
             "new seeds run).")
 
 
-def significance_table(cells: pd.DataFrame, baselines: pd.DataFrame, teachers: pd.DataFrame, metric: str) -> Table:
+def significance_table(found: Statistics) -> Table:
     """Gain or noise: every teacher, student baseline and cell with its 95% interval, and each
     cell's Δ with its interval, test, Holm-corrected p-value, verdict and the seeds it needs."""
-    label = fmt.metric_label(metric)
+    metric = found.metric
+    name = fmt.metric_label(metric)
     table = Table("significance", "Gain or noise: Δ vs the student baseline with 95% intervals",
-                  ["Cell", label, "95% interval", "Δ vs student", "Δ 95% interval", "test", "p (Holm)", "verdict",
+                  ["Cell", name, "95% interval", "Δ vs student", "Δ 95% interval", "test", "p (Holm)", "verdict",
                    "seeds to resolve Δ"],
-                  caption=significance_caption(label, aggregate.tested_cells(cells, metric)))
+                  caption=significance_caption(name, found.family(VS_STUDENT, metric).tested))
 
-    def spread(row: dict, prefix: str = "") -> list[Cell]:
-        n = row.get(f"{prefix}{metric}|n") or 0
-        shown = fmt.interval(row.get(f"{prefix}{metric}|low"), row.get(f"{prefix}{metric}|high"))
-        return [Cell(_stat(row, f"{prefix}{metric}")), Cell(shown if n != 1 else "no interval (n = 1)")]
+    def spread(interval: Interval) -> list[Cell]:
+        shown_ = fmt.interval(interval.low, interval.high)
+        return [Cell(_stat(interval)), Cell(shown_ if interval.n != 1 else "no interval (n = 1)")]
 
     def blank() -> list[Cell]:  # the teacher and baseline rows have no Δ
         return [Cell(fmt.MISSING) for _ in range(6)]
 
-    for row in teachers.to_dict("records") if len(teachers) else []:
-        table.rows.append([Cell(group_label("teacher", row, len(teachers)))] + spread(row) + blank())
-    for row in baselines.to_dict("records") if len(baselines) else []:
-        table.rows.append([Cell(group_label("student", row, len(baselines)))] + spread(row) + blank())
-    axes = _axis_columns(cells)
-    for row in cells.to_dict("records") if len(cells) else []:
-        needed = fmt.seed_count(row.get(f"{metric}|seeds_needed"), significance.MAX_SEEDS)
+    for kind, groups in (("teacher", found.teachers), ("student", found.baselines)):
+        for title, group in _named(kind, groups):
+            table.rows.append([Cell(title)] + spread(group.metrics[metric]) + blank())
+    for cell in found.cells:
+        tested = cell.test(VS_STUDENT, metric)
+        needed = fmt.seed_count(tested.seeds_needed, significance.MAX_SEEDS)
         if needed != fmt.MISSING:
-            needed += f" (has {fmt.integer(row.get(f'{metric}|runs'))})"
-        table.rows.append([Cell(setting(row, axes))] + spread(row) + [
-            Cell(fmt.signed(row.get(f"{metric}|delta"))),
-            Cell(fmt.interval(row.get(f"{metric}|delta_low"), row.get(f"{metric}|delta_high"), sign=True)),
-            Cell(row.get(f"{metric}|test") or fmt.MISSING), Cell(fmt.p_value(row.get(f"{metric}|p_holm"))),
-            Cell(str(row.get(f"{metric}|verdict"))), Cell(needed)])
+            needed += f" (has {fmt.integer(tested.runs)})"
+        table.rows.append([Cell(setting(cell))] + spread(cell.measured(metric)) + [
+            Cell(fmt.signed(cell.delta(metric))), Cell(fmt.interval(tested.low, tested.high, sign=True)),
+            Cell(tested.test or fmt.MISSING), Cell(fmt.p_value(tested.p_holm)), Cell(str(tested.verdict)),
+            Cell(needed)])
     return table
 
 
@@ -193,116 +201,108 @@ GAP_CAPTION = ("Share of the gap closed = (cell mean - student baseline mean) / 
                "own seed noise is not in the interval. No share where the teacher is not above the baseline.")
 
 
-def gap_table(cells: pd.DataFrame, metric: str) -> Table:
+def gap_table(found: Statistics) -> Table:
     """How far each cell closes the teacher-student gap: its Δ, the gap and the share of it closed,
     with the share's 95% interval (analysis.stats.gap_shares)."""
-    label = fmt.metric_label(metric)
+    metric = found.metric
+    name = fmt.metric_label(metric)
     table = Table("gap", "How far distillation closes the teacher-student gap",
-                  ["Cell", f"Δ vs student ({label})", "teacher - student", "share of the gap closed", "95% interval"],
+                  ["Cell", f"Δ vs student ({name})", "teacher - student", "share of the gap closed", "95% interval"],
                   caption=GAP_CAPTION,
                   why_empty={"95% interval": "a side has a single run (n = 1), so Δ has no interval",
                              "share of the gap closed": "no teacher above the student baseline to close a gap to",
                              "teacher - student": "no complete teacher run"})
-    axes = _axis_columns(cells)
-    for row in cells.to_dict("records") if len(cells) else []:
-        closes = fmt.is_number(row.get(f"{metric}|gap_share"))  # Δ alone is in the table above
+    for cell in found.cells:
+        gap = cell.gap(metric)
+        closes = fmt.is_number(gap.share)  # Δ alone is in the table above
         table.rows.append([
-            Cell(setting(row, axes)), Cell(fmt.signed(row.get(f"{metric}|delta")) if closes else fmt.MISSING),
-            Cell(fmt.number(row.get(f"{metric}|gap"))), Cell(fmt.percent(row.get(f"{metric}|gap_share"))),
-            Cell(fmt.percent_interval(row.get(f"{metric}|gap_share_low"), row.get(f"{metric}|gap_share_high")))])
+            Cell(setting(cell)), Cell(fmt.signed(cell.delta(metric)) if closes else fmt.MISSING),
+            Cell(fmt.number(gap.gap)), Cell(fmt.percent(gap.share)), Cell(fmt.percent_interval(gap.low, gap.high))])
     return table
 
 
-def table2(cells: pd.DataFrame, metric: str, matches: pd.DataFrame) -> Table | None:
+def table2(found: Statistics) -> Table | None:
     """The paper's Table 2 layout: method family x {feature map, logits}, with published numbers."""
-    kinds = aggregate.table2_kinds(cells)
+    metric = found.metric
+    kinds = aggregate.table2_kinds(found.cells, found.axes)
     if not kinds:
         return None
-    published = {}
-    for match in matches.to_dict("records") if len(matches) else []:
-        if match["cell"] is not None and match["cell"]["method"] in kinds:
-            published[match["cell"]["method"]] = match["reference"]["value"]
+    published = {match.cell.method: match.reference["value"] for match in found.matches
+                 if match.cell is not None and match.cell.method in kinds}
     columns = [(kind, fmt.kind_label(kind).capitalize()) for kind in ("feature", "logits")]
     header = ["Method"] + [title for _, title in columns]
     if published:
         header += [f"{title} (published)" for _, title in columns]
-    label = fmt.metric_label(metric)
     table = Table("table2", "Feature map vs logits (the paper's Table 2 layout)", header,
-                  caption=f"{label} mean ± std (n) and Δ vs the student baseline; rows: the distillation "
-                          "term's method with what its loss distils (channel-wise or spatial, as the loss "
-                          "declares it), columns: what its student location is (a classifier such as "
+                  caption=f"{fmt.metric_label(metric)} mean ± std (n) and Δ vs the student baseline; rows: the "
+                          "distillation term's method with what its loss distils (channel-wise or spatial, as the "
+                          "loss declares it), columns: what its student location is (a classifier such as "
                           f"decode_head.conv_seg: logits; any other module: feature map); {BEST_CAPTION}.")
     table.why_empty = _table2_why_empty(kinds, columns)
-    by_method = {row["method"]: row for row in cells.to_dict("records")}
-    families = list(dict.fromkeys(family for family, _ in kinds.values()))
-    distils = aggregate.distil_kinds(cells)
-    for family in families:
+    by_method = {cell.method: cell for cell in found.cells}
+    distils = aggregate.distil_kinds(found.cells)
+    for family in dict.fromkeys(family for family, _ in kinds.values()):
         declared = {distils.get(m) for m, (f, _) in kinds.items() if f == family}
         line = [Cell(fmt.with_kind(family, declared.pop() if len(declared) == 1 else None))]
-        for kind, _ in columns:
-            method = next((m for m, (f, k) in kinds.items() if f == family and k == kind), None)
-            row = by_method.get(method)
-            line.append(_joined(row, metric) if row else Cell(fmt.MISSING))
+        placed = [next((m for m, (f, k) in kinds.items() if f == family and k == kind), None) for kind, _ in columns]
+        line += [_joined(by_method.get(method), metric) for method in placed]
         if published:
-            for kind, _ in columns:
-                method = next((m for m, (f, k) in kinds.items() if f == family and k == kind), None)
-                line.append(Cell(fmt.number(published.get(method))))
+            line += [Cell(fmt.number(published.get(method))) for method in placed]
         table.rows.append(line)
     return mark_best(table)
 
 
-def location_table(cells: pd.DataFrame, metric: str) -> Table | None:
+def location_table(found: Statistics) -> Table | None:
     """Where to distil: one row per cell when the cells differ only by where their terms sit (one
     set of term methods, no other grid axis, two or more student locations)."""
-    if cells.empty or "kd_method" not in cells or "location" not in cells:
+    cells = found.cells
+    if not cells or [a for a in found.axes if "student_location" not in a]:
         return None
-    if [a for a in _axis_columns(cells) if "student_location" not in a]:
+    families = {frozenset(cell.group.facts.term_methods) for cell in cells}
+    if len(families) != 1 or not next(iter(families)) or len({cell.group.facts.location for cell in cells}) < 2:
         return None
-    rows = cells.to_dict("records")
-    families = {frozenset(aggregate.term_methods(row)) for row in rows}
-    if len(families) != 1 or not next(iter(families)) or len({row["location"] for row in rows}) < 2:
-        return None
-    label = fmt.metric_label(metric)
+    name = fmt.metric_label(found.metric)
     table = Table("ablation_location", "Ablation: where to distil",
-                  ["Method", "Distils", "Student location(s)", f"{label} [Δ vs student]"],
-                  caption=f"{label} mean ± std (n) [Δ vs the student baseline]; every cell distils with "
+                  ["Method", "Distils", "Student location(s)", f"{name} [Δ vs student]"],
+                  caption=f"{name} mean ± std (n) [Δ vs the student baseline]; every cell distils with "
                           f"{', '.join(sorted(next(iter(families))))}; where, from the runs' student locations "
                           f"(a classifier such as decode_head.conv_seg: logits; any other module: feature map); "
                           f"{BEST_CAPTION}.")
-    for row in rows:
-        table.rows.append([Cell(str(row["method"])), Cell(fmt.kind_label(row.get("location_kind"))),
-                           Cell(str(row["location"])), _joined(row, metric)])
+    for cell in cells:
+        table.rows.append([Cell(str(cell.method)), Cell(fmt.kind_label(cell.group.facts.location_kind)),
+                           Cell(str(cell.group.facts.location)), _joined(cell, found.metric)])
     return mark_best(table)
 
 
-def ablation_tables(cells: pd.DataFrame, metric: str) -> list[Table]:
+def ablation_tables(found: Statistics) -> list[Table]:
     """One table per term axis (rows: its values, columns: methods); two categorical axes as a grid."""
-    axes = [a for a in _axis_columns(cells) if a.startswith("axis:term.")]
+    cells, metric = found.cells, found.metric
+    axes = [a for a in found.axes if a.startswith("term.")]
     tables = []
-    label = fmt.metric_label(metric)
-    methods = list(dict.fromkeys(cells["method"]))
+    name = fmt.metric_label(metric)
+    methods = list(dict.fromkeys(cell.method for cell in cells))
     if len(axes) == 2:
         rows_axis, cols_axis = axes
-        header = [f"{fmt.axis_label(rows_axis[5:])} \\ {fmt.axis_label(cols_axis[5:])}"]
-        col_values = _ordered(cells[cols_axis])
-        table = Table("ablation_grid", f"Ablation: {fmt.axis_label(rows_axis[5:])} x {fmt.axis_label(cols_axis[5:])}",
+        header = [f"{fmt.axis_label(rows_axis)} \\ {fmt.axis_label(cols_axis)}"]
+        col_values = _ordered([cell.axes[cols_axis] for cell in cells])
+        table = Table("ablation_grid", f"Ablation: {fmt.axis_label(rows_axis)} x {fmt.axis_label(cols_axis)}",
                       header + [fmt.value(v) for v in col_values],
-                      caption=f"{label} mean ± std (n) [Δ vs the student baseline]; method(s): "
+                      caption=f"{name} mean ± std (n) [Δ vs the student baseline]; method(s): "
                               f"{', '.join(map(str, methods))}; {BEST_CAPTION}.")
-        first = _first_rows(cells, [rows_axis, cols_axis])
-        for value in _ordered(cells[rows_axis]):
+        first = _first_cells(cells, lambda cell: (cell.axes[rows_axis], cell.axes[cols_axis]))
+        for value in _ordered([cell.axes[rows_axis] for cell in cells]):
             table.rows.append([Cell(fmt.value(value))]
                               + [_joined(first.get((value, col_value)), metric) for col_value in col_values])
         tables.append(mark_best(table))
     if len(axes) != 1:
         return tables  # two axes: the grid above; more: the "All cells" table lists every combination
     axis = axes[0]
-    name = fmt.axis_label(axis[5:])
-    table = Table(f"ablation_{name}", f"Ablation: {name}", [name] + [str(m) for m in methods],
-                  caption=f"{label} mean ± std (n) [Δ vs the student baseline]; one column per method; "
+    title = fmt.axis_label(axis)
+    table = Table(f"ablation_{title}", f"Ablation: {title}", [title] + [str(m) for m in methods],
+                  caption=f"{name} mean ± std (n) [Δ vs the student baseline]; one column per method; "
                           f"{BEST_CAPTION}.")
-    first = _first_rows(cells, [axis, "method"])
-    for value in _ordered(cells[axis]):
+    first = _first_cells(cells, lambda cell: (cell.axes[axis], cell.method))
+    for value in _ordered([cell.axes[axis] for cell in cells]):
         table.rows.append([Cell(fmt.value(value))]
                           + [_joined(first.get((value, method)), metric) for method in methods])
     tables.append(mark_best(table))
@@ -360,41 +360,47 @@ def shown(built: list[Table]) -> tuple[list[Table], list[str]]:
     return kept, notes
 
 
-def _ordered(column: pd.Series) -> list:
+def _ordered(values: list) -> list:
     """Axis values in study order, or ascending when they are all numbers (a sweep)."""
-    values = list(dict.fromkeys(column))
+    values = list(dict.fromkeys(values))
     if all(fmt.is_number(v) for v in values):
         return sorted(values)
     return values
 
 
-def _first_rows(cells: pd.DataFrame, columns: list[str]) -> dict[tuple, dict]:
-    """The first cell row of each combination of ``columns``' values, by those values: one pass
-    over the table instead of one filter per table cell."""
-    first: dict[tuple, dict] = {}
-    for row in cells.to_dict("records"):
-        first.setdefault(tuple(row[c] for c in columns), row)
+def _first_cells(cells, key) -> dict[tuple, CellRecord]:
+    """The first cell of each ``key`` (a tuple of its values): one pass over the cells instead of
+    one search per table cell."""
+    first: dict[tuple, CellRecord] = {}
+    for cell in cells:
+        first.setdefault(key(cell), cell)
     return first
 
 
-def _joined(row: dict | None, metric: str) -> Cell:
-    """A table cell: mean ± std (n) [Δ] of a cell row, or the missing mark."""
-    row = row or {}
-    if not row.get(f"{metric}|n"):
+def _joined(cell: CellRecord | None, metric: str) -> Cell:
+    """A table cell: mean ± std (n) [Δ] of a cell, or the missing mark."""
+    if cell is None or not cell.measured(metric).n:
         return Cell(fmt.MISSING)
-    return Cell(f"{_stat(row, metric)} [{fmt.signed(row[f'{metric}|delta'])}]", score=_score(row, metric))
+    return Cell(f"{_stat(cell.measured(metric))} [{fmt.signed(cell.delta(metric))}]",
+                score=_score(cell.measured(metric)))
 
 
-def _kd_terms(row: dict) -> str:
+def _cost(group: Group, key: str, stat: str):
+    """A cost's ``mean`` or ``n`` over a group's complete runs; None where no run recorded it."""
+    found = group.costs[key]
+    return None if found is None else getattr(found, stat)
+
+
+def _kd_terms(group: Group) -> str:
     """The KD terms' share; runs from before ``teacher_share`` was recorded measured the teacher's
     forward and the KD terms together, and say so."""
-    text = fmt.percent(row.get("cost:kd_share|mean"))
-    if text != fmt.MISSING and not row.get("cost:teacher_share|n") and row.get("cost:kd_share|n"):
+    text = fmt.percent(_cost(group, "kd_share", "mean"))
+    if text != fmt.MISSING and not _cost(group, "teacher_share", "n") and _cost(group, "kd_share", "n"):
         text += " (with the teacher forward)"
     return text
 
 
-def cost_table(cells: pd.DataFrame, baselines: pd.DataFrame, teachers: pd.DataFrame) -> Table:
+def cost_table(found: Statistics) -> Table:
     """Training cost per method: seconds per iteration, slowdown, peak memory, and the shares of the
     step spent in the teacher's forward and in the KD terms."""
     table = Table("cost", "Training cost", ["Method", "s / iteration", "vs student", "peak memory", "teacher forward",
@@ -405,28 +411,27 @@ def cost_table(cells: pd.DataFrame, baselines: pd.DataFrame, teachers: pd.DataFr
                           f"results) show {fmt.MISSING} there, and their KD share includes the teacher forward. "
                           "Peak memory is the GPU's peak allocation on CUDA, the process's max RSS on CPU (the kind "
                           "is given).")
-    axes = _axis_columns(cells)
+    def line(name: str, group: Group, slowdown) -> list[Cell]:
+        kind = f" ({group.memory_kind})" if group.memory_kind else ""
+        return [Cell(name), Cell(fmt.seconds(_cost(group, "seconds_per_iter", "mean"))), Cell(fmt.ratio(slowdown)),
+                Cell(fmt.megabytes(_cost(group, "peak_memory_mb", "mean")) + kind),
+                Cell(fmt.percent(_cost(group, "teacher_share", "mean"))), Cell(_kd_terms(group)),
+                Cell(fmt.integer(_cost(group, "seconds_per_iter", "n")))]
 
-    def line(name: str, row: dict, slowdown) -> list[Cell]:
-        kind = f" ({row['memory_kind']})" if row.get("memory_kind") else ""
-        return [Cell(name), Cell(fmt.seconds(row.get("cost:seconds_per_iter|mean"))), Cell(fmt.ratio(slowdown)),
-                Cell(fmt.megabytes(row.get("cost:peak_memory_mb|mean")) + kind),
-                Cell(fmt.percent(row.get("cost:teacher_share|mean"))), Cell(_kd_terms(row)),
-                Cell(fmt.integer(row.get("cost:seconds_per_iter|n")))]
-
-    for row in teachers.to_dict("records") if len(teachers) else []:
-        table.rows.append(line(group_label("teacher", row, len(teachers)) + " (training)", row, None))
-    for row in baselines.to_dict("records") if len(baselines) else []:
-        table.rows.append(line(group_label("student", row, len(baselines)), row, 1.0))
-    for row in cells.to_dict("records") if len(cells) else []:
-        table.rows.append(line(setting(row, axes), row, row.get("slowdown")))
+    for name, group in _named("teacher", found.teachers):
+        table.rows.append(line(name + " (training)", group, None))
+    for name, group in _named("student", found.baselines):
+        table.rows.append(line(name, group, 1.0))
+    for cell in found.cells:
+        table.rows.append(line(setting(cell), cell.group, cell.slowdown))
     return table
 
 
-def reference_table(matches: pd.DataFrame, metric: str) -> Table | None:
+def reference_table(found: Statistics) -> Table | None:
     """Published numbers beside the measured ones, with their source."""
-    if matches.empty:
+    if not found.matches:
         return None
+    metric = found.metric
     table = Table("references", "Published vs measured",
                   ["Method", "Location", "Student", "Published", "Published (T)", "Published (S)", "Measured",
                    "Measured (T)", "Measured (S)", "Source", "Comparability tag", "Measured 95% interval",
@@ -434,18 +439,18 @@ def reference_table(matches: pd.DataFrame, metric: str) -> Table | None:
                   caption="Published numbers from studies/references/ (typed from the papers, with their source); "
                           "measured: mean ± std (n) from this study's runs. Settings differ where the study header "
                           "says so. " + REFERENCE_CAPTION)
-    for match in matches.to_dict("records"):
-        ref, cell = match["reference"], match["cell"] or {}
-        against = aggregate.published_vs_measured(ref, match["cell"], metric)
+    for match in found.matches:
+        ref, cell = match.reference, match.cell
+        against = references.published_vs_measured(ref, cell, metric)
         table.rows.append([
-            Cell(f"{ref['method']} → {cell['method']}" if cell else str(ref["method"])),
+            Cell(f"{ref['method']} → {cell.method}" if cell else str(ref["method"])),
             Cell(fmt.value(ref.get("location")) if isinstance(ref.get("location"), str) else fmt.MISSING),
             Cell(fmt.value(ref.get("student")) if isinstance(ref.get("student"), str) else fmt.MISSING),
             Cell(fmt.number(ref.get("value"))), Cell(fmt.number(ref.get("teacher_value"))),
             Cell(fmt.number(ref.get("student_value"))),
-            Cell(_stat(cell, metric) if cell else "not measured"),
-            Cell(_stat(cell, f"teacher|{metric}") if cell else fmt.MISSING),
-            Cell(_stat(cell, f"baseline|{metric}") if cell else fmt.MISSING),
+            Cell(_stat(cell.measured(metric)) if cell else "not measured"),
+            Cell(_stat(measured(cell.teacher, metric)) if cell else fmt.MISSING),
+            Cell(_stat(measured(cell.baseline, metric)) if cell else fmt.MISSING),
             Cell(f"{ref.get('source')} ({ref.get('file')})"),
             Cell(against["tag"] or fmt.MISSING),
             Cell(fmt.interval(against["measured"].low, against["measured"].high) if cell else fmt.MISSING),
@@ -496,15 +501,14 @@ def runs_table(frame: pd.DataFrame, metrics: list[str]) -> Table:
         table.rows.append([Cell(str(row["name"])), Cell(str(row["run_id"])), Cell(str(row["kind"])),
                            Cell(fmt.integer(row.get("seed"))), Cell(str(row["status"]))]
                           + [Cell(fmt.number(row.get(m), 4)) for m in metrics]
-                          + [Cell(fmt.seconds(row.get("cost:seconds_per_iter")))])
+                          + [Cell(fmt.seconds(row.get(COST + "seconds_per_iter")))])
     return table
 
 
-def recipe_table(cells: pd.DataFrame, baselines: pd.DataFrame, teachers: pd.DataFrame) -> Table | None:
+def recipe_table(found: Statistics) -> Table | None:
     """What each group of runs trained with, from their recipe cards (final.json ``recipe``); None
     when no complete run recorded one."""
-    columns = [c for frame in (cells, baselines, teachers) for c in frame.columns if c.startswith("recipe:")]
-    if not columns:
+    if not found.recipes or not (found.teachers or found.baselines or found.cells):
         return None
     table = Table("recipe", "Recipe per cell",
                   ["Runs of", "batch (per process x processes x nodes)", "iterations (epochs)", "crop", "pipeline",
@@ -512,10 +516,8 @@ def recipe_table(cells: pd.DataFrame, baselines: pd.DataFrame, teachers: pd.Data
                   caption="From the recipe card of each group's first complete run (final.json recipe). Epochs: the "
                           "iterations times the global batch over the training images the run found.")
 
-    def line(name: str, row: dict) -> list[Cell]:
-        def get(key):
-            value = row.get(f"recipe:{key}")
-            return None if value is None or (isinstance(value, float) and math.isnan(value)) else value
+    def line(name: str, group: Group) -> list[Cell]:
+        get = group.recipe.__getitem__  # None where the card did not say
 
         batch = (f"{fmt.value(get('global_batch'))} ({fmt.value(get('per_process_batch'))} x "
                  f"{fmt.value(get('processes'))} x {fmt.value(get('nodes'))})")
@@ -526,11 +528,10 @@ def recipe_table(cells: pd.DataFrame, baselines: pd.DataFrame, teachers: pd.Data
         return [Cell(name), Cell(batch), Cell(iterations), Cell(fmt.value(get("crop"))),
                 Cell(fmt.value(get("pipeline"))), Cell(schedule), Cell(teacher), Cell(fmt.value(get("precision")))]
 
-    for row in teachers.to_dict("records") if len(teachers) else []:
-        table.rows.append(line(group_label("teacher", row, len(teachers)), row))
-    for row in baselines.to_dict("records") if len(baselines) else []:
-        table.rows.append(line(group_label("student", row, len(baselines)), row))
-    axes = _axis_columns(cells) if len(cells) else []
-    for row in cells.to_dict("records") if len(cells) else []:
-        table.rows.append(line(setting(row, axes), row))
+    for name, group in _named("teacher", found.teachers):
+        table.rows.append(line(name, group))
+    for name, group in _named("student", found.baselines):
+        table.rows.append(line(name, group))
+    for cell in found.cells:
+        table.rows.append(line(setting(cell), cell.group))
     return table

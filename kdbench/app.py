@@ -198,7 +198,7 @@ class Report:
     written: dict[str, Path]      # format -> the file written
     headline: str
     lines: list[str]
-    statistics: dict | None = None  # with ``statistics``: reports.statistics.study_statistics
+    statistics: dict | None = None  # with ``statistics``: reports.statistics.statistics_json
 
 
 def report_formats(text: str) -> tuple[str, ...]:
@@ -214,17 +214,20 @@ def report_formats(text: str) -> tuple[str, ...]:
 
 def report(study: Study, formats: tuple[str, ...] = ("html", "md"), statistics: bool = False) -> Report:
     """Render the study's report in ``formats`` (``report_formats``) from its results, in one pass
-    over them; with ``statistics``, the numbers behind it too (what ``report --json`` prints)."""
+    over them: the statistics are computed once (analysis.summary.summarise) and every format reads
+    them; with ``statistics``, the same numbers as JSON too (what ``report --json`` prints)."""
+    from analysis.summary import summarise
     from reports.render import render_report
 
     frame = collect(study)
-    written, headline, lines = render_report(study, frame, formats)
-    found = None
+    found = summarise(study, frame)
+    written, headline, lines = render_report(study, frame, formats, found)
+    as_json = None
     if statistics:
-        from reports.statistics import study_statistics
+        from reports.statistics import statistics_json
 
-        found = study_statistics(study, frame)
-    return Report(written, headline, lines, found)
+        as_json = statistics_json(found)
+    return Report(written, headline, lines, as_json)
 
 
 # -- runs, losses, data, imports -------------------------------------------------------------------

@@ -21,8 +21,8 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from analysis import aggregate
 from analysis import format as fmt
+from analysis.records import Statistics, measured
 from kdbench.expand import Study
 from kdbench.store import write_text_atomic
 
@@ -43,42 +43,36 @@ def _first_complete(runs: dict[str, tuple[str, str]], names: list[str]) -> str |
     return next((runs[n][0] for n in names if n in runs and runs[n][1] == "complete"), None)
 
 
-def cell_records(study: Study, frame: pd.DataFrame) -> list[dict]:
+def cell_records(study: Study, frame: pd.DataFrame, found: Statistics) -> list[dict]:
     """One flat record per cell: names, models, axis values, metric statistics, paths."""
-    table = aggregate.cells(frame)
-    if not len(table):
-        return []
-    metrics = aggregate.metrics_of(frame)
-    axes = [c for c in table.columns if c.startswith("axis:")]
     runs = dict(zip(frame["name"], zip(frame["run_id"], frame["status"])))  # one pass: 10k-run grids
     records = []
-    for cell in table.to_dict("records"):
-        names = list(cell["run_names"])
+    for cell in found.cells:
+        names, facts = list(cell.group.run_names), cell.group.facts
         best = _first_complete(runs, names)
-        ids = [runs[n][0] for n in names]
-        record = {"cell": re.sub(r"_s\d+$", "", names[0]), "method": cell["method"], "kd_method": cell["kd_method"],
-                  "teacher": cell["teacher_config"], "student": cell["student_config"], "dataset": cell["dataset"],
-                  "location": cell["location"], **{a[5:]: _number(cell[a]) for a in axes},
-                  "runs": int(cell["planned"]), "complete": int(cell["complete"])}
-        for metric in metrics:
-            label = fmt.metric_label(metric)
-            record.update({f"{label}_mean": _number(cell[f"{metric}|mean"]),
-                           f"{label}_std": _number(cell[f"{metric}|std"]), f"{label}_n": int(cell[f"{metric}|n"]),
-                           f"baseline_{label}_mean": _number(cell[f"baseline|{metric}|mean"]),
-                           f"delta_{label}": _number(cell[f"{metric}|delta"]),
-                           f"teacher_{label}_mean": _number(cell[f"teacher|{metric}|mean"])})
-        record["seconds_per_iter"] = _number(cell.get("cost:seconds_per_iter|mean"))
+        record = {"cell": re.sub(r"_s\d+$", "", names[0]), "method": cell.method, "kd_method": facts.kd_method,
+                  "teacher": facts.teacher_config, "student": facts.student_config, "dataset": facts.dataset,
+                  "location": facts.location, **{path: _number(value) for path, value in cell.axes.items()},
+                  "runs": cell.group.planned, "complete": cell.group.complete}
+        for metric in found.metrics:
+            label, here = fmt.metric_label(metric), cell.measured(metric)
+            record.update({f"{label}_mean": _number(here.mean), f"{label}_std": _number(here.std), f"{label}_n": here.n,
+                           f"baseline_{label}_mean": _number(measured(cell.baseline, metric).mean),
+                           f"delta_{label}": _number(cell.delta(metric)),
+                           f"teacher_{label}_mean": _number(measured(cell.teacher, metric).mean)})
+        seconds = cell.group.costs["seconds_per_iter"]
+        record["seconds_per_iter"] = None if seconds is None else _number(seconds.mean)
         record["config"] = str(study.directory / best / "spec.json") if best else None
         record["checkpoint"] = str(study.directory / best / "model_final.pth") if best else None
-        record["run_ids"] = ",".join(ids)
+        record["run_ids"] = ",".join(runs[n][0] for n in names)
         records.append(record)
     return records
 
 
-def metafile(study: Study, frame: pd.DataFrame, records: list[dict]) -> dict:
+def metafile(study: Study, found: Statistics, records: list[dict]) -> dict:
     """The OpenMMLab model index of the study's cells."""
-    metrics = [fmt.metric_label(m) for m in aggregate.metrics_of(frame)]
-    task = TASKS.get(aggregate.task_of(frame), aggregate.task_of(frame))
+    metrics = [fmt.metric_label(m) for m in found.metrics]
+    task = TASKS.get(found.task, found.task)
     models = []
     for r in records:
         values = {}
@@ -103,11 +97,12 @@ def metafile(study: Study, frame: pd.DataFrame, records: list[dict]) -> dict:
     return {"Collections": [collection], "Models": models}
 
 
-def write_published(study: Study, frame: pd.DataFrame, out: Path) -> dict[str, Path]:
-    """``metafile.yml`` and ``results.tsv`` in ``out`` (the report's directory); {kind: path}."""
-    records = cell_records(study, frame)
+def write_published(study: Study, frame: pd.DataFrame, found: Statistics, out: Path) -> dict[str, Path]:
+    """``metafile.yml`` and ``results.tsv`` in ``out`` (the report's directory), from the study's
+    rows (analysis.collect) and their statistics (analysis.summary); {kind: path}."""
+    records = cell_records(study, frame, found)
     dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)  # libyaml's: 3x faster on a 10k-run grid
-    text = yaml.dump(metafile(study, frame, records), Dumper=dumper, sort_keys=False, allow_unicode=True, width=120)
+    text = yaml.dump(metafile(study, found, records), Dumper=dumper, sort_keys=False, allow_unicode=True, width=120)
     write_text_atomic(out / METAFILE, text)
     columns = list(records[0]) if records else ["cell"]
     write_text_atomic(out / TSV, pd.DataFrame(records, columns=columns).to_csv(sep="\t", index=False))

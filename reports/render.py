@@ -23,6 +23,8 @@ from analysis import aggregate, budgets, chance, plots, recipes, settings, table
 from analysis import format as fmt
 from analysis import stats as significance
 from analysis.collect import collect, collect_curves
+from analysis.records import VS_STUDENT, CellRecord, Group, Statistics, measured
+from analysis.summary import summarise
 from kdbench.expand import Study
 from reports.tuning import tuning_tables
 
@@ -125,35 +127,39 @@ def sweep_note(frame) -> str:
 VERDICT_WORDS = {significance.GAIN: "a gain", significance.NOISE: "within noise", significance.LOSS: "a loss"}
 
 
-def _gap_words(cell: dict, metric: str) -> str:
+def _gap_words(cell: CellRecord, metric: str) -> str:
     """``; it closes 35.7% of the teacher-student gap (95% interval [26.8%, 44.6%], the teacher
     taken as fixed)``, or nothing without a gap to close."""
-    share = cell.get(f"{metric}|gap_share")
-    if not fmt.is_number(share):
+    gap = cell.gap(metric)
+    if not fmt.is_number(gap.share):
         return ""
-    interval = fmt.percent_interval(cell.get(f"{metric}|gap_share_low"), cell.get(f"{metric}|gap_share_high"))
-    return (f"; it closes {fmt.percent(share)} of the teacher-student gap"
+    interval = fmt.percent_interval(gap.low, gap.high)
+    return (f"; it closes {fmt.percent(gap.share)} of the teacher-student gap"
             + (f" (95% interval {interval}, the teacher taken as fixed)" if interval != fmt.MISSING else ""))
+
+
+def _mean_std(group: Group | None, metric: str) -> str:
+    found = measured(group, metric)
+    return fmt.mean_std(found.mean, found.std, found.n)
 
 
 def _cwd_line(verdict: dict, metric: str) -> str:
     """One CWD cell's sentence: its verdict, Δ with its 95% interval and test, and the two sides."""
     cell, label = verdict["cell"], fmt.metric_label(metric)
-    name = tables.setting(cell, [c for c in cell if c.startswith("axis:")])
-    sides = (f"{fmt.mean_std(cell[f'{metric}|mean'], cell[f'{metric}|std'], cell[f'{metric}|n'])} vs "
-             + fmt.mean_std(cell[f"baseline|{metric}|mean"], cell[f"baseline|{metric}|std"],
-                            cell[f"baseline|{metric}|n"]))
+    name = tables.setting(cell)
+    sides = f"{_mean_std(cell.group, metric)} vs {_mean_std(cell.baseline, metric)}"
     if not verdict["comparable"]:
         return f"{name}: cannot be compared ({label} {sides} of the student baseline)."
     delta = f"Δ {fmt.signed(verdict['gap'])} {label} vs the student baseline"
     if verdict["verdict"] not in VERDICT_WORDS:
         return f"{name}: {delta} ({sides}); no interval and no verdict: a single run on a side (n = 1)."
-    test = "paired by seed" if cell[f"{metric}|test"] == "paired" else "Welch"
-    interval = fmt.interval(cell[f"{metric}|delta_low"], cell[f"{metric}|delta_high"], sign=True)
+    tested = cell.test(VS_STUDENT, metric)
+    test = "paired by seed" if tested.test == "paired" else "Welch"
+    interval = fmt.interval(tested.low, tested.high, sign=True)
     line = (f"{name}: {VERDICT_WORDS[verdict['verdict']]}, {delta}, 95% interval {interval} ({test}, "
-            f"Holm-corrected p {fmt.p_value(cell[f'{metric}|p_holm'])}); {sides}")
+            f"Holm-corrected p {fmt.p_value(tested.p_holm)}); {sides}")
     line += _gap_words(cell, metric)
-    needed, runs = cell[f"{metric}|seeds_needed"], cell[f"{metric}|runs"]
+    needed, runs = tested.seeds_needed, tested.runs
     if verdict["verdict"] == significance.NOISE and fmt.is_number(needed) and fmt.is_number(runs) and needed <= runs:
         # Enough seeds for this Δ at 95% on its own: the correction for the other cells is what
         # leaves it within noise, and "needs 3 seeds, has 3" would read as a contradiction.
@@ -187,30 +193,30 @@ def cwd_sentences(verdicts: list[dict], metric: str, tested: int = 0) -> tuple[s
     return headline, [_cwd_line(v, metric) for v in verdicts]
 
 
-def _collapsed_runs(row: dict, whose: str) -> str:
+def _collapsed_runs(group: Group, whose: str) -> str:
     """``2 of 3 complete runs of the student baseline predict a single class everywhere``."""
-    count = int(row.get("collapsed", 0))
-    return (f"{count} of {fmt.count_noun(int(row.get('complete', 0)), 'complete run')} of {whose} "
+    count = group.collapsed
+    return (f"{count} of {fmt.count_noun(group.complete, 'complete run')} of {whose} "
             f"{'predicts' if count == 1 else 'predict'} a single class everywhere (mAcc = 100 / classes evaluated)")
 
 
-def collapse_warnings(cell_table, baselines, teachers) -> list[str]:
+def collapse_warnings(found: Statistics) -> list[str]:
     """One warning per teacher, student baseline or cell with runs that predict a single class
     everywhere (analysis.aggregate.collapsed), with how many of its complete runs do."""
     warnings = []
-    for row in teachers.to_dict("records") if len(teachers) else []:
-        if row.get("collapsed", 0):
-            warnings.append(f"warning: {_collapsed_runs(row, 'the teacher')}; the students distil from a "
+    for group in found.teachers:
+        if group.collapsed:
+            warnings.append(f"warning: {_collapsed_runs(group, 'the teacher')}; the students distil from a "
                             "collapsed teacher.")
-    for row in baselines.to_dict("records") if len(baselines) else []:
-        if row.get("collapsed", 0):
-            which = "" if len(baselines) < 2 else f" ({tables.group_label('student', row, len(baselines))})"
-            warnings.append(f"warning: {_collapsed_runs(row, 'the student baseline' + which)}; the comparison is "
+    count = len(found.baselines)
+    for group in found.baselines:
+        if group.collapsed:
+            which = "" if count < 2 else f" ({tables.group_label('student', group.run_names[0], count)})"
+            warnings.append(f"warning: {_collapsed_runs(group, 'the student baseline' + which)}; the comparison is "
                             "against a collapsed baseline.")
-    axes = [c for c in cell_table.columns if c.startswith("axis:")] if len(cell_table) else []
-    for row in cell_table.to_dict("records") if len(cell_table) else []:
-        if row.get("collapsed", 0):
-            warnings.append(f"warning: {_collapsed_runs(row, tables.setting(row, axes))}.")
+    for cell in found.cells:
+        if cell.group.collapsed:
+            warnings.append(f"warning: {_collapsed_runs(cell.group, tables.setting(cell))}.")
     return warnings
 
 
@@ -234,38 +240,36 @@ def partial_data_warnings(frame) -> list[str]:
     return warnings
 
 
-def build_context(study: Study, frame) -> dict:
-    """Everything the templates show, computed from the study and its runs' rows (analysis.collect)."""
-    metrics = aggregate.metrics_of(frame)
-    metric = metrics[0]
-    cell_table = aggregate.cells(frame)
-    base, teach = aggregate.baselines(frame), aggregate.teachers(frame)
-    references = aggregate.read_references(study.path, study.spec.references)
-    matches = aggregate.match_references(references, cell_table, study.spec.methods, aggregate.task_of(frame))
-    built = [tables.results_table(cell_table, base, teach, metrics),
-             tables.significance_table(cell_table, base, teach, metric)]
-    if len(cell_table):
-        built.append(tables.gap_table(cell_table, metric))
-        built.append(tables.mmrazor_table(cell_table, metric))
-        built += [t for t in [tables.table2(cell_table, metric, matches), tables.location_table(cell_table, metric)]
-                  if t]
-        built += tables.ablation_tables(cell_table, metric)
-    built += [t for t in [tables.reference_table(matches, metric)] if t]
-    built.append(tables.cost_table(cell_table, base, teach))
-    if study.spec.equal_budget:  # equal_budget: each cell against the student trained as long (kdbench.budget)
-        built += [t for t in [budgets.comparison_table(cell_table, aggregate.budget_baselines(frame), metric),
-                              budgets.basis_table(budgets.study_budgets(study))] if t]
-    built += [t for t in [tables.recipe_table(cell_table, base, teach)] if t]
-    data_warnings = partial_data_warnings(frame) + recipes.comparability_notes(matches)
+def _tables(found: Statistics, frame, data_warnings: list[str]) -> tuple[list[tables.Table], list[str]]:
+    """The report's tables (those with a value to show) and a sentence per table left out."""
+    built = [tables.results_table(found), tables.significance_table(found)]
+    if found.cells:
+        built += [tables.gap_table(found), tables.mmrazor_table(found)]
+        built += [t for t in [tables.table2(found), tables.location_table(found)] if t]
+        built += tables.ablation_tables(found)
+    built += [t for t in [tables.reference_table(found)] if t]
+    built.append(tables.cost_table(found))
+    if found.equal_budget:  # equal_budget: each cell against the student trained as long (kdbench.budget)
+        built += [t for t in [budgets.comparison_table(found), budgets.basis_table(list(found.budgets))] if t]
+    built += [t for t in [tables.recipe_table(found)] if t]
     for table in built if data_warnings else ():
         if table.key == "references":
             table.caption += (" Measured on a partial dataset split (see the warning above): not comparable with "
                               "the published numbers.")
+    metrics = list(found.metrics)
     built = [chance.with_chance_row(t, metrics, chance.levels(frame, metrics)) if t.key == "results" else t
              for t in built]
-    built, left_out = tables.shown(built)
-    headline, cwd_lines = cwd_sentences(aggregate.cwd_verdicts(cell_table, metric), metric,
-                                        aggregate.tested_cells(cell_table, metric))
+    return tables.shown(built)
+
+
+def build_context(study: Study, frame, found: Statistics) -> dict:
+    """Everything the templates show, from the study, its runs' rows (analysis.collect) and their
+    statistics (analysis.summary)."""
+    metrics, metric = list(found.metrics), found.metric
+    data_warnings = partial_data_warnings(frame) + recipes.comparability_notes(found.matches)
+    built, left_out = _tables(found, frame, data_warnings)
+    headline, cwd_lines = cwd_sentences(aggregate.cwd_verdicts(found.cells, metric), metric,
+                                        found.family(VS_STUDENT, metric).tested)
     text = Path(study.path).read_text()
     report_sha, shas = git_sha(), run_shas(frame)
     groups = settings.group_settings(frame)
@@ -273,17 +277,16 @@ def build_context(study: Study, frame) -> dict:
     return {
         "study": study.name, "description": str(study.spec.raw.get("description") or "").strip(),
         "metric": fmt.metric_label(metric), "tables": built, "tables_left_out": left_out,
-        "figures": plots.all_figures(frame, cell_table, collect_curves(study, frame), metric),
+        "figures": plots.all_figures(frame, found, collect_curves(study, frame)),
         "sweep_note": sweep_note(frame), "problems": tables.problems_table(frame),
         "runs": tables.runs_table(frame, metrics),
         "counts": ", ".join(f"{n} {state}" for state, n in sorted(counts.items())), "total": len(frame),
         "cwd_headline": headline, "cwd_lines": cwd_lines,
-        "warnings": collapse_warnings(cell_table, base, teach) + data_warnings
-        + chance.near_chance_warnings(frame, metrics),
+        "warnings": collapse_warnings(found) + data_warnings + chance.near_chance_warnings(frame, metrics),
         "spec_path": str(study.path), "spec_text": text, "spec_sha256": hashlib.sha256(text.encode()).hexdigest(),
         "git_sha": report_sha, "run_git_shas": shas, "provenance_notes": provenance_notes(report_sha, shas),
         "environments": _environments(frame), "settings": settings.settings_table(groups),
-        "tuning": tuning_tables(study),
+        "tuning": tuning_tables(study, list(found.tuning)),
         "settings_notes": settings.settings_notes(frame, groups),
         "results": str(study.directory),
         "generated": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
@@ -306,24 +309,27 @@ def render(study: Study, formats=FORMATS) -> dict[str, Path]:
     return render_report(study, formats=formats)[0]
 
 
-def render_report(study: Study, frame=None, formats=FORMATS) -> tuple[dict[str, Path], str, list[str]]:
+def render_report(study: Study, frame=None, formats=FORMATS,
+                  found: Statistics | None = None) -> tuple[dict[str, Path], str, list[str]]:
     """Write the report in the given formats and return, from the same pass over the results,
     ({format: path}, the CWD-vs-baseline headline, lines (one sentence per CWD cell, then the
-    collapse warnings)). ``frame``: the study's rows (analysis.collect); collected here when not
-    given."""
+    collapse warnings)). ``frame``: the study's rows (analysis.collect), collected here when not
+    given; ``found``: their statistics (analysis.summary.summarise), computed here when not given
+    (a caller that also prints them, ``kdbench report --json``, passes the ones it prints)."""
     unknown = [f for f in formats if f not in FORMATS]
     if unknown:
         from kdbench.errors import UserError
 
         raise UserError(f"--format: unknown {', '.join(unknown)}; valid: {', '.join(FORMATS)}")
     frame = collect(study) if frame is None else frame
-    context = build_context(study, frame)
+    found = summarise(study, frame) if found is None else found
+    context = build_context(study, frame, found)
     out = study.directory / "report"
     out.mkdir(parents=True, exist_ok=True)
     env = _environment()
     from reports.publish import write_published
 
-    written = write_published(study, frame, out)  # metafile.yml and results.tsv, whatever the formats
+    written = write_published(study, frame, found, out)  # metafile.yml and results.tsv, whatever the formats
     if "html" in formats:
         written["html"] = _write(out / "index.html", env.get_template("report.html.j2").render(**context))
     if "md" in formats:

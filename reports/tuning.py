@@ -9,7 +9,6 @@ from analysis import format as fmt
 from analysis.tables import Cell, Table
 from kdbench.expand import Study
 from kdbench.study import STUDENT
-from kdbench.vocab import Stage
 
 
 def _who(method: str) -> str:
@@ -20,16 +19,10 @@ def _setting(setting: dict) -> str:
     return ", ".join(f"{fmt.axis_label(k)} = {fmt.value(v)}" for k, v in setting.items()) or "(the study's own)"
 
 
-def tuning_json(study: Study) -> list[dict]:
-    """Per method: the tries, the choice and the budget (kdbench.tuning.summary), as the tune stage
-    decided them; [] without tune."""
-    return (study.records.get(Stage.TUNE) or {}).get("methods", [])
-
-
-def tuning_tables(study: Study, rows: list[dict] | None = None) -> list[Table]:
+def tuning_tables(study: Study, rows: list[dict]) -> list[Table]:
     """Two tables: every tune run (setting, held-out score, state, chosen or not), and the choice
-    and budget per method. Empty for a study without ``tune:``."""
-    rows = tuning_json(study) if rows is None else rows
+    and budget per method, from ``rows`` (kdbench.tuning.summary, in the report's statistics).
+    Empty for a study without ``tune:``."""
     if not rows:
         return []
     tune = study.spec.tune

@@ -210,3 +210,18 @@ def make_tuned_store(tmp_path: Path):
         if planned.stage == "student":
             write_run(results / study.name, planned, TUNED_OUTCOMES[planned.name])
     return study, results
+
+
+# -- a cell record written by hand (analysis.records), for checks of what reads one ----------------
+def cell_record(method: str, axes: dict | None = None, recipe: dict | None = None, **facts):
+    """A CellRecord with no complete run: its method, axis values, recipe card fields and run facts
+    (analysis.records.RunFacts; the rest None) as given."""
+    import math
+
+    from analysis.collect import RECIPE_KEYS
+    from analysis.records import NOTHING, CellRecord, Group, RunFacts
+
+    known = {name: facts.get(name) for name in RunFacts.__dataclass_fields__}
+    group = Group("cell", (), 1, {"complete": 0}, 0, 0, {"val/mIoU": NOTHING}, {"val/mIoU": {}}, {}, None,
+                  {key: (recipe or {}).get(key) for key in RECIPE_KEYS}, RunFacts(**known))
+    return CellRecord(method, axes or {}, group, None, None, (), (), math.nan, math.nan)

@@ -1,6 +1,7 @@
 """Collect and aggregate on a hand-written results store: every planned run is a row, only
 complete runs with finite metrics are averaged, and the numbers come out exactly."""
 
+import dataclasses
 import math
 
 import pandas as pd
@@ -9,6 +10,8 @@ import pytest
 from analysis import aggregate, tables
 from analysis import format as fmt
 from analysis.collect import cache_path, collect, collect_curves
+from analysis.records import VS_STUDENT
+from analysis.summary import summarise
 from tests.results_fixtures import CONSTANT, SCRIPT, make_store, seeds
 
 
@@ -17,8 +20,12 @@ def store(tmp_path):
     return make_store(tmp_path)
 
 
-def by_method(cells):
-    return {row["method"]: row for row in cells.to_dict("records")}
+def by_method(found):
+    return {cell.method: cell for cell in found.cells}
+
+
+def summarised(study):
+    return summarise(study, collect(study))
 
 
 def test_collect_keeps_every_planned_run_as_a_row_with_its_state(store):
@@ -44,21 +51,37 @@ def test_collect_caches_the_frame_as_parquet_atomically(store):
 
 def test_cells_average_only_complete_finite_runs(store):
     study, results = store
-    frame = collect(study)
-    cells = by_method(aggregate.cells(frame))
+    found = summarised(study)
+    cells = by_method(found)
     cwd, pi, script = cells["cwd_logits"], cells["pi_logits"], cells[SCRIPT]
-    assert (cwd["val/mIoU|mean"], cwd["val/mIoU|n"]) == (35.5, 2)
-    assert cwd["val/mIoU|std"] == pytest.approx(math.sqrt(0.5))
-    assert cwd["val/mIoU|delta"] == pytest.approx(4.5) and cwd["diverged"] == 1
-    assert (pi["val/mIoU|mean"], pi["val/mIoU|n"]) == (33.0, 1) and math.isnan(pi["val/mIoU|std"])
-    assert pi["failed"] == 1 and pi["corrupt"] == 1
-    assert (script["val/mIoU|mean"], script["val/mIoU|n"], script["missing"]) == (21.0, 2, 1)
-    assert cwd["baseline|val/mIoU|mean"] == 31.0 and cwd["baseline|val/mIoU|std"] == 1.0
-    assert cwd["teacher|val/mIoU|mean"] == 50.0
-    table = tables.results_table(aggregate.cells(frame), aggregate.baselines(frame), aggregate.teachers(frame),
-                                 aggregate.metrics_of(frame))
+    assert (cwd.measured("val/mIoU").mean, cwd.measured("val/mIoU").n) == (35.5, 2)
+    assert cwd.measured("val/mIoU").std == pytest.approx(math.sqrt(0.5))
+    assert cwd.delta("val/mIoU") == pytest.approx(4.5) and cwd.group.states["diverged"] == 1
+    assert (pi.measured("val/mIoU").mean, pi.measured("val/mIoU").n) == (33.0, 1)
+    assert math.isnan(pi.measured("val/mIoU").std)
+    assert pi.group.states["failed"] == 1 and pi.group.states["corrupt"] == 1
+    assert (script.measured("val/mIoU").mean, script.measured("val/mIoU").n, script.group.states["missing"]) == (
+        21.0, 2, 1)
+    assert cwd.baseline.metrics["val/mIoU"].mean == 31.0 and cwd.baseline.metrics["val/mIoU"].std == 1.0
+    assert cwd.teacher.metrics["val/mIoU"].mean == 50.0
+    table = tables.results_table(found)
     rows = {row[0].text: row for row in table.rows}  # bold: the best mean and the best Δ
     assert rows["cwd_logits"][1].best and not rows["pi_logits"][1].best and rows["cwd_logits"][2].best
+
+
+def test_a_statistic_a_cell_does_not_have_raises_instead_of_reading_as_missing(store):
+    study, results = store
+    cwd = by_method(summarised(study))["cwd_logits"]
+    assert cwd.test(VS_STUDENT, "val/mIoU").verdict == "gain"
+    for lookup in (lambda: cwd.measured("val/miou"), lambda: cwd.group.states["faild"],
+                   lambda: cwd.test(VS_STUDENT, "val/mAcc"), lambda: cwd.test("vs teacher", "val/mIoU"),
+                   lambda: cwd.gap("val/mAcc"), lambda: cwd.group.costs["seconds"], lambda: cwd.group.recipe["lr "]):
+        with pytest.raises(KeyError):
+            lookup()
+    with pytest.raises(AttributeError):
+        cwd.slowdwn  # noqa: B018  (a typo of a field)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cwd.slowdown = 2.0  # built once: nothing downstream changes a record
 
 
 def test_a_blocked_run_is_counted_as_not_averaged_like_a_failed_one(tmp_path):
@@ -73,11 +96,10 @@ def test_a_blocked_run_is_counted_as_not_averaged_like_a_failed_one(tmp_path):
     frame = collect(study)
     row = frame.set_index("name").loc["cwd_logits_s1"]
     assert row["status"] == "blocked" and f"teacher {teacher.run_id} failed" in row["detail"]
-    cells = aggregate.cells(frame)
-    cwd = by_method(cells)["cwd_logits"]
-    assert (cwd["blocked"], cwd["val/mIoU|n"], cwd["planned"]) == (1, 1, 3)
-    table = tables.results_table(cells, aggregate.baselines(frame), aggregate.teachers(frame),
-                                 aggregate.metrics_of(frame))
+    found = summarise(study, frame)
+    cwd = by_method(found)["cwd_logits"]
+    assert (cwd.group.states["blocked"], cwd.measured("val/mIoU").n, cwd.group.planned) == (1, 1, 3)
+    table = tables.results_table(found)
     rows = {row[0].text: [c.text for c in row] for row in table.rows}
     assert rows["cwd_logits"][-2:] == ["1 / 3", "1 diverged, 1 blocked"]
 
@@ -105,9 +127,7 @@ def test_a_nan_or_inf_never_enters_a_mean():
 
 def test_results_table_text_reproduces_mean_std_n_and_delta(store):
     study, results = store
-    frame = collect(study)
-    table = tables.results_table(aggregate.cells(frame), aggregate.baselines(frame), aggregate.teachers(frame),
-                                 aggregate.metrics_of(frame))
+    table = tables.results_table(summarised(study))
     rows = {row[0].text: [c.text for c in row] for row in table.rows}
     assert rows["cwd_logits"][1:3] == ["35.50 ± 0.71 (n=2)", "+4.50"]
     assert rows["pi_logits"][1:3] == ["33.00 (n=1)", "+2.00"]
@@ -119,7 +139,7 @@ def test_results_table_text_reproduces_mean_std_n_and_delta(store):
 
 def test_the_mmrazor_table_has_the_layout_of_mmrazors_readme_and_the_teacher_and_student_columns(store):
     study, results = store
-    table = tables.mmrazor_table(aggregate.cells(collect(study)), "val/mIoU")
+    table = tables.mmrazor_table(summarised(study))
     assert table.header == ["Location", "Dataset", "Teacher", "Student", "mIoU", "mIoU(T)", "mIoU(S)"]
     first = [c.text for c in table.rows[0]]
     assert first == ["cwd_logits @ decode_head.conv_seg", "fashion_scenes", "tiny_seg_teacher", "tiny_seg_student",
@@ -129,8 +149,7 @@ def test_the_mmrazor_table_has_the_layout_of_mmrazors_readme_and_the_teacher_and
 
 def test_cost_table_reports_seconds_slowdown_memory_and_the_teacher_and_kd_shares_apart(store):
     study, results = store
-    frame = collect(study)
-    table = tables.cost_table(aggregate.cells(frame), aggregate.baselines(frame), aggregate.teachers(frame))
+    table = tables.cost_table(summarised(study))
     assert table.header[4:6] == ["teacher forward", "KD terms"]
     rows = {row[0].text: [c.text for c in row] for row in table.rows}
     assert rows["cwd_logits"][1:7] == ["0.15 s", "1.50x", "1,000 MB (cpu_max_rss)", "20.0%", "10.0%", "2"]
@@ -141,22 +160,19 @@ def test_runs_without_a_teacher_share_show_a_dash_and_say_what_their_kd_share_in
     study, results = make_store(tmp_path, drop_costs=("teacher_share",))
     frame = collect(study)
     assert frame["cost:teacher_share"].isna().all()
-    table = tables.cost_table(aggregate.cells(frame), aggregate.baselines(frame), aggregate.teachers(frame))
+    table = tables.cost_table(summarise(study, frame))
     rows = {row[0].text: [c.text for c in row] for row in table.rows}
     assert rows["cwd_logits"][4:6] == ["—", "10.0% (with the teacher forward)"]
 
 
 def test_published_numbers_sit_beside_the_measured_cell_with_their_source(store):
     study, results = store
-    frame = collect(study)
-    cells = aggregate.cells(frame)
-    matches = aggregate.match_references(aggregate.read_references(study.path, study.spec.references), cells,
-                                         study.spec.methods, "seg")
-    table = tables.reference_table(matches, "val/mIoU")
+    found = summarised(study)
+    table = tables.reference_table(found)
     row = [c.text for c in table.rows[0]]
     assert row[0] == "cwd → cwd_logits" and row[3:7] == ["40.25", "55.50", "33.75", "35.50 ± 0.71 (n=2)"]
     assert row[9] == "A Paper, Table 9 (fixture_ref.csv)"
-    layout = tables.table2(cells, "val/mIoU", matches)
+    layout = tables.table2(found)
     assert layout.header == ["Method", "Feature map", "Logits", "Feature map (published)", "Logits (published)"]
     cwd_row = next([c.text for c in r] for r in layout.rows if r[0].text == "cwd (channel-wise)")
     assert cwd_row == ["cwd (channel-wise)", "—", "35.50 ± 0.71 (n=2) [+4.50]", "—", "40.25"]
@@ -171,12 +187,12 @@ def test_a_tau_axis_gets_an_ablation_table_and_a_sweep_plot(tmp_path):
                 "cwd_logits_tau4_s0": 35.0, "cwd_logits_tau4_s1": 36.0, "cwd_logits_tau4_s2": 37.0}
     study, results = make_store(tmp_path, outcomes, text)
     frame = collect(study)
-    cells = aggregate.cells(frame)
-    (table,) = tables.ablation_tables(cells, "val/mIoU")
+    found = summarise(study, frame)
+    (table,) = tables.ablation_tables(found)
     assert table.header == ["tau", "cwd_logits"]
     assert [[c.text for c in r] for r in table.rows] == [["1", "34.00 ± 2.00 (n=3) [+3.00]"],
                                                          ["4", "36.00 ± 1.00 (n=3) [+5.00]"]]
-    keys = [f.key for f in plots.all_figures(frame, cells, collect_curves(study, frame), "val/mIoU")]
+    keys = [f.key for f in plots.all_figures(frame, found, collect_curves(study, frame))]
     assert keys == ["methods", "sweep_tau", "curves", "gain_vs_cost"]
 
 
@@ -207,7 +223,7 @@ def test_table2_bolds_the_best_distilled_cell_of_each_column_not_of_the_whole_ta
     outcomes = {**seeds("cwd_logits", 35.0, 36.0, 37.0), **seeds("cwd_feature", 32.0, 33.0, 34.0),
                 **seeds("pi_logits", 33.0, 33.0, 33.0), **seeds("pi_feature", 34.0, 34.0, 34.0)}
     study, results = named_location_store(tmp_path, outcomes)
-    table = tables.table2(aggregate.cells(collect(study)), "val/mIoU", pd.DataFrame())
+    table = tables.table2(summarised(study))
     assert bold(table) == {"Method": [], "Feature map": ["34.00 ± 0.00 (n=3) [+3.00]"],
                            "Logits": ["36.00 ± 1.00 (n=3) [+5.00]"]}
     assert "bold = best distilled cell of the column" in table.caption
@@ -222,7 +238,7 @@ def test_an_ablation_grid_bolds_the_best_cell_of_each_column(tmp_path):
     outcomes = {**seeds("logits_channel_kl", 40.0, 40.0, 40.0), **seeds("logits_spatial_kl", 35.0, 35.0, 35.0),
                 **seeds("logits_channel_mse", 30.0, 30.0, 30.0), **seeds("logits_spatial_mse", 33.0, 33.0, 33.0)}
     study, results = make_store(tmp_path, outcomes, text)
-    (table,) = tables.ablation_tables(aggregate.cells(collect(study)), "val/mIoU")
+    (table,) = tables.ablation_tables(summarised(study))
     assert table.header == ["norm \\ divergence", "kl", "mse"]
     assert bold(table) == {"norm \\ divergence": [], "kl": ["40.00 ± 0.00 (n=3) [+9.00]"],
                            "mse": ["33.00 ± 0.00 (n=3) [+2.00]"]}
@@ -231,9 +247,7 @@ def test_an_ablation_grid_bolds_the_best_cell_of_each_column(tmp_path):
 
 def test_the_teacher_and_baseline_rows_are_never_bold_even_when_they_are_highest(store):
     study, results = store
-    frame = collect(study)
-    table = tables.results_table(aggregate.cells(frame), aggregate.baselines(frame), aggregate.teachers(frame),
-                                 aggregate.metrics_of(frame))
+    table = tables.results_table(summarised(study))
     rows = {row[0].text: row for row in table.rows}
     assert not any(c.best for c in rows["teacher"]) and not any(c.best for c in rows["student (no distillation)"])
     assert rows["cwd_logits"][1].best and rows["cwd_logits"][2].best and not rows["pi_logits"][1].best
@@ -269,27 +283,27 @@ def test_the_location_each_run_distils_comes_from_its_student_locations(tmp_path
 
 def test_cells_that_differ_only_by_location_get_a_location_table(tmp_path):
     study, results = location_store(tmp_path, {f"cwd_pi_s{i}": "missing" for i in range(3)})
-    cells = aggregate.cells(collect(study))
-    cells = cells[cells["method"] != "cwd_pi"]  # the other method family aside: only CWD, three places
-    table = tables.location_table(cells, "val/mIoU")
+    found = summarised(study)  # the other method family aside: only CWD, three places
+    found = dataclasses.replace(found, cells=tuple(cell for cell in found.cells if cell.method != "cwd_pi"))
+    table = tables.location_table(found)
     assert table is not None and table.header == ["Method", "Distils", "Student location(s)", "mIoU [Δ vs student]"]
     assert [[c.text for c in row] for row in table.rows] == [
         ["logits", "logits", "decode_head.conv_seg", "36.00 ± 1.00 (n=3) [+5.00]"],
         ["feature", "feature map", "decode_head.bottleneck", "33.33 ± 0.58 (n=3) [+2.33]"],
         ["both", "feature map + logits", "decode_head.conv_seg; decode_head.bottleneck", "39.00 ± 1.00 (n=3) [+8.00]"]]
     assert bold(table)["mIoU [Δ vs student]"] == ["39.00 ± 1.00 (n=3) [+8.00]"]
-    assert tables.table2(cells, "val/mIoU", pd.DataFrame()) is None  # one method family: no Table 2
+    assert tables.table2(found) is None  # one method family: no Table 2
 
 
 def test_no_location_table_when_the_cells_use_different_methods(tmp_path):
     study, results = location_store(tmp_path)
-    assert tables.location_table(aggregate.cells(collect(study)), "val/mIoU") is None
+    assert tables.location_table(summarised(study)) is None
 
 
 def test_cwd_cells_are_found_by_their_terms_method_not_by_their_name(tmp_path):
     study, results = location_store(tmp_path)
-    verdicts = aggregate.cwd_verdicts(aggregate.cells(collect(study)), "val/mIoU")
-    assert [v["cell"]["method"] for v in verdicts] == ["logits", "feature", "both"]  # not cwd_pi (method: pi)
+    verdicts = aggregate.cwd_verdicts(summarised(study).cells, "val/mIoU")
+    assert [v["cell"].method for v in verdicts] == ["logits", "feature", "both"]  # not cwd_pi (method: pi)
     assert [round(v["gap"], 2) for v in verdicts] == [5.0, 2.33, 8.0]
 
 
@@ -303,8 +317,9 @@ def test_runs_that_predict_one_class_everywhere_are_counted_as_collapsed(tmp_pat
     flagged = dict(zip(frame["name"], aggregate.collapsed(frame)))
     assert [flagged[f"student_s{i}"] for i in range(3)] == [True, True, False]
     assert flagged["cwd_logits_s0"] and not flagged["cwd_logits_s1"] and not flagged["teacher"]
-    assert aggregate.baselines(frame)["collapsed"].tolist() == [2]
-    assert by_method(aggregate.cells(frame))["cwd_logits"]["collapsed"] == 1
+    found = summarise(study, frame)
+    assert [group.collapsed for group in found.baselines] == [2]
+    assert by_method(found)["cwd_logits"].group.collapsed == 1
 
 
 def test_runs_without_classes_evaluated_are_never_called_collapsed(tmp_path):
@@ -364,7 +379,7 @@ def test_location_bars_tell_channel_wise_from_spatial_methods_by_location(tmp_pa
                 **seeds("pi_logits", 33.0, 33.0, 33.0), **seeds("at_feature", 34.0, 34.0, 34.0)}
     study, results = named_location_store(tmp_path, outcomes)
     frame = collect(study)
-    figure = plots.location_bars(frame, aggregate.cells(frame), "val/mIoU")
+    figure = plots.location_bars(frame, summarise(study, frame))
     groups = figure.data.groupby(["where", "family"])["val/mIoU"].mean().to_dict()
     assert groups == {("feature map", "cwd (channel-wise)"): 6.0, ("feature map", "at (spatial)"): 34.0,
                       ("logits", "cwd (channel-wise)"): 36.0, ("logits", "pi (spatial)"): 33.0}
@@ -375,7 +390,7 @@ def test_gain_vs_cost_plots_the_slowdown_with_the_baseline_at_one_and_zero(store
     from analysis import plots
 
     study, results = store
-    figure = plots.gain_vs_cost(aggregate.cells(collect(study)), "val/mIoU")
+    figure = plots.gain_vs_cost(summarised(study))
     points = figure.data.set_index("label")
     assert points.loc["student (no KD)", ["slowdown", "delta"]].tolist() == [1.0, 0.0]
     assert points.loc["student (no KD)", "std"] == 1.0
@@ -411,13 +426,13 @@ def test_channel_wise_and_spatial_come_from_each_terms_loss_never_from_the_metho
     assert kinds == {"cwd_tau1": "channel-wise", "cwd_tau4": "channel-wise", "pi": "spatial",
                      "spatial_pi": "channel-wise", "cwd_like": "spatial", "nd_channel_mean": "channel-wise",
                      "nd_spatial": "spatial", "nd_none": None}
-    cells = aggregate.cells(frame)
-    figure = plots.location_bars(frame, cells, "val/mIoU")
+    found = summarise(study, frame)
+    figure = plots.location_bars(frame, found)
     families = set(figure.data["family"])
     assert {"cwd_tau1 (channel-wise)", "cwd_tau4 (channel-wise)", "spatial_pi (channel-wise)",
             "cwd_like (spatial)", "nd_spatial (spatial)", "nd_channel_mean (channel-wise)", "nd_none"} <= families
     assert "never from the method's name" in figure.caption
-    table = tables.table2(cells, "val/mIoU", pd.DataFrame())
+    table = tables.table2(found)
     labels = [row[0].text for row in table.rows]
     assert "cwd_tau1 (channel-wise)" in labels and "cwd_like (spatial)" in labels and "nd_none" in labels
     assert "spatial_pi (channel-wise)" in labels

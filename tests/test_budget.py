@@ -122,22 +122,23 @@ def filled(tmp_path_factory):
 
 
 def test_each_cell_is_compared_with_both_baselines_with_its_interval_and_verdict(filled):
-    from analysis import aggregate
     from analysis.collect import collect
+    from analysis.records import VS_EQUAL_BUDGET
+    from analysis.summary import summarise
 
-    frame = collect(filled, write=False)
-    cells = aggregate.cells(frame).set_index("method")
+    found = summarise(filled, collect(filled, write=False))
+    cells = {cell.method: cell for cell in found.cells}
+    against = {method: cell.test(VS_EQUAL_BUDGET, "val/mIoU") for method, cell in cells.items()}
     assert _twins(filled)["student_budget_s0"].run.schedule.iterations == 20
-    assert cells.loc["cwd", "val/mIoU|delta"] == pytest.approx(5.0)
-    assert cells.loc["cwd", "val/mIoU|budget_delta"] == pytest.approx(1.75)
-    assert cells.loc["at", "val/mIoU|budget_delta"] == pytest.approx(-1.75)
-    assert cells.loc["cwd", "val/mIoU|budget_test"] == "paired"
-    assert cells.loc["cwd", "val/mIoU|budget_p_holm"] == pytest.approx(2 * 0.0903, abs=1e-3)
-    assert list(cells["val/mIoU|budget_verdict"]) == ["within noise", "within noise"]
-    assert list(cells["extra_cost"]) == pytest.approx([1.5, 2.0])
-    twins = aggregate.budget_baselines(frame)
-    assert twins["extra_cost"].tolist() == pytest.approx([2.0])
-    assert twins["val/mIoU|delta"].tolist() == pytest.approx([3.25])
+    assert cells["cwd"].delta("val/mIoU") == pytest.approx(5.0)
+    assert against["cwd"].delta == pytest.approx(1.75)
+    assert against["at"].delta == pytest.approx(-1.75)
+    assert against["cwd"].test == "paired"
+    assert against["cwd"].p_holm == pytest.approx(2 * 0.0903, abs=1e-3)
+    assert [t.verdict for t in against.values()] == ["within noise", "within noise"]
+    assert [cell.extra_cost for cell in found.cells] == pytest.approx([1.5, 2.0])
+    assert [twin.extra_cost for twin in found.twins] == pytest.approx([2.0])
+    assert [twin.test.delta for twin in found.twins] == pytest.approx([3.25])
 
 
 def test_the_pareto_front_of_a_hand_made_set():
@@ -218,12 +219,14 @@ def test_a_budget_of_the_baselines_own_iterations_makes_the_baseline_its_own_twi
         _finish(study, name, seconds_per_iter=0.1, miou=miou)   # no cell slower than the baseline: 10 iterations
     study = reload(study)
     assert not _twins(study) and study.waiting == ()
-    from analysis import aggregate
     from analysis.collect import collect
+    from analysis.records import VS_EQUAL_BUDGET
+    from analysis.summary import summarise
     from reports.render import render_report
 
-    cells = aggregate.cells(collect(study, write=False)).set_index("method")
-    assert list(cells["val/mIoU|budget_delta"]) == list(cells["val/mIoU|delta"]) == [5.0, 1.5]
+    cells = summarise(study, collect(study, write=False)).cells
+    assert [c.test(VS_EQUAL_BUDGET, "val/mIoU").delta for c in cells] == [c.delta("val/mIoU") for c in cells] == [
+        5.0, 1.5]
     basis = _section(render_report(study, formats=("md",))[0]["md"].read_text(), "### Where each equal budget")
     assert basis["student\\_s0"][-1] == "student\\_s0 itself: the budget is its own iterations"
 

@@ -1,8 +1,8 @@
 """Recipe cards against published rows: which fields differ, with both values."""
 
-import pandas as pd
-
 from analysis.recipes import comparability_notes, differences, reference_recipe, shown
+from analysis.records import Match
+from tests.results_fixtures import cell_record
 
 
 def test_a_published_row_states_only_the_recipe_fields_it_has_values_for():
@@ -27,10 +27,9 @@ def test_epochs_agree_within_five_percent_and_fields_a_cell_did_not_record_are_n
 def test_a_cell_is_called_not_comparable_to_a_row_whose_recipe_differs():
     reference = {"method": "cwd", "student": "pspnet_r18", "file": "mmrazor.csv", "recipe_iterations": 80000,
                  "recipe_pipeline": "default"}
-    same = {"method": "cwd_logits", "recipe:iterations": 80000, "recipe:pipeline": "default"}
-    other = {"method": "cwd_short", "recipe:iterations": 40000, "recipe:pipeline": "crop_only"}
-    matches = pd.DataFrame([{"reference": reference, "cell": same}, {"reference": reference, "cell": other},
-                            {"reference": reference, "cell": None}])
+    same = cell_record("cwd_logits", recipe={"iterations": 80000, "pipeline": "default"})
+    other = cell_record("cwd_short", recipe={"iterations": 40000, "pipeline": "crop_only"})
+    matches = [Match(reference, same), Match(reference, other), Match(reference, None)]
     assert comparability_notes(matches) == [
         "cwd_short is not comparable to mmrazor.csv (cwd, pspnet_r18): published vs measured iterations 80000 vs "
         "40000; pipeline default vs crop_only."]

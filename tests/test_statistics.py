@@ -8,15 +8,21 @@ u = t / sqrt(1 + t² / 4). Quantiles: t(0.975; 2) = 4.303, t(0.975; 4) = 2.776, 
 t(0.8; 9) = 0.883, t(0.975; 8) = 2.306, t(0.8; 8) = 0.889.
 """
 
+import dataclasses
 import json
 import math
+import re
+from pathlib import Path
 
 import pytest
 
-from analysis import aggregate, tables
+from analysis import format as fmt
+from analysis import references, tables
 from analysis import stats as significance
 from analysis.collect import collect
-from reports.render import render
+from analysis.records import VS_STUDENT, CellRecord, Delta, GapShare, Group, RunFacts
+from analysis.summary import summarise
+from reports.render import VERDICT_WORDS, md, md_start, render
 from tests.browser import Dom, dump_dom, needs_chromium
 from tests.launch_helpers import run_cli
 from tests.results_fixtures import LOGITS, make_store, study_text
@@ -93,20 +99,26 @@ def _three_cells(tmp_path):
     return make_store(tmp_path, outcomes, text)
 
 
+def _tests(study) -> dict[str, Delta]:
+    """method -> its cell's test against the student baseline on mIoU."""
+    return {cell.method: cell.test(VS_STUDENT, "val/mIoU") for cell in summarise(study, collect(study)).cells}
+
+
+def _cells(study) -> dict[str, CellRecord]:
+    return {cell.method: cell for cell in summarise(study, collect(study)).cells}
+
+
 def test_holm_across_three_cells_turns_two_raw_gains_into_noise(tmp_path):
     study, results = _three_cells(tmp_path)
-    cells = aggregate.cells(collect(study)).set_index("method")
+    tests = _tests(study)
     # df 2: p = 1 - sqrt(t² / (t² + 2)): big 1 - sqrt(300/302) = 0.00332, up and down 1 - sqrt(27/29) = 0.0351.
     # Raw, all three are below 0.05. Holm: 0.00332 x 3 = 0.00995; 0.0351 x 2 = 0.0702; 0.0351 x 1, raised to 0.0702.
-    raw = cells["val/mIoU|p"]
-    assert [raw[m] for m in ("big", "up", "down")] == pytest.approx([0.00332, 0.0351, 0.0351], abs=1e-4)
-    holm = cells["val/mIoU|p_holm"]
-    assert [holm[m] for m in ("big", "up", "down")] == pytest.approx([0.00995, 0.0702, 0.0702], abs=1e-4)
-    assert cells["val/mIoU|verdict"].to_dict() == {"big": "gain", "up": "within noise", "down": "within noise"}
-    assert set(cells["val/mIoU|test"]) == {"paired"}
+    assert [tests[m].p for m in ("big", "up", "down")] == pytest.approx([0.00332, 0.0351, 0.0351], abs=1e-4)
+    assert [tests[m].p_holm for m in ("big", "up", "down")] == pytest.approx([0.00995, 0.0702, 0.0702], abs=1e-4)
+    assert {m: t.verdict for m, t in tests.items()} == {"big": "gain", "up": "within noise", "down": "within noise"}
+    assert {t.test for t in tests.values()} == {"paired"}
     # big: 10 ± 4.303 / sqrt(3) = 10 ± 2.484.
-    assert (cells["val/mIoU|delta_low"]["big"], cells["val/mIoU|delta_high"]["big"]) == (
-        pytest.approx(7.516, abs=1e-3), pytest.approx(12.484, abs=1e-3))
+    assert (tests["big"].low, tests["big"].high) == (pytest.approx(7.516, abs=1e-3), pytest.approx(12.484, abs=1e-3))
     md = render(study, ("md",))["md"].read_text()
     assert ("CWD beat the student baseline in 1 of 3 tested CWD cells (a gain beyond noise at 95%, Holm-corrected "
             "across the study's 3 tested cells); 2 within noise.") in md
@@ -140,8 +152,7 @@ def test_seeds_needed_for_a_delta_are_those_of_the_t_test_at_power_0_8():
 def test_the_report_shows_intervals_verdicts_and_seeds_for_every_cell(tmp_path):
     study, results = make_store(tmp_path)
     md = render(study, ("md",))["md"].read_text()
-    table = tables.significance_table(aggregate.cells(collect(study)), aggregate.baselines(collect(study)),
-                                      aggregate.teachers(collect(study)), "val/mIoU")
+    table = tables.significance_table(summarise(study, collect(study)))
     rows = {row[0].text: [c.text for c in row[1:]] for row in table.rows}
     # Baseline 30, 31, 32: 31 ± 4.303 / sqrt(3) = 31 ± 2.484.
     assert rows["student (no distillation)"][:2] == ["31.00 ± 1.00 (n=3)", "[28.52, 33.48]"]
@@ -158,19 +169,17 @@ def test_the_report_shows_intervals_verdicts_and_seeds_for_every_cell(tmp_path):
 
 def test_published_numbers_are_placed_against_the_measured_interval_beside_their_tag_and_starting_point(tmp_path):
     study, results = make_store(tmp_path)
-    frame = collect(study)
-    cells = aggregate.cells(frame)
-    references = aggregate.read_references(study.path, study.spec.references)
-    matches = aggregate.match_references(references, cells, study.spec.methods, "seg")
-    row = [c.text for c in tables.reference_table(matches, "val/mIoU").rows[0]]
+    found = summarise(study, collect(study))
+    row = [c.text for c in tables.reference_table(found).rows[0]]
     # Measured cwd_logits 35, 36: 35.5 ± 12.706 x 0.7071 / sqrt(2) = 35.5 ± 6.353 = [29.15, 41.85]; published 40.25 is
     # inside, (40.25 - 35.5) / 0.7071 = 6.7 stds above. Published student 33.75 lies outside the measured baseline's
     # [28.52, 33.48]; the teacher has one run (no interval).
     assert row[-4:] == ["—", "[29.15, 41.85]", "inside (6.7 std above)",
                         "different student baseline; teacher unchecked"]  # the fixture's file has no tag column
-    close = references.assign(value=[45.0], student_value=[31.5], tag=["its own teacher, one run"])
-    row = [c.text for c in tables.reference_table(
-        aggregate.match_references(close, cells, study.spec.methods, "seg"), "val/mIoU").rows[0]]
+    published = references.read_references(study.path, study.spec.references)
+    close = published.assign(value=[45.0], student_value=[31.5], tag=["its own teacher, one run"])
+    matches = tuple(references.match_references(close, found.cells, study.spec.methods, "seg"))
+    row = [c.text for c in tables.reference_table(dataclasses.replace(found, matches=matches)).rows[0]]
     # 45 is outside [29.15, 41.85]: (45 - 35.5) / 0.7071 = 13.4 stds above; 31.5 is inside the baseline's interval.
     assert row[-4:] == ["its own teacher, one run", "[29.15, 41.85]", "outside: 13.4 std above",
                         "same; teacher unchecked"]
@@ -184,10 +193,7 @@ def test_a_cell_measured_on_a_partial_dataset_split_is_tagged_not_comparable(tmp
             record = json.loads(final.read_text())
             record["data"] = {"name": "fashion_scenes", "complete": False, "splits": {"val": {"images": 2}}}
             final.write_text(json.dumps(record))
-    cells = aggregate.cells(collect(study))
-    matches = aggregate.match_references(aggregate.read_references(study.path, study.spec.references), cells,
-                                         study.spec.methods, "seg")
-    row = [c.text for c in tables.reference_table(matches, "val/mIoU").rows[0]]
+    row = [c.text for c in tables.reference_table(summarise(study, collect(study))).rows[0]]
     assert row[-1] == "not comparable: measured on a partial dataset split"
 
 
@@ -217,6 +223,62 @@ def test_kdbench_report_json_gives_each_cells_interval_test_verdict_and_seeds_ne
     assert (up["inside_ci95"], up["distance_std"]) == (False, pytest.approx(3.125))
     assert up["starting_point"] == "different student baseline; teacher unchecked"
     assert "NaN" not in out and "Infinity" not in out
+
+
+def _markdown_table(text: str, title: str) -> dict[str, dict[str, str]]:
+    """The rows of the markdown table under ``### <title>``: first cell -> {header: cell}, every
+    text as the markdown writes it (escaped)."""
+    lines = text[text.index(f"### {md(title)}\n"):].splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("| "))
+    rows = []
+    for line in lines[start:]:
+        if not line.startswith("|"):
+            break
+        if not line.startswith("|---"):
+            rows.append([c.strip() for c in re.split(r"(?<!\\)\|", line.strip())[1:-1]])
+    header, *rows = rows
+    return {row[0]: dict(zip(header, row)) for row in rows}
+
+
+def _interval(pair) -> str:
+    return md(fmt.interval(*pair, sign=True)) if pair else fmt.MISSING
+
+
+@pytest.mark.parametrize("which", ["fixture", "three cells", "equal budgets"])
+def test_report_json_and_the_markdown_show_the_same_delta_interval_and_verdict_for_every_cell(which, tmp_path):
+    from tests.results_fixtures import make_budget_store
+
+    if which == "equal budgets":
+        study, results = make_budget_store(tmp_path), tmp_path / "results"
+    else:
+        study, results = (make_store if which == "fixture" else _three_cells)(tmp_path)
+    code, out, err = run_cli("report", str(study.path), "--results", str(results), "--format", "md", "--json")
+    assert code == 0, err
+    found = json.loads(out)
+    text = Path(found["written"]["md"]).read_text()
+    rows = _markdown_table(text, "Gain or noise: Δ vs the student baseline with 95% intervals")
+    assert len(found["cells"]) >= 2 and len(rows) == len(found["cells"]) + 2  # the teacher and baseline rows too
+    for cell in found["cells"]:
+        row = rows[md(cell["name"])]
+        assert (row["Δ vs student"], row["Δ 95% interval"], row["test"], row["p (Holm)"], row["verdict"]) == (
+            fmt.signed(cell["delta"]), _interval(cell["delta_ci95"]), cell["test"] or fmt.MISSING,
+            md(fmt.p_value(cell["p_holm"])), md(cell["verdict"]))
+        assert row["95% interval"] == (md(fmt.interval(*cell["ci95"])) if cell["ci95"] else "no interval (n = 1)")
+        sentence = next((line for line in found["lines"] if line.startswith(f"{cell['name']}: ")), None)
+        if sentence and cell["verdict"] in VERDICT_WORDS:  # a CWD cell's sentence: the same Δ, interval, verdict
+            assert sentence.startswith(f"{cell['name']}: {VERDICT_WORDS[cell['verdict']]}, "
+                                       f"Δ {fmt.signed(cell['delta'])} mIoU vs the student baseline, 95% interval "
+                                       f"{fmt.interval(*cell['delta_ci95'], sign=True)} (")
+            assert f"- {md_start(sentence)}" in text
+    if which != "equal budgets":
+        return
+    rows = _markdown_table(text, "Equal budgets: Δ vs the student baseline and vs the student trained as long")
+    for cell, tested in zip(found["cells"], found["equal_budget"]["cells"], strict=True):
+        row, against = rows[md(cell["name"])], tested["vs_equal_budget"]
+        assert (row["Δ vs student"], row["verdict"]) == (fmt.signed(cell["delta"]), md(cell["verdict"]))
+        assert (row["Δ vs equal-budget student"], row["Δ 95% interval"], row["p (Holm)"],
+                row["verdict (equal budget)"]) == (fmt.signed(against["delta"]), _interval(against["delta_ci95"]),
+                                                   md(fmt.p_value(against["p_holm"])), md(against["verdict"]))
 
 
 def _section(dom: str, opening: str, closing: str) -> Dom:
@@ -261,13 +323,12 @@ def test_the_share_of_the_teacher_student_gap_a_cell_closes_is_its_delta_over_th
 
 def test_the_report_json_and_cwd_sentence_say_how_far_each_cell_closes_the_teacher_student_gap(tmp_path):
     study, results = _three_cells(tmp_path)
-    cells = aggregate.cells(collect(study)).set_index("method")
-    assert cells.loc["big", "val/mIoU|gap"] == pytest.approx(19.0)
-    assert (cells.loc["big", "val/mIoU|gap_share_low"], cells.loc["big", "val/mIoU|gap_share_high"]) == (
-        pytest.approx(0.3956, abs=1e-4), pytest.approx(0.6571, abs=1e-4))
-    assert cells.loc["down", "val/mIoU|gap_share"] == pytest.approx(-0.1579, abs=1e-4)
-    assert (cells.loc["down", "val/mIoU|gap_share_low"], cells.loc["down", "val/mIoU|gap_share_high"]) == (
-        pytest.approx(-0.2886, abs=1e-4), pytest.approx(-0.0272, abs=1e-4))
+    gaps = {method: cell.gap("val/mIoU") for method, cell in _cells(study).items()}
+    assert gaps["big"].gap == pytest.approx(19.0)
+    assert (gaps["big"].low, gaps["big"].high) == (pytest.approx(0.3956, abs=1e-4), pytest.approx(0.6571, abs=1e-4))
+    assert gaps["down"].share == pytest.approx(-0.1579, abs=1e-4)
+    assert (gaps["down"].low, gaps["down"].high) == (pytest.approx(-0.2886, abs=1e-4),
+                                                     pytest.approx(-0.0272, abs=1e-4))
     md = render(study, ("md",))["md"].read_text()
     assert "| big | +10.00 | 19.00 | 52.6% | \\[39.6%, 65.7%\\] |" in md
     assert "| down | -3.00 | 19.00 | -15.8% | \\[-28.9%, -2.7%\\] |" in md
@@ -284,10 +345,11 @@ def test_the_report_json_and_cwd_sentence_say_how_far_each_cell_closes_the_teach
 def test_a_teacher_below_its_student_baseline_leaves_no_gap_to_close_and_the_report_says_why(tmp_path):
     # Teacher 25 against the baseline's mean 31: the gap is -6; a share of it would flip the sign of every Δ.
     study, results = make_store(tmp_path, {"teacher": 25.0})
-    cells = aggregate.cells(collect(study)).set_index("method")
-    assert cells.loc["cwd_logits", "val/mIoU|gap"] == pytest.approx(-6.0)
-    assert cells["val/mIoU|gap_share"].isna().all()
-    table, = tables.shown([tables.gap_table(aggregate.cells(collect(study)), "val/mIoU")])[0]
+    found = summarise(study, collect(study))
+    gaps = {cell.method: cell.gap("val/mIoU") for cell in found.cells}
+    assert gaps["cwd_logits"].gap == pytest.approx(-6.0)
+    assert all(math.isnan(gap.share) for gap in gaps.values())
+    table, = tables.shown([tables.gap_table(found)])[0]
     assert table.header == ["Cell", "teacher - student"]
     assert [[c.text for c in row] for row in table.rows][0] == ["cwd_logits", "-6.00"]
     assert "no teacher above the student baseline to close a gap to" in table.caption
@@ -299,14 +361,20 @@ def test_a_cell_within_noise_only_after_holms_correction_says_so_rather_than_tha
     # Three paired seeds, Δ +17 with a 95% interval [+5.7, +28.3] that excludes 0 on its own (p 0.023),
     # Holm-corrected over five cells to 0.115: within noise; 3 seeds resolve a Δ this size alone.
     metric = "val/mIoU"
-    cell = {"method": "cwd_logits", f"{metric}|mean": 46.1, f"{metric}|std": 2.3, f"{metric}|n": 3,
-            f"baseline|{metric}|mean": 29.1, f"baseline|{metric}|std": 2.3, f"baseline|{metric}|n": 3,
-            f"{metric}|test": "paired", f"{metric}|delta_low": 5.7, f"{metric}|delta_high": 28.3,
-            f"{metric}|p_holm": 0.115, f"{metric}|seeds_needed": 3.0, f"{metric}|runs": 3}
+
+    def group(mean: float) -> Group:
+        found = significance.Interval(mean, 2.3, 3, math.nan, math.nan)
+        return Group("cell", (), 3, {"complete": 3}, 0, 0, {metric: found}, {metric: {}}, {}, None, {},
+                     RunFacts(*[None] * 7))
+
+    tested = Delta(VS_STUDENT, metric, 17.0, 5.7, 28.3, "paired", 2.0, 0.023, 0.115, significance.NOISE, 2.3, 3, 3.0)
+    cell = CellRecord("cwd_logits", {}, group(46.1), group(29.1), None, (tested,),
+                      (GapShare(metric, math.nan, math.nan, math.nan, math.nan),), math.nan, math.nan)
     verdict = {"cell": cell, "comparable": True, "gap": 17.0, "verdict": significance.NOISE}
     line = _cwd_line(verdict, metric)
     assert "within noise" in line and "needs 3 seeds" not in line
     assert "on its own it would resolve with these 3 seeds: Holm's correction across the study's cells" in line
     # Five seeds needed, three run: the seed count is given as before.
-    line = _cwd_line({**verdict, "cell": {**cell, f"{metric}|seeds_needed": 5.0}}, metric)
+    five = dataclasses.replace(cell, tests=(dataclasses.replace(tested, seeds_needed=5.0),))
+    line = _cwd_line({**verdict, "cell": five}, metric)
     assert line.endswith("a Δ this size needs 5 seeds to resolve (power 0.8), it has 3.")

@@ -48,16 +48,16 @@ def test_status_reports_a_corrupt_final_and_a_half_written_directory(damaged_sto
 
 
 def test_collect_counts_damaged_runs_but_never_averages_them(damaged_store):
-    from analysis.aggregate import cells as cell_table
     from analysis.collect import collect
+    from analysis.summary import summarise
 
     study, results, cells = damaged_store
     frame = collect(study)
     by_id = frame.set_index("run_id")["status"]
     assert by_id[cells[1].run_id] == "corrupt" and by_id[cells[2].run_id] == "interrupted"
-    row = cell_table(frame).iloc[0]
-    assert row["val/mIoU|mean"] == 40.0 and row["val/mIoU|n"] == 1  # 99.0 from the cut file never counts
-    assert row["corrupt"] == 1 and row["planned"] == 3
+    cell = summarise(study, frame).cells[0].group
+    assert cell.metrics["val/mIoU"].mean == 40.0 and cell.metrics["val/mIoU"].n == 1  # 99.0 from the cut file
+    assert cell.states["corrupt"] == 1 and cell.planned == 3
 
 
 def test_a_failed_write_leaves_no_partial_result_and_no_temporary_file(tmp_path, monkeypatch):

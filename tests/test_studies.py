@@ -164,18 +164,17 @@ def test_every_reference_file_is_used_by_a_shipped_study():
 def test_the_official_codes_committed_tau_sweep_sits_beside_the_feature_map_cells_of_the_same_tau_and_weight():
     """torchdistiller_logs.csv rows state their tau and weight: each weight-35 row matches the one
     cwd_feature_w35 cell at its tau; the weight-40 rows match no cell."""
-    from analysis import aggregate
+    from analysis import references
+    from tests.results_fixtures import cell_record
 
     study = load_study(ROOT / "studies" / "ablation_temperature.yaml", "/tmp/none")
-    cells = [{"method": p.params["method"], "axis:term.params.tau": p.params["term.params.tau"],
-              "dataset": "cityscapes", "location_kind": "feature" if "feature" in p.params["method"] else "logits",
-              "kd_method": "cwd"} for p in study.runs if p.kind == "cell" and p.run.seed == 0]
-    import pandas as pd
-
-    references = aggregate.read_references(study.path, ["torchdistiller_logs.csv"])
-    matches = aggregate.match_references(references, pd.DataFrame(cells), study.spec.methods, "seg")
-    paired = {(m["reference"]["weight"], m["reference"]["tau"]): m["cell"] and (m["cell"]["method"],
-              m["cell"]["axis:term.params.tau"]) for m in matches.to_dict("records")}
+    cells = [cell_record(p.params["method"], {"term.params.tau": p.params["term.params.tau"]}, dataset="cityscapes",
+                         location_kind="feature" if "feature" in p.params["method"] else "logits", kd_method="cwd")
+             for p in study.runs if p.kind == "cell" and p.run.seed == 0]
+    published = references.read_references(study.path, ["torchdistiller_logs.csv"])
+    matches = references.match_references(published, cells, study.spec.methods, "seg")
+    paired = {(m.reference["weight"], m.reference["tau"]): m.cell and (m.cell.method, m.cell.axes["term.params.tau"])
+              for m in matches}
     assert paired[(35, 4)] == ("cwd_feature_w35", 4) and paired[(35, 10)] == ("cwd_feature_w35", 10)
     assert all(cell == ("cwd_feature_w35", tau) for (weight, tau), cell in paired.items() if weight == 35)
     assert all(cell is None for (weight, _), cell in paired.items() if weight == 40)
