@@ -25,33 +25,48 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from kdbench.losses.common import check_same_positions
+from kdbench.losses.common import check_same_positions, compute_dtype
 from kdbench.losses.params import PAParams
 from kdbench.losses.registry import register
 
 
-def _compute_dtype(x: Tensor) -> torch.dtype:
-    return torch.float64 if x.dtype == torch.float64 else torch.float32
-
-
-def affinity(feat: Tensor, kernel: int) -> Tensor:
-    """(N, C, H, W) -> (N, H'W', H'W') cosine affinity between max-pooled nodes."""
+def nodes(feat: Tensor, kernel: int) -> Tensor:
+    """(N, C, H, W) -> (N, C, H'W'): the max-pooled nodes, each a unit C-vector."""
     if kernel > 1:
         feat = F.max_pool2d(feat, kernel_size=kernel, stride=kernel, ceil_mode=True)
-    nodes = F.normalize(feat.flatten(2), p=2.0, dim=1)  # (N, C, H'W'), unit columns
-    return torch.bmm(nodes.transpose(1, 2), nodes)
+    return F.normalize(feat.flatten(2), p=2.0, dim=1)
+
+
+def _gram_squares(a: Tensor, b: Tensor) -> Tensor:
+    """||a b^T||_F**2 summed over the batch, for (N, C_a, P) and (N, C_b, P), in float64."""
+    return torch.bmm(a, b.transpose(1, 2)).pow(2).sum(dtype=torch.float64)
+
+
+def affinity_distance(nodes_S: Tensor, nodes_T: Tensor) -> Tensor:
+    """sum_n ||S_T[n] - S_S[n]||_F**2 of the affinities S = F^T F (P x P per sample). With fewer
+    channels than nodes it is taken through the C x C products instead, which never form a P x P
+    matrix: ||A^T A - B^T B||**2 = ||A A^T||**2 - 2 ||A B^T||**2 + ||B B^T||**2."""
+    channels, positions = nodes_S.shape[1] + nodes_T.shape[1], nodes_S.shape[2]
+    if 3 * channels < 4 * positions:
+        with torch.no_grad():
+            teacher = _gram_squares(nodes_T, nodes_T)
+        return teacher - 2 * _gram_squares(nodes_T, nodes_S) + _gram_squares(nodes_S, nodes_S)
+    s_S = torch.bmm(nodes_S.transpose(1, 2), nodes_S)
+    s_T = torch.bmm(nodes_T.transpose(1, 2), nodes_T)
+    return (s_T - s_S).pow(2).sum()
 
 
 def pair_wise_distillation(preds_S: Tensor, preds_T: Tensor, pool_scale: float = 0.5) -> Tensor:
     """The unweighted PA loss; channel counts may differ, N and H x W may not."""
     check_same_positions("pa", preds_S, preds_T)
     kernel = max(1, round(1.0 / pool_scale))
-    dtype = _compute_dtype(preds_S)
+    dtype = compute_dtype(preds_S)
     with torch.autocast(device_type=preds_S.device.type, enabled=False):
-        s_S = affinity(preds_S.to(dtype), kernel)
-        s_T = affinity(preds_T.detach().to(dtype), kernel)
-        n, hw = s_S.shape[:2]
-        return (s_T - s_S).pow(2).sum() / (hw * hw) / n
+        nodes_S = nodes(preds_S.to(dtype), kernel)
+        with torch.no_grad():
+            nodes_T = nodes(preds_T.detach().to(dtype), kernel)
+        n, _, hw = nodes_S.shape
+        return (affinity_distance(nodes_S, nodes_T) / (hw * hw) / n).to(dtype)
 
 
 @register("pa", PAParams)
