@@ -24,20 +24,18 @@ from torch.autograd.function import once_differentiable
 
 from kdbench.losses.common import compute_dtype
 
-# Elements per block: three float32 buffers of 1 MiB each stay in a core's L2 cache.
+# Elements per block: three float32 buffers of 1 MiB each stay in a core's L2 cache (a block is
+# at least one whole row, (L, inner), which may be larger).
 _CPU_BLOCK = 1 << 18
 _GPU_BLOCK = 1 << 22
 
 
-def _blocks(outer: int, length: int, inner: int, device: torch.device):
-    """(outer slice, inner slice) of each block: whole outer rows while they fit, else chunks of inner."""
+def _blocks(outer: int, length: int, inner: int, device: torch.device) -> list[slice]:
+    """The outer rows of each block: as many whole (contiguous) rows as fit the block size, at
+    least one (a softmax over a middle axis is much slower on a strided part of a row)."""
     target = _CPU_BLOCK if device.type == "cpu" else _GPU_BLOCK
-    row = length * inner
-    if row <= target or inner == 1:
-        step = max(1, target // max(row, 1))
-        return [(slice(o, min(outer, o + step)), slice(None)) for o in range(0, outer, step)]
-    step = max(1, target // max(length, 1))
-    return [(slice(o, o + 1), slice(i, min(inner, i + step))) for o in range(outer) for i in range(0, inner, step)]
+    step = max(1, target // max(length * inner, 1))
+    return [slice(o, min(outer, o + step)) for o in range(0, outer, step)]
 
 
 def _scaled(block: Tensor, inv_tau: float, buffer: Tensor) -> Tensor:
@@ -85,10 +83,9 @@ def _divergence(view_S: Tensor, view_T: Tensor, divergence: str, tau: float,
     grad = torch.empty(view_S.shape, dtype=dtype, device=view_S.device) if with_grad else None
     sums = torch.empty(len(blocks), dtype=dtype, device=view_S.device)
     kernel, inv_tau = _BLOCK_KERNELS[divergence], 1.0 / tau
-    largest = max((len(range(outer)[o]) * length * len(range(inner)[i]) for o, i in blocks), default=0)
+    largest = max((len(range(outer)[rows]) * length * inner for rows in blocks), default=0)
     storage = torch.empty(3 * largest, dtype=dtype, device=view_S.device)
     for k, index in enumerate(blocks):
-        index = index[:1] if inner == 1 else (index[0], slice(None), index[1])
         s, t = view_S[index], view_T[index]
         buffers = storage.view(3, -1)[:, : s.numel()].view(3, *s.shape)
         sums[k] = kernel(s, t, inv_tau, buffers, None if grad is None else grad[index])
