@@ -2,7 +2,15 @@
 ``studies/paper_table2_cityscapes.yaml``, on the paper's logits and feature-map shapes), their
 inputs, and the two formulations of each (kdbench's module and the plain-autograd reference of
 benchmarks/references.py), called alike. ``benchmarks.losses`` checks and times them;
-``benchmarks.memory`` measures their peak memory."""
+``benchmarks.memory`` measures their peak memory.
+
+A new registered loss gets (the bench refuses to run while one has none): its ``Case`` rows in
+``_cases()`` at its published settings, on the logits and/or the feature map (``max_scale`` and a
+reason where the reference is too slow at full size on a CPU); its plain-autograd formulation in
+benchmarks/references.py, the textbook math with nothing fused or blocked; and that formulation
+in ``formulations``' table (a method that owns layers or an optimiser gets its own function, as
+FBKD and HO, with both sides starting from the same weights). Every case is then held to at most
+its reference's time and peak extra memory (``benchmarks.losses.targets``; CWD to half)."""
 
 from __future__ import annotations
 

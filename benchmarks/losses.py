@@ -36,7 +36,11 @@ from benchmarks.memory import peak_cpu, peak_cuda
 from benchmarks.timing import interleaved_medians, synchronize
 
 TOLERANCE = 1e-5
-TARGET_RATIO = 0.5  # CWD only: time and peak extra memory <= 0.5x the reference
+TARGET_RATIO = 0.5  # CWD (a case with ``targets``): time and peak extra memory <= 0.5x the reference
+LEAN_RATIO = 1.0  # every other case: at most the time and peak extra memory of its plain formulation
+# A reference under 10 ms: a time ratio up to 5% above the target is timer noise on a shared
+# machine, not a slower loss (rerun with more --repeats to see it settle).
+NOISE_S, NOISE_SLACK = 0.01, 1.05
 
 
 def _clear_grads(inputs: dict) -> None:
@@ -115,11 +119,19 @@ def run(scale: float = 1.0, repeats: int = 5, methods=None,
     for row in rows:
         reference_bytes = row["reference_bytes"]
         row["memory_ratio"] = row["kdbench_bytes"] / reference_bytes if reference_bytes > 0 else None
-        memory = row["memory_ratio"]
-        row["targets"] = ({f"time_ratio<={TARGET_RATIO}": row["time_ratio"] <= TARGET_RATIO,
-                           f"memory_ratio<={TARGET_RATIO}": None if memory is None else memory <= TARGET_RATIO}
-                          if by_key[row["key"]].targets else {})
+        row["targets"] = targets(row, by_key[row["key"]].targets)
     return rows
+
+
+def targets(row: dict, strict: bool) -> dict[str, bool | None]:
+    """{target: met} of a row: time and peak extra memory at most ``TARGET_RATIO`` of the
+    reference for a case with ``targets`` (CWD), ``LEAN_RATIO`` for every other; the time's
+    target is ``NOISE_SLACK`` times that where the reference takes under ``NOISE_S``."""
+    limit = TARGET_RATIO if strict else LEAN_RATIO
+    time_limit = round(limit * (NOISE_SLACK if row["reference_s"] < NOISE_S else 1.0), 3)
+    memory = row["memory_ratio"]
+    return {f"time_ratio<={time_limit:g}": row["time_ratio"] <= time_limit,
+            f"memory_ratio<={limit:g}": None if memory is None else memory <= limit}
 
 
 def _cpu_rows(selected: list[Case], scale: float, repeats: int, progress) -> list[dict]:

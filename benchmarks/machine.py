@@ -44,6 +44,10 @@ def markdown(info: dict, tables: dict[str, str], command: str) -> str:
         f"Machine: {info['cpu']}, {info['cores']} cores, {info['torch_threads']} torch threads, GPU: {gpu}; "
         f"torch {info['torch']}, Python {info['python']}; load average {info['load_average_1m']:.2f} at the end.",
     ]
+    if info["cores"] and info["load_average_1m"] > info["cores"]:
+        lines += ["", f"The machine was loaded by other work ({info['load_average_1m']:.1f} runnable processes on "
+                      f"{info['cores']} cores): the side-by-side ratios are noisier than on a quiet machine, and the "
+                      "absolute times much slower. Regenerate the page with the command above on a quiet one."]
     for suite, table in tables.items():
         lines += ["", f"## {suite}", "", "```", table, "```"]
     return "\n".join(lines) + "\n"

@@ -16,7 +16,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("kdbench", "runners", "analysis", "reports", "benchmarks")
-CORE_LOSSES = {"kdbench.losses", "kdbench.losses.params", "kdbench.losses.registry"}
+CORE_LOSSES = {"kdbench.losses", "kdbench.losses.params", "kdbench.losses.registry", "kdbench.losses.signature"}
 MAY_IMPORT = {
     "core": {"core"},
     "losses": {"core", "losses"},

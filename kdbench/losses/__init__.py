@@ -10,7 +10,9 @@ methods whose ``needs_labels`` is True) that returns a scalar already multiplied
 This package imports without torch: names, parameters and validation come from the declarations
 (kdbench.losses.params); a loss's module (and torch) is imported when it is built. A new method is
 a module with a ``LossParams`` dataclass and a class decorated ``@register(name, params)``: in
-this package (then listed in ``params.BUILTINS``) or in a plugin named by a spec.
+this package (then listed in ``params.BUILTINS``) or in a plugin named by a spec. A plugin may
+also register its class alone, ``@register(name)``: its parameters, defaults and types are then
+read from its ``__init__`` (kdbench.losses.signature).
 """
 
 from kdbench.losses.params import LossParams, choice, integer, non_negative, positive

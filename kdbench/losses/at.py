@@ -17,30 +17,55 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.autograd.function import once_differentiable
 
-from kdbench.losses.common import check_same_positions
+from kdbench.losses.common import check_same_positions, compute_dtype
 from kdbench.losses.params import ATParams
 from kdbench.losses.registry import register
 
-
-def _compute_dtype(x: Tensor) -> torch.dtype:
-    return torch.float64 if x.dtype == torch.float64 else torch.float32
+_EPS = 1e-12  # F.normalize's: an all-zero attention map stays zero
 
 
-def attention_map(feat: Tensor) -> Tensor:
-    """(N, C, H, W) -> (N, H*W): channel mean of feat**2, L2-normalised over positions."""
-    att = feat.pow(2).mean(dim=1).flatten(1)
-    return F.normalize(att, p=2.0, dim=1)
+def _squared_mean(feat: Tensor, dtype: torch.dtype) -> Tensor:
+    """mean_c feat**2 as (N, H*W) in ``dtype``, in one pass (no squared map is made)."""
+    n, c = feat.shape[:2]
+    return torch.linalg.vector_norm(feat.reshape(n, c, -1), 2, dim=1, dtype=dtype).pow_(2).div_(c)
+
+
+class _AttentionTransfer(torch.autograd.Function):
+    """mean (a(S) - a(T))**2 with a(x) = normalize(mean_c x**2). The forward keeps the loss's
+    gradient in the (N, H*W) attention of S, g; the backward is one pass, d/dS = g * 2 S / C."""
+
+    @staticmethod
+    def forward(ctx, preds_S: Tensor, preds_T: Tensor) -> Tensor:
+        dtype = compute_dtype(preds_S)
+        a_S, a_T = _squared_mean(preds_S, dtype), _squared_mean(preds_T, dtype)
+        norm_S = torch.linalg.vector_norm(a_S, 2, dim=1, keepdim=True)
+        unit_S = a_S / norm_S.clamp_min(_EPS)
+        difference = unit_S - F.normalize(a_T, p=2.0, dim=1, eps=_EPS)
+        loss = difference.pow(2).mean()
+        if ctx.needs_input_grad[0]:
+            # d loss / d unit_S, then through the normalisation (a map below eps is only divided).
+            grad_unit = difference.mul_(2.0 / difference.numel())
+            radial = (unit_S * grad_unit).sum(dim=1, keepdim=True) * (norm_S >= _EPS)
+            ctx.grad_attention = (grad_unit - unit_S * radial) / norm_S.clamp_min(_EPS)
+            ctx.save_for_backward(preds_S)
+        return loss
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_output: Tensor):
+        (preds_S,) = ctx.saved_tensors
+        n, c, h, w = preds_S.shape
+        scale = ctx.grad_attention * (grad_output * (2.0 / c))
+        return (preds_S * scale.view(n, 1, h, w)).to(preds_S.dtype), None
 
 
 def attention_transfer(preds_S: Tensor, preds_T: Tensor) -> Tensor:
     """The unweighted AT loss; channel counts may differ, N and H x W may not."""
     check_same_positions("at", preds_S, preds_T)
-    dtype = _compute_dtype(preds_S)
     with torch.autocast(device_type=preds_S.device.type, enabled=False):
-        a_S = attention_map(preds_S.to(dtype))
-        a_T = attention_map(preds_T.detach().to(dtype))
-        return (a_S - a_T).pow(2).mean()
+        return _AttentionTransfer.apply(preds_S, preds_T.detach())
 
 
 @register("at", ATParams)

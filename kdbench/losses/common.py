@@ -1,11 +1,18 @@
-"""Shape checks shared by the distillation losses (their parameters are checked by their
-declarations, kdbench.losses.params)."""
+"""What the distillation losses share: shape checks (their parameters are checked by their
+declarations, kdbench.losses.params) and the dtype they compute in."""
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor
 
 from kdbench.errors import UserError
+
+
+def compute_dtype(x: Tensor) -> torch.dtype:
+    """The dtype a loss computes in: float64 stays float64 (gradcheck); float32, float16 and
+    bfloat16 are computed in float32."""
+    return torch.float64 if x.dtype == torch.float64 else torch.float32
 
 
 def check_same_shape(method: str, preds_S: Tensor, preds_T: Tensor, ndim: int = 4) -> None:

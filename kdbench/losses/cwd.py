@@ -21,15 +21,9 @@ from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
 from kdbench.losses import _native
-from kdbench.losses.common import check_same_shape
+from kdbench.losses.common import check_same_shape, compute_dtype
 from kdbench.losses.params import CWDParams
 from kdbench.losses.registry import register
-
-
-def _compute_dtype(x: Tensor) -> torch.dtype:
-    # float64 stays float64 (gradcheck); float32/float16/bfloat16 are computed in float32.
-    return torch.float64 if x.dtype == torch.float64 else torch.float32
-
 
 # Elements per block of rows. On a CPU the three float32 block buffers (log p_T, log p_S, and
 # p_T, which first holds the scaled rows) take 3 MiB, which stays in the L2 caches while a block is
@@ -78,7 +72,7 @@ class _ChannelWiseKL(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, preds_S: Tensor, preds_T: Tensor, tau: float, scale: float) -> Tensor:
-        dtype = _compute_dtype(preds_S)
+        dtype = compute_dtype(preds_S)
         rows_S = preds_S.reshape(preds_S.shape[0] * preds_S.shape[1], -1)
         rows_T = preds_T.reshape(rows_S.shape)
         n_rows, length = rows_S.shape
@@ -138,7 +132,7 @@ class _ChannelWiseKL(torch.autograd.Function):
 def _recomputed_gradient(rows_S: Tensor, rows_T: Tensor, tau: float, factor: Tensor) -> Tensor:
     """(p_S - p_T) * factor over the (N*C, H*W) rows, block by block, with the forward's very
     operations (exp of log_softmax), so that a second backward gives the first one's bits."""
-    dtype = _compute_dtype(rows_S)
+    dtype = compute_dtype(rows_S)
     n_rows, length = rows_S.shape
     block = _rows_per_block(n_rows, length, rows_S.device)
     inv_tau = 1.0 / tau

@@ -37,9 +37,10 @@ def _norm(x: Tensor) -> Tensor:
 
 
 def spatial_attention(x: Tensor, temperature: float) -> Tensor:
-    """(N, 1, H, W): softmax over positions of the channel-mean absolute activation, times H*W."""
-    n, _, h, w = x.shape
-    energy = x.abs().mean(dim=1).reshape(n, h * w)
+    """(N, 1, H, W): softmax over positions of the channel-mean absolute activation, times H*W
+    (the channel mean of |x| in one pass, as an L1 norm: no map of |x| is made)."""
+    n, c, h, w = x.shape
+    energy = torch.linalg.vector_norm(x.reshape(n, c, h * w), 1, dim=1) / c
     return (torch.softmax(energy / temperature, dim=1) * (h * w)).reshape(n, 1, h, w)
 
 
@@ -96,7 +97,8 @@ class FBKDLoss(nn.Module):
             self.build_connectors(preds_S, preds_T)
         adapt = self.student_adapt
         teacher = preds_T.to(preds_S.dtype)
-        mask = ((spatial_attention(teacher, self.spatial_t) + spatial_attention(preds_S, self.spatial_t)) / 2).detach()
+        with torch.no_grad():  # the mask is a weight, not a path for the gradient
+            mask = (spatial_attention(teacher, self.spatial_t) + spatial_attention(preds_S, self.spatial_t)) / 2
         masked = ((teacher - adapt["feature"](preds_S)) ** 2 * mask).sum().sqrt()
         channel = _norm(teacher.mean(dim=(2, 3)) - adapt["channel"](preds_S.mean(dim=(2, 3))))
         spatial = _norm(teacher.mean(dim=1, keepdim=True) - adapt["spatial"](preds_S.mean(dim=1, keepdim=True)))

@@ -17,19 +17,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from kdbench.losses.common import check_same_shape
+from kdbench.losses.common import check_same_shape, compute_dtype
 from kdbench.losses.params import FitNetsParams
 from kdbench.losses.registry import register
-
-
-def _compute_dtype(x: Tensor) -> torch.dtype:
-    return torch.float64 if x.dtype == torch.float64 else torch.float32
 
 
 def l2_mimic(preds_S: Tensor, preds_T: Tensor) -> Tensor:
     """The unweighted FitNets loss of two equal-shape (N, C, H, W) maps."""
     check_same_shape("fitnets", preds_S, preds_T)
-    dtype = _compute_dtype(preds_S)
+    dtype = compute_dtype(preds_S)
     with torch.autocast(device_type=preds_S.device.type, enabled=False):
         return F.mse_loss(preds_S.to(dtype), preds_T.detach().to(dtype), reduction="mean")
 

@@ -14,8 +14,9 @@ probabilities; ``"batchnorm"`` feeds raw scores through a BatchNorm first layer,
 SKD and CIRKD repositories actually ship (their ``preprocess_GAN_mode=1``); ``"none"`` raw scores.
 The GP weight sits inside ``d_weight`` as in SKD (effective 0.1 * 10 = 1 on the GP term).
 
-D's parameters get no gradient from the student term (it runs D on detached copies of its
-parameters, so calling ``discriminator_step`` before that term's ``backward()`` is fine), and
+D's parameters get no gradient from the student term (its gradient in D's input is taken in the
+forward, and the graph keeps no weight of D, so calling ``discriminator_step`` before that term's
+``backward()`` is fine), and
 ``has_own_optimizer = True`` tells a trainer to build the student's optimiser from
 ``student_parameters()`` (always empty here), never from ``parameters()``, which includes D.
 D's optimiser state travels in this module's ``state_dict`` (as its extra state), so a training
@@ -26,11 +27,25 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
-from torch.func import functional_call
+from torch.autograd.function import once_differentiable
 
 from kdbench.losses.common import check_same_shape
 from kdbench.losses.params import HOParams
 from kdbench.losses.registry import register
+
+
+class _KeptGradient(torch.autograd.Function):
+    """``value``, whose gradient in ``x`` was computed with it (``grad``): the backward scales it."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, value: Tensor, grad: Tensor) -> Tensor:
+        ctx.grad = grad
+        return value.clone()
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_output: Tensor):
+        return ctx.grad * grad_output, None, None
 
 
 @register("ho", HOParams)
@@ -100,11 +115,14 @@ class HolisticDistillation(nn.Module):
         check_same_shape("ho", preds_S, preds_T)
         with torch.autocast(device_type=preds_S.device.type, enabled=False):
             x = self._inputs(preds_S)
-            # Copies, so a discriminator_step before this loss's backward() does no harm.
-            frozen = {k: p.detach().clone() for k, p in self.discriminator.named_parameters()}
-            frozen.update(self.discriminator.named_buffers())
-            scores = functional_call(self.discriminator, frozen, (x,))
-            return -scores.mean() * self.loss_weight
+            if not (torch.is_grad_enabled() and x.requires_grad):
+                return -self.discriminator(x).mean() * self.loss_weight
+            # The critic's gradient in its input is taken now, so the graph keeps no critic
+            # weight: a discriminator_step before this loss's backward() does no harm.
+            leaf = x.detach().requires_grad_()
+            value = -self.discriminator(leaf).mean() * self.loss_weight
+            (grad,) = torch.autograd.grad(value, leaf)
+            return _KeptGradient.apply(x, value.detach(), grad)
 
     def discriminator_step(self, preds_S: Tensor, preds_T: Tensor) -> dict[str, float]:
         """One critic update on detached maps; returns {"loss_d": ..., "gp": ...}."""

@@ -27,12 +27,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from kdbench.errors import UserError
+from kdbench.losses.common import compute_dtype
 from kdbench.losses.params import IFVDParams
 from kdbench.losses.registry import register
-
-
-def _compute_dtype(x: Tensor) -> torch.dtype:
-    return torch.float64 if x.dtype == torch.float64 else torch.float32
 
 
 def _prototype_cosines(feat: Tensor, index: Tensor, slots: int) -> Tensor:
@@ -66,7 +63,7 @@ def intra_class_variation(
     valid = labels != ignore_index
     if bool((labels[valid] < 0).any()):
         raise UserError(f"ifvd: labels must be >= 0 or ignore_index={ignore_index}")
-    dtype = _compute_dtype(preds_S)
+    dtype = compute_dtype(preds_S)
     if not bool(valid.any()):
         return preds_S.to(dtype).sum() * 0.0  # nothing labelled: zero, still differentiable
     slots = n * (int(labels[valid].max()) + 1)

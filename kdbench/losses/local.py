@@ -25,16 +25,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from kdbench.losses.common import check_same_shape
+from kdbench.losses.common import check_same_shape, compute_dtype
 from kdbench.losses.params import LocalParams
 from kdbench.losses.registry import register
 
 # The 8 neighbour offsets (dy, dx) of a 3x3 window, centre excluded.
 _OFFSETS = [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1) if (dy, dx) != (0, 0)]
-
-
-def _compute_dtype(x: Tensor) -> torch.dtype:
-    return torch.float64 if x.dtype == torch.float64 else torch.float32
 
 
 def local_difference_map(x: Tensor) -> Tensor:
@@ -51,7 +47,7 @@ def local_difference_map(x: Tensor) -> Tensor:
 def local_similarity(preds_S: Tensor, preds_T: Tensor) -> Tensor:
     """The unweighted LOCAL loss of two equal-shape (N, C, H, W) maps."""
     check_same_shape("local", preds_S, preds_T)
-    dtype = _compute_dtype(preds_S)
+    dtype = compute_dtype(preds_S)
     with torch.autocast(device_type=preds_S.device.type, enabled=False):
         d_S = local_difference_map(preds_S.to(dtype))
         with torch.no_grad():

@@ -24,10 +24,11 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from kdbench.losses.common import check_same_shape
+from kdbench.losses.common import check_same_shape, compute_dtype
 from kdbench.losses.cwd import channel_wise_divergence
 from kdbench.losses.params import NormDivergenceParams
 from kdbench.losses.registry import register
+from kdbench.losses.softmax_divergence import softmax_divergence
 
 
 def _kl_rows(logits_S: Tensor, logits_T: Tensor, dim: int) -> Tensor:
@@ -37,16 +38,20 @@ def _kl_rows(logits_S: Tensor, logits_T: Tensor, dim: int) -> Tensor:
     return (log_p_T.exp() * (log_p_T - log_p_S)).sum()
 
 
-def _normalise(x: Tensor, norm: str, tau: float) -> Tensor:
-    """The probability map of ``x`` under ``norm`` (for MSE, tau is 1)."""
+def _normalise(x: Tensor, norm: str) -> Tensor:
+    """The map of ``x`` the MSE compares under ``norm`` (channel_mean or none)."""
+    return x.reshape(*x.shape[:2], -1).mean(dim=2) if norm == "channel_mean" else x
+
+
+def _blocked_view(x: Tensor, norm: str) -> Tensor:
+    """The (outer, L, inner) view whose softmax over L is ``norm``'s distribution (channel,
+    spatial and, for KL, none), for kdbench.losses.softmax_divergence."""
     n, c = x.shape[:2]
     if norm == "channel":
-        return torch.softmax(x.reshape(n, c, -1) / tau, dim=2)
+        return x.reshape(n * c, -1, 1)
     if norm == "spatial":
-        return torch.softmax(x / tau, dim=1)
-    if norm == "channel_mean":
-        return x.reshape(n, c, -1).mean(dim=2)
-    return x
+        return x.reshape(n, c, -1)
+    return x.reshape(n, -1, 1)
 
 
 @register("norm_divergence", NormDivergenceParams)
@@ -80,21 +85,18 @@ class NormDivergence(nn.Module):
         preds_T = preds_T.detach()
         if self.norm == "channel" and self.divergence == "kl":  # exactly CWD: use its lean kernel
             return channel_wise_divergence(preds_S, preds_T, self.tau) * self.loss_weight
-        if preds_S.dtype in (torch.float16, torch.bfloat16):
-            preds_S, preds_T = preds_S.float(), preds_T.float()
-        tau = self.tau
-        if self.divergence == "kl":
-            if self.norm == "spatial":
-                total = _kl_rows(preds_S / tau, preds_T / tau, dim=1)
-            elif self.norm == "channel_mean":
-                mean_S, mean_T = preds_S.mean(dim=(2, 3)), preds_T.mean(dim=(2, 3))
-                total = _kl_rows(mean_S / tau, mean_T / tau, dim=1)
-            else:  # none: one distribution over all C*H*W values of a sample
-                total = _kl_rows(preds_S.reshape(n, -1) / tau, preds_T.reshape(n, -1) / tau, 1)
-        else:
-            diff = _normalise(preds_S, self.norm, 1.0) - _normalise(preds_T, self.norm, 1.0)
-            total = diff.pow(2).sum()
         denominator = n * c if self.norm in ("channel", "channel_mean") else n * h * w
+        if self.norm != "channel_mean" and (self.divergence == "kl" or self.norm != "none"):
+            view_S, view_T = _blocked_view(preds_S, self.norm), _blocked_view(preds_T, self.norm)
+            return softmax_divergence(view_S, view_T, self.divergence, self.tau, 1.0 / denominator) * self.loss_weight
+        dtype = compute_dtype(preds_S)
+        preds_S, preds_T = preds_S.to(dtype), preds_T.to(dtype)
+        tau = self.tau
+        if self.divergence == "kl":  # channel_mean: a softmax over the channel means
+            mean_S, mean_T = preds_S.mean(dim=(2, 3)), preds_T.mean(dim=(2, 3))
+            total = _kl_rows(mean_S / tau, mean_T / tau, dim=1)
+        else:
+            total = (_normalise(preds_S, self.norm) - _normalise(preds_T, self.norm)).pow(2).sum()
         return total * (tau * tau / denominator) * self.loss_weight
 
     def extra_repr(self) -> str:

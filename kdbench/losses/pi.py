@@ -18,29 +18,21 @@ also divides by H*W only, not by N).
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor, nn
 
 from kdbench.losses.common import check_same_shape
 from kdbench.losses.params import PIParams
 from kdbench.losses.registry import register
-
-
-def _compute_dtype(x: Tensor) -> torch.dtype:
-    # float64 stays float64 (gradcheck); float32/float16/bfloat16 are computed in float32.
-    return torch.float64 if x.dtype == torch.float64 else torch.float32
+from kdbench.losses.softmax_divergence import softmax_divergence
 
 
 def pixel_wise_divergence(preds_S: Tensor, preds_T: Tensor, tau: float = 1.0) -> Tensor:
-    """The unweighted PI loss of two (N, C, H, W) score maps; no gradient reaches preds_T."""
+    """The unweighted PI loss of two (N, C, H, W) score maps; no gradient reaches preds_T. The
+    distributions over the classes at every position are worked through in cache-sized blocks
+    (kdbench.losses.softmax_divergence)."""
     check_same_shape("pi", preds_S, preds_T)
-    dtype = _compute_dtype(preds_S)
-    n, _, h, w = preds_S.shape
-    with torch.autocast(device_type=preds_S.device.type, enabled=False):
-        log_p_S = torch.log_softmax(preds_S.to(dtype) / tau, dim=1)
-        log_p_T = torch.log_softmax(preds_T.detach().to(dtype) / tau, dim=1)
-        kl = (log_p_T.exp() * (log_p_T - log_p_S)).sum()
-        return kl * (tau * tau / (n * h * w))
+    n, c, h, w = preds_S.shape
+    return softmax_divergence(preds_S.reshape(n, c, -1), preds_T.reshape(n, c, -1), "kl", tau, 1.0 / (n * h * w))
 
 
 @register("pi", PIParams)

@@ -2,9 +2,10 @@
 
 ``register(name, params)`` ties a loss class (an ``nn.Module`` called as ``loss(preds_S,
 preds_T)``) to its parameter declaration (a ``LossParams`` dataclass, kdbench.losses.params);
-built-in and plugin losses use it alike. Everything but ``get`` and ``build`` answers from the
-declarations, without importing torch: the built-ins are declared in ``params.BUILTINS`` and
-their modules are imported only when a loss is built.
+built-in and plugin losses use it alike; ``register(name)`` alone reads the declaration from the
+class's ``__init__`` signature (kdbench.losses.signature). Everything but ``get`` and ``build``
+answers from the declarations, without importing torch: the built-ins are declared in
+``params.BUILTINS`` and their modules are imported only when a loss is built.
 
 Unknown names and parameters are rejected with the valid ones, so a typo in a study spec fails
 before anything trains.
@@ -20,30 +21,33 @@ from typing import Any
 
 from kdbench.errors import UserError
 from kdbench.losses.params import BUILTINS, LossParams
+from kdbench.losses.signature import declaration_from_signature
 
 _CLASSES: dict[str, type] = {}                 # name -> loss class, once its module is imported
 _DECLARED: dict[str, type[LossParams]] = {name: params for name, (_, params) in BUILTINS.items()}
 _ORIGIN: dict[str, str] = {name: module for name, (module, _) in BUILTINS.items()}
 
 
-def register(name: str, params: type[LossParams]):
+def register(name: str, params: type[LossParams] | None = None):
     """Class decorator: make a loss buildable as ``build(name, ...)``, its parameters declared by
-    ``params``. The class gets ``needs_labels`` and ``needs_adapter`` from the declaration."""
-    if not (isinstance(params, type) and issubclass(params, LossParams)):
+    ``params``, or without it by the class's ``__init__`` signature (kdbench.losses.signature).
+    The class gets ``needs_labels`` and ``needs_adapter`` from the declaration."""
+    if params is not None and not (isinstance(params, type) and issubclass(params, LossParams)):
         raise TypeError(f"register({name!r}, ...): params must be a LossParams dataclass, got {params!r}")
 
     def decorator(cls: type) -> type:
         if _DECLARED.get(name, params) is not params or _CLASSES.get(name, cls) is not cls:
             where = _ORIGIN.get(name, "another module")
             raise UserError(f"loss {name!r} is registered twice (already by {where}); choose another name")
-        _DECLARED[name] = params
+        declared = params or declaration_from_signature(cls, name)
+        _DECLARED[name] = declared
         module = sys.modules.get(cls.__module__)
         _ORIGIN.setdefault(name, getattr(module, "__file__", None) or cls.__module__)  # a plugin: its file
         _CLASSES[name] = cls
         cls.registry_name = name
-        cls.params = params
-        cls.needs_labels = params.needs_labels
-        cls.needs_adapter = params.needs_adapter
+        cls.params = declared
+        cls.needs_labels = declared.needs_labels
+        cls.needs_adapter = declared.needs_adapter
         return cls
 
     return decorator

@@ -5,33 +5,25 @@
 vectors at each position, averaged over positions, times ``loss_weight``. It compares directions
 only, so it is blind to the scale of either map; ``eps`` keeps an all-zero vector from dividing by
 zero.
-"""
 
-from dataclasses import dataclass
-from typing import ClassVar
+One decorator registers it: its parameters, their defaults and types are read from ``__init__``
+(each needs a default; ``loss_weight`` is the term's weight). Rules beyond the types, such as
+``eps > 0``, would go in a ``LossParams`` dataclass passed as ``register("cosine", CosineParams)``.
+"""
 
 import torch
 from torch import nn
 
-from kdbench.losses import LossParams, positive, register
+from kdbench.losses import register
 
 
-@dataclass(frozen=True)
-class CosineParams(LossParams):
-    """The torch-free declaration: every parameter with its default, and the rules; ``kind`` says
-    what the loss compares for the reports: each position's channel vector, every channel alike,
-    is ``spatial`` (``channel-wise``: each channel's distribution over positions, as CWD)."""
-
-    eps: float = 1e-8
-    kind: ClassVar[str | None] = "spatial"
-
-    def check(self) -> None:
-        positive("eps", self.eps)
-
-
-@register("cosine", CosineParams)
+@register("cosine")
 class CosineDistillation(nn.Module):
     """preds_S, preds_T: (N, C, H, W) with equal shapes (an adapter where channels differ)."""
+
+    # What it compares, for the reports: each position's channel vector, every channel alike, is
+    # "spatial" ("channel-wise": each channel's distribution over positions, as CWD).
+    kind = "spatial"
 
     def __init__(self, eps: float = 1e-8, loss_weight: float = 1.0):
         super().__init__()
