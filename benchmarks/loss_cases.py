@@ -92,7 +92,7 @@ def _modern_cases() -> list[Case]:
     cases = [Case("pkd", x, {"loss_weight": 1.0}) for x in ("logits", "feature_map")]
     cases += [Case("mgd", "feature_map", {"alpha_mgd": 2e-5, "lambda_mgd": 0.65}, max_scale=0.25,
                    scale_reason="time: the generation block's two 512-channel 3x3 convolutions; at a quarter size "
-                                "one forward + backward takes about 1 s on 2 cores")]
+                                "one forward + backward takes 1 to 3 s on 2 cores")]
     dist = {"tau": 1.0, "inter_loss_weight": 1.0, "intra_loss_weight": 1.0, "loss_weight": 1.0}
     cases += [Case("dist", "logits", {**dist, "intra": intra}, variant=f"intra {intra}")
               for intra in ("pixels", "batch")]

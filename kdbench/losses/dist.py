@@ -21,6 +21,9 @@ r(u, v) the Pearson correlation as the authors compute it,
   90c7af1fdf35a606a2fceaaeb4b6be2f0dac4eb7, written for (N, C) classification logits) computes when
   handed a 4-d map. With one image per batch it correlates single values: r = 0 and intra = 1.
 
+(N, C) logits are taken as maps of one position; both readings then give MMRazor's
+classification DIST (and the authors' code's on 2-d input).
+
 The forward and backward are one ``autograd.Function``: the forward works out the gradient with
 respect to the student's scores along with the value (for each relation, the derivative of r(u, v)
 in u is ``v / D - <u, v> |v| u / (|u| D^2)`` with D = |u| |v| + 1e-8, then the softmax's
