@@ -49,3 +49,37 @@ def test_pkd_mgd_and_dist_terms_on_logits_and_a_feature_map_all_train_the_studen
     trainable = [k for k, v in last["state_dict"].items() if v.is_floating_point()
                  and not k.endswith(("running_mean", "running_var")) and not k.startswith("teacher.")]
     assert len(last["optimizer"]["state"]) == len(trainable)  # a momentum buffer for each, MGD's included
+
+
+@pytest.mark.slow
+def test_mgds_layers_and_masks_follow_the_runs_seed(tmp_path):
+    """Two builds of one MGD run with the same seed give the same layers and, on the same batch,
+    the same loss (the same mask); another seed another."""
+    from mmengine.runner import Runner, set_random_seed
+
+    from kdbench.spec import parse_run
+    from runners.build import build_model, load_config, register_scope
+    from runners.datasets import dataset_configs
+    from runners.train import build_trained_model
+
+    checkpoint = tmp_path / "teacher.pth"
+    torch.save(build_model(load_config("tiny_seg_teacher"), "seg", init=False).state_dict(), checkpoint)
+    term = {"name": "mgd", "method": "mgd", "params": {"alpha_mgd": 1.0}, "student_location": "decode_head.bottleneck"}
+    register_scope("seg")
+
+    def first_step_loss(seed: int) -> tuple[float, dict]:
+        run = parse_run(seg_run(seed=seed, distill=[term], teacher={"config": "tiny_seg_teacher",
+                                                                     "checkpoint": str(checkpoint)}))
+        data = dataset_configs(run)
+        set_random_seed(run.seed)  # as train_and_evaluate does before it builds the model
+        model = build_trained_model(run, data).train()
+        loader = Runner.build_dataloader({**data["train_dataloader"], "batch_size": 2, "num_workers": 0}, seed=0)
+        batch = model.data_preprocessor(next(iter(loader)), training=True)
+        layers = {k: v.clone() for k, v in model.kd_losses["mgd"].state_dict().items()}
+        return float(model.loss(batch["inputs"], batch["data_samples"])["loss_kd_mgd"]), layers
+
+    (loss, layers), (again, layers_again), (other, _) = first_step_loss(3), first_step_loss(3), first_step_loss(4)
+    assert set(layers) == {"align.weight", "align.bias", "generation.0.weight", "generation.0.bias",
+                           "generation.2.weight", "generation.2.bias"}  # 32 -> 64 channels: aligned
+    assert all(torch.equal(value, layers_again[key]) for key, value in layers.items())
+    assert loss == again and loss != other
