@@ -83,6 +83,18 @@ def test_the_mask_zeroes_the_asked_share_of_positions_or_whole_channels():
     assert zeroed.any() and bool((seen[0].eq(0).any(dim=(2, 3)) == zeroed).all())
 
 
+def test_building_the_layers_at_the_first_call_shifts_no_mask_and_a_given_mask_replaces_the_draw():
+    s, t = _maps()
+    torch.manual_seed(11)
+    mask = random_mask((2, 1, 5, 6), 0.65).double()  # what seed 11 draws first
+    fresh = losses.build("mgd", alpha_mgd=1.0)
+    torch.manual_seed(11)
+    first = fresh(s, t)  # builds its layers, then draws its mask
+    assert first.item() == pytest.approx(formula(fresh, s, t, mask, 1.0).item(), rel=1e-12)
+    built = _built(alpha_mgd=1.0)
+    assert built(s, t, mask).item() == pytest.approx(formula(built, s, t, mask, 1.0).item(), rel=1e-12)
+
+
 def test_the_same_seed_draws_the_same_mask_and_another_seed_another():
     s, t = _maps()
     loss = _built()

@@ -15,10 +15,12 @@ channels, padding 1) reconstructs the teacher's map T from what is left::
 ``align`` and ``generation`` train with the student. They keep MMRazor's names (``align``,
 ``generation.0``, ``generation.2``), so a state dict of MMRazor's ``MGDConnector`` loads into this
 module, and they are built at the first call, when the channel counts are known, or by such a
-state dict when it is loaded first. The mask is drawn as MMRazor draws it, ``torch.rand`` on the
-CPU's default generator at the call (so the same seed gives the same mask on any device, and a run
-draws the same masks under the same seed), and a new mask at every call, as in MMRazor's
-connector, whether training or not.
+state dict when it is loaded first (built at the first call, they are initialised from a copy of
+the generator's state, so that building them shifts no mask). The mask is drawn as MMRazor draws
+it, ``torch.rand`` on the CPU's default generator at the call (so the same seed gives the same
+mask as MMRazor's on any device, and a run draws the same masks under the same seed), and a new
+mask at every call, as in MMRazor's connector, whether training or not; a ``mask`` passed to the
+call replaces the draw.
 """
 
 from __future__ import annotations
@@ -97,16 +99,21 @@ class MGDLoss(nn.Module):
             self.build_connectors(student_channels, weight.shape[0], weight.device, weight.dtype)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
-    def forward(self, preds_S: Tensor, preds_T: Tensor) -> Tensor:
+    def forward(self, preds_S: Tensor, preds_T: Tensor, mask: Tensor | None = None) -> Tensor:
+        """The loss; ``mask`` (of the drawn mask's shape) replaces the random draw where given."""
         if preds_S.dim() != 4 or preds_S.shape[0] != preds_T.shape[0] or preds_S.shape[2:] != preds_T.shape[2:]:
             raise ValueError(f"mgd: student {tuple(preds_S.shape)} and teacher {tuple(preds_T.shape)} maps differ "
                              "in batch or size (set resize: true)")
         if self.generation is None:
             dtype = torch.float64 if preds_S.dtype == torch.float64 else torch.float32
-            self.build_connectors(preds_S.shape[1], preds_T.shape[1], preds_S.device, dtype)
+            # Initialised from a copy of the generator's state: building the layers at the first
+            # call does not change the masks drawn after it (they are MMRazor's under one seed).
+            with torch.random.fork_rng(devices=[]):
+                self.build_connectors(preds_S.shape[1], preds_T.shape[1], preds_S.device, dtype)
         feature = self.align(preds_S) if self.align is not None else preds_S
         n, c, h, w = feature.shape
-        mask = random_mask((n, c, 1, 1) if self.mask_on_channel else (n, 1, h, w), self.lambda_mgd)
+        if mask is None:
+            mask = random_mask((n, c, 1, 1) if self.mask_on_channel else (n, 1, h, w), self.lambda_mgd)
         generated = self.generation(feature * mask.to(device=feature.device, dtype=feature.dtype))
         distance = _SquaredDistance.apply(generated, preds_T.detach())
         return distance * (self.alpha_mgd * self.loss_weight / n)
