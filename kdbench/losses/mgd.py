@@ -29,6 +29,7 @@ import torch
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
+from kdbench.losses.common import sum_of_squares
 from kdbench.losses.params import MGDParams
 from kdbench.losses.registry import register
 
@@ -49,7 +50,7 @@ class _SquaredDistance(torch.autograd.Function):
             if ctx.needs_input_grad[0]:
                 ctx.save_for_backward(difference)  # released as soon as the backward has used it
                 ctx.input_dtype = x.dtype
-            return torch.dot(difference.reshape(-1), difference.reshape(-1))
+            return sum_of_squares(difference)
 
     @staticmethod
     @once_differentiable

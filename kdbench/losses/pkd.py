@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
-from kdbench.losses.common import check_same_shape
+from kdbench.losses.common import check_same_shape, sum_of_squares
 from kdbench.losses.params import PKDParams
 from kdbench.losses.registry import register
 
@@ -58,12 +58,6 @@ def _channel_stats(x: Tensor) -> tuple[Tensor, Tensor]:
     return std.reshape(1, c, 1, 1), mean.reshape(1, c, 1, 1)
 
 
-def _sum_of_squares(x: Tensor) -> Tensor:
-    """sum x^2 an image at a time (a pairwise sum, accurate in float32 on millions of values;
-    torch.dot of the whole map is off by about 1e-4 relative)."""
-    return sum(torch.square(x[i]).sum() for i in range(x.shape[0]))
-
-
 class _PearsonMSE(torch.autograd.Function):
     """sum (z_S - z_T)^2 / (2 K) of two equal-shaped maps; the gradient reaches preds_S only."""
 
@@ -78,7 +72,7 @@ class _PearsonMSE(torch.autograd.Function):
             difference = torch.sub(s, mean_S).mul_(scale_S)
             for n in range(t.shape[0]):  # the teacher's standardised map, an image at a time
                 difference[n].sub_(torch.sub(t[n], mean_T[0]).mul_(scale_T[0]))
-            loss = _sum_of_squares(difference) / (2 * difference.numel())
+            loss = sum_of_squares(difference) / (2 * difference.numel())
         if ctx.needs_input_grad[0]:
             ctx.save_for_backward(s, difference, mean_S, std_S, scale_S)
             ctx.input_dtype = preds_S.dtype
@@ -96,6 +90,7 @@ class _PearsonMSE(torch.autograd.Function):
             grad.addcmul_(difference, scale_S).sub_(difference.mean(dim=(0, 2, 3), keepdim=True) * scale_S)
             grad.mul_(grad_output.to(grad.dtype) / difference.numel())
         return grad.to(ctx.input_dtype), None
+
 
 def _resized(preds_S: Tensor, preds_T: Tensor, resize_stu: bool) -> tuple[Tensor, Tensor]:
     """The two maps at one spatial size: the teacher's (``resize_stu``) or the student's."""
