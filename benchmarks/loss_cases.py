@@ -21,15 +21,18 @@ from benchmarks.references import (
     IGNORE,
     reference_at,
     reference_cwd,
+    reference_dist,
     reference_fbkd,
     reference_fitnets,
     reference_ho_critic_step,
     reference_ho_student,
     reference_ifvd,
     reference_local,
+    reference_mgd,
     reference_norm_divergence,
     reference_pa,
     reference_pi,
+    reference_pkd,
 )
 
 SHAPES = {"logits": (8, 19, 64, 128), "feature_map": (8, 512, 64, 64)}
@@ -89,6 +92,18 @@ def _cases() -> list[Case]:
                                 "forward + backward takes 1 to 2 s on 2 cores")]
     cases += [Case("ho", "logits", {"loss_weight": 0.001}),
               Case("ho", "logits", {"loss_weight": 0.001}, term="critic_step")]
+    return cases + _modern_cases()
+
+
+def _modern_cases() -> list[Case]:
+    """PKD, MGD and DIST at their authors' defaults (no paper Table 2 setting exists for them)."""
+    cases = [Case("pkd", x, {"loss_weight": 1.0}) for x in ("logits", "feature_map")]
+    cases += [Case("mgd", "feature_map", {"alpha_mgd": 2e-5, "lambda_mgd": 0.65}, max_scale=0.25,
+                   scale_reason="time: the generation block's two 512-channel 3x3 convolutions; at a quarter size "
+                                "one forward + backward takes 1 to 3 s on 2 cores")]
+    dist = {"tau": 1.0, "inter_loss_weight": 1.0, "intra_loss_weight": 1.0, "loss_weight": 1.0}
+    cases += [Case("dist", "logits", {**dist, "intra": intra}, variant=f"intra {intra}")
+              for intra in ("pixels", "batch")]
     return cases
 
 
@@ -198,6 +213,8 @@ def formulations(case: Case, device: str = "cpu") -> dict[str, _Formulation]:
 
     if case.method == "fbkd":
         return _fbkd_formulations(case, device)
+    if case.method == "mgd":
+        return _mgd_formulations(case, device)
     module = losses.build(case.method, **params)
     reference_fn = {
         "cwd": lambda x: reference_cwd(x["preds_S"], x["preds_T"], params["tau"], params["loss_weight"]),
@@ -209,6 +226,8 @@ def formulations(case: Case, device: str = "cpu") -> dict[str, _Formulation]:
         "local": lambda x: reference_local(x["preds_S"], x["preds_T"], params["loss_weight"]),
         "pa": lambda x: reference_pa(x["preds_S"], x["preds_T"], params["loss_weight"]),
         "ifvd": lambda x: reference_ifvd(x["preds_S"], x["preds_T"], x["labels"], params["loss_weight"]),
+        "pkd": lambda x: reference_pkd(x["preds_S"], x["preds_T"], params["loss_weight"]),
+        "dist": lambda x: reference_dist(x["preds_S"], x["preds_T"], **params),
     }[case.method]
 
     def ours(x):
@@ -251,6 +270,36 @@ def _fbkd_formulations(case: Case, device: str) -> dict[str, _Formulation]:
     def reference(x):
         value = reference_fbkd(layers, x["preds_S"], x["preds_T"], module.weights, module.spatial_t,
                                module.loss_weight)
+        value.backward()
+        return value.detach()
+
+    return {"kdbench": _Formulation(ours, _input_grad), "reference": _Formulation(reference, _input_grad)}
+
+
+def _mgd_formulations(case: Case, device: str) -> dict[str, _Formulation]:
+    """MGD builds its generation block for the channel counts it is given: built here for the
+    case's channels, and copied, so that both formulations start from the same weights (the
+    random mask is drawn alike on both sides: the agreement check seeds each call the same)."""
+    import copy
+
+    import torch
+
+    from kdbench import losses
+
+    torch.manual_seed(0)
+    module = losses.build("mgd", **case.params)
+    channels = SHAPES[case.input][1]
+    module.build_connectors(channels, channels, device)
+    layers = {"generation": copy.deepcopy(module.generation)}
+
+    def ours(x):
+        value = module(x["preds_S"], x["preds_T"])
+        value.backward()
+        return value.detach()
+
+    def reference(x):
+        value = reference_mgd(layers, x["preds_S"], x["preds_T"], module.alpha_mgd, module.lambda_mgd,
+                              module.loss_weight)
         value.backward()
         return value.detach()
 

@@ -190,3 +190,49 @@ def reference_fbkd(layers: dict, preds_S, preds_T, weights: tuple, spatial_t: fl
     relation = norm(layers["teacher_non_local"](t) - layers["relation"](layers["non_local"](preds_S)))
     w_mask, w_channel, w_spatial, w_relation = weights
     return loss_weight * (w_mask * masked + w_channel * channel + w_spatial * spatial + w_relation * relation)
+
+
+def reference_pkd(preds_S, preds_T, loss_weight: float):
+    """PKD: each channel standardised over (N, H, W) (unbiased std + 1e-6) as a (C, N*H*W) matrix,
+    half the mean squared difference."""
+    import torch.nn.functional as F
+
+    def standardised(x):
+        rows = x.transpose(0, 1).reshape(x.shape[1], -1)
+        return (rows - rows.mean(dim=1, keepdim=True)) / (rows.std(dim=1, keepdim=True) + 1e-6)
+
+    return loss_weight * F.mse_loss(standardised(preds_S), standardised(preds_T.detach())) / 2
+
+
+def reference_mgd(layers: dict, preds_S, preds_T, alpha_mgd: float, lambda_mgd: float, loss_weight: float):
+    """MGD: the student aligned (when ``layers`` has ``align``), its positions zeroed where a uniform
+    draw (on the CPU, per (N, 1, H, W)) exceeds 1 - lambda, the generation block, and the squared
+    error summed per image. ``layers``: copies of kdbench's, so both start from the same weights."""
+    import torch
+
+    x = layers["align"](preds_S) if "align" in layers else preds_S
+    n, _, h, w = x.shape
+    draw = torch.rand((n, 1, h, w)).to(x.device)
+    mask = torch.where(draw > 1 - lambda_mgd, torch.zeros_like(draw), torch.ones_like(draw))
+    generated = layers["generation"](x * mask)
+    return loss_weight * alpha_mgd * ((generated - preds_T.detach()) ** 2).sum() / n
+
+
+def reference_dist(preds_S, preds_T, tau: float, inter_loss_weight: float, intra_loss_weight: float, intra: str,
+                   loss_weight: float):
+    """DIST: softmax over classes, 1 - mean Pearson correlation over the classes at each position
+    (inter) and of each class over the batch's pixels (intra ``pixels``) or over the images at
+    each position (intra ``batch``), times tau^2."""
+    import torch
+
+    def relation(a, b, dims):
+        a = a - a.mean(dim=dims, keepdim=True)
+        b = b - b.mean(dim=dims, keepdim=True)
+        r = (a * b).sum(dim=dims) / ((a * a).sum(dim=dims).sqrt() * (b * b).sum(dim=dims).sqrt() + 1e-8)
+        return 1 - r.mean()
+
+    y_S = torch.softmax(preds_S / tau, dim=1)
+    y_T = torch.softmax(preds_T.detach() / tau, dim=1)
+    intra_dims = (0, 2, 3) if intra == "pixels" else (0,)
+    total = inter_loss_weight * relation(y_S, y_T, (1,)) + intra_loss_weight * relation(y_S, y_T, intra_dims)
+    return loss_weight * tau**2 * total

@@ -47,3 +47,10 @@ def check_same_positions(method: str, preds_S: Tensor, preds_T: Tensor) -> None:
             f"{method}: student map {tuple(preds_S.shape)} and teacher map {tuple(preds_T.shape)} "
             "differ in batch or spatial size (channels may differ); set resize: true"
         )
+
+
+def sum_of_squares(x: Tensor) -> Tensor:
+    """sum x^2 over a map, one image (first-axis slice) at a time: each a pairwise sum, accurate in
+    float32 on millions of values (on a CPU, ``torch.dot`` of a whole float32 map of a few million
+    values is off by about 1e-4 relative), with a temporary of one image only."""
+    return sum(x[i].square().sum() for i in range(x.shape[0]))

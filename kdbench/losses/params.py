@@ -270,6 +270,80 @@ class FBKDParams(LossParams):
             raise UserError(f"sub_sample must be true or false, got {self.sub_sample!r}")
 
 
+def boolean(name: str, value: Any) -> bool:
+    """True or false (not a number or a string)."""
+    if not isinstance(value, bool):
+        raise UserError(f"{name} must be true or false, got {value!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class PKDParams(LossParams):
+    """PKD (Cao et al., NeurIPS 2022) at MMRazor's defaults (mmrazor/models/losses/pkd_loss.py):
+    ``resize_stu`` resizes the student's map to the teacher's size where they differ (else the
+    teacher's to the student's). Each channel is standardised over its positions and the batch:
+    channel-wise."""
+
+    resize_stu: bool = True
+    kind: ClassVar[str | None] = CHANNEL_WISE
+
+    def check(self) -> None:
+        boolean("resize_stu", self.resize_stu)
+
+
+@dataclass(frozen=True)
+class MGDParams(LossParams):
+    """Masked generative distillation (Yang et al., ECCV 2022) at MMRazor's defaults
+    (mmrazor/models/losses/mgd_loss.py, architectures/connectors/mgd_connector.py): ``alpha_mgd``
+    2e-5 on the summed squared error per image, ``lambda_mgd`` 0.65 the share of positions (with
+    ``mask_on_channel``, of channels) masked, in [0, 1). It aligns the student's channels itself."""
+
+    alpha_mgd: float = 2e-5
+    lambda_mgd: float = 0.65
+    mask_on_channel: bool = False
+    needs_adapter: ClassVar[bool] = False
+    kind: ClassVar[str | None] = SPATIAL
+
+    def check(self) -> None:
+        non_negative("alpha_mgd", self.alpha_mgd)
+        if isinstance(self.lambda_mgd, bool) or not isinstance(self.lambda_mgd, (int, float)) \
+                or not 0 <= self.lambda_mgd < 1:
+            raise UserError(f"lambda_mgd must be a number in [0, 1), got {self.lambda_mgd!r}")
+        boolean("mask_on_channel", self.mask_on_channel)
+
+
+DIST_INTRA = ("pixels", "batch")
+
+
+@dataclass(frozen=True)
+class DISTParams(LossParams):
+    """DIST (Huang et al., NeurIPS 2022) on class scores: ``tau`` the softmax temperature (1), the
+    inter-class and intra-class relations' weights (1 and 1), and what the intra-class relation
+    correlates each class over: ``pixels`` (every pixel of the batch, the authors' segmentation
+    code) or ``batch`` (the images of the batch at each position, MMRazor's DISTLoss on a map)."""
+
+    tau: float = 1.0
+    inter_loss_weight: float = 1.0
+    intra_loss_weight: float = 1.0
+    intra: str = "pixels"
+
+    def check(self) -> None:
+        positive("tau", self.tau)
+        non_negative("inter_loss_weight", self.inter_loss_weight)
+        non_negative("intra_loss_weight", self.intra_loss_weight)
+        choice("intra", self.intra, DIST_INTRA)
+
+    def distils(self) -> str | None:
+        """The inter-class relation compares the classes at each position (spatial), the
+        intra-class relation over pixels each class over its positions (channel-wise): the one
+        with a weight, neither when both have one (or with ``intra: batch``)."""
+        if self.intra_loss_weight == 0:
+            return SPATIAL
+        if self.inter_loss_weight == 0 and self.intra == "pixels":
+            return CHANNEL_WISE
+        return None
+
+
 # The built-in losses: name -> (the module that registers its class, its declaration).
 BUILTINS: dict[str, tuple[str, type[LossParams]]] = {
     "at": ("kdbench.losses.at", ATParams),
@@ -282,4 +356,7 @@ BUILTINS: dict[str, tuple[str, type[LossParams]]] = {
     "norm_divergence": ("kdbench.losses.norm_divergence", NormDivergenceParams),
     "pa": ("kdbench.losses.pa", PAParams),
     "pi": ("kdbench.losses.pi", PIParams),
+    "pkd": ("kdbench.losses.pkd", PKDParams),
+    "mgd": ("kdbench.losses.mgd", MGDParams),
+    "dist": ("kdbench.losses.dist", DISTParams),
 }
