@@ -274,12 +274,12 @@ def reference_afdcd(layers: dict, preds_S, preds_T, settings: dict):
         z = z.reshape(b, c, hp // ph, ph, wp // pw, pw).permute(0, 2, 4, 3, 5, 1)  # (B, h', w', ph, pw, C)
         return z.reshape(-1, ph * pw * groups, c // groups)  # a token: one position, one channel group
 
-    sim = -torch.cdist(tokens(x), tokens(y), p=1)
+    sim = -torch.cdist(tokens(x), tokens(y), p=1).double()  # the cross-entropy in float64, as kdbench's
     length = sim.shape[-1]
     group = torch.arange(length, device=sim.device) % groups
     negatives = sim[:, group[:, None] != group[None, :]].reshape(sim.shape[0], length, -1)
     logits = torch.cat([sim.diagonal(dim1=1, dim2=2)[..., None], negatives], dim=2) / settings["tau_ocd"]
     logits = logits.reshape(-1, logits.shape[-1])
     target = torch.zeros(logits.shape[0], dtype=torch.long, device=logits.device)
-    contrast = F.cross_entropy(logits, target, reduction="sum") / (hp * wp) / b
+    contrast = (F.cross_entropy(logits, target, reduction="sum") / (hp * wp)).to(t.dtype) / b
     return settings["loss_weight"] * (settings["lambda_fd"] * reconstruction + settings["lambda_ctr"] * contrast)

@@ -129,8 +129,10 @@ def test_cirkd_memory_equals_its_plain_formulation_with_the_same_projector_queue
         assert float(ours) == pytest.approx(float(reference), rel=1e-12)
         assert torch.allclose(grad, s.grad, rtol=0, atol=1e-11 * float(s.grad.abs().max()))
         s.grad = None
-    for name in ("teacher_pixel_queue", "pixel_queue_ptr", "teacher_segment_queue", "segment_queue_ptr"):
+    for name in ("pixel_queue_ptr", "segment_queue_ptr"):
         assert torch.equal(getattr(loss, name), layers[name]), name
+    for name in ("teacher_pixel_queue", "teacher_segment_queue"):  # region means: summed, not averaged, here
+        assert torch.allclose(getattr(loss, name), layers[name], rtol=0, atol=1e-14), name
 
 
 def test_cirkd_memory_enqueues_each_images_class_mean_and_up_to_16_of_its_pixels():
@@ -208,3 +210,27 @@ def test_cirkd_memory_defaults_are_train_cirkds():
 def test_cirkd_memory_refuses_bad_parameters_by_name(params, message):
     with pytest.raises(UserError, match=message):
         losses.build("cirkd_memory", **params)
+
+
+def test_the_preflight_refuses_a_cirkd_pair_location_whose_loss_needs_more_than_the_runs_memory(tmp_path):
+    """The tiny student's first stage at a 4096 x 4096 input: 1024 x 1024 positions, about 2.3 GB for the
+    loss at batch 8, against resources.mem_gb 1; pooled 2x2 it fits. Nothing is written either way."""
+    from tests.launch_helpers import dump_yaml, run_cli
+
+    study = {"name": "big", "base": {
+        "task": "seg", "teacher": {"config": "tiny_seg_teacher", "checkpoint": "tests/bad_inputs/files/good.ckpt"},
+        "student": {"config": "tiny_seg_student"}, "dataset": {"name": "fashion_scenes", "params": {"size": 4096}},
+        "schedule": {"batch_size": 8}},
+        "methods": {"pair": {"method": "cirkd_pair", "student_location": "backbone.layer1"}},
+        "resources": {"gpus": 0, "cpus": 1, "mem_gb": 1, "time_min": 30}}
+    path = tmp_path / "big.yaml"
+    path.write_text(dump_yaml(study))
+    code, _, err = run_cli("plan", str(path), "--results", str(tmp_path / "results"))
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "methods.pair.student_location: cirkd_pair on backbone.layer1 (1024x1024 positions at input " \
+           "4096x4096) needs about 2.3 GB for its loss alone, more than resources.mem_gb 1" in err
+    study["methods"]["pair"]["params"] = {"pooling": True}
+    path.write_text(dump_yaml(study))
+    code, _, err = run_cli("plan", str(path), "--results", str(tmp_path / "results"))
+    assert code == 0, err
+    assert not (tmp_path / "results").exists()

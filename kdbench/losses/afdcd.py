@@ -87,12 +87,16 @@ def omni_contrastive(preds: Tensor, targets: Tensor, tau: float, groups: int, po
         raise UserError(f"afdcd: the map {tuple(preds.shape)} (after pool_size {pool}) does not divide into "
                         f"{patch[0]}x{patch[1]} patches and {groups} channel groups; set pool_size, patch_size "
                         f"or M_ocd to fit, or distil another location")
-    logits = torch.cdist(tokens(preds, patch, groups), tokens(targets, patch, groups), p=1) / -tau
+    # The cross-entropy in float64 at least: logits of L1 distances over tau are in the hundreds, where
+    # float32's rounding of the log-sum-exp alone moves the gradient by 1e-4 of its size.
+    distances = torch.cdist(tokens(preds, patch, groups), tokens(targets, patch, groups), p=1)
+    logits = distances.to(torch.promote_types(distances.dtype, torch.float64)) / -tau
     length = logits.shape[-1]
     group = torch.arange(length, device=preds.device) % groups
     other = (group[:, None] == group[None, :]) & ~torch.eye(length, dtype=torch.bool, device=preds.device)
     positives = logits.diagonal(dim1=1, dim2=2)
-    return (torch.logsumexp(logits.masked_fill(other, float("-inf")), dim=2) - positives).sum() / (h * w)
+    total = (torch.logsumexp(logits.masked_fill(other, float("-inf")), dim=2) - positives).sum() / (h * w)
+    return total.to(preds.dtype)
 
 
 @register("afdcd", AfDCDParams)

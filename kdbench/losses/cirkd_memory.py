@@ -101,20 +101,25 @@ class CIRKDMemoryLoss(nn.Module):
     @torch.no_grad()
     def enqueue(self, teacher: Tensor, labels: Tensor) -> None:
         """Write the batch's normalised teacher map (N, D, H, W) into the queues, image by image
-        and class by class (ascending), labels (N, H, W) at the map's size."""
+        and class by class (ascending), labels (N, H, W) at the map's size. An image's region means
+        are written together (they draw nothing); its pixels class by class, in the authors' order
+        of random draws."""
         n, d = teacher.shape[:2]
-        ignore = self.ignore_index
         for image in range(n):
-            feat = teacher[image].reshape(d, -1)
+            rows = teacher[image].reshape(d, -1).T.contiguous()  # (HW, D): gathers of whole rows
             label = labels[image].reshape(-1)
-            for lb in (int(c) for c in torch.unique(label) if int(c) != ignore):
-                where = (label == lb).nonzero()[:, 0]
-                ptr = int(self.segment_queue_ptr[lb])
-                self.teacher_segment_queue[lb, ptr] = F.normalize(feat[:, where].mean(dim=1), p=2, dim=0)
-                self.segment_queue_ptr[lb] = (ptr + 1) % self.region_memory_size
-                count = where.numel()
+            labelled = label != self.ignore_index
+            present = torch.unique(label[labelled])
+            if present.numel() == 0:
+                continue
+            sums = rows.new_zeros(self.num_classes, d).index_add_(0, label[labelled], rows[labelled])
+            counts = torch.bincount(label[labelled], minlength=self.num_classes)[present]
+            means = F.normalize(sums[present] / counts[:, None].to(sums.dtype), p=2, dim=1)
+            self.teacher_segment_queue[present, self.segment_queue_ptr[present]] = means
+            self.segment_queue_ptr[present] = (self.segment_queue_ptr[present] + 1) % self.region_memory_size
+            for lb, count in zip(present.tolist(), counts.tolist()):
                 chosen = torch.randperm(count)[:min(count, PIXEL_UPDATE)]
-                keys = F.normalize(feat[:, chosen.to(feat.device)].T, p=2, dim=1)
+                keys = F.normalize(rows[chosen.to(rows.device)], p=2, dim=1)
                 ptr, size = int(self.pixel_queue_ptr[lb]), keys.shape[0]
                 if ptr + size >= self.pixel_memory_size:
                     self.teacher_pixel_queue[lb, -size:] = keys
