@@ -19,7 +19,10 @@ from dataclasses import dataclass, field
 
 from benchmarks.references import (
     IGNORE,
+    reference_afdcd,
     reference_at,
+    reference_cirkd_memory,
+    reference_cirkd_pair,
     reference_cwd,
     reference_dist,
     reference_fbkd,
@@ -92,7 +95,7 @@ def _cases() -> list[Case]:
                                 "forward + backward takes 1 to 2 s on 2 cores")]
     cases += [Case("ho", "logits", {"loss_weight": 0.001}),
               Case("ho", "logits", {"loss_weight": 0.001}, term="critic_step")]
-    return cases + _modern_cases()
+    return cases + _modern_cases() + _cirkd_afdcd_cases()
 
 
 def _modern_cases() -> list[Case]:
@@ -105,6 +108,21 @@ def _modern_cases() -> list[Case]:
     cases += [Case("dist", "logits", {**dist, "intra": intra}, variant=f"intra {intra}")
               for intra in ("pixels", "batch")]
     return cases
+
+
+def _cirkd_afdcd_cases() -> list[Case]:
+    """CIRKD and Af-DCD at their authors' defaults, on the feature map only (where their code applies them)."""
+    return [Case("cirkd_pair", "feature_map", {"tau": 0.1, "loss_weight": 1.0}, max_scale=0.5,
+                 scale_reason="memory: the reference keeps every pair's (HW x HW) maps, 64 pairs of 4096 x 4096 at "
+                              "full size (about 16 GB)"),
+            Case("cirkd_memory", "feature_map", {"loss_weight": 1.0}, max_scale=0.5,
+                 scale_reason="memory: the reference keeps two (pixels x 4104 entries) logits per term, about 4 GB "
+                              "at full size"),
+            # Af-DCD with one position per patch and no pooling: its patches and groups fit every map
+            # size the suite runs at (its defaults, 4x4 patches after a 4x4 pool, need 16x16 maps at least).
+            Case("afdcd", "feature_map", {"pool_size": 0, "patch_size": [1, 1], "loss_weight": 1.0}, max_scale=0.25,
+                 scale_reason="time: the projector's two 512-channel 3x3 convolutions; at quarter size one "
+                              "forward + backward takes about 2 s on 2 cores")]
 
 
 CASES = _cases()
@@ -146,7 +164,7 @@ def make_inputs(case: Case, shape: tuple, device: str = "cpu", seed: int = 0) ->
     preds_S = (torch.randn(shape, generator=generator) * 3).to(device).requires_grad_()
     preds_T = (torch.randn(shape, generator=generator) * 3).to(device)
     inputs = {"preds_S": preds_S, "preds_T": preds_T}
-    if case.method == "ifvd":
+    if case.method in ("ifvd", "cirkd_memory"):
         n, _, h, w = shape
         labels = torch.randint(0, N_CLASSES, (n, h, w), generator=generator)
         labels[torch.rand((n, h, w), generator=generator) < 0.1] = IGNORE
@@ -215,6 +233,8 @@ def formulations(case: Case, device: str = "cpu") -> dict[str, _Formulation]:
         return _fbkd_formulations(case, device)
     if case.method == "mgd":
         return _mgd_formulations(case, device)
+    if case.method in ("cirkd_memory", "afdcd"):
+        return _trained_part_formulations(case, device)
     module = losses.build(case.method, **params)
     reference_fn = {
         "cwd": lambda x: reference_cwd(x["preds_S"], x["preds_T"], params["tau"], params["loss_weight"]),
@@ -228,6 +248,8 @@ def formulations(case: Case, device: str = "cpu") -> dict[str, _Formulation]:
         "ifvd": lambda x: reference_ifvd(x["preds_S"], x["preds_T"], x["labels"], params["loss_weight"]),
         "pkd": lambda x: reference_pkd(x["preds_S"], x["preds_T"], params["loss_weight"]),
         "dist": lambda x: reference_dist(x["preds_S"], x["preds_T"], **params),
+        "cirkd_pair": lambda x: reference_cirkd_pair(x["preds_S"], x["preds_T"], params["tau"], False,
+                                                     params["loss_weight"]),
     }[case.method]
 
     def ours(x):
@@ -270,6 +292,47 @@ def _fbkd_formulations(case: Case, device: str) -> dict[str, _Formulation]:
     def reference(x):
         value = reference_fbkd(layers, x["preds_S"], x["preds_T"], module.weights, module.spatial_t,
                                module.loss_weight)
+        value.backward()
+        return value.detach()
+
+    return {"kdbench": _Formulation(ours, _input_grad), "reference": _Formulation(reference, _input_grad)}
+
+
+def _trained_part_formulations(case: Case, device: str) -> dict[str, _Formulation]:
+    """CIRKD's memory loss and Af-DCD own trained parts (and CIRKD its queues), built for the case's
+    channels and copied, so that both formulations start from the same weights and queues; the random
+    draws are the same where both sides start from the same seed (the agreement check seeds them)."""
+    import copy
+
+    import torch
+
+    from kdbench import losses
+
+    sized = {"num_classes": N_CLASSES} if case.method == "cirkd_memory" else {}  # CIRKD's queues: per class
+    torch.manual_seed(0)
+    module = losses.build(case.method, **sized, **case.params)
+    probe = torch.zeros(1, SHAPES[case.input][1], 4, 4, device=device)
+    module.build_connectors(probe, probe)
+    module.to(device).train()
+    layers = {name: copy.deepcopy(part) for name, part in module.named_children()}
+    layers.update({name: buffer.clone() for name, buffer in module.named_buffers() if "." not in name})
+    settings = {**losses.parameters(case.method), **case.params}
+    if case.method == "cirkd_memory":  # train_cirkd.py's entries per class
+        settings.update(pixel_contrast_size=4096 // N_CLASSES + 1, region_contrast_size=1024 // N_CLASSES + 1)
+
+        def reference_fn(x):
+            return reference_cirkd_memory(layers, x["preds_S"], x["preds_T"], x["labels"], settings)
+    else:
+        def reference_fn(x):
+            return reference_afdcd(layers, x["preds_S"], x["preds_T"], settings)
+
+    def ours(x):
+        value = module(*(x[k] for k in ("preds_S", "preds_T", "labels") if k in x))
+        value.backward()
+        return value.detach()
+
+    def reference(x):
+        value = reference_fn(x)
         value.backward()
         return value.detach()
 

@@ -236,3 +236,94 @@ def reference_dist(preds_S, preds_T, tau: float, inter_loss_weight: float, intra
     intra_dims = (0, 2, 3) if intra == "pixels" else (0,)
     total = inter_loss_weight * relation(y_S, y_T, (1,)) + intra_loss_weight * relation(y_S, y_T, intra_dims)
     return loss_weight * tau**2 * total
+def reference_cirkd_pair(preds_S, preds_T, tau: float, pooling: bool, loss_weight: float):
+    """CIRKD's mini-batch term written out pair by pair: normalised maps, each ordered pair's (HW x HW)
+    similarity maps, ``F.kl_div`` with ``batchmean`` on their row softmaxes, the mean over B^2 pairs."""
+    import torch.nn.functional as F
+
+    t = preds_T.detach()
+    if pooling:
+        preds_S, t = F.avg_pool2d(preds_S, 2, 2, ceil_mode=True), F.avg_pool2d(t, 2, 2, ceil_mode=True)
+    s, t = F.normalize(preds_S, dim=1).flatten(2), F.normalize(t, dim=1).flatten(2)  # (B, C, HW)
+    b = s.shape[0]
+    total = 0.0
+    for i in range(b):
+        for j in range(b):
+            log_p_s = F.log_softmax(s[i].T @ s[j] / tau, dim=1)
+            p_t = F.softmax(t[i].T @ t[j] / tau, dim=1)
+            total = total + F.kl_div(log_p_s, p_t, reduction="batchmean")
+    return loss_weight * total / (b * b)
+
+
+def reference_cirkd_memory(layers: dict, preds_S, preds_T, labels, settings: dict):
+    """CIRKD's memory terms written out: ``layers`` holds the projector and the four queue tensors
+    (copies, updated here in place), ``settings`` the loss's values. The queues are updated image by
+    image and class by class, then each term's entries drawn and the KL of the (pixels x entries)
+    logits taken with ``F.kl_div``; the random draws come in the order kdbench's module makes them."""
+    import torch
+    import torch.nn.functional as F
+
+    ignore, kt = settings["ignore_index"], settings["contrast_kd_temperature"]
+    s = F.normalize(layers["project_head"](preds_S), dim=1)
+    t = F.normalize(preds_T.detach(), dim=1)
+    labels = F.interpolate(labels[:, None].float(), s.shape[2:], mode="nearest")[:, 0].long()
+    keep = labels.reshape(-1) != ignore
+    rows_S = s.permute(0, 2, 3, 1).reshape(-1, s.shape[1])[keep]
+    rows_T = t.permute(0, 2, 3, 1).reshape(-1, t.shape[1])[keep]
+    pixels, pixel_ptr = layers["teacher_pixel_queue"], layers["pixel_queue_ptr"]
+    regions, region_ptr = layers["teacher_segment_queue"], layers["segment_queue_ptr"]
+    for image in range(t.shape[0]):
+        feat, label = t[image].reshape(t.shape[1], -1), labels[image].reshape(-1)
+        for k in [int(c) for c in label.unique() if int(c) != ignore]:
+            where = (label == k).nonzero()[:, 0]
+            regions[k, int(region_ptr[k])] = F.normalize(feat[:, where].mean(dim=1), dim=0)
+            region_ptr[k] = (int(region_ptr[k]) + 1) % regions.shape[1]
+            picked = F.normalize(feat[:, torch.randperm(where.numel())[:16].to(feat.device)].T, dim=1)
+            ptr, size = int(pixel_ptr[k]), picked.shape[0]
+            if ptr + size >= pixels.shape[1]:
+                pixels[k, pixels.shape[1] - size:] = picked
+                pixel_ptr[k] = 0
+            else:
+                pixels[k, ptr:ptr + size] = picked
+                pixel_ptr[k] = ptr + size
+    total = 0.0
+    for queue, contrast, weight in ((pixels, settings["pixel_contrast_size"], settings["lambda_memory_pixel"]),
+                                    (regions, settings["region_contrast_size"], settings["lambda_memory_region"])):
+        entries = queue[:, torch.randperm(queue.shape[1])[:contrast].to(queue.device)].reshape(-1, queue.shape[2])
+        logits_S = rows_S @ entries.T / settings["contrast_temperature"]
+        logits_T = rows_T @ entries.T / settings["contrast_temperature"]
+        kl = F.kl_div(F.log_softmax(logits_S / kt, dim=1), F.softmax(logits_T / kt, dim=1), reduction="batchmean")
+        total = total + weight * kl * kt * kt
+    return settings["loss_weight"] * total
+
+
+def reference_afdcd(layers: dict, preds_S, preds_T, settings: dict):
+    """Af-DCD's two terms written out: the mask drawn as kdbench draws it, the reconstruction's sum of
+    squares, and the omni-contrastive cross-entropy with each token's positive and negatives gathered
+    into one logits matrix (positive first)."""
+    import torch
+    import torch.nn.functional as F
+
+    t = preds_T.detach()
+    student = layers["align"](preds_S)
+    b, c, h, w = t.shape
+    mask = (torch.rand((b, 1, h, w)) <= 1 - settings["mask_ratio"]).to(student.device, student.dtype)
+    generated = layers["projetor"](student * mask)
+    reconstruction = ((generated - t) ** 2).sum() / b
+    pool, (ph, pw), groups = settings["pool_size"], settings["patch_size"], settings["M_ocd"]
+    x, y = (F.max_pool2d(generated, pool), F.max_pool2d(t, pool)) if pool else (generated, t)
+    hp, wp = x.shape[2:]
+
+    def tokens(z):
+        z = z.reshape(b, c, hp // ph, ph, wp // pw, pw).permute(0, 2, 4, 3, 5, 1)  # (B, h', w', ph, pw, C)
+        return z.reshape(-1, ph * pw * groups, c // groups)  # a token: one position, one channel group
+
+    sim = -torch.cdist(tokens(x), tokens(y), p=1).double()  # the cross-entropy in float64, as kdbench's
+    length = sim.shape[-1]
+    group = torch.arange(length, device=sim.device) % groups
+    negatives = sim[:, group[:, None] != group[None, :]].reshape(sim.shape[0], length, -1)
+    logits = torch.cat([sim.diagonal(dim1=1, dim2=2)[..., None], negatives], dim=2) / settings["tau_ocd"]
+    logits = logits.reshape(-1, logits.shape[-1])
+    target = torch.zeros(logits.shape[0], dtype=torch.long, device=logits.device)
+    contrast = (F.cross_entropy(logits, target, reduction="sum") / (hp * wp)).to(t.dtype) / b
+    return settings["loss_weight"] * (settings["lambda_fd"] * reconstruction + settings["lambda_ctr"] * contrast)

@@ -496,6 +496,10 @@ def parse_run(data: Any, source: str = "<run>", plugin_entries: tuple[str, ...] 
     task = problems.get(check.string, run["task"], "task", TASKS)
     role = problems.get(check.string, run.get("role", "student"), "role", ROLES)
     student, teacher, distill = problems.get(_parse_models, check, run, role, default=(None, None, ()))
+    for index, term in enumerate(distill if task not in (None, "seg") else ()):
+        if losses.declaration(term.method).needs_labels:  # the labels are segmentation maps
+            problems.add(check.fail(join(f"distill[{index}]", "method"), f"{term.method!r} needs segmentation "
+                                    f"labels, which a {task} run does not have; use it in a seg run"))
     dataset = problems.get(parse_dataset, check, run["dataset"], "dataset")
     trains = role != "teacher" or teacher is None or teacher.checkpoint is None
     schedule = problems.get(parse_schedule, check, run.get("schedule", {}), "schedule", trains)

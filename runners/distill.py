@@ -150,6 +150,8 @@ class DistillModel(BaseModel):
         self._register_state_dict_hook(_drop_teacher_weights)
         for term in terms:
             self.kd_losses[term.name] = losses.build(term.method, **term.params, loss_weight=term.weight)
+            if getattr(self.kd_losses[term.name], "num_classes", 0) is None:  # sized by the classes (cirkd_memory)
+                self.kd_losses[term.name].num_classes = _num_classes(student, term.name)
         self.student_taps = Taps(student, [p for t in terms for p in t.student_location], "student")
         self.teacher_taps = Taps(teacher, [p for t in terms for p in t.teacher_location], "teacher",
                                  stop_when_done=True)
@@ -363,6 +365,15 @@ def _adapter_key(term_name: str, index: int) -> str:
 def _labels(data_samples) -> torch.Tensor:
     """Segmentation labels (N, H, W) from mmseg data samples (for label-aware KD such as IFVD)."""
     return torch.stack([s.gt_sem_seg.data.squeeze(0) for s in data_samples]).long()
+
+
+def _num_classes(student: nn.Module, term: str) -> int:
+    """The class count of a segmentation student's decode head, for a term whose loss needs it."""
+    head = getattr(student, "decode_head", None)
+    if getattr(head, "num_classes", None) is None:
+        raise UserError(f"distill term {term!r}: the student has no decode head to take num_classes from; "
+                        "set params.num_classes")
+    return int(head.num_classes)
 
 
 def _drop_teacher_weights(module, state_dict, prefix, local_metadata):

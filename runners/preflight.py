@@ -48,6 +48,7 @@ class Site:
     field_key: Callable[[str], str]         # "teacher.checkpoint" -> "file: base.teacher.checkpoint"
     own_teacher: bool = False               # its {run: DIR} teacher is trained by the same study
     data_hint: str = ""                     # appended to a dataset-root error
+    mem_gb: float | None = None             # the memory a run of the study asks for (resources.mem_gb)
 
 
 def check_sites(sites: list[Site], models: bool = True, files: bool = True, needs: list[str] | None = None) -> None:
@@ -78,6 +79,9 @@ def check_sites(sites: list[Site], models: bool = True, files: bool = True, need
             for site in distinct:
                 problems.get(_check_shapes, site)
                 problems.get(_check_init_from_teacher, site)
+        if not problems:
+            for site in {_memory_signature(site): site for site in sites if site.mem_gb is not None}.values():
+                problems.get(_check_working_memory, site)
     problems.raise_any()
 
 
@@ -99,8 +103,8 @@ LAUNCH_HINT = " (kdbench plan lists everything a launch of this study needs)"
 
 
 def study_sites(study: Study, hint: str = LAUNCH_HINT) -> list[Site]:
-    return [Site(p.run, _study_term_key(study, p), _study_field_key(study, p), bool(p.depends_on), hint)
-            for p in study.runs]
+    return [Site(p.run, _study_term_key(study, p), _study_field_key(study, p), bool(p.depends_on), hint,
+                 study.resources.mem_gb) for p in study.runs]
 
 
 def check_study(study: Study, models: bool = True, files: bool = True, needs: list[str] | None = None) -> None:
@@ -319,6 +323,39 @@ def _check_init_from_teacher(site: Site) -> None:
             raise UserError(f"{where}: the teacher's {part} does not fit the student's: {differ[0]} is "
                             f"{teacher.get(differ[0])} in the teacher, {student.get(differ[0])} in the student "
                             f"({len(differ)} entries differ)")
+def _memory_signature(site: Site) -> str:
+    """What the working-memory check of a run depends on: its terms' losses and parameters, the models,
+    the input and batch sizes and the memory asked for."""
+    terms = [[t.method, t.params, t.student_location, t.teacher_location] for t in site.run.distill]
+    return repr([_model_signature(site.run), terms, site.run.schedule.batch_size, site.mem_gb])
+
+
+def _check_working_memory(site: Site) -> None:
+    """A term whose loss declares its working memory (``working_bytes``; cirkd_pair's grows with the
+    square of the map's positions) fits in the memory the run asks for, at its input and batch size."""
+    run = site.run
+    sized = [(index, term) for index, term in enumerate(run.distill)
+             if hasattr(losses.declaration(term.method), "working_bytes")]
+    if not sized:
+        return
+    size = input_size(run)
+    shapes = {role: output_shapes(run.task, model.config, model.overrides, size)["shapes"]
+              for role, model in (("student", run.student), ("teacher", run.teacher))}
+    limit = site.mem_gb * 2**30
+    for index, term in sized:
+        declared = losses.check_params(term.method, {**term.params, "loss_weight": term.weight})
+        for s_path, t_path in zip(term.student_location, term.teacher_location):
+            s_calls, t_calls = shapes["student"].get(s_path), shapes["teacher"].get(t_path)
+            if not s_calls or not t_calls or len(s_calls[0]) != 4 or len(t_calls[0]) != 4:
+                continue  # not reached by the probe: the run's own probe sees it
+            s_shape = (*tuple(s_calls[0])[:2], *tuple(t_calls[0])[2:])  # the loss sees the teacher's size
+            need = declared.working_bytes(s_shape, tuple(t_calls[0]), run.schedule.batch_size)
+            if need > limit:
+                raise UserError(f"{site.term_key(index, 'student_location')}: {term.method} on {s_path} "
+                                f"({s_shape[2]}x{s_shape[3]} positions at input {size[0]}x{size[1]}) needs about "
+                                f"{need / 2**30:.1f} GB for its loss alone, more than resources.mem_gb "
+                                f"{site.mem_gb}; distil a smaller map, set params.pooling: true or ask for more "
+                                f"memory")
 
 
 # -- key paths in a study ---------------------------------------------------------------------

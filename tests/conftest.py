@@ -6,7 +6,6 @@ os.environ.setdefault("OMP_NUM_THREADS", "2")
 
 import pytest  # noqa: E402
 
-import tests.pending_losses  # noqa: E402,F401  (pkd and mgd stand-ins until they are built in)
 
 
 @pytest.fixture(autouse=True)

@@ -344,6 +344,113 @@ class DISTParams(LossParams):
         return None
 
 
+@dataclass(frozen=True)
+class CIRKDPairParams(LossParams):
+    """CIRKD's mini-batch pixel-to-pixel term (winycg/CIRKD losses/cirkd_mini_batch.py @2d8ad0f):
+    ``tau`` the similarity softmax's temperature (train_cirkd.py's --contrast-temperature, 0.1),
+    ``pooling`` a 2x2 average pool first; the weight is --lambda-minibatch-pixel, 1. Channel
+    counts may differ. Its time grows with the square of the map's positions, its memory with
+    the square up to a block of rows, then with the map (``working_bytes``)."""
+
+    tau: float = 0.1
+    pooling: bool = False
+    needs_adapter: ClassVar[bool] = False
+    kind: ClassVar[str | None] = SPATIAL
+
+    def check(self) -> None:
+        positive("tau", self.tau)
+        boolean("pooling", self.pooling)
+
+    def working_bytes(self, student_shape: tuple, teacher_shape: tuple, batch_size: int) -> int:
+        """Bytes the loss holds at its peak for (N, C, H, W) maps of these shapes at this batch size,
+        in float32: five blocks of one pair's (rows x HW) similarity rows (kdbench.losses.similarity_kl:
+        at most 2**24 elements each, or one row where a row is longer), the normalised maps and the
+        student's gradient."""
+        h, w = student_shape[-2:]
+        if self.pooling:
+            h, w = -(-h // 2), -(-w // 2)
+        positions = h * w
+        block = min(positions, max(1, (1 << 24) // max(positions, 1))) * positions
+        maps = batch_size * positions * (2 * student_shape[1] + teacher_shape[1])
+        return 4 * (5 * block + maps)
+
+
+@dataclass(frozen=True)
+class CIRKDMemoryParams(LossParams):
+    """CIRKD's memory-based pixel-to-pixel and pixel-to-region terms (winycg/CIRKD
+    losses/cirkd_memory.py), at train_cirkd.py's defaults: per-class queues of 20000 teacher pixel
+    and 2000 region embeddings, ``pixel_contrast_size`` / ``region_contrast_size`` entries drawn
+    per class (None: train_cirkd.py's 4096 // num_classes + 1 and 1024 // num_classes + 1),
+    ``contrast_temperature`` 0.1, ``contrast_kd_temperature`` 1, ``lambda_memory_pixel`` and
+    ``lambda_memory_region`` 0.1. ``num_classes`` None: the student's decode head's. Needs labels;
+    trains a projector of its own."""
+
+    num_classes: int | None = None
+    pixel_memory_size: int = 20000
+    region_memory_size: int = 2000
+    pixel_contrast_size: int | None = None
+    region_contrast_size: int | None = None
+    contrast_temperature: float = 0.1
+    contrast_kd_temperature: float = 1.0
+    lambda_memory_pixel: float = 0.1
+    lambda_memory_region: float = 0.1
+    ignore_index: int = 255
+    needs_labels: ClassVar[bool] = True
+    needs_adapter: ClassVar[bool] = False
+    kind: ClassVar[str | None] = SPATIAL
+
+    def check(self) -> None:
+        for name in ("num_classes", "pixel_contrast_size", "region_contrast_size"):
+            if getattr(self, name) is not None:
+                integer(name, getattr(self, name), minimum=1)
+        integer("pixel_memory_size", self.pixel_memory_size, minimum=16)  # one update writes up to 16 pixels
+        integer("region_memory_size", self.region_memory_size, minimum=1)
+        positive("contrast_temperature", self.contrast_temperature)
+        positive("contrast_kd_temperature", self.contrast_kd_temperature)
+        non_negative("lambda_memory_pixel", self.lambda_memory_pixel)
+        non_negative("lambda_memory_region", self.lambda_memory_region)
+        integer("ignore_index", self.ignore_index)
+
+
+@dataclass(frozen=True)
+class AfDCDParams(LossParams):
+    """Af-DCD (OSVAI/Af-DCD losses/ocmgd.py): masked feature reconstruction weighted ``lambda_fd``
+    plus the omni-contrastive term weighted ``lambda_ctr``, at the values the authors' Cityscapes
+    script train_scripts/cityscape/deeplabv3_r101_mbv2_r18_v2_ocmgd.sh sets (2e-6 and 0.005) and
+    the loss's defaults: ``tau_ocd`` 0.07, ``M_ocd`` 16 channel groups, ``pool_size`` 4 (0: no
+    pooling), ``patch_size`` 4x4, ``mask_ratio`` 0.75, ``rand_mask`` (else a fixed centre
+    block), ``enhance_projector`` off. It adapts the student's channels itself."""
+
+    lambda_fd: float = 2e-6
+    lambda_ctr: float = 0.005
+    tau_ocd: float = 0.07
+    M_ocd: int = 16
+    pool_size: int = 4
+    patch_size: tuple = (4, 4)
+    mask_ratio: float = 0.75
+    rand_mask: bool = True
+    enhance_projector: bool = False
+    needs_adapter: ClassVar[bool] = False
+    kind: ClassVar[str | None] = None  # reconstruction plus channel-group x position contrast: neither alone
+
+    def check(self) -> None:
+        non_negative("lambda_fd", self.lambda_fd)
+        non_negative("lambda_ctr", self.lambda_ctr)
+        positive("tau_ocd", self.tau_ocd)
+        integer("M_ocd", self.M_ocd, minimum=1)
+        integer("pool_size", self.pool_size, minimum=0)
+        patch = self.patch_size
+        if not (isinstance(patch, (list, tuple)) and len(patch) == 2) or \
+                any(isinstance(p, bool) or not isinstance(p, int) or p < 1 for p in patch):
+            raise UserError(f"patch_size must be two positive integers [height, width], got {patch!r}")
+        object.__setattr__(self, "patch_size", tuple(patch))
+        non_negative("mask_ratio", self.mask_ratio)
+        if self.mask_ratio >= 1:
+            raise UserError(f"mask_ratio must be in [0, 1), got {self.mask_ratio!r}")
+        boolean("rand_mask", self.rand_mask)
+        boolean("enhance_projector", self.enhance_projector)
+
+
 # The built-in losses: name -> (the module that registers its class, its declaration).
 BUILTINS: dict[str, tuple[str, type[LossParams]]] = {
     "at": ("kdbench.losses.at", ATParams),
@@ -359,4 +466,7 @@ BUILTINS: dict[str, tuple[str, type[LossParams]]] = {
     "pkd": ("kdbench.losses.pkd", PKDParams),
     "mgd": ("kdbench.losses.mgd", MGDParams),
     "dist": ("kdbench.losses.dist", DISTParams),
+    "cirkd_pair": ("kdbench.losses.cirkd_pair", CIRKDPairParams),
+    "cirkd_memory": ("kdbench.losses.cirkd_memory", CIRKDMemoryParams),
+    "afdcd": ("kdbench.losses.afdcd", AfDCDParams),
 }
