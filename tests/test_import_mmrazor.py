@@ -26,6 +26,9 @@ def imported(capsys, *args) -> dict:
 
 
 def test_mmrazors_cwd_seg_config_becomes_the_run_of_the_hand_written_mmrazor_study(capsys):
+    """Guarantee: `kdbench import mmrazor` turns MMRazor's own CWD configs (seg and det) into runs and studies that load,
+    with the recipe's models, locations (FPN `data_idx` included), weights and schedule; a loss kdbench lacks is
+    one line naming it and the methods, exit 2."""
     run = imported(capsys, SEG)
     parse_run(run, str(SEG))  # a valid run file
     hand = yaml.safe_load((ROOT / "studies" / "mmrazor_cwd_cityscapes.yaml").read_text())
@@ -41,6 +44,7 @@ def test_mmrazors_cwd_seg_config_becomes_the_run_of_the_hand_written_mmrazor_stu
 
 
 def test_fpn_recorders_with_data_idx_become_one_term_per_fpn_level_on_an_epoch_schedule(capsys):
+    """Guarantee: Fpn recorders with data idx become one term per fpn level on an epoch schedule."""
     run = imported(capsys, GFL)
     parse_run(run, str(GFL))
     terms = [(t["name"], t["student_location"], t["teacher_location"], t["weight"], t["params"])
@@ -78,6 +82,7 @@ def derived(tmp_path: Path, body: str) -> Path:
 
 
 def test_a_loss_kdbench_lacks_is_one_line_naming_it_and_the_methods_exit_2(tmp_path, capsys):
+    """Guarantee: A loss kdbench lacks is one line naming it and the methods exit 2."""
     config = derived(tmp_path, "model = dict(distiller=dict(distill_losses=dict(loss_cwd=dict(_delete_=True, "
                                "type='KLDivergence', tau=1, loss_weight=5))))\n")
     out = tmp_path / "run.json"
@@ -123,7 +128,9 @@ def test_mmrazors_frcnn_config_is_refused_for_its_mmdet2_name_and_once_renamed_d
 @pytest.mark.slow
 @pytest.mark.parametrize("config", [SEG, GFL], ids=["seg", "det"])
 def test_an_imported_study_passes_plans_model_check_on_the_real_mmseg_and_mmdet_models(tmp_path, config):
-    """Every location (FPN levels by data_idx included) exists, with matching shapes, in the real
+    """Guarantee: An imported study passes plans model check on the real mmseg and mmdet models.
+
+    Every location (FPN levels by data_idx included) exists, with matching shapes, in the real
     student and teacher (the preflight builds them; no data or weights needed)."""
     study = tmp_path / "imported.yaml"
     assert main(["import", "mmrazor", str(config), "--study", "-o", str(study)]) == 0

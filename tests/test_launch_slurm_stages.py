@@ -28,6 +28,7 @@ def _complete(study) -> bool:
 
 def test_a_tuned_study_on_slurm_submits_its_final_stage_from_a_continuation_once_the_tune_results_exist(
         slurm_cluster, tmp_path):
+    """Guarantee: A tuned study on slurm submits its final stage from a continuation once the tune results exist."""
     axes = {"student": {"schedule.lr": [0.02, 0.05]}, "cwd_logits": {"term.weight": [1.0, 3.0]}}
     path = write_study(tmp_path, "tuned_slurm", methods={"cwd_logits": CWD}, seeds=(0, 1),
                        tune={"holdout": 0.25, "axes": axes})
@@ -60,6 +61,7 @@ def test_a_tuned_study_on_slurm_submits_its_final_stage_from_a_continuation_once
 
 
 def test_cancel_also_cancels_the_pending_continuation_so_nothing_is_launched_again(slurm_cluster, tmp_path):
+    """Guarantee: Cancel also cancels the pending continuation so nothing is launched again."""
     from runners.launch.jobs import cancel
 
     axes = {"student": {"schedule.lr": [0.02, 0.05]}, "cwd_logits": {"term.weight": [1.0, 3.0]}}

@@ -20,6 +20,7 @@ from pathlib import Path
 from kdbench import store
 from kdbench.expand import PlannedRun
 from kdbench.study import Resources
+from runners.launch import worker
 from runners.launch.executor import Executor, write_run_file
 
 
@@ -45,9 +46,12 @@ class LocalExecutor(Executor):
         self.progress = progress
         self.label = label
         self.queue: list[tuple[PlannedRun, Path, tuple[str, ...]]] = []
+        self.worker: worker.Worker | None = None  # forks the runs (runners.launch.worker), once started
 
     def submit(self, runs: list[PlannedRun], directory: Path, after: tuple[str, ...]) -> None:
         self.queue.extend((planned, directory, after) for planned in runs)
+        if runs and self.worker is None and worker.enabled():  # its imports overlap the launcher's work
+            self.worker = worker.Worker(self._environment())
 
     def wait(self) -> None:
         pending = {planned.run_id: (planned, directory, after) for planned, directory, after in self.queue}
@@ -92,13 +96,18 @@ class LocalExecutor(Executor):
         run_file = write_run_file(directory, planned, self.threads)
         run_dir = directory / planned.run_id
         log = open(run_dir / "run.log", "a")
-        # The run sets its own thread count (run.json's `threads`); OpenMP's pools follow it too.
-        env = {**os.environ, "OMP_NUM_THREADS": str(self.threads), "MKL_NUM_THREADS": str(self.threads)}
-        process = subprocess.Popen(
-            [sys.executable, "-m", "kdbench.cli", "run", str(run_file), "--out", str(run_dir)],
+        argv, env = ["run", str(run_file), "--out", str(run_dir)], self._environment()
+        pid = self.worker.start(argv, env, str(run_dir / "run.log")) if self.worker else None
+        process = _Forked(pid) if pid else subprocess.Popen(
+            [sys.executable, "-m", "kdbench.cli", *argv],
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
         store.write_job(run_dir, self.name, str(process.pid))
         return process, log
+
+    def _environment(self) -> dict[str, str]:
+        """A run's environment. The run sets its own thread count (run.json's `threads`); OpenMP's
+        pools follow it too."""
+        return {**os.environ, "OMP_NUM_THREADS": str(self.threads), "MKL_NUM_THREADS": str(self.threads)}
 
     @classmethod
     def job_states(cls, job_ids: list[str]) -> dict[str, str]:
@@ -117,6 +126,16 @@ class LocalExecutor(Executor):
                 os.kill(int(job_id), signal.SIGTERM)
             except ProcessLookupError:
                 pass
+
+
+class _Forked:
+    """A run the worker forked: not this process's child, so it is watched by its pid."""
+
+    def __init__(self, pid: int):
+        self.pid = pid
+
+    def poll(self) -> int | None:
+        return None if _pid_alive(self.pid) else 0
 
 
 class _Quiet:
