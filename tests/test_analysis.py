@@ -388,8 +388,8 @@ def test_gain_vs_cost_plots_the_slowdown_with_the_baseline_at_one_and_zero(store
 
 def test_channel_wise_and_spatial_come_from_each_terms_loss_never_from_the_methods_name(tmp_path):
     """Guarantee: Channel-wise against spatial, in every figure, table and sentence, comes from the loss each term uses
-    (its declared `kind`; `norm_divergence` by its `norm`), never from the method's name; a column with no value in
-    any row is left out of its table with a sentence saying why.
+    (its declared `kind`; `norm_divergence` by its `norm`), never from the method's name; a column with no value
+    in any row is left out of its table with a sentence saying why.
 
     The issue's study (CWD at tau 1 and 4 and PI, all on the logits) plus names that lie: a
     method called ``spatial_pi`` that uses cwd, one called ``cwd_like`` that uses pi, and

@@ -97,8 +97,8 @@ def _imported(code: str, env: dict | None = None) -> list[str]:
 
 
 def test_importing_the_verbs_that_read_specs_and_results_imports_no_torch_mmseg_or_mmdet():
-    """Guarantee: The verbs that read specs and results (`plan`, `status`, `collect`, `report`) import no torch, mmseg or
-    mmdet; a study is validated and expanded without them."""
+    """Guarantee: The verbs that read specs and results (`plan`, `status`, `collect`, `report`) import no torch, mmseg
+    or mmdet; a study is validated and expanded without them."""
     modules = ("kdbench.cli", "kdbench.spec", "kdbench.study", "kdbench.expand", "kdbench.plan", "kdbench.states",
                "kdbench.losses", "runners.launch.jobs", "runners.launch.launcher", "runners.preflight")
     assert _imported("import " + ", ".join(modules)) == []

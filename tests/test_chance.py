@@ -25,8 +25,8 @@ def _evaluate(prediction: np.ndarray, label: np.ndarray, classes: int) -> dict:
 
 def test_the_recorded_chance_levels_are_what_the_best_constant_predictor_scores():
     """Guarantee: Each metric's chance level (the best constant predictor, recorded from the split's class areas at
-    evaluation) sits beside the cells, and a teacher, baseline or cell less than 3 points above it is flagged, not
-    only one that collapsed to one class."""
+    evaluation) sits beside the cells, and a teacher, baseline or cell less than 3 points above it is flagged,
+    not only one that collapsed to one class."""
     rng = np.random.default_rng(0)
     classes = 5
     label = rng.choice(classes, size=(40, 40), p=[0.55, 0.25, 0.1, 0.1, 0.0]).astype(np.int64)

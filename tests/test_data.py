@@ -70,7 +70,8 @@ def test_a_cityscapes_tree_as_downloaded_is_refused_by_run_and_launch_and_listed
 
 
 def test_data_prepare_writes_the_train_id_maps_mmseg_reads_a_second_call_changes_nothing_and_plan_accepts_it(tmp_path):
-    """Guarantee: Data prepare writes the train id maps mmseg reads a second call changes nothing and plan accepts it."""
+    """Guarantee: Data prepare writes the train id maps mmseg reads a second call changes nothing and plan accepts
+    it."""
     root = tmp_path / "cityscapes"
     expected = make_cityscapes_download(root)
     code, out, err = run_cli("data", "prepare", "cityscapes", str(root), "--workers", "2")

@@ -88,8 +88,8 @@ def env(tmp_path_factory):
                                            ("full-at-weights", "No space left on device")])
 def test_a_full_or_read_only_disk_at_the_result_leaves_no_partial_final_json_and_one_clear_line(
         mode, message, tmp_path, mounts, env):
-    """Guarantee: A full disk or a read-only file system while a run writes its result (a real tmpfs, filled to the last
-    byte or bind-mounted read-only at that moment, at `final.json` or at the final weights): no partial
+    """Guarantee: A full disk or a read-only file system while a run writes its result (a real tmpfs, filled to the
+    last byte or bind-mounted read-only at that moment, at `final.json` or at the final weights): no partial
     `final.json` or `model_final.pth`, no temporary file, one line naming the file and the OS error, exit 1, the
     run left to rerun."""
     disk = mounts(tmp_path / "disk", "size=32m")

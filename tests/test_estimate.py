@@ -47,8 +47,8 @@ def test_without_recorded_runs_each_model_pair_is_probed_here_and_the_estimate_s
 
 @pytest.mark.slow
 def test_the_estimate_uses_the_seconds_per_iteration_recorded_by_complete_runs_of_the_same_models(tmp_path):
-    """Guarantee: `plan --estimate` gives compute per stage and in all from the seconds per iteration recorded by complete
-    runs of the same models, input, batch and device, else from a probe measured here, and says which.
+    """Guarantee: `plan --estimate` gives compute per stage and in all from the seconds per iteration recorded by
+    complete runs of the same models, input, batch and device, else from a probe measured here, and says which.
 
     A study trained here gives its model pairs' speeds to a larger study of the same models (more
     seeds, more iterations, 3 CPUs per run); a batch size never run is probed."""

@@ -28,8 +28,8 @@ def _comparable(run) -> dict:
 
 
 def test_the_shipped_seg_example_run_files_are_the_smoke_studys_own_runs(tmp_path):
-    """Guarantee: The shipped example run files are the smoke study's runs, and the example student baseline learns more
-    than one class."""
+    """Guarantee: The shipped example run files are the smoke study's runs, and the example student baseline learns
+    more than one class."""
     smoke = {p.name: p for p in load_study(ROOT / "studies" / "smoke.yaml", tmp_path).runs}
     assert run_id(load_run(RUNS / "tiny_seg_teacher.json")) == smoke["teacher"].run_id
     assert run_id(load_run(RUNS / "tiny_seg_baseline.json")) == smoke["student_s0"].run_id

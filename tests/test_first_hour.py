@@ -32,11 +32,11 @@ def write(tmp_path, spec: dict, name: str = "s") -> str:
 
 
 def test_a_study_with_three_bad_locations_reports_all_three_at_once_one_line_each(tmp_path):
-    """Guarantee: Every problem of a spec is reported in one pass, one line each in the same format: every section, every
-    method's terms, every grid value, every generated run and every location; a value gets its close match
-    (`'cwdd'` -> `'cwd'`, a misspelled config -> the closest configs, a method axis value -> the closest method); a
-    problem of a generated run names where the user wrote the culprit (`grid.term.params.tau[1] ... (on method
-    cwd)`, or `base.<key>` with the runs it breaks, by their method and axis values)."""
+    """Guarantee: Every problem of a spec is reported in one pass, one line each in the same format: every section,
+    every method's terms, every grid value, every generated run and every location; a value gets its close match
+    (`'cwdd'` -> `'cwd'`, a misspelled config -> the closest configs, a method axis value -> the closest
+    method); a problem of a generated run names where the user wrote the culprit (`grid.term.params.tau[1] ...
+    (on method cwd)`, or `base.<key>` with the runs it breaks, by their method and axis values)."""
     methods = {f"m{i}": {**CWD, "student_location": where, "teacher_location": "decode_head.conv_seg"}
                for i, where in enumerate(["decode_head.conv_sg", "decode_head.bottlenek", "backbone.nope"])}
     path = write(tmp_path, {"base": {**TINY_BASE, "teacher": {"config": "tiny_seg_teacher", "checkpoint": "t.pth"}},
@@ -103,8 +103,8 @@ def test_a_problem_of_a_generated_run_is_named_by_where_the_user_wrote_it(tmp_pa
 
 def test_options_are_checked_before_the_spec_and_before_any_output(tmp_path):
     """Guarantee: `launch` checks every option before the spec and before any output (`--executor locla` gets `did you
-    mean 'local'`; an option of the other executor is refused); `bench` checks its case and method names before any
-    suite prints a line.
+    mean 'local'`; an option of the other executor is refused); `bench` checks its case and method names before
+    any suite prints a line.
 
     A bad option is refused even with a bad spec, before a line of the plan is printed."""
     lines = errors_of("launch", str(tmp_path / "missing.yaml"), "--executor", "locla", "--dry-run",
@@ -120,8 +120,8 @@ def test_options_are_checked_before_the_spec_and_before_any_output(tmp_path):
 
 def test_the_slurm_site_settings_are_read_checked_and_written_into_the_batch_script(tmp_path):
     """Guarantee: SLURM site settings (account, QOS, constraint, exclude, reservation, extra sbatch options) reach the
-    batch script and the real scheduler; a request no node can give is refused by sbatch in one line; `--dry-run`
-    shows each array, its throttle, resources, dependencies and log folder, and the logs are there."""
+    batch script and the real scheduler; a request no node can give is refused by sbatch in one line;
+    `--dry-run` shows each array, its throttle, resources, dependencies and log folder, and the logs are there."""
     from submitit.slurm.slurm import _make_sbatch_string
 
     from runners.launch.slurm import SlurmExecutor

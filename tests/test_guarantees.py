@@ -50,7 +50,8 @@ class TestGrouped:
     page = _generator().render(tmp_path)
     assert "## `tests/test_sample.py`\n\nSample tests: what they are about.\n" in page
     assert "| a promise written over two lines \\| with a bar. | `test_sample.py::test_proven` |" in page
-    assert "| a second promise. | `test_sample.py::test_proven` |" in page and "| a promise in a class. | `test_sample.py::test_in_a_class` |" in page
+    assert "| a second promise. | `test_sample.py::test_proven` |" in page
+    assert "| a promise in a class. | `test_sample.py::test_in_a_class` |" in page
     assert "test_plain" not in page and "More about" not in page and "test_nothing" not in page
 
 

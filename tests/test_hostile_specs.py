@@ -27,8 +27,8 @@ JSON_FILES = [*sorted((ROOT / "studies" / "runs").glob("*.json")), *(p for p in 
 
 @pytest.mark.parametrize("path", YAML_FILES, ids=lambda p: p.name)
 def test_the_study_reader_gives_what_yaml_safe_load_gives_on_every_file_without_an_alias(path):
-    """Guarantee: The readers change nothing else: they give `yaml.safe_load`'s and `json.loads`'s data on every shipped
-    file."""
+    """Guarantee: The readers change nothing else: they give `yaml.safe_load`'s and `json.loads`'s data on every
+    shipped file."""
     text = path.read_text()
     try:
         expected = yaml.safe_load(text)

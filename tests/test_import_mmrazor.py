@@ -26,9 +26,9 @@ def imported(capsys, *args) -> dict:
 
 
 def test_mmrazors_cwd_seg_config_becomes_the_run_of_the_hand_written_mmrazor_study(capsys):
-    """Guarantee: `kdbench import mmrazor` turns MMRazor's own CWD configs (seg and det) into runs and studies that load,
-    with the recipe's models, locations (FPN `data_idx` included), weights and schedule; a loss kdbench lacks is
-    one line naming it and the methods, exit 2."""
+    """Guarantee: `kdbench import mmrazor` turns MMRazor's own CWD configs (seg and det) into runs and studies that
+    load, with the recipe's models, locations (FPN `data_idx` included), weights and schedule; a loss kdbench
+    lacks is one line naming it and the methods, exit 2."""
     run = imported(capsys, SEG)
     parse_run(run, str(SEG))  # a valid run file
     hand = yaml.safe_load((ROOT / "studies" / "mmrazor_cwd_cityscapes.yaml").read_text())

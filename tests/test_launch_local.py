@@ -25,7 +25,8 @@ def _data_cache(tmp_path_factory, monkeypatch):
 
 
 def test_a_local_launch_completes_every_run_and_a_relaunch_submits_nothing(tmp_path):
-    """Guarantee: A relaunch submits nothing that is complete or in flight; two concurrent launches run each run once."""
+    """Guarantee: A relaunch submits nothing that is complete or in flight; two concurrent launches run each run
+    once."""
     study = load_study(write_study(tmp_path, "local_ok"), tmp_path / "results")
     counts = summary(launch(study, LaunchOptions(parallel=2, progress=False)))
     assert counts == {"submit": 3}  # teacher, student baseline, cwd
@@ -36,7 +37,8 @@ def test_a_local_launch_completes_every_run_and_a_relaunch_submits_nothing(tmp_p
 
 
 def test_a_failing_run_becomes_an_error_record_while_the_others_complete(tmp_path):
-    """Guarantee: One failing run becomes an error record; the others complete; students of a failed teacher are blocked."""
+    """Guarantee: One failing run becomes an error record; the others complete; students of a failed teacher are
+    blocked."""
     bad = {**CWD, "student_location": "decode_head.conv_sg"}
     study = load_study(write_study(tmp_path, "local_fail", methods={"good": CWD, "bad": bad}), tmp_path / "r")
     # Launched past the study's model check (--no-model-check): the run's own preflight finds it.
@@ -95,11 +97,11 @@ def test_status_reports_a_run_killed_without_result_as_interrupted(tmp_path):
 
 
 def test_a_run_launched_beside_another_and_the_same_run_alone_give_bit_identical_results(tmp_path):
-    """Guarantee: Same spec, same numbers: a run's threads come from the study's `resources.cpus` (never `--parallel`, the
-    shell or the machine), so a run launched two at a time and the same run alone give bit-identical evaluations,
-    logged losses and weights; every numerics setting (threads, deterministic algorithms, cuDNN flags, matmul
-    precision) is set from the spec and recorded in env.json; `schedule.deterministic` is part of the id when on,
-    `threads` never.
+    """Guarantee: Same spec, same numbers: a run's threads come from the study's `resources.cpus` (never `--parallel`,
+    the shell or the machine), so a run launched two at a time and the same run alone give bit-identical
+    evaluations, logged losses and weights; every numerics setting (threads, deterministic algorithms, cuDNN
+    flags, matmul precision) is set from the spec and recorded in env.json; `schedule.deterministic` is part of
+    the id when on, `threads` never.
 
     Same spec, same numbers: a run's threads are the study's ``resources.cpus`` (1 here), never
     the launcher's parallelism, the shell's OMP_NUM_THREADS or the machine's cores. The teacher and
@@ -118,8 +120,8 @@ def test_a_run_launched_beside_another_and_the_same_run_alone_give_bit_identical
 
 def test_a_teacher_off_its_expected_metric_blocks_its_students_until_the_check_is_ignored(tmp_path):
     """Guarantee: The teacher gate: a teacher scoring outside `teacher.expect`'s tolerance completes and records its
-    check, its students are blocked with both numbers in status and the report (on SLURM its job fails so `afterok`
-    students never start); `--ignore-teacher-check` runs them; the expectation is in no run id.
+    check, its students are blocked with both numbers in status and the report (on SLURM its job fails so
+    `afterok` students never start); `--ignore-teacher-check` runs them; the expectation is in no run id.
 
     The teacher gate: the teacher run completes and records its check; a score outside
     teacher.expect's tolerance blocks its students (status names both numbers); with

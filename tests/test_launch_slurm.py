@@ -66,7 +66,8 @@ def test_a_study_on_slurm_completes_with_every_result_and_teachers_gate_students
 
 def test_a_preempted_run_requeues_resumes_from_its_checkpoint_and_ends_with_one_result(slurm_cluster, tmp_path):
     """Guarantee: A SLURM job preempted (SIGTERM, then USR2: checkpoint and requeue) while held right after its first
-    checkpoint (a gate plugin the test opens: no timing window) resumes from it, as the same job, with one result.
+    checkpoint (a gate plugin the test opens: no timing window) resumes from it, as the same job, with one
+    result.
 
     Preemption as SLURM does it (SIGTERM, then USR2: submitit checkpoints the job class and
     requeues the job), with no race against the run: the distilled run (tests/plugins/gate_kd.py)
@@ -155,8 +156,8 @@ def test_resources_beyond_the_partition_are_refused_before_anything_is_submitted
 
 def test_students_of_a_teacher_whose_job_failed_end_blocked_and_a_retry_resubmits_them(slurm_cluster, tmp_path,
                                                                                       monkeypatch):
-    """Guarantee: Students of a teacher whose SLURM job failed end `blocked`, never pending forever; `--retry-failed` runs
-    them all."""
+    """Guarantee: Students of a teacher whose SLURM job failed end `blocked`, never pending forever; `--retry-failed`
+    runs them all."""
     from kdbench.states import format_status
 
     path = write_study(tmp_path, "slurm_teacher_fails", methods={"cwd_logits": CWD, "cwd_w1": {**CWD, "weight": 1.0}},

@@ -24,10 +24,10 @@ def calls(tree):
 
 
 def test_the_code_never_runs_a_shell_and_passes_every_command_as_a_list():
-    """Guarantee: No shell command is built from spec strings: no shell anywhere, every subprocess an argument list, and
-    the spec strings that reach a batch script are checked: partition, account, QOS and reservation plain names,
-    constraint and exclude in their sbatch syntax, extra options known sbatch names with printable values (submitit
-    quotes them)."""
+    """Guarantee: No shell command is built from spec strings: no shell anywhere, every subprocess an argument list,
+    and the spec strings that reach a batch script are checked: partition, account, QOS and reservation plain
+    names, constraint and exclude in their sbatch syntax, extra options known sbatch names with printable values
+    (submitit quotes them)."""
     assert len(SOURCES) > 20
     found_process_calls = 0
     for path in SOURCES:

@@ -17,8 +17,8 @@ def _show(study: str, run: str) -> dict:
 
 
 def test_show_names_the_axis_planner_and_base_behind_each_value_of_an_evaluated_teacher_run():
-    """Guarantee: `plan --show RUN` gives each value of a run with its origin (axis, method, teacher_run, base or defaults
-    file, planner, built-in default); an unknown run is one line with close matches, exit 2."""
+    """Guarantee: `plan --show RUN` gives each value of a run with its origin (axis, method, teacher_run, base or
+    defaults file, planner, built-in default); an unknown run is one line with close matches, exit 2."""
     values = _show("paper_table6_coco.yaml", "teacher_retinanet_r101_fpn_2x_coco")
     assert values["teacher.config"] == ("mmdet::retinanet/retinanet_r101_fpn_2x_coco.py", "axis zip[0].teacher.config")
     assert values["teacher.expect.value"] == (38.9, "axis zip[0].teacher.expect.value")

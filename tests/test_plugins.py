@@ -23,9 +23,9 @@ PLUGIN = EXAMPLES / "cosine_kd.py"
 
 def test_kdbench_losses_lists_a_plugins_loss_with_its_declared_parameters_and_file():
     """Guarantee: A plugin's loss is listed, validated by the same rules as a built-in (bad values, unknown parameters
-    with the close match), refused in one line when its file is missing, broken or takes a built-in's name, planned
-    with the same ids wherever the study lives, run locally and reported beside the built-ins; on SLURM the job
-    imports it."""
+    with the close match), refused in one line when its file is missing, broken or takes a built-in's name,
+    planned with the same ids wherever the study lives, run locally and reported beside the built-ins; on SLURM
+    the job imports it."""
     code, out, err = run_cli("losses", "--plugin", str(PLUGIN), "--json")
     assert code == 0, err
     table = json.loads(out)

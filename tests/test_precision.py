@@ -17,8 +17,8 @@ from tests.run_fixtures import ROOT, cwd_terms, seg_run, teacher_of
 
 
 def test_precision_enters_the_run_id_only_when_it_is_not_fp32():
-    """Guarantee: `schedule.precision` is in a run's id only when not fp32; a bf16 run on a CPU autocasts its models and
-    keeps its KD terms in fp32; fp16 on a CPU exits 2 with one line before anything is written."""
+    """Guarantee: `schedule.precision` is in a run's id only when not fp32; a bf16 run on a CPU autocasts its models
+    and keeps its KD terms in fp32; fp16 on a CPU exits 2 with one line before anything is written."""
     plain = parse_run(seg_run())
     explicit = parse_run(seg_run(schedule={"iterations": 4, "batch_size": 2, "checkpoint_interval": 2,
                                            "precision": "fp32"}))

@@ -32,8 +32,8 @@ def _covered(field: str, provenance: dict) -> bool:
 
 @pytest.mark.parametrize("path", PRESETS, ids=lambda p: p.stem)
 def test_every_protocol_field_of_a_paper_or_mmrazor_preset_cites_its_source(path):
-    """Guarantee: Every protocol field of the `paper_*` and `mmrazor_*` presets cites its upstream source (`provenance:`);
-    a citation of a value the study lacks is refused."""
+    """Guarantee: Every protocol field of the `paper_*` and `mmrazor_*` presets cites its upstream source
+    (`provenance:`); a citation of a value the study lacks is refused."""
     raw = load_spec(path).raw
     assert "mode" in raw["base"]["teacher"] and "pipeline" in raw["base"]["dataset"], \
         "a preset states its teacher mode and training pipeline"

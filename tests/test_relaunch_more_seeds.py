@@ -14,8 +14,8 @@ pytestmark = pytest.mark.slow  # the runs train (tiny models, 4 iterations)
 
 
 def test_adding_seeds_and_relaunching_runs_only_the_new_seeds_and_keeps_the_old_results(tmp_path, monkeypatch):
-    """Guarantee: A study relaunched with more seeds runs only the new seeds; the runs already complete keep their ids and
-    results."""
+    """Guarantee: A study relaunched with more seeds runs only the new seeds; the runs already complete keep their ids
+    and results."""
     monkeypatch.setenv("KDBENCH_DATA", str(tmp_path / "data"))
     path = write_study(tmp_path, "more_seeds", seeds=(0,))
     study = load_study(path, tmp_path / "results")

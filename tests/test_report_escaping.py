@@ -190,9 +190,9 @@ def html_dom(hostile, tmp_path_factory):
 
 @needs_chromium
 def test_no_payload_adds_an_element_or_runs_in_the_html_report(html_dom):
-    """Guarantee: Reports (HTML and markdown) show everything from specs and results as text: names, axis values, errors,
-    env.json, reference files, the spec, paths; no payload adds an element, runs, breaks a table row or makes a
-    link, checked in a real browser (the markdown rendered to a page too)."""
+    """Guarantee: Reports (HTML and markdown) show everything from specs and results as text: names, axis values,
+    errors, env.json, reference files, the spec, paths; no payload adds an element, runs, breaks a table row or
+    makes a link, checked in a real browser (the markdown rendered to a page too)."""
     assert html_dom.text.count("pwnedMethod") > 5  # the payloads are on the page, as text
     assert injected(html_dom, HTML_TAGS, r"data:image/png;base64,[A-Za-z0-9+/=]+") == []
 

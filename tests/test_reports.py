@@ -348,8 +348,8 @@ def test_demo_sh_stops_with_a_reason_when_the_report_output_has_no_such_path(tmp
 
 
 def test_the_report_says_per_cell_whether_its_runs_were_deterministic_and_flags_runs_that_differ(tmp_path):
-    """Guarantee: The report says per cell whether its runs were deterministic, with their threads and device, and flags a
-    cell whose runs differ in any numerics setting or version."""
+    """Guarantee: The report says per cell whether its runs were deterministic, with their threads and device, and
+    flags a cell whose runs differ in any numerics setting or version."""
     import json
 
     study, results = make_store(tmp_path)

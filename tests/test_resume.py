@@ -159,8 +159,8 @@ def garble(path: Path) -> None:
 def test_a_killed_run_resumes_from_its_newest_checkpoint_that_loads_and_records_each_evaluation_once(
         damage, killed_run, tmp_path):
     """Guarantee: A run killed (SIGKILL) mid-training resumes from its newest checkpoint that loads and ends with one
-    result: a truncated or garbage last checkpoint falls back to the one before, and with every checkpoint corrupt
-    the run starts afresh."""
+    result: a truncated or garbage last checkpoint falls back to the one before, and with every checkpoint
+    corrupt the run starts afresh."""
     run_file, killed = killed_run
     out = shutil.copytree(killed, tmp_path / "out")
     *_, previous, newest = checkpoints(out)

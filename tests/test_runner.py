@@ -285,8 +285,8 @@ def test_the_teachers_forward_stops_once_its_tapped_outputs_are_captured():
 
 @pytest.mark.slow
 def test_a_run_killed_after_its_last_evaluation_records_that_evaluation_once(tmp_path):
-    """Guarantee: A resumed run records each evaluation once, even when killed between its last evaluation and its result,
-    or between a checkpoint and the evaluation that follows it (the resume makes that one)."""
+    """Guarantee: A resumed run records each evaluation once, even when killed between its last evaluation and its
+    result, or between a checkpoint and the evaluation that follows it (the resume makes that one)."""
     schedule = {"iterations": 4, "batch_size": 2, "checkpoint_interval": 2, "val_interval": 2}
     first = execute(seg_run(schedule=schedule), tmp_path)
     assert [m["iter"] for m in store.read_jsonl(tmp_path / "metrics.jsonl")] == [2, 4]
@@ -415,9 +415,9 @@ def _dead_kd(seg_teacher, tmp_path, term: dict, **changes):
 
 @pytest.mark.slow
 def test_a_distill_term_whose_loss_is_exactly_zero_stops_the_run_as_kd_inactive(seg_teacher, tmp_path):
-    """Guarantee: A distill term that does nothing over the first 5 training steps (its loss exactly 0 at each, not finite
-    at one, or no gradient reaching the student's tapped map at any) stops the run as `kd_inactive`, naming the
-    term and why; shown in status, collect and the report, never averaged."""
+    """Guarantee: A distill term that does nothing over the first 5 training steps (its loss exactly 0 at each, not
+    finite at one, or no gradient reaching the student's tapped map at any) stops the run as `kd_inactive`,
+    naming the term and why; shown in status, collect and the report, never averaged."""
     error = _dead_kd(seg_teacher, tmp_path, {"method": "cwd", "params": {"tau": 4.0}, "weight": 0.0,
                                              "student_location": "decode_head.conv_seg"})
     assert error == {"status": "kd_inactive", "term": "dead",
@@ -460,8 +460,8 @@ def test_a_working_distill_term_passes_the_watch_and_the_run_completes(seg_teach
 @pytest.mark.parametrize("mode", ["eval", "bn_eval"])
 def test_teacher_mode_eval_freezes_the_whole_teacher_and_bn_eval_only_its_batch_norms(seg_teacher, mode):
     """Guarantee: `teacher.mode: eval` puts the whole teacher in eval mode (the paper's code), `bn_eval` only its batch
-    norms with dropout active (MMRazor's distiller); nothing of the teacher trains either way; part of the id only
-    when `bn_eval`.
+    norms with dropout active (MMRazor's distiller); nothing of the teacher trains either way; part of the id
+    only when `bn_eval`.
 
     eval: the paper's code (the whole teacher in eval mode); bn_eval: MMRazor's distiller (only
     batch norm in eval mode, dropout active). Either way nothing of the teacher trains."""
@@ -527,8 +527,8 @@ def test_a_detector_distilled_on_every_fpn_level_through_neck_star_trains(tmp_pa
 @pytest.mark.slow
 def test_a_run_records_its_recipe_card_in_final_json(seg_teacher, tmp_path):
     """Guarantee: Every run records its recipe card in `final.json` (global and per-process batch, processes and nodes,
-    iterations and the epochs they equal on the images found, crop, pipeline, optimizer and schedule, evaluation,
-    precision, teacher checkpoint and mode)."""
+    iterations and the epochs they equal on the images found, crop, pipeline, optimizer and schedule,
+    evaluation, precision, teacher checkpoint and mode)."""
     from tests.run_fixtures import teacher_of
 
     run = seg_run(teacher={**teacher_of(seg_teacher), "mode": "bn_eval"}, distill=cwd_terms(),

@@ -64,8 +64,8 @@ def jobs_named(prefix: str, since: str) -> set[str]:
 
 
 def test_a_launcher_killed_between_two_array_submissions_is_completed_by_the_next_launch(slurm_cluster, tmp_path):
-    """Guarantee: A launcher SIGKILLed between two array submissions: the next launch submits only the runs without a job,
-    and each run ends with exactly one SLURM job.
+    """Guarantee: A launcher SIGKILLed between two array submissions: the next launch submits only the runs without a
+    job, and each run ends with exactly one SLURM job.
 
     The launcher submits the teacher's array, then is killed (SIGKILL) inside the sbatch of the
     next array. What it submitted is recorded (the teacher's job.json); the next launch submits only
@@ -108,8 +108,8 @@ def test_a_launcher_killed_between_two_array_submissions_is_completed_by_the_nex
 
 def test_a_job_whose_slurmd_dies_ends_requeued_or_failed_and_its_run_completes_once(slurm_cluster, tmp_path):
     """Guarantee: A node's slurmd killed under a running job: within about 30 s SLURM ends that attempt `NODE_FAIL` and
-    requeues it; with slurmd back, the job resumes (or fails at once and a relaunch resumes it); the run completes
-    once, without an error, and is never shown running forever.
+    requeues it; with slurmd back, the job resumes (or fails at once and a relaunch resumes it); the run
+    completes once, without an error, and is never shown running forever.
 
     slurmd killed (SIGKILL) under a running job: its slurmstepd and the training process live on,
     held at the gate. SLURM marks the node DOWN after SlurmdTimeout (20 s in up.sh) and requeues

@@ -35,8 +35,8 @@ def test_a_cells_interval_is_the_student_t_interval_and_one_run_has_none():
 
 def test_a_delta_on_the_same_seeds_is_paired_and_tighter_than_welch_on_the_same_numbers():
     """Guarantee: A cell's Δ is tested paired by seed when it and its baseline have the same seeds, by Welch otherwise,
-    with its 95% interval; verdicts are Holm-corrected across the study's tested cells; n = 1 gets no interval; the
-    seeds needed at power 0.8 are those of the t test (each checked on hand-computed numbers)."""
+    with its 95% interval; verdicts are Holm-corrected across the study's tested cells; n = 1 gets no interval;
+    the seeds needed at power 0.8 are those of the t test (each checked on hand-computed numbers)."""
     # Differences by seed 71-70, 73-71, 75-72 = 1, 2, 3: mean 2, s_d = 1, se = 1 / sqrt(3) = 0.5774;
     # 95%: 2 ± 4.303 x 0.5774 = 2 ± 2.484; t = 2 / 0.5774 = 3.464, t² = 12, p = 1 - 3.464 / sqrt(14) = 0.0742.
     paired = significance.compare({0: 71.0, 1: 73.0, 2: 75.0}, {0: 70.0, 1: 71.0, 2: 72.0})
@@ -255,10 +255,10 @@ def test_a_headless_browser_shows_the_verdicts_intervals_seeds_and_published_vs_
 
 
 def test_the_share_of_the_teacher_student_gap_a_cell_closes_is_its_delta_over_the_gap_with_the_delta_interval():
-    """Guarantee: Each cell says how far it closes the teacher-student gap: Δ / (teacher - student baseline), with the Δ
-    interval divided by the gap (the teacher taken as fixed), in the report's table, `report --json` and the CWD
-    sentence; no share where the teacher is not above the baseline; a Δ that resolves on its own but not after
-    Holm's correction says so."""
+    """Guarantee: Each cell says how far it closes the teacher-student gap: Δ / (teacher - student baseline), with the
+    Δ interval divided by the gap (the teacher taken as fixed), in the report's table, `report --json` and the
+    CWD sentence; no share where the teacher is not above the baseline; a Δ that resolves on its own but not
+    after Holm's correction says so."""
     # Teacher 50 (one run, fixed), baseline 30, 31, 32 (mean 31): gap 19. big: Δ 10, 95% 10 ± 4.303 / sqrt(3)
     # = [7.516, 12.484]; share 10 / 19 = 0.5263, interval [7.516 / 19, 12.484 / 19] = [0.3956, 0.6571].
     # down: differences -4, -3, -2: Δ -3, [-5.484, -0.516]: share -3 / 19 = -0.1579, [-0.2886, -0.0272].

@@ -19,8 +19,9 @@ STUDIES = sorted(p for p in (ROOT / "studies").glob("[!_]*.yaml"))
 
 @pytest.mark.parametrize("path", STUDIES, ids=lambda p: p.name)
 def test_every_shipped_study_plans_on_a_machine_without_its_data_or_weights(path, tmp_path, monkeypatch):
-    """Guarantee: `plan` works on a machine without the data or the weights: the grid, then each missing thing as the line
-    a launch would refuse with, exit 0; `launch` and `run` refuse; a defaults file given as a study is one line.
+    """Guarantee: `plan` works on a machine without the data or the weights: the grid, then each missing thing as the
+    line a launch would refuse with, exit 0; `launch` and `run` refuse; a defaults file given as a study is one
+    line.
 
     Neither Cityscapes nor COCO is on this machine: plan shows the grid and lists what a launch
     needs (the data; the weights to fetch where the cache lacks them), exit 0."""
@@ -152,9 +153,9 @@ def test_resources_do_not_change_run_ids_but_a_number_changing_field_does(tmp_pa
 
 @pytest.mark.parametrize("name", sorted(p.name for p in (ROOT / "studies" / "references").glob("*.csv")))
 def test_each_published_reference_row_has_a_number_its_source_and_a_comparability_tag(name):
-    """Guarantee: Every published row carries its source and a comparability tag (the official code's committed tau sweep,
-    CIRKD's CWD + KD + adversarial rows, PaddleDetection's 2x-against-1x rows, the CWD authors' detection run); a
-    row that states its tau and weight sits beside the cell of that tau and weight only."""
+    """Guarantee: Every published row carries its source and a comparability tag (the official code's committed tau
+    sweep, CIRKD's CWD + KD + adversarial rows, PaddleDetection's 2x-against-1x rows, the CWD authors' detection
+    run); a row that states its tau and weight sits beside the cell of that tau and weight only."""
     import pandas as pd
 
     table = pd.read_csv(ROOT / "studies" / "references" / name)
@@ -239,8 +240,8 @@ def _lr_study(tmp_path: Path, teacher_run: dict | None = None, checkpoint=None) 
 
 
 def test_a_schedule_axis_reaches_a_trained_teacher_run_and_its_id(tmp_path):
-    """Guarantee: An axis value a teacher run shares with its cells (its schedule, teacher, dataset) reaches the teacher
-    run and its run id: Table 6's zipped learning rates train each R101 teacher at its own rate;
+    """Guarantee: An axis value a teacher run shares with its cells (its schedule, teacher, dataset) reaches the
+    teacher run and its run id: Table 6's zipped learning rates train each R101 teacher at its own rate;
     `teacher_run.schedule` wins where it sets a key."""
     runs = _lr_study(tmp_path)
     teachers = [p for p in runs if p.kind == "teacher"]

@@ -48,9 +48,9 @@ def study_file(tmp_path, seg_teacher, loggers) -> str:
 def test_a_study_run_logs_each_kd_term_lr_and_evaluations_to_tensorboard_wandb_and_mlflow(
         seg_teacher, tmp_path, capsys):
     """Guarantee: Every run logs each KD term, lr and evaluations to TensorBoard, and to W&B (offline) and MLflow (file
-    store) when its study lists them: one experiment per study, one run per run id named by the run and tagged with
-    its axis values, the same numbers as `metrics.jsonl`; a resume continues the MLflow run; only rank 0 of a
-    multi-process run logs; loggers never change a run id."""
+    store) when its study lists them: one experiment per study, one run per run id named by the run and tagged
+    with its axis values, the same numbers as `metrics.jsonl`; a resume continues the MLflow run; only rank 0 of
+    a multi-process run logs; loggers never change a run id."""
     study = load_study(study_file(tmp_path, seg_teacher, ["wandb", "mlflow"]), tmp_path / "results")
     planned = next(r for r in study.runs if r.kind == "cell")
     tracking = planned.run.tracking

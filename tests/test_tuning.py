@@ -57,7 +57,8 @@ def _try(value, score, state="complete"):
 
 
 def test_the_choice_is_the_best_held_out_score_a_tie_goes_to_the_setting_listed_first_and_failures_never_win():
-    """Guarantee: The choice is the best held out score a tie goes to the setting listed first and failures never win."""
+    """Guarantee: The choice is the best held out score a tie goes to the setting listed first and failures never
+    win."""
     from kdbench.tuning import choose
 
     # Held-out mIoU by lr: 0.01 -> 30.0, 0.02 -> diverged (its last score, 99, is never read),
@@ -144,7 +145,8 @@ def test_the_tuning_summary_gives_every_try_its_score_the_choice_and_the_budget_
 @pytest.mark.slow   # 7 tiny training runs: about a minute on 2 idle cores
 def test_one_local_launch_of_smoke_tuned_runs_the_tune_stage_then_the_final_stage_at_the_best_held_out_settings(
         tmp_path, monkeypatch):
-    """Guarantee: One local launch of smoke tuned runs the tune stage then the final stage at the best held out settings."""
+    """Guarantee: One local launch of smoke tuned runs the tune stage then the final stage at the best held out
+    settings."""
     import json
 
     import yaml

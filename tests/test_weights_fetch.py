@@ -106,11 +106,11 @@ def test_a_connection_dropped_mid_file_is_resumed_from_the_bytes_already_there(t
 
 def test_a_killed_fetch_leaves_only_a_part_file_and_the_next_fetch_resumes_it(tmp_path, zoo):
     """Guarantee: Weight files are downloaded once, on the submitting host, and verified: a download dropped or killed
-    part-way resumes from its bytes and never has its final name until complete; bytes that do not match the hash
-    in the name (or the spec's `sha256`) are refused in one line and not kept; an offline run reads its teacher and
-    backbone from the cache (the same numbers as from the files) and one whose files are not cached fails its
-    preflight without a download; a launch refuses before submitting when a file cannot be fetched; a SLURM launch
-    fetches first and its jobs, offline, download nothing."""
+    part-way resumes from its bytes and never has its final name until complete; bytes that do not match the
+    hash in the name (or the spec's `sha256`) are refused in one line and not kept; an offline run reads its
+    teacher and backbone from the cache (the same numbers as from the files) and one whose files are not cached
+    fails its preflight without a download; a launch refuses before submitting when a file cannot be fetched; a
+    SLURM launch fetches first and its jobs, offline, download nothing."""
     name = zoo.names["teacher"]
     half = len(zoo.data["teacher"]) // 2
     hold = threading.Event()
