@@ -35,9 +35,10 @@ def _fresh_mmengine_loggers():
         MMLogger._instance_dict.clear()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def seg_teacher(tmp_path_factory):
-    """A complete tiny segmentation teacher run (4 iterations), once per test module that asks."""
+    """A complete tiny segmentation teacher run (4 iterations), trained once per test session (per
+    xdist worker) and shared by every test that distils from it; none writes into it."""
     from tests.run_fixtures import SHORT, TINY_DATA, execute
 
     os.environ["KDBENCH_DATA"] = str(tmp_path_factory.getbasetemp() / "data")

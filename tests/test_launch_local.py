@@ -36,11 +36,12 @@ def test_a_local_launch_completes_every_run_and_a_relaunch_submits_nothing(tmp_p
     assert again == {"skip-complete": 3}
 
 
-def test_a_failing_run_becomes_an_error_record_while_the_others_complete(tmp_path):
+def test_a_failing_run_becomes_an_error_record_while_the_others_complete(tmp_path, tiny_teacher):
     """Guarantee: One failing run becomes an error record; the others complete; students of a failed teacher are
     blocked."""
     bad = {**CWD, "student_location": "decode_head.conv_sg"}
     study = load_study(write_study(tmp_path, "local_fail", methods={"good": CWD, "bad": bad}), tmp_path / "r")
+    assert tiny_teacher(study)  # its teacher, complete: the students are what this test is about
     # Launched past the study's model check (--no-model-check): the run's own preflight finds it.
     launch(study, LaunchOptions(progress=False, model_check=False))
     rows = {r.name: r for r in status(study)}
