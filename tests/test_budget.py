@@ -193,7 +193,8 @@ def test_the_report_shows_both_deltas_the_budgets_basis_and_the_front_in_html_ma
 
 
 @pytest.mark.slow  # four tiny runs train (4 iterations; the twin a few more)
-def test_one_local_launch_runs_the_cells_then_the_equal_budget_twin_and_a_relaunch_runs_nothing(tmp_path, monkeypatch):
+def test_one_local_launch_runs_the_cells_then_the_equal_budget_twin_and_a_relaunch_runs_nothing(tmp_path, monkeypatch,
+                                                                                                tiny_teacher):
     """Guarantee: One local launch runs the cells then the equal budget twin and a relaunch runs nothing.
 
     By iterations, so that the twin always trains longer than its baseline: on a tiny model the
@@ -207,9 +208,10 @@ def test_one_local_launch_runs_the_cells_then_the_equal_budget_twin_and_a_relaun
     monkeypatch.setenv("KDBENCH_DATA", str(tmp_path / "data"))
     path = write_study(tmp_path, "budget_e2e", seeds=(0,), equal_budget="iterations")
     results = tmp_path / "results"
+    assert tiny_teacher(load_study(path, results))  # the teacher, complete: the twin is what this is about
     code, out, err = run_cli("launch", str(path), "--results", str(results), "--no-progress")
     assert code == 0, err
-    assert "submitted 4" in out and "4 of 4 runs complete" in out and "planned later" not in out
+    assert "submitted 3" in out and "4 of 4 runs complete" in out and "planned later" not in out
     study = reload(load_study(path, results))
     finals = {p.name: store.read_json(study.directory / p.run_id / store.FINAL) for p in study.runs}
     assert set(finals) == {"teacher", "student_s0", "cwd_logits_s0", "student_budget_s0"}
