@@ -153,9 +153,10 @@ def pytest_collection_modifyitems(items):
     """Under pytest-xdist (``make test`` runs two workers, ``--dist loadgroup``), the tests that use
     the local SLURM cluster run one after another on one worker: each sizes its jobs to the
     cluster's few CPU slots, and two at once would wait on each other's jobs. They are the longest
-    group, so they are scheduled first: the other worker runs everything else meanwhile, instead of
-    the group starting last and running alone. (Without xdist the order is left alone, so that a
-    module's fixtures are made once.)"""
+    group, so they come first (as xdist's default reordering by group size also has it, kept here
+    whatever the options): the other worker runs everything else meanwhile, instead of the group
+    starting last and running alone. Without xdist the order is left alone, so that a module's
+    fixtures are made once."""
     cluster = []
     for item in items:
         if item.get_closest_marker("slurm") or "slurm_cluster" in getattr(item, "fixturenames", ()):
