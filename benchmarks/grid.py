@@ -16,7 +16,10 @@ functions the verbs call:
 - ``status``, ``collect`` (runs.parquet written), ``report`` (HTML and markdown, the CWD summary);
 - ``cli_start_*``: ``kdbench --help``, ``plan`` (also ``_uncached``: with an empty model-facts
   cache, what the one cache saves a ``kdbench plan`` in a fresh process) and ``status`` on a 20-run
-  study, each in a fresh interpreter (start to exit).
+  study, each in a fresh interpreter (start to exit);
+- ``run_start_fresh`` and ``run_start_forked``: one tiny run, start to exit, in a fresh interpreter
+  and forked from a local launch's worker (benchmarks.local_start): what each run of a local launch
+  pays to start, before and after the worker.
 
 Every figure is a median of ``repeats`` timings. Targets (on a 2-core machine): plan <= 2 s,
 status <= 2 s, collect <= 5 s, report <= 10 s at 10,000 runs, the CLI's start well under a second
@@ -35,6 +38,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchmarks import local_start
 from kdbench import store
 from kdbench.table import text_table
 
@@ -311,6 +315,7 @@ def run(sizes=(1000, 10000), repeats: int = 3, cli: bool = True, cli_runs: int =
             seconds = _cli_seconds(args, repeats, empty_cache=operation.endswith("_uncached"))
             row = _row(operation, 0 if operation == "cli_start_help" else len(study.runs), seconds)
             rows.append({**row, "growth_ratio": None, "runs_ratio": None, "no_worse_than_linear": None})
+        rows += local_start.run(repeats)
     finally:
         if root is None:
             shutil.rmtree(base, ignore_errors=True)

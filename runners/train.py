@@ -93,7 +93,7 @@ def configure_numerics(run: RunSpec) -> dict:
 
     With ``deterministic``, an operation PyTorch has no deterministic kernel for (on CUDA: the
     backward of bilinear upsampling, which mmseg's heads use) warns instead of failing, and mmcv's
-    own CUDA ops are outside PyTorch's control: those stay non-deterministic (README.md)."""
+    own CUDA ops are outside PyTorch's control: those stay non-deterministic (docs/reproducibility.md)."""
     import torch
 
     threads, deterministic = run.threads or 1, run.schedule.deterministic

@@ -36,9 +36,10 @@ def _fresh_mmengine_loggers():
         MMLogger._instance_dict.clear()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def seg_teacher(tmp_path_factory):
-    """A complete tiny segmentation teacher run (4 iterations), once per test module that asks."""
+    """A complete tiny segmentation teacher run (4 iterations), trained once per test session (per
+    xdist worker) and shared by every test that distils from it; none writes into it."""
     from tests.run_fixtures import SHORT, TINY_DATA, execute
 
     os.environ["KDBENCH_DATA"] = str(tmp_path_factory.getbasetemp() / "data")
@@ -46,6 +47,45 @@ def seg_teacher(tmp_path_factory):
     execute({"task": "seg", "role": "teacher", "teacher": {"config": "tiny_seg_teacher"},
              "dataset": TINY_DATA, "schedule": dict(SHORT)}, out)
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_teacher(tmp_path_factory):
+    """The teacher of the tiny studies of tests/launch_helpers.py, trained once per test session
+    (per xdist worker) by ``kdbench run``, as a local launch runs it. Gives ``seed(study)``, which
+    copies it into the study's results wherever the study plans that very teacher (the same run id:
+    ids are content hashes of what changes the numbers) and returns the ids it copied, so a launch
+    finds the teacher complete and trains only what the test is about. Each executor keeps a test
+    that trains its own teacher (tests/test_launch_local.py, tests/test_launch_slurm.py)."""
+    import shutil
+    import subprocess
+    import sys
+
+    from kdbench.expand import load_study
+    from runners.launch.executor import write_run_file
+    from tests.launch_helpers import write_study
+
+    root = tmp_path_factory.mktemp("tiny_teacher")
+    study = load_study(write_study(root, "tiny_teacher"), root / "results")
+    (teacher,) = [planned for planned in study.runs if planned.run.role == "teacher"]
+    trained = study.directory / teacher.run_id
+    run_file = write_run_file(study.directory, teacher, study.resources.cpus)
+    threads = str(study.resources.cpus)
+    done = subprocess.run([sys.executable, "-m", "kdbench.cli", "run", str(run_file), "--out", str(trained)],
+                          capture_output=True, text=True, stdin=subprocess.DEVNULL,
+                          env={**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads})
+    assert done.returncode == 0, done.stderr
+
+    def seed(planned_study) -> list[str]:
+        copied = []
+        for planned in planned_study.runs:
+            target = planned_study.directory / planned.run_id
+            if planned.run_id == teacher.run_id and not target.exists():
+                shutil.copytree(trained, target, ignore=shutil.ignore_patterns("job.json"))
+                copied.append(planned.run_id)
+        return copied
+
+    return seed
 
 
 class SlurmCluster:
@@ -113,7 +153,16 @@ def slurm_cluster():
 def pytest_collection_modifyitems(items):
     """Under pytest-xdist (``make test`` runs two workers, ``--dist loadgroup``), the tests that use
     the local SLURM cluster run one after another on one worker: each sizes its jobs to the
-    cluster's few CPU slots, and two at once would wait on each other's jobs."""
+    cluster's few CPU slots, and two at once would wait on each other's jobs. They are the longest
+    group, so they come first (as xdist's default reordering by group size also has it, kept here
+    whatever the options): the other worker runs everything else meanwhile, instead of the group
+    starting last and running alone. Without xdist the order is left alone, so that a module's
+    fixtures are made once."""
+    cluster = []
     for item in items:
         if item.get_closest_marker("slurm") or "slurm_cluster" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.xdist_group("slurm"))
+            cluster.append(item)
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        chosen = set(map(id, cluster))
+        items[:] = cluster + [item for item in items if id(item) not in chosen]

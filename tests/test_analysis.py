@@ -121,6 +121,7 @@ def test_a_run_held_back_by_its_teachers_gate_and_never_submitted_says_so(tmp_pa
 
 
 def test_a_nan_or_inf_never_enters_a_mean():
+    """Guarantee: A nan or inf never enters a mean."""
     assert aggregate.stats([1.0, float("nan"), 3.0, float("inf"), None]) == (2.0, pytest.approx(math.sqrt(2)), 2)
     assert aggregate.stats([float("nan")])[2] == 0
 
@@ -308,6 +309,7 @@ def test_cwd_cells_are_found_by_their_terms_method_not_by_their_name(tmp_path):
 
 
 def test_runs_that_predict_one_class_everywhere_are_counted_as_collapsed(tmp_path):
+    """Guarantee: Runs that predict one class everywhere are counted as collapsed."""
     near = {"val/mAcc": 100 / 11 + 5e-4, "val/classes_evaluated": 11.0}   # within the tolerance
     apart = {"val/mAcc": 100 / 11 + 0.01, "val/classes_evaluated": 11.0}  # a real, if poor, predictor
     fewer = {"val/mAcc": 100 / 7, "val/classes_evaluated": 7.0}           # the classes the split has
@@ -329,6 +331,7 @@ def test_runs_without_classes_evaluated_are_never_called_collapsed(tmp_path):
 
 
 def test_training_curves_average_only_complete_runs(store):
+    """Guarantee: Training curves average complete runs only."""
     from analysis import plots
 
     study, results = store
@@ -399,7 +402,11 @@ def test_gain_vs_cost_plots_the_slowdown_with_the_baseline_at_one_and_zero(store
 
 
 def test_channel_wise_and_spatial_come_from_each_terms_loss_never_from_the_methods_name(tmp_path):
-    """The issue's study (CWD at tau 1 and 4 and PI, all on the logits) plus names that lie: a
+    """Guarantee: Channel-wise against spatial, in every figure, table and sentence, comes from the loss each term uses
+    (its declared `kind`; `norm_divergence` by its `norm`), never from the method's name; a column with no value
+    in any row is left out of its table with a sentence saying why.
+
+    The issue's study (CWD at tau 1 and 4 and PI, all on the logits) plus names that lie: a
     method called ``spatial_pi`` that uses cwd, one called ``cwd_like`` that uses pi, and
     norm_divergence, whose kind follows its ``norm``. Figure, Table 2 and the collected rows all
     say what each term's loss declares."""

@@ -45,6 +45,7 @@ LIMITED = [path for path in STUDY_CASES + RUN_CASES if expectation(path)[2]]
 
 
 def test_the_corpus_has_well_over_30_cases_of_every_kind():
+    """Guarantee: The corpus has well over 30 cases of every kind."""
     assert len(STUDY_CASES) >= 45 and len(RUN_CASES) >= 20
     assert all(p.with_suffix(".expect").is_file() for p in RUN_CASES)
     kinds = " ".join(p.stem for p in STUDY_CASES + RUN_CASES)
@@ -58,6 +59,7 @@ def test_the_corpus_has_well_over_30_cases_of_every_kind():
 
 
 def test_every_hostile_or_runaway_case_has_limits_and_is_refused_by_plan_and_launch():
+    """Guarantee: Every hostile or runaway case has limits and is refused by plan and launch."""
     hostile = [p for p in STUDY_CASES + RUN_CASES
                if re.search("alias|nesting|million|repeated_key|two_grid|override|bidi|iterations|batch_size_zero",
                             p.stem)]
@@ -101,9 +103,74 @@ print(json.dumps({"code": os.waitstatus_to_exitcode(status), "cpu": usage.ru_uti
 """
 
 
-@pytest.mark.parametrize("path, verb", CASES, ids=[f"{p.stem}-{v.split()[0]}" for p, v in CASES])
+# The cases launched on SLURM use the cluster: marked, so that they run in its group (tests/conftest.py).
+@pytest.mark.parametrize("path, verb", [pytest.param(p, v, marks=[pytest.mark.slurm] if "slurm" in v else [])
+                                        for p, v in CASES], ids=[f"{p.stem}-{v.split()[0]}" for p, v in CASES])
 def test_each_bad_input_is_one_line_naming_file_and_key_with_exit_2_and_nothing_written(path, verb, tmp_path,
                                                                                          monkeypatch, request):
+    """Guarantee: Every case of the corpus tests/bad_inputs/ (its README says how a case is written: studies through
+    `kdbench plan` and a real `kdbench launch`, some through `launch --executor slurm`, run files through
+    `kdbench run`) exits with code 2 and prints one stderr line per problem, `kdbench <verb>: error: <file>:
+    <key path>: <what is valid>`, no traceback, with nothing under the results directory or `--out`.
+
+    Guarantee: Malformed YAML or JSON, an empty file, unknown keys (with the close match), wrong types, unknown
+    method, norm, divergence or parameter, zero or negative temperature (also from an axis), NaN, empty grid,
+    duplicate or unknown axis, zip lengths, unknown dataset, missing dataset root, config that does not exist
+    (kdbench, packaged or path), repeated seeds: one line naming the file and key path, exit 2, nothing written
+    (bad-input cases 01-30, 46, r01-r08, r16-r20).
+
+    Guarantee: Checks that need the models or the data run in a preflight of `plan`, `launch` and `run`, before
+    anything is submitted or written: a location not in its model (naming the close matches); a channel mismatch
+    without an adapter (key `methods.<m>.adapter`); a spatial mismatch without `resize` (key
+    `methods.<m>.resize`), found by a probe forward of both models on the `meta` device at the run's input size,
+    cached (bad-input cases 31-36, r12-r14).
+
+    Guarantee: A teacher checkpoint that is missing, a directory, empty, not a PyTorch file or a truncated zip (its
+    header and end record are read; nothing is loaded), a `{run: DIR}` teacher that never completed, a dataset
+    root that is not a directory: refused by the preflight (bad-input cases 37-45, r09-r11, r15).
+
+    Guarantee: A dataset root that lacks what mmseg/mmdet will read (a Cityscapes tree as downloaded, without
+    train-id maps; a COCO tree without an annotation file, with images its annotation file names missing, or
+    with that file cut short) is refused by the preflight of `launch` and `run` in one line naming what is
+    missing and the command that fixes it, exit 2, nothing written (`plan` lists that line under the grid, exit
+    0); `kdbench data prepare cityscapes` makes the train-id maps (atomically, resumable, a second call writes
+    nothing); a partial split is recorded in `final.json` and marked in the report (bad-input cases 66 and r27).
+
+    Guarantee: GPUs, CPUs (per task x tasks) or memory beyond every node of the partition, or an unknown partition:
+    each refused in one line naming the option or study key, before anything is submitted or written (bad-input
+    cases 47, 48, 50 and 51).
+
+    Guarantee: Hostile and runaway specs are refused in one line (exit 2, nothing written) through `plan` and
+    `launch`, each checked as a real process at under 2 s of CPU and 500 MB peak memory: YAML aliases (a
+    400-byte alias bomb, a recursive alias), nesting deeper than 64 levels (YAML and JSON), a key given twice
+    (`name:`, two `grid:` blocks, a run file's key), with file, key path and line (bad-input cases 52-58, r21,
+    r26).
+
+    Guarantee: A grid is counted before it is built: more than 100,000 cell runs (before exclusions) is refused in
+    one line giving the count and the axes that multiply to it (a 2,000 x 500 grid: under 2 s CPU, 500 MB);
+    `--max-runs N` on every study verb raises the limit (bad-input case 56).
+
+    Guarantee: Names that become run names, directories or report text (study, methods, text axis values, run and
+    term names, the description's lines) hold no control or bidirectional-override character: one line naming
+    the key and the code point; every error line escapes such characters quoted from a spec; a run's default
+    output folder keeps its name's safe characters only (bad-input cases 59, 60, r24).
+
+    Guarantee: Training runs need `iterations` >= 1 (0 only for a teacher evaluating its checkpoint), `batch_size`
+    >= 1, and any `val_interval` or `checkpoint_interval` the user gives no larger than `iterations` (bad-input
+    cases 61-65, r22, r23, r25).
+
+    Guarantee: A location may index a module's tuple output (`neck[2]`, MMRazor's `data_idx`) or take every element
+    (`neck[*]`), so FPN levels with no module of their own are distilled; a bad index names what is valid
+    (bad-input cases r28, r29, r30).
+
+    Guarantee: Tuned baselines get the same budget: a `tune:` block with unequal budgets is refused; tune runs train
+    and evaluate on disjoint parts of the training set and never read val; each method's best held-out setting
+    (a tie: the first listed; failures never) is what its final runs train, over the seeds, with ids stable
+    across reloads; one local launch runs both stages, and on SLURM a continuation job submits the final stage,
+    a relaunch submits nothing twice and `cancel` cancels the continuation too (bad-input cases 74-81, r33).
+
+    Guarantee: Specs are read with a safe YAML loader (`!!python/object` rejected, aliases refused) (bad-input case
+    53)."""
     if "slurm" in verb:
         request.getfixturevalue("slurm_cluster")
     monkeypatch.chdir(ROOT)  # fixture paths in the corpus are relative to the repository
@@ -129,6 +196,7 @@ def test_each_bad_input_is_one_line_naming_file_and_key_with_exit_2_and_nothing_
 
 @pytest.mark.parametrize("name", ["01_malformed_yaml.yaml", "33_channel_mismatch_without_adapter.yaml"])
 def test_the_real_command_exits_2_with_one_line_on_a_bad_study(name, tmp_path):
+    """Guarantee: The real command exits 2 with one line on a bad study."""
     result = subprocess.run([sys.executable, "-m", "kdbench.cli", "launch", f"tests/bad_inputs/{name}",
                              "--results", str(tmp_path / "results")], cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
@@ -137,6 +205,7 @@ def test_the_real_command_exits_2_with_one_line_on_a_bad_study(name, tmp_path):
 
 
 def test_the_real_command_exits_2_with_one_line_on_a_bad_run_file(tmp_path):
+    """Guarantee: The real command exits 2 with one line on a bad run file."""
     result = subprocess.run([sys.executable, "-m", "kdbench.cli", "run", "tests/bad_inputs/r13_channel_mismatch.json",
                              "--out", str(tmp_path / "out")], cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
@@ -175,7 +244,9 @@ MISSING = [p for p in STUDY_CASES if "launch --executor local" in expectation(p)
 
 @pytest.mark.parametrize("path", MISSING, ids=lambda p: p.stem)
 def test_plan_lists_what_a_launch_would_refuse_for_missing_data_or_weights_and_exits_0(path, tmp_path, monkeypatch):
-    """A plan works on a machine without the data or the checkpoints: the grid, then what a launch
+    """Guarantee: Plan lists what a launch would refuse for missing data or weights and exits 0.
+
+    A plan works on a machine without the data or the checkpoints: the grid, then what a launch
     still needs (the same line a launch refuses with), exit 0, nothing written."""
     from tests.launch_helpers import run_cli
 

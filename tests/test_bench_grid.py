@@ -97,12 +97,15 @@ def _imported(code: str, env: dict | None = None) -> list[str]:
 
 
 def test_importing_the_verbs_that_read_specs_and_results_imports_no_torch_mmseg_or_mmdet():
+    """Guarantee: The verbs that read specs and results (`plan`, `status`, `collect`, `report`) import no torch, mmseg
+    or mmdet; a study is validated and expanded without them."""
     modules = ("kdbench.cli", "kdbench.spec", "kdbench.study", "kdbench.expand", "kdbench.plan", "kdbench.states",
                "kdbench.losses", "runners.launch.jobs", "runners.launch.launcher", "runners.preflight")
     assert _imported("import " + ", ".join(modules)) == []
 
 
 def test_a_study_is_validated_and_expanded_without_importing_torch(tmp_path):
+    """Guarantee: A study is validated and expanded without importing torch."""
     study = tmp_path / "s.yaml"
     study.write_text(grid.study_text("s", 30))
     code = f"from kdbench.stages import load_study\nassert len(load_study({str(study)!r}).runs) > 30"

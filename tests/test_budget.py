@@ -25,6 +25,7 @@ def test_nothing_is_planned_or_waits_without_equal_budget(tmp_path):
 
 
 def test_the_twin_waits_for_every_distilled_run_of_its_seed_and_plan_says_so(tmp_path):
+    """Guarantee: The twin waits for every distilled run of its seed and plan says so."""
     study = _study(tmp_path)
     assert not _twins(study) and [w.stage for w in study.waiting] == ["budget", "budget"]
     assert "cwd_s0, at_s0" in study.waiting[0].why
@@ -37,6 +38,12 @@ def test_the_twin_waits_for_every_distilled_run_of_its_seed_and_plan_says_so(tmp
 
 
 def test_wall_clock_twin_trains_the_slowest_cells_seconds_at_the_baselines_own_pace(tmp_path):
+    """Guarantee: `equal_budget:` plans, per student baseline and seed, a twin trained for the slowest distilled cell's
+    training time (by wall clock: ceil(its iterations x seconds per iteration / the baseline's seconds per
+    iteration); by iterations: from the cell's own step shares), once every cell of that seed has finished, a
+    failed cell left out and named; same results give the same twin; one local launch trains the cells then the
+    twin and a relaunch runs nothing; the report tests each cell against both baselines and draws the
+    gain-vs-extra-cost Pareto front."""
     study = _study(tmp_path)
     _finish(study, "student_s0", seconds_per_iter=0.1)   # 10 iterations: 1.0 s
     _finish(study, "cwd_s0", seconds_per_iter=0.15)      # 1.5 s
@@ -57,6 +64,7 @@ def test_wall_clock_twin_trains_the_slowest_cells_seconds_at_the_baselines_own_p
 
 
 def test_iterations_twin_counts_the_slowest_cell_in_student_iterations_from_its_own_step_shares(tmp_path):
+    """Guarantee: Iterations twin counts the slowest cell in student iterations from its own step shares."""
     study = _study(tmp_path, by="{by: iterations}")
     _finish(study, "cwd_s0", shares=(0.2, 0.1))   # 10 / (1 - 0.3) = 14.29 student iterations
     _finish(study, "at_s0", shares=(0.4, 0.1))    # 10 / (1 - 0.5) = 20: the slowest
@@ -65,6 +73,7 @@ def test_iterations_twin_counts_the_slowest_cell_in_student_iterations_from_its_
 
 
 def test_a_failed_or_diverged_cell_is_left_out_of_the_slowest_and_named(tmp_path):
+    """Guarantee: A failed or diverged cell is left out of the slowest and named."""
     study = _study(tmp_path)
     _finish(study, "student_s0", seconds_per_iter=0.1)
     _finish(study, "cwd_s0", seconds_per_iter=0.13)   # 1.3 s / 0.1 = 13
@@ -87,6 +96,7 @@ def test_no_twin_when_every_cell_of_the_seed_failed(tmp_path):
 
 
 def test_the_same_results_give_the_same_twin_and_other_costs_another(tmp_path):
+    """Guarantee: The same results give the same twin and other costs another."""
     study = _study(tmp_path)
     for name, pace in (("student_s0", 0.1), ("cwd_s0", 0.15), ("at_s0", 0.2)):
         _finish(study, name, seconds_per_iter=pace)
@@ -122,6 +132,7 @@ def filled(tmp_path_factory):
 
 
 def test_each_cell_is_compared_with_both_baselines_with_its_interval_and_verdict(filled):
+    """Guarantee: Each cell is compared with both baselines with its interval and verdict."""
     from analysis.collect import collect
     from analysis.records import VS_EQUAL_BUDGET
     from analysis.summary import summarise
@@ -142,6 +153,7 @@ def test_each_cell_is_compared_with_both_baselines_with_its_interval_and_verdict
 
 
 def test_the_pareto_front_of_a_hand_made_set():
+    """Guarantee: The pareto front of a hand made set."""
     from analysis.plots import pareto_front
 
     costs = [1.0, 1.5, 2.0, 2.0, 3.0, 1.2, 1.5]
@@ -183,8 +195,11 @@ def test_the_report_shows_both_deltas_the_budgets_basis_and_the_front_in_html_ma
 
 
 @pytest.mark.slow  # four tiny runs train (4 iterations; the twin a few more)
-def test_one_local_launch_runs_the_cells_then_the_equal_budget_twin_and_a_relaunch_runs_nothing(tmp_path, monkeypatch):
-    """By iterations, so that the twin always trains longer than its baseline: on a tiny model the
+def test_one_local_launch_runs_the_cells_then_the_equal_budget_twin_and_a_relaunch_runs_nothing(tmp_path, monkeypatch,
+                                                                                                tiny_teacher):
+    """Guarantee: One local launch runs the cells then the equal budget twin and a relaunch runs nothing.
+
+    By iterations, so that the twin always trains longer than its baseline: on a tiny model the
     teacher's share of the step is small, and by wall clock the budget can come out at the
     baseline's own iterations (the baseline is then its own twin, tested below)."""
     import math
@@ -195,9 +210,10 @@ def test_one_local_launch_runs_the_cells_then_the_equal_budget_twin_and_a_relaun
     monkeypatch.setenv("KDBENCH_DATA", str(tmp_path / "data"))
     path = write_study(tmp_path, "budget_e2e", seeds=(0,), equal_budget="iterations")
     results = tmp_path / "results"
+    assert tiny_teacher(load_study(path, results))  # the teacher, complete: the twin is what this is about
     code, out, err = run_cli("launch", str(path), "--results", str(results), "--no-progress")
     assert code == 0, err
-    assert "submitted 4" in out and "4 of 4 runs complete" in out and "planned later" not in out
+    assert "submitted 3" in out and "4 of 4 runs complete" in out and "planned later" not in out
     study = reload(load_study(path, results))
     finals = {p.name: store.read_json(study.directory / p.run_id / store.FINAL) for p in study.runs}
     assert set(finals) == {"teacher", "student_s0", "cwd_logits_s0", "student_budget_s0"}
@@ -213,6 +229,7 @@ def test_one_local_launch_runs_the_cells_then_the_equal_budget_twin_and_a_relaun
 
 
 def test_a_budget_of_the_baselines_own_iterations_makes_the_baseline_its_own_twin(tmp_path):
+    """Guarantee: A budget of the baselines own iterations makes the baseline its own twin."""
     study = _study(tmp_path)
     for name, miou in (("student_s0", 30.0), ("student_s1", 31.0), ("cwd_s0", 35.0), ("cwd_s1", 36.0),
                        ("at_s0", 31.0), ("at_s1", 33.0)):
@@ -240,6 +257,7 @@ def test_plan_show_says_the_twins_iterations_come_from_the_equal_budget(filled):
 
 
 def test_adding_a_seed_leaves_the_earlier_seeds_twin_and_its_id_alone(tmp_path):
+    """Guarantee: Adding a seed leaves the earlier seeds twin and its id alone."""
     one = _study(tmp_path, text=STUDY.replace("seeds: [0, 1]", "seeds: [0]"))
     for name, pace in (("student_s0", 0.1), ("cwd_s0", 0.15), ("at_s0", 0.2)):
         _finish(one, name, seconds_per_iter=pace)

@@ -24,6 +24,9 @@ def _evaluate(prediction: np.ndarray, label: np.ndarray, classes: int) -> dict:
 
 
 def test_the_recorded_chance_levels_are_what_the_best_constant_predictor_scores():
+    """Guarantee: Each metric's chance level (the best constant predictor, recorded from the split's class areas at
+    evaluation) sits beside the cells, and a teacher, baseline or cell less than 3 points above it is flagged,
+    not only one that collapsed to one class."""
     rng = np.random.default_rng(0)
     classes = 5
     label = rng.choice(classes, size=(40, 40), p=[0.55, 0.25, 0.1, 0.1, 0.0]).astype(np.int64)
@@ -52,6 +55,7 @@ def near_store(tmp_path):
 
 
 def test_each_metrics_chance_level_sits_beside_the_cells_in_the_report(tmp_path):
+    """Guarantee: Each metrics chance level sits beside the cells in the report."""
     study, results = make_store(tmp_path)
     frame = collect(study)
     assert chance.levels(frame, aggregate.metrics_of(frame)) == {"val/mIoU": "7.27", "val/mAcc": "9.09"}
@@ -63,6 +67,7 @@ def test_each_metrics_chance_level_sits_beside_the_cells_in_the_report(tmp_path)
 
 
 def test_a_cell_a_few_points_above_chance_is_flagged_not_only_one_that_collapsed(tmp_path):
+    """Guarantee: A cell a few points above chance is flagged not only one that collapsed."""
     study, results = near_store(tmp_path)
     written = render(study, ("html", "md"))
     warning = ("warning: pi_logits is within 3 points of chance (what a constant predictor scores): "

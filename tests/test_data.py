@@ -48,6 +48,8 @@ def _files(root: Path) -> dict[str, int]:
 
 def test_a_cityscapes_tree_as_downloaded_is_refused_by_run_and_launch_and_listed_by_plan_with_the_prepare_command(
         tmp_path):
+    """Guarantee: A cityscapes tree as downloaded is refused by run and launch and listed by plan with the prepare
+    command."""
     root = tmp_path / "cityscapes"
     make_cityscapes_download(root)
     run_file, study = _run_file(tmp_path, "cityscapes", root), _study(tmp_path, root)
@@ -68,6 +70,8 @@ def test_a_cityscapes_tree_as_downloaded_is_refused_by_run_and_launch_and_listed
 
 
 def test_data_prepare_writes_the_train_id_maps_mmseg_reads_a_second_call_changes_nothing_and_plan_accepts_it(tmp_path):
+    """Guarantee: Data prepare writes the train id maps mmseg reads a second call changes nothing and plan accepts
+    it."""
     root = tmp_path / "cityscapes"
     expected = make_cityscapes_download(root)
     code, out, err = run_cli("data", "prepare", "cityscapes", str(root), "--workers", "2")
@@ -89,6 +93,7 @@ def test_data_prepare_writes_the_train_id_maps_mmseg_reads_a_second_call_changes
 
 
 def test_the_train_ids_prepare_writes_are_the_classes_of_mmsegs_cityscapes_dataset_in_order():
+    """Guarantee: The train ids prepare writes are the classes of mmsegs cityscapes dataset in order."""
     from mmseg.datasets import CityscapesDataset
 
     from runners.data.cityscapes import EVALUATED, lookup_table
@@ -100,6 +105,7 @@ def test_the_train_ids_prepare_writes_are_the_classes_of_mmsegs_cityscapes_datas
 
 
 def test_an_interrupted_prepare_converts_what_is_left_and_removes_its_temporary_files(tmp_path):
+    """Guarantee: An interrupted prepare converts what is left and removes its temporary files."""
     root = tmp_path / "cityscapes"
     make_cityscapes_download(root)
     assert run_cli("data", "prepare", "cityscapes", str(root), "--no-progress")[0] == 0
@@ -116,6 +122,7 @@ def test_an_interrupted_prepare_converts_what_is_left_and_removes_its_temporary_
 
 
 def test_a_label_map_that_is_not_a_png_stops_prepare_in_one_line_naming_it(tmp_path):
+    """Guarantee: A label map that is not a png stops prepare in one line naming it."""
     root = tmp_path / "cityscapes"
     broken = sorted(make_cityscapes_download(root))[0]
     broken.write_bytes(b"")  # a download cut short
@@ -126,6 +133,7 @@ def test_a_label_map_that_is_not_a_png_stops_prepare_in_one_line_naming_it(tmp_p
 
 
 def test_data_check_of_coco_names_the_annotation_files_used_and_a_missing_one_with_its_download(tmp_path):
+    """Guarantee: Data check of coco names the annotation files used and a missing one with its download."""
     root = make_coco(tmp_path / "coco")
     code, out, err = run_cli("data", "check", "coco", str(root))
     assert code == 0, err
@@ -145,6 +153,7 @@ def test_data_check_of_coco_names_the_annotation_files_used_and_a_missing_one_wi
 
 
 def test_a_coco_image_named_in_the_annotations_but_not_on_disk_and_a_cut_annotation_file_are_found(tmp_path):
+    """Guarantee: A coco image named in the annotations but not on disk and a cut annotation file are found."""
     root = make_coco(tmp_path / "coco")
     gone = sorted((root / "train2017").iterdir())[1]
     gone.unlink()
@@ -158,6 +167,7 @@ def test_a_coco_image_named_in_the_annotations_but_not_on_disk_and_a_cut_annotat
 
 
 def test_a_layout_check_of_an_unchanged_tree_comes_from_the_cache_and_any_change_is_seen(tmp_path, monkeypatch):
+    """Guarantee: A layout check of an unchanged tree comes from the cache and any change is seen."""
     from benchmarks.data import date_back
 
     root = make_cityscapes(tmp_path / "cityscapes")
@@ -178,6 +188,7 @@ def test_a_layout_check_of_an_unchanged_tree_comes_from_the_cache_and_any_change
 
 @pytest.mark.slow  # a whole report, figures included
 def test_a_run_on_a_partial_split_records_it_and_the_report_marks_its_numbers(tmp_path):
+    """Guarantee: A run on a partial split records it and the report marks its numbers."""
     from kdbench import store
     from kdbench.stages import load_study
     from reports.render import render_report

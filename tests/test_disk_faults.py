@@ -88,6 +88,10 @@ def env(tmp_path_factory):
                                            ("full-at-weights", "No space left on device")])
 def test_a_full_or_read_only_disk_at_the_result_leaves_no_partial_final_json_and_one_clear_line(
         mode, message, tmp_path, mounts, env):
+    """Guarantee: A full disk or a read-only file system while a run writes its result (a real tmpfs, filled to the
+    last byte or bind-mounted read-only at that moment, at `final.json` or at the final weights): no partial
+    `final.json` or `model_final.pth`, no temporary file, one line naming the file and the OS error, exit 1, the
+    run left to rerun."""
     disk = mounts(tmp_path / "disk", "size=32m")
     run_file = tmp_path / "tiny.json"
     run_file.write_text(json.dumps(RUN))
@@ -112,6 +116,8 @@ def test_a_full_or_read_only_disk_at_the_result_leaves_no_partial_final_json_and
 
 def test_a_launch_into_a_read_only_results_root_is_refused_with_one_line_and_plan_still_works(tmp_path, mounts,
                                                                                              env):
+    """Guarantee: A launch into a read-only results root: one line, exit 2, nothing run; `plan`, which writes nothing,
+    still works there."""
 
     results = mounts(tmp_path / "results", "size=1m,ro")
     study = tmp_path / "ro.yaml"

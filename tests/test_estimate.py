@@ -25,6 +25,7 @@ def estimate(path, results) -> tuple[list[dict], str, str]:
 
 
 def test_without_recorded_runs_each_model_pair_is_probed_here_and_the_estimate_says_so(tmp_path):
+    """Guarantee: Without recorded runs each model pair is probed here and the estimate says so."""
     path = write_study(tmp_path, "probed", methods={"cwd": CWD, "pi": {**CWD, "method": "pi"}}, seeds=(0, 1))
     rows, _, err = estimate(path, tmp_path / "results")
     assert "probing 3 training step(s) here" in err   # teacher, student, student <- teacher: pi shares cwd's
@@ -46,7 +47,10 @@ def test_without_recorded_runs_each_model_pair_is_probed_here_and_the_estimate_s
 
 @pytest.mark.slow
 def test_the_estimate_uses_the_seconds_per_iteration_recorded_by_complete_runs_of_the_same_models(tmp_path):
-    """A study trained here gives its model pairs' speeds to a larger study of the same models (more
+    """Guarantee: `plan --estimate` gives compute per stage and in all from the seconds per iteration recorded by
+    complete runs of the same models, input, batch and device, else from a probe measured here, and says which.
+
+    A study trained here gives its model pairs' speeds to a larger study of the same models (more
     seeds, more iterations, 3 CPUs per run); a batch size never run is probed."""
     results = tmp_path / "results"
     small = load_study(write_study(tmp_path, "small"), results)

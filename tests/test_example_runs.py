@@ -28,6 +28,8 @@ def _comparable(run) -> dict:
 
 
 def test_the_shipped_seg_example_run_files_are_the_smoke_studys_own_runs(tmp_path):
+    """Guarantee: The shipped example run files are the smoke study's runs, and the example student baseline learns
+    more than one class."""
     smoke = {p.name: p for p in load_study(ROOT / "studies" / "smoke.yaml", tmp_path).runs}
     assert run_id(load_run(RUNS / "tiny_seg_teacher.json")) == smoke["teacher"].run_id
     assert run_id(load_run(RUNS / "tiny_seg_baseline.json")) == smoke["student_s0"].run_id
@@ -36,7 +38,9 @@ def test_the_shipped_seg_example_run_files_are_the_smoke_studys_own_runs(tmp_pat
 
 @pytest.mark.slow
 def test_the_shipped_student_baseline_example_learns_more_than_one_class(tmp_path):
-    """At lr 0.01 (until 2026-12-01) this run predicted background everywhere: mAcc = 100 / 11."""
+    """Guarantee: The shipped student baseline example learns more than one class.
+
+    At lr 0.01 (until 2026-12-01) this run predicted background everywhere: mAcc = 100 / 11."""
     code, out, err = run_cli("run", str(RUNS / "tiny_seg_baseline.json"), "--out", str(tmp_path / "run"))
     assert code == 0, err
     metrics = json.loads((tmp_path / "run" / "final.json").read_text())["metrics"]

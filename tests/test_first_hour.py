@@ -32,6 +32,11 @@ def write(tmp_path, spec: dict, name: str = "s") -> str:
 
 
 def test_a_study_with_three_bad_locations_reports_all_three_at_once_one_line_each(tmp_path):
+    """Guarantee: Every problem of a spec is reported in one pass, one line each in the same format: every section,
+    every method's terms, every grid value, every generated run and every location; a value gets its close match
+    (`'cwdd'` -> `'cwd'`, a misspelled config -> the closest configs, a method axis value -> the closest
+    method); a problem of a generated run names where the user wrote the culprit (`grid.term.params.tau[1] ...
+    (on method cwd)`, or `base.<key>` with the runs it breaks, by their method and axis values)."""
     methods = {f"m{i}": {**CWD, "student_location": where, "teacher_location": "decode_head.conv_seg"}
                for i, where in enumerate(["decode_head.conv_sg", "decode_head.bottlenek", "backbone.nope"])}
     path = write(tmp_path, {"base": {**TINY_BASE, "teacher": {"config": "tiny_seg_teacher", "checkpoint": "t.pth"}},
@@ -50,6 +55,7 @@ def test_a_study_with_three_bad_locations_reports_all_three_at_once_one_line_eac
 
 
 def test_every_section_of_a_spec_is_checked_in_one_pass_with_close_matches_on_values(tmp_path):
+    """Guarantee: Every section of a spec is checked in one pass with close matches on values."""
     path = write(tmp_path, {
         "base": {**TINY_BASE, "schedule": {**TINY_BASE["schedule"], "optimizer": "adamx"}},
         "methods": {"cwd_tau1": {**CWD, "method": "cwdd"}, "pi": {**CWD, "method": "pi", "weight": -1}},
@@ -69,6 +75,7 @@ def test_every_section_of_a_spec_is_checked_in_one_pass_with_close_matches_on_va
 
 
 def test_a_config_name_typo_gets_the_closest_configs(tmp_path):
+    """Guarantee: A config name typo gets the closest configs."""
     path = write(tmp_path, {"base": {**TINY_BASE, "student": {"config": "tiny_seg_studnt"}}, "methods": {}})
     [line] = errors_of("plan", path, "--no-model-check")
     assert line.startswith(f"{path}: base.student.config: config 'tiny_seg_studnt' does not exist "
@@ -76,7 +83,9 @@ def test_a_config_name_typo_gets_the_closest_configs(tmp_path):
 
 
 def test_a_problem_of_a_generated_run_is_named_by_where_the_user_wrote_it(tmp_path):
-    """An axis value by its place in the grid (and the method it was set on), a base value once for
+    """Guarantee: A problem of a generated run is named by where the user wrote it.
+
+    An axis value by its place in the grid (and the method it was set on), a base value once for
     every run it breaks, a base value that breaks only some runs with those runs named by their
     method and axis values."""
     base = {**TINY_BASE, "teacher": {"config": "tiny_seg_teacher", "checkpoint": "t.pth"},
@@ -94,7 +103,11 @@ def test_a_problem_of_a_generated_run_is_named_by_where_the_user_wrote_it(tmp_pa
 
 
 def test_options_are_checked_before_the_spec_and_before_any_output(tmp_path):
-    """A bad option is refused even with a bad spec, before a line of the plan is printed."""
+    """Guarantee: `launch` checks every option before the spec and before any output (`--executor locla` gets `did you
+    mean 'local'`; an option of the other executor is refused); `bench` checks its case and method names before
+    any suite prints a line.
+
+    A bad option is refused even with a bad spec, before a line of the plan is printed."""
     lines = errors_of("launch", str(tmp_path / "missing.yaml"), "--executor", "locla", "--dry-run",
                       "--parallel", "0", "--account", "a;b")
     assert lines == ["--executor: 'locla' is not valid (did you mean 'local'?); valid: local, slurm",
@@ -107,6 +120,9 @@ def test_options_are_checked_before_the_spec_and_before_any_output(tmp_path):
 
 
 def test_the_slurm_site_settings_are_read_checked_and_written_into_the_batch_script(tmp_path):
+    """Guarantee: SLURM site settings (account, QOS, constraint, exclude, reservation, extra sbatch options) reach the
+    batch script and the real scheduler; a request no node can give is refused by sbatch in one line;
+    `--dry-run` shows each array, its throttle, resources, dependencies and log folder, and the logs are there."""
     from submitit.slurm.slurm import _make_sbatch_string
 
     from runners.launch.slurm import SlurmExecutor
@@ -133,11 +149,13 @@ def test_the_slurm_site_settings_are_read_checked_and_written_into_the_batch_scr
     ("sbatch", ["--comment=a\nb"], r"resources\.sbatch\[0\]: .* must be printable text"),
 ])
 def test_a_bad_site_setting_is_refused_naming_its_key(tmp_path, key, value, message):
+    """Guarantee: A bad site setting is refused naming its key."""
     with pytest.raises(UserError, match=message):
         load_spec(write_study(tmp_path, "bad_site", resources={key: value}))
 
 
 def test_a_slurm_dry_run_shows_the_arrays_their_throttles_resources_dependencies_and_logs(tmp_path):
+    """Guarantee: A slurm dry run shows the arrays their throttles resources dependencies and logs."""
     path = write_study(tmp_path, "dry", methods={"cwd": CWD}, seeds=(0, 1, 2),
                        resources={"gpus": 0, "cpus": 2, "mem_gb": 3, "time_min": 20, "account": "lab",
                                   "sbatch": ["--mail-type=END"]})
@@ -175,7 +193,9 @@ kdbench launch: dry: would submit 7
 @pytest.mark.slow
 def test_site_settings_reach_the_real_scheduler_and_the_logs_are_where_the_dry_run_says(slurm_cluster, tmp_path,
                                                                                          monkeypatch):
-    """On the local cluster (account root, QOS normal): the job carries the study's account, QOS and
+    """Guarantee: Site settings reach the real scheduler and the logs are where the dry run says.
+
+    On the local cluster (account root, QOS normal): the job carries the study's account, QOS and
     extra option, and its log is in the folder the dry run names; a request no node
     can give (its only node excluded) is refused by sbatch in one line, nothing recorded."""
     monkeypatch.setenv("KDBENCH_DATA", str(tmp_path / "data"))
@@ -203,7 +223,9 @@ def test_site_settings_reach_the_real_scheduler_and_the_logs_are_where_the_dry_r
 
 
 def test_bench_checks_its_names_before_any_suite_prints_a_line():
-    """--suite all runs the grid suite first: a misspelled step case is refused before it, not after."""
+    """Guarantee: Bench checks its names before any suite prints a line.
+
+    --suite all runs the grid suite first: a misspelled step case is refused before it, not after."""
     code, out, err = run_cli("bench", "--suite", "all", "--cases", "tiny_cwd_logit", "--repeats", "1")
     assert (code, out) == (2, "")
     assert err.strip() == ("kdbench bench: error: --cases: unknown step case 'tiny_cwd_logit' (did you mean "
@@ -214,6 +236,7 @@ def test_bench_checks_its_names_before_any_suite_prints_a_line():
 
 
 def test_a_misspelled_loss_parameter_value_gets_its_close_match(tmp_path):
+    """Guarantee: A misspelled loss parameter value gets its close match."""
     path = write(tmp_path, {"base": {**TINY_BASE, "teacher": {"config": "tiny_seg_teacher", "checkpoint": "t.pth"}},
                             "methods": {"nd": {**CWD, "method": "norm_divergence", "params": {"norm": "channl"}}}})
     assert errors_of("plan", path) == [f"{path}: methods.nd.params: unknown norm 'channl' (did you mean 'channel'?); "

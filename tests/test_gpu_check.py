@@ -19,6 +19,7 @@ def gpu_check(*args, timeout=900):
 
 @pytest.mark.slow
 def test_the_quick_cpu_check_trains_both_precisions_steps_gfl_and_writes_one_json_that_passes(tmp_path):
+    """Guarantee: The GPU acceptance check runs in one command and writes one JSON (here `--device cpu --quick`)."""
     out = tmp_path / "check.json"
     result = gpu_check("--device", "cpu", "--quick", "--out", str(out))
     assert result.returncode == 0, result.stderr[-3000:]

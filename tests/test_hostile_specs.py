@@ -28,6 +28,8 @@ JSON_FILES = [*sorted((ROOT / "studies" / "runs").glob("*.json")), *(p for p in 
 
 @pytest.mark.parametrize("path", YAML_FILES, ids=lambda p: p.name)
 def test_the_study_reader_gives_what_yaml_safe_load_gives_on_every_file_without_an_alias(path):
+    """Guarantee: The readers change nothing else: they give `yaml.safe_load`'s and `json.loads`'s data on every
+    shipped file."""
     text = path.read_text()
     try:
         expected = yaml.safe_load(text)
@@ -40,6 +42,7 @@ def test_the_study_reader_gives_what_yaml_safe_load_gives_on_every_file_without_
 
 @pytest.mark.parametrize("path", JSON_FILES, ids=lambda p: p.name)
 def test_the_run_file_reader_gives_what_json_loads_gives_on_every_file_without_a_repeated_key(path):
+    """Guarantee: The run file reader gives what json loads gives on every file without a repeated key."""
     text = path.read_text()
     try:
         expected = json.loads(text)
@@ -51,6 +54,7 @@ def test_the_run_file_reader_gives_what_json_loads_gives_on_every_file_without_a
 
 
 def test_the_same_key_in_different_mappings_and_an_anchor_without_an_alias_are_accepted():
+    """Guarantee: The same key in different mappings and an anchor without an alias are accepted."""
     text = "name: a\nmethods: {x: {name: t, method: cwd}, y: {name: t}}\nbase: &base {name: b}\nseeds: [0, 0]\n"
     assert read_yaml(text, "s.yaml") == {"name": "a", "methods": {"x": {"name": "t", "method": "cwd"},
                                                                   "y": {"name": "t"}},
@@ -59,6 +63,7 @@ def test_the_same_key_in_different_mappings_and_an_anchor_without_an_alias_are_a
 
 
 def test_a_repeated_key_is_found_in_a_flow_mapping_on_one_line_and_deep_in_a_run_file():
+    """Guarantee: A repeated key is found in a flow mapping on one line and deep in a run file."""
     with pytest.raises(UserError, match=r"^s\.yaml: grid\.a \(line 2\): the key 'a' is given twice \(first on line 2"):
         read_yaml("name: x\ngrid: {a: [1], b: [2], a: [3]}\n", "s.yaml")
     text = '{"distill": [{"params": {"tau": 1}},\n  {"params": {"tau": 1,\n   "tau": 4}}]}'
@@ -73,6 +78,7 @@ def big_study(tmp_path: Path) -> Path:
 
 
 def test_max_runs_refuses_a_grid_past_it_and_a_grid_at_it_plans_every_run(tmp_path):
+    """Guarantee: Max runs refuses a grid past it and a grid at it plans every run."""
     path = big_study(tmp_path)
     with pytest.raises(UserError, match=r"big\.yaml: grid: grid\.method \(1\) x grid\.term\.params\.tau \(3\) x "
                                         r"grid\.term\.weight \(4\) x seeds \(2\) = 24 runs before exclusions, "
@@ -86,6 +92,7 @@ def test_max_runs_refuses_a_grid_past_it_and_a_grid_at_it_plans_every_run(tmp_pa
 @pytest.mark.parametrize("verb", ["plan", "launch --executor local --dry-run", "status", "cancel", "collect",
                                   "report"])
 def test_every_study_verb_takes_max_runs(verb, tmp_path):
+    """Guarantee: Every study verb takes max runs."""
     path = big_study(tmp_path)
     code, out, err = run_cli(*verb.split(), str(path), "--results", str(tmp_path / "results"), "--max-runs", "5")
     assert code == 2 and out == "" and "= 24 runs before exclusions, over the limit of 5 (--max-runs N" in err
@@ -101,6 +108,7 @@ def test_the_max_runs_help_names_the_default_limit(capsys):
 
 
 def test_a_teacher_evaluating_its_checkpoint_keeps_0_iterations_and_defaults_never_count_as_given():
+    """Guarantee: A teacher evaluating its checkpoint keeps 0 iterations and defaults never count as given."""
     teacher = {"task": "seg", "role": "teacher", "dataset": {"name": "fashion_scenes"},
                "teacher": {"config": "tiny_seg_teacher", "checkpoint": "teacher.pth"},
                "schedule": {"iterations": 0, "val_interval": 100}}
@@ -113,6 +121,7 @@ def test_a_teacher_evaluating_its_checkpoint_keeps_0_iterations_and_defaults_nev
 
 
 def test_an_error_quoting_a_control_character_from_a_spec_is_one_line_that_shows_it(tmp_path):
+    """Guarantee: An error quoting a control character from a spec is one line that shows it."""
     path = tmp_path / "odd.yaml"
     path.write_text('"basee\\u202e\\nkdbench plan: ok": 1\n')
     code, out, err = run_cli("plan", str(path), "--results", str(tmp_path / "results"))
@@ -121,6 +130,7 @@ def test_an_error_quoting_a_control_character_from_a_spec_is_one_line_that_shows
 
 
 def test_a_description_line_with_a_bidi_override_is_refused_and_a_run_name_cannot_leave_its_folder(tmp_path):
+    """Guarantee: A description line with a bidi override is refused and a run name cannot leave its folder."""
     from kdbench.study import load_spec
     from runners.train import default_out
 

@@ -43,6 +43,9 @@ def test_all_eleven_dense_configs_of_mmrazor_main_import_as_valid_runs(capsys):
 
 
 def test_mmrazors_cwd_seg_config_becomes_the_run_of_the_hand_written_mmrazor_study(capsys):
+    """Guarantee: `kdbench import mmrazor` turns MMRazor's own CWD configs (seg and det) into runs and studies that
+    load, with the recipe's models, locations (FPN `data_idx` included), weights and schedule; a loss kdbench
+    lacks is one line naming it and the methods, exit 2."""
     run = imported(capsys, SEG)
     hand = yaml.safe_load((ROOT / "studies" / "mmrazor_cwd_cityscapes.yaml").read_text())
     base = hand["base"]
@@ -79,6 +82,7 @@ def test_an_imported_study_is_as_complete_as_the_hand_written_preset(tmp_path):
 
 
 def test_fpn_recorders_with_data_idx_become_one_term_per_fpn_level_on_an_epoch_schedule(capsys):
+    """Guarantee: Fpn recorders with data idx become one term per fpn level on an epoch schedule."""
     run = imported(capsys, GFL)
     terms = [(t["name"], t["student_location"], t["teacher_location"], t["weight"], t["params"])
              for t in run["distill"]]
@@ -195,6 +199,7 @@ def derived(tmp_path: Path, body: str, base: Path = SEG) -> Path:
 
 
 def test_a_loss_kdbench_lacks_is_one_line_naming_it_and_the_methods_exit_2(tmp_path, capsys):
+    """Guarantee: A loss kdbench lacks is one line naming it and the methods exit 2."""
     config = derived(tmp_path, "model = dict(distiller=dict(distill_losses=dict(loss_cwd=dict(_delete_=True, "
                                "type='OFDLoss', loss_weight=5))))\n")
     out = tmp_path / "run.json"
@@ -353,7 +358,9 @@ def test_plan_show_config_has_the_mmrazor_configs_model_optimizer_and_schedule(c
 @pytest.mark.slow
 @pytest.mark.parametrize("config", ALL, ids=lambda p: p.stem)
 def test_every_imported_study_plans_with_the_model_check_on_the_real_models(tmp_path, config):
-    """Every location (FPN levels by data_idx included) exists, with matching shapes, in the real
+    """Guarantee: every MMRazor dense config imports as a study that plans with the model check on the real models.
+
+    Every location (FPN levels by data_idx included) exists, with matching shapes, in the real
     student and teacher, and MGD's student parts fit the teacher's (the preflight builds the models;
     no data or weights needed, and no loss is built: pkd and mgd plan on their declarations)."""
     study = tmp_path / "imported.yaml"

@@ -25,6 +25,8 @@ def _data_cache(tmp_path_factory, monkeypatch):
 
 
 def test_a_local_launch_completes_every_run_and_a_relaunch_submits_nothing(tmp_path):
+    """Guarantee: A relaunch submits nothing that is complete or in flight; two concurrent launches run each run
+    once."""
     study = load_study(write_study(tmp_path, "local_ok"), tmp_path / "results")
     counts = summary(launch(study, LaunchOptions(parallel=2, progress=False)))
     assert counts == {"submit": 3}  # teacher, student baseline, cwd
@@ -34,9 +36,12 @@ def test_a_local_launch_completes_every_run_and_a_relaunch_submits_nothing(tmp_p
     assert again == {"skip-complete": 3}
 
 
-def test_a_failing_run_becomes_an_error_record_while_the_others_complete(tmp_path):
+def test_a_failing_run_becomes_an_error_record_while_the_others_complete(tmp_path, tiny_teacher):
+    """Guarantee: One failing run becomes an error record; the others complete; students of a failed teacher are
+    blocked."""
     bad = {**CWD, "student_location": "decode_head.conv_sg"}
     study = load_study(write_study(tmp_path, "local_fail", methods={"good": CWD, "bad": bad}), tmp_path / "r")
+    assert tiny_teacher(study)  # its teacher, complete: the students are what this test is about
     # Launched past the study's model check (--no-model-check): the run's own preflight finds it.
     launch(study, LaunchOptions(progress=False, model_check=False))
     rows = {r.name: r for r in status(study)}
@@ -50,6 +55,7 @@ def test_a_failing_run_becomes_an_error_record_while_the_others_complete(tmp_pat
 
 
 def test_students_of_a_teacher_that_failed_are_blocked_not_run(tmp_path):
+    """Guarantee: Students of a teacher that failed are blocked not run."""
     path = write_study(tmp_path, "local_blocked")
     broken = "config: tiny_seg_teacher\n    overrides: {model.decode_head.num_classes: 0}"
     spec = path.read_text().replace("config: tiny_seg_teacher", broken)
@@ -64,6 +70,7 @@ def test_students_of_a_teacher_that_failed_are_blocked_not_run(tmp_path):
 
 
 def test_two_concurrent_launches_of_one_study_run_each_run_once(tmp_path):
+    """Guarantee: Two concurrent launches of one study run each run once."""
     path = write_study(tmp_path, "local_twice", methods={"cwd_logits": CWD})
     command = [sys.executable, "-m", "kdbench.cli", "launch", str(path), "--results", str(tmp_path / "r"),
                "--no-progress"]
@@ -91,7 +98,13 @@ def test_status_reports_a_run_killed_without_result_as_interrupted(tmp_path):
 
 
 def test_a_run_launched_beside_another_and_the_same_run_alone_give_bit_identical_results(tmp_path):
-    """Same spec, same numbers: a run's threads are the study's ``resources.cpus`` (1 here), never
+    """Guarantee: Same spec, same numbers: a run's threads come from the study's `resources.cpus` (never `--parallel`,
+    the shell or the machine), so a run launched two at a time and the same run alone give bit-identical
+    evaluations, logged losses and weights; every numerics setting (threads, deterministic algorithms, cuDNN
+    flags, matmul precision) is set from the spec and recorded in env.json; `schedule.deterministic` is part of
+    the id when on, `threads` never.
+
+    Same spec, same numbers: a run's threads are the study's ``resources.cpus`` (1 here), never
     the launcher's parallelism, the shell's OMP_NUM_THREADS or the machine's cores. The teacher and
     the distilled student, launched two at a time, are run again alone from their run files, in a
     shell that asks for 2 threads: every evaluation, logged loss and weight is the same."""
@@ -107,7 +120,11 @@ def test_a_run_launched_beside_another_and_the_same_run_alone_give_bit_identical
 
 
 def test_a_teacher_off_its_expected_metric_blocks_its_students_until_the_check_is_ignored(tmp_path):
-    """The teacher gate: the teacher run completes and records its check; a score outside
+    """Guarantee: The teacher gate: a teacher scoring outside `teacher.expect`'s tolerance completes and records its
+    check, its students are blocked with both numbers in status and the report (on SLURM its job fails so
+    `afterok` students never start); `--ignore-teacher-check` runs them; the expectation is in no run id.
+
+    The teacher gate: the teacher run completes and records its check; a score outside
     teacher.expect's tolerance blocks its students (status names both numbers); with
     --ignore-teacher-check they run."""
     from tests.launch_helpers import TINY_BASE
@@ -133,6 +150,7 @@ def test_a_teacher_off_its_expected_metric_blocks_its_students_until_the_check_i
 
 
 def test_a_teacher_within_its_tolerance_lets_its_students_run_and_the_expectation_is_not_in_any_run_id(tmp_path):
+    """Guarantee: A teacher within its tolerance lets its students run and the expectation is not in any run id."""
     from tests.launch_helpers import TINY_BASE
 
     plain = load_study(write_study(tmp_path, "gate_ok"), tmp_path / "r")
@@ -145,7 +163,9 @@ def test_a_teacher_within_its_tolerance_lets_its_students_run_and_the_expectatio
 
 
 def test_the_slurm_job_of_a_teacher_off_its_expected_metric_fails_after_writing_its_result(tmp_path):
-    """On SLURM the students wait on their teacher's job with afterok: the job must fail for SLURM
+    """Guarantee: The slurm job of a teacher off its expected metric fails after writing its result.
+
+    On SLURM the students wait on their teacher's job with afterok: the job must fail for SLURM
     never to start them, while the teacher's own result stays (the report shows its score)."""
     from runners.launch.job import RunJob
     from tests.launch_helpers import TINY_BASE

@@ -42,6 +42,7 @@ def sacct_times(job_id):
 
 
 def test_a_study_on_slurm_completes_with_every_result_and_teachers_gate_students(slurm_cluster, tmp_path):
+    """Guarantee: A study on slurm completes with every result and teachers gate students."""
     bad = {**CWD, "student_location": "decode_head.no_such_module"}
     path = write_study(tmp_path, "slurm_ok", methods={"cwd_logits": CWD, "bad": bad})
     results = tmp_path / "results"
@@ -65,7 +66,11 @@ def test_a_study_on_slurm_completes_with_every_result_and_teachers_gate_students
 
 
 def test_a_preempted_run_requeues_resumes_from_its_checkpoint_and_ends_with_one_result(slurm_cluster, tmp_path):
-    """Preemption as SLURM does it (SIGTERM, then USR2: submitit checkpoints the job class and
+    """Guarantee: A SLURM job preempted (SIGTERM, then USR2: checkpoint and requeue) while held right after its first
+    checkpoint (a gate plugin the test opens: no timing window) resumes from it, as the same job, with one
+    result.
+
+    Preemption as SLURM does it (SIGTERM, then USR2: submitit checkpoints the job class and
     requeues the job), with no race against the run: the distilled run (tests/plugins/gate_kd.py)
     waits at a gate right after its first checkpoint, so it cannot finish before the test
     interrupts it; the test opens the gate only once the interrupted process has exited. The
@@ -131,7 +136,9 @@ def test_cancel_stops_a_studys_running_jobs_and_status_shows_them_interrupted(sl
 ])
 def test_resources_beyond_the_partition_are_refused_before_anything_is_submitted(slurm_cluster, tmp_path,
                                                                                  where, resources, message):
-    """GPUs, CPUs and memory are each refused, in one line naming the option or the study's key
+    """Guarantee: Resources beyond the partition are refused before anything is submitted.
+
+    GPUs, CPUs and memory are each refused, in one line naming the option or the study's key
     that asked for too much."""
     from kdbench.errors import UserError
 
@@ -150,6 +157,8 @@ def test_resources_beyond_the_partition_are_refused_before_anything_is_submitted
 
 def test_students_of_a_teacher_whose_job_failed_end_blocked_and_a_retry_resubmits_them(slurm_cluster, tmp_path,
                                                                                       monkeypatch):
+    """Guarantee: Students of a teacher whose SLURM job failed end `blocked`, never pending forever; `--retry-failed`
+    runs them all."""
     from kdbench.states import format_status
 
     path = write_study(tmp_path, "slurm_teacher_fails", methods={"cwd_logits": CWD, "cwd_w1": {**CWD, "weight": 1.0}},
@@ -190,7 +199,9 @@ def test_students_of_a_teacher_whose_job_failed_end_blocked_and_a_retry_resubmit
 
 def test_a_student_job_left_pending_on_its_failed_teachers_job_counts_as_blocked_and_cancel_removes_it(
         slurm_cluster, tmp_path):
-    """Jobs that an older launch submitted without --kill-on-invalid-dep wait forever once their
+    """Guarantee: A student job left pending on its failed teachers job counts as blocked and cancel removes it.
+
+    Jobs that an older launch submitted without --kill-on-invalid-dep wait forever once their
     teacher's job failed: they are not counted as running, and ``kdbench cancel`` removes them."""
     from runners.launch.executor import write_run_file
     from runners.launch.jobs import cancel
@@ -227,7 +238,9 @@ def test_a_student_job_left_pending_on_its_failed_teachers_job_counts_as_blocked
 
 
 def test_a_two_gpu_run_trains_as_two_processes_of_one_job_and_writes_one_result(slurm_cluster, tmp_path):
-    """The multi-GPU path (one task per GPU, mmengine's slurm launcher, DDP) on the CPUs of the local
+    """Guarantee: A two gpu run trains as two processes of one job and writes one result.
+
+    The multi-GPU path (one task per GPU, mmengine's slurm launcher, DDP) on the CPUs of the local
     cluster: its fake GPUs are requested, the two tasks meet over gloo."""
     path = write_study(tmp_path, "slurm_two_tasks", methods={}, baselines={"teacher": False, "student": True})
     # batch_size is global: 2 images per process (1 would leave the PSP head's BatchNorm one value per channel)
@@ -251,7 +264,12 @@ def test_a_two_gpu_run_trains_as_two_processes_of_one_job_and_writes_one_result(
 
 def test_the_smoke_study_and_a_plugin_loss_give_bit_identical_results_locally_and_on_slurm(
         slurm_cluster, tmp_path, monkeypatch):
-    """Both executors give a run ``resources.cpus`` threads (here 1, while the launching shell says 2),
+    """Guarantee: The same study gives bit-identical results locally and on SLURM: every metric, every logged training
+    loss and every trained weight (both give a run `resources.cpus` threads, whatever the shell says), and a
+    plugin's loss runs inside the SLURM job. Bit-identical is the tolerance: after two iterations a thread-count
+    mismatch already moves the losses in the 7th digit and the weights by 2e-7.
+
+    Both executors give a run ``resources.cpus`` threads (here 1, while the launching shell says 2),
     and nothing else of the machine reaches training: every metric, every logged loss and every
     trained weight is bit-identical. The SLURM job imports the study's plugin and trains with its loss."""
     # studies/smoke.yaml as shipped (teacher, baseline, every method), shrunk to 2 iterations,

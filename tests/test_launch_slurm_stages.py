@@ -26,16 +26,18 @@ def _complete(study) -> bool:
 
 
 def test_a_tuned_study_on_slurm_submits_its_final_stage_from_a_continuation_once_the_tune_results_exist(
-        slurm_cluster, tmp_path):
+        slurm_cluster, tmp_path, tiny_teacher):
+    """Guarantee: A tuned study on slurm submits its final stage from a continuation once the tune results exist."""
     axes = {"student": {"schedule.lr": [0.02, 0.05]}, "cwd_logits": {"term.weight": [1.0, 3.0]}}
     path = write_study(tmp_path, "tuned_slurm", methods={"cwd_logits": CWD}, seeds=(0, 1),
                        tune={"holdout": 0.25, "axes": axes})
     study = load_study(path, tmp_path / "results")
+    assert tiny_teacher(study)  # its teacher, complete (tests/conftest.py): the stages are what this is about
     code, out, _ = run_cli("launch", str(path), "--results", str(tmp_path / "results"), "--executor", "slurm",
                            "--dry-run")
     assert code == 0 and "then a continuation job (1 CPU, afterany on the jobs of the 4 run(s)" in out
     options = LaunchOptions(executor="slurm", progress=False)
-    assert summary(launch(study, options)) == {"submit": 5}          # the teacher and 4 tune runs
+    assert summary(launch(study, options)) == {"skip-complete": 1, "submit": 4}  # the 4 tune runs
     continuation = store.read_json(study.directory / RECORD)
     tune_jobs = {store.read_job(study.directory / p.run_id)["job_id"] for p in study.runs if p.stage == "tune"}
     assert set(continuation["after"]) == tune_jobs
@@ -59,6 +61,7 @@ def test_a_tuned_study_on_slurm_submits_its_final_stage_from_a_continuation_once
 
 
 def test_cancel_also_cancels_the_pending_continuation_so_nothing_is_launched_again(slurm_cluster, tmp_path):
+    """Guarantee: Cancel also cancels the pending continuation so nothing is launched again."""
     from runners.launch.jobs import cancel
 
     axes = {"student": {"schedule.lr": [0.02, 0.05]}, "cwd_logits": {"term.weight": [1.0, 3.0]}}

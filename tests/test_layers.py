@@ -121,16 +121,21 @@ def cycles(edges: dict[str, set[str]]) -> list[list[str]]:
 
 
 def test_no_module_imports_a_layer_above_its_own_or_a_private_name_of_another():
+    """Guarantee: The layers hold: every import (function-level ones included) goes down or sideways within its layer,
+    `runners` and `analysis` never import each other, only the CLI composes them, there is no import cycle and
+    no module takes another's private names."""
     _, problems = graph()
     assert problems == []
 
 
 def test_no_import_cycle_between_modules():
+    """Guarantee: No import cycle between modules."""
     edges, _ = graph()
     assert cycles(edges) == []
 
 
 def test_the_layer_test_sees_an_upward_import_a_private_one_and_a_cycle(tmp_path):
+    """Guarantee: The layer test sees an upward import a private one and a cycle."""
     assert layer("kdbench.spec") == "core" and layer("kdbench.losses.cwd") == "losses"
     assert "runners" not in MAY_IMPORT["core"] and "analysis" not in MAY_IMPORT["runners"]
     assert layer("kdbench.app") == "app" and "app" not in MAY_IMPORT["reports"] and "cli" not in MAY_IMPORT["app"]

@@ -73,7 +73,10 @@ def test_holistic_critic_is_left_out_of_what_a_student_optimizer_gets():
 
 
 def test_holistic_critic_optimizer_state_is_saved_and_restored_with_the_module():
-    """A resumed run continues the critic's Adam moments (they travel in the state_dict)."""
+    """Guarantee: A resumed run continues everything it trains: adapters with their optimizer state, HO's critic with
+    its Adam state (it travels in the checkpoint; its step count goes on from the checkpoint's).
+
+    A resumed run continues the critic's Adam moments (they travel in the state_dict)."""
     torch.manual_seed(0)
     loss = _build("ho")  # lazy critic: channels inferred at the first call
     s, t = _maps()

@@ -24,6 +24,10 @@ def calls(tree):
 
 
 def test_the_code_never_runs_a_shell_and_passes_every_command_as_a_list():
+    """Guarantee: No shell command is built from spec strings: no shell anywhere, every subprocess an argument list,
+    and the spec strings that reach a batch script are checked: partition, account, QOS and reservation plain
+    names, constraint and exclude in their sbatch syntax, extra options known sbatch names with printable values
+    (submitit quotes them)."""
     assert len(SOURCES) > 20
     found_process_calls = 0
     for path in SOURCES:
@@ -42,6 +46,7 @@ def test_the_code_never_runs_a_shell_and_passes_every_command_as_a_list():
 
 
 def test_a_partition_that_is_not_a_plain_name_is_refused_on_the_command_line_too(tmp_path):
+    """Guarantee: A partition that is not a plain name is refused on the command line too."""
     from kdbench.stages import load_study
     from runners.launch.launcher import LaunchOptions, launch
     from tests.launch_helpers import write_study

@@ -17,6 +17,8 @@ def _show(study: str, run: str) -> dict:
 
 
 def test_show_names_the_axis_planner_and_base_behind_each_value_of_an_evaluated_teacher_run():
+    """Guarantee: `plan --show RUN` gives each value of a run with its origin (axis, method, teacher_run, base or
+    defaults file, planner, built-in default); an unknown run is one line with close matches, exit 2."""
     values = _show("paper_table6_coco.yaml", "teacher_retinanet_r101_fpn_2x_coco")
     assert values["teacher.config"] == ("mmdet::retinanet/retinanet_r101_fpn_2x_coco.py", "axis zip[0].teacher.config")
     assert values["teacher.expect.value"] == (38.9, "axis zip[0].teacher.expect.value")
@@ -29,6 +31,7 @@ def test_show_names_the_axis_planner_and_base_behind_each_value_of_an_evaluated_
 
 
 def test_show_of_a_trained_teacher_names_its_teacher_run_schedule_and_the_axis_it_shares(tmp_path):
+    """Guarantee: Show of a trained teacher names its teacher run schedule and the axis it shares."""
     from tests.launch_helpers import write_study
 
     path = write_study(tmp_path, "show_lr", grid={"schedule.lr": [0.01, 0.02]},
@@ -40,6 +43,7 @@ def test_show_of_a_trained_teacher_names_its_teacher_run_schedule_and_the_axis_i
 
 
 def test_show_names_the_defaults_file_the_method_and_the_planner_behind_a_cells_values():
+    """Guarantee: Show names the defaults file the method and the planner behind a cells values."""
     values = _show("paper_table2_cityscapes.yaml", "cwd_logits_s1")
     assert values["schedule.crop"] == ([512, 512], "base.schedule.crop in defaults file _paper_cityscapes.yaml")
     assert values["dataset.pipeline"] == ("crop_only", "base.dataset.pipeline in defaults file _paper_cityscapes.yaml")
@@ -66,6 +70,7 @@ def test_show_points_a_cell_at_its_teacher_run_and_accepts_a_run_id(tmp_path):
 
 
 def test_show_of_an_unknown_run_is_one_line_with_close_matches_and_exit_2():
+    """Guarantee: Show of an unknown run is one line with close matches and exit 2."""
     code, out, err = run_cli("plan", str(STUDIES / "smoke.yaml"), "--show", "cwd_logit_s0")
     assert code == 2 and out == ""
     assert err.strip().endswith("'cwd_logit_s0' is neither the name nor the id of a run of "
@@ -74,7 +79,10 @@ def test_show_of_an_unknown_run_is_one_line_with_close_matches_and_exit_2():
 
 
 def test_show_config_prints_the_complete_mmengine_config_a_run_trains_with():
-    """MMRazor's recipe: mmseg's augmentation, 80k iterations, poly to 1e-4, the bn_eval teacher;
+    """Guarantee: `plan --show RUN --config` prints the complete mmengine config the run trains with, a config mmengine
+    reads back.
+
+    MMRazor's recipe: mmseg's augmentation, 80k iterations, poly to 1e-4, the bn_eval teacher;
     the paper's: a plain random crop. The text is a config mmengine reads back."""
     from mmengine.config import Config
 

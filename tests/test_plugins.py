@@ -22,6 +22,10 @@ PLUGIN = EXAMPLES / "cosine_kd.py"
 
 
 def test_kdbench_losses_lists_a_plugins_loss_with_its_declared_parameters_and_file():
+    """Guarantee: A plugin's loss is listed, validated by the same rules as a built-in (bad values, unknown parameters
+    with the close match), refused in one line when its file is missing, broken or takes a built-in's name,
+    planned with the same ids wherever the study lives, run locally and reported beside the built-ins; on SLURM
+    the job imports it."""
     code, out, err = run_cli("losses", "--plugin", str(PLUGIN), "--json")
     assert code == 0, err
     table = json.loads(out)
@@ -31,6 +35,7 @@ def test_kdbench_losses_lists_a_plugins_loss_with_its_declared_parameters_and_fi
 
 
 def test_a_plugins_loss_is_validated_by_the_same_rules_as_a_built_in(tmp_path):
+    """Guarantee: A plugins loss is validated by the same rules as a built in."""
     plugins = [str(PLUGIN)]
     run = {**TINY_BASE, "teacher": {"config": "tiny_seg_teacher", "checkpoint": "t.pth"}, "plugins": plugins}
     term = {"method": "cosine", "student_location": "decode_head.conv_seg"}
@@ -71,6 +76,7 @@ UNDECLARABLE = {
     ("bad_default.py", r"the default of eps must be a finite number, got 'small'"),
 ])
 def test_a_plugin_that_is_missing_broken_or_takes_a_built_in_name_is_one_line_exit_2(entry, message, tmp_path):
+    """Guarantee: A plugin that is missing broken or takes a built in name is one line exit 2."""
     (tmp_path / "broken.py").write_text("oops\n")
     (tmp_path / "clash.py").write_text(
         "from dataclasses import dataclass\nfrom torch import nn\nfrom kdbench.losses import LossParams, register\n"
@@ -154,6 +160,7 @@ def test_a_plugin_may_be_an_importable_module_name(tmp_path, monkeypatch):
 
 
 def test_plugin_paths_are_resolved_from_the_spec_and_leave_the_run_ids_alone(tmp_path):
+    """Guarantee: Plugin paths are resolved from the spec and leave the run ids alone."""
     study = load_study(EXAMPLES / "plugin_cosine.yaml", tmp_path)
     cell = next(p for p in study.runs if p.params.get("method") == "cosine_logits")
     assert cell.run.plugins == (str(PLUGIN),) and cell.run.to_dict()["plugins"] == [str(PLUGIN)]
@@ -171,6 +178,7 @@ def test_plugin_paths_are_resolved_from_the_spec_and_leave_the_run_ids_alone(tmp
 
 @pytest.mark.slow
 def test_a_study_with_a_plugin_loss_plans_runs_locally_and_reports_it_beside_the_built_ins(tmp_path, monkeypatch):
+    """Guarantee: A study with a plugin loss plans runs locally and reports it beside the built ins."""
     monkeypatch.setenv("KDBENCH_DATA", str(tmp_path / "data"))
     study_file = str(EXAMPLES / "plugin_cosine.yaml")
     results = str(tmp_path / "results")

@@ -17,6 +17,8 @@ from tests.run_fixtures import ROOT, cwd_terms, seg_run, teacher_of
 
 
 def test_precision_enters_the_run_id_only_when_it_is_not_fp32():
+    """Guarantee: `schedule.precision` is in a run's id only when not fp32; a bf16 run on a CPU autocasts its models
+    and keeps its KD terms in fp32; fp16 on a CPU exits 2 with one line before anything is written."""
     plain = parse_run(seg_run())
     explicit = parse_run(seg_run(schedule={"iterations": 4, "batch_size": 2, "checkpoint_interval": 2,
                                            "precision": "fp32"}))
@@ -36,6 +38,7 @@ def test_an_unknown_precision_is_one_line_naming_the_key_and_the_valid_values():
 
 
 def test_fp16_on_a_cpu_exits_2_with_one_line_before_anything_is_written(tmp_path):
+    """Guarantee: Fp16 on a cpu exits 2 with one line before anything is written."""
     run_file = tmp_path / "run.json"
     run_file.write_text(json.dumps(seg_run(device="cpu", schedule={"precision": "fp16"})))
     out = tmp_path / "out"
@@ -73,6 +76,7 @@ class _Dtypes(Hook):
 @pytest.mark.parametrize("precision, logits", [("bf16", torch.bfloat16), ("fp32", torch.float32)])
 def test_a_cpu_run_autocasts_its_models_to_its_precision_and_keeps_the_kd_terms_in_fp32(
         seg_teacher, tmp_path, precision, logits):
+    """Guarantee: A cpu run autocasts its models to its precision and keeps the kd terms in fp32."""
     from runners.train import train_and_evaluate
 
     run = parse_run(seg_run(teacher=teacher_of(seg_teacher), distill=cwd_terms(), device="cpu",

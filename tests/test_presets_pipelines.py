@@ -14,6 +14,7 @@ SHORT = {"iterations": 2, "batch_size": 2, "checkpoint_interval": 2}
 @pytest.mark.slow
 @pytest.mark.parametrize("pipeline", ["default", "crop_only"])
 def test_a_cityscapes_format_tree_trains_and_evaluates_with_either_pipeline(pipeline, tmp_path):
+    """Guarantee: A cityscapes format tree trains and evaluates with either pipeline."""
     from runners.train import execute
 
     root = make_cityscapes(tmp_path / "cityscapes")
@@ -34,7 +35,10 @@ def test_a_cityscapes_format_tree_trains_and_evaluates_with_either_pipeline(pipe
 
 
 def test_the_crop_only_pipeline_is_a_plain_random_crop_and_the_default_is_mmsegs_augmentation(tmp_path):
-    """crop_only: the CWD paper's official training script (a random crop of the full image, no
+    """Guarantee: `dataset.pipeline: crop_only` trains Cityscapes on a plain random crop (the CWD paper's official
+    script), `default` with mmseg's augmentation; only `crop_only` enters the run id; both train and evaluate.
+
+    crop_only: the CWD paper's official training script (a random crop of the full image, no
     rescale, flip or photometric change); default: mmseg's Cityscapes configs. Only crop_only
     enters the run id."""
     from kdbench.ids import run_id

@@ -32,6 +32,8 @@ def _covered(field: str, provenance: dict) -> bool:
 
 @pytest.mark.parametrize("path", PRESETS, ids=lambda p: p.stem)
 def test_every_protocol_field_of_a_paper_or_mmrazor_preset_cites_its_source(path):
+    """Guarantee: Every protocol field of the `paper_*` and `mmrazor_*` presets cites its upstream source
+    (`provenance:`); a citation of a value the study lacks is refused."""
     raw = load_spec(path).raw
     assert "mode" in raw["base"]["teacher"] and "pipeline" in raw["base"]["dataset"], \
         "a preset states its teacher mode and training pipeline"
@@ -47,6 +49,7 @@ def test_the_presets_are_found():
 
 
 def test_a_citation_of_a_value_the_study_does_not_have_is_refused(tmp_path):
+    """Guarantee: A citation of a value the study does not have is refused."""
     from tests.launch_helpers import write_study
 
     good = write_study(tmp_path, "cited", provenance={"base.schedule.iterations": "a paper, section 4",

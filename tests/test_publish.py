@@ -29,6 +29,8 @@ def test_the_report_writes_a_metafile_and_a_tsv_whatever_the_formats_and_says_wh
 
 
 def test_the_metafile_has_one_model_per_cell_with_teacher_student_metrics_config_and_weights(published):
+    """Guarantee: `kdbench report` writes `metafile.yml` (OpenMMLab style) and `results.tsv`, one entry and one row per
+    cell with its numbers, config and weights."""
     _, report, runs, directory = published
     index = yaml.safe_load((report / "metafile.yml").read_text())
     assert index["Collections"] == [{"Name": "fixture", "Metadata": {"Training Data": ["fashion_scenes"]},
@@ -52,6 +54,7 @@ def test_the_metafile_has_one_model_per_cell_with_teacher_student_metrics_config
 
 
 def test_the_tsv_has_one_row_per_cell_with_the_same_numbers_and_names_kept_literal(published):
+    """Guarantee: The tsv has one row per cell with the same numbers and names kept literal."""
     _, report, runs, directory = published
     with (report / "results.tsv").open(newline="") as handle:
         rows = {r["cell"]: r for r in csv.DictReader(handle, delimiter="\t")}

@@ -25,6 +25,7 @@ def test_epochs_agree_within_five_percent_and_fields_a_cell_did_not_record_are_n
 
 
 def test_a_cell_is_called_not_comparable_to_a_row_whose_recipe_differs():
+    """Guarantee: A cell is called not comparable to a row whose recipe differs."""
     reference = {"method": "cwd", "student": "pspnet_r18", "file": "mmrazor.csv", "recipe_iterations": 80000,
                  "recipe_pipeline": "default"}
     same = cell_record("cwd_logits", recipe={"iterations": 80000, "pipeline": "default"})

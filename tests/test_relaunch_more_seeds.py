@@ -13,11 +13,15 @@ from tests.launch_helpers import write_study
 pytestmark = pytest.mark.slow  # the runs train (tiny models, 4 iterations)
 
 
-def test_adding_seeds_and_relaunching_runs_only_the_new_seeds_and_keeps_the_old_results(tmp_path, monkeypatch):
+def test_adding_seeds_and_relaunching_runs_only_the_new_seeds_and_keeps_the_old_results(tmp_path, monkeypatch,
+                                                                                         tiny_teacher):
+    """Guarantee: A study relaunched with more seeds runs only the new seeds; the runs already complete keep their ids
+    and results."""
     monkeypatch.setenv("KDBENCH_DATA", str(tmp_path / "data"))
     path = write_study(tmp_path, "more_seeds", seeds=(0,))
     study = load_study(path, tmp_path / "results")
-    assert summary(launch(study, LaunchOptions(progress=False))) == {"submit": 3}  # teacher, student, cwd
+    assert tiny_teacher(study)  # the teacher, complete (tests/conftest.py): the seeds are what this is about
+    assert summary(launch(study, LaunchOptions(progress=False))) == {"skip-complete": 1, "submit": 2}  # student, cwd
     finals = {p.name: study.directory / p.run_id / store.FINAL for p in study.runs}
     before = {name: (final.read_bytes(), final.stat().st_mtime_ns) for name, final in finals.items()}
 

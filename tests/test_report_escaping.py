@@ -190,6 +190,9 @@ def html_dom(hostile, tmp_path_factory):
 
 @needs_chromium
 def test_no_payload_adds_an_element_or_runs_in_the_html_report(html_dom):
+    """Guarantee: Reports (HTML and markdown) show everything from specs and results as text: names, axis values,
+    errors, env.json, reference files, the spec, paths; no payload adds an element, runs, breaks a table row or
+    makes a link, checked in a real browser (the markdown rendered to a page too)."""
     assert html_dom.text.count("pwnedMethod") > 5  # the payloads are on the page, as text
     assert injected(html_dom, HTML_TAGS, r"data:image/png;base64,[A-Za-z0-9+/=]+") == []
 
@@ -213,6 +216,7 @@ def _unescaped(text: str) -> str:
 
 
 def test_the_markdown_file_holds_every_payload_escaped_and_nothing_raw(hostile):
+    """Guarantee: The markdown file holds every payload escaped and nothing raw."""
     _, shown, written = hostile
     text = written["md"].read_bytes().decode()  # as written: a bare "\r" kept
     assert "\r" not in text
@@ -244,6 +248,7 @@ def _rendered(markdown: Path, folder: Path) -> Path:
 
 @needs_chromium
 def test_the_markdown_rendered_to_a_page_shows_every_payload_as_text_and_runs_none(hostile, tmp_path):
+    """Guarantee: The markdown rendered to a page shows every payload as text and runs none."""
     _, shown, written = hostile
     dom = Dom(dump_dom(_rendered(written["md"], tmp_path), tmp_path / "profile"))
     assert injected(dom, MARKDOWN_TAGS, r"[A-Za-z0-9_.-]+\.png") == []

@@ -116,6 +116,7 @@ def test_cli_collect_and_report_write_the_cache_and_only_the_formats_asked(tmp_p
 @pytest.mark.slow  # a Chromium process: seconds
 @needs_chromium
 def test_a_headless_browser_shows_the_tables_and_keeps_the_script_inert(report, tmp_path):
+    """Guarantee: A headless browser shows the tables and keeps the script inert."""
     *_, written = report
     url = written["html"].resolve().as_uri()
     dom = chromium(tmp_path / "profile", "--dump-dom", url).stdout
@@ -143,6 +144,7 @@ def test_a_headless_browser_shows_the_tables_and_keeps_the_script_inert(report, 
 @pytest.mark.slow  # a Chromium process: seconds
 @needs_chromium
 def test_a_headless_browser_shows_the_tuning_section_with_each_held_out_score_choice_and_budget(tmp_path):
+    """Guarantee: A headless browser shows the tuning section with each held out score choice and budget."""
     from tests.browser import Dom, dump_dom
 
     study, _ = make_tuned_store(tmp_path)
@@ -205,6 +207,7 @@ def _filled(name, tmp_path):
                            'The "Location" column is left out: no row has a value there.']),
 ])
 def test_shipped_studies_get_the_tables_their_axes_call_for(name, expected, tmp_path):
+    """Guarantee: Shipped studies get the tables their axes call for."""
     path = _filled(name, tmp_path)
     md = path.read_text()
     for text in expected:
@@ -220,6 +223,7 @@ def test_markdown_escaping_keeps_names_literal():
 
 
 def test_a_collapsed_student_baseline_is_called_out_beside_the_cwd_verdict(tmp_path):
+    """Guarantee: A baseline that collapsed to predicting one class is called out beside the CWD verdict."""
     study, results = make_store(tmp_path, metrics={"student_s0": CONSTANT, "student_s2": CONSTANT,
                                                    "cwd_logits_s1": CONSTANT})
     written = render(study, ("html", "md"))
@@ -344,6 +348,8 @@ def test_demo_sh_stops_with_a_reason_when_the_report_output_has_no_such_path(tmp
 
 
 def test_the_report_says_per_cell_whether_its_runs_were_deterministic_and_flags_runs_that_differ(tmp_path):
+    """Guarantee: The report says per cell whether its runs were deterministic, with their threads and device, and
+    flags a cell whose runs differ in any numerics setting or version."""
     import json
 
     study, results = make_store(tmp_path)
@@ -375,6 +381,7 @@ def test_runs_that_agree_in_every_setting_get_no_warning(report):
 
 
 def test_a_kd_inactive_run_is_listed_with_its_term_and_reason_and_never_averaged(tmp_path):
+    """Guarantee: A kd inactive run is listed with its term and reason and never averaged."""
     from analysis.collect import collect
     from kdbench.states import format_status, run_states
     from kdbench.store import scan
@@ -393,6 +400,9 @@ def test_a_kd_inactive_run_is_listed_with_its_term_and_reason_and_never_averaged
 
 
 def test_the_report_shows_each_cells_recipe_and_calls_a_cell_not_comparable_to_a_row_whose_recipe_differs(tmp_path):
+    """Guarantee: The report shows each cell's recipe and names a cell not comparable to a published row whose stated
+    recipe fields (epochs, iterations, batch, crop, pipeline, lr, teacher mode, precision) differ, with both
+    values."""
     import json
 
     study, results = make_store(tmp_path)
@@ -430,6 +440,7 @@ def _markdown_tables(md: str) -> list[list[list[str]]]:
 
 
 def test_the_mmrazor_layout_is_named_after_mmrazor_and_no_column_is_all_dashes(report):
+    """Guarantee: The mmrazor layout is named after mmrazor and no column is all dashes."""
     import html as html_module
 
     *_, html, md, _ = report
@@ -451,6 +462,7 @@ def test_the_mmrazor_layout_is_named_after_mmrazor_and_no_column_is_all_dashes(r
 
 
 def test_a_table_with_nothing_but_labels_left_is_left_out_with_a_sentence():
+    """Guarantee: A table with nothing but labels left is left out with a sentence."""
     from analysis.tables import Cell, Table, shown
 
     empty = Table("x", "Ablation: tau", ["tau", "cwd"], [[Cell("1"), Cell("—")], [Cell("4"), Cell("—")]])
@@ -462,6 +474,7 @@ def test_a_table_with_nothing_but_labels_left_is_left_out_with_a_sentence():
 @pytest.mark.slow  # a Chromium process: seconds
 @needs_chromium
 def test_a_headless_browser_shows_the_equal_budget_section_and_its_pareto_figure(tmp_path):
+    """Guarantee: A headless browser shows the equal budget section and its pareto figure."""
     from tests.browser import Dom, dump_dom
     from tests.results_fixtures import make_budget_store
 

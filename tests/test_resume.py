@@ -158,6 +158,9 @@ def garble(path: Path) -> None:
 @pytest.mark.parametrize("damage", [None, truncate, garble], ids=["intact", "truncated", "garbage"])
 def test_a_killed_run_resumes_from_its_newest_checkpoint_that_loads_and_records_each_evaluation_once(
         damage, killed_run, tmp_path):
+    """Guarantee: A run killed (SIGKILL) mid-training resumes from its newest checkpoint that loads and ends with one
+    result: a truncated or garbage last checkpoint falls back to the one before, and with every checkpoint
+    corrupt the run starts afresh."""
     run_file, killed = killed_run
     out = shutil.copytree(killed, tmp_path / "out")
     *_, previous, newest = checkpoints(out)
@@ -177,6 +180,7 @@ def test_a_killed_run_resumes_from_its_newest_checkpoint_that_loads_and_records_
 
 
 def test_a_killed_run_whose_every_checkpoint_is_corrupt_starts_afresh_and_completes(killed_run, tmp_path):
+    """Guarantee: A killed run whose every checkpoint is corrupt starts afresh and completes."""
     run_file, killed = killed_run
     out = shutil.copytree(killed, tmp_path / "out")
     damaged = checkpoints(out)
@@ -194,6 +198,7 @@ def test_a_killed_run_whose_every_checkpoint_is_corrupt_starts_afresh_and_comple
 
 @pytest.mark.parametrize("at", [2, 4], ids=["mid-training", "last"])
 def test_a_resume_makes_the_evaluation_that_a_kill_between_checkpoint_and_evaluation_left_out(at, tmp_path):
+    """Guarantee: A resume makes the evaluation that a kill between checkpoint and evaluation left out."""
     schedule = {"iterations": 4, "batch_size": 2, "checkpoint_interval": 2, "val_interval": 2}
     execute(seg_run(schedule=schedule), tmp_path)
     made = {line["iter"]: line for line in store.read_jsonl(tmp_path / store.METRICS)}
@@ -226,6 +231,7 @@ def killed_distilled_run(run: dict, tmp_path: Path) -> tuple[Path, Path, dict]:
 
 def test_a_killed_distilled_run_resumes_its_adapters_and_their_optimizer_state_from_the_checkpoint(
         seg_teacher, tmp_path):
+    """Guarantee: A killed distilled run resumes its adapters and their optimizer state from the checkpoint."""
     run = seg_run(teacher=teacher_of(seg_teacher), distill=cwd_terms(), schedule=DISTILLED)
     run_file, out, checkpoint = killed_distilled_run(run, tmp_path)
     saved = torch.load(checkpoint, map_location="cpu", weights_only=False)
@@ -251,6 +257,7 @@ def test_a_killed_distilled_run_resumes_its_adapters_and_their_optimizer_state_f
 
 
 def test_a_killed_holistic_run_resumes_its_critic_and_the_critics_adam_state_continues(seg_teacher, tmp_path):
+    """Guarantee: A killed holistic run resumes its critic and the critics adam state continues."""
     terms = [{"name": "ho", "method": "ho", "weight": 0.1, "student_location": "decode_head.conv_seg"}]
     run = seg_run(teacher=teacher_of(seg_teacher), distill=terms, schedule=DISTILLED)
     run_file, out, checkpoint = killed_distilled_run(run, tmp_path)

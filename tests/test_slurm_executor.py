@@ -28,6 +28,7 @@ def sbatch_lines(executor, runs: int) -> list[str]:
 
 
 def test_a_two_gpu_run_asks_for_one_task_per_gpu_behind_its_teachers_in_a_throttled_array(tmp_path):
+    """Guarantee: A multi-GPU run is one job of one task per GPU with one result."""
     executor = executor_for(tmp_path, RESOURCES, "student", "grid", ["12_0", "13_1"])
     lines = sbatch_lines(executor, runs=3)
     assert "#SBATCH --ntasks-per-node=2" in lines
@@ -60,6 +61,8 @@ def test_a_run_on_at_most_one_gpu_is_one_task_without_the_distributed_launcher(t
 
 @pytest.mark.parametrize("gpus", [1, 4])
 def test_a_multi_node_run_is_one_job_of_one_task_per_gpu_on_every_node_meeting_on_its_first_node(tmp_path, gpus):
+    """Guarantee: A run on several nodes is one job of one task per GPU on each node, meeting on its first node; more
+    nodes than the partition has that fit, or `--executor local`, are refused in one line."""
     executor = executor_for(tmp_path, {**RESOURCES, "gpus": gpus, "nodes": 3}, "student", "grid", [])
     lines = sbatch_lines(executor, runs=2)
     assert "#SBATCH --nodes=3" in lines and f"#SBATCH --ntasks-per-node={gpus}" in lines

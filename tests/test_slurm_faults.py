@@ -63,7 +63,10 @@ def jobs_named(prefix: str, since: str) -> set[str]:
 
 
 def test_a_launcher_killed_between_two_array_submissions_is_completed_by_the_next_launch(slurm_cluster, tmp_path):
-    """The launcher submits the teacher's array, then is killed (SIGKILL) inside the sbatch of the
+    """Guarantee: A launcher SIGKILLed between two array submissions: the next launch submits only the runs without a
+    job, and each run ends with exactly one SLURM job.
+
+    The launcher submits the teacher's array, then is killed (SIGKILL) inside the sbatch of the
     next array. What it submitted is recorded (the teacher's job.json); the next launch submits only
     the runs without a job, behind the teacher's job, and each run ends with exactly one job."""
     since = datetime.now().strftime("%Y-%m-%dT%H:%M:%S")
@@ -103,7 +106,11 @@ def test_a_launcher_killed_between_two_array_submissions_is_completed_by_the_nex
 
 
 def test_a_job_whose_slurmd_dies_ends_requeued_or_failed_and_its_run_completes_once(slurm_cluster, tmp_path):
-    """slurmd killed (SIGKILL) under a running job: its slurmstepd and the training process live on,
+    """Guarantee: A node's slurmd killed under a running job: within about 30 s SLURM ends that attempt `NODE_FAIL` and
+    requeues it; with slurmd back, the job resumes (or fails at once and a relaunch resumes it); the run
+    completes once, without an error, and is never shown running forever.
+
+    slurmd killed (SIGKILL) under a running job: its slurmstepd and the training process live on,
     held at the gate. SLURM marks the node DOWN after SlurmdTimeout (20 s in up.sh) and requeues
     the job (that run of it ends NODE_FAIL); status then shows the run waiting for its job. With
     slurmd back, SLURM kills the orphaned step, and only then does the test open the gate. The
@@ -152,7 +159,10 @@ def test_a_job_whose_slurmd_dies_ends_requeued_or_failed_and_its_run_completes_o
 
 def test_a_job_slurm_stopped_or_holds_in_its_queue_still_owns_its_run_and_is_not_submitted_again(
         slurm_cluster, tmp_path):
-    """A run's job that SLURM stopped (SIGSTOP: it keeps its allocation) or requeued and holds
+    """Guarantee: A job SLURM stopped (SIGSTOP) or holds after a requeue (`SPECIAL_EXIT`) still owns its run: shown
+    running, never submitted twice; once cancelled, the run is interrupted and resubmitted.
+
+    A run's job that SLURM stopped (SIGSTOP: it keeps its allocation) or requeued and holds
     (SPECIAL_EXIT) can still go on: status shows the run running and a launch leaves it alone
     (a second job would write the same run directory). Once the job is cancelled, the run is
     interrupted and a launch submits it again."""

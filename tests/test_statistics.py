@@ -40,6 +40,9 @@ def test_a_cells_interval_is_the_student_t_interval_and_one_run_has_none():
 
 
 def test_a_delta_on_the_same_seeds_is_paired_and_tighter_than_welch_on_the_same_numbers():
+    """Guarantee: A cell's Δ is tested paired by seed when it and its baseline have the same seeds, by Welch otherwise,
+    with its 95% interval; verdicts are Holm-corrected across the study's tested cells; n = 1 gets no interval;
+    the seeds needed at power 0.8 are those of the t test (each checked on hand-computed numbers)."""
     # Differences by seed 71-70, 73-71, 75-72 = 1, 2, 3: mean 2, s_d = 1, se = 1 / sqrt(3) = 0.5774;
     # 95%: 2 ± 4.303 x 0.5774 = 2 ± 2.484; t = 2 / 0.5774 = 3.464, t² = 12, p = 1 - 3.464 / sqrt(14) = 0.0742.
     paired = significance.compare({0: 71.0, 1: 73.0, 2: 75.0}, {0: 70.0, 1: 71.0, 2: 72.0})
@@ -53,6 +56,7 @@ def test_a_delta_on_the_same_seeds_is_paired_and_tighter_than_welch_on_the_same_
 
 
 def test_a_delta_on_other_seeds_is_welch_with_its_degrees_of_freedom():
+    """Guarantee: A delta on other seeds is welch with its degrees of freedom."""
     # Cell 74, 76, 78 (mean 76, s² = 4) vs baseline 70, 72, 74 (mean 72, s² = 4), seeds apart: Welch.
     # se = sqrt(4/3 + 4/3) = 1.633; df = (8/3)² / ((4/3)² / 2 + (4/3)² / 2) = 4; 95%: 4 ± 2.776 x 1.633 = 4 ± 4.534.
     # t = 4 / 1.633 = 2.449 (t² = 6), u = 2.449 / sqrt(2.5) = 1.549, P(T <= t) = 0.5 + 0.375 x 1.549 x 0.8 = 0.9648,
@@ -69,6 +73,7 @@ def test_a_delta_on_other_seeds_is_welch_with_its_degrees_of_freedom():
 
 
 def test_a_side_with_one_run_gets_a_delta_without_interval_test_or_verdict():
+    """Guarantee: A side with one run gets a delta without interval test or verdict."""
     single = significance.compare({0: 33.0}, BASELINE)
     assert single.delta == pytest.approx(2.0) and single.test == "" and math.isnan(single.low)
     assert significance.verdict(single, math.nan) == significance.NO_INTERVAL
@@ -109,6 +114,7 @@ def _cells(study) -> dict[str, CellRecord]:
 
 
 def test_holm_across_three_cells_turns_two_raw_gains_into_noise(tmp_path):
+    """Guarantee: Holm across three cells turns two raw gains into noise."""
     study, results = _three_cells(tmp_path)
     tests = _tests(study)
     # df 2: p = 1 - sqrt(t² / (t² + 2)): big 1 - sqrt(300/302) = 0.00332, up and down 1 - sqrt(27/29) = 0.0351.
@@ -127,6 +133,7 @@ def test_holm_across_three_cells_turns_two_raw_gains_into_noise(tmp_path):
 
 
 def test_seeds_needed_for_a_delta_are_those_of_the_t_test_at_power_0_8():
+    """Guarantee: Seeds needed for a delta are those of the t test at power 0 8."""
     # Paired, Δ / s_d = 1: the t form of the formula, n >= (t(0.975; n-1) + t(0.8; n-1))², holds at n = 10
     # ((2.262 + 0.883)² = 9.89) and not at n = 9 ((2.306 + 0.889)² = 10.21): 10 pairs (R's power.t.test,
     # type "paired": n = 9.94).
@@ -310,6 +317,10 @@ def test_a_headless_browser_shows_the_verdicts_intervals_seeds_and_published_vs_
 
 
 def test_the_share_of_the_teacher_student_gap_a_cell_closes_is_its_delta_over_the_gap_with_the_delta_interval():
+    """Guarantee: Each cell says how far it closes the teacher-student gap: Δ / (teacher - student baseline), with the
+    Δ interval divided by the gap (the teacher taken as fixed), in the report's table, `report --json` and the
+    CWD sentence; no share where the teacher is not above the baseline; a Δ that resolves on its own but not
+    after Holm's correction says so."""
     # Teacher 50 (one run, fixed), baseline 30, 31, 32 (mean 31): gap 19. big: Δ 10, 95% 10 ± 4.303 / sqrt(3)
     # = [7.516, 12.484]; share 10 / 19 = 0.5263, interval [7.516 / 19, 12.484 / 19] = [0.3956, 0.6571].
     # down: differences -4, -3, -2: Δ -3, [-5.484, -0.516]: share -3 / 19 = -0.1579, [-0.2886, -0.0272].
@@ -322,6 +333,7 @@ def test_the_share_of_the_teacher_student_gap_a_cell_closes_is_its_delta_over_th
 
 
 def test_the_report_json_and_cwd_sentence_say_how_far_each_cell_closes_the_teacher_student_gap(tmp_path):
+    """Guarantee: The report json and cwd sentence say how far each cell closes the teacher student gap."""
     study, results = _three_cells(tmp_path)
     gaps = {method: cell.gap("val/mIoU") for method, cell in _cells(study).items()}
     assert gaps["big"].gap == pytest.approx(19.0)
@@ -343,6 +355,7 @@ def test_the_report_json_and_cwd_sentence_say_how_far_each_cell_closes_the_teach
 
 
 def test_a_teacher_below_its_student_baseline_leaves_no_gap_to_close_and_the_report_says_why(tmp_path):
+    """Guarantee: A teacher below its student baseline leaves no gap to close and the report says why."""
     # Teacher 25 against the baseline's mean 31: the gap is -6; a share of it would flip the sign of every Δ.
     study, results = make_store(tmp_path, {"teacher": 25.0})
     found = summarise(study, collect(study))
@@ -356,6 +369,7 @@ def test_a_teacher_below_its_student_baseline_leaves_no_gap_to_close_and_the_rep
 
 
 def test_a_cell_within_noise_only_after_holms_correction_says_so_rather_than_that_it_needs_the_seeds_it_has():
+    """Guarantee: A cell within noise only after holms correction says so rather than that it needs the seeds it has."""
     from reports.render import _cwd_line
 
     # Three paired seeds, Δ +17 with a 95% interval [+5.7, +28.3] that excludes 0 on its own (p 0.023),

@@ -34,12 +34,14 @@ def damaged_store(tmp_path):
 
 
 def test_a_truncated_metrics_line_is_skipped_and_the_rest_read(damaged_store):
+    """Guarantee: Truncated, corrupt or half-written run directories are reported, never counted, never crash."""
     study, results, cells = damaged_store
     lines = store.read_jsonl(results / "faults" / cells[0].run_id / "metrics.jsonl")
     assert lines == [{"iter": 4, "val/mIoU": 40.0}]
 
 
 def test_status_reports_a_corrupt_final_and_a_half_written_directory(damaged_store):
+    """Guarantee: Status reports a corrupt final and a half written directory."""
     study, results, cells = damaged_store
     states = {r.run_id: r.state for r in status(study)}
     assert states[cells[0].run_id] == "complete"
@@ -48,6 +50,7 @@ def test_status_reports_a_corrupt_final_and_a_half_written_directory(damaged_sto
 
 
 def test_collect_counts_damaged_runs_but_never_averages_them(damaged_store):
+    """Guarantee: Collect counts damaged runs but never averages them."""
     from analysis.collect import collect
     from analysis.summary import summarise
 
@@ -61,6 +64,7 @@ def test_collect_counts_damaged_runs_but_never_averages_them(damaged_store):
 
 
 def test_a_failed_write_leaves_no_partial_result_and_no_temporary_file(tmp_path, monkeypatch):
+    """Guarantee: A finished run has exactly one `final.json`, written whole or not at all."""
     def disk_full(fd):
         raise OSError(28, "No space left on device")
 
@@ -71,6 +75,7 @@ def test_a_failed_write_leaves_no_partial_result_and_no_temporary_file(tmp_path,
 
 
 def test_a_failed_rewrite_keeps_the_previous_file_whole(tmp_path, monkeypatch):
+    """Guarantee: A failed rewrite keeps the previous file whole."""
     store.write_json_atomic(tmp_path / "final.json", {"status": "complete", "metrics": {"val/mIoU": 1.0}})
     monkeypatch.setattr(os, "replace", lambda *a: (_ for _ in ()).throw(OSError(30, "Read-only file system")))
     with pytest.raises(OSError, match="Read-only"):
@@ -80,6 +85,7 @@ def test_a_failed_rewrite_keeps_the_previous_file_whole(tmp_path, monkeypatch):
 
 
 def test_nan_never_reaches_a_result_file(tmp_path):
+    """Guarantee: Nan never reaches a result file."""
     with pytest.raises(ValueError):
         store.write_json_atomic(tmp_path / "final.json", {"metrics": {"val/mIoU": float("nan")}})
     assert list(tmp_path.iterdir()) == []

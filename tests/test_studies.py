@@ -19,7 +19,11 @@ STUDIES = sorted(p for p in (ROOT / "studies").glob("[!_]*.yaml"))
 
 @pytest.mark.parametrize("path", STUDIES, ids=lambda p: p.name)
 def test_every_shipped_study_plans_on_a_machine_without_its_data_or_weights(path, tmp_path, monkeypatch):
-    """Neither Cityscapes nor COCO is on this machine: plan shows the grid and lists what a launch
+    """Guarantee: `plan` works on a machine without the data or the weights: the grid, then each missing thing as the
+    line a launch would refuse with, exit 0; `launch` and `run` refuse; a defaults file given as a study is one
+    line.
+
+    Neither Cityscapes nor COCO is on this machine: plan shows the grid and lists what a launch
     needs (the data; the weights to fetch where the cache lacks them), exit 0."""
     code, out, err = run_cli("plan", str(path), "--results", str(tmp_path))
     assert code == 0, err
@@ -31,6 +35,7 @@ def test_every_shipped_study_plans_on_a_machine_without_its_data_or_weights(path
 
 
 def test_a_defaults_file_given_as_a_study_is_one_line_naming_the_studies_that_use_it():
+    """Guarantee: A defaults file given as a study is one line naming the studies that use it."""
     code, out, err = run_cli("plan", str(ROOT / "studies" / "_paper_cityscapes.yaml"))
     assert code == 2 and out == "" and len(err.strip().splitlines()) == 1
     assert "_paper_cityscapes.yaml: a defaults file (its name starts with _), not a study: a study names it with " \
@@ -63,6 +68,7 @@ def test_run_ids_do_not_depend_on_where_the_results_live():
 
 
 def test_plan_json_ids_are_identical_across_two_processes(tmp_path):
+    """Guarantee: Plan json ids are identical across two processes."""
     outputs = []
     for hashseed in ("1", "2"):  # each process computes its ids: no cache holds them
         command = [sys.executable, "-m", "kdbench.cli", "plan", "studies/ablation_temperature.yaml", "--json",
@@ -147,6 +153,9 @@ def test_resources_do_not_change_run_ids_but_a_number_changing_field_does(tmp_pa
 
 @pytest.mark.parametrize("name", sorted(p.name for p in (ROOT / "studies" / "references").glob("*.csv")))
 def test_each_published_reference_row_has_a_number_its_source_and_a_comparability_tag(name):
+    """Guarantee: Every published row carries its source and a comparability tag (the official code's committed tau
+    sweep, CIRKD's CWD + KD + adversarial rows, PaddleDetection's 2x-against-1x rows, the CWD authors' detection
+    run); a row that states its tau and weight sits beside the cell of that tau and weight only."""
     import pandas as pd
 
     table = pd.read_csv(ROOT / "studies" / "references" / name)
@@ -157,12 +166,15 @@ def test_each_published_reference_row_has_a_number_its_source_and_a_comparabilit
 
 
 def test_every_reference_file_is_used_by_a_shipped_study():
+    """Guarantee: Every reference file is used by a shipped study."""
     used = {name for path in STUDIES for name in load_study(path).spec.references}
     assert used == {p.name for p in (ROOT / "studies" / "references").glob("*.csv")}
 
 
 def test_the_official_codes_committed_tau_sweep_sits_beside_the_feature_map_cells_of_the_same_tau_and_weight():
-    """torchdistiller_logs.csv rows state their tau and weight: each weight-35 row matches the one
+    """Guarantee: The official codes committed tau sweep sits beside the feature map cells of the same tau and weight.
+
+    torchdistiller_logs.csv rows state their tau and weight: each weight-35 row matches the one
     cwd_feature_w35 cell at its tau; the weight-40 rows match no cell."""
     from analysis import references
     from tests.results_fixtures import cell_record
@@ -192,7 +204,9 @@ def test_the_paper_table2_references_cover_every_cell_of_its_study():
 
 
 def test_each_paper_table6_cell_distils_from_its_own_zipped_model_zoo_teacher_checked_against_its_ap():
-    """Table 6 zips each detector's R101 2x teacher config, its model-zoo checkpoint and published
+    """Guarantee: Each paper table6 cell distils from its own zipped model zoo teacher checked against its ap.
+
+    Table 6 zips each detector's R101 2x teacher config, its model-zoo checkpoint and published
     AP with its R50 2x student and learning rate: three evaluated teachers, each with its own
     expectation, and each cell's run pairs the detector's own teacher and student."""
     study = load_study(ROOT / "studies" / "paper_table6_coco.yaml", "/tmp/results")
@@ -225,6 +239,9 @@ def _lr_study(tmp_path: Path, teacher_run: dict | None = None, checkpoint=None) 
 
 
 def test_a_schedule_axis_reaches_a_trained_teacher_run_and_its_id(tmp_path):
+    """Guarantee: An axis value a teacher run shares with its cells (its schedule, teacher, dataset) reaches the
+    teacher run and its run id: Table 6's zipped learning rates train each R101 teacher at its own rate;
+    `teacher_run.schedule` wins where it sets a key."""
     runs = _lr_study(tmp_path)
     teachers = [p for p in runs if p.kind == "teacher"]
     assert sorted(p.run.schedule.lr for p in teachers) == [0.01, 0.02]
@@ -235,6 +252,7 @@ def test_a_schedule_axis_reaches_a_trained_teacher_run_and_its_id(tmp_path):
 
 
 def test_teacher_run_schedule_wins_over_an_axis_and_a_checkpoint_is_evaluated_once(tmp_path):
+    """Guarantee: Teacher run schedule wins over an axis and a checkpoint is evaluated once."""
     pinned = _lr_study(tmp_path / "a", teacher_run={"schedule": {"lr": 0.05}})
     assert [p.run.schedule.lr for p in pinned if p.kind == "teacher"] == [0.05]
     evaluated = _lr_study(tmp_path / "b", checkpoint="/ckpt/teacher.pth")
@@ -242,6 +260,7 @@ def test_teacher_run_schedule_wins_over_an_axis_and_a_checkpoint_is_evaluated_on
 
 
 def test_a_teacher_without_an_expectation_is_gated_on_the_published_rows_teacher_value_when_they_agree(tmp_path):
+    """Guarantee: A teacher without an expectation is gated on the published rows teacher value when they agree."""
     from tests.launch_helpers import TINY_BASE, write_study
 
     (tmp_path / "references").mkdir()

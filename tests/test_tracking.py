@@ -47,6 +47,10 @@ def study_file(tmp_path, seg_teacher, loggers) -> str:
 @pytest.mark.slow
 def test_a_study_run_logs_each_kd_term_lr_and_evaluations_to_tensorboard_wandb_and_mlflow(
         seg_teacher, tmp_path, capsys):
+    """Guarantee: Every run logs each KD term, lr and evaluations to TensorBoard, and to W&B (offline) and MLflow (file
+    store) when its study lists them: one experiment per study, one run per run id named by the run and tagged
+    with its axis values, the same numbers as `metrics.jsonl`; a resume continues the MLflow run; only rank 0 of
+    a multi-process run logs; loggers never change a run id."""
     study = load_study(study_file(tmp_path, seg_teacher, ["wandb", "mlflow"]), tmp_path / "results")
     planned = next(r for r in study.runs if r.kind == "cell")
     tracking = planned.run.tracking
@@ -136,6 +140,7 @@ def test_status_tensorboard_prints_one_command_naming_every_run_of_the_study(tmp
 
 
 def test_loggers_are_not_part_of_a_runs_identity_and_tensorboard_is_always_one():
+    """Guarantee: Loggers are not part of a runs identity and tensorboard is always one."""
     plain = parse_run(seg_run())
     watched = parse_run(seg_run(tracking={"loggers": ["mlflow"], "experiment": "s", "tags": {"lr": 0.1}}))
     assert run_id(plain) == run_id(watched)
@@ -155,6 +160,7 @@ def test_an_unknown_logger_in_a_study_is_one_line_naming_the_valid_ones(tmp_path
 
 @pytest.mark.slow
 def test_a_resumed_run_continues_its_one_mlflow_run(seg_teacher, tmp_path):
+    """Guarantee: A resumed run continues its one mlflow run."""
     study = load_study(study_file(tmp_path, seg_teacher, ["mlflow"]), tmp_path / "results")
     planned = next(r for r in study.runs if r.kind == "cell")
     out = study.directory / planned.run_id
@@ -183,7 +189,9 @@ print("rank", record.get("rank", 0), record["status"])
 
 @pytest.mark.slow
 def test_only_rank_0_of_a_two_process_run_logs_curves(seg_teacher, tmp_path):
-    """Two real processes joined by gloo, as a two-task SLURM job runs on CPUs (runners.train)."""
+    """Guarantee: Only rank 0 of a two process run logs curves.
+
+    Two real processes joined by gloo, as a two-task SLURM job runs on CPUs (runners.train)."""
     import os
     import socket
     import subprocess

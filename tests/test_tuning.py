@@ -27,6 +27,7 @@ def test_the_holdout_split_is_disjoint_covers_the_training_set_and_depends_only_
 
 
 def test_a_holdout_run_trains_and_evaluates_on_disjoint_training_images_and_never_reads_val(tmp_path):
+    """Guarantee: A holdout run trains and evaluates on disjoint training images and never reads val."""
     from mmengine.runner import Runner
 
     from runners.build import register_scope
@@ -56,6 +57,8 @@ def _try(value, score, state="complete"):
 
 
 def test_the_choice_is_the_best_held_out_score_a_tie_goes_to_the_setting_listed_first_and_failures_never_win():
+    """Guarantee: The choice is the best held out score a tie goes to the setting listed first and failures never
+    win."""
     from kdbench.tuning import choose
 
     # Held-out mIoU by lr: 0.01 -> 30.0, 0.02 -> diverged (its last score, 99, is never read),
@@ -89,6 +92,7 @@ def _finish(study, name: str, miou: float | None, seconds: float = 2.0) -> None:
 
 
 def test_the_final_stage_waits_for_every_tune_run_then_runs_each_choice_over_the_seeds_on_train_and_val(tmp_path):
+    """Guarantee: The final stage waits for every tune run then runs each choice over the seeds on train and val."""
     from kdbench.stages import load_study, reload
 
     results = tmp_path / "results"
@@ -141,6 +145,8 @@ def test_the_tuning_summary_gives_every_try_its_score_the_choice_and_the_budget_
 @pytest.mark.slow   # 7 tiny training runs: about a minute on 2 idle cores
 def test_one_local_launch_of_smoke_tuned_runs_the_tune_stage_then_the_final_stage_at_the_best_held_out_settings(
         tmp_path, monkeypatch):
+    """Guarantee: One local launch of smoke tuned runs the tune stage then the final stage at the best held out
+    settings."""
     import json
 
     import yaml

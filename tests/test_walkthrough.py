@@ -84,6 +84,9 @@ def with_loss(spec: dict) -> dict:
 
 @pytest.mark.slow  # the preflight builds the tiny models (a few seconds the first time, then cached)
 def test_the_first_study_of_the_readme_plans_the_runs_its_comments_promise(workdir):
+    """Guarantee: The README's walkthroughs ("Your first study", "Your own loss") work as written: their study file and
+    command lines, read from the README, plan the runs their comments promise, launch, report, and a plugin
+    added later trains only its own runs."""
     (workdir / "first.yaml").write_text(first_study())
     first, *_ = [line for line in blocks(section("Your first study"), "bash")]
     plans = [(w, c) for w, c in lines(first) if w[:2] == ["kdbench", "plan"]]
@@ -122,6 +125,7 @@ def shortened(spec: dict) -> dict:
 
 @pytest.mark.slow  # 11 tiny training runs, two at a time
 def test_the_readme_walkthrough_launches_reports_and_a_plugin_loss_trains_only_its_own_runs(workdir):
+    """Guarantee: The readme walkthrough launches reports and a plugin loss trains only its own runs."""
     (workdir / "first.yaml").write_text(dump_yaml(shortened(yaml.safe_load(first_study()))))
     (first,) = blocks(section("Your first study"), "bash")
     for words, comment in lines(first):

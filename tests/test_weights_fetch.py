@@ -105,6 +105,12 @@ def test_a_connection_dropped_mid_file_is_resumed_from_the_bytes_already_there(t
 
 
 def test_a_killed_fetch_leaves_only_a_part_file_and_the_next_fetch_resumes_it(tmp_path, zoo):
+    """Guarantee: Weight files are downloaded once, on the submitting host, and verified: a download dropped or killed
+    part-way resumes from its bytes and never has its final name until complete; bytes that do not match the
+    hash in the name (or the spec's `sha256`) are refused in one line and not kept; an offline run reads its
+    teacher and backbone from the cache (the same numbers as from the files) and one whose files are not cached
+    fails its preflight without a download; a launch refuses before submitting when a file cannot be fetched; a
+    SLURM launch fetches first and its jobs, offline, download nothing."""
     name = zoo.names["teacher"]
     half = len(zoo.data["teacher"]) // 2
     hold = threading.Event()
@@ -132,6 +138,7 @@ def test_a_killed_fetch_leaves_only_a_part_file_and_the_next_fetch_resumes_it(tm
 
 
 def test_a_file_whose_bytes_do_not_match_the_hash_in_its_name_is_one_line_naming_both_and_is_not_kept(tmp_path, zoo):
+    """Guarantee: A file whose bytes do not match the hash in its name is one line naming both and is not kept."""
     wrong = hashed_name("tiny_teacher_20200101", b"other bytes")
     zoo.server.files[wrong] = zoo.data["teacher"]
     study = write_study(tmp_path, {"checkpoint": zoo.server.url(wrong)})
@@ -168,6 +175,7 @@ def test_a_sha256_given_in_the_spec_verifies_a_file_whose_name_carries_none(tmp_
 
 def test_an_offline_run_reads_its_teacher_and_backbone_from_the_cache_and_matches_a_run_from_the_files(
         tmp_path, zoo, monkeypatch):
+    """Guarantee: An offline run reads its teacher and backbone from the cache and matches a run from the files."""
     study = write_study(tmp_path, {"checkpoint": zoo.teacher_url})
     assert run_cli("fetch", str(study), "--results", str(tmp_path / "results"), "--no-progress")[0] == 0
     zoo.server.stop()  # any download now fails: the run can only read the cache
@@ -193,6 +201,7 @@ def test_an_offline_run_reads_its_teacher_and_backbone_from_the_cache_and_matche
 
 def test_an_offline_run_whose_weights_are_not_in_the_cache_fails_its_preflight_without_a_download(
         tmp_path, zoo, monkeypatch):
+    """Guarantee: An offline run whose weights are not in the cache fails its preflight without a download."""
     monkeypatch.setenv("KDBENCH_OFFLINE", "1")
     run = {"task": "seg", "dataset": TINY_DATA, "schedule": dict(SHORT),
            "student": {"config": "tiny_seg_student", "overrides": {"model.pretrained": BACKBONE_REFERENCE}}}
@@ -203,6 +212,7 @@ def test_an_offline_run_whose_weights_are_not_in_the_cache_fails_its_preflight_w
 
 
 def test_a_launch_refuses_before_submitting_anything_when_a_weight_file_cannot_be_fetched(tmp_path, zoo):
+    """Guarantee: A launch refuses before submitting anything when a weight file cannot be fetched."""
     study = write_study(tmp_path, {"checkpoint": zoo.server.url(hashed_name("gone_20200101", b"gone"))})
     results = tmp_path / "results"
     code, _, err = run_cli("launch", str(study), "--results", str(results), "--no-progress", "--no-model-check")
@@ -270,6 +280,7 @@ def test_two_urls_whose_files_share_a_name_are_refused_before_either_is_download
 @pytest.mark.slow
 def test_a_slurm_launch_fetches_on_the_submitting_host_and_its_jobs_read_the_cache_offline(
         slurm_cluster, tmp_path, zoo, monkeypatch):
+    """Guarantee: A slurm launch fetches on the submitting host and its jobs read the cache offline."""
     from kdbench.stages import load_study
     from runners.launch.jobs import status
     from runners.launch.launcher import LaunchOptions, launch, summary

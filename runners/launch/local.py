@@ -22,6 +22,7 @@ from kdbench import store
 from kdbench.expand import PlannedRun, Study
 from kdbench.study import Resources
 from kdbench.vocab import State
+from runners.launch import worker
 from runners.launch.executor import Executor, write_run_file
 
 
@@ -47,6 +48,7 @@ class LocalExecutor(Executor):
         self.progress = progress
         self.label = label
         self.queue: list[tuple[PlannedRun, Path, tuple[str, ...]]] = []
+        self.worker: worker.Worker | None = None  # forks the runs (runners.launch.worker), once started
 
     def check(self, study: Study, scheduler: bool = True) -> None:
         """Runs that train here at a precision this machine cannot run (fp16 on a CPU) are refused
@@ -62,6 +64,8 @@ class LocalExecutor(Executor):
 
     def submit(self, runs: list[PlannedRun], directory: Path, after: tuple[str, ...]) -> None:
         self.queue.extend((planned, directory, after) for planned in runs)
+        if runs and self.worker is None and worker.enabled():  # its imports overlap the launcher's work
+            self.worker = worker.Worker(self._environment())
 
     def after_pass(self, study: Study, relaunch) -> bool:
         """Run what was submitted; then the launcher plans the later stages here."""
@@ -113,13 +117,18 @@ class LocalExecutor(Executor):
         run_file = write_run_file(directory, planned, self.threads)
         run_dir = directory / planned.run_id
         log = open(run_dir / "run.log", "a")
-        # The run sets its own thread count (run.json's `threads`); OpenMP's pools follow it too.
-        env = {**os.environ, "OMP_NUM_THREADS": str(self.threads), "MKL_NUM_THREADS": str(self.threads)}
-        process = subprocess.Popen(
-            [sys.executable, "-m", "kdbench.cli", "run", str(run_file), "--out", str(run_dir)],
+        argv, env = ["run", str(run_file), "--out", str(run_dir)], self._environment()
+        pid = self.worker.start(argv, env, str(run_dir / "run.log")) if self.worker else None
+        process = _Forked(pid) if pid else subprocess.Popen(
+            [sys.executable, "-m", "kdbench.cli", *argv],
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
         store.write_job(run_dir, self.name, str(process.pid))
         return process, log
+
+    def _environment(self) -> dict[str, str]:
+        """A run's environment. The run sets its own thread count (run.json's `threads`); OpenMP's
+        pools follow it too."""
+        return {**os.environ, "OMP_NUM_THREADS": str(self.threads), "MKL_NUM_THREADS": str(self.threads)}
 
     @classmethod
     def job_states(cls, job_ids: list[str]) -> dict[str, str]:
@@ -138,6 +147,16 @@ class LocalExecutor(Executor):
                 os.kill(int(job_id), signal.SIGTERM)
             except ProcessLookupError:
                 pass
+
+
+class _Forked:
+    """A run the worker forked: not this process's child, so it is watched by its pid."""
+
+    def __init__(self, pid: int):
+        self.pid = pid
+
+    def poll(self) -> int | None:
+        return None if _pid_alive(self.pid) else 0
 
 
 class _Quiet:

@@ -1,5 +1,5 @@
 """A distillation loss written outside kdbench, as a plugin: a study names this file under
-``plugins:`` and uses its method like a built-in one (see README.md, "Your own losses").
+``plugins:`` and uses its method like a built-in one (see docs/studies.md, "Your own losses").
 
 ``cosine``: one minus the cosine similarity between the student's and the teacher's channel
 vectors at each position, averaged over positions, times ``loss_weight``. It compares directions
