@@ -7,7 +7,6 @@ os.environ.setdefault("OMP_NUM_THREADS", "2")
 import pytest  # noqa: E402
 
 
-
 @pytest.fixture(autouse=True)
 def _seeded_torch():
     import torch
