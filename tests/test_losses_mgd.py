@@ -156,3 +156,14 @@ def test_mgd_rejects_maps_of_different_sizes():
     s, t = _maps()
     with pytest.raises(ValueError, match="set resize: true"):
         losses.build("mgd")(s, t[:, :, :4])
+
+
+def test_mgd_under_bf16_autocast_sums_its_error_in_float32_and_trains_its_layers():
+    s, t = _maps()
+    s = s.float().requires_grad_(True)
+    loss = losses.build("mgd", alpha_mgd=1.0)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        value = loss(s, t.float())
+    value.backward()
+    assert value.dtype == torch.float32 and loss.generation[0].weight.dtype == torch.float32
+    assert torch.isfinite(s.grad).all() and all(p.grad is not None for p in loss.parameters())
