@@ -8,6 +8,7 @@ Only complete runs with a finite metric enter a mean; every other run is counted
 
 from __future__ import annotations
 
+import io
 import math
 import re
 from collections import Counter
@@ -19,6 +20,7 @@ import pandas as pd
 from analysis import stats as significance
 from analysis.collect import COST_KEYS, EQUAL_BUDGET, TRAIN_SECONDS, primary_metric_of
 from analysis.format import is_number as fmt_number
+from kdbench.study import read_reference
 
 SECONDARY = {"seg": ("val/mAcc", "val/aAcc"), "det": ("val/bbox_mAP_50", "val/bbox_mAP_75")}
 COSTS = (*(f"cost:{key}" for key in COST_KEYS if key != "peak_memory_kind"), TRAIN_SECONDS)  # numeric: averaged
@@ -368,7 +370,10 @@ def read_references(study_path: Path, names: list[str]) -> pd.DataFrame:
     """Published numbers from ``studies/references/*.csv`` (with the file each row came from)."""
     frames = []
     for name in names or []:
-        table = pd.read_csv(Path(study_path).parent / "references" / name, dtype={"location": str})
+        text = read_reference(Path(study_path), name)   # bounded, from inside the study's folder
+        if text is None:
+            continue
+        table = pd.read_csv(io.StringIO(text), dtype={"location": str})
         table["file"] = name
         frames.append(table)
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()

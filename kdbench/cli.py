@@ -13,9 +13,12 @@ from collections.abc import Callable
 from kdbench.errors import UserError
 
 Verb = tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]
+PLUGIN_NOTE = ("This verb imports the plugins a study or run file names (plugins:), and --plugin modules: "
+               "a plugin is code: plan only studies you trust. status, collect and report import none.")
 
 
 def _losses_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.epilog = PLUGIN_NOTE
     parser.add_argument("--plugin", action="append", default=[], metavar="MODULE",
                         help="also a plugin's losses: a .py file or an importable module (repeatable)")
     parser.add_argument("--json", action="store_true", help="print a JSON object instead of a table")
@@ -46,6 +49,7 @@ def _losses(args: argparse.Namespace) -> int:
 
 
 def _run_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.epilog = PLUGIN_NOTE
     parser.add_argument("run_file", metavar="RUN.json", help="a run file (see studies/README.md)")
     parser.add_argument("--out", help="output directory (default: the file's 'out', else "
                         "results/runs/<name>-<run_id>)")
@@ -58,7 +62,13 @@ def _run(args: argparse.Namespace) -> int:
     from kdbench import store
     from kdbench.spec import load_run
 
-    run = load_run(args.run_file)
+    try:
+        run = load_run(args.run_file)
+    except UserError as error:  # a launch's worker: recorded, so status and the launch see it failed
+        from runners.run import record_load_failure
+
+        record_load_failure(args.run_file, args.out, error)
+        raise
     if run.device == "cpu":
         os.environ["CUDA_VISIBLE_DEVICES"] = ""
     from runners.run import run_one
@@ -96,14 +106,30 @@ def _load_study(args: argparse.Namespace):
     from kdbench.expand import MAX_RUNS, load_study
 
     if Path(args.study).name.startswith("_"):
+        from kdbench.safeio import SPEC_CAP, read_capped
+
+        def text(p: Path) -> str:  # a sibling that is a FIFO or huge is not read
+            try:
+                return read_capped(p, SPEC_CAP).decode(errors="replace")
+            except OSError:
+                return ""
+
         users = sorted(p.name for p in Path(args.study).parent.glob("[!_]*.yaml")
-                       if f"defaults: {Path(args.study).name}" in p.read_text(errors="replace"))
+                       if f"defaults: {Path(args.study).name}" in text(p))
         shown = f"; the studies that use it: {', '.join(users)}" if users else ""
         raise UserError(f"{args.study}: a defaults file (its name starts with _), not a study: a study names it "
                         f"with `defaults: {Path(args.study).name}`{shown}")
     if args.max_runs is not None and args.max_runs < 1:
         raise UserError(f"--max-runs: must be >= 1, got {args.max_runs}")
     return load_study(args.study, args.results, MAX_RUNS if args.max_runs is None else args.max_runs)
+
+
+def _load_study_without_plugins(args: argparse.Namespace):
+    """``_load_study`` for a verb that only reads results: the study's plugins are not imported."""
+    from kdbench import plugins
+
+    with plugins.not_imported():
+        return _load_study(args)
 
 
 def _check_arguments(parser: argparse.ArgumentParser, what: str) -> None:
@@ -114,6 +140,7 @@ def _check_arguments(parser: argparse.ArgumentParser, what: str) -> None:
 
 
 def _plan_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.epilog = PLUGIN_NOTE
     _study_arguments(parser)
     parser.add_argument("--json", action="store_true", help="print a JSON list of runs instead of a table")
     parser.add_argument("--estimate", action="store_true",
@@ -210,6 +237,7 @@ def _speeds(study) -> dict:
 
 
 def _launch_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.epilog = PLUGIN_NOTE
     _study_arguments(parser)
     parser.add_argument("--executor", default="local", help="local (default: subprocesses here) or slurm")
     parser.add_argument("--dry-run", action="store_true", help="show what would be submitted; submit nothing")
@@ -272,19 +300,25 @@ def _launch(args: argparse.Namespace) -> int:
     verb = "would submit" if args.dry_run else "submitted"
     others = ", ".join(f"{k} {v}" for k, v in sorted(counts.items()) if k != "submit")
     print(f"kdbench launch: {study.name}: {verb} {counts.get('submit', 0)}" + (f"; {others}" if others else ""))
+    failed = []
     if args.executor == "local" and not args.dry_run:
         from kdbench import store
         from kdbench.expand import reload
         from runners.launch.jobs import status
 
         study = reload(study)  # with the later stages its runs' results planned
-        states = [r.state for r in status(study)]
+        rows = status(study)
+        states = [r.state for r in rows]
         bad = sum(s in (*store.ERROR_STATES, "corrupt") for s in states)
         print(f"kdbench launch: {states.count('complete')} of {len(states)} runs complete"
               + (f", {bad} failed or diverged (kdbench status {args.study})" if bad else ""))
+        submitted = {d.planned.run_id for d in decisions if d.action == "submit"}
+        failed = [r for r in rows if r.run_id in submitted and r.state in (*store.ERROR_STATES, "corrupt", "blocked")]
+        for row in failed:  # the launch fails with them: exit 1
+            print(f"kdbench launch: {row.name} {row.state}: {row.reason or '-'}", file=sys.stderr)
     for waiting in study.waiting:
         print(f"kdbench launch: {waiting.stage}: planned later: {waiting.why}")
-    return 0
+    return 1 if args.executor == "local" and not args.dry_run and failed else 0
 
 
 def _fetch_arguments(parser: argparse.ArgumentParser) -> None:
@@ -316,7 +350,7 @@ def _status_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _status(args: argparse.Namespace) -> int:
-    study = _load_study(args)
+    study = _load_study_without_plugins(args)
     if args.tensorboard:
         from runners.tracking import tensorboard_command
 
@@ -330,7 +364,7 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _cancel(args: argparse.Namespace) -> int:
-    study = _load_study(args)
+    study = _load_study_without_plugins(args)
     from runners.launch.jobs import cancel
 
     print(f"kdbench cancel: {study.name}: cancelled {len(cancel(study))} run(s)")
@@ -348,7 +382,7 @@ def _collected(study):
 
 
 def _collect(args: argparse.Namespace) -> int:
-    study = _load_study(args)
+    study = _load_study_without_plugins(args)
     from analysis.collect import cache_path
 
     frame = _collected(study)
@@ -374,7 +408,7 @@ def _report(args: argparse.Namespace) -> int:
     unknown = [f for f in formats if f not in FORMATS]
     if unknown or not formats:
         raise UserError(f"--format: unknown {', '.join(unknown) or '(none)'}; valid: {', '.join(FORMATS)}")
-    study = _load_study(args)
+    study = _load_study_without_plugins(args)
     frame = _collected(study)
     written, headline, lines = render_report(study, frame, formats)  # one pass over the results
     if args.json:
@@ -393,6 +427,8 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _import_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.epilog = ("The config is executed as Python (mmengine reads a config by running it, and its _base_ "
+                     "files too): import only configs you trust.")
     parser.add_argument("source", choices=["mmrazor"], help="what the config is: mmrazor (an MMRazor 1.x "
                         "SingleTeacherDistill + ConfigurableDistiller config)")
     parser.add_argument("config", metavar="CONFIG.py", help="the config file (its _base_ files beside it)")

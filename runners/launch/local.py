@@ -19,6 +19,7 @@ from pathlib import Path
 
 from kdbench import store
 from kdbench.expand import PlannedRun
+from kdbench.safeio import open_no_follow
 from kdbench.study import Resources
 from runners.launch.executor import Executor, write_run_file
 
@@ -91,7 +92,7 @@ class LocalExecutor(Executor):
     def _start(self, planned: PlannedRun, directory: Path) -> tuple[subprocess.Popen, object]:
         run_file = write_run_file(directory, planned, self.threads)
         run_dir = directory / planned.run_id
-        log = open(run_dir / "run.log", "a")
+        log = os.fdopen(open_no_follow(run_dir / "run.log", os.O_WRONLY | os.O_APPEND | os.O_CREAT), "a")  # not via a link
         # The run sets its own thread count (run.json's `threads`); OpenMP's pools follow it too.
         env = {**os.environ, "OMP_NUM_THREADS": str(self.threads), "MKL_NUM_THREADS": str(self.threads)}
         process = subprocess.Popen(
