@@ -26,7 +26,6 @@ from pathlib import Path
 from kdbench.errors import UserError
 from kdbench.schema import Checker, join
 
-
 _NOT_IMPORTING: list[bool] = []   # non-empty inside ``not_imported``
 _UNIMPORTED: set[str] = set()       # entries named but not imported there
 
@@ -88,10 +87,10 @@ def load(check: Checker, entries: object, path: str, base: Path) -> tuple[str, .
                 file = (base / entry).resolve()
                 if not file.is_file():
                     raise check.fail(where, f"{entry!r}: no such file (plugin files are relative to {base})")
-                _import(str(file), lambda: _import_file(file))
+                _import(str(file), _import_file, file)
                 resolved.append(str(file))
             else:
-                _import(entry, lambda: importlib.import_module(entry))
+                _import(entry, importlib.import_module, entry)
                 resolved.append(entry)
         except UserError as error:
             if str(error).startswith(check.source):
@@ -102,11 +101,12 @@ def load(check: Checker, entries: object, path: str, base: Path) -> tuple[str, .
     return tuple(resolved)
 
 
-def _import(entry: str, run) -> None:
+def _import(entry: str, run, argument) -> None:
+    """``run(argument)``: the import, unless inside ``not_imported``, where it is only noted."""
     if _NOT_IMPORTING:
         _UNIMPORTED.add(entry)
     else:
-        run()
+        run(argument)
 
 
 def load_entries(entries: Sequence[str]) -> None:

@@ -7,8 +7,8 @@ evaluation), and exactly one of ``final.json`` (complete) or ``error.json`` (fai
 sees a whole file or none, and a crash never leaves half a result; they get the mode the umask
 gives (kdbench.safeio). Every file is read bounded, regular files only, never through a link out
 of its study folder (kdbench.safeio), and a result file whose content is not what kdbench writes
-(a wrong type, a NaN, a huge or non-regular file) makes its run ``corrupt``, with the reason. A run's state comes from these
-files alone (``read_run``); whether its job is still alive is the executors' to say
+(a wrong type, a NaN, a huge or non-regular file) makes its run ``corrupt``, with the reason. A
+run's state comes from these files alone (``read_run``); whether its job is still alive is the executors' to say
 (runners.launch), and kdbench.states combines the two.
 """
 

@@ -8,11 +8,12 @@ is ``kdbench run``) and a SLURM job alike.
 2. Training and evaluation (runners.train.execute), which resumes from the directory's last good
    checkpoint and writes the result files.
 
-A run directory has one trainer at a time: the first process holds its lock (``.run.lock``,
-an ``flock`` the system releases when the process ends, however it ends) from before the preflight
-(after it, for a directory that does not exist yet, so a bad run makes none) to the last result file; a second ``kdbench run`` or job of that directory is refused in one line
-and writes nothing. Under the lock, temporary files a killed writer left in the directory (over a
-minute old) are deleted.
+A run directory has one trainer at a time: the first process holds its lock (``.run.lock``, an
+``flock`` the system releases when the process ends, however it ends) from before the preflight
+(after it, for a directory that does not exist yet, so that a bad run makes none) to the last
+result file; a second ``kdbench run`` or job of that directory is refused in one line and writes
+nothing. Under the lock, temporary files a killed writer left in the directory (over a minute old)
+are deleted.
 """
 
 from __future__ import annotations

@@ -24,8 +24,8 @@ class RunJob(submitit.helpers.Checkpointable):
         from pathlib import Path
 
         from kdbench import store
-        from kdbench.spec import parse_run
         from kdbench.errors import UserError
+        from kdbench.spec import parse_run
         from runners.run import record_load_failure, run_one
 
         # submitit already ignores SIGTERM in this process (SLURM sends it before USR2 on

@@ -134,7 +134,7 @@ def study_lock(directory: Path):
     """An exclusive lock on ``directory/.launch.lock``, held by one launch at a time."""
     try:
         directory.mkdir(parents=True, exist_ok=True)
-        handle = os.fdopen(open_no_follow(directory / ".launch.lock", os.O_RDWR | os.O_CREAT), "r+")  # never via a link
+        handle = os.fdopen(open_no_follow(directory / ".launch.lock", os.O_RDWR | os.O_CREAT), "r+")  # no link
     except OSError as error:  # a read-only or full results directory: nothing can be recorded there
         raise UserError(f"{directory}: cannot write the study's results directory ({error.strerror}); "
                         f"choose another --results") from None

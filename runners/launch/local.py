@@ -92,7 +92,7 @@ class LocalExecutor(Executor):
     def _start(self, planned: PlannedRun, directory: Path) -> tuple[subprocess.Popen, object]:
         run_file = write_run_file(directory, planned, self.threads)
         run_dir = directory / planned.run_id
-        log = os.fdopen(open_no_follow(run_dir / "run.log", os.O_WRONLY | os.O_APPEND | os.O_CREAT), "a")  # not via a link
+        log = os.fdopen(open_no_follow(run_dir / "run.log", os.O_WRONLY | os.O_APPEND | os.O_CREAT), "a")  # no link
         # The run sets its own thread count (run.json's `threads`); OpenMP's pools follow it too.
         env = {**os.environ, "OMP_NUM_THREADS": str(self.threads), "MKL_NUM_THREADS": str(self.threads)}
         process = subprocess.Popen(
