@@ -271,9 +271,9 @@ def error_line(files: RunFiles) -> str | None:
         return None
     error = files.error or {}
     if files.state == "diverged":
-        return printable(f"diverged at step {error.get('step', '?')} (loss {error.get('key', '?')})"[:300])
+        return printable(f"diverged at step {error.get('step', '?')} (loss {error.get('key', '?')})")
     if files.state == "kd_inactive":
-        return printable(f"distill term {error.get('term', '?')} inactive: {error.get('reason', '?')}"[:300])
+        return printable(f"distill term {error.get('term', '?')} inactive: {error.get('reason', '?')}")
     text = str(error.get("error") or error.get("traceback") or "").strip().splitlines()
     return printable(text[-1][:300]) if text else "failed"
 
