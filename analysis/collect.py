@@ -30,7 +30,7 @@ from kdbench import budget, states, store
 from kdbench.errors import UserError
 from kdbench.expand import PlannedRun, Study
 from kdbench.losses import registry
-from kdbench.safeio import file_mode
+from kdbench.safeio import clean_leftovers, file_mode
 from kdbench.spec import Model, RunSpec
 from kdbench.study import is_baseline_axis
 
@@ -265,6 +265,7 @@ def collect(study: Study, scanned: dict[str, store.RunFiles] | None = None,
 def write_parquet_atomic(frame: pd.DataFrame, path: Path) -> None:
     """Readers see the old file or the whole new one (a unique temporary file + os.replace)."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    clean_leftovers(path.parent, older_than=3600)  # a killed collect's temporary files
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.fchmod(fd, file_mode())  # the umask's mode, not mkstemp's 0600: a group shares the root
     os.close(fd)

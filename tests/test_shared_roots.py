@@ -285,3 +285,19 @@ def test_a_second_trainer_of_a_run_directory_a_launch_is_training_is_refused_in_
     assert store.read_run(run_dir).state == "complete"
     iterations = [line["iter"] for line in store.read_jsonl(run_dir / store.METRICS)]
     assert len(iterations) == len(set(iterations))   # each evaluation once: one trainer
+
+
+def test_the_run_lock_refuses_a_second_holder_and_cleans_what_a_killed_writer_left(tmp_path):
+    from kdbench.errors import UserError
+    from runners.run import run_lock
+
+    old, fresh = tmp_path / ".final.json.abcd1234.tmp", tmp_path / ".job.json.efgh5678.tmp"
+    old.write_text("half"), fresh.write_text("being written")
+    os.utime(old, (time.time() - 600, time.time() - 600))
+    with run_lock(tmp_path):
+        assert not old.exists() and fresh.exists()   # a launch may be writing job.json right now
+        with pytest.raises(UserError, match=f"{tmp_path}: this run is being trained by pid {os.getpid()}"):
+            with run_lock(tmp_path):
+                pass
+    with run_lock(tmp_path):   # released with its holder
+        pass
