@@ -30,9 +30,10 @@ from kdbench import budget, states, store
 from kdbench.errors import UserError
 from kdbench.expand import PlannedRun, Study
 from kdbench.losses import registry
+from kdbench.safeio import clean_leftovers, file_mode
 from kdbench.spec import Model, RunSpec
 from kdbench.study import is_baseline_axis
-from kdbench.vocab import ERROR_STATES, Kind, Stage, primary_metric
+from kdbench.vocab import Kind, Stage, primary_metric
 
 RUNS_FILE = "runs.parquet"
 RECIPE_KEYS = ("global_batch", "per_process_batch", "processes", "nodes", "iterations", "epochs", "crop", "pipeline",
@@ -118,28 +119,33 @@ def distils(run: RunSpec, known: dict | None = None) -> str | None:
     return None if not kinds or None in kinds else " + ".join(sorted(kinds))
 
 
+def recorded_distils(files: store.RunFiles) -> str | None:
+    """What a complete run's terms distil as the run recorded it at training time (final.json
+    ``terms``: each term's ``distils``), for a loss whose code is not imported here (a plugin:
+    collect and report run no plugin code)."""
+    terms = (files.final or {}).get("terms") if files.state == "complete" else None
+    kinds = {term.get("distils") for term in terms or ()}
+    if not kinds or not all(isinstance(kind, str) for kind in kinds):
+        return None
+    return " + ".join(sorted(kinds))
+
+
 def _key(params: dict, keep) -> str:
     """Which teacher / baseline a run belongs to: the axis values that pick it, as sorted JSON."""
     return json.dumps({k: v for k, v in params.items() if keep(k)}, sort_keys=True, default=str)
 
 
-def _detail(state: str, error: dict | None, reason: str | None = None, submitted: bool = False) -> str | None:
-    """One line saying why a run has no result (``error``: its error.json as scan read it, or None;
-    ``reason``: kdbench.status's reason for a blocked run, ``teacher <run id> failed``;
-    ``submitted``: whether a job was recorded for it)."""
-    if state in ERROR_STATES:
-        error = error or {}
-        if state == "diverged":
-            return f"diverged at step {error.get('step', '?')} (loss {error.get('key', '?')})"
-        if state == "kd_inactive":
-            return f"distill term {error.get('term', '?')} inactive: {error.get('reason', '?')}"
-        text = str(error.get("error") or error.get("traceback") or "").strip().splitlines()
-        return text[-1][:300] if text else "failed"
-    return {"corrupt": "final.json or error.json is unreadable", "missing": "never started",
+def _detail(state: str, files: store.RunFiles, reason: str | None = None) -> str | None:
+    """One line saying why a run has no result (``files``: its directory as scan read it: its
+    error.json, or why it is corrupt; ``reason``: kdbench.status's reason for a blocked run,
+    ``teacher <run id> failed``)."""
+    if state in store.ERROR_STATES or state == "corrupt":
+        return store.error_line(files) or "final.json or error.json is unreadable"
+    return {"missing": "never started",
             "interrupted": "started, stopped without a result (a relaunch resumes it)",
             "running": "its job is pending or running",
             "blocked": f"{reason or 'its teacher did not complete'}: "
-                       + ("its job ended without starting" if submitted else "never submitted")}.get(state)
+                       + ("its job ended without starting" if files.job else "never submitted")}.get(state)
 
 
 def _teacher_setting(run: RunSpec) -> str:
@@ -171,11 +177,11 @@ def _row(planned: PlannedRun, run_dir: Path, state: str, teacher_key: str | None
     run = planned.run
     row = {
         "run_id": planned.run_id, "name": planned.name, "kind": planned.kind, "stage": planned.stage,
-        "status": state, "detail": _detail(state, files.error, reason, bool(files.job)), "task": run.task,
+        "status": state, "detail": _detail(state, files, reason), "task": run.task,
         "dataset": run.dataset.name,
         "teacher_config": _config_name(run.teacher), "student_config": _config_name(run.student),
         "location": _locations(run), "location_kind": location_kind(run), "kd_method": kd_methods(run),
-        "distils": distils(run, known),
+        "distils": distils(run, known) or recorded_distils(files),
         "method": planned.params.get("method") if planned.kind == "cell" else None,
         "seed": run.seed,
         "teacher_key": teacher_key,
@@ -198,11 +204,12 @@ def _row(planned: PlannedRun, run_dir: Path, state: str, teacher_key: str | None
         cost = final.get("cost") or {}
         for key in COST_KEYS:
             value = cost.get(key)
-            row[COST + key] = value if key == "peak_memory_kind" else _finite_or_nan(value)
+            row[COST + key] = (value if isinstance(value, str) else None) if key == "peak_memory_kind" \
+                else _finite_or_nan(value)
         row[TRAIN_SECONDS] = _finite_or_nan(budget.training_seconds(final))
-    env = store.read_json(run_dir / store.ENV) if store.ENV in files.names else None
+    env = store.read_json(run_dir / store.ENV, run_dir.parent) if store.ENV in files.names else None
     if isinstance(env, dict):
-        row["git_sha"] = env.get("git_sha")
+        row["git_sha"] = env.get("git_sha") if isinstance(env.get("git_sha"), str) else None
         row["env"] = json.dumps({k: v for k, v in env.items() if k not in ("hostname",)}, sort_keys=True)
     return row
 
@@ -243,7 +250,7 @@ def collect(study: Study, scanned: dict[str, store.RunFiles] | None = None,
                  by_id[p.run_id].reason, known) for p in study.runs]
     frame = pd.DataFrame(rows)
     for column in frame.columns:
-        if column.startswith(AXIS):
+        if column.startswith((AXIS, RECIPE)):  # a recipe field a damaged final.json mixes types in, too
             frame[column] = _tidy_axis(frame[column])
         elif isinstance(frame[column].dtype, pd.StringDtype):
             # Plain Python strings: the tables read the frame row by row (to_dict), which walks an
@@ -264,9 +271,11 @@ def collect(study: Study, scanned: dict[str, store.RunFiles] | None = None,
 
 
 def write_parquet_atomic(frame: pd.DataFrame, path: Path) -> None:
-    """Readers see the old file or the whole new one (temporary file + os.replace)."""
+    """Readers see the old file or the whole new one (a unique temporary file + os.replace)."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    clean_leftovers(path.parent, older_than=3600)  # a killed collect's temporary files
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.fchmod(fd, file_mode())  # the umask's mode, not mkstemp's 0600: a group shares the root
     os.close(fd)
     try:
         frame.to_parquet(tmp, index=False)
@@ -282,7 +291,7 @@ def collect_curves(study: Study, frame: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for record in frame[frame["kind"].isin(("cell", "student_baseline"))].itertuples():  # not teachers, tune runs
         label = record.method if isinstance(record.method, str) else "student baseline"
-        for entry in store.read_jsonl(root / record.run_id / store.METRICS):
+        for entry in store.read_jsonl(root / record.run_id / store.METRICS, root):
             step = _finite_or_nan(entry.get("iter"))
             for key, value in entry.items():
                 if key != "iter" and not math.isnan(_finite_or_nan(value)) and not math.isnan(step):

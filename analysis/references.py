@@ -3,6 +3,7 @@ where each lies against the measured 95% interval."""
 
 from __future__ import annotations
 
+import io
 import math
 import re
 from pathlib import Path
@@ -14,13 +15,17 @@ from analysis import aggregate
 from analysis import stats as significance
 from analysis.format import is_number
 from analysis.records import CellRecord, Match, measured
+from kdbench.study import read_reference
 
 
 def read_references(study_path: Path, names: list[str]) -> pd.DataFrame:
     """Published numbers from ``studies/references/*.csv`` (with the file each row came from)."""
     frames = []
     for name in names or []:
-        table = pd.read_csv(Path(study_path).parent / "references" / name, dtype={"location": str})
+        text = read_reference(Path(study_path), name)   # bounded, from inside the study's folder
+        if text is None:
+            continue
+        table = pd.read_csv(io.StringIO(text), dtype={"location": str})
         table["file"] = name
         frames.append(table)
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()

@@ -8,6 +8,7 @@ that only read specs and results start fast.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from collections.abc import Callable
@@ -17,7 +18,7 @@ from typing import TYPE_CHECKING
 
 from kdbench import store
 from kdbench.errors import UserError
-from kdbench.vocab import FINISHED, State
+from kdbench.vocab import FINISHED, NOT_COMPLETED, Action, State
 
 if TYPE_CHECKING:
     from kdbench.expand import Study
@@ -28,22 +29,33 @@ def _warn(line: str) -> None:
 
 
 # -- studies --------------------------------------------------------------------------------------
-def load(path: str | Path, results: str | Path = "results", max_runs: int | None = None) -> Study:
+def load(path: str | Path, results: str | Path = "results", max_runs: int | None = None,
+         plugins: bool = True) -> Study:
     """The study at ``path``, planned for ``results`` (kdbench.stages.load_study); a defaults file
-    (its name starts with ``_``) is refused, naming the studies that use it."""
+    (its name starts with ``_``) is refused, naming the studies that use it. ``plugins``: whether
+    the study's plugins are imported (a verb that only reads results, status, collect, report and
+    cancel, imports none: a plugin is code)."""
+    from kdbench import plugins as plugin_modules
     from kdbench.expand import MAX_RUNS
+    from kdbench.safeio import SPEC_CAP, read_capped
     from kdbench.stages import load_study
+
+    def text(p: Path) -> str:  # a sibling that is a FIFO or huge is not read
+        try:
+            return read_capped(p, SPEC_CAP).decode(errors="replace")
+        except OSError:
+            return ""
 
     path = Path(path)
     if path.name.startswith("_"):
-        users = sorted(p.name for p in path.parent.glob("[!_]*.yaml")
-                       if f"defaults: {path.name}" in p.read_text(errors="replace"))
+        users = sorted(p.name for p in path.parent.glob("[!_]*.yaml") if f"defaults: {path.name}" in text(p))
         shown = f"; the studies that use it: {', '.join(users)}" if users else ""
         raise UserError(f"{path}: a defaults file (its name starts with _), not a study: a study names it "
                         f"with `defaults: {path.name}`{shown}")
     if max_runs is not None and max_runs < 1:
         raise UserError(f"--max-runs: must be >= 1, got {max_runs}")
-    return load_study(path, results, MAX_RUNS if max_runs is None else max_runs)
+    with contextlib.nullcontext() if plugins else plugin_modules.not_imported():
+        return load_study(path, results, MAX_RUNS if max_runs is None else max_runs)
 
 
 @dataclass
@@ -128,6 +140,7 @@ class Launched:
     described: list[str]          # a dry run: what the executor would hand the scheduler
     complete: int | None = None   # a local launch: runs complete after it
     ended_badly: int = 0          # ... and runs failed, diverged or corrupt
+    failed: list = field(default_factory=list)  # ... and the runs it submitted that failed (RunStatus)
 
 
 def launch(path: str | Path, results: str | Path, options, max_runs: int | None = None) -> Launched:
@@ -145,9 +158,12 @@ def launch(path: str | Path, results: str | Path, options, max_runs: int | None 
     result = Launched(study, decisions, summary(decisions), described)
     if options.executor == "local" and not options.dry_run:
         result.study = reload(study)   # with the later stages its runs' results planned
-        states = [row.state for row in status(result.study)]
+        rows = status(result.study)
+        states = [row.state for row in rows]
         result.complete = states.count(State.COMPLETE)
         result.ended_badly = sum(s in FINISHED and s != State.COMPLETE for s in states)
+        submitted = {d.planned.run_id for d in decisions if d.action == Action.SUBMIT}
+        result.failed = [r for r in rows if r.run_id in submitted and r.state in NOT_COMPLETED]
     return result
 
 
@@ -245,7 +261,13 @@ def run(run_file: str, out: str | None = None) -> Ran:
     results/runs/<name>-<run_id>). A spec problem raises; a run that stops is reported, not raised."""
     from kdbench.spec import load_run
 
-    spec = load_run(run_file)
+    try:
+        spec = load_run(run_file)
+    except UserError as error:  # a launch's worker: recorded, so status and the launch see it failed
+        from runners.run import record_load_failure
+
+        record_load_failure(run_file, out, error)
+        raise
     if spec.device == "cpu":
         os.environ["CUDA_VISIBLE_DEVICES"] = ""
     from runners.run import run_one

@@ -13,6 +13,9 @@ from collections.abc import Callable
 from kdbench import app
 from kdbench.errors import UserError
 
+PLUGIN_NOTE = ("This verb imports the plugins a study or run file names (plugins:), and --plugin modules: "
+               "a plugin is code: plan only studies you trust. status, collect and report import none.")
+
 
 def _shown(text: str) -> str:
     """``text`` as one line that shows what it holds: a newline, a control or a bidirectional-override
@@ -25,6 +28,7 @@ def _warn(line: str) -> None:
 
 
 def _losses_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.epilog = PLUGIN_NOTE
     parser.add_argument("--plugin", action="append", default=[], metavar="MODULE",
                         help="also a plugin's losses: a .py file or an importable module (repeatable)")
     parser.add_argument("--json", action="store_true", help="print a JSON object instead of a table")
@@ -45,6 +49,7 @@ def _losses(args: argparse.Namespace) -> int:
 
 
 def _run_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.epilog = PLUGIN_NOTE
     parser.add_argument("run_file", metavar="RUN.json", help="a run file (see studies/README.md)")
     parser.add_argument("--out", help="output directory (default: the file's 'out', else results/runs/<name>-<run_id>)")
 
@@ -80,6 +85,7 @@ def _check_arguments(parser: argparse.ArgumentParser, what: str) -> None:
 
 
 def _plan_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.epilog = PLUGIN_NOTE
     _study_arguments(parser)
     parser.add_argument("--json", action="store_true", help="print a JSON list of runs instead of a table")
     parser.add_argument("--estimate", action="store_true",
@@ -121,6 +127,7 @@ def _plan(args: argparse.Namespace) -> int:
 
 
 def _launch_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.epilog = PLUGIN_NOTE
     _study_arguments(parser)
     parser.add_argument("--executor", default="local", help="local (default: subprocesses here) or slurm")
     for flag, what in (("--dry-run", "show what would be submitted; submit nothing"),
@@ -168,9 +175,11 @@ def _launch(args: argparse.Namespace) -> int:
         bad = launched.ended_badly
         print(f"kdbench launch: {launched.complete} of {len(study.runs)} runs complete"
               + (f", {bad} failed or diverged (kdbench status {args.study})" if bad else ""))
+    for row in launched.failed:  # the launch fails with them: exit 1
+        print(f"kdbench launch: {row.name} {row.state}: {row.reason or '-'}", file=sys.stderr)
     for waiting in study.waiting:
         print(f"kdbench launch: {waiting.stage}: planned later: {waiting.why}")
-    return 0
+    return 1 if launched.failed else 0
 
 
 def _fetch(args: argparse.Namespace) -> int:
@@ -186,20 +195,20 @@ def _fetch(args: argparse.Namespace) -> int:
 def _status(args: argparse.Namespace) -> int:
     from kdbench.states import format_status
 
-    study = app.load(args.study, args.results, args.max_runs)
+    study = app.load(args.study, args.results, args.max_runs, plugins=False)
     print(app.tensorboard(study) if args.tensorboard else format_status(study, app.status(study)))
     return 0
 
 
 def _cancel(args: argparse.Namespace) -> int:
-    study = app.load(args.study, args.results, args.max_runs)
+    study = app.load(args.study, args.results, args.max_runs, plugins=False)
     print(f"kdbench cancel: {study.name}: cancelled {len(app.cancel(study))} run(s)")
     return 0
 
 
 def _collect(args: argparse.Namespace) -> int:
     from analysis.collect import cache_path
-    study = app.load(args.study, args.results, args.max_runs)
+    study = app.load(args.study, args.results, args.max_runs, plugins=False)
     frame = app.collect(study)
     counts = ", ".join(f"{n} {state}" for state, n in sorted(frame["status"].value_counts().items()))
     where = cache_path(study)
@@ -218,7 +227,7 @@ def _report_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _report(args: argparse.Namespace) -> int:
     formats = app.report_formats(args.format)   # before the spec is read
-    study = app.load(args.study, args.results, args.max_runs)
+    study = app.load(args.study, args.results, args.max_runs, plugins=False)
     found = app.report(study, formats, statistics=args.json)
     if args.json:
         print(json.dumps({"study": study.name, "written": {k: str(p) for k, p in found.written.items()},
@@ -232,6 +241,8 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _import_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.epilog = ("The config is executed as Python (mmengine reads a config by running it, and its _base_ "
+                     "files too): import only configs you trust.")
     parser.add_argument("source", choices=["mmrazor"], help="what the config is: mmrazor (an MMRazor 1.x "
                         "SingleTeacherDistill + ConfigurableDistiller config)")
     parser.add_argument("config", metavar="CONFIG.py", help="the config file (its _base_ files beside it)")

@@ -74,10 +74,10 @@ class _Files:
     """Which file a spec section comes from: the study's own, or its defaults file."""
 
     def __init__(self, study: Study):
-        from kdbench.reading import read_yaml
+        from kdbench.reading import read_spec_text, read_yaml
 
         self.study = study
-        self.own = read_yaml(Path(study.path).read_text(), str(study.path)) or {}
+        self.own = read_yaml(read_spec_text(study.path, "the study"), str(study.path)) or {}
         self.defaults = str(self.own.get("defaults") or "")
 
     def of(self, spec_path: str) -> str:

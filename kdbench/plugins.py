@@ -6,10 +6,16 @@ folder; anything else is an importable module name. Entries are returned resolve
 absolute paths), so a run file written by a launch finds the same plugin from any directory, on
 any node that sees the same file system. A file is imported once per process, however often it
 is named.
+
+A plugin is code: importing it runs it. ``plan``, ``launch``, ``run`` and ``losses --plugin`` import
+a study's plugins (the methods they name must be checked and trained); ``status``, ``collect`` and
+``report`` read results only and import none (``not_imported``): a loss they do not know is taken
+as written, and what a report needs from it each run recorded when it trained (final.json ``terms``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib
 import importlib.util
@@ -19,6 +25,28 @@ from pathlib import Path
 
 from kdbench.errors import UserError
 from kdbench.schema import Checker, join
+
+_NOT_IMPORTING: list[bool] = []   # non-empty inside ``not_imported``
+_UNIMPORTED: set[str] = set()       # entries named but not imported there
+
+
+@contextlib.contextmanager
+def not_imported():
+    """Within this block ``load`` resolves and checks plugin entries but imports none (a verb that
+    only reads results runs no plugin code); ``unimported()`` says whether one was named."""
+    _NOT_IMPORTING.append(True)
+    try:
+        yield
+    finally:
+        _NOT_IMPORTING.pop()
+        if not _NOT_IMPORTING:
+            _UNIMPORTED.clear()
+
+
+def unimported() -> bool:
+    """Whether a plugin was named and, in a ``not_imported`` block, left unimported: a method no
+    loaded loss has may then be one of its losses."""
+    return bool(_UNIMPORTED)
 
 
 def _module_name(path: Path) -> str:
@@ -59,10 +87,10 @@ def load(check: Checker, entries: object, path: str, base: Path) -> tuple[str, .
                 file = (base / entry).resolve()
                 if not file.is_file():
                     raise check.fail(where, f"{entry!r}: no such file (plugin files are relative to {base})")
-                _import_file(file)
+                _import(str(file), _import_file, file)
                 resolved.append(str(file))
             else:
-                importlib.import_module(entry)
+                _import(entry, importlib.import_module, entry)
                 resolved.append(entry)
         except UserError as error:
             if str(error).startswith(check.source):
@@ -71,6 +99,14 @@ def load(check: Checker, entries: object, path: str, base: Path) -> tuple[str, .
         except Exception as error:  # an import error, a syntax error: the plugin's own message
             raise check.fail(where, f"{entry!r} does not import: {_first_line(error)}") from None
     return tuple(resolved)
+
+
+def _import(entry: str, run, argument) -> None:
+    """``run(argument)``: the import, unless inside ``not_imported``, where it is only noted."""
+    if _NOT_IMPORTING:
+        _UNIMPORTED.add(entry)
+    else:
+        run(argument)
 
 
 def load_entries(entries: Sequence[str]) -> None:

@@ -11,6 +11,10 @@ key path and the line, what a typo or a hostile file can hide in otherwise valid
   grid (a second ``grid:`` block) could vanish;
 - nesting deeper than ``MAX_DEPTH`` levels: no spec comes near it, and the recursive readers and
   checks would run out of stack on it.
+
+The file itself is read by ``read_spec_text``: a regular file of at most ``SPEC_CAP`` bytes (1 MiB),
+so ``kdbench plan /dev/zero`` or a FIFO named as a study is one line, never a hang or a memory
+blow-up (kdbench.safeio).
 """
 
 from __future__ import annotations
@@ -19,14 +23,30 @@ import contextlib
 import json
 import json.decoder
 import json.scanner
+from pathlib import Path
 from typing import Any
 
 import yaml
 
 from kdbench.errors import UserError
+from kdbench.safeio import SPEC_CAP, UnsafeFile, read_capped
 from kdbench.schema import join
 
 MAX_DEPTH = 64              # a spec's deepest key path is about 10 (base.student.overrides.model...)
+
+
+def read_spec_text(path: str | Path, what: str, root: str | Path | None = None) -> str:
+    """The text of a spec file (``what``: ``the study``, ``the run file``), read bounded; with
+    ``root``, never through a link out of that folder. Anything else is one UserError naming the
+    file and why."""
+    try:
+        return read_capped(path, SPEC_CAP, root).decode()
+    except UnsafeFile as error:
+        raise UserError(f"{path}: cannot read {what}: {error.reason}") from None
+    except OSError as error:
+        raise UserError(f"{path}: cannot read {what} ({error.strerror or error})") from None
+    except UnicodeDecodeError as error:
+        raise UserError(f"{path}: cannot read {what}: not UTF-8 text (byte {error.start})") from None
 
 
 def read_yaml(text: str, source: str) -> Any:

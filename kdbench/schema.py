@@ -66,11 +66,13 @@ class Checker:
                                   "without control or bidirectional-override ones")
         return text
 
-    def integer(self, value: Any, path: str, minimum: int | None = None) -> int:
+    def integer(self, value: Any, path: str, minimum: int | None = None, maximum: int | None = None) -> int:
         if isinstance(value, bool) or not isinstance(value, int):
             raise self.fail(path, f"must be an integer, got {value!r}")
         if minimum is not None and value < minimum:
             raise self.fail(path, f"must be >= {minimum}, got {value}")
+        if maximum is not None and value > maximum:
+            raise self.fail(path, f"must be <= {maximum}, got {value}")
         return value
 
     def number(self, value: Any, path: str, positive: bool = False, minimum: float | None = None) -> float:

@@ -18,7 +18,7 @@ from typing import Any
 
 from kdbench import locations, losses, plugins
 from kdbench.errors import Problems, UserError
-from kdbench.reading import read_json
+from kdbench.reading import read_json, read_spec_text
 from kdbench.schema import Checker, copy_data, join
 
 TASKS = ("seg", "det")
@@ -48,13 +48,16 @@ class Schedule:
     min_lr: float = 0.0001
     warmup_iters: int = 0
     val_interval: int | None = None   # None = evaluate once, at the end
-    checkpoint_interval: int = 50   # iterations between resumable checkpoints
+    checkpoint_interval: int = 50   # iterations between resumable checkpoints (at most the run's iterations)
     num_workers: int = 0
     deterministic: bool = False     # PyTorch's deterministic algorithms, cuDNN deterministic, cuBLAS workspace
     precision: str = "fp32"         # fp32 | bf16 | fp16: autocast of the training step (mmengine's AMP
     #                                 wrapper on CUDA; bf16 only on a CPU); KD terms stay fp32
     grad_clip: float | None = None  # clip the gradients' total L2 norm to this (mmengine's clip_grad); None: off
 
+
+DEFAULT_CHECKPOINT_INTERVAL = Schedule.checkpoint_interval
+MAX_SEED = 2**32 - 1   # NumPy's and mmengine's seeds are 32-bit: a larger one fails every run it reaches
 
 # Fields added after runs were recorded: in a run's dict (and so its id) only when not at their
 # default, so every run recorded before them keeps its id.
@@ -336,11 +339,16 @@ def parse_term(check: Checker, value: Any, path: str) -> Term:
     problem of the term reported at once."""
     term = check.mapping(value, path, TERM_KEYS, required=("method", "student_location"))
     problems = Problems()
-    method = problems.get(check.string, term["method"], join(path, "method"), choices=losses.available(),
-                          more=ADD_A_METHOD)
-    params = problems.get(_params, check, term, method, path, default={}) if method else {}
+    # A plugin's loss where plugins are not imported (status, collect, report): taken as written.
+    unchecked = plugins.unimported() and isinstance(term["method"], str) and term["method"] not in losses.available()
+    method = problems.get(check.string, term["method"], join(path, "method"),
+                          choices=None if unchecked else losses.available(), more=ADD_A_METHOD)
+    given = term.get("params", {})
+    params = (problems.get(check.mapping, given, join(path, "params"), given if isinstance(given, dict) else (),
+                           default={}) if unchecked
+              else problems.get(_params, check, term, method, path, default={}) if method else {})
     weight = problems.get(check.number, term.get("weight", 1.0), join(path, "weight"), minimum=0, default=1.0)
-    if method and not problems:
+    if method and not problems and not unchecked:
         try:  # the declaration checks the values (a temperature <= 0, an unknown norm, ...)
             losses.check_params(method, {**params, "loss_weight": weight})
         except UserError as error:
@@ -389,7 +397,10 @@ def parse_schedule(check: Checker, value: Any, path: str, trains: bool = True) -
     for key in ("val_interval", "checkpoint_interval"):
         if schedule[key] is None or problems.get(check.integer, schedule[key], join(path, key), minimum=1) is None:
             continue
-        if trains and key in given and isinstance(iterations, int) and schedule[key] > iterations:
+        # The default checkpoint interval beyond a short run is derived, not refused: the run
+        # checkpoints at its last iteration (runners.train). A run file a launch writes lists it.
+        derived = key == "checkpoint_interval" and schedule[key] == DEFAULT_CHECKPOINT_INTERVAL
+        if trains and key in given and not derived and isinstance(iterations, int) and schedule[key] > iterations:
             problems.add(check.fail(join(path, key), f"{schedule[key]} is more than the run's {iterations} "
                                                      "iterations: it would never be reached"))
     problems.get(check.boolean, schedule["deterministic"], join(path, "deterministic"))
@@ -434,7 +445,7 @@ def parse_holdout(check: Checker, value: Any, path: str) -> Holdout:
     if not fraction < 1:
         raise check.fail(join(path, "fraction"), f"must be between 0 and 1 (a share of the training set), "
                                                  f"got {fraction!r}")
-    return Holdout(fraction, check.integer(holdout.get("seed", 0), join(path, "seed"), minimum=0))
+    return Holdout(fraction, check.integer(holdout.get("seed", 0), join(path, "seed"), minimum=0, maximum=MAX_SEED))
 
 
 def parse_tracking(check: Checker, value: Any, path: str) -> Tracking:
@@ -503,7 +514,7 @@ def parse_run(data: Any, source: str = "<run>", plugin_entries: tuple[str, ...] 
     dataset = problems.get(parse_dataset, check, run["dataset"], "dataset")
     trains = role != "teacher" or teacher is None or teacher.checkpoint is None
     schedule = problems.get(parse_schedule, check, run.get("schedule", {}), "schedule", trains)
-    seed = problems.get(check.integer, run.get("seed", 0), "seed", minimum=0)
+    seed = problems.get(check.integer, run.get("seed", 0), "seed", minimum=0, maximum=MAX_SEED)
     device = problems.get(check.string, run.get("device", "auto"), "device", DEVICES)
     threads = run.get("threads")
     if threads is not None:
@@ -523,8 +534,4 @@ def parse_run(data: Any, source: str = "<run>", plugin_entries: tuple[str, ...] 
 def load_run(path: str | Path) -> RunSpec:
     """Read and validate a run file (JSON)."""
     path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as error:
-        raise UserError(f"{path}: cannot read the run file ({error.strerror})") from None
-    return parse_run(read_json(text, str(path)), str(path))
+    return parse_run(read_json(read_spec_text(path, "the run file"), str(path)), str(path))

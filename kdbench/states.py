@@ -6,7 +6,8 @@ unreadable), running (its job is pending or running), interrupted (started, no l
 result: a relaunch resumes it), blocked (submitted, but its job ended unstarted because its
 teacher failed: SLURM cancelled it; ``launch --retry-failed`` submits teacher and student again),
 missing (never started). ``reason``
-says which teacher failed, for blocked runs and for missing runs a launch held back.
+says which teacher failed, for blocked runs and for missing runs a launch held back, and why a run
+failed, diverged, was kd_inactive or is corrupt.
 
 Whether a job is alive is the executors' answer (runners.launch.job_states: ``alive``, ``stuck``
 or ``dead`` per run); this module only combines it with the files, so it stays free of any
@@ -19,7 +20,7 @@ from collections import Counter
 from dataclasses import dataclass
 
 from kdbench.expand import Study
-from kdbench.store import RunFiles, teacher_check_failure
+from kdbench.store import RunFiles, error_line, teacher_check_failure
 from kdbench.table import text_table
 from kdbench.vocab import NOT_COMPLETED, State
 
@@ -32,7 +33,8 @@ class RunStatus:
     state: State
     executor: str | None = None     # of its recorded job
     job_id: str | None = None
-    reason: str | None = None       # "teacher <id> failed" for blocked and held-back runs
+    reason: str | None = None       # "teacher <id> failed" for blocked and held-back runs; why a run
+    #                                 failed, diverged, was kd_inactive or is corrupt (error.json's line)
 
 
 def run_states(study: Study, scanned: dict[str, RunFiles], job_states: dict[str, str]) -> list[RunStatus]:
@@ -61,6 +63,9 @@ def run_states(study: Study, scanned: dict[str, RunFiles], job_states: dict[str,
         elif gated is not None:  # held back by the teacher gate, whether or not it was submitted
             reasons[planned.run_id] = f"teacher {gated[0]} {gated[1]}"
             states[planned.run_id] = State.BLOCKED
+    for planned in study.runs:
+        if states[planned.run_id] in NOT_COMPLETED and planned.run_id not in reasons:
+            reasons[planned.run_id] = error_line(scanned[planned.run_id])
     rows = []
     for planned in study.runs:
         job = scanned[planned.run_id].job or {}

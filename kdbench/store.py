@@ -4,8 +4,11 @@
 evaluation), and exactly one of ``final.json`` (complete) or ``error.json`` (failed, diverged or kd_inactive);
 ``job.json`` records the scheduler job that runs it (``{"executor": "local"|"slurm", "job_id",
 "host", "submitted"}``). Files are written atomically (temporary file + fsync + rename), so a reader
-sees a whole file or none, and a crash never leaves half a result. A run's state comes from these
-files alone (``read_run``); whether its job is still alive is the executors' to say
+sees a whole file or none, and a crash never leaves half a result; they get the mode the umask
+gives (kdbench.safeio). Every file is read bounded, regular files only, never through a link out
+of its study folder (kdbench.safeio), and a result file whose content is not what kdbench writes
+(a wrong type, a NaN, a huge or non-regular file) makes its run ``corrupt``, with the reason. A
+run's state comes from these files alone (``read_run``); whether its job is still alive is the executors' to say
 (runners.launch), and kdbench.states combines the two.
 """
 
@@ -15,12 +18,14 @@ import json
 import math
 import os
 import platform
+import re
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from kdbench.safeio import METRICS_CAP, RESULT_CAP, UnsafeFile, file_mode, open_no_follow, read_capped
 from kdbench.vocab import ERROR_STATES, State
 
 FINAL, ERROR, SPEC, ENV, METRICS, JOB = "final.json", "error.json", "spec.json", "env.json", "metrics.jsonl", "job.json"
@@ -64,6 +69,7 @@ def write_bytes_atomic(path: str | Path, data: bytes) -> None:
     except OSError as error:
         raise WriteError(error.errno, error.strerror, str(path)) from None
     try:
+        os.fchmod(fd, file_mode())  # mkstemp's 0600 would keep the group out of a shared root
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
@@ -87,20 +93,33 @@ def write_bytes_atomic(path: str | Path, data: bytes) -> None:
         pass
 
 
-def read_json(path: str | Path) -> Any | None:
-    """The parsed file, or None when it is missing or not valid JSON (a corrupt result)."""
+def read_result(path: str | Path, root: str | Path | None = None) -> tuple[Any, str | None]:
+    """(the parsed file, None), or (None, why it cannot be read): missing, not a regular file, a
+    link out of ``root``, over RESULT_CAP, not JSON. (A NaN token parses: what a reader needs to be
+    finite, ``final_problem`` checks.)"""
     try:
-        with open(path, "rb") as handle:
-            return json.loads(handle.read())
-    except (OSError, ValueError):
-        return None
+        raw = read_capped(path, RESULT_CAP, root)
+    except UnsafeFile as error:
+        return None, f"{Path(path).name}: {error.reason}"
+    except OSError as error:
+        return None, f"{Path(path).name}: {error.strerror or error}"
+    try:
+        return json.loads(raw), None
+    except (ValueError, RecursionError) as error:
+        return None, f"{Path(path).name}: not valid JSON ({str(error).splitlines()[0][:120]})"
+
+
+def read_json(path: str | Path, root: str | Path | None = None) -> Any | None:
+    """The parsed file, or None when it is missing or cannot be read as a result file (see
+    ``read_result``)."""
+    return read_result(path, root)[0]
 
 
 def append_jsonl(path: str | Path, record: dict) -> None:
     """Append one JSON object as one line, in a single write, flushed to disk."""
     line = json.dumps(record, sort_keys=True, default=_json_default, allow_nan=False) + "\n"
-    try:
-        with open(path, "a") as handle:
+    try:  # appended to the file itself, never through a link planted in its place
+        with os.fdopen(open_no_follow(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT), "a") as handle:
             handle.write(line)
             handle.flush()
             os.fsync(handle.fileno())
@@ -114,17 +133,18 @@ def write_jsonl_atomic(path: str | Path, records: list[dict]) -> None:
                                     for r in records))
 
 
-def read_jsonl(path: str | Path) -> list[dict]:
-    """Every complete, valid line of a JSON-lines file; a truncated or corrupt line is skipped."""
+def read_jsonl(path: str | Path, root: str | Path | None = None) -> list[dict]:
+    """Every complete, valid line of a JSON-lines file (read as ``read_result`` reads, up to
+    METRICS_CAP); a truncated or corrupt line is skipped, an unreadable file is no lines."""
     records = []
     try:
-        text = Path(path).read_text()
+        text = read_capped(path, METRICS_CAP, root).decode(errors="replace")
     except OSError:
         return records
     for line in text.splitlines():
         try:
             record = json.loads(line)
-        except ValueError:
+        except (ValueError, RecursionError):
             continue
         if isinstance(record, dict):
             records.append(record)
@@ -143,13 +163,15 @@ def run_state(run_dir: str | Path) -> str:
 @dataclass(frozen=True)
 class RunFiles:
     """What a run directory holds: its state, the names in it, final.json / error.json parsed
-    (None when absent or unreadable) and its job record (None when there is none)."""
+    (None when absent or unreadable), its job record (None when there is none) and, for a corrupt
+    run, why (``reason``: one line)."""
 
     state: State
     names: frozenset = frozenset()
     final: Any = None
     error: Any = None
     job: dict | None = None
+    reason: str | None = None
 
 
 def list_names(folder: str | Path) -> frozenset:
@@ -160,23 +182,101 @@ def list_names(folder: str | Path) -> frozenset:
         return frozenset()
 
 
-def read_run(run_dir: str | Path, names: frozenset | None = None) -> RunFiles:
+def _scalar(value: Any) -> bool:
+    return value is None or isinstance(value, (str, bool, int)) or (isinstance(value, float) and math.isfinite(value))
+
+
+def _optional_mapping(data: dict, key: str, values=lambda value: True) -> str | None:
+    value = data.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        return f"{key} is {type(value).__name__}, not an object"
+    bad = next((k for k, v in value.items() if not values(v)), None)
+    return None if bad is None else f"{key}.{bad} has a value of the wrong type"
+
+
+METRIC_NAME = re.compile(r"[\w.\-]{1,80}/[\w.\-]{1,80}")   # val/mIoU, val/bbox_mAP_50: never a column of its own
+
+
+def final_problem(data: Any) -> str | None:
+    """Why a parsed final.json is not one kdbench wrote (a field of the wrong type, a metric that
+    is not a finite number), or None: what every reader of a complete run may then rely on."""
+    if not isinstance(data, dict):
+        return f"final.json holds {type(data).__name__}, not an object"
+    if data.get("status") != "complete":
+        return f"final.json: status is {str(data.get('status'))[:40]!r}, not 'complete'"
+    metrics = data.get("metrics")
+    if not isinstance(metrics, dict) or not metrics:
+        return "final.json: metrics is not a non-empty object"
+    odd = next((k for k in metrics if not METRIC_NAME.fullmatch(k)), None)
+    if odd is not None:
+        return f"final.json: metrics: {odd[:80]!r} is not a metric's name (such as val/mIoU)"
+    bad = next((k for k, v in metrics.items() if not is_finite_number(v)), None)
+    if bad is not None:
+        return f"{bad} missing or not finite in final.json"
+    if data.get("iterations") is not None and not is_finite_number(data["iterations"]):
+        return "final.json: iterations is not a number"
+    listed = lambda v: _scalar(v) or (isinstance(v, list) and all(map(_scalar, v)))  # noqa: E731
+    for key, values in (("cost", _scalar), ("recipe", listed), ("data", lambda v: True),
+                        ("teacher_check", _scalar)):
+        problem = _optional_mapping(data, key, values)
+        if problem:
+            return f"final.json: {problem}"
+    terms = data.get("terms")
+    if terms is not None and not (isinstance(terms, list) and all(isinstance(t, dict) for t in terms)):
+        return "final.json: terms is not a list of objects"
+    return None
+
+
+def error_problem(data: Any) -> str | None:
+    """Why a parsed error.json is not one kdbench wrote, or None."""
+    if not isinstance(data, dict):
+        return f"error.json holds {type(data).__name__}, not an object"
+    if data.get("status") not in ERROR_STATES:
+        return f"error.json: status is {str(data.get('status'))[:40]!r}, not one of {', '.join(ERROR_STATES)}"
+    return None
+
+
+def read_run(run_dir: str | Path, names: frozenset | None = None, root: str | Path | None = None) -> RunFiles:
     """A run directory's state, result file and job record, from one listing and one read of each
-    file (``names``: the listing, when the caller has it)."""
+    file (``names``: the listing, when the caller has it; ``root``: the folder no file may lead
+    out of, by default the run directory's parent, its study's folder)."""
     run_dir = os.fspath(run_dir)
     names = list_names(run_dir) if names is None else names
-    job = read_job(run_dir) if JOB in names else None
-    if FINAL in names:
-        data = read_json(os.path.join(run_dir, FINAL))
-        if isinstance(data, dict) and data.get("status") == State.COMPLETE and isinstance(data.get("metrics"), dict):
+    root = os.path.dirname(os.path.abspath(run_dir)) if root is None else root
+    job = read_job(run_dir, root) if JOB in names else None
+    for name, problem in ((FINAL, final_problem), (ERROR, error_problem)):
+        if name not in names:
+            continue
+        data, reason = read_result(os.path.join(run_dir, name), root)
+        reason = reason or problem(data)
+        if reason:
+            return RunFiles(State.CORRUPT, names, job=job, reason=reason)
+        if name == FINAL:
             return RunFiles(State.COMPLETE, names, final=data, job=job)
-        return RunFiles(State.CORRUPT, names, final=data, job=job)
-    if ERROR in names:
-        data = read_json(os.path.join(run_dir, ERROR))
-        if isinstance(data, dict) and data.get("status") in ERROR_STATES:
-            return RunFiles(State(data["status"]), names, error=data, job=job)
-        return RunFiles(State.CORRUPT, names, error=data, job=job)
+        return RunFiles(State(data["status"]), names, error=data, job=job)
     return RunFiles(State.STARTED if SPEC in names else State.MISSING, names, job=job)
+
+
+def error_line(files: RunFiles) -> str | None:
+    """One line saying why a failed, diverged, kd_inactive or corrupt run has no result."""
+    if files.state == "corrupt":
+        return printable(files.reason or "")
+    if files.state not in ERROR_STATES:
+        return None
+    error = files.error or {}
+    if files.state == "diverged":
+        return printable(f"diverged at step {error.get('step', '?')} (loss {error.get('key', '?')})")
+    if files.state == "kd_inactive":
+        return printable(f"distill term {error.get('term', '?')} inactive: {error.get('reason', '?')}")
+    text = str(error.get("error") or error.get("traceback") or "").strip().splitlines()
+    return printable(text[-1][:300]) if text else "failed"
+
+
+def printable(text: str) -> str:
+    """``text`` with every control character (a terminal escape a result file could carry) as ``?``."""
+    return "".join(ch if ch.isprintable() else "?" for ch in text)
 
 
 def teacher_check(metrics: dict, expect: dict) -> dict:
@@ -205,7 +305,7 @@ def scan(directory: str | Path, run_ids) -> dict[str, RunFiles]:
     directory = os.fspath(directory)
     present = list_names(directory)
     missing = RunFiles("missing")
-    return {run_id: read_run(os.path.join(directory, run_id)) if run_id in present else missing
+    return {run_id: read_run(os.path.join(directory, run_id), root=directory) if run_id in present else missing
             for run_id in run_ids}
 
 
@@ -216,7 +316,16 @@ def write_job(run_dir: str | Path, executor: str, job_id: str) -> None:
                                             "submitted": time.time()})
 
 
-def read_job(run_dir: str | Path) -> dict | None:
-    """The job record of a run, or None (absent or unreadable)."""
-    job = read_json(os.path.join(os.fspath(run_dir), JOB))
-    return job if isinstance(job, dict) and "executor" in job and "job_id" in job else None
+JOB_ID = {"local": re.compile(r"[0-9]{1,10}"), "slurm": re.compile(r"[0-9]{1,20}(_[0-9]{1,10})?")}
+
+
+def read_job(run_dir: str | Path, root: str | Path | None = None) -> dict | None:
+    """The job record of a run, or None (absent, unreadable, or not one kdbench wrote: an
+    executor it does not know, a job id that is not one, a host that is not text)."""
+    run_dir = os.fspath(run_dir)
+    job = read_json(os.path.join(run_dir, JOB), os.path.dirname(os.path.abspath(run_dir)) if root is None else root)
+    if not isinstance(job, dict) or job.get("executor") not in JOB_ID or not isinstance(job.get("job_id"), str):
+        return None
+    if not JOB_ID[job["executor"]].fullmatch(job["job_id"]) or not isinstance(job.get("host", ""), str):
+        return None
+    return job

@@ -8,6 +8,7 @@ keys), merges at most one level of ``defaults:``, loads its plugins and validate
 
 from __future__ import annotations
 
+import io
 import itertools
 import math
 from dataclasses import dataclass
@@ -16,10 +17,12 @@ from typing import Any
 
 from kdbench import plugins
 from kdbench.errors import Problems, UserError
-from kdbench.reading import read_yaml
+from kdbench.reading import read_spec_text, read_yaml
+from kdbench.safeio import REFERENCE_CAP, read_capped
 from kdbench.sbatch import SITE_KEYS, as_parameters, check_extra, check_site_value
 from kdbench.schema import Checker, copy_data, did_you_mean, join, safe_name
 from kdbench.spec import (
+    MAX_SEED,
     SCHEDULE_KEYS,
     TOP_KEYS,
     parse_dataset,
@@ -137,12 +140,8 @@ class StudySpec:
     tune: Tune | None = None        # tuned baselines: a tune stage, then the final runs at each one's best
 
 
-def _read_yaml(path: Path, check: Checker) -> dict:
-    try:
-        text = path.read_text()
-    except OSError as error:
-        raise UserError(f"{path}: cannot read the study ({error.strerror})") from None
-    data = read_yaml(text, str(path))
+def _read_yaml(path: Path, check: Checker, root: Path | None = None) -> dict:
+    data = read_yaml(read_spec_text(path, "the study", root), str(path))
     if data is None:
         raise UserError(f"{path}: the study is empty")
     return check.mapping(data, "", STUDY_KEYS)
@@ -161,10 +160,10 @@ def merge(base: Any, override: Any) -> Any:
 def _with_defaults(path: Path, check: Checker, data: dict) -> dict:
     if "defaults" not in data:
         return data
-    parent_path = path.parent / check.string(data["defaults"], "defaults")
+    parent_path = path.parent / _in_folder(check, check.string(data["defaults"], "defaults"), "defaults")
     if not parent_path.is_file():
         raise check.fail("defaults", f"{parent_path} does not exist")
-    parent = _read_yaml(parent_path, Checker(str(parent_path)))
+    parent = _read_yaml(parent_path, Checker(str(parent_path)), path.parent)
     if "defaults" in parent:
         raise check.fail("defaults", f"{parent_path} has defaults of its own; only one level is allowed")
     return merge(parent, {k: v for k, v in data.items() if k != "defaults"})
@@ -285,7 +284,7 @@ def _partition(check: Checker, value: Any) -> None:
 
 def _seeds(check: Checker, data: dict) -> tuple[int, ...]:
     problems = Problems()
-    seeds = tuple(problems.get(check.integer, s, join("seeds", i), minimum=0)
+    seeds = tuple(problems.get(check.integer, s, join("seeds", i), minimum=0, maximum=MAX_SEED)
                   for i, s in enumerate(check.sequence(data.get("seeds", [0]), "seeds", min_length=1)))
     problems.raise_any()
     if len(set(seeds)) != len(seeds):
@@ -293,16 +292,71 @@ def _seeds(check: Checker, data: dict) -> tuple[int, ...]:
     return seeds
 
 
+REFERENCE_COLUMNS = ("method", "metric", "value")   # what every reference table's header names
+NUMERIC_COLUMNS = ("value", "teacher_value", "student_value")
+
+
+def _in_folder(check: Checker, name: str, key: str) -> str:
+    """``name``, a path relative to the study's folder tree: an absolute path is refused like a
+    ``../`` that leaves it (the file it names would be read from anywhere)."""
+    if Path(name).is_absolute() or name.startswith("~"):
+        raise check.fail(key, f"{name!r} is an absolute path; give a path inside the study's folder")
+    return name
+
+
 def _references(check: Checker, data: dict, path: Path) -> tuple[str, ...]:
     references = tuple(check.string(r, join("references", i))
                        for i, r in enumerate(check.sequence(data.get("references", []), "references")))
     problems = Problems()
     for index, reference in enumerate(references):
-        if not (path.parent / "references" / reference).is_file():
-            problems.add(check.fail(join("references", index),
-                                    f"{reference!r} is not a file in {path.parent / 'references'}"))
+        problems.get(_reference_table, check, path, reference, join("references", index))
     problems.raise_any()
     return references
+
+
+def _reference_table(check: Checker, path: Path, reference: str, key: str) -> None:
+    """A reference file: inside the study's folder tree (links followed), a regular file of at most
+    REFERENCE_CAP bytes, a CSV table whose header names REFERENCE_COLUMNS and whose numbers are numbers."""
+    import csv
+
+    file = path.parent / "references" / _in_folder(check, reference, key)
+    if not file.is_file():
+        raise check.fail(key, f"{reference!r} is not a file in {path.parent / 'references'}")
+    text = read_reference(path, reference)
+    if text is None or not (rows := list(csv.reader(io.StringIO(text, newline="")))) or not rows[0]:
+        why = ("outside the study's folder, not a regular file or over 1 MiB" if text is None
+               else "empty")
+        raise check.fail(key, f"{reference!r} is not a reference table: {why}")
+    header = [column.strip() for column in rows[0]]
+    absent = [column for column in REFERENCE_COLUMNS if column not in header]
+    if absent:
+        raise check.fail(key, f"{reference!r} is not a reference table (CSV with the columns "
+                              f"{', '.join(REFERENCE_COLUMNS)}, ...): its header lacks {', '.join(absent)}")
+    for line, row in enumerate(rows[1:], start=2):
+        cells = dict(zip(header, row))
+        for column in NUMERIC_COLUMNS:
+            if not _number_or_empty(cells.get(column, "")) or (column == "value" and not cells.get(column, "").strip()):
+                raise check.fail(key, f"{reference!r} line {line}: {column} {cells.get(column, '')[:40]!r} "
+                                      "is not a number")
+
+
+def _number_or_empty(text: str) -> bool:
+    if not text.strip():
+        return True
+    try:
+        return math.isfinite(float(text))
+    except ValueError:
+        return False
+
+
+def read_reference(study_path: Path, name: str) -> str | None:
+    """A reference table's text, read bounded (kdbench.safeio.REFERENCE_CAP) from inside the study's
+    folder tree; None when it cannot be read so."""
+    try:
+        return read_capped(Path(study_path).parent / "references" / name, REFERENCE_CAP,
+                           Path(study_path).parent).decode()
+    except (OSError, ValueError):
+        return None
 
 
 def spec_value(data: Any, path: str) -> tuple[bool, Any]:
@@ -355,11 +409,10 @@ def reference_expect(path: Path, references: tuple[str, ...], task: str) -> dict
     wanted, metric = REFERENCE_METRICS.get(task, ""), PRIMARY_METRIC.get(task, "")
     values = set()
     for name in references:
-        with open(path.parent / "references" / name, newline="") as handle:
-            for row in csv.DictReader(handle):
-                shown = "".join(ch for ch in (row.get("metric") or "").lower() if ch.isalnum())
-                if shown.endswith(wanted) and (row.get("teacher_value") or "").strip():
-                    values.add(float(row["teacher_value"]))
+        for row in csv.DictReader(io.StringIO(read_reference(path, name) or "", newline="")):
+            shown = "".join(ch for ch in (row.get("metric") or "").lower() if ch.isalnum())
+            if shown.endswith(wanted) and (row.get("teacher_value") or "").strip():
+                values.add(float(row["teacher_value"]))
     return {"metric": metric, "value": values.pop(), "tolerance": 1.0} if len(values) == 1 else None
 
 
@@ -436,7 +489,7 @@ def _tune(check: Checker, data: dict, methods: dict, student_baseline: bool) -> 
     holdout = check.number(tune.get("holdout", 0.2), "tune.holdout", positive=True)
     if holdout >= 1:
         raise check.fail("tune.holdout", f"must be between 0 and 1 (a share of the training set), got {holdout!r}")
-    seed = check.integer(tune.get("seed", 0), "tune.seed", minimum=0)
+    seed = check.integer(tune.get("seed", 0), "tune.seed", minimum=0, maximum=MAX_SEED)
     metric = tune.get("metric")
     if metric is not None:
         known = TUNE_METRICS.get(str((data.get("base") or {}).get("task")), ())

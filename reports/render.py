@@ -26,6 +26,8 @@ from analysis.collect import collect, collect_curves
 from analysis.records import VS_STUDENT, CellRecord, Group, Statistics, measured
 from analysis.summary import summarise
 from kdbench.expand import Study
+from kdbench.safeio import clean_leftovers
+from kdbench.store import write_bytes_atomic, write_text_atomic
 from reports.tuning import tuning_tables
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -326,6 +328,7 @@ def render_report(study: Study, frame=None, formats=FORMATS,
     context = build_context(study, frame, found)
     out = study.directory / "report"
     out.mkdir(parents=True, exist_ok=True)
+    clean_leftovers(out, older_than=3600)  # a killed report's temporary files (another may be writing now)
     env = _environment()
     from reports.publish import write_published
 
@@ -334,13 +337,12 @@ def render_report(study: Study, frame=None, formats=FORMATS,
         written["html"] = _write(out / "index.html", env.get_template("report.html.j2").render(**context))
     if "md" in formats:
         for figure in context["figures"]:
-            (out / f"{figure.key}.png").write_bytes(figure.png)
+            write_bytes_atomic(out / f"{figure.key}.png", figure.png)
         written["md"] = _write(out / "README.md", env.get_template("report.md.j2").render(**context))
     return written, context["cwd_headline"], context["cwd_lines"] + context["warnings"]
 
 
 def _write(path: Path, text: str) -> Path:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
+    """Through a unique, exclusively created temporary file (never a planted link), then renamed."""
+    write_text_atomic(path, text)
     return path

@@ -7,16 +7,28 @@ is ``kdbench run``) and a SLURM job alike.
    so that status shows it and a relaunch does not retry it blindly.
 2. Training and evaluation (runners.train.execute), which resumes from the directory's last good
    checkpoint and writes the result files.
+
+A run directory has one trainer at a time: the first process holds its lock (``.run.lock``, an
+``flock`` the system releases when the process ends, however it ends) from before the preflight
+(after it, for a directory that does not exist yet, so that a bad run makes none) to the last
+result file; a second ``kdbench run`` or job of that directory is refused in one line and writes
+nothing. Under the lock, temporary files a killed writer left in the directory (over a minute old)
+are deleted.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+import fcntl
+import os
+import platform
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from kdbench import plugins, store
 from kdbench.errors import UserError
 from kdbench.ids import run_id
+from kdbench.safeio import clean_leftovers, open_no_follow, read_capped
 from kdbench.spec import RunSpec
 from kdbench.vocab import State
 from runners.launch.executor import RUN_FILE
@@ -30,17 +42,88 @@ def run_one(run: RunSpec, out: str | Path, *, source: str = "<run>",
     (recorded in ``error.json`` unless ``preempted()`` says the scheduler is requeueing the job).
     """
     from runners.preflight import check_run
-    from runners.train import execute
+    from runners.train import execute, world
 
     out = Path(out)
     plugins.load_entries(run.plugins)  # a run's own plugins, when it came from a pickle or spec.json
-    if store.run_state(out) != State.COMPLETE:
+
+    def preflight() -> None:
+        if store.run_state(out) != State.COMPLETE:
+            try:
+                check_run(run, source)
+            except UserError as error:
+                record_preflight_failure(run, out, error)
+                raise
+
+    fresh = not out.is_dir()
+    if fresh:  # a new directory is checked before anything is made there: a bad run leaves nothing
+        preflight()
+    with run_lock(out) if world()[0] == 0 else contextlib.nullcontext():  # rank 0 holds it for all ranks
+        if not fresh:
+            preflight()
+        return execute(run, out, preempted)
+
+
+LOCK = ".run.lock"
+
+
+def _try_lock(out: Path) -> int | None:
+    """The run directory's lock, taken (its descriptor), or None when another process holds it."""
+    fd = open_no_follow(out / LOCK, os.O_RDWR | os.O_CREAT)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
+
+
+@contextlib.contextmanager
+def run_lock(out: Path) -> Iterator[None]:
+    """Hold ``out``'s lock while training it; another holder is one UserError naming it."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        fd = _try_lock(out)
+    except OSError as error:
+        raise UserError(f"{out}: cannot lock the run directory ({error.strerror or error})") from None
+    if fd is None:
         try:
-            check_run(run, source)
-        except UserError as error:
-            record_preflight_failure(run, out, error)
-            raise
-    return execute(run, out, preempted)
+            holder = read_capped(out / LOCK, 256).decode(errors="replace").strip() or "another process"
+        except OSError:
+            holder = "another process"
+        raise UserError(f"{out}: this run is being trained by {holder} (it holds {out / LOCK}); a run directory "
+                        "has one trainer at a time: wait for it, or kdbench cancel its study")
+    try:
+        os.ftruncate(fd, 0)
+        os.write(fd, f"pid {os.getpid()} on {platform.node()}".encode())
+        # What a killed writer left here; a minute's grace for a launch writing job.json just now.
+        clean_leftovers(out, older_than=60)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def record_load_failure(run_file: str | Path, out: str | Path | None, error: UserError) -> None:
+    """A launch's run file that no longer reads as a run (a spec this version refuses): recorded
+    as a failed run in its directory, so that status says failed, with the reason, and the launch
+    counts it; a run file anywhere else writes nothing."""
+    if out is None:
+        return
+    out, run_file = Path(out), Path(run_file)
+    try:
+        if run_file.resolve() != (out / RUN_FILE).resolve() or not (out / RUN_FILE).is_file():
+            return
+        fd = _try_lock(out)
+        if fd is None:  # another process trains it: its result decides
+            return
+        try:
+            if store.read_run(out).state != "complete":
+                store.write_json_atomic(out / store.ERROR, {"status": "failed", "user_error": True,
+                                                            "error": f"the run file does not read: {error.errors[0]}"})
+        finally:
+            os.close(fd)
+    except OSError:
+        pass
 
 
 def record_preflight_failure(run: RunSpec, out: Path, error: UserError) -> None:

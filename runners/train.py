@@ -271,7 +271,7 @@ def default_hooks(schedule: Schedule) -> dict:
         "logger": {"type": "LoggerHook", "interval": max(1, min(10, schedule.iterations)),
                    "log_metric_by_epoch": False},
         "param_scheduler": {"type": "ParamSchedulerHook"},
-        "checkpoint": {"type": "CheckpointHook", "by_epoch": False, "interval": schedule.checkpoint_interval,
+        "checkpoint": {"type": "CheckpointHook", "by_epoch": False, "interval": checkpoint_interval(schedule),
                        "max_keep_ckpts": KEEP_CHECKPOINTS, "save_last": True},
         "sampler_seed": {"type": "DistSamplerSeedHook"},
     }
@@ -410,6 +410,7 @@ def _finish(session: Session, trained, metrics_hook, cost_hook, started: float) 
         "checkpoint": "model_final.pth",
         "resumed_from": session.resume.name if session.resume is not None else None,
         "data": run_record(run.dataset.name, run.dataset.root),  # the splits found: a partial one is marked
+        "terms": term_records(run),  # what a report needs from the losses, so that it imports no plugin
     }
     nodes = int(os.environ.get("SLURM_NNODES", 1)) if session.launcher == "slurm" else 1
     record["recipe"] = recipe(run, session.world_size, nodes, session.device, record["data"])
@@ -419,6 +420,26 @@ def _finish(session: Session, trained, metrics_hook, cost_hook, started: float) 
         record["teacher_check"] = store.teacher_check(final_metrics, vars(run.teacher.expect))
     store.write_json_atomic(session.out / store.FINAL, record)
     return record
+
+
+def checkpoint_interval(schedule: Schedule) -> int:
+    """The schedule's checkpoint interval, at most its iterations: a run shorter than the default
+    interval checkpoints at its last iteration (an interval given beyond it is refused at plan)."""
+    return max(1, min(schedule.checkpoint_interval, schedule.iterations))
+
+
+def term_records(run: RunSpec) -> list[dict]:
+    """Each distill term's name, method and what its loss distils (``LossParams.distils``), as the
+    loss's declaration says now: a report reads it from final.json and imports no plugin code."""
+    from kdbench.losses import registry
+
+    def distils(term) -> str | None:
+        try:
+            return registry.check_params(term.method, dict(term.params)).distils()
+        except UserError:
+            return None
+
+    return [{"name": term.name, "method": term.method, "distils": distils(term)} for term in run.distill]
 
 
 def _save_atomic(state: dict, path: Path) -> None:

@@ -4,14 +4,21 @@ A run may need a teacher checkpoint given as a URL, and the ImageNet weights its
 initialise a backbone from (``open-mmlab://resnet18_v1c``, ``torchvision://resnet50``,
 ``mmcls://mobilenet_v2`` or a URL; the names resolve through mmengine's tables, as mmengine does).
 ``kdbench fetch`` and a launch download them on the submitting host into ``$KDBENCH_CACHE/weights``
-(default ``~/.cache/kdbench/weights``), one file per name:
+(default ``~/.cache/kdbench/weights``), stored by content:
 
-- resumable: the bytes go to ``NAME.part`` and a later fetch asks the server for the rest (HTTP
-  ``Range``), so an interrupted download continues where it stopped;
+- content-addressed: a file is kept as ``weights/<HASH>/<NAME>``, ``HASH`` being the SHA-256 (or the
+  prefix of it) it is pinned to: the ``sha256`` the spec gives for a teacher checkpoint, else the
+  prefix its name carries (``resnet18_v1c-b5776b93.pth``, the convention of OpenMMLab and
+  torchvision). Two studies that pin different hashes for one name never share a file. A file
+  nothing pins is kept as ``weights/url-<hash of its URL>/<NAME>``, and said to be unverified;
+- checked on every use: a run, a fetch and a launch hash the cached file against its pin before
+  using it; a file that fails it (another account's cache, a damaged disk) is fetched again, or,
+  where runs may not download, refused in one line;
+- resumable: the bytes go to ``NAME.part`` beside it, created exclusively and never written through
+  a link, and a later fetch asks the server for the rest (HTTP ``Range``), so an interrupted
+  download continues where it stopped;
 - atomic: the file gets its own name only once complete and verified, so a partial file never
-  looks complete (a run that finds ``NAME`` may use it without hashing it again);
-- verified: against the SHA-256 prefix its name carries (``resnet18_v1c-b5776b93.pth``, the
-  convention of OpenMMLab and torchvision) or the ``sha256`` the spec gives for a teacher checkpoint.
+  looks complete.
 
 A run reads these files from the cache (runners.train): a URL never reaches torch.hub or mmengine.
 With ``KDBENCH_OFFLINE=1`` (set in every SLURM job) a file that is not there is a one-line error
@@ -26,12 +33,14 @@ import importlib.util
 import json
 import os
 import re
+import stat
 import sys
 import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 
 from kdbench.errors import UserError
+from kdbench.safeio import open_no_follow
 from kdbench.spec import RunSpec
 from runners.model_facts import cache_root, pretrained_references, reference_slots
 
@@ -60,7 +69,9 @@ class WeightFile:
 
     @property
     def path(self) -> Path:
-        return cache_dir() / self.name
+        """Where the cache keeps it: under its pin, else under its URL (content-addressed)."""
+        key = self.sha256 or "url-" + hashlib.sha256(self.url.encode()).hexdigest()[:16]
+        return cache_dir() / key / self.name
 
 
 def cache_dir() -> Path:
@@ -161,38 +172,67 @@ def presence(files: list[WeightFile]) -> str:
 
 
 def require_cached(files: list[WeightFile]) -> None:
-    """Where runs may not download: the first file not in the cache is a one-line error."""
+    """Where runs may not download: the first file not in the cache, or whose bytes fail its pin,
+    is a one-line error."""
     absent = missing(files)
     if absent:
         raise UserError(f"{absent[0].where}: {absent[0].name} is not in the weights cache {cache_dir()} and runs "
                         f"there may not download (KDBENCH_OFFLINE); run kdbench fetch on a host with internet")
+    for file in files:
+        got = pin_failure(file)
+        if got:
+            raise UserError(f"{file.where}: {file.path}: sha256 {got} does not match the pinned {file.sha256}, and "
+                            "runs there may not download (KDBENCH_OFFLINE); run kdbench fetch on a host with internet")
+
+
+def _digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def pin_failure(file: WeightFile) -> str | None:
+    """The cached file's SHA-256 when it does not match the file's pin, else None (nothing
+    pinned, or it matches)."""
+    if file.sha256 is None:
+        return None
+    got = _digest(file.path)
+    return None if got.startswith(file.sha256) else got
+
+
+def _usable(file: WeightFile) -> bool:
+    """In the cache, a regular file, and matching its pin."""
+    return file.path.is_file() and not file.path.is_symlink() and pin_failure(file) is None
 
 
 # -- fetching -----------------------------------------------------------------------------------
 def fetch(files: list[WeightFile], progress: bool = True) -> list[tuple[WeightFile, str]]:
-    """Download each file not yet in the cache, verified; (file, "cached" | "fetched" | "unverified")
-    per distinct file. A failed download or a hash mismatch raises a UserError naming the file."""
-    distinct: dict[str, WeightFile] = {}
+    """Download each file not yet in the cache, or whose cached bytes fail its pin, verified;
+    (file, "cached" | "fetched" | "unverified") per distinct file (by its place in the cache: one
+    pin, one name). A failed download or a hash mismatch raises a UserError naming the file."""
+    distinct: dict[Path, WeightFile] = {}
     for file in files:
-        first = distinct.setdefault(file.name, file)
-        if first.url != file.url:  # the cache holds one file per name, as torch.hub's does
-            raise UserError(f"{file.where}: {file.url} and {first.url} ({first.where}) are both named "
-                            f"{file.name}; the weights cache holds one file per name")
-    return [(file, "cached" if file.path.is_file() else _fetch_one(file, progress)) for file in distinct.values()]
+        distinct.setdefault(file.path, file)
+    return [(file, "cached" if _usable(file) else _fetch_one(file, progress)) for file in distinct.values()]
 
 
 def _fetch_one(file: WeightFile, progress: bool) -> str:
     """One file, under a lock (array tasks or two launches on a shared file system may ask at once)."""
-    folder = cache_dir()
+    folder = file.path.parent
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        lock = open(folder / f".{file.name}.lock", "w")
+        lock = open_no_follow(folder / f".{file.name}.lock", os.O_RDWR | os.O_CREAT)
     except OSError as error:
         raise UserError(f"{folder}: cannot write the weights cache ({error.strerror}); set KDBENCH_CACHE") from None
-    with lock:
+    with os.fdopen(lock, "r+b"):
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if file.path.is_file():  # another process fetched it while this one waited
-            return "cached"
+        if file.path.is_file() or file.path.is_symlink():
+            if _usable(file):  # another process fetched it while this one waited
+                return "cached"
+            print(f"kdbench: {file.path}: does not match its pin {file.sha256}; fetching it again", file=sys.stderr)
+            file.path.unlink()
         part = file.path.with_name(file.name + ".part")
         _download_resuming(file, part, progress)
         status = _verify(file, part)
@@ -219,7 +259,27 @@ def _download_resuming(file: WeightFile, part: Path, progress: bool) -> None:
 
 
 def _size(path: Path) -> int:
-    return path.stat().st_size if path.exists() else 0
+    """The bytes of a ``.part`` file kdbench wrote; anything else in its place (a link, a FIFO, a
+    folder another account planted) is removed and counts as nothing."""
+    try:
+        info = path.lstat()
+    except FileNotFoundError:
+        return 0
+    if stat.S_ISREG(info.st_mode):
+        return info.st_size
+    if stat.S_ISDIR(info.st_mode):
+        raise OSError(f"{path} is a directory")
+    path.unlink()
+    return 0
+
+
+def _open_part(part: Path, resumed: bool):
+    """The ``.part`` file to append to (``resumed``), else a new one created exclusively; neither
+    follows a link, and the mode is the umask's."""
+    if not resumed:
+        part.unlink(missing_ok=True)
+        return os.fdopen(open_no_follow(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL), "wb")
+    return os.fdopen(open_no_follow(part, os.O_WRONLY | os.O_APPEND), "ab")
 
 
 def _download(file: WeightFile, part: Path, progress: bool) -> None:
@@ -239,7 +299,7 @@ def _download(file: WeightFile, part: Path, progress: bool) -> None:
         resumed = response.status == 206
         total = int(response.headers.get("Content-Length") or 0) + (have if resumed else 0)
         bar = _bar(file.name, total, have if resumed else 0, progress)
-        with open(part, "ab" if resumed else "wb") as out:
+        with _open_part(part, resumed) as out:
             while chunk := response.read1(CHUNK):  # what has arrived, not a whole CHUNK
                 out.write(chunk)
                 out.flush()  # what arrived is on disk before the next read: an interruption keeps it
@@ -252,11 +312,7 @@ def _download(file: WeightFile, part: Path, progress: bool) -> None:
 def _verify(file: WeightFile, part: Path) -> str:
     """The downloaded bytes against the expected hash; a mismatch deletes them (a resume would
     only append to wrong bytes) and raises one line naming the file and both hashes."""
-    digest = hashlib.sha256()
-    with open(part, "rb") as handle:
-        while chunk := handle.read(CHUNK):
-            digest.update(chunk)
-    got = digest.hexdigest()
+    got = _digest(part)
     if file.sha256 is None:
         print(f"kdbench: {file.name}: not verified (its name carries no hash); its sha256 is {got}",
               file=sys.stderr)
@@ -287,10 +343,11 @@ def _bar(name: str, total: int, initial: int, enabled: bool):
 
 # -- what a run reads ---------------------------------------------------------------------------
 def local_file(file: WeightFile) -> Path:
-    """The cached file; offline, a missing one is an error, else it is fetched now."""
+    """The cached file, checked against its pin; offline, a missing or mismatching one is an error,
+    else it is fetched (again) now."""
     if offline():
         require_cached([file])
-    elif not file.path.is_file():
+    elif not _usable(file):
         fetch([file], progress=False)
     return file.path
 

@@ -57,6 +57,18 @@ def zoo(tmp_path, monkeypatch, weight_bytes):
     server.stop()
 
 
+def cached(zoo, name: str, must_exist: bool = True) -> Path:
+    """The cache's file of that name (kept under its hash: ``weights/<HASH>/<NAME>``); with
+    ``must_exist`` False, where it would be for the zoo's URL of that name."""
+    from runners.weights import weight_file
+
+    found = sorted(zoo.cache.glob(f"*/{name}"))
+    assert len(found) <= 1, found
+    if found or must_exist:
+        return found[0] if found else zoo.cache / "absent" / name
+    return weight_file(zoo.server.url(name), "test").path
+
+
 def write_study(directory: Path, teacher: dict, name: str = "zoo") -> Path:
     """A teacher given by its checkpoint, a student baseline and one CWD run; the student's backbone
     is initialised from ImageNet-style weights named as mmseg configs name them."""
@@ -81,9 +93,9 @@ def test_fetch_downloads_every_weight_file_of_a_study_once_verified_and_plan_sho
     code, out, _ = run_cli("fetch", str(study), "--results", results, "--no-progress")
     assert code == 0, out
     for kind, name in zoo.names.items():
-        assert (zoo.cache / name).read_bytes() == zoo.data[kind]
+        assert cached(zoo, name).read_bytes() == zoo.data[kind]
     assert sorted(name for name, _ in zoo.server.requests) == sorted(zoo.names.values())  # each file once
-    assert "2 fetched" in out and not list(zoo.cache.glob("*.part"))
+    assert "2 fetched" in out and not list(zoo.cache.glob("*/*.part"))
 
     code, out, _ = run_cli("fetch", str(study), "--results", results, "--no-progress")
     assert code == 0 and "2 cached" in out and len(zoo.server.requests) == 2  # nothing downloaded again
@@ -101,7 +113,7 @@ def test_a_connection_dropped_mid_file_is_resumed_from_the_bytes_already_there(t
     code, _, err = run_cli("fetch", str(study), "--results", str(tmp_path / "results"), "--no-progress")
     assert code == 0, err
     assert [r for r in zoo.server.requests if r[0] == name] == [(name, None), (name, f"bytes={half}-")]
-    assert (zoo.cache / name).read_bytes() == zoo.data["teacher"]
+    assert cached(zoo, name).read_bytes() == zoo.data["teacher"]
 
 
 def test_a_killed_fetch_leaves_only_a_part_file_and_the_next_fetch_resumes_it(tmp_path, zoo):
@@ -120,7 +132,7 @@ def test_a_killed_fetch_leaves_only_a_part_file_and_the_next_fetch_resumes_it(tm
                "--no-progress"]
     process = subprocess.Popen(command, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    part = zoo.cache / f"{name}.part"
+    part = cached(zoo, name, must_exist=False).with_name(f"{name}.part")
     try:
         wait_until(lambda: part.is_file() and part.stat().st_size == half, what="half the file on disk")
         os.kill(process.pid, signal.SIGKILL)
@@ -129,12 +141,12 @@ def test_a_killed_fetch_leaves_only_a_part_file_and_the_next_fetch_resumes_it(tm
         hold.set()
         if process.poll() is None:
             process.kill()
-    assert not (zoo.cache / name).exists()  # a partial file never has the final name
+    assert not cached(zoo, name).exists()  # a partial file never has the final name
 
     code, _, err = run_cli("fetch", str(study), "--results", str(tmp_path / "results"), "--no-progress")
     assert code == 0, err
     assert [r for r in zoo.server.requests if r[0] == name] == [(name, None), (name, f"bytes={half}-")]
-    assert (zoo.cache / name).read_bytes() == zoo.data["teacher"] and not part.exists()
+    assert cached(zoo, name).read_bytes() == zoo.data["teacher"] and not part.exists()
 
 
 def test_a_file_whose_bytes_do_not_match_the_hash_in_its_name_is_one_line_naming_both_and_is_not_kept(tmp_path, zoo):
@@ -150,7 +162,7 @@ def test_a_file_whose_bytes_do_not_match_the_hash_in_its_name_is_one_line_naming
     assert code == 2
     assert len(err.strip().splitlines()) == 1 and wrong in err and actual in err and expected in err
     assert "base.teacher.checkpoint" in err
-    assert not (zoo.cache / wrong).exists() and not list(zoo.cache.glob("*.part"))
+    assert not cached(zoo, wrong).exists() and not list(zoo.cache.glob("*/*.part"))
 
 
 def test_a_sha256_given_in_the_spec_verifies_a_file_whose_name_carries_none(tmp_path, zoo):
@@ -165,12 +177,12 @@ def test_a_sha256_given_in_the_spec_verifies_a_file_whose_name_carries_none(tmp_
     assert code == 0 and "unverified" in out and f"its sha256 is {digest}" in err  # said, with what to pin
     wrong = write_study(tmp_path, {"checkpoint": url, "sha256": "0" * 64}, name="wrong")
     code, _, err = run_cli("fetch", str(wrong), "--results", str(tmp_path / "results"), "--no-progress")
-    assert code == 2 and digest in err and "0" * 64 in err and not (zoo.cache / "teacher_latest.pth").exists()
+    assert code == 2 and digest in err and "0" * 64 in err and not cached(zoo, "teacher_latest.pth").exists()
 
     right = write_study(tmp_path, {"checkpoint": url, "sha256": digest[:12]}, name="right")
     code, out, err = run_cli("fetch", str(right), "--results", str(tmp_path / "results"), "--no-progress")
     assert code == 0, err
-    assert (zoo.cache / "teacher_latest.pth").read_bytes() == zoo.data["teacher"] and "unverified" not in out
+    assert cached(zoo, "teacher_latest.pth").read_bytes() == zoo.data["teacher"] and "unverified" not in out
 
 
 def test_an_offline_run_reads_its_teacher_and_backbone_from_the_cache_and_matches_a_run_from_the_files(
@@ -231,7 +243,7 @@ def test_a_slurm_launch_without_fetch_refuses_a_run_whose_weights_are_not_in_the
         prepare_weights(study, decisions, LaunchOptions(executor="slurm", fetch=False))
     assert zoo.server.requests == []
     prepare_weights(study, decisions, LaunchOptions(executor="slurm", progress=False))  # fetches, then passes
-    assert sorted(p.name for p in zoo.cache.iterdir() if not p.name.startswith(".")) == sorted(zoo.names.values())
+    assert sorted(p.name for p in zoo.cache.glob("*/*") if not p.name.startswith(".")) == sorted(zoo.names.values())
 
 
 def test_slurm_jobs_read_the_submitting_hosts_weights_cache_and_may_not_download(tmp_path, monkeypatch):
@@ -265,15 +277,57 @@ def test_a_teacher_sha256_must_be_hex_and_belongs_to_a_url_checkpoint():
 
 
 
-def test_two_urls_whose_files_share_a_name_are_refused_before_either_is_downloaded(tmp_path, zoo):
+def test_two_pins_of_one_name_are_two_files_and_one_pin_fetched_from_two_urls_is_one(tmp_path, zoo):
+    """The cache is content-addressed: a file is kept under the hash it is pinned to, so two
+    studies pinning different hashes for one name never share a file (an HTML page another study
+    cached under that name is never taken for a checkpoint)."""
+    import hashlib
+
     from runners.weights import fetch, weight_file
 
-    name = zoo.names["teacher"]
-    first = weight_file(zoo.teacher_url, "a.yaml: base.teacher.checkpoint")
-    second = weight_file(zoo.teacher_url.replace("/weights/", "/elsewhere/"), "b.yaml: base.teacher.checkpoint")
-    with pytest.raises(UserError, match=f"are both named {name}"):
-        fetch([first, second], progress=False)
-    assert zoo.server.requests == []
+    page = b"<html>a login page</html>"
+    zoo.server.files["teacher_latest.pth"] = zoo.data["teacher"]
+    mirror = WeightsServer()   # another site serving other bytes under the same name
+    mirror.files["teacher_latest.pth"] = page
+    try:
+        digest, other = hashlib.sha256(zoo.data["teacher"]).hexdigest(), hashlib.sha256(page).hexdigest()
+        first = weight_file(mirror.url("teacher_latest.pth"), "a.yaml: base.teacher.checkpoint", other)
+        second = weight_file(zoo.server.url("teacher_latest.pth"), "b.yaml: base.teacher.checkpoint", digest)
+        assert first.name == second.name and first.path != second.path
+        assert [how for _, how in fetch([first, second], progress=False)] == ["fetched", "fetched"]
+        assert first.path.read_bytes() == page and second.path.read_bytes() == zoo.data["teacher"]
+        same = weight_file(mirror.url("teacher_latest.pth"), "c.yaml: base.teacher.checkpoint", digest)  # same pin
+        assert same.path == second.path and fetch([same], progress=False)[0][1] == "cached"
+    finally:
+        mirror.stop()
+
+
+def test_a_cached_file_that_fails_its_pin_is_fetched_again_online_and_refused_in_one_line_offline(
+        tmp_path, zoo, monkeypatch):
+    from runners.weights import fetch, local_file, weight_file
+
+    file = weight_file(zoo.teacher_url, "zoo.yaml: base.teacher.checkpoint")
+    fetch([file], progress=False)
+    file.path.write_bytes(b"<html>another account's page</html>")   # a shared cache, written by someone else
+    monkeypatch.setenv("KDBENCH_OFFLINE", "1")
+    with pytest.raises(UserError, match=r"zoo\.yaml: base\.teacher\.checkpoint: .*does not match the pinned") as error:
+        local_file(file)
+    assert len(str(error.value).splitlines()) == 1
+    monkeypatch.delenv("KDBENCH_OFFLINE")
+    assert local_file(file).read_bytes() == zoo.data["teacher"]   # fetched again, verified
+    assert [r[0] for r in zoo.server.requests].count(zoo.names["teacher"]) == 2
+
+
+def test_a_fetch_never_writes_through_a_part_file_planted_as_a_link(tmp_path, zoo):
+    from runners.weights import fetch, weight_file
+
+    file = weight_file(zoo.teacher_url, "zoo.yaml: base.teacher.checkpoint")
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    file.path.parent.mkdir(parents=True)
+    file.path.with_name(f"{file.name}.part").symlink_to(victim)
+    assert fetch([file], progress=False)[0][1] == "fetched"
+    assert victim.read_text() == "precious" and file.path.read_bytes() == zoo.data["teacher"]
 
 
 @pytest.mark.slurm
@@ -304,7 +358,7 @@ def test_an_mmcls_backbone_is_read_from_the_cache_as_mmengine_reads_it_the_backb
     import torch
 
     from runners.build import build_model, load_config, register_scope
-    from runners.weights import cache_dir, localize, weight_file
+    from runners.weights import localize, weight_file
 
     monkeypatch.setenv("KDBENCH_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("KDBENCH_OFFLINE", "1")
@@ -317,8 +371,14 @@ def test_an_mmcls_backbone_is_read_from_the_cache_as_mmengine_reads_it_the_backb
     backbone = MODELS.build({**cfg.model.backbone.to_dict(), "norm_cfg": {"type": "BN", "requires_grad": True}})
     state = {f"backbone.{k}": v for k, v in backbone.state_dict().items()}
     state["head.fc.weight"] = torch.zeros(1000, 1280)  # the classifier's own head: not the backbone's
-    cache_dir().mkdir(parents=True)
-    torch.save({"state_dict": state}, weight_file("mmcls://mobilenet_v2", "test").path)
+    from runners import weights
+
+    path = weight_file("mmcls://mobilenet_v2", "test").path
+    path.parent.mkdir(parents=True)
+    torch.save({"state_dict": state}, path)
+    # A file made here cannot carry the published bytes its name's hash pins: this test is about how
+    # the tensors are read (the pin checks have tests of their own above).
+    monkeypatch.setattr(weights, "pin_failure", lambda file: None)
 
     localize(cfg.model, "student.config")
     model = build_model(cfg, "seg")

@@ -24,15 +24,20 @@ class RunJob(submitit.helpers.Checkpointable):
         from pathlib import Path
 
         from kdbench import store
+        from kdbench.errors import UserError
         from kdbench.spec import parse_run
-        from runners.run import run_one
+        from runners.run import record_load_failure, run_one
 
         # submitit already ignores SIGTERM in this process (SLURM sends it before USR2 on
         # preemption). Ignoring it at the OS level as well makes the children inherit that, so the
         # `scontrol requeue` that submitit runs on USR2 is not killed by a late SIGTERM (a race seen
         # on the local cluster: the job then ended FAILED instead of being requeued).
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        spec = parse_run(run, str(Path(out_dir) / "run.json"))  # imports the run's plugins
+        try:
+            spec = parse_run(run, str(Path(out_dir) / "run.json"))  # imports the run's plugins
+        except UserError as error:  # recorded, so that status says failed, with the reason
+            record_load_failure(Path(out_dir) / "run.json", out_dir, error)
+            raise
         record = run_one(spec, out_dir, source=str(Path(out_dir) / "run.json"), preempted=lambda: self.preempted)
         failure = store.teacher_check_failure(store.read_run(out_dir)) if spec.role == "teacher" else None
         if failure:  # the job fails, so SLURM never starts the students that wait on it (afterok)

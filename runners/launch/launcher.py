@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import os
 import sys
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -29,6 +30,7 @@ from pathlib import Path
 from kdbench import store
 from kdbench.errors import Problems, UserError
 from kdbench.expand import Study
+from kdbench.safeio import open_no_follow
 from kdbench.sbatch import SITE_KEYS, check_site_value
 from kdbench.schema import Checker, did_you_mean, safe_name
 from kdbench.stages import reload
@@ -104,7 +106,7 @@ def study_lock(directory: Path):
     """An exclusive lock on ``directory/.launch.lock``, held by one launch at a time."""
     try:
         directory.mkdir(parents=True, exist_ok=True)
-        handle = open(directory / ".launch.lock", "w")
+        handle = os.fdopen(open_no_follow(directory / ".launch.lock", os.O_RDWR | os.O_CREAT), "r+")  # no link
     except OSError as error:  # a read-only or full results directory: nothing can be recorded there
         raise UserError(f"{directory}: cannot write the study's results directory ({error.strerror}); "
                         f"choose another --results") from None

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from kdbench import store
 from kdbench.expand import PlannedRun, Study
+from kdbench.safeio import open_no_follow
 from kdbench.study import Resources
 from kdbench.vocab import State
 from runners.launch import worker
@@ -116,7 +117,7 @@ class LocalExecutor(Executor):
     def _start(self, planned: PlannedRun, directory: Path) -> tuple[subprocess.Popen, object]:
         run_file = write_run_file(directory, planned, self.threads)
         run_dir = directory / planned.run_id
-        log = open(run_dir / "run.log", "a")
+        log = os.fdopen(open_no_follow(run_dir / "run.log", os.O_WRONLY | os.O_APPEND | os.O_CREAT), "a")  # no link
         argv, env = ["run", str(run_file), "--out", str(run_dir)], self._environment()
         pid = self.worker.start(argv, env, str(run_dir / "run.log")) if self.worker else None
         process = _Forked(pid) if pid else subprocess.Popen(
