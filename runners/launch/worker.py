@@ -73,7 +73,8 @@ def _child(request: dict) -> None:
     code = 1
     try:
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # the worker ignores it; a run waits on its own
-        log = os.open(request["log"], os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o666)  # the umask decides
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW  # a planted link is not followed
+        log = os.open(request["log"], flags, 0o666)  # the umask decides the mode
         null = os.open(os.devnull, os.O_RDONLY)
         os.dup2(null, 0), os.dup2(log, 1), os.dup2(log, 2)
         os.close(log), os.close(null)
