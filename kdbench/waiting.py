@@ -1,4 +1,4 @@
-"""What a later stage waits for (kdbench.expand.LATER_STAGES): its own module, so that a stage's
+"""What a later stage waits for (kdbench.stages.STAGES): its own module, so that a stage's
 module can say it without importing the planner that imports the stage."""
 
 from __future__ import annotations

@@ -60,7 +60,7 @@ def tiny_teacher(tmp_path_factory):
     import subprocess
     import sys
 
-    from kdbench.expand import load_study
+    from kdbench.stages import load_study
     from runners.launch.executor import write_run_file
     from tests.launch_helpers import write_study
 

@@ -162,7 +162,7 @@ def test_the_atomic_writer_gives_the_umasks_mode_not_0600(tmp_path):
 
 # -- finding 6: status, collect and report run no plugin code ------------------------------------------
 def test_status_collect_and_report_import_no_plugin_and_plan_does(tmp_path):
-    from kdbench.expand import load_study
+    from kdbench.stages import load_study
     from tests.results_fixtures import write_run
 
     shutil.copy(EXAMPLES / "plugin_cosine.yaml", tmp_path)

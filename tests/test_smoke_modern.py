@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from kdbench import store
-from kdbench.expand import load_study
+from kdbench.stages import load_study
 from runners.launch.jobs import status
 from runners.launch.launcher import LaunchOptions, launch
 from tests.launch_helpers import outcome

@@ -82,7 +82,7 @@ def pristine(tmp_path_factory):
 
 def check_one(pristine, seed: int, render: bool) -> None:
     from analysis.collect import collect
-    from kdbench.expand import load_study
+    from kdbench.stages import load_study
     from kdbench.states import format_status
     from runners.launch.jobs import status
 
