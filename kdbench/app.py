@@ -2,8 +2,8 @@
 (kdbench.cli) parses arguments and prints what these return; the tests and benchmarks/ call them
 as the CLI does. This is the one layer that composes the others (runners, analysis, reports).
 
-Heavy modules (torch, mmseg, mmdet) are imported inside the functions that need them, so the verbs
-that only read specs and results start fast.
+Every module but the vocabulary is imported inside the functions that need it, so ``kdbench --help``
+and the verbs that only read specs and results start fast.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from kdbench import store
 from kdbench.errors import UserError
 from kdbench.vocab import FINISHED, State
 
@@ -187,6 +186,7 @@ def collect(study: Study, write: bool = True):
     """The study's rows (analysis.collect), each run's state as the executors see its job; with
     ``write``, kept as ``results/<study>/runs.parquet`` when the study has a results directory."""
     from analysis.collect import collect as collected
+    from kdbench import store
     from runners.launch.jobs import status as states
 
     scanned = store.scan(study.directory, [p.run_id for p in study.runs])
@@ -240,6 +240,7 @@ class Ran:
 def run(run_file: str, out: str | None = None) -> Ran:
     """Execute one run file (runners.run.run_one) into ``out`` (default: the file's, else
     results/runs/<name>-<run_id>). A spec problem raises; a run that stops is reported, not raised."""
+    from kdbench import store
     from kdbench.spec import load_run
 
     spec = load_run(run_file)
@@ -315,6 +316,7 @@ def import_config(source: str, config: str, gpus: int | None = None, as_study: b
 
     import yaml
 
+    from kdbench import store
     from kdbench.spec import parse_run
     from runners.mmrazor_import import as_study as study_of
     from runners.mmrazor_import import convert
