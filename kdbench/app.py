@@ -2,8 +2,8 @@
 (kdbench.cli) parses arguments and prints what these return; the tests and benchmarks/ call them
 as the CLI does. This is the one layer that composes the others (runners, analysis, reports).
 
-Heavy modules (torch, mmseg, mmdet) are imported inside the functions that need them, so the verbs
-that only read specs and results start fast.
+Every module but the vocabulary is imported inside the functions that need it, so ``kdbench --help``
+and the verbs that only read specs and results start fast.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from kdbench import store
 from kdbench.errors import UserError
 from kdbench.vocab import FINISHED, NOT_COMPLETED, Action, State
 
@@ -203,6 +202,7 @@ def collect(study: Study, write: bool = True):
     """The study's rows (analysis.collect), each run's state as the executors see its job; with
     ``write``, kept as ``results/<study>/runs.parquet`` when the study has a results directory."""
     from analysis.collect import collect as collected
+    from kdbench import store
     from runners.launch.jobs import status as states
 
     scanned = store.scan(study.directory, [p.run_id for p in study.runs])
@@ -259,6 +259,7 @@ class Ran:
 def run(run_file: str, out: str | None = None) -> Ran:
     """Execute one run file (runners.run.run_one) into ``out`` (default: the file's, else
     results/runs/<name>-<run_id>). A spec problem raises; a run that stops is reported, not raised."""
+    from kdbench import store
     from kdbench.spec import load_run
 
     try:
@@ -337,6 +338,7 @@ def import_config(source: str, config: str, gpus: int | None = None, as_study: b
     """Another tool's config (``source``: mmrazor) as a kdbench run file (JSON) or study (YAML),
     checked to be valid (runners.mmrazor_study.import_text; its notes go to stderr); written to
     ``output`` when given. The text."""
+    from kdbench import store
     from runners.mmrazor_study import import_text
 
     if source != "mmrazor":

@@ -289,7 +289,7 @@ def test_the_smoke_study_and_a_plugin_loss_give_bit_identical_results_locally_an
     directories = {}
     for executor in ("local", "slurm"):
         study = load_study(path, tmp_path / executor)
-        launch(study, LaunchOptions(executor=executor, parallel=2, progress=False))
+        launch(study, LaunchOptions(executor=executor, parallel=2 if executor == "local" else None, progress=False))
         wait_until(lambda study=study: settled(study), what=f"the smoke study to finish ({executor})")
         rows = status(study)
         assert all(r.executor == executor for r in rows)

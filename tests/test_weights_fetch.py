@@ -235,14 +235,15 @@ def test_a_launch_refuses_before_submitting_anything_when_a_weight_file_cannot_b
 
 def test_a_slurm_launch_without_fetch_refuses_a_run_whose_weights_are_not_in_the_cache(tmp_path, zoo):
     from kdbench.stages import load_study
-    from runners.launch.launcher import LaunchOptions, decide, prepare_weights
+    from runners.launch.launcher import LaunchOptions, decide, executor_for, prepare_weights
 
     study = load_study(write_study(tmp_path, {"checkpoint": zoo.teacher_url}), tmp_path / "results")
     decisions = decide(study, retry_failed=False)
+    offline = executor_for(study, LaunchOptions(executor="slurm"))
     with pytest.raises(UserError, match="is not in the weights cache"):
-        prepare_weights(study, decisions, LaunchOptions(executor="slurm", fetch=False))
+        prepare_weights(study, decisions, LaunchOptions(executor="slurm", fetch=False), offline)
     assert zoo.server.requests == []
-    prepare_weights(study, decisions, LaunchOptions(executor="slurm", progress=False))  # fetches, then passes
+    prepare_weights(study, decisions, LaunchOptions(executor="slurm", progress=False), offline)  # fetches, passes
     assert sorted(p.name for p in zoo.cache.glob("*/*") if not p.name.startswith(".")) == sorted(zoo.names.values())
 
 
