@@ -318,7 +318,7 @@ def _launch(args: argparse.Namespace) -> int:
             print(f"kdbench launch: {row.name} {row.state}: {row.reason or '-'}", file=sys.stderr)
     for waiting in study.waiting:
         print(f"kdbench launch: {waiting.stage}: planned later: {waiting.why}")
-    return 1 if args.executor == "local" and not args.dry_run and failed else 0
+    return 1 if failed else 0
 
 
 def _fetch_arguments(parser: argparse.ArgumentParser) -> None:
