@@ -324,7 +324,7 @@ def _reference_table(check: Checker, path: Path, reference: str, key: str) -> No
         raise check.fail(key, f"{reference!r} is not a file in {path.parent / 'references'}")
     text = read_reference(path, reference)
     if text is None or not (rows := list(csv.reader(io.StringIO(text, newline="")))) or not rows[0]:
-        why = ("outside the study's folder, not a regular file or over 1 MiB" if text is None
+        why = ("outside the study's folder, not a regular file, over 1 MiB or not UTF-8 text" if text is None
                else "empty")
         raise check.fail(key, f"{reference!r} is not a reference table: {why}")
     header = [column.strip() for column in rows[0]]
