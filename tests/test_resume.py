@@ -282,3 +282,27 @@ def test_a_killed_holistic_run_resumes_its_critic_and_the_critics_adam_state_con
     last = torch.load(checkpoints(out)[-1], map_location="cpu", weights_only=False)["state_dict"]
     last_steps = {float(state["step"]) for state in last["kd_losses.ho._extra_state"]["optimizer_d"]["state"].values()}
     assert last_steps == {float(DISTILLED["iterations"])}  # counted on from the checkpoint's, not from 0
+
+
+def test_a_killed_cirkd_memory_run_resumes_its_queues_and_pointers_bit_for_bit_and_completes(seg_teacher, tmp_path):
+    """CIRKD's memory queues are the loss's buffers: the checkpoint holds them (written to by the
+    iterations before it) and the rerun starts from them exactly, not from fresh random vectors."""
+    terms = [{"name": "memory", "method": "cirkd_memory", "params": {"pixel_memory_size": 64, "region_memory_size": 8},
+              "student_location": "decode_head.bottleneck"}]
+    run = seg_run(teacher=teacher_of(seg_teacher), distill=terms, schedule=DISTILLED)
+    run_file, out, checkpoint = killed_distilled_run(run, tmp_path)
+    saved = torch.load(checkpoint, map_location="cpu", weights_only=False)["state_dict"]
+    names = ("teacher_pixel_queue", "pixel_queue_ptr", "teacher_segment_queue", "segment_queue_ptr")
+    assert {f"kd_losses.memory.{name}" for name in names} <= set(saved)
+    assert int(saved["kd_losses.memory.segment_queue_ptr"].sum()) > 0  # the training steps wrote into them
+
+    def read(runner):
+        return {f"kd_losses.memory.{k}": v.clone() for k, v in runner.model.kd_losses["memory"].state_dict().items()}
+
+    resumed = resumed_state(run_file, shutil.copytree(out, tmp_path / "copy"), read)
+    assert {f"kd_losses.memory.{name}" for name in names} <= set(resumed)
+    assert all(torch.equal(value, saved[key]) for key, value in resumed.items())
+
+    final = rerun(run_file, out)
+    assert final["status"] == "complete" and final["resumed_from"] == checkpoint.name
+    assert evaluated_iterations(out) == [4, 8, 12]
