@@ -1,4 +1,4 @@
-"""The SLURM continuation of a study whose later stages wait on results (kdbench.expand.Waiting):
+"""The SLURM continuation of a study whose later stages wait on results (kdbench.waiting.Waiting):
 a small job, behind ``afterany`` on the jobs of the runs those stages need, that runs the same
 launch again on a node. It plans the study from the results now in the store, submits what has
 become plannable (a tuned study's final runs) and, when something still waits, submits a further
