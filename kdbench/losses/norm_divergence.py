@@ -17,6 +17,10 @@ times T**2.
 
 Unlike the official code, ``none`` uses every sample (it used only the first) and KL takes
 ``log_softmax`` (it took ``log(softmax)``, which underflows to -inf and gives NaN).
+
+The channel KL cell is CWD's own kernel; the other softmax cells (spatial and none KL, channel and
+spatial MSE) go through kdbench.losses.softmax_divergence, which works in cache-sized blocks and
+keeps one map, the gradient; channel_mean's backward hands its gradient out broadcast.
 """
 
 from __future__ import annotations
