@@ -217,4 +217,8 @@ def format_rows(rows: list[dict]) -> str:
             notes.append(f"{row['method']} on {row['input']}: DISAGREES (value {row['value_rel_diff']:.1e}, "
                          f"gradient {row['grad_rel_diff']:.1e} relative; tolerance {TOLERANCE:g})")
     lines = text_table(header, table, right=range(3, 12))
-    return "\n".join(lines + ["(time x, memory x: kdbench / reference; memory: peak extra)"] + notes)
+    legend = ["(time x, memory x: kdbench / reference; memory: peak extra)",
+              f"targets: time and peak extra memory <= {LEAN_RATIO:g}x the plain formulation ({TARGET_RATIO:g}x for "
+              f"CWD); where the reference takes under {NOISE_S * 1e3:g} ms, time within {NOISE_SLACK - 1:.0%} of "
+              "the target counts as met: that much is timer noise on a shared machine"]
+    return "\n".join(lines + legend + notes)

@@ -115,6 +115,19 @@ def test_pair_wise_matches_a_hand_computed_case_with_ceil_pooling(pool_scale, ke
     assert got == pytest.approx(expected, rel=1e-5)
 
 
+@pytest.mark.parametrize("size", [(5, 7), (24, 20)])  # many channels per node, and few: the C x C products
+def test_pair_wise_matches_a_hand_computed_case_whichever_way_it_takes_the_affinities(size):
+    s, _ = _maps((2, 3, *size), seed=6)
+    _, t = _maps((2, 6, *size), seed=7)
+    a_s, a_t = _affinity_np(_np(s), 2), _affinity_np(_np(t), 2)
+    hw = a_s.shape[1]
+    assert (4 * (3 + 6) <= hw) == (size == (24, 20))
+    expected = float(((a_t - a_s) ** 2).sum()) / hw**2 / 2
+    s64 = s.double().requires_grad_(True)
+    assert losses.build("pa")(s64, t.double()).item() == pytest.approx(expected, rel=1e-10)
+    assert torch.autograd.gradcheck(lambda x: losses.build("pa")(x, t.double()), (s64,))
+
+
 def _ifvd_np(fs, ft, labels, ignore=255):
     labels = labels[:, ::2, ::2]  # nearest resize by 1/2 picks source index 2*i
 

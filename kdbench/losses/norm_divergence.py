@@ -17,6 +17,10 @@ times T**2.
 
 Unlike the official code, ``none`` uses every sample (it used only the first) and KL takes
 ``log_softmax`` (it took ``log(softmax)``, which underflows to -inf and gives NaN).
+
+The channel KL cell is CWD's own kernel; the other softmax cells (spatial and none KL, channel and
+spatial MSE) go through kdbench.losses.softmax_divergence, which works in cache-sized blocks and
+keeps one map, the gradient; channel_mean's backward hands its gradient out broadcast.
 """
 
 from __future__ import annotations
@@ -38,9 +42,24 @@ def _kl_rows(logits_S: Tensor, logits_T: Tensor, dim: int) -> Tensor:
     return (log_p_T.exp() * (log_p_T - log_p_S)).sum()
 
 
+class _PositionMean(torch.autograd.Function):
+    """(N, C, H, W) -> (N, C): the mean of each channel. Its backward hands the gradient out
+    broadcast over the positions (an expanded view), where autograd's mean writes a full map."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor) -> Tensor:
+        ctx.shape = x.shape
+        return x.mean(dim=(2, 3))
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:
+        n, c, h, w = ctx.shape
+        return (grad / (h * w))[:, :, None, None].expand(ctx.shape)
+
+
 def _normalise(x: Tensor, norm: str) -> Tensor:
     """The map of ``x`` the MSE compares under ``norm`` (channel_mean or none)."""
-    return x.reshape(*x.shape[:2], -1).mean(dim=2) if norm == "channel_mean" else x
+    return _PositionMean.apply(x) if norm == "channel_mean" else x
 
 
 def _blocked_view(x: Tensor, norm: str) -> Tensor:
@@ -93,7 +112,7 @@ class NormDivergence(nn.Module):
         preds_S, preds_T = preds_S.to(dtype), preds_T.to(dtype)
         tau = self.tau
         if self.divergence == "kl":  # channel_mean: a softmax over the channel means
-            mean_S, mean_T = preds_S.mean(dim=(2, 3)), preds_T.mean(dim=(2, 3))
+            mean_S, mean_T = _PositionMean.apply(preds_S), preds_T.mean(dim=(2, 3))
             total = _kl_rows(mean_S / tau, mean_T / tau, dim=1)
         else:
             total = (_normalise(preds_S, self.norm) - _normalise(preds_T, self.norm)).pow(2).sum()

@@ -16,7 +16,9 @@ kernel of ``int(H * pool_scale)`` (for 0.5: a 2x2 grid of nodes in total). Unlik
 normalising norm here is not detached, so its gradient is exact (as in CIRKD).
 
 Affinities are HW x HW, so the channel counts of student and teacher may differ; batch and
-spatial sizes must agree.
+spatial sizes must agree. With few channels against the nodes (score maps) the distance is taken
+through C x C products and no HW x HW matrix is formed; otherwise one forward forms the difference
+a block of rows at a time and keeps the gradient (``affinity_distance``).
 """
 
 from __future__ import annotations
