@@ -108,13 +108,12 @@ class CIRKDMemoryLoss(nn.Module):
         for image in range(n):
             rows = teacher[image].reshape(d, -1).T.contiguous()  # (HW, D): gathers of whole rows
             label = labels[image].reshape(-1)
-            labelled = label != self.ignore_index
-            present = torch.unique(label[labelled])
+            present = torch.unique(label[label != self.ignore_index])
             if present.numel() == 0:
                 continue
-            sums = rows.new_zeros(self.num_classes, d).index_add_(0, label[labelled], rows[labelled])
-            counts = torch.bincount(label[labelled], minlength=self.num_classes)[present]
-            means = F.normalize(sums[present] / counts[:, None].to(sums.dtype), p=2, dim=1)
+            members = label[None, :] == present[:, None]  # (classes present, HW)
+            counts = members.sum(dim=1)
+            means = F.normalize((members.to(rows.dtype) @ rows) / counts[:, None].to(rows.dtype), p=2, dim=1)
             self.teacher_segment_queue[present, self.segment_queue_ptr[present]] = means
             self.segment_queue_ptr[present] = (self.segment_queue_ptr[present] + 1) % self.region_memory_size
             for lb, count in zip(present.tolist(), counts.tolist()):
