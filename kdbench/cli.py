@@ -13,13 +13,15 @@ from collections.abc import Callable
 from kdbench import app
 from kdbench.errors import UserError
 
-PLUGIN_NOTE = ("This verb imports the plugins a study or run file names (plugins:), and --plugin modules: "
-               "a plugin is code: plan only studies you trust. status, collect and report import none.")
+PLUGINS = ("This verb imports the plugins a study or run file names (plugins:), and --plugin modules: a plugin is "
+           "code: plan only studies you trust. status, collect and report import none.")
+EPILOGS = {"plan": PLUGINS, "launch": PLUGINS, "run": PLUGINS, "losses": PLUGINS,
+           "import": "The config is executed as Python (mmengine reads a config by running it, and its _base_ files "
+                     "too): import only configs you trust."}
 
 
 def _shown(text: str) -> str:
-    """``text`` as one line that shows what it holds: a newline, a control or a bidirectional-override
-    character quoted from a spec is escaped (``\\u202e``), so it cannot hide or reorder the rest."""
+    """``text`` on one line, a control or bidirectional-override character escaped (``\\u202e``)."""
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
@@ -28,7 +30,6 @@ def _warn(line: str) -> None:
 
 
 def _losses_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.epilog = PLUGIN_NOTE
     parser.add_argument("--plugin", action="append", default=[], metavar="MODULE",
                         help="also a plugin's losses: a .py file or an importable module (repeatable)")
     parser.add_argument("--json", action="store_true", help="print a JSON object instead of a table")
@@ -49,7 +50,6 @@ def _losses(args: argparse.Namespace) -> int:
 
 
 def _run_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.epilog = PLUGIN_NOTE
     parser.add_argument("run_file", metavar="RUN.json", help="a run file (see studies/README.md)")
     parser.add_argument("--out", help="output directory (default: the file's 'out', else results/runs/<name>-<run_id>)")
 
@@ -59,8 +59,8 @@ def _run(args: argparse.Namespace) -> int:
     if ran.error is not None:
         print(f"kdbench run: {ran.name} stopped: {ran.error}", file=sys.stderr)
         return 1
-    metrics = ", ".join(f"{k} {v:.4g}" for k, v in ran.record["metrics"].items())
-    print(f"kdbench run: {ran.name} complete in {ran.out}: {metrics}")
+    print(f"kdbench run: {ran.name} complete in {ran.out}: "
+          + ", ".join(f"{k} {v:.4g}" for k, v in ran.record["metrics"].items()))
     if ran.teacher_failure:
         print(f"kdbench run: {ran.name} failed its teacher gate: it {ran.teacher_failure}", file=sys.stderr)
     return 0
@@ -85,7 +85,6 @@ def _check_arguments(parser: argparse.ArgumentParser, what: str) -> None:
 
 
 def _plan_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.epilog = PLUGIN_NOTE
     _study_arguments(parser)
     parser.add_argument("--json", action="store_true", help="print a JSON list of runs instead of a table")
     parser.add_argument("--estimate", action="store_true",
@@ -99,6 +98,7 @@ def _plan_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _plan(args: argparse.Namespace) -> int:
+    from kdbench.estimate import format_estimate
     from kdbench.plan import format_plan, plan_json
 
     if args.show is not None and args.estimate:
@@ -117,17 +117,13 @@ def _plan(args: argparse.Namespace) -> int:
         return 0
     print(format_plan(study, found.rows))
     if found.estimate is not None:
-        from kdbench.estimate import format_estimate
-
         print("\n" + format_estimate(study, found.estimate))
     if found.needs:
-        print("\nBefore kdbench launch can run this study, it needs:")
-        print("\n".join(f"- {need}" for need in found.needs))
+        print("\n".join(["\nBefore kdbench launch can run this study, it needs:", *(f"- {n}" for n in found.needs)]))
     return 0
 
 
 def _launch_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.epilog = PLUGIN_NOTE
     _study_arguments(parser)
     parser.add_argument("--executor", default="local", help="local (default: subprocesses here) or slurm")
     for flag, what in (("--dry-run", "show what would be submitted; submit nothing"),
@@ -172,9 +168,8 @@ def _launch(args: argparse.Namespace) -> int:
     print(f"kdbench launch: {study.name}: {'would submit' if args.dry_run else 'submitted'} "
           f"{counts.get('submit', 0)}" + (f"; {others}" if others else ""))
     if launched.complete is not None:
-        bad = launched.ended_badly
-        print(f"kdbench launch: {launched.complete} of {len(study.runs)} runs complete"
-              + (f", {bad} failed or diverged (kdbench status {args.study})" if bad else ""))
+        bad = launched.ended_badly and f", {launched.ended_badly} failed or diverged (kdbench status {args.study})"
+        print(f"kdbench launch: {launched.complete} of {len(study.runs)} runs complete{bad or ''}")
     for row in launched.failed:  # the launch fails with them: exit 1
         print(f"kdbench launch: {row.name} {row.state}: {row.reason or '-'}", file=sys.stderr)
     for waiting in study.waiting:
@@ -202,18 +197,18 @@ def _status(args: argparse.Namespace) -> int:
 
 def _cancel(args: argparse.Namespace) -> int:
     study = app.load(args.study, args.results, args.max_runs, plugins=False)
-    print(f"kdbench cancel: {study.name}: cancelled {len(app.cancel(study))} run(s)")
-    return 0
+    return print(f"kdbench cancel: {study.name}: cancelled {len(app.cancel(study))} run(s)") or 0
 
 
 def _collect(args: argparse.Namespace) -> int:
     from analysis.collect import cache_path
+
     study = app.load(args.study, args.results, args.max_runs, plugins=False)
     frame = app.collect(study)
     counts = ", ".join(f"{n} {state}" for state, n in sorted(frame["status"].value_counts().items()))
     where = cache_path(study)
-    print(f"kdbench collect: {study.name}: {len(frame)} runs ({counts})"
-          + (f" -> {where}" if where.exists() else " (no results directory yet: nothing written)"))
+    written = f" -> {where}" if where.exists() else " (no results directory yet: nothing written)"
+    print(f"kdbench collect: {study.name}: {len(frame)} runs ({counts}){written}")
     return 0
 
 
@@ -234,15 +229,12 @@ def _report(args: argparse.Namespace) -> int:
                           "headline": found.headline, "lines": found.lines, **found.statistics},
                          indent=2, ensure_ascii=False))
         return 0
-    for kind, path in found.written.items():
-        print(f"kdbench report: {study.name}: {kind}: {path}")
-    print("\n".join([found.headline, *(f"  - {line}" for line in found.lines)]))
+    print("\n".join([*(f"kdbench report: {study.name}: {kind}: {path}" for kind, path in found.written.items()),
+                     found.headline, *(f"  - {line}" for line in found.lines)]))
     return 0
 
 
 def _import_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.epilog = ("The config is executed as Python (mmengine reads a config by running it, and its _base_ "
-                     "files too): import only configs you trust.")
     parser.add_argument("source", choices=["mmrazor"], help="what the config is: mmrazor (an MMRazor 1.x "
                         "SingleTeacherDistill + ConfigurableDistiller config)")
     parser.add_argument("config", metavar="CONFIG.py", help="the config file (its _base_ files beside it)")
@@ -283,10 +275,8 @@ def _bench_arguments(parser: argparse.ArgumentParser) -> None:
     from benchmarks.suites import SUITES
 
     parser.add_argument("--suite", default="all", choices=[*SUITES, "all"],
-                        help="losses: every KD loss against a plain-autograd reference of the same math; step: a KD "
-                             "training step against student step + teacher forward; grid: plan/status/collect/"
-                             "report at 1k and 10k runs, and CLI start-up; data: the dataset preflight on Cityscapes "
-                             "and COCO trees of the official size, uncached and cached (default: all)")
+                        help="losses (each KD loss vs a plain reference), step (a KD step vs student step + teacher "
+                             "forward), grid (the verbs at 1k and 10k runs), data (the dataset preflight); default all")
     parser.add_argument("--json", metavar="FILE", help="also write every figure and the machine as JSON")
     parser.add_argument("--markdown", metavar="FILE", help="also write the tables and the machine as markdown")
     for flag, kind, default, what in (
@@ -326,8 +316,7 @@ VERBS: dict[str, tuple[str, Callable, Callable[[argparse.Namespace], int]]] = {
     "plan": ("show the runs of a study, their stages and states", _plan_arguments, _plan),
     "run": ("execute one run described by a JSON file", _run_arguments, _run),
     "losses": ("list the distillation losses and their parameters", _losses_arguments, _losses),
-    "data": ("check a dataset's folders as a run's preflight does, or prepare a raw download",
-             _data_arguments, _data),
+    "data": ("check a dataset's folders as a run's preflight does, or prepare a raw download", _data_arguments, _data),
     "import": ("turn another tool's config into a kdbench run or study (mmrazor)", _import_arguments, _import),
 }
 
@@ -337,7 +326,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                                  "studies, runs, reports.")
     sub = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
     for name, (help_text, add_arguments, _) in VERBS.items():
-        add_arguments(sub.add_parser(name, help=help_text, description=help_text))
+        add_arguments(sub.add_parser(name, help=help_text, description=help_text, epilog=EPILOGS.get(name)))
     return parser
 
 

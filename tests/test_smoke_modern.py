@@ -21,7 +21,7 @@ pytestmark = pytest.mark.slow
 def test_smoke_modern_runs_end_to_end_with_every_cell_complete_and_every_term_training(tmp_path, monkeypatch):
     monkeypatch.setenv("KDBENCH_DATA", str(tmp_path / "data"))
     study = load_study(STUDY, tmp_path / "results")
-    methods = {"cirkd_pair", "cirkd_memory", "afdcd"}
+    methods = {"pkd", "mgd", "dist", "cirkd_pair", "cirkd_memory", "afdcd"}
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     launch(study, LaunchOptions(parallel=2, progress=False))
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
