@@ -34,6 +34,8 @@ def imported(capsys, *args) -> dict:
 
 
 def test_all_eleven_dense_configs_of_mmrazor_main_import_as_valid_runs(capsys):
+    """Guarantee: `kdbench import mmrazor` turns each of the 11 dense distillation configs of MMRazor's main branch
+    into a valid run, its teacher checkpoint a model-zoo URL and its teacher gate on the task's metric."""
     assert len(ALL) == 11
     for config in ALL:
         run = imported(capsys, config)
@@ -43,9 +45,9 @@ def test_all_eleven_dense_configs_of_mmrazor_main_import_as_valid_runs(capsys):
 
 
 def test_mmrazors_cwd_seg_config_becomes_the_run_of_the_hand_written_mmrazor_study(capsys):
-    """Guarantee: `kdbench import mmrazor` turns MMRazor's own CWD configs (seg and det) into runs and studies that
-    load, with the recipe's models, locations (FPN `data_idx` included), weights and schedule; a loss kdbench
-    lacks is one line naming it and the methods, exit 2."""
+    """Guarantee: MMRazor's Cityscapes PSPNet CWD config imports as exactly the run of
+    `studies/mmrazor_cwd_cityscapes.yaml` (models, teacher checkpoint, mode and gate, schedule, crop, the CWD
+    term), and a student `ConvModuleConnector` becomes an adapter with its norm and act."""
     run = imported(capsys, SEG)
     hand = yaml.safe_load((ROOT / "studies" / "mmrazor_cwd_cityscapes.yaml").read_text())
     base = hand["base"]
@@ -292,6 +294,9 @@ model = dict(distiller=dict(
      r"model\.teacher\.cfg_path: 'mmseg::pspnet/pspnet_r999\.py' is not a config packaged with mmseg"),
 ], ids=["distiller", "recorder", "scheduler", "paramwise", "teacher_config"])
 def test_a_config_kdbench_cannot_represent_is_one_line_and_exit_2(tmp_path, body, expected):
+    """Guarantee: An MMRazor config kdbench cannot represent (another distiller, a recorder type, a scheduler, an
+    optimizer wrapper setting, a model config mmseg does not ship) is one line saying which key and why, exit 2,
+    nothing printed."""
     code, out, err = run_cli("import", "mmrazor", str(derived(tmp_path, body)), "--study")
     assert code == 2 and out == "" and err.count("\n") == 1 and "Traceback" not in err
     assert re.search(expected, err), err
@@ -321,7 +326,10 @@ def _schedulers(mmrazor, per_epoch: int) -> list[dict]:
 
 @pytest.mark.parametrize("config", ALL, ids=lambda p: p.stem)
 def test_plan_show_config_has_the_mmrazor_configs_model_optimizer_and_schedule(config, tmp_path):
-    """``plan --show RUN --config`` (the mmengine config the run trains with) against the MMRazor
+    """Guarantee: For each of MMRazor's 11 dense configs, `plan --show RUN --config` of the imported run has the
+    config's student and teacher models, optimizer, gradient clipping, parameter schedulers and iterations.
+
+    ``plan --show RUN --config`` (the mmengine config the run trains with) against the MMRazor
     config read by mmengine: the student's and the teacher's model (the packaged configs it names,
     or the model dict MGD gives, init_cfg included), the optimizer, gradient clipping, the
     parameter schedulers and the iterations, epochs counted at COCO's or Cityscapes' size."""

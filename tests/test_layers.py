@@ -122,8 +122,8 @@ def cycles(edges: dict[str, set[str]]) -> list[list[str]]:
 
 def test_no_module_imports_a_layer_above_its_own_or_a_private_name_of_another():
     """Guarantee: The layers hold: every import (function-level ones included) goes down or sideways within its layer,
-    `runners` and `analysis` never import each other, only the CLI composes them, there is no import cycle and
-    no module takes another's private names."""
+    `runners` and `analysis` never import each other, only `kdbench.app` (and above it `benchmarks` and the CLI)
+    composes them, there is no import cycle and no module takes another's private names."""
     _, problems = graph()
     assert problems == []
 

@@ -54,6 +54,8 @@ def _loop_contrast(preds, targets, tau, groups, patch):
 
 
 def test_the_omni_contrastive_term_equals_its_definition_token_by_token():
+    """Guarantee: Af-DCD's omni-contrastive term equals its definition, computed token by token over channel groups
+    x patch positions."""
     preds, targets = _maps((2, 8, 4, 4), (2, 8, 4, 4))
     ours = omni_contrastive(preds.detach(), targets, tau=0.5, groups=4, pool=0, patch=(2, 2))
     assert float(ours) == pytest.approx(_loop_contrast(preds.detach(), targets, 0.5, 4, (2, 2)), rel=1e-12)
@@ -70,6 +72,8 @@ def _built(**params):
 @pytest.mark.parametrize("params", [{}, {"enhance_projector": True, "pool_size": 2, "patch_size": [2, 2], "M_ocd": 4},
                                     {"rand_mask": False, "mask_ratio": 0.5, "pool_size": 0, "patch_size": [4, 2]}])
 def test_afdcd_equals_its_plain_formulation_with_the_same_parts_and_mask(params):
+    """Guarantee: `afdcd` equals a plain formulation of Af-DCD (masked feature reconstruction through a projector
+    plus the omni-contrastive term) with the same `align`, projector and mask, in value and gradient."""
     params = {"M_ocd": 2, "pool_size": 2, "patch_size": [2, 2], "loss_weight": 3.0, "lambda_fd": 0.01,
               "lambda_ctr": 0.2, **params}
     loss, s, t = _built(**params)

@@ -42,6 +42,9 @@ def _numpy_pair_kl(s: np.ndarray, t: np.ndarray, tau: float) -> float:
 
 
 def test_cirkd_pair_is_the_mean_over_every_ordered_pair_of_the_row_kl_of_the_similarity_maps():
+    """Guarantee: `cirkd_pair` equals CIRKD's mini-batch pixel-to-pixel term (the mean over every ordered pair of
+    images of the KL between the row softmaxes of the teacher's and the student's similarity maps), against a
+    NumPy double loop in value and a plain autograd formulation in gradient."""
     s, t = _maps()
     loss = losses.build("cirkd_pair", tau=0.1, loss_weight=2.0)
     value = loss(s, t)
@@ -61,6 +64,8 @@ def test_cirkd_pair_with_pooling_averages_2x2_windows_first_odd_sizes_included()
 
 
 def test_cirkd_pair_gradient_passes_gradcheck_and_a_second_backward_gives_the_same_gradient():
+    """Guarantee: `cirkd_pair`'s gradient, worked out in blocks of rows in the forward, passes gradcheck (float64),
+    and a second backward gives the same gradient."""
     s, t = _maps((2, 3, 2, 3), (2, 4, 2, 3))
     loss = losses.build("cirkd_pair", tau=0.5)
     assert torch.autograd.gradcheck(lambda x: loss(x, t), (s,))
@@ -114,6 +119,9 @@ def _copies(loss) -> dict:
 
 
 def test_cirkd_memory_equals_its_plain_formulation_with_the_same_projector_queues_and_draws():
+    """Guarantee: `cirkd_memory` equals a plain autograd formulation of CIRKD's memory-based pixel-to-pixel and
+    pixel-to-region terms with the same projector, queues and random draws, in value, gradient and queues, over
+    steps that fill and wrap the queues."""
     loss, s, t = _memory_loss(lambda_memory_pixel=0.3, lambda_memory_region=0.7, contrast_kd_temperature=2.0)
     layers, labels = _copies(loss), _labels()
     settings = {**losses.parameters("cirkd_memory"), **SMALL, "lambda_memory_pixel": 0.3,
@@ -150,6 +158,8 @@ def test_cirkd_memory_enqueues_each_images_class_mean_and_up_to_16_of_its_pixels
 
 
 def test_cirkd_memory_queues_and_pointers_round_trip_through_a_state_dict_and_continue_bit_identically():
+    """Guarantee: `cirkd_memory`'s queues and their pointers are in its state dict (so in the checkpoint), and a
+    module loaded from it continues bit-identically."""
     loss, s, t = _memory_loss()
     labels = _labels()
     for step in range(2):
@@ -213,7 +223,10 @@ def test_cirkd_memory_refuses_bad_parameters_by_name(params, message):
 
 
 def test_the_preflight_refuses_a_cirkd_pair_location_whose_loss_needs_more_than_the_runs_memory(tmp_path):
-    """The tiny student's first stage at a 4096 x 4096 input: 1024 x 1024 positions, about 2.3 GB for the
+    """Guarantee: The preflight refuses, in one line at plan, a `cirkd_pair` location whose loss needs more than
+    `resources.mem_gb`; pooled, the same location plans; nothing is written either way.
+
+    The tiny student's first stage at a 4096 x 4096 input: 1024 x 1024 positions, about 2.3 GB for the
     loss at batch 8, against resources.mem_gb 1; pooled 2x2 it fits. Nothing is written either way."""
     from tests.launch_helpers import dump_yaml, run_cli
 

@@ -42,6 +42,9 @@ def numpy_dist(s, t, tau=1.0, inter_w=1.0, intra_w=1.0, intra="pixels") -> float
 @pytest.mark.parametrize("intra", ["pixels", "batch"])
 @pytest.mark.parametrize("tau, inter_w, intra_w, loss_weight", [(1.0, 1.0, 1.0, 1.0), (4.0, 2.0, 0.5, 3.0)])
 def test_dist_matches_the_formula_worked_out_with_numpy(intra, tau, inter_w, intra_w, loss_weight):
+    """Guarantee: `dist` equals DIST's formula (inter- and intra-class Pearson relations of the class
+    probabilities), worked out with NumPy in float64 one correlation at a time, for both intra-class readings and
+    other temperatures and weights."""
     s, t = _maps()
     loss = losses.build("dist", tau=tau, inter_loss_weight=inter_w, intra_loss_weight=intra_w, intra=intra,
                         loss_weight=loss_weight)
@@ -50,6 +53,8 @@ def test_dist_matches_the_formula_worked_out_with_numpy(intra, tau, inter_w, int
 
 
 def test_the_two_intra_relations_differ():
+    """Guarantee: DIST's two intra-class readings, `intra: pixels` (the authors' segmentation code) and `intra:
+    batch` (MMRazor's `DISTLoss` on a map), give different values on the same maps."""
     s, t = _maps()
     pixels = losses.build("dist", inter_loss_weight=0.0)(s, t).item()
     batch = losses.build("dist", inter_loss_weight=0.0, intra="batch")(s, t).item()
@@ -58,6 +63,7 @@ def test_the_two_intra_relations_differ():
 
 @pytest.mark.parametrize("intra", ["pixels", "batch"])
 def test_dist_gradient_matches_finite_differences_in_float64(intra):
+    """Guarantee: `dist`'s gradient matches finite differences (gradcheck, float64) for both intra-class readings."""
     s, t = _maps((2, 3, 3, 2), seed=1)
     s.requires_grad_(True)
     loss = losses.build("dist", tau=2.0, inter_loss_weight=1.5, intra_loss_weight=0.7, intra=intra, loss_weight=2.0)

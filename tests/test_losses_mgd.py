@@ -39,6 +39,9 @@ def formula(loss, s, t, mask, alpha, loss_weight=1.0):
 @pytest.mark.parametrize("mask_on_channel", [False, True])
 @pytest.mark.parametrize("cs", [3, 4])
 def test_mgd_matches_the_formula_with_the_same_weights_and_mask(mask_on_channel, cs):
+    """Guarantee: `mgd` equals MGD's formula (MMRazor's `MGDConnector` + `MGDLoss`) written with functional
+    convolutions on the same weights and the same mask, in value and in the gradients of the student and of every
+    layer, positions or whole channels masked, with and without an `align` layer."""
     s, t = _maps(cs=cs)
     loss = _built(cs=cs, alpha_mgd=0.5, lambda_mgd=0.4, mask_on_channel=mask_on_channel, loss_weight=3.0)
     shape = (2, 4, 1, 1) if mask_on_channel else (2, 1, 5, 6)
@@ -57,6 +60,7 @@ def test_mgd_matches_the_formula_with_the_same_weights_and_mask(mask_on_channel,
 
 
 def test_mgd_gradient_matches_finite_differences_in_float64():
+    """Guarantee: `mgd`'s gradient matches finite differences (gradcheck, float64)."""
     s, t = _maps(cs=2, ct=3, shape=(2, 3, 3))
     loss = _built(cs=2, ct=3, alpha_mgd=1.0)
     s.requires_grad_(True)
@@ -107,6 +111,9 @@ def test_the_same_seed_draws_the_same_mask_and_another_seed_another():
 
 
 def test_mgd_keeps_mmrazors_parameter_names_and_a_state_dict_loaded_first_builds_the_layers():
+    """Guarantee: `mgd` keeps MMRazor's parameter names (`align.*`, `generation.0.*`, `generation.2.*`; no `align`
+    where channels match), and a state dict loaded before the first call builds the layers and gives the same
+    loss."""
     aligned, same = _built(cs=3, ct=4), _built(cs=4, ct=4)
     assert set(aligned.state_dict()) == {"align.weight", "align.bias", "generation.0.weight", "generation.0.bias",
                                          "generation.2.weight", "generation.2.bias"}
@@ -122,6 +129,8 @@ def test_mgd_keeps_mmrazors_parameter_names_and_a_state_dict_loaded_first_builds
 
 
 def test_mgd_builds_its_layers_at_the_first_call_and_they_train_with_the_student():
+    """Guarantee: `mgd` builds `align` and `generation` at its first call, and the backward reaches every one of
+    their parameters and the student."""
     s, t = _maps()
     s = s.float().requires_grad_(True)
     loss = losses.build("mgd", alpha_mgd=1.0)

@@ -31,6 +31,9 @@ def _terms() -> list[dict]:
 
 @pytest.mark.slow
 def test_pkd_mgd_and_dist_terms_on_logits_and_a_feature_map_all_train_the_student(seg_teacher, tmp_path):
+    """Guarantee: PKD, MGD and DIST terms on the tiny segmentation models' logits and on a feature map train
+    together: the run completes (no `kd_inactive`), logs every term, and MGD's `align` and `generation` layers
+    are stepped by the student's optimizer."""
     run = seg_run(teacher=teacher_of(seg_teacher), distill=_terms(),
                   schedule={"iterations": 6, "batch_size": 2, "checkpoint_interval": 3})
     final = execute(run, tmp_path)

@@ -48,6 +48,8 @@ def by_name(study) -> dict:
 
 # -- finding 3: reads are bounded, regular files only ---------------------------------------------
 def test_plan_and_run_refuse_a_device_a_fifo_and_an_oversized_spec_in_one_line_without_hanging(tmp_path):
+    """Guarantee: `plan` and `run` refuse a spec that is a device, a FIFO or over the 1 MiB cap in one line, exit 2,
+    at once, writing nothing."""
     fifo = tmp_path / "study.yaml"
     os.mkfifo(fifo)
     huge = tmp_path / "huge.yaml"
@@ -88,6 +90,9 @@ def damage(results: Path, study) -> dict[str, str]:
 
 
 def test_status_collect_and_report_count_linked_fifo_device_huge_and_wrong_typed_results_corrupt(tmp_path):
+    """Guarantee: A `final.json` linked out of the results root, linked to a device, a FIFO, over its cap or with a
+    wrong-typed field makes its run `corrupt` with the reason; `status`, `collect` and `report` go on and never
+    average it."""
     study, results = make_store(tmp_path)
     damaged = damage(results, study)
     args = (tmp_path / "fixture.yaml", "--results", results)
@@ -111,6 +116,8 @@ def test_status_collect_and_report_count_linked_fifo_device_huge_and_wrong_typed
 
 # -- finding 4: writes never follow a planted link --------------------------------------------------
 def test_report_writes_through_a_fresh_temporary_file_never_through_a_planted_link(tmp_path):
+    """Guarantee: `report` never writes through a link planted at its target or at a temporary name, and deletes a
+    killed writer's old temporary files."""
     study, results = make_store(tmp_path)
     report = results / study.name / "report"
     report.mkdir(parents=True)
@@ -136,6 +143,8 @@ def modes(paths) -> set[int]:
 @pytest.mark.parametrize("umask, file_mode, dir_mode", [(0o022, 0o644, 0o755), (0o002, 0o664, 0o775)])
 def test_collect_and_report_files_get_the_umasks_mode_so_a_group_can_share_the_root(tmp_path, umask, file_mode,
                                                                                     dir_mode):
+    """Guarantee: The files and folders `collect` and `report` write get the umask's mode (0644/0755 under 0022,
+    0664/0775 under 0002), so a group can share a results root."""
     study, results = make_store(tmp_path)
     result = kdbench("report", tmp_path / "fixture.yaml", "--results", results, "--format", "html", umask=umask,
                      timeout=300)
@@ -147,6 +156,7 @@ def test_collect_and_report_files_get_the_umasks_mode_so_a_group_can_share_the_r
 
 
 def test_the_atomic_writer_gives_the_umasks_mode_not_0600(tmp_path):
+    """Guarantee: Result files written atomically or appended get the umask's mode, not a temporary file's 0600."""
     previous = os.umask(0o022)
     try:
         store.write_json_atomic(tmp_path / "final.json", {"status": "complete"})
@@ -162,6 +172,8 @@ def test_the_atomic_writer_gives_the_umasks_mode_not_0600(tmp_path):
 
 # -- finding 6: status, collect and report run no plugin code ------------------------------------------
 def test_status_collect_and_report_import_no_plugin_and_plan_does(tmp_path):
+    """Guarantee: `status`, `collect` and `report` import no plugin (what a term distils comes from its run's
+    `final.json`); `plan` does."""
     from kdbench.stages import load_study
     from tests.results_fixtures import write_run
 
@@ -192,17 +204,21 @@ def test_status_collect_and_report_import_no_plugin_and_plan_does(tmp_path):
 
 @pytest.mark.parametrize("verb", ["plan", "launch", "run", "losses"])
 def test_the_verbs_that_import_plugins_say_so_in_their_help(verb):
+    """Guarantee: The help of each verb that imports plugins (`plan`, `launch`, `run`, `losses`) says a plugin is
+    code: plan only studies you trust."""
     result = kdbench(verb, "--help", timeout=60)
     assert "a plugin is code: plan only studies you trust" in " ".join(result.stdout.split())
 
 
 def test_import_mmrazor_help_says_the_config_is_executed_as_python():
+    """Guarantee: `kdbench import mmrazor --help` says the config is executed as Python."""
     result = kdbench("import", "--help", timeout=60)
     assert "The config is executed as Python" in " ".join(result.stdout.split())
 
 
 # -- finding 9: references inside the study's folder tree ------------------------------------------------
 def test_a_reference_linked_out_of_the_study_folder_is_one_line_at_plan(tmp_path):
+    """Guarantee: A reference table linked out of the study's folder is one line at plan, exit 2."""
     outside = tmp_path / "outside.csv"
     outside.write_text("method,metric,value\ncwd,mIoU,99.0\n")
     folder = tmp_path / "study"
@@ -227,6 +243,8 @@ def short_study(folder: Path, dataset: dict | None = None) -> Path:
 
 
 def test_a_run_shorter_than_the_default_checkpoint_interval_checkpoints_at_its_end_and_completes(tmp_path):
+    """Guarantee: A run shorter than the default checkpoint interval checkpoints at its last iteration and
+    completes, its files and folder in the umask's mode."""
     path = short_study(tmp_path)
     result = kdbench("launch", path, "--results", tmp_path / "r", "--no-progress", umask=0o022, timeout=600)
     assert result.returncode == 0 and "1 of 1 runs complete" in result.stdout, result.stdout + result.stderr
@@ -238,6 +256,8 @@ def test_a_run_shorter_than_the_default_checkpoint_interval_checkpoints_at_its_e
 
 def test_a_worker_that_fails_before_training_writes_error_json_status_says_why_and_launch_exits_1(tmp_path):
     # Its data is not there (the launch is told not to check): the worker's preflight fails.
+    """Guarantee: A worker that fails before training writes `error.json`, `status` shows the run `failed` with the
+    reason, and a local `launch` exits 1 naming it."""
     path = short_study(tmp_path, {"name": "cityscapes", "root": str(tmp_path / "no_such_dataset")})
     result = kdbench("launch", path, "--results", tmp_path / "r", "--no-progress", "--no-data-check", timeout=600)
     assert result.returncode == 1, result.stdout + result.stderr
@@ -250,6 +270,8 @@ def test_a_worker_that_fails_before_training_writes_error_json_status_says_why_a
 
 
 def test_a_launched_run_file_that_no_longer_reads_is_recorded_failed_with_the_reason(tmp_path):
+    """Guarantee: A launched run file that no longer reads (a seed of 2**32) is one line, exit 2, and the run is
+    recorded `failed` with that reason."""
     run_dir = tmp_path / "results" / "study" / "0123456789ab"
     run_dir.mkdir(parents=True)
     run = {"task": "seg", "student": {"config": "tiny_seg_student"}, "dataset": {"name": "fashion_scenes"},
@@ -264,6 +286,8 @@ def test_a_launched_run_file_that_no_longer_reads_is_recorded_failed_with_the_re
 # -- finding 8: one trainer per run directory ---------------------------------------------------------------
 @pytest.mark.slow
 def test_a_second_trainer_of_a_run_directory_a_launch_is_training_is_refused_in_one_line(tmp_path):
+    """Guarantee: A second trainer of a run directory a launch is training is refused in one line and writes
+    nothing; the run completes once, each evaluation recorded once."""
     release = tmp_path / "release"
     path = gate_study(tmp_path, "locked", release)
     results = tmp_path / "r"
@@ -288,6 +312,8 @@ def test_a_second_trainer_of_a_run_directory_a_launch_is_training_is_refused_in_
 
 
 def test_the_run_lock_refuses_a_second_holder_and_cleans_what_a_killed_writer_left(tmp_path):
+    """Guarantee: The run lock refuses a second holder, is released with its holder, and deletes the old temporary
+    files a killed writer left (not one being written)."""
     from kdbench.errors import UserError
     from runners.run import run_lock
 

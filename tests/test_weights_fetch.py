@@ -279,7 +279,10 @@ def test_a_teacher_sha256_must_be_hex_and_belongs_to_a_url_checkpoint():
 
 
 def test_two_pins_of_one_name_are_two_files_and_one_pin_fetched_from_two_urls_is_one(tmp_path, zoo):
-    """The cache is content-addressed: a file is kept under the hash it is pinned to, so two
+    """Guarantee: The weights cache is content-addressed: two pins of one name are two files, and one pin fetched
+    from two URLs is one.
+
+    The cache is content-addressed: a file is kept under the hash it is pinned to, so two
     studies pinning different hashes for one name never share a file (an HTML page another study
     cached under that name is never taken for a checkpoint)."""
     import hashlib
@@ -305,6 +308,7 @@ def test_two_pins_of_one_name_are_two_files_and_one_pin_fetched_from_two_urls_is
 
 def test_a_cached_file_that_fails_its_pin_is_fetched_again_online_and_refused_in_one_line_offline(
         tmp_path, zoo, monkeypatch):
+    """Guarantee: A cached weight file that fails its pin is fetched again online and refused in one line offline."""
     from runners.weights import fetch, local_file, weight_file
 
     file = weight_file(zoo.teacher_url, "zoo.yaml: base.teacher.checkpoint")
@@ -320,6 +324,7 @@ def test_a_cached_file_that_fails_its_pin_is_fetched_again_online_and_refused_in
 
 
 def test_a_fetch_never_writes_through_a_part_file_planted_as_a_link(tmp_path, zoo):
+    """Guarantee: A weight fetch never writes through a `.part` file planted as a link."""
     from runners.weights import fetch, weight_file
 
     file = weight_file(zoo.teacher_url, "zoo.yaml: base.teacher.checkpoint")
