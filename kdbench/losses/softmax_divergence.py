@@ -24,17 +24,19 @@ from torch.autograd.function import once_differentiable
 
 from kdbench.losses.common import compute_dtype
 
-# Elements per block: three float32 buffers of 1 MiB each stay in a core's L2 cache (a block is
-# at least one whole row, (L, inner), which may be larger).
-_CPU_BLOCK = 1 << 18
+# Elements per block: three float32 buffers of 4 MiB each, which stay in the last-level cache. A
+# block is at least one whole row, (L, inner), and, for rows of one distribution each, at least as
+# many rows as threads: a softmax over the last axis runs its rows in parallel, one row on one thread.
+_CPU_BLOCK = 1 << 20
 _GPU_BLOCK = 1 << 22
 
 
 def _blocks(outer: int, length: int, inner: int, device: torch.device) -> list[slice]:
     """The outer rows of each block: as many whole (contiguous) rows as fit the block size, at
-    least one (a softmax over a middle axis is much slower on a strided part of a row)."""
+    least one (a softmax over a middle axis is much slower on a strided part of a row), and with
+    ``inner == 1`` at least one per thread."""
     target = _CPU_BLOCK if device.type == "cpu" else _GPU_BLOCK
-    step = max(1, target // max(length * inner, 1))
+    step = max(1, target // max(length * inner, 1), torch.get_num_threads() if inner == 1 else 1)
     return [slice(o, min(outer, o + step)) for o in range(0, outer, step)]
 
 
