@@ -35,24 +35,23 @@ def compute_dtype(x: Tensor) -> torch.dtype:
 def kl_and_gradients(a_s: Tensor, b_s: Tensor, a_t: Tensor, b_t: Tensor, tau: float, grad_a: bool = True,
                      grad_b: bool = False) -> tuple[Tensor, Tensor | None, Tensor | None]:
     """(kl summed over the rows, its gradient for ``a_s`` when ``grad_a``, for ``b_s`` when
-    ``grad_b``), computed block by block over the rows (no autograd). The columns are divided by tau
-    once, so that a block's logits are one product."""
+    ``grad_b``), computed block by block over the rows (no autograd). Each block's rows are divided by
+    tau (not the columns: a queue's columns are many and stay uncopied)."""
     rows, columns = a_s.shape[0], b_s.shape[0]
     step = max(1, BLOCK_ELEMENTS.get(a_s.device.type, 1 << 22) // max(columns, 1))
-    b_s, b_t = b_s / tau, b_t / tau
     kl = a_s.new_zeros((), dtype=torch.float64)
     d_a = torch.empty_like(a_s) if grad_a else None
     d_b = torch.zeros_like(b_s) if grad_b else None
     for start in range(0, rows, step):
         stop = min(rows, start + step)
-        log_p_s = torch.log_softmax(a_s[start:stop] @ b_s.T, dim=1)
-        log_p_t = torch.log_softmax(a_t[start:stop] @ b_t.T, dim=1)
+        log_p_s = torch.log_softmax((a_s[start:stop] / tau) @ b_s.T, dim=1)
+        log_p_t = torch.log_softmax((a_t[start:stop] / tau) @ b_t.T, dim=1)
         p_t = log_p_t.exp()
         kl += torch.sum(p_t * (log_p_t - log_p_s)).double()
         if d_a is None:
             continue
-        g = log_p_s.exp_().sub_(p_t)  # d kl / d logits, in log_p_s's storage
-        torch.mm(g, b_s, out=d_a[start:stop])
+        g = log_p_s.exp_().sub_(p_t)  # tau * d kl / d logits, in log_p_s's storage
+        torch.mm(g, b_s, out=d_a[start:stop]).div_(tau)
         if d_b is not None:
             d_b.addmm_(g.T, a_s[start:stop], alpha=1.0 / tau)
     return kl, d_a, d_b
