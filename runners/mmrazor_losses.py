@@ -7,11 +7,9 @@ renamed; a connector that shapes the student's input to the loss either becomes 
 blocks). Where MMRazor's arguments give a value kdbench's method does not compute, the import
 is refused with one line saying why (a UserError, exit 2):
 
-- ``KLDivergence`` (MMRazor's pixel-wise KD) is refused: kdbench's ``pi`` averages the
-  per-position KL over N x H x W, while MMRazor's default ``batchmean`` divides the sum over
-  C x H x W by N only (H x W times pi on a dense map, a factor that changes with the input size),
-  ``mean`` by N x C x H x W (pi / C) and ``sum`` by nothing: no weight makes them equal
-  (tests/test_import_mmrazor.py measures the factor).
+- ``KLDivergence`` (MMRazor's pixel-wise KD) is ``pi`` with its ``tau`` and its ``reduction``
+  (default ``batchmean``: the summed KL divided by N, H x W times pi's default per-position
+  mean); ``none`` returns a map, not a loss, and is refused.
 - ``L2Loss`` is ``fitnets`` (mean squared difference) with ``normalize=False, div_element=True``.
 """
 
@@ -28,10 +26,11 @@ def _renamed(renames: dict[str, str]):
 
 
 def _kl(loss: dict, where: str) -> dict:
-    reduction = loss.get("reduction", "batchmean")
-    raise UserError(f"{where}: KLDivergence with reduction {reduction!r} is not kdbench's pi: pi averages the "
-                    "per-position KL over N x H x W, MMRazor's batchmean divides its sum by N only (H x W times "
-                    "pi on a dense map), mean by N x C x H x W, sum by nothing; use pi with its weight scaled")
+    reduction = loss.get("reduction", "batchmean")  # MMRazor's default
+    if reduction not in ("batchmean", "sum", "mean"):
+        raise UserError(f"{where}: KLDivergence reduction {reduction!r} has no kdbench counterpart: pi takes "
+                        "MMRazor's batchmean, sum and mean (a loss is one number)")
+    return {**_renamed({"tau": "tau"})(loss, where), "reduction": reduction}
 
 
 def _l2(loss: dict, where: str) -> dict:

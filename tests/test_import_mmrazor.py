@@ -212,27 +212,20 @@ def test_a_loss_kdbench_lacks_is_one_line_naming_it_and_the_methods_exit_2(tmp_p
     assert not out.exists()
 
 
-def test_kldivergence_is_refused_because_its_reduction_is_not_pis(tmp_path, capsys):
-    config = derived(tmp_path, "model = dict(distiller=dict(distill_losses=dict(loss_cwd=dict(_delete_=True, "
-                               "type='KLDivergence', tau=1, loss_weight=5))))\n")
-    assert main(["import", "mmrazor", str(config)]) == 2
+def test_kldivergence_imports_as_pi_with_its_tau_reduction_and_weight_and_none_is_refused(tmp_path, capsys):
+    """MMRazor's KLDivergence (default reduction batchmean) is pi with the same tau, reduction and
+    weight; reduction='none' (a map, not a loss) is one line, exit 2, nothing written."""
+    body = ("model = dict(distiller=dict(distill_losses=dict(loss_cwd=dict(_delete_=True, "
+            "type='KLDivergence', tau=2, loss_weight=5{}))))\n")
+    term = imported(capsys, derived(tmp_path, body.format("")))["distill"][0]
+    assert (term["method"], term["weight"], term["params"]) == ("pi", 5, {"tau": 2, "reduction": "batchmean"})
+    term = imported(capsys, derived(tmp_path, body.format(", reduction='sum'")))["distill"][0]
+    assert term["params"] == {"tau": 2, "reduction": "sum"}
+    out = tmp_path / "run.json"
+    assert main(["import", "mmrazor", str(derived(tmp_path, body.format(", reduction='none'"))), "-o", str(out)]) == 2
     error = capsys.readouterr().err
-    assert error.count("\n") == 1 and "'batchmean'" in error and "pi" in error
-
-
-def test_mmrazors_kldivergence_batchmean_is_h_times_w_times_pi_on_a_dense_map():
-    """Why KLDivergence is refused: its default reduction, written from its formula (tau^2 x
-    KL(softmax(T/tau) || softmax(S/tau)) over dim 1, summed, divided by N), against kdbench's pi."""
-    import torch
-    import torch.nn.functional as F
-
-    from kdbench import losses
-
-    student, teacher = torch.randn(2, 19, 8, 16, dtype=torch.float64), torch.randn(2, 19, 8, 16, dtype=torch.float64)
-    tau = 2.0
-    batchmean = tau ** 2 * F.kl_div(F.log_softmax(student / tau, 1), F.softmax(teacher / tau, 1), reduction="batchmean")
-    pi = losses.build("pi", tau=tau, loss_weight=1.0)(student, teacher)
-    assert torch.allclose(batchmean, pi * 8 * 16)
+    assert error.count("\n") == 1 and "'none'" in error and "distill_losses.loss_cwd" in error
+    assert not out.exists()
 
 
 def test_mmrazors_atloss_written_from_its_formula_equals_kdbenchs_at_which_it_imports_as():

@@ -41,6 +41,28 @@ def test_pixel_wise_kd_matches_a_hand_computed_kl(tau):
     assert losses.build("pi", tau=tau)(s, t).item() == pytest.approx(expected, rel=1e-5)
 
 
+@pytest.mark.parametrize("reduction, divisor", [("pixelmean", 2 * 3 * 4), ("batchmean", 2), ("sum", 1),
+                                                ("mean", 2 * 5 * 3 * 4)])
+def test_pixel_wise_kd_reductions_divide_the_summed_kl_as_the_formula_says_value_and_gradient(reduction, divisor):
+    """pi's reductions: tau^2 x w x the KL summed over every position, divided by N*H*W (pixelmean), N
+    (batchmean), 1 (sum) or N*C*H*W (mean); the gradient w.r.t. the student's logits is
+    w x tau x (p_S - p_T) / divisor."""
+    s, t = _maps((2, 5, 3, 4), seed=4)
+    s, t = s.double().requires_grad_(), t.double()
+    tau, weight = 2.0, 3.0
+    p_s, p_t = _softmax_np(_np(s) / tau, 1), _softmax_np(_np(t) / tau, 1)
+    expected = weight * tau**2 * float(np.sum(p_t * np.log(p_t / p_s))) / divisor
+    loss = losses.build("pi", tau=tau, loss_weight=weight, reduction=reduction)(s, t)
+    loss.backward()
+    assert loss.item() == pytest.approx(expected, rel=1e-12)
+    np.testing.assert_allclose(s.grad.numpy(), weight * tau * (p_s - p_t) / divisor, rtol=1e-10, atol=1e-15)
+
+
+def test_an_unknown_pi_reduction_is_refused_naming_the_valid_ones():
+    with pytest.raises(UserError, match=r"unknown reduction 'none'; valid: pixelmean, batchmean, sum, mean"):
+        losses.build("pi", reduction="none")
+
+
 def test_attention_transfer_matches_a_hand_computed_case_with_different_channel_counts():
     s, _ = _maps((2, 3, 3, 4), seed=2)
     _, t = _maps((2, 5, 3, 4), seed=3)

@@ -134,18 +134,26 @@ class NormDivergenceParams(LossParams):
         return {"channel": CHANNEL_WISE, "channel_mean": CHANNEL_WISE, "spatial": SPATIAL}.get(self.norm)
 
 
+PI_REDUCTIONS = ("pixelmean", "batchmean", "sum", "mean")
+
+
 @dataclass(frozen=True)
 class PIParams(LossParams):
     """Pixel-wise KD: ``tau`` is the softmax temperature over classes (SKD and the CWD code: 1);
-    the weight is SKD's lambda_pi = 10."""
+    the weight is SKD's lambda_pi = 10. ``reduction`` is what the summed KL is divided by:
+    ``pixelmean`` (N*H*W, the default), or torch ``kl_div``'s ``batchmean`` (N), ``sum`` (1) and
+    ``mean`` (N*C*H*W), as MMRazor's ``KLDivergence`` (mmrazor/models/losses/kl_divergence.py)
+    applies them to the map."""
 
     kind: ClassVar[str | None] = SPATIAL
 
     loss_weight: float = 10.0
     tau: float = 1.0
+    reduction: str = "pixelmean"
 
     def check(self) -> None:
         positive("tau", self.tau)
+        choice("reduction", self.reduction, PI_REDUCTIONS)
 
 
 @dataclass(frozen=True)
