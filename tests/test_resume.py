@@ -289,7 +289,13 @@ def test_a_killed_cirkd_memory_run_resumes_bit_for_bit_and_ends_as_the_same_run_
     iterations before it) and the rerun starts from them exactly, not from fresh random vectors.
     The loss samples its anchors from torch's global generator, whose state the checkpoint holds
     too: the resumed run ends with the same metrics and weights, bit for bit, as the same run
-    trained without a kill."""
+    trained without a kill.
+
+    Guarantee: A killed run resumed from its checkpoint continues bit for bit as if never killed: the
+    checkpoint holds the random generators' states (Python's, NumPy's, torch's, the GPUs') and the
+    resume sets them back once mmengine has replayed the batches already trained; a killed CIRKD
+    memory run ends with the metrics and weights, memory queues included, of the same run trained
+    straight through."""
     terms = [{"name": "memory", "method": "cirkd_memory", "params": {"pixel_memory_size": 64, "region_memory_size": 8},
               "student_location": "decode_head.bottleneck"}]
     run = seg_run(teacher=teacher_of(seg_teacher), distill=terms, schedule=DISTILLED)
