@@ -122,3 +122,82 @@ class CostHook(Hook):
             "peak_memory_kind": kind,
             "iterations_timed": len(steps),
         }
+
+
+class RandomStateHook(Hook):
+    """Saves the random generators' states (Python's, NumPy's, torch's on the CPU and on each GPU)
+    in every checkpoint, and brings them back when a run resumes, so that the iterations after a
+    resume draw the same random numbers as an uninterrupted run (a loss's random sampling, dropout,
+    the data pipeline's crops and flips in the main process).
+
+    mmengine seeds a resumed run afresh and then advances its data loader past the batches trained
+    before the checkpoint, which runs the pipeline on them again; the saved states were taken after
+    the checkpoint's iteration, before the next batch was fetched. So they are set back just before
+    the resumed loop fetches its first new batch, after that replay. The states come from the
+    process that saves (rank 0): they are restored in a single-process run only."""
+
+    KEY = "random_states"
+
+    def __init__(self):
+        self.saved: dict | None = None
+
+    def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
+        checkpoint[self.KEY] = random_states()
+
+    def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
+        self.saved = checkpoint.get(self.KEY)
+
+    def before_train(self, runner) -> None:
+        from mmengine.dist import get_world_size
+
+        loop = runner.train_loop
+        if self.saved is None or not loop.iter or get_world_size() > 1:
+            return
+        loop.dataloader_iterator = _RestoreAfter(loop, loop.iter, self.saved)
+        self.saved = None
+
+
+class _RestoreAfter:
+    """The training loop's batch iterator, which sets the random generators to ``states`` after
+    ``skipped`` batches (the ones mmengine replays on a resume), then gives the loop back its own."""
+
+    def __init__(self, loop, skipped: int, states: dict):
+        self.loop, self.inner, self.skipped, self.states = loop, loop.dataloader_iterator, skipped, states
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        if self.skipped:
+            self.skipped -= 1
+            return next(self.inner)
+        set_random_states(self.states)
+        self.loop.dataloader_iterator = self.inner
+        return next(self.inner)
+
+
+def random_states() -> dict:
+    """The states of Python's, NumPy's and torch's global generators (torch's GPUs' when present)."""
+    import random
+
+    import numpy as np
+
+    states = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def set_random_states(states: dict) -> None:
+    """The global generators set back to ``states`` (``random_states``); the GPUs' only where the
+    states were saved with as many GPUs as there are now."""
+    import random
+
+    import numpy as np
+
+    random.setstate(states["python"])
+    np.random.set_state(states["numpy"])
+    torch.set_rng_state(states["torch"].cpu())
+    cuda = states.get("cuda")
+    if cuda is not None and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all([state.cpu() for state in cuda])

@@ -367,7 +367,7 @@ def train_and_evaluate(run: RunSpec, out: Path, hooks: tuple = ()) -> dict:
     from runners.data import holdout  # noqa: F401  (registers HeldOutSplit, for a held-out split)
     from runners.datasets import dataset_configs
     from runners.distill import DivergedError
-    from runners.hooks import CostHook, MetricsHook
+    from runners.hooks import CostHook, MetricsHook, RandomStateHook
 
     session = _start(run, out)
     register_scope(run.task)
@@ -379,7 +379,7 @@ def train_and_evaluate(run: RunSpec, out: Path, hooks: tuple = ()) -> dict:
     metrics_hook, cost_hook = MetricsHook(out / store.METRICS), CostHook()
     # Evaluations recorded after the checkpoint this attempt starts from are made again: dropped.
     metrics_hook.resume_from(_iteration(session.resume) if session.resume else 0, rewrite=session.rank == 0)
-    runner = build_runner(session, model, data, [metrics_hook, cost_hook, *hooks])
+    runner = build_runner(session, model, data, [metrics_hook, cost_hook, RandomStateHook(), *hooks])
     started = time.time()
     try:
         if run.schedule.iterations > 0:

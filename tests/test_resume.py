@@ -284,9 +284,18 @@ def test_a_killed_holistic_run_resumes_its_critic_and_the_critics_adam_state_con
     assert last_steps == {float(DISTILLED["iterations"])}  # counted on from the checkpoint's, not from 0
 
 
-def test_a_killed_cirkd_memory_run_resumes_its_queues_and_pointers_bit_for_bit_and_completes(seg_teacher, tmp_path):
+def test_a_killed_cirkd_memory_run_resumes_bit_for_bit_and_ends_as_the_same_run_uninterrupted(seg_teacher, tmp_path):
     """CIRKD's memory queues are the loss's buffers: the checkpoint holds them (written to by the
-    iterations before it) and the rerun starts from them exactly, not from fresh random vectors."""
+    iterations before it) and the rerun starts from them exactly, not from fresh random vectors.
+    The loss samples its anchors from torch's global generator, whose state the checkpoint holds
+    too: the resumed run ends with the same metrics and weights, bit for bit, as the same run
+    trained without a kill.
+
+    Guarantee: A killed run resumed from its checkpoint continues bit for bit as if never killed: the
+    checkpoint holds the random generators' states (Python's, NumPy's, torch's, the GPUs') and the
+    resume sets them back once mmengine has replayed the batches already trained; a killed CIRKD
+    memory run ends with the metrics and weights, memory queues included, of the same run trained
+    straight through."""
     terms = [{"name": "memory", "method": "cirkd_memory", "params": {"pixel_memory_size": 64, "region_memory_size": 8},
               "student_location": "decode_head.bottleneck"}]
     run = seg_run(teacher=teacher_of(seg_teacher), distill=terms, schedule=DISTILLED)
@@ -306,3 +315,14 @@ def test_a_killed_cirkd_memory_run_resumes_its_queues_and_pointers_bit_for_bit_a
     final = rerun(run_file, out)
     assert final["status"] == "complete" and final["resumed_from"] == checkpoint.name
     assert evaluated_iterations(out) == [4, 8, 12]
+
+    whole = rerun(run_file, tmp_path / "uninterrupted")  # the gate is open: it trains straight through
+    assert whole["resumed_from"] is None and whole["run_id"] == final["run_id"]
+    assert final["metrics"] == whole["metrics"]
+    assert store.read_jsonl(out / store.METRICS) == store.read_jsonl(tmp_path / "uninterrupted" / store.METRICS)
+    for name in ("model_final.pth", f"iter_{DISTILLED['iterations']}.pth"):  # the student; everything, queues too
+        resumed, straight = (torch.load(folder / name, map_location="cpu", weights_only=False)
+                             for folder in (out, tmp_path / "uninterrupted"))
+        resumed, straight = resumed.get("state_dict", resumed), straight.get("state_dict", straight)
+        assert resumed.keys() == straight.keys()
+        assert all(torch.equal(value, straight[key]) for key, value in resumed.items()), name
