@@ -15,11 +15,14 @@ say() { printf '[setup %s] %s\n' "$(date +%H:%M:%S)" "$*"; }
 # step that has work to do, so a set-up that finds everything in place keeps the last real log.
 LOG=${KDBENCH_SETUP_LOG:-$VENV.setup.log}
 LOG_STARTED=
-logged() {
+start_log() {
   if [ -z "$LOG_STARTED" ]; then
     rm -f "$LOG"; : >"$LOG"; LOG_STARTED=1
     say "installer output goes to $LOG"
   fi
+}
+logged() {
+  start_log
   if ! "$@" >>"$LOG" 2>&1; then
     echo "setup: failed: $*" >&2
     tail -n 40 "$LOG" >&2
@@ -35,6 +38,7 @@ missing=()
 for p in "${APT_PACKAGES[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
+    start_log
     say "apt: installing ${missing[*]} (about a minute)"
     export DEBIAN_FRONTEND=noninteractive
     logged apt-get update -qq
@@ -48,6 +52,7 @@ stamp_want=$(cat "$PINS" pyproject.toml tools/setup.sh kdbench/losses/_cwd_cpu.c
 if [ -f "$VENV/.kdbench-stamp" ] && [ "$(cat "$VENV/.kdbench-stamp")" = "$stamp_want" ]; then
   exit 0
 fi
+start_log
 
 PY=${PYTHON:-python3.11}
 command -v "$PY" >/dev/null || PY=python3
