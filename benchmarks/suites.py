@@ -31,11 +31,11 @@ def _check_names(names: list[str] | None, flag: str, suite: str, chosen: str) ->
         return
     if chosen not in (suite, "all"):
         raise UserError(f"{flag}: applies to --suite {suite} (or all), not {chosen}")
-    from kdbench import losses
+    from kdbench.losses.params import BUILTINS
     from kdbench.schema import did_you_mean
 
     valid = [case[0] for case in importlib.import_module("benchmarks.step").CASES] if suite == "step" \
-        else losses.available()
+        else sorted(BUILTINS)
     unknown = next((name for name in names if name not in valid), None)
     if unknown is not None:
         what = "step case" if suite == "step" else "method"
