@@ -253,18 +253,20 @@ def formulations(case: Case, device: str = "cpu") -> dict[str, _Formulation]:
                                                      params["loss_weight"]),
     }[case.method]
 
-    def ours(x):
-        args = (x["preds_S"], x["preds_T"]) + ((x["labels"],) if "labels" in x else ())
-        value = module(*args)
-        value.backward()
-        return value.detach()
+    return _pair(lambda x: module(*(x[k] for k in ("preds_S", "preds_T", "labels") if k in x)), reference_fn)
 
-    def reference(x):
-        value = reference_fn(x)
-        value.backward()
-        return value.detach()
 
-    return {"kdbench": _Formulation(ours, _input_grad), "reference": _Formulation(reference, _input_grad)}
+def _pair(ours, reference) -> dict[str, _Formulation]:
+    """The kdbench and reference formulations of a case from two functions of the inputs that each
+    return the loss: each runs forward and backward and returns the value."""
+    def run(loss_of):
+        def step(x):
+            value = loss_of(x)
+            value.backward()
+            return value.detach()
+        return _Formulation(step, _input_grad)
+
+    return {"kdbench": run(ours), "reference": run(reference)}
 
 
 def _fbkd_formulations(case: Case, device: str) -> dict[str, _Formulation]:
@@ -285,18 +287,9 @@ def _fbkd_formulations(case: Case, device: str) -> dict[str, _Formulation]:
     layers = {**copy.deepcopy(dict(module.student_adapt.items())),
               "teacher_non_local": copy.deepcopy(module.teacher_non_local)}
 
-    def ours(x):
-        value = module(x["preds_S"], x["preds_T"])
-        value.backward()
-        return value.detach()
-
-    def reference(x):
-        value = reference_fbkd(layers, x["preds_S"], x["preds_T"], module.weights, module.spatial_t,
-                               module.loss_weight)
-        value.backward()
-        return value.detach()
-
-    return {"kdbench": _Formulation(ours, _input_grad), "reference": _Formulation(reference, _input_grad)}
+    return _pair(lambda x: module(x["preds_S"], x["preds_T"]),
+                 lambda x: reference_fbkd(layers, x["preds_S"], x["preds_T"], module.weights, module.spatial_t,
+                                          module.loss_weight))
 
 
 def _trained_part_formulations(case: Case, device: str) -> dict[str, _Formulation]:
@@ -327,17 +320,7 @@ def _trained_part_formulations(case: Case, device: str) -> dict[str, _Formulatio
         def reference_fn(x):
             return reference_afdcd(layers, x["preds_S"], x["preds_T"], settings)
 
-    def ours(x):
-        value = module(*(x[k] for k in ("preds_S", "preds_T", "labels") if k in x))
-        value.backward()
-        return value.detach()
-
-    def reference(x):
-        value = reference_fn(x)
-        value.backward()
-        return value.detach()
-
-    return {"kdbench": _Formulation(ours, _input_grad), "reference": _Formulation(reference, _input_grad)}
+    return _pair(lambda x: module(*(x[k] for k in ("preds_S", "preds_T", "labels") if k in x)), reference_fn)
 
 
 def _mgd_formulations(case: Case, device: str) -> dict[str, _Formulation]:
@@ -356,15 +339,6 @@ def _mgd_formulations(case: Case, device: str) -> dict[str, _Formulation]:
     module.build_connectors(channels, channels, device)
     layers = {"generation": copy.deepcopy(module.generation)}
 
-    def ours(x):
-        value = module(x["preds_S"], x["preds_T"])
-        value.backward()
-        return value.detach()
-
-    def reference(x):
-        value = reference_mgd(layers, x["preds_S"], x["preds_T"], module.alpha_mgd, module.lambda_mgd,
-                              module.loss_weight)
-        value.backward()
-        return value.detach()
-
-    return {"kdbench": _Formulation(ours, _input_grad), "reference": _Formulation(reference, _input_grad)}
+    return _pair(lambda x: module(x["preds_S"], x["preds_T"]),
+                 lambda x: reference_mgd(layers, x["preds_S"], x["preds_T"], module.alpha_mgd, module.lambda_mgd,
+                                         module.loss_weight))
