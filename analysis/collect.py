@@ -143,9 +143,14 @@ def _detail(state: str, files: store.RunFiles, reason: str | None = None) -> str
         return store.error_line(files) or "final.json or error.json is unreadable"
     return {"missing": "never started",
             "interrupted": "started, stopped without a result (a relaunch resumes it)",
-            "running": "its job is pending or running",
+            "running": f"its job is running{_said(reason)}",
+            "pending": f"its job waits in the queue{_said(reason)}",
             "blocked": f"{reason or 'its teacher did not complete'}: "
                        + ("its job ended without starting" if files.job else "never submitted")}.get(state)
+
+
+def _said(reason: str | None) -> str:
+    return f" ({reason})" if reason else ""
 
 
 def _teacher_setting(run: RunSpec) -> str:

@@ -2,7 +2,8 @@
 
 States: complete, failed, diverged, kd_inactive (a distill term did nothing over its first steps:
 zero, non-finite, or no gradient reaching the student), corrupt (final.json or error.json
-unreadable), running (its job is pending or running), interrupted (started, no live job, no
+unreadable), pending (its job waits in the scheduler's queue: held, behind a dependency, for
+resources or priority, or requeued), running (its job holds an allocation), interrupted (started, no live job, no
 result: a relaunch resumes it), blocked (submitted, but its job ended unstarted because its
 teacher failed: SLURM cancelled it; ``launch --retry-failed`` submits teacher and student again),
 missing (never started). ``reason``
@@ -18,11 +19,21 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from kdbench.expand import Study
 from kdbench.store import RunFiles, error_line, teacher_check_failure
 from kdbench.table import text_table
 from kdbench.vocab import NOT_COMPLETED, State
+
+
+class JobState(NamedTuple):
+    """What an executor says about one recorded job."""
+
+    liveness: str               # alive (queued or running), stuck (queued behind a dependency that
+    #                             can never be met) or dead
+    queued: bool = False        # alive but waiting in the scheduler's queue, holding no allocation
+    scheduler: str = ""         # the scheduler's own words: "PENDING (Dependency)", "REQUEUED", "COMPLETING"
 
 
 @dataclass(frozen=True)
@@ -37,17 +48,22 @@ class RunStatus:
     #                                 failed, diverged, was kd_inactive or is corrupt (error.json's line)
 
 
-def run_states(study: Study, scanned: dict[str, RunFiles], job_states: dict[str, str]) -> list[RunStatus]:
-    """One status per run, in the study's order, from ``store.scan`` and the executors' job states."""
+def run_states(study: Study, scanned: dict[str, RunFiles], job_states: dict[str, JobState]) -> list[RunStatus]:
+    """One status per run, in the study's order, from ``store.scan`` and the executors' job states.
+    A run with a live job is pending (its job is queued: SLURM's PENDING or REQUEUED, with the
+    reason SLURM gives) or running; its reason is the scheduler's words."""
     states: dict[str, str] = {}
+    reasons = {}
     for planned in study.runs:
         state = scanned[planned.run_id].state
-        if state in (State.STARTED, State.MISSING) and job_states.get(planned.run_id) == "alive":
-            state = State.RUNNING
+        job = job_states.get(planned.run_id)
+        if state in (State.STARTED, State.MISSING) and job is not None and job.liveness == "alive":
+            state = State.PENDING if job.queued else State.RUNNING
+            if job.scheduler:
+                reasons[planned.run_id] = job.scheduler
         elif state == State.STARTED:
             state = State.INTERRUPTED
         states[planned.run_id] = State(state)
-    reasons = {}
     # A run depends on at most its teacher, and a teacher on nothing: no state this loop sets is
     # one it reads, so the study's order will do.
     for planned in study.runs:

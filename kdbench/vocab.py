@@ -12,7 +12,7 @@ from enum import StrEnum
 
 class State(StrEnum):
     """A run's state. The store's files alone say the first seven (kdbench.store.read_run); the last
-    three need the executors' answer about the run's job (kdbench.states)."""
+    four need the executors' answer about the run's job (kdbench.states)."""
 
     COMPLETE = "complete"           # final.json with metrics
     FAILED = "failed"               # error.json: the run raised
@@ -21,7 +21,8 @@ class State(StrEnum):
     CORRUPT = "corrupt"             # final.json or error.json unreadable
     STARTED = "started"             # spec.json, no result yet
     MISSING = "missing"             # never started
-    RUNNING = "running"             # its job is pending or running
+    PENDING = "pending"             # its job waits in the scheduler's queue (held, on a dependency, ...)
+    RUNNING = "running"             # its job holds an allocation: running, or completing
     INTERRUPTED = "interrupted"     # started, no live job, no result: a relaunch resumes it
     BLOCKED = "blocked"             # its teacher failed (or failed its teacher gate): it cannot run
 
@@ -34,7 +35,7 @@ FINISHED = (*ENDED, State.CORRUPT)
 # A teacher in one of these never gives its students a checkpoint.
 NOT_COMPLETED = (*ERROR_STATES, State.CORRUPT, State.BLOCKED)
 # Every state but complete a report counts, in the order it lists them.
-NOT_COMPLETE = (*NOT_COMPLETED, State.INTERRUPTED, State.RUNNING, State.MISSING)
+NOT_COMPLETE = (*NOT_COMPLETED, State.INTERRUPTED, State.RUNNING, State.PENDING, State.MISSING)
 
 
 class Kind(StrEnum):

@@ -82,7 +82,7 @@ def settled(study) -> bool:
     """Every run of ``study`` has ended: none is running, missing or interrupted."""
     from runners.launch.jobs import status
 
-    return all(r.state not in ("running", "missing", "interrupted") for r in status(study))
+    return all(r.state not in ("pending", "running", "missing", "interrupted") for r in status(study))
 
 
 def run_cli(*args) -> tuple[int, str, str]:

@@ -135,14 +135,15 @@ def test_a_job_whose_slurmd_dies_ends_requeued_or_failed_and_its_run_completes_o
             print(f"NODE_FAIL {time.time() - killed:.1f} s after slurmd was killed; "
                   f"incarnations {incarnations(job_id)}, now {slurm_states([job_id])}")
             assert slurm_states([job_id]) == {job_id: "PENDING"}  # requeued
-            assert {r.name: r.state for r in status(study)}["gate_s0"] == "running"  # its job is queued
+            queued = {r.name: r for r in status(study)}["gate_s0"]
+            assert (queued.state, queued.reason.split(" (")[0]) == ("pending", "slurm: PENDING")  # queued again
             assert process_alive(held)  # the step outlived slurmd
         finally:
             slurm_cluster.up()  # slurmd back: the node returns to service
         wait_until(lambda: not process_alive(held), timeout=120, what="SLURM to stop the orphaned step")
     finally:
         release.write_text("")  # only now can a second process train this run
-    wait_until(lambda: {r.name: r.state for r in status(study)}["gate_s0"] != "running", timeout=300,
+    wait_until(lambda: {r.name: r.state for r in status(study)}["gate_s0"] not in ("pending", "running"), timeout=300,
                what="the requeued job to end")
     print(f"after slurmd came back: incarnations {incarnations(job_id)}, "
           f"state {[r.state for r in status(study)]}")
@@ -160,12 +161,12 @@ def test_a_job_whose_slurmd_dies_ends_requeued_or_failed_and_its_run_completes_o
 def test_a_job_slurm_stopped_or_holds_in_its_queue_still_owns_its_run_and_is_not_submitted_again(
         slurm_cluster, tmp_path):
     """Guarantee: A job SLURM stopped (SIGSTOP) or holds after a requeue (`SPECIAL_EXIT`) still owns its run: shown
-    running, never submitted twice; once cancelled, the run is interrupted and resubmitted.
+    running (stopped) or pending (held), never submitted twice; once cancelled, the run is interrupted and resubmitted.
 
     A run's job that SLURM stopped (SIGSTOP: it keeps its allocation) or requeued and holds
-    (SPECIAL_EXIT) can still go on: status shows the run running and a launch leaves it alone
-    (a second job would write the same run directory). Once the job is cancelled, the run is
-    interrupted and a launch submits it again."""
+    (SPECIAL_EXIT) can still go on: status shows the run running (it holds its allocation) or
+    pending (held in the queue) and a launch leaves it alone (a second job would write the same run
+    directory). Once the job is cancelled, the run is interrupted and a launch submits it again."""
     from runners.launch.executor import write_run_file
 
     path = write_study(tmp_path, "slurm_held", methods={}, baselines={"teacher": False, "student": True})
@@ -191,8 +192,55 @@ def test_a_job_slurm_stopped_or_holds_in_its_queue_still_owns_its_run_and_is_not
         subprocess.run(["scancel", "--signal=CONT", job], check=True)
         subprocess.run(["scontrol", "requeuehold", "State=SpecialExit", job], check=True)
         wait_until(lambda: slurm_states([job]).get(job) == "SPECIAL_EXIT", timeout=60, what="SPECIAL_EXIT")
-        assert kdbench_sees() == ("running", "skip-in-flight")
+        assert kdbench_sees() == ("pending", "skip-in-flight")
+        assert status(study)[0].reason.startswith("slurm: SPECIAL_EXIT")
     finally:
         subprocess.run(["scancel", job], check=False)
     wait_until(lambda: slurm_states([job]).get(job, "").startswith("CANCELLED"), timeout=60, what="CANCELLED")
     assert kdbench_sees() == ("interrupted", "submit")
+
+
+def test_status_and_the_report_tell_a_job_that_waits_in_the_queue_from_one_that_runs(slurm_cluster, tmp_path):
+    """Guarantee: `status` and the report tell a queued job from a running one: pending with SLURM's reason
+    (held, behind a dependency), running once it holds an allocation.
+
+    Two runs with recorded jobs: one held by its user (PENDING, JobHeldUser), one behind a
+    dependency on the held job (PENDING, Dependency). Released, the first runs: running, with
+    SLURM's state as its reason. The report's rows say the same."""
+    from analysis.collect import collect
+    from kdbench.states import format_status
+    from runners.launch.executor import write_run_file
+
+    path = write_study(tmp_path, "slurm_queue", methods={}, seeds=(0, 1),
+                       baselines={"teacher": False, "student": True})
+    study = load_study(path, tmp_path / "results")
+    first, second = study.runs
+
+    def sbatch(*args) -> str:
+        return subprocess.run(["sbatch", "--parsable", "-o", "/dev/null", "-t", "5", *args, "--wrap", "sleep 300"],
+                              capture_output=True, text=True, check=True).stdout.strip()
+
+    held = sbatch("--hold")
+    behind = sbatch(f"--dependency=afterok:{held}")
+    for planned, job in ((first, held), (second, behind)):
+        write_run_file(study.directory, planned, study.resources.cpus)
+        store.write_job(study.directory / planned.run_id, "slurm", job)
+    try:
+        from runners.launch.slurm import slurm_jobs
+
+        # SLURM's reason settles once its scheduler has looked at the jobs (at first: None or Resources)
+        wait_until(lambda: slurm_jobs([held, behind]) == {held: ("PENDING", "JobHeldUser"),
+                                                          behind: ("PENDING", "Dependency")},
+                   timeout=120, what="both jobs queued with their reasons")
+        rows = {r.run_id: r for r in status(study)}
+        assert (rows[first.run_id].state, rows[first.run_id].reason) == ("pending", "slurm: PENDING (JobHeldUser)")
+        assert (rows[second.run_id].state, rows[second.run_id].reason) == ("pending", "slurm: PENDING (Dependency)")
+        assert "slurm: PENDING (JobHeldUser)" in format_status(study, list(rows.values()))
+        details = dict(zip(*collect(study, statuses=list(rows.values()), write=False)[["run_id", "detail"]].T.values))
+        assert details[first.run_id] == "its job waits in the queue (slurm: PENDING (JobHeldUser))"
+        subprocess.run(["scontrol", "release", held], check=True)
+        wait_until(lambda: slurm_states([held]).get(held) == "RUNNING", timeout=60, what="the released job to run")
+        running = {r.run_id: r for r in status(study)}[first.run_id]
+        assert (running.state, running.reason) == ("running", "slurm: RUNNING")
+    finally:
+        subprocess.run(["scancel", held, behind], check=False)

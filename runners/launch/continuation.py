@@ -33,7 +33,7 @@ def needs_jobs(study: Study, executor) -> list[str]:
     jobs = [job["job_id"] for run_id in needs if (job := store.read_job(study.directory / run_id))
             and job["executor"] == executor.name]
     states = executor.job_states(jobs)
-    return [job for job in jobs if states.get(job) == "alive"]
+    return [job for job in jobs if job in states and states[job].liveness == "alive"]
 
 
 def continue_later(study: Study, executor, function) -> str | None:
@@ -43,8 +43,8 @@ def continue_later(study: Study, executor, function) -> str | None:
     would ever start it: a relaunch by hand continues)."""
     mine = os.environ.get("SLURM_JOB_ID")   # a continuation running now may submit the next one
     pending = recorded(study)
-    if pending and pending["job_id"] != mine and executor.job_states([pending["job_id"]]).get(
-            pending["job_id"]) == "alive":
+    if pending and pending["job_id"] != mine and (job := executor.job_states([pending["job_id"]]).get(
+            pending["job_id"])) is not None and job.liveness == "alive":
         return None
     after = needs_jobs(study, executor)
     if not after:

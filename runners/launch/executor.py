@@ -21,6 +21,7 @@ from pathlib import Path
 
 from kdbench import store
 from kdbench.expand import PlannedRun, Study
+from kdbench.states import JobState
 from kdbench.vocab import Action, State
 
 RUN_FILE = "run.json"
@@ -81,9 +82,9 @@ class Executor(ABC):
 
     @classmethod
     @abstractmethod
-    def job_states(cls, job_ids: list[str]) -> dict[str, str]:
-        """``alive`` (pending or running), ``stuck`` (queued behind a dependency that can never be
-        met) or ``dead`` for each job id this executor recorded."""
+    def job_states(cls, job_ids: list[str]) -> dict[str, JobState]:
+        """Each job id this executor recorded: ``alive`` (pending or running), ``stuck`` (queued
+        behind a dependency that can never be met) or ``dead``, with what the scheduler says."""
 
     @classmethod
     @abstractmethod

@@ -14,19 +14,20 @@ from runners.launch.executor import Executor
 from runners.launch.local import LocalExecutor
 from runners.launch.slurm import SlurmExecutor
 
+DEAD = states.JobState("dead")
 EXECUTORS: dict[str, type[Executor]] = {"local": LocalExecutor, "slurm": SlurmExecutor}
 
 
-def job_states(records: dict[str, dict]) -> dict[str, str]:
-    """run_id -> ``alive``, ``stuck`` or ``dead`` for runs with a job record."""
+def job_states(records: dict[str, dict]) -> dict[str, states.JobState]:
+    """run_id -> its job's state (liveness ``alive``, ``stuck`` or ``dead``) for runs with a job record."""
     result = {}
     for name, executor in EXECUTORS.items():
         mine = {run_id: job for run_id, job in records.items() if job["executor"] == name}
         answers = executor.job_states(sorted({job["job_id"] for job in mine.values()}))
         for run_id, job in mine.items():
-            result[run_id] = answers.get(job["job_id"], "dead")
+            result[run_id] = answers.get(job["job_id"], DEAD)
         if name == "local":  # a pid means nothing on another host
-            result.update({run_id: "dead" for run_id, job in mine.items() if not LocalExecutor.record_alive(job)})
+            result.update({run_id: DEAD for run_id, job in mine.items() if not LocalExecutor.record_alive(job)})
     return result
 
 
@@ -56,6 +57,7 @@ def cancel(study: Study) -> list[str]:
         EXECUTORS[pending["executor"]].cancel([pending["job_id"]])
     scanned = store.scan(study.directory, [p.run_id for p in study.runs])
     recorded = records(scanned)
-    live = {run_id: recorded[run_id] for run_id, state in job_states(recorded).items() if state in ("alive", "stuck")}
+    live = {run_id: recorded[run_id] for run_id, state in job_states(recorded).items()
+            if state.liveness in ("alive", "stuck")}
     cancel_runs(live)
     return [p.run_id for p in study.runs if p.run_id in live]

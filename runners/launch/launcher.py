@@ -130,7 +130,8 @@ def decide(study: Study, retry_failed: bool, ignore_teacher_check: bool = False)
     job_states = jobs.job_states(jobs.records(scanned))
     decisions: dict[str, Decision] = {}
     for planned in study.runs:
-        state, job = scanned[planned.run_id].state, job_states.get(planned.run_id, "")
+        recorded = job_states.get(planned.run_id)
+        state, job = scanned[planned.run_id].state, recorded.liveness if recorded else ""
         if state == State.COMPLETE:
             action = Action.SKIP_COMPLETE
         elif job == "alive":

@@ -21,6 +21,7 @@ from pathlib import Path
 from kdbench import store
 from kdbench.expand import PlannedRun, Study
 from kdbench.safeio import open_no_follow
+from kdbench.states import JobState
 from kdbench.study import Resources
 from kdbench.vocab import State
 from runners.launch import worker
@@ -132,9 +133,10 @@ class LocalExecutor(Executor):
         return {**os.environ, "OMP_NUM_THREADS": str(self.threads), "MKL_NUM_THREADS": str(self.threads)}
 
     @classmethod
-    def job_states(cls, job_ids: list[str]) -> dict[str, str]:
-        """By pid; a pid means something only on the host that recorded it (``record_alive``)."""
-        return {job_id: "alive" if _pid_alive(int(job_id)) else "dead" for job_id in job_ids}
+    def job_states(cls, job_ids: list[str]) -> dict[str, JobState]:
+        """By pid; a pid means something only on the host that recorded it (``record_alive``). A
+        local run is never queued: its process runs from the start."""
+        return {job_id: JobState("alive") if _pid_alive(int(job_id)) else JobState("dead") for job_id in job_ids}
 
     @staticmethod
     def record_alive(job: dict) -> bool:

@@ -20,6 +20,7 @@ from kdbench import store
 from kdbench.errors import UserError
 from kdbench.expand import PlannedRun, Study
 from kdbench.sbatch import as_parameters
+from kdbench.states import JobState
 from kdbench.study import Resources
 from runners.launch import continuation
 from runners.launch.executor import Decision, Executor, batches, run_data, write_run_file
@@ -32,6 +33,9 @@ from runners.model_facts import cache_root
 # PENDING or REQUEUED. A requeue after a node failure shows PENDING (its previous run ended NODE_FAIL).
 ALIVE = {"PENDING", "RUNNING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "SPECIAL_EXIT", "RESV_DEL_HOLD",
          "CONFIGURING", "COMPLETING", "SUSPENDED", "STOPPED", "RESIZING", "SIGNALING", "STAGE_OUT"}
+# The alive states of a job that holds no allocation yet: it waits in the queue (a requeued job
+# waits again; SPECIAL_EXIT and the holds wait for a person).
+QUEUED = {"PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "SPECIAL_EXIT", "RESV_DEL_HOLD"}
 NEVER_SATISFIED = "DependencyNeverSatisfied"
 
 
@@ -318,13 +322,15 @@ class SlurmExecutor(Executor):
                             f"{lines[-1] if lines else error}") from None
 
     @classmethod
-    def job_states(cls, job_ids: list[str]) -> dict[str, str]:
+    def job_states(cls, job_ids: list[str]) -> dict[str, JobState]:
         states = slurm_jobs(job_ids)
         result = {}
         for job_id in job_ids:
             state, reason = states.get(job_id, ("", ""))
             stuck = state == "PENDING" and reason == NEVER_SATISFIED
-            result[job_id] = "stuck" if stuck else "alive" if state in ALIVE else "dead"
+            liveness = "stuck" if stuck else "alive" if state in ALIVE else "dead"
+            said = f"{state} ({reason})" if reason and reason != "None" else state
+            result[job_id] = JobState(liveness, state in QUEUED, f"slurm: {said}" if state else "")
         return result
 
     @classmethod
