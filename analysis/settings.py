@@ -1,11 +1,13 @@
-"""What else, beside the seed, can make two runs of one spec give different numbers on the same
-hardware, read from each run's env.json: the CPU thread count (float sums are reduced in another
-order), PyTorch's deterministic algorithms and cuDNN/cuBLAS flags (GPU kernels that use atomics
-or autotuning), the device, and the library versions.
+"""What else, beside the seed, can make two runs of one spec give different numbers, read from
+each run's env.json: the CPU thread count (float sums are reduced in another order), PyTorch's
+deterministic algorithms and cuDNN/cuBLAS flags (GPU kernels that use atomics or autotuning), the
+device and its model, the instruction sets the CPU kernels dispatch to (ATen's CPU capability,
+oneDNN's ISA), and the library versions.
 
 The report lists these per group of runs that it averages (the teacher, each student baseline,
 each cell) and flags a group whose runs recorded different values: its spread then mixes seed
-noise with that difference.
+noise with that difference. A run resumed under other settings than its earlier attempts (a
+requeue onto another kind of node) is flagged too.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ SETTINGS = {
     "mmdet": "mmdet", "python": "python", "matmul_precision": "float32 matmul precision",
     "cudnn_benchmark": "cuDNN autotuner", "cudnn_deterministic": "cuDNN deterministic",
     "cudnn_allow_tf32": "cuDNN TF32", "cublas_workspace_config": "cuBLAS workspace",
+    "cpu_model": "CPU model", "cpu_capability": "ATen CPU capability", "onednn_isa": "oneDNN ISA",
 }
 NOT_RECORDED = "not recorded"
 
@@ -113,11 +116,27 @@ def settings_table(groups: list[dict]) -> Table:
     return table
 
 
+def _attempts_differ(text) -> dict:
+    """setting -> the distinct values a complete run's attempts recorded, for each setting its
+    attempts recorded differently (env.json's ``earlier_attempts``, written when a run resumes)."""
+    env = json.loads(text) if isinstance(text, str) else {}
+    attempts = [a for a in env.get("earlier_attempts") or [] if isinstance(a, dict)] + [env]
+    values = {key: sorted({_shown(a.get(key)) for a in attempts if key in a}) for key in SETTINGS}
+    return {key: v for key, v in values.items() if len(v) > 1} if len(attempts) > 1 else {}
+
+
 def settings_notes(frame: pd.DataFrame, groups: list[dict]) -> list[str]:
-    """Sentences for the provenance section: each group whose runs differ in a setting, and the
-    settings that differ between the study's runs at all (a Δ compares runs of two groups)."""
+    """Sentences for the provenance section: each group whose runs differ in a setting, each run
+    whose attempts differ in one, and the settings that differ between the study's runs at all (a
+    Δ compares runs of two groups)."""
     notes = [f"The runs of {g['label']} differ in {_differences(g['differs'])}: their spread is not seed noise "
              "alone." for g in groups if g["differs"]]
+    if "env" in frame:
+        complete = frame[frame["status"] == "complete"]
+        for name, run_id, text in zip(complete["name"], complete["run_id"], complete["env"]):
+            if differs := _attempts_differ(text):
+                notes.append(f"Run {name} ({run_id}) was resumed under other settings than its earlier attempts: "
+                             f"{_differences(differs)}; its result mixes them.")
     recorded = _complete_settings(frame)
     across = {key: sorted({_shown(s[key]) for s in recorded}) for key in SETTINGS}
     across = {key: values for key, values in across.items() if len(values) > 1}

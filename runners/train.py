@@ -9,6 +9,7 @@ DistillModel around student and teacher), the Runner, training and evaluation, t
 
 from __future__ import annotations
 
+import functools
 import os
 import platform
 import re
@@ -78,7 +79,72 @@ def _environment(device: str) -> dict:
         "device_name": (torch.cuda.get_device_name(0) if device == "cuda"
                         else platform.processor() or platform.machine()),
         "hostname": platform.node(),
+        **cpu_numerics(),
     }
+
+
+def _cpu_model() -> str | None:
+    """The CPU's model name (/proc/cpuinfo; ``platform.processor()`` is empty on Linux)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as handle:
+            for line in handle.read(1 << 20).splitlines():
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or None
+
+
+@functools.cache  # oneDNN says its ISA once per process, at the first verbose primitive
+def _onednn_isa() -> str | None:
+    """The instruction set oneDNN (PyTorch's CPU convolutions) dispatches to in this process, as
+    oneDNN names it ("Intel AVX-512 with Intel DL Boost and bfloat16 support"): it follows the
+    CPU, capped by ONEDNN_MAX_CPU_ISA. Read from oneDNN's own verbose line, printed to the
+    process's stdout, which is captured here for one small convolution."""
+    import tempfile
+
+    import torch
+
+    if not torch.backends.mkldnn.is_available():
+        return None
+    with tempfile.TemporaryFile() as captured:
+        sys_stdout = os.dup(1)
+        try:
+            os.dup2(captured.fileno(), 1)
+            with torch.no_grad(), torch.backends.mkldnn.verbose(torch.backends.mkldnn.VERBOSE_ON):
+                torch.nn.functional.conv2d(torch.ones(2, 32, 32, 32), torch.ones(32, 32, 3, 3))
+        finally:
+            os.dup2(sys_stdout, 1)
+            os.close(sys_stdout)
+        captured.seek(0)
+        said = captured.read(1 << 16).decode(errors="replace")
+    return next((line.split(",isa:", 1)[1].strip() for line in said.splitlines() if ",isa:" in line), None)
+
+
+def cpu_numerics() -> dict:
+    """What decides a CPU run's floating-point results beside the spec, the threads and the
+    versions: the CPU model, the instruction set PyTorch's own kernels dispatch to (ATen's CPU
+    capability) and the one oneDNN's convolutions dispatch to (docs/reproducibility.md: measured,
+    the oneDNN ISA alone changes a training run's weights; ATen's capability and MKL's did not)."""
+    import torch
+
+    return {"cpu_model": _cpu_model(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "onednn_isa": _onednn_isa()}
+
+
+# The env.json keys whose change between a run's attempts (a resume on another node) can change its numbers.
+ATTEMPT_KEYS = ("hostname", "device", "device_name", "cpu_model", "cpu_capability", "onednn_isa", "torch", "threads")
+
+
+def attempt_environment(out: Path, env: dict) -> dict:
+    """``env`` with the run's earlier attempts (``earlier_attempts``: each one's ATTEMPT_KEYS, oldest
+    first) carried over from the env.json an earlier attempt left in ``out``, so a run resumed under
+    other numerics says so."""
+    earlier = store.read_json(out / store.ENV, out.parent)
+    if not isinstance(earlier, dict):
+        return env
+    history = [a for a in earlier.get("earlier_attempts") or [] if isinstance(a, dict)]
+    return {**env, "earlier_attempts": [*history, {key: earlier.get(key) for key in ATTEMPT_KEYS}]}
 
 
 DETERMINISTIC_CUBLAS = ":4096:8"  # the workspace cuBLAS needs for reproducible results (CUDA docs)
@@ -350,7 +416,7 @@ def _start(run: RunSpec, out: Path) -> Session:
                         f"{size} GPUs of this job (the batch size is global: images per iteration)")
     numerics = configure_numerics(run)
     if rank == 0:
-        store.write_json_atomic(out / store.ENV, {**_environment(device), **numerics})
+        store.write_json_atomic(out / store.ENV, attempt_environment(out, {**_environment(device), **numerics}))
     resume = resume_checkpoint(out) if run.schedule.iterations > 0 else None
     if resume is not None:
         _register_own_checkpoint_loader(out)

@@ -1,6 +1,7 @@
 """Reports rendered from a hand-written results store: the numbers, the runs without a result,
 the CWD sentence, provenance, escaping, and the HTML as a real browser shows it."""
 
+import os
 import re
 import shutil
 import subprocess
@@ -487,3 +488,53 @@ def test_a_headless_browser_shows_the_equal_budget_section_and_its_pareto_figure
     images = [attrs for tag, attrs, inside in dom.elements if tag == "img" and "figure" in inside
               and attrs.get("src", "").startswith("data:image/png;base64,")]
     assert figure and images
+
+
+def test_the_report_flags_a_cell_whose_runs_ran_on_other_cpu_instruction_sets_and_a_run_resumed_under_another(
+        tmp_path):
+    """Guarantee: The report flags a cell whose runs recorded another CPU model, ATen CPU capability or oneDNN ISA,
+    and a run whose attempts (a resume on another node) did."""
+    import json
+
+    study, results = make_store(tmp_path)
+
+    def change(name: str, **values) -> None:
+        run = next(p for p in study.runs if p.name == name)
+        env_file = results / study.name / run.run_id / "env.json"
+        env_file.write_text(json.dumps({**json.loads(env_file.read_text()), **values}))
+
+    avx512 = "Intel AVX-512 with Intel DL Boost and bfloat16 support"
+    for name in ("cwd_logits_s0", "cwd_logits_s2", "pi_logits_s0"):
+        change(name, cpu_model="AMD EPYC", onednn_isa=avx512)
+    change("cwd_logits_s1", cpu_model="AMD EPYC", onednn_isa="Intel AVX2")
+    change("pi_logits_s0", earlier_attempts=[{"hostname": "node-a", "cpu_model": "Intel Xeon",
+                                              "onednn_isa": "Intel AVX2"}])
+    md = render(study, ("md",))["md"].read_text()
+    assert (f"- **The runs of cwd\\_logits differ in oneDNN ISA ({avx512}, Intel AVX2): their spread is not seed "
+            "noise alone.**") in md
+    pi = next(p for p in study.runs if p.name == "pi_logits_s0")
+    assert (f"Run pi\\_logits\\_s0 ({pi.run_id}) was resumed under other settings than its earlier attempts: CPU "
+            f"model (AMD EPYC, Intel Xeon); oneDNN ISA ({avx512}, Intel AVX2); its result mixes them.") in md
+
+
+def test_a_run_records_the_cpu_instruction_sets_its_kernels_dispatch_to_and_its_earlier_attempts(tmp_path):
+    """env.json's CPU numerics come from the libraries themselves: oneDNN's ISA follows
+    ONEDNN_MAX_CPU_ISA (measured: it alone changes a training run's weights), and a resumed
+    attempt keeps the earlier attempt's settings."""
+    import json
+    import sys
+
+    from runners.train import attempt_environment, cpu_numerics
+
+    here = cpu_numerics()
+    assert here["cpu_capability"] in ("DEFAULT", "AVX2", "AVX512") and here["onednn_isa"]
+    capped = subprocess.run([sys.executable, "-c", "import json; from runners.train import cpu_numerics; "
+                             "print(json.dumps(cpu_numerics()))"], capture_output=True, text=True, timeout=120,
+                            env={**os.environ, "ONEDNN_MAX_CPU_ISA": "AVX2"}, cwd=ROOT)
+    assert capped.returncode == 0, capped.stderr
+    assert json.loads(capped.stdout.splitlines()[-1])["onednn_isa"] == "Intel AVX2"
+    (tmp_path / "env.json").write_text(json.dumps({"hostname": "node-a", "onednn_isa": "Intel AVX2", "torch": "2"}))
+    env = attempt_environment(tmp_path, {"hostname": "node-b", "onednn_isa": here["onednn_isa"], "torch": "2"})
+    assert env["hostname"] == "node-b" and env["earlier_attempts"][0]["hostname"] == "node-a"
+    assert env["earlier_attempts"][0]["onednn_isa"] == "Intel AVX2"
+    assert attempt_environment(tmp_path / "fresh", {"hostname": "x"}) == {"hostname": "x"}
