@@ -10,6 +10,7 @@ import torch
 from mmengine.hooks import Hook
 
 from kdbench import store
+from runners import attempt
 
 
 def metric_key(name: str) -> str:
@@ -43,6 +44,7 @@ class MetricsHook(Hook):
                 by_iter[line["iter"]] = line
         kept = [by_iter[i] for i in sorted(by_iter)]
         if rewrite and kept != lines:
+            attempt.check(self.path.parent, self.path.name)
             store.write_jsonl_atomic(self.path, kept)
         self.last = by_iter.get(iteration)
 
@@ -64,7 +66,25 @@ class MetricsHook(Hook):
         values = {metric_key(k): float(v) for k, v in metrics.items() if isinstance(v, (int, float))}
         self.last = {"iter": int(runner.iter), **values}
         if is_main_process():
+            attempt.check(self.path.parent, self.path.name)
             store.append_jsonl(self.path, self.last)
+
+
+class AttemptHook(Hook):
+    """After every iteration, before mmengine's CheckpointHook may save (it runs last), the main
+    process checks that its attempt is still the run's current one (runners.attempt): a step that
+    was stopped while SLURM requeued its job elsewhere stops here when it goes on, without saving."""
+
+    priority = "HIGH"
+
+    def __init__(self, out):
+        self.out = out
+
+    def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None) -> None:
+        from mmengine.dist import is_main_process
+
+        if is_main_process():
+            attempt.check(self.out, f"the checkpoint or evaluation after iteration {runner.iter + 1}")
 
 
 class CostHook(Hook):

@@ -12,16 +12,19 @@ A run directory has one trainer at a time: the first process holds its lock (``.
 ``flock`` the system releases when the process ends, however it ends) from before the preflight
 (after it, for a directory that does not exist yet, so that a bad run makes none) to the last
 result file; a second ``kdbench run`` or job of that directory is refused in one line and writes
-nothing. Under the lock, temporary files a killed writer left in the directory (over a minute old)
-are deleted.
+nothing. The one exception is a later attempt of the same SLURM job (requeued while a step of the
+earlier attempt still runs on a node SLURM gave up on): it takes the run over, and the earlier
+attempt stops at its next write (runners.attempt). Under the lock, temporary files a killed writer
+left in the directory (over a minute old) are deleted.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import os
-import platform
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -31,6 +34,7 @@ from kdbench.ids import run_id
 from kdbench.safeio import clean_leftovers, open_no_follow, read_capped
 from kdbench.spec import RunSpec
 from kdbench.vocab import State
+from runners import attempt
 from runners.launch.executor import RUN_FILE
 
 
@@ -67,6 +71,15 @@ def run_one(run: RunSpec, out: str | Path, *, source: str = "<run>",
 LOCK = ".run.lock"
 
 
+def _holder(out: Path) -> dict | None:
+    """The attempt that holds ``out``'s lock, as it wrote itself into the lock file."""
+    try:
+        holder = json.loads(read_capped(out / LOCK, 4096).decode(errors="replace"))
+    except (OSError, ValueError):
+        return None
+    return holder if isinstance(holder, dict) else None
+
+
 def _try_lock(out: Path) -> int | None:
     """The run directory's lock, taken (its descriptor), or None when another process holds it."""
     fd = open_no_follow(out / LOCK, os.O_RDWR | os.O_CREAT)
@@ -87,15 +100,20 @@ def run_lock(out: Path) -> Iterator[None]:
     except OSError as error:
         raise UserError(f"{out}: cannot lock the run directory ({error.strerror or error})") from None
     if fd is None:
-        try:
-            holder = read_capped(out / LOCK, 256).decode(errors="replace").strip() or "another process"
-        except OSError:
-            holder = "another process"
-        raise UserError(f"{out}: this run is being trained by {holder} (it holds {out / LOCK}); a run directory "
+        holder = _holder(out)
+        if holder is not None and attempt.supersedes(attempt.token(), holder):
+            # SLURM requeued this job while a step of its earlier attempt still runs (its node's slurmd
+            # died): this attempt takes the run over; the earlier one stops at its next write.
+            print(f"kdbench: {out}: taking the run over from {attempt.describe(holder)}, an earlier attempt of this "
+                  "job that SLURM gave up on; it stops at its next write", file=sys.stderr, flush=True)
+            yield
+            return
+        said = attempt.describe(holder) if holder is not None else "another process"
+        raise UserError(f"{out}: this run is being trained by {said} (it holds {out / LOCK}); a run directory "
                         "has one trainer at a time: wait for it, or kdbench cancel its study")
     try:
         os.ftruncate(fd, 0)
-        os.write(fd, f"pid {os.getpid()} on {platform.node()}".encode())
+        os.write(fd, json.dumps(attempt.token()).encode())
         # What a killed writer left here; a minute's grace for a launch writing job.json just now.
         clean_leftovers(out, older_than=60)
         yield

@@ -25,6 +25,7 @@ from kdbench.errors import UserError
 from kdbench.ids import run_id
 from kdbench.spec import RunSpec, Schedule, Teacher, TeacherRun
 from kdbench.vocab import State
+from runners import attempt
 
 OWN_CHECKPOINT_SCHEME = "kdbench-own://"
 KEEP_CHECKPOINTS = 2  # the last and the one before: a corrupt last checkpoint falls back to it
@@ -416,6 +417,7 @@ def _start(run: RunSpec, out: Path) -> Session:
                         f"{size} GPUs of this job (the batch size is global: images per iteration)")
     numerics = configure_numerics(run)
     if rank == 0:
+        attempt.claim(out)   # this attempt is the run's current one: an older one still running stops at its next write
         store.write_json_atomic(out / store.ENV, attempt_environment(out, {**_environment(device), **numerics}))
     resume = resume_checkpoint(out) if run.schedule.iterations > 0 else None
     if resume is not None:
@@ -433,7 +435,7 @@ def train_and_evaluate(run: RunSpec, out: Path, hooks: tuple = ()) -> dict:
     from runners.data import holdout  # noqa: F401  (registers HeldOutSplit, for a held-out split)
     from runners.datasets import dataset_configs
     from runners.distill import DivergedError
-    from runners.hooks import CostHook, MetricsHook, RandomStateHook
+    from runners.hooks import AttemptHook, CostHook, MetricsHook, RandomStateHook
 
     session = _start(run, out)
     register_scope(run.task)
@@ -443,6 +445,7 @@ def train_and_evaluate(run: RunSpec, out: Path, hooks: tuple = ()) -> dict:
     model = build_trained_model(run, data)
     model.to(session.device)
     metrics_hook, cost_hook = MetricsHook(out / store.METRICS), CostHook()
+    hooks = (AttemptHook(out), *hooks)
     # Evaluations recorded after the checkpoint this attempt starts from are made again: dropped.
     metrics_hook.resume_from(_iteration(session.resume) if session.resume else 0, rewrite=session.rank == 0)
     runner = build_runner(session, model, data, [metrics_hook, cost_hook, RandomStateHook(), *hooks])
@@ -466,6 +469,7 @@ def _finish(session: Session, trained, metrics_hook, cost_hook, started: float) 
     from runners.distill import DivergedError
     from runners.recipe import recipe
 
+    attempt.check(session.out, "model_final.pth")
     _save_atomic(trained.state_dict(), session.out / "model_final.pth")
     final_metrics = {k: v for k, v in (metrics_hook.last or {}).items() if k != "iter"}
     run = session.run
@@ -477,6 +481,7 @@ def _finish(session: Session, trained, metrics_hook, cost_hook, started: float) 
         "resumed_from": session.resume.name if session.resume is not None else None,
         "data": run_record(run.dataset.name, run.dataset.root),  # the splits found: a partial one is marked
         "terms": term_records(run),  # what a report needs from the losses, so that it imports no plugin
+        "attempt": attempt.token(),  # which attempt wrote it (runners.attempt)
     }
     nodes = int(os.environ.get("SLURM_NNODES", 1)) if session.launcher == "slurm" else 1
     record["recipe"] = recipe(run, session.world_size, nodes, session.device, record["data"])
@@ -484,6 +489,7 @@ def _finish(session: Session, trained, metrics_hook, cost_hook, started: float) 
         raise DivergedError("val metrics", final_metrics)
     if run.role == "teacher" and run.teacher.expect is not None:  # the teacher gate
         record["teacher_check"] = store.teacher_check(final_metrics, vars(run.teacher.expect))
+    attempt.check(session.out, store.FINAL)
     store.write_json_atomic(session.out / store.FINAL, record)
     return record
 
@@ -539,6 +545,8 @@ def execute(run: RunSpec, out_dir: str | Path, preempted: Callable[[], bool] = l
         os.replace(out / store.ERROR, out / f"error.previous.{int(time.time())}.json")
     try:
         return train_and_evaluate(run, out)
+    except attempt.StaleAttempt:
+        raise  # superseded: the newer attempt owns the run's files, this one writes nothing more
     except UserError as error:
         # Found by the run's own probe (a location not in the model, a missing checkpoint):
         # recorded, so the store shows a failed run rather than one that started and vanished.
@@ -566,6 +574,7 @@ def _record_error(out: Path, record: dict) -> None:
     """Write error.json if the disk lets us: a full disk or a read-only file system must not hide
     the error that stopped the run (often that same disk) behind a second one."""
     try:
+        attempt.check(out, store.ERROR)
         store.write_json_atomic(out / store.ERROR, record)
-    except OSError:
+    except (OSError, attempt.StaleAttempt):
         pass

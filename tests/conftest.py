@@ -89,7 +89,9 @@ def tiny_teacher(tmp_path_factory):
 
 class SlurmCluster:
     """What the ``slurm_cluster`` fixture gives a test: the cluster's directory (its pid files are
-    in ``directory / "run"``) and ``up()``, which brings back what a test stopped (tools/slurm/up.sh)."""
+    in ``directory / "run"``), ``up()``, which brings back what a test stopped (tools/slurm/up.sh),
+    and ``up(nodes=2)``, which makes it a cluster of two nodes (each a network namespace with its own
+    address: tools/slurm/nodes.sh) until ``up()`` makes it one node again."""
 
     def __init__(self, directory, up):
         self.directory = directory
@@ -117,19 +119,20 @@ def slurm_cluster():
     directory = Path(os.environ.get("KDBENCH_SLURM_DIR", "/tmp/kdbench-slurm"))
     marker = directory / "run" / "started-by-tests"  # the cluster was started by a test session
 
-    def script(name, timeout, updown):
+    def script(name, timeout, updown, nodes=1):
         fcntl.flock(updown, fcntl.LOCK_EX)  # one up.sh or down.sh at a time
         try:
             return subprocess.run(["bash", str(root / "tools" / "slurm" / name)], capture_output=True, text=True,
-                                  timeout=timeout, stdin=subprocess.DEVNULL)
+                                  timeout=timeout, stdin=subprocess.DEVNULL,
+                                  env={**os.environ, "KDBENCH_SLURM_NODES": str(nodes)})
         finally:
             fcntl.flock(updown, fcntl.LOCK_UN)
 
     with open(f"{directory}.sessions", "a") as sessions, open(f"{directory}.updown", "a") as updown:
         fcntl.flock(sessions, fcntl.LOCK_SH)  # waits while the last session stops the cluster
 
-        def bring_up() -> str:
-            up = script("up.sh", 600, updown)
+        def bring_up(nodes: int = 1) -> str:
+            up = script("up.sh", 600, updown, nodes)
             if up.returncode != 0:
                 pytest.fail(f"tools/slurm/up.sh failed:\n{up.stdout}\n{up.stderr}")
             return up.stdout
@@ -162,6 +165,8 @@ def pytest_collection_modifyitems(items):
         if item.get_closest_marker("slurm") or "slurm_cluster" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.xdist_group("slurm"))
             cluster.append(item)
+    # The tests on two nodes last: the cluster switches to two nodes once, and back at their end.
+    cluster.sort(key=lambda item: item.get_closest_marker("two_nodes") is not None)
     if os.environ.get("PYTEST_XDIST_WORKER"):
         chosen = set(map(id, cluster))
         items[:] = cluster + [item for item in items if id(item) not in chosen]

@@ -10,6 +10,8 @@ through the ``preempted`` function it is given, and records no error. A run that
 
 from __future__ import annotations
 
+import os
+
 import submitit
 
 
@@ -26,6 +28,7 @@ class RunJob(submitit.helpers.Checkpointable):
         from kdbench import store
         from kdbench.errors import UserError
         from kdbench.spec import parse_run
+        from runners.attempt import StaleAttempt
         from runners.run import record_load_failure, run_one
 
         # submitit already ignores SIGTERM in this process (SLURM sends it before USR2 on
@@ -38,7 +41,12 @@ class RunJob(submitit.helpers.Checkpointable):
         except UserError as error:  # recorded, so that status says failed, with the reason
             record_load_failure(Path(out_dir) / "run.json", out_dir, error)
             raise
-        record = run_one(spec, out_dir, source=str(Path(out_dir) / "run.json"), preempted=lambda: self.preempted)
+        try:
+            record = run_one(spec, out_dir, source=str(Path(out_dir) / "run.json"), preempted=lambda: self.preempted)
+        except StaleAttempt:
+            # Superseded by a later attempt of this job (runners.attempt; the reason is on stderr and in
+            # the run's stale.log): exit without a result, so submitit writes nothing over the job's own.
+            os._exit(3)
         failure = store.teacher_check_failure(store.read_run(out_dir)) if spec.role == "teacher" else None
         if failure:  # the job fails, so SLURM never starts the students that wait on it (afterok)
             raise RuntimeError(f"teacher {spec.name} is complete but failed its teacher gate: it {failure}")

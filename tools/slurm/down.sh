@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Stop what tools/slurm/up.sh started (and nothing else) and undo what it changed outside its
-# directory: cancel this cluster's jobs; stop slurmd, slurmctld, slurmdbd, MariaDB, and munged only
-# if up.sh started it, through the pid files under $DIR; stop the slurmstepd processes of this
-# cluster's jobs (those bound to a socket in $DIR/spool or with a file of $DIR open), never others;
+# directory: cancel this cluster's jobs; stop slurmd (each node's), slurmctld, slurmdbd, MariaDB, and
+# munged only if up.sh started it, through the pid files under $DIR; stop the slurmstepd processes of
+# this cluster's jobs (those bound to a socket in $DIR/spool or with a file of $DIR open, and every
+# process left in the namespaces of a cluster of several nodes), never others; remove those namespaces;
 # put back the /etc/slurm files up.sh replaced and remove the /etc/hosts line it added.
 set -uo pipefail
 exec </dev/null
@@ -41,7 +42,11 @@ if pid_of "$DIR/run/slurmctld.pid" slurmctld >/dev/null && command -v scancel >/
   for _ in $(seq 100); do [ -z "$(squeue -h -o %i 2>/dev/null)" ] && break; sleep 0.1; done
 fi
 stepds=$(our_stepds)   # before slurmd stops: its socket and log name them
+for f in "$DIR"/run/slurmd-*.pid; do [ -e "$f" ] && stop "$f" slurmd; done   # a cluster of several nodes
 for f in slurmd slurmctld slurmdbd; do stop "$DIR/run/$f.pid" "$f"; done
+# shellcheck source=tools/slurm/nodes.sh
+source "$(dirname "$0")/nodes.sh"
+nodes_down   # what is left in the nodes' namespaces (their steps), then the namespaces and the bridge
 for p in $stepds $(our_stepds); do running "$p" && { say "stopping slurmstepd $p (a step of this cluster's jobs)"; stop_pid "$p"; }; done
 left=$(for p in $(pgrep -x slurmstepd); do running "$p" && printf '%s ' "$p"; done)
 [ -n "$left" ] && say "warning: slurmstepd process(es) not of this cluster left running: $left"

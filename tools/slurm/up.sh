@@ -10,13 +10,16 @@
 # the /etc/hosts line it may add ($DIR/run/hosts-line), and munged only when it started it
 # ($DIR/run/munged.pid). A cluster that was already healthy is reported "READY (already running)".
 # Knobs: KDBENCH_SLURM_CPUS (default 8: oversubscribes the cores so tests can run several jobs),
-#        KDBENCH_SLURM_GPUS (fake GPUs, default 2), KDBENCH_SLURM_TIMEOUT (default 120 s).
+#        KDBENCH_SLURM_GPUS (fake GPUs, default 2), KDBENCH_SLURM_TIMEOUT (default 120 s),
+#        KDBENCH_SLURM_NODES (default 1; with more, each node's slurmd runs in its own network and
+#        host-name namespace with its own address, tools/slurm/nodes.sh; CPUs and GPUs are per node).
 set -Eeuo pipefail
 exec </dev/null
 DIR=${KDBENCH_SLURM_DIR:-/tmp/kdbench-slurm}
 CPUS=${KDBENCH_SLURM_CPUS:-8}
 GPUS=${KDBENCH_SLURM_GPUS:-2}
 WAIT=${KDBENCH_SLURM_TIMEOUT:-120}
+NODES=${KDBENCH_SLURM_NODES:-1}
 DB_PORT=3307
 NODE=$(hostname -s)
 PACKAGES=(munge slurm-client slurmctld slurmd slurmdbd mariadb-server)
@@ -29,6 +32,17 @@ fail() {
 }
 trap 'fail "line $LINENO: $BASH_COMMAND"' ERR
 [ "$(id -u)" = 0 ] || fail "must run as root"
+[[ $NODES =~ ^[1-8]$ ]] || fail "KDBENCH_SLURM_NODES=$NODES: give a node count from 1 to 8"
+# shellcheck source=tools/slurm/nodes.sh
+source "$(dirname "$0")/nodes.sh"
+if [ "$NODES" -gt 1 ]; then
+  NODE_NAMES=(); for i in $(seq 1 "$NODES"); do NODE_NAMES+=("$(node_name "$i")"); done
+  NODE_LIST="$(node_name "[1-$NODES]")"; CTLD_ADDR="$SUBNET.1"
+else
+  NODE_NAMES=("$NODE"); NODE_LIST=$NODE; CTLD_ADDR=127.0.0.1
+fi
+# slurmd_pid NAME: node NAME's slurmd pid file (one node keeps the name it always had).
+slurmd_pid() { if [ "$NODES" -gt 1 ]; then echo "$DIR/run/slurmd-$1.pid"; else echo "$DIR/run/slurmd.pid"; fi; }
 
 # alive PIDFILE NAME: the process in PIDFILE exists, is not a zombie, and is NAME.
 alive() {
@@ -41,9 +55,13 @@ until_ok() {  # until_ok SECONDS WHAT COMMAND...
   until "$@" >/dev/null 2>&1; do [ "$(date +%s)" -lt "$end" ] || fail "timed out waiting for $what"; sleep 0.2; done
 }
 healthy() {
-  alive "$DIR/run/slurmctld.pid" slurmctld && alive "$DIR/run/slurmd.pid" slurmd \
-    && alive "$DIR/run/slurmdbd.pid" slurmdbd && scontrol ping 2>/dev/null | grep -q UP \
-    && sinfo -h -n "$NODE" -o %T 2>/dev/null | grep -Eq '^(idle|mixed|allocated|completing)'
+  local name
+  alive "$DIR/run/slurmctld.pid" slurmctld && alive "$DIR/run/slurmdbd.pid" slurmdbd \
+    && scontrol ping 2>/dev/null | grep -q UP || return 1
+  for name in "${NODE_NAMES[@]}"; do
+    alive "$(slurmd_pid "$name")" slurmd && sinfo -h -n "$name" -o %T 2>/dev/null \
+      | grep -Eq '^(idle|mixed|allocated|completing)' || return 1
+  done
 }
 
 missing=()
@@ -55,12 +73,16 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get install -y -qq --no-install-recommends "${PACKAGES[@]}" >/dev/null
 fi
 mkdir -p "$DIR"/{run,log,ctld,spool,gpu,mysql,mysqlrun,backup}
-if ! getent hosts "$NODE" >/dev/null; then
-  hosts_line="127.0.0.1 $NODE  # added by kdbench tools/slurm/up.sh ($DIR)"
-  say "$NODE does not resolve: adding it to /etc/hosts (down.sh removes it)"
+# add_host NAME ADDRESS: NAME resolves (to ADDRESS if this script has to add it to /etc/hosts).
+add_host() {
+  getent hosts "$1" >/dev/null && return 0
+  local hosts_line="$2 $1  # added by kdbench tools/slurm/up.sh ($DIR)"
+  say "$1 does not resolve: adding it to /etc/hosts (down.sh removes it)"
   printf '%s\n' "$hosts_line" >> /etc/hosts
-  printf '%s\n' "$hosts_line" > "$DIR/run/hosts-line"
-fi
+  printf '%s\n' "$hosts_line" >> "$DIR/run/hosts-line"
+}
+add_host "$NODE" 127.0.0.1
+if [ "$NODES" -gt 1 ]; then for i in $(seq 1 "$NODES"); do add_host "$(node_name "$i")" "$(node_addr "$i")"; done; fi
 
 # Configuration (restart the daemons when it changes).
 [ -d /etc/slurm ] || { mkdir -p /etc/slurm; : > "$DIR/backup/etc-slurm-created"; }
@@ -71,16 +93,29 @@ if [ "$GPUS" -gt 0 ]; then
   gres_line="Gres=gpu:$GPUS"
   for i in $(seq 0 $((GPUS - 1))); do [ -e "$DIR/gpu/fakegpu$i" ] || mknod -m 666 "$DIR/gpu/fakegpu$i" c 1 3; done
   gres_conf="$gres_conf
-NodeName=$NODE Name=gpu File=$DIR/gpu/fakegpu[0-$((GPUS - 1))]"
+NodeName=$NODE_LIST Name=gpu File=$DIR/gpu/fakegpu[0-$((GPUS - 1))]"
 fi
-mem_mb=$(( $(awk '/MemTotal/ {print $2}' /proc/meminfo) * 9 / 10 / 1024 ))
+mem_mb=$(( $(awk '/MemTotal/ {print $2}' /proc/meminfo) * 9 / 10 / 1024 / NODES ))
+if [ "$NODES" -gt 1 ]; then
+  slurmd_files="SlurmdSpoolDir=$DIR/spool/%n
+SlurmdPidFile=$DIR/run/slurmd-%n.pid
+SlurmdLogFile=$DIR/log/slurmd-%n.log"
+  node_lines=$(for i in $(seq 1 "$NODES"); do
+    echo "NodeName=$(node_name "$i") NodeAddr=$(node_addr "$i") NodeHostname=$(node_name "$i") CPUs=$CPUS RealMemory=$mem_mb $gres_line State=UNKNOWN"
+  done)
+else
+  slurmd_files="SlurmdSpoolDir=$DIR/spool
+SlurmdPidFile=$DIR/run/slurmd.pid
+SlurmdLogFile=$DIR/log/slurmd.log"
+  node_lines="NodeName=$NODE NodeAddr=127.0.0.1 NodeHostname=$NODE CPUs=$CPUS RealMemory=$mem_mb $gres_line State=UNKNOWN"
+fi
 overrides=""; [ "$CPUS" -gt "$(nproc)" ] && overrides="SlurmdParameters=config_overrides"
 # SlurmdTimeout=20 (SLURM's default: 300 s): a node whose slurmd stops answering is set DOWN, and its
 # jobs requeued, within about half a minute instead of five, so the test that kills slurmd has a
 # bound that fits a test run; 20 s still leaves a busy 2-core machine room to answer the pings.
 slurm_conf="$header
 ClusterName=kdbench
-SlurmctldHost=$NODE(127.0.0.1)
+SlurmctldHost=$NODE($CTLD_ADDR)
 SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
@@ -89,11 +124,9 @@ AuthInfo=cred_expire=10
 SlurmctldPort=6817
 SlurmdPort=6818
 StateSaveLocation=$DIR/ctld
-SlurmdSpoolDir=$DIR/spool
 SlurmctldPidFile=$DIR/run/slurmctld.pid
-SlurmdPidFile=$DIR/run/slurmd.pid
 SlurmctldLogFile=$DIR/log/slurmctld.log
-SlurmdLogFile=$DIR/log/slurmd.log
+$slurmd_files
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
 MpiDefault=none
@@ -114,8 +147,8 @@ AccountingStoragePort=6819
 JobAcctGatherType=jobacct_gather/linux
 GresTypes=gpu
 $overrides
-NodeName=$NODE NodeAddr=127.0.0.1 NodeHostname=$NODE CPUs=$CPUS RealMemory=$mem_mb $gres_line State=UNKNOWN
-PartitionName=debug Nodes=$NODE Default=YES MaxTime=INFINITE State=UP"
+$node_lines
+PartitionName=debug Nodes=$NODE_LIST Default=YES MaxTime=INFINITE State=UP"
 dbd_conf="$header
 AuthType=auth/munge
 DbdHost=localhost
@@ -149,14 +182,27 @@ write_conf() {  # write_conf FILE CONTENT MODE
 write_conf /etc/slurm/slurm.conf "$slurm_conf" 644
 write_conf /etc/slurm/gres.conf "$gres_conf" 644
 write_conf /etc/slurm/slurmdbd.conf "$dbd_conf" 600
-if [ "$changed" = 0 ] && healthy; then say "READY (already running): node $NODE, $CPUS cpus, $GPUS fake gpus"; exit 0; fi
+if [ "$changed" = 0 ] && healthy; then
+  say "READY (already running): $NODES node(s) $NODE_LIST, $CPUS cpus, $GPUS fake gpus each"; exit 0
+fi
 if [ "$changed" = 1 ]; then
-  for d in slurmd slurmctld; do alive "$DIR/run/$d.pid" $d && kill "$(cat "$DIR/run/$d.pid")" || true; done
+  for f in "$DIR"/run/slurmd*.pid "$DIR/run/slurmctld.pid"; do
+    d=$(basename "$f" .pid); d=${d%%-*}
+    alive "$f" "$d" && kill "$(cat "$f")" || true
+  done
   # slurmctld saves its state before it exits (seen: more than a second): a fixed pause could find it
   # still alive below, which would then not start it, and wait for it in vain.
-  stopped() { ! alive "$DIR/run/slurmd.pid" slurmd && ! alive "$DIR/run/slurmctld.pid" slurmctld; }
+  stopped() {
+    local f; for f in "$DIR"/run/slurmd*.pid; do alive "$f" slurmd && return 1; done
+    ! alive "$DIR/run/slurmctld.pid" slurmctld
+  }
   until_ok 30 "slurmd and slurmctld to stop" stopped
+  [ "$NODES" -gt 1 ] || nodes_down   # the namespaces of an earlier cluster of several nodes
 fi
+
+# The nodes' namespaces and the bridge before any daemon starts: the daemons bind to this machine's
+# addresses, and the controller's is the bridge's.
+[ "$NODES" -gt 1 ] && nodes_up "$NODES"
 
 # munge
 [ -s /etc/munge/munge.key ] || mungekey --create
@@ -194,7 +240,11 @@ cold=0
 if ! alive "$DIR/run/slurmctld.pid" slurmctld; then
   say "starting slurmctld"; /usr/sbin/slurmctld -i </dev/null >/dev/null 2>&1; cold=1
 fi
-if ! alive "$DIR/run/slurmd.pid" slurmd; then say "starting slurmd"; /usr/sbin/slurmd </dev/null >/dev/null 2>&1; fi
+if [ "$NODES" -gt 1 ]; then
+  for i in $(seq 1 "$NODES"); do
+    alive "$(slurmd_pid "$(node_name "$i")")" slurmd || { say "starting slurmd of $(node_name "$i") ($(node_addr "$i"))"; start_node_slurmd "$i"; }
+  done
+elif ! alive "$DIR/run/slurmd.pid" slurmd; then say "starting slurmd"; /usr/sbin/slurmd </dev/null >/dev/null 2>&1; fi
 until_ok "$WAIT" "slurmctld to answer" sh -c 'scontrol ping | grep -q UP'
 # A cold start finds the jobs an earlier session left in the saved state (their files may be gone):
 # this cluster is throwaway, so they are cancelled rather than run again.
@@ -203,14 +253,15 @@ if [ "$cold" = 1 ] && [ -n "$(squeue -h -o %i 2>/dev/null)" ]; then
 fi
 # A node drained by an earlier session (a step that outlived its daemons) is put back in service.
 node_usable() {
-  local state; state=$(sinfo -h -n "$NODE" -o %T 2>/dev/null || true)
+  local state; state=$(sinfo -h -n "$1" -o %T 2>/dev/null || true)
   case "$state" in
     idle|mixed|allocated|completing) return 0;;
-    *drain*|*inval*|*down*|*fail*) scontrol update nodename="$NODE" state=resume >/dev/null 2>&1 || true;;
+    *drain*|*inval*|*down*|*fail*) scontrol update nodename="$1" state=resume >/dev/null 2>&1 || true;;
   esac
   return 1
 }
-until_ok "$WAIT" "node $NODE to be idle" node_usable
-until_ok 30 "cluster registration" sh -c 'sacctmgr -n -P show cluster format=cluster,controlhost | grep -q "^kdbench|127.0.0.1"'
-timeout 60 srun -t 1 hostname >/dev/null || fail "srun hostname did not run"
-say "READY: node $NODE, $CPUS cpus, $GPUS fake gpus, accounting on (logs in $DIR/log)"
+for name in "${NODE_NAMES[@]}"; do until_ok "$WAIT" "node $name to be idle" node_usable "$name"; done
+until_ok 30 "cluster registration" sh -c 'sacctmgr -n -P show cluster format=cluster,controlhost | grep -q "^kdbench|$CTLD_ADDR"'
+ran=$(timeout 60 srun -N "$NODES" -t 1 hostname | sort -u | tr '\n' ' ') || fail "srun hostname did not run"
+[ "$(wc -w <<<"$ran")" = "$NODES" ] || fail "srun -N $NODES ran on $ran"
+say "READY: $NODES node(s) $NODE_LIST ($ran), $CPUS cpus, $GPUS fake gpus each, accounting on (logs in $DIR/log)"
