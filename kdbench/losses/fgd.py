@@ -8,7 +8,8 @@ channel counts differ) and a teacher map T of N images, C channels and H x W pos
 - attention at temperature ``temp``, of either map X: spatial A_S(X) = H*W * softmax over the
   positions of mean_c |X| / temp, channel A_C(X) = C * softmax over the channels of mean_hw |X| / temp;
 - box masks from each image's ground-truth boxes (x1, y1, x2, y2 in its pixels), scaled to the map
-  by the image's (h, w): a box covers the rows floor(y1 / h * H) .. ceil(y2 / h * H) and the columns
+  by the image's (h, w) (its size before the batch's padding, which the map also covers: the authors'
+  scaling, kept as they wrote it): a box covers the rows floor(y1 / h * H) .. ceil(y2 / h * H) and the columns
   floor(x1 / w * W) .. ceil(x2 / w * W) (both ends included), and weighs 1 / (rows * columns) over
   them (the count taken before the map's edge cuts it, as the authors do); the foreground mask M_fg
   is the largest weight of the boxes covering a position (0 where none does), the background mask
