@@ -132,3 +132,12 @@ def test_fgd_called_without_boxes_says_what_it_needs():
     s, t, _, _ = _inputs()
     with pytest.raises(ValueError, match="boxes"):
         losses.build("fgd")(s, t)
+
+
+def test_fgd_takes_the_authors_call_boxes_and_image_metas_as_well():
+    """Called as the authors' `FeatureLoss` is, `loss(preds_S, preds_T, gt_bboxes, img_metas)` with mmdet's
+    `img_shape` (h, w, 3), it gives the same value as with `boxes=` and `image_shapes=`."""
+    s, t, boxes, shapes = _inputs(cs=8)
+    loss = _built(cs=8)
+    metas = [{"img_shape": (h, w, 3)} for h, w in shapes]
+    assert loss(s, t, boxes, metas).item() == loss(s, t, boxes=boxes, image_shapes=shapes).item()

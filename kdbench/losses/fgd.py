@@ -57,13 +57,16 @@ def attention(x: Tensor, temp: float) -> tuple[Tensor, Tensor]:
 def box_masks(boxes: list[Tensor], image_shapes: list[tuple[int, int]], height: int, width: int,
               dtype: torch.dtype, device) -> tuple[Tensor, Tensor]:
     """(foreground, background) masks (N, H, W) of a map of ``height`` x ``width`` positions from
-    each image's boxes (x1, y1, x2, y2 in its pixels) and its (h, w)."""
+    each image's boxes (x1, y1, x2, y2 in its pixels) and its (h, w, ...) or an mmdet meta dict holding
+    it as ``img_shape``."""
     foreground = torch.zeros(len(boxes), height, width, dtype=dtype, device=device)
     rows = torch.arange(height, device=device)
     columns = torch.arange(width, device=device)
-    for i, (image_boxes, (image_h, image_w)) in enumerate(zip(boxes, image_shapes)):
+    for i, (image_boxes, shape) in enumerate(zip(boxes, image_shapes)):
         if len(image_boxes) == 0:
             continue
+        shape = shape["img_shape"] if isinstance(shape, dict) else shape  # the authors' img_metas also do
+        image_h, image_w = shape[0], shape[1]  # an mmdet img_shape may add the channels: (h, w, 3)
         b = image_boxes.detach().to(device)
         left, right = torch.floor(b[:, 0] / image_w * width).int(), torch.ceil(b[:, 2] / image_w * width).int()
         top, bottom = torch.floor(b[:, 1] / image_h * height).int(), torch.ceil(b[:, 3] / image_h * height).int()
