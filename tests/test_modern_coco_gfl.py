@@ -29,7 +29,7 @@ def test_the_modern_gfl_preset_plans_one_teacher_one_baseline_and_four_cells_at_
                                                    "gamma_fgd": 0.0005, "lambda_fgd": 0.000005} for t in fgd.distill)
     assert {name: run.student.init_from_teacher for name, run in cells.items()} == {
         "cwd_fpn": (), "pkd_fpn": (), "mgd_fpn": ("neck", "bbox_head"), "fgd_fpn": ("neck", "bbox_head")}
-    assert all(run.teacher.forward == "neck" and run.teacher.mode == "eval" for run in cells.values())
+    assert all(run.teacher.forward == "full" and run.teacher.mode == "eval" for run in cells.values())
     assert all(run.schedule.iterations == 88704 and run.schedule.lr == 0.01 for run in cells.values())
     baselines = [p for p in study.runs if p.kind == "student_baseline"]
     assert [p.name for p in baselines] == ["student_s0", "student_s1", "student_s2"]
