@@ -26,6 +26,7 @@ from benchmarks.references import (
     reference_cwd,
     reference_dist,
     reference_fbkd,
+    reference_fgd,
     reference_fitnets,
     reference_ho_critic_step,
     reference_ho_student,
@@ -99,7 +100,7 @@ def _cases() -> list[Case]:
 
 
 def _modern_cases() -> list[Case]:
-    """PKD, MGD and DIST at their authors' defaults (no paper Table 2 setting exists for them)."""
+    """PKD, MGD, DIST and FGD at their authors' defaults (no paper Table 2 setting exists for them)."""
     cases = [Case("pkd", x, {"loss_weight": 1.0}) for x in ("logits", "feature_map")]
     cases += [Case("mgd", "feature_map", {"alpha_mgd": 2e-5, "lambda_mgd": 0.65}, max_scale=0.25,
                    scale_reason="time: the generation block's two 512-channel 3x3 convolutions; at a quarter size "
@@ -107,6 +108,8 @@ def _modern_cases() -> list[Case]:
     dist = {"tau": 1.0, "inter_loss_weight": 1.0, "intra_loss_weight": 1.0, "loss_weight": 1.0}
     cases += [Case("dist", "logits", {**dist, "intra": intra}, variant=f"intra {intra}")
               for intra in ("pixels", "batch")]
+    cases += [Case("fgd", "feature_map", {"temp": 0.5, "alpha_fgd": 1e-3, "beta_fgd": 5e-4, "gamma_fgd": 1e-3,
+                                          "lambda_fgd": 5e-6, "loss_weight": 1.0})]
     return cases
 
 
@@ -170,6 +173,12 @@ def make_inputs(case: Case, shape: tuple, device: str = "cpu", seed: int = 0) ->
         labels = torch.randint(0, N_CLASSES, (n, h, w), generator=generator)
         labels[torch.rand((n, h, w), generator=generator) < 0.1] = IGNORE
         inputs["labels"] = labels.to(device)
+    if case.method == "fgd":  # four boxes on each image, 8 times the map's size (an FPN level of stride 8)
+        n, _, h, w = shape
+        size = torch.tensor([8 * w, 8 * h, 8 * w, 8 * h], dtype=torch.float32)
+        corners = torch.rand((n, 4, 2, 2), generator=generator).sort(dim=2).values.reshape(n, 4, 4)
+        inputs["boxes"] = [(corners[i] * size).to(device) for i in range(n)]
+        inputs["image_shapes"] = [(8 * h, 8 * w)] * n
     return inputs
 
 
@@ -236,6 +245,8 @@ def formulations(case: Case, device: str = "cpu") -> dict[str, _Formulation]:
         return _mgd_formulations(case, device)
     if case.method in ("cirkd_memory", "afdcd"):
         return _trained_part_formulations(case, device)
+    if case.method == "fgd":
+        return _fgd_formulations(case, device)
     module = losses.build(case.method, **params)
     reference_fn = {
         "cwd": lambda x: reference_cwd(x["preds_S"], x["preds_T"], params["tau"], params["loss_weight"]),
@@ -342,3 +353,23 @@ def _mgd_formulations(case: Case, device: str) -> dict[str, _Formulation]:
     return _pair(lambda x: module(x["preds_S"], x["preds_T"]),
                  lambda x: reference_mgd(layers, x["preds_S"], x["preds_T"], module.alpha_mgd, module.lambda_mgd,
                                          module.loss_weight))
+
+
+def _fgd_formulations(case: Case, device: str) -> dict[str, _Formulation]:
+    """FGD builds its GcBlocks for the channel counts it is given: built here for the case's
+    channels, and copied, so that both formulations start from the same weights."""
+    import copy
+
+    import torch
+
+    from kdbench import losses
+
+    torch.manual_seed(0)
+    module = losses.build("fgd", **case.params)
+    channels = SHAPES[case.input][1]
+    module.build_connectors(channels, channels, device)
+    layers = {name: copy.deepcopy(part) for name, part in module.named_children()}
+    settings = {**losses.parameters("fgd"), **case.params}
+
+    return _pair(lambda x: module(x["preds_S"], x["preds_T"], boxes=x["boxes"], image_shapes=x["image_shapes"]),
+                 lambda x: reference_fgd(layers, x["preds_S"], x["preds_T"], x["boxes"], x["image_shapes"], settings))

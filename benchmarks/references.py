@@ -327,3 +327,55 @@ def reference_afdcd(layers: dict, preds_S, preds_T, settings: dict):
     target = torch.zeros(logits.shape[0], dtype=torch.long, device=logits.device)
     contrast = (F.cross_entropy(logits, target, reduction="sum") / (hp * wp)).to(t.dtype) / b
     return settings["loss_weight"] * (settings["lambda_fd"] * reconstruction + settings["lambda_ctr"] * contrast)
+
+
+def reference_fgd(layers: dict, preds_S, preds_T, boxes, image_shapes, settings: dict):
+    """FGD (Yang et al., CVPR 2022): the masks drawn box by box into the map, each focal term as the
+    summed squared difference of the two maps each multiplied by the square roots of the teacher's
+    spatial and channel attention and of the mask, the attention-mask term, and the GcBlock relation
+    term, each summed and divided by N. ``layers``: copies of kdbench's (``align`` where the channels
+    differ, ``conv_mask_s``/``_t``, ``channel_add_conv_s``/``_t``), so both start from the same weights."""
+    import math
+
+    import torch
+    import torch.nn.functional as F
+
+    temp = settings["temp"]
+    s = layers["align"](preds_S) if "align" in layers else preds_S
+    t = preds_T.detach()
+    n, c, h, w = s.shape
+
+    def attention(x):
+        a = x.abs()
+        spatial = F.softmax(a.mean(dim=1).reshape(n, -1) / temp, dim=1).reshape(n, 1, h, w) * (h * w)
+        channel = F.softmax(a.mean(dim=3).mean(dim=2) / temp, dim=1).reshape(n, c, 1, 1) * c
+        return spatial, channel
+
+    fg = torch.zeros(n, 1, h, w, dtype=s.dtype, device=s.device)
+    bg = torch.ones(n, 1, h, w, dtype=s.dtype, device=s.device)
+    for i in range(n):
+        image_h, image_w = image_shapes[i]
+        for x1, y1, x2, y2 in boxes[i].tolist():
+            left, right = math.floor(x1 / image_w * w), math.ceil(x2 / image_w * w)
+            top, bottom = math.floor(y1 / image_h * h), math.ceil(y2 / image_h * h)
+            area = float(torch.tensor(1.0) / (bottom + 1 - top) / (right + 1 - left))  # float32, as FGD's
+            region = fg[i, 0, top:bottom + 1, left:right + 1]
+            fg[i, 0, top:bottom + 1, left:right + 1] = torch.clamp(region, min=area)
+        bg[i] = (fg[i] == 0).to(s.dtype)
+        if bg[i].sum() > 0:
+            bg[i] = bg[i] / bg[i].sum()
+    spatial_t, channel_t = attention(t)
+    spatial_s, channel_s = attention(s)
+    scale = torch.sqrt(spatial_t) * torch.sqrt(channel_t)
+    focal = [((s * scale * torch.sqrt(m) - t * scale * torch.sqrt(m)) ** 2).sum() / n for m in (fg, bg)]
+    mask = ((channel_s - channel_t).abs().sum() + (spatial_s - spatial_t).abs().sum()) / n
+
+    def gc_block(x, side):
+        weights = F.softmax(layers[f"conv_mask_{side}"](x).reshape(n, 1, h * w), dim=2)
+        context = torch.matmul(x.reshape(n, 1, c, h * w), weights.reshape(n, 1, h * w, 1)).reshape(n, c, 1, 1)
+        return x + layers[f"channel_add_conv_{side}"](context)
+
+    relation = ((gc_block(s, "s") - gc_block(t, "t")) ** 2).sum() / n
+    total = (settings["alpha_fgd"] * focal[0] + settings["beta_fgd"] * focal[1] + settings["gamma_fgd"] * mask
+             + settings["lambda_fgd"] * relation)
+    return settings["loss_weight"] * total

@@ -292,11 +292,12 @@ def losses(plugins: list[str]) -> dict[str, dict]:
     its parameters with their defaults."""
     from kdbench import losses as registry
     from kdbench import plugins as loaded
+    from kdbench.losses.params import INPUTS
     from kdbench.schema import Checker
 
     loaded.load(Checker("--plugin"), plugins, "", Path.cwd())
     return {name: {"origin": registry.origin(name),
-                   "needs_labels": registry.declaration(name).needs_labels,
+                   **{needed: getattr(registry.declaration(name), needed) for needed in INPUTS},
                    "needs_adapter": registry.declaration(name).needs_adapter,
                    "params": registry.parameters(name)} for name in registry.available()}
 

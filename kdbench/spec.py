@@ -18,6 +18,7 @@ from typing import Any
 
 from kdbench import locations, losses, plugins
 from kdbench.errors import Problems, UserError
+from kdbench.losses.params import INPUTS
 from kdbench.reading import read_json, read_spec_text
 from kdbench.schema import Checker, copy_data, join
 
@@ -492,6 +493,16 @@ def _parse_models(check: Checker, run: dict, role: str) -> tuple[Model | None, T
     return student, teacher, distill
 
 
+def _check_inputs(check: Checker, term: Term, task: str, path: str) -> None:
+    """A term's loss may need an input only runs of one task have (``losses.params.INPUTS``: the
+    segmentation labels, the ground-truth boxes)."""
+    declared = losses.declaration(term.method)
+    for needed, (needed_task, what) in INPUTS.items():
+        if getattr(declared, needed, False) and task != needed_task:
+            raise check.fail(path, f"{term.method!r} needs {what}, which a {task} run does not have; "
+                                   f"use it in a {needed_task} run")
+
+
 def parse_run(data: Any, source: str = "<run>", plugin_entries: tuple[str, ...] | None = None) -> RunSpec:
     """Check a run dict and return the resolved, typed run with every default filled in.
 
@@ -507,10 +518,8 @@ def parse_run(data: Any, source: str = "<run>", plugin_entries: tuple[str, ...] 
     task = problems.get(check.string, run["task"], "task", TASKS)
     role = problems.get(check.string, run.get("role", "student"), "role", ROLES)
     student, teacher, distill = problems.get(_parse_models, check, run, role, default=(None, None, ()))
-    for index, term in enumerate(distill if task not in (None, "seg") else ()):
-        if losses.declaration(term.method).needs_labels:  # the labels are segmentation maps
-            problems.add(check.fail(join(f"distill[{index}]", "method"), f"{term.method!r} needs segmentation "
-                                    f"labels, which a {task} run does not have; use it in a seg run"))
+    for index, term in enumerate(distill if task is not None else ()):
+        problems.get(_check_inputs, check, term, task, join(f"distill[{index}]", "method"))
     dataset = problems.get(parse_dataset, check, run["dataset"], "dataset")
     trains = role != "teacher" or teacher is None or teacher.checkpoint is None
     schedule = problems.get(parse_schedule, check, run.get("schedule", {}), "schedule", trains)

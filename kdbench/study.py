@@ -44,9 +44,10 @@ TERM_PREFIX = "term."               # term.params.tau: set on every distill term
 
 def is_baseline_axis(key: str) -> bool:
     """Whether a run's axis value (``PlannedRun.params``) picks its student baseline: every axis but
-    the method, its terms, the teacher's and the seed (kdbench.expand plans one baseline per such
-    setting and seed)."""
-    return key not in ("method", "seed") and not key.startswith((TERM_PREFIX, "teacher"))
+    the method, its terms, the teacher's, the parts of the student started from the teacher (a
+    baseline has no teacher: ``expand.without_teacher``) and the seed (kdbench.expand plans one
+    baseline per such setting and seed)."""
+    return key not in ("method", "seed", "student.init_from_teacher") and not key.startswith((TERM_PREFIX, "teacher"))
 NOT_AXES = ("name", "out", "device", "plugins", "threads", "tracking")
 BUDGETS = ("wall_clock", "iterations")  # equal_budget: what an equal-budget baseline matches (kdbench.budget)
 

@@ -252,7 +252,7 @@ class DistillModel(BaseModel):
         timed = timed and torch.is_grad_enabled()
         for term in self.terms:
             loss_module = self.kd_losses[term.name]
-            labels = _labels(data_samples) if losses.declaration(term.method).needs_labels else None
+            args, kwargs = self._loss_inputs(term, data_samples)
             total = 0.0
             for index, (s_path, t_path) in enumerate(zip(term.student_location, term.teacher_location)):
                 key = _adapter_key(term.name, index)
@@ -271,12 +271,20 @@ class DistillModel(BaseModel):
                         for key, value in loss_module.discriminator_step(s.detach(), t).items():
                             name = "critic" if key == "loss_d" else f"critic_{key}"
                             out[f"{term.name}_{name}"] = torch.tensor(value, device=s.device)
-                    total = total + (loss_module(s, t, labels) if labels is not None else loss_module(s, t))
+                    total = total + loss_module(s, t, *args, **kwargs)
             if timed and torch.is_tensor(total) and total.requires_grad:
                 total = _BackwardMark.apply(total, self.clock, "kd_backward_start")
             out[f"loss_kd_{term.name}"] = total
         return out
 
+    def _loss_inputs(self, term: Term, data_samples) -> tuple[tuple, dict]:
+        """What a term's loss is given beyond the two maps, as its declaration asks
+        (kdbench.losses.params.INPUTS): the segmentation labels as a third argument; the
+        ground-truth boxes and the images' shapes as the keywords ``boxes`` and ``image_shapes``."""
+        declared = losses.declaration(term.method)
+        args = (_labels(data_samples),) if declared.needs_labels else ()
+        kwargs = _boxes(data_samples) if getattr(declared, "needs_boxes", False) else {}
+        return args, kwargs
 
     def frozen_in_student_optimizer(self) -> list[str]:
         """Parameter-name prefixes that the student's optimizer must leave alone (losses that
@@ -365,6 +373,15 @@ def _adapter_key(term_name: str, index: int) -> str:
 def _labels(data_samples) -> torch.Tensor:
     """Segmentation labels (N, H, W) from mmseg data samples (for label-aware KD such as IFVD)."""
     return torch.stack([s.gt_sem_seg.data.squeeze(0) for s in data_samples]).long()
+
+
+def _boxes(data_samples) -> dict:
+    """``boxes``: each image's ground-truth boxes, an (n_i, 4) tensor of x1, y1, x2, y2 in the input
+    image's pixels (mmdet's ``gt_instances.bboxes``, a tensor or a box structure holding one);
+    ``image_shapes``: each image's (h, w), the resized image before the batch's padding (its
+    ``img_shape``)."""
+    boxes = [getattr(s.gt_instances.bboxes, "tensor", s.gt_instances.bboxes) for s in data_samples]
+    return {"boxes": boxes, "image_shapes": [tuple(s.metainfo["img_shape"][:2]) for s in data_samples]}
 
 
 def _num_classes(student: nn.Module, term: str) -> int:

@@ -41,6 +41,10 @@ def value_of(method: str, params: dict) -> float:
     loss = losses.build(method, **params).double()
     if getattr(loss, "needs_labels", False):
         return float(loss(preds_S, preds_T, labels))
+    if getattr(loss, "needs_boxes", False):  # boxes on 64 x 64 images (FGD)
+        boxes = [torch.tensor([[4.0, 4.0, 40.0, 30.0]], dtype=torch.float64),
+                 torch.tensor([[0.0, 0.0, 64.0, 64.0], [10.0, 20.0, 30.0, 50.0]], dtype=torch.float64)]
+        return float(loss(preds_S, preds_T, boxes=boxes, image_shapes=[(64, 64), (64, 64)]))
     return float(loss(preds_S, preds_T))
 
 

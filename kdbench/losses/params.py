@@ -8,8 +8,9 @@ its declaration; built-in and plugin losses are declared the same way, and the b
 listed in ``BUILTINS`` (name -> module and declaration) so they are known before their module is
 imported.
 
-Class-level facts a trainer or preflight reads: ``needs_labels`` (the loss is called with the
-segmentation labels) and ``needs_adapter`` (student and teacher maps must have equal channels;
+Class-level facts a trainer or preflight reads: the inputs a loss needs beyond the two maps
+(``INPUTS``: ``needs_labels``, called with the segmentation labels; ``needs_boxes``, called with the
+ground-truth boxes and the images' shapes) and ``needs_adapter`` (student and teacher maps must have equal channels;
 False where only positions are compared). One fact the reports read: ``kind``, what the loss
 distils (``distils()`` for a loss whose kind depends on its parameters): ``channel-wise`` (a
 distribution over the positions of each channel, as CWD) or ``spatial`` (each position, or
@@ -28,6 +29,17 @@ from kdbench.schema import did_you_mean
 
 CHANNEL_WISE, SPATIAL = "channel-wise", "spatial"
 KINDS = (CHANNEL_WISE, SPATIAL)
+
+# The inputs a loss may declare it needs beyond the two maps, each a class attribute (False unless
+# declared): the attribute -> (the task whose runs have that input, what it is, as errors name it).
+# The trainer passes each declared input to the loss (runners/distill.py, DistillModel._loss_inputs):
+# needs_labels as a third positional argument, ``labels`` (N, H, W); needs_boxes as the keywords
+# ``boxes`` (one (n_i, 4) tensor of x1, y1, x2, y2 per image, in the input image's pixels) and
+# ``image_shapes`` (one (h, w) per image: the resized image before the batch's padding).
+INPUTS: dict[str, tuple[str, str]] = {
+    "needs_labels": ("seg", "segmentation labels"),
+    "needs_boxes": ("det", "ground-truth boxes"),
+}
 
 
 def positive(name: str, value: Any) -> float:
@@ -78,6 +90,7 @@ class LossParams:
     loss_weight: float = 1.0
 
     needs_labels: ClassVar[bool] = False
+    needs_boxes: ClassVar[bool] = False
     needs_adapter: ClassVar[bool] = True
     kind: ClassVar[str | None] = None  # CHANNEL_WISE, SPATIAL or None (neither declared)
 
@@ -459,6 +472,29 @@ class AfDCDParams(LossParams):
         boolean("enhance_projector", self.enhance_projector)
 
 
+@dataclass(frozen=True)
+class FGDParams(LossParams):
+    """Focal and global distillation (Yang et al., CVPR 2022) at the defaults of the authors'
+    ``FeatureLoss`` (yzd-v/FGD mmdet/distillation/losses/fgd.py): ``temp`` 0.5, the attention
+    temperature; ``alpha_fgd`` 1e-3 on the foreground term, ``beta_fgd`` 5e-4 on the background
+    term, ``gamma_fgd`` 1e-3 on the attention-mask term, ``lambda_fgd`` 5e-6 on the global relation
+    term. Needs the ground-truth boxes; it aligns the student's channels itself."""
+
+    temp: float = 0.5
+    alpha_fgd: float = 0.001
+    beta_fgd: float = 0.0005
+    gamma_fgd: float = 0.001
+    lambda_fgd: float = 0.000005
+    needs_boxes: ClassVar[bool] = True
+    needs_adapter: ClassVar[bool] = False
+    kind: ClassVar[str | None] = None  # spatial and channel attention together: neither alone
+
+    def check(self) -> None:
+        positive("temp", self.temp)
+        for name in ("alpha_fgd", "beta_fgd", "gamma_fgd", "lambda_fgd"):
+            non_negative(name, getattr(self, name))
+
+
 # The built-in losses: name -> (the module that registers its class, its declaration).
 BUILTINS: dict[str, tuple[str, type[LossParams]]] = {
     "at": ("kdbench.losses.at", ATParams),
@@ -477,4 +513,5 @@ BUILTINS: dict[str, tuple[str, type[LossParams]]] = {
     "cirkd_pair": ("kdbench.losses.cirkd_pair", CIRKDPairParams),
     "cirkd_memory": ("kdbench.losses.cirkd_memory", CIRKDMemoryParams),
     "afdcd": ("kdbench.losses.afdcd", AfDCDParams),
+    "fgd": ("kdbench.losses.fgd", FGDParams),
 }

@@ -20,7 +20,7 @@ import sys
 from typing import Any
 
 from kdbench.errors import UserError
-from kdbench.losses.params import BUILTINS, LossParams
+from kdbench.losses.params import BUILTINS, INPUTS, LossParams
 from kdbench.losses.signature import declaration_from_signature
 
 _CLASSES: dict[str, type] = {}                 # name -> loss class, once its module is imported
@@ -31,7 +31,8 @@ _ORIGIN: dict[str, str] = {name: module for name, (module, _) in BUILTINS.items(
 def register(name: str, params: type[LossParams] | None = None):
     """Class decorator: make a loss buildable as ``build(name, ...)``, its parameters declared by
     ``params``, or without it by the class's ``__init__`` signature (kdbench.losses.signature).
-    The class gets ``needs_labels`` and ``needs_adapter`` from the declaration."""
+    The class gets the inputs it needs (``needs_labels``, ``needs_boxes``: ``params.INPUTS``) and
+    ``needs_adapter`` from the declaration."""
     if params is not None and not (isinstance(params, type) and issubclass(params, LossParams)):
         raise TypeError(f"register({name!r}, ...): params must be a LossParams dataclass, got {params!r}")
 
@@ -46,7 +47,8 @@ def register(name: str, params: type[LossParams] | None = None):
         _CLASSES[name] = cls
         cls.registry_name = name
         cls.params = declared
-        cls.needs_labels = declared.needs_labels
+        for needed in INPUTS:
+            setattr(cls, needed, getattr(declared, needed))
         cls.needs_adapter = declared.needs_adapter
         return cls
 

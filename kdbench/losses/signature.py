@@ -5,7 +5,8 @@ Each parameter of ``__init__`` (after ``self``) becomes a declared parameter wit
 its type: the annotation, or the default's type where there is none. A spec holds numbers,
 strings, booleans and null, so the types a parameter may have are ``float`` (any finite number),
 ``int``, ``bool``, ``str``, a ``Literal`` of such values, or one of these ``| None``. The class's
-own attributes ``needs_labels``, ``needs_adapter`` and ``kind`` carry over to the declaration.
+own attributes ``needs_labels``, ``needs_boxes`` (the inputs of ``params.INPUTS``), ``needs_adapter``
+and ``kind`` carry over to the declaration.
 ``loss_weight`` must be one of the parameters: a term's weight is passed to the loss as it.
 
 A parameter without a default, ``*args`` or ``**kwargs``, or a type a spec cannot hold is a
@@ -25,7 +26,7 @@ from collections.abc import Callable
 from typing import Any, Literal
 
 from kdbench.errors import UserError
-from kdbench.losses.params import KINDS, LossParams, choice, integer
+from kdbench.losses.params import INPUTS, KINDS, LossParams, choice, integer
 
 SPEC_TYPES = "float, int, bool, str, a Literal of such values, or one of these | None"
 
@@ -115,9 +116,9 @@ def _field(parameter: inspect.Parameter, where: str) -> tuple[str, Any, Callable
 
 
 def _class_facts(cls: type, where: str) -> dict[str, Any]:
-    facts = {"needs_labels": getattr(cls, "needs_labels", False),
+    facts = {**{fact: getattr(cls, fact, False) for fact in INPUTS},
              "needs_adapter": getattr(cls, "needs_adapter", True), "kind": getattr(cls, "kind", None)}
-    for fact in ("needs_labels", "needs_adapter"):
+    for fact in (*INPUTS, "needs_adapter"):
         if not isinstance(facts[fact], bool):
             raise UserError(f"{where}: {cls.__name__}.{fact} must be True or False, got {facts[fact]!r}")
     if facts["kind"] is not None and facts["kind"] not in KINDS:
