@@ -511,6 +511,10 @@ def parse_run(data: Any, source: str = "<run>", plugin_entries: tuple[str, ...] 
         if losses.declaration(term.method).needs_labels:  # the labels are segmentation maps
             problems.add(check.fail(join(f"distill[{index}]", "method"), f"{term.method!r} needs segmentation "
                                     f"labels, which a {task} run does not have; use it in a seg run"))
+    for index, term in enumerate(distill if task not in (None, "det") else ()):
+        if getattr(losses.declaration(term.method), "needs_heads", False):
+            problems.add(check.fail(join(f"distill[{index}]", "method"), f"{term.method!r} needs the detection "
+                                    f"heads, which a {task} run does not have; use it in a det run"))
     dataset = problems.get(parse_dataset, check, run["dataset"], "dataset")
     trains = role != "teacher" or teacher is None or teacher.checkpoint is None
     schedule = problems.get(parse_schedule, check, run.get("schedule", {}), "schedule", trains)

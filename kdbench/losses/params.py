@@ -512,6 +512,21 @@ class CrossKDParams(LossParams):
         non_negative("reg_weight", self.reg_weight)
         positive("reg_T", self.reg_T)
 
+    def head_problem(self, student: dict, teacher: dict) -> str | None:
+        """What keeps the two heads from serving this term, or None: ``student`` and ``teacher`` map
+        each head's submodules to their first output shape (None where the probe did not see one)."""
+        i = self.reused_teacher_head_idx
+        convs = {role: sum(1 for name in parts if name.startswith("cls_convs.") and name.count(".") == 1)
+                 for role, parts in (("student", student), ("teacher", teacher))}
+        if i > min(convs.values()):
+            return (f"reused_teacher_head_idx {i} is beyond the heads' stacked convs (student {convs['student']}, "
+                    f"teacher {convs['teacher']}); valid: 0 to {min(convs.values())}")
+        s, t = student.get(f"cls_convs.{i - 1}"), teacher.get(f"cls_convs.{i - 1}")
+        if i > 0 and s and t and s[1] != t[1]:
+            return (f"the student's head features after conv {i} have {s[1]} channels, the teacher's {t[1]}: "
+                    "crosskd runs them through the teacher's head; give the student's head the teacher's feat_channels")
+        return None
+
 
 # The built-in losses: name -> (the module that registers its class, its declaration).
 BUILTINS: dict[str, tuple[str, type[LossParams]]] = {
