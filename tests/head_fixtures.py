@@ -22,18 +22,20 @@ def gfl(config: str, overrides: dict | None = None, seed: int = 0) -> torch.nn.M
 
 
 def det_batch(batch_size: int = 2) -> tuple[torch.Tensor, list]:
-    """(inputs, data_samples) of one training batch of the tiny detection dataset."""
-    from mmengine.runner import Runner
+    """(inputs, data_samples) of the first training batch of the tiny detection dataset (unshuffled:
+    the same images, flipped alike, each time)."""
+    from mmengine.runner import Runner, set_random_seed
 
     from kdbench.spec import parse_run
     from runners.build import register_scope
     from runners.datasets import dataset_configs
 
     register_scope("det")
+    set_random_seed(0)  # the pipeline's random flip
     run = parse_run({"task": "det", "student": {"config": "tiny_det_student"}, "dataset": TINY_DATA,
                      "schedule": {"iterations": 1, "batch_size": batch_size}, "seed": 0})
     loader = Runner.build_dataloader({**dataset_configs(run)["train_dataloader"], "batch_size": batch_size,
-                                      "num_workers": 0}, seed=0)
+                                      "num_workers": 0, "sampler": {"type": "DefaultSampler", "shuffle": False}})
     batch = gfl("tiny_det_student").data_preprocessor(next(iter(loader)), training=True)
     return batch["inputs"], batch["data_samples"]
 

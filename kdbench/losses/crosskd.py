@@ -44,6 +44,18 @@ def _convs(convs: nn.ModuleList, x: Tensor, start: int, stop: int) -> Tensor:
     return x
 
 
+def _at_least_float32(x: Tensor) -> Tensor:
+    """Box logits in float32 at least (the authors' ``.float()``, for mixed precision); float64 stays."""
+    return x if x.dtype == torch.float64 else x.float()
+
+
+def _predict(head: nn.Module, level: int, cls_feat: Tensor, reg_feat: Tensor, start: int) -> tuple[Tensor, Tensor]:
+    """A GFL head's class and box logits of one level from its branches' features after ``start`` convs."""
+    cls_score = head.gfl_cls(_convs(head.cls_convs, cls_feat, start, None))
+    bbox_pred = head.scales[level](head.gfl_reg(_convs(head.reg_convs, reg_feat, start, None)))
+    return cls_score, _at_least_float32(bbox_pred)
+
+
 def aligned(student: Tensor, teacher: Tensor) -> Tensor:
     """The student's (N, C, H, W) map standardised per channel over (N, H, W) and given the
     teacher's per-channel std and mean."""
@@ -91,8 +103,7 @@ class CrossKDLoss(nn.Module):
         s_x, t_x = heads.student_feats[level], heads.teacher_feats[level]
         with torch.no_grad():
             t_cls_hold, t_reg_hold = _convs(t_head.cls_convs, t_x, 0, i), _convs(t_head.reg_convs, t_x, 0, i)
-            t_cls = t_head.gfl_cls(_convs(t_head.cls_convs, t_cls_hold, i, None))
-            t_reg = t_head.scales[level](t_head.gfl_reg(_convs(t_head.reg_convs, t_reg_hold, i, None))).float()
+            t_cls, t_reg = _predict(t_head, level, t_cls_hold, t_reg_hold, i)
         s_cls_hold, s_reg_hold = _convs(s_head.cls_convs, s_x, 0, i), _convs(s_head.reg_convs, s_x, 0, i)
         if s_cls_hold.shape[1] != t_cls_hold.shape[1]:
             raise UserError(f"crosskd: the student's head features have {s_cls_hold.shape[1]} channels after "
@@ -100,9 +111,7 @@ class CrossKDLoss(nn.Module):
         cls_feat, reg_feat = aligned(s_cls_hold, t_cls_hold), aligned(s_reg_hold, t_reg_hold)
         if i != 0:
             cls_feat, reg_feat = F.relu(cls_feat), F.relu(reg_feat)
-        cross_cls = t_head.gfl_cls(_convs(t_head.cls_convs, cls_feat, i, None))
-        cross_reg = t_head.scales[level](t_head.gfl_reg(_convs(t_head.reg_convs, reg_feat, i, None))).float()
-        return cross_cls, cross_reg, t_cls, t_reg
+        return (*_predict(t_head, level, cls_feat, reg_feat, i), t_cls, t_reg)
 
     def forward(self, heads: HeadInputs) -> Tensor:
         self._check(heads)
