@@ -298,6 +298,7 @@ def losses(plugins: list[str]) -> dict[str, dict]:
     return {name: {"origin": registry.origin(name),
                    "needs_labels": registry.declaration(name).needs_labels,
                    "needs_adapter": registry.declaration(name).needs_adapter,
+                   "needs_heads": registry.declaration(name).needs_heads,
                    "params": registry.parameters(name)} for name in registry.available()}
 
 

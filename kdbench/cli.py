@@ -43,7 +43,7 @@ def _losses(args: argparse.Namespace) -> int:
     width = max(map(len, table))
     for name, info in table.items():
         params = ", ".join(f"{k}={v!r}" for k, v in info["params"].items())
-        labels = "  [needs labels]" if info["needs_labels"] else ""
+        labels = "  [needs labels]" if info["needs_labels"] else "  [needs heads]" if info["needs_heads"] else ""
         where = "" if info["origin"].startswith("kdbench.losses.") else f"  [plugin: {info['origin']}]"
         print(f"{name:<{width}}  ({params}){labels}{where}")
     return 0
