@@ -152,14 +152,16 @@ def test_a_plugin_loss_declares_that_it_needs_the_heads_as_the_built_ins_do():
             table.pop("test_head_plugin_probe", None)
 
 
-def _tiny_gfl_run(tmp_path, distill: list[dict], student: dict) -> dict:
+def _tiny_gfl_run(tmp_path, distill: list[dict], student: dict, **more) -> dict:
+    """A tiny GFL student distilled for 4 iterations from the tiny GFL teacher (its untrained
+    weights saved as a checkpoint): the final record."""
     from runners.build import build_model, load_config
 
     checkpoint = tmp_path / "teacher.pth"
     torch.save(build_model(load_config("tiny_det_teacher"), "det", init=False).state_dict(), checkpoint)
     run = {"task": "det", "student": student, "dataset": TINY_DATA,
            "teacher": {"config": "tiny_det_teacher", "checkpoint": str(checkpoint)}, "distill": distill,
-           "schedule": {"iterations": 4, "batch_size": 2, "checkpoint_interval": 4}, "seed": 0}
+           "schedule": {"iterations": 4, "batch_size": 2, "checkpoint_interval": 4}, "seed": 0, **more}
     return execute(run, tmp_path / "run")
 
 
@@ -184,3 +186,55 @@ def test_ld_and_crosskd_train_a_tiny_gfl_student_against_the_tiny_gfl_teacher(me
               .splitlines()]
     steps = [entry for entry in logged if "loss" in entry]
     assert steps and all(f"loss_kd_{term['name']}" in entry for entry in steps for term in terms)
+
+
+PLUGIN = '''
+import torch
+from torch import nn
+
+from kdbench.losses import register
+from kdbench.losses.head_inputs import HeadInputs
+
+
+@register("head_score_mse")
+class HeadScoreMSE(nn.Module):
+    """The squared difference of the heads' class probabilities on every level."""
+
+    needs_heads = True
+    needs_adapter = False
+    head_parts = ("gfl_cls",)
+    head_kind = "a head with a gfl_cls predictor"
+
+    def __init__(self, loss_weight: float = 1.0):
+        super().__init__()
+        self.loss_weight = loss_weight
+
+    def forward(self, heads: HeadInputs) -> torch.Tensor:
+        with torch.no_grad():
+            teacher = heads.teacher_head(heads.teacher_feats)[0]
+        student = heads.student_outputs[0]
+        return sum(((s.sigmoid() - t.sigmoid()) ** 2).mean() for s, t in zip(student, teacher)) * self.loss_weight
+'''
+
+
+@pytest.mark.slow
+def test_a_plugins_head_loss_is_given_the_heads_and_trains_the_student(tmp_path):
+    """Guarantee: A plugin's loss that declares `needs_heads` is called with the same `HeadInputs` as `ld` and
+    `crosskd` (both heads, their inputs, the student head's outputs, the data samples) and trains a tiny GFL
+    student: the run completes without `kd_inactive` and logs the term."""
+    from kdbench import store
+
+    plugin = tmp_path / "head_plugin.py"
+    plugin.write_text(PLUGIN)
+    term = {"name": "score", "method": "head_score_mse", "weight": 10.0, "student_location": "bbox_head"}
+    try:
+        final = _tiny_gfl_run(tmp_path, [term], {"config": "tiny_det_student"}, plugins=[str(plugin)])
+    finally:
+        from kdbench.losses import registry
+
+        for table in (registry._CLASSES, registry._DECLARED, registry._ORIGIN):
+            table.pop("head_score_mse", None)
+    assert final["status"] == "complete", store.read_json(tmp_path / "run" / "error.json")
+    logged = (tmp_path / "run").glob("*/vis_data/scalars.json")
+    assert all("loss_kd_score" in json.loads(line) for line in next(logged).read_text().splitlines()
+               if "loss" in json.loads(line))
