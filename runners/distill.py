@@ -4,7 +4,9 @@ The teacher runs in eval mode without autograd, in ``tensor`` mode (no teacher l
 MMRazor 1.x), and only as far as its tapped outputs need. Outputs are tapped by dotted module
 path; paths and shapes are checked when the model is built, by one probe forward of both
 models, so a typo or a channel mismatch fails before training. Adapters train with the student.
-The training loss is the student's task losses plus one ``loss_kd_<term>`` per term.
+The training loss is the student's task losses plus one ``loss_kd_<term>`` per term. A term whose
+loss declares ``needs_heads`` (LD, CrossKD) is called with the two detection heads and their inputs
+instead of two maps (runners.head_terms).
 """
 
 from __future__ import annotations
