@@ -299,6 +299,7 @@ def losses(plugins: list[str]) -> dict[str, dict]:
     return {name: {"origin": registry.origin(name),
                    **{needed: getattr(registry.declaration(name), needed) for needed in INPUTS},
                    "needs_adapter": registry.declaration(name).needs_adapter,
+                   "needs_heads": registry.declaration(name).needs_heads,
                    "params": registry.parameters(name)} for name in registry.available()}
 
 

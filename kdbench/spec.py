@@ -520,6 +520,15 @@ def parse_run(data: Any, source: str = "<run>", plugin_entries: tuple[str, ...] 
     student, teacher, distill = problems.get(_parse_models, check, run, role, default=(None, None, ()))
     for index, term in enumerate(distill if task is not None else ()):
         problems.get(_check_inputs, check, term, task, join(f"distill[{index}]", "method"))
+    for index, term in enumerate(distill if task not in (None, "det") else ()):
+        if getattr(losses.declaration(term.method), "needs_heads", False):
+            problems.add(check.fail(join(f"distill[{index}]", "method"), f"{term.method!r} needs the detection "
+                                    f"heads, which a {task} run does not have; use it in a det run"))
+    for index, term in enumerate(distill):
+        if getattr(losses.declaration(term.method), "needs_heads", False) and (term.adapter or term.resize):
+            key = "adapter" if term.adapter else "resize"
+            problems.add(check.fail(join(f"distill[{index}]", key), f"{term.method!r} is given the heads, not "
+                                    "two maps: an adapter or resize does not apply; drop it"))
     dataset = problems.get(parse_dataset, check, run["dataset"], "dataset")
     trains = role != "teacher" or teacher is None or teacher.checkpoint is None
     schedule = problems.get(parse_schedule, check, run.get("schedule", {}), "schedule", trains)

@@ -4,7 +4,9 @@ The teacher runs in eval mode without autograd, in ``tensor`` mode (no teacher l
 MMRazor 1.x), and only as far as its tapped outputs need. Outputs are tapped by dotted module
 path; paths and shapes are checked when the model is built, by one probe forward of both
 models, so a typo or a channel mismatch fails before training. Adapters train with the student.
-The training loss is the student's task losses plus one ``loss_kd_<term>`` per term.
+The training loss is the student's task losses plus one ``loss_kd_<term>`` per term. A term whose
+loss declares ``needs_heads`` (LD, CrossKD) is called with the two detection heads and their inputs
+instead of two maps (runners.head_terms).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from kdbench import losses
 from kdbench.errors import UserError
 from kdbench.losses.adapters import ChannelAdapter, align
 from kdbench.spec import Term
+from runners.head_terms import HeadTerms, needs_heads
 from runners.taps import Taps
 
 
@@ -152,9 +155,12 @@ class DistillModel(BaseModel):
             self.kd_losses[term.name] = losses.build(term.method, **term.params, loss_weight=term.weight)
             if getattr(self.kd_losses[term.name], "num_classes", 0) is None:  # sized by the classes (cirkd_memory)
                 self.kd_losses[term.name].num_classes = _num_classes(student, term.name)
-        self.student_taps = Taps(student, [p for t in terms for p in t.student_location], "student")
-        self.teacher_taps = Taps(teacher, [p for t in terms for p in t.teacher_location], "teacher",
-                                 stop_when_done=True)
+        self.heads = HeadTerms(student, teacher, terms)  # terms of losses that need the heads
+        maps = [t for t in terms if not needs_heads(t)]
+        self.student_taps = Taps(student, [p for t in maps for p in t.student_location]
+                                 + self.heads.feature_paths("student"), "student")
+        self.teacher_taps = Taps(teacher, [p for t in maps for p in t.teacher_location]
+                                 + self.heads.feature_paths("teacher"), "teacher", stop_when_done=True)
         self._build_adapters(*probe())
 
     # -- construction -------------------------------------------------------------------------
@@ -169,6 +175,8 @@ class DistillModel(BaseModel):
                 self._run_teacher(inputs, data_samples)
         self.student.train(was_training)
         for term in self.terms:
+            if needs_heads(term):
+                continue  # called with the heads (runners.head_terms), not with two maps
             for index, (s_path, t_path) in enumerate(zip(term.student_location, term.teacher_location)):
                 outs_S, outs_T = self.student_taps.outputs[s_path], self.teacher_taps.outputs[t_path]
                 where = f"distill term {term.name!r} ({s_path} -> {t_path})"
@@ -228,6 +236,7 @@ class DistillModel(BaseModel):
             task_losses = self.student(inputs, data_samples, mode="loss")
             check_finite(task_losses)
             return task_losses
+        self.heads.clear()
         with self.student_taps:
             task_losses = self.student(inputs, data_samples, mode="loss")
         device = inputs.device
@@ -238,12 +247,15 @@ class DistillModel(BaseModel):
         kd = self._kd_losses(data_samples, timed=True)
         self.clock.stamp("kd_forward_end", device)
         if self.training and self.watch.left > 0:  # the first steps only: no per-step cost after them
-            self.watch.observe(kd, {term.name: [s for path in term.student_location
-                                                for s in self.student_taps.outputs[path]] for term in self.terms},
-                               self.clock)
+            self.watch.observe(kd, {term.name: self._watched(term) for term in self.terms}, self.clock)
         task_losses.update(kd)
         check_finite(task_losses)
         return task_losses
+
+    def _watched(self, term: Term) -> list[torch.Tensor]:
+        """The student's tapped outputs a term's gradient must reach (a head term: the head's inputs)."""
+        paths = self.heads.feature_paths("student") if needs_heads(term) else term.student_location
+        return [s for path in paths for s in self.student_taps.outputs[path]]
 
     def _kd_losses(self, data_samples, timed: bool = False) -> dict:
         """One ``loss_kd_<term>`` per term. ``timed``: mark where the terms' backward starts (at
@@ -254,7 +266,12 @@ class DistillModel(BaseModel):
             loss_module = self.kd_losses[term.name]
             args, kwargs = self._loss_inputs(term, data_samples)
             total = 0.0
-            for index, (s_path, t_path) in enumerate(zip(term.student_location, term.teacher_location)):
+            pairs = zip(term.student_location, term.teacher_location)
+            if needs_heads(term):  # called with the heads and their inputs, not with two maps
+                mark = (lambda s: _BackwardMark.apply(s, self.clock, "kd_backward_end")) if timed else None
+                total, pairs = loss_module(self.heads.inputs(term, self.student_taps, self.teacher_taps,
+                                                             data_samples, mark)), ()
+            for index, (s_path, t_path) in enumerate(pairs):
                 key = _adapter_key(term.name, index)
                 adapter = self.adapters[key] if key in self.adapters else None
                 for s, t in zip(self.student_taps.outputs[s_path], self.teacher_taps.outputs[t_path]):

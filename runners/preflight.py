@@ -10,7 +10,9 @@ submitted or written (``kdbench plan``, ``launch`` and ``run`` call them):
 - locations: every distilled location exists in its model;
 - shapes: a probe forward of both models on a dummy batch at the run's input size, on PyTorch's
   ``meta`` device (shapes only, no compute, no weights), finds channel mismatches without an
-  adapter and size mismatches without ``resize``.
+  adapter and size mismatches without ``resize``;
+- heads: a term of a loss that needs the detection heads names heads that can serve it
+  (runners.head_check).
 
 Module names and output shapes come from ``runners.model_facts`` (computed once per distinct
 config, overrides and input size, cached on disk), so planning a study again is fast and imports
@@ -33,6 +35,7 @@ from kdbench.expand import Study
 from kdbench.spec import RunSpec, TeacherRun
 from runners.config_files import resolve_config
 from runners.data import layout
+from runners.head_check import check_heads
 from runners.model_facts import input_size, module_names, output_shapes
 from runners.teacher_run import teacher_run_checkpoint
 from runners.weights import WeightFile, offline, require_cached, run_weights
@@ -78,6 +81,7 @@ def check_sites(sites: list[Site], models: bool = True, files: bool = True, need
         if not problems:
             for site in distinct:
                 problems.get(_check_shapes, site)
+                problems.get(check_heads, site)
                 problems.get(_check_init_from_teacher, site)
         if not problems:
             for site in {_memory_signature(site): site for site in sites if site.mem_gb is not None}.values():
@@ -95,7 +99,8 @@ def _files_signature(site: Site) -> str:
 
 def _model_signature(run: RunSpec) -> str:
     """What the location and shape checks of a run depend on."""
-    terms = [[t.method, t.student_location, t.teacher_location, t.adapter is None, t.resize] for t in run.distill]
+    terms = [[t.method, t.student_location, t.teacher_location, t.adapter is None, t.resize,
+              t.params if getattr(losses.declaration(t.method), "needs_heads", False) else None] for t in run.distill]
     return repr([run.task, run.student, run.teacher, run.dataset, run.schedule.crop, terms])
 
 
@@ -273,6 +278,8 @@ def _check_shapes(site: Site) -> None:
     shapes = {role: output_shapes(run.task, model.config, model.overrides, size)
               for role, model in (("student", run.student), ("teacher", run.teacher))}
     for index, term in enumerate(run.distill):
+        if getattr(losses.declaration(term.method), "needs_heads", False):
+            continue  # its location is a head, called with HeadInputs: runners.head_check
         needs_adapter = losses.declaration(term.method).needs_adapter
         for role, key in (("student", "student_location"), ("teacher", "teacher_location")):
             for location in getattr(term, key):

@@ -30,7 +30,7 @@ def test_kdbench_losses_lists_a_plugins_loss_with_its_declared_parameters_and_fi
     assert code == 0, err
     table = json.loads(out)
     assert table["cosine"] == {"origin": str(PLUGIN), "needs_labels": False, "needs_boxes": False,
-                               "needs_adapter": True, "params": {"eps": 1e-8, "loss_weight": 1.0}}
+                               "needs_adapter": True, "needs_heads": False, "params": {"eps": 1e-8, "loss_weight": 1.0}}
     assert {"cwd", "pi", "at"} <= set(table)  # beside the built-ins
 
 
@@ -111,7 +111,7 @@ def test_one_decorator_declares_a_plugins_parameters_from_its_init(tmp_path):
     assert code == 0, err
     assert json.loads(out)["one_decorator"] == {
         "origin": str(tmp_path / "one_decorator.py"), "needs_labels": False, "needs_boxes": False,
-        "needs_adapter": False,
+        "needs_adapter": False, "needs_heads": False,
         "params": {"margin": 0.5, "steps": 3, "mode": "mean", "limit": None, "squared": False, "loss_weight": 2.0}}
     built = losses.build("one_decorator", margin=1, limit=4, mode="sum", loss_weight=0.5)
     assert (built.margin, built.steps, built.limit, built.mode, built.loss_weight) == (1, 3, 4, "sum", 0.5)

@@ -10,8 +10,11 @@ imported.
 
 Class-level facts a trainer or preflight reads: the inputs a loss needs beyond the two maps
 (``INPUTS``: ``needs_labels``, called with the segmentation labels; ``needs_boxes``, called with the
-ground-truth boxes and the images' shapes) and ``needs_adapter`` (student and teacher maps must have equal channels;
-False where only positions are compared). One fact the reports read: ``kind``, what the loss
+ground-truth boxes and the images' shapes), ``needs_adapter`` (student and teacher maps must have equal
+channels; False where only positions are compared) and ``needs_heads`` (the loss is called with the two
+detection heads and their inputs, kdbench.losses.head_inputs, instead of two maps; ``head_parts``
+then names the submodules a head must have to serve it, ``head_kind`` says what such a head is).
+One fact the reports read: ``kind``, what the loss
 distils (``distils()`` for a loss whose kind depends on its parameters): ``channel-wise`` (a
 distribution over the positions of each channel, as CWD) or ``spatial`` (each position, or
 positions against each other, every channel alike: the other methods of the CWD paper's Table 2);
@@ -92,6 +95,9 @@ class LossParams:
     needs_labels: ClassVar[bool] = False
     needs_boxes: ClassVar[bool] = False
     needs_adapter: ClassVar[bool] = True
+    needs_heads: ClassVar[bool] = False
+    head_parts: ClassVar[tuple[str, ...]] = ()  # submodules the head must have (needs_heads)
+    head_kind: ClassVar[str] = ""                # what such a head is, for the preflight's error
     kind: ClassVar[str | None] = None  # CHANNEL_WISE, SPATIAL or None (neither declared)
 
     def __post_init__(self) -> None:
@@ -493,6 +499,66 @@ class FGDParams(LossParams):
         positive("temp", self.temp)
         for name in ("alpha_fgd", "beta_fgd", "gamma_fgd", "lambda_fgd"):
             non_negative(name, getattr(self, name))
+class LDParams(LossParams):
+    """Localization distillation (Zheng et al., CVPR 2022) as mmdet's LDHead computes it
+    (mmdet/models/dense_heads/ld_head.py, configs/ld/ld_r18-gflv1-r101_fpn_1x_coco.py): the KL
+    divergence of the teacher's and the student's box-edge distributions at temperature ``T`` 10,
+    on the student's positive positions, weighted by the student's best class score; the weight
+    is the config's ``loss_ld`` 0.25. Needs a distribution head such as GFL's."""
+
+    loss_weight: float = 0.25
+    T: float = 10.0
+    needs_heads: ClassVar[bool] = True
+    needs_adapter: ClassVar[bool] = False
+    head_parts: ClassVar[tuple[str, ...]] = ("integral", "gfl_reg", "gfl_cls")
+    head_kind: ClassVar[str] = "a head with box-edge distributions (integral, gfl_reg, gfl_cls), such as GFL's"
+
+    def check(self) -> None:
+        positive("T", self.T)
+        if self.T < 1:
+            raise UserError(f"T must be >= 1 (mmdet's KnowledgeDistillationKLDivLoss), got {self.T!r}")
+
+
+@dataclass(frozen=True)
+class CrossKDParams(LossParams):
+    """CrossKD (Wang et al., CVPR 2024) on a GFL head, at the values of jbwang1997/CrossKD's
+    configs/crosskd/crosskd_r50_gflv1_r101-2x-ms_fpn_1x_coco.py: the student's head features after
+    ``reused_teacher_head_idx`` (3) of its stacked convs (before their activation) are brought to the
+    teacher's per-channel statistics and run through the rest of the frozen teacher head; the
+    cross-head class scores learn the teacher's by quality focal KD (``beta`` 1, ``cls_weight`` 1)
+    and its box-edge distributions by KL at ``reg_T`` 1, summed over the bins (``reg_weight`` 4)."""
+
+    reused_teacher_head_idx: int = 3
+    cls_weight: float = 1.0
+    beta: float = 1.0
+    reg_weight: float = 4.0
+    reg_T: float = 1.0
+    needs_heads: ClassVar[bool] = True
+    needs_adapter: ClassVar[bool] = False
+    head_parts: ClassVar[tuple[str, ...]] = ("integral", "cls_convs", "reg_convs", "gfl_cls", "gfl_reg", "scales")
+    head_kind: ClassVar[str] = "a GFL head (cls_convs, reg_convs, gfl_cls, gfl_reg, scales, integral)"
+
+    def check(self) -> None:
+        integer("reused_teacher_head_idx", self.reused_teacher_head_idx, minimum=0)
+        non_negative("cls_weight", self.cls_weight)
+        non_negative("beta", self.beta)
+        non_negative("reg_weight", self.reg_weight)
+        positive("reg_T", self.reg_T)
+
+    def head_problem(self, student: dict, teacher: dict) -> str | None:
+        """What keeps the two heads from serving this term, or None: ``student`` and ``teacher`` map
+        each head's submodules to their first output shape (None where the probe did not see one)."""
+        i = self.reused_teacher_head_idx
+        convs = {role: sum(1 for name in parts if name.startswith("cls_convs.") and name.count(".") == 1)
+                 for role, parts in (("student", student), ("teacher", teacher))}
+        if i > min(convs.values()):
+            return (f"reused_teacher_head_idx {i} is beyond the heads' stacked convs (student {convs['student']}, "
+                    f"teacher {convs['teacher']}); valid: 0 to {min(convs.values())}")
+        s, t = student.get(f"cls_convs.{i - 1}"), teacher.get(f"cls_convs.{i - 1}")
+        if i > 0 and s and t and s[1] != t[1]:
+            return (f"the student's head features after conv {i} have {s[1]} channels, the teacher's {t[1]}: "
+                    "crosskd runs them through the teacher's head; give the student's head the teacher's feat_channels")
+        return None
 
 
 # The built-in losses: name -> (the module that registers its class, its declaration).
@@ -514,4 +580,6 @@ BUILTINS: dict[str, tuple[str, type[LossParams]]] = {
     "cirkd_memory": ("kdbench.losses.cirkd_memory", CIRKDMemoryParams),
     "afdcd": ("kdbench.losses.afdcd", AfDCDParams),
     "fgd": ("kdbench.losses.fgd", FGDParams),
+    "ld": ("kdbench.losses.ld", LDParams),
+    "crosskd": ("kdbench.losses.crosskd", CrossKDParams),
 }

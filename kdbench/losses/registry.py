@@ -31,8 +31,8 @@ _ORIGIN: dict[str, str] = {name: module for name, (module, _) in BUILTINS.items(
 def register(name: str, params: type[LossParams] | None = None):
     """Class decorator: make a loss buildable as ``build(name, ...)``, its parameters declared by
     ``params``, or without it by the class's ``__init__`` signature (kdbench.losses.signature).
-    The class gets the inputs it needs (``needs_labels``, ``needs_boxes``: ``params.INPUTS``) and
-    ``needs_adapter`` from the declaration."""
+    The class gets the inputs it needs (``needs_labels``, ``needs_boxes``: ``params.INPUTS``),
+    ``needs_adapter`` and ``needs_heads`` from the declaration."""
     if params is not None and not (isinstance(params, type) and issubclass(params, LossParams)):
         raise TypeError(f"register({name!r}, ...): params must be a LossParams dataclass, got {params!r}")
 
@@ -50,6 +50,7 @@ def register(name: str, params: type[LossParams] | None = None):
         for needed in INPUTS:
             setattr(cls, needed, getattr(declared, needed))
         cls.needs_adapter = declared.needs_adapter
+        cls.needs_heads = declared.needs_heads
         return cls
 
     return decorator

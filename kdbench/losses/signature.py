@@ -5,8 +5,8 @@ Each parameter of ``__init__`` (after ``self``) becomes a declared parameter wit
 its type: the annotation, or the default's type where there is none. A spec holds numbers,
 strings, booleans and null, so the types a parameter may have are ``float`` (any finite number),
 ``int``, ``bool``, ``str``, a ``Literal`` of such values, or one of these ``| None``. The class's
-own attributes ``needs_labels``, ``needs_boxes`` (the inputs of ``params.INPUTS``), ``needs_adapter``
-and ``kind`` carry over to the declaration.
+own attributes ``needs_labels``, ``needs_boxes`` (the inputs of ``params.INPUTS``), ``needs_adapter``,
+``needs_heads`` (with ``head_parts`` and ``head_kind``) and ``kind`` carry over to the declaration.
 ``loss_weight`` must be one of the parameters: a term's weight is passed to the loss as it.
 
 A parameter without a default, ``*args`` or ``**kwargs``, or a type a spec cannot hold is a
@@ -117,8 +117,10 @@ def _field(parameter: inspect.Parameter, where: str) -> tuple[str, Any, Callable
 
 def _class_facts(cls: type, where: str) -> dict[str, Any]:
     facts = {**{fact: getattr(cls, fact, False) for fact in INPUTS},
-             "needs_adapter": getattr(cls, "needs_adapter", True), "kind": getattr(cls, "kind", None)}
-    for fact in (*INPUTS, "needs_adapter"):
+             "needs_adapter": getattr(cls, "needs_adapter", True), "kind": getattr(cls, "kind", None),
+             "needs_heads": getattr(cls, "needs_heads", False), "head_parts": tuple(getattr(cls, "head_parts", ())),
+             "head_kind": str(getattr(cls, "head_kind", ""))}
+    for fact in (*INPUTS, "needs_adapter", "needs_heads"):
         if not isinstance(facts[fact], bool):
             raise UserError(f"{where}: {cls.__name__}.{fact} must be True or False, got {facts[fact]!r}")
     if facts["kind"] is not None and facts["kind"] not in KINDS:
