@@ -228,6 +228,8 @@ def cell_sentence(cell: CellClasses) -> str:
     """``cwd_logits: gains on trouser, bag; a loss on sneaker; 2 classes within noise.``"""
     gains, losses = cell.named(significance.GAIN), cell.named(significance.LOSS)
     noise = len(cell.named(significance.NOISE))
+    if not gains and not losses and not noise:
+        return f"{cell.label}: no class tested (a single run on a side, or none)."
     parts = [f"{'a gain' if len(gains) == 1 else 'gains'} on {', '.join(gains)}" if gains else "no class gains",
              f"{'a loss' if len(losses) == 1 else 'losses'} on {', '.join(losses)}" if losses else "no class loses"]
     if noise:

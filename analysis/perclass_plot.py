@@ -54,7 +54,8 @@ def _draw(data: pd.DataFrame, classes: list[str], measure: str):
         axis.bar(x, delta, width=width * 0.95, color=color, label=f"{cell} ({kind})",
                  yerr=np.where(np.isfinite(error), error, 0), capsize=2)
     axis.axhline(0, color="#1a202c", linewidth=0.8)
-    axis.set_xticks(range(len(classes)), classes, rotation=30 if len(classes) > 6 else 0, ha="right")
+    rotate = len(classes) > 6
+    axis.set_xticks(range(len(classes)), classes, rotation=30 if rotate else 0, ha="right" if rotate else "center")
     axis.set_ylabel(f"Δ {measure} vs student baseline")
     axis.legend(fontsize="small")
     return figure
