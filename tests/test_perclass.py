@@ -274,3 +274,21 @@ def test_a_real_segmentation_run_records_per_class_values_in_final_json_and_metr
     assert store.PER_CLASS not in final["metrics"] and store.final_problem(final) is None
     iou = [v for v in final[store.PER_CLASS]["IoU"] if v is not None]
     assert final["metrics"]["val/mIoU"] == pytest.approx(np.mean(iou))  # the classes the mean is over
+
+
+def test_class_names_with_html_markdown_and_latex_characters_render_escaped_in_html_and_markdown(tmp_path):
+    """A plugin dataset can name its classes anything: each name is shown as the text it is, in the
+    table headers, the Δ rows and the sentences (the hostile report of test_report_escaping.py checks
+    the same in a browser)."""
+    import markupsafe
+
+    names = ["<b>bold</b>", "a|b *c* _d_ [x](y)", r"\textbf{x} $y$ 50% #1 & ~^{}", "- list", "bag", "never"]
+    study, results = make_store(tmp_path)
+    add_per_class(study, results, IOU, names)
+    written, _, _ = render_report(study, None, ("html", "md"))
+    html, markdown = written["html"].read_text(), written["md"].read_text()
+    for name in names[:5]:
+        assert f"<th>{markupsafe.escape(name)}</th>" in html and f"<td>{markupsafe.escape(name)}</td>" in html
+        assert f"| {md(name)} |" in markdown
+    assert "<b>bold</b>" not in html and "<b>bold</b>" not in markdown
+    assert md("cwd_logits: a gain on a|b *c* _d_ [x](y); a loss on ") + md(names[2]) in markdown
