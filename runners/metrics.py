@@ -109,7 +109,9 @@ class KDCocoMetric(CocoMetric):
         finally:
             coco_module.COCOeval = original
         if not recorded:  # no detections at all: pycocotools never ran
-            return {f"bbox_{item}": 0.0 for item in COCO_ITEMS} if "bbox" in self.metrics else rounded
+            if "bbox" not in self.metrics:
+                return rounded
+            return {**{f"bbox_{item}": 0.0 for item in COCO_ITEMS}, PER_CLASS: self._nothing_found()}
         stats = recorded[-1]
         # pycocotools writes -1 where an item has no ground truth (e.g. no large objects): that
         # is "not applicable", not a score, so the item is left out.
@@ -117,6 +119,14 @@ class KDCocoMetric(CocoMetric):
                      if stats[index] >= 0}
         out[PER_CLASS] = recorded_classes[-1]
         return out
+
+    def _nothing_found(self) -> dict:
+        """Each category's AP without a single detection: 0 where it has ground truth in the images
+        evaluated, None where it has none (as pycocotools would give)."""
+        api, images = self._coco_api, self.img_ids
+        names = [category["name"] for category in api.loadCats(self.cat_ids)]
+        return class_values(names, AP=[0.0 if api.getAnnIds(imgIds=images, catIds=[c]) else math.nan
+                                       for c in self.cat_ids])
 
 
 def category_ap(precision: np.ndarray) -> np.ndarray:

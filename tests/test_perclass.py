@@ -175,27 +175,34 @@ def test_the_segmentation_metric_records_each_class_iou_and_accuracy_by_name():
     assert found["mIoU"] == pytest.approx(50.0)  # the scalars are unchanged: (100 + 50 + 0) / 3
 
 
+def _detection_split(num_val: int):
+    """The generated detection val split and its evaluator's options."""
+    from mmengine.runner import Runner
+
+    from kdbench.spec import parse_run
+    from runners.build import register_scope
+    from runners.datasets import dataset_configs
+
+    run = parse_run({"task": "det", "student": {"config": "tiny_det_student"},
+                     "dataset": {"name": "fashion_scenes", "params": {"num_train": 2, "num_val": num_val, "size": 64,
+                                                                      "seed": 3, "classes": [0, 1, 7, 8]}},
+                     "schedule": {"iterations": 2, "batch_size": 2}})
+    register_scope("det")
+    data = dataset_configs(run)
+    return Runner.build_dataloader(data["val_dataloader"]).dataset, {
+        k: v for k, v in data["val_evaluator"].items() if k != "type"}
+
+
 def test_the_detection_metric_records_each_category_ap_as_mmdets_classwise_table_unrounded():
     """kdbench's CocoMetric against mmdet's own classwise table (rounded to 3 decimals), on the
     same imperfect detections of generated scenes."""
     import torch
     from mmdet.evaluation.metrics import CocoMetric
-    from mmengine.runner import Runner
     from mmengine.structures import InstanceData
 
-    from kdbench.spec import parse_run
-    from runners.build import register_scope
-    from runners.datasets import dataset_configs
     from runners.metrics import KDCocoMetric
 
-    run = parse_run({"task": "det", "student": {"config": "tiny_det_student"},
-                     "dataset": {"name": "fashion_scenes", "params": {"num_train": 2, "num_val": 12, "size": 64,
-                                                                      "seed": 3}},
-                     "schedule": {"iterations": 2, "batch_size": 2}})
-    register_scope("det")
-    data = dataset_configs(run)
-    val = Runner.build_dataloader(data["val_dataloader"]).dataset
-    options = {k: v for k, v in data["val_evaluator"].items() if k != "type"}
+    val, options = _detection_split(12)
     ours, theirs = KDCocoMetric(**options), CocoMetric(**{**options, "classwise": True})
     rng = np.random.default_rng(0)
     for metric in (ours, theirs):
@@ -258,20 +265,28 @@ def test_a_headless_browser_shows_the_per_class_tables_and_the_channel_wise_vs_s
 
 
 @pytest.mark.slow  # trains a tiny model: seconds
-def test_a_real_segmentation_run_records_per_class_values_in_final_json_and_metrics_jsonl(tmp_path):
+@pytest.mark.parametrize("task", ["seg", "det"])
+def test_a_real_run_records_per_class_values_in_final_json_and_metrics_jsonl(task, tmp_path):
     """A tiny student trained and evaluated by mmengine's Runner on generated scenes: every
-    evaluation line and final.json hold each class's IoU and accuracy under the dataset's names."""
-    from runners.data.fashion_scenes import SEG_CLASSES
+    evaluation line and final.json hold each class's IoU and accuracy (each category's AP) under the
+    dataset's names."""
+    from runners.data.fashion_scenes import DET_CLASSES, SEG_CLASSES
     from tests.run_fixtures import execute, seg_run
 
-    record = execute(seg_run(schedule={"iterations": 2, "batch_size": 2, "val_interval": 1,
-                                       "checkpoint_interval": 2}), tmp_path)
+    schedule = {"iterations": 2, "batch_size": 2, "val_interval": 1, "checkpoint_interval": 2}
+    run = seg_run(schedule=schedule) if task == "seg" else seg_run(
+        task="det", student={"config": "tiny_det_student"}, schedule=schedule)
+    record = execute(run, tmp_path)
     lines = store.read_jsonl(tmp_path / store.METRICS)
     assert [line["iter"] for line in lines] == [1, 2]
-    assert all(line[store.PER_CLASS]["classes"] == list(SEG_CLASSES) for line in lines)
+    names = list(SEG_CLASSES if task == "seg" else DET_CLASSES)
+    assert all(line[store.PER_CLASS]["classes"] == names for line in lines)
     final = json.loads((tmp_path / store.FINAL).read_text())
     assert final[store.PER_CLASS] == lines[-1][store.PER_CLASS] == record[store.PER_CLASS]
     assert store.PER_CLASS not in final["metrics"] and store.final_problem(final) is None
+    if task == "det":
+        assert set(final[store.PER_CLASS]) == {"classes", "AP"}
+        return
     iou = [v for v in final[store.PER_CLASS]["IoU"] if v is not None]
     assert final["metrics"]["val/mIoU"] == pytest.approx(np.mean(iou))  # the classes the mean is over
 
@@ -292,3 +307,23 @@ def test_class_names_with_html_markdown_and_latex_characters_render_escaped_in_h
         assert f"| {md(name)} |" in markdown
     assert "<b>bold</b>" not in html and "<b>bold</b>" not in markdown
     assert md("cwd_logits: a gain on a|b *c* _d_ [x](y); a loss on ") + md(names[2]) in markdown
+
+
+def test_without_a_single_detection_each_category_with_ground_truth_scores_ap_0_and_the_others_none():
+    from mmengine.structures import InstanceData
+
+    from runners.metrics import KDCocoMetric
+
+    val, options = _detection_split(6)
+    metric = KDCocoMetric(**options)
+    metric.dataset_meta = val.metainfo
+    present = set()
+    for index in range(len(val)):
+        sample = val[index]["data_samples"]
+        present |= {int(label) for label in sample.gt_instances.labels}
+        nothing = InstanceData(bboxes=sample.gt_instances.bboxes[:0], labels=sample.gt_instances.labels[:0],
+                               scores=sample.gt_instances.labels[:0].float())
+        metric.process({}, [{"img_id": sample.img_id, "ori_shape": sample.ori_shape, "pred_instances": nothing}])
+    found = metric.compute_metrics(metric.results)
+    assert found["bbox_mAP"] == 0.0 and present == {0, 1, 7, 8}  # the scenes' four classes
+    assert found[store.PER_CLASS]["AP"] == [0.0 if i in present else None for i in range(10)]
