@@ -12,7 +12,8 @@ student baseline is planned per) and ``equal_budget`` (an equal-budget baseline:
 one column per metric as the run wrote it (``val/mIoU``, ``val/bbox_mAP``, ...), ``cost:<key>``
 from final.json's ``cost`` (and ``cost:train_seconds``: its iterations x seconds per iteration),
 ``data_complete`` / ``data_splits`` from its ``data`` (a dataset read from disk: whether its
-splits are the official ones, and their counts), ``recipe:<key>`` from its recipe card
+splits are the official ones, and their counts), ``per_class`` (its per-class values as JSON text,
+where the run recorded them), ``recipe:<key>`` from its recipe card
 (a crop as ``HxW``), and ``git_sha`` / ``env`` from env.json.
 """
 
@@ -206,6 +207,8 @@ def _row(planned: PlannedRun, run_dir: Path, state: str, teacher_key: str | None
         if isinstance(data, dict):  # a dataset read from disk: its splits, and whether they are the official ones
             row["data_complete"] = data.get("complete") is True
             row["data_splits"] = json.dumps({"name": data.get("name"), "splits": data.get("splits")}, sort_keys=True)
+        if isinstance(final.get(store.PER_CLASS), dict):  # each class's values, as JSON text (analysis.perclass)
+            row[store.PER_CLASS] = json.dumps(final[store.PER_CLASS], sort_keys=True)
         cost = final.get("cost") or {}
         for key in COST_KEYS:
             value = cost.get(key)

@@ -201,6 +201,7 @@ class Statistics:
     equal_budget: bool
     budgets: tuple[dict, ...]
     tuning: tuple[dict, ...]
+    per_class: tuple = ()   # analysis.perclass.PerClass per measure; () where no run recorded per-class values
 
     @property
     def metric(self) -> str:

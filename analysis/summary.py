@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from analysis import aggregate, references
+from analysis import aggregate, perclass, references
 from analysis.budgets import study_budgets
 from analysis.collect import RECIPE, axis_path
 from analysis.records import Statistics
@@ -19,6 +19,8 @@ def summarise(study: Study, frame: pd.DataFrame) -> Statistics:
     """The statistics of ``study``'s report from its rows (analysis.collect)."""
     metrics, teachers, baselines, twins, cells = aggregate.groups_of(frame)
     published = references.read_references(study.path, study.spec.references)
+    classes = perclass.results(frame, aggregate.task_of(frame), metrics[0], tuple(teachers.values()),
+                               tuple(baselines.values()), tuple(cells))
     return Statistics(
         task=aggregate.task_of(frame), metrics=tuple(metrics),
         axes=tuple(axis_path(column) for column in aggregate.axes_of(frame)[1:]),
@@ -28,4 +30,4 @@ def summarise(study: Study, frame: pd.DataFrame) -> Statistics:
         matches=tuple(references.match_references(published, cells, study.spec.methods, aggregate.task_of(frame))),
         recipes=any(c.startswith(RECIPE) for c in frame.columns), equal_budget=bool(study.spec.equal_budget),
         budgets=tuple(study_budgets(study)) if study.spec.equal_budget else (),
-        tuning=tuple((study.records.get(Stage.TUNE) or {}).get("methods", [])))
+        tuning=tuple((study.records.get(Stage.TUNE) or {}).get("methods", [])), per_class=classes)

@@ -29,6 +29,7 @@ from kdbench.safeio import METRICS_CAP, RESULT_CAP, UnsafeFile, file_mode, open_
 from kdbench.vocab import ERROR_STATES, State
 
 FINAL, ERROR, SPEC, ENV, METRICS, JOB = "final.json", "error.json", "spec.json", "env.json", "metrics.jsonl", "job.json"
+PER_CLASS = "per_class"  # final.json / metrics.jsonl: {"classes": [names], "<measure>": [percent or null]}
 
 
 class WriteError(OSError):
@@ -223,9 +224,29 @@ def final_problem(data: Any) -> str | None:
         problem = _optional_mapping(data, key, values)
         if problem:
             return f"final.json: {problem}"
+    problem = per_class_problem(data.get(PER_CLASS))
+    if problem:
+        return f"final.json: {PER_CLASS}: {problem}"
     terms = data.get("terms")
     if terms is not None and not (isinstance(terms, list) and all(isinstance(t, dict) for t in terms)):
         return "final.json: terms is not a list of objects"
+    return None
+
+
+def per_class_problem(value: Any) -> str | None:
+    """Why a ``per_class`` record (runners.metrics.class_values) is not one kdbench wrote, or None
+    (also for none at all: results from before it was recorded): ``classes`` a list of names, every
+    other key a list of one finite number or null per class."""
+    if value is None:
+        return None
+    if not isinstance(value, dict) or not isinstance(value.get("classes"), list):
+        return "not an object with a list of classes"
+    if not all(isinstance(name, str) for name in value["classes"]):
+        return "a class name is not text"
+    for measure, values in value.items():
+        if measure != "classes" and not (isinstance(values, list) and len(values) == len(value["classes"])
+                                         and all(v is None or is_finite_number(v) for v in values)):
+            return f"{str(measure)[:40]!r} is not one number or null per class"
     return None
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import jinja2
 
-from analysis import aggregate, budgets, chance, plots, recipes, settings, tables
+from analysis import aggregate, budgets, chance, perclass, perclass_plot, plots, recipes, settings, tables
 from analysis import format as fmt
 from analysis import stats as significance
 from analysis.collect import collect, collect_curves
@@ -249,6 +249,7 @@ def _tables(found: Statistics, frame, data_warnings: list[str]) -> tuple[list[ta
         built += [tables.gap_table(found), tables.mmrazor_table(found)]
         built += [t for t in [tables.table2(found), tables.location_table(found)] if t]
         built += tables.ablation_tables(found)
+    built += perclass.report_tables(found.per_class, found.task, found.metric)
     built += [t for t in [tables.reference_table(found)] if t]
     built.append(tables.cost_table(found))
     if found.equal_budget:  # equal_budget: each cell against the student trained as long (kdbench.budget)
@@ -261,7 +262,8 @@ def _tables(found: Statistics, frame, data_warnings: list[str]) -> tuple[list[ta
     metrics = list(found.metrics)
     built = [chance.with_chance_row(t, metrics, chance.levels(frame, metrics)) if t.key == "results" else t
              for t in built]
-    return tables.shown(built)
+    kept, left_out = tables.shown(built)
+    return kept, left_out + ([] if found.per_class else [perclass.NO_PER_CLASS])
 
 
 def build_context(study: Study, frame, found: Statistics) -> dict:
@@ -279,7 +281,7 @@ def build_context(study: Study, frame, found: Statistics) -> dict:
     return {
         "study": study.name, "description": str(study.spec.raw.get("description") or "").strip(),
         "metric": fmt.metric_label(metric), "tables": built, "tables_left_out": left_out,
-        "figures": plots.all_figures(frame, found, collect_curves(study, frame)),
+        "figures": plots.all_figures(frame, found, collect_curves(study, frame)) + perclass_plot.figures(found),
         "sweep_note": sweep_note(frame), "problems": tables.problems_table(frame),
         "runs": tables.runs_table(frame, metrics),
         "counts": ", ".join(f"{n} {state}" for state, n in sorted(counts.items())), "total": len(frame),

@@ -9,7 +9,7 @@ NaN (no value) becomes null.
 
 from __future__ import annotations
 
-from analysis import budgets, references, tables
+from analysis import budgets, perclass, references, tables
 from analysis import format as fmt
 from analysis import stats as significance
 from analysis.records import VS_STUDENT, CellRecord, Match, Statistics, measured
@@ -88,4 +88,6 @@ def statistics_json(found: Statistics) -> dict:
         out["equal_budget"] = budgets.budget_statistics(found)
     if found.tuning:
         out["tuning"] = list(found.tuning)
+    if found.per_class:   # each class's values and Δs (analysis.perclass)
+        out["per_class"] = perclass.json_ready(found.per_class)
     return out

@@ -10,6 +10,7 @@ import torch
 from mmengine.hooks import Hook
 
 from kdbench import store
+from kdbench.store import PER_CLASS
 from runners import attempt
 
 
@@ -24,7 +25,8 @@ def evaluation_due(loop, iteration: int) -> bool:
 
 
 class MetricsHook(Hook):
-    """Appends one JSON object per evaluation to ``metrics.jsonl``: iteration and raw metrics."""
+    """Appends one JSON object per evaluation to ``metrics.jsonl``: iteration and raw metrics, and
+    ``per_class`` (each class's values by name) where the metric gives them."""
 
     priority = "LOW"
 
@@ -65,6 +67,9 @@ class MetricsHook(Hook):
 
         values = {metric_key(k): float(v) for k, v in metrics.items() if isinstance(v, (int, float))}
         self.last = {"iter": int(runner.iter), **values}
+        classes = next((v for k, v in metrics.items() if k.split("/")[-1] == PER_CLASS and isinstance(v, dict)), None)
+        if classes is not None:  # each class's values by name (runners.metrics.class_values), beside the metrics
+            self.last[PER_CLASS] = classes
         if is_main_process():
             attempt.check(self.path.parent, self.path.name)
             store.append_jsonl(self.path, self.last)

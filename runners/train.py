@@ -471,7 +471,7 @@ def _finish(session: Session, trained, metrics_hook, cost_hook, started: float) 
 
     attempt.check(session.out, "model_final.pth")
     _save_atomic(trained.state_dict(), session.out / "model_final.pth")
-    final_metrics = {k: v for k, v in (metrics_hook.last or {}).items() if k != "iter"}
+    final_metrics = {k: v for k, v in (metrics_hook.last or {}).items() if k not in ("iter", store.PER_CLASS)}
     run = session.run
     record = {
         "status": "complete", "run_id": run_id(run), "name": run.name, "role": run.role, "task": run.task,
@@ -483,6 +483,8 @@ def _finish(session: Session, trained, metrics_hook, cost_hook, started: float) 
         "terms": term_records(run),  # what a report needs from the losses, so that it imports no plugin
         "attempt": attempt.token(),  # which attempt wrote it (runners.attempt)
     }
+    if store.PER_CLASS in (metrics_hook.last or {}):  # each class's values of the last evaluation, by name
+        record[store.PER_CLASS] = metrics_hook.last[store.PER_CLASS]
     nodes = int(os.environ.get("SLURM_NNODES", 1)) if session.launcher == "slurm" else 1
     record["recipe"] = recipe(run, session.world_size, nodes, session.device, record["data"])
     if not final_metrics or not all(store.is_finite_number(v) for v in final_metrics.values()):
