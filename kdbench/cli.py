@@ -215,7 +215,7 @@ def _collect(args: argparse.Namespace) -> int:
 def _report_arguments(parser: argparse.ArgumentParser) -> None:
     _study_arguments(parser)
     parser.add_argument("--format", default="html,md",
-                        help="comma-separated: html (one self-contained index.html), md (README.md + PNGs)")
+                        help="comma-separated: html (one index.html), md (README.md + PNGs), latex (tables.tex)")
     parser.add_argument("--json", action="store_true",
                         help="print the statistics (intervals, Δ tests, verdicts, seeds needed) as a JSON object")
 

@@ -31,7 +31,8 @@ from kdbench.store import write_bytes_atomic, write_text_atomic
 from reports.tuning import tuning_tables
 
 TEMPLATES = Path(__file__).parent / "templates"
-FORMATS = ("html", "md")
+FORMATS = ("html", "md", "latex")
+DEFAULT_FORMATS = ("html", "md")
 # What GitHub markdown would read as markup: HTML, emphasis, code, links, tables, headings, strikethrough,
 # math ($...$), and the two bare-URL autolinks of GFM (scheme "://" and "www.").
 _MD_SPECIAL = re.compile(r"[\\`*_\[\]|#<>&~$]|:(?=//)|(?<=www)\.", re.IGNORECASE)
@@ -306,12 +307,12 @@ def _environment() -> jinja2.Environment:
     return env
 
 
-def render(study: Study, formats=FORMATS) -> dict[str, Path]:
+def render(study: Study, formats=DEFAULT_FORMATS) -> dict[str, Path]:
     """Write the report in the given formats; returns {format: path}."""
     return render_report(study, formats=formats)[0]
 
 
-def render_report(study: Study, frame=None, formats=FORMATS,
+def render_report(study: Study, frame=None, formats=DEFAULT_FORMATS,
                   found: Statistics | None = None) -> tuple[dict[str, Path], str, list[str]]:
     """Write the report in the given formats and return, from the same pass over the results,
     ({format: path}, the CWD-vs-baseline headline, lines (one sentence per CWD cell, then the
@@ -339,6 +340,12 @@ def render_report(study: Study, frame=None, formats=FORMATS,
         for figure in context["figures"]:
             write_bytes_atomic(out / f"{figure.key}.png", figure.png)
         written["md"] = _write(out / "README.md", env.get_template("report.md.j2").render(**context))
+    if "latex" in formats:  # every table of the report, as booktabs tabulars (reports.latex)
+        from reports.latex import write_latex
+
+        shown = [*context["tuning"], *context["tables"], *([context["problems"]] if context["problems"].rows else []),
+                 context["settings"]]
+        written["latex"] = write_latex(out, found, shown, study.name)
     return written, context["cwd_headline"], context["cwd_lines"] + context["warnings"]
 
 

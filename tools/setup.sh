@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${1:-.venv}
 PINS=requirements/pins.txt
-APT_PACKAGES=(dataset-fashion-mnist chromium fonts-dejavu-core g++ ninja-build)
+APT_PACKAGES=(dataset-fashion-mnist chromium fonts-dejavu-core g++ ninja-build texlive-latex-base texlive-latex-recommended)
 
 say() { printf '[setup %s] %s\n' "$(date +%H:%M:%S)" "$*"; }
 # The installers' own output (pip's warnings about this machine's index settings, compiler lines)
