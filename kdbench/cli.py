@@ -257,7 +257,7 @@ def _data_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("action", choices=("check", "prepare"),
                         help="check: what a run's preflight sees (splits, counts, missing pieces); prepare: convert a "
                              "raw download into what mmseg/mmdet read (resumable; a second call does nothing)")
-    parser.add_argument("name", metavar="NAME", help="the dataset: cityscapes or coco")
+    parser.add_argument("name", metavar="NAME", help="the dataset: cityscapes, coco, voc or ade20k")
     parser.add_argument("root", metavar="ROOT", help="its folder, as a run's dataset.root names it")
     parser.add_argument("--workers", type=int, help="prepare: maps converted at a time (default: the cores, up to 8)")
     parser.add_argument("--no-progress", action="store_true", help="prepare: no progress bar")
