@@ -95,6 +95,16 @@ def match_references(references: pd.DataFrame, cells, methods: dict, task: str) 
     return rows
 
 
+def no_published_number(matches, files) -> list[str]:
+    """One sentence when the study names reference files that hold no published row yet (a paper
+    whose table is an image), so that the report says so rather than showing no comparison."""
+    if matches or not files:
+        return []
+    return [f"No published number: {', '.join(files)} {'holds' if len(files) == 1 else 'hold'} no published row "
+            "yet, so no measured number here has a published one beside it. A person can add the rows (method, "
+            "location, dataset, metric, value, source and tag per row; studies/README.md describes the columns)."]
+
+
 def _float(value) -> float:
     return float(value) if is_number(value) else math.nan
 

@@ -118,9 +118,10 @@ def _stat(group: Group | None, metric: str) -> str:
     return fmt.mean_std(found.mean, found.std, found.n)
 
 
-def summary_table(found: Statistics) -> str:
+def summary_table(found: Statistics, notes: Sequence[str] = ()) -> str:
     """The paper-style table: teacher and student rows, then each cell with its mean ± std, Δ vs
-    its student baseline with the 95% interval and the verdict's mark, and the published number."""
+    its student baseline with the 95% interval and the verdict's mark, and the published number;
+    ``notes``: sentences the caption ends with (why a table or a published number is missing)."""
     metric = found.metric
     name = fmt.metric_label(metric)
     published: dict[int, list[str]] = {}
@@ -147,14 +148,15 @@ def summary_table(found: Statistics) -> str:
                "run or none).")
     if published:
         caption += " Published: the number the study's reference files give for that cell."
-    return tabular(caption, columns, rows, "kdbench:summary")
+    return tabular(" ".join([caption, *notes]), columns, rows, "kdbench:summary")
 
 
-def document(found: Statistics, tables: Sequence[Table], study: str) -> str:
-    """What ``tables.tex`` holds: the summary table, then every table of the report."""
+def document(found: Statistics, tables: Sequence[Table], study: str, notes: Sequence[str] = ()) -> str:
+    """What ``tables.tex`` holds: the summary table (its caption ending with ``notes``), then every
+    table of the report."""
     head = [f"% The tables of the kdbench report of study {tex(study)} (written by kdbench report --format latex).",
             f"% \\input{{tables.tex}} needs \\usepackage{{{','.join(PACKAGES)}}} in the preamble.", FIT, ""]
-    return "\n".join(head + [summary_table(found)] + [from_table(t) for t in tables])
+    return "\n".join(head + [summary_table(found, notes)] + [from_table(t) for t in tables])
 
 
 def preview(body: str) -> str:
@@ -164,9 +166,9 @@ def preview(body: str) -> str:
                       r"\begin{document}", body, r"\clearpage", r"\end{document}", ""])
 
 
-def write_latex(out: Path, found: Statistics, tables: Sequence[Table], study: str) -> Path:
+def write_latex(out: Path, found: Statistics, tables: Sequence[Table], study: str, notes: Sequence[str] = ()) -> Path:
     """Write ``tables.tex`` and ``tables_preview.tex`` into ``out``, each atomically; the first's path."""
-    body = document(found, tables, study)
+    body = document(found, tables, study, notes)
     write_text_atomic(out / "tables_preview.tex", preview(body))
     write_text_atomic(out / "tables.tex", body)
     return out / "tables.tex"

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import jinja2
 
-from analysis import aggregate, budgets, chance, plots, recipes, settings, tables
+from analysis import aggregate, budgets, chance, plots, recipes, references, settings, tables
 from analysis import format as fmt
 from analysis import stats as significance
 from analysis.collect import collect, collect_curves
@@ -271,6 +271,7 @@ def build_context(study: Study, frame, found: Statistics) -> dict:
     metrics, metric = list(found.metrics), found.metric
     data_warnings = partial_data_warnings(frame) + recipes.comparability_notes(found.matches)
     built, left_out = _tables(found, frame, data_warnings)
+    left_out += references.no_published_number(found.matches, list(study.spec.references))
     headline, cwd_lines = cwd_sentences(aggregate.cwd_verdicts(found.cells, metric), metric,
                                         found.family(VS_STUDENT, metric).tested)
     text = Path(study.path).read_text()
@@ -345,7 +346,7 @@ def render_report(study: Study, frame=None, formats=DEFAULT_FORMATS,
 
         shown = [*context["tuning"], *context["tables"], *([context["problems"]] if context["problems"].rows else []),
                  context["settings"]]
-        written["latex"] = write_latex(out, found, shown, study.name)
+        written["latex"] = write_latex(out, found, shown, study.name, context["tables_left_out"])
     return written, context["cwd_headline"], context["cwd_lines"] + context["warnings"]
 
 

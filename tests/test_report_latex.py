@@ -10,7 +10,7 @@ import pytest
 
 from kdbench.cli import main
 from reports.latex import FIT, SPECIAL, SYMBOLS, Tex, preview, tabular, tex
-from tests.results_fixtures import SCRIPT, make_store
+from tests.results_fixtures import REFERENCE, SCRIPT, STUDY, make_store
 
 needs_pdflatex = pytest.mark.skipif(shutil.which("pdflatex") is None, reason="pdflatex is missing (Debian packages "
                                     "texlive-latex-base and texlive-latex-recommended: tools/setup.sh)")
@@ -80,3 +80,15 @@ def test_a_table_of_hostile_class_names_compiles_and_keeps_its_rows(tmp_path):
     done = compile_tex(tmp_path, "t.tex")
     assert done.returncode == 0, done.stdout[-3000:]
     assert table.count(r" \\") == 4 and r"\label{tab:kdbench:per-class---more}" in table
+
+
+def test_a_study_whose_reference_file_has_no_rows_says_no_published_number(tmp_path):
+    (tmp_path / "references").mkdir()
+    (tmp_path / "references" / "paperx.csv").write_text(REFERENCE.splitlines()[0] + ",tag\n")   # columns, no row
+    study, results = make_store(tmp_path, study_text=STUDY.replace("fixture_ref.csv", "paperx.csv"))
+    assert main(["report", str(study.path), "--results", str(results), "--format", "md,latex"]) == 0
+    out = results / study.name / "report"
+    said = "No published number: paperx.csv holds no published row yet"
+    assert said in (out / "README.md").read_text()
+    summary = (out / "tables.tex").read_text().split(r"\end{table}")[0]
+    assert said in summary and "Published" not in summary.split(r"\midrule")[0]   # in its caption, not a column
