@@ -63,6 +63,7 @@ def _describes(ref: dict, cell: CellRecord, terms, kind: str | None) -> bool:
     if dataset and not _norm(ref.get("dataset")).startswith(_norm(dataset)):
         return False
     ref_kind = str(ref.get("location") or "").split(" ")[0].strip().lower()
+    kind = kind or cell.group.facts.location_kind   # a cell on both kinds at once is neither's
     if ref_kind in ("feature", "logits") and kind and kind != ref_kind:
         return False
     if not _same_settings(ref, cell, terms):

@@ -27,7 +27,7 @@ from pathlib import Path
 from analysis import format as fmt
 from analysis import stats as significance
 from analysis.records import VS_STUDENT, Group, Statistics, measured
-from analysis.tables import Table, setting
+from analysis.tables import Table, group_label, setting
 from kdbench.store import write_text_atomic
 
 SPECIAL = {"\\": r"\textbackslash{}", "{": r"\{", "}": r"\}", "$": r"\ensuremath{\$}", "&": r"\&", "#": r"\#",
@@ -131,10 +131,10 @@ def summary_table(found: Statistics, notes: Sequence[str] = ()) -> str:
     columns = ["Method", f"{name} (mean ± std)", "Δ vs student [95% interval]"]
     columns += ["Published"] if published else []
     rows: list[list] = []
-    for kind, groups in (("teacher", found.teachers), ("student (no distillation)", found.baselines)):
+    for kind, groups in (("teacher", found.teachers), ("student", found.baselines)):
         for group in groups:
-            label = kind if len(groups) < 2 else f"{kind}: {group.run_names[0]}"
-            rows.append([label, _stat(group, metric), fmt.MISSING] + ([fmt.MISSING] if published else []))
+            rows.append([group_label(kind, group.run_names[0], len(groups)), _stat(group, metric), fmt.MISSING]
+                        + ([fmt.MISSING] if published else []))
     for cell in found.cells:
         tested = cell.test(VS_STUDENT, metric)
         delta = f"{fmt.signed(cell.delta(metric))} {fmt.interval(tested.low, tested.high, sign=True)}"

@@ -179,3 +179,23 @@ def test_a_study_on_voc_without_its_augmented_set_plans_with_the_prepare_command
     code, _, err = run_cli("launch", "--executor", "local", "--no-progress", str(study), "--results",
                            str(tmp_path / "results"))
     assert code == 2 and f"fix: kdbench data prepare voc {root}" in err and not (tmp_path / "results").exists()
+
+
+@pytest.mark.slow  # a real training run on the generated tree
+def test_a_run_on_a_prepared_voc_tree_trains_on_the_concatenated_sets_and_records_its_partial_split(tmp_path):
+    import json
+
+    make_voc(tmp_path / "VOCdevkit")
+    root = tmp_path / "VOCdevkit" / "VOC2012"
+    assert run_cli("data", "prepare", "voc", str(root), "--no-progress")[0] == 0
+    run_file = tmp_path / "voc.json"
+    run_file.write_text(json.dumps({
+        "task": "seg", "name": "voc", "device": "cpu", "dataset": {"name": "voc", "root": str(root)},
+        "student": {"config": "tiny_seg_student", "overrides": {"model.decode_head.num_classes": 21}},
+        "schedule": {"iterations": 2, "batch_size": 2, "crop": [64, 64], "val_interval": 2, "num_workers": 0}}))
+    code, _, err = run_cli("run", str(run_file), "--out", str(tmp_path / "out"))
+    assert code == 0, err
+    final = json.loads((tmp_path / "out" / "final.json").read_text())
+    assert final["data"]["splits"] == {"train": {"images": 6, "official": 10582}, "val": {"images": 2, "official": 1449}}
+    assert final["data"]["complete"] is False and final["metrics"]["val/classes_evaluated"] == 21
+    assert 0 <= final["metrics"]["val/mIoU"] <= 100

@@ -92,3 +92,45 @@ def test_a_study_whose_reference_file_has_no_rows_says_no_published_number(tmp_p
     assert said in (out / "README.md").read_text()
     summary = (out / "tables.tex").read_text().split(r"\end{table}")[0]
     assert said in summary and "Published" not in summary.split(r"\midrule")[0]   # in its caption, not a column
+
+
+@needs_pdflatex
+@pytest.mark.slow  # a whole report of a shipped study, figures included
+def test_the_paper_students_study_reports_in_latex_with_a_row_per_student_and_no_published_number(tmp_path):
+    from kdbench.stages import load_study
+    from reports.render import render
+    from tests.results_fixtures import write_run
+
+    root = Path(__file__).resolve().parents[1]
+    study = load_study(root / "studies" / "paper_cityscapes_students.yaml", tmp_path)
+    for index, planned in enumerate(study.runs):
+        write_run(tmp_path / study.name, planned, 60.0 + (index * 7) % 11)
+    out = render(study, ("latex",))["latex"].parent
+    summary = (out / "tables.tex").read_text().split(r"\end{table}")[0]
+    assert "No published number: paper\\_cityscapes\\_students.csv holds no published row yet" in summary
+    assert summary.count(r"student (no distillation): ") == 3 and summary.count(r"cwd\_both, student.config ") == 3
+    done = compile_tex(out, "tables_preview.tex")
+    assert done.returncode == 0, done.stdout[-3000:]
+
+
+def test_a_row_typed_into_the_empty_students_reference_file_sits_beside_its_own_student_only(tmp_path):
+    """The format studies/README.md documents for the rows a person adds: the row names its student."""
+    from analysis.collect import collect
+    from analysis.summary import summarise
+    from kdbench.stages import load_study
+    from tests.results_fixtures import write_run
+
+    studies = Path(__file__).resolve().parents[1] / "studies"
+    for name in ("paper_cityscapes_students.yaml", "_paper_cityscapes.yaml"):
+        shutil.copy(studies / name, tmp_path / name)
+    (tmp_path / "references").mkdir()
+    header = (studies / "references" / "paper_cityscapes_students.csv").read_text()
+    (tmp_path / "references" / "paper_cityscapes_students.csv").write_text(
+        header + 'cwd,logits,cityscapes_val,pspnet_r101,deeplabv3_r18,mIoU,75.5,,,3,"A person, typed from Table 4",'
+                 '"typed by hand for this test"\n')
+    study = load_study(tmp_path / "paper_cityscapes_students.yaml", tmp_path / "results")
+    for index, planned in enumerate(study.runs):
+        write_run(tmp_path / "results" / study.name, planned, 60.0 + index % 5)
+    found = summarise(study, collect(study))
+    placed = [(m.cell.method, m.cell.axes["student.config"]) for m in found.matches]
+    assert placed == [("cwd_logits", "mmseg::deeplabv3/deeplabv3_r18-d8_4xb2-80k_cityscapes-512x1024.py")]
