@@ -196,6 +196,7 @@ def test_a_run_on_a_prepared_voc_tree_trains_on_the_concatenated_sets_and_record
     code, _, err = run_cli("run", str(run_file), "--out", str(tmp_path / "out"))
     assert code == 0, err
     final = json.loads((tmp_path / "out" / "final.json").read_text())
-    assert final["data"]["splits"] == {"train": {"images": 6, "official": 10582}, "val": {"images": 2, "official": 1449}}
+    splits = {"train": {"images": 6, "official": 10582}, "val": {"images": 2, "official": 1449}}
+    assert final["data"]["splits"] == splits
     assert final["data"]["complete"] is False and final["metrics"]["val/classes_evaluated"] == 21
     assert 0 <= final["metrics"]["val/mIoU"] <= 100
