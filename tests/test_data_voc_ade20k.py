@@ -68,6 +68,8 @@ def _files(root: Path) -> dict[str, int]:
 
 
 def test_a_voc_tree_without_the_augmented_set_is_refused_with_the_command_that_makes_it(tmp_path):
+    """Guarantee: A VOC tree without SBD's augmented set is refused in one line with the command that makes it
+    (SBD's download when it is not there)."""
     make_voc(tmp_path / "VOCdevkit")
     root = tmp_path / "VOCdevkit" / "VOC2012"
     code, out, err = run_cli("data", "check", "voc", str(root))
@@ -82,6 +84,8 @@ def test_a_voc_tree_without_the_augmented_set_is_refused_with_the_command_that_m
 
 
 def test_data_prepare_voc_builds_the_augmented_set_as_mmseg_does_and_a_second_call_writes_nothing(tmp_path):
+    """Guarantee: `data prepare voc` writes SBD's class maps pixel for pixel and the aug and trainaug lists
+    mmseg's voc_aug.py writes; a second call writes nothing, an interrupted one is resumed."""
     maps = make_voc(tmp_path / "VOCdevkit")
     root = tmp_path / "VOCdevkit" / "VOC2012"
     code, out, err = run_cli("data", "prepare", "voc", str(root), "--workers", "2", "--no-progress")
@@ -146,6 +150,7 @@ def make_ade20k(root: Path, training: int = 3, validation: int = 2) -> None:
 
 
 def test_data_check_ade20k_counts_against_the_official_split_and_names_a_missing_label_map(tmp_path):
+    """Guarantee: `data check ade20k` counts against the official 20,210 / 2,000 and names a missing label map."""
     root = tmp_path / "ADEChallengeData2016"
     make_ade20k(root)
     code, out, err = run_cli("data", "check", "ade20k", str(root))

@@ -26,6 +26,9 @@ def compile_tex(folder: Path, name: str) -> subprocess.CompletedProcess:
 
 @needs_pdflatex
 def test_report_format_latex_writes_every_table_and_a_preview_that_compiles(tmp_path):
+    """Guarantee: `report --format latex` writes every table of the report as a booktabs tabular in
+    `tables.tex` (a summary with mean ± std, Δ with its 95% interval, the verdict as a mark and the published
+    number beside the measured one), and `tables_preview.tex` compiles on its own with pdflatex."""
     study, results = make_store(tmp_path)
     code = main(["report", str(study.path), "--results", str(results), "--format", "html,md,latex"])
     out = results / study.name / "report"
@@ -59,6 +62,8 @@ def test_report_format_latex_alone_writes_no_html_or_markdown(tmp_path):
 
 
 def test_latex_special_characters_in_class_and_method_names_print_literally():
+    """Guarantee: Names with LaTeX's special characters (a class or method name) are escaped to print
+    literally; a character pdflatex cannot print is written as its code point."""
     assert tex("a_b&c%d#e{f}g") == r"a\_b\&c\%d\#e\{f\}g"
     assert tex("\\end{x}") == r"\textbackslash{}end\{x\}"
     assert tex("~^<>|") == r"\textasciitilde{}\textasciicircum{}\textless{}\textgreater{}\textbar{}"
@@ -83,6 +88,7 @@ def test_a_table_of_hostile_class_names_compiles_and_keeps_its_rows(tmp_path):
 
 
 def test_a_study_whose_reference_file_has_no_rows_says_no_published_number(tmp_path):
+    """Guarantee: A study whose reference file has no rows yet says "No published number" in its report."""
     (tmp_path / "references").mkdir()
     (tmp_path / "references" / "paperx.csv").write_text(REFERENCE.splitlines()[0] + ",tag\n")   # columns, no row
     study, results = make_store(tmp_path, study_text=STUDY.replace("fixture_ref.csv", "paperx.csv"))
