@@ -7,7 +7,8 @@ Every table goes through one function, ``tabular(caption, columns, rows, label)`
 paper-style summary built here from the report's records (analysis.records): each row's mean ± std,
 each cell's Δ against its student baseline with its 95% interval and its verdict as a mark, and
 the published number beside the measured one; then every table the HTML and markdown report shows
-(analysis.tables.Table), in the same order, each through ``from_table``.
+(analysis.tables.Table), in the same order, each through ``from_table``, but the list of every run
+(hundreds of rows in a large study; ``results.tsv`` holds it).
 
 Text from a spec or a result (method names, class names, config paths, sources) is escaped by
 ``tex``: LaTeX's special characters become the commands that print them, the symbols the report
