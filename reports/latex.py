@@ -92,6 +92,13 @@ def _align(rows: Sequence[Sequence], column: int) -> str:
     return "r" if column and shown and all(_NUMERIC.match(s) for s in shown) else "l"
 
 
+def _row(cells: Sequence[str]) -> str:
+    """One row of LaTeX cells; ``{}`` first where it would start with ``[`` or ``*``, which the rule
+    or line break before it would read as its own argument."""
+    line = " & ".join(cells)
+    return ("{}" if line[:1] in "[*" else "") + line + r" \\"
+
+
 def tabular(caption: str, columns: Sequence[str], rows: Sequence[Sequence], label: str) -> str:
     """One table: a booktabs ``tabular`` (a header row, then ``rows``: plain text, escaped, or
     ``Tex``) in a ``table`` float with its caption and ``\\label{tab:LABEL}``."""
@@ -99,10 +106,10 @@ def tabular(caption: str, columns: Sequence[str], rows: Sequence[Sequence], labe
     lines = [r"\begin{table}[htbp]", r"\centering", r"\small", rf"\caption{{{tex(caption)}}}",
              rf"\label{{tab:{re.sub(r'[^A-Za-z0-9:._-]', '-', label)}}}",
              r"\kdbenchfit{\begin{tabular}{" + "".join(_align(rows, i) for i in range(width)) + "}",
-             r"\toprule", " & ".join(tex(c) for c in columns) + r" \\", r"\midrule"]
+             r"\toprule", _row([tex(c) for c in columns]), r"\midrule"]
     for row in rows:
         padded = list(row) + [""] * (width - len(row))
-        lines.append(" & ".join(_cell(v) for v in padded[:width]) + r" \\")
+        lines.append(_row([_cell(v) for v in padded[:width]]))
     lines += [r"\bottomrule", r"\end{tabular}}", r"\end{table}", ""]
     return "\n".join(lines)
 

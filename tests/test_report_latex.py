@@ -79,12 +79,13 @@ def test_latex_special_characters_in_class_and_method_names_print_literally():
 
 @needs_pdflatex
 def test_a_table_of_hostile_class_names_compiles_and_keeps_its_rows(tmp_path):
-    rows = [[HOSTILE, "1.00"], ["road", Tex(r"\textbf{2.00}")], ["x" * 400, "3"]]   # the last one wider than a page
-    table = tabular(f"Per-class IoU: {HOSTILE}", ["class", "IoU"], rows, "kdbench:per class & more")
+    rows = [[HOSTILE, "1.00"], ["[x] *y", Tex(r"\textbf{2.00}")], ["*z", "4"], ["x" * 400, "3"]]   # wider than a page
+    table = tabular(f"Per-class IoU: {HOSTILE}", ["[class] *", "IoU"], rows, "kdbench:per class & more")
     (tmp_path / "t.tex").write_text(preview(FIT + "\n" + table))
     done = compile_tex(tmp_path, "t.tex")
     assert done.returncode == 0, done.stdout[-3000:]
-    assert table.count(r" \\") == 4 and r"\label{tab:kdbench:per-class---more}" in table
+    assert table.count(r" \\") == 5 and r"\label{tab:kdbench:per-class---more}" in table
+    assert "\n{}[x] *y & " in table and "\n{}*z & " in table
 
 
 def test_a_study_whose_reference_file_has_no_rows_says_no_published_number(tmp_path):
