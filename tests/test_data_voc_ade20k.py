@@ -205,3 +205,17 @@ def test_a_run_on_a_prepared_voc_tree_trains_on_the_concatenated_sets_and_record
     assert final["data"]["splits"] == splits
     assert final["data"]["complete"] is False and final["metrics"]["val/classes_evaluated"] == 21
     assert 0 <= final["metrics"]["val/mIoU"] <= 100
+
+
+def test_a_broken_sbd_map_or_no_sbd_stops_voc_prepare_in_one_line_naming_it(tmp_path):
+    make_voc(tmp_path / "VOCdevkit")
+    root = tmp_path / "VOCdevkit" / "VOC2012"
+    broken = tmp_path / "VOCdevkit" / "benchmark_RELEASE" / "dataset" / "cls" / "2008_000003.mat"
+    broken.write_bytes(b"not a mat file")
+    code, out, err = run_cli("data", "prepare", "voc", str(root), "--no-progress")
+    assert code == 2 and len(err.strip().splitlines()) == 1 and f"{broken}: not an SBD class map" in err, err
+    assert not (root / "ImageSets" / "Segmentation" / "aug.txt").exists()   # the lists come last
+    bare = tmp_path / "bare" / "VOCdevkit"
+    make_voc(bare, sbd=False)
+    code, _, err = run_cli("data", "prepare", "voc", str(bare / "VOC2012"), "--no-progress")
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "no SBD beside it" in err and "benchmark.tgz" in err

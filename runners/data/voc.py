@@ -54,10 +54,11 @@ def convert(source: Path, target: Path) -> None:
     """One SBD class map: ``GTcls.Segmentation`` of the .mat, as an 8-bit PNG, whole or not at all."""
     import cv2
     from scipy.io import loadmat
+    from scipy.io.matlab import MatReadError
 
     try:
         found = loadmat(str(source))["GTcls"][0]["Segmentation"][0]
-    except (KeyError, IndexError, ValueError, TypeError, OSError) as error:
+    except (MatReadError, NotImplementedError, KeyError, IndexError, ValueError, TypeError, OSError) as error:
         raise UserError(f"{source}: not an SBD class map (a .mat with GTcls.Segmentation): {error}; "
                         "unpack benchmark.tgz again") from None
     classes = np.asarray(found)
