@@ -16,7 +16,7 @@
   2048x512, random 512x512 crop with cat_max_ratio 0.75, flip, photometric distortion) and
   evaluate on the image resized to 2048x512 (keeping its ratio).
 
-``params.scale`` overrides the resize target of cityscapes/coco (tests use small fixtures).
+``params.scale`` overrides the resize target of cityscapes, coco, voc and ade20k (tests use small fixtures).
 
 ``dataset.holdout`` (a study's tune stage): both loaders read the training split, training on
 all but a held-out share of it and evaluating on that share under the test pipeline

@@ -121,6 +121,8 @@ def test_mmseg_reads_the_prepared_voc_tree_as_its_aug_config_does(tmp_path):
     from mmseg.registry import DATASETS
     from mmseg.utils import register_all_modules
 
+    import runners.data.holdout  # noqa: F401  (registers HeldOutSplit, as a run's config loading does)
+
     register_all_modules()
     maps = make_voc(tmp_path / "VOCdevkit")
     root = tmp_path / "VOCdevkit" / "VOC2012"
@@ -135,6 +137,13 @@ def test_mmseg_reads_the_prepared_voc_tree_as_its_aug_config_does(tmp_path):
     assert sorted(Path(p).stem for p in paths) == TRAINAUG
     aug_item = next(p for p in paths if "SegmentationClassAug" in p)
     assert np.array_equal(cv2.imread(aug_item, cv2.IMREAD_UNCHANGED), maps[Path(aug_item).stem])
+    held = parse_run({"task": "seg", "student": {"config": "tiny_seg_student"},   # a tune stage's split of train
+                      "dataset": {"name": "voc", "root": str(root), "holdout": {"fraction": 0.5}}})
+    parts = dataset_configs(held)
+    rest = DATASETS.build(parts["train_dataloader"]["dataset"])
+    evaluated = DATASETS.build(parts["val_dataloader"]["dataset"])
+    steps = [type(t).__name__ for t in evaluated.dataset.datasets[1].pipeline.transforms]
+    assert len(rest) == len(evaluated) == 3 and steps[1] == "Resize"   # the held-out share under the test pipeline
 
 
 def make_ade20k(root: Path, training: int = 3, validation: int = 2) -> None:
