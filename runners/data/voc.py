@@ -87,8 +87,8 @@ def prepare(root: str | Path, workers: int | None = None, progress: bool = True)
     lists = root / VOC_LISTS
     download = VOC_DOWNLOAD.format(root=root)
     voc_train, voc_val = _ids(lists / "train.txt", download), _ids(lists / "val.txt", download)
-    sbd_sbd = SBD_DOWNLOAD.format(parent=root.parent, root=root)
-    sbd_ids = _ids(sbd / "train.txt", sbd_sbd) + _ids(sbd / "val.txt", sbd_sbd)
+    get_sbd = SBD_DOWNLOAD.format(parent=root.parent, root=root)
+    sbd_ids = _ids(sbd / "train.txt", get_sbd) + _ids(sbd / "val.txt", get_sbd)
     out = root / AUG
     out.mkdir(exist_ok=True)
     for leftover in out.glob(".*.png.*.tmp"):   # a conversion killed before its rename
