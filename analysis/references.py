@@ -63,6 +63,7 @@ def _describes(ref: dict, cell: CellRecord, terms, kind: str | None) -> bool:
     if dataset and not _norm(ref.get("dataset")).startswith(_norm(dataset)):
         return False
     ref_kind = str(ref.get("location") or "").split(" ")[0].strip().lower()
+    kind = kind or cell.group.facts.location_kind   # a cell on both kinds at once is neither's
     if ref_kind in ("feature", "logits") and kind and kind != ref_kind:
         return False
     if not _same_settings(ref, cell, terms):
@@ -93,6 +94,16 @@ def match_references(references: pd.DataFrame, cells, methods: dict, task: str) 
                    if _describes(ref, cell, methods.get(cell.method) or (), kinds.get(cell.method, (None, None))[1])]
         rows += [Match(ref, cell) for cell in matched or [None]]
     return rows
+
+
+def no_published_number(matches, files) -> list[str]:
+    """One sentence when the study names reference files that hold no published row yet (a paper
+    whose table is an image), so that the report says so rather than showing no comparison."""
+    if matches or not files:
+        return []
+    return [f"No published number: {', '.join(files)} {'holds' if len(files) == 1 else 'hold'} no published row "
+            "yet, so no measured number here has a published one beside it. A person can add the rows (method, "
+            "location, dataset, metric, value, source and tag per row; studies/README.md describes the columns)."]
 
 
 def _float(value) -> float:

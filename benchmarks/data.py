@@ -2,8 +2,10 @@
 
 ``run(repeats)`` writes, in a temporary directory (in /dev/shm when there is one), a Cityscapes tree
 as ``kdbench data prepare`` leaves it (2,975 train and 500 val images in their 18 and 3 cities,
-each with the five gtFine files: 20,850 files) and a COCO 2017 tree (118,287 + 5,000 images and
-both annotation files, listing every image): real file names, empty files, no pixels. It then
+each with the five gtFine files: 20,850 files), a COCO 2017 tree (118,287 + 5,000 images and
+both annotation files, listing every image), a VOC 2012 tree with SBD's augmented set as
+``kdbench data prepare voc`` leaves it (10,582 + 1,449 images with their label maps and lists) and
+an ADE20K tree (20,210 + 2,000 images and label maps): real file names, empty files, no pixels. It then
 times ``runners.data.layout.check`` as the preflight calls it:
 
 - ``uncached``: with an empty cache (``$KDBENCH_CACHE``), every folder listed and the annotation
@@ -73,19 +75,50 @@ def _coco(root: Path) -> None:
         first += count
 
 
+# VOC 2012's segmentation train and val lists, and SBD's images beyond both (aug.txt): 1,464 + 9,118 = 10,582.
+VOC_SPLITS = {"train": 1464, "val": 1449, "aug": 9118}
+
+
+def _voc(root: Path) -> None:
+    """VOC2012 as ``kdbench data prepare voc`` leaves it: the three lists, every image they name, and
+    each one's label map (SegmentationClass for train and val, SegmentationClassAug for aug)."""
+    lists = root / layout.VOC_LISTS
+    for folder in ("JPEGImages", "SegmentationClass", "SegmentationClassAug", layout.VOC_LISTS):
+        (root / folder).mkdir(parents=True)
+    first = 0
+    for name, count in VOC_SPLITS.items():
+        ids = [f"20{first + i:08d}" for i in range(count)]
+        labels = root / ("SegmentationClassAug" if name == "aug" else "SegmentationClass")
+        for image in ids:
+            _touch(root / "JPEGImages" / f"{image}.jpg")
+            _touch(labels / f"{image}.png")
+        (lists / f"{name}.txt").write_text("".join(f"{i}\n" for i in ids))
+        first += count
+
+
+def _ade20k(root: Path) -> None:
+    for (split, count), folder in zip(layout.OFFICIAL["ade20k"].items(), ("training", "validation")):
+        (root / "images" / folder).mkdir(parents=True), (root / "annotations" / folder).mkdir(parents=True)
+        for index in range(count):
+            stem = f"ADE_{split}_{index + 1:08d}"
+            _touch(root / "images" / folder / f"{stem}.jpg")
+            _touch(root / "annotations" / folder / f"{stem}.png")
+
+
 def make_tree(root: Path, name: str) -> Path:
     """A tree of dataset ``name`` of the official size in file names (empty files), dated an hour back."""
     root = Path(root)
-    {"cityscapes": _cityscapes, "coco": _coco}[name](root)
+    {"cityscapes": _cityscapes, "coco": _coco, "voc": _voc, "ade20k": _ade20k}[name](root)
     date_back(root)
     return root
 
 
 def date_back(root: Path) -> None:
-    """Every folder of ``root`` and the files that are read (COCO's annotations) dated an hour back."""
+    """Every folder of ``root`` and the files that are read (COCO's annotations, VOC's lists) dated an
+    hour back."""
     past = time.time() - SETTLED
     for folder, _, files in os.walk(root):
-        for file in files if folder.endswith("annotations") else ():
+        for file in files if folder.endswith(("annotations", layout.VOC_LISTS)) else ():
             os.utime(Path(folder) / file, (past, past))
         os.utime(folder, (past, past))
 

@@ -328,6 +328,12 @@ def data(action: str, name: str, root: str, workers: int | None = None, progress
             converted, already = prepare(root, workers, progress=progress)
             lines.append(f"kdbench data prepare: cityscapes: converted {converted} label maps to train ids"
                          f" ({already} already converted)")
+        elif name == "voc":  # SBD's class maps and the augmented lists (runners.data.voc)
+            from runners.data.voc import prepare as prepare_voc
+
+            converted, already = prepare_voc(root, workers, progress=progress)
+            lines.append(f"kdbench data prepare: voc: converted {converted} SBD class maps into SegmentationClassAug "
+                         f"({already} already converted); ImageSets/Segmentation/aug.txt and trainaug.txt written")
         else:
             lines.append(f"kdbench data prepare: {name} needs no conversion; its check:")
     found = layout.check(name, root)

@@ -215,7 +215,7 @@ def _collect(args: argparse.Namespace) -> int:
 def _report_arguments(parser: argparse.ArgumentParser) -> None:
     _study_arguments(parser)
     parser.add_argument("--format", default="html,md",
-                        help="comma-separated: html (one self-contained index.html), md (README.md + PNGs)")
+                        help="comma-separated: html (one index.html), md (README.md + PNGs), latex (tables.tex)")
     parser.add_argument("--json", action="store_true",
                         help="print the statistics (intervals, Δ tests, verdicts, seeds needed) as a JSON object")
 
@@ -257,7 +257,7 @@ def _data_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("action", choices=("check", "prepare"),
                         help="check: what a run's preflight sees (splits, counts, missing pieces); prepare: convert a "
                              "raw download into what mmseg/mmdet read (resumable; a second call does nothing)")
-    parser.add_argument("name", metavar="NAME", help="the dataset: cityscapes or coco")
+    parser.add_argument("name", metavar="NAME", help="the dataset: cityscapes, coco, voc or ade20k")
     parser.add_argument("root", metavar="ROOT", help="its folder, as a run's dataset.root names it")
     parser.add_argument("--workers", type=int, help="prepare: maps converted at a time (default: the cores, up to 8)")
     parser.add_argument("--no-progress", action="store_true", help="prepare: no progress bar")

@@ -24,7 +24,7 @@ from kdbench.schema import Checker, copy_data, join
 
 TASKS = ("seg", "det")
 ROLES = ("student", "teacher")
-DATASETS = ("fashion_scenes", "cityscapes", "coco")
+DATASETS = ("fashion_scenes", "cityscapes", "coco", "voc", "ade20k")
 OPTIMIZERS = ("sgd", "adamw")
 LR_SCHEDULES = ("poly", "constant", "step")
 DEVICES = ("auto", "cpu", "cuda")

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import jinja2
 
-from analysis import aggregate, budgets, chance, perclass, perclass_plot, plots, recipes, settings, tables
+from analysis import aggregate, budgets, chance, perclass, perclass_plot, plots, recipes, references, settings, tables
 from analysis import format as fmt
 from analysis import stats as significance
 from analysis.collect import collect, collect_curves
@@ -31,7 +31,8 @@ from kdbench.store import write_bytes_atomic, write_text_atomic
 from reports.tuning import tuning_tables
 
 TEMPLATES = Path(__file__).parent / "templates"
-FORMATS = ("html", "md")
+FORMATS = ("html", "md", "latex")
+DEFAULT_FORMATS = ("html", "md")
 # What GitHub markdown would read as markup: HTML, emphasis, code, links, tables, headings, strikethrough,
 # math ($...$), and the two bare-URL autolinks of GFM (scheme "://" and "www.").
 _MD_SPECIAL = re.compile(r"[\\`*_\[\]|#<>&~$]|:(?=//)|(?<=www)\.", re.IGNORECASE)
@@ -272,6 +273,7 @@ def build_context(study: Study, frame, found: Statistics) -> dict:
     metrics, metric = list(found.metrics), found.metric
     data_warnings = partial_data_warnings(frame) + recipes.comparability_notes(found.matches)
     built, left_out = _tables(found, frame, data_warnings)
+    left_out += references.no_published_number(found.matches, list(study.spec.references))
     headline, cwd_lines = cwd_sentences(aggregate.cwd_verdicts(found.cells, metric), metric,
                                         found.family(VS_STUDENT, metric).tested)
     text = Path(study.path).read_text()
@@ -308,12 +310,12 @@ def _environment() -> jinja2.Environment:
     return env
 
 
-def render(study: Study, formats=FORMATS) -> dict[str, Path]:
+def render(study: Study, formats=DEFAULT_FORMATS) -> dict[str, Path]:
     """Write the report in the given formats; returns {format: path}."""
     return render_report(study, formats=formats)[0]
 
 
-def render_report(study: Study, frame=None, formats=FORMATS,
+def render_report(study: Study, frame=None, formats=DEFAULT_FORMATS,
                   found: Statistics | None = None) -> tuple[dict[str, Path], str, list[str]]:
     """Write the report in the given formats and return, from the same pass over the results,
     ({format: path}, the CWD-vs-baseline headline, lines (one sentence per CWD cell, then the
@@ -341,6 +343,12 @@ def render_report(study: Study, frame=None, formats=FORMATS,
         for figure in context["figures"]:
             write_bytes_atomic(out / f"{figure.key}.png", figure.png)
         written["md"] = _write(out / "README.md", env.get_template("report.md.j2").render(**context))
+    if "latex" in formats:  # every table of the report, as booktabs tabulars (reports.latex)
+        from reports.latex import write_latex
+
+        shown = [*context["tuning"], *context["tables"], *([context["problems"]] if context["problems"].rows else []),
+                 context["settings"]]
+        written["latex"] = write_latex(out, found, shown, study.name, context["tables_left_out"])
     return written, context["cwd_headline"], context["cwd_lines"] + context["warnings"]
 
 

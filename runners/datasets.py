@@ -8,8 +8,15 @@
   crop of the full-resolution image and nothing else, as the CWD paper's official code trains
   (its random scale and mirror exist but are off in its training script).
 - ``coco``: mmdet's CocoDataset with the 1x schedule's pipeline (resize to 1333x800, flip).
+- ``voc``: mmseg's PascalVOCDataset as ``configs/_base_/datasets/pascal_voc12_aug.py`` reads it:
+  VOC 2012's train (SegmentationClass labels) and SBD's extra images (``aug.txt``,
+  SegmentationClassAug labels) concatenated, 10,582 images; val's 1,449 with SegmentationClass.
+- ``ade20k``: mmseg's ADE20KDataset as ``configs/_base_/datasets/ade20k.py`` reads it (the zero
+  label, "other", ignored). Both train with mmseg's augmentation for them (random resize 0.5-2.0 of
+  2048x512, random 512x512 crop with cat_max_ratio 0.75, flip, photometric distortion) and
+  evaluate on the image resized to 2048x512 (keeping its ratio).
 
-``params.scale`` overrides the resize target of cityscapes/coco (tests use small fixtures).
+``params.scale`` overrides the resize target of cityscapes, coco, voc and ade20k (tests use small fixtures).
 
 ``dataset.holdout`` (a study's tune stage): both loaders read the training split, training on
 all but a held-out share of it and evaluating on that share under the test pipeline
@@ -26,6 +33,8 @@ from kdbench.spec import RunSpec
 SEG_EVALUATOR = {"type": "KDIoUMetric", "iou_metrics": ["mIoU"]}
 CITYSCAPES_CROP = (512, 1024)  # mmseg's Cityscapes crop, when the schedule names none
 COCO_SCALE = (1333, 800)       # (w, h) of mmdet's 1x resize, when the dataset's params name none
+SEG_512_SCALE = (2048, 512)    # mmseg's VOC-aug and ADE20K resize target (configs/_base_/datasets/)
+SEG_512_CROP = (512, 512)      # ... and crop, when the schedule names none
 
 
 def training_size(run: RunSpec) -> tuple[int, int]:
@@ -35,7 +44,7 @@ def training_size(run: RunSpec) -> tuple[int, int]:
         return tuple(run.schedule.crop)
     if run.dataset.name == "fashion_scenes":
         return fashion_size(run.dataset.params)
-    return CITYSCAPES_CROP
+    return SEG_512_CROP if run.dataset.name in ("voc", "ade20k") else CITYSCAPES_CROP
 
 
 def fashion_size(params: dict) -> tuple[int, int]:
@@ -144,6 +153,42 @@ def _cityscapes(root: str, params: dict, crop, pipeline: str = "default") -> tup
     return dataset("train", train_pipeline), dataset("val", test_pipeline), dict(SEG_EVALUATOR)
 
 
+def _mmseg_512(params: dict, crop, load: dict, pad: bool) -> tuple[list, list]:
+    """The train and test pipelines of mmseg's VOC-aug (``pad``: its Pad to the crop) and ADE20K configs."""
+    scale, crop = tuple(params.get("scale", SEG_512_SCALE)), tuple(crop or SEG_512_CROP)
+    train = [{"type": "LoadImageFromFile"}, load,
+             {"type": "RandomResize", "scale": scale, "ratio_range": (0.5, 2.0), "keep_ratio": True},
+             {"type": "RandomCrop", "crop_size": crop, "cat_max_ratio": 0.75}, {"type": "RandomFlip", "prob": 0.5},
+             {"type": "PhotoMetricDistortion"}, *([{"type": "Pad", "size": crop}] if pad else []),
+             {"type": "PackSegInputs"}]
+    test = [{"type": "LoadImageFromFile"}, {"type": "Resize", "scale": scale, "keep_ratio": True}, load,
+            {"type": "PackSegInputs"}]
+    return train, test
+
+
+def _voc(root: str, params: dict, crop) -> tuple[dict, dict, dict]:
+    train_pipeline, test_pipeline = _mmseg_512(params, crop, {"type": "LoadAnnotations"}, pad=True)
+
+    def part(listed: str, labels: str, pipeline: list) -> dict:
+        return {"type": "PascalVOCDataset", "data_root": root, "ann_file": f"ImageSets/Segmentation/{listed}.txt",
+                "data_prefix": {"img_path": "JPEGImages", "seg_map_path": labels}, "pipeline": pipeline}
+
+    train = {"type": "ConcatDataset", "datasets": [part("train", "SegmentationClass", train_pipeline),
+                                                   part("aug", "SegmentationClassAug", train_pipeline)]}
+    return train, part("val", "SegmentationClass", test_pipeline), dict(SEG_EVALUATOR)
+
+
+def _ade20k(root: str, params: dict, crop) -> tuple[dict, dict, dict]:
+    load = {"type": "LoadAnnotations", "reduce_zero_label": True}
+    train_pipeline, test_pipeline = _mmseg_512(params, crop, load, pad=False)
+
+    def dataset(folder: str, pipeline: list) -> dict:
+        return {"type": "ADE20KDataset", "data_root": root, "pipeline": pipeline,
+                "data_prefix": {"img_path": f"images/{folder}", "seg_map_path": f"annotations/{folder}"}}
+
+    return dataset("training", train_pipeline), dataset("validation", test_pipeline), dict(SEG_EVALUATOR)
+
+
 def _coco(root: str, params: dict, crop) -> tuple[dict, dict, dict]:
     scale = tuple(params.get("scale", COCO_SCALE))
     train_pipeline = [
@@ -181,7 +226,8 @@ def _held_out(train: dict, val: dict, evaluator: dict, holdout) -> tuple[dict, d
     training set's config under the test pipeline: the same images, in the same order, so the
     same indices). A COCO evaluator reads the training set's annotations, over the held-out images only."""
     parts = {"type": "HeldOutSplit", "fraction": holdout.fraction, "seed": holdout.seed}
-    held = {**train, "pipeline": val["pipeline"]}
+    held = {**train, "pipeline": val["pipeline"]} if train["type"] != "ConcatDataset" else \
+        {**train, "datasets": [{**part, "pipeline": val["pipeline"]} for part in train["datasets"]]}
     if evaluator.get("type") == "KDCocoMetric":
         evaluator = {**evaluator, "ann_file": str(Path(train["data_root"]) / train["ann_file"]), "evaluated_only": True}
     return ({**parts, "dataset": train, "part": "rest"}, {**parts, "dataset": held, "part": "holdout"}, evaluator)
@@ -205,6 +251,8 @@ def dataset_configs(run: RunSpec, check_root: bool = True) -> dict:
             train, val, evaluator = _cityscapes(root, params, crop, spec.pipeline)
         elif name == "coco" and task == "det":
             train, val, evaluator = _coco(root, params, crop)
+        elif name in ("voc", "ade20k") and task == "seg":
+            train, val, evaluator = (_voc if name == "voc" else _ade20k)(root, params, crop)
         else:
             raise UserError(f"dataset.name: {name!r} does not fit task {task!r}")
     if spec.holdout is not None:

@@ -49,6 +49,8 @@ def test_bench_data_checks_cityscapes_and_coco_trees_of_the_official_size_comple
     rows = {row["dataset"]: row for row in json.loads(out.read_text())["results"]}
     assert rows["cityscapes"]["images"] == {"train": 2975, "val": 500} and rows["cityscapes"]["files"] == 20850
     assert rows["coco"]["images"] == {"train2017": 118287, "val2017": 5000} and rows["coco"]["files"] == 123289
+    assert rows["voc"]["images"] == {"train": 10582, "val": 1449} and rows["voc"]["files"] == 2 * 12031 + 3
+    assert rows["ade20k"]["images"] == {"train": 20210, "val": 2000} and rows["ade20k"]["files"] == 2 * 22210
     for row in rows.values():
         assert row["suite"] == "data" and row["target_s"] == 1.0 and row["uncached_s"] > 0 and row["cached_s"] > 0
 

@@ -160,7 +160,9 @@ def test_each_published_reference_row_has_a_number_its_source_and_a_comparabilit
 
     table = pd.read_csv(ROOT / "studies" / "references" / name)
     assert {"method", "location", "dataset", "metric", "value", "source", "tag"} <= set(table.columns)
-    assert len(table) > 0 and table["source"].notna().all() and (table["source"].str.len() > 10).all()
+    if table.empty:  # a paper whose table is an image (paper_voc.csv): the report says "no published number"
+        return
+    assert table["source"].notna().all() and (table["source"].str.len() > 10).all()
     assert table["tag"].notna().all() and (table["tag"].str.len() > 10).all()
     assert table["value"].between(0, 100).all()
 
