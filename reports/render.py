@@ -19,7 +19,7 @@ from pathlib import Path
 
 import jinja2
 
-from analysis import aggregate, budgets, chance, plots, recipes, settings, tables
+from analysis import aggregate, budgets, chance, plots, recipes, settings, tables, versus_tables
 from analysis import format as fmt
 from analysis import stats as significance
 from analysis.collect import collect, collect_curves
@@ -28,6 +28,7 @@ from analysis.summary import summarise
 from kdbench.expand import Study
 from kdbench.safeio import clean_leftovers
 from kdbench.store import write_bytes_atomic, write_text_atomic
+from reports.comparisons import two_seeds_line, versus_lines
 from reports.tuning import tuning_tables
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -245,9 +246,11 @@ def partial_data_warnings(frame) -> list[str]:
 def _tables(found: Statistics, frame, data_warnings: list[str]) -> tuple[list[tables.Table], list[str]]:
     """The report's tables (those with a value to show) and a sentence per table left out."""
     built = [tables.results_table(found), tables.significance_table(found)]
+    built += [t for t in [versus_tables.other_metrics_table(found)] if t]   # every other metric, below
     if found.cells:
         built += [tables.gap_table(found), tables.mmrazor_table(found)]
         built += [t for t in [tables.table2(found), tables.location_table(found)] if t]
+        built += versus_tables.versus_tables(found)   # channel-wise vs the best spatial cell, compare: pairs
         built += tables.ablation_tables(found)
     built += [t for t in [tables.reference_table(found)] if t]
     built.append(tables.cost_table(found))
@@ -283,7 +286,8 @@ def build_context(study: Study, frame, found: Statistics) -> dict:
         "sweep_note": sweep_note(frame), "problems": tables.problems_table(frame),
         "runs": tables.runs_table(frame, metrics),
         "counts": ", ".join(f"{n} {state}" for state, n in sorted(counts.items())), "total": len(frame),
-        "cwd_headline": headline, "cwd_lines": cwd_lines,
+        "cwd_headline": headline, "cwd_lines": cwd_lines + [line for line in [two_seeds_line(found)] if line],
+        "versus_lines": versus_lines(found),
         "warnings": collapse_warnings(found) + data_warnings + chance.near_chance_warnings(frame, metrics),
         "spec_path": str(study.path), "spec_text": text, "spec_sha256": hashlib.sha256(text.encode()).hexdigest(),
         "git_sha": report_sha, "run_git_shas": shas, "provenance_notes": provenance_notes(report_sha, shas),
@@ -339,7 +343,7 @@ def render_report(study: Study, frame=None, formats=FORMATS,
         for figure in context["figures"]:
             write_bytes_atomic(out / f"{figure.key}.png", figure.png)
         written["md"] = _write(out / "README.md", env.get_template("report.md.j2").render(**context))
-    return written, context["cwd_headline"], context["cwd_lines"] + context["warnings"]
+    return written, context["cwd_headline"], context["cwd_lines"] + context["versus_lines"] + context["warnings"]
 
 
 def _write(path: Path, text: str) -> Path:
