@@ -231,9 +231,9 @@ def table2(found: Statistics) -> Table | None:
                  if match.cell is not None and match.cell.method in kinds}
     columns = [(kind, fmt.kind_label(kind).capitalize()) for kind in ("feature", "logits")]
     header = ["Method"] + [title for _, title in columns]
-    header += [f"{title}: Δ vs best spatial" for _, title in columns]
     if published:
         header += [f"{title} (published)" for _, title in columns]
+    header += [f"{title}: Δ vs best spatial" for _, title in columns]
     table = Table("table2", "Feature map vs logits (the paper's Table 2 layout)", header,
                   caption=f"{fmt.metric_label(metric)} mean ± std (n) and Δ vs the student baseline; rows: the "
                           "distillation term's method with what its loss distils (channel-wise or spatial, as the "
@@ -250,9 +250,9 @@ def table2(found: Statistics) -> Table | None:
         line = [Cell(fmt.with_kind(family, declared.pop() if len(declared) == 1 else None))]
         placed = [next((m for m, (f, k) in kinds.items() if f == family and k == kind), None) for kind, _ in columns]
         line += [_joined(by_method.get(method), metric) for method in placed]
-        line += [_versus_spatial(found, by_method.get(method)) for method in placed]
         if published:
             line += [Cell(fmt.number(published.get(method))) for method in placed]
+        line += [_versus_spatial(found, by_method.get(method)) for method in placed]
         table.rows.append(line)
     return mark_best(table)
 
