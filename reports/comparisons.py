@@ -22,12 +22,19 @@ def _tested_words(test: Delta, family: str) -> str:
     """``+14.67 mIoU [+9.62, +19.73]: a gain (paired by seed; Holm-corrected p 0.013 over the 2 ...)``."""
     label = fmt.metric_label(test.metric)
     if test.verdict == significance.NOT_COMPARED:
-        return "cannot be compared: a side has no complete run"
+        return "but cannot be compared: a side has no complete run"
     if test.verdict not in WORDS:
         return f"by {fmt.signed(test.delta)} {label}; no interval and no verdict: a single run on a side (n = 1)"
     return (f"by {fmt.signed(test.delta)} {label} {fmt.interval(test.low, test.high, sign=True)}: "
             f"{WORDS[test.verdict]} ({TEST_WORDS[test.test]}; Holm-corrected p {fmt.p_value(test.p_holm)} over "
             f"the {family})")
+
+
+def _verb(test: Delta) -> str:
+    """``beats`` (Δ above 0), ``trails`` (below), ``matches`` (0) or ``against`` (nothing to compare)."""
+    if not fmt.is_number(test.delta):
+        return "against"
+    return "beats" if test.delta > 0 else "trails" if test.delta < 0 else "matches"
 
 
 def _kind(cell: CellRecord) -> str:
@@ -41,22 +48,16 @@ def spatial_sentence(each: Versus, tested: int) -> str:
     cell, best, test = each.cell, each.other, each.test
     among = (f"the best spatial method there by mean (of {', '.join(str(c.method) for c in each.chosen_from)}), "
              if len(each.chosen_from) > 1 else "the only spatial method there, ")
-    verb = "trails" if fmt.is_number(test.delta) and test.delta < 0 else "beats"
-    if test.verdict == significance.NOT_COMPARED:
-        verb = "against"
     family = fmt.count_noun(tested, "channel-wise-vs-spatial comparison")
     return (f"At {each.location} ({fmt.kind_label(cell.group.facts.location_kind)}): {tables.setting(cell)} "
-            f"({_kind(cell)}) {verb} {among}{tables.setting(best)}, {_tested_words(test, family)}.")
+            f"({_kind(cell)}) {_verb(test)} {among}{tables.setting(best)}, {_tested_words(test, family)}.")
 
 
 def named_sentence(each: Versus, tested: int) -> str:
     """One pair named in ``compare:``: the first cell minus the second."""
     family = fmt.count_noun(tested, "named comparison")
-    test = each.test
-    verb = "trails" if fmt.is_number(test.delta) and test.delta < 0 else "beats"
-    if test.verdict == significance.NOT_COMPARED:
-        verb = "against"
-    return f"{tables.setting(each.cell)} {verb} {tables.setting(each.other)} (compare:), {_tested_words(test, family)}."
+    words = _tested_words(each.test, family)
+    return f"{tables.setting(each.cell)} {_verb(each.test)} {tables.setting(each.other)} {words}."
 
 
 BEST_AFTER_THE_FACT = ("The best spatial method at a location is the one with the highest mean {metric}, chosen "
