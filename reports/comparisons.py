@@ -83,6 +83,15 @@ def versus_lines(found: Statistics) -> list[str]:
     return lines
 
 
+def versus_heading(found: Statistics) -> str:
+    """What the verdict box's comparison sentences answer (none when the study has no comparison)."""
+    families = {each.test.family for each in found.versus}
+    parts = [text for family, text in ((CW_VS_SPATIAL, "Channel-wise against the best spatial method"),
+                                       (NAMED, "the pairs named in compare")) if family in families]
+    text = ", and ".join(parts)
+    return text[:1].upper() + text[1:] + ":" if parts else ""
+
+
 def two_seeds_line(found: Statistics) -> str | None:
     """When a cell within noise has two seeds (pairs, or runs on its smaller side): that a 95%
     interval on two seeds takes t(0.975; 1) = 12.71, so large gains stay within noise."""

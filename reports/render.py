@@ -28,7 +28,7 @@ from analysis.summary import summarise
 from kdbench.expand import Study
 from kdbench.safeio import clean_leftovers
 from kdbench.store import write_bytes_atomic, write_text_atomic
-from reports.comparisons import two_seeds_line, versus_lines
+from reports.comparisons import two_seeds_line, versus_heading, versus_lines
 from reports.tuning import tuning_tables
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -287,7 +287,7 @@ def build_context(study: Study, frame, found: Statistics) -> dict:
         "runs": tables.runs_table(frame, metrics),
         "counts": ", ".join(f"{n} {state}" for state, n in sorted(counts.items())), "total": len(frame),
         "cwd_headline": headline, "cwd_lines": cwd_lines + [line for line in [two_seeds_line(found)] if line],
-        "versus_lines": versus_lines(found),
+        "versus_heading": versus_heading(found), "versus_lines": versus_lines(found),
         "warnings": collapse_warnings(found) + data_warnings + chance.near_chance_warnings(frame, metrics),
         "spec_path": str(study.path), "spec_text": text, "spec_sha256": hashlib.sha256(text.encode()).hexdigest(),
         "git_sha": report_sha, "run_git_shas": shas, "provenance_notes": provenance_notes(report_sha, shas),
