@@ -5,6 +5,8 @@ below it. Every number goes through analysis.format.
 
 from __future__ import annotations
 
+import re
+
 from analysis import comparisons
 from analysis import format as fmt
 from analysis import stats as significance
@@ -55,9 +57,19 @@ def other_metrics_table(found: Statistics) -> Table | None:
     return table
 
 
-def _versus_row(each: Versus, metric: str, spatial: bool) -> list[Cell]:
+def where(found: Statistics, each: Versus) -> str:
+    """The location of a comparison, with its teacher and student baseline runs (their name, the
+    seed left out) when the study has several: ``decode_head.conv_seg, teacher_lr0.01, student_lr0.01``."""
+    parts = [fmt.value(each.location)]
+    for group, count in ((each.cell.teacher, len(found.teachers)), (each.cell.baseline, len(found.baselines))):
+        if group is not None and count > 1:
+            parts.append(re.sub(r"_s\d+$", "", str(group.run_names[0])))
+    return ", ".join(parts)
+
+
+def _versus_row(found: Statistics, each: Versus, metric: str, spatial: bool) -> list[Cell]:
     first, second = each.cell.measured(metric), each.other.measured(metric)
-    row = [Cell(fmt.value(each.location))] if spatial else []
+    row = [Cell(where(found, each))] if spatial else []
     row += [Cell(setting(each.cell)), Cell(fmt.mean_std(first.mean, first.std, first.n)),
             Cell(setting(each.other) + (f" (best of {len(each.chosen_from)})" if len(each.chosen_from) > 1 else "")),
             Cell(fmt.mean_std(second.mean, second.std, second.n))]
@@ -96,6 +108,6 @@ def versus_tables(found: Statistics) -> list[Table]:
                           caption=caption + TEST_CAPTION.format(alpha=significance.ALPHA, families=words))
             for metric, each in rows:
                 label = [Cell(fmt.metric_label(metric))] if part else []
-                table.rows.append(label + _versus_row(each, metric, spatial))
+                table.rows.append(label + _versus_row(found, each, metric, spatial))
             built.append(table)
     return built

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from scipy import stats as scipy_stats
 
-from analysis import comparisons, tables
+from analysis import comparisons, tables, versus_tables
 from analysis import format as fmt
 from analysis import stats as significance
 from analysis.records import CW_VS_SPATIAL, NAMED, VS_STUDENT, CellRecord, Delta, Statistics, Versus
@@ -43,13 +43,14 @@ def _kind(cell: CellRecord) -> str:
     return f"{' + '.join(dict.fromkeys(facts.term_methods))} on the {fmt.kind_label(facts.location_kind)}"
 
 
-def spatial_sentence(each: Versus, tested: int) -> str:
+def spatial_sentence(found: Statistics, each: Versus, tested: int) -> str:
     """One channel-wise cell against the best spatial cell at its location, as the paper words it."""
     cell, best, test = each.cell, each.other, each.test
     among = (f"the best spatial method there by mean (of {', '.join(str(c.method) for c in each.chosen_from)}), "
              if len(each.chosen_from) > 1 else "the only spatial method there, ")
     family = fmt.count_noun(tested, "channel-wise-vs-spatial comparison")
-    return (f"At {each.location} ({fmt.kind_label(cell.group.facts.location_kind)}): {tables.setting(cell)} "
+    return (f"At {versus_tables.where(found, each)} ({fmt.kind_label(cell.group.facts.location_kind)}): "
+            f"{tables.setting(cell)} "
             f"({_kind(cell)}) {_verb(test)} {among}{tables.setting(best)}, {_tested_words(test, family)}.")
 
 
@@ -73,7 +74,7 @@ def versus_lines(found: Statistics) -> list[str]:
     spatial = comparisons.of_family(found.versus, CW_VS_SPATIAL, metric)
     if spatial:
         tested = found.family(CW_VS_SPATIAL, metric).tested
-        lines += [spatial_sentence(each, tested) for each in spatial]
+        lines += [spatial_sentence(found, each, tested) for each in spatial]
         if any(len(each.chosen_from) > 1 for each in spatial):
             lines.append(BEST_AFTER_THE_FACT.format(metric=fmt.metric_label(metric)))
     named = comparisons.of_family(found.versus, NAMED, metric)

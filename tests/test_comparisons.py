@@ -253,3 +253,28 @@ def test_detection_reports_every_coco_metric_its_runs_record():
                           "val/bbox_mAP_s": [20.0], "val/bbox_mAP_m": [44.0], "val/bbox_mAP_l": [52.0]})
     assert aggregate.metrics_of(frame) == ["val/bbox_mAP", "val/bbox_mAP_50", "val/bbox_mAP_s", "val/bbox_mAP_m",
                                            "val/bbox_mAP_l"]
+
+
+def test_cells_are_compared_only_within_their_own_teacher_student_pair(tmp_path):
+    """Guarantee: Channel-wise cells meet the best spatial cell, and named pairs meet each other, only within
+    one teacher-student pair (here one per learning rate), and the sentences name the pair."""
+    from reports.comparisons import versus_lines
+
+    text = study_text({k: TERMS[k] for k in ("cwd_logits", "pi_logits")},
+                      "grid: {schedule.lr: [0.01, 0.02]}\ncompare: [[cwd_logits, pi_logits]]\n")
+    outcomes = {"teacher_lr0.01": 50.0, "teacher_lr0.02": 50.0, **seeds("student_lr0.01", 30.0, 31.0, 32.0),
+                **seeds("student_lr0.02", 20.0, 21.0, 22.0), **seeds("cwd_logits_lr0.01", 35.0, 36.0, 38.0),
+                **seeds("cwd_logits_lr0.02", 25.0, 26.0, 28.0), **seeds("pi_logits_lr0.01", 33.0, 33.0, 34.0),
+                **seeds("pi_logits_lr0.02", 40.0, 41.0, 42.0)}
+    study, _ = make_store(tmp_path, outcomes, text)
+    found = summarise(study, collect(study))
+    for family in (CW_VS_SPATIAL, NAMED):
+        pairs = [(v.cell.axes["schedule.lr"], v.other.axes["schedule.lr"], v.test.delta)
+                 for v in comparisons.of_family(found.versus, family, "val/mIoU")]
+        # lr 0.01: 36.33 - 33.33 = +3; lr 0.02: 26.33 - 41 = -14.67 (never against the other rate's cells)
+        assert pairs == [(0.01, 0.01, pytest.approx(3.0)), (0.02, 0.02, pytest.approx(-44 / 3))]
+    lines = versus_lines(found)
+    assert lines[0].startswith(f"At {LOGITS}, teacher_lr0.01, student_lr0.01 (logits): cwd_logits, schedule.lr 0.01 ")
+    assert lines[1].startswith(f"At {LOGITS}, teacher_lr0.02, student_lr0.02 (logits): cwd_logits, schedule.lr 0.02 "
+                               "(cwd on the logits) trails the only spatial method there, pi_logits, schedule.lr 0.02, "
+                               "by -14.67")
