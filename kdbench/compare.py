@@ -18,10 +18,15 @@ KEY = "compare"
 
 
 def parse_compare(check: Checker, data: dict, methods: dict | None) -> tuple[tuple[str, str], ...]:
-    """``compare:`` checked: a list of pairs, each two different method names of the study (every
-    bad pair reported at once, naming the valid methods)."""
+    """``compare:`` checked: a list of pairs, each two different method names of the study that
+    have cells (those its grid's method axis lists, when it lists them); every bad pair reported at
+    once, naming the valid methods."""
     pairs = check.sequence(data.get(KEY) or [], KEY)
     names = [str(name) for name in (methods or {})]
+    grid = data.get("grid")
+    listed = grid.get("method") if isinstance(grid, dict) else None
+    if isinstance(listed, list):  # a grid that picks some of the methods: only those have cells
+        names = [name for name in names if name in {str(m) for m in listed}]
     found, problems = [], Problems()
     for index, pair in enumerate(pairs):
         parsed = problems.get(_pair, check, pair, join(KEY, index), names)
