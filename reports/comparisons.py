@@ -94,9 +94,11 @@ def versus_heading(found: Statistics) -> str:
 
 
 def two_seeds_line(found: Statistics) -> str | None:
-    """When a cell within noise has two seeds (pairs, or runs on its smaller side): that a 95%
-    interval on two seeds takes t(0.975; 1) = 12.71, so large gains stay within noise."""
+    """When a Δ within noise on the primary metric (a cell against its baseline, or a comparison)
+    has two seeds (pairs, or runs on its smaller side): that a 95% interval on two seeds takes
+    t(0.975; 1) = 12.71, so large gains stay within noise."""
     within = [cell.test(VS_STUDENT, found.metric) for cell in found.cells]
+    within += [each.test for each in found.versus if each.test.metric == found.metric]
     if not any(t.verdict == significance.NOISE and t.runs == 2 for t in within):
         return None
     two, three = (float(scipy_stats.t.ppf(1 - significance.ALPHA / 2, df)) for df in (1, 2))
