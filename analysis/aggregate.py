@@ -34,7 +34,8 @@ from analysis.records import (
 )
 from kdbench import vocab
 
-SECONDARY = {"seg": ("val/mAcc", "val/aAcc"), "det": ("val/bbox_mAP_50", "val/bbox_mAP_75")}
+SECONDARY = {"seg": ("val/mAcc", "val/aAcc"),
+             "det": ("val/bbox_mAP_50", "val/bbox_mAP_75", "val/bbox_mAP_s", "val/bbox_mAP_m", "val/bbox_mAP_l")}
 COSTS = (*(key for key in COST_KEYS if key != "peak_memory_kind"), "train_seconds")  # numeric: averaged
 PROBLEM_STATES = vocab.NOT_COMPLETE
 CLASSES_EVALUATED = "val/classes_evaluated"
@@ -245,9 +246,9 @@ def _gaps(metric: str, cells: list[Group], bases: list, teachers: list, tests: l
 def cells(frame: pd.DataFrame, metrics: list[str], baselines: dict, teachers: dict,
           equal: dict[str, Twin]) -> list[CellRecord]:
     """One record per cell (analysis.records.CellRecord): its runs' statistics, its student
-    baseline and teacher, its Δ on the primary metric tested against the baseline (a family for
-    Holm), the gap share, the slowdown, and with equal budgets (``equal``) its Δ against the
-    equal-budget student (a family apart) and its extra cost."""
+    baseline and teacher, its Δ on each metric tested against the baseline (a family per metric
+    for Holm), the gap share on each, the slowdown, and with equal budgets (``equal``) its Δ on the
+    primary metric against the equal-budget student (a family apart) and its extra cost."""
     part = frame[frame["kind"] == "cell"]
     axes = axes_of(frame)
     found = _groups(part, axes + ["baseline_key", "teacher_key"], metrics, "cell")
@@ -257,10 +258,14 @@ def cells(frame: pd.DataFrame, metrics: list[str], baselines: dict, teachers: di
     groups = [group for _, group in found]
     bases = [baselines.get(key[-2]) for key, _ in found]
     teach = [teachers.get(key[-1]) for key, _ in found]
-    deltas = [group.metrics[metric].mean - measured(base, metric).mean for group, base in zip(groups, bases)]
-    tests = [[t] for t in _tested(VS_STUDENT, metric, deltas, [g.seeds[metric] for g in groups],
-                                  [{} if base is None else base.seeds[metric] for base in bases])]
-    gaps = _gaps(metric, groups, bases, teach, [t[0] for t in tests])
+    tests, gaps = [[] for _ in groups], [[] for _ in groups]
+    for each in metrics:  # every metric the runs record, each its own family for Holm
+        deltas = [group.metrics[each].mean - measured(base, each).mean for group, base in zip(groups, bases)]
+        tested = _tested(VS_STUDENT, each, deltas, [g.seeds[each] for g in groups],
+                         [{} if base is None else base.seeds[each] for base in bases])
+        for mine, mine_gaps, test, gap in zip(tests, gaps, tested, _gaps(each, groups, bases, teach, tested)):
+            mine.append(test)
+            mine_gaps.append(gap)
     slowdown = _ratios([_cost_mean(g, "seconds_per_iter") for g in groups],
                        [_cost_mean(b, "seconds_per_iter") for b in bases])
     extra = [math.nan] * len(groups)
@@ -274,18 +279,21 @@ def cells(frame: pd.DataFrame, metrics: list[str], baselines: dict, teachers: di
         extra = _ratios([_cost_mean(g, "train_seconds") for g in groups],
                         [_cost_mean(b, "train_seconds") for b in bases])
     return [CellRecord(method=key[0], axes={axis_path(a): v for a, v in zip(axes[1:], key[1:-2])}, group=group,
-                       baseline=base, teacher=teacher, tests=tuple(tested), gaps=(gap,), slowdown=slow,
+                       baseline=base, teacher=teacher, tests=tuple(tested), gaps=tuple(gap), slowdown=slow,
                        extra_cost=cost)
             for (key, group), base, teacher, tested, gap, slow, cost
             in zip(found, bases, teach, tests, gaps, slowdown, extra)]
 
 
-def families(metric: str, cell_records: list[CellRecord], equal: list[Twin]) -> list[Family]:
-    """The families Holm's correction ran over, with how many comparisons had a test."""
+def families(metrics: list[str], cell_records: list[CellRecord], equal: list[Twin]) -> list[Family]:
+    """The families Holm's correction ran over, with how many comparisons had a test: the cells
+    against their student baseline on each metric (a family per metric), and with equal budgets
+    the primary metric's comparisons against the equal-budget student."""
+    metric = metrics[0]
     def tested(found: list[Delta]) -> int:
         return sum(1 for t in found if math.isfinite(t.p))
 
-    found = [Family(VS_STUDENT, metric, tested([c.test(VS_STUDENT, metric) for c in cell_records]))]
+    found = [Family(VS_STUDENT, each, tested([c.test(VS_STUDENT, each) for c in cell_records])) for each in metrics]
     if equal:
         found.append(Family(VS_EQUAL_BUDGET, metric, tested([c.test(VS_EQUAL_BUDGET, metric) for c in cell_records])))
         found.append(Family(TWIN_VS_STUDENT, metric, tested([t.test for t in equal])))

@@ -26,6 +26,8 @@ NOTHING = Interval(math.nan, math.nan, 0, math.nan, math.nan)  # no complete run
 VS_STUDENT = "vs student baseline"            # each cell against its student baseline
 VS_EQUAL_BUDGET = "vs equal-budget student"   # each cell against the student trained as long
 TWIN_VS_STUDENT = "equal-budget student vs student baseline"  # each equal-budget student against its baseline
+CW_VS_SPATIAL = "channel-wise vs best spatial"  # each channel-wise cell against the best spatial one at its location
+NAMED = "named comparisons"                    # the pairs a study lists in compare: (analysis.comparisons)
 
 
 @dataclass(frozen=True)
@@ -172,6 +174,20 @@ class Family:
 
 
 @dataclass(frozen=True)
+class Versus:
+    """One cell against another on one metric (analysis.comparisons): ``test`` is the Δ of ``cell``
+    minus ``other`` (its ``family`` CW_VS_SPATIAL or NAMED); ``location`` the student location both
+    distil at (CW_VS_SPATIAL) and ``chosen_from`` the spatial cells there that ``other`` was the best
+    of by mean, chosen after seeing the results (empty for a named pair)."""
+
+    cell: CellRecord
+    other: CellRecord
+    location: str | None
+    chosen_from: tuple[CellRecord, ...]
+    test: Delta
+
+
+@dataclass(frozen=True)
 class Match:
     """A published row (its reference file's columns, as read) and the measured cell it describes."""
 
@@ -183,7 +199,7 @@ class Match:
 class Statistics:
     """Everything a report says about its numbers. ``metrics``: the primary one first; ``axes``:
     the grid axes cells differ by (method and seeds aside); ``families``: the comparison families
-    Holm's correction ran over; ``recipes``: whether any run recorded a recipe card;
+    Holm's correction ran over (one per metric); ``recipes``: whether any run recorded a recipe card;
     ``equal_budget``: whether the study asks for equal budgets; ``budgets``: what each equal budget
     was computed from, ``tuning``: the study's tune summary per method, each as its stage recorded
     it (kdbench.stages: ``results/<study>/stages/``) and empty where the study has none."""
@@ -202,6 +218,7 @@ class Statistics:
     budgets: tuple[dict, ...]
     tuning: tuple[dict, ...]
     per_class: tuple = ()   # analysis.perclass.PerClass per measure; () where no run recorded per-class values
+    versus: tuple[Versus, ...] = ()   # method against method (analysis.comparisons), every metric
 
     @property
     def metric(self) -> str:

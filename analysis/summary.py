@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from analysis import aggregate, perclass, references
+from analysis import aggregate, comparisons, perclass, references
 from analysis.budgets import study_budgets
 from analysis.collect import RECIPE, axis_path
 from analysis.records import Statistics
@@ -18,6 +18,7 @@ from kdbench.vocab import Stage
 def summarise(study: Study, frame: pd.DataFrame) -> Statistics:
     """The statistics of ``study``'s report from its rows (analysis.collect)."""
     metrics, teachers, baselines, twins, cells = aggregate.groups_of(frame)
+    versus, compared = comparisons.versus(cells, metrics, study.spec.compare)
     published = references.read_references(study.path, study.spec.references)
     classes = perclass.results(frame, aggregate.task_of(frame), metrics[0], tuple(teachers.values()),
                                tuple(baselines.values()), tuple(cells))
@@ -26,8 +27,9 @@ def summarise(study: Study, frame: pd.DataFrame) -> Statistics:
         axes=tuple(axis_path(column) for column in aggregate.axes_of(frame)[1:]),
         teachers=tuple(teachers.values()), baselines=tuple(baselines.values()), cells=tuple(cells),
         twins=tuple(twins.values()),
-        families=tuple(aggregate.families(metrics[0], cells, list(twins.values()))),
+        families=(*aggregate.families(metrics, cells, list(twins.values())), *compared),
         matches=tuple(references.match_references(published, cells, study.spec.methods, aggregate.task_of(frame))),
         recipes=any(c.startswith(RECIPE) for c in frame.columns), equal_budget=bool(study.spec.equal_budget),
         budgets=tuple(study_budgets(study)) if study.spec.equal_budget else (),
-        tuning=tuple((study.records.get(Stage.TUNE) or {}).get("methods", [])), per_class=classes)
+        tuning=tuple((study.records.get(Stage.TUNE) or {}).get("methods", [])), per_class=classes,
+        versus=tuple(versus))

@@ -21,7 +21,7 @@ from analysis import aggregate, references
 from analysis import format as fmt
 from analysis import stats as significance
 from analysis.collect import COST
-from analysis.records import VS_STUDENT, CellRecord, Group, Statistics, measured
+from analysis.records import CW_VS_SPATIAL, VS_STUDENT, CellRecord, Group, Statistics, measured
 from analysis.stats import Interval
 
 BEST_CAPTION = "bold = best distilled cell of the column"
@@ -233,11 +233,15 @@ def table2(found: Statistics) -> Table | None:
     header = ["Method"] + [title for _, title in columns]
     if published:
         header += [f"{title} (published)" for _, title in columns]
+    header += [f"{title}: Δ vs best spatial" for _, title in columns]
     table = Table("table2", "Feature map vs logits (the paper's Table 2 layout)", header,
                   caption=f"{fmt.metric_label(metric)} mean ± std (n) and Δ vs the student baseline; rows: the "
                           "distillation term's method with what its loss distils (channel-wise or spatial, as the "
                           "loss declares it), columns: what its student location is (a classifier such as "
-                          f"decode_head.conv_seg: logits; any other module: feature map); {BEST_CAPTION}.")
+                          f"decode_head.conv_seg: logits; any other module: feature map); {BEST_CAPTION}. "
+                          "Δ vs best spatial: a channel-wise cell minus the spatial cell with the highest mean at its "
+                          "location (chosen after the fact, which favours the spatial side), with its 95% interval "
+                          "and verdict (the channel-wise-vs-spatial table below).")
     table.why_empty = _table2_why_empty(kinds, columns)
     by_method = {cell.method: cell for cell in found.cells}
     distils = aggregate.distil_kinds(found.cells)
@@ -248,6 +252,7 @@ def table2(found: Statistics) -> Table | None:
         line += [_joined(by_method.get(method), metric) for method in placed]
         if published:
             line += [Cell(fmt.number(published.get(method))) for method in placed]
+        line += [_versus_spatial(found, by_method.get(method)) for method in placed]
         table.rows.append(line)
     return mark_best(table)
 
@@ -309,6 +314,19 @@ def ablation_tables(found: Statistics) -> list[Table]:
     return tables
 
 
+def _versus_spatial(found: Statistics, cell: CellRecord | None) -> Cell:
+    """A Table 2 cell: a channel-wise cell's Δ against the best spatial cell at its location on the
+    primary metric (analysis.comparisons), ``+14.67 [+9.62, +19.73] vs pi: gain``, or the missing mark."""
+    tested = next((each for each in found.versus if each.cell is cell and
+                   (each.test.family, each.test.metric) == (CW_VS_SPATIAL, found.metric)), None)
+    if tested is None:
+        return Cell(fmt.MISSING)
+    test = tested.test
+    interval = fmt.interval(test.low, test.high, sign=True)
+    return Cell(f"{fmt.signed(test.delta)}{'' if interval == fmt.MISSING else ' ' + interval} vs "
+                f"{tested.other.method}: {test.verdict}")
+
+
 def _table2_why_empty(kinds: dict, columns: list[tuple[str, str]]) -> dict[str, str]:
     """Why a Table 2 column can be all empty: no cell distils there, or none of those has a result."""
     why = {}
@@ -318,6 +336,8 @@ def _table2_why_empty(kinds: dict, columns: list[tuple[str, str]]) -> dict[str, 
         why[title] = (f"no {fmt.kind_label(kind)} cell has a complete run yet" if placed
                       else f"no cell of this study distils {where}")
         why[f"{title} (published)"] = f"no published number matches a {fmt.kind_label(kind)} cell"
+        why[f"{title}: Δ vs best spatial"] = (f"no channel-wise {fmt.kind_label(kind)} cell has a spatial one at "
+                                              "its location")
     return why
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from kdbench import plugins
+from kdbench.compare import parse_compare
 from kdbench.errors import Problems, UserError
 from kdbench.reading import read_spec_text, read_yaml
 from kdbench.safeio import REFERENCE_CAP, read_capped
@@ -36,7 +37,7 @@ from kdbench.vocab import PRIMARY_METRIC
 
 STUDY_KEYS = ("name", "description", "revision", "defaults", "base", "teacher_run", "methods", "grid",
               "zip", "exclude", "seeds", "baselines", "resources", "references", "plugins", "provenance",
-              "loggers", "equal_budget", "tune")
+              "loggers", "equal_budget", "tune", "compare")
 BASE_KEYS = tuple(k for k in TOP_KEYS if k not in ("name", "out", "seed", "plugins", "threads", "tracking"))
 SPECIAL_AXES = ("method",)          # picks an entry of `methods`
 TERM_PREFIX = "term."               # term.params.tau: set on every distill term of the run
@@ -139,6 +140,7 @@ class StudySpec:
     teacher_expect: dict | None = None  # the teacher gate a teacher without teacher.expect gets (reference_expect)
     equal_budget: str | None = None     # wall_clock | iterations: equal-budget baselines (kdbench.budget); None: none
     tune: Tune | None = None        # tuned baselines: a tune stage, then the final runs at each one's best
+    compare: tuple[tuple[str, str], ...] = ()  # method pairs the report tests (kdbench.compare); no run's part
 
 
 def _read_yaml(path: Path, check: Checker, root: Path | None = None) -> dict:
@@ -451,6 +453,7 @@ def load_spec(path: str | Path) -> StudySpec:
     loggers = problems.get(lambda: parse_tracking(check, {"loggers": data.get("loggers", [])}, "").loggers)
     equal_budget = problems.get(_equal_budget, check, data, student_baseline)
     tune = problems.get(_tune, check, data, methods, student_baseline) if data.get("tune") is not None else None
+    compare = problems.get(parse_compare, check, data, methods, default=())
     problems.raise_any()
     return StudySpec(
         path=path, name=name, revision=revision, base=base, methods=methods, axes=axes, exclude=exclude,
@@ -459,7 +462,7 @@ def load_spec(path: str | Path) -> StudySpec:
         resources=resources, references=references, plugins=loaded,
         loggers=loggers, raw={**data, "name": name, "revision": revision},
         teacher_expect=reference_expect(path, references, str(base.get("task"))), equal_budget=equal_budget,
-        tune=tune)
+        tune=tune, compare=compare)
 
 
 def _equal_budget(check: Checker, data: dict, student_baseline: bool | None) -> str | None:

@@ -19,7 +19,19 @@ from pathlib import Path
 
 import jinja2
 
-from analysis import aggregate, budgets, chance, perclass, perclass_plot, plots, recipes, references, settings, tables
+from analysis import (
+    aggregate,
+    budgets,
+    chance,
+    perclass,
+    perclass_plot,
+    plots,
+    recipes,
+    references,
+    settings,
+    tables,
+    versus_tables,
+)
 from analysis import format as fmt
 from analysis import stats as significance
 from analysis.collect import collect, collect_curves
@@ -28,6 +40,7 @@ from analysis.summary import summarise
 from kdbench.expand import Study
 from kdbench.safeio import clean_leftovers
 from kdbench.store import write_bytes_atomic, write_text_atomic
+from reports.comparisons import two_seeds_line, versus_heading, versus_lines
 from reports.tuning import tuning_tables
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -246,9 +259,11 @@ def partial_data_warnings(frame) -> list[str]:
 def _tables(found: Statistics, frame, data_warnings: list[str]) -> tuple[list[tables.Table], list[str]]:
     """The report's tables (those with a value to show) and a sentence per table left out."""
     built = [tables.results_table(found), tables.significance_table(found)]
+    built += [t for t in [versus_tables.other_metrics_table(found)] if t]   # every other metric, below
     if found.cells:
         built += [tables.gap_table(found), tables.mmrazor_table(found)]
         built += [t for t in [tables.table2(found), tables.location_table(found)] if t]
+        built += versus_tables.versus_tables(found)   # channel-wise vs the best spatial cell, compare: pairs
         built += tables.ablation_tables(found)
     built += perclass.report_tables(found.per_class, found.task, found.metric)
     built += [t for t in [tables.reference_table(found)] if t]
@@ -287,7 +302,8 @@ def build_context(study: Study, frame, found: Statistics) -> dict:
         "sweep_note": sweep_note(frame), "problems": tables.problems_table(frame),
         "runs": tables.runs_table(frame, metrics),
         "counts": ", ".join(f"{n} {state}" for state, n in sorted(counts.items())), "total": len(frame),
-        "cwd_headline": headline, "cwd_lines": cwd_lines,
+        "cwd_headline": headline, "cwd_lines": cwd_lines + [line for line in [two_seeds_line(found)] if line],
+        "versus_heading": versus_heading(found), "versus_lines": versus_lines(found),
         "warnings": collapse_warnings(found) + data_warnings + chance.near_chance_warnings(frame, metrics),
         "spec_path": str(study.path), "spec_text": text, "spec_sha256": hashlib.sha256(text.encode()).hexdigest(),
         "git_sha": report_sha, "run_git_shas": shas, "provenance_notes": provenance_notes(report_sha, shas),
@@ -349,7 +365,7 @@ def render_report(study: Study, frame=None, formats=DEFAULT_FORMATS,
         shown = [*context["tuning"], *context["tables"], *([context["problems"]] if context["problems"].rows else []),
                  context["settings"]]
         written["latex"] = write_latex(out, found, shown, study.name, context["tables_left_out"])
-    return written, context["cwd_headline"], context["cwd_lines"] + context["warnings"]
+    return written, context["cwd_headline"], context["cwd_lines"] + context["versus_lines"] + context["warnings"]
 
 
 def _write(path: Path, text: str) -> Path:

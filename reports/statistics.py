@@ -1,7 +1,8 @@
 """The report's statistics as one JSON-ready object (``kdbench report --json``): every teacher,
 student baseline and cell with its 95% interval, each cell's Δ with its test, Holm-corrected
-p-value, verdict, the seeds it needs and the share of the teacher-student gap it closes, and each
-published number against the measured one.
+p-value, verdict, the seeds it needs and the share of the teacher-student gap it closes (and under
+``by_metric`` the same on every metric the runs record), the method-against-method comparisons
+(reports.comparisons), and each published number against the measured one.
 
 The same records the tables show (analysis.records, built once by analysis.summary), unrounded;
 NaN (no value) becomes null.
@@ -14,6 +15,7 @@ from analysis import format as fmt
 from analysis import stats as significance
 from analysis.records import VS_STUDENT, CellRecord, Match, Statistics, measured
 from analysis.stats import Interval
+from reports import comparisons
 
 
 def _number(value):
@@ -84,6 +86,11 @@ def statistics_json(found: Statistics) -> dict:
         "cells": [_cell(cell, metric) for cell in found.cells],
         "references": [_reference(match, metric) for match in found.matches],
     }
+    for entry, cell in zip(out["cells"], found.cells):   # every metric the runs record, the primary one too
+        entry["by_metric"] = comparisons.cell_metrics_json(cell, found.metrics)
+    for entry, group in zip(out["teachers"] + out["baselines"], found.teachers + found.baselines):
+        entry["by_metric"] = {m: comparisons.interval_json(group.metrics[m]) for m in found.metrics}
+    out.update(comparisons.comparisons_json(found))
     if found.equal_budget:   # each cell against the student trained as long too (kdbench.budget)
         out["equal_budget"] = budgets.budget_statistics(found)
     if found.tuning:

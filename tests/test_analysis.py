@@ -74,8 +74,8 @@ def test_a_statistic_a_cell_does_not_have_raises_instead_of_reading_as_missing(s
     cwd = by_method(summarised(study))["cwd_logits"]
     assert cwd.test(VS_STUDENT, "val/mIoU").verdict == "gain"
     for lookup in (lambda: cwd.measured("val/miou"), lambda: cwd.group.states["faild"],
-                   lambda: cwd.test(VS_STUDENT, "val/mAcc"), lambda: cwd.test("vs teacher", "val/mIoU"),
-                   lambda: cwd.gap("val/mAcc"), lambda: cwd.group.costs["seconds"], lambda: cwd.group.recipe["lr "]):
+                   lambda: cwd.test(VS_STUDENT, "val/bbox_mAP"), lambda: cwd.test("vs teacher", "val/mIoU"),
+                   lambda: cwd.gap("val/bbox_mAP"), lambda: cwd.group.costs["seconds"], lambda: cwd.group.recipe["lr "]):
         with pytest.raises(KeyError):
             lookup()
     with pytest.raises(AttributeError):
@@ -174,9 +174,12 @@ def test_published_numbers_sit_beside_the_measured_cell_with_their_source(store)
     assert row[0] == "cwd → cwd_logits" and row[3:7] == ["40.25", "55.50", "33.75", "35.50 ± 0.71 (n=2)"]
     assert row[9] == "A Paper, Table 9 (fixture_ref.csv)"
     layout = tables.table2(found)
-    assert layout.header == ["Method", "Feature map", "Logits", "Feature map (published)", "Logits (published)"]
+    assert layout.header == ["Method", "Feature map", "Logits", "Feature map (published)", "Logits (published)",
+                             "Feature map: Δ vs best spatial", "Logits: Δ vs best spatial"]
     cwd_row = next([c.text for c in r] for r in layout.rows if r[0].text == "cwd (channel-wise)")
-    assert cwd_row == ["cwd (channel-wise)", "—", "35.50 ± 0.71 (n=2) [+4.50]", "—", "40.25"]
+    # The best spatial cell on the logits by mean: pi_logits, 33 (one run; the at cell has 21): Δ +2.50, no interval.
+    assert cwd_row == ["cwd (channel-wise)", "—", "35.50 ± 0.71 (n=2) [+4.50]", "—", "40.25", "—",
+                       "+2.50 vs pi_logits: no interval (n = 1)"]
 
 
 def test_a_tau_axis_gets_an_ablation_table_and_a_sweep_plot(tmp_path):
@@ -226,7 +229,8 @@ def test_table2_bolds_the_best_distilled_cell_of_each_column_not_of_the_whole_ta
     study, results = named_location_store(tmp_path, outcomes)
     table = tables.table2(summarised(study))
     assert bold(table) == {"Method": [], "Feature map": ["34.00 ± 0.00 (n=3) [+3.00]"],
-                           "Logits": ["36.00 ± 1.00 (n=3) [+5.00]"]}
+                           "Logits": ["36.00 ± 1.00 (n=3) [+5.00]"],
+                           "Feature map: Δ vs best spatial": [], "Logits: Δ vs best spatial": []}
     assert "bold = best distilled cell of the column" in table.caption
 
 
