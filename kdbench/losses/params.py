@@ -499,6 +499,9 @@ class FGDParams(LossParams):
         positive("temp", self.temp)
         for name in ("alpha_fgd", "beta_fgd", "gamma_fgd", "lambda_fgd"):
             non_negative(name, getattr(self, name))
+
+
+@dataclass(frozen=True)
 class LDParams(LossParams):
     """Localization distillation (Zheng et al., CVPR 2022) as mmdet's LDHead computes it
     (mmdet/models/dense_heads/ld_head.py, configs/ld/ld_r18-gflv1-r101_fpn_1x_coco.py): the KL
