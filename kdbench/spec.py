@@ -493,10 +493,16 @@ def _parse_models(check: Checker, run: dict, role: str) -> tuple[Model | None, T
     return student, teacher, distill
 
 
+def _declared(method: str):
+    """A term's loss declaration; None for a plugin's loss left unimported (status, collect, report
+    take such a term as written: kdbench.plugins.not_imported)."""
+    return losses.declaration(method) if method in losses.available() else None
+
+
 def _check_inputs(check: Checker, term: Term, task: str, path: str) -> None:
     """A term's loss may need an input only runs of one task have (``losses.params.INPUTS``: the
     segmentation labels, the ground-truth boxes)."""
-    declared = losses.declaration(term.method)
+    declared = _declared(term.method)
     for needed, (needed_task, what) in INPUTS.items():
         if getattr(declared, needed, False) and task != needed_task:
             raise check.fail(path, f"{term.method!r} needs {what}, which a {task} run does not have; "
@@ -521,11 +527,11 @@ def parse_run(data: Any, source: str = "<run>", plugin_entries: tuple[str, ...] 
     for index, term in enumerate(distill if task is not None else ()):
         problems.get(_check_inputs, check, term, task, join(f"distill[{index}]", "method"))
     for index, term in enumerate(distill if task not in (None, "det") else ()):
-        if getattr(losses.declaration(term.method), "needs_heads", False):
+        if getattr(_declared(term.method), "needs_heads", False):
             problems.add(check.fail(join(f"distill[{index}]", "method"), f"{term.method!r} needs the detection "
                                     f"heads, which a {task} run does not have; use it in a det run"))
     for index, term in enumerate(distill):
-        if getattr(losses.declaration(term.method), "needs_heads", False) and (term.adapter or term.resize):
+        if getattr(_declared(term.method), "needs_heads", False) and (term.adapter or term.resize):
             key = "adapter" if term.adapter else "resize"
             problems.add(check.fail(join(f"distill[{index}]", key), f"{term.method!r} is given the heads, not "
                                     "two maps: an adapter or resize does not apply; drop it"))
