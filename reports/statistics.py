@@ -9,7 +9,7 @@ NaN (no value) becomes null.
 
 from __future__ import annotations
 
-from analysis import budgets, references, tables
+from analysis import budgets, fairness, references, tables
 from analysis import format as fmt
 from analysis import stats as significance
 from analysis.records import VS_STUDENT, CellRecord, Match, Statistics, measured
@@ -88,4 +88,5 @@ def statistics_json(found: Statistics) -> dict:
         out["equal_budget"] = budgets.budget_statistics(found)
     if found.tuning:
         out["tuning"] = list(found.tuning)
+    out["fairness"] = fairness.audits(found)  # which comparisons are like for like (analysis.fairness)
     return out

@@ -399,10 +399,12 @@ def _finish(session: Session, trained, metrics_hook, cost_hook, started: float) 
     from runners.data.layout import run_record
     from runners.distill import DivergedError
     from runners.recipe import recipe
+    from runners.selection import selection
 
     _save_atomic(trained.state_dict(), session.out / "model_final.pth")
-    final_metrics = {k: v for k, v in (metrics_hook.last or {}).items() if k != "iter"}
     run = session.run
+    final_metrics, selected = selection(run.schedule.select, run.task, metrics_hook.last,
+                                        store.read_jsonl(session.out / store.METRICS))
     record = {
         "status": "complete", "run_id": run_id(run), "name": run.name, "role": run.role, "task": run.task,
         "iterations": run.schedule.iterations, "metrics": final_metrics,
@@ -412,6 +414,8 @@ def _finish(session: Session, trained, metrics_hook, cost_hook, started: float) 
         "data": run_record(run.dataset.name, run.dataset.root),  # the splits found: a partial one is marked
         "terms": term_records(run),  # what a report needs from the losses, so that it imports no plugin
     }
+    if selected is not None:  # the last and the best evaluation, whichever schedule.select reports
+        record["selection"] = selected
     nodes = int(os.environ.get("SLURM_NNODES", 1)) if session.launcher == "slurm" else 1
     record["recipe"] = recipe(run, session.world_size, nodes, session.device, record["data"])
     if not final_metrics or not all(store.is_finite_number(v) for v in final_metrics.values()):
