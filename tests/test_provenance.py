@@ -9,7 +9,8 @@ from kdbench.errors import UserError
 from kdbench.study import load_spec
 
 ROOT = Path(__file__).resolve().parents[1]
-PRESETS = sorted(p for pattern in ("paper_*.yaml", "mmrazor_*.yaml") for p in (ROOT / "studies").glob(pattern))
+PRESETS = sorted(p for pattern in ("paper_*.yaml", "mmrazor_*.yaml", "modern_*.yaml")
+                 for p in (ROOT / "studies").glob(pattern))
 OPERATIONAL = ("val_interval", "checkpoint_interval", "num_workers")  # how a run is watched, not what it is
 
 
