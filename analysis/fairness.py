@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import math
 
-from analysis.records import CellRecord, Statistics
 from analysis.recipes import shown
+from analysis.records import CellRecord, Statistics
 
 LIKE = "like for like"
 # field -> what a reader calls it

@@ -23,8 +23,8 @@ from pathlib import Path
 
 from kdbench.errors import UserError
 from kdbench.expand import PlannedRun, Study
-from kdbench.study import STUDENT, TERM_PREFIX
 from kdbench.spec import SCHEDULE_KEYS
+from kdbench.study import STUDENT, TERM_PREFIX
 from kdbench.vocab import Kind
 
 
