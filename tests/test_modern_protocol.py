@@ -174,3 +174,41 @@ def test_a_cell_that_reports_its_best_evaluation_is_labelled_optimistic_in_every
     built, _ = _tables(found, frame, [])
     labelled = [t.key for t in built if any(row[0].text.endswith("[selected on val (optimistic)]") for row in t.rows)]
     assert "results" in labelled and "significance" in labelled
+
+
+def test_each_cirkd_lineage_row_sits_beside_the_cell_of_its_method_or_of_its_combination_and_student():
+    """Guarantee: A published row that states the terms it trained together (`recipe_terms`) sits beside the cell
+    whose terms are that combination as well as beside the cells of its method alone, for its own student only."""
+    from analysis import references
+    from tests.results_fixtures import cell_record
+
+    study = load_study(ROOT / "studies" / "modern_cityscapes.yaml", "/tmp/none")
+    cells = []
+    for planned in study.runs:
+        if planned.kind != "cell" or planned.run.seed != 0:
+            continue
+        terms = planned.run.distill
+        kinds = {"logits" if "conv_seg" in t.student_location[0] else "feature" for t in terms}
+        cells.append(cell_record(planned.params["method"], {"student.config": planned.params["student.config"]},
+                                 dataset="cityscapes", location_kind=" + ".join(sorted(kinds)),
+                                 kd_method="; ".join(t.method for t in terms)))
+    published = references.read_references(study.path, ["cirkd_lineage.csv"])
+    matches = references.match_references(published, cells, study.spec.methods, "seg")
+
+    def beside(method: str, student: str) -> set[str]:
+        return {m.cell.method for m in matches if m.cell is not None and m.reference["method"] == method
+                and m.reference["student"] == student}
+
+    assert beside("cwd", "deeplabv3_r18") == {"cwd", "cwd_as_cirkd"}
+    assert beside("pa", "deeplabv3_r18") == {"skd_as_cirkd"}
+    assert beside("ifvd", "deeplabv3_r18") == {"ifvd_as_cirkd"}
+    assert beside("cirkd", "deeplabv3_r18") == {"cirkd"}
+    assert beside("dist", "deeplabv3_r18") == {"dist"}
+    assert beside("afdcd", "deeplabv3_r18") == {"afdcd"}
+    assert beside("pi", "deeplabv3_r18") == {"pixel_kd"}
+    assert beside("cirkd", "mobilenet_v2_deeplabv3") == {"cirkd"}
+    assert beside("maskd", "deeplabv3_r18") == set()   # no kdbench loss: listed as not measured
+    stems = {"deeplabv3_r18": "deeplabv3_r18-d8", "mobilenet_v2_deeplabv3": "mobilenet-v2-d8_deeplabv3",
+             "pspnet_r18": "pspnet_r18-d8"}
+    assert all(stems[m.reference["student"]] in str(m.cell.axes["student.config"]) for m in matches
+               if m.cell is not None)
