@@ -25,7 +25,8 @@ import math
 from analysis.recipes import shown
 from analysis.records import CellRecord, Statistics
 
-LIKE = "like for like"
+LIKE, UNLIKE = "like for like", "not like for like"
+UNCHECKED = "unchecked: no recipe field stated by both sides"
 # field -> what a reader calls it
 FIELDS = {"teacher": "teacher", "weight_decay": "weight decay", "iterations": "iterations",
           "selection": "selection", "student_init": "initialisation", "terms": "loss terms",
@@ -73,13 +74,16 @@ def _same(field: str, a, b) -> bool:
 
 
 def audit(kind: str, subject: str, against: str, a: dict, b: dict, fields=tuple(FIELDS)) -> dict:
-    """One comparison: the fields in ``fields`` that differ between sides ``a`` and ``b`` (each
-    normalised by ``_normal``), those only one side states, and the verdict."""
+    """One comparison: the fields in ``fields`` both sides ``a`` and ``b`` state (each normalised by
+    ``_normal``), those that differ, those only one side states, and the verdict: like for like when
+    none differs, unchecked when no field is stated by both (results recorded before recipe cards)."""
+    compared = [f for f in fields if f in a and f in b]
     differ = [{"field": FIELDS[f], "of": shown(f, a[f]), "against": shown(f, b[f])}
-              for f in fields if f in a and f in b and not _same(f, a[f], b[f])]
+              for f in compared if not _same(f, a[f], b[f])]
     unstated = [FIELDS[f] for f in fields if (f in a) != (f in b)]
-    return {"comparison": kind, "of": subject, "against": against, "differences": differ, "unstated": unstated,
-            "like_for_like": not differ}
+    verdict = UNCHECKED if not compared else LIKE if not differ else UNLIKE
+    return {"comparison": kind, "of": subject, "against": against, "compared": [FIELDS[f] for f in compared],
+            "differences": differ, "unstated": unstated, "like_for_like": verdict == LIKE, "verdict": verdict}
 
 
 def _card(cell_or_group, terms: list[str] | None = None) -> dict:
@@ -125,9 +129,10 @@ def audits(found: Statistics) -> list[dict]:
 
 
 def _words(entry: dict) -> str:
+    unstated = f" (not stated by one side: {', '.join(entry['unstated'])})" if entry["unstated"] else ""
     if entry["differences"]:
-        return "; ".join(f"{d['field']} {d['of']} vs {d['against']}" for d in entry["differences"])
-    return "none" + (f" (not stated: {', '.join(entry['unstated'])})" if entry["unstated"] else "")
+        return "; ".join(f"{d['field']} {d['of']} vs {d['against']}" for d in entry["differences"]) + unstated
+    return ("none" if entry["compared"] else "nothing compared") + unstated
 
 
 def audit_table(found: Statistics):
@@ -143,11 +148,12 @@ def audit_table(found: Statistics):
                           "iterations, selection, initialisation, loss terms, gradient clipping, crop, batch) that "
                           "differ between its two sides: measured from the runs' recipe cards, published from the "
                           "reference files' recipe_ and baseline_recipe_ columns. Like for like only when none "
-                          "differs; a field one side does not state is listed, not counted. A cell and its "
+                          "differs; a field one side does not state is listed, not counted; unchecked when the two "
+                          "sides state no field in common. A cell and its "
                           "baseline are not compared on the teacher and terms, which are what the cell adds.")
     for entry in entries:
         table.rows.append([Cell(entry["comparison"]), Cell(entry["of"]), Cell(entry["against"]),
-                           Cell(_words(entry)), Cell(LIKE if entry["like_for_like"] else "not like for like")])
+                           Cell(_words(entry)), Cell(entry["verdict"])])
     return table
 
 

@@ -212,3 +212,15 @@ def test_each_cirkd_lineage_row_sits_beside_the_cell_of_its_method_or_of_its_com
              "pspnet_r18": "pspnet_r18-d8"}
     assert all(stems[m.reference["student"]] in str(m.cell.axes["student.config"]) for m in matches
                if m.cell is not None)
+
+
+def test_a_comparison_whose_sides_state_no_field_in_common_is_unchecked_not_like_for_like():
+    from analysis.fairness import LIKE, UNCHECKED, UNLIKE, audit
+
+    entry = audit("cell vs its student baseline", "cwd", "student baseline", {}, {"weight_decay": 1e-4})
+    assert entry["verdict"] == UNCHECKED and not entry["like_for_like"] and entry["unstated"] == ["weight decay"]
+    assert audit("k", "a", "b", {"crop": [512, 1024]}, {"crop": "[512, 1024]"})["verdict"] == LIKE
+    differs = audit("k", "a", "b", {"weight_decay": 1e-4, "global_batch": 16},
+                    {"weight_decay": 5e-4, "global_batch": 16})
+    assert differs["verdict"] == UNLIKE and differs["differences"] == [
+        {"field": "weight decay", "of": "0.0001", "against": "0.0005"}]
