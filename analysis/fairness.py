@@ -42,7 +42,7 @@ def _present(value) -> bool:
 def _selection(select, interval) -> str | None:
     if not _present(select):
         return None
-    return f"best of every {shown('iterations', interval)} iterations ({OPTIMISTIC})" \
+    return f"best of every {shown('iterations', interval)} iterations (selected on val: optimistic)" \
         if str(select) == "best" else "last"
 
 

@@ -149,7 +149,7 @@ def test_the_audit_names_each_recipe_field_an_unequal_published_row_differs_in(t
     named = {d["field"]: (d["of"], d["against"]) for d in measured["differences"]}
     assert set(named) == {"selection", "loss terms"}   # weight decay: 5e-4 on both sides
     assert named["loss terms"] == ("cwd", "cwd+pi")
-    assert named["selection"][1].startswith("best of every 400 iterations (selected on val (optimistic))")
+    assert named["selection"][1] == "best of every 400 iterations (selected on val: optimistic)"
     assert statistics_json(found)["fairness"] == audits
     table = fairness.audit_table(found)
     words = {row[0].text: row[3].text for row in table.rows}
