@@ -38,7 +38,8 @@ from kdbench.vocab import Kind, Stage, primary_metric
 
 RUNS_FILE = "runs.parquet"
 RECIPE_KEYS = ("global_batch", "per_process_batch", "processes", "nodes", "iterations", "epochs", "crop", "pipeline",
-               "optimizer", "lr", "lr_schedule", "teacher_checkpoint", "teacher_mode", "precision")
+               "optimizer", "lr", "lr_schedule", "teacher_checkpoint", "teacher_mode", "precision",
+               "weight_decay", "val_interval", "select", "student_init", "terms", "grad_clip")
 COST_KEYS = ("seconds_per_iter", "teacher_share", "kd_share", "peak_memory_mb", "peak_memory_kind")
 EQUAL_BUDGET = "equal_budget"  # True on the runs that are an equal-budget baseline (kdbench.budget)
 AXIS, COST, RECIPE = "axis:", "cost:", "recipe:"  # the prefixes of the frame's axis, cost and recipe columns

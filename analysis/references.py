@@ -55,10 +55,19 @@ def _same_settings(ref: dict, cell: CellRecord, terms) -> bool:
     return True
 
 
+def combination(row: dict) -> list[str] | None:
+    """The distillation terms a published row states it trained with (``recipe_terms``, methods
+    joined by "+", one per term: ``cwd+cwd+pi+ho``), sorted; None where it does not state them."""
+    text = row.get("recipe_terms")
+    return sorted(t.strip() for t in text.split("+") if t.strip()) if isinstance(text, str) and text.strip() else None
+
+
 def _describes(ref: dict, cell: CellRecord, terms, kind: str | None) -> bool:
     """Whether a published row describes a cell (see ``match_references``)."""
-    if not terms or any(term.get("method") != ref.get("method") for term in terms):
-        return False  # every term of the cell is the row's method (FBKD on four FPN levels: four terms)
+    if not terms or not (all(term.get("method") == ref.get("method") for term in terms)
+                         or combination(ref) == sorted(str(term.get("method")) for term in terms)):
+        return False  # every term of the cell is the row's method (FBKD on four FPN levels: four terms),
+        #               or the cell's terms are the combination the row states it trained (recipe_terms)
     dataset = cell.group.facts.dataset
     if dataset and not _norm(ref.get("dataset")).startswith(_norm(dataset)):
         return False

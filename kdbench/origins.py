@@ -23,6 +23,7 @@ from pathlib import Path
 
 from kdbench.errors import UserError
 from kdbench.expand import PlannedRun, Study
+from kdbench.spec import SCHEDULE_KEYS
 from kdbench.study import STUDENT, TERM_PREFIX
 from kdbench.vocab import Kind
 
@@ -185,7 +186,12 @@ def show(study: Study, planned: PlannedRun) -> dict:
     resolved run with where it comes from and, where the study cites one, its source."""
     files = _Files(study)
     values = {}
-    for path, value in _leaves(planned.run.to_dict()).items():
+    data = planned.run.to_dict()
+    schedule = planned.run.schedule  # every schedule field and the pipeline, at their defaults too (to_dict
+    #                                  leaves the later ones out)
+    data["schedule"] = {**{key: getattr(schedule, key) for key in SCHEDULE_KEYS}, **data["schedule"]}
+    data["dataset"].setdefault("pipeline", planned.run.dataset.pipeline)
+    for path, value in _leaves(data).items():
         found = origin(study, planned, path, files)
         source = _source(study, found)
         values[path] = {"value": value, "from": found, **({"source": source} if source else {})}

@@ -29,6 +29,7 @@ OPTIMIZERS = ("sgd", "adamw")
 LR_SCHEDULES = ("poly", "constant", "step")
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("fp32", "bf16", "fp16")
+SELECTIONS = ("last", "best")   # schedule.select: which evaluation a run reports
 TERM_KEYS = ("name", "method", "params", "student_location", "teacher_location", "weight",
              "adapter", "resize")
 TOP_KEYS = ("task", "role", "name", "teacher", "student", "distill", "dataset", "schedule", "seed",
@@ -55,6 +56,8 @@ class Schedule:
     precision: str = "fp32"         # fp32 | bf16 | fp16: autocast of the training step (mmengine's AMP
     #                                 wrapper on CUDA; bf16 only on a CPU); KD terms stay fp32
     grad_clip: float | None = None  # clip the gradients' total L2 norm to this (mmengine's clip_grad); None: off
+    select: str = "last"            # the number a run reports: its last evaluation, or its best validation
+    #                                 (best: as the CIRKD-lineage code reports; selected on val, optimistic)
 
 
 DEFAULT_CHECKPOINT_INTERVAL = Schedule.checkpoint_interval
@@ -62,7 +65,7 @@ MAX_SEED = 2**32 - 1   # NumPy's and mmengine's seeds are 32-bit: a larger one f
 
 # Fields added after runs were recorded: in a run's dict (and so its id) only when not at their
 # default, so every run recorded before them keeps its id.
-LATER_DEFAULTS = {"deterministic": False, "precision": "fp32", "grad_clip": None}
+LATER_DEFAULTS = {"deterministic": False, "precision": "fp32", "grad_clip": None, "select": "last"}
 TEACHER_MODES = ("eval", "bn_eval")
 TEACHER_FORWARDS = ("full", "neck")
 FEATURE_PARTS = ("backbone", "neck")  # what a detector's extract_feat runs (teacher forward: neck)
@@ -408,8 +411,21 @@ def parse_schedule(check: Checker, value: Any, path: str, trains: bool = True) -
     problems.get(check.string, schedule["precision"], join(path, "precision"), PRECISIONS)
     if schedule["grad_clip"] is not None:
         problems.get(check.number, schedule["grad_clip"], join(path, "grad_clip"), positive=True)
+    problems.get(_select, check, schedule, join(path, "select"), trains)
     problems.raise_any()
     return Schedule(**schedule)
+
+
+def _select(check: Checker, schedule: dict, path: str, trains: bool) -> str:
+    """``best`` chooses among the evaluations made during training: a run needs one before its end."""
+    select = check.string(schedule["select"], path, SELECTIONS)
+    interval, iterations = schedule["val_interval"], schedule["iterations"]
+    if select == "best" and trains and not (isinstance(interval, int) and isinstance(iterations, int)
+                                            and interval < iterations):
+        raise check.fail(path, f"best chooses among the evaluations during training, but val_interval is "
+                               f"{interval} for {iterations} iterations (one evaluation, at the end): set a "
+                               "val_interval below iterations, or select: last")
+    return select
 
 
 def _crop(check: Checker, crop: Any, path: str) -> tuple[int, int]:

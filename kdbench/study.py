@@ -33,7 +33,7 @@ from kdbench.spec import (
     parse_term,
     parse_tracking,
 )
-from kdbench.vocab import PRIMARY_METRIC
+from kdbench.vocab import PRIMARY_METRIC, REFERENCE_RECIPE_FIELDS, REFERENCE_RECIPE_PREFIXES
 
 STUDY_KEYS = ("name", "description", "revision", "defaults", "base", "teacher_run", "methods", "grid",
               "zip", "exclude", "seeds", "baselines", "resources", "references", "plugins", "provenance",
@@ -335,12 +335,23 @@ def _reference_table(check: Checker, path: Path, reference: str, key: str) -> No
     if absent:
         raise check.fail(key, f"{reference!r} is not a reference table (CSV with the columns "
                               f"{', '.join(REFERENCE_COLUMNS)}, ...): its header lacks {', '.join(absent)}")
+    _recipe_columns(check, reference, header, key)
     for line, row in enumerate(rows[1:], start=2):
         cells = dict(zip(header, row))
         for column in NUMERIC_COLUMNS:
             if not _number_or_empty(cells.get(column, "")) or (column == "value" and not cells.get(column, "").strip()):
                 raise check.fail(key, f"{reference!r} line {line}: {column} {cells.get(column, '')[:40]!r} "
                                       "is not a number")
+
+
+def _recipe_columns(check: Checker, reference: str, header: list[str], key: str) -> None:
+    """Every ``recipe_<field>`` and ``baseline_recipe_<field>`` column names a field the report reads."""
+    for column in header:
+        prefix = next((p for p in sorted(REFERENCE_RECIPE_PREFIXES, key=len, reverse=True) if column.startswith(p)),
+                      None)
+        if prefix is not None and column[len(prefix):] not in REFERENCE_RECIPE_FIELDS:
+            raise check.fail(key, f"{reference!r}: column {column!r} is a recipe field the report does not know "
+                                  f"(valid: {prefix}<field>, field one of {', '.join(REFERENCE_RECIPE_FIELDS)})")
 
 
 def _number_or_empty(text: str) -> bool:

@@ -74,3 +74,13 @@ PRIMARY_METRIC = {"seg": "val/mIoU", "det": "val/bbox_mAP"}
 def primary_metric(task: str | None) -> str:
     """The task's primary metric; a task not known yet (no run has written one) is segmentation's."""
     return PRIMARY_METRIC.get(task or "seg", PRIMARY_METRIC["seg"])
+
+
+# The recipe fields a published row may state, as ``recipe_<field>`` (how the row was trained) and
+# ``baseline_recipe_<field>`` (how the student baseline it is compared with was): what the report's
+# recipe comparison (analysis.recipes) and fairness audit (analysis.fairness) read. A reference file
+# with another recipe column is refused (kdbench.study), so a misspelt field is never silently unread.
+REFERENCE_RECIPE_FIELDS = ("epochs", "iterations", "global_batch", "crop", "pipeline", "lr", "teacher_mode",
+                           "precision", "teacher", "weight_decay", "val_interval", "select", "student_init",
+                           "terms", "grad_clip")
+REFERENCE_RECIPE_PREFIXES = ("recipe_", "baseline_recipe_")

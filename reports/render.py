@@ -23,6 +23,7 @@ from analysis import (
     aggregate,
     budgets,
     chance,
+    fairness,
     perclass,
     perclass_plot,
     plots,
@@ -271,6 +272,7 @@ def _tables(found: Statistics, frame, data_warnings: list[str]) -> tuple[list[ta
     if found.equal_budget:  # equal_budget: each cell against the student trained as long (kdbench.budget)
         built += [t for t in [budgets.comparison_table(found), budgets.basis_table(list(found.budgets))] if t]
     built += [t for t in [tables.recipe_table(found)] if t]
+    built = [fairness.label_optimistic(t, found) for t in built]  # a best-on-val cell says so in every table
     for table in built if data_warnings else ():
         if table.key == "references":
             table.caption += (" Measured on a partial dataset split (see the warning above): not comparable with "
@@ -309,6 +311,7 @@ def build_context(study: Study, frame, found: Statistics) -> dict:
         "git_sha": report_sha, "run_git_shas": shas, "provenance_notes": provenance_notes(report_sha, shas),
         "environments": _environments(frame), "settings": settings.settings_table(groups),
         "tuning": tuning_tables(study, list(found.tuning)),
+        "fairness": fairness.audit_table(found),  # which comparisons are like for like (analysis.fairness)
         "settings_notes": settings.settings_notes(frame, groups),
         "results": str(study.directory),
         "generated": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),

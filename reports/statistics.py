@@ -10,7 +10,7 @@ NaN (no value) becomes null.
 
 from __future__ import annotations
 
-from analysis import budgets, perclass, references, tables
+from analysis import budgets, fairness, perclass, references, tables
 from analysis import format as fmt
 from analysis import stats as significance
 from analysis.records import VS_STUDENT, CellRecord, Match, Statistics, measured
@@ -97,4 +97,5 @@ def statistics_json(found: Statistics) -> dict:
         out["tuning"] = list(found.tuning)
     if found.per_class:   # each class's values and Δs (analysis.perclass)
         out["per_class"] = perclass.json_ready(found.per_class)
+    out["fairness"] = fairness.audits(found)  # which comparisons are like for like (analysis.fairness)
     return out

@@ -44,6 +44,25 @@ def _teacher(run: RunSpec) -> dict:
     return card
 
 
+def _student_init(run: RunSpec) -> str | None:
+    """Where the trained model's weights start: the pretrained weights its config names, or random."""
+    from runners.model_facts import pretrained_references
+
+    model = run.trained
+    found = pretrained_references(run.task, model.config, model.overrides) if model is not None else []
+    return "; ".join(found) if found else "random"
+
+
+def _terms(run: RunSpec) -> str | None:
+    """The combination of distillation terms: ``method@location xweight``, "; "-joined (None: no term)."""
+    return "; ".join(f"{t.method}@{','.join(t.student_location)} x{t.weight:g}" for t in run.distill) or None
+
+
+def _selection(schedule) -> dict:
+    """How the reported number is chosen: the evaluation interval, and the last or the best evaluation."""
+    return {"val_interval": schedule.val_interval or schedule.iterations, "select": schedule.select}
+
+
 def recipe(run: RunSpec, processes: int, nodes: int, device: str, data: dict | None) -> dict:
     """The recipe card of ``run`` as trained by ``processes`` processes (one per GPU) on ``nodes``
     nodes; ``data``: the run's data record (runners.data.layout.run_record), or None."""
@@ -64,6 +83,6 @@ def recipe(run: RunSpec, processes: int, nodes: int, device: str, data: dict | N
                       f"({run.dataset.holdout.fraction:g})",
         "precision": getattr(schedule, "precision", "fp32"),
         **({"grad_clip": schedule.grad_clip} if schedule.grad_clip is not None else {}),
-        **_teacher(run),
+        **_teacher(run), **_selection(schedule), "student_init": _student_init(run), "terms": _terms(run),
     }
     return card

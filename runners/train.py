@@ -468,11 +468,13 @@ def _finish(session: Session, trained, metrics_hook, cost_hook, started: float) 
     from runners.data.layout import run_record
     from runners.distill import DivergedError
     from runners.recipe import recipe
+    from runners.selection import selection
 
     attempt.check(session.out, "model_final.pth")
     _save_atomic(trained.state_dict(), session.out / "model_final.pth")
-    final_metrics = {k: v for k, v in (metrics_hook.last or {}).items() if k not in ("iter", store.PER_CLASS)}
     run = session.run
+    final_metrics, selected = selection(run.schedule.select, run.task, metrics_hook.last,
+                                        store.read_jsonl(session.out / store.METRICS))
     record = {
         "status": "complete", "run_id": run_id(run), "name": run.name, "role": run.role, "task": run.task,
         "iterations": run.schedule.iterations, "metrics": final_metrics,
@@ -483,8 +485,10 @@ def _finish(session: Session, trained, metrics_hook, cost_hook, started: float) 
         "terms": term_records(run),  # what a report needs from the losses, so that it imports no plugin
         "attempt": attempt.token(),  # which attempt wrote it (runners.attempt)
     }
-    if store.PER_CLASS in (metrics_hook.last or {}):  # each class's values of the last evaluation, by name
-        record[store.PER_CLASS] = metrics_hook.last[store.PER_CLASS]
+    if selected is not None:  # the last and the best evaluation, whichever schedule.select reports
+        record["selection"] = selected
+        if store.PER_CLASS in selected[selected["select"]]:  # each class's values of the reported evaluation
+            record[store.PER_CLASS] = selected[selected["select"]][store.PER_CLASS]
     nodes = int(os.environ.get("SLURM_NNODES", 1)) if session.launcher == "slurm" else 1
     record["recipe"] = recipe(run, session.world_size, nodes, session.device, record["data"])
     if not final_metrics or not all(store.is_finite_number(v) for v in final_metrics.values()):

@@ -528,7 +528,8 @@ def test_a_detector_distilled_on_every_fpn_level_through_neck_star_trains(tmp_pa
 def test_a_run_records_its_recipe_card_in_final_json(seg_teacher, tmp_path):
     """Guarantee: Every run records its recipe card in `final.json` (global and per-process batch, processes and nodes,
     iterations and the epochs they equal on the images found, crop, pipeline, optimizer and schedule,
-    evaluation, precision, teacher checkpoint and mode)."""
+    evaluation, precision, teacher checkpoint and mode, how the reported number is chosen, the student's
+    initialisation and the distillation terms)."""
     from tests.run_fixtures import teacher_of
 
     run = seg_run(teacher={**teacher_of(seg_teacher), "mode": "bn_eval"}, distill=cwd_terms(),
@@ -540,7 +541,9 @@ def test_a_run_records_its_recipe_card_in_final_json(seg_teacher, tmp_path):
         "crop": [64, 64], "pipeline": "default", "optimizer": "sgd", "lr": 0.02, "momentum": 0.9,
         "weight_decay": 0.0005, "lr_schedule": "poly", "min_lr": 0.0001, "warmup_iters": 0,
         "evaluation": "single scale, no flip", "precision": "fp32",
-        "teacher_checkpoint": f"teacher run {seg_teacher.name}", "teacher_mode": "bn_eval"}
+        "teacher_checkpoint": f"teacher run {seg_teacher.name}", "teacher_mode": "bn_eval",
+        "val_interval": 6, "select": "last", "student_init": "random",   # the reported number: the last of one at 6
+        "terms": "cwd@decode_head.conv_seg x3; cwd@decode_head.bottleneck x50"}
 
 
 @pytest.mark.slow
