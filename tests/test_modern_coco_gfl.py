@@ -1,5 +1,5 @@
-"""The modern COCO preset (studies/modern_coco_gfl.yaml): GFL R101 -> R50 1x with CWD, PKD, MGD and FGD
-cells at their sources' recipes, one teacher and one student baseline, and its published rows beside
+"""The modern COCO preset (studies/modern_coco_gfl.yaml): GFL R101 -> R50 1x with CWD, PKD, MGD, FGD, LD,
+CrossKD and CrossKD + PKD cells at their sources' recipes, one teacher and one student baseline, and its published rows beside
 the cells they describe."""
 
 from pathlib import Path
@@ -11,24 +11,28 @@ ROOT = Path(__file__).resolve().parents[1]
 STUDY = ROOT / "studies" / "modern_coco_gfl.yaml"
 
 
-def test_the_modern_gfl_preset_plans_one_teacher_one_baseline_and_four_cells_at_their_recipes():
+def test_the_modern_gfl_preset_plans_one_teacher_one_baseline_and_seven_cells_at_their_recipes():
     """Guarantee: `modern_coco_gfl` plans one evaluated GFL R101 teacher, one GFL R50 1x student baseline and the
-    CWD, PKD, MGD and FGD cells over 3 seeds; FGD distils the five FPN convs at its GFL config's weights
+    CWD, PKD, MGD, FGD, LD, CrossKD and CrossKD + PKD cells over 3 seeds; FGD distils the five FPN convs at its GFL config's weights
     (gamma 5e-4) and, like MGD, starts the student's neck and head from the teacher, which the shared student
     baseline does not."""
     study = load_study(STUDY, "/tmp/results")
     kinds = [p.kind for p in study.runs]
-    assert (kinds.count("teacher"), kinds.count("student_baseline"), kinds.count("cell")) == (1, 3, 12)
+    assert (kinds.count("teacher"), kinds.count("student_baseline"), kinds.count("cell")) == (1, 3, 21)
     teacher = next(p for p in study.runs if p.kind == "teacher").run.teacher
     assert teacher.expect.value == 44.7 and teacher.checkpoint.endswith("dd12f847.pth")
     cells = {p.params["method"]: p.run for p in study.runs if p.kind == "cell" and p.params["seed"] == 0}
-    assert sorted(cells) == ["cwd_fpn", "fgd_fpn", "mgd_fpn", "pkd_fpn"]
+    assert sorted(cells) == ["crosskd", "crosskd_pkd", "cwd_fpn", "fgd_fpn", "ld", "mgd_fpn", "pkd_fpn"]
     fgd = cells["fgd_fpn"]
     assert [t.student_location for t in fgd.distill] == [(f"neck.fpn_convs.{i}.conv",) for i in range(5)]
     assert all(t.method == "fgd" and t.params == {"temp": 0.5, "alpha_fgd": 0.001, "beta_fgd": 0.0005,
                                                    "gamma_fgd": 0.0005, "lambda_fgd": 0.000005} for t in fgd.distill)
     assert {name: run.student.init_from_teacher for name, run in cells.items()} == {
-        "cwd_fpn": (), "pkd_fpn": (), "mgd_fpn": ("neck", "bbox_head"), "fgd_fpn": ("neck", "bbox_head")}
+        "cwd_fpn": (), "pkd_fpn": (), "mgd_fpn": ("neck", "bbox_head"), "fgd_fpn": ("neck", "bbox_head"),
+        "ld": (), "crosskd": (), "crosskd_pkd": ()}
+    assert [(t.method, t.weight, t.student_location) for t in cells["ld"].distill] == [("ld", 0.25, ("bbox_head",))]
+    assert [(t.method, t.weight) for t in cells["crosskd_pkd"].distill] == [("crosskd", 1.0), ("pkd", 6.0)]
+    assert cells["crosskd"].distill[0].params["reused_teacher_head_idx"] == 3
     assert all(run.teacher.forward == "full" and run.teacher.mode == "eval" for run in cells.values())
     assert all(run.schedule.iterations == 88704 and run.schedule.lr == 0.01 for run in cells.values())
     baselines = [p for p in study.runs if p.kind == "student_baseline"]
