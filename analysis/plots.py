@@ -129,8 +129,8 @@ def sweep_axes(cells: pd.DataFrame) -> list[str]:
     numbers, two or more of them: the axes a sweep figure plots a metric against."""
     found = []
     for column in [c for c in cells.columns if c.startswith(axis_column("term."))]:
-        values = pd.to_numeric(cells[column], errors="coerce")
-        if len(values) and np.isfinite(values.to_numpy(dtype=float)).all() and values.nunique() > 1:
+        values = pd.to_numeric(cells[column][cells[column].notna()], errors="coerce")  # a method's own axis: its
+        if len(values) and np.isfinite(values.to_numpy(dtype=float)).all() and values.nunique() > 1:   # cells
             found.append(column)
     return found
 
@@ -141,8 +141,9 @@ def sweeps(frame: pd.DataFrame, metric: str, students: pd.DataFrame | None = Non
     cells = _students(frame, metric) if students is None else students
     cells = cells[cells["kind"] == "cell"]
     for column in sweep_axes(cells):
-        values = pd.to_numeric(cells[column], errors="coerce")
-        data = cells.assign(**{column: values})
+        swept = cells[cells[column].notna()]   # the cells that have the axis (all, for a study-level one)
+        values = pd.to_numeric(swept[column], errors="coerce")
+        data = swept.assign(**{column: values})
         figure, axis = plt.subplots(figsize=(6, 4))
         sns.lineplot(data=data, x=column, y=metric, hue="series", errorbar="sd", err_style="bars",
                      marker="o", ax=axis)

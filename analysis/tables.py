@@ -141,7 +141,7 @@ def results_table(found: Statistics) -> Table:
         table.rows.append(line(name, group, blank, Cell(fmt.signed(0.0))))
     for cell in found.cells:
         delta = cell.delta(primary)
-        table.rows.append(line(str(cell.method), cell.group, [fmt.axis_value(a, cell.axes[a]) for a in axes],
+        table.rows.append(line(str(cell.method), cell.group, [fmt.axis_value(a, cell.axes.get(a)) for a in axes],
                                Cell(fmt.signed(delta), score=float(delta) if fmt.is_number(delta) else math.nan),
                                ranked=True))
     return mark_best(table)
@@ -276,8 +276,9 @@ def location_table(found: Statistics) -> Table | None:
 
 def ablation_tables(found: Statistics) -> list[Table]:
     """One table per term axis (rows: its values, columns: methods); two categorical axes as a grid."""
-    cells, metric = found.cells, found.metric
     axes = [a for a in found.axes if a.startswith("term.")]
+    cells, metric = [cell for cell in found.cells if all(a in cell.axes for a in axes)], found.metric  # a method's
+    # own axes (methods.<name>.grid) sweep that method alone: the cells without them sit in "All cells"
     tables = []
     name = fmt.metric_label(metric)
     methods = list(dict.fromkeys(cell.method for cell in cells))
