@@ -401,6 +401,20 @@ def _kd_terms(group: Group) -> str:
     return text
 
 
+SHARED_CAPTION = ("\"shared k/n\": k of the n runs timed were timed while other work shared the machine (the launch "
+                  "ran other runs beside them, or the load average showed another busy core): their seconds per "
+                  "iteration, and the slowdowns built on them, are the machine's as much as the method's; "
+                  "relaunch those runs alone (--parallel 1 on an idle machine) to time them.")
+
+
+def _shared(group: Group) -> str:
+    """`` (shared 2/3)`` when some of a group's runs were timed beside other work; else nothing."""
+    found = group.costs.get("shared")
+    if found is None or not found.n or not fmt.is_number(found.mean) or found.mean <= 0:
+        return ""
+    return f" (shared {round(found.mean * found.n)}/{found.n})"
+
+
 def cost_table(found: Statistics) -> Table:
     """Training cost per method: seconds per iteration, slowdown, peak memory, and the shares of the
     step spent in the teacher's forward and in the KD terms."""
@@ -411,10 +425,11 @@ def cost_table(found: Statistics) -> Table:
                           "adapters, forward and backward. Runs that did not record the teacher's share (older "
                           f"results) show {fmt.MISSING} there, and their KD share includes the teacher forward. "
                           "Peak memory is the GPU's peak allocation on CUDA, the process's max RSS on CPU (the kind "
-                          "is given).")
+                          "is given). " + SHARED_CAPTION)
     def line(name: str, group: Group, slowdown) -> list[Cell]:
         kind = f" ({group.memory_kind})" if group.memory_kind else ""
-        return [Cell(name), Cell(fmt.seconds(_cost(group, "seconds_per_iter", "mean"))), Cell(fmt.ratio(slowdown)),
+        seconds = fmt.seconds(_cost(group, "seconds_per_iter", "mean")) + _shared(group)
+        return [Cell(name), Cell(seconds), Cell(fmt.ratio(slowdown)),
                 Cell(fmt.megabytes(_cost(group, "peak_memory_mb", "mean")) + kind),
                 Cell(fmt.percent(_cost(group, "teacher_share", "mean"))), Cell(_kd_terms(group)),
                 Cell(fmt.integer(_cost(group, "seconds_per_iter", "n")))]
@@ -502,7 +517,8 @@ def runs_table(frame: pd.DataFrame, metrics: list[str]) -> Table:
         table.rows.append([Cell(str(row["name"])), Cell(str(row["run_id"])), Cell(str(row["kind"])),
                            Cell(fmt.integer(row.get("seed"))), Cell(str(row["status"]))]
                           + [Cell(fmt.number(row.get(m), 4)) for m in metrics]
-                          + [Cell(fmt.seconds(row.get(COST + "seconds_per_iter")))])
+                          + [Cell(fmt.seconds(row.get(COST + "seconds_per_iter"))
+                                  + (" (shared)" if row.get(COST + "shared") == 1 else ""))])
     return table
 
 

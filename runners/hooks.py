@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import os
 import resource
 import statistics
 import time
+from pathlib import Path
 
 import torch
 from mmengine.hooks import Hook
 
 from kdbench import store
+from runners import contention
 
 
 def metric_key(name: str) -> str:
@@ -67,6 +70,16 @@ class MetricsHook(Hook):
             store.append_jsonl(self.path, self.last)
 
 
+def process_age() -> float | None:
+    """Seconds since this process started (Linux's /proc), or None where that is not known."""
+    try:
+        fields = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
+        started = int(fields[19]) / os.sysconf("SC_CLK_TCK")          # field 22: start time after boot
+        return max(0.0, float(Path("/proc/uptime").read_text().split()[0]) - started)
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 class CostHook(Hook):
     """Seconds per iteration (median after two warm-up iterations), peak memory, and the shares
     of the step spent in the teacher's forward (``teacher_share``) and in the KD terms, forward
@@ -76,9 +89,13 @@ class CostHook(Hook):
 
     def __init__(self):
         self.step_seconds: list[float] = []
+        self.loads: list[float] = []        # the load average at each timed step (runners.contention)
         self.parts: list[dict[str, float]] = []
         self._start = 0.0
         self.current_iter = 0
+        self.startup: float | None = None   # seconds from the process's start to the run's first hook
+        self._val_start = 0.0
+        self.evaluation_seconds, self.evaluations = 0.0, 0
 
     def _model(self, runner):
         model = runner.model
@@ -87,6 +104,16 @@ class CostHook(Hook):
     def _sync(self):
         if torch.cuda.is_available():
             torch.cuda.synchronize()
+
+    def before_run(self, runner) -> None:
+        self.startup = process_age()   # the process's start-up: imports, building the models and the data
+
+    def before_val_epoch(self, runner) -> None:
+        self._val_start = time.perf_counter()
+
+    def after_val_epoch(self, runner, metrics=None) -> None:
+        self.evaluation_seconds += time.perf_counter() - self._val_start
+        self.evaluations += 1
 
     def before_train_iter(self, runner, batch_idx, data_batch=None) -> None:
         self.current_iter = int(runner.iter)
@@ -99,6 +126,9 @@ class CostHook(Hook):
     def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None) -> None:
         self._sync()
         self.step_seconds.append(time.perf_counter() - self._start)
+        load = contention.load_now()
+        if load is not None:
+            self.loads.append(load)
         clock = getattr(self._model(runner), "clock", None)
         self.parts.append(clock.parts() if clock is not None else {})
 
@@ -121,6 +151,9 @@ class CostHook(Hook):
             "peak_memory_mb": peak_mb,
             "peak_memory_kind": kind,
             "iterations_timed": len(steps),
+            "startup_seconds": self.startup, "evaluation_seconds": self.evaluation_seconds,
+            "evaluations": self.evaluations,   # for plan --estimate (kdbench.estimate)
+            **contention.record(self.loads[-len(steps):] if steps else [], torch.get_num_threads()),
         }
 
 

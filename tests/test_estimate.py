@@ -42,7 +42,8 @@ def test_without_recorded_runs_each_model_pair_is_probed_here_and_the_estimate_s
     code, out, _ = run_cli("plan", str(path), "--results", str(tmp_path / "results"), "--estimate")
     assert code == 0
     assert out.splitlines()[-1].startswith("study probed: ") and "CPU-h in all" in out.splitlines()[-1]
-    assert out.splitlines()[-1].endswith("still to run (training steps only: evaluation is not counted)")
+    assert out.splitlines()[-1].endswith("still to run (training steps only: start-up and evaluation are added once "
+                                         "complete runs of these models under the results root have measured them)")
 
 
 @pytest.mark.slow
@@ -75,3 +76,10 @@ def test_the_estimate_uses_the_seconds_per_iteration_recorded_by_complete_runs_o
     baseline = rows["tiny_seg_student", "1 recorded run"]
     assert baseline["seconds_per_iter"] == statistics.median([recorded["student_s0"]])
     assert {s for (_, s) in rows} == {"1 recorded run", "probe here (cpu, 3 steps)"}
+    # start-up and evaluation, measured by the complete runs, are added to the training steps, and shown apart
+    costs = json.loads((small.directory / small.runs[0].run_id / "final.json").read_text())["cost"]
+    assert teacher["startup_seconds"] == costs["startup_seconds"] > 0
+    assert teacher["evaluation_seconds"] == pytest.approx(costs["evaluation_seconds"] / costs["evaluations"])
+    assert teacher["evaluation_hours"] == pytest.approx(teacher["evaluation_seconds"] * 3 / 3600)   # 1 evaluation
+    _, out, _ = run_cli("plan", str(tmp_path / "large.yaml"), "--results", str(results), "--estimate")
+    assert ", start-up " in out.splitlines()[-1] and ", evaluation " in out.splitlines()[-1]
