@@ -112,8 +112,8 @@ def method_bars(frame: pd.DataFrame, metric: str, students: pd.DataFrame | None 
     axis.tick_params(axis="x", rotation=30 if len(order) < 8 else 60)
     for label in axis.get_xticklabels():
         label.set_horizontalalignment("right")
-    if axis.get_legend_handles_labels()[0]:
-        axis.legend(fontsize=8, loc="lower right")
+    if axis.get_legend_handles_labels()[0]:   # beside the axes: inside, it hides the last bars
+        axis.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
     label = fmt.metric_label(metric)
     shown = (f" The {MAX_BARS} cells with the highest mean of {cells} are shown; every cell is in the tables."
              if cells > MAX_BARS else "")
