@@ -57,6 +57,7 @@ class Study:
     max_runs: int = MAX_RUNS
     grid: tuple[PlannedRun, ...] = ()   # expand's runs (the later stages plan from these again)
     records: dict = dataclasses.field(default_factory=dict)
+    root_source: str = "--results"  # why ``results`` is the root (kdbench.roots.resolve)
 
     @property
     def name(self) -> str:

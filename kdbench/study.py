@@ -37,7 +37,7 @@ from kdbench.vocab import PRIMARY_METRIC
 
 STUDY_KEYS = ("name", "description", "revision", "defaults", "base", "teacher_run", "methods", "grid",
               "zip", "exclude", "seeds", "baselines", "resources", "references", "plugins", "provenance",
-              "loggers", "equal_budget", "tune")
+              "loggers", "equal_budget", "tune", "results")
 BASE_KEYS = tuple(k for k in TOP_KEYS if k not in ("name", "out", "seed", "plugins", "threads", "tracking"))
 SPECIAL_AXES = ("method",)          # picks an entry of `methods`
 TERM_PREFIX = "term."               # term.params.tau: set on every distill term of the run
@@ -141,6 +141,7 @@ class StudySpec:
     equal_budget: str | None = None     # wall_clock | iterations: equal-budget baselines (kdbench.budget); None: none
     tune: Tune | None = None        # tuned baselines: a tune stage, then the final runs at each one's best
     method_axes: dict = dataclasses.field(default_factory=dict)  # method -> its own axes (methods.<name>.grid)
+    results: str | None = None      # results: where its results live, relative to its folder (kdbench.roots)
 
     def axes_of(self, method: Any) -> tuple[tuple[Axis, ...], ...]:
         """The axis groups a run of ``method`` was made by: the study's, then the method's own."""
@@ -495,6 +496,7 @@ def load_spec(path: str | Path) -> StudySpec:
     loggers = problems.get(lambda: parse_tracking(check, {"loggers": data.get("loggers", [])}, "").loggers)
     equal_budget = problems.get(_equal_budget, check, data, student_baseline)
     tune = problems.get(_tune, check, data, methods, student_baseline) if data.get("tune") is not None else None
+    results = problems.get(_results, check, data) if data.get("results") is not None else None
     problems.raise_any()
     return StudySpec(
         path=path, name=name, revision=revision, base=base, methods=methods, axes=axes, exclude=exclude,
@@ -503,7 +505,15 @@ def load_spec(path: str | Path) -> StudySpec:
         resources=resources, references=references, plugins=loaded,
         loggers=loggers, raw={**data, "name": name, "revision": revision},
         teacher_expect=reference_expect(path, references, str(base.get("task"))), equal_budget=equal_budget,
-        tune=tune, method_axes=method_axes)
+        tune=tune, method_axes=method_axes, results=results)
+
+
+def _results(check: Checker, data: dict) -> str:
+    """``results:``: the study's results root (a folder path; relative to the study's folder)."""
+    root = check.printable(check.string(data["results"], "results"), "results", "a results root")
+    if not root.strip():
+        raise check.fail("results", "must be a folder path, got an empty string")
+    return root
 
 
 def _equal_budget(check: Checker, data: dict, student_baseline: bool | None) -> str | None:
