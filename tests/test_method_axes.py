@@ -2,6 +2,7 @@
 take its settings, in one study with one teacher and one set of student baselines, planned,
 reported with its sweep figures and tables, and (slow) launched for real."""
 
+import json
 from pathlib import Path
 
 import pytest
@@ -115,6 +116,12 @@ def test_the_sweep_example_launches_and_reports_with_its_sweep_figures(tmp_path,
     launch(study, LaunchOptions(parallel=2, progress=False))
     states = {run.name: run.state for run in status(study)}
     assert len(states) == 15 and set(states.values()) == {"complete"}, states
+    # each run recorded how it was timed: the launch's runs at a time, the load, its start-up and evaluations
+    cost = json.loads((study.directory / study.runs[-1].run_id / "final.json").read_text())["cost"]
+    assert cost["parallel"] in (1, 2) and isinstance(cost["shared"], bool) and cost["load_average"] >= 0
+    assert cost["startup_seconds"] > 0 and cost["evaluations"] == 2 and cost["evaluation_seconds"] > 0
+    first = json.loads((study.directory / study.runs[1].run_id / "final.json").read_text())["cost"]
+    assert first["parallel"] == 2 and first["shared"] is True   # student_s0 ran beside the teacher
     code, out, err = run_cli("report", str(path), "--results", str(tmp_path / "results"), "--format", "md")
     assert code == 0, err
     md = (study.directory / "report" / "README.md").read_text()
