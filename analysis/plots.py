@@ -135,15 +135,26 @@ def sweep_axes(cells: pd.DataFrame) -> list[str]:
     return found
 
 
+def _series(cells: pd.DataFrame, others: list[str]) -> list[str]:
+    """Each cell's line in a sweep figure: its method, with its values of the other swept axes (tau
+    against weight: one line per method and weight, not the weights pooled)."""
+    columns = {a: cells[a].tolist() for a in others}
+    return [", ".join([series] + [f"{fmt.axis_label(axis_path(a))} {fmt.axis_value(a, columns[a][i])}"
+                                  for a in others if not pd.isna(columns[a][i])])
+            for i, series in enumerate(cells["series"].tolist())]
+
+
 def sweeps(frame: pd.DataFrame, metric: str, students: pd.DataFrame | None = None) -> list[Figure]:
-    """One figure per numeric term axis (tau, weight): metric vs value, one line per method."""
+    """One figure per numeric term axis (tau, weight): metric vs value, one line per method and
+    setting of the other swept axes."""
     figures = []
     cells = _students(frame, metric) if students is None else students
     cells = cells[cells["kind"] == "cell"]
-    for column in sweep_axes(cells):
+    axes = sweep_axes(cells)
+    for column in axes:
         swept = cells[cells[column].notna()]   # the cells that have the axis (all, for a study-level one)
         values = pd.to_numeric(swept[column], errors="coerce")
-        data = swept.assign(**{column: values})
+        data = swept.assign(**{column: values, "series": _series(swept, [a for a in axes if a != column])})
         figure, axis = plt.subplots(figsize=(6, 4))
         sns.lineplot(data=data, x=column, y=metric, hue="series", errorbar="sd", err_style="bars",
                      marker="o", ax=axis)
@@ -159,7 +170,8 @@ def sweeps(frame: pd.DataFrame, metric: str, students: pd.DataFrame | None = Non
         axis.legend(fontsize=8)
         figures.append(Figure(key, f"{fmt.metric_label(metric)} vs {name}",
                               "Mean over seeds with std error bars, single runs as faint dots; the student "
-                              "baseline as a dotted line with its ± std band.", _png(figure)))
+                              "baseline as a dotted line with its ± std band.", _png(figure),
+                              data[[column, metric, "series"]]))
     return figures
 
 
