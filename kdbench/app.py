@@ -32,7 +32,7 @@ def _warn(line: str) -> None:
 def load(path: str | Path, results: str | Path | None = "results", max_runs: int | None = None,
          plugins: bool = True) -> Study:
     """The study at ``path``, planned for ``results`` (kdbench.stages.load_study; None: the study's
-    own root, kdbench.roots, which is then said on stderr); a defaults file
+    own root, kdbench.roots, which a verb that reads results says on stderr); a defaults file
     (its name starts with ``_``) is refused, naming the studies that use it. ``plugins``: whether
     the study's plugins are imported (a verb that only reads results, status, collect, report and
     cancel, imports none: a plugin is code)."""
@@ -57,9 +57,13 @@ def load(path: str | Path, results: str | Path | None = "results", max_runs: int
         raise UserError(f"--max-runs: must be >= 1, got {max_runs}")
     with contextlib.nullcontext() if plugins else plugin_modules.not_imported():
         study = load_study(path, results, MAX_RUNS if max_runs is None else max_runs)
-    if results is None:   # the root stays with the study: say which one is read, and why
-        _warn(f"kdbench: {study.name}: results root {study.results} ({study.root_source})")
+    if results is None and not plugins:   # a verb that reads results: say which root, and why (kdbench.roots)
+        _say_root(study)
     return study
+
+
+def _say_root(study: Study) -> None:
+    _warn(f"kdbench: {study.name}: results root {study.results} ({study.root_source})")
 
 
 @dataclass
@@ -156,6 +160,8 @@ def launch(path: str | Path, results: str | Path, options, max_runs: int | None 
 
     check_flags(options)
     study = load(path, results, max_runs)
+    if results is None:   # where this launch writes, and why (kdbench.roots)
+        _say_root(study)
     executor = executor_for(study, options)
     decisions = launched(study, options, executor)
     described = executor.describe(study, decisions) if options.dry_run else []
