@@ -77,9 +77,14 @@ def _stat(interval: Interval) -> str:
 
 
 def label(method, axes: Mapping[str, object]) -> str:
-    """A cell's label: ``cwd_logits, tau 4, weight 3`` (its method, then each axis and its value)."""
+    """A cell's label: ``cwd_logits, tau 4, weight 3`` (its method, then each axis and its value; an
+    axis the cell does not have, another method's own, is left out)."""
     return ", ".join([str(method)] + [f"{fmt.axis_label(path)} {fmt.axis_value(path, value)}"
-                                      for path, value in axes.items()])
+                                      for path, value in axes.items() if not _absent(value)])
+
+
+def _absent(value) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
 
 
 def setting(cell: CellRecord) -> str:

@@ -78,7 +78,7 @@ def family_sentence(found: Statistics) -> str:
     if not family:
         return ""
     return (f"Holm's family: the {fmt.count_noun(len(family), 'cell')} tested against their student baseline on "
-            f"{fmt.metric_label(found.metric)} ({', '.join(family)}); a cell added to or removed from the study "
+            f"{fmt.metric_label(found.metric)} ({'; '.join(family)}); a cell added to or removed from the study "
             f"changes every corrected p.")
 
 

@@ -95,6 +95,7 @@ def test_the_report_draws_sweep_figures_and_the_ablation_grid_from_a_method_s_ow
     md = render(study, ("md",))["md"].read_text()
     assert "![mIoU vs tau](sweep_tau.png)" in md and "![mIoU vs weight](sweep_weight.png)" in md
     assert "No sweep figures" not in md
+    assert "tau nan" not in md and "weight nan" not in md and "| at |" in md   # at: no axis of cwd's in its label
     assert (study.directory / "report" / "sweep_tau.png").is_file()
     grid = md[md.index("Ablation: tau x weight"):]
     assert "| tau \\\\ weight | 3 | 10 |" in grid and "method(s): cwd\\_logits;" in grid

@@ -41,7 +41,7 @@ def test_the_verdict_and_report_json_name_the_cells_holm_s_correction_ran_over(t
     found = json.loads(out)
     assert found["holm_family"] == {"comparison": "vs student baseline", "metric": "val/mIoU",
                                     "cells": ["big", "up", "down"]}
-    sentence = ("Holm's family: the 3 cells tested against their student baseline on mIoU (big, up, down); a cell "
+    sentence = ("Holm's family: the 3 cells tested against their student baseline on mIoU (big; up; down); a cell "
                 "added to or removed from the study changes every corrected p.")
     assert sentence in found["headline"]
     assert sentence in (results / study.name / "report" / "README.md").read_text()

@@ -123,7 +123,8 @@ def shortened(spec: dict) -> dict:
     """The study with students of a few iterations and a shorter teacher: the data, the teacher's
     optimiser and everything else as the README has it."""
     base = spec["base"]
-    schedule = {**base["schedule"], "iterations": 4, "batch_size": 2, "val_interval": 4, "checkpoint_interval": 2}
+    schedule = {**base["schedule"], "iterations": 4, "val_interval": 4, "checkpoint_interval": 2}   # the teacher
+    # trains at this batch size too (teacher_run.schedule is merged over it): it stays the README's
     teacher = {**spec["teacher_run"]["schedule"], "iterations": TEACHER_ITERATIONS,
                "val_interval": TEACHER_ITERATIONS, "checkpoint_interval": TEACHER_ITERATIONS}
     return {**spec, "base": {**base, "schedule": schedule}, "teacher_run": {**spec["teacher_run"], "schedule": teacher}}
