@@ -69,7 +69,7 @@ def _students(frame: pd.DataFrame, metric: str) -> pd.DataFrame:
     axes = [a for a in aggregate.axes_of(frame) if a != "method"]
     columns = {a: part[a].tolist() for a in axes}  # column by column: rows of arrow strings are slow
     part["label"] = [", ".join([str(method)] + [f"{fmt.axis_label(axis_path(a))} {fmt.axis_value(a, columns[a][i])}"
-                                                for a in axes])
+                                                for a in axes if not pd.isna(columns[a][i])])   # a method's own axes
                      if kind == "cell" else BASELINE
                      for i, (kind, method) in enumerate(zip(part["kind"].tolist(), part["method"].tolist()))]
     part["series"] = [m if isinstance(m, str) else BASELINE for m in part["method"]]

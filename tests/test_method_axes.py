@@ -99,7 +99,9 @@ def test_the_report_draws_sweep_figures_and_the_ablation_grid_from_a_method_s_ow
     assert (study.directory / "report" / "sweep_tau.png").is_file()
     grid = md[md.index("Ablation: tau x weight"):]
     assert "| tau \\\\ weight | 3 | 10 |" in grid and "method(s): cwd\\_logits;" in grid
-    figures = {f.key: f for f in plots.sweeps(collect(study), "val/mIoU")}
+    frame = collect(study)
+    assert set(plots._students(frame, "val/mIoU")["label"]) >= {"at", "pi", "cwd_logits, tau 1, weight 10"}
+    figures = {f.key: f for f in plots.sweeps(frame, "val/mIoU")}
     assert set(figures["sweep_tau"].data["series"]) == {"cwd_logits, weight 3", "cwd_logits, weight 10"}
     assert set(figures["sweep_weight"].data["series"]) == {"cwd_logits, tau 1", "cwd_logits, tau 4"}
     rows = [line for line in md.splitlines() if line.startswith(("| at | — |", "| pi | — |"))]
