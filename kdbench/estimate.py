@@ -79,9 +79,9 @@ def pair_text(run: RunSpec) -> str:
 
 def recorded(results: str | Path) -> dict[str, Speed]:
     """The median seconds per iteration of complete runs under ``results``, by ``speed_key``
-    (every study's run folders, and ``results/runs/``)."""
-    found: dict[str, list[float]] = {}
-    overheads: dict[str, list[tuple]] = {}
+    (every study's run folders, and ``results/runs/``), leaving out those timed beside other work
+    (``cost.shared``, runners.contention: slower than they are) unless every one was."""
+    found: dict[str, list[tuple[bool, float, tuple]]] = {}
     for final_path in Path(results).glob("*/*/" + store.FINAL):
         run_dir = final_path.parent
         files = store.read_run(run_dir)
@@ -96,12 +96,17 @@ def recorded(results: str | Path) -> dict[str, Speed]:
         except (OSError, ValueError, AttributeError):   # a run recorded by an older or foreign version
             continue
         if device in ("cpu", "cuda"):
-            found.setdefault(speed_key(run, device), []).append(seconds)
-            overheads.setdefault(speed_key(run, device), []).append(_overhead(cost))
-    return {key: Speed(statistics.median(values), json.loads(key)[-1],
-                       f"{len(values)} recorded run{'s' if len(values) > 1 else ''}",
-                       _median([o[0] for o in overheads[key]]), _median([o[1] for o in overheads[key]]))
-            for key, values in found.items()}
+            found.setdefault(speed_key(run, device), []).append((cost.get("shared") is True, seconds, _overhead(cost)))
+    return {key: _speed(key, runs) for key, runs in found.items()}
+
+
+def _speed(key: str, runs: list[tuple[bool, float, tuple]]) -> Speed:
+    used = [r for r in runs if not r[0]] or runs   # those timed beside other work left out, unless all were
+    left_out = f" ({len(runs) - len(used)} timed beside other work left out)" if len(used) < len(runs) else ""
+    source = f"{len(used)} recorded run{'s' if len(used) > 1 else ''}{left_out}"
+    measured = [r for r in used if r[2] != (None, None)] or runs   # start-up, evaluation: where measured
+    return Speed(statistics.median(r[1] for r in used), json.loads(key)[-1], source,
+                 _median([r[2][0] for r in measured]), _median([r[2][1] for r in measured]))
 
 
 def needed(study: Study, speeds: dict[str, Speed]) -> dict[str, PlannedRun]:
