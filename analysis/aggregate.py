@@ -278,11 +278,17 @@ def cells(frame: pd.DataFrame, metrics: list[str], baselines: dict, teachers: di
         tests = [mine + [other] for mine, other in zip(tests, budget)]
         extra = _ratios([_cost_mean(g, "train_seconds") for g in groups],
                         [_cost_mean(b, "train_seconds") for b in bases])
-    return [CellRecord(method=key[0], axes={axis_path(a): v for a, v in zip(axes[1:], key[1:-2])}, group=group,
+    return [CellRecord(method=key[0], axes={axis_path(a): v for a, v in zip(axes[1:], key[1:-2]) if not _absent(v)},
+                       group=group,
                        baseline=base, teacher=teacher, tests=tuple(tested), gaps=tuple(gap), slowdown=slow,
                        extra_cost=cost)
             for (key, group), base, teacher, tested, gap, slow, cost
             in zip(found, bases, teach, tests, gaps, slowdown, extra)]
+
+
+def _absent(value) -> bool:
+    """An axis a cell does not have: another method's own axis (``methods.<name>.grid``)."""
+    return value is None or (isinstance(value, float) and math.isnan(value))
 
 
 def families(metrics: list[str], cell_records: list[CellRecord], equal: list[Twin]) -> list[Family]:

@@ -68,9 +68,10 @@ def _cost(found: dict) -> str:
 
 
 def _note(each: dict) -> str:
+    warning = f"; {each['warning']}" if each.get("warning") else ""   # timed beside other work (kdbench.budget)
     if each["run"] == each["baseline"]:
-        return f"{each['baseline']} itself: the budget is its own iterations"
-    return each["why"] or "planned"
+        return f"{each['baseline']} itself: the budget is its own iterations{warning}"
+    return (each["why"] or "planned") + warning
 
 
 def _vs_student(each: dict) -> float | None:

@@ -40,7 +40,8 @@ RUNS_FILE = "runs.parquet"
 RECIPE_KEYS = ("global_batch", "per_process_batch", "processes", "nodes", "iterations", "epochs", "crop", "pipeline",
                "optimizer", "lr", "lr_schedule", "teacher_checkpoint", "teacher_mode", "precision",
                "weight_decay", "val_interval", "select", "student_init", "terms", "grad_clip")
-COST_KEYS = ("seconds_per_iter", "teacher_share", "kd_share", "peak_memory_mb", "peak_memory_kind")
+COST_KEYS = ("seconds_per_iter", "teacher_share", "kd_share", "peak_memory_mb", "peak_memory_kind",
+             "shared", "parallel", "load_average")   # shared: timed beside other work (runners.contention), 1 or 0
 EQUAL_BUDGET = "equal_budget"  # True on the runs that are an equal-budget baseline (kdbench.budget)
 AXIS, COST, RECIPE = "axis:", "cost:", "recipe:"  # the prefixes of the frame's axis, cost and recipe columns
 TRAIN_SECONDS = COST + "train_seconds"  # iterations x median seconds per iteration (kdbench.budget.training_seconds)
@@ -213,6 +214,7 @@ def _row(planned: PlannedRun, run_dir: Path, state: str, teacher_key: str | None
         cost = final.get("cost") or {}
         for key in COST_KEYS:
             value = cost.get(key)
+            value = float(value) if key == "shared" and isinstance(value, bool) else value
             row[COST + key] = (value if isinstance(value, str) else None) if key == "peak_memory_kind" \
                 else _finite_or_nan(value)
         row[TRAIN_SECONDS] = _finite_or_nan(budget.training_seconds(final))

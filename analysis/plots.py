@@ -69,7 +69,7 @@ def _students(frame: pd.DataFrame, metric: str) -> pd.DataFrame:
     axes = [a for a in aggregate.axes_of(frame) if a != "method"]
     columns = {a: part[a].tolist() for a in axes}  # column by column: rows of arrow strings are slow
     part["label"] = [", ".join([str(method)] + [f"{fmt.axis_label(axis_path(a))} {fmt.axis_value(a, columns[a][i])}"
-                                                for a in axes])
+                                                for a in axes if not pd.isna(columns[a][i])])   # a method's own axes
                      if kind == "cell" else BASELINE
                      for i, (kind, method) in enumerate(zip(part["kind"].tolist(), part["method"].tolist()))]
     part["series"] = [m if isinstance(m, str) else BASELINE for m in part["method"]]
@@ -112,8 +112,8 @@ def method_bars(frame: pd.DataFrame, metric: str, students: pd.DataFrame | None 
     axis.tick_params(axis="x", rotation=30 if len(order) < 8 else 60)
     for label in axis.get_xticklabels():
         label.set_horizontalalignment("right")
-    if axis.get_legend_handles_labels()[0]:
-        axis.legend(fontsize=8, loc="lower right")
+    if axis.get_legend_handles_labels()[0]:   # beside the axes: inside, it hides the last bars
+        axis.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
     label = fmt.metric_label(metric)
     shown = (f" The {MAX_BARS} cells with the highest mean of {cells} are shown; every cell is in the tables."
              if cells > MAX_BARS else "")
@@ -129,20 +129,32 @@ def sweep_axes(cells: pd.DataFrame) -> list[str]:
     numbers, two or more of them: the axes a sweep figure plots a metric against."""
     found = []
     for column in [c for c in cells.columns if c.startswith(axis_column("term."))]:
-        values = pd.to_numeric(cells[column], errors="coerce")
-        if len(values) and np.isfinite(values.to_numpy(dtype=float)).all() and values.nunique() > 1:
+        values = pd.to_numeric(cells[column][cells[column].notna()], errors="coerce")  # a method's own axis: its
+        if len(values) and np.isfinite(values.to_numpy(dtype=float)).all() and values.nunique() > 1:   # cells
             found.append(column)
     return found
 
 
+def _series(cells: pd.DataFrame, others: list[str]) -> list[str]:
+    """Each cell's line in a sweep figure: its method, with its values of the other swept axes (tau
+    against weight: one line per method and weight, not the weights pooled)."""
+    columns = {a: cells[a].tolist() for a in others}
+    return [", ".join([series] + [f"{fmt.axis_label(axis_path(a))} {fmt.axis_value(a, columns[a][i])}"
+                                  for a in others if not pd.isna(columns[a][i])])
+            for i, series in enumerate(cells["series"].tolist())]
+
+
 def sweeps(frame: pd.DataFrame, metric: str, students: pd.DataFrame | None = None) -> list[Figure]:
-    """One figure per numeric term axis (tau, weight): metric vs value, one line per method."""
+    """One figure per numeric term axis (tau, weight): metric vs value, one line per method and
+    setting of the other swept axes."""
     figures = []
     cells = _students(frame, metric) if students is None else students
     cells = cells[cells["kind"] == "cell"]
-    for column in sweep_axes(cells):
-        values = pd.to_numeric(cells[column], errors="coerce")
-        data = cells.assign(**{column: values})
+    axes = sweep_axes(cells)
+    for column in axes:
+        swept = cells[cells[column].notna()]   # the cells that have the axis (all, for a study-level one)
+        values = pd.to_numeric(swept[column], errors="coerce")
+        data = swept.assign(**{column: values, "series": _series(swept, [a for a in axes if a != column])})
         figure, axis = plt.subplots(figsize=(6, 4))
         sns.lineplot(data=data, x=column, y=metric, hue="series", errorbar="sd", err_style="bars",
                      marker="o", ax=axis)
@@ -158,7 +170,8 @@ def sweeps(frame: pd.DataFrame, metric: str, students: pd.DataFrame | None = Non
         axis.legend(fontsize=8)
         figures.append(Figure(key, f"{fmt.metric_label(metric)} vs {name}",
                               "Mean over seeds with std error bars, single runs as faint dots; the student "
-                              "baseline as a dotted line with its ± std band.", _png(figure)))
+                              "baseline as a dotted line with its ± std band.", _png(figure),
+                              data[[column, metric, "series"]]))
     return figures
 
 

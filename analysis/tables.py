@@ -24,7 +24,8 @@ from analysis.collect import COST
 from analysis.records import CW_VS_SPATIAL, VS_STUDENT, CellRecord, Group, Statistics, measured
 from analysis.stats import Interval
 
-BEST_CAPTION = "bold = best distilled cell of the column"
+BEST_CAPTION = ("bold = best distilled cell of the column, when it is above its student baseline and the column "
+                "has another cell to beat")
 
 
 @dataclass
@@ -32,6 +33,7 @@ class Cell:
     text: str
     best: bool = False
     score: float = math.nan   # what "best" compares within a column (higher is better); NaN: never best
+    beats: bool = True        # False: at or below its student baseline, so never best (it still counts as an entry)
 
 
 @dataclass
@@ -46,15 +48,23 @@ class Table:
 
 def mark_best(table: Table) -> Table:
     """Bold the highest ``score`` of each column (ties: every cell that has it); cells without a
-    finite score (teacher, baseline, labels, missing cells) are never bold."""
+    finite score (teacher, baseline, labels, missing cells) are never bold, nor is a cell at or below
+    its student baseline (``beats``), nor the only entry of its column (best of one says nothing)."""
     for column in range(max((len(r) for r in table.rows), default=0)):
         column_cells = [row[column] for row in table.rows if column < len(row)]
         scores = np.array([c.score for c in column_cells], dtype=float)
         finite = np.isfinite(scores)
-        best = scores[finite].max() if finite.any() else math.nan
-        for cell, score, ok in zip(column_cells, scores, finite):
+        eligible = finite & np.array([c.beats for c in column_cells], dtype=bool)
+        best = scores[eligible].max() if eligible.any() and finite.sum() > 1 else math.nan
+        for cell, score, ok in zip(column_cells, scores, eligible):
             cell.best = bool(ok and score == best)
     return table
+
+
+def _beats(cell: CellRecord, metric: str) -> bool:
+    """Whether a cell's mean is above its student baseline's (True without a baseline to compare)."""
+    delta = cell.delta(metric)
+    return not fmt.is_number(delta) or delta > 0
 
 
 def _score(interval: Interval) -> float:
@@ -67,9 +77,14 @@ def _stat(interval: Interval) -> str:
 
 
 def label(method, axes: Mapping[str, object]) -> str:
-    """A cell's label: ``cwd_logits, tau 4, weight 3`` (its method, then each axis and its value)."""
+    """A cell's label: ``cwd_logits, tau 4, weight 3`` (its method, then each axis and its value; an
+    axis the cell does not have, another method's own, is left out)."""
     return ", ".join([str(method)] + [f"{fmt.axis_label(path)} {fmt.axis_value(path, value)}"
-                                      for path, value in axes.items()])
+                                      for path, value in axes.items() if not _absent(value)])
+
+
+def _absent(value) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
 
 
 def setting(cell: CellRecord) -> str:
@@ -108,7 +123,8 @@ def mmrazor_table(found: Statistics) -> Table:
         where = label(cell.method, axes) + (f" @ {facts.location}" if facts.location else "")
         table.rows.append([Cell(where), Cell(fmt.value(facts.dataset)), Cell(fmt.value(facts.teacher_config)),
                            Cell(fmt.value(facts.student_config)),
-                           Cell(_stat(cell.measured(metric)), score=_score(cell.measured(metric))),
+                           Cell(_stat(cell.measured(metric)), score=_score(cell.measured(metric)),
+                                beats=_beats(cell, metric)),
                            Cell(_stat(measured(cell.teacher, metric))), Cell(_stat(measured(cell.baseline, metric)))])
     return mark_best(table)
 
@@ -124,13 +140,16 @@ def results_table(found: Statistics) -> Table:
                           "are). Failed, diverged and "
                           "missing runs are counted in the last column and never averaged.")
 
-    def line(name: str, group: Group, axis_values: list[str], delta: Cell, ranked: bool = False) -> list[Cell]:
-        def score(metric: str) -> float:
-            return _score(group.metrics[metric]) if ranked else math.nan
+    def line(name: str, group: Group, axis_values: list[str], delta: Cell, ranked: CellRecord | None = None
+             ) -> list[Cell]:
+        def stat(metric: str) -> Cell:
+            if ranked is None:
+                return Cell(_stat(group.metrics[metric]))
+            return Cell(_stat(group.metrics[metric]), score=_score(group.metrics[metric]), beats=_beats(ranked, metric))
 
         cells_ = [Cell(name)] + [Cell(v) for v in axis_values]
-        cells_ += [Cell(_stat(group.metrics[primary]), score=score(primary)), delta]
-        cells_ += [Cell(_stat(group.metrics[m]), score=score(m)) for m in metrics[1:]]
+        cells_ += [stat(primary), delta]
+        cells_ += [stat(m) for m in metrics[1:]]
         problems = [f"{group.states[s]} {s}" for s in aggregate.PROBLEM_STATES if group.states[s]]
         return cells_ + [Cell(f"{group.complete} / {group.planned}"), Cell(", ".join(problems) or "none")]
 
@@ -141,9 +160,10 @@ def results_table(found: Statistics) -> Table:
         table.rows.append(line(name, group, blank, Cell(fmt.signed(0.0))))
     for cell in found.cells:
         delta = cell.delta(primary)
-        table.rows.append(line(str(cell.method), cell.group, [fmt.axis_value(a, cell.axes[a]) for a in axes],
-                               Cell(fmt.signed(delta), score=float(delta) if fmt.is_number(delta) else math.nan),
-                               ranked=True))
+        table.rows.append(line(str(cell.method), cell.group, [fmt.axis_value(a, cell.axes.get(a)) for a in axes],
+                               Cell(fmt.signed(delta), score=float(delta) if fmt.is_number(delta) else math.nan,
+                                    beats=_beats(cell, primary)),
+                               ranked=cell))
     return mark_best(table)
 
 
@@ -162,15 +182,24 @@ def significance_caption(label: str, tested: int) -> str:
             "new seeds run).")
 
 
+def _enough_alone(tested, cells: int) -> str:
+    """Beside "seeds to resolve Δ: 3 (has 3)" of a cell within noise: why that is no contradiction."""
+    if tested.verdict != significance.NOISE or not fmt.is_number(tested.seeds_needed) or \
+            not fmt.is_number(tested.runs) or tested.seeds_needed > tested.runs:
+        return ""
+    return f"; enough on its own, within noise after Holm's correction over {fmt.count_noun(cells, 'cell')}"
+
+
 def significance_table(found: Statistics) -> Table:
     """Gain or noise: every teacher, student baseline and cell with its 95% interval, and each
     cell's Δ with its interval, test, Holm-corrected p-value, verdict and the seeds it needs."""
     metric = found.metric
     name = fmt.metric_label(metric)
+    tested_cells = found.family(VS_STUDENT, metric).tested
     table = Table("significance", "Gain or noise: Δ vs the student baseline with 95% intervals",
                   ["Cell", name, "95% interval", "Δ vs student", "Δ 95% interval", "test", "p (Holm)", "verdict",
                    "seeds to resolve Δ"],
-                  caption=significance_caption(name, found.family(VS_STUDENT, metric).tested))
+                  caption=significance_caption(name, tested_cells))
 
     def spread(interval: Interval) -> list[Cell]:
         shown_ = fmt.interval(interval.low, interval.high)
@@ -186,7 +215,7 @@ def significance_table(found: Statistics) -> Table:
         tested = cell.test(VS_STUDENT, metric)
         needed = fmt.seed_count(tested.seeds_needed, significance.MAX_SEEDS)
         if needed != fmt.MISSING:
-            needed += f" (has {fmt.integer(tested.runs)})"
+            needed += f" (has {fmt.integer(tested.runs)}{_enough_alone(tested, tested_cells)})"
         table.rows.append([Cell(setting(cell))] + spread(cell.measured(metric)) + [
             Cell(fmt.signed(cell.delta(metric))), Cell(fmt.interval(tested.low, tested.high, sign=True)),
             Cell(tested.test or fmt.MISSING), Cell(fmt.p_value(tested.p_holm)), Cell(str(tested.verdict)),
@@ -281,8 +310,9 @@ def location_table(found: Statistics) -> Table | None:
 
 def ablation_tables(found: Statistics) -> list[Table]:
     """One table per term axis (rows: its values, columns: methods); two categorical axes as a grid."""
-    cells, metric = found.cells, found.metric
     axes = [a for a in found.axes if a.startswith("term.")]
+    cells, metric = [cell for cell in found.cells if all(a in cell.axes for a in axes)], found.metric  # a method's
+    # own axes (methods.<name>.grid) sweep that method alone: the cells without them sit in "All cells"
     tables = []
     name = fmt.metric_label(metric)
     methods = list(dict.fromkeys(cell.method for cell in cells))
@@ -402,7 +432,7 @@ def _joined(cell: CellRecord | None, metric: str) -> Cell:
     if cell is None or not cell.measured(metric).n:
         return Cell(fmt.MISSING)
     return Cell(f"{_stat(cell.measured(metric))} [{fmt.signed(cell.delta(metric))}]",
-                score=_score(cell.measured(metric)))
+                score=_score(cell.measured(metric)), beats=_beats(cell, metric))
 
 
 def _cost(group: Group, key: str, stat: str):
@@ -420,6 +450,20 @@ def _kd_terms(group: Group) -> str:
     return text
 
 
+SHARED_CAPTION = ("\"shared k/n\": k of the n runs timed were timed while other work shared the machine (the launch "
+                  "ran other runs beside them, or the load average showed another busy core): their seconds per "
+                  "iteration, and the slowdowns built on them, are the machine's as much as the method's; "
+                  "relaunch those runs alone (--parallel 1 on an idle machine) to time them.")
+
+
+def _shared(group: Group) -> str:
+    """`` (shared 2/3)`` when some of a group's runs were timed beside other work; else nothing."""
+    found = group.costs.get("shared")
+    if found is None or not found.n or not fmt.is_number(found.mean) or found.mean <= 0:
+        return ""
+    return f" (shared {round(found.mean * found.n)}/{found.n})"
+
+
 def cost_table(found: Statistics) -> Table:
     """Training cost per method: seconds per iteration, slowdown, peak memory, and the shares of the
     step spent in the teacher's forward and in the KD terms."""
@@ -430,10 +474,11 @@ def cost_table(found: Statistics) -> Table:
                           "adapters, forward and backward. Runs that did not record the teacher's share (older "
                           f"results) show {fmt.MISSING} there, and their KD share includes the teacher forward. "
                           "Peak memory is the GPU's peak allocation on CUDA, the process's max RSS on CPU (the kind "
-                          "is given).")
+                          "is given). " + SHARED_CAPTION)
     def line(name: str, group: Group, slowdown) -> list[Cell]:
         kind = f" ({group.memory_kind})" if group.memory_kind else ""
-        return [Cell(name), Cell(fmt.seconds(_cost(group, "seconds_per_iter", "mean"))), Cell(fmt.ratio(slowdown)),
+        seconds = fmt.seconds(_cost(group, "seconds_per_iter", "mean")) + _shared(group)
+        return [Cell(name), Cell(seconds), Cell(fmt.ratio(slowdown)),
                 Cell(fmt.megabytes(_cost(group, "peak_memory_mb", "mean")) + kind),
                 Cell(fmt.percent(_cost(group, "teacher_share", "mean"))), Cell(_kd_terms(group)),
                 Cell(fmt.integer(_cost(group, "seconds_per_iter", "n")))]
@@ -521,7 +566,8 @@ def runs_table(frame: pd.DataFrame, metrics: list[str]) -> Table:
         table.rows.append([Cell(str(row["name"])), Cell(str(row["run_id"])), Cell(str(row["kind"])),
                            Cell(fmt.integer(row.get("seed"))), Cell(str(row["status"]))]
                           + [Cell(fmt.number(row.get(m), 4)) for m in metrics]
-                          + [Cell(fmt.seconds(row.get(COST + "seconds_per_iter")))])
+                          + [Cell(fmt.seconds(row.get(COST + "seconds_per_iter"))
+                                  + (" (shared)" if row.get(COST + "shared") == 1 else ""))])
     return table
 
 

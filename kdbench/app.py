@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from kdbench import roots
 from kdbench.errors import UserError
 from kdbench.vocab import FINISHED, NOT_COMPLETED, Action, State
 
@@ -28,9 +29,10 @@ def _warn(line: str) -> None:
 
 
 # -- studies --------------------------------------------------------------------------------------
-def load(path: str | Path, results: str | Path = "results", max_runs: int | None = None,
+def load(path: str | Path, results: str | Path | None = "results", max_runs: int | None = None,
          plugins: bool = True) -> Study:
-    """The study at ``path``, planned for ``results`` (kdbench.stages.load_study); a defaults file
+    """The study at ``path``, planned for ``results`` (kdbench.stages.load_study; None: the study's
+    own root, kdbench.roots, which a verb that reads results says on stderr); a defaults file
     (its name starts with ``_``) is refused, naming the studies that use it. ``plugins``: whether
     the study's plugins are imported (a verb that only reads results, status, collect, report and
     cancel, imports none: a plugin is code)."""
@@ -54,7 +56,14 @@ def load(path: str | Path, results: str | Path = "results", max_runs: int | None
     if max_runs is not None and max_runs < 1:
         raise UserError(f"--max-runs: must be >= 1, got {max_runs}")
     with contextlib.nullcontext() if plugins else plugin_modules.not_imported():
-        return load_study(path, results, MAX_RUNS if max_runs is None else max_runs)
+        study = load_study(path, results, MAX_RUNS if max_runs is None else max_runs)
+    if results is None and not plugins:   # a verb that reads results: say which root, and why (kdbench.roots)
+        _say_root(study)
+    return study
+
+
+def _say_root(study: Study) -> None:
+    _warn(f"kdbench: {study.name}: results root {study.results} ({study.root_source})")
 
 
 @dataclass
@@ -151,9 +160,13 @@ def launch(path: str | Path, results: str | Path, options, max_runs: int | None 
 
     check_flags(options)
     study = load(path, results, max_runs)
+    if results is None:   # where this launch writes, and why (kdbench.roots)
+        _say_root(study)
     executor = executor_for(study, options)
     decisions = launched(study, options, executor)
     described = executor.describe(study, decisions) if options.dry_run else []
+    if not options.dry_run:   # status, collect and report of this study read here unless told otherwise
+        roots.remember(path, study.results)
     result = Launched(study, decisions, summary(decisions), described)
     if options.executor == "local" and not options.dry_run:
         result.study = reload(study)   # with the later stages its runs' results planned

@@ -52,6 +52,20 @@ class Budget:
     baseline_seconds_per_iter: float | None = None
     excluded: tuple[str, ...] = ()  # cells left out: "name (state)"
     why: str = ""
+    shared: tuple[str, ...] = ()    # the runs it was computed from that were timed beside other work
+
+    def warning(self) -> str:
+        """Why this budget's timings may be the machine's rather than the runs' (empty: none)."""
+        if not self.shared:
+            return ""
+        return (f"warning: the equal budget of {self.baseline.name} comes from {_names(list(self.shared))}, timed "
+                f"while other work shared the machine: their seconds per iteration may be inflated; relaunch them "
+                f"alone (--parallel 1 on an idle machine) for a budget that is the runs' own")
+
+
+def _timed_shared(final: dict | None) -> bool:
+    """Whether a run recorded that it was timed beside other work (``cost.shared``, runners.contention)."""
+    return ((final or {}).get("cost") or {}).get("shared") is True
 
 
 def training_seconds(final: dict) -> float | None:
@@ -117,10 +131,13 @@ def budget_for(baseline, cells: tuple, scanned: dict, mode: str) -> Budget:
         return dataclasses.replace(made, why=f"not planned: no distilled run finished with a cost "
                                              f"({_names(excluded)}); launch --retry-failed retries them")
     slowest = max(costs, key=lambda name: (costs[name], name))
-    made = dataclasses.replace(made, slowest=slowest, cost=costs[slowest])
+    final = scanned[next(c.run_id for c in cells if c.name == slowest)].final
+    made = dataclasses.replace(made, slowest=slowest, cost=costs[slowest],
+                               shared=(slowest,) if _timed_shared(final) else ())
     if mode == "iterations":
         return dataclasses.replace(made, iterations=_round_up(costs[slowest]))
     base = scanned[baseline.run_id]
+    made = dataclasses.replace(made, shared=made.shared + ((baseline.name,) if _timed_shared(base.final) else ()))
     if base.state not in FINISHED:
         return dataclasses.replace(made, why=f"waits for {baseline.name} to finish (its seconds per iteration)")
     per_iter = (base.final or {}).get("cost", {}).get("seconds_per_iter") if base.state == State.COMPLETE else None
@@ -171,4 +188,5 @@ def as_record(budget: Budget) -> dict:
             "baseline_iterations": baseline.run.schedule.iterations, "mode": budget.mode,
             "iterations": budget.iterations, "cells": [c.name for c in budget.cells], "slowest": budget.slowest,
             "cost": budget.cost, "baseline_seconds_per_iter": budget.baseline_seconds_per_iter,
-            "excluded": list(budget.excluded), "why": budget.why}
+            "excluded": list(budget.excluded), "why": budget.why, "shared": list(budget.shared),
+            "warning": budget.warning()}

@@ -68,7 +68,7 @@ def _run(args: argparse.Namespace) -> int:
 
 def _study_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("study", metavar="STUDY.yaml", help="a study spec (see studies/README.md)")
-    parser.add_argument("--results", default="results", help="results root (default: results)")
+    parser.add_argument("--results", help="results root (default: the study's results:, its last launch's, results)")
     parser.add_argument("--max-runs", type=int, metavar="N",
                         help="refuse a grid of more than N runs before building it (default 100,000)")
 

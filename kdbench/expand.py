@@ -57,6 +57,7 @@ class Study:
     max_runs: int = MAX_RUNS
     grid: tuple[PlannedRun, ...] = ()   # expand's runs (the later stages plan from these again)
     records: dict = dataclasses.field(default_factory=dict)
+    root_source: str = "--results"  # why ``results`` is the root (kdbench.roots.resolve)
 
     @property
     def name(self) -> str:
@@ -83,7 +84,7 @@ def count_runs(spec: StudySpec, max_runs: int = MAX_RUNS) -> int:
     """The number of cell runs before exclusions (the product of the axis groups' lengths and the
     seeds: an upper bound), counted without building any; past ``max_runs``, an error naming the
     count and the axes that multiply to it. Teacher runs and baselines add at most two per cell run."""
-    factors = [(group[0].where if len(group) == 1 else group[0].where.split(".")[0], len(group[0].values))
+    factors = [(group[0].where if len(group) == 1 else group[0].where.split(".")[0], _length(spec, group))
                for group in spec.axes]     # a zip block by its name: zip[0]
     factors.append(("seeds", len(spec.seeds)))
     count = math.prod(length for _, length in factors)
@@ -100,12 +101,30 @@ def count_runs(spec: StudySpec, max_runs: int = MAX_RUNS) -> int:
     return count
 
 
+def _length(spec: StudySpec, group: tuple) -> int:
+    """How many cells an axis group makes: its values, each method counted with its own axes'
+    settings (``methods.<name>.grid``)."""
+    methods = next((axis.values for axis in group if axis.path == "method"), None)
+    if methods is None or not spec.method_axes:
+        return len(group[0].values)
+    return sum(math.prod(len(axis.values) for axis in spec.method_axes.get(method, ())) for method in methods)
+
+
+def _own_settings(spec: StudySpec, combo: dict) -> list[dict]:
+    """``combo`` once per setting of its method's own axes (itself alone for a method without any)."""
+    own = spec.method_axes.get(combo.get("method"), ())
+    return [{**combo, **dict(zip([axis.path for axis in own], values))}
+            for values in itertools.product(*[axis.values for axis in own])]
+
+
 def cells(spec: StudySpec) -> list[dict]:
-    """The axis assignments of every cell, exclusions removed."""
+    """The axis assignments of every cell, each method's own axes applied, exclusions removed."""
     groups = [[{axis.path: axis.values[i] for axis in group} for i in range(len(group[0].values))]
               for group in spec.axes]
     combos = [dict(itertools.chain.from_iterable(a.items() for a in combo))
               for combo in itertools.product(*groups)] if groups else [{}]
+    if spec.method_axes:
+        combos = [setting for combo in combos for setting in _own_settings(spec, combo)]
     kept = [c for c in combos if not any(_matches(c, rule) for rule in spec.exclude)]
     if not kept or (groups and not any(kept)):
         raise Checker(str(spec.path)).fail("exclude" if spec.exclude else "grid",
@@ -132,6 +151,9 @@ def varying_axes(spec: StudySpec, cells: list[dict]) -> list[str]:
                    if axis.path == "method" or len({repr(c.get(axis.path)) for c in cells}) > 1]
         named = [path for path in varying if not _follows(path)]
         found += named if named else varying
+    for axes in spec.method_axes.values():   # a method's own axis: among the cells that have it
+        found += [axis.path for axis in axes if axis.path not in found
+                  and len({repr(c[axis.path]) for c in cells if axis.path in c}) > 1]
     return found
 
 
@@ -262,7 +284,7 @@ class _Planner:
         (``methods.cwd.params``), else ``base``."""
         path = path or ""
         term = re.match(r"distill\[(\d+)\]\.?(.*)", path)
-        for axis in (axis for group in self.spec.axes for axis in group if axis.path in cell):
+        for axis in (axis for group in self.spec.axes_of(cell.get("method")) for axis in group if axis.path in cell):
             target = f"distill[{term[1]}].{axis.path[len(TERM_PREFIX):]}" if term and axis.path.startswith(
                 TERM_PREFIX) else axis.path
             if path == target or path.startswith((target + ".", target + "[")) or target.startswith(path + "."):

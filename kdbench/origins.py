@@ -87,7 +87,7 @@ class _Files:
 
 
 def _axis(study: Study, planned: PlannedRun, path: str) -> str | None:
-    for group in study.spec.axes:
+    for group in study.spec.axes_of(planned.params.get("method")):
         for axis in group:
             if axis.path == "method":
                 continue

@@ -8,6 +8,7 @@ from collections import Counter
 from kdbench import store
 from kdbench.expand import Study
 from kdbench.table import text_table
+from kdbench.vocab import Stage
 
 
 def plan_rows(study: Study, weights: dict[str, str] | None = None) -> list[dict]:
@@ -38,6 +39,8 @@ def format_plan(study: Study, rows: list[dict]) -> str:
         total = sum(n for (s, _), n in counts.items() if s == stage)
         lines.append(f"{stage}: {total} runs ({by_status})")
     lines += [f"{w.stage}: planned later: {w.why}" for w in study.waiting]
+    lines += [f"{Stage.BUDGET}: {b['warning']}" for b in (study.records.get(Stage.BUDGET) or {}).get("budgets", [])
+              if b.get("warning")]   # an equal budget from runs timed beside other work (kdbench.budget)
     lines.append(f"study {study.name}: {len(rows)} runs" + (" so far" if study.waiting else ""))
     return "\n".join(lines)
 

@@ -22,7 +22,7 @@ import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
-from kdbench import budget, store, tuning
+from kdbench import budget, roots, store, tuning
 from kdbench.expand import MAX_RUNS, PlannedRun, Study, expand, plan_finals
 from kdbench.study import load_spec
 from kdbench.vocab import ENDED, Stage
@@ -125,10 +125,12 @@ def _write_record(directory: Path, name: str, record: dict) -> None:
         pass
 
 
-def load_study(path: str | Path, results: str | Path = "results", max_runs: int = MAX_RUNS) -> Study:
+def load_study(path: str | Path, results: str | Path | None = "results", max_runs: int = MAX_RUNS) -> Study:
     """Read and validate a study spec, expand its grid (refused past ``max_runs``, see
-    kdbench.expand.count_runs) and plan its later stages from the results under ``results``."""
+    kdbench.expand.count_runs) and plan its later stages from the results under ``results`` (None:
+    the study's own root, kdbench.roots.resolve)."""
     spec = load_spec(path)
+    results, why = roots.resolve(path, results, spec.results)
     grid = tuple(expand(spec, results, max_runs))
-    return reload(Study(spec, grid, Path(results), max_runs=max_runs, grid=grid))
+    return reload(Study(spec, grid, Path(results), max_runs=max_runs, grid=grid, root_source=why))
 

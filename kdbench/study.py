@@ -8,6 +8,7 @@ keys), merges at most one level of ``defaults:``, loads its plugins and validate
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import itertools
 import math
@@ -37,10 +38,11 @@ from kdbench.vocab import PRIMARY_METRIC, REFERENCE_RECIPE_FIELDS, REFERENCE_REC
 
 STUDY_KEYS = ("name", "description", "revision", "defaults", "base", "teacher_run", "methods", "grid",
               "zip", "exclude", "seeds", "baselines", "resources", "references", "plugins", "provenance",
-              "loggers", "equal_budget", "tune", "compare")
+              "loggers", "equal_budget", "tune", "compare", "results")
 BASE_KEYS = tuple(k for k in TOP_KEYS if k not in ("name", "out", "seed", "plugins", "threads", "tracking"))
 SPECIAL_AXES = ("method",)          # picks an entry of `methods`
 TERM_PREFIX = "term."               # term.params.tau: set on every distill term of the run
+METHOD_GRID = "grid"                # methods.<name>.grid: axes of that method's own (kdbench.expand)
 
 
 def is_baseline_axis(key: str) -> bool:
@@ -141,6 +143,12 @@ class StudySpec:
     equal_budget: str | None = None     # wall_clock | iterations: equal-budget baselines (kdbench.budget); None: none
     tune: Tune | None = None        # tuned baselines: a tune stage, then the final runs at each one's best
     compare: tuple[tuple[str, str], ...] = ()  # method pairs the report tests (kdbench.compare); no run's part
+    method_axes: dict = dataclasses.field(default_factory=dict)  # method -> its own axes (methods.<name>.grid)
+    results: str | None = None      # results: where its results live, relative to its folder (kdbench.roots)
+
+    def axes_of(self, method: Any) -> tuple[tuple[Axis, ...], ...]:
+        """The axis groups a run of ``method`` was made by: the study's, then the method's own."""
+        return self.axes + tuple((axis,) for axis in self.method_axes.get(method, ()))
 
 
 def _read_yaml(path: Path, check: Checker, root: Path | None = None) -> dict:
@@ -179,7 +187,7 @@ def _methods(check: Checker, data: dict) -> dict[str, tuple[dict, ...]]:
     for key, value in methods.items():
         if problems.get(check.printable, str(key), "methods", "a method's name") is None:   # it names runs
             continue
-        terms = value if isinstance(value, list) else [value]
+        terms = value if isinstance(value, list) else [_without_grid(value)]
         if not terms:
             problems.add(check.fail(join("methods", key), "must be a term or a non-empty list of terms"))
         for index, term in enumerate(terms):
@@ -188,6 +196,43 @@ def _methods(check: Checker, data: dict) -> dict[str, tuple[dict, ...]]:
         methods[key] = tuple(terms)
     problems.raise_any()
     return methods
+
+
+def _without_grid(method: Any) -> Any:
+    """A method's term as written, less its own axes (``grid:``), which kdbench.expand applies."""
+    return {k: v for k, v in method.items() if k != METHOD_GRID} if isinstance(method, dict) else method
+
+
+def _method_axes(check: Checker, data: dict, study: tuple[tuple[Axis, ...], ...]) -> dict[str, tuple[Axis, ...]]:
+    """Each method's own axes (``methods.<name>.grid``): term axes that expand only that method's
+    cells; an axis the study's grid or zip already varies is refused."""
+    written = data.get("methods") if isinstance(data.get("methods"), dict) else {}
+    taken = {axis.path for group in study for axis in group}
+    found, problems = {}, Problems()
+    for method, value in written.items():
+        if not isinstance(value, dict) or value.get(METHOD_GRID) is None:
+            continue
+        where = join(join("methods", str(method)), METHOD_GRID)
+        grid = problems.get(check.mapping, value[METHOD_GRID], where,
+                            value[METHOD_GRID].keys() if isinstance(value[METHOD_GRID], dict) else (), default={})
+        axes = []
+        for path, values in grid.items():
+            at = join(where, str(path))
+            if not str(path).startswith(TERM_PREFIX) or path in taken:
+                why = ("is an axis of the study's grid or zip already" if path in taken else
+                       "a method's own axis sets its terms: term.<key> (term.params.tau, term.weight, "
+                       "term.student_location); a run field varies every method, in the study's grid")
+                problems.add(check.fail(at, f"axis {path!r}: {why}"))
+                continue
+            checked = problems.get(_axis_values, check, values, at)
+            if checked is not None:
+                axes.append(Axis(str(path), tuple(checked), at))
+        found[str(method)] = tuple(axes)
+    problems.raise_any()
+    if found and data.get("tune") is not None:
+        raise check.fail(join(join("methods", next(iter(found))), METHOD_GRID),
+                         "a tuned study's methods have no axes of their own: tune.axes sets each one's settings")
+    return found
 
 
 def _axis_path(check: Checker, path: str, where: str, seen: set[str]) -> None:
@@ -455,6 +500,7 @@ def load_spec(path: str | Path) -> StudySpec:
     teacher_run = problems.get(check.mapping, data.get("teacher_run", {}), "teacher_run", ("schedule", "seed"),
                                default={})
     axes = problems.get(_axes, check, data, methods)
+    method_axes = problems.get(_method_axes, check, data, axes or (), default={})
     rules = problems.get(check.sequence, data.get("exclude", []), "exclude", default=[])
     exclude = tuple(problems.get(check.mapping, rule, join("exclude", i), rule.keys() if isinstance(rule, dict) else ())
                     for i, rule in enumerate(rules))
@@ -465,6 +511,7 @@ def load_spec(path: str | Path) -> StudySpec:
     equal_budget = problems.get(_equal_budget, check, data, student_baseline)
     tune = problems.get(_tune, check, data, methods, student_baseline) if data.get("tune") is not None else None
     compare = problems.get(parse_compare, check, data, methods, default=())
+    results = problems.get(_results, check, data) if data.get("results") is not None else None
     problems.raise_any()
     return StudySpec(
         path=path, name=name, revision=revision, base=base, methods=methods, axes=axes, exclude=exclude,
@@ -473,7 +520,15 @@ def load_spec(path: str | Path) -> StudySpec:
         resources=resources, references=references, plugins=loaded,
         loggers=loggers, raw={**data, "name": name, "revision": revision},
         teacher_expect=reference_expect(path, references, str(base.get("task"))), equal_budget=equal_budget,
-        tune=tune, compare=compare)
+        tune=tune, compare=compare, method_axes=method_axes, results=results)
+
+
+def _results(check: Checker, data: dict) -> str:
+    """``results:``: the study's results root (a folder path; relative to the study's folder)."""
+    root = check.printable(check.string(data["results"], "results"), "results", "a results root")
+    if not root.strip():
+        raise check.fail("results", "must be a folder path, got an empty string")
+    return root
 
 
 def _equal_budget(check: Checker, data: dict, student_baseline: bool | None) -> str | None:

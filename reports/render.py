@@ -42,6 +42,7 @@ from kdbench.expand import Study
 from kdbench.safeio import clean_leftovers
 from kdbench.store import write_bytes_atomic, write_text_atomic
 from reports.comparisons import two_seeds_line, versus_heading, versus_lines
+from reports.statistics import family_sentence
 from reports.tuning import tuning_tables
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -293,6 +294,7 @@ def build_context(study: Study, frame, found: Statistics) -> dict:
     left_out += references.no_published_number(found.matches, list(study.spec.references))
     headline, cwd_lines = cwd_sentences(aggregate.cwd_verdicts(found.cells, metric), metric,
                                         found.family(VS_STUDENT, metric).tested)
+    headline = " ".join(part for part in (headline, family_sentence(found)) if part)   # which cells Holm ran over
     text = Path(study.path).read_text()
     report_sha, shas = git_sha(), run_shas(frame)
     groups = settings.group_settings(frame)

@@ -67,6 +67,23 @@ def _reference(match: Match, metric: str) -> dict:
     }
 
 
+def holm_family(found: Statistics) -> list[str]:
+    """The cells Holm's correction ran over on the primary metric (each tested against its student
+    baseline), by label: adding or removing one changes every cell's corrected p."""
+    metric = found.metric
+    return [tables.setting(cell) for cell in found.cells if fmt.is_number(cell.test(VS_STUDENT, metric).p)]
+
+
+def family_sentence(found: Statistics) -> str:
+    """The verdicts' Holm family in words, or nothing when no cell was tested."""
+    family = holm_family(found)
+    if not family:
+        return ""
+    return (f"Holm's family: the {fmt.count_noun(len(family), 'cell')} tested against their student baseline on "
+            f"{fmt.metric_label(found.metric)} ({'; '.join(family)}); a cell added to or removed from the study "
+            f"changes every corrected p.")
+
+
 def statistics_json(found: Statistics) -> dict:
     """The statistics of a study's report (analysis.summary.summarise) as ``kdbench report --json``
     prints them; ``metric`` the primary one, the family Holm ran over."""
@@ -82,6 +99,7 @@ def statistics_json(found: Statistics) -> dict:
         "gap_share": "(cell mean - baseline mean) / (teacher mean - baseline mean); its ci95 is the delta's "
                      "divided by the gap, the teacher taken as fixed",
         "tested_cells": found.family(VS_STUDENT, metric).tested,
+        "holm_family": {"comparison": VS_STUDENT, "metric": metric, "cells": holm_family(found)},
         "teachers": groups("teacher", found.teachers), "baselines": groups("student", found.baselines),
         "cells": [_cell(cell, metric) for cell in found.cells],
         "references": [_reference(match, metric) for match in found.matches],

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import os
 import resource
 import statistics
 import time
+from pathlib import Path
 
 import torch
 from mmengine.hooks import Hook
 
 from kdbench import store
 from kdbench.store import PER_CLASS
-from runners import attempt
+from runners import attempt, contention
 
 
 def metric_key(name: str) -> str:
@@ -90,6 +92,14 @@ class AttemptHook(Hook):
 
         if is_main_process():
             attempt.check(self.out, f"the checkpoint or evaluation after iteration {runner.iter + 1}")
+def process_age() -> float | None:
+    """Seconds since this process started (Linux's /proc), or None where that is not known."""
+    try:
+        fields = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
+        started = int(fields[19]) / os.sysconf("SC_CLK_TCK")          # field 22: start time after boot
+        return max(0.0, float(Path("/proc/uptime").read_text().split()[0]) - started)
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 class CostHook(Hook):
@@ -101,9 +111,13 @@ class CostHook(Hook):
 
     def __init__(self):
         self.step_seconds: list[float] = []
+        self.loads: list[float] = []        # the load average at each timed step (runners.contention)
         self.parts: list[dict[str, float]] = []
         self._start = 0.0
         self.current_iter = 0
+        self.startup: float | None = None   # seconds from the process's start to the run's first hook
+        self._val_start = 0.0
+        self.evaluation_seconds, self.evaluations = 0.0, 0
 
     def _model(self, runner):
         model = runner.model
@@ -112,6 +126,16 @@ class CostHook(Hook):
     def _sync(self):
         if torch.cuda.is_available():
             torch.cuda.synchronize()
+
+    def before_run(self, runner) -> None:
+        self.startup = process_age()   # the process's start-up: imports, building the models and the data
+
+    def before_val_epoch(self, runner) -> None:
+        self._val_start = time.perf_counter()
+
+    def after_val_epoch(self, runner, metrics=None) -> None:
+        self.evaluation_seconds += time.perf_counter() - self._val_start
+        self.evaluations += 1
 
     def before_train_iter(self, runner, batch_idx, data_batch=None) -> None:
         self.current_iter = int(runner.iter)
@@ -124,6 +148,9 @@ class CostHook(Hook):
     def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None) -> None:
         self._sync()
         self.step_seconds.append(time.perf_counter() - self._start)
+        load = contention.load_now()
+        if load is not None:
+            self.loads.append(load)
         clock = getattr(self._model(runner), "clock", None)
         self.parts.append(clock.parts() if clock is not None else {})
 
@@ -146,6 +173,9 @@ class CostHook(Hook):
             "peak_memory_mb": peak_mb,
             "peak_memory_kind": kind,
             "iterations_timed": len(steps),
+            "startup_seconds": self.startup, "evaluation_seconds": self.evaluation_seconds,
+            "evaluations": self.evaluations,   # for plan --estimate (kdbench.estimate)
+            **contention.record(self.loads[-len(steps):] if steps else [], torch.get_num_threads()),
         }
 
 

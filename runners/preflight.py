@@ -395,7 +395,7 @@ def _study_field_key(study: Study, planned) -> Callable[[str], str]:
         base = study.spec.base
         if value is not None and _get(base, path) == value:
             return f"{study.path}: base.{path}"
-        for axis in (axis for group in study.spec.axes for axis in group):
+        for axis in (axis for group in study.spec.axes_of(planned.params.get("method")) for axis in group):
             if path == axis.path or path.startswith(axis.path + ".") or axis.path.startswith(path + "."):
                 return f"{study.path}: {axis.where}"
         return f"{study.path}: base.{path}" if _get(base, path) is not None else \

@@ -16,6 +16,12 @@ def _seeded_torch():
     yield
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _launch_records(tmp_path_factory):
+    """Launches record their results roots (kdbench.roots) in this session's folder, never the user's."""
+    os.environ["KDBENCH_STATE"] = str(tmp_path_factory.getbasetemp() / "state")
+
+
 @pytest.fixture(autouse=True)
 def _fresh_mmengine_loggers():
     """mmengine keeps every MMLogger it creates, each writing to the sys.stdout of its time; under

@@ -75,7 +75,8 @@ def test_a_statistic_a_cell_does_not_have_raises_instead_of_reading_as_missing(s
     assert cwd.test(VS_STUDENT, "val/mIoU").verdict == "gain"
     for lookup in (lambda: cwd.measured("val/miou"), lambda: cwd.group.states["faild"],
                    lambda: cwd.test(VS_STUDENT, "val/bbox_mAP"), lambda: cwd.test("vs teacher", "val/mIoU"),
-                   lambda: cwd.gap("val/bbox_mAP"), lambda: cwd.group.costs["seconds"], lambda: cwd.group.recipe["lr "]):
+                   lambda: cwd.gap("val/bbox_mAP"), lambda: cwd.group.costs["seconds"],
+                   lambda: cwd.group.recipe["lr "]):
         with pytest.raises(KeyError):
             lookup()
     with pytest.raises(AttributeError):

@@ -42,7 +42,8 @@ def test_without_recorded_runs_each_model_pair_is_probed_here_and_the_estimate_s
     code, out, _ = run_cli("plan", str(path), "--results", str(tmp_path / "results"), "--estimate")
     assert code == 0
     assert out.splitlines()[-1].startswith("study probed: ") and "CPU-h in all" in out.splitlines()[-1]
-    assert out.splitlines()[-1].endswith("still to run (training steps only: evaluation is not counted)")
+    assert out.splitlines()[-1].endswith("still to run (training steps only: start-up and evaluation are added once "
+                                         "complete runs of these models under the results root have measured them)")
 
 
 @pytest.mark.slow
@@ -75,3 +76,35 @@ def test_the_estimate_uses_the_seconds_per_iteration_recorded_by_complete_runs_o
     baseline = rows["tiny_seg_student", "1 recorded run"]
     assert baseline["seconds_per_iter"] == statistics.median([recorded["student_s0"]])
     assert {s for (_, s) in rows} == {"1 recorded run", "probe here (cpu, 3 steps)"}
+    # start-up and evaluation, measured by the complete runs, are added to the training steps, and shown apart
+    costs = json.loads((small.directory / small.runs[0].run_id / "final.json").read_text())["cost"]
+    assert teacher["startup_seconds"] == costs["startup_seconds"] > 0
+    assert teacher["evaluation_seconds"] == pytest.approx(costs["evaluation_seconds"] / costs["evaluations"])
+    assert teacher["evaluation_hours"] == pytest.approx(teacher["evaluation_seconds"] * 3 / 3600)   # 1 evaluation
+    _, out, _ = run_cli("plan", str(tmp_path / "large.yaml"), "--results", str(results), "--estimate")
+    assert ", start-up " in out.splitlines()[-1] and ", evaluation " in out.splitlines()[-1]
+
+
+def test_recorded_speeds_leave_out_runs_timed_beside_other_work_unless_every_run_was(tmp_path):
+    """Runs that recorded `cost.shared` (timed beside other runs or load) are slower than they are:
+    the estimate's seconds per iteration come from the others, and it says how many it left out."""
+    import json as json_
+
+    from kdbench.estimate import recorded
+    from tests.results_fixtures import make_store
+
+    study, results = make_store(tmp_path)
+    shared = {"cwd_logits_s0": 1.5, "student_s1": 0.9, "student_s2": 0.8}   # slow: timed on a busy machine
+    for planned in study.runs:
+        final = study.directory / planned.run_id / "final.json"
+        if final.is_file() and planned.name in shared:
+            record = json_.loads(final.read_text())
+            record["cost"].update(shared=True, seconds_per_iter=shared[planned.name], startup_seconds=3.0,
+                                  evaluation_seconds=2.0, evaluations=2)
+            final.write_text(json_.dumps(record))
+    speeds = {(json_.loads(key)[1], json_.loads(key)[3]): speed for key, speed in recorded(results).items()}
+    student, distilled = speeds["tiny_seg_student", None], speeds["tiny_seg_student", "tiny_seg_teacher"]
+    assert student.seconds_per_iter == 0.1 and student.source == "1 recorded run (2 timed beside other work left out)"
+    assert (student.startup_seconds, student.evaluation_seconds) == (3.0, 1.0)   # measured by the left-out ones only
+    # cwd_logits_s1 (0.15) and the other cells' runs timed alone: cwd_logits_s0 (1.5) left out
+    assert distilled.seconds_per_iter == 0.15 and "(1 timed beside other work left out)" in distilled.source

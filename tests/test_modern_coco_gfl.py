@@ -1,6 +1,6 @@
 """The modern COCO preset (studies/modern_coco_gfl.yaml): GFL R101 -> R50 1x with CWD, PKD, MGD, FGD, LD,
-CrossKD and CrossKD + PKD cells at their sources' recipes, one teacher and one student baseline, and its published rows beside
-the cells they describe."""
+CrossKD and CrossKD + PKD cells at their sources' recipes, one teacher and one student baseline, and its
+published rows beside the cells they describe."""
 
 from pathlib import Path
 
@@ -13,8 +13,8 @@ STUDY = ROOT / "studies" / "modern_coco_gfl.yaml"
 
 def test_the_modern_gfl_preset_plans_one_teacher_one_baseline_and_seven_cells_at_their_recipes():
     """Guarantee: `modern_coco_gfl` plans one evaluated GFL R101 teacher, one GFL R50 1x student baseline and the
-    CWD, PKD, MGD, FGD, LD, CrossKD and CrossKD + PKD cells over 3 seeds; FGD distils the five FPN convs at its GFL config's weights
-    (gamma 5e-4) and, like MGD, starts the student's neck and head from the teacher, which the shared student
+    CWD, PKD, MGD, FGD, LD, CrossKD and CrossKD + PKD cells over 3 seeds; FGD distils the five FPN convs at its
+    GFL config's weights (gamma 5e-4) and, like MGD, starts the student's neck and head from the teacher, which the shared student
     baseline does not."""
     study = load_study(STUDY, "/tmp/results")
     kinds = [p.kind for p in study.runs]

@@ -1,11 +1,13 @@
 """The README's walkthroughs ("Your first study", "Your own loss") as a user types them: the study
 file and the command lines are read from README.md, so the text cannot rot without a test failing.
 
-The plan test runs the study exactly as written. The launch test shortens its schedule and data
-(a few iterations on a few images) and changes nothing else: the same methods, seeds and
-commands, launched, reported, and extended by the plugin loss.
+The plan test runs the study exactly as written. The launch test shortens the students' schedule
+(a few iterations) and the teacher's (TEACHER_ITERATIONS, its recipe and data unchanged: enough to
+clear chance by a wide margin, which it checks) and changes nothing else: the same methods, seeds
+and commands, launched, reported, and extended by the plugin loss.
 """
 
+import json
 import os
 import re
 import shlex
@@ -114,16 +116,30 @@ def test_the_first_study_of_the_readme_plans_the_runs_its_comments_promise(workd
     assert code == 0 and f"study first: {promised_runs(comment)} runs" in out and " cosine_s1 " in out
 
 
+TEACHER_ITERATIONS = 200   # the README's recipe reaches ~42 mIoU here (chance ~14), ~57 at its 1000
+
+
 def shortened(spec: dict) -> dict:
-    """The study with a few iterations on a few images: everything else as the README has it."""
+    """The study with students of a few iterations and a shorter teacher: the data, the teacher's
+    optimiser and everything else as the README has it."""
     base = spec["base"]
-    schedule = {**base["schedule"], "iterations": 4, "batch_size": 2, "val_interval": 2, "checkpoint_interval": 2}
-    dataset = {**base["dataset"], "params": {**base["dataset"]["params"], "num_train": 8, "num_val": 4}}
-    return {**spec, "base": {**base, "schedule": schedule, "dataset": dataset},
-            "teacher_run": {"schedule": {"iterations": 4}}}
+    schedule = {**base["schedule"], "iterations": 4, "val_interval": 4, "checkpoint_interval": 2}   # the teacher
+    # trains at this batch size too (teacher_run.schedule is merged over it): it stays the README's
+    teacher = {**spec["teacher_run"]["schedule"], "iterations": TEACHER_ITERATIONS,
+               "val_interval": TEACHER_ITERATIONS, "checkpoint_interval": TEACHER_ITERATIONS}
+    return {**spec, "base": {**base, "schedule": schedule}, "teacher_run": {**spec["teacher_run"], "schedule": teacher}}
 
 
-@pytest.mark.slow  # 11 tiny training runs, two at a time
+def teacher_clears_chance(results: Path, md: str) -> None:
+    """The teacher is well above chance (twice the chance mIoU, and 20 points over it), and the
+    report's warnings say nothing about the teacher being near chance."""
+    (final,) = [json.loads(p.read_text()) for p in results.glob("*/final.json") if '"role": "teacher"' in p.read_text()]
+    miou, chance = final["metrics"]["val/mIoU"], final["metrics"]["val/chance_mIoU"]
+    assert miou >= 2 * chance and miou - chance >= 20, (miou, chance)
+    assert "warning: the teacher is within" not in md
+
+
+@pytest.mark.slow  # 16 runs, two at a time: a 200-iteration teacher, 15 students of 4 iterations
 def test_the_readme_walkthrough_launches_reports_and_a_plugin_loss_trains_only_its_own_runs(workdir):
     """Guarantee: The readme walkthrough launches reports and a plugin loss trains only its own runs."""
     (workdir / "first.yaml").write_text(dump_yaml(shortened(yaml.safe_load(first_study()))))
@@ -139,8 +155,9 @@ def test_the_readme_walkthrough_launches_reports_and_a_plugin_loss_trains_only_i
     for text in ("cwd\\_tau1 (channel-wise)", "cwd\\_tau4 (channel-wise)", "pi (spatial)",
                  "| chance (a constant predictor) |", "CWD beat the student baseline in"):
         assert text in md
+    teacher_clears_chance(workdir / "results" / "first", md)
     finals = {path: path.stat().st_mtime_ns for path in (workdir / "results" / "first").glob("*/final.json")}
-    assert len(finals) == 9
+    assert len(finals) == 13
 
     setup, then = blocks(section("Your own loss"), "bash")
     for words, _ in lines(setup):
@@ -151,7 +168,7 @@ def test_the_readme_walkthrough_launches_reports_and_a_plugin_loss_trains_only_i
         code, out, err = run(words, workdir)
         assert code == 0, f"{words}: {err}"
         if words[:2] == ["kdbench", "plan"]:
-            assert "9 complete" in comment and out.count(" complete ") == 9 and out.count(" missing ") == 2
+            assert "13 complete" in comment and out.count(" complete ") == 13 and out.count(" missing ") == 3
     after = {path: path.stat().st_mtime_ns for path in (workdir / "results" / "first").glob("*/final.json")}
-    assert len(after) == 11 and all(after[path] == stamp for path, stamp in finals.items())
+    assert len(after) == 16 and all(after[path] == stamp for path, stamp in finals.items())
     assert "cosine (spatial)" in (report / "README.md").read_text()

@@ -24,6 +24,7 @@ from kdbench.safeio import open_no_follow
 from kdbench.states import JobState
 from kdbench.study import Resources
 from kdbench.vocab import State
+from runners.contention import PARALLEL_ENV
 from runners.launch import worker
 from runners.launch.executor import Executor, write_run_file
 
@@ -97,7 +98,8 @@ class LocalExecutor(Executor):
                     progress.update(1)
                 elif all(s == State.COMPLETE for s in states) and len(running) < self.parallel:
                     del pending[run_id]
-                    running[run_id] = self._start(planned, directory)
+                    at_once = min(self.parallel, len(pending) + len(running) + 1)   # this one, the others left
+                    running[run_id] = self._start(planned, directory, at_once)
             if pending or running:
                 time.sleep(0.2)
         progress.close()
@@ -115,11 +117,13 @@ class LocalExecutor(Executor):
             return "waiting"  # an earlier launch's run, still going: its result decides
         return "ended"
 
-    def _start(self, planned: PlannedRun, directory: Path) -> tuple[subprocess.Popen, object]:
+    def _start(self, planned: PlannedRun, directory: Path, at_once: int) -> tuple[subprocess.Popen, object]:
+        """Start one run; ``at_once``: the runs this launch may run beside it, itself included."""
         run_file = write_run_file(directory, planned, self.threads)
         run_dir = directory / planned.run_id
         log = os.fdopen(open_no_follow(run_dir / "run.log", os.O_WRONLY | os.O_APPEND | os.O_CREAT), "a")  # no link
-        argv, env = ["run", str(run_file), "--out", str(run_dir)], self._environment()
+        argv = ["run", str(run_file), "--out", str(run_dir)]
+        env = {**self._environment(), PARALLEL_ENV: str(at_once)}   # recorded beside its timings (runners.contention)
         pid = self.worker.start(argv, env, str(run_dir / "run.log")) if self.worker else None
         process = _Forked(pid) if pid else subprocess.Popen(
             [sys.executable, "-m", "kdbench.cli", *argv],
