@@ -14,8 +14,8 @@ STUDY = ROOT / "studies" / "modern_coco_gfl.yaml"
 def test_the_modern_gfl_preset_plans_one_teacher_one_baseline_and_seven_cells_at_their_recipes():
     """Guarantee: `modern_coco_gfl` plans one evaluated GFL R101 teacher, one GFL R50 1x student baseline and the
     CWD, PKD, MGD, FGD, LD, CrossKD and CrossKD + PKD cells over 3 seeds; FGD distils the five FPN convs at its
-    GFL config's weights (gamma 5e-4) and, like MGD, starts the student's neck and head from the teacher, which the shared student
-    baseline does not."""
+    GFL config's weights (gamma 5e-4) and, like MGD, starts the student's neck and head from the teacher, which the
+    shared student baseline does not."""
     study = load_study(STUDY, "/tmp/results")
     kinds = [p.kind for p in study.runs]
     assert (kinds.count("teacher"), kinds.count("student_baseline"), kinds.count("cell")) == (1, 3, 21)
