@@ -29,9 +29,12 @@ import sys
 import traceback
 import weakref
 
-# What a run imports before it trains (runners.run and what it reaches), imported once here.
-STACK = ("torch", "mmengine.runner", "mmseg.models", "mmdet.models", "kdbench.spec", "runners.run",
-         "runners.train", "runners.build", "runners.preflight", "runners.distill")
+# What a run imports before it trains (runners.run and what it reaches), imported once here; torch
+# imports its compiler (torch._dynamo, torch._inductor.config) at the first optimizer a run builds
+# and where it sets deterministic algorithms: most of a CPU second, paid here once too.
+STACK = ("torch", "torch._dynamo", "torch._inductor.config", "mmengine.runner", "mmseg.models", "mmdet.models",
+         "kdbench.spec", "runners.run", "runners.train", "runners.build", "runners.preflight", "runners.distill",
+         "runners.metrics")
 
 
 def enabled() -> bool:
