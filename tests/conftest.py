@@ -93,7 +93,7 @@ def run_worker():
     session. ``run_worker.start(argv, env, log)`` forks ``kdbench <argv>`` with environment ``env``,
     writing to the file ``log``, from a process that imported the training stack once, and returns
     its pid: a real process on this host, to watch or kill, spared a fresh interpreter's imports
-    (several CPU seconds). Its exit code is not seen (the kernel reaps the worker's children): a
+    (several CPU seconds). Its exit code is not seen (the worker reaps its children): a
     test reads what the run wrote and its log. Where the exit code or a fresh interpreter is what a
     test is about, it starts a subprocess instead."""
     from pathlib import Path
