@@ -93,6 +93,26 @@ def tiny_teacher(tmp_path_factory):
     return seed
 
 
+@pytest.fixture(scope="session")
+def run_worker():
+    """A local worker (runners/launch/worker.py, what a local launch forks its runs from) for the test
+    session. ``run_worker.start(argv, env, log)`` forks ``kdbench <argv>`` with environment ``env``,
+    writing to the file ``log``, from a process that imported the training stack once, and returns
+    its pid: a real process on this host, to watch or kill, spared a fresh interpreter's imports
+    (several CPU seconds). Its exit code is not seen (the worker reaps its children): a
+    test reads what the run wrote and its log. Where the exit code or a fresh interpreter is what a
+    test is about, it starts a subprocess instead."""
+    from pathlib import Path
+
+    from runners.launch.worker import Worker
+
+    root = str(Path(__file__).resolve().parents[1])
+    worker = Worker({**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))})
+    yield worker
+    worker.process.stdin.close()
+    worker.process.wait(timeout=60)
+
+
 class SlurmCluster:
     """What the ``slurm_cluster`` fixture gives a test: the cluster's directory (its pid files are
     in ``directory / "run"``), ``up()``, which brings back what a test stopped (tools/slurm/up.sh),

@@ -13,8 +13,9 @@ from kdbench import losses
 from kdbench.errors import UserError
 from kdbench.stages import load_study
 from kdbench.study import load_spec
+from runners.launch.jobs import cancel
 from runners.launch.launcher import LaunchOptions, launch
-from tests.launch_helpers import CWD, TINY_BASE, dump_yaml, run_cli, settled, wait_until, write_study
+from tests.launch_helpers import CWD, TINY_BASE, dump_yaml, run_cli, slurm_states, wait_until, write_study
 
 
 def errors_of(*args) -> list[str]:
@@ -210,8 +211,12 @@ def test_site_settings_reach_the_real_scheduler_and_the_logs_are_where_the_dry_r
     job_id = yaml.safe_load(job)["job_id"]
     shown = subprocess.run(["scontrol", "show", "job", job_id], capture_output=True, text=True).stdout
     assert "Account=root" in shown and "QOS=normal" in shown and "Comment=kdbench-site" in shown
-    wait_until(lambda: settled(study), what="the run to finish on SLURM")
-    assert (study.directory / ".submitit" / job_id / f"{job_id}_0_log.out").is_file()
+    # The log appears as the job starts; the job is then cancelled: how it trains is not this test's matter.
+    log = study.directory / ".submitit" / job_id / f"{job_id}_0_log.out"
+    wait_until(log.is_file, what="the job's log in the folder the dry run names")
+    cancel(study)
+    wait_until(lambda: slurm_states([job_id]).get(job_id, "").startswith(("CANCELLED", "COMPLETED")),
+               what="the job to end")
 
     spec = yaml.safe_load(path.read_text())
     spec["resources"]["exclude"] = socket.gethostname().split(".")[0]   # the cluster's only node

@@ -65,7 +65,8 @@ def test_a_study_on_slurm_completes_with_every_result_and_teachers_gate_students
     assert again == {"skip-complete": 3, "skip-failed": 1}
 
 
-def test_a_preempted_run_requeues_resumes_from_its_checkpoint_and_ends_with_one_result(slurm_cluster, tmp_path):
+def test_a_preempted_run_requeues_resumes_from_its_checkpoint_and_ends_with_one_result(slurm_cluster, tmp_path,
+                                                                                      tiny_teacher):
     """Guarantee: A SLURM job preempted (SIGTERM, then USR2: checkpoint and requeue) while held right after its first
     checkpoint (a gate plugin the test opens: no timing window) resumes from it, as the same job, with one
     result.
@@ -81,6 +82,7 @@ def test_a_preempted_run_requeues_resumes_from_its_checkpoint_and_ends_with_one_
     results = tmp_path / "results"
     study = load_study(gate_study(tmp_path, "slurm_preempt", release), results)
     assert [p.name for p in study.runs] == ["teacher", "gate_s0"]
+    assert tiny_teacher(study)  # its teacher, complete (tests/conftest.py): the preemption is what this is about
     launch(study, LaunchOptions(executor="slurm", progress=False))
     run_dir = results / study.name / study.runs[1].run_id
     waiting = Path(f"{release}.waiting")
@@ -286,10 +288,12 @@ def test_the_smoke_study_and_a_plugin_loss_give_bit_identical_results_locally_an
     path.write_text(dump_yaml(spec))
     monkeypatch.setenv("OMP_NUM_THREADS", "2")  # what each executor must override
     monkeypatch.setenv("MKL_NUM_THREADS", "2")
-    directories = {}
-    for executor in ("local", "slurm"):
-        study = load_study(path, tmp_path / executor)
+    # SLURM first: its launch returns once the jobs are submitted, and they run while the local launch trains
+    studies = {executor: load_study(path, tmp_path / executor) for executor in ("slurm", "local")}
+    for executor, study in studies.items():
         launch(study, LaunchOptions(executor=executor, parallel=2 if executor == "local" else None, progress=False))
+    directories = {}
+    for executor, study in studies.items():
         wait_until(lambda study=study: settled(study), what=f"the smoke study to finish ({executor})")
         rows = status(study)
         assert all(r.executor == executor for r in rows)

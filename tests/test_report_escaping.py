@@ -177,7 +177,7 @@ def test_the_payloads_run_and_show_in_this_browser_when_left_unescaped(tmp_path)
     page = tmp_path / "raw.html"
     page.write_text("<!DOCTYPE html><html><body>" + "".join(f'<p title="{v}">{v}</p>' for v in values.values())
                     + "</body></html>")
-    dom = Dom(dump_dom(page, tmp_path / "profile"))
+    dom = Dom(dump_dom(page))
     body = next(attributes for tag, attributes, _ in dom.elements if tag == "body")
     assert {"data-pwned-svg", "data-pwned-img", "data-pwned-script"} <= set(body)
     assert {"<svg>", "<script>", "<img src=x>"} <= set(injected(dom, HTML_TAGS, r"data:image/png;base64,.*"))
@@ -185,10 +185,10 @@ def test_the_payloads_run_and_show_in_this_browser_when_left_unescaped(tmp_path)
 
 
 @pytest.fixture(scope="module")
-def html_dom(hostile, tmp_path_factory):
+def html_dom(hostile):
     """The hostile HTML report as Chromium ends up with it."""
     *_, written = hostile
-    return Dom(dump_dom(written["html"], tmp_path_factory.mktemp("chromium")))
+    return Dom(dump_dom(written["html"]))
 
 
 @needs_chromium
@@ -253,7 +253,7 @@ def _rendered(markdown: Path, folder: Path) -> Path:
 def test_the_markdown_rendered_to_a_page_shows_every_payload_as_text_and_runs_none(hostile, tmp_path):
     """Guarantee: The markdown rendered to a page shows every payload as text and runs none."""
     _, shown, written = hostile
-    dom = Dom(dump_dom(_rendered(written["md"], tmp_path), tmp_path / "profile"))
+    dom = Dom(dump_dom(_rendered(written["md"], tmp_path)))
     assert injected(dom, MARKDOWN_TAGS, r"[A-Za-z0-9_.-]+\.png") == []
     assert not_literal(dom, shown) == []
     assert sum(tag == "table" for tag, *_ in dom.elements) >= 5  # the tables are tables
@@ -266,7 +266,7 @@ def test_unescaped_markdown_would_fail_the_rendered_page_checks(tmp_path):
     value = payload("Raw")
     markdown = tmp_path / "raw.md"
     markdown.write_text(f"{value}\n\n- {value}\n\n| a | b |\n|---|---|\n| {value} | x |\n")
-    dom = Dom(dump_dom(_rendered(markdown, tmp_path), tmp_path / "profile"))
+    dom = Dom(dump_dom(_rendered(markdown, tmp_path)))
     found = injected(dom, MARKDOWN_TAGS, r"[A-Za-z0-9_.-]+\.png")
     assert {"<body data-pwned-raw>", "<svg>", "<script>", "<code>", "<ul> in <ul>"} <= set(found)
     assert not_literal(dom, {"Raw": value}) == ["Raw"]

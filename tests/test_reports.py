@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from reports.render import render
-from tests.browser import CHROMIUM, chromium, needs_chromium
+from tests.browser import CHROMIUM, dump_dom, needs_chromium, screenshot
 from tests.launch_helpers import run_cli
 from tests.results_fixtures import CONSTANT, SCRIPT, make_store, make_tuned_store
 
@@ -119,8 +119,7 @@ def test_cli_collect_and_report_write_the_cache_and_only_the_formats_asked(tmp_p
 def test_a_headless_browser_shows_the_tables_and_keeps_the_script_inert(report, tmp_path):
     """Guarantee: A headless browser shows the tables and keeps the script inert."""
     *_, written = report
-    url = written["html"].resolve().as_uri()
-    dom = chromium(tmp_path / "profile", "--dump-dom", url).stdout
+    dom = dump_dom(written["html"])
     assert dom.count("<table") >= 5 and "35.50 ± 0.71 (n=2)" in dom and "Did CWD beat the student baseline?" in dom
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in dom
     assert 'id="numerics-provenance"' in dom and "complete runs recorded" in dom
@@ -133,7 +132,7 @@ def test_a_headless_browser_shows_the_tables_and_keeps_the_script_inert(report, 
     assert "it closes 23.7% of the teacher-student gap (95% interval [10.6%, 36.8%]" in dom
     assert "<script>alert(1)" not in dom and "<script" not in dom.lower().replace("&lt;script", "")
     shot = tmp_path / "page.png"
-    chromium(tmp_path / "profile", f"--screenshot={shot}", "--window-size=1200,900", url)
+    screenshot(written["html"], shot, 1200, 900)
     import matplotlib.image
 
     pixels = (matplotlib.image.imread(shot)[..., :3] * 255).astype(np.uint8).reshape(-1, 3)
@@ -146,11 +145,11 @@ def test_a_headless_browser_shows_the_tables_and_keeps_the_script_inert(report, 
 @needs_chromium
 def test_a_headless_browser_shows_the_tuning_section_with_each_held_out_score_choice_and_budget(tmp_path):
     """Guarantee: A headless browser shows the tuning section with each held out score choice and budget."""
-    from tests.browser import Dom, dump_dom
+    from tests.browser import Dom
 
     study, _ = make_tuned_store(tmp_path)
     written = render(study, ("html", "md"))
-    dom = Dom(dump_dom(written["html"], tmp_path / "profile"))
+    dom = Dom(dump_dom(written["html"]))
     tuning = [e for e in dom.elements if e[1].get("id") == "tuning-section"]
     assert tuning and "Tuning: every setting tried" in dom.text and "Tuning: choice and budget per method" in dom.text
     # Held-out mIoU: the baseline's lr 0.02 (29.50) beats 0.01 (28.00); cwd_logits' weight 1 diverged,
@@ -476,11 +475,11 @@ def test_a_table_with_nothing_but_labels_left_is_left_out_with_a_sentence():
 @needs_chromium
 def test_a_headless_browser_shows_the_equal_budget_section_and_its_pareto_figure(tmp_path):
     """Guarantee: A headless browser shows the equal budget section and its pareto figure."""
-    from tests.browser import Dom, dump_dom
+    from tests.browser import Dom
     from tests.results_fixtures import make_budget_store
 
     written = render(make_budget_store(tmp_path), ("html",))
-    dom = Dom(dump_dom(written["html"], tmp_path / "profile"))
+    dom = Dom(dump_dom(written["html"]))
     assert "Equal budgets: Δ vs the student baseline and vs the student trained as long" in dom.text
     assert "Where each equal budget comes from" in dom.text and "student_budget_s0" in dom.text
     assert "student, equal budget" in dom.text and "+1.75" in dom.text

@@ -27,6 +27,7 @@ import torch
 
 from kdbench import store
 from kdbench.spec import parse_run
+from tests.launch_helpers import process_alive, wait_until
 from tests.run_fixtures import ROOT, cwd_terms, execute, seg_run, teacher_of
 
 pytestmark = pytest.mark.slow
@@ -79,22 +80,24 @@ def gated(run: dict, teacher_dir: Path, release: Path, at: int) -> dict:
             "distill": [*run.get("distill", []), gate]}
 
 
-def kill_at_checkpoint(run_file: Path, out: Path, at: int) -> None:
-    """Start ``kdbench run`` on a gated run (``gated``) and SIGKILL it while it waits at its gate,
-    its checkpoint at iteration ``at`` whole; then open the gate for the rerun."""
+def kill_at_checkpoint(run_file: Path, out: Path, at: int, worker) -> None:
+    """Start ``kdbench run`` on a gated run (``gated``), forked from the session's local worker as a
+    local launch starts its runs (conftest.py's ``run_worker``), and SIGKILL it while it waits at its
+    gate, its checkpoint at iteration ``at`` whole; then open the gate for the rerun."""
     release = Path(json.loads(run_file.read_text())["distill"][-1]["params"]["release"])
     waiting = Path(f"{release}.waiting")  # the gate writes it as it starts waiting
-    process = subprocess.Popen(kdbench_run(run_file, out), cwd=ROOT, env=environment(),
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log = out.with_name(f"{out.name}.log")
+    pid = worker.start(["run", str(run_file), "--out", str(out)], environment(), str(log))
+    assert pid, "the local worker did not start the run"
     deadline = time.monotonic() + DEADLINE_S
     try:
         while not waiting.exists():
-            assert process.poll() is None, f"the run ended (exit {process.returncode}) before its gate"
+            assert process_alive(pid), f"the run ended before its gate: {log.read_text()[-3000:]}"
             assert time.monotonic() < deadline, f"the run did not reach its gate in {DEADLINE_S} s"
             time.sleep(0.05)
     finally:
-        process.send_signal(signal.SIGKILL)
-        process.wait()
+        os.kill(pid, signal.SIGKILL)
+        wait_until(lambda: not process_alive(pid), timeout=60, what="the killed run to exit")
     release.write_text("open\n")
     assert iteration((out / "last_checkpoint").read_text()) == at
     assert store.run_state(out) == "started"
@@ -137,12 +140,12 @@ class _Stop(Exception):
 
 # -- a damaged last checkpoint ---------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def killed_run(tmp_path_factory, seg_teacher):
+def killed_run(tmp_path_factory, seg_teacher, run_worker):
     """A student run killed once its second checkpoint is written: (its run file, its directory)."""
     folder = tmp_path_factory.mktemp("killed")
     run_file = write_run_file(gated(seg_run(schedule=SCHEDULE), seg_teacher, folder / "gate", at=4), folder)
     os.environ["KDBENCH_DATA"] = str(tmp_path_factory.getbasetemp() / "data")  # module scope: no monkeypatch
-    kill_at_checkpoint(run_file, folder / "out", at=4)
+    kill_at_checkpoint(run_file, folder / "out", at=4, worker=run_worker)
     return run_file, folder / "out"
 
 
@@ -216,12 +219,12 @@ def test_a_resume_makes_the_evaluation_that_a_kill_between_checkpoint_and_evalua
 
 
 # -- what a distilled run's checkpoint brings back ------------------------------------------------
-def killed_distilled_run(run: dict, tmp_path: Path) -> tuple[Path, Path, dict]:
+def killed_distilled_run(run: dict, tmp_path: Path, worker) -> tuple[Path, Path, dict]:
     """``run`` killed at its first checkpoint: (run file, directory, the checkpoint a rerun loads)."""
     run_file = write_run_file(gated(run, Path(run["teacher"]["checkpoint"]["run"]), tmp_path / "gate", at=2),
                               tmp_path)
     out = tmp_path / "out"
-    kill_at_checkpoint(run_file, out, at=2)
+    kill_at_checkpoint(run_file, out, at=2, worker=worker)
     from runners.train import resume_checkpoint
 
     checkpoint = resume_checkpoint(out)
@@ -230,10 +233,10 @@ def killed_distilled_run(run: dict, tmp_path: Path) -> tuple[Path, Path, dict]:
 
 
 def test_a_killed_distilled_run_resumes_its_adapters_and_their_optimizer_state_from_the_checkpoint(
-        seg_teacher, tmp_path):
+        seg_teacher, tmp_path, run_worker):
     """Guarantee: A killed distilled run resumes its adapters and their optimizer state from the checkpoint."""
     run = seg_run(teacher=teacher_of(seg_teacher), distill=cwd_terms(), schedule=DISTILLED)
-    run_file, out, checkpoint = killed_distilled_run(run, tmp_path)
+    run_file, out, checkpoint = killed_distilled_run(run, tmp_path, run_worker)
     saved = torch.load(checkpoint, map_location="cpu", weights_only=False)
 
     def read(runner):
@@ -256,11 +259,12 @@ def test_a_killed_distilled_run_resumes_its_adapters_and_their_optimizer_state_f
     assert evaluated_iterations(out) == [4, 8, 12]
 
 
-def test_a_killed_holistic_run_resumes_its_critic_and_the_critics_adam_state_continues(seg_teacher, tmp_path):
+def test_a_killed_holistic_run_resumes_its_critic_and_the_critics_adam_state_continues(seg_teacher, tmp_path,
+                                                                                      run_worker):
     """Guarantee: A killed holistic run resumes its critic and the critics adam state continues."""
     terms = [{"name": "ho", "method": "ho", "weight": 0.1, "student_location": "decode_head.conv_seg"}]
     run = seg_run(teacher=teacher_of(seg_teacher), distill=terms, schedule=DISTILLED)
-    run_file, out, checkpoint = killed_distilled_run(run, tmp_path)
+    run_file, out, checkpoint = killed_distilled_run(run, tmp_path, run_worker)
     saved = torch.load(checkpoint, map_location="cpu", weights_only=False)["state_dict"]
     saved_adam = saved["kd_losses.ho._extra_state"]["optimizer_d"]
 
@@ -284,7 +288,8 @@ def test_a_killed_holistic_run_resumes_its_critic_and_the_critics_adam_state_con
     assert last_steps == {float(DISTILLED["iterations"])}  # counted on from the checkpoint's, not from 0
 
 
-def test_a_killed_cirkd_memory_run_resumes_bit_for_bit_and_ends_as_the_same_run_uninterrupted(seg_teacher, tmp_path):
+def test_a_killed_cirkd_memory_run_resumes_bit_for_bit_and_ends_as_the_same_run_uninterrupted(seg_teacher, tmp_path,
+                                                                                             run_worker):
     """CIRKD's memory queues are the loss's buffers: the checkpoint holds them (written to by the
     iterations before it) and the rerun starts from them exactly, not from fresh random vectors.
     The loss samples its anchors from torch's global generator, whose state the checkpoint holds
@@ -299,7 +304,7 @@ def test_a_killed_cirkd_memory_run_resumes_bit_for_bit_and_ends_as_the_same_run_
     terms = [{"name": "memory", "method": "cirkd_memory", "params": {"pixel_memory_size": 64, "region_memory_size": 8},
               "student_location": "decode_head.bottleneck"}]
     run = seg_run(teacher=teacher_of(seg_teacher), distill=terms, schedule=DISTILLED)
-    run_file, out, checkpoint = killed_distilled_run(run, tmp_path)
+    run_file, out, checkpoint = killed_distilled_run(run, tmp_path, run_worker)
     saved = torch.load(checkpoint, map_location="cpu", weights_only=False)["state_dict"]
     names = ("teacher_pixel_queue", "pixel_queue_ptr", "teacher_segment_queue", "segment_queue_ptr")
     assert {f"kd_losses.memory.{name}" for name in names} <= set(saved)

@@ -105,7 +105,8 @@ def test_a_launcher_killed_between_two_array_submissions_is_completed_by_the_nex
     assert jobs_named(f"kdbench-{study.name}-", since) == set(recorded_jobs)
 
 
-def test_a_job_whose_slurmd_dies_ends_requeued_or_failed_and_its_run_completes_once(slurm_cluster, tmp_path):
+def test_a_job_whose_slurmd_dies_ends_requeued_or_failed_and_its_run_completes_once(slurm_cluster, tmp_path,
+                                                                                  tiny_teacher):
     """Guarantee: A node's slurmd killed under a running job: within about 30 s SLURM ends that attempt `NODE_FAIL` and
     requeues it; with slurmd back, the job resumes (or fails at once and a relaunch resumes it); the run
     completes once, without an error, and is never shown running forever.
@@ -120,6 +121,7 @@ def test_a_job_whose_slurmd_dies_ends_requeued_or_failed_and_its_run_completes_o
     release = tmp_path / "release"
     results = tmp_path / "results"
     study = load_study(gate_study(tmp_path, "slurm_node_fail", release), results)
+    assert tiny_teacher(study)  # its teacher, complete (tests/conftest.py): the gated run is what this is about
     launch(study, LaunchOptions(executor="slurm", progress=False))
     gated = study.runs[1]
     run_dir = study.directory / gated.run_id

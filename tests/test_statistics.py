@@ -298,7 +298,7 @@ def _section(dom: str, opening: str, closing: str) -> Dom:
 @needs_chromium
 def test_a_headless_browser_shows_the_verdicts_intervals_seeds_and_published_vs_measured(tmp_path):
     study, results = _three_cells(tmp_path)
-    dom = dump_dom(render(study, ("html",))["html"], tmp_path / "profile")
+    dom = dump_dom(render(study, ("html",))["html"])
     verdicts = _section(dom, '<div class="verdict" id="cwd-verdict">', "</div>")
     assert "CWD beat the student baseline in 1 of 3 tested CWD cells" in verdicts.text
     assert "big: a gain, Δ +10.00 mIoU vs the student baseline, 95% interval [+7.52, +12.48] (paired by seed" in (
