@@ -22,6 +22,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import re
+import time
 from pathlib import Path
 
 from kdbench.errors import UserError
@@ -118,4 +119,9 @@ def visualizer_config(run: RunSpec, out: str | Path, rank: int = 0) -> dict:
         backends.append({"type": _register_mlflow_backend(), "save_dir": str(mlflow_dir(out)), "exp_name": experiment,
                          "run_name": run.name, "tags": {**_tags(run), RUN_ID_TAG: run_id(run)},
                          **({"tracking_uri": uri} if uri else {})})
-    return {"type": "Visualizer", "vis_backends": backends}
+    # mmengine keeps one Visualizer per name in the process and hands an existing one back; the Runner
+    # names it after the experiment (the run's name). Two attempts in one process (a test's runs, a
+    # resume) would then share the first one's backends and write its curves into the first run's
+    # directory: each attempt's visualizer is named after its own directory and start.
+    name = f"kdbench:{out}:{time.time_ns()}"
+    return {"type": "Visualizer", "name": name, "vis_backends": backends}

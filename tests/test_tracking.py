@@ -221,3 +221,15 @@ def test_only_rank_0_of_a_two_process_run_logs_curves(seg_teacher, tmp_path):
 
     mlflow.set_tracking_uri((tmp_path / "mlruns").as_uri())
     assert len(mlflow.search_runs(experiment_names=["two"], output_format="list")) == 1
+
+
+@pytest.mark.slow
+def test_two_runs_of_one_name_in_one_process_each_log_their_curves_into_their_own_directory(tmp_path):
+    """mmengine hands back an existing Visualizer of the same name: runs named alike in one process
+    (tests, an in-process resume) must still each write their own scalars.json."""
+    first, second = tmp_path / "first", tmp_path / "second"
+    for out in (first, second):
+        execute(seg_run(name="same_name"), out)
+    for out in (first, second):
+        (scalars,) = out.glob("*/vis_data/scalars.json")
+        assert [json.loads(line)["step"] for line in scalars.read_text().splitlines() if "loss" in line]
