@@ -16,8 +16,11 @@ TEST_WORKERS ?= 2
 setup:
 	@bash tools/setup.sh $(VENV)
 
+# The tests on two SLURM nodes (tests/test_slurm_two_nodes.py) switch the local cluster to two nodes
+# and back: they run after the rest, in their own session, so no other cluster test meets the switch.
 test: setup
-	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup -m "not two_nodes" $(PYTEST_ARGS)
+	@if [ -z "$(PYTEST_ARGS)" ]; then $(PY) -m pytest tests/test_slurm_two_nodes.py; fi
 
 test-fast: setup
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)

@@ -191,8 +191,6 @@ def pytest_collection_modifyitems(items):
         if item.get_closest_marker("slurm") or "slurm_cluster" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.xdist_group("slurm"))
             cluster.append(item)
-    # The tests on two nodes last: the cluster switches to two nodes once, and back at their end.
-    cluster.sort(key=lambda item: item.get_closest_marker("two_nodes") is not None)
     if os.environ.get("PYTEST_XDIST_WORKER"):
         chosen = set(map(id, cluster))
         items[:] = cluster + [item for item in items if id(item) not in chosen]
