@@ -20,7 +20,11 @@ nodes_up() {  # nodes_up COUNT
   grep -qx "bridge $BRIDGE" "$DIR/run/netns" 2>/dev/null || echo "bridge $BRIDGE" >> "$DIR/run/netns"
   for i in $(seq 1 "$1"); do
     ns=$(node_name "$i")
-    if ! ip netns list | grep -qw "^$ns"; then
+    # A node whose namespace lacks its address (an earlier namespace kept alive by a process left in it
+    # keeps the host end of its veth pair) is made again from scratch: its leftovers go first.
+    if ! ip netns exec "$ns" ip -4 addr show dev eth0 2>/dev/null | grep -qF " $(node_addr "$i")/"; then
+      node_down "$ns"
+      ip link del "kdv$i" 2>/dev/null || true
       ip netns add "$ns"
       ip link add "kdv$i" type veth peer name eth0 netns "$ns"
       ip link set "kdv$i" master "$BRIDGE" up
@@ -34,14 +38,20 @@ nodes_up() {  # nodes_up COUNT
 
 # nodes_down: stop every process left in the recorded namespaces (only this cluster's: slurmd, its
 # steps, their tasks), then remove the namespaces (their veth ends go with them) and the bridge.
+# node_down NAME: stop what runs in the node's namespace, then remove the namespace.
+node_down() {
+  local pids
+  pids=$(ip netns pids "$1" 2>/dev/null | tr '\n' ' ')
+  if [ -n "$pids" ]; then kill $pids 2>/dev/null; sleep 1; kill -9 $pids 2>/dev/null; fi
+  ip netns del "$1" 2>/dev/null
+  true
+}
+
 nodes_down() {
   [ -s "$DIR/run/netns" ] || return 0
-  local kind name pids
+  local kind name
   while read -r kind name; do
-    [ "$kind" = netns ] || continue
-    pids=$(ip netns pids "$name" 2>/dev/null | tr '\n' ' ')
-    [ -n "$pids" ] && { kill $pids 2>/dev/null; sleep 1; kill -9 $pids 2>/dev/null; }
-    ip netns del "$name" 2>/dev/null
+    [ "$kind" = netns ] && node_down "$name"
   done < "$DIR/run/netns"
   while read -r kind name; do [ "$kind" = bridge ] && ip link del "$name" 2>/dev/null; done < "$DIR/run/netns"
   rm -f "$DIR/run/netns"

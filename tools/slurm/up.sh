@@ -202,7 +202,7 @@ fi
 
 # The nodes' namespaces and the bridge before any daemon starts: the daemons bind to this machine's
 # addresses, and the controller's is the bridge's.
-[ "$NODES" -gt 1 ] && nodes_up "$NODES"
+if [ "$NODES" -gt 1 ]; then nodes_up "$NODES"; fi   # not in an && list: a failure there stops the script
 
 # munge
 [ -s /etc/munge/munge.key ] || mungekey --create
