@@ -39,12 +39,12 @@ nodes_up() {  # nodes_up COUNT
 # nodes_down: stop every process left in the recorded namespaces (only this cluster's: slurmd, its
 # steps, their tasks), then remove the namespaces (their veth ends go with them) and the bridge.
 # node_down NAME: stop what runs in the node's namespace, then remove the namespace.
+# Under up.sh's `set -e`, every step may fail harmlessly (the namespace may not exist).
 node_down() {
   local pids
-  pids=$(ip netns pids "$1" 2>/dev/null | tr '\n' ' ')
-  if [ -n "$pids" ]; then kill $pids 2>/dev/null; sleep 1; kill -9 $pids 2>/dev/null; fi
-  ip netns del "$1" 2>/dev/null
-  true
+  pids=$( (ip netns pids "$1" 2>/dev/null || true) | tr '\n' ' ')
+  if [ -n "$pids" ]; then kill $pids 2>/dev/null || true; sleep 1; kill -9 $pids 2>/dev/null || true; fi
+  ip netns del "$1" 2>/dev/null || true
 }
 
 nodes_down() {
