@@ -78,20 +78,23 @@ class MetricsHook(Hook):
 
 
 class AttemptHook(Hook):
-    """After every iteration, before mmengine's CheckpointHook may save (it runs last), the main
-    process checks that its attempt is still the run's current one (runners.attempt): a step that
-    was stopped while SLURM requeued its job elsewhere stops here when it goes on, without saving."""
+    """After an iteration that ends with a checkpoint, before mmengine's CheckpointHook saves it (it
+    runs last), the main process checks that its attempt is still the run's current one
+    (runners.attempt): a step that was stopped while SLURM requeued its job elsewhere stops there,
+    without saving. Iterations in between write nothing, so they are not checked (no file read in
+    the training loop's other steps); evaluations are checked where they are written (MetricsHook)."""
 
     priority = "HIGH"
 
-    def __init__(self, out):
-        self.out = out
+    def __init__(self, out, interval: int):
+        self.out, self.interval = out, interval
 
     def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None) -> None:
         from mmengine.dist import is_main_process
 
-        if is_main_process():
-            attempt.check(self.out, f"the checkpoint or evaluation after iteration {runner.iter + 1}")
+        done = runner.iter + 1
+        if (done % self.interval == 0 or done == runner.max_iters) and is_main_process():
+            attempt.check(self.out, f"the checkpoint after iteration {done}")
 def process_age() -> float | None:
     """Seconds since this process started (Linux's /proc), or None where that is not known."""
     try:

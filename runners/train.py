@@ -445,7 +445,7 @@ def train_and_evaluate(run: RunSpec, out: Path, hooks: tuple = ()) -> dict:
     model = build_trained_model(run, data)
     model.to(session.device)
     metrics_hook, cost_hook = MetricsHook(out / store.METRICS), CostHook()
-    hooks = (AttemptHook(out), *hooks)
+    hooks = (AttemptHook(out, checkpoint_interval(run.schedule)), *hooks)
     # Evaluations recorded after the checkpoint this attempt starts from are made again: dropped.
     metrics_hook.resume_from(_iteration(session.resume) if session.resume else 0, rewrite=session.rank == 0)
     runner = build_runner(session, model, data, [metrics_hook, cost_hook, RandomStateHook(), *hooks])

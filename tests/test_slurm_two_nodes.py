@@ -176,7 +176,7 @@ def test_an_attempt_slurm_gave_up_on_writes_nothing_once_the_requeued_attempt_ha
     stale = store.read_jsonl(run_dir / "stale.log")
     print(f"the old attempt's stale.log: {stale}")
     assert len(stale) == 1 and stale[0]["attempt"]["host"] == node_a and stale[0]["attempt"]["restart"] == 0
-    assert stale[0]["current"]["host"] == node_b and stale[0]["refused"].startswith("the checkpoint or evaluation")
+    assert stale[0]["current"]["host"] == node_b and stale[0]["refused"].startswith("the checkpoint after iteration")
     assert (run_dir / "final.json").read_bytes() == written  # exactly the new attempt's result
     assert sorted(p.name for p in run_dir.glob("final*.json")) == ["final.json"]
     assert [m["iter"] for m in store.read_jsonl(run_dir / "metrics.jsonl")] == [4]
