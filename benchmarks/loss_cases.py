@@ -215,7 +215,9 @@ def formulations(case: Case, device: str = "cpu") -> dict[str, _Formulation]:
     if case.method == "ho":
         torch.manual_seed(0)
         module = losses.build("ho", in_channels=SHAPES["logits"][1], **params).to(device)
-        critic = copy.deepcopy(module.discriminator)
+        # Both sides get a copy, made one after the other: which side keeps the weights allocated
+        # first moved this case's time by up to 10% on a CPU (where they lie, not what runs).
+        critic, module.discriminator = copy.deepcopy(module.discriminator), copy.deepcopy(module.discriminator)
         if case.term == "critic_step":
             optimizer = torch.optim.Adam(critic.parameters(), lr=module.lr_d, betas=(0.9, 0.99))
 

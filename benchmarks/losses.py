@@ -10,9 +10,10 @@ method's own definition is in its module's docstring.
 
 For each case: agreement of value and gradient (1e-5 relative; the gradient relative to its largest
 element), forward + backward time (median of interleaved repeats, kdbench and reference
-alternating, the first round dropped; benchmarks/timing.py), and peak extra memory (the CPU's
-peak resident set, the GPU's allocator peak; benchmarks/memory.py). The cases, their inputs and
-both formulations of each are in benchmarks/loss_cases.py. Where CUDA is
+alternating, the first round dropped; benchmarks/timing.py), and peak extra memory (the tensor
+memory a call holds at its highest: from the profiler's record of allocations on a CPU, the
+allocator's peak on a GPU; benchmarks/memory.py). The cases, their inputs and both formulations of
+each are in benchmarks/loss_cases.py. Where CUDA is
 available every case also runs there, and the CWD rows report the fraction of the memory-bandwidth
 bound they reach (read S and T once, write the gradient once, at the device's peak bandwidth).
 """
@@ -87,7 +88,8 @@ def timing(case: Case, shape: tuple, repeats: int, device: str = "cpu") -> dict:
     inputs = make_inputs(case, shape, device)
     sides = formulations(case, device)
     median = interleaved_medians({name: partial(formulation, inputs) for name, formulation in sides.items()},
-                                 repeats, partial(synchronize, device), prepare=partial(_clear_grads, inputs))
+                                 repeats, partial(synchronize, device), rotate=True,
+                                 prepare=partial(_clear_grads, inputs))
     return {"kdbench_s": median["kdbench"], "reference_s": median["reference"],
             "time_ratio": median["kdbench"] / median["reference"]}
 
@@ -135,8 +137,6 @@ def targets(row: dict, strict: bool) -> dict[str, bool | None]:
 
 
 def _cpu_rows(selected: list[Case], scale: float, repeats: int, progress) -> list[dict]:
-    import torch
-
     rows = []
     for case in selected:
         if progress:
@@ -149,12 +149,8 @@ def _cpu_rows(selected: list[Case], scale: float, repeats: int, progress) -> lis
             row["cwd_kernel"] = "compiled" if cwd_cpu() is not None else "blocked"
         row.update(checked_agreement(case, shape))
         row.update(timing(case, shape, repeats))
+        row.update(peak_cpu(case, shape))
         rows.append(row)
-    if progress:
-        progress("peak memory (cpu, one subprocess)")
-    memory = peak_cpu([{"key": row["key"], "shape": row["shape"]} for row in rows], torch.get_num_threads())
-    for row in rows:
-        row.update(memory[row["key"]])
     return rows
 
 

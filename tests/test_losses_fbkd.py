@@ -8,7 +8,7 @@ import torch
 
 from kdbench import losses
 from kdbench.errors import UserError
-from kdbench.losses.fbkd import spatial_attention
+from kdbench.losses.fbkd import non_local, non_local_forward, spatial_attention
 
 
 def _identity_adapters(loss, channels: int) -> None:
@@ -82,3 +82,27 @@ def test_fbkd_parameters_are_checked_and_need_no_adapter():
         losses.check_params("fbkd", {"spatial_t": 0.0})
     with pytest.raises(UserError, match="sub_sample must be true or false"):
         losses.check_params("fbkd", {"sub_sample": "yes"})
+
+
+@pytest.mark.parametrize("sub_sample", [False, True])
+def test_the_non_local_blocks_product_taken_keys_first_equals_mmcvs_block_in_value_and_every_gradient(sub_sample):
+    """FBKD multiplies values by keys before queries (no (HW x HW) map); with a trained (non-zero)
+    output BN, value and the gradients in the input and in every weight equal mmcv's own forward."""
+    torch.manual_seed(2)
+    block = non_local(8, 2, sub_sample, 2).double().train()
+    with torch.no_grad():
+        for parameter in block.parameters():
+            parameter.normal_()  # the output BN's weight starts at zero: make every path carry gradient
+    x = torch.randn(2, 8, 12, 10, dtype=torch.float64)
+    results = []
+    for forward in (block, lambda inp: non_local_forward(block, inp)):
+        inp = x.clone().requires_grad_()
+        out = forward(inp)
+        grads = torch.autograd.grad((out * torch.linspace(-1, 1, out.numel(), dtype=out.dtype).view_as(out)).sum(),
+                                    [inp, *block.parameters()])
+        results.append((out.detach(), grads))
+    (ours, ours_grads), (theirs, their_grads) = results[1], results[0]
+    assert float((ours - theirs).abs().max()) < 1e-10 * float(theirs.abs().max())
+    assert len(ours_grads) == len(their_grads) > 8
+    for mine, reference in zip(ours_grads, their_grads):
+        assert float((mine - reference).abs().max()) <= 1e-10 * max(float(reference.abs().max()), 1e-30)

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
-from kdbench.losses.common import check_same_positions, compute_dtype
+from kdbench.losses.common import channel_sum, check_same_positions, compute_dtype
 from kdbench.losses.params import ATParams
 from kdbench.losses.registry import register
 
@@ -27,9 +27,8 @@ _EPS = 1e-12  # F.normalize's: an all-zero attention map stays zero
 
 
 def _squared_mean(feat: Tensor, dtype: torch.dtype) -> Tensor:
-    """mean_c feat**2 as (N, H*W) in ``dtype``, in one pass (no squared map is made)."""
-    n, c = feat.shape[:2]
-    return torch.linalg.vector_norm(feat.reshape(n, c, -1), 2, dim=1, dtype=dtype).pow_(2).div_(c)
+    """mean_c feat**2 as (N, H*W) in ``dtype``, a few channels at a time (no squared map is made)."""
+    return channel_sum(feat, torch.square, dtype).div_(feat.shape[1])
 
 
 class _AttentionTransfer(torch.autograd.Function):

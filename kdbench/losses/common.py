@@ -1,7 +1,9 @@
 """What the distillation losses share: shape checks (their parameters are checked by their
-declarations, kdbench.losses.params) and the dtype they compute in."""
+declarations, kdbench.losses.params), the dtype they compute in, and sums over a map's channels."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
@@ -54,3 +56,21 @@ def sum_of_squares(x: Tensor) -> Tensor:
     float32 on millions of values (on a CPU, ``torch.dot`` of a whole float32 map of a few million
     values is off by about 1e-4 relative), with a temporary of one image only."""
     return sum(x[i].square().sum() for i in range(x.shape[0]))
+
+
+# Elements of one block of ``channel_sum``: 2 MiB in float32, which stays in cache.
+_CHANNEL_BLOCK = 1 << 19
+
+
+def channel_sum(x: Tensor, op: Callable[[Tensor], Tensor], dtype: torch.dtype) -> Tensor:
+    """sum_c op(x[:, c]) of an (N, C, ...) map as (N, prod(...)) in ``dtype``, a few channels at a
+    time: each block's op(x) stays in cache, so no map of op(x) is made, and on a CPU it runs several
+    times faster than one reduction of the whole map over its middle axis (``vector_norm`` over
+    dim 1 of a (N, 19, H*W) map is 20x slower than ``square().sum(1)``)."""
+    n, c = x.shape[:2]
+    flat = x.reshape(n, c, -1)
+    step = max(1, _CHANNEL_BLOCK // max(n * flat.shape[2], 1))
+    total = op(flat[:, :step].to(dtype)).sum(dim=1)
+    for k in range(step, c, step):
+        total.add_(op(flat[:, k:k + step].to(dtype)).sum(dim=1))
+    return total

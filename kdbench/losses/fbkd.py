@@ -13,7 +13,10 @@ map S' and the teacher map T, each of shape (N, C, H, W):
   (dot-product pairwise function, channel ``reduction``, its output conv followed by a BN whose weight starts at zero,
   and with ``sub_sample`` its key and value maps max-pooled by 2 and then by ``maxpool_stride``).
 
-The channel attention is computed as the source defines it but not used, as in the authors' code.
+The non-local blocks are mmcv's (their parameters and state dicts), applied by
+``non_local_forward``: their dot-product weights carry no softmax, so the product is taken keys
+first and no (HW x HW) map is made. The channel attention is computed as the source defines it but
+not used, as in the authors' code.
 The adaptation layers and both non-local blocks train with the student (the teacher's block too:
 it sees the frozen teacher map). They are built at the first call, when the channel counts are
 known (the student's may differ from the teacher's). Norms are Frobenius norms over the whole
@@ -27,6 +30,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from kdbench.losses.common import channel_sum
 from kdbench.losses.params import FBKDParams
 from kdbench.losses.registry import register
 
@@ -38,9 +42,9 @@ def _norm(x: Tensor) -> Tensor:
 
 def spatial_attention(x: Tensor, temperature: float) -> Tensor:
     """(N, 1, H, W): softmax over positions of the channel-mean absolute activation, times H*W
-    (the channel mean of |x| in one pass, as an L1 norm: no map of |x| is made)."""
+    (the channel mean of |x| a few channels at a time: no map of |x| is made)."""
     n, c, h, w = x.shape
-    energy = torch.linalg.vector_norm(x.reshape(n, c, h * w), 1, dim=1) / c
+    energy = channel_sum(x, torch.abs, x.dtype) / c
     return (torch.softmax(energy / temperature, dim=1) * (h * w)).reshape(n, 1, h, w)
 
 
@@ -55,6 +59,21 @@ def non_local(channels: int, reduction: int, sub_sample: bool, maxpool_stride: i
         block.g = nn.Sequential(block.g, nn.MaxPool2d(maxpool_stride))
         block.phi = nn.Sequential(block.phi, nn.MaxPool2d(maxpool_stride))
     return block
+
+
+def non_local_forward(block: nn.Module, x: Tensor) -> Tensor:
+    """A non-local block of ``non_local`` applied to x: mmcv's dot-product NonLocal2d,
+    ``x + conv_out(y)`` with ``y[p] = sum_q (theta[p] . phi[q]) g[q] / L`` over the L key positions,
+    computed as ``((g phi^T) / L) theta``: the (C' x C') product of values and keys first, so no
+    (HW x L) map of pairwise weights is made (C' = C / reduction, much less than HW), in
+    (C' / HW) of the multiply-adds. Equal to mmcv's forward up to the float rounding of a
+    different summation order."""
+    n, _, h, w = x.shape
+    g = block.g(x).flatten(2)  # (N, C', L)
+    theta = block.theta(x).flatten(2)  # (N, C', HW)
+    phi = block.phi(x).flatten(2)  # (N, C', L)
+    context = torch.bmm(g, phi.transpose(1, 2)).div_(phi.shape[2])  # (N, C', C')
+    return x + block.conv_out(torch.bmm(context, theta).view(n, -1, h, w))
 
 
 @register("fbkd", FBKDParams)
@@ -102,7 +121,8 @@ class FBKDLoss(nn.Module):
         masked = ((teacher - adapt["feature"](preds_S)) ** 2 * mask).sum().sqrt()
         channel = _norm(teacher.mean(dim=(2, 3)) - adapt["channel"](preds_S.mean(dim=(2, 3))))
         spatial = _norm(teacher.mean(dim=1, keepdim=True) - adapt["spatial"](preds_S.mean(dim=1, keepdim=True)))
-        relation = _norm(self.teacher_non_local(teacher) - adapt["relation"](adapt["non_local"](preds_S)))
+        relation = _norm(non_local_forward(self.teacher_non_local, teacher)
+                         - adapt["relation"](non_local_forward(adapt["non_local"], preds_S)))
         w_mask, w_channel, w_spatial, w_relation = self.weights
         total = w_mask * masked + w_channel * channel + w_spatial * spatial + w_relation * relation
         return self.loss_weight * total

@@ -35,17 +35,25 @@ from kdbench.losses.registry import register
 
 
 class _KeptGradient(torch.autograd.Function):
-    """``value``, whose gradient in ``x`` was computed with it (``grad``): the backward scales it."""
+    """``value``, whose gradient in the critic's input ``grad`` was taken with it: the backward
+    scales it, through the softmax when the critic saw ``softmax(x)`` (``probabilities``), into a
+    new map each time (the dead-KD check takes one gradient before the step's own)."""
 
     @staticmethod
-    def forward(ctx, x: Tensor, value: Tensor, grad: Tensor) -> Tensor:
-        ctx.grad = grad
+    def forward(ctx, x: Tensor, value: Tensor, grad: Tensor, probabilities: Tensor | None) -> Tensor:
+        ctx.grad, ctx.probabilities, ctx.input_dtype = grad, probabilities, x.dtype
         return value.clone()
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_output: Tensor):
-        return ctx.grad * grad_output, None, None
+        grad, probabilities = ctx.grad, ctx.probabilities
+        scale = grad_output.to(grad.dtype)
+        if probabilities is None:
+            out = grad * scale
+        else:  # softmax's backward is linear in the incoming gradient: scale its (new) output in place
+            out = torch._softmax_backward_data(grad, probabilities, 1, grad.dtype).mul_(scale)
+        return out.to(ctx.input_dtype), None, None, None
 
 
 @register("ho", HOParams)
@@ -99,30 +107,28 @@ class HolisticDistillation(nn.Module):
 
     def _inputs(self, preds: Tensor) -> Tensor:
         """Score maps -> the critic's input in its parameter dtype; materialises lazy layers."""
-        dtype = next(self.discriminator.parameters()).dtype
         x = preds.to(torch.float64 if preds.dtype == torch.float64 else torch.float32)
-        x = (torch.softmax(x, dim=1) if self.preprocess == "softmax" else x).to(dtype)
+        x = torch.softmax(x, dim=1) if self.preprocess == "softmax" else x
         first = self.discriminator[0]
         if isinstance(first, nn.modules.lazy.LazyModuleMixin) and first.has_uninitialized_params():
             training = self.discriminator.training
             with torch.no_grad():  # a dry run in eval mode: shapes only, no BN statistics
                 self.discriminator.eval()(x[:1].detach())
             self.discriminator.train(training)
-            x = x.to(next(self.discriminator.parameters()).dtype)
-        return x
+        return x.to(next(self.discriminator.parameters()).dtype)
 
     def forward(self, preds_S: Tensor, preds_T: Tensor) -> Tensor:
         check_same_shape("ho", preds_S, preds_T)
         with torch.autocast(device_type=preds_S.device.type, enabled=False):
-            x = self._inputs(preds_S)
-            if not (torch.is_grad_enabled() and x.requires_grad):
-                return -self.discriminator(x).mean() * self.loss_weight
-            # The critic's gradient in its input is taken now, so the graph keeps no critic
-            # weight: a discriminator_step before this loss's backward() does no harm.
-            leaf = x.detach().requires_grad_()
-            value = -self.discriminator(leaf).mean() * self.loss_weight
-            (grad,) = torch.autograd.grad(value, leaf)
-            return _KeptGradient.apply(x, value.detach(), grad)
+            if not (torch.is_grad_enabled() and preds_S.requires_grad):
+                return -self.discriminator(self._inputs(preds_S)).mean() * self.loss_weight
+            # The critic's gradient in its input is taken now, so the graph keeps no critic weight:
+            # a discriminator_step before this loss's backward() does no harm.
+            x = self._inputs(preds_S.detach()).requires_grad_()
+            value = -self.discriminator(x).mean() * self.loss_weight
+            (grad,) = torch.autograd.grad(value, x)
+            probabilities = x.detach() if self.preprocess == "softmax" else None
+            return _KeptGradient.apply(preds_S, value.detach(), grad, probabilities)
 
     def discriminator_step(self, preds_S: Tensor, preds_T: Tensor) -> dict[str, float]:
         """One critic update on detached maps; returns {"loss_d": ..., "gp": ...}."""
