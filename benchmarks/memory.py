@@ -5,6 +5,10 @@ its highest: on a CPU from the profiler's record of every allocation, on a GPU
 
 from __future__ import annotations
 
+import contextlib
+import os
+import sys
+
 from benchmarks.loss_cases import Case, formulations, make_inputs, scaled
 
 
@@ -28,6 +32,21 @@ def peak_cuda(case: Case, shape: tuple) -> dict:
     return out
 
 
+@contextlib.contextmanager
+def _stderr_silenced():
+    """The profiler's C++ side prints a line to stderr at each start and stop (not through Python):
+    file descriptor 2 points at /dev/null meanwhile."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def peak_cpu(case: Case, shape: tuple) -> dict:
     """Peak extra memory of a case's two formulations on the CPU: the largest sum of the tensor
     memory allocated and not yet freed during one call (forward + backward), from torch's profiler
@@ -45,7 +64,7 @@ def peak_cpu(case: Case, shape: tuple) -> dict:
         sides = formulations(case)
         inputs = make_inputs(case, shape)
         inputs["preds_S"].grad = torch.zeros_like(inputs["preds_S"])  # the same on both sides: not counted
-        with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as trace:
+        with _stderr_silenced(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as trace:
             sides[name](inputs)
         events = sorted((event for event in trace.profiler.kineto_results.events() if event.name() == "[memory]"),
                         key=lambda event: event.start_ns())
