@@ -6,9 +6,10 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
-# The suite runs in two pytest-xdist workers, one per core of the 2-core machines it is sized for:
-# most slow tests wait on a subprocess's imports on one core; the SLURM tests share one worker
-# (tests/conftest.py). TEST_WORKERS=0 runs it in this process, one test at a time.
+# The suite runs in two pytest-xdist workers, one per core of the 2-core machines it is sized for
+# (it is CPU-bound: a third worker made it slower), each taking the next test as it finishes one,
+# in the order tests/conftest.py gives (the longest work first; the SLURM tests in turns on the
+# local cluster). TEST_WORKERS=0 runs it in this process, one test at a time.
 TEST_WORKERS ?= 2
 
 .PHONY: setup test test-fast demo lint clean-results
@@ -16,11 +17,8 @@ TEST_WORKERS ?= 2
 setup:
 	@bash tools/setup.sh $(VENV)
 
-# The tests on two SLURM nodes (tests/test_slurm_two_nodes.py) switch the local cluster to two nodes
-# and back: they run after the rest, in their own session, so no other cluster test meets the switch.
 test: setup
-	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup -m "not two_nodes" $(PYTEST_ARGS)
-	@if [ -z "$(PYTEST_ARGS)" ]; then $(PY) -m pytest tests/test_slurm_two_nodes.py; fi
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 test-fast: setup
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)

@@ -1,5 +1,6 @@
 """Shared pytest set-up: deterministic torch on few threads, so tests behave the same on 2 cores."""
 
+import contextlib
 import os
 
 os.environ.setdefault("OMP_NUM_THREADS", "2")
@@ -113,15 +114,51 @@ def run_worker():
     worker.process.wait(timeout=60)
 
 
+@contextlib.contextmanager
+def cluster_turn(exclusive: bool = False):
+    """A turn on the local SLURM cluster: shared by the tests that only submit and watch their own
+    jobs (they run side by side, on both workers), exclusive for a test that stops a daemon or
+    reshapes the cluster (``@pytest.mark.slurm_exclusive``, and the two-node module for as long as
+    the cluster has two nodes). An flock on ``$KDBENCH_SLURM_DIR.turns``, so that it also holds
+    between test sessions on one machine."""
+    import fcntl
+
+    directory = os.environ.get("KDBENCH_SLURM_DIR", "/tmp/kdbench-slurm")
+    with open(f"{directory}.turns", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _uses_cluster(item) -> bool:
+    return item.get_closest_marker("slurm") is not None or "slurm_cluster" in getattr(item, "fixturenames", ())
+
+
+@pytest.fixture(autouse=True)
+def _cluster_turn(request):
+    """Every test marked ``slurm`` runs in a turn on the cluster (``cluster_turn``); the two-node
+    module takes its own, exclusive, around the whole module."""
+    node = request.node
+    if not _uses_cluster(node) or node.get_closest_marker("two_nodes") is not None:
+        yield
+        return
+    with cluster_turn(exclusive=node.get_closest_marker("slurm_exclusive") is not None):
+        yield
+
+
 class SlurmCluster:
     """What the ``slurm_cluster`` fixture gives a test: the cluster's directory (its pid files are
     in ``directory / "run"``), ``up()``, which brings back what a test stopped (tools/slurm/up.sh),
     and ``up(nodes=2)``, which makes it a cluster of two nodes (each a network namespace with its own
-    address: tools/slurm/nodes.sh) until ``up()`` makes it one node again."""
+    address: tools/slurm/nodes.sh) until ``up()`` makes it one node again (only in an exclusive
+    ``cluster_turn``)."""
 
     def __init__(self, directory, up):
         self.directory = directory
         self.up = up
+        self.turn = cluster_turn
 
 
 @pytest.fixture(scope="session")
@@ -163,7 +200,9 @@ def slurm_cluster():
                 pytest.fail(f"tools/slurm/up.sh failed:\n{up.stdout}\n{up.stderr}")
             return up.stdout
 
-        if "READY (already running)" not in bring_up():
+        with cluster_turn():  # not while another worker's test has the cluster to itself (two nodes)
+            started = "READY (already running)" not in bring_up()
+        if started:
             marker.write_text(f"{os.getpid()}\n")
         try:
             yield SlurmCluster(directory, bring_up)
@@ -178,19 +217,31 @@ def slurm_cluster():
                     marker.unlink(missing_ok=True)
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the xdist_group marks it adds
 def pytest_collection_modifyitems(items):
-    """Under pytest-xdist (``make test`` runs two workers, ``--dist loadgroup``), the tests that use
-    the local SLURM cluster run one after another on one worker: each sizes its jobs to the
-    cluster's few CPU slots, and two at once would wait on each other's jobs. They are the longest
-    group, so they come first (as xdist's default reordering by group size also has it, kept here
-    whatever the options): the other worker runs everything else meanwhile, instead of the group
-    starting last and running alone. Without xdist the order is left alone, so that a module's
-    fixtures are made once."""
-    cluster = []
-    for item in items:
-        if item.get_closest_marker("slurm") or "slurm_cluster" in getattr(item, "fixturenames", ()):
-            item.add_marker(pytest.mark.xdist_group("slurm"))
-            cluster.append(item)
+    """The order the tests are handed out in under pytest-xdist (``make test``: two workers,
+    ``--dist loadgroup``, each worker taking the next test as it finishes one), longest work first
+    so that the short tests even out the end:
+
+    0. the two-node module, as one unit (``xdist_group``: one worker, one switch of the cluster to
+       two nodes and back, in an exclusive ``cluster_turn``);
+    1. the other slow tests that do not use the cluster: they keep the other worker busy meanwhile;
+    2. the cluster's other tests, side by side on both workers, each in a shared turn;
+    3. the tests that stop a daemon of the cluster (exclusive turn): the worker that takes one waits
+       for the other's last cluster test, while that one goes on to
+    4. the rest.
+
+    Without xdist the order is left alone, so that a module's fixtures are made once."""
+    def rank(item) -> int:
+        if item.get_closest_marker("two_nodes"):
+            item.add_marker(pytest.mark.xdist_group("two_nodes"))
+            return 0
+        if item.get_closest_marker("slurm_exclusive"):
+            return 3
+        if _uses_cluster(item):
+            return 2
+        return 1 if item.get_closest_marker("slow") else 4
+
+    ranks = {id(item): rank(item) for item in items}
     if os.environ.get("PYTEST_XDIST_WORKER"):
-        chosen = set(map(id, cluster))
-        items[:] = cluster + [item for item in items if id(item) not in chosen]
+        items.sort(key=lambda item: ranks[id(item)])  # stable: collection order within a rank

@@ -105,6 +105,7 @@ def test_a_launcher_killed_between_two_array_submissions_is_completed_by_the_nex
     assert jobs_named(f"kdbench-{study.name}-", since) == set(recorded_jobs)
 
 
+@pytest.mark.slurm_exclusive  # it stops the node's slurmd: no other test's job may run meanwhile
 def test_a_job_whose_slurmd_dies_ends_requeued_or_failed_and_its_run_completes_once(slurm_cluster, tmp_path,
                                                                                   tiny_teacher):
     """Guarantee: A node's slurmd killed under a running job: within about 30 s SLURM ends that attempt `NODE_FAIL` and

@@ -25,12 +25,14 @@ NODES = ["kdbench-node1", "kdbench-node2"]
 
 @pytest.fixture(scope="module")
 def two_nodes(slurm_cluster):
-    """The cluster as two nodes for this module's tests, one node again after them."""
-    slurm_cluster.up(nodes=2)
-    try:
-        yield slurm_cluster
-    finally:
-        slurm_cluster.up()
+    """The cluster as two nodes for this module's tests, one node again after them: in an exclusive
+    turn (tests/conftest.py), so that no other test's job meets the switch."""
+    with slurm_cluster.turn(exclusive=True):
+        slurm_cluster.up(nodes=2)
+        try:
+            yield slurm_cluster
+        finally:
+            slurm_cluster.up()
 
 
 @pytest.fixture(autouse=True)
