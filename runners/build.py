@@ -7,6 +7,7 @@ packaged with mmsegmentation or mmdet), ``tiny_seg_student`` (one of kdbench's c
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import torch
@@ -16,6 +17,7 @@ from kdbench.errors import UserError
 from runners.config_files import resolve_config
 
 SCOPES = {"seg": "mmseg", "det": "mmdet"}
+_SCOPE_NAMES = itertools.count()
 
 
 def register_scope(task: str) -> str:
@@ -29,7 +31,9 @@ def register_scope(task: str) -> str:
         from mmdet.utils import register_all_modules
     register_all_modules(init_default_scope=False)
     if DefaultScope.get_current_instance() is None or DefaultScope.get_current_instance().scope_name != scope:
-        DefaultScope.get_instance(f"kdbench-{scope}-{id(object())}", scope_name=scope)
+        # A new name each time: mmengine makes only a newly created instance the current one (a name
+        # it has seen gives back that old instance and leaves the scope as it was).
+        DefaultScope.get_instance(f"kdbench-{scope}-{next(_SCOPE_NAMES)}", scope_name=scope)
     return scope
 
 

@@ -217,7 +217,19 @@ def slurm_cluster():
                     marker.unlink(missing_ok=True)
 
 
-@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the xdist_group marks it adds
+def _group(item, name: str) -> None:
+    """``item`` in the xdist group ``name`` (under ``--dist loadgroup``, a group runs on one worker).
+    pytest-xdist 3.8 marks a grouped test by appending ``@name`` to ``item._nodeid``, which pytest 9
+    no longer reads (a node's id is ``item._id``): the suffix is set on ``_id`` here, as xdist means
+    it (a later xdist that sets it too only appends the same group again)."""
+    item.add_marker(pytest.mark.xdist_group(name))
+    if os.environ.get("PYTEST_XDIST_WORKER") and item.config.getvalue("loadgroup") and "@" not in item.nodeid:
+        from _pytest.nodeid import NodeId
+
+        item._id = NodeId.parse(f"{item.nodeid}@{name}")
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the xdist_group marks
 def pytest_collection_modifyitems(items):
     """The order the tests are handed out in under pytest-xdist (``make test``: two workers,
     ``--dist loadgroup``, each worker taking the next test as it finishes one), longest work first
@@ -234,7 +246,7 @@ def pytest_collection_modifyitems(items):
     Without xdist the order is left alone, so that a module's fixtures are made once."""
     def rank(item) -> int:
         if item.get_closest_marker("two_nodes"):
-            item.add_marker(pytest.mark.xdist_group("two_nodes"))
+            _group(item, "two_nodes")
             return 0
         if item.get_closest_marker("slurm_exclusive"):
             return 3

@@ -556,3 +556,18 @@ def test_a_detector_distilled_with_fbkd_on_an_fpn_level_trains_its_connectors_wi
     checkpoint = torch.load(next((tmp_path / "run").glob("iter_4.pth")), weights_only=False)["state_dict"]
     assert any(key.startswith("kd_losses.fbkd_p0.student_adapt.non_local") for key in checkpoint)
     assert any(key.startswith("kd_losses.fbkd_p0.teacher_non_local") for key in checkpoint)
+
+
+def test_seg_and_det_models_built_in_turn_in_one_process_each_build_in_their_own_scope():
+    """mmengine makes only a newly created DefaultScope the current one: every switch of task in one
+    process (a notebook, a test worker) must create one, or a seg model would be looked up in mmdet's
+    registry after seg, det, seg, det."""
+    from mmengine.registry import DefaultScope
+
+    from runners.build import build_model, load_config, register_scope
+
+    for task in ("seg", "det", "seg", "det", "seg", "det"):
+        register_scope(task)
+        assert DefaultScope.get_current_instance().scope_name == {"seg": "mmseg", "det": "mmdet"}[task]
+    model = build_model(load_config("tiny_seg_student"), "seg", init=False)
+    assert type(model).__name__ == "EncoderDecoder"
