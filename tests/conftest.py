@@ -235,24 +235,21 @@ def pytest_collection_modifyitems(items):
     ``--dist loadgroup``, each worker taking the next test as it finishes one), longest work first
     so that the short tests even out the end:
 
-    0. the two-node module, as one unit (``xdist_group``: one worker, one switch of the cluster to
-       two nodes and back, in an exclusive ``cluster_turn``);
-    1. the other slow tests that do not use the cluster: they keep the other worker busy meanwhile;
-    2. the cluster's other tests, side by side on both workers, each in a shared turn;
-    3. the tests that stop a daemon of the cluster (exclusive turn): the worker that takes one waits
-       for the other's last cluster test, while that one goes on to
-    4. the rest.
+    0. the tests that have the cluster alone (an exclusive ``cluster_turn``: the two-node module,
+       which switches the cluster to two nodes and back, and the tests marked ``slurm_exclusive``),
+       as one xdist group: one after another on one worker, at the start, while
+    1. the other worker runs the slow tests that do not use the cluster;
+    2. then the cluster's other tests, side by side on both workers, each in a shared turn;
+    3. then the rest.
 
     Without xdist the order is left alone, so that a module's fixtures are made once."""
     def rank(item) -> int:
-        if item.get_closest_marker("two_nodes"):
-            _group(item, "two_nodes")
+        if item.get_closest_marker("two_nodes") or item.get_closest_marker("slurm_exclusive"):
+            _group(item, "cluster_alone")
             return 0
-        if item.get_closest_marker("slurm_exclusive"):
-            return 3
         if _uses_cluster(item):
             return 2
-        return 1 if item.get_closest_marker("slow") else 4
+        return 1 if item.get_closest_marker("slow") else 3
 
     ranks = {id(item): rank(item) for item in items}
     if os.environ.get("PYTEST_XDIST_WORKER"):
