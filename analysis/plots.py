@@ -67,13 +67,19 @@ def _students(frame: pd.DataFrame, metric: str) -> pd.DataFrame:
     once; called alone, they build it."""
     part = frame[frame["kind"].isin(["cell", "student_baseline"]) & aggregate.usable(frame, metric)].copy()
     axes = [a for a in aggregate.axes_of(frame) if a != "method"]
-    columns = {a: part[a].tolist() for a in axes}  # column by column: rows of arrow strings are slow
-    part["label"] = [", ".join([str(method)] + [f"{fmt.axis_label(axis_path(a))} {fmt.axis_value(a, columns[a][i])}"
-                                                for a in axes if not pd.isna(columns[a][i])])   # a method's own axes
-                     if kind == "cell" else BASELINE
-                     for i, (kind, method) in enumerate(zip(part["kind"].tolist(), part["method"].tolist()))]
+    labels = _with_settings(part, [str(m) for m in part["method"]], axes)
+    part["label"] = [label if kind == "cell" else BASELINE for kind, label in zip(part["kind"].tolist(), labels)]
     part["series"] = [m if isinstance(m, str) else BASELINE for m in part["method"]]
     return part
+
+
+def _with_settings(rows: pd.DataFrame, heads: list[str], axes: list[str]) -> list[str]:
+    """Each row's ``head`` followed by its values of ``axes`` (``cwd, tau 4, weight 3``); an axis a row
+    lacks (another method's own axis) is left out. Column by column: rows of arrow strings are slow."""
+    columns = {a: rows[a].tolist() for a in axes}
+    return [", ".join([head] + [f"{fmt.axis_label(axis_path(a))} {fmt.axis_value(a, columns[a][i])}"
+                                for a in axes if not pd.isna(columns[a][i])])
+            for i, head in enumerate(heads)]
 
 
 def _reference_lines(axis, frame: pd.DataFrame, metric: str) -> None:
@@ -135,15 +141,6 @@ def sweep_axes(cells: pd.DataFrame) -> list[str]:
     return found
 
 
-def _series(cells: pd.DataFrame, others: list[str]) -> list[str]:
-    """Each cell's line in a sweep figure: its method, with its values of the other swept axes (tau
-    against weight: one line per method and weight, not the weights pooled)."""
-    columns = {a: cells[a].tolist() for a in others}
-    return [", ".join([series] + [f"{fmt.axis_label(axis_path(a))} {fmt.axis_value(a, columns[a][i])}"
-                                  for a in others if not pd.isna(columns[a][i])])
-            for i, series in enumerate(cells["series"].tolist())]
-
-
 def sweeps(frame: pd.DataFrame, metric: str, students: pd.DataFrame | None = None) -> list[Figure]:
     """One figure per numeric term axis (tau, weight): metric vs value, one line per method and
     setting of the other swept axes."""
@@ -154,7 +151,8 @@ def sweeps(frame: pd.DataFrame, metric: str, students: pd.DataFrame | None = Non
     for column in axes:
         swept = cells[cells[column].notna()]   # the cells that have the axis (all, for a study-level one)
         values = pd.to_numeric(swept[column], errors="coerce")
-        data = swept.assign(**{column: values, "series": _series(swept, [a for a in axes if a != column])})
+        data = swept.assign(**{column: values, "series": _with_settings(swept, swept["series"].tolist(),
+                                                                     [a for a in axes if a != column])})
         figure, axis = plt.subplots(figsize=(6, 4))
         sns.lineplot(data=data, x=column, y=metric, hue="series", errorbar="sd", err_style="bars",
                      marker="o", ax=axis)

@@ -1,13 +1,13 @@
 """Whether a run was timed while other work shared its machine: its seconds per iteration are then
 the machine's, not the method's, and the report says so beside them (analysis.tables.cost_table).
 
-A local launch tells each run how many runs it starts at once (``KDBENCH_PARALLEL``); the run samples
-the 1-minute load average at each training step. ``final.json``'s ``cost`` records both, with the
-CPU count and the run's own threads, and ``shared``: the launch ran more than one run at a time, or
-the load beyond the run's own threads was at least one busy core (and at least a quarter of the
-machine's cores). A SLURM job's neighbours on its node are not known to the launch: there the load
-alone decides. The load average trails by about a minute, so a run's first minute carries some of
-what ran before it.
+A local launch tells each run how many runs it starts at once (``KDBENCH_PARALLEL``); the run reads
+the 1-minute load average while it trains, every ``LOAD_PERIOD_S`` (the kernel's update period).
+``final.json``'s ``cost`` records both, with the CPU count and the run's own threads, and
+``shared``: the launch ran more than one run at a time, or the load beyond the run's own threads
+was at least one busy core (and at least a quarter of the machine's cores). A SLURM job's
+neighbours on its node are not known to the launch: there the load alone decides. The load average
+trails by about a minute, so a run's first minute carries some of what ran before it.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import os
 import statistics
 
 PARALLEL_ENV = "KDBENCH_PARALLEL"   # set by the local executor (runners.launch.local): runs at a time
+LOAD_PERIOD_S = 5.0  # Linux recomputes the load average every 5 seconds
 
 
 def launch_parallel() -> int | None:

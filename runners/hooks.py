@@ -114,7 +114,8 @@ class CostHook(Hook):
 
     def __init__(self):
         self.step_seconds: list[float] = []
-        self.loads: list[float] = []        # the load average at each timed step (runners.contention)
+        self.loads: list[float] = []        # the load average while the run trained (runners.contention)
+        self._next_load = 0.0               # when to read it next (perf_counter seconds)
         self.parts: list[dict[str, float]] = []
         self._start = 0.0
         self.current_iter = 0
@@ -150,10 +151,13 @@ class CostHook(Hook):
 
     def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None) -> None:
         self._sync()
-        self.step_seconds.append(time.perf_counter() - self._start)
-        load = contention.load_now()
-        if load is not None:
-            self.loads.append(load)
+        now = time.perf_counter()
+        self.step_seconds.append(now - self._start)
+        if now >= self._next_load:  # the kernel updates it every 5 s: reading it each step repeats it
+            self._next_load = now + contention.LOAD_PERIOD_S
+            load = contention.load_now()
+            if load is not None:
+                self.loads.append(load)
         clock = getattr(self._model(runner), "clock", None)
         self.parts.append(clock.parts() if clock is not None else {})
 
@@ -178,7 +182,7 @@ class CostHook(Hook):
             "iterations_timed": len(steps),
             "startup_seconds": self.startup, "evaluation_seconds": self.evaluation_seconds,
             "evaluations": self.evaluations,   # for plan --estimate (kdbench.estimate)
-            **contention.record(self.loads[-len(steps):] if steps else [], torch.get_num_threads()),
+            **contention.record(self.loads, torch.get_num_threads()),
         }
 
 
