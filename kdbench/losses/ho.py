@@ -87,9 +87,12 @@ class HolisticDistillation(nn.Module):
         if preprocess == "batchnorm":
             layers.append(nn.LazyBatchNorm2d() if c is None else nn.BatchNorm2d(c))
         layers.append(nn.LazyConv2d(width, 3, 2, 1) if c is None else nn.Conv2d(c, width, 3, 2, 1))
-        layers += [nn.LeakyReLU(0.2), nn.Conv2d(width, 2 * width, 3, 2, 1), nn.LeakyReLU(0.2),
-                   nn.Conv2d(2 * width, 4 * width, 3, 2, 1), nn.LeakyReLU(0.2),
-                   nn.Conv2d(4 * width, 1, 3, 1, 1), nn.AdaptiveAvgPool2d(1), nn.Flatten(0)]
+        # LeakyReLU in place: with a positive slope its backward reads the sign from its output, so
+        # autograd keeps one map per layer instead of two (the GP's double backward included)
+        layers += [nn.LeakyReLU(0.2, inplace=True), nn.Conv2d(width, 2 * width, 3, 2, 1),
+                   nn.LeakyReLU(0.2, inplace=True), nn.Conv2d(2 * width, 4 * width, 3, 2, 1),
+                   nn.LeakyReLU(0.2, inplace=True), nn.Conv2d(4 * width, 1, 3, 1, 1), nn.AdaptiveAvgPool2d(1),
+                   nn.Flatten(0)]
         self.discriminator = nn.Sequential(*layers)
         self._optimizer_d: torch.optim.Optimizer | None = None
 
