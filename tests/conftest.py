@@ -223,7 +223,7 @@ def _group(item, name: str) -> None:
     no longer reads (a node's id is ``item._id``): the suffix is set on ``_id`` here, as xdist means
     it (a later xdist that sets it too only appends the same group again)."""
     item.add_marker(pytest.mark.xdist_group(name))
-    if os.environ.get("PYTEST_XDIST_WORKER") and item.config.getvalue("loadgroup") and "@" not in item.nodeid:
+    if item.config.getvalue("loadgroup") and "@" not in item.nodeid:
         from _pytest.nodeid import NodeId
 
         item._id = NodeId.parse(f"{item.nodeid}@{name}")
@@ -243,6 +243,9 @@ def pytest_collection_modifyitems(items):
     3. then the rest.
 
     Without xdist the order is left alone, so that a module's fixtures are made once."""
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return
+
     def rank(item) -> int:
         if item.get_closest_marker("two_nodes") or item.get_closest_marker("slurm_exclusive"):
             _group(item, "cluster_alone")
@@ -251,6 +254,4 @@ def pytest_collection_modifyitems(items):
             return 2
         return 1 if item.get_closest_marker("slow") else 3
 
-    ranks = {id(item): rank(item) for item in items}
-    if os.environ.get("PYTEST_XDIST_WORKER"):
-        items.sort(key=lambda item: ranks[id(item)])  # stable: collection order within a rank
+    items.sort(key=rank)  # stable: collection order within a rank
